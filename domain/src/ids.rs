@@ -1,0 +1,276 @@
+//! Identifiers and the one parse error every value type of the domain shares.
+//!
+//! Owns `MunicipalityCode` (全国地方公共団体コード with its check digit), `OperatorKey` (an operator's stable
+//! internal identity) and the crate-private text rules reused by the name types. Nothing here does IO.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a value could not be parsed.
+///
+/// `Display` is for logs and developers; `message_ja` is what a clerk at the counter reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("the value must not be empty")]
+    Empty,
+    #[error("the value must be at most {max} characters long")]
+    TooLong { max: usize },
+    #[error("the value must consist of half-width digits (0-9) only")]
+    NotHalfWidthDigits,
+    #[error("the value must consist of half-width letters and digits (A-Z, a-z, 0-9) only")]
+    NotHalfWidthAlphanumeric,
+    #[error("the value must be exactly {expected} characters long")]
+    WrongLength { expected: usize },
+    #[error("the check digit is wrong")]
+    BadCheckDigit,
+    #[error("the value contains the invalid character {ch:?}")]
+    InvalidCharacter { ch: char },
+    #[error("the value must be between {min} and {max}")]
+    OutOfRange { min: i64, max: i64 },
+    #[error("{value:?} is not one of the allowed values")]
+    UnknownValue { value: String },
+}
+
+impl ParseError {
+    /// A short Japanese message for the operator who typed the value.
+    pub fn message_ja(&self) -> String {
+        match self {
+            Self::Empty => "入力してください".to_owned(),
+            Self::TooLong { max } => format!("{max}文字以内で入力してください"),
+            Self::NotHalfWidthDigits => "半角数字で入力してください".to_owned(),
+            Self::NotHalfWidthAlphanumeric => "半角英数字で入力してください".to_owned(),
+            Self::WrongLength { expected } => format!("{expected}桁で入力してください"),
+            Self::BadCheckDigit => "検査数字が正しくありません".to_owned(),
+            Self::InvalidCharacter { ch } if ch.is_control() => {
+                format!("使用できない文字（U+{:04X}）が含まれています", u32::from(*ch))
+            }
+            Self::InvalidCharacter { ch } => format!("使用できない文字「{ch}」が含まれています"),
+            Self::OutOfRange { min, max } => format!("{min}から{max}までの数値で入力してください"),
+            Self::UnknownValue { value } => format!("「{value}」は選択できない値です"),
+        }
+    }
+}
+
+/// Free text such as a name: surrounding whitespace (ASCII and the full-width space) is trimmed, then
+/// 1..=`max` characters without control characters.
+pub(crate) fn parse_text(s: &str, max: usize) -> Result<String, ParseError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    if let Some(ch) = s.chars().find(|c| c.is_control()) {
+        return Err(ParseError::InvalidCharacter { ch });
+    }
+    if s.chars().count() > max {
+        return Err(ParseError::TooLong { max });
+    }
+    Ok(s.to_owned())
+}
+
+/// 全国地方公共団体コード: five digits of JIS X 0402 plus a check digit, e.g. `131016` (千代田区).
+///
+/// Only half-width ASCII digits are accepted, and nothing is trimmed: a code is keyed, never guessed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MunicipalityCode(String);
+
+impl MunicipalityCode {
+    const LEN: usize = 6;
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::NotHalfWidthDigits);
+        }
+        let digits: Vec<u8> = s.bytes().map(|b| b - b'0').collect();
+        if digits.len() != Self::LEN {
+            return Err(ParseError::WrongLength { expected: Self::LEN });
+        }
+        if check_digit(&digits[..Self::LEN - 1]) != digits[Self::LEN - 1] {
+            return Err(ParseError::BadCheckDigit);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// S = 6·d1 + 5·d2 + 4·d3 + 3·d4 + 2·d5; check = (11 − S mod 11) mod 10.
+fn check_digit(prefix: &[u8]) -> u8 {
+    let sum: u32 = prefix.iter().zip((2..=6).rev()).map(|(&d, w)| u32::from(d) * w).sum();
+    // Both remainders are below 11, so the result always fits in a digit.
+    ((11 - sum % 11) % 10) as u8
+}
+
+impl fmt::Display for MunicipalityCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for MunicipalityCode {
+    type Error = ParseError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<MunicipalityCode> for String {
+    fn from(code: MunicipalityCode) -> Self {
+        code.0
+    }
+}
+
+/// The stable internal identity of an operator; unlike the login `OperatorId` it never changes and is
+/// unique across municipalities. Chosen by the caller (the domain has no randomness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OperatorKey(Uuid);
+
+impl OperatorKey {
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn code_with_check(prefix: u32) -> String {
+        let p = format!("{prefix:05}");
+        let digits: Vec<u8> = p.bytes().map(|b| b - b'0').collect();
+        format!("{p}{}", check_digit(&digits))
+    }
+
+    fn full_width(s: &str) -> String {
+        s.chars().map(|c| char::from_u32('０' as u32 + (c as u32 - '0' as u32)).unwrap()).collect()
+    }
+
+    #[test]
+    fn known_codes_parse() {
+        for code in ["131016", "011002", "271004", "012025"] {
+            assert_eq!(MunicipalityCode::parse(code).unwrap().as_str(), code);
+        }
+    }
+
+    #[test]
+    fn every_five_digit_prefix_has_exactly_one_valid_last_digit() {
+        for prefix in 0..100_000 {
+            let valid = code_with_check(prefix);
+            for last in '0'..='9' {
+                let s = format!("{}{last}", &valid[..5]);
+                assert_eq!(MunicipalityCode::parse(&s).is_ok(), s == valid, "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn code_errors_name_the_reason() {
+        assert_eq!(MunicipalityCode::parse(""), Err(ParseError::Empty));
+        assert_eq!(MunicipalityCode::parse("13101"), Err(ParseError::WrongLength { expected: 6 }));
+        assert_eq!(MunicipalityCode::parse("1310160"), Err(ParseError::WrongLength { expected: 6 }));
+        assert_eq!(MunicipalityCode::parse("131017"), Err(ParseError::BadCheckDigit));
+        assert_eq!(MunicipalityCode::parse(" 131016"), Err(ParseError::NotHalfWidthDigits));
+        assert_eq!(MunicipalityCode::parse("１３１０１６"), Err(ParseError::NotHalfWidthDigits));
+        assert_eq!(MunicipalityCode::parse("١٣١٠١٦"), Err(ParseError::NotHalfWidthDigits));
+    }
+
+    #[test]
+    fn code_is_a_plain_json_string_and_deserializes_through_parse() {
+        let code = MunicipalityCode::parse("131016").unwrap();
+        assert_eq!(serde_json::to_value(&code).unwrap(), serde_json::json!("131016"));
+        assert_eq!(serde_json::from_str::<MunicipalityCode>("\"131016\"").unwrap(), code);
+        assert!(serde_json::from_str::<MunicipalityCode>("\"131017\"").is_err());
+        assert!(serde_json::from_str::<MunicipalityCode>("131016").is_err());
+    }
+
+    #[test]
+    fn messages_ja_are_short_and_specific() {
+        assert_eq!(ParseError::WrongLength { expected: 6 }.message_ja(), "6桁で入力してください");
+        assert_eq!(ParseError::BadCheckDigit.message_ja(), "検査数字が正しくありません");
+        assert_eq!(ParseError::TooLong { max: 50 }.message_ja(), "50文字以内で入力してください");
+        assert_eq!(
+            ParseError::InvalidCharacter { ch: '\t' }.message_ja(),
+            "使用できない文字（U+0009）が含まれています"
+        );
+    }
+
+    #[test]
+    fn operator_key_is_a_transparent_uuid() {
+        let uuid = Uuid::from_u128(0x0192_0000_0000_7000_8000_0000_0000_0001);
+        let key = OperatorKey::from_uuid(uuid);
+        assert_eq!(key.as_uuid(), uuid);
+        assert_eq!(key.to_string(), uuid.to_string());
+        assert_eq!(serde_json::to_value(key).unwrap(), serde_json::json!(uuid.to_string()));
+        assert_eq!(serde_json::from_value::<OperatorKey>(serde_json::json!(uuid.to_string())).unwrap(), key);
+    }
+
+    proptest! {
+        #[test]
+        fn every_prefix_with_its_check_digit_parses_and_round_trips(prefix in 0u32..100_000) {
+            let s = code_with_check(prefix);
+            let code = MunicipalityCode::parse(&s).unwrap();
+            prop_assert_eq!(code.as_str(), s.as_str());
+            prop_assert_eq!(code.to_string(), s.clone());
+            let json = serde_json::to_string(&code).unwrap();
+            prop_assert_eq!(serde_json::from_str::<MunicipalityCode>(&json).unwrap(), code.clone());
+            prop_assert_eq!(String::from(code), s);
+        }
+
+        #[test]
+        fn any_other_last_digit_is_rejected(prefix in 0u32..100_000, bump in 1u8..10) {
+            let valid = code_with_check(prefix);
+            let last = valid.as_bytes()[5] - b'0';
+            let s = format!("{}{}", &valid[..5], (last + bump) % 10);
+            prop_assert_eq!(MunicipalityCode::parse(&s), Err(ParseError::BadCheckDigit));
+        }
+
+        #[test]
+        fn a_non_ascii_digit_anywhere_is_rejected(
+            prefix in 0u32..100_000,
+            at in 0usize..6,
+            ch in any::<char>().prop_filter("not an ASCII digit", |c| !c.is_ascii_digit()),
+        ) {
+            let mut chars: Vec<char> = code_with_check(prefix).chars().collect();
+            chars[at] = ch;
+            let s: String = chars.into_iter().collect();
+            prop_assert_eq!(MunicipalityCode::parse(&s), Err(ParseError::NotHalfWidthDigits));
+        }
+
+        #[test]
+        fn strings_with_any_non_digit_are_rejected(s in "\\PC*") {
+            prop_assume!(s.chars().any(|c| !c.is_ascii_digit()));
+            prop_assert!(MunicipalityCode::parse(&s).is_err());
+        }
+
+        #[test]
+        fn full_width_digits_are_rejected(prefix in 0u32..100_000) {
+            let s = full_width(&code_with_check(prefix));
+            prop_assert_eq!(MunicipalityCode::parse(&s), Err(ParseError::NotHalfWidthDigits));
+        }
+
+        #[test]
+        fn digit_strings_of_another_length_are_rejected(s in "[0-9]{1,5}|[0-9]{7,12}") {
+            prop_assert_eq!(MunicipalityCode::parse(&s), Err(ParseError::WrongLength { expected: 6 }));
+        }
+    }
+}

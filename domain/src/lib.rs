@@ -1,0 +1,15 @@
+//! The pure domain of cardap: value types that parse, aggregates as `decide`/`evolve`, and their events.
+//!
+//! Owns the rules of the business (手引き I) and nothing else: no IO, no async, no clock, no database.
+//! What a decision needs (the time, a looked-up fact) arrives inside the command.
+
+pub mod aggregate;
+pub mod ids;
+pub mod municipality;
+pub mod operator;
+
+pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
+pub use ids::{MunicipalityCode, OperatorKey, ParseError};
+
+#[cfg(test)]
+mod testing;

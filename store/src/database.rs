@@ -1,0 +1,173 @@
+//! Opening the database named by a URL (PostgreSQL or SQLite), running the embedded migrations, and handing out
+//! the event store for it. Read models and authentication tables live in the same database and the same
+//! migrations, so one `cardap migrate` brings everything up to date.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::{EventStore, PostgresEventStore, SqliteEventStore, StoreError};
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A connected database and its event store.
+#[derive(Debug, Clone)]
+pub struct Database {
+    url: String,
+    pools: Pools,
+    store: Arc<dyn EventStore>,
+}
+
+#[derive(Debug, Clone)]
+enum Pools {
+    Postgres(PgPool, PostgresEventStore),
+    Sqlite { writer: SqlitePool, store: SqliteEventStore },
+}
+
+/// How long a request waits for a pooled connection before it is told the database is unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Connects lazily (the server starts even while the database is still coming up) and starts the
+    /// event store's background tasks. Must be called inside a tokio runtime.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Database, StoreError> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => {
+                let options = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(options);
+                let store = PostgresEventStore::new(pool.clone(), url);
+                Ok(Database {
+                    url: url.to_owned(),
+                    pools: Pools::Postgres(pool, store.clone()),
+                    store: Arc::new(store),
+                })
+            }
+            Some(Backend::Sqlite) => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(StoreError::Database)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: an accepted event survives a power cut.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(max_connections.clamp(1, 8))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let store = SqliteEventStore::new(writer.clone(), reader);
+                Ok(Database {
+                    url: url.to_owned(),
+                    pools: Pools::Sqlite { writer, store: store.clone() },
+                    store: Arc::new(store),
+                })
+            }
+            None => Err(StoreError::Database(sqlx::Error::Configuration(
+                format!("unsupported database URL (expected postgres://… or sqlite:…): {}", redact(url)).into(),
+            ))),
+        }
+    }
+
+    /// Applies every pending migration of this backend (`migrations/postgres` or `migrations/sqlite`).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match &self.pools {
+            Pools::Postgres(pool, _) => sqlx::migrate!("../migrations/postgres").run(pool).await,
+            Pools::Sqlite { writer, .. } => sqlx::migrate!("../migrations/sqlite").run(writer).await,
+        };
+        result.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from_sqlx(inner),
+            other => StoreError::Database(sqlx::Error::Migrate(Box::new(other))),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Postgres(..) => Backend::Postgres,
+            Pools::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// The URL this database was opened with (contains credentials: never log it, use [`redact`]).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn event_store(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+
+    /// The PostgreSQL pool, when this is PostgreSQL.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(pool, _) => Some(pool),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// The concrete PostgreSQL store, when this is PostgreSQL.
+    pub fn postgres_store(&self) -> Option<&PostgresEventStore> {
+        match &self.pools {
+            Pools::Postgres(_, store) => Some(store),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// The concrete SQLite store, when this is SQLite.
+    pub fn sqlite_store(&self) -> Option<&SqliteEventStore> {
+        match &self.pools {
+            Pools::Sqlite { store, .. } => Some(store),
+            Pools::Postgres(..) => None,
+        }
+    }
+}
+
+/// The URL without its password, for logs and messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,118 @@
+//! The cardap event store: every change in cardap is an event appended here, and every view is built from here.
+//!
+//! Owns one object-safe trait, [`EventStore`], with a PostgreSQL and a SQLite implementation that pass one
+//! shared contract suite (`tests/contract.rs`), the embedded migrations of both backends, and the wake-ups that
+//! tell waiting readers that something was appended. It knows nothing of any aggregate: payloads are JSON.
+//!
+//! Guarantees (both backends):
+//! - `append` is atomic and checks the expected version; a mismatch is [`StoreError::Conflict`] and writes nothing.
+//! - An append carrying a command id that was already applied returns the first outcome and writes nothing.
+//! - `read_all` walks one global order that never skips an event whose transaction committed late.
+
+mod database;
+mod postgres;
+mod sqlite;
+mod types;
+mod wakeup;
+
+pub use database::{Backend, Database, redact};
+pub use postgres::PostgresEventStore;
+pub use sqlite::SqliteEventStore;
+pub use types::{
+    AppendOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata, NewEvent,
+    ReadFilter, RecordedEvent, StoreHealth, StreamId, StreamIdError,
+};
+pub use wakeup::Wakeups;
+
+use async_trait::async_trait;
+
+/// Failures of the event store, as the layers above need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the expected version: someone else changed it first. Nothing was written.
+    #[error("stream {stream} is at version {actual}, expected {expected}")]
+    Conflict { stream: StreamId, expected: ExpectedVersion, actual: u64 },
+    /// The database cannot be reached right now (down, restarting, pool exhausted). Safe to retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A stored row that this build cannot read.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Sorts a driver error into "try again later" and "something is wrong".
+    pub fn from_sqlx(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(err),
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+                // 57P01 admin shutdown, 57P03 cannot connect now, 08xxx connection exceptions.
+                StoreError::Unavailable(err)
+            }
+            sqlx::Error::Database(ref db) if is_sqlite_busy(db.code().as_deref()) => StoreError::Unavailable(err),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+fn is_sqlite_busy(code: Option<&str>) -> bool {
+    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+    code.and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+/// The event store. Object-safe so the server can hold an `Arc<dyn EventStore>` for either backend.
+#[async_trait]
+pub trait EventStore: Send + Sync + std::fmt::Debug {
+    /// Appends `events` to `stream` atomically if it is at `expected`.
+    ///
+    /// With a command id in `metadata` that was already applied, returns that first outcome
+    /// (`already_applied = true`) and writes nothing.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// The outcome of an already applied command, if any.
+    async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError>;
+
+    /// The events of one stream with `version >= from_version`, in version order.
+    async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events after `after` in global order, optionally only those of one municipality or operator.
+    /// Never skips an event that commits later than an event already returned.
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// A receiver that wakes when events may have been appended (by this process or, on PostgreSQL, any node).
+    fn wakeups(&self) -> Wakeups;
+
+    /// Liveness of the database and the figures an operator watches.
+    async fn health(&self) -> Result<StoreHealth, StoreError>;
+}
+
+pub(crate) fn corrupt(e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative number {v} in the event store")))
+}
+
+pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("number {v} too large for the event store")))
+}

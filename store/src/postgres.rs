@@ -1,0 +1,424 @@
+//! The PostgreSQL event store.
+//!
+//! An append is one SQL statement (one round trip, atomic in autocommit): it checks the command id, reads the
+//! stream's version, checks the expected version, inserts the events with `unnest` and records the command.
+//! Because the statement's transaction gets its xid only when it inserts, after its snapshot saw the previous
+//! version committed, versions of one stream are also in xid order: the global order
+//! `(transaction_id, global_position)` keeps per-stream order.
+//!
+//! Readers take only rows of transactions older than the oldest running one (`pg_snapshot_xmin`), so a late
+//! commit delays an event but is never skipped. Wake-ups: a background task sends `NOTIFY cardap_events` after
+//! local appends (coalesced, off the append path, so commits are not serialized by the notify lock) and a
+//! listener task on its own tokio-postgres connection wakes local readers on any node's notification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cardap_domain::{MunicipalityCode, OperatorKey};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::types::{
+    AppendOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter, RecordedEvent,
+    StoreHealth, StreamId,
+};
+use crate::wakeup::{WakeupSender, Wakeups};
+use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
+
+const CHANNEL: &str = "cardap_events";
+
+/// How many times an `ExpectedVersion::Any` append retries when another writer took the same version.
+const ANY_RETRIES: usize = 100;
+
+const APPEND: &str = r#"
+WITH prev AS (
+    SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1
+),
+cur AS (
+    SELECT coalesce(max(version), 0)::bigint AS v FROM events WHERE stream_id = $2
+),
+go AS (
+    SELECT v FROM cur WHERE NOT EXISTS (SELECT 1 FROM prev) AND ($4::bigint IS NULL OR v = $4)
+),
+ins AS (
+    INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id,
+                        event_type, event_version, payload, metadata)
+    SELECT e.event_id, $2, $3, go.v + e.ord, $5, $6, e.event_type, e.event_version, e.payload, $7
+    FROM go, unnest($8::uuid[], $9::text[], $10::int4[], $11::jsonb[])
+             WITH ORDINALITY AS e(event_id, event_type, event_version, payload, ord)
+    RETURNING version, global_position, transaction_id
+),
+done AS (
+    SELECT count(*) AS n, max(version) AS last_version, max(global_position) AS last_position,
+           max(transaction_id::text::bigint) AS tx
+    FROM ins
+),
+cmd AS (
+    INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position)
+    SELECT $1, $2, done.last_version, done.tx, done.last_position FROM done
+    WHERE $1 IS NOT NULL AND done.n > 0
+)
+SELECT cur.v AS current_version, done.n, done.last_version, done.tx, done.last_position,
+       prev.last_version AS prev_version, prev.transaction_id AS prev_tx, prev.last_position AS prev_position
+FROM cur CROSS JOIN done LEFT JOIN prev ON true
+"#;
+
+const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+
+const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+const READ_MUNICIPALITY: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE municipality = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+const READ_OPERATOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE operator_id = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+/// The PostgreSQL event store. Cheap to clone; the background tasks stop when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    wake: WakeupSender,
+    appended: Arc<Notify>,
+    _tasks: Arc<TaskGuard>,
+}
+
+#[derive(Debug)]
+struct TaskGuard(Vec<JoinHandle<()>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl PostgresEventStore {
+    /// Wraps a migrated pool. `listen_url` is the same database, for the LISTEN connection.
+    /// Must be called inside a tokio runtime (it starts the notify and listen tasks).
+    pub fn new(pool: PgPool, listen_url: &str) -> Self {
+        let wake = WakeupSender::new();
+        let appended = Arc::new(Notify::new());
+        let notifier = tokio::spawn(notify_loop(pool.clone(), appended.clone()));
+        let listener = tokio::spawn(listen_loop(listen_url.to_owned(), wake.clone()));
+        PostgresEventStore { pool, wake, appended, _tasks: Arc::new(TaskGuard(vec![notifier, listener])) }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn append_once(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        append_statement(&mut conn, stream, expected, events, metadata).await
+    }
+
+    /// Appends inside a transaction that stays open for `hold` before it commits: a slow writer whose events
+    /// get their positions early and become visible late. For the contract suite and the benchmark.
+    pub async fn append_and_hold(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+        hold: Duration,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let outcome = append_statement(&mut tx, stream, expected, &events, metadata).await?;
+        tokio::time::sleep(hold).await;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.wake.wake();
+        Ok(outcome)
+    }
+
+    async fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0)::bigint FROM events WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        to_u64(v)
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.append_once(stream, expected, &events, metadata).await {
+                Ok(outcome) => {
+                    if !outcome.already_applied && outcome.checkpoint != Checkpoint::START {
+                        self.wake.wake();
+                        self.appended.notify_one();
+                    }
+                    return Ok(outcome);
+                }
+                Err(StoreError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
+                    match db.constraint() {
+                        // The same command committed concurrently: its outcome is the answer.
+                        Some("commands_pkey") => {
+                            if let Some(command) = metadata.command_id
+                                && let Some(outcome) = self.command_outcome(command).await?
+                            {
+                                return Ok(outcome);
+                            }
+                            return Err(StoreError::Corrupt("duplicate command without outcome".into()));
+                        }
+                        // Another writer took the version between our read and our insert.
+                        Some("events_stream_version_key") => {
+                            if expected.required().is_some() || attempts >= ANY_RETRIES {
+                                let actual = self.current_version(stream).await?;
+                                return Err(StoreError::Conflict { stream: stream.clone(), expected, actual });
+                            }
+                        }
+                        _ => return Err(StoreError::Database(sqlx::Error::Database(db))),
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {
+        let row = sqlx::query("SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1")
+            .bind(command.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| {
+            Ok(AppendOutcome {
+                stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
+                checkpoint: Checkpoint {
+                    transaction: to_u64(r.try_get("transaction_id").map_err(corrupt)?)?,
+                    position: to_u64(r.try_get("last_position").map_err(corrupt)?)?,
+                },
+                already_applied: true,
+            })
+        })
+        .transpose()
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(READ_STREAM)
+            .bind(stream.as_str())
+            .bind(to_i64(from_version)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let tx = after.transaction.to_string();
+        let pos = to_i64(after.position)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = match filter {
+            ReadFilter::All => sqlx::query(READ_ALL).bind(tx).bind(pos).bind(limit),
+            ReadFilter::Municipality(code) => {
+                sqlx::query(READ_MUNICIPALITY).bind(tx).bind(pos).bind(limit).bind(code.as_str().to_owned())
+            }
+            ReadFilter::Operator(op) => sqlx::query(READ_OPERATOR).bind(tx).bind(pos).bind(limit).bind(op.as_uuid()),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    fn wakeups(&self) -> Wakeups {
+        self.wake.subscribe()
+    }
+
+    async fn health(&self) -> Result<StoreHealth, StoreError> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM clock_timestamp() - min(xact_start)) * 1000)::bigint \
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(StoreHealth { backend: "postgres", oldest_transaction_ms: oldest.and_then(|ms| u64::try_from(ms).ok()) })
+    }
+}
+
+/// Runs the one-statement append on `conn` (autocommit, or inside the caller's transaction).
+async fn append_statement(
+    conn: &mut sqlx::PgConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    metadata: &Metadata,
+) -> Result<AppendOutcome, StoreError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<i32> = events.iter().map(|e| to_i32(e.event_version)).collect::<Result<_, _>>()?;
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let required = expected.required().map(to_i64).transpose()?;
+
+    let row = sqlx::query(APPEND)
+        .bind(metadata.command_id.map(|c| c.as_uuid()))
+        .bind(stream.as_str())
+        .bind(stream.stream_type())
+        .bind(required)
+        .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
+        .bind(metadata.operator.map(|o| o.as_uuid()))
+        .bind(metadata.to_json())
+        .bind(&ids)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+
+    let get_i64 = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
+    if let (Some(v), Some(tx), Some(pos)) = (get_i64("prev_version")?, get_i64("prev_tx")?, get_i64("prev_position")?) {
+        return Ok(AppendOutcome {
+            stream_version: to_u64(v)?,
+            checkpoint: Checkpoint { transaction: to_u64(tx)?, position: to_u64(pos)? },
+            already_applied: true,
+        });
+    }
+    let current = to_u64(get_i64("current_version")?.unwrap_or(0))?;
+    let written = get_i64("n")?.unwrap_or(0);
+    if let Some(required) = expected.required()
+        && required != current
+    {
+        return Err(StoreError::Conflict { stream: stream.clone(), expected, actual: current });
+    }
+    if written == 0 {
+        return Ok(AppendOutcome { stream_version: current, checkpoint: Checkpoint::START, already_applied: false });
+    }
+    let (Some(last), Some(tx), Some(pos)) = (get_i64("last_version")?, get_i64("tx")?, get_i64("last_position")?)
+    else {
+        return Err(StoreError::Corrupt("append returned no positions".into()));
+    };
+    Ok(AppendOutcome {
+        stream_version: to_u64(last)?,
+        checkpoint: Checkpoint { transaction: to_u64(tx)?, position: to_u64(pos)? },
+        already_applied: false,
+    })
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let stream_id: String = row.try_get("stream_id").map_err(corrupt)?;
+    let municipality: Option<String> = row.try_get("municipality").map_err(corrupt)?;
+    let municipality = municipality
+        .map(|m| MunicipalityCode::parse(&m))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("municipality: {e}")))?;
+    let operator: Option<Uuid> = row.try_get("operator_id").map_err(corrupt)?;
+    let metadata: Value = row.try_get("metadata").map_err(corrupt)?;
+    let event_version: i32 = row.try_get("event_version").map_err(corrupt)?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(corrupt)?;
+    Ok(RecordedEvent {
+        event_id: EventId::from_uuid(row.try_get("event_id").map_err(corrupt)?),
+        stream_id: StreamId::parse(&stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream_type: row.try_get("stream_type").map_err(corrupt)?,
+        version: to_u64(row.try_get("version").map_err(corrupt)?)?,
+        checkpoint: Checkpoint {
+            transaction: to_u64(row.try_get("tx").map_err(corrupt)?)?,
+            position: to_u64(row.try_get("global_position").map_err(corrupt)?)?,
+        },
+        event_type: row.try_get("event_type").map_err(corrupt)?,
+        event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        payload: row.try_get("payload").map_err(corrupt)?,
+        metadata: Metadata::from_stored(&metadata, municipality, operator.map(OperatorKey::from_uuid))
+            .map_err(StoreError::Corrupt)?,
+        recorded_at,
+    })
+}
+
+/// Sends one NOTIFY per burst of local appends, on a pooled connection, after the appends committed.
+async fn notify_loop(pool: PgPool, appended: Arc<Notify>) {
+    loop {
+        appended.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
+            tracing::debug!(error = %e, "could not send NOTIFY; other nodes will see the events on their next poll");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Keeps a LISTEN connection open, reconnecting with backoff; every notification wakes local readers.
+async fn listen_loop(url: String, wake: WakeupSender) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&url, &wake).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection lost; readers fall back to polling until it is back");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        // Events may have been appended while we were not listening.
+        wake.wake();
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn listen_once(url: &str, wake: &WakeupSender) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let wake_driver = wake.clone();
+    let driver = async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message? {
+                wake_driver.wake();
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    tokio::pin!(driver);
+    tokio::select! {
+        r = &mut driver => return r,
+        r = client.batch_execute("LISTEN cardap_events") => r?,
+    }
+    wake.wake();
+    let result = driver.await;
+    drop(client);
+    result
+}
+
+fn to_i32(v: u32) -> Result<i32, StoreError> {
+    i32::try_from(v).map_err(|_| StoreError::Corrupt(format!("event version {v} too large")))
+}

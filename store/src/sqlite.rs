@@ -1,0 +1,262 @@
+//! The SQLite event store, the embedded default.
+//!
+//! SQLite has one writer at a time: appends go through a one-connection writer pool and `BEGIN IMMEDIATE`, so
+//! global positions are assigned and committed in order and `read_all` can follow `global_position` alone.
+//! Readers use their own pool (WAL mode lets them read while the writer writes). Wake-ups are in-process.
+
+use async_trait::async_trait;
+use cardap_domain::{MunicipalityCode, OperatorKey};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use uuid::Uuid;
+
+use crate::types::{
+    AppendOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter, RecordedEvent,
+    StoreHealth, StreamId,
+};
+use crate::wakeup::{WakeupSender, Wakeups};
+use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
+
+/// The SQLite event store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    wake: WakeupSender,
+}
+
+impl SqliteEventStore {
+    /// `writer` must be limited to one connection; `reader` may have many.
+    pub fn new(writer: SqlitePool, reader: SqlitePool) -> Self {
+        SqliteEventStore { writer, reader, wake: WakeupSender::new() }
+    }
+
+    /// Appends inside a write transaction that stays open for `hold` before it commits (every other writer
+    /// waits meanwhile: SQLite has one). For the contract suite and the benchmark.
+    pub async fn append_and_hold(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+        hold: std::time::Duration,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
+        let outcome = append_in(&mut tx, stream, expected, &events, metadata).await?;
+        tokio::time::sleep(hold).await;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.wake.wake();
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
+        let outcome = append_in(&mut tx, stream, expected, &events, metadata).await?;
+        if outcome.already_applied || outcome.checkpoint == Checkpoint::START {
+            return Ok(outcome);
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.wake.wake();
+        Ok(outcome)
+    }
+
+    async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(StoreError::from_sqlx)?;
+        outcome_of(&mut conn, command).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+             event_type, event_version, payload, metadata, recorded_at FROM events \
+             WHERE stream_id = ? AND version >= ? ORDER BY version",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(from_version)?)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let pos = to_i64(after.position)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = match filter {
+            ReadFilter::All => sqlx::query(
+                "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+                 event_type, event_version, payload, metadata, recorded_at FROM events \
+                 WHERE global_position > ? ORDER BY global_position LIMIT ?",
+            )
+            .bind(pos)
+            .bind(limit),
+            ReadFilter::Municipality(code) => sqlx::query(
+                "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+                 event_type, event_version, payload, metadata, recorded_at FROM events \
+                 WHERE municipality = ? AND global_position > ? ORDER BY global_position LIMIT ?",
+            )
+            .bind(code.as_str().to_owned())
+            .bind(pos)
+            .bind(limit),
+            ReadFilter::Operator(op) => sqlx::query(
+                "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+                 event_type, event_version, payload, metadata, recorded_at FROM events \
+                 WHERE operator_id = ? AND global_position > ? ORDER BY global_position LIMIT ?",
+            )
+            .bind(op.as_uuid())
+            .bind(pos)
+            .bind(limit),
+        };
+        let rows = query.fetch_all(&self.reader).await.map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    fn wakeups(&self) -> Wakeups {
+        self.wake.subscribe()
+    }
+
+    async fn health(&self) -> Result<StoreHealth, StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(StoreError::from_sqlx)?;
+        Ok(StoreHealth { backend: "sqlite", oldest_transaction_ms: None })
+    }
+}
+
+/// Checks the command id and the expected version and inserts the events, inside the caller's write transaction.
+async fn append_in(
+    conn: &mut sqlx::SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    metadata: &Metadata,
+) -> Result<AppendOutcome, StoreError> {
+    if let Some(command) = metadata.command_id
+        && let Some(outcome) = outcome_of(&mut *conn, command).await?
+    {
+        return Ok(outcome);
+    }
+    let current: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?")
+        .bind(stream.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    let current = to_u64(current)?;
+    if let Some(required) = expected.required()
+        && required != current
+    {
+        return Err(StoreError::Conflict { stream: stream.clone(), expected, actual: current });
+    }
+    if events.is_empty() {
+        return Ok(AppendOutcome { stream_version: current, checkpoint: Checkpoint::START, already_applied: false });
+    }
+
+    let metadata_json = metadata.to_json().to_string();
+    let municipality = metadata.municipality.as_ref().map(|m| m.as_str().to_owned());
+    let operator = metadata.operator.map(|o| o.as_uuid());
+    let now = Utc::now();
+    let mut version = current;
+    let mut position = 0_i64;
+    for event in events {
+        version += 1;
+        position = sqlx::query_scalar(
+            "INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id, \
+             event_type, event_version, payload, metadata, recorded_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
+        )
+        .bind(event.event_id.as_uuid())
+        .bind(stream.as_str())
+        .bind(stream.stream_type())
+        .bind(to_i64(version)?)
+        .bind(municipality.as_deref())
+        .bind(operator)
+        .bind(event.event_type.as_str())
+        .bind(i64::from(event.event_version))
+        .bind(event.payload.to_string())
+        .bind(metadata_json.as_str())
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+    if let Some(command) = metadata.command_id {
+        sqlx::query(
+            "INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position, recorded_at) \
+             VALUES (?, ?, ?, 0, ?, ?)",
+        )
+        .bind(command.as_uuid())
+        .bind(stream.as_str())
+        .bind(to_i64(version)?)
+        .bind(position)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+    Ok(AppendOutcome {
+        stream_version: version,
+        checkpoint: Checkpoint { transaction: 0, position: to_u64(position)? },
+        already_applied: false,
+    })
+}
+
+async fn outcome_of(
+    conn: &mut sqlx::SqliteConnection,
+    command: CommandId,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let row = sqlx::query("SELECT last_version, last_position FROM commands WHERE command_id = ?")
+        .bind(command.as_uuid())
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    row.map(|r| {
+        Ok(AppendOutcome {
+            stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
+            checkpoint: Checkpoint { transaction: 0, position: to_u64(r.try_get("last_position").map_err(corrupt)?)? },
+            already_applied: true,
+        })
+    })
+    .transpose()
+}
+
+fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let stream_id: String = row.try_get("stream_id").map_err(corrupt)?;
+    let municipality: Option<String> = row.try_get("municipality").map_err(corrupt)?;
+    let municipality = municipality
+        .map(|m| MunicipalityCode::parse(&m))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("municipality: {e}")))?;
+    let operator: Option<Uuid> = row.try_get("operator_id").map_err(corrupt)?;
+    let payload: String = row.try_get("payload").map_err(corrupt)?;
+    let metadata: String = row.try_get("metadata").map_err(corrupt)?;
+    let metadata: Value = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let event_version: i64 = row.try_get("event_version").map_err(corrupt)?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(corrupt)?;
+    Ok(RecordedEvent {
+        event_id: EventId::from_uuid(row.try_get("event_id").map_err(corrupt)?),
+        stream_id: StreamId::parse(&stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream_type: row.try_get("stream_type").map_err(corrupt)?,
+        version: to_u64(row.try_get("version").map_err(corrupt)?)?,
+        checkpoint: Checkpoint { transaction: 0, position: to_u64(row.try_get("global_position").map_err(corrupt)?)? },
+        event_type: row.try_get("event_type").map_err(corrupt)?,
+        event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: Metadata::from_stored(&metadata, municipality, operator.map(OperatorKey::from_uuid))
+            .map_err(StoreError::Corrupt)?,
+        recorded_at,
+    })
+}

@@ -1,0 +1,294 @@
+//! The values that cross the store's boundary: stream ids, versions, checkpoints, new and recorded events.
+
+use std::fmt;
+
+use cardap_domain::{DomainEvent, MunicipalityCode, OperatorKey};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+            /// A fresh, time-ordered (v7) id.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identity of one stored event (UUID v7).
+    EventId
+);
+uuid_id!(
+    /// Identity of one command; an append carrying an already applied command id writes nothing.
+    CommandId
+);
+uuid_id!(
+    /// Ties together everything one user action caused, across commands and systems.
+    CorrelationId
+);
+uuid_id!(
+    /// The message (command or event) that directly caused this one.
+    CausationId
+);
+
+/// A stream: `<stream_type>-<key>`, e.g. `municipality-131016`. The stream type is the part before the first `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamId(String);
+
+/// Why a string is not a stream id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid stream id {0:?}: expected <type>-<key>, printable ASCII or any non-control text, at most 200 chars")]
+pub struct StreamIdError(String);
+
+impl StreamId {
+    /// The stream of one aggregate instance.
+    pub fn new(stream_type: &str, key: &str) -> Result<Self, StreamIdError> {
+        Self::parse(&format!("{stream_type}-{key}"))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StreamIdError> {
+        let valid = s.chars().count() <= 200
+            && !s.chars().any(char::is_control)
+            && s.split_once('-').is_some_and(|(t, k)| {
+                !t.is_empty() && !k.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+        if valid { Ok(Self(s.to_owned())) } else { Err(StreamIdError(s.to_owned())) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The aggregate type this stream belongs to.
+    pub fn stream_type(&self) -> &str {
+        self.0.split_once('-').map_or(self.0.as_str(), |(t, _)| t)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = StreamIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(id: StreamId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the caller believes the stream's version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the version is.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be exactly at this version (0 = does not exist).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// The version the stream must be at, if any is required.
+    pub fn required(self) -> Option<u64> {
+        match self {
+            Self::Any => None,
+            Self::NoStream => Some(0),
+            Self::Exact(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A place in the global order. On PostgreSQL `transaction` is the writing transaction's xid8, on SQLite 0;
+/// checkpoints order by `(transaction, position)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub transaction: u64,
+    pub position: u64,
+}
+
+impl Checkpoint {
+    /// Before the first event.
+    pub const START: Checkpoint = Checkpoint { transaction: 0, position: 0 };
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.transaction, self.position)
+    }
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (t, p) = s.split_once('.').ok_or_else(|| format!("invalid checkpoint {s:?}"))?;
+        Ok(Checkpoint {
+            transaction: t.parse().map_err(|_| format!("invalid checkpoint {s:?}"))?,
+            position: p.parse().map_err(|_| format!("invalid checkpoint {s:?}"))?,
+        })
+    }
+}
+
+/// Who did it, from where, and why: stored with every event of one append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Retries of the same command carry the same id and are applied once.
+    pub command_id: Option<CommandId>,
+    pub correlation_id: CorrelationId,
+    pub causation_id: Option<CausationId>,
+    /// The municipality whose data this is (tenant of the stream); `None` for installation-wide data.
+    #[serde(skip)]
+    pub municipality: Option<MunicipalityCode>,
+    /// The operator who did it; `None` for actions of the system itself.
+    #[serde(skip)]
+    pub operator: Option<OperatorKey>,
+    /// The terminal (窓口端末) the request came from, as the client identifies it.
+    pub terminal: Option<String>,
+    /// The HTTP request id, to find the request in the logs.
+    pub request_id: Option<String>,
+}
+
+impl Metadata {
+    /// Metadata of an action by the system itself (no operator), in its own correlation.
+    pub fn system() -> Self {
+        Metadata {
+            command_id: None,
+            correlation_id: CorrelationId::generate(),
+            causation_id: None,
+            municipality: None,
+            operator: None,
+            terminal: None,
+            request_id: None,
+        }
+    }
+
+    /// The part stored as JSON (municipality and operator have columns of their own).
+    pub(crate) fn to_json(&self) -> Value {
+        // Serializing plain ids and strings cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    pub(crate) fn from_stored(
+        json: &Value,
+        municipality: Option<MunicipalityCode>,
+        operator: Option<OperatorKey>,
+    ) -> Result<Self, String> {
+        let mut m: Metadata = serde_json::from_value(json.clone()).map_err(|e| format!("metadata: {e}"))?;
+        m.municipality = municipality;
+        m.operator = operator;
+        Ok(m)
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: EventId,
+    pub event_type: String,
+    pub event_version: u32,
+    pub payload: Value,
+}
+
+impl NewEvent {
+    pub fn new(event_type: impl Into<String>, event_version: u32, payload: Value) -> Self {
+        NewEvent { event_id: EventId::generate(), event_type: event_type.into(), event_version, payload }
+    }
+
+    /// Encodes a domain event.
+    pub fn from_domain<E: DomainEvent>(event: &E) -> Self {
+        Self::new(event.event_type(), event.event_version(), event.encode())
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub event_id: EventId,
+    pub stream_id: StreamId,
+    pub stream_type: String,
+    /// Position in its stream, from 1.
+    pub version: u64,
+    /// Place in the global order.
+    pub checkpoint: Checkpoint,
+    pub event_type: String,
+    pub event_version: u32,
+    pub payload: Value,
+    /// Includes the municipality and operator columns.
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload as a domain event (with upcasting).
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, cardap_domain::EventDecodeError> {
+        E::decode(&self.event_type, self.event_version, &self.payload)
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append.
+    pub stream_version: u64,
+    /// The global place of the last event written (for waiting until a view has caught up with it).
+    pub checkpoint: Checkpoint,
+    /// True when the command id had already been applied and nothing was written now.
+    pub already_applied: bool,
+}
+
+/// Which events `read_all` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ReadFilter {
+    #[default]
+    All,
+    Municipality(MunicipalityCode),
+    Operator(OperatorKey),
+}
+
+/// Figures for health checks and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreHealth {
+    pub backend: &'static str,
+    /// Age of the oldest open writing transaction (PostgreSQL): it delays delivery of later events.
+    pub oldest_transaction_ms: Option<u64>,
+}

@@ -1,0 +1,370 @@
+//! The event store contract: one suite, run against PostgreSQL and SQLite alike.
+//!
+//! Every test is written once against `Arc<dyn EventStore>`; the `contract!` macro at the bottom instantiates
+//! the suite for each backend on a fresh, migrated database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardap_domain::{MunicipalityCode, OperatorKey};
+use cardap_store::{
+    Checkpoint, CommandId, CorrelationId, Database, EventStore, ExpectedVersion, Metadata, NewEvent,
+    PostgresEventStore, ReadFilter, SqliteEventStore, StoreError, StreamId,
+};
+use serde_json::json;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A connected, migrated backend, plus what the stress test needs to simulate a slow writer.
+struct Backend {
+    store: Arc<dyn EventStore>,
+    slow: SlowWriter,
+    _dir: Option<TempDir>,
+}
+
+enum SlowWriter {
+    Postgres(PostgresEventStore),
+    Sqlite(SqliteEventStore),
+}
+
+impl SlowWriter {
+    async fn append_and_hold(&self, stream: &StreamId, events: Vec<NewEvent>, hold: Duration) {
+        let m = Metadata::system();
+        match self {
+            SlowWriter::Postgres(s) => s.append_and_hold(stream, ExpectedVersion::Any, events, &m, hold).await,
+            SlowWriter::Sqlite(s) => s.append_and_hold(stream, ExpectedVersion::Any, events, &m, hold).await,
+        }
+        .unwrap();
+    }
+}
+
+async fn postgres() -> Backend {
+    let url = cardap_testkit::fresh_postgres_url().await;
+    let db = Database::connect(&url, 20).await.unwrap();
+    db.migrate().await.unwrap();
+    let slow = db.postgres_store().unwrap().clone();
+    Backend { store: db.event_store(), slow: SlowWriter::Postgres(slow), _dir: None }
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = cardap_testkit::fresh_sqlite_url(dir.path());
+    let db = Database::connect(&url, 8).await.unwrap();
+    db.migrate().await.unwrap();
+    let slow = db.sqlite_store().unwrap().clone();
+    Backend { store: db.event_store(), slow: SlowWriter::Sqlite(slow), _dir: Some(dir) }
+}
+
+fn stream(key: &str) -> StreamId {
+    StreamId::new("test", key).unwrap()
+}
+
+fn events(n: usize, tag: &str) -> Vec<NewEvent> {
+    (0..n).map(|i| NewEvent::new("Tested", 1, json!({ "tag": tag, "i": i }))).collect()
+}
+
+fn code(s: &str) -> MunicipalityCode {
+    MunicipalityCode::parse(s).unwrap()
+}
+
+fn metadata_for(municipality: Option<&str>, operator: Option<OperatorKey>) -> Metadata {
+    Metadata {
+        command_id: None,
+        correlation_id: CorrelationId::generate(),
+        causation_id: None,
+        municipality: municipality.map(code),
+        operator,
+        terminal: Some("窓口-01".into()),
+        request_id: Some("req-1".into()),
+    }
+}
+
+async fn read_everything(store: &dyn EventStore, filter: &ReadFilter) -> Vec<cardap_store::RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = Checkpoint::START;
+    loop {
+        let batch = store.read_all(after, 7, filter).await.unwrap();
+        let Some(last) = batch.last() else { return all };
+        after = last.checkpoint;
+        all.extend(batch);
+    }
+}
+
+async fn appends_and_reads_back_in_order(b: Backend) {
+    let s = stream("a");
+    let operator = OperatorKey::from_uuid(Uuid::now_v7());
+    let metadata = metadata_for(Some("131016"), Some(operator));
+    let new = events(3, "x");
+    let outcome = b.store.append(&s, ExpectedVersion::NoStream, new.clone(), &metadata).await.unwrap();
+    assert_eq!(outcome.stream_version, 3);
+    assert!(!outcome.already_applied);
+
+    let read = b.store.read_stream(&s, 1).await.unwrap();
+    assert_eq!(read.len(), 3);
+    for (i, (r, n)) in read.iter().zip(&new).enumerate() {
+        assert_eq!(r.version, i as u64 + 1);
+        assert_eq!(r.event_id, n.event_id);
+        assert_eq!(r.event_type, "Tested");
+        assert_eq!(r.event_version, 1);
+        assert_eq!(r.payload, n.payload);
+        assert_eq!(r.stream_type, "test");
+        assert_eq!(r.metadata, metadata);
+    }
+    assert_eq!(read[2].checkpoint, outcome.checkpoint);
+    assert!(read[0].checkpoint < read[1].checkpoint && read[1].checkpoint < read[2].checkpoint);
+
+    let from_two = b.store.read_stream(&s, 2).await.unwrap();
+    assert_eq!(from_two.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(b.store.read_stream(&stream("missing"), 1).await.unwrap().is_empty());
+}
+
+async fn expected_version_mismatch_is_a_conflict_and_writes_nothing(b: Backend) {
+    let s = stream("b");
+    let m = Metadata::system();
+    b.store.append(&s, ExpectedVersion::NoStream, events(2, "first"), &m).await.unwrap();
+
+    let err = b.store.append(&s, ExpectedVersion::NoStream, events(1, "no"), &m).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 2, .. }), "{err:?}");
+    let err = b.store.append(&s, ExpectedVersion::Exact(1), events(1, "no"), &m).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 2, .. }), "{err:?}");
+    let err = b.store.append(&s, ExpectedVersion::Exact(5), events(1, "no"), &m).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 2, .. }), "{err:?}");
+    let err = b.store.append(&stream("new"), ExpectedVersion::Exact(1), events(1, "no"), &m).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { actual: 0, .. }), "{err:?}");
+
+    assert_eq!(b.store.read_stream(&s, 1).await.unwrap().len(), 2);
+    assert_eq!(read_everything(b.store.as_ref(), &ReadFilter::All).await.len(), 2);
+
+    let ok = b.store.append(&s, ExpectedVersion::Exact(2), events(1, "yes"), &m).await.unwrap();
+    assert_eq!(ok.stream_version, 3);
+    let any = b.store.append(&s, ExpectedVersion::Any, events(2, "any"), &m).await.unwrap();
+    assert_eq!(any.stream_version, 5);
+}
+
+async fn a_repeated_command_is_applied_once(b: Backend) {
+    let s = stream("c");
+    let mut m = Metadata::system();
+    m.command_id = Some(CommandId::generate());
+    let first = b.store.append(&s, ExpectedVersion::Any, events(2, "once"), &m).await.unwrap();
+    // A retry after a time-out: same command id, even with a stale expected version.
+    let again = b.store.append(&s, ExpectedVersion::NoStream, events(2, "once"), &m).await.unwrap();
+    assert!(again.already_applied);
+    assert_eq!(again.stream_version, first.stream_version);
+    assert_eq!(again.checkpoint, first.checkpoint);
+    assert_eq!(b.store.read_stream(&s, 1).await.unwrap().len(), 2);
+    assert_eq!(b.store.command_outcome(m.command_id.unwrap()).await.unwrap(), Some(again));
+    assert_eq!(b.store.command_outcome(CommandId::generate()).await.unwrap(), None);
+}
+
+async fn concurrent_retries_of_one_command_write_once(b: Backend) {
+    let s = stream("d");
+    let mut m = Metadata::system();
+    m.command_id = Some(CommandId::generate());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = b.store.clone();
+            let (s, m) = (s.clone(), m.clone());
+            tokio::spawn(async move { store.append(&s, ExpectedVersion::Any, events(1, "retry"), &m).await })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        let outcome = t.await.unwrap().unwrap();
+        if !outcome.already_applied {
+            applied += 1;
+        }
+        assert_eq!(outcome.stream_version, 1);
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(b.store.read_stream(&s, 1).await.unwrap().len(), 1);
+}
+
+async fn read_all_pages_and_filters(b: Backend) {
+    let alice = OperatorKey::from_uuid(Uuid::now_v7());
+    let bob = OperatorKey::from_uuid(Uuid::now_v7());
+    let m_a = metadata_for(Some("131016"), Some(alice));
+    let m_b = metadata_for(Some("011002"), Some(bob));
+    let m_sys = metadata_for(None, None);
+    for i in 0..5 {
+        b.store.append(&stream(&format!("chiyoda{i}")), ExpectedVersion::Any, events(2, "a"), &m_a).await.unwrap();
+        b.store.append(&stream(&format!("sapporo{i}")), ExpectedVersion::Any, events(1, "b"), &m_b).await.unwrap();
+        b.store.append(&stream("system"), ExpectedVersion::Any, events(1, "s"), &m_sys).await.unwrap();
+    }
+    let all = read_everything(b.store.as_ref(), &ReadFilter::All).await;
+    assert_eq!(all.len(), 20);
+    assert!(all.windows(2).all(|w| w[0].checkpoint < w[1].checkpoint));
+
+    let chiyoda = read_everything(b.store.as_ref(), &ReadFilter::Municipality(code("131016"))).await;
+    assert_eq!(chiyoda.len(), 10);
+    assert!(chiyoda.iter().all(|e| e.metadata.municipality == Some(code("131016"))));
+    let by_bob = read_everything(b.store.as_ref(), &ReadFilter::Operator(bob)).await;
+    assert_eq!(by_bob.len(), 5);
+    assert!(by_bob.iter().all(|e| e.metadata.operator == Some(bob)));
+
+    let first_page = b.store.read_all(Checkpoint::START, 4, &ReadFilter::All).await.unwrap();
+    assert_eq!(first_page.len(), 4);
+    let rest = b.store.read_all(first_page[3].checkpoint, 100, &ReadFilter::All).await.unwrap();
+    assert_eq!(rest.len(), 16);
+    assert_eq!(rest[0].event_id, all[4].event_id);
+}
+
+async fn readers_are_woken_by_an_append(b: Backend) {
+    let mut wake = b.store.wakeups();
+    wake.mark_seen();
+    let store = b.store.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.append(&stream("w"), ExpectedVersion::Any, events(1, "w"), &Metadata::system()).await.unwrap();
+    });
+    assert!(wake.wait(Duration::from_secs(10)).await, "no wake-up within 10 s of an append");
+    writer.await.unwrap();
+}
+
+/// (a) Many tasks append to one stream with expected versions: one winner per version, no gaps, no duplicates.
+async fn contended_stream_has_one_winner_per_version(b: Backend) {
+    let s = stream("contended");
+    let target = 120_u64;
+    let tasks: Vec<_> = (0..12)
+        .map(|t| {
+            let store = b.store.clone();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let (mut wins, mut conflicts) = (0_u64, 0_u64);
+                loop {
+                    let current = store.read_stream(&s, 1).await.unwrap().len() as u64;
+                    if current >= target {
+                        return (wins, conflicts);
+                    }
+                    let e = NewEvent::new("Won", 1, json!({ "task": t, "version": current + 1 }));
+                    match store.append(&s, ExpectedVersion::Exact(current), vec![e], &Metadata::system()).await {
+                        Ok(o) => {
+                            assert_eq!(o.stream_version, current + 1);
+                            wins += 1;
+                        }
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut wins, mut conflicts) = (0, 0);
+    for t in tasks {
+        let (w, c) = t.await.unwrap();
+        wins += w;
+        conflicts += c;
+    }
+    assert!(conflicts > 0, "12 tasks on one stream never conflicted: the test did not contend");
+    assert_eq!(wins, target);
+    let read = b.store.read_stream(&s, 1).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=target).collect::<Vec<_>>());
+    for e in &read {
+        assert_eq!(e.payload["version"], json!(e.version), "event written for one version stored at another");
+    }
+    let ids: HashSet<_> = read.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), read.len());
+}
+
+/// (b) Writers on many streams, some holding their transaction open before commit, while a reader follows
+/// `read_all`: the reader sees every committed event exactly once, in per-stream order.
+async fn follower_sees_every_event_once_despite_late_commits(b: Backend) {
+    let writers = 8;
+    let appends_per_writer = 30;
+    let store = b.store.clone();
+    let slow = Arc::new(b.slow);
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let slow = slow.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..appends_per_writer {
+                let s = stream(&format!("w{w}-s{}", i % 3));
+                if w % 4 == 0 && i % 5 == 0 {
+                    slow.append_and_hold(&s, events(2, "slow"), Duration::from_millis(40)).await;
+                } else {
+                    store.append(&s, ExpectedVersion::Any, events(2, "fast"), &Metadata::system()).await.unwrap();
+                }
+            }
+        }));
+    }
+    let expected_total = writers * appends_per_writer * 2;
+
+    let reader_store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut wake = reader_store.wakeups();
+        let mut after = Checkpoint::START;
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut last_version: HashMap<String, u64> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while seen.len() < expected_total {
+            assert!(tokio::time::Instant::now() < deadline, "reader saw only {} of {expected_total}", seen.len());
+            wake.mark_seen();
+            let batch = reader_store.read_all(after, 50, &ReadFilter::All).await.unwrap();
+            if batch.is_empty() {
+                wake.wait(Duration::from_millis(250)).await;
+                continue;
+            }
+            for e in batch {
+                assert!(e.checkpoint > after, "checkpoints went backwards");
+                after = e.checkpoint;
+                assert!(seen.insert(e.event_id.as_uuid()), "event {} delivered twice", e.event_id);
+                let last = last_version.entry(e.stream_id.to_string()).or_insert(0);
+                assert_eq!(e.version, *last + 1, "stream {} out of order or with a gap", e.stream_id);
+                *last = e.version;
+            }
+        }
+        seen.len()
+    });
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(reader.await.unwrap(), expected_total);
+    // Nothing more arrives after everything was seen.
+    let all = read_everything(store.as_ref(), &ReadFilter::All).await;
+    assert_eq!(all.len(), expected_total);
+}
+
+macro_rules! contract {
+    ($backend:ident) => {
+        mod $backend {
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn appends_and_reads_back_in_order() {
+                super::appends_and_reads_back_in_order(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn expected_version_mismatch_is_a_conflict_and_writes_nothing() {
+                super::expected_version_mismatch_is_a_conflict_and_writes_nothing(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_repeated_command_is_applied_once() {
+                super::a_repeated_command_is_applied_once(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_retries_of_one_command_write_once() {
+                super::concurrent_retries_of_one_command_write_once(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn read_all_pages_and_filters() {
+                super::read_all_pages_and_filters(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn readers_are_woken_by_an_append() {
+                super::readers_are_woken_by_an_append(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn contended_stream_has_one_winner_per_version() {
+                super::contended_stream_has_one_winner_per_version(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn follower_sees_every_event_once_despite_late_commits() {
+                super::follower_sees_every_event_once_despite_late_commits(super::$backend().await).await;
+            }
+        }
+    };
+}
+
+contract!(postgres);
+contract!(sqlite);
