@@ -1,1 +1,16 @@
-//! stub
+//! The cardap HTTP server: axum routes per area, authentication, problem+json errors, OpenAPI, start-up and
+//! graceful shutdown. It turns requests into commands (`cardap-commands`) and answers queries from read models
+//! (`cardap-projections`); it never writes events or read models itself.
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod error;
+pub mod i18n;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+pub use app::{Application, Settings, app};

@@ -1,1 +1,13 @@
-//! stub
+//! Command handling for cardap: the one path every change takes.
+//!
+//! authorize → load the stream → fold → decide → append with the expected version, retrying a bounded number of
+//! times when another writer got there first. Owns who may do what ([`authz`]), the metadata every command
+//! carries ([`CommandContext`]), and the generic handler ([`CommandHandler`]). It never touches read models.
+
+pub mod authz;
+mod context;
+mod handler;
+
+pub use authz::{Actor, AuthzError, Permission, authorize};
+pub use context::CommandContext;
+pub use handler::{CommandError, CommandHandler, Executed, Loaded};

@@ -115,11 +115,19 @@ impl From<DisplayOrder> for u32 {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MunicipalityCommand {
-    Register { code: MunicipalityCode, name: MunicipalityName, kind: MunicipalityKind, display_order: DisplayOrder },
-    Rename { name: MunicipalityName },
-    ChangeDisplayOrder { display_order: DisplayOrder },
+    Register {
+        code: MunicipalityCode,
+        name: MunicipalityName,
+        kind: MunicipalityKind,
+        display_order: DisplayOrder,
+    },
+    /// Rename and/or reorder in one decision (an HTTP PATCH); a field that is `None` or unchanged yields no event.
+    Change {
+        name: Option<MunicipalityName>,
+        display_order: Option<DisplayOrder>,
+    },
     Abolish,
 }
 
@@ -303,10 +311,13 @@ impl Aggregate for Municipality {
         match command {
             C::Register { .. } => Err(MunicipalityError::AlreadyRegistered),
             _ if state.abolished => Err(MunicipalityError::Abolished),
-            C::Rename { name } if name == current.name => Ok(vec![]),
-            C::Rename { name } => Ok(vec![E::Renamed { name }]),
-            C::ChangeDisplayOrder { display_order } if display_order == current.display_order => Ok(vec![]),
-            C::ChangeDisplayOrder { display_order } => Ok(vec![E::DisplayOrderChanged { display_order }]),
+            C::Change { name, display_order } => {
+                let renamed = name.filter(|n| *n != current.name).map(|name| E::Renamed { name });
+                let reordered = display_order
+                    .filter(|o| *o != current.display_order)
+                    .map(|display_order| E::DisplayOrderChanged { display_order });
+                Ok(renamed.into_iter().chain(reordered).collect())
+            }
             C::Abolish => Ok(vec![E::Abolished]),
         }
     }
@@ -394,18 +405,22 @@ mod tests {
 
     #[test]
     fn any_other_command_before_register_is_refused() {
-        for command in
-            [C::Rename { name: name("千代田") }, C::ChangeDisplayOrder { display_order: order(2) }, C::Abolish]
-        {
+        for command in [
+            C::Change { name: Some(name("千代田")), display_order: None },
+            C::Change { name: None, display_order: Some(order(2)) },
+            C::Abolish,
+        ] {
             given::<Municipality>([]).when(command).then_err(MunicipalityError::NotRegistered);
         }
     }
 
     #[test]
     fn any_command_after_abolish_is_refused() {
-        for command in
-            [C::Rename { name: name("千代田") }, C::ChangeDisplayOrder { display_order: order(2) }, C::Abolish]
-        {
+        for command in [
+            C::Change { name: Some(name("千代田")), display_order: None },
+            C::Change { name: None, display_order: Some(order(2)) },
+            C::Abolish,
+        ] {
             given::<Municipality>([registered(), E::Abolished]).when(command).then_err(MunicipalityError::Abolished);
         }
     }
@@ -413,27 +428,41 @@ mod tests {
     #[test]
     fn rename() {
         let state = given::<Municipality>([registered()])
-            .when(C::Rename { name: name("新千代田区") })
+            .when(C::Change { name: Some(name("新千代田区")), display_order: None })
             .then([E::Renamed { name: name("新千代田区") }]);
         assert_eq!(state.name(), Some(&name("新千代田区")));
     }
 
     #[test]
     fn rename_to_the_same_name_changes_nothing() {
-        given::<Municipality>([registered()]).when(C::Rename { name: name("千代田区") }).then([]);
+        given::<Municipality>([registered()])
+            .when(C::Change { name: Some(name("千代田区")), display_order: None })
+            .then([]);
     }
 
     #[test]
     fn change_display_order() {
         let state = given::<Municipality>([registered()])
-            .when(C::ChangeDisplayOrder { display_order: order(2) })
+            .when(C::Change { name: None, display_order: Some(order(2)) })
             .then([E::DisplayOrderChanged { display_order: order(2) }]);
         assert_eq!(state.display_order(), Some(order(2)));
     }
 
     #[test]
     fn change_display_order_to_the_same_order_changes_nothing() {
-        given::<Municipality>([registered()]).when(C::ChangeDisplayOrder { display_order: order(1) }).then([]);
+        given::<Municipality>([registered()]).when(C::Change { name: None, display_order: Some(order(1)) }).then([]);
+    }
+
+    #[test]
+    fn rename_and_reorder_together() {
+        given::<Municipality>([registered()])
+            .when(C::Change { name: Some(name("新千代田区")), display_order: Some(order(5)) })
+            .then([E::Renamed { name: name("新千代田区") }, E::DisplayOrderChanged { display_order: order(5) }]);
+    }
+
+    #[test]
+    fn a_change_of_nothing_changes_nothing() {
+        given::<Municipality>([registered()]).when(C::Change { name: None, display_order: None }).then([]);
     }
 
     #[test]

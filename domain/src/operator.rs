@@ -147,7 +147,7 @@ impl fmt::Display for Role {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OperatorCommand {
     Register {
         key: OperatorKey,

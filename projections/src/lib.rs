@@ -1,1 +1,74 @@
-//! stub
+//! Read models of cardap: the projection runner and the views it builds from the event log.
+//!
+//! Owns the read-model tables (migrations `0002_read_models.sql`), their checkpoints, rebuilds, and the queries
+//! the API serves from them. A read model is changed only by its projection, and the projection stores its
+//! checkpoint in the same transaction as the change, so a crash never applies an event twice or loses one.
+//! Read models are reached through sqlx's `Any` driver: the same SQL serves PostgreSQL and SQLite.
+
+pub mod municipalities;
+pub mod operators;
+mod runner;
+
+pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardap_store::{Checkpoint, EventStore};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+/// The read-model database and every projection of this build.
+#[derive(Debug, Clone)]
+pub struct ReadModels {
+    pool: AnyPool,
+    projections: Vec<Arc<dyn Projection>>,
+}
+
+impl ReadModels {
+    /// Opens the read-model pool on the same database as the event store (lazily: the server starts even
+    /// while the database is down).
+    pub fn connect(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(url)
+            .map_err(ProjectionError::from_sqlx)?;
+        Ok(ReadModels {
+            pool,
+            projections: vec![Arc::new(municipalities::MunicipalityList), Arc::new(operators::OperatorDirectory)],
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn projections(&self) -> &[Arc<dyn Projection>] {
+        &self.projections
+    }
+
+    pub fn projection(&self, name: &str) -> Option<Arc<dyn Projection>> {
+        self.projections.iter().find(|p| p.name() == name).cloned()
+    }
+
+    /// A runner per projection (not yet started).
+    pub fn runners(&self, store: Arc<dyn EventStore>) -> Vec<ProjectionRunner> {
+        self.projections.iter().map(|p| ProjectionRunner::new(store.clone(), self.pool.clone(), p.clone())).collect()
+    }
+
+    /// Applies everything up to the current head for every projection, then returns (start-up, CLI, tests).
+    pub async fn catch_up(&self, store: Arc<dyn EventStore>) -> Result<Checkpoint, ProjectionError> {
+        let mut last = Checkpoint::START;
+        for runner in self.runners(store) {
+            last = last.max(runner.catch_up().await?);
+        }
+        Ok(last)
+    }
+}
+
+/// Current time as stored in read models (RFC 3339, UTC).
+pub(crate) fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -82,6 +82,11 @@ impl StreamId {
         &self.0
     }
 
+    /// The aggregate instance's key (the part after the first `-`).
+    pub fn key(&self) -> &str {
+        self.0.split_once('-').map_or("", |(_, k)| k)
+    }
+
     /// The aggregate type this stream belongs to.
     pub fn stream_type(&self) -> &str {
         self.0.split_once('-').map_or(self.0.as_str(), |(t, _)| t)

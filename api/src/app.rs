@@ -1,0 +1,209 @@
+//! Building and running the server: settings, start-up (migrate, bootstrap, catch up, start the projection
+//! runners), the router with its middleware, and graceful shutdown with a drain timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::routing::get;
+use cardap_projections::ReadModels;
+use cardap_store::{Database, redact};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Secret, SessionPolicy};
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::state::AppState;
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://…` or `sqlite:…`.
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub max_connections: u32,
+    /// Operator ID of the system administrator created on first start.
+    pub bootstrap_admin: String,
+    /// His password; generated and printed once when absent.
+    pub bootstrap_password: Option<Secret>,
+    pub sessions: SessionPolicy,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// How long start-up waits for the database to come up before giving up.
+    pub startup_timeout: Duration,
+}
+
+impl Settings {
+    /// Defaults for a local run against `database_url` on an ephemeral port (tests).
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Settings {
+            database_url: database_url.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_connections: 10,
+            bootstrap_admin: "admin".into(),
+            bootstrap_password: Some(Secret::new("AdminPassw0rd")),
+            sessions: SessionPolicy { idle: Duration::from_secs(1800), absolute: Duration::from_secs(8 * 3600) },
+            drain_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connects and migrates, retrying while the database is still starting.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    let db = Database::connect(&settings.database_url, settings.max_connections).await?;
+    let deadline = tokio::time::Instant::now() + settings.startup_timeout;
+    loop {
+        match db.migrate().await {
+            Ok(()) => return Ok(db),
+            Err(cardap_store::StoreError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, url = %redact(&settings.database_url), "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A built server, bound to its port, with its projection runners started.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    runners: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = open_database(&settings).await?;
+        let store = db.event_store();
+        let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
+        read.catch_up(store.clone()).await?;
+        crate::bootstrap::ensure_system_admin(&store, &read, &settings).await?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut progress = Vec::new();
+        let mut runners = Vec::new();
+        for runner in read.runners(store.clone()) {
+            runner.catch_up().await?;
+            progress.push(runner.progress());
+            runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
+        }
+        let state = AppState {
+            store,
+            read,
+            progress: Arc::new(progress),
+            sessions: settings.sessions,
+            metrics: Arc::new(Metrics::default()),
+        };
+        let listener = TcpListener::bind(settings.listen).await?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            backend = db.backend().as_str(),
+            database = %redact(&settings.database_url),
+            "cardap listening"
+        );
+        Ok(Application {
+            listener,
+            router: app(state.clone()),
+            state,
+            shutdown,
+            runners,
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` resolves, then stops accepting, lets in-flight requests finish (at most the drain
+    /// timeout) and stops the projection runners.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let drain = self.drain_timeout;
+        let drained = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            r = server => r?,
+            () = drained => tracing::warn!("drain timeout reached; closing remaining connections"),
+        }
+        let _ = self.shutdown.send(true);
+        for runner in self.runners {
+            let _ = runner.await;
+        }
+        tracing::info!("cardap stopped");
+        Ok(())
+    }
+}
+
+/// The router with every route and middleware, for `Application` and for tests.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(crate::metrics::render))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .merge(routes::sessions::router())
+        .merge(routes::municipalities::router())
+        .fallback(|| async { crate::error::ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
+        .layer(axum::middleware::from_fn(crate::i18n::layer))
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let path = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path, request_id = id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}

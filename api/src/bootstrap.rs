@@ -1,0 +1,83 @@
+//! First start: the system administrator account (API.md: operator `admin`, changeable with
+//! `CARDAP_BOOTSTRAP_ADMIN`; password from `CARDAP_BOOTSTRAP_PASSWORD`, or generated and printed once).
+//!
+//! Safe when several nodes start at once: the operator key and the command id are derived from the operator ID,
+//! the credential is inserted only if absent (only the node that inserted it prints a password), and the
+//! registration event is appended once.
+
+use std::sync::Arc;
+
+use cardap_commands::{CommandContext, CommandHandler, Permission};
+use cardap_domain::operator::{Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, Role};
+use cardap_domain::{Aggregate, OperatorKey};
+use cardap_projections::{ReadModels, operators};
+use cardap_store::{CommandId, EventStore, StreamId};
+use uuid::Uuid;
+
+use crate::app::Settings;
+use crate::auth::{self, Secret};
+
+const BOOTSTRAP_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7264_6170_426f_6f74_7374_7261_7030);
+
+/// Creates the system administrator unless he exists. Returns the generated password when one was generated.
+pub async fn ensure_system_admin(
+    store: &Arc<dyn EventStore>,
+    read: &ReadModels,
+    settings: &Settings,
+) -> anyhow::Result<Option<Secret>> {
+    let operator_id = OperatorId::parse(&settings.bootstrap_admin)
+        .map_err(|e| anyhow::anyhow!("CARDAP_BOOTSTRAP_ADMIN {:?}: {e}", settings.bootstrap_admin))?;
+    if operators::find_by_login(read.pool(), None, &operator_id).await?.is_some() {
+        return Ok(None);
+    }
+    let key = OperatorKey::from_uuid(Uuid::new_v5(&BOOTSTRAP_NAMESPACE, operator_id.as_str().as_bytes()));
+    let (password, generated) = match &settings.bootstrap_password {
+        Some(p) => {
+            check_password(p)?;
+            (p.clone(), false)
+        }
+        None => (auth::generate_password(16).map_err(|e| anyhow::anyhow!("{e:?}"))?, true),
+    };
+    let hash = auth::hash_password(password.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let inserted = auth::store_credential(read.pool(), key, &hash, true).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    let stream = StreamId::new(Operator::STREAM_TYPE, &cardap_domain::operator::stream_key(&key))?;
+    let ctx =
+        CommandContext::system(CommandId::from_uuid(Uuid::new_v5(&BOOTSTRAP_NAMESPACE, stream.as_str().as_bytes())));
+    let command = OperatorCommand::Register {
+        key,
+        municipality: None,
+        operator_id: operator_id.clone(),
+        name: OperatorName::parse("システム管理者").map_err(|e| anyhow::anyhow!("{e}"))?,
+        roles: vec![Role::SystemAdmin],
+    };
+    match CommandHandler::<Operator>::new(store.clone())
+        .execute(&ctx, &Permission::ManageMunicipalities, &stream, None, None, command)
+        .await
+    {
+        Ok(_) | Err(cardap_commands::CommandError::Domain(OperatorError::AlreadyRegistered)) => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot register the system administrator: {e}")),
+    }
+    read.catch_up(store.clone()).await?;
+    tracing::info!(operator_id = %operator_id, "system administrator created");
+    if generated && inserted {
+        // Printed once, to the console only: never logged, never stored.
+        eprintln!(
+            "\n  cardap: system administrator created\n    operator_id: {operator_id}\n    password:    {}\n  \
+             Keep it now: it is not shown again.\n",
+            password.expose()
+        );
+        return Ok(Some(password));
+    }
+    Ok(None)
+}
+
+/// The bootstrap password must meet the basic rule: 8–64 half-width alphanumerics.
+fn check_password(p: &Secret) -> anyhow::Result<()> {
+    let s = p.expose();
+    if (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("CARDAP_BOOTSTRAP_PASSWORD must be 8–64 half-width alphanumeric characters"))
+    }
+}

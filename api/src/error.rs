@@ -1,0 +1,306 @@
+//! The one error type of the HTTP edge: every failure becomes `application/problem+json` (RFC 9457) with a
+//! stable `type` code, a title and detail for the clerk at the counter (Japanese by default, English with
+//! `Accept-Language: en`), and field-level `errors` for validation. Internals of a 500 are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cardap_commands::{AuthzError, CommandError};
+use cardap_domain::ParseError;
+use cardap_projections::ProjectionError;
+use cardap_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::i18n::{Lang, Text};
+
+/// A failed request (boxed: it travels in every handler's `Result`).
+#[derive(Debug)]
+pub struct ApiError(Box<Problem>);
+
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    /// Stable code, e.g. `/problems/validation`; clients branch on it, so it never changes.
+    kind: &'static str,
+    title: Text,
+    detail: Option<Text>,
+    errors: Vec<FieldError>,
+    /// What to log for a 5xx (never sent to the client).
+    internal: Option<String>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+/// One invalid field: a JSON pointer (`/kana_name/family`), or for CSV a row and column.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    pub field: String,
+    pub message: Text,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: Text) -> Self {
+        FieldError { field: field.into(), message }
+    }
+
+    /// A value that failed its domain `parse`.
+    pub fn parse(field: impl Into<String>, err: &ParseError) -> Self {
+        FieldError::new(field, Text::new(err.message_ja(), err.to_string()))
+    }
+
+    pub fn required(field: impl Into<String>) -> Self {
+        FieldError::new(field, Text::new("必須項目です", "is required"))
+    }
+}
+
+/// The body as sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemDetails {
+    /// Stable problem code, e.g. `/problems/validation`.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/validation")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// JSON pointer of the field, e.g. `/code`.
+    #[schema(example = "/code")]
+    pub field: String,
+    #[schema(example = "検査数字が正しくありません")]
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, title: Text) -> Self {
+        ApiError(Box::new(Problem {
+            status,
+            kind,
+            title,
+            detail: None,
+            errors: vec![],
+            internal: None,
+            headers: vec![],
+        }))
+    }
+
+    pub fn with_detail(mut self, detail: Text) -> Self {
+        self.0.detail = Some(detail);
+        self
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+            Text::new("入力内容に誤りがあります", "The request has invalid fields"),
+        );
+        e.0.errors = errors;
+        e
+    }
+
+    pub fn malformed(detail: Text, errors: Vec<FieldError>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "/problems/malformed-request",
+            Text::new("リクエストの形式が正しくありません", "The request is malformed"),
+        )
+        .with_detail(detail);
+        e.0.errors = errors;
+        e
+    }
+
+    pub fn unsupported_media_type(expected: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "/problems/unsupported-media-type",
+            Text::new("対応していない形式です", "Unsupported media type"),
+        )
+        .with_detail(Text::new(
+            format!("Content-Type は {expected} を指定してください"),
+            format!("send Content-Type: {expected}"),
+        ))
+    }
+
+    pub fn unauthenticated() -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "/problems/unauthenticated",
+            Text::new(
+                "ログインが必要です。セッションが無効か期限切れです",
+                "Authentication required: the session is missing, invalid or expired",
+            ),
+        );
+        e.0.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        e
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "/problems/invalid-credentials",
+            Text::new("オペレータIDまたはパスワードが正しくありません", "Wrong operator ID or password"),
+        )
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "/problems/forbidden",
+            Text::new("この操作を行う権限がありません", "Your roles do not allow this operation"),
+        )
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "/problems/not-found", Text::new("対象が見つかりません", "Not found"))
+    }
+
+    pub fn already_exists(detail: Text) -> Self {
+        Self::new(StatusCode::CONFLICT, "/problems/already-exists", Text::new("既に登録されています", "Already exists"))
+            .with_detail(detail)
+    }
+
+    pub fn state_conflict(kind: &'static str, detail: Text) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            kind,
+            Text::new("現在の状態ではこの操作はできません", "Not possible in the current state"),
+        )
+        .with_detail(detail)
+    }
+
+    pub fn contended() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "/problems/conflict",
+            Text::new("他の操作と競合しました。もう一度お試しください", "A concurrent change conflicted; try again"),
+        )
+    }
+
+    pub fn precondition_failed(current: u64) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "/problems/precondition-failed",
+            Text::new(
+                "他の操作で更新されています。最新の内容を確認してください",
+                "The resource was changed by someone else; reload it",
+            ),
+        )
+        .with_detail(Text::new(format!("現在のバージョンは {current} です"), format!("current version is {current}")))
+    }
+
+    pub fn unavailable(internal: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/unavailable",
+            Text::new(
+                "データベースに接続できません。しばらくしてからもう一度お試しください",
+                "The database is unavailable; try again shortly",
+            ),
+        );
+        e.0.internal = Some(internal.to_string());
+        e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
+        e
+    }
+
+    pub fn internal(internal: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "/problems/internal",
+            Text::new("システムエラーが発生しました", "Internal error"),
+        );
+        e.0.internal = Some(internal.to_string());
+        e
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.0.kind
+    }
+
+    /// The body in `lang`.
+    pub fn problem(&self, lang: Lang) -> ProblemDetails {
+        ProblemDetails {
+            kind: self.0.kind.to_owned(),
+            title: self.0.title.get(lang).to_owned(),
+            status: self.0.status.as_u16(),
+            detail: self.0.detail.as_ref().map(|d| d.get(lang).to_owned()),
+            errors: self
+                .0
+                .errors
+                .iter()
+                .map(|f| ProblemField { field: f.field.clone(), message: f.message.get(lang).to_owned() })
+                .collect(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(internal) = &self.0.internal
+            && self.0.status.is_server_error()
+        {
+            tracing::error!(status = self.0.status.as_u16(), kind = self.0.kind, error = %internal, "request failed");
+        }
+        let body = serde_json::to_vec(&self.problem(Lang::current())).unwrap_or_default();
+        let mut response = (self.0.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        for (name, value) in self.0.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::unavailable(e),
+            StoreError::Conflict { actual, .. } => ApiError::precondition_failed(actual),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::Unavailable(_) => ApiError::unavailable(e),
+            ProjectionError::Store(s) => s.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<AuthzError> for ApiError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::Forbidden => ApiError::forbidden(),
+            AuthzError::NotVisible => ApiError::not_found(),
+        }
+    }
+}
+
+/// Maps the command path's failures; `domain` maps the aggregate's own refusals.
+pub fn command_error<E: std::error::Error + 'static>(
+    e: CommandError<E>,
+    domain: impl FnOnce(E) -> ApiError,
+) -> ApiError {
+    match e {
+        CommandError::Domain(d) => domain(d),
+        CommandError::Unauthorized(a) => a.into(),
+        CommandError::PreconditionFailed { current, .. } => ApiError::precondition_failed(current),
+        CommandError::Contended => ApiError::contended(),
+        CommandError::Store(s) => s.into(),
+        CommandError::Decode(d) => ApiError::internal(d),
+    }
+}

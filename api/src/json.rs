@@ -1,0 +1,125 @@
+//! The JSON body extractor of the API: unlike axum's `Json`, every failure goes through [`ApiError`] and names
+//! the failing field as a JSON pointer (malformed JSON → 400, wrong type or unknown field → 422).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+use crate::i18n::Text;
+
+/// A JSON request body of type `T` (`T` should `deny_unknown_fields`).
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::unsupported_media_type("application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserializes `bytes`, turning serde's error into a field-level problem.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let result = serde_path_to_error::deserialize::<_, T>(&mut de);
+    if result.is_ok()
+        && let Err(e) = de.end()
+    {
+        let message = strip_position(&e.to_string());
+        return Err(ApiError::malformed(
+            Text::new("JSON の後に余分な文字があります", message.clone()),
+            vec![FieldError::new("/", Text::new("JSON の構文が正しくありません", message))],
+        ));
+    }
+    match result {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let pointer = pointer(err.path());
+            let inner = err.into_inner();
+            let message = inner.to_string();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = match unknown_field(&message) {
+                        Some(name) if !pointer.ends_with(&format!("/{name}")) => {
+                            format!("{}/{}", pointer.trim_end_matches('/'), name)
+                        }
+                        _ => pointer,
+                    };
+                    let text = if message.starts_with("unknown field") {
+                        Text::new("この項目は受け付けられません", strip_position(&message))
+                    } else if message.starts_with("missing field") {
+                        Text::new("必須項目です", strip_position(&message))
+                    } else {
+                        Text::new("値の型が正しくありません", strip_position(&message))
+                    };
+                    let field = match missing_field(&message) {
+                        Some(name) if !field.ends_with(&format!("/{name}")) => {
+                            format!("{}/{}", field.trim_end_matches('/'), name)
+                        }
+                        _ => field,
+                    };
+                    Err(ApiError::validation(vec![FieldError::new(field, text)]))
+                }
+                _ => Err(ApiError::malformed(
+                    Text::new("JSON として読み取れません", strip_position(&message)),
+                    vec![FieldError::new(pointer, Text::new("JSON の構文が正しくありません", message.clone()))],
+                )),
+            }
+        }
+    }
+}
+
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        out.push('/');
+        match segment {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => {
+                out.pop();
+            }
+        }
+    }
+    if out.is_empty() { "/".to_owned() } else { out }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

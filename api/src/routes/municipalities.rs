@@ -1,0 +1,350 @@
+//! `/api/v1/municipalities`: the system administrator registers, renames, reorders and abolishes
+//! municipalities (運用環境設定: 市町村設定, 表示順); every operator lists those he may see.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cardap_commands::{CommandHandler, Permission, authorize};
+use cardap_domain::municipality::{
+    self, DisplayOrder, Municipality, MunicipalityCommand, MunicipalityError, MunicipalityKind, MunicipalityName,
+};
+use cardap_domain::{Aggregate, MunicipalityCode};
+use cardap_projections::municipalities::{self as view, MunicipalityRow, Visible};
+use cardap_store::StreamId;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Authenticated;
+use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::i18n::Text;
+use crate::json::ApiJson;
+use crate::routes::{RequestMeta, if_match};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/municipalities", get(list).post(register))
+        .route("/api/v1/municipalities/{code}", get(show).patch(change))
+        .route("/api/v1/municipalities/{code}/abolish", post(abolish))
+}
+
+/// A municipality (市町村) or voluntary association (任意団体).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MunicipalityView {
+    /// 全国地方公共団体コード (6 digits with check digit).
+    #[schema(example = "131016")]
+    pub code: String,
+    #[schema(example = "千代田区")]
+    pub name: String,
+    /// `municipality` or `association`.
+    #[schema(example = "municipality")]
+    pub kind: String,
+    #[schema(example = 1)]
+    pub display_order: i64,
+    pub abolished: bool,
+    /// The resource version, also sent as `ETag`.
+    pub version: i64,
+}
+
+impl From<MunicipalityRow> for MunicipalityView {
+    fn from(r: MunicipalityRow) -> Self {
+        MunicipalityView {
+            code: r.code,
+            name: r.name,
+            kind: r.kind,
+            display_order: r.display_order,
+            abolished: r.abolished,
+            version: r.version,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MunicipalityPage {
+    pub items: Vec<MunicipalityView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<i64>,
+    /// Include abolished municipalities (default false).
+    pub include_abolished: Option<bool>,
+}
+
+/// Register a municipality.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"code": "131016", "name": "千代田区", "kind": "municipality", "display_order": 1}))]
+pub struct RegisterMunicipality {
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub display_order: i64,
+}
+
+/// Rename and/or reorder; omitted fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "新千代田区", "display_order": 2}))]
+pub struct ChangeMunicipality {
+    pub name: Option<String>,
+    pub display_order: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/municipalities", tag = "municipalities", params(ListParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = MunicipalityPage), (status = 401, body = ProblemDetails)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<ListParams>,
+) -> Result<Json<MunicipalityPage>, ApiError> {
+    authorize(&auth.actor, &Permission::ListMunicipalities)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "/limit",
+            Text::new("1から500の範囲で指定してください", "must be between 1 and 500"),
+        )]));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let visible = if auth.actor.is_system_admin() {
+        Visible::All
+    } else {
+        match &auth.actor.municipality {
+            Some(code) => Visible::Only(code.clone()),
+            None => return Ok(Json(MunicipalityPage { items: vec![], next_cursor: None })),
+        }
+    };
+    let mut rows =
+        view::list(state.read.pool(), &visible, after, limit + 1, params.include_abolished.unwrap_or(false)).await?;
+    let next_cursor = if rows.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        rows.last().map(|r| encode_cursor(r.display_order, &r.code))
+    } else {
+        None
+    };
+    Ok(Json(MunicipalityPage { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
+}
+
+#[utoipa::path(post, path = "/api/v1/municipalities", tag = "municipalities", request_body = RegisterMunicipality,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer")),
+    security(("bearer" = [])),
+    responses((status = 201, body = MunicipalityView), (status = 400, body = ProblemDetails),
+        (status = 401, body = ProblemDetails), (status = 403, body = ProblemDetails),
+        (status = 409, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn register(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterMunicipality>,
+) -> Result<Response, ApiError> {
+    let meta = RequestMeta::from_headers(&headers);
+    let mut errors = vec![];
+    let code = MunicipalityCode::parse(&body.code).map_err(|e| errors.push(FieldError::parse("/code", &e))).ok();
+    let name = MunicipalityName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
+    let kind = MunicipalityKind::parse(&body.kind).map_err(|e| errors.push(FieldError::parse("/kind", &e))).ok();
+    let order =
+        DisplayOrder::parse(body.display_order).map_err(|e| errors.push(FieldError::parse("/display_order", &e))).ok();
+    let (Some(code), Some(name), Some(kind), Some(display_order)) = (code, name, kind, order) else {
+        // Say who may not do this before saying what is wrong with the fields.
+        authorize(&auth.actor, &Permission::ManageMunicipalities)?;
+        return Err(ApiError::validation(errors));
+    };
+    let ctx = meta.context(&auth, "municipalities.register", body.code.as_str());
+    let executed = CommandHandler::<Municipality>::new(state.store.clone())
+        .execute(
+            &ctx,
+            &Permission::ManageMunicipalities,
+            &stream(&code)?,
+            Some(code.clone()),
+            None,
+            MunicipalityCommand::Register { code: code.clone(), name, kind, display_order },
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    if let Some(outcome) = executed.outcome {
+        state.wait_for_views(outcome.checkpoint).await;
+        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let view = current(&state, &code).await?;
+    let mut response = (StatusCode::CREATED, etag(executed.version), Json(view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/municipalities/{code}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/municipalities/{code}", tag = "municipalities",
+    params(("code" = String, Path, description = "全国地方公共団体コード")),
+    security(("bearer" = [])),
+    responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    let code = MunicipalityCode::parse(&code).map_err(|_| ApiError::not_found())?;
+    authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
+    let row = view::get(state.read.pool(), &code).await?.ok_or_else(ApiError::not_found)?;
+    let version = u64::try_from(row.version).unwrap_or(0);
+    Ok((etag(version), Json(MunicipalityView::from(row))).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
+    params(("code" = String, Path, description = "全国地方公共団体コード"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
+    security(("bearer" = [])),
+    responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn change(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChangeMunicipality>,
+) -> Result<Response, ApiError> {
+    let code = visible_code(&auth, &code)?;
+    let mut errors = vec![];
+    let name = body
+        .name
+        .as_deref()
+        .map(MunicipalityName::parse)
+        .transpose()
+        .map_err(|e| errors.push(FieldError::parse("/name", &e)))
+        .ok()
+        .flatten();
+    let display_order = body
+        .display_order
+        .map(DisplayOrder::parse)
+        .transpose()
+        .map_err(|e| errors.push(FieldError::parse("/display_order", &e)))
+        .ok()
+        .flatten();
+    if !errors.is_empty() {
+        authorize(&auth.actor, &Permission::ManageMunicipalities)?;
+        return Err(ApiError::validation(errors));
+    }
+    run(&state, &auth, &headers, &code, "municipalities.change", MunicipalityCommand::Change { name, display_order })
+        .await
+}
+
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
+    params(("code" = String, Path, description = "全国地方公共団体コード"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
+    security(("bearer" = [])),
+    responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails)))]
+pub async fn abolish(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let code = visible_code(&auth, &code)?;
+    run(&state, &auth, &headers, &code, "municipalities.abolish", MunicipalityCommand::Abolish).await
+}
+
+/// Runs a command on an existing municipality and answers with its new view.
+async fn run(
+    state: &AppState,
+    auth: &Authenticated,
+    headers: &HeaderMap,
+    code: &MunicipalityCode,
+    action: &str,
+    command: MunicipalityCommand,
+) -> Result<Response, ApiError> {
+    let meta = RequestMeta::from_headers(headers);
+    let ctx = meta.context(auth, action, code.as_str());
+    let executed = CommandHandler::<Municipality>::new(state.store.clone())
+        .execute(
+            &ctx,
+            &Permission::ManageMunicipalities,
+            &stream(code)?,
+            Some(code.clone()),
+            if_match(headers)?,
+            command,
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    if let Some(outcome) = executed.outcome {
+        state.wait_for_views(outcome.checkpoint).await;
+        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let view = current(state, code).await?;
+    Ok((etag(executed.version), Json(view)).into_response())
+}
+
+/// A code from the path that the caller may see; anything else is "not found".
+fn visible_code(auth: &Authenticated, code: &str) -> Result<MunicipalityCode, ApiError> {
+    let code = MunicipalityCode::parse(code).map_err(|_| ApiError::not_found())?;
+    authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
+    Ok(code)
+}
+
+async fn current(state: &AppState, code: &MunicipalityCode) -> Result<MunicipalityView, ApiError> {
+    // The view normally shows the write already; fall back to the stream if it lags.
+    if let Some(row) = view::get(state.read.pool(), code).await? {
+        return Ok(row.into());
+    }
+    let loaded = CommandHandler::<Municipality>::new(state.store.clone())
+        .load(&stream(code)?)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    let s = &loaded.state;
+    match (s.code(), s.name(), s.kind(), s.display_order()) {
+        (Some(code), Some(name), Some(kind), Some(order)) => Ok(MunicipalityView {
+            code: code.to_string(),
+            name: name.to_string(),
+            kind: kind.as_str().to_owned(),
+            display_order: i64::from(order.value()),
+            abolished: s.is_abolished(),
+            version: i64::try_from(loaded.version).unwrap_or(i64::MAX),
+        }),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+fn stream(code: &MunicipalityCode) -> Result<StreamId, ApiError> {
+    StreamId::new(Municipality::STREAM_TYPE, &municipality::stream_key(code)).map_err(ApiError::internal)
+}
+
+fn domain_error(e: MunicipalityError) -> ApiError {
+    let text = Text::new(e.message_ja(), e.to_string());
+    match e {
+        MunicipalityError::AlreadyRegistered => ApiError::already_exists(text),
+        MunicipalityError::NotRegistered => ApiError::not_found(),
+        MunicipalityError::Abolished => ApiError::state_conflict("/problems/municipality-abolished", text),
+    }
+}
+
+fn etag(version: u64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}
+
+fn encode_cursor(order: i64, code: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{order}:{code}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    let bad = || {
+        ApiError::validation(vec![FieldError::new(
+            "/cursor",
+            Text::new("カーソルが正しくありません", "invalid cursor"),
+        )])
+    };
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (order, code) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((order.parse().map_err(|_| bad())?, code.to_owned()))
+}

@@ -1,0 +1,235 @@
+//! The projection runner: follows the global order, applies each event to one read model, and stores the
+//! checkpoint in the same transaction as the read-model change.
+//!
+//! At-least-once delivery made exactly-once: the stored checkpoint is locked and re-read inside the transaction,
+//! and events at or before it are skipped. That also makes several nodes running the same projection safe,
+//! and lets a rebuild (reset + checkpoint back to the start) happen while servers run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cardap_store::{Checkpoint, EventStore, ReadFilter, RecordedEvent, StoreError};
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::watch;
+
+/// Events read per transaction.
+const BATCH: usize = 500;
+/// The safety-net poll when no wake-up arrives.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("read model database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("read model database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// An event this projection cannot understand: it stops rather than build a wrong view.
+    #[error("projection {projection} cannot apply event {event}: {reason}")]
+    Event { projection: &'static str, event: String, reason: String },
+    #[error("timed out waiting for the read models to catch up")]
+    Timeout,
+}
+
+impl ProjectionError {
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        match StoreError::from_sqlx(e) {
+            StoreError::Unavailable(e) => ProjectionError::Unavailable(e),
+            StoreError::Database(e) => ProjectionError::Database(e),
+            other => ProjectionError::Store(other),
+        }
+    }
+
+    pub(crate) fn event(projection: &'static str, event: &RecordedEvent, reason: impl std::fmt::Display) -> Self {
+        ProjectionError::Event {
+            projection,
+            event: format!("{} {} v{}", event.event_id, event.event_type, event.event_version),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// One read model.
+#[async_trait]
+pub trait Projection: Send + Sync + std::fmt::Debug {
+    /// Stable name; also the checkpoint's key.
+    fn name(&self) -> &'static str;
+    /// Applies one event inside the runner's transaction. Events of other aggregates are ignored.
+    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// Deletes every row of this read model (rebuild).
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+}
+
+/// How far a runner has got: lets a request wait until its own write is visible (read-your-writes).
+#[derive(Debug, Clone)]
+pub struct Progress(watch::Receiver<Checkpoint>);
+
+impl Progress {
+    /// Waits until the projection has applied everything up to `checkpoint`, or `timeout`.
+    pub async fn wait_for(&mut self, checkpoint: Checkpoint, timeout: Duration) -> Result<(), ProjectionError> {
+        match tokio::time::timeout(timeout, self.0.wait_for(|c| *c >= checkpoint)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ProjectionError::Timeout),
+        }
+    }
+
+    pub fn current(&self) -> Checkpoint {
+        *self.0.borrow()
+    }
+}
+
+/// Runs one projection.
+#[derive(Debug)]
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    pool: AnyPool,
+    projection: Arc<dyn Projection>,
+    progress: watch::Sender<Checkpoint>,
+}
+
+impl ProjectionRunner {
+    pub fn new(store: Arc<dyn EventStore>, pool: AnyPool, projection: Arc<dyn Projection>) -> Self {
+        ProjectionRunner { store, pool, projection, progress: watch::channel(Checkpoint::START).0 }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress(self.progress.subscribe())
+    }
+
+    /// Follows the log until `shutdown` resolves. Errors are logged and retried with backoff: a database
+    /// restart pauses the view, it does not stop it.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut wake = self.store.wakeups();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            wake.mark_seen();
+            match self.step().await {
+                Ok(0) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = wake.wait(POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, "projection paused; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Applies everything currently visible, then returns the checkpoint reached.
+    pub async fn catch_up(&self) -> Result<Checkpoint, ProjectionError> {
+        while self.step().await? > 0 {}
+        Ok(*self.progress.borrow())
+    }
+
+    /// Empties the read model and moves its checkpoint back to the start; the runners then rebuild it.
+    pub async fn reset(&self) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
+        self.projection.reset(&mut tx).await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
+            .bind(self.name())
+            .execute(&mut *tx)
+            .await
+            .map_err(ProjectionError::from_sqlx)?;
+        tx.commit().await.map_err(ProjectionError::from_sqlx)?;
+        self.progress.send_replace(Checkpoint::START);
+        tracing::info!(projection = self.name(), "read model reset; rebuilding from the event log");
+        Ok(())
+    }
+
+    /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied.
+    async fn step(&self) -> Result<usize, ProjectionError> {
+        let stored = self.stored_checkpoint().await?;
+        let events = self.store.read_all(stored, BATCH, &ReadFilter::All).await?;
+        let Some(last) = events.last().map(|e| e.checkpoint) else {
+            self.progress.send_if_modified(|c| {
+                let changed = *c != stored;
+                *c = stored;
+                changed
+            });
+            return Ok(0);
+        };
+        let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
+        // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.
+        let locked = lock_checkpoint(&mut tx, self.name()).await?;
+        let mut applied = 0;
+        for event in events.iter().filter(|e| e.checkpoint > locked) {
+            self.projection.apply(&mut tx, event).await?;
+            applied += 1;
+        }
+        if last > locked {
+            sqlx::query(
+                "UPDATE projection_checkpoints SET transaction_id = $1, position = $2, updated_at = $3 WHERE name = $4",
+            )
+            .bind(to_i64(last.transaction))
+            .bind(to_i64(last.position))
+            .bind(crate::now_text())
+            .bind(self.name())
+            .execute(&mut *tx)
+            .await
+            .map_err(ProjectionError::from_sqlx)?;
+        }
+        tx.commit().await.map_err(ProjectionError::from_sqlx)?;
+        let reached = last.max(locked);
+        self.progress.send_replace(reached);
+        Ok(applied.max(usize::from(last > stored)))
+    }
+
+    async fn stored_checkpoint(&self) -> Result<Checkpoint, ProjectionError> {
+        let row = sqlx::query("SELECT transaction_id, position FROM projection_checkpoints WHERE name = $1")
+            .bind(self.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(ProjectionError::from_sqlx)?;
+        row.map(|r| checkpoint_of(&r)).transpose().map(Option::unwrap_or_default)
+    }
+}
+
+/// Locks (PostgreSQL: row lock until commit; SQLite: the write lock) and returns the stored checkpoint,
+/// creating the row at the start if the projection never ran.
+async fn lock_checkpoint(conn: &mut AnyConnection, name: &'static str) -> Result<Checkpoint, ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, 0, 0, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(crate::now_text())
+    .execute(&mut *conn)
+    .await
+    .map_err(ProjectionError::from_sqlx)?;
+    let row =
+        sqlx::query("UPDATE projection_checkpoints SET name = name WHERE name = $1 RETURNING transaction_id, position")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(ProjectionError::from_sqlx)?;
+    checkpoint_of(&row)
+}
+
+fn checkpoint_of(row: &sqlx::any::AnyRow) -> Result<Checkpoint, ProjectionError> {
+    let tx: i64 = row.try_get("transaction_id").map_err(ProjectionError::Database)?;
+    let pos: i64 = row.try_get("position").map_err(ProjectionError::Database)?;
+    Ok(Checkpoint { transaction: u64::try_from(tx).unwrap_or(0), position: u64::try_from(pos).unwrap_or(0) })
+}
+
+fn to_i64(v: u64) -> i64 {
+    // Checkpoints come from the store, which reads them from BIGINT columns.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
