@@ -90,14 +90,15 @@ impl Application {
         let db = open_database(&settings).await?;
         let store = db.event_store();
         let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
-        read.catch_up(store.clone()).await?;
+        if let Err(e) = read.catch_up(store.clone()).await {
+            tracing::warn!(error = %e, "read models are still catching up; serving anyway");
+        }
         crate::bootstrap::ensure_system_admin(&store, &read, &settings).await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut progress = Vec::new();
         let mut runners = Vec::new();
         for runner in read.runners(store.clone()) {
-            runner.catch_up().await?;
             progress.push(runner.progress());
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }

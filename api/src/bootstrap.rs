@@ -58,7 +58,9 @@ pub async fn ensure_system_admin(
         Ok(_) | Err(cardap_commands::CommandError::Domain(OperatorError::AlreadyRegistered)) => {}
         Err(e) => return Err(anyhow::anyhow!("cannot register the system administrator: {e}")),
     }
-    read.catch_up(store.clone()).await?;
+    if let Err(e) = read.catch_up(store.clone()).await {
+        tracing::warn!(error = %e, "the operator directory is still catching up");
+    }
     tracing::info!(operator_id = %operator_id, "system administrator created");
     if generated && inserted {
         // Printed once, to the console only: never logged, never stored.

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 /// Events read per transaction.
 const BATCH: usize = 500;
+/// How long `catch_up` waits for events held back by an open transaction.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The safety-net poll when no wake-up arrives.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -133,10 +135,26 @@ impl ProjectionRunner {
         }
     }
 
-    /// Applies everything currently visible, then returns the checkpoint reached.
+    /// Applies everything committed before this call, then returns the checkpoint reached. Waits (at most
+    /// [`CATCH_UP_TIMEOUT`]) for events whose delivery an older open transaction still holds back.
     pub async fn catch_up(&self) -> Result<Checkpoint, ProjectionError> {
-        while self.step().await? > 0 {}
-        Ok(*self.progress.borrow())
+        let head = self.store.head().await?;
+        let mut wake = self.store.wakeups();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            wake.mark_seen();
+            let applied = self.step().await?;
+            let reached = *self.progress.borrow();
+            if reached >= head {
+                return Ok(reached);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProjectionError::Timeout);
+            }
+            if applied == 0 {
+                wake.wait(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Empties the read model and moves its checkpoint back to the start; the runners then rebuild it.

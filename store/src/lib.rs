@@ -98,6 +98,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         filter: &ReadFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The place of the last committed event in the global order (`Checkpoint::START` when empty). A reader
+    /// that has reached it has seen everything committed before this call (once older transactions finish).
+    async fn head(&self) -> Result<Checkpoint, StoreError>;
+
     /// A receiver that wakes when events may have been appended (by this process or, on PostgreSQL, any node).
     fn wakeups(&self) -> Wakeups;
 

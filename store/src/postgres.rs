@@ -264,6 +264,24 @@ impl EventStore for PostgresEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text::bigint AS tx, global_position FROM events \
+             ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.map(|r| {
+            Ok(Checkpoint {
+                transaction: to_u64(r.try_get("tx").map_err(corrupt)?)?,
+                position: to_u64(r.try_get("global_position").map_err(corrupt)?)?,
+            })
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+    }
+
     fn wakeups(&self) -> Wakeups {
         self.wake.subscribe()
     }

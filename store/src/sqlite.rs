@@ -127,6 +127,14 @@ impl EventStore for SqliteEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT max(global_position) FROM events")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(Checkpoint { transaction: 0, position: to_u64(position.unwrap_or(0))? })
+    }
+
     fn wakeups(&self) -> Wakeups {
         self.wake.subscribe()
     }

@@ -96,6 +96,7 @@ async fn appends_and_reads_back_in_order(b: Backend) {
     let s = stream("a");
     let operator = OperatorKey::from_uuid(Uuid::now_v7());
     let metadata = metadata_for(Some("131016"), Some(operator));
+    assert_eq!(b.store.head().await.unwrap(), Checkpoint::START, "an empty store's head is the start");
     let new = events(3, "x");
     let outcome = b.store.append(&s, ExpectedVersion::NoStream, new.clone(), &metadata).await.unwrap();
     assert_eq!(outcome.stream_version, 3);
@@ -113,6 +114,7 @@ async fn appends_and_reads_back_in_order(b: Backend) {
         assert_eq!(r.metadata, metadata);
     }
     assert_eq!(read[2].checkpoint, outcome.checkpoint);
+    assert_eq!(b.store.head().await.unwrap(), outcome.checkpoint);
     assert!(read[0].checkpoint < read[1].checkpoint && read[1].checkpoint < read[2].checkpoint);
 
     let from_two = b.store.read_stream(&s, 2).await.unwrap();

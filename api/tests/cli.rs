@@ -1,0 +1,136 @@
+//! The `cardap` binary as an operator runs it: `cardap serve` with no configuration keeps its data in a SQLite
+//! file, prints the generated administrator password once, stops cleanly on SIGTERM, and finds its data again
+//! on the next start. Also `cardap migrate` and `cardap projections rebuild`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardap");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `cardap serve` in `dir` and returns the child and its stderr lines as they come.
+fn serve(dir: &std::path::Path, port: u16) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("CARDAP_DATABASE_URL")
+        .env_remove("CARDAP_BOOTSTRAP_PASSWORD")
+        .env("CARDAP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn http(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200")
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cardap did not become healthy within 30 s");
+}
+
+fn login(port: u16, password: &str) -> String {
+    let body = format!(r#"{{"operator_id":"admin","password":"{password}"}}"#);
+    http(
+        port,
+        &format!(
+            "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn terminate(mut child: Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "cardap exited with {status} after SIGTERM");
+            return;
+        }
+        assert!(Instant::now() < deadline, "cardap did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_with_no_configuration_keeps_its_data_in_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (child, lines) = serve(dir.path(), port);
+    wait_healthy(port);
+    // The generated password is printed once, on the console.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut password = None;
+    while password.is_none() && Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200))
+            && let Some(p) = line.trim().strip_prefix("password:")
+        {
+            password = Some(p.trim().to_owned());
+        }
+    }
+    let password = password.expect("the generated administrator password was not printed");
+    assert!(password.len() >= 12 && password.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert!(login(port, &password).starts_with("HTTP/1.1 201"), "login with the printed password failed");
+    terminate(child);
+    assert!(dir.path().join("cardap-data/cardap.db").exists(), "no SQLite file in ./cardap-data");
+
+    // Second start: same data, and the password is not printed again.
+    let (child, lines) = serve(dir.path(), port);
+    wait_healthy(port);
+    assert!(login(port, &password).starts_with("HTTP/1.1 201"), "the administrator was lost across a restart");
+    terminate(child);
+    let printed_again = lines.try_iter().any(|l| l.trim().starts_with("password:"));
+    assert!(!printed_again, "the password was printed on the second start");
+}
+
+#[test]
+fn migrate_and_rebuild_run_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/c.db", dir.path().display());
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).env("CARDAP_DATABASE_URL", &url).output().unwrap();
+        assert!(out.status.success(), "cardap {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["migrate"]);
+    run(&["migrate"]); // a second run is a no-op
+    assert_eq!(run(&["projections", "list"]).lines().collect::<Vec<_>>(), ["municipalities", "operators"]);
+    let rebuilt = run(&["projections", "rebuild", "all"]);
+    assert!(rebuilt.contains("municipalities: rebuilt") && rebuilt.contains("operators: rebuilt"), "{rebuilt}");
+    let out = Command::new(BIN).args(["projections", "rebuild", "nope"]).env("CARDAP_DATABASE_URL", &url).output().unwrap();
+    assert!(!out.status.success());
+}
