@@ -3,10 +3,11 @@
 //! extractor that turns a `Bearer` token into the acting operator. Never logs a password or a token.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -51,38 +52,45 @@ pub struct SessionPolicy {
     pub absolute: Duration,
 }
 
-/// Hashes a password with Argon2id (OWASP parameters) on a blocking thread.
+/// Hashes a password with Argon2id (OWASP parameters: m=19456 KiB, t=2, p=1) on a blocking thread.
 pub async fn hash_password(password: Secret) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let mut salt = [0_u8; 16];
-        getrandom::fill(&mut salt).map_err(ApiError::internal)?;
-        let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
-        Argon2::default()
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(ApiError::internal)
-    })
-    .await
-    .map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(move || hash_now(&password)).await.map_err(ApiError::internal)?
 }
 
-/// Verifies a password against a stored hash on a blocking thread. With no stored hash, a dummy hash is
-/// verified instead, so an unknown operator ID takes as long to refuse as a wrong password.
+fn hash_now(password: &Secret) -> Result<String, ApiError> {
+    let mut salt = [0_u8; 16];
+    getrandom::fill(&mut salt).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password_with_salt(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Verifies a password against a stored hash on a blocking thread. With no stored hash, a dummy hash with the
+/// same parameters is verified instead, so an unknown operator ID takes as long to refuse as a wrong password.
 pub async fn verify_password(password: Secret, stored: Option<String>) -> Result<bool, ApiError> {
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let parsed = PasswordHash::new(&hash).map_err(ApiError::internal)?;
-        let ok = Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok();
+        let hash = match stored {
+            Some(h) => h,
+            None => dummy_hash()?.to_owned(),
+        };
+        let ok = Argon2::default().verify_password(password.expose().as_bytes(), hash.as_str()).is_ok();
         Ok(ok && known)
     })
     .await
     .map_err(ApiError::internal)?
 }
 
-/// An Argon2id hash (default parameters) of a random password nobody knows.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0cVqcB0Dg3b1yHjj1SQOCZ8s8tQeA6P1wGqTpz1+qR8";
+/// The hash of a random password nobody knows, made once per process with the real parameters.
+fn dummy_hash() -> Result<&'static str, ApiError> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(h) = DUMMY.get() {
+        return Ok(h);
+    }
+    let hash = hash_now(&generate_password(24)?)?;
+    Ok(DUMMY.get_or_init(|| hash))
+}
 
 /// A random password of `len` half-width alphanumerics (CSPRNG, no modulo bias).
 pub fn generate_password(len: usize) -> Result<Secret, ApiError> {

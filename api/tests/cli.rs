@@ -131,6 +131,7 @@ fn migrate_and_rebuild_run_from_the_command_line() {
     assert_eq!(run(&["projections", "list"]).lines().collect::<Vec<_>>(), ["municipalities", "operators"]);
     let rebuilt = run(&["projections", "rebuild", "all"]);
     assert!(rebuilt.contains("municipalities: rebuilt") && rebuilt.contains("operators: rebuilt"), "{rebuilt}");
-    let out = Command::new(BIN).args(["projections", "rebuild", "nope"]).env("CARDAP_DATABASE_URL", &url).output().unwrap();
+    let out =
+        Command::new(BIN).args(["projections", "rebuild", "nope"]).env("CARDAP_DATABASE_URL", &url).output().unwrap();
     assert!(!out.status.success());
 }
