@@ -40,7 +40,11 @@ fn stream() -> StreamId {
 
 fn admin() -> CommandContext {
     let mut ctx = CommandContext::system(CommandId::generate());
-    ctx.actor = Some(Actor { operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()), municipality: None, roles: vec![Role::SystemAdmin] });
+    ctx.actor = Some(Actor {
+        operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()),
+        municipality: None,
+        roles: vec![Role::SystemAdmin],
+    });
     ctx
 }
 
@@ -112,7 +116,11 @@ async fn a_retried_command_is_applied_once(b: Backend) {
 
 async fn authorization_comes_first_and_writes_nothing(b: Backend) {
     let mut clerk = admin();
-    clerk.actor = Some(Actor { operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()), municipality: Some(chiyoda()), roles: vec![Role::Clerk] });
+    clerk.actor = Some(Actor {
+        operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()),
+        municipality: Some(chiyoda()),
+        roles: vec![Role::Clerk],
+    });
     let err = execute(&b, &clerk, None, register()).await.unwrap_err();
     assert!(matches!(err, CommandError::Unauthorized(AuthzError::Forbidden)), "{err:?}");
     assert_eq!(event_count(b.store.as_ref()).await, 0);

@@ -53,14 +53,16 @@ async fn write_history(store: &Arc<dyn EventStore>, n: u32) -> Checkpoint {
             kind: MunicipalityKind::Municipality,
             display_order: DisplayOrder::parse(i64::from(n - i)).unwrap(),
         };
-        let done = handler.execute(&ctx(), &Permission::ListMunicipalities, &stream, Some(code.clone()), None, register).await;
+        let done =
+            handler.execute(&ctx(), &Permission::ListMunicipalities, &stream, Some(code.clone()), None, register).await;
         last = done.unwrap().outcome.unwrap().checkpoint;
         if i % 2 == 0 {
             let rename = MunicipalityCommand::Change {
                 name: Some(MunicipalityName::parse(&format!("新区{i}")).unwrap()),
                 display_order: None,
             };
-            let done = handler.execute(&ctx(), &Permission::ListMunicipalities, &stream, Some(code), None, rename).await;
+            let done =
+                handler.execute(&ctx(), &Permission::ListMunicipalities, &stream, Some(code), None, rename).await;
             last = done.unwrap().outcome.unwrap().checkpoint;
         }
     }
@@ -106,7 +108,14 @@ async fn write_history_more(store: &Arc<dyn EventStore>) {
         display_order: DisplayOrder::parse(99).unwrap(),
     };
     CommandHandler::<Municipality>::new(store.clone())
-        .execute(&CommandContext::system(CommandId::generate()), &Permission::ListMunicipalities, &stream, Some(code), None, register)
+        .execute(
+            &CommandContext::system(CommandId::generate()),
+            &Permission::ListMunicipalities,
+            &stream,
+            Some(code),
+            None,
+            register,
+        )
         .await
         .unwrap();
 }
