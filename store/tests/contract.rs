@@ -370,3 +370,21 @@ macro_rules! contract {
 
 contract!(postgres);
 contract!(sqlite);
+
+/// PostgreSQL only: an append on one node wakes a reader on another node (LISTEN/NOTIFY), not just the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_append_on_one_node_wakes_readers_on_another() {
+    let url = cardap_testkit::fresh_postgres_url().await;
+    let node_a = Database::connect(&url, 4).await.unwrap();
+    node_a.migrate().await.unwrap();
+    let node_b = Database::connect(&url, 4).await.unwrap();
+    let mut wake_b = node_b.event_store().wakeups();
+    // Let node B's LISTEN connection come up (its first wake-up announces it), then forget that wake-up.
+    wake_b.wait(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    wake_b.mark_seen();
+    node_a.event_store().append(&stream("x"), ExpectedVersion::Any, events(1, "x"), &Metadata::system()).await.unwrap();
+    assert!(wake_b.wait(Duration::from_secs(10)).await, "node B was not notified of node A's append");
+    let seen = node_b.event_store().read_all(Checkpoint::START, 10, &ReadFilter::All).await.unwrap();
+    assert_eq!(seen.len(), 1);
+}
