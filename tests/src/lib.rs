@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cardap_api::auth::{self, Secret};
@@ -88,6 +89,8 @@ macro_rules! on_both_backends {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    /// The same, for raw TCP.
+    pub socket_addr: SocketAddr,
     pub client: reqwest::Client,
     /// The server's state: its event store and read models (for [`register_operator`] and event counts).
     pub state: AppState,
@@ -113,7 +116,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
 /// Starts the server with exactly these settings (e.g. on a private [`cardap_testkit::PgCluster`]).
 pub async fn spawn_app_on(settings: Settings, dir: Option<TempDir>) -> TestApp {
     let application = Application::build(settings.clone()).await.expect("the server starts");
-    let address = format!("http://{}", application.local_addr().expect("bound address"));
+    let socket_addr = application.local_addr().expect("bound address");
+    let address = format!("http://{socket_addr}");
     let state = application.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until(async move {
@@ -125,7 +129,7 @@ pub async fn spawn_app_on(settings: Settings, dir: Option<TempDir>) -> TestApp {
         .timeout(Duration::from_secs(40))
         .build()
         .expect("http client");
-    TestApp { address, client, state, settings, shutdown: Some(tx), server: Some(server), _dir: dir }
+    TestApp { address, socket_addr, client, state, settings, shutdown: Some(tx), server: Some(server), _dir: dir }
 }
 
 impl TestApp {
@@ -142,33 +146,47 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        send(self.request(Method::GET, path, token)).await
+    // The request helpers build the request at once and return a future that borrows nothing, so a test can
+    // hand it to an assertion helper that looks at the event log before and after it is sent.
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::GET, path, token))
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
-        send(self.request(Method::POST, path, token).json(body)).await
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::POST, path, token).json(body))
     }
 
-    pub async fn patch(&self, path: &str, token: Option<&str>, if_match: Option<&str>, body: &Value) -> Reply {
+    pub fn patch(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> impl Future<Output = Reply> + Send + use<> {
         let mut builder = self.request(Method::PATCH, path, token).json(body);
         if let Some(etag) = if_match {
             builder = builder.header("if-match", etag);
         }
-        send(builder).await
+        send(builder)
     }
 
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
-        send(self.request(Method::DELETE, path, token)).await
+    pub fn delete(&self, path: &str, token: Option<&str>) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::DELETE, path, token))
     }
 
     /// Logs in; `None` for the municipality of a system administrator.
-    pub async fn try_login(&self, municipality: Option<&str>, operator_id: &str, password: &str) -> Reply {
+    pub fn try_login(
+        &self,
+        municipality: Option<&str>,
+        operator_id: &str,
+        password: &str,
+    ) -> impl Future<Output = Reply> + Send + use<> {
         let mut body = json!({ "operator_id": operator_id, "password": password });
         if let Some(code) = municipality {
             body["municipality"] = json!(code);
         }
-        self.post("/api/v1/sessions", None, &body).await
+        self.post("/api/v1/sessions", None, &body)
     }
 
     /// Logs in and returns the token; panics unless the login succeeds.
@@ -190,16 +208,24 @@ impl TestApp {
         reply
     }
 
-    /// Every event in the log (through the store, not the API).
+    /// Every event committed so far (through the store, not the API).
+    ///
+    /// On PostgreSQL `read_all` holds back events while an older transaction anywhere in the cluster is still
+    /// open (tests on other databases run in parallel), so this reads until it has reached the store's head.
     pub async fn event_count(&self) -> usize {
-        let mut after = Checkpoint::START;
-        let mut count = 0;
-        loop {
-            let page = self.state.store.read_all(after, 1000, &ReadFilter::All).await.expect("read the event log");
-            let Some(last) = page.last() else { return count };
-            after = last.checkpoint;
-            count += page.len();
-        }
+        let head = self.state.store.head().await.expect("the head of the event log");
+        eventually(Duration::from_secs(10), "the event log to reach its head", || async {
+            let mut after = Checkpoint::START;
+            let mut count = 0;
+            loop {
+                let page = self.state.store.read_all(after, 1000, &ReadFilter::All).await.expect("read the event log");
+                let Some(last) = page.last() else { break };
+                after = last.checkpoint;
+                count += page.len();
+            }
+            (after >= head).then_some(count)
+        })
+        .await
     }
 
     /// Sends the shutdown signal and waits for `run_until` to return (at most `limit`).

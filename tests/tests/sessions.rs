@@ -2,9 +2,11 @@
 //! `DELETE /api/v1/sessions/current`, `GET /api/v1/me`. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::json;
-use cardap_tests::{ADMIN, ADMIN_PASSWORD, Backend, on_both_backends, register_clerk, send, spawn_app};
+use cardap_tests::{ADMIN, ADMIN_PASSWORD, Backend, on_both_backends, register_clerk, send, spawn_app, spawn_app_with};
 
 async fn the_system_administrator_logs_in(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -102,9 +104,10 @@ async fn a_login_that_is_not_json_is_an_unsupported_media_type(backend: Backend)
             .body("operator_id=admin&password=AdminPassw0rd"),
     )
     .await;
-    let json_as_text =
-        send(app.request(Method::POST, "/api/v1/sessions", None).header("content-type", "text/plain").body(body.clone()))
-            .await;
+    let json_as_text = send(
+        app.request(Method::POST, "/api/v1/sessions", None).header("content-type", "text/plain").body(body.clone()),
+    )
+    .await;
     let no_content_type = send(app.request(Method::POST, "/api/v1/sessions", None).body(body)).await;
 
     for reply in [form, json_as_text, no_content_type] {
@@ -137,10 +140,9 @@ async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
     let token = app.admin_token().await;
 
     for scheme in ["bearer", "BEARER"] {
-        let reply = send(
-            app.request(Method::GET, "/api/v1/me", None).header("authorization", format!("{scheme} {token}")),
-        )
-        .await;
+        let reply =
+            send(app.request(Method::GET, "/api/v1/me", None).header("authorization", format!("{scheme} {token}")))
+                .await;
         assert_eq!(reply.status, StatusCode::OK, "scheme {scheme:?}: {}", reply.text);
     }
 }
@@ -192,6 +194,31 @@ async fn after_logout_the_token_is_refused(backend: Backend) {
     assert_eq!(app.get("/api/v1/me", Some(&other_session)).await.status, StatusCode::OK);
 }
 
+async fn sessions_end_after_the_idle_and_the_absolute_timeout(backend: Backend) {
+    let second = Duration::from_secs(1);
+    let (idle, absolute) = tokio::join!(
+        spawn_app_with(backend, |s| s.sessions.idle = second),
+        spawn_app_with(backend, |s| s.sessions.absolute = second),
+    );
+    let idle_token = idle.admin_token().await;
+    let login = absolute.try_login(None, ADMIN, ADMIN_PASSWORD).await;
+    let absolute_token = login.json()["token"].as_str().unwrap().to_owned();
+    let expires_at = chrono::DateTime::parse_from_rfc3339(login.json()["expires_at"].as_str().unwrap()).unwrap();
+    assert!(expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now() <= chrono::Duration::seconds(1));
+    assert_eq!(absolute.get("/api/v1/me", Some(&absolute_token)).await.status, StatusCode::OK);
+
+    // Timestamps are whole seconds: after two, both sessions are over.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    for (app, token) in [(&idle, &idle_token), (&absolute, &absolute_token)] {
+        let reply = app.get("/api/v1/me", Some(token)).await;
+        reply.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    }
+    // A new login works at once.
+    idle.admin_token().await;
+}
+
 on_both_backends!(
     the_system_administrator_logs_in,
     a_wrong_password_and_an_unknown_operator_are_refused_alike,
@@ -204,4 +231,5 @@ on_both_backends!(
     me_shows_the_system_administrator,
     me_shows_a_clerk_and_his_municipality,
     after_logout_the_token_is_refused,
+    sessions_end_after_the_idle_and_the_absolute_timeout,
 );
