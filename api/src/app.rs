@@ -81,6 +81,8 @@ pub struct Application {
     router: Router,
     state: AppState,
     shutdown: watch::Sender<bool>,
+    /// Set when the drain timeout expires: requests still running are answered 503 and dropped.
+    hard_stop: watch::Sender<bool>,
     runners: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
 }
@@ -116,14 +118,9 @@ impl Application {
             database = %redact(&settings.database_url),
             "cardap listening"
         );
-        Ok(Application {
-            listener,
-            router: app(state.clone()),
-            state,
-            shutdown,
-            runners,
-            drain_timeout: settings.drain_timeout,
-        })
+        let (hard_stop, hard_stop_rx) = watch::channel(false);
+        let router = app(state.clone()).layer(axum::middleware::from_fn_with_state(hard_stop_rx, hard_stop_guard));
+        Ok(Application { listener, router, state, shutdown, hard_stop, runners, drain_timeout: settings.drain_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -149,7 +146,10 @@ impl Application {
         };
         tokio::select! {
             r = server => r?,
-            () = drained => tracing::warn!("drain timeout reached; closing remaining connections"),
+            () = drained => {
+                tracing::warn!("drain timeout reached; cutting off the requests still running");
+                let _ = self.hard_stop.send(true);
+            }
         }
         let _ = self.shutdown.send(true);
         for runner in self.runners {
@@ -157,6 +157,23 @@ impl Application {
         }
         tracing::info!("cardap stopped");
         Ok(())
+    }
+}
+
+/// Answers 503 to requests that are still running when the drain timeout expires (their handlers are dropped
+/// before they write anything more), and to requests that arrive after it.
+async fn hard_stop_guard(
+    axum::extract::State(mut stop): axum::extract::State<watch::Receiver<bool>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if *stop.borrow() {
+        return crate::error::ApiError::shutting_down().into_response();
+    }
+    tokio::select! {
+        response = next.run(request) => response,
+        _ = stop.wait_for(|s| *s) => crate::error::ApiError::shutting_down().into_response(),
     }
 }
 
@@ -171,6 +188,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::sessions::router())
         .merge(routes::municipalities::router())
         .fallback(|| async { crate::error::ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(axum::middleware::from_fn(crate::i18n::layer))
         .layer(DefaultBodyLimit::max(1024 * 1024))

@@ -207,8 +207,10 @@ impl FromRequestParts<AppState> for Authenticated {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| Secret(t.trim().to_owned()))
+            .and_then(|v| v.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| Secret(t.trim().to_owned()))
             .ok_or_else(ApiError::unauthenticated)?;
         let pool = state.read.pool();
         let now = Utc::now().timestamp();

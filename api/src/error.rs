@@ -127,6 +127,35 @@ impl ApiError {
         ))
     }
 
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/problems/method-not-allowed",
+            Text::new("このURLではこの操作はできません", "This method is not allowed on this path"),
+        )
+    }
+
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "/problems/payload-too-large",
+            Text::new("送信データが大きすぎます", "The request body is too large"),
+        )
+    }
+
+    pub fn shutting_down() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/unavailable",
+            Text::new(
+                "サーバを停止しています。しばらくしてからもう一度お試しください",
+                "The server is shutting down; try again",
+            ),
+        );
+        e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
+        e
+    }
+
     pub fn unauthenticated() -> Self {
         let mut e = Self::new(
             StatusCode::UNAUTHORIZED,

@@ -34,9 +34,41 @@ where
             return Err(ApiError::unsupported_media_type("application/json"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
+            }
         })?;
         parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Query parameters of type `T`: a parameter of the wrong type is a 422 naming it (`/limit`).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de).map(ApiQuery).map_err(|err| {
+            let field = pointer(err.path());
+            let message = err.into_inner().to_string();
+            let field = match missing_field(&message).or_else(|| unknown_field(&message)) {
+                Some(name) if !field.ends_with(&format!("/{name}")) => {
+                    format!("{}/{}", field.trim_end_matches('/'), name)
+                }
+                _ => field,
+            };
+            ApiError::validation(vec![FieldError::new(field, Text::new("値が正しくありません", message))])
+        })
     }
 }
 

@@ -100,6 +100,9 @@ where
         }
         let metadata = ctx.metadata(municipality);
         for _ in 0..MAX_ATTEMPTS {
+            // Load first, then look for the command: if a first attempt commits in between, the second read
+            // sees it, so a retry is never decided against the state the first attempt produced.
+            let loaded = self.load(stream).await?;
             // A retry of a command that already went through answers with the current state, writing nothing.
             if let Some(outcome) = self.store.command_outcome(ctx.command_id).await? {
                 let loaded = self.load(stream).await?;
@@ -110,7 +113,6 @@ where
                     outcome: Some(outcome),
                 });
             }
-            let loaded = self.load(stream).await?;
             if let Some(expected) = if_match
                 && expected != loaded.version
             {

@@ -61,8 +61,19 @@ fn rename(name: &str) -> MunicipalityCommand {
     MunicipalityCommand::Change { name: Some(MunicipalityName::parse(name).unwrap()), display_order: None }
 }
 
+/// Counts the events once all of them are deliverable (on PostgreSQL, older transactions anywhere in the
+/// cluster, such as other tests', hold delivery back for a moment).
 async fn event_count(store: &dyn EventStore) -> usize {
-    store.read_all(Checkpoint::START, 10_000, &ReadFilter::All).await.unwrap().len()
+    let head = store.head().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = store.read_all(Checkpoint::START, 10_000, &ReadFilter::All).await.unwrap();
+        if events.last().map_or(Checkpoint::START, |e| e.checkpoint) >= head {
+            return events.len();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events up to {head} never became visible");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn execute(

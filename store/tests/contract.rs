@@ -81,7 +81,23 @@ fn metadata_for(municipality: Option<&str>, operator: Option<OperatorKey>) -> Me
     }
 }
 
+/// Waits until everything appended so far is deliverable. On PostgreSQL delivery waits for every older
+/// transaction in the cluster, and other tests run in other databases of the same cluster meanwhile.
+async fn wait_until_visible(store: &dyn EventStore) {
+    let head = store.head().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut after = Checkpoint::START;
+    while after < head {
+        assert!(tokio::time::Instant::now() < deadline, "events up to {head} never became visible");
+        match store.read_all(after, 1000, &ReadFilter::All).await.unwrap().last() {
+            Some(last) => after = last.checkpoint,
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 async fn read_everything(store: &dyn EventStore, filter: &ReadFilter) -> Vec<cardap_store::RecordedEvent> {
+    wait_until_visible(store).await;
     let mut all = Vec::new();
     let mut after = Checkpoint::START;
     loop {

@@ -1,7 +1,7 @@
 //! `/api/v1/municipalities`: the system administrator registers, renames, reorders and abolishes
 //! municipalities (運用環境設定: 市町村設定, 表示順); every operator lists those he may see.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, if_match};
 use crate::state::AppState;
 
@@ -107,7 +107,7 @@ pub struct ChangeMunicipality {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<MunicipalityPage>, ApiError> {
     authorize(&auth.actor, &Permission::ListMunicipalities)?;
     let limit = params.limit.unwrap_or(100);
