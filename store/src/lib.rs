@@ -19,8 +19,8 @@ pub use database::{Backend, Database, redact};
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 pub use types::{
-    AppendOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata, NewEvent,
-    ReadFilter, RecordedEvent, StoreHealth, StreamId, StreamIdError,
+    AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
+    NewEvent, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
 };
 pub use wakeup::Wakeups;
 
@@ -82,6 +82,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         events: Vec<NewEvent>,
         metadata: &Metadata,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// Appends to several streams atomically: every stream must be at its expected version, or nothing is
+    /// written ([`StoreError::Conflict`] names the first stream that was not). One command id covers the batch.
+    /// Per-stream order in the global order holds as for single appends.
+    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError>;
 
     /// The outcome of an already applied command, if any.
     async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError>;

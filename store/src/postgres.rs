@@ -25,9 +25,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::types::StreamAppend;
 use crate::types::{
-    AppendOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter, RecordedEvent,
-    StoreHealth, StreamId,
+    AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
+    RecordedEvent, StoreHealth, StreamId,
 };
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
@@ -68,6 +69,27 @@ cmd AS (
 SELECT cur.v AS current_version, done.n, done.last_version, done.tx, done.last_position,
        prev.last_version AS prev_version, prev.transaction_id AS prev_tx, prev.last_position AS prev_position
 FROM cur CROSS JOIN done LEFT JOIN prev ON true
+"#;
+
+/// One stream of a multi-stream append, inside the batch's transaction (command ids are handled around it).
+const APPEND_IN_BATCH: &str = r#"
+WITH cur AS (
+    SELECT coalesce(max(version), 0)::bigint AS v FROM events WHERE stream_id = $1
+),
+go AS (
+    SELECT v FROM cur WHERE ($3::bigint IS NULL OR v = $3) AND cardap_assert_stream_order($1, v)
+),
+ins AS (
+    INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id,
+                        event_type, event_version, payload, metadata)
+    SELECT e.event_id, $1, $2, go.v + e.ord, $4, $5, e.event_type, e.event_version, e.payload, $6
+    FROM go, unnest($7::uuid[], $8::text[], $9::int4[], $10::jsonb[])
+             WITH ORDINALITY AS e(event_id, event_type, event_version, payload, ord)
+    RETURNING version, global_position, transaction_id
+)
+SELECT cur.v AS current_version, count(ins.version) AS n, max(ins.version) AS last_version,
+       max(ins.global_position) AS last_position, max(ins.transaction_id::text::bigint) AS tx
+FROM cur LEFT JOIN ins ON true GROUP BY cur.v
 "#;
 
 const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
@@ -159,6 +181,87 @@ impl PostgresEventStore {
         Ok(outcome)
     }
 
+    async fn append_many_once(
+        &self,
+        appends: &[StreamAppend],
+        metadata: &Metadata,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        if let Some(command) = metadata.command_id
+            && let Some(outcome) = command_outcome_on(&mut tx, command).await?
+        {
+            return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
+        }
+        let metadata_json = metadata.to_json();
+        let mut versions = vec![0; appends.len()];
+        let mut last = Checkpoint::START;
+        // Streams in one order for every batch, so two batches never wait on each other in a cycle.
+        let mut order: Vec<usize> = (0..appends.len()).collect();
+        order.sort_by(|a, b| appends[*a].stream.cmp(&appends[*b].stream));
+        for index in order {
+            let append = &appends[index];
+            let events = &append.events;
+            let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+            let event_versions: Vec<i32> = events.iter().map(|e| to_i32(e.event_version)).collect::<Result<_, _>>()?;
+            let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+            let row = sqlx::query(APPEND_IN_BATCH)
+                .bind(append.stream.as_str())
+                .bind(append.stream.stream_type())
+                .bind(append.expected.required().map(to_i64).transpose()?)
+                .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
+                .bind(metadata.operator.map(|o| o.as_uuid()))
+                .bind(&metadata_json)
+                .bind(&ids)
+                .bind(&types)
+                .bind(&event_versions)
+                .bind(&payloads)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            let current = to_u64(row.try_get("current_version").map_err(corrupt)?)?;
+            if let Some(required) = append.expected.required()
+                && required != current
+            {
+                return Err(StoreError::Conflict {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    actual: current,
+                });
+            }
+            let written: i64 = row.try_get("n").map_err(corrupt)?;
+            if written == 0 {
+                versions[index] = current;
+                continue;
+            }
+            let get = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
+            let (Some(version), Some(position), Some(txid)) = (get("last_version")?, get("last_position")?, get("tx")?)
+            else {
+                return Err(StoreError::Corrupt("append returned no positions".into()));
+            };
+            versions[index] = to_u64(version)?;
+            last = last.max(Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? });
+        }
+        if let (Some(command), Some(first)) = (metadata.command_id, appends.first())
+            && last != Checkpoint::START
+        {
+            sqlx::query(
+                "INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(command.as_uuid())
+            .bind(first.stream.as_str())
+            .bind(to_i64(versions.last().copied().unwrap_or(0))?)
+            .bind(to_i64(last.transaction)?)
+            .bind(to_i64(last.position)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false })
+    }
+
     async fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         let v: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0)::bigint FROM events WHERE stream_id = $1")
             .bind(stream.as_str())
@@ -215,23 +318,65 @@ impl EventStore for PostgresEventStore {
         }
     }
 
+    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.append_many_once(&appends, metadata).await {
+                Ok(outcome) => {
+                    if !outcome.already_applied && outcome.checkpoint != Checkpoint::START {
+                        self.wake.wake();
+                        self.appended.notify_one();
+                    }
+                    return Ok(outcome);
+                }
+                Err(StoreError::Database(sqlx::Error::Database(db))) => {
+                    let retry = match (db.code().as_deref(), db.constraint()) {
+                        // A stream's previous version came from a newer transaction (see migration 0003), or
+                        // two batches deadlocked after all: both are safe to run again.
+                        (Some("40001" | "40P01"), _) => true,
+                        (Some("23505"), Some("commands_pkey")) => {
+                            if let Some(command) = metadata.command_id
+                                && let Some(outcome) = self.command_outcome(command).await?
+                            {
+                                return Ok(BatchOutcome {
+                                    stream_versions: vec![],
+                                    checkpoint: outcome.checkpoint,
+                                    already_applied: true,
+                                });
+                            }
+                            false
+                        }
+                        (Some("23505"), Some("events_stream_version_key")) => {
+                            // Another writer took a version first: a conflict unless every stream said `Any`.
+                            for append in &appends {
+                                if let Some(required) = append.expected.required() {
+                                    let actual = self.current_version(&append.stream).await?;
+                                    if actual != required {
+                                        return Err(StoreError::Conflict {
+                                            stream: append.stream.clone(),
+                                            expected: append.expected,
+                                            actual,
+                                        });
+                                    }
+                                }
+                            }
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !retry || attempts >= ANY_RETRIES {
+                        return Err(StoreError::Database(sqlx::Error::Database(db)));
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
     async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {
-        let row = sqlx::query("SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1")
-            .bind(command.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        row.map(|r| {
-            Ok(AppendOutcome {
-                stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
-                checkpoint: Checkpoint {
-                    transaction: to_u64(r.try_get("transaction_id").map_err(corrupt)?)?,
-                    position: to_u64(r.try_get("last_position").map_err(corrupt)?)?,
-                },
-                already_applied: true,
-            })
-        })
-        .transpose()
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        command_outcome_on(&mut conn, command).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -355,6 +500,28 @@ async fn append_statement(
         checkpoint: Checkpoint { transaction: to_u64(tx)?, position: to_u64(pos)? },
         already_applied: false,
     })
+}
+
+async fn command_outcome_on(
+    conn: &mut sqlx::PgConnection,
+    command: CommandId,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let row = sqlx::query("SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1")
+        .bind(command.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    row.map(|r| {
+        Ok(AppendOutcome {
+            stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
+            checkpoint: Checkpoint {
+                transaction: to_u64(r.try_get("transaction_id").map_err(corrupt)?)?,
+                position: to_u64(r.try_get("last_position").map_err(corrupt)?)?,
+            },
+            already_applied: true,
+        })
+    })
+    .transpose()
 }
 
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {

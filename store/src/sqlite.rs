@@ -12,9 +12,10 @@ use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
+use crate::types::StreamAppend;
 use crate::types::{
-    AppendOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter, RecordedEvent,
-    StoreHealth, StreamId,
+    AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
+    RecordedEvent, StoreHealth, StreamId,
 };
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
@@ -44,7 +45,7 @@ impl SqliteEventStore {
         hold: std::time::Duration,
     ) -> Result<AppendOutcome, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
-        let outcome = append_in(&mut tx, stream, expected, &events, metadata).await?;
+        let outcome = append_in(&mut tx, stream, expected, &events, metadata, true).await?;
         tokio::time::sleep(hold).await;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         self.wake.wake();
@@ -62,13 +63,40 @@ impl EventStore for SqliteEventStore {
         metadata: &Metadata,
     ) -> Result<AppendOutcome, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
-        let outcome = append_in(&mut tx, stream, expected, &events, metadata).await?;
+        let outcome = append_in(&mut tx, stream, expected, &events, metadata, true).await?;
         if outcome.already_applied || outcome.checkpoint == Checkpoint::START {
             return Ok(outcome);
         }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         self.wake.wake();
         Ok(outcome)
+    }
+
+    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
+        if let Some(command) = metadata.command_id
+            && let Some(outcome) = outcome_of(&mut tx, command).await?
+        {
+            return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
+        }
+        let mut versions = Vec::with_capacity(appends.len());
+        let mut last = Checkpoint::START;
+        for append in &appends {
+            let outcome = append_in(&mut tx, &append.stream, append.expected, &append.events, metadata, false).await?;
+            versions.push(outcome.stream_version);
+            if outcome.checkpoint != Checkpoint::START {
+                last = outcome.checkpoint;
+            }
+        }
+        if last == Checkpoint::START {
+            return Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false });
+        }
+        if let (Some(command), Some(first)) = (metadata.command_id, appends.first()) {
+            record_command_row(&mut tx, command, &first.stream, versions.last().copied().unwrap_or(0), last).await?;
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.wake.wake();
+        Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false })
     }
 
     async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {
@@ -152,8 +180,10 @@ async fn append_in(
     expected: ExpectedVersion,
     events: &[NewEvent],
     metadata: &Metadata,
+    record_command: bool,
 ) -> Result<AppendOutcome, StoreError> {
-    if let Some(command) = metadata.command_id
+    if record_command
+        && let Some(command) = metadata.command_id
         && let Some(outcome) = outcome_of(&mut *conn, command).await?
     {
         return Ok(outcome);
@@ -201,25 +231,37 @@ async fn append_in(
         .await
         .map_err(StoreError::from_sqlx)?;
     }
-    if let Some(command) = metadata.command_id {
-        sqlx::query(
-            "INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position, recorded_at) \
-             VALUES (?, ?, ?, 0, ?, ?)",
-        )
-        .bind(command.as_uuid())
-        .bind(stream.as_str())
-        .bind(to_i64(version)?)
-        .bind(position)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+    if record_command && let Some(command) = metadata.command_id {
+        let checkpoint = Checkpoint { transaction: 0, position: to_u64(position)? };
+        record_command_row(&mut *conn, command, stream, version, checkpoint).await?;
     }
     Ok(AppendOutcome {
         stream_version: version,
         checkpoint: Checkpoint { transaction: 0, position: to_u64(position)? },
         already_applied: false,
     })
+}
+
+async fn record_command_row(
+    conn: &mut sqlx::SqliteConnection,
+    command: CommandId,
+    stream: &StreamId,
+    version: u64,
+    checkpoint: Checkpoint,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position, recorded_at) \
+         VALUES (?, ?, ?, 0, ?, ?)",
+    )
+    .bind(command.as_uuid())
+    .bind(stream.as_str())
+    .bind(to_i64(version)?)
+    .bind(to_i64(checkpoint.position)?)
+    .bind(Utc::now())
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(())
 }
 
 async fn outcome_of(

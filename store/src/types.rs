@@ -281,6 +281,24 @@ pub struct AppendOutcome {
     pub already_applied: bool,
 }
 
+/// One stream's part of an atomic multi-stream append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// The result of an atomic multi-stream append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Each stream's version after the append, in the order given (empty when `already_applied`).
+    pub stream_versions: Vec<u64>,
+    /// The global place of the last event written.
+    pub checkpoint: Checkpoint,
+    pub already_applied: bool,
+}
+
 /// Which events `read_all` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ReadFilter {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use cardap_store::{
     Checkpoint, CommandId, CorrelationId, Database, EventStore, ExpectedVersion, Metadata, NewEvent,
-    PostgresEventStore, ReadFilter, SqliteEventStore, StoreError, StreamId,
+    PostgresEventStore, ReadFilter, SqliteEventStore, StoreError, StreamAppend, StreamId,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -344,6 +344,82 @@ async fn follower_sees_every_event_once_despite_late_commits(b: Backend) {
     assert_eq!(all.len(), expected_total);
 }
 
+async fn a_batch_is_all_or_nothing(b: Backend) {
+    let m = Metadata::system();
+    b.store.append(&stream("existing"), ExpectedVersion::NoStream, events(2, "x"), &m).await.unwrap();
+    let batch = vec![
+        StreamAppend { stream: stream("one"), expected: ExpectedVersion::NoStream, events: events(1, "b") },
+        StreamAppend { stream: stream("existing"), expected: ExpectedVersion::NoStream, events: events(1, "b") },
+        StreamAppend { stream: stream("two"), expected: ExpectedVersion::NoStream, events: events(1, "b") },
+    ];
+    let err = b.store.append_many(batch, &m).await.unwrap_err();
+    match err {
+        StoreError::Conflict { stream: s, actual, .. } => {
+            assert_eq!(s, stream("existing"));
+            assert_eq!(actual, 2);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(b.store.read_stream(&stream("one"), 1).await.unwrap().is_empty(), "half a batch was written");
+    assert_eq!(read_everything(b.store.as_ref(), &ReadFilter::All).await.len(), 2);
+}
+
+async fn a_batch_appends_every_stream_once(b: Backend) {
+    let mut m = metadata_for(Some("131016"), None);
+    m.command_id = Some(CommandId::generate());
+    b.store.append(&stream("a"), ExpectedVersion::Any, events(1, "x"), &Metadata::system()).await.unwrap();
+    let batch = || {
+        vec![
+            StreamAppend { stream: stream("a"), expected: ExpectedVersion::Exact(1), events: events(2, "b") },
+            StreamAppend { stream: stream("b"), expected: ExpectedVersion::NoStream, events: events(1, "b") },
+        ]
+    };
+    let outcome = b.store.append_many(batch(), &m).await.unwrap();
+    assert_eq!(outcome.stream_versions, vec![3, 1]);
+    assert!(!outcome.already_applied);
+    assert_eq!(b.store.head().await.unwrap(), outcome.checkpoint);
+    let again = b.store.append_many(batch(), &m).await.unwrap();
+    assert!(again.already_applied);
+    assert_eq!(again.checkpoint, outcome.checkpoint);
+    let all = read_everything(b.store.as_ref(), &ReadFilter::All).await;
+    assert_eq!(all.len(), 4);
+    assert!(
+        all[1..].iter().all(|e| e.metadata.command_id == m.command_id && e.metadata.municipality == m.municipality)
+    );
+}
+
+/// Concurrent batches over shared streams, followed by a reader: one global order, per-stream order kept.
+async fn concurrent_batches_keep_per_stream_order(b: Backend) {
+    let tasks: Vec<_> = (0..6)
+        .map(|t| {
+            let store = b.store.clone();
+            tokio::spawn(async move {
+                for i in 0..15_usize {
+                    let batch = (0..3)
+                        .map(|k| StreamAppend {
+                            stream: stream(&format!("shared{}", (t + i + k * 2) % 5)),
+                            expected: ExpectedVersion::Any,
+                            events: events(1, "c"),
+                        })
+                        .collect();
+                    store.append_many(batch, &Metadata::system()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = read_everything(b.store.as_ref(), &ReadFilter::All).await;
+    assert_eq!(all.len(), 6 * 15 * 3);
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for e in &all {
+        let v = last.entry(e.stream_id.to_string()).or_insert(0);
+        assert_eq!(e.version, *v + 1, "stream {} out of order in the global order", e.stream_id);
+        *v = e.version;
+    }
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -367,6 +443,18 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn read_all_pages_and_filters() {
                 super::read_all_pages_and_filters(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_batch_is_all_or_nothing() {
+                super::a_batch_is_all_or_nothing(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_batch_appends_every_stream_once() {
+                super::a_batch_appends_every_stream_once(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_batches_keep_per_stream_order() {
+                super::concurrent_batches_keep_per_stream_order(super::$backend().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn readers_are_woken_by_an_append() {
