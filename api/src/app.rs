@@ -19,6 +19,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
+
 use crate::auth::{Secret, SessionPolicy};
 use crate::metrics::Metrics;
 use crate::routes;
@@ -36,6 +38,10 @@ pub struct Settings {
     /// His password; generated and printed once when absent.
     pub bootstrap_password: Option<Secret>,
     pub sessions: SessionPolicy,
+    /// Password rules (minimum length, how many previous passwords may not be reused).
+    pub passwords: PasswordPolicy,
+    /// Failed-login lockout.
+    pub lockout: LockoutPolicy,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// How long start-up waits for the database to come up before giving up.
@@ -52,6 +58,8 @@ impl Settings {
             bootstrap_admin: "admin".into(),
             bootstrap_password: Some(Secret::new("AdminPassw0rd")),
             sessions: SessionPolicy { idle: Duration::from_secs(1800), absolute: Duration::from_secs(8 * 3600) },
+            passwords: PasswordPolicy::default(),
+            lockout: LockoutPolicy::default(),
             drain_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
         }
@@ -96,6 +104,7 @@ impl Application {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");
         }
         crate::bootstrap::ensure_system_admin(&store, &read, &settings).await?;
+        crate::bootstrap::ensure_builtin_business_systems(&store, &read).await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut progress = Vec::new();
@@ -109,6 +118,8 @@ impl Application {
             read,
             progress: Arc::new(progress),
             sessions: settings.sessions,
+            passwords: settings.passwords,
+            lockout: settings.lockout,
             metrics: Arc::new(Metrics::default()),
         };
         let listener = TcpListener::bind(settings.listen).await?;
@@ -187,6 +198,8 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(routes::sessions::router())
         .merge(routes::municipalities::router())
+        .merge(routes::business_systems::router())
+        .merge(routes::operators::router())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))

@@ -182,6 +182,57 @@ pub async fn end_session(pool: &AnyPool, token: &Secret) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Ends every session of an operator (revocation, password reset, or an administrator's decision).
+pub async fn end_sessions_of(pool: &AnyPool, operator: OperatorKey) -> Result<u64, ApiError> {
+    let done = sqlx::query("UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0")
+        .bind(operator.to_string())
+        .execute(pool)
+        .await
+        .map_err(db_error)?;
+    Ok(done.rows_affected())
+}
+
+/// Sets an operator's password hash and remembers it for the reuse check.
+pub async fn set_password(pool: &AnyPool, operator: OperatorKey, hash: &str) -> Result<(), ApiError> {
+    store_credential(pool, operator, hash, false).await?;
+    sqlx::query("INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)")
+        .bind(operator.to_string())
+        .bind(hash.to_owned())
+        .bind(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .execute(pool)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Whether `password` is one of the operator's last `history` passwords.
+pub async fn was_used_recently(
+    pool: &AnyPool,
+    operator: OperatorKey,
+    password: &Secret,
+    history: usize,
+) -> Result<bool, ApiError> {
+    if history == 0 {
+        return Ok(false);
+    }
+    let rows = sqlx::query(
+        "SELECT password_hash FROM password_history WHERE operator_key = $1 ORDER BY changed_at DESC LIMIT $2",
+    )
+    .bind(operator.to_string())
+    .bind(i64::try_from(history).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    let hashes: Vec<String> =
+        rows.iter().map(|r| r.try_get("password_hash")).collect::<Result<_, _>>().map_err(ApiError::internal)?;
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        hashes.iter().any(|h| Argon2::default().verify_password(password.expose().as_bytes(), h.as_str()).is_ok())
+    })
+    .await
+    .map_err(ApiError::internal)
+}
+
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -230,6 +281,10 @@ impl FromRequestParts<AppState> for Authenticated {
         let last_seen: i64 = row.try_get("last_seen_at").map_err(ApiError::internal)?;
         let key = OperatorKey::from_uuid(uuid::Uuid::parse_str(&key).map_err(ApiError::internal)?);
         let operator = operators::get(pool, key).await?.ok_or_else(ApiError::unauthenticated)?;
+        // A revoked or locked operator's sessions die at once.
+        if !operator.is_active_at(now) {
+            return Err(ApiError::unauthenticated());
+        }
         // Touch the session at most once a minute: the idle timeout needs no finer grain.
         if now - last_seen >= 60 {
             sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
@@ -240,7 +295,12 @@ impl FromRequestParts<AppState> for Authenticated {
                 .map_err(db_error)?;
         }
         Ok(Authenticated {
-            actor: Actor { operator: operator.key, municipality: operator.municipality, roles: operator.roles },
+            actor: Actor {
+                operator: operator.key,
+                municipality: operator.municipality,
+                roles: operator.roles,
+                business_systems: operator.business_systems,
+            },
             operator_id: operator.operator_id,
             token,
         })

@@ -1,16 +1,22 @@
 //! First start: the system administrator account (API.md: operator `admin`, changeable with
-//! `CARDAP_BOOTSTRAP_ADMIN`; password from `CARDAP_BOOTSTRAP_PASSWORD`, or generated and printed once).
+//! `CARDAP_BOOTSTRAP_ADMIN`; password from `CARDAP_BOOTSTRAP_PASSWORD`, or generated and printed once), and the
+//! built-in business systems `00` cardap管理, `01` 証明書等自動交付, `02` 図書館.
 //!
-//! Safe when several nodes start at once: the operator key and the command id are derived from the operator ID,
-//! the credential is inserted only if absent (only the node that inserted it prints a password), and the
-//! registration event is appended once.
+//! Safe when several nodes start at once: the operator key and every command id are derived from what they
+//! create, the credential is inserted only if absent (only the node that inserted it prints a password), and
+//! each registration event is appended once.
 
 use std::sync::Arc;
 
 use cardap_commands::{CommandContext, CommandHandler, Permission};
-use cardap_domain::operator::{Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, Role};
+use cardap_domain::business_system::{
+    self, BusinessSystem, BusinessSystemCommand, BusinessSystemError, builtin_profiles,
+};
+use cardap_domain::operator::{
+    self, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, OperatorProfile, Role,
+};
 use cardap_domain::{Aggregate, OperatorKey};
-use cardap_projections::{ReadModels, operators};
+use cardap_projections::{ReadModels, business_systems, operators};
 use cardap_store::{CommandId, EventStore, StreamId};
 use uuid::Uuid;
 
@@ -30,7 +36,7 @@ pub async fn ensure_system_admin(
     if operators::find_by_login(read.pool(), None, &operator_id).await?.is_some() {
         return Ok(None);
     }
-    let key = OperatorKey::from_uuid(Uuid::new_v5(&BOOTSTRAP_NAMESPACE, operator_id.as_str().as_bytes()));
+    let key = OperatorKey::for_login(None, &operator_id);
     let (password, generated) = match &settings.bootstrap_password {
         Some(p) => {
             check_password(p)?;
@@ -41,15 +47,18 @@ pub async fn ensure_system_admin(
     let hash = auth::hash_password(password.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let inserted = auth::store_credential(read.pool(), key, &hash, true).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
-    let stream = StreamId::new(Operator::STREAM_TYPE, &cardap_domain::operator::stream_key(&key))?;
+    let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(None, &operator_id))?;
     let ctx =
         CommandContext::system(CommandId::from_uuid(Uuid::new_v5(&BOOTSTRAP_NAMESPACE, stream.as_str().as_bytes())));
     let command = OperatorCommand::Register {
         key,
         municipality: None,
         operator_id: operator_id.clone(),
-        name: OperatorName::parse("システム管理者").map_err(|e| anyhow::anyhow!("{e}"))?,
+        profile: OperatorProfile::named(OperatorName::parse("システム管理者").map_err(|e| anyhow::anyhow!("{e}"))?),
         roles: vec![Role::SystemAdmin],
+        // He needs no 許可業務: the system administrator reaches every business system through his role.
+        business_systems: vec![],
+        usable: vec![],
     };
     match CommandHandler::<Operator>::new(store.clone())
         .execute(&ctx, &Permission::ManageMunicipalities, &stream, None, None, command)
@@ -72,6 +81,37 @@ pub async fn ensure_system_admin(
         return Ok(Some(password));
     }
     Ok(None)
+}
+
+/// Registers the built-in business systems that are missing. Each registration's command id is derived from its
+/// stream, so nodes starting at once (or a restart) append it once; "already registered" is the normal answer
+/// from the second start on.
+pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: &ReadModels) -> anyhow::Result<()> {
+    let handler = CommandHandler::<BusinessSystem>::new(store.clone());
+    let mut registered = false;
+    for (id, profile) in builtin_profiles() {
+        if business_systems::get(read.pool(), &id).await?.is_some() {
+            continue;
+        }
+        let stream = StreamId::new(BusinessSystem::STREAM_TYPE, &business_system::stream_key(&id))?;
+        let ctx = CommandContext::system(CommandId::from_uuid(Uuid::new_v5(
+            &BOOTSTRAP_NAMESPACE,
+            stream.as_str().as_bytes(),
+        )));
+        let command = BusinessSystemCommand::Register { id: id.clone(), profile };
+        match handler.execute(&ctx, &Permission::ManageBusinessSystems, &stream, None, None, command).await {
+            Ok(executed) => {
+                registered |= executed.outcome.is_some();
+                tracing::info!(business_id = %id, "built-in business system registered");
+            }
+            Err(cardap_commands::CommandError::Domain(BusinessSystemError::AlreadyRegistered)) => {}
+            Err(e) => return Err(anyhow::anyhow!("cannot register the built-in business system {id}: {e}")),
+        }
+    }
+    if registered && let Err(e) = read.catch_up(store.clone()).await {
+        tracing::warn!(error = %e, "the business-system list is still catching up");
+    }
+    Ok(())
 }
 
 /// The bootstrap password must meet the basic rule: 8–64 half-width alphanumerics.

@@ -177,6 +177,18 @@ impl ApiError {
         )
     }
 
+    pub fn operator_locked(detail: Text) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "/problems/operator-locked",
+            Text::new(
+                "ログインの失敗が続いたため、このオペレータはロックされています",
+                "This operator is locked after repeated failed logins",
+            ),
+        )
+        .with_detail(detail)
+    }
+
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -325,7 +337,7 @@ pub fn command_error<E: std::error::Error + 'static>(
     domain: impl FnOnce(E) -> ApiError,
 ) -> ApiError {
     match e {
-        CommandError::Domain(d) => domain(d),
+        CommandError::Domain(d) | CommandError::Item { error: d, .. } => domain(d),
         CommandError::Unauthorized(a) => a.into(),
         CommandError::PreconditionFailed { current, .. } => ApiError::precondition_failed(current),
         CommandError::Contended => ApiError::contended(),

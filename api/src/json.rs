@@ -92,28 +92,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let inner = err.into_inner();
             let message = inner.to_string();
             match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = match unknown_field(&message) {
-                        Some(name) if !pointer.ends_with(&format!("/{name}")) => {
-                            format!("{}/{}", pointer.trim_end_matches('/'), name)
-                        }
-                        _ => pointer,
-                    };
-                    let text = if message.starts_with("unknown field") {
-                        Text::new("この項目は受け付けられません", strip_position(&message))
-                    } else if message.starts_with("missing field") {
-                        Text::new("必須項目です", strip_position(&message))
-                    } else {
-                        Text::new("値の型が正しくありません", strip_position(&message))
-                    };
-                    let field = match missing_field(&message) {
-                        Some(name) if !field.ends_with(&format!("/{name}")) => {
-                            format!("{}/{}", field.trim_end_matches('/'), name)
-                        }
-                        _ => field,
-                    };
-                    Err(ApiError::validation(vec![FieldError::new(field, text)]))
-                }
+                serde_json::error::Category::Data => Err(data_error("", pointer, &message)),
                 _ => Err(ApiError::malformed(
                     Text::new("JSON として読み取れません", strip_position(&message)),
                     vec![FieldError::new(pointer, Text::new("JSON の構文が正しくありません", message.clone()))],
@@ -121,6 +100,32 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     }
+}
+
+/// Deserializes one JSON value (e.g. an element of a batch), naming bad fields under `prefix` (`/3`).
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let pointer = pointer(err.path());
+        data_error(prefix, pointer, &err.into_inner().to_string())
+    })
+}
+
+/// A 422 for a value of the wrong shape: the field (with unknown or missing field names appended) and why.
+fn data_error(prefix: &str, pointer: String, message: &str) -> ApiError {
+    let named = unknown_field(message).or_else(|| missing_field(message));
+    let field = match named {
+        Some(name) if !pointer.ends_with(&format!("/{name}")) => format!("{}/{}", pointer.trim_end_matches('/'), name),
+        _ => pointer,
+    };
+    let field = format!("{prefix}{}", if prefix.is_empty() { field.as_str() } else { field.trim_end_matches('/') });
+    let text = if message.starts_with("unknown field") {
+        Text::new("この項目は受け付けられません", strip_position(message))
+    } else if message.starts_with("missing field") {
+        Text::new("必須項目です", strip_position(message))
+    } else {
+        Text::new("値の型が正しくありません", strip_position(message))
+    };
+    ApiError::validation(vec![FieldError::new(field, text)])
 }
 
 fn pointer(path: &serde_path_to_error::Path) -> String {

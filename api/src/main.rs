@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cardap_api::app::{Application, Settings, open_database, shutdown_signal};
 use cardap_api::auth::{Secret, SessionPolicy};
+use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
 use cardap_projections::ReadModels;
 use clap::{Args, Parser, Subcommand};
 
@@ -67,6 +68,21 @@ struct ServeArgs {
     /// Session absolute timeout, minutes.
     #[arg(long, env = "CARDAP_SESSION_ABSOLUTE_MINUTES", default_value_t = 480)]
     session_absolute_minutes: u64,
+    /// Minimum password length (half-width alphanumerics).
+    #[arg(long, env = "CARDAP_PASSWORD_MIN_LENGTH", default_value_t = 8)]
+    password_min_length: usize,
+    /// How many previous passwords may not be reused.
+    #[arg(long, env = "CARDAP_PASSWORD_HISTORY", default_value_t = 3)]
+    password_history: usize,
+    /// Failed logins in a row before the operator is locked.
+    #[arg(long, env = "CARDAP_LOCKOUT_MAX_FAILURES", default_value_t = 5)]
+    lockout_max_failures: u32,
+    /// How long a lock lasts, seconds.
+    #[arg(long, env = "CARDAP_LOCKOUT_SECONDS", default_value_t = 900)]
+    lockout_seconds: i64,
+    /// The lockout that is permanent (until an administrator unlocks).
+    #[arg(long, env = "CARDAP_LOCKOUT_MAX_LOCKOUTS", default_value_t = 3)]
+    lockout_max_lockouts: u32,
     /// Database connections per node.
     #[arg(long, env = "CARDAP_MAX_CONNECTIONS", default_value_t = 16)]
     max_connections: u32,
@@ -79,6 +95,11 @@ impl Default for ServeArgs {
             bootstrap_admin: "admin".into(),
             session_idle_minutes: 30,
             session_absolute_minutes: 480,
+            password_min_length: 8,
+            password_history: 3,
+            lockout_max_failures: 5,
+            lockout_seconds: 900,
+            lockout_max_lockouts: 3,
             max_connections: 16,
         }
     }
@@ -123,6 +144,12 @@ async fn main() -> anyhow::Result<()> {
                 sessions: SessionPolicy {
                     idle: Duration::from_secs(args.session_idle_minutes * 60),
                     absolute: Duration::from_secs(args.session_absolute_minutes * 60),
+                },
+                passwords: PasswordPolicy { min_length: args.password_min_length, history: args.password_history },
+                lockout: LockoutPolicy {
+                    max_failures: args.lockout_max_failures,
+                    lock_seconds: args.lockout_seconds,
+                    max_lockouts: args.lockout_max_lockouts,
                 },
                 drain_timeout: Duration::from_secs(10),
                 startup_timeout: Duration::from_secs(60),

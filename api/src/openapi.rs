@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField};
-use crate::routes::{health, municipalities, sessions};
+use crate::routes::{business_systems, health, municipalities, operators, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,9 +13,14 @@ use crate::routes::{health, municipalities, sessions};
         with a stable `type`; messages are Japanese unless `Accept-Language: en`."),
     paths(
         health::healthz, health::readyz,
-        sessions::login, sessions::logout, sessions::me,
+        sessions::login, sessions::logout, sessions::me, sessions::change_own_password,
+        operators::register, operators::list, operators::show, operators::change, operators::revoke, operators::unlock,
+        operators::end_sessions, operators::reset_password, operators::bulk_passwords, operators::assign_internal_id,
+        operators::remove_internal_id,
         municipalities::list, municipalities::register, municipalities::show, municipalities::change,
         municipalities::abolish,
+        business_systems::list, business_systems::register, business_systems::show, business_systems::update,
+        business_systems::retire, business_systems::permitted, business_systems::permit, business_systems::withdraw,
     ),
     components(schemas(ProblemDetails, ProblemField)),
     modifiers(&BearerAuth),

@@ -6,6 +6,8 @@ use std::time::Duration;
 use cardap_projections::{Progress, ReadModels};
 use cardap_store::{Checkpoint, EventStore};
 
+use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
+
 use crate::auth::SessionPolicy;
 use crate::metrics::Metrics;
 
@@ -19,6 +21,8 @@ pub struct AppState {
     /// One per projection runner of this node.
     pub progress: Arc<Vec<Progress>>,
     pub sessions: SessionPolicy,
+    pub passwords: PasswordPolicy,
+    pub lockout: LockoutPolicy,
     pub metrics: Arc<Metrics>,
 }
 

@@ -128,9 +128,14 @@ fn migrate_and_rebuild_run_from_the_command_line() {
     };
     run(&["migrate"]);
     run(&["migrate"]); // a second run is a no-op
-    assert_eq!(run(&["projections", "list"]).lines().collect::<Vec<_>>(), ["municipalities", "operators"]);
+    assert_eq!(
+        run(&["projections", "list"]).lines().collect::<Vec<_>>(),
+        ["municipalities", "operators", "business_systems"]
+    );
     let rebuilt = run(&["projections", "rebuild", "all"]);
-    assert!(rebuilt.contains("municipalities: rebuilt") && rebuilt.contains("operators: rebuilt"), "{rebuilt}");
+    for name in ["municipalities", "operators", "business_systems"] {
+        assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
+    }
     let out =
         Command::new(BIN).args(["projections", "rebuild", "nope"]).env("CARDAP_DATABASE_URL", &url).output().unwrap();
     assert!(!out.status.success());

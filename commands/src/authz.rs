@@ -5,7 +5,7 @@
 //! Only the system administrator works across municipalities.
 
 use cardap_domain::operator::Role;
-use cardap_domain::{MunicipalityCode, OperatorKey};
+use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 
 /// The authenticated operator behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct Actor {
     /// `None` for the system administrator.
     pub municipality: Option<MunicipalityCode>,
     pub roles: Vec<Role>,
+    /// The business systems he is permitted (許可業務): a business-system administrator manages only these.
+    pub business_systems: Vec<BusinessId>,
 }
 
 impl Actor {
@@ -31,7 +33,8 @@ impl Actor {
     }
 }
 
-/// What a command or query needs.
+/// What a command or query needs. Municipality-scoped permissions name the municipality, so shared-use
+/// isolation is decided here too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Permission {
     /// Register, rename, reorder or abolish municipalities (システム管理 only).
@@ -40,6 +43,23 @@ pub enum Permission {
     ListMunicipalities,
     /// Read one municipality's own record.
     ViewMunicipality(MunicipalityCode),
+    /// Register, update and retire business systems; permit and withdraw shared use (システム管理 only).
+    ManageBusinessSystems,
+    /// List business systems (names and URLs are not secret): every operator.
+    ViewBusinessSystems,
+    /// Register, update, revoke operators of a municipality, reset passwords, unlock, end sessions, import
+    /// (運用管理部門, or the system administrator for every municipality).
+    ManageOperators(MunicipalityCode),
+    /// Read and export a municipality's operators.
+    ViewOperators(MunicipalityCode),
+    /// Map operators to a business system's 業務内ID (that system's administrator in that municipality).
+    ManageInternalIds(MunicipalityCode, BusinessId),
+    /// Move operators from one municipality to another (移行: システム管理 only).
+    MigrateOperators,
+    /// Change one's own password.
+    ChangeOwnPassword,
+    /// Replay the history of a municipality (auditors; the system administrator for all).
+    ReadHistory(MunicipalityCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,21 +74,35 @@ pub enum AuthzError {
 
 /// Decides whether `actor` holds `permission`.
 pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzError> {
+    let allowed = |ok: bool| if ok { Ok(()) } else { Err(AuthzError::Forbidden) };
+    let visible = |code: &MunicipalityCode| if actor.can_see(code) { Ok(()) } else { Err(AuthzError::NotVisible) };
+    let admin = actor.is_system_admin();
     match permission {
-        Permission::ManageMunicipalities => {
-            if actor.is_system_admin() {
-                Ok(())
-            } else {
-                Err(AuthzError::Forbidden)
-            }
+        Permission::ManageMunicipalities | Permission::ManageBusinessSystems | Permission::MigrateOperators => {
+            allowed(admin)
         }
-        Permission::ListMunicipalities => Ok(()),
-        Permission::ViewMunicipality(code) => {
-            if actor.can_see(code) {
-                Ok(())
-            } else {
-                Err(AuthzError::NotVisible)
-            }
+        Permission::ListMunicipalities | Permission::ViewBusinessSystems | Permission::ChangeOwnPassword => Ok(()),
+        Permission::ViewMunicipality(code) => visible(code),
+        Permission::ManageOperators(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::OperationsManager))
+        }
+        Permission::ViewOperators(code) => {
+            visible(code)?;
+            allowed(
+                admin
+                    || actor.has_role(Role::OperationsManager)
+                    || actor.has_role(Role::BusinessAdmin)
+                    || actor.has_role(Role::Auditor),
+            )
+        }
+        Permission::ManageInternalIds(code, business) => {
+            visible(code)?;
+            allowed(admin || (actor.has_role(Role::BusinessAdmin) && actor.business_systems.contains(business)))
+        }
+        Permission::ReadHistory(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::Auditor))
         }
     }
 }
@@ -78,31 +112,61 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn actor(municipality: Option<&str>, roles: &[Role]) -> Actor {
+    const OWN: &str = "131016";
+    const OTHER: &str = "011002";
+
+    fn code(s: &str) -> MunicipalityCode {
+        MunicipalityCode::parse(s).unwrap()
+    }
+
+    fn actor(role: Role) -> Actor {
         Actor {
             operator: OperatorKey::from_uuid(Uuid::nil()),
-            municipality: municipality.map(|m| MunicipalityCode::parse(m).unwrap()),
-            roles: roles.to_vec(),
+            municipality: (role != Role::SystemAdmin).then(|| code(OWN)),
+            roles: vec![role],
+            business_systems: vec![BusinessId::parse("01").unwrap()],
         }
     }
 
-    /// Every role against every permission: the table an auditor reads.
+    /// Every role against every permission, in the own and in another municipality: the table an auditor reads.
+    /// `A` allowed, `F` forbidden (403), `H` hidden (404: another municipality's data does not exist for him).
     #[test]
     fn authorization_table() {
-        let chiyoda = MunicipalityCode::parse("131016").unwrap();
-        let sapporo = MunicipalityCode::parse("011002").unwrap();
-        let admin = actor(None, &[Role::SystemAdmin]);
-        let ok = Ok(());
-        let forbidden = Err(AuthzError::Forbidden);
-        let hidden = Err(AuthzError::NotVisible);
-        for role in Role::ALL {
-            let a = if role == Role::SystemAdmin { admin.clone() } else { actor(Some("131016"), &[role]) };
-            let admin_only = if role == Role::SystemAdmin { ok.clone() } else { forbidden.clone() };
-            let other_town = if role == Role::SystemAdmin { ok.clone() } else { hidden.clone() };
-            assert_eq!(authorize(&a, &Permission::ManageMunicipalities), admin_only, "{role:?} manage");
-            assert_eq!(authorize(&a, &Permission::ListMunicipalities), ok, "{role:?} list");
-            assert_eq!(authorize(&a, &Permission::ViewMunicipality(chiyoda.clone())), ok, "{role:?} own");
-            assert_eq!(authorize(&a, &Permission::ViewMunicipality(sapporo.clone())), other_town, "{role:?} other");
+        use Role::*;
+        let library = BusinessId::parse("02").unwrap();
+        let certificates = BusinessId::parse("01").unwrap();
+        #[rustfmt::skip]
+        let table: Vec<(Permission, [&str; 5])> = vec![
+            //                                                         SA   OM   BA   CL   AU
+            (Permission::ManageMunicipalities,                        ["A", "F", "F", "F", "F"]),
+            (Permission::ListMunicipalities,                          ["A", "A", "A", "A", "A"]),
+            (Permission::ViewMunicipality(code(OWN)),                 ["A", "A", "A", "A", "A"]),
+            (Permission::ViewMunicipality(code(OTHER)),               ["A", "H", "H", "H", "H"]),
+            (Permission::ManageBusinessSystems,                       ["A", "F", "F", "F", "F"]),
+            (Permission::ViewBusinessSystems,                         ["A", "A", "A", "A", "A"]),
+            (Permission::ManageOperators(code(OWN)),                  ["A", "A", "F", "F", "F"]),
+            (Permission::ManageOperators(code(OTHER)),                ["A", "H", "H", "H", "H"]),
+            (Permission::ViewOperators(code(OWN)),                    ["A", "A", "A", "F", "A"]),
+            (Permission::ViewOperators(code(OTHER)),                  ["A", "H", "H", "H", "H"]),
+            (Permission::ManageInternalIds(code(OWN), certificates.clone()),  ["A", "F", "A", "F", "F"]),
+            (Permission::ManageInternalIds(code(OWN), library),       ["A", "F", "F", "F", "F"]),
+            (Permission::ManageInternalIds(code(OTHER), certificates),["A", "H", "H", "H", "H"]),
+            (Permission::MigrateOperators,                            ["A", "F", "F", "F", "F"]),
+            (Permission::ChangeOwnPassword,                           ["A", "A", "A", "A", "A"]),
+            (Permission::ReadHistory(code(OWN)),                      ["A", "F", "F", "F", "A"]),
+            (Permission::ReadHistory(code(OTHER)),                    ["A", "H", "H", "H", "H"]),
+        ];
+        for (permission, expected) in table {
+            for (role, want) in
+                [SystemAdmin, OperationsManager, BusinessAdmin, Clerk, Auditor].into_iter().zip(expected)
+            {
+                let want = match want {
+                    "A" => Ok(()),
+                    "F" => Err(AuthzError::Forbidden),
+                    _ => Err(AuthzError::NotVisible),
+                };
+                assert_eq!(authorize(&actor(role), &permission), want, "{role:?} × {permission:?}");
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cardap_domain::{Aggregate, EventDecodeError, MunicipalityCode};
-use cardap_store::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use cardap_store::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
 
 use crate::authz::{AuthzError, Permission, authorize};
 use crate::context::CommandContext;
@@ -18,6 +18,9 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// The domain refused the command.
     #[error(transparent)]
     Domain(E),
+    /// The domain refused one command of a batch (`index` counts from 0); nothing of the batch was written.
+    #[error("item {index}: {error}")]
+    Item { index: usize, error: E },
     #[error(transparent)]
     Unauthorized(#[from] AuthzError),
     /// The caller's `If-Match` version no longer holds.
@@ -138,6 +141,82 @@ where
                 }
                 Err(other) => return Err(other.into()),
             }
+        }
+        Err(CommandError::Contended)
+    }
+
+    /// Decides one command per stream and appends all their events atomically: every command goes through, or
+    /// none does (a batch registration, a CSV import, a bulk password change).
+    pub async fn execute_many(
+        &self,
+        ctx: &CommandContext,
+        permission: &Permission,
+        municipality: Option<MunicipalityCode>,
+        items: Vec<(StreamId, A::Command)>,
+    ) -> Result<Vec<Executed<A>>, CommandError<A::Error>> {
+        if let Some(actor) = &ctx.actor {
+            authorize(actor, permission)?;
+        }
+        let metadata = ctx.metadata(municipality);
+        for _ in 0..MAX_ATTEMPTS {
+            let mut loaded = Vec::with_capacity(items.len());
+            for (stream, _) in &items {
+                loaded.push(self.load(stream).await?);
+            }
+            if self.store.command_outcome(ctx.command_id).await?.is_some() {
+                let mut done = Vec::with_capacity(items.len());
+                for (stream, _) in &items {
+                    let l = self.load(stream).await?;
+                    done.push(Executed { state: l.state, version: l.version, events: vec![], outcome: None });
+                }
+                return Ok(done);
+            }
+            let mut decided = Vec::with_capacity(items.len());
+            for (index, ((_, command), l)) in items.iter().zip(&loaded).enumerate() {
+                let events =
+                    A::decide(&l.state, command.clone()).map_err(|error| CommandError::Item { index, error })?;
+                decided.push(events);
+            }
+            let appends = items
+                .iter()
+                .zip(&loaded)
+                .zip(&decided)
+                .filter(|(_, events)| !events.is_empty())
+                .map(|(((stream, _), l), events)| StreamAppend {
+                    stream: stream.clone(),
+                    expected: ExpectedVersion::Exact(l.version),
+                    events: events.iter().map(NewEvent::from_domain).collect(),
+                })
+                .collect::<Vec<_>>();
+            let outcome = if appends.is_empty() {
+                None
+            } else {
+                match self.store.append_many(appends, &metadata).await {
+                    Ok(o) if o.already_applied => continue,
+                    Ok(o) => Some(o),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(other) => return Err(other.into()),
+                }
+            };
+            tracing::info!(commands = items.len(), command = %ctx.command_id, "batch applied");
+            return Ok(loaded
+                .into_iter()
+                .zip(decided)
+                .map(|(l, events)| {
+                    let version = l.version + events.len() as u64;
+                    let state = events.iter().fold(l.state, A::evolve);
+                    Executed {
+                        state,
+                        version,
+                        outcome: outcome.as_ref().filter(|_| !events.is_empty()).map(|o| AppendOutcome {
+                            stream_version: version,
+                            checkpoint: o.checkpoint,
+                            already_applied: false,
+                        }),
+                        events,
+                    }
+                })
+                .collect());
         }
         Err(CommandError::Contended)
     }

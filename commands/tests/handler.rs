@@ -44,6 +44,7 @@ fn admin() -> CommandContext {
         operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()),
         municipality: None,
         roles: vec![Role::SystemAdmin],
+        business_systems: vec![],
     });
     ctx
 }
@@ -131,6 +132,7 @@ async fn authorization_comes_first_and_writes_nothing(b: Backend) {
         operator: OperatorKey::from_uuid(uuid::Uuid::now_v7()),
         municipality: Some(chiyoda()),
         roles: vec![Role::Clerk],
+        business_systems: vec![],
     });
     let err = execute(&b, &clerk, None, register()).await.unwrap_err();
     assert!(matches!(err, CommandError::Unauthorized(AuthzError::Forbidden)), "{err:?}");

@@ -1,8 +1,10 @@
 //! Identifiers and the one parse error every value type of the domain shares.
 //!
-//! Owns `MunicipalityCode` (全国地方公共団体コード with its check digit), `OperatorKey` (an operator's stable
-//! internal identity) and the crate-private text rules reused by the name types. Nothing here does IO.
+//! Owns `MunicipalityCode` (全国地方公共団体コード with its check digit), `BusinessId` (業務ID), `OperatorKey` (an
+//! operator's stable internal identity) and the crate-private text rules reused by the value types. Nothing here
+//! does IO.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,14 @@ pub enum ParseError {
     OutOfRange { min: i64, max: i64 },
     #[error("{value:?} is not one of the allowed values")]
     UnknownValue { value: String },
+    #[error("the value must be at least {min} characters long")]
+    TooShort { min: usize },
+    #[error("not a phone number: half-width digits and hyphens, 10 digits (11 for 050/060/070/080/090 numbers)")]
+    InvalidPhone,
+    #[error("not an e-mail address")]
+    InvalidEmail,
+    #[error("not an http:// or https:// URL (half-width characters without spaces)")]
+    InvalidUrl,
 }
 
 impl ParseError {
@@ -49,6 +59,13 @@ impl ParseError {
             Self::InvalidCharacter { ch } => format!("使用できない文字「{ch}」が含まれています"),
             Self::OutOfRange { min, max } => format!("{min}から{max}までの数値で入力してください"),
             Self::UnknownValue { value } => format!("「{value}」は選択できない値です"),
+            Self::TooShort { min } => format!("{min}文字以上で入力してください"),
+            Self::InvalidPhone => {
+                "電話番号は半角数字とハイフンで入力してください（10桁、050・060・070・080・090で始まる番号は11桁）"
+                    .to_owned()
+            }
+            Self::InvalidEmail => "メールアドレスの形式が正しくありません（例: taro@example.jp）".to_owned(),
+            Self::InvalidUrl => "http:// または https:// で始まるURLを半角で入力してください".to_owned(),
         }
     }
 }
@@ -64,6 +81,20 @@ pub(crate) fn parse_text(s: &str, max: usize) -> Result<String, ParseError> {
         return Err(ParseError::InvalidCharacter { ch });
     }
     if s.chars().count() > max {
+        return Err(ParseError::TooLong { max });
+    }
+    Ok(s.to_owned())
+}
+
+/// A keyed identifier: 1..=`max` half-width letters and digits, taken as typed (nothing trimmed, case kept).
+pub(crate) fn parse_alphanumeric(s: &str, max: usize) -> Result<String, ParseError> {
+    if s.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ParseError::NotHalfWidthAlphanumeric);
+    }
+    if s.len() > max {
         return Err(ParseError::TooLong { max });
     }
     Ok(s.to_owned())
@@ -128,8 +159,84 @@ impl From<MunicipalityCode> for String {
     }
 }
 
-/// The stable internal identity of an operator; unlike the login `OperatorId` it never changes and is
-/// unique across municipalities. Chosen by the caller (the domain has no randomness).
+/// 業務ID: two half-width digits naming a business system, e.g. `01`.
+///
+/// `00`–`02` are the built-ins present from the first start (cardap administration, certificate issuance,
+/// library); `10` and up are free for the municipalities' own systems. Taken as typed: nothing is trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BusinessId(Cow<'static, str>);
+
+impl BusinessId {
+    const LEN: usize = 2;
+
+    /// `00`: cardap itself (システム管理, operator administration).
+    pub const ADMINISTRATION: BusinessId = BusinessId(Cow::Borrowed("00"));
+    /// `01`: 証明書等自動交付 (certificate issuance at kiosks and issuing machines).
+    pub const CERTIFICATE_ISSUANCE: BusinessId = BusinessId(Cow::Borrowed("01"));
+    /// `02`: 図書館 (the card as a library card).
+    pub const LIBRARY: BusinessId = BusinessId(Cow::Borrowed("02"));
+    /// The built-ins in order.
+    pub const BUILTIN: [BusinessId; 3] = [Self::ADMINISTRATION, Self::CERTIFICATE_ISSUANCE, Self::LIBRARY];
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::NotHalfWidthDigits);
+        }
+        if s.len() != Self::LEN {
+            return Err(ParseError::WrongLength { expected: Self::LEN });
+        }
+        Ok(Self(Cow::Owned(s.to_owned())))
+    }
+
+    pub fn administration() -> Self {
+        Self::ADMINISTRATION
+    }
+
+    pub fn certificate_issuance() -> Self {
+        Self::CERTIFICATE_ISSUANCE
+    }
+
+    pub fn library() -> Self {
+        Self::LIBRARY
+    }
+
+    /// Whether this is one of `00`, `01`, `02`, which exist from the start and are never retired.
+    pub fn is_builtin(&self) -> bool {
+        Self::BUILTIN.contains(self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BusinessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for BusinessId {
+    type Error = ParseError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<BusinessId> for String {
+    fn from(id: BusinessId) -> Self {
+        id.0.into_owned()
+    }
+}
+
+/// The stable internal identity of an operator; unlike the login `OperatorId` it is unique across
+/// municipalities. Derived from the login with `OperatorKey::for_login` (see `operator`), so the same
+/// municipality + operator ID always gives the same key, also after revocation and re-registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OperatorKey(Uuid);
@@ -224,7 +331,72 @@ mod tests {
         assert_eq!(serde_json::from_value::<OperatorKey>(serde_json::json!(uuid.to_string())).unwrap(), key);
     }
 
+    #[test]
+    fn builtin_business_ids() {
+        assert_eq!(BusinessId::ADMINISTRATION.as_str(), "00");
+        assert_eq!(BusinessId::certificate_issuance(), BusinessId::parse("01").unwrap());
+        assert_eq!(BusinessId::library().to_string(), "02");
+        for id in BusinessId::BUILTIN {
+            assert!(id.is_builtin());
+            assert_eq!(BusinessId::parse(id.as_str()), Ok(id.clone()));
+        }
+        assert!(!BusinessId::parse("03").unwrap().is_builtin());
+        assert!(!BusinessId::parse("10").unwrap().is_builtin());
+        // Borrowed and owned compare, order and hash by their digits.
+        assert!(BusinessId::LIBRARY < BusinessId::parse("10").unwrap());
+        assert_eq!(serde_json::to_value(BusinessId::LIBRARY).unwrap(), serde_json::json!("02"));
+    }
+
+    #[test]
+    fn business_id_errors_name_the_reason() {
+        assert_eq!(BusinessId::parse(""), Err(ParseError::Empty));
+        assert_eq!(BusinessId::parse("1"), Err(ParseError::WrongLength { expected: 2 }));
+        assert_eq!(BusinessId::parse("001"), Err(ParseError::WrongLength { expected: 2 }));
+        assert_eq!(BusinessId::parse("０１"), Err(ParseError::NotHalfWidthDigits));
+        assert_eq!(BusinessId::parse(" 1"), Err(ParseError::NotHalfWidthDigits));
+        assert!(serde_json::from_str::<BusinessId>("\"1a\"").is_err());
+        assert!(serde_json::from_str::<BusinessId>("1").is_err());
+    }
+
+    #[test]
+    fn alphanumeric_rule() {
+        assert_eq!(parse_alphanumeric("Ab0", 3), Ok("Ab0".to_owned()));
+        assert_eq!(parse_alphanumeric("", 3), Err(ParseError::Empty));
+        assert_eq!(parse_alphanumeric("Ab01", 3), Err(ParseError::TooLong { max: 3 }));
+        assert_eq!(parse_alphanumeric("A-1", 3), Err(ParseError::NotHalfWidthAlphanumeric));
+    }
+
+    #[test]
+    fn new_messages_ja() {
+        assert_eq!(ParseError::TooShort { min: 8 }.message_ja(), "8文字以上で入力してください");
+        for e in [ParseError::InvalidPhone, ParseError::InvalidEmail, ParseError::InvalidUrl] {
+            assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());
+        }
+    }
+
     proptest! {
+        #[test]
+        fn every_two_digit_business_id_parses_and_round_trips(n in 0u32..100) {
+            let s = format!("{n:02}");
+            let id = BusinessId::parse(&s).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
+            prop_assert_eq!(id.is_builtin(), n <= 2);
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<BusinessId>(&json).unwrap(), id.clone());
+            prop_assert_eq!(String::from(id), s);
+        }
+
+        #[test]
+        fn business_ids_of_another_length_are_rejected(s in "[0-9]{3,8}|[0-9]") {
+            prop_assert_eq!(BusinessId::parse(&s), Err(ParseError::WrongLength { expected: 2 }));
+        }
+
+        #[test]
+        fn business_ids_with_a_non_digit_are_rejected(s in "\\PC{1,4}") {
+            prop_assume!(s.chars().any(|c| !c.is_ascii_digit()));
+            prop_assert_eq!(BusinessId::parse(&s), Err(ParseError::NotHalfWidthDigits));
+        }
+
         #[test]
         fn every_prefix_with_its_check_digit_parses_and_round_trips(prefix in 0u32..100_000) {
             let s = code_with_check(prefix);

@@ -4,12 +4,16 @@
 //! What a decision needs (the time, a looked-up fact) arrives inside the command.
 
 pub mod aggregate;
+pub mod business_system;
+pub mod contact;
 pub mod ids;
 pub mod municipality;
 pub mod operator;
+pub mod time;
 
 pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
-pub use ids::{MunicipalityCode, OperatorKey, ParseError};
+pub use ids::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
+pub use time::Timestamp;
 
 #[cfg(test)]
 mod testing;

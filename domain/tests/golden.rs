@@ -1,13 +1,19 @@
-//! Stored events must stay readable forever: each `golden/<EventType>_v<N>.json` still decodes, and
-//! re-encodes to the same JSON. A new event or version gets a new golden file; an existing one is never edited.
+//! Stored events must stay readable forever: each `golden/<EventType>_v<N>.json` still decodes, and a current
+//! version re-encodes to the same JSON (an older one is upcast to the current version). A new event or version
+//! gets a new golden file; an existing one is never edited.
 
 use std::path::{Path, PathBuf};
 
+use cardap_domain::business_system::{BusinessSystemEvent, BusinessSystemName, BusinessSystemProfile};
+use cardap_domain::contact::Text100;
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
-use cardap_domain::operator::{OperatorEvent, OperatorId, OperatorName, Role};
-use cardap_domain::{DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey};
-use serde_json::Value;
+use cardap_domain::operator::{InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
+use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
+use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// Released versions that are no longer written but must still decode (upcast on read).
+const OLDER_VERSIONS: [(&str, u32); 1] = [("OperatorRegistered", 1)];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -17,12 +23,28 @@ fn golden_path(event_type: &str, event_version: u32) -> PathBuf {
     golden_dir().join(format!("{event_type}_v{event_version}.json"))
 }
 
-/// Decodes with `E`; `None` when the event belongs to another enum.
-fn round_trip<E: DomainEvent>(event_type: &str, event_version: u32, payload: &Value) -> Option<Value> {
+fn read_golden(event_type: &str, event_version: u32) -> Value {
+    let path = golden_path(event_type, event_version);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Decodes with `E`; `None` when the event belongs to another enum. A current version must re-encode to the
+/// same JSON; an older one must come back as a newer version of the same event type, which itself round-trips.
+fn round_trip<E: DomainEvent + PartialEq>(event_type: &str, event_version: u32, payload: &Value) -> Option<()> {
     match E::decode(event_type, event_version, payload) {
         Ok(event) => {
-            assert_eq!((event.event_type(), event.event_version()), (event_type, event_version));
-            Some(event.encode())
+            assert_eq!(event.event_type(), event_type);
+            let encoded = event.encode();
+            if event.event_version() == event_version {
+                assert_eq!(encoded, *payload, "{event_type} v{event_version}");
+            } else {
+                assert!(event.event_version() > event_version, "{event_type} v{event_version} decodes as older");
+                assert!(OLDER_VERSIONS.contains(&(event_type, event_version)), "{event_type} v{event_version}");
+                let again = E::decode(event_type, event.event_version(), &encoded);
+                assert_eq!(again, Ok(event), "{event_type} v{event_version} upcast does not round-trip");
+            }
+            Some(())
         }
         Err(EventDecodeError::Unknown { .. }) => None,
         Err(e) => panic!("{e}"),
@@ -39,13 +61,31 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
         let version: u32 = version.parse().unwrap();
         let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
 
-        let encoded = round_trip::<MunicipalityEvent>(event_type, version, &payload)
+        round_trip::<MunicipalityEvent>(event_type, version, &payload)
             .or_else(|| round_trip::<OperatorEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<BusinessSystemEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
-        assert_eq!(encoded, payload, "{stem}");
         checked += 1;
     }
     assert!(checked > 0);
+}
+
+#[test]
+fn operator_registered_v1_is_upcast_to_v2_with_a_name_only_profile() {
+    let event = OperatorEvent::decode("OperatorRegistered", 1, &read_golden("OperatorRegistered", 1)).unwrap();
+    assert_eq!(
+        event,
+        OperatorEvent::Registered {
+            key: OperatorKey::from_uuid(Uuid::from_u128(0x0192_5c4e_6a80_7000_8000_0000_0000_0001)),
+            municipality: None,
+            operator_id: OperatorId::parse("admin").unwrap(),
+            profile: OperatorProfile::named(OperatorName::parse("システム管理者").unwrap()),
+            roles: vec![Role::SystemAdmin],
+            business_systems: vec![],
+        }
+    );
+    assert_eq!(event.event_version(), 2);
+    assert_eq!(event.encode()["profile"]["department"], json!(null));
 }
 
 #[test]
@@ -65,17 +105,46 @@ fn every_event_type_and_version_has_a_golden_file() {
         MunicipalityEvent::DisplayOrderChanged { display_order: order },
         MunicipalityEvent::Abolished,
     ];
-    let operator = [OperatorEvent::Registered {
-        key: OperatorKey::from_uuid(Uuid::nil()),
-        municipality: None,
-        operator_id: OperatorId::parse("admin").unwrap(),
-        name: OperatorName::parse("システム管理者").unwrap(),
-        roles: vec![Role::SystemAdmin],
-    }];
+    let at = Timestamp::from_unix(1_700_000_000);
+    let operator = [
+        OperatorEvent::Registered {
+            key: OperatorKey::from_uuid(Uuid::nil()),
+            municipality: None,
+            operator_id: OperatorId::parse("admin").unwrap(),
+            profile: OperatorProfile::named(OperatorName::parse("システム管理者").unwrap()),
+            roles: vec![Role::SystemAdmin],
+            business_systems: vec![],
+        },
+        OperatorEvent::ProfileUpdated { profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()) },
+        OperatorEvent::RolesChanged { roles: vec![Role::Clerk] },
+        OperatorEvent::BusinessSystemsChanged { business_systems: vec![BusinessId::LIBRARY] },
+        OperatorEvent::PasswordChanged { at, by_administrator: false },
+        OperatorEvent::Revoked { at },
+        OperatorEvent::LoginFailed { at, failures_in_row: 1 },
+        OperatorEvent::LoggedIn { at },
+        OperatorEvent::Locked { at, until: None },
+        OperatorEvent::Unlocked,
+        OperatorEvent::InternalIdAssigned {
+            business_id: BusinessId::LIBRARY,
+            internal_id: InternalId::parse("1000000010").unwrap(),
+            role: Some(Text100::parse("窓口交付").unwrap()),
+        },
+        OperatorEvent::InternalIdRemoved { business_id: BusinessId::LIBRARY },
+    ];
+    let profile = BusinessSystemProfile::named(BusinessSystemName::parse("施設予約").unwrap());
+    let business_system = [
+        BusinessSystemEvent::Registered { id: BusinessId::parse("10").unwrap(), profile: profile.clone() },
+        BusinessSystemEvent::Updated { profile },
+        BusinessSystemEvent::Retired,
+        BusinessSystemEvent::MunicipalityPermitted { municipality: code.clone() },
+        BusinessSystemEvent::MunicipalityWithdrawn { municipality: code },
+    ];
     let kinds = municipality
         .iter()
         .map(|e| (e.event_type(), e.event_version()))
-        .chain(operator.iter().map(|e| (e.event_type(), e.event_version())));
+        .chain(operator.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(business_system.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);
         assert!(path.exists(), "missing golden file {}", path.display());

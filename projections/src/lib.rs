@@ -5,6 +5,7 @@
 //! checkpoint in the same transaction as the change, so a crash never applies an event twice or loses one.
 //! Read models are reached through sqlx's `Any` driver: the same SQL serves PostgreSQL and SQLite.
 
+pub mod business_systems;
 pub mod municipalities;
 pub mod operators;
 mod runner;
@@ -37,7 +38,11 @@ impl ReadModels {
             .map_err(ProjectionError::from_sqlx)?;
         Ok(ReadModels {
             pool,
-            projections: vec![Arc::new(municipalities::MunicipalityList), Arc::new(operators::OperatorDirectory)],
+            projections: vec![
+                Arc::new(municipalities::MunicipalityList),
+                Arc::new(operators::OperatorDirectory),
+                Arc::new(business_systems::BusinessSystems),
+            ],
         })
     }
 

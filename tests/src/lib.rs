@@ -15,7 +15,7 @@ use cardap_api::auth::{self, Secret};
 use cardap_api::state::AppState;
 use cardap_api::{Application, Settings};
 use cardap_commands::{CommandContext, CommandHandler, Permission};
-use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorId, OperatorName, Role};
+use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorId, OperatorName, OperatorProfile, Role};
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey};
 use cardap_store::{Checkpoint, CommandId, ReadFilter, StreamId};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -367,9 +367,10 @@ pub async fn register_operator(
     password: &str,
     roles: &[Role],
 ) -> TestOperator {
-    let key = OperatorKey::from_uuid(uuid::Uuid::new_v4());
     let code = municipality.map(|c| MunicipalityCode::parse(c).expect("a valid municipality code"));
-    let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(&key)).expect("stream id");
+    let login = OperatorId::parse(operator_id).expect("operator id");
+    let key = OperatorKey::for_login(code.as_ref(), &login);
+    let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(code.as_ref(), &login)).expect("stream id");
     let executed = CommandHandler::<Operator>::new(state.store.clone())
         .execute(
             &CommandContext::system(CommandId::generate()),
@@ -380,9 +381,11 @@ pub async fn register_operator(
             OperatorCommand::Register {
                 key,
                 municipality: code,
-                operator_id: OperatorId::parse(operator_id).expect("operator id"),
-                name: OperatorName::parse(&format!("テスト {operator_id}")).expect("name"),
+                operator_id: login,
+                profile: OperatorProfile::named(OperatorName::parse(&format!("テスト {operator_id}")).expect("name")),
                 roles: roles.to_vec(),
+                business_systems: vec![],
+                usable: vec![],
             },
         )
         .await

@@ -1,7 +1,9 @@
 //! The HTTP routes, one module per area, and the request metadata every command takes from its headers.
 
+pub mod business_systems;
 pub mod health;
 pub mod municipalities;
+pub mod operators;
 pub mod sessions;
 
 use axum::http::{HeaderMap, header};

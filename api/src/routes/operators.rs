@@ -1,0 +1,958 @@
+//! `/api/v1/municipalities/{code}/operators`: operators (手引き I 2.1(5), 2.2(5)–(6)) — register one or a batch,
+//! read, change, revoke, reset passwords (one or in bulk), unlock, end sessions, and map 業務内IDs.
+//!
+//! Operators of another municipality do not exist for the caller (404). Passwords are only ever shown once, in
+//! the answer that generated them; they are stored as Argon2id hashes outside the event log.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use cardap_commands::{CommandContext, CommandHandler, Executed, Permission, authorize};
+use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
+use cardap_domain::operator::{
+    self, Extension, InternalId, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, OperatorProfile,
+    Password, Role,
+};
+use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
+use cardap_projections::{business_systems, municipalities};
+use cardap_store::StreamId;
+use chrono::Utc;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{self, Authenticated, Secret};
+use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::i18n::Text;
+use crate::json::{ApiJson, ApiQuery, from_value};
+use crate::routes::{RequestMeta, if_match};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/municipalities/{code}/operators", get(list).post(register))
+        .route("/api/v1/municipalities/{code}/operators/passwords", post(bulk_passwords))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}", get(show).patch(change))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}/revoke", post(revoke))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}/unlock", post(unlock))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}/password", post(reset_password))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}/sessions", axum::routing::delete(end_sessions))
+        .route(
+            "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+            put(assign_internal_id).delete(remove_internal_id),
+        )
+}
+
+/// An operator to register (オペレータ情報). `password` omitted → one is generated and shown once.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"operator_id": "OP0501", "name": "窓口 太郎", "department": "市民課", "sex": "1",
+    "phone": "03-3333-4444", "roles": ["clerk"], "business_systems": ["01"]}))]
+pub struct OperatorInput {
+    /// オペレータID (half-width alphanumeric, unique in the municipality).
+    pub operator_id: String,
+    /// パスワード (half-width alphanumeric); generated when omitted.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// 氏名・組織名.
+    pub name: String,
+    #[serde(default)]
+    pub department: Option<String>,
+    /// ISO 5218: "0" unknown, "1" male, "2" female, "9" not applicable.
+    #[serde(default)]
+    pub sex: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// 内線.
+    #[serde(default)]
+    pub extension: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// 情報.
+    #[serde(default)]
+    pub info: Option<String>,
+    /// 付帯情報.
+    #[serde(default)]
+    pub extra: Option<String>,
+    /// Any of `operations_manager`, `business_admin`, `clerk`, `auditor`.
+    pub roles: Vec<String>,
+    /// 許可業務: business ids; each must be usable by the municipality (shared use).
+    #[serde(default)]
+    pub business_systems: Vec<String>,
+}
+
+impl std::fmt::Debug for OperatorInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorInput").field("operator_id", &self.operator_id).finish_non_exhaustive()
+    }
+}
+
+/// An operator as shown (passwords are never shown, except a generated one, once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorView {
+    pub operator_id: String,
+    pub municipality: Option<String>,
+    pub name: String,
+    pub department: Option<String>,
+    pub sex: Option<String>,
+    pub phone: Option<String>,
+    pub extension: Option<String>,
+    pub email: Option<String>,
+    pub info: Option<String>,
+    pub extra: Option<String>,
+    pub roles: Vec<String>,
+    pub business_systems: Vec<String>,
+    /// 業務内IDs per business system.
+    pub internal_ids: Vec<InternalIdView>,
+    /// 失効: the operator can do nothing.
+    pub revoked: bool,
+    pub locked: bool,
+    /// When a temporary lock ends (RFC 3339); `null` while locked means until an administrator unlocks.
+    pub locked_until: Option<String>,
+    pub version: i64,
+    /// A generated password, shown only in the answer that generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InternalIdView {
+    pub business_id: String,
+    pub internal_id: String,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorPage {
+    pub items: Vec<OperatorView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OperatorQuery {
+    /// Substring of the operator ID.
+    pub operator_id: Option<String>,
+    pub name: Option<String>,
+    pub department: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub info: Option<String>,
+    /// Include revoked operators (default false).
+    pub include_revoked: Option<bool>,
+    pub cursor: Option<String>,
+    /// 1–500, default 100.
+    pub limit: Option<i64>,
+}
+
+/// Change an operator: absent fields stay; `null` clears an optional field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorChange {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub department: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub sex: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub extension: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub info: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub extra: Option<Option<String>>,
+    pub roles: Option<Vec<String>>,
+    pub business_systems: Option<Vec<String>>,
+}
+
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Set a password (or omit `password` to generate one, shown once in the answer).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordReset { .. }")
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewPassword {
+    pub operator_id: String,
+    /// The generated password; shown once.
+    pub password: String,
+}
+
+/// パスワード一括変更: new generated passwords for the selected operators, all or none.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkPasswords {
+    pub operator_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewPasswords {
+    pub items: Vec<NewPassword>,
+}
+
+/// 業務内ID of an operator in one business system, with that system's own role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"internal_id": "1000000010", "role": "窓口担当"}))]
+pub struct InternalIdInput {
+    pub internal_id: String,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// A validated registration.
+#[derive(Debug)]
+pub struct Parsed {
+    pub operator_id: OperatorId,
+    pub password: Option<Password>,
+    pub profile: OperatorProfile,
+    pub roles: Vec<Role>,
+    pub business_systems: Vec<BusinessId>,
+}
+
+/// Parses one registration, naming each bad field under `prefix` (`/3/name` in a batch, `/name` alone).
+pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Result<Parsed, Vec<FieldError>> {
+    let mut errors = vec![];
+    let field = |name: &str| format!("{prefix}/{name}");
+    let mut check = |name: &str, r: Result<(), ParseError>| {
+        if let Err(e) = r {
+            errors.push(FieldError::parse(field(name), &e));
+        }
+    };
+    let mut operator_id = None;
+    check("operator_id", OperatorId::parse(&input.operator_id).map(|v| operator_id = Some(v)));
+    let mut password = None;
+    if let Some(p) = &input.password {
+        check("password", Password::parse(p, &state.passwords).map(|v| password = Some(v)));
+    }
+    let mut name = None;
+    check("name", OperatorName::parse(&input.name).map(|v| name = Some(v)));
+    let mut profile_fields = ProfileFields::default();
+    profile_fields.parse(input, &mut check);
+    let mut roles = vec![];
+    for (i, r) in input.roles.iter().enumerate() {
+        check(&format!("roles/{i}"), Role::parse(r).map(|v| roles.push(v)));
+    }
+    let mut business_systems = vec![];
+    for (i, b) in input.business_systems.iter().enumerate() {
+        check(&format!("business_systems/{i}"), BusinessId::parse(b).map(|v| business_systems.push(v)));
+    }
+    match (operator_id, name) {
+        (Some(operator_id), Some(name)) if errors.is_empty() => {
+            Ok(Parsed { operator_id, password, profile: profile_fields.into_profile(name), roles, business_systems })
+        }
+        _ => Err(errors),
+    }
+}
+
+#[derive(Default)]
+struct ProfileFields {
+    department: Option<Text100>,
+    sex: Option<Sex>,
+    phone: Option<Phone>,
+    extension: Option<Extension>,
+    email: Option<Email>,
+    info: Option<Text200>,
+    extra: Option<Text200>,
+}
+
+impl ProfileFields {
+    fn parse(&mut self, input: &OperatorInput, check: &mut impl FnMut(&str, Result<(), ParseError>)) {
+        let present = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        if let Some(v) = present(&input.department) {
+            check("department", Text100::parse(&v).map(|x| self.department = Some(x)));
+        }
+        if let Some(v) = present(&input.sex) {
+            check("sex", Sex::parse(&v).map(|x| self.sex = Some(x)));
+        }
+        if let Some(v) = present(&input.phone) {
+            check("phone", Phone::parse(&v).map(|x| self.phone = Some(x)));
+        }
+        if let Some(v) = present(&input.extension) {
+            check("extension", Extension::parse(&v).map(|x| self.extension = Some(x)));
+        }
+        if let Some(v) = present(&input.email) {
+            check("email", Email::parse(&v).map(|x| self.email = Some(x)));
+        }
+        if let Some(v) = present(&input.info) {
+            check("info", Text200::parse(&v).map(|x| self.info = Some(x)));
+        }
+        if let Some(v) = present(&input.extra) {
+            check("extra", Text200::parse(&v).map(|x| self.extra = Some(x)));
+        }
+    }
+
+    fn into_profile(self, name: OperatorName) -> OperatorProfile {
+        OperatorProfile {
+            name,
+            department: self.department,
+            sex: self.sex,
+            phone: self.phone,
+            extension: self.extension,
+            email: self.email,
+            info: self.info,
+            extra: self.extra,
+        }
+    }
+}
+
+/// The stream of one operator.
+pub fn stream_of(municipality: &MunicipalityCode, operator_id: &OperatorId) -> Result<StreamId, ApiError> {
+    StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(Some(municipality), operator_id))
+        .map_err(ApiError::internal)
+}
+
+/// The municipality in the path, if the caller may see it and it exists; else 404.
+async fn municipality_in_path(
+    state: &AppState,
+    auth: &Authenticated,
+    code: &str,
+) -> Result<MunicipalityCode, ApiError> {
+    let code = MunicipalityCode::parse(code).map_err(|_| ApiError::not_found())?;
+    authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
+    municipalities::get(state.read.pool(), &code).await?.ok_or_else(ApiError::not_found)?;
+    Ok(code)
+}
+
+/// An existing operator of a visible municipality; else 404.
+async fn operator_in_path(
+    state: &AppState,
+    auth: &Authenticated,
+    code: &str,
+    operator_id: &str,
+) -> Result<(MunicipalityCode, OperatorId, OperatorRow), ApiError> {
+    let code = municipality_in_path(state, auth, code).await?;
+    let id = OperatorId::parse(operator_id).map_err(|_| ApiError::not_found())?;
+    let row = view::find_by_login(state.read.pool(), Some(&code), &id).await?.ok_or_else(ApiError::not_found)?;
+    Ok((code, id, row))
+}
+
+pub fn domain_error(e: OperatorError) -> ApiError {
+    let text = Text::new(e.message_ja(), e.to_string());
+    match e {
+        OperatorError::AlreadyRegistered => ApiError::already_exists(text),
+        OperatorError::NotRegistered => ApiError::not_found(),
+        OperatorError::Revoked => ApiError::state_conflict("/problems/operator-revoked", text),
+        OperatorError::NoRoles | OperatorError::SystemAdminHasNoMunicipality | OperatorError::MunicipalityRequired => {
+            ApiError::validation(vec![FieldError::new("/roles", text)])
+        }
+        OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => {
+            ApiError::validation(vec![FieldError::new("/business_systems", text)])
+        }
+        OperatorError::Locked { .. } => ApiError::state_conflict("/problems/operator-locked", text),
+        OperatorError::InternalIdNotAssigned => ApiError::not_found(),
+    }
+}
+
+/// Like [`domain_error`], with the batch index in every field pointer.
+fn item_error(index: usize, e: OperatorError) -> ApiError {
+    let text = Text::new(e.message_ja(), e.to_string());
+    let field = match e {
+        OperatorError::AlreadyRegistered => "operator_id",
+        OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => "business_systems",
+        _ => "roles",
+    };
+    ApiError::validation(vec![FieldError::new(format!("/{index}/{field}"), text)])
+}
+
+/// The business systems a municipality may use now (shared use, not retired).
+pub async fn usable(state: &AppState, code: &MunicipalityCode) -> Result<Vec<BusinessId>, ApiError> {
+    Ok(business_systems::usable_by(state.read.pool(), code).await?)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_unix(Utc::now().timestamp())
+}
+
+/// A registered operator, with his password set (the given one, or a generated one returned once).
+#[derive(Debug)]
+pub struct Registered {
+    pub key: OperatorKey,
+    pub operator_id: OperatorId,
+    pub generated: Option<Secret>,
+}
+
+/// Registers operators of one municipality atomically (all or none), then stores their password hashes.
+pub async fn register_all(
+    state: &AppState,
+    ctx: &CommandContext,
+    code: &MunicipalityCode,
+    parsed: Vec<Parsed>,
+    on_item_error: impl Fn(usize, OperatorError) -> ApiError,
+) -> Result<Vec<Registered>, ApiError> {
+    let usable = usable(state, code).await?;
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut secrets = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        let key = OperatorKey::for_login(Some(code), &p.operator_id);
+        let command = OperatorCommand::Register {
+            key,
+            municipality: Some(code.clone()),
+            operator_id: p.operator_id.clone(),
+            profile: p.profile,
+            roles: p.roles,
+            business_systems: p.business_systems,
+            usable: usable.clone(),
+        };
+        items.push((stream_of(code, &p.operator_id)?, command));
+        let (secret, generated) = match p.password {
+            Some(pw) => (Secret::new(pw.expose()), false),
+            None => (auth::generate_password(12)?, true),
+        };
+        secrets.push((key, p.operator_id, secret, generated));
+    }
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute_many(ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
+        .await
+        .map_err(|e| match e {
+            cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
+            other => command_error(other, domain_error),
+        })?;
+    let mut registered = Vec::with_capacity(secrets.len());
+    for (key, operator_id, secret, generated) in secrets {
+        let hash = auth::hash_password(secret.clone()).await?;
+        auth::set_password(state.read.pool(), key, &hash).await?;
+        registered.push(Registered { key, operator_id, generated: generated.then_some(secret) });
+    }
+    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
+        state.wait_for_views(checkpoint).await;
+    }
+    Ok(registered)
+}
+
+/// Register one operator (an object) or a batch (an array, all or none).
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators", tag = "operators",
+    request_body(content = OperatorInput, description = "One operator, or an array of them (all or none)"),
+    params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    security(("bearer" = [])),
+    responses((status = 201, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn register(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    let batch = body.is_array();
+    let inputs: Vec<OperatorInput> = match body {
+        serde_json::Value::Array(items) => {
+            items.into_iter().enumerate().map(|(i, v)| from_value(v, &format!("/{i}"))).collect::<Result<_, _>>()?
+        }
+        other => vec![from_value(other, "")?],
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::validation(vec![FieldError::required("/0")]));
+    }
+    let mut parsed = vec![];
+    let mut errors = vec![];
+    for (i, input) in inputs.iter().enumerate() {
+        let prefix = if batch { format!("/{i}") } else { String::new() };
+        match parse_input(input, &prefix, &state) {
+            Ok(p) => parsed.push(p),
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in parsed.iter().enumerate() {
+        if !seen.insert(p.operator_id.clone()) {
+            errors.push(FieldError::new(
+                format!("/{i}/operator_id"),
+                Text::new("同じオペレータIDが重複しています", "the same operator ID appears twice"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let meta = RequestMeta::from_headers(&headers);
+    let target = parsed.iter().map(|p| p.operator_id.as_str()).collect::<Vec<_>>().join(",");
+    let ctx = meta.context(&auth, "operators.register", &format!("{code}/{target}"));
+    let on_error = |index: usize, e: OperatorError| if batch { item_error(index, e) } else { domain_error(e) };
+    let registered = register_all(&state, &ctx, &code, parsed, on_error).await?;
+    let mut views = vec![];
+    for r in &registered {
+        let mut v = view_of(&state, r.key).await?;
+        v.password = r.generated.as_ref().map(|s| s.expose().to_owned());
+        views.push(v);
+    }
+    if batch {
+        return Ok((StatusCode::CREATED, Json(serde_json::json!({ "items": views }))).into_response());
+    }
+    let view = views.pop().ok_or_else(|| ApiError::internal("no operator registered"))?;
+    let mut response = (StatusCode::CREATED, etag(view.version), Json(view)).into_response();
+    if let Some(r) = registered.first()
+        && let Ok(location) =
+            HeaderValue::from_str(&format!("/api/v1/municipalities/{code}/operators/{}", r.operator_id))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// List a municipality's operators with the filter conditions of the screen (substrings).
+#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators", tag = "operators",
+    params(("code" = String, Path), OperatorQuery), security(("bearer" = [])),
+    responses((status = 200, body = OperatorPage), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    ApiQuery(q): ApiQuery<OperatorQuery>,
+) -> Result<Json<OperatorPage>, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ViewOperators(code.clone()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "/limit",
+            Text::new("1から500の範囲で指定してください", "must be between 1 and 500"),
+        )]));
+    }
+    let filter = filter_of(&q);
+    let mut rows = view::search(state.read.pool(), &code, &filter, q.cursor.as_deref(), limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        rows.last().map(|r| r.operator_id.clone())
+    } else {
+        None
+    };
+    let mut items = vec![];
+    for row in rows {
+        items.push(render(&state, row).await?);
+    }
+    Ok(Json(OperatorPage { items, next_cursor }))
+}
+
+pub fn filter_of(q: &OperatorQuery) -> OperatorFilter {
+    let some = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    OperatorFilter {
+        operator_id: some(&q.operator_id),
+        name: some(&q.name),
+        department: some(&q.department),
+        phone: some(&q.phone),
+        email: some(&q.email),
+        info: some(&q.info),
+        include_revoked: q.include_revoked.unwrap_or(false),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+    params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (code, _, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    // An operator may always see himself.
+    if row.key != auth.actor.operator {
+        authorize(&auth.actor, &Permission::ViewOperators(code))?;
+    }
+    let view = render(&state, row).await?;
+    Ok((etag(view.version), Json(view)).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+    request_body = OperatorChange,
+    params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn change(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OperatorChange>,
+) -> Result<Response, ApiError> {
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    // Merge the change into the current profile, then validate the result as a registration would.
+    let keep = |new: &Option<Option<String>>, old: &Option<String>| match new {
+        Some(v) => v.clone(),
+        None => old.clone(),
+    };
+    let merged = OperatorInput {
+        operator_id: row.operator_id.clone(),
+        password: None,
+        name: body.name.clone().unwrap_or_else(|| row.name.clone()),
+        department: keep(&body.department, &row.department),
+        sex: keep(&body.sex, &row.sex),
+        phone: keep(&body.phone, &row.phone),
+        extension: keep(&body.extension, &row.extension),
+        email: keep(&body.email, &row.email),
+        info: keep(&body.info, &row.info),
+        extra: keep(&body.extra, &row.extra),
+        roles: body.roles.clone().unwrap_or_else(|| row.roles.iter().map(|r| r.as_str().to_owned()).collect()),
+        business_systems: body
+            .business_systems
+            .clone()
+            .unwrap_or_else(|| row.business_systems.iter().map(|b| b.as_str().to_owned()).collect()),
+    };
+    let parsed = parse_input(&merged, "", &state).map_err(ApiError::validation)?;
+    let stream = stream_of(&code, &id)?;
+    let meta = RequestMeta::from_headers(&headers);
+    let expected = if_match(&headers)?;
+    let handler = CommandHandler::<Operator>::new(state.store.clone());
+    let permission = Permission::ManageOperators(code.clone());
+    let mut commands = vec![OperatorCommand::UpdateProfile { profile: parsed.profile }];
+    if body.roles.is_some() {
+        commands.push(OperatorCommand::ChangeRoles { roles: parsed.roles });
+    }
+    if body.business_systems.is_some() {
+        commands.push(OperatorCommand::ChangeBusinessSystems {
+            business_systems: parsed.business_systems,
+            usable: usable(&state, &code).await?,
+        });
+    }
+    let mut last = None;
+    for (i, command) in commands.into_iter().enumerate() {
+        let ctx = meta.context(&auth, &format!("operators.change.{i}"), &format!("{code}/{id}"));
+        // Only the first step checks If-Match: the later ones follow it.
+        let if_match = if i == 0 { expected } else { None };
+        let executed = handler
+            .execute(&ctx, &permission, &stream, Some(code.clone()), if_match, command)
+            .await
+            .map_err(|e| command_error(e, domain_error))?;
+        last = Some(executed);
+    }
+    finish(&state, row.key, last).await
+}
+
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
+    params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let response =
+        simple(&state, &auth, &headers, &code, &operator_id, "revoke", OperatorCommand::Revoke { at: now() }).await?;
+    let (_, _, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    auth::end_sessions_of(state.read.pool(), row.key).await?;
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
+    params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails)))]
+pub async fn unlock(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    simple(&state, &auth, &headers, &code, &operator_id, "unlock", OperatorCommand::Unlock).await
+}
+
+/// End every session of an operator.
+#[utoipa::path(delete, path = "/api/v1/municipalities/{code}/operators/{operator_id}/sessions", tag = "operators",
+    params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ProblemDetails)))]
+pub async fn end_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (code, _, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code))?;
+    auth::end_sessions_of(state.read.pool(), row.key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reset an operator's password (an administrator's decision): the given one, or a generated one shown once.
+/// His sessions end.
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/password", tag = "operators",
+    request_body = PasswordReset,
+    params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = NewPassword), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Json<NewPassword>, ApiError> {
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    // The body is optional: none (or `{}`) generates a password.
+    let body: PasswordReset =
+        if body.iter().all(u8::is_ascii_whitespace) { PasswordReset::default() } else { crate::json::parse(&body)? };
+    let secret = match &body.password {
+        Some(p) => {
+            let p = Password::parse(p, &state.passwords)
+                .map_err(|e| ApiError::validation(vec![FieldError::parse("/password", &e)]))?;
+            let s = Secret::new(p.expose());
+            if auth::was_used_recently(state.read.pool(), row.key, &s, state.passwords.history).await? {
+                return Err(reused(&state));
+            }
+            s
+        }
+        None => auth::generate_password(12)?,
+    };
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "operators.reset_password", &format!("{code}/{id}"));
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute(
+            &ctx,
+            &Permission::ManageOperators(code.clone()),
+            &stream_of(&code, &id)?,
+            Some(code.clone()),
+            None,
+            OperatorCommand::ResetPassword { at: now() },
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    let hash = auth::hash_password(secret.clone()).await?;
+    auth::set_password(state.read.pool(), row.key, &hash).await?;
+    auth::end_sessions_of(state.read.pool(), row.key).await?;
+    if let Some(outcome) = executed.outcome {
+        state.wait_for_views(outcome.checkpoint).await;
+    }
+    let password = if body.password.is_some() { String::new() } else { secret.expose().to_owned() };
+    Ok(Json(NewPassword { operator_id: id.to_string(), password }))
+}
+
+pub fn reused(state: &AppState) -> ApiError {
+    ApiError::validation(vec![FieldError::new(
+        "/password",
+        Text::new(
+            format!("直近{}回に使用したパスワードは使えません", state.passwords.history),
+            format!("may not be one of the last {} passwords", state.passwords.history),
+        ),
+    )])
+}
+
+/// パスワード一括変更: generated passwords for the selected operators (all or none), shown once.
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/passwords", tag = "operators",
+    request_body = BulkPasswords, params(("code" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = NewPasswords), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn bulk_passwords(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BulkPasswords>,
+) -> Result<Json<NewPasswords>, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    let mut errors = vec![];
+    let mut targets = vec![];
+    for (i, raw) in body.operator_ids.iter().enumerate() {
+        let found = match OperatorId::parse(raw) {
+            Ok(id) => view::find_by_login(state.read.pool(), Some(&code), &id).await?.map(|row| (id, row)),
+            Err(_) => None,
+        };
+        match found {
+            Some(t) => targets.push(t),
+            None => errors.push(FieldError::new(
+                format!("/operator_ids/{i}"),
+                Text::new("このオペレータは登録されていません", "no such operator"),
+            )),
+        }
+    }
+    if body.operator_ids.is_empty() {
+        errors.push(FieldError::required("/operator_ids"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let at = now();
+    let items = targets
+        .iter()
+        .map(|(id, _)| Ok((stream_of(&code, id)?, OperatorCommand::ResetPassword { at })))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "operators.bulk_passwords", code.as_str());
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute_many(&ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
+        .await
+        .map_err(|e| match e {
+            cardap_commands::CommandError::Item { index, error } => {
+                let text = Text::new(error.message_ja(), error.to_string());
+                ApiError::validation(vec![FieldError::new(format!("/operator_ids/{index}"), text)])
+            }
+            other => command_error(other, domain_error),
+        })?;
+    let mut out = vec![];
+    for (id, row) in targets {
+        let secret = auth::generate_password(12)?;
+        let hash = auth::hash_password(secret.clone()).await?;
+        auth::set_password(state.read.pool(), row.key, &hash).await?;
+        auth::end_sessions_of(state.read.pool(), row.key).await?;
+        out.push(NewPassword { operator_id: id.to_string(), password: secret.expose().to_owned() });
+    }
+    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
+        state.wait_for_views(checkpoint).await;
+    }
+    Ok(Json(NewPasswords { items: out }))
+}
+
+/// Map the operator to his 業務内ID in one business system (that system's administrator, or the system admin).
+#[utoipa::path(put, path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+    tag = "operators", request_body = InternalIdInput,
+    params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+pub async fn assign_internal_id(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id, business_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<InternalIdInput>,
+) -> Result<Response, ApiError> {
+    let business_id = BusinessId::parse(&business_id).map_err(|_| ApiError::not_found())?;
+    let mut errors = vec![];
+    let internal_id =
+        InternalId::parse(&body.internal_id).map_err(|e| errors.push(FieldError::parse("/internal_id", &e))).ok();
+    let role = match body.role.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => Text100::parse(r).map_err(|e| errors.push(FieldError::parse("/role", &e))).ok(),
+        None => None,
+    };
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
+    authorize(&auth.actor, &permission)?;
+    let Some(internal_id) = internal_id.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let command = OperatorCommand::AssignInternalId { business_id: business_id.clone(), internal_id, role };
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "operators.internal_id", &format!("{code}/{id}/{business_id}"));
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute(&ctx, &permission, &stream_of(&code, &id)?, Some(code.clone()), if_match(&headers)?, command)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(&state, row.key, Some(executed)).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+    tag = "operators",
+    params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+pub async fn remove_internal_id(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id, business_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let business_id = BusinessId::parse(&business_id).map_err(|_| ApiError::not_found())?;
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "operators.remove_internal_id", &format!("{code}/{id}/{business_id}"));
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute(
+            &ctx,
+            &permission,
+            &stream_of(&code, &id)?,
+            Some(code.clone()),
+            if_match(&headers)?,
+            OperatorCommand::RemoveInternalId { business_id },
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(&state, row.key, Some(executed)).await
+}
+
+/// One command on an existing operator, answered with his new view.
+async fn simple(
+    state: &AppState,
+    auth: &Authenticated,
+    headers: &HeaderMap,
+    code: &str,
+    operator_id: &str,
+    action: &str,
+    command: OperatorCommand,
+) -> Result<Response, ApiError> {
+    let (code, id, row) = operator_in_path(state, auth, code, operator_id).await?;
+    let meta = RequestMeta::from_headers(headers);
+    let ctx = meta.context(auth, &format!("operators.{action}"), &format!("{code}/{id}"));
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute(
+            &ctx,
+            &Permission::ManageOperators(code.clone()),
+            &stream_of(&code, &id)?,
+            Some(code.clone()),
+            if_match(headers)?,
+            command,
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(state, row.key, Some(executed)).await
+}
+
+async fn finish(
+    state: &AppState,
+    key: OperatorKey,
+    executed: Option<Executed<Operator>>,
+) -> Result<Response, ApiError> {
+    if let Some(outcome) = executed.as_ref().and_then(|e| e.outcome) {
+        state.wait_for_views(outcome.checkpoint).await;
+        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let view = view_of(state, key).await?;
+    Ok((etag(view.version), Json(view)).into_response())
+}
+
+async fn view_of(state: &AppState, key: OperatorKey) -> Result<OperatorView, ApiError> {
+    let row = view::get(state.read.pool(), key).await?.ok_or_else(ApiError::not_found)?;
+    render(state, row).await
+}
+
+pub async fn render(state: &AppState, row: OperatorRow) -> Result<OperatorView, ApiError> {
+    let internal_ids = view::internal_ids(state.read.pool(), row.key)
+        .await?
+        .into_iter()
+        .map(|(business_id, internal_id, role)| InternalIdView { business_id, internal_id, role })
+        .collect();
+    Ok(OperatorView {
+        operator_id: row.operator_id,
+        municipality: row.municipality.map(|m| m.to_string()),
+        name: row.name,
+        department: row.department,
+        sex: row.sex,
+        phone: row.phone,
+        extension: row.extension,
+        email: row.email,
+        info: row.info,
+        extra: row.extra,
+        roles: row.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        business_systems: row.business_systems.iter().map(|b| b.as_str().to_owned()).collect(),
+        internal_ids,
+        revoked: row.revoked,
+        locked: row.locked,
+        locked_until: row.locked_until.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+        version: row.version,
+        password: None,
+    })
+}
+
+fn etag(version: i64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}

@@ -1,0 +1,662 @@
+//! The `BusinessSystem` aggregate (業務システム): an independent system that a card AP serves, with its 業務ID
+//! and the profile its server certificate carries (手引き I 2.2), and the shared-use list (共同利用業務設定): the
+//! municipalities permitted to use it.
+//!
+//! Owns the business system's value types and events. A municipality that is not permitted gets nothing of
+//! that business system; enforcing that elsewhere (operators, APs, feeds) reads `permits`. The built-ins
+//! `00`–`02` exist from the first start (`builtin_profiles`) and are never retired; a 業務ID is never reused.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::aggregate::decode_payload;
+use crate::contact::{Email, Phone, Text100, Url, string_newtype};
+use crate::ids::parse_text;
+use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
+
+/// The stream id of a business system: its 業務ID.
+pub fn stream_key(id: &BusinessId) -> String {
+    id.as_str().to_owned()
+}
+
+/// 業務システム名, e.g. `証明書等自動交付`: trimmed, 1..=50 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BusinessSystemName(String);
+
+impl BusinessSystemName {
+    pub const MAX_CHARS: usize = 50;
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        parse_text(s, Self::MAX_CHARS).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype!(BusinessSystemName);
+
+/// What the business server certificate carries besides the 業務ID (手引き I 2.2): the name is required, the
+/// rest optional. The URLs are where the operator top page links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessSystemProfile {
+    /// 業務システム名.
+    pub name: BusinessSystemName,
+    /// 管理組織名: who runs the system and answers for it.
+    pub organization: Option<Text100>,
+    /// 業務画像: the icon on the operator top page.
+    pub image: Option<Url>,
+    /// 業務トップURL: where an operator lands after choosing the system.
+    pub top_url: Option<Url>,
+    /// オペレータ管理URL: where that system's administrator maps operators to 業務内ID.
+    pub operator_admin_url: Option<Url>,
+    /// パーソナライズURL: the system's own per-operator settings.
+    pub personalize_url: Option<Url>,
+    /// 連絡先電話.
+    pub phone: Option<Phone>,
+    /// E-mail.
+    pub email: Option<Email>,
+}
+
+impl BusinessSystemProfile {
+    /// A profile with only a name.
+    pub fn named(name: BusinessSystemName) -> Self {
+        Self {
+            name,
+            organization: None,
+            image: None,
+            top_url: None,
+            operator_admin_url: None,
+            personalize_url: None,
+            phone: None,
+            email: None,
+        }
+    }
+}
+
+/// The business systems present from the first start: `00` cardap管理, `01` 証明書等自動交付, `02` 図書館.
+pub fn builtin_profiles() -> Vec<(BusinessId, BusinessSystemProfile)> {
+    // The names are literals that satisfy `BusinessSystemName::parse` (a test checks it).
+    [
+        (BusinessId::ADMINISTRATION, "cardap管理"),
+        (BusinessId::CERTIFICATE_ISSUANCE, "証明書等自動交付"),
+        (BusinessId::LIBRARY, "図書館"),
+    ]
+    .into_iter()
+    .map(|(id, name)| (id, BusinessSystemProfile::named(BusinessSystemName(name.to_owned()))))
+    .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusinessSystemCommand {
+    Register {
+        id: BusinessId,
+        profile: BusinessSystemProfile,
+    },
+    /// Replace the profile; an identical profile yields no event.
+    Update {
+        profile: BusinessSystemProfile,
+    },
+    /// Take the system out of service for good; the built-ins cannot be retired.
+    Retire,
+    /// 共同利用業務設定: let a municipality use this system; already permitted yields no event.
+    Permit {
+        municipality: MunicipalityCode,
+    },
+    /// Stop a municipality from using this system.
+    Withdraw {
+        municipality: MunicipalityCode,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusinessSystemEvent {
+    Registered { id: BusinessId, profile: BusinessSystemProfile },
+    Updated { profile: BusinessSystemProfile },
+    Retired,
+    MunicipalityPermitted { municipality: MunicipalityCode },
+    MunicipalityWithdrawn { municipality: MunicipalityCode },
+}
+
+const REGISTERED: &str = "BusinessSystemRegistered";
+const UPDATED: &str = "BusinessSystemUpdated";
+const RETIRED: &str = "BusinessSystemRetired";
+const PERMITTED: &str = "SharedUsePermitted";
+const WITHDRAWN: &str = "SharedUseWithdrawn";
+
+/// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub(super) struct Profile {
+        pub name: BusinessSystemName,
+        pub organization: Option<Text100>,
+        pub image: Option<Url>,
+        pub top_url: Option<Url>,
+        pub operator_admin_url: Option<Url>,
+        pub personalize_url: Option<Url>,
+        pub phone: Option<Phone>,
+        pub email: Option<Email>,
+    }
+
+    impl From<Profile> for BusinessSystemProfile {
+        fn from(p: Profile) -> Self {
+            Self {
+                name: p.name,
+                organization: p.organization,
+                image: p.image,
+                top_url: p.top_url,
+                operator_admin_url: p.operator_admin_url,
+                personalize_url: p.personalize_url,
+                phone: p.phone,
+                email: p.email,
+            }
+        }
+    }
+
+    pub(super) fn encode_profile(p: &BusinessSystemProfile) -> Value {
+        json!({
+            "name": p.name.as_str(),
+            "organization": p.organization.as_ref().map(Text100::as_str),
+            "image": p.image.as_ref().map(Url::as_str),
+            "top_url": p.top_url.as_ref().map(Url::as_str),
+            "operator_admin_url": p.operator_admin_url.as_ref().map(Url::as_str),
+            "personalize_url": p.personalize_url.as_ref().map(Url::as_str),
+            "phone": p.phone.as_ref().map(Phone::as_str),
+            "email": p.email.as_ref().map(Email::as_str),
+        })
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Registered {
+        pub business_id: BusinessId,
+        pub profile: Profile,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Updated {
+        pub profile: Profile,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Retired {}
+
+    #[derive(Deserialize)]
+    pub(super) struct SharedUse {
+        pub municipality: MunicipalityCode,
+    }
+}
+
+impl DomainEvent for BusinessSystemEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Registered { .. } => REGISTERED,
+            Self::Updated { .. } => UPDATED,
+            Self::Retired => RETIRED,
+            Self::MunicipalityPermitted { .. } => PERMITTED,
+            Self::MunicipalityWithdrawn { .. } => WITHDRAWN,
+        }
+    }
+
+    fn event_version(&self) -> u32 {
+        1
+    }
+
+    fn encode(&self) -> Value {
+        match self {
+            Self::Registered { id, profile } => {
+                json!({ "business_id": id.as_str(), "profile": v1::encode_profile(profile) })
+            }
+            Self::Updated { profile } => json!({ "profile": v1::encode_profile(profile) }),
+            Self::Retired => json!({}),
+            Self::MunicipalityPermitted { municipality } | Self::MunicipalityWithdrawn { municipality } => {
+                json!({ "municipality": municipality.as_str() })
+            }
+        }
+    }
+
+    fn decode(event_type: &str, event_version: u32, payload: &Value) -> Result<Self, EventDecodeError> {
+        Ok(match (event_type, event_version) {
+            (REGISTERED, 1) => {
+                let v1::Registered { business_id, profile } = decode_payload(event_type, event_version, payload)?;
+                Self::Registered { id: business_id, profile: profile.into() }
+            }
+            (UPDATED, 1) => {
+                let v1::Updated { profile } = decode_payload(event_type, event_version, payload)?;
+                Self::Updated { profile: profile.into() }
+            }
+            (RETIRED, 1) => {
+                let v1::Retired {} = decode_payload(event_type, event_version, payload)?;
+                Self::Retired
+            }
+            (PERMITTED, 1) => {
+                let v1::SharedUse { municipality } = decode_payload(event_type, event_version, payload)?;
+                Self::MunicipalityPermitted { municipality }
+            }
+            (WITHDRAWN, 1) => {
+                let v1::SharedUse { municipality } = decode_payload(event_type, event_version, payload)?;
+                Self::MunicipalityWithdrawn { municipality }
+            }
+            _ => return Err(EventDecodeError::unknown(event_type, event_version)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusinessSystemError {
+    #[error("a business system with this business ID is already registered (business IDs are never reused)")]
+    AlreadyRegistered,
+    #[error("no business system with this business ID is registered")]
+    NotRegistered,
+    #[error("the business system has been retired")]
+    Retired,
+    #[error("the built-in business systems 00, 01 and 02 cannot be retired")]
+    BuiltInCannotBeRetired,
+    #[error("the municipality is not permitted to use this business system")]
+    NotPermitted,
+}
+
+impl BusinessSystemError {
+    pub fn message_ja(&self) -> &'static str {
+        match self {
+            Self::AlreadyRegistered => "この業務IDは既に登録されています",
+            Self::NotRegistered => "この業務IDは登録されていません",
+            Self::Retired => "この業務システムは廃止されています",
+            Self::BuiltInCannotBeRetired => "標準の業務システム（業務ID 00・01・02）は廃止できません",
+            Self::NotPermitted => "この市町村・任意団体は共同利用を許可されていません",
+        }
+    }
+}
+
+/// The folded state; `Default` is "not registered".
+#[derive(Debug, Clone, Default)]
+pub struct BusinessSystemState {
+    registered: Option<Registered>,
+    retired: bool,
+    /// Emptied on retirement: a retired system permits nobody.
+    permitted: BTreeSet<MunicipalityCode>,
+}
+
+#[derive(Debug, Clone)]
+struct Registered {
+    id: BusinessId,
+    profile: BusinessSystemProfile,
+}
+
+impl BusinessSystemState {
+    pub fn is_registered(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
+    pub fn id(&self) -> Option<&BusinessId> {
+        self.registered.as_ref().map(|r| &r.id)
+    }
+
+    pub fn profile(&self) -> Option<&BusinessSystemProfile> {
+        self.registered.as_ref().map(|r| &r.profile)
+    }
+
+    /// The municipalities permitted to use the system now, in code order; empty once retired.
+    pub fn permitted(&self) -> &BTreeSet<MunicipalityCode> {
+        &self.permitted
+    }
+
+    /// Whether `municipality` may use the system now (never once it is retired).
+    pub fn permits(&self, municipality: &MunicipalityCode) -> bool {
+        self.permitted.contains(municipality)
+    }
+}
+
+#[derive(Debug)]
+pub struct BusinessSystem;
+
+impl Aggregate for BusinessSystem {
+    type State = BusinessSystemState;
+    type Command = BusinessSystemCommand;
+    type Event = BusinessSystemEvent;
+    type Error = BusinessSystemError;
+
+    const STREAM_TYPE: &'static str = "business_system";
+
+    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
+        use BusinessSystemCommand as C;
+        use BusinessSystemEvent as E;
+
+        let Some(current) = &state.registered else {
+            return match command {
+                C::Register { id, profile } => Ok(vec![E::Registered { id, profile }]),
+                _ => Err(BusinessSystemError::NotRegistered),
+            };
+        };
+        match command {
+            C::Register { .. } => Err(BusinessSystemError::AlreadyRegistered),
+            _ if state.retired => Err(BusinessSystemError::Retired),
+            C::Update { profile } if profile == current.profile => Ok(vec![]),
+            C::Update { profile } => Ok(vec![E::Updated { profile }]),
+            C::Retire if current.id.is_builtin() => Err(BusinessSystemError::BuiltInCannotBeRetired),
+            C::Retire => Ok(vec![E::Retired]),
+            C::Permit { municipality } if state.permits(&municipality) => Ok(vec![]),
+            C::Permit { municipality } => Ok(vec![E::MunicipalityPermitted { municipality }]),
+            C::Withdraw { municipality } if state.permits(&municipality) => {
+                Ok(vec![E::MunicipalityWithdrawn { municipality }])
+            }
+            C::Withdraw { .. } => Err(BusinessSystemError::NotPermitted),
+        }
+    }
+
+    fn evolve(mut state: Self::State, event: &Self::Event) -> Self::State {
+        use BusinessSystemEvent as E;
+        match (event, state.registered.as_mut()) {
+            (E::Registered { id, profile }, _) => {
+                state.registered = Some(Registered { id: id.clone(), profile: profile.clone() });
+            }
+            (E::Updated { profile }, Some(r)) => r.profile = profile.clone(),
+            (E::Retired, _) => {
+                state.retired = true;
+                state.permitted.clear();
+            }
+            (E::MunicipalityPermitted { municipality }, _) => {
+                state.permitted.insert(municipality.clone());
+            }
+            (E::MunicipalityWithdrawn { municipality }, _) => {
+                state.permitted.remove(municipality);
+            }
+            // A change to a stream that was never registered cannot be stored; there is nothing to change.
+            (E::Updated { .. }, None) => {}
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::given;
+    use BusinessSystemCommand as C;
+    use BusinessSystemEvent as E;
+    use proptest::prelude::*;
+
+    fn own() -> BusinessId {
+        BusinessId::parse("10").unwrap()
+    }
+
+    fn chiyoda() -> MunicipalityCode {
+        MunicipalityCode::parse("131016").unwrap()
+    }
+
+    fn minato() -> MunicipalityCode {
+        MunicipalityCode::parse("131032").unwrap()
+    }
+
+    fn profile(name: &str) -> BusinessSystemProfile {
+        BusinessSystemProfile {
+            name: BusinessSystemName::parse(name).unwrap(),
+            organization: Some(Text100::parse("南江戸市 情報政策課").unwrap()),
+            image: Some(Url::parse("https://portal.example.jp/img/hall.png").unwrap()),
+            top_url: Some(Url::parse("https://portal.example.jp/").unwrap()),
+            operator_admin_url: Some(Url::parse("https://portal.example.jp/operators").unwrap()),
+            personalize_url: None,
+            phone: Some(Phone::parse("03-3333-4444").unwrap()),
+            email: Some(Email::parse("portal@example.jp").unwrap()),
+        }
+    }
+
+    fn registered() -> E {
+        E::Registered { id: own(), profile: profile("施設予約") }
+    }
+
+    fn builtin(id: BusinessId) -> E {
+        let (id, profile) = builtin_profiles().into_iter().find(|(b, _)| *b == id).unwrap();
+        E::Registered { id, profile }
+    }
+
+    #[test]
+    fn register_a_business_system() {
+        let state = given::<BusinessSystem>([])
+            .when(C::Register { id: own(), profile: profile("施設予約") })
+            .then([registered()]);
+        assert!(state.is_registered() && !state.is_retired());
+        assert_eq!(state.id(), Some(&own()));
+        assert_eq!(state.profile(), Some(&profile("施設予約")));
+        assert!(state.permitted().is_empty());
+        assert_eq!(stream_key(&own()), "10");
+    }
+
+    #[test]
+    fn register_twice_is_refused() {
+        given::<BusinessSystem>([registered()])
+            .when(C::Register { id: own(), profile: profile("別名") })
+            .then_err(BusinessSystemError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn register_over_a_retired_system_is_refused_because_business_ids_are_never_reused() {
+        given::<BusinessSystem>([registered(), E::Retired])
+            .when(C::Register { id: own(), profile: profile("施設予約") })
+            .then_err(BusinessSystemError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn any_other_command_before_register_is_refused() {
+        for command in [
+            C::Update { profile: profile("施設予約") },
+            C::Retire,
+            C::Permit { municipality: chiyoda() },
+            C::Withdraw { municipality: chiyoda() },
+        ] {
+            given::<BusinessSystem>([]).when(command).then_err(BusinessSystemError::NotRegistered);
+        }
+    }
+
+    #[test]
+    fn any_command_after_retire_is_refused() {
+        for command in [
+            C::Update { profile: profile("施設予約2") },
+            C::Retire,
+            C::Permit { municipality: chiyoda() },
+            C::Withdraw { municipality: chiyoda() },
+        ] {
+            given::<BusinessSystem>([registered(), E::MunicipalityPermitted { municipality: chiyoda() }, E::Retired])
+                .when(command)
+                .then_err(BusinessSystemError::Retired);
+        }
+    }
+
+    #[test]
+    fn update_the_profile() {
+        let mut changed = profile("施設予約");
+        changed.personalize_url = Some(Url::parse("https://portal.example.jp/me").unwrap());
+        changed.phone = None;
+        let state = given::<BusinessSystem>([registered()])
+            .when(C::Update { profile: changed.clone() })
+            .then([E::Updated { profile: changed.clone() }]);
+        assert_eq!(state.profile(), Some(&changed));
+    }
+
+    #[test]
+    fn update_to_the_same_profile_changes_nothing() {
+        given::<BusinessSystem>([registered()]).when(C::Update { profile: profile("施設予約") }).then([]);
+    }
+
+    #[test]
+    fn retire() {
+        let state = given::<BusinessSystem>([registered(), E::MunicipalityPermitted { municipality: chiyoda() }])
+            .when(C::Retire)
+            .then([E::Retired]);
+        assert!(state.is_registered() && state.is_retired());
+        assert!(!state.permits(&chiyoda()) && state.permitted().is_empty());
+    }
+
+    #[test]
+    fn the_builtins_cannot_be_retired() {
+        for id in BusinessId::BUILTIN {
+            given::<BusinessSystem>([builtin(id)])
+                .when(C::Retire)
+                .then_err(BusinessSystemError::BuiltInCannotBeRetired);
+        }
+    }
+
+    #[test]
+    fn permit_a_municipality() {
+        let state = given::<BusinessSystem>([registered(), E::MunicipalityPermitted { municipality: minato() }])
+            .when(C::Permit { municipality: chiyoda() })
+            .then([E::MunicipalityPermitted { municipality: chiyoda() }]);
+        assert!(state.permits(&chiyoda()) && state.permits(&minato()));
+        assert_eq!(state.permitted().iter().collect::<Vec<_>>(), [&chiyoda(), &minato()]);
+    }
+
+    #[test]
+    fn permit_an_already_permitted_municipality_changes_nothing() {
+        given::<BusinessSystem>([registered(), E::MunicipalityPermitted { municipality: chiyoda() }])
+            .when(C::Permit { municipality: chiyoda() })
+            .then([]);
+    }
+
+    #[test]
+    fn withdraw_a_municipality() {
+        let state = given::<BusinessSystem>([
+            registered(),
+            E::MunicipalityPermitted { municipality: chiyoda() },
+            E::MunicipalityPermitted { municipality: minato() },
+        ])
+        .when(C::Withdraw { municipality: chiyoda() })
+        .then([E::MunicipalityWithdrawn { municipality: chiyoda() }]);
+        assert!(!state.permits(&chiyoda()) && state.permits(&minato()));
+    }
+
+    #[test]
+    fn withdraw_a_municipality_that_is_not_permitted_is_refused() {
+        given::<BusinessSystem>([
+            registered(),
+            E::MunicipalityPermitted { municipality: chiyoda() },
+            E::MunicipalityWithdrawn { municipality: chiyoda() },
+        ])
+        .when(C::Withdraw { municipality: chiyoda() })
+        .then_err(BusinessSystemError::NotPermitted);
+    }
+
+    #[test]
+    fn builtin_profiles_are_the_three_with_japanese_names() {
+        let builtins = builtin_profiles();
+        let names: Vec<_> = builtins.iter().map(|(id, p)| (id.as_str(), p.name.as_str())).collect();
+        assert_eq!(names, [("00", "cardap管理"), ("01", "証明書等自動交付"), ("02", "図書館")]);
+        for (_, p) in &builtins {
+            assert_eq!(BusinessSystemName::parse(p.name.as_str()).as_ref(), Ok(&p.name));
+            assert_eq!(*p, BusinessSystemProfile::named(p.name.clone()));
+        }
+    }
+
+    #[test]
+    fn the_payload_has_the_documented_shape() {
+        let payload = registered().encode();
+        assert_eq!(
+            payload,
+            json!({
+                "business_id": "10",
+                "profile": {
+                    "name": "施設予約",
+                    "organization": "南江戸市 情報政策課",
+                    "image": "https://portal.example.jp/img/hall.png",
+                    "top_url": "https://portal.example.jp/",
+                    "operator_admin_url": "https://portal.example.jp/operators",
+                    "personalize_url": null,
+                    "phone": "03-3333-4444",
+                    "email": "portal@example.jp",
+                },
+            })
+        );
+        // Optional fields may be absent in a stored payload.
+        let minimal = json!({ "business_id": "02", "profile": { "name": "図書館" } });
+        assert_eq!(BusinessSystemEvent::decode(REGISTERED, 1, &minimal), Ok(builtin(BusinessId::LIBRARY)));
+        assert_eq!(E::MunicipalityWithdrawn { municipality: chiyoda() }.encode(), json!({ "municipality": "131016" }));
+    }
+
+    #[test]
+    fn decode_refuses_unknown_types_versions_and_bad_payloads() {
+        assert_eq!(
+            BusinessSystemEvent::decode(PERMITTED, 2, &json!({ "municipality": "131016" })),
+            Err(EventDecodeError::unknown(PERMITTED, 2))
+        );
+        for payload in [
+            json!({ "business_id": "1", "profile": { "name": "x" } }),
+            json!({ "business_id": "10", "profile": { "name": "" } }),
+            json!({ "business_id": "10", "profile": { "name": "x", "top_url": "ftp://x" } }),
+            json!({ "business_id": "10" }),
+        ] {
+            assert!(matches!(
+                BusinessSystemEvent::decode(REGISTERED, 1, &payload),
+                Err(EventDecodeError::Payload { .. })
+            ));
+        }
+        assert!(matches!(
+            BusinessSystemEvent::decode(WITHDRAWN, 1, &json!({ "municipality": "131017" })),
+            Err(EventDecodeError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_have_japanese_messages() {
+        for e in [
+            BusinessSystemError::AlreadyRegistered,
+            BusinessSystemError::NotRegistered,
+            BusinessSystemError::Retired,
+            BusinessSystemError::BuiltInCannotBeRetired,
+            BusinessSystemError::NotPermitted,
+        ] {
+            assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn name_errors() {
+        assert_eq!(BusinessSystemName::parse(" \u{3000}"), Err(ParseError::Empty));
+        assert_eq!(BusinessSystemName::parse(&"業".repeat(51)), Err(ParseError::TooLong { max: 50 }));
+        assert_eq!(BusinessSystemName::parse("図書\n館"), Err(ParseError::InvalidCharacter { ch: '\n' }));
+    }
+
+    proptest! {
+        #[test]
+        fn names_parse_trimmed_and_round_trip(
+            core in "[^\\p{Cc}\\s]([^\\p{Cc}]{0,48}[^\\p{Cc}\\s])?",
+            pad in "[ \u{3000}]{0,3}",
+        ) {
+            let name = BusinessSystemName::parse(&format!("{pad}{core}{pad}")).unwrap();
+            prop_assert_eq!(name.as_str(), core.as_str());
+            let json = serde_json::to_value(&name).unwrap();
+            prop_assert_eq!(serde_json::from_value::<BusinessSystemName>(json).unwrap(), name);
+        }
+
+        #[test]
+        fn names_longer_than_50_are_rejected(core in "[^\\p{Cc}\\s]{51,80}") {
+            prop_assert_eq!(BusinessSystemName::parse(&core), Err(ParseError::TooLong { max: 50 }));
+        }
+
+        #[test]
+        fn the_permitted_set_follows_permits_and_withdrawals(
+            steps in proptest::collection::vec((any::<bool>(), 0usize..3), 0..20),
+        ) {
+            let codes = [chiyoda(), minato(), MunicipalityCode::parse("011002").unwrap()];
+            let mut state = BusinessSystem::fold(&[registered()]);
+            let mut expected = BTreeSet::new();
+            for (permit, i) in steps {
+                let municipality = codes[i].clone();
+                let command = if permit { C::Permit { municipality } } else { C::Withdraw { municipality } };
+                match BusinessSystem::decide(&state, command) {
+                    Ok(events) => state = events.iter().fold(state, BusinessSystem::evolve),
+                    Err(e) => prop_assert_eq!(e, BusinessSystemError::NotPermitted),
+                }
+                if permit { expected.insert(codes[i].clone()); } else { expected.remove(&codes[i]); }
+            }
+            prop_assert_eq!(state.permitted(), &expected);
+        }
+    }
+}

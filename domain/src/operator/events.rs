@@ -1,0 +1,459 @@
+//! The operator's events and their stored shapes. No event carries a password, a hash or any other secret.
+//!
+//! `OperatorRegistered` v1 (name only, before profiles and business systems) is upcast to v2 on decode.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::values::{Extension, InternalId, OperatorId, OperatorName, OperatorProfile, Role};
+use crate::aggregate::decode_payload;
+use crate::contact::{Email, Phone, Sex, Text100, Text200};
+use crate::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorEvent {
+    /// `OperatorRegistered` v2; also a re-registration after revocation, which starts the state afresh.
+    Registered {
+        key: OperatorKey,
+        /// `None` for the system administrator.
+        municipality: Option<MunicipalityCode>,
+        operator_id: OperatorId,
+        profile: OperatorProfile,
+        /// Deduplicated and sorted.
+        roles: Vec<Role>,
+        /// 許可業務, deduplicated and sorted.
+        business_systems: Vec<BusinessId>,
+    },
+    ProfileUpdated {
+        profile: OperatorProfile,
+    },
+    RolesChanged {
+        /// Deduplicated and sorted.
+        roles: Vec<Role>,
+    },
+    BusinessSystemsChanged {
+        /// Deduplicated and sorted.
+        business_systems: Vec<BusinessId>,
+    },
+    /// The password changed; the password itself lives only as a hash outside the event log.
+    PasswordChanged {
+        at: Timestamp,
+        /// `true` for a reset by an administrator (パスワード一括変更 included), `false` when he changed it himself.
+        by_administrator: bool,
+    },
+    /// 失効: from now on the operator can do nothing, until a new registration.
+    Revoked {
+        at: Timestamp,
+    },
+    LoginFailed {
+        at: Timestamp,
+        /// Failed logins since the last successful login, lock or unlock, this one included.
+        failures_in_row: u32,
+    },
+    LoggedIn {
+        at: Timestamp,
+    },
+    Locked {
+        at: Timestamp,
+        /// `None`: until an administrator unlocks.
+        until: Option<Timestamp>,
+    },
+    Unlocked,
+    InternalIdAssigned {
+        business_id: BusinessId,
+        internal_id: InternalId,
+        /// That business system's role for him, as its administrator names it.
+        role: Option<Text100>,
+    },
+    InternalIdRemoved {
+        business_id: BusinessId,
+    },
+}
+
+pub(super) const REGISTERED: &str = "OperatorRegistered";
+pub(super) const PROFILE_UPDATED: &str = "OperatorProfileUpdated";
+pub(super) const ROLES_CHANGED: &str = "OperatorRolesChanged";
+pub(super) const BUSINESS_SYSTEMS_CHANGED: &str = "OperatorBusinessSystemsChanged";
+pub(super) const PASSWORD_CHANGED: &str = "OperatorPasswordChanged";
+pub(super) const REVOKED: &str = "OperatorRevoked";
+pub(super) const LOGIN_FAILED: &str = "OperatorLoginFailed";
+pub(super) const LOGGED_IN: &str = "OperatorLoggedIn";
+pub(super) const LOCKED: &str = "OperatorLocked";
+pub(super) const UNLOCKED: &str = "OperatorUnlocked";
+pub(super) const INTERNAL_ID_ASSIGNED: &str = "OperatorInternalIdAssigned";
+pub(super) const INTERNAL_ID_REMOVED: &str = "OperatorInternalIdRemoved";
+
+/// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
+mod v1 {
+    use super::*;
+
+    /// `OperatorRegistered` v1, before profiles and business systems.
+    #[derive(Deserialize)]
+    pub(super) struct Registered {
+        pub key: OperatorKey,
+        pub municipality: Option<MunicipalityCode>,
+        pub operator_id: OperatorId,
+        pub name: OperatorName,
+        pub roles: Vec<Role>,
+    }
+
+    /// The profile inside `OperatorRegistered` v2 and `OperatorProfileUpdated` v1; optional fields may be absent.
+    #[derive(Deserialize)]
+    pub(super) struct Profile {
+        pub name: OperatorName,
+        pub department: Option<Text100>,
+        pub sex: Option<Sex>,
+        pub phone: Option<Phone>,
+        pub extension: Option<Extension>,
+        pub email: Option<Email>,
+        pub info: Option<Text200>,
+        pub extra: Option<Text200>,
+    }
+
+    impl From<Profile> for OperatorProfile {
+        fn from(p: Profile) -> Self {
+            Self {
+                name: p.name,
+                department: p.department,
+                sex: p.sex,
+                phone: p.phone,
+                extension: p.extension,
+                email: p.email,
+                info: p.info,
+                extra: p.extra,
+            }
+        }
+    }
+
+    pub(super) fn encode_profile(p: &OperatorProfile) -> Value {
+        json!({
+            "name": p.name.as_str(),
+            "department": p.department.as_ref().map(Text100::as_str),
+            "sex": p.sex.map(Sex::code),
+            "phone": p.phone.as_ref().map(Phone::as_str),
+            "extension": p.extension.as_ref().map(Extension::as_str),
+            "email": p.email.as_ref().map(Email::as_str),
+            "info": p.info.as_ref().map(Text200::as_str),
+            "extra": p.extra.as_ref().map(Text200::as_str),
+        })
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct ProfileUpdated {
+        pub profile: Profile,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct RolesChanged {
+        pub roles: Vec<Role>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct BusinessSystemsChanged {
+        pub business_systems: Vec<BusinessId>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct PasswordChanged {
+        pub at: Timestamp,
+        pub by_administrator: bool,
+    }
+
+    /// `OperatorRevoked` and `OperatorLoggedIn`.
+    #[derive(Deserialize)]
+    pub(super) struct At {
+        pub at: Timestamp,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct LoginFailed {
+        pub at: Timestamp,
+        pub failures_in_row: u32,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Locked {
+        pub at: Timestamp,
+        pub until: Option<Timestamp>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Unlocked {}
+
+    #[derive(Deserialize)]
+    pub(super) struct InternalIdAssigned {
+        pub business_id: BusinessId,
+        pub internal_id: InternalId,
+        pub role: Option<Text100>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct InternalIdRemoved {
+        pub business_id: BusinessId,
+    }
+}
+
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub(super) struct Registered {
+        pub key: OperatorKey,
+        pub municipality: Option<MunicipalityCode>,
+        pub operator_id: OperatorId,
+        pub profile: v1::Profile,
+        pub roles: Vec<Role>,
+        pub business_systems: Vec<BusinessId>,
+    }
+}
+
+fn business_ids(ids: &[BusinessId]) -> Vec<&str> {
+    ids.iter().map(BusinessId::as_str).collect()
+}
+
+impl DomainEvent for OperatorEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Registered { .. } => REGISTERED,
+            Self::ProfileUpdated { .. } => PROFILE_UPDATED,
+            Self::RolesChanged { .. } => ROLES_CHANGED,
+            Self::BusinessSystemsChanged { .. } => BUSINESS_SYSTEMS_CHANGED,
+            Self::PasswordChanged { .. } => PASSWORD_CHANGED,
+            Self::Revoked { .. } => REVOKED,
+            Self::LoginFailed { .. } => LOGIN_FAILED,
+            Self::LoggedIn { .. } => LOGGED_IN,
+            Self::Locked { .. } => LOCKED,
+            Self::Unlocked => UNLOCKED,
+            Self::InternalIdAssigned { .. } => INTERNAL_ID_ASSIGNED,
+            Self::InternalIdRemoved { .. } => INTERNAL_ID_REMOVED,
+        }
+    }
+
+    fn event_version(&self) -> u32 {
+        match self {
+            Self::Registered { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    fn encode(&self) -> Value {
+        match self {
+            Self::Registered { key, municipality, operator_id, profile, roles, business_systems } => json!({
+                "key": key.to_string(),
+                "municipality": municipality.as_ref().map(MunicipalityCode::as_str),
+                "operator_id": operator_id.as_str(),
+                "profile": v1::encode_profile(profile),
+                "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "business_systems": business_ids(business_systems),
+            }),
+            Self::ProfileUpdated { profile } => json!({ "profile": v1::encode_profile(profile) }),
+            Self::RolesChanged { roles } => json!({ "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
+            Self::BusinessSystemsChanged { business_systems } => {
+                json!({ "business_systems": business_ids(business_systems) })
+            }
+            Self::PasswordChanged { at, by_administrator } => {
+                json!({ "at": at.unix(), "by_administrator": by_administrator })
+            }
+            Self::Revoked { at } | Self::LoggedIn { at } => json!({ "at": at.unix() }),
+            Self::LoginFailed { at, failures_in_row } => json!({ "at": at.unix(), "failures_in_row": failures_in_row }),
+            Self::Locked { at, until } => json!({ "at": at.unix(), "until": until.map(Timestamp::unix) }),
+            Self::Unlocked => json!({}),
+            Self::InternalIdAssigned { business_id, internal_id, role } => json!({
+                "business_id": business_id.as_str(),
+                "internal_id": internal_id.as_str(),
+                "role": role.as_ref().map(Text100::as_str),
+            }),
+            Self::InternalIdRemoved { business_id } => json!({ "business_id": business_id.as_str() }),
+        }
+    }
+
+    fn decode(event_type: &str, event_version: u32, payload: &Value) -> Result<Self, EventDecodeError> {
+        let (t, v) = (event_type, event_version);
+        Ok(match (event_type, event_version) {
+            (REGISTERED, 1) => {
+                // Upcast: before v2 an operator had only a name and no business systems.
+                let v1::Registered { key, municipality, operator_id, name, roles } = decode_payload(t, v, payload)?;
+                let profile = OperatorProfile::named(name);
+                Self::Registered { key, municipality, operator_id, profile, roles, business_systems: vec![] }
+            }
+            (REGISTERED, 2) => {
+                let v2::Registered { key, municipality, operator_id, profile, roles, business_systems } =
+                    decode_payload(t, v, payload)?;
+                Self::Registered { key, municipality, operator_id, profile: profile.into(), roles, business_systems }
+            }
+            (PROFILE_UPDATED, 1) => {
+                let v1::ProfileUpdated { profile } = decode_payload(t, v, payload)?;
+                Self::ProfileUpdated { profile: profile.into() }
+            }
+            (ROLES_CHANGED, 1) => {
+                let v1::RolesChanged { roles } = decode_payload(t, v, payload)?;
+                Self::RolesChanged { roles }
+            }
+            (BUSINESS_SYSTEMS_CHANGED, 1) => {
+                let v1::BusinessSystemsChanged { business_systems } = decode_payload(t, v, payload)?;
+                Self::BusinessSystemsChanged { business_systems }
+            }
+            (PASSWORD_CHANGED, 1) => {
+                let v1::PasswordChanged { at, by_administrator } = decode_payload(t, v, payload)?;
+                Self::PasswordChanged { at, by_administrator }
+            }
+            (REVOKED, 1) => {
+                let v1::At { at } = decode_payload(t, v, payload)?;
+                Self::Revoked { at }
+            }
+            (LOGIN_FAILED, 1) => {
+                let v1::LoginFailed { at, failures_in_row } = decode_payload(t, v, payload)?;
+                Self::LoginFailed { at, failures_in_row }
+            }
+            (LOGGED_IN, 1) => {
+                let v1::At { at } = decode_payload(t, v, payload)?;
+                Self::LoggedIn { at }
+            }
+            (LOCKED, 1) => {
+                let v1::Locked { at, until } = decode_payload(t, v, payload)?;
+                Self::Locked { at, until }
+            }
+            (UNLOCKED, 1) => {
+                let v1::Unlocked {} = decode_payload(t, v, payload)?;
+                Self::Unlocked
+            }
+            (INTERNAL_ID_ASSIGNED, 1) => {
+                let v1::InternalIdAssigned { business_id, internal_id, role } = decode_payload(t, v, payload)?;
+                Self::InternalIdAssigned { business_id, internal_id, role }
+            }
+            (INTERNAL_ID_REMOVED, 1) => {
+                let v1::InternalIdRemoved { business_id } = decode_payload(t, v, payload)?;
+                Self::InternalIdRemoved { business_id }
+            }
+            _ => return Err(EventDecodeError::unknown(event_type, event_version)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn key() -> OperatorKey {
+        OperatorKey::from_uuid(Uuid::from_u128(0x0192_5c4e_6a80_7000_8000_0000_0000_0001))
+    }
+
+    fn full_profile() -> OperatorProfile {
+        OperatorProfile {
+            name: OperatorName::parse("ICS").unwrap(),
+            department: Some(Text100::parse("市民課").unwrap()),
+            sex: Some(Sex::Male),
+            phone: Some(Phone::parse("03-3333-4444").unwrap()),
+            extension: Some(Extension::parse("1234").unwrap()),
+            email: Some(Email::parse("op0501@example.jp").unwrap()),
+            info: Some(Text200::parse("窓口担当").unwrap()),
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn registered_v2_has_the_documented_shape() {
+        let event = OperatorEvent::Registered {
+            key: key(),
+            municipality: Some(MunicipalityCode::parse("131016").unwrap()),
+            operator_id: OperatorId::parse("OP0501").unwrap(),
+            profile: full_profile(),
+            roles: vec![Role::Clerk],
+            business_systems: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
+        };
+        assert_eq!(event.event_version(), 2);
+        assert_eq!(
+            event.encode(),
+            json!({
+                "key": "01925c4e-6a80-7000-8000-000000000001",
+                "municipality": "131016",
+                "operator_id": "OP0501",
+                "profile": {
+                    "name": "ICS",
+                    "department": "市民課",
+                    "sex": "1",
+                    "phone": "03-3333-4444",
+                    "extension": "1234",
+                    "email": "op0501@example.jp",
+                    "info": "窓口担当",
+                    "extra": null,
+                },
+                "roles": ["clerk"],
+                "business_systems": ["01", "02"],
+            })
+        );
+    }
+
+    #[test]
+    fn registered_v1_is_upcast_to_v2_with_a_name_only_profile() {
+        let v1 = json!({
+            "key": "01925c4e-6a80-7000-8000-000000000001",
+            "municipality": null,
+            "operator_id": "OP0501",
+            "name": "ICS",
+            "roles": ["system_admin"],
+        });
+        let event = OperatorEvent::decode(REGISTERED, 1, &v1).unwrap();
+        assert_eq!(
+            event,
+            OperatorEvent::Registered {
+                key: key(),
+                municipality: None,
+                operator_id: OperatorId::parse("OP0501").unwrap(),
+                profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()),
+                roles: vec![Role::SystemAdmin],
+                business_systems: vec![],
+            }
+        );
+        assert_eq!(event.event_version(), 2);
+        // A v1 payload is not a v2 one, nor the other way round.
+        assert!(matches!(OperatorEvent::decode(REGISTERED, 2, &v1), Err(EventDecodeError::Payload { .. })));
+        assert!(matches!(OperatorEvent::decode(REGISTERED, 1, &event.encode()), Err(EventDecodeError::Payload { .. })));
+    }
+
+    #[test]
+    fn absent_optional_profile_fields_decode_as_none() {
+        let payload = json!({ "profile": { "name": "ICS" } });
+        assert_eq!(
+            OperatorEvent::decode(PROFILE_UPDATED, 1, &payload),
+            Ok(OperatorEvent::ProfileUpdated { profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()) })
+        );
+    }
+
+    #[test]
+    fn decode_refuses_unknown_types_versions_and_bad_payloads() {
+        assert_eq!(OperatorEvent::decode(REGISTERED, 3, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 3)));
+        assert_eq!(
+            OperatorEvent::decode("OperatorPasswordStored", 1, &json!({})),
+            Err(EventDecodeError::unknown("OperatorPasswordStored", 1))
+        );
+        for (t, payload) in [
+            (
+                REGISTERED,
+                json!({ "key": "x", "municipality": null, "operator_id": "OP0501", "name": "ICS", "roles": [] }),
+            ),
+            (PROFILE_UPDATED, json!({ "profile": { "name": "ICS", "sex": "3" } })),
+            (BUSINESS_SYSTEMS_CHANGED, json!({ "business_systems": ["1"] })),
+            (LOCKED, json!({ "at": "soon", "until": null })),
+            (LOGIN_FAILED, json!({ "at": 1, "failures_in_row": -1 })),
+            (INTERNAL_ID_ASSIGNED, json!({ "business_id": "01", "internal_id": "10-10", "role": null })),
+        ] {
+            assert!(matches!(OperatorEvent::decode(t, 1, &payload), Err(EventDecodeError::Payload { .. })), "{t}");
+        }
+    }
+
+    #[test]
+    fn no_event_carries_a_secret() {
+        let events = [
+            OperatorEvent::PasswordChanged { at: Timestamp::from_unix(1), by_administrator: true },
+            OperatorEvent::LoginFailed { at: Timestamp::from_unix(1), failures_in_row: 1 },
+        ];
+        for event in events {
+            let text = event.encode().to_string();
+            for word in ["password\"", "hash", "secret"] {
+                assert!(!text.to_lowercase().contains(word), "{text}");
+            }
+        }
+    }
+}
