@@ -102,7 +102,9 @@ pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: 
         match handler.execute(&ctx, &Permission::ManageBusinessSystems, &stream, None, None, command).await {
             Ok(executed) => {
                 registered |= executed.outcome.is_some();
-                tracing::info!(business_id = %id, "built-in business system registered");
+                if !executed.events.is_empty() {
+                    tracing::info!(business_id = %id, "built-in business system registered");
+                }
             }
             Err(cardap_commands::CommandError::Domain(BusinessSystemError::AlreadyRegistered)) => {}
             Err(e) => return Err(anyhow::anyhow!("cannot register the built-in business system {id}: {e}")),

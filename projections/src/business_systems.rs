@@ -71,6 +71,12 @@ impl Projection for BusinessSystems {
                 .await
             }
             BusinessSystemEvent::Retired => {
+                // A retired system permits nobody any more.
+                sqlx::query("DELETE FROM rm_shared_use WHERE business_id = $1")
+                    .bind(id.clone())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(ProjectionError::from_sqlx)?;
                 sqlx::query("UPDATE rm_business_systems SET retired = 1, version = $1 WHERE business_id = $2")
                     .bind(version)
                     .bind(id)
