@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::Notify;
@@ -38,37 +37,27 @@ const CHANNEL: &str = "cardap_events";
 /// How many times an `ExpectedVersion::Any` append retries when another writer took the same version.
 const ANY_RETRIES: usize = 100;
 
+/// One append in one statement. The command id goes on the last event; its partial unique index
+/// (`events_command_key`) makes a concurrent duplicate fail with 23505, answered with the first outcome.
 const APPEND: &str = r#"
-WITH prev AS (
-    SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1
-),
-cur AS (
+WITH cur AS (
     SELECT coalesce(max(version), 0)::bigint AS v FROM events WHERE stream_id = $2
 ),
 go AS (
-    SELECT v FROM cur WHERE NOT EXISTS (SELECT 1 FROM prev) AND ($4::bigint IS NULL OR v = $4)
+    SELECT v FROM cur WHERE ($4::bigint IS NULL OR v = $4)
 ),
 ins AS (
     INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id,
-                        event_type, event_version, payload, metadata)
-    SELECT e.event_id, $2, $3, go.v + e.ord, $5, $6, e.event_type, e.event_version, e.payload, $7
-    FROM go, unnest($8::uuid[], $9::text[], $10::int4[], $11::jsonb[])
+                        event_type, event_version, payload, metadata, command_id)
+    SELECT e.event_id, $2, $3, go.v + e.ord, $5, $6, e.event_type, e.event_version, e.payload::json, $7::json,
+           CASE WHEN e.ord = $12 THEN $1::uuid END
+    FROM go, unnest($8::uuid[], $9::text[], $10::int4[], $11::text[])
              WITH ORDINALITY AS e(event_id, event_type, event_version, payload, ord)
     RETURNING version, global_position, transaction_id
-),
-done AS (
-    SELECT count(*) AS n, max(version) AS last_version, max(global_position) AS last_position,
-           max(transaction_id::text::bigint) AS tx
-    FROM ins
-),
-cmd AS (
-    INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position)
-    SELECT $1, $2, done.last_version, done.tx, done.last_position FROM done
-    WHERE $1 IS NOT NULL AND done.n > 0
 )
-SELECT cur.v AS current_version, done.n, done.last_version, done.tx, done.last_position,
-       prev.last_version AS prev_version, prev.transaction_id AS prev_tx, prev.last_position AS prev_position
-FROM cur CROSS JOIN done LEFT JOIN prev ON true
+SELECT cur.v AS current_version, count(ins.version) AS n, max(ins.version) AS last_version,
+       max(ins.global_position) AS last_position, max(ins.transaction_id::text::bigint) AS tx
+FROM cur LEFT JOIN ins ON true GROUP BY cur.v
 "#;
 
 /// One stream of a multi-stream append, inside the batch's transaction (command ids are handled around it).
@@ -81,9 +70,10 @@ go AS (
 ),
 ins AS (
     INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id,
-                        event_type, event_version, payload, metadata)
-    SELECT e.event_id, $1, $2, go.v + e.ord, $4, $5, e.event_type, e.event_version, e.payload, $6
-    FROM go, unnest($7::uuid[], $8::text[], $9::int4[], $10::jsonb[])
+                        event_type, event_version, payload, metadata, command_id)
+    SELECT e.event_id, $1, $2, go.v + e.ord, $4, $5, e.event_type, e.event_version, e.payload::json, $6::json,
+           CASE WHEN e.ord = $12 THEN $11::uuid END
+    FROM go, unnest($7::uuid[], $8::text[], $9::int4[], $10::text[])
              WITH ORDINALITY AS e(event_id, event_type, event_version, payload, ord)
     RETURNING version, global_position, transaction_id
 )
@@ -192,19 +182,22 @@ impl PostgresEventStore {
         {
             return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
         }
-        let metadata_json = metadata.to_json();
+        let metadata_json = metadata.to_json().to_string();
         let mut versions = vec![0; appends.len()];
         let mut last = Checkpoint::START;
         // Streams in one order for every batch, so two batches never wait on each other in a cycle.
         let mut order: Vec<usize> = (0..appends.len()).collect();
         order.sort_by(|a, b| appends[*a].stream.cmp(&appends[*b].stream));
+        // The batch's command id goes on its very last event.
+        let carries_command = order.iter().rev().copied().find(|i| !appends[*i].events.is_empty());
         for index in order {
             let append = &appends[index];
             let events = &append.events;
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let event_versions: Vec<i32> = events.iter().map(|e| to_i32(e.event_version)).collect::<Result<_, _>>()?;
-            let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+            let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+            let command = metadata.command_id.filter(|_| carries_command == Some(index)).map(|c| c.as_uuid());
             let row = sqlx::query(APPEND_IN_BATCH)
                 .bind(append.stream.as_str())
                 .bind(append.stream.stream_type())
@@ -216,6 +209,8 @@ impl PostgresEventStore {
                 .bind(&types)
                 .bind(&event_versions)
                 .bind(&payloads)
+                .bind(command)
+                .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
@@ -241,22 +236,6 @@ impl PostgresEventStore {
             };
             versions[index] = to_u64(version)?;
             last = last.max(Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? });
-        }
-        if let (Some(command), Some(first)) = (metadata.command_id, appends.first())
-            && last != Checkpoint::START
-        {
-            sqlx::query(
-                "INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(command.as_uuid())
-            .bind(first.stream.as_str())
-            .bind(to_i64(versions.last().copied().unwrap_or(0))?)
-            .bind(to_i64(last.transaction)?)
-            .bind(to_i64(last.position)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
         }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false })
@@ -295,7 +274,7 @@ impl EventStore for PostgresEventStore {
                 Err(StoreError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
                     match db.constraint() {
                         // The same command committed concurrently: its outcome is the answer.
-                        Some("commands_pkey") => {
+                        Some("events_command_key") => {
                             if let Some(command) = metadata.command_id
                                 && let Some(outcome) = self.command_outcome(command).await?
                             {
@@ -335,7 +314,7 @@ impl EventStore for PostgresEventStore {
                         // A stream's previous version came from a newer transaction (see migration 0003), or
                         // two batches deadlocked after all: both are safe to run again.
                         (Some("40001" | "40P01"), _) => true,
-                        (Some("23505"), Some("commands_pkey")) => {
+                        (Some("23505"), Some("events_command_key")) => {
                             if let Some(command) = metadata.command_id
                                 && let Some(outcome) = self.command_outcome(command).await?
                             {
@@ -454,7 +433,7 @@ async fn append_statement(
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let versions: Vec<i32> = events.iter().map(|e| to_i32(e.event_version)).collect::<Result<_, _>>()?;
-    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
     let required = expected.required().map(to_i64).transpose()?;
 
     let row = sqlx::query(APPEND)
@@ -464,31 +443,32 @@ async fn append_statement(
         .bind(required)
         .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
         .bind(metadata.operator.map(|o| o.as_uuid()))
-        .bind(metadata.to_json())
+        .bind(metadata.to_json().to_string())
         .bind(&ids)
         .bind(&types)
         .bind(&versions)
         .bind(&payloads)
+        .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
         .fetch_one(&mut *conn)
         .await
         .map_err(StoreError::from_sqlx)?;
 
     let get_i64 = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
-    if let (Some(v), Some(tx), Some(pos)) = (get_i64("prev_version")?, get_i64("prev_tx")?, get_i64("prev_position")?) {
-        return Ok(AppendOutcome {
-            stream_version: to_u64(v)?,
-            checkpoint: Checkpoint { transaction: to_u64(tx)?, position: to_u64(pos)? },
-            already_applied: true,
-        });
-    }
     let current = to_u64(get_i64("current_version")?.unwrap_or(0))?;
     let written = get_i64("n")?.unwrap_or(0);
-    if let Some(required) = expected.required()
-        && required != current
-    {
-        return Err(StoreError::Conflict { stream: stream.clone(), expected, actual: current });
-    }
     if written == 0 {
+        // Nothing written: a retry of a command that already went through is answered with its first outcome
+        // (even when it came with a stale expected version); anything else is a conflict or an empty append.
+        if let Some(command) = metadata.command_id
+            && let Some(outcome) = command_outcome_on(&mut *conn, command).await?
+        {
+            return Ok(outcome);
+        }
+        if let Some(required) = expected.required()
+            && required != current
+        {
+            return Err(StoreError::Conflict { stream: stream.clone(), expected, actual: current });
+        }
         return Ok(AppendOutcome { stream_version: current, checkpoint: Checkpoint::START, already_applied: false });
     }
     let (Some(last), Some(tx), Some(pos)) = (get_i64("last_version")?, get_i64("tx")?, get_i64("last_position")?)
@@ -506,17 +486,19 @@ async fn command_outcome_on(
     conn: &mut sqlx::PgConnection,
     command: CommandId,
 ) -> Result<Option<AppendOutcome>, StoreError> {
-    let row = sqlx::query("SELECT last_version, transaction_id, last_position FROM commands WHERE command_id = $1")
-        .bind(command.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+    let row = sqlx::query(
+        "SELECT version, transaction_id::text::bigint AS tx, global_position FROM events WHERE command_id = $1",
+    )
+    .bind(command.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
     row.map(|r| {
         Ok(AppendOutcome {
-            stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
+            stream_version: to_u64(r.try_get("version").map_err(corrupt)?)?,
             checkpoint: Checkpoint {
-                transaction: to_u64(r.try_get("transaction_id").map_err(corrupt)?)?,
-                position: to_u64(r.try_get("last_position").map_err(corrupt)?)?,
+                transaction: to_u64(r.try_get("tx").map_err(corrupt)?)?,
+                position: to_u64(r.try_get("global_position").map_err(corrupt)?)?,
             },
             already_applied: true,
         })
@@ -524,32 +506,33 @@ async fn command_outcome_on(
     .transpose()
 }
 
+/// Decodes a row of `SELECT global_position, tx, event_id, stream_id, stream_type, version, municipality,
+/// operator_id, event_type, event_version, payload, metadata, recorded_at` by position (the hot path of read_all).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let stream_id: String = row.try_get("stream_id").map_err(corrupt)?;
-    let municipality: Option<String> = row.try_get("municipality").map_err(corrupt)?;
+    let municipality: Option<String> = row.try_get(6).map_err(corrupt)?;
     let municipality = municipality
         .map(|m| MunicipalityCode::parse(&m))
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("municipality: {e}")))?;
-    let operator: Option<Uuid> = row.try_get("operator_id").map_err(corrupt)?;
-    let metadata: Value = row.try_get("metadata").map_err(corrupt)?;
-    let event_version: i32 = row.try_get("event_version").map_err(corrupt)?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(corrupt)?;
+    let operator: Option<Uuid> = row.try_get(7).map_err(corrupt)?;
+    let sqlx::types::Json(mut metadata): sqlx::types::Json<Metadata> = row.try_get(11).map_err(corrupt)?;
+    metadata.municipality = municipality;
+    metadata.operator = operator.map(OperatorKey::from_uuid);
+    let event_version: i32 = row.try_get(9).map_err(corrupt)?;
     Ok(RecordedEvent {
-        event_id: EventId::from_uuid(row.try_get("event_id").map_err(corrupt)?),
-        stream_id: StreamId::parse(&stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        stream_type: row.try_get("stream_type").map_err(corrupt)?,
-        version: to_u64(row.try_get("version").map_err(corrupt)?)?,
+        event_id: EventId::from_uuid(row.try_get(2).map_err(corrupt)?),
+        stream_id: StreamId::from_stored(row.try_get(3).map_err(corrupt)?),
+        stream_type: row.try_get(4).map_err(corrupt)?,
+        version: to_u64(row.try_get(5).map_err(corrupt)?)?,
         checkpoint: Checkpoint {
-            transaction: to_u64(row.try_get("tx").map_err(corrupt)?)?,
-            position: to_u64(row.try_get("global_position").map_err(corrupt)?)?,
+            transaction: to_u64(row.try_get(1).map_err(corrupt)?)?,
+            position: to_u64(row.try_get(0).map_err(corrupt)?)?,
         },
-        event_type: row.try_get("event_type").map_err(corrupt)?,
+        event_type: row.try_get(8).map_err(corrupt)?,
         event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        payload: row.try_get("payload").map_err(corrupt)?,
-        metadata: Metadata::from_stored(&metadata, municipality, operator.map(OperatorKey::from_uuid))
-            .map_err(StoreError::Corrupt)?,
-        recorded_at,
+        payload: row.try_get(10).map_err(corrupt)?,
+        metadata,
+        recorded_at: row.try_get::<DateTime<Utc>, _>(12).map_err(corrupt)?,
     })
 }
 
@@ -557,7 +540,9 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
 async fn notify_loop(pool: PgPool, appended: Arc<Notify>) {
     loop {
         appended.notified().await;
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
+        // The notification needs no durability (readers also poll): don't wait for its commit to be flushed.
+        let notify = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')");
+        if let Err(e) = notify.bind(CHANNEL).execute(&pool).await {
             tracing::debug!(error = %e, "could not send NOTIFY; other nodes will see the events on their next poll");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -7,7 +7,6 @@
 use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
@@ -293,20 +292,22 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let operator: Option<Uuid> = row.try_get("operator_id").map_err(corrupt)?;
     let payload: String = row.try_get("payload").map_err(corrupt)?;
     let metadata: String = row.try_get("metadata").map_err(corrupt)?;
-    let metadata: Value = serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut metadata: Metadata =
+        serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+    metadata.municipality = municipality;
+    metadata.operator = operator.map(OperatorKey::from_uuid);
     let event_version: i64 = row.try_get("event_version").map_err(corrupt)?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(corrupt)?;
     Ok(RecordedEvent {
         event_id: EventId::from_uuid(row.try_get("event_id").map_err(corrupt)?),
-        stream_id: StreamId::parse(&stream_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream_id: StreamId::from_stored(stream_id),
         stream_type: row.try_get("stream_type").map_err(corrupt)?,
         version: to_u64(row.try_get("version").map_err(corrupt)?)?,
         checkpoint: Checkpoint { transaction: 0, position: to_u64(row.try_get("global_position").map_err(corrupt)?)? },
         event_type: row.try_get("event_type").map_err(corrupt)?,
         event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        metadata: Metadata::from_stored(&metadata, municipality, operator.map(OperatorKey::from_uuid))
-            .map_err(StoreError::Corrupt)?,
+        metadata,
         recorded_at,
     })
 }

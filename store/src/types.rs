@@ -78,6 +78,11 @@ impl StreamId {
         if valid { Ok(Self(s.to_owned())) } else { Err(StreamIdError(s.to_owned())) }
     }
 
+    /// A stream id read back from the store, which only ever stored parsed ids.
+    pub(crate) fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -211,17 +216,6 @@ impl Metadata {
     pub(crate) fn to_json(&self) -> Value {
         // Serializing plain ids and strings cannot fail.
         serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
-    pub(crate) fn from_stored(
-        json: &Value,
-        municipality: Option<MunicipalityCode>,
-        operator: Option<OperatorKey>,
-    ) -> Result<Self, String> {
-        let mut m: Metadata = serde_json::from_value(json.clone()).map_err(|e| format!("metadata: {e}"))?;
-        m.municipality = municipality;
-        m.operator = operator;
-        Ok(m)
     }
 }
 
