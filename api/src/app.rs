@@ -200,12 +200,14 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::municipalities::router())
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())
+        .merge(routes::operator_csv::router())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(axum::middleware::from_fn(crate::i18n::layer))
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        // Generous: a large operator import hashes one Argon2id password per row.
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(300)))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let path = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");

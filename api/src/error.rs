@@ -35,11 +35,28 @@ struct Problem {
 pub struct FieldError {
     pub field: String,
     pub message: Text,
+    /// CSV only: the row as a spreadsheet numbers it (the header is row 1).
+    pub row: Option<u64>,
+    /// CSV only: the column's header as written in the file.
+    pub column: Option<String>,
 }
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: Text) -> Self {
-        FieldError { field: field.into(), message }
+        FieldError { field: field.into(), message, row: None, column: None }
+    }
+
+    /// The same error, located in a CSV file's `row` and `column` (for a clerk with the file open).
+    pub fn in_cell(mut self, row: u64, column: impl Into<String>) -> Self {
+        self.row = Some(row);
+        self.column = Some(column.into());
+        self
+    }
+
+    /// The same error, located in a CSV file's `row` as a whole.
+    pub fn in_row(mut self, row: u64) -> Self {
+        self.row = Some(row);
+        self
     }
 
     /// A value that failed its domain `parse`.
@@ -69,11 +86,17 @@ pub struct ProblemDetails {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProblemField {
-    /// JSON pointer of the field, e.g. `/code`.
+    /// JSON pointer of the field, e.g. `/code`; for CSV `/rows/{row}/{field}` (e.g. `/rows/12/phone`).
     #[schema(example = "/code")]
     pub field: String,
     #[schema(example = "検査数字が正しくありません")]
     pub message: String,
+    /// CSV only: the row as a spreadsheet numbers it (the header is row 1, the first data row is row 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    /// CSV only: the column's header as written in the file (e.g. `連絡先電話`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
 }
 
 impl ApiError {
@@ -278,7 +301,12 @@ impl ApiError {
                 .0
                 .errors
                 .iter()
-                .map(|f| ProblemField { field: f.field.clone(), message: f.message.get(lang).to_owned() })
+                .map(|f| ProblemField {
+                    field: f.field.clone(),
+                    message: f.message.get(lang).to_owned(),
+                    row: f.row,
+                    column: f.column.clone(),
+                })
                 .collect(),
         }
     }

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField};
-use crate::routes::{business_systems, health, municipalities, operators, sessions};
+use crate::routes::{business_systems, health, municipalities, operator_csv, operators, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use crate::routes::{business_systems, health, municipalities, operators, session
         operators::register, operators::list, operators::show, operators::change, operators::revoke, operators::unlock,
         operators::end_sessions, operators::reset_password, operators::bulk_passwords, operators::assign_internal_id,
         operators::remove_internal_id,
+        operator_csv::import, operator_csv::export, operator_csv::migrate,
         municipalities::list, municipalities::register, municipalities::show, municipalities::change,
         municipalities::abolish,
         business_systems::list, business_systems::register, business_systems::show, business_systems::update,

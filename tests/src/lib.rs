@@ -421,3 +421,99 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Operators through the API, shared use, and the operator streams (tests/tests/operators.rs, login.rs,
+// authorization.rs).
+
+/// `/api/v1/municipalities/{code}/operators`
+pub fn operators_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/operators")
+}
+
+/// `/api/v1/municipalities/{code}/operators/{operator_id}`
+pub fn operator_path(code: &str, operator_id: &str) -> String {
+    format!("{}/{operator_id}", operators_path(code))
+}
+
+/// A registration body for `POST …/operators` with only the required fields (the password is generated).
+pub fn operator(operator_id: &str, roles: &[&str], business_systems: &[&str]) -> Value {
+    json!({
+        "operator_id": operator_id,
+        "name": format!("テスト {operator_id}"),
+        "roles": roles,
+        "business_systems": business_systems,
+    })
+}
+
+/// The same, with a given password.
+pub fn operator_with_password(operator_id: &str, password: &str, roles: &[&str], business_systems: &[&str]) -> Value {
+    let mut body = operator(operator_id, roles, business_systems);
+    body["password"] = json!(password);
+    body
+}
+
+impl TestApp {
+    pub fn put(&self, path: &str, token: Option<&str>, body: &Value) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::PUT, path, token).json(body))
+    }
+
+    /// A POST without a body (revoke, unlock).
+    pub fn post_empty(&self, path: &str, token: Option<&str>) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::POST, path, token))
+    }
+
+    /// Permits `code` to use `business_id` (shared use) as the system administrator; panics unless it answers 2xx.
+    pub async fn permit(&self, admin: &str, business_id: &str, code: &str) {
+        let path = format!("/api/v1/business-systems/{business_id}/permitted-municipalities");
+        let reply = self.post(&path, Some(admin), &json!({ "code": code })).await;
+        assert!(reply.status.is_success(), "permit {code} to use {business_id}: {} {}", reply.status, reply.text);
+    }
+
+    /// Withdraws that permission; panics unless it answers 204.
+    pub async fn withdraw(&self, admin: &str, business_id: &str, code: &str) {
+        let path = format!("/api/v1/business-systems/{business_id}/permitted-municipalities/{code}");
+        let reply = self.delete(&path, Some(admin)).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "withdraw {business_id} from {code}: {}", reply.text);
+    }
+
+    /// Registers one operator (an object) or a batch (an array) through the API; panics unless it answers 201.
+    /// Returns the body (for a batch, `{"items": [...]}`), with any generated password.
+    pub async fn add_operators(&self, token: &str, code: &str, body: &Value) -> Value {
+        let reply = self.post(&operators_path(code), Some(token), body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "register operators of {code}: {}", reply.text);
+        reply.json()
+    }
+
+    /// The events of one operator's stream, in order (`None`: the system administrator).
+    pub async fn operator_events(&self, code: Option<&str>, operator_id: &str) -> Vec<cardap_store::RecordedEvent> {
+        let code = code.map(|c| MunicipalityCode::parse(c).expect("a valid municipality code"));
+        let id = OperatorId::parse(operator_id).expect("operator id");
+        let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(code.as_ref(), &id)).expect("stream");
+        self.state.store.read_stream(&stream, 1).await.expect("read the operator's stream")
+    }
+
+    /// Polls the operator's stream until it holds `count` events of `event_type` (they may be written in the
+    /// background, e.g. failed logins), and returns those events.
+    pub async fn wait_for_operator_events(
+        &self,
+        code: Option<&str>,
+        operator_id: &str,
+        event_type: &str,
+        count: usize,
+    ) -> Vec<cardap_store::RecordedEvent> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let events = self.operator_events(code, operator_id).await;
+            let found: Vec<_> = events.iter().filter(|e| e.event_type == event_type).cloned().collect();
+            if found.len() >= count {
+                return found;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+                panic!("timed out waiting for {count} × {event_type} of {operator_id}; the stream holds {types:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod business_systems;
 pub mod health;
 pub mod municipalities;
+pub mod operator_csv;
 pub mod operators;
 pub mod sessions;
 

@@ -20,6 +20,7 @@ use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use cardap_projections::{business_systems, municipalities};
 use cardap_store::StreamId;
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -320,7 +321,7 @@ pub fn stream_of(municipality: &MunicipalityCode, operator_id: &OperatorId) -> R
 }
 
 /// The municipality in the path, if the caller may see it and it exists; else 404.
-async fn municipality_in_path(
+pub async fn municipality_in_path(
     state: &AppState,
     auth: &Authenticated,
     code: &str,
@@ -425,10 +426,15 @@ pub async fn register_all(
             cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
             other => command_error(other, domain_error),
         })?;
+    // Hash on every core at once (Argon2id is the cost of a big import), a bounded number at a time.
+    let to_hash: Vec<Secret> = secrets.iter().map(|(_, _, secret, _)| secret.clone()).collect();
+    let hashes = futures_util::stream::iter(to_hash.into_iter().map(auth::hash_password))
+        .buffered(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .collect::<Vec<_>>()
+        .await;
     let mut registered = Vec::with_capacity(secrets.len());
-    for (key, operator_id, secret, generated) in secrets {
-        let hash = auth::hash_password(secret.clone()).await?;
-        auth::set_password(state.read.pool(), key, &hash).await?;
+    for ((key, operator_id, secret, generated), hash) in secrets.into_iter().zip(hashes) {
+        auth::set_password(state.read.pool(), key, &hash?).await?;
         registered.push(Registered { key, operator_id, generated: generated.then_some(secret) });
     }
     if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {

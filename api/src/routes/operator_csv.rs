@@ -1,0 +1,1082 @@
+//! Operator CSV: batch registration by import, export with the screen's filters, and migration (移行) of
+//! operators from one municipality to another (手引き I 2.1(5), 2.2(6) 操作者情報の移行).
+//!
+//! - `POST /api/v1/municipalities/{code}/operators/import`: all or nothing. Every row is validated first (with
+//!   the very rules of `POST …/operators`), every error is reported with its row and column, and only a file
+//!   without errors is registered, in one atomic batch. No password is hashed before the whole file is valid.
+//! - `GET /api/v1/municipalities/{code}/operators/export`: streamed page by page from the operator directory;
+//!   never a password.
+//! - `POST /api/v1/operator-migrations` (system administrator): registers operators of one municipality in
+//!   another, with their passwords, keeping only the business systems the target may use.
+//!
+//! The file format (charsets, row numbers, formula guards) is `crate::csv`'s; the rules of an operator are
+//! `routes::operators`'; this module only maps columns to fields and orchestrates.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
+use cardap_domain::contact::{Sex, Text100};
+use cardap_domain::operator::{InternalId, Operator, OperatorCommand, OperatorError, OperatorId, Role};
+use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
+use cardap_projections::municipalities;
+use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
+use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
+use tracing::Instrument;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{self, Authenticated};
+use crate::csv::{Charset, CsvRow, CsvTable, CsvWriter, body_charset, declared_charset};
+use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::i18n::Text;
+use crate::json::{ApiJson, ApiQuery};
+use crate::routes::RequestMeta;
+use crate::routes::operators::{self, OperatorInput, OperatorQuery, Parsed};
+use crate::state::AppState;
+
+/// The largest import accepted: about 100,000 rows of typical operators (the API default is 1 MiB).
+pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Errors reported for one import at most; a file with more is wrong throughout, and the first ones tell why.
+const MAX_ERRORS: usize = 1000;
+
+/// Rows per read-model query in export and migration: the table is never read in one query.
+const PAGE: i64 = 500;
+
+/// The role of an imported operator whose row gives none.
+const DEFAULT_ROLE: &str = "clerk";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/municipalities/{code}/operators/import",
+            post(import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route("/api/v1/municipalities/{code}/operators/export", get(export))
+        .route("/api/v1/operator-migrations", post(migrate))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Columns
+
+/// A column of the operator CSV: a field of `OperatorInput`, named in the header by its JSON name or by the
+/// screen's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Column {
+    OperatorId,
+    Password,
+    Name,
+    Department,
+    Sex,
+    Phone,
+    Extension,
+    Email,
+    Info,
+    Extra,
+    BusinessSystems,
+    Roles,
+}
+
+impl Column {
+    const ALL: [Column; 12] = [
+        Column::OperatorId,
+        Column::Password,
+        Column::Name,
+        Column::Department,
+        Column::Sex,
+        Column::Phone,
+        Column::Extension,
+        Column::Email,
+        Column::Info,
+        Column::Extra,
+        Column::BusinessSystems,
+        Column::Roles,
+    ];
+
+    /// The export's columns, in the screen's order: all but the password, which is never exported.
+    const EXPORTED: [Column; 11] = [
+        Column::OperatorId,
+        Column::Name,
+        Column::Department,
+        Column::Sex,
+        Column::Phone,
+        Column::Extension,
+        Column::Email,
+        Column::Info,
+        Column::Extra,
+        Column::BusinessSystems,
+        Column::Roles,
+    ];
+
+    /// The field's JSON name (as in `POST …/operators`).
+    fn field(self) -> &'static str {
+        match self {
+            Column::OperatorId => "operator_id",
+            Column::Password => "password",
+            Column::Name => "name",
+            Column::Department => "department",
+            Column::Sex => "sex",
+            Column::Phone => "phone",
+            Column::Extension => "extension",
+            Column::Email => "email",
+            Column::Info => "info",
+            Column::Extra => "extra",
+            Column::BusinessSystems => "business_systems",
+            Column::Roles => "roles",
+        }
+    }
+
+    /// The label on the operator screens (手引き I 2.1(5)).
+    fn label(self) -> &'static str {
+        match self {
+            Column::OperatorId => "オペレータID",
+            Column::Password => "パスワード",
+            Column::Name => "氏名・組織名",
+            Column::Department => "部門",
+            Column::Sex => "性別",
+            Column::Phone => "連絡先電話",
+            Column::Extension => "内線",
+            Column::Email => "E-Mail",
+            Column::Info => "情報",
+            Column::Extra => "付帯情報",
+            Column::BusinessSystems => "許可業務",
+            Column::Roles => "役割",
+        }
+    }
+
+    /// Other names clerks use for the same column.
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Column::Roles => &["権限"],
+            Column::Email => &["メールアドレス", "Eメール"],
+            Column::Name => &["氏名"],
+            _ => &[],
+        }
+    }
+
+    /// The column a header cell names: its JSON name or label (ASCII case ignored), also as the screens write
+    /// it with a required mark and a hint (`*オペレータID(半角英数)`).
+    fn of_header(header: &str) -> Option<Column> {
+        let h = header.trim().trim_start_matches(['*', '＊', '※']).trim();
+        let h = match h.find(['(', '（']) {
+            Some(i) if i > 0 && h.ends_with([')', '）']) => h[..i].trim(),
+            _ => h,
+        };
+        Column::ALL.into_iter().find(|c| {
+            h.eq_ignore_ascii_case(c.field())
+                || h.eq_ignore_ascii_case(c.label())
+                || c.aliases().iter().any(|a| h.eq_ignore_ascii_case(a))
+        })
+    }
+
+    fn of_field(field: &str) -> Option<Column> {
+        Column::ALL.into_iter().find(|c| c.field() == field)
+    }
+}
+
+/// What a header cell is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Known(Column),
+    /// An empty header cell: its column must be empty too (spreadsheets leave such columns behind).
+    Unnamed,
+    /// A header we do not know (reported once, in the header row).
+    Unknown,
+}
+
+/// The file's header: which column is where, and how the file names it.
+#[derive(Debug, Clone)]
+struct Layout {
+    slots: Vec<Slot>,
+    /// The header cell as written, per column present.
+    names: HashMap<Column, String>,
+}
+
+impl Layout {
+    fn of(header: &[String], row: u64) -> Result<Layout, Vec<FieldError>> {
+        let mut errors = vec![];
+        let mut slots = Vec::with_capacity(header.len());
+        let mut names: HashMap<Column, String> = HashMap::new();
+        for h in header {
+            if h.is_empty() {
+                slots.push(Slot::Unnamed);
+                continue;
+            }
+            match Column::of_header(h) {
+                Some(c) if names.contains_key(&c) => {
+                    errors.push(
+                        FieldError::new(
+                            format!("/rows/{row}/{}", c.field()),
+                            Text::new(
+                                format!("「{}」の列が2つあります", c.label()),
+                                format!("the column {} appears twice", c.field()),
+                            ),
+                        )
+                        .in_cell(row, h.clone()),
+                    );
+                    slots.push(Slot::Unknown);
+                }
+                Some(c) => {
+                    names.insert(c, h.clone());
+                    slots.push(Slot::Known(c));
+                }
+                None => {
+                    let known = Column::ALL.map(Column::label).join("、");
+                    errors.push(
+                        FieldError::new(
+                            format!("/rows/{row}"),
+                            Text::new(
+                                format!("見出し「{h}」は使えません。使える見出し: {known}"),
+                                format!(
+                                    "unknown column {h:?}; use the labels ({known}) or the JSON names ({})",
+                                    Column::ALL.map(Column::field).join(", ")
+                                ),
+                            ),
+                        )
+                        .in_cell(row, h.clone()),
+                    );
+                    slots.push(Slot::Unknown);
+                }
+            }
+        }
+        for required in [Column::OperatorId, Column::Name] {
+            if !names.contains_key(&required) {
+                errors.push(
+                    FieldError::new(
+                        format!("/rows/{row}/{}", required.field()),
+                        Text::new(
+                            format!("「{}」の列がありません", required.label()),
+                            format!("the column {} ({}) is missing", required.field(), required.label()),
+                        ),
+                    )
+                    .in_cell(row, required.label()),
+                );
+            }
+        }
+        if errors.is_empty() { Ok(Layout { slots, names }) } else { Err(errors) }
+    }
+
+    /// How the file names `column` (its label when the file has no such column).
+    fn name(&self, column: Column) -> &str {
+        self.names.get(&column).map_or(column.label(), String::as_str)
+    }
+
+    /// An error about `column` in `row`.
+    fn error(&self, row: u64, column: Column, message: Text) -> FieldError {
+        FieldError::new(format!("/rows/{row}/{}", column.field()), message).in_cell(row, self.name(column))
+    }
+
+    /// The registration a row asks for; cell-level problems (undecodable text, values outside any column) are
+    /// added to `errors`.
+    fn input_of(&self, row: CsvRow, errors: &mut Vec<FieldError>) -> OperatorInput {
+        let mut values: HashMap<Column, String> = HashMap::new();
+        for (i, cell) in row.cells.into_iter().enumerate() {
+            let slot = self.slots.get(i).copied().unwrap_or(Slot::Unnamed);
+            match (slot, cell) {
+                (Slot::Unknown, _) => {}
+                (_, Ok(value)) if value.is_empty() => {}
+                (Slot::Known(c), Ok(value)) => {
+                    values.insert(c, value);
+                }
+                (Slot::Known(c), Err(message)) => errors.push(self.error(row.row, c, message)),
+                (Slot::Unnamed, _) => errors.push(
+                    FieldError::new(
+                        format!("/rows/{}", row.row),
+                        Text::new("見出しのない列に値があります", "a value in a column without a header"),
+                    )
+                    .in_cell(row.row, format!("{}列目", i + 1)),
+                ),
+            }
+        }
+        let words = |v: Option<String>| v.map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+        OperatorInput {
+            operator_id: values.remove(&Column::OperatorId).unwrap_or_default(),
+            password: values.remove(&Column::Password),
+            name: values.remove(&Column::Name).unwrap_or_default(),
+            department: values.remove(&Column::Department),
+            sex: values.remove(&Column::Sex).map(|v| sex_code(&v)),
+            phone: values.remove(&Column::Phone),
+            extension: values.remove(&Column::Extension),
+            email: values.remove(&Column::Email),
+            info: values.remove(&Column::Info),
+            extra: values.remove(&Column::Extra),
+            roles: words(values.remove(&Column::Roles)).unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]),
+            business_systems: words(values.remove(&Column::BusinessSystems)).unwrap_or_default(),
+        }
+    }
+
+    /// `parse_input`'s errors (`/rows/12/roles/0`) located in the file.
+    fn locate(&self, row: u64, prefix: &str, errors: Vec<FieldError>) -> impl Iterator<Item = FieldError> + '_ {
+        let prefix = format!("{prefix}/");
+        errors.into_iter().map(move |e| {
+            let field = e.field.strip_prefix(&prefix).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+            let column = Column::of_field(field).map_or_else(String::new, |c| self.name(c).to_owned());
+            e.in_cell(row, column)
+        })
+    }
+}
+
+/// 性別 as the ISO 5218 digit: the screen's words (指定なし, 男性, 女性, 適用不能) or the digit itself.
+fn sex_code(value: &str) -> String {
+    Sex::ALL.into_iter().find(|s| s.label_ja() == value).map_or_else(|| value.to_owned(), |s| s.code().to_owned())
+}
+
+fn text_of(e: &OperatorError) -> Text {
+    Text::new(e.message_ja(), e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Import
+
+/// The answer to an import: one entry per registered row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    /// How many operators were registered (every data row of the file).
+    pub imported: usize,
+    pub items: Vec<ImportedRow>,
+}
+
+/// One registered row.
+#[derive(Serialize, ToSchema)]
+pub struct ImportedRow {
+    /// The row in the file, as a spreadsheet numbers it (the header is row 1).
+    pub row: u64,
+    pub operator_id: String,
+    /// The generated password, when the row gave none: shown here once and never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ImportedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedRow")
+            .field("row", &self.row)
+            .field("operator_id", &self.operator_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Register operators from a CSV file (一括登録), all or nothing.
+///
+/// **Body**: the file itself, `Content-Type: text/csv; charset=UTF-8` (a BOM is fine) or `text/csv;
+/// charset=Shift_JIS` (also `shift_jis`, `windows-31j`, `cp932`, `ms932`, as Excel on Japanese Windows saves
+/// it). Without a charset the file must be UTF-8, else `415`. At most 32 MiB.
+///
+/// **Header row** (row 1): the JSON field names of `POST …/operators` or the screen's labels, in any order and
+/// any subset that has the operator ID and the name: `operator_id`/オペレータID, `password`/パスワード,
+/// `name`/氏名・組織名, `department`/部門, `sex`/性別, `phone`/連絡先電話, `extension`/内線, `email`/E-Mail,
+/// `info`/情報, `extra`/付帯情報, `business_systems`/許可業務, `roles`/役割. The screens' forms
+/// (`*オペレータID(半角英数)`) are accepted too, and so is the header of `GET …/operators/export`.
+///
+/// **Cells**: empty = absent; surrounding spaces (full-width too) are ignored. 許可業務 and 役割 are
+/// space-separated (`01 02`; `operations_manager clerk`). **Without a 役割 column, or with an empty cell, the
+/// operator gets the role `clerk`.** 性別 is the ISO 5218 digit (0, 1, 2, 9) or the screen's word (指定なし,
+/// 男性, 女性, 適用不能). Without a password one is generated and returned once in the answer.
+///
+/// **All or nothing**: every row is validated first; any error answers `422` with *every* error as
+/// `{field, row, column, message}`, and nothing is registered. `row` is the row as a spreadsheet numbers it
+/// (the header is row 1, the first data row row 2); `column` is the header cell as written in the file (absent
+/// for an error about a whole row); `field` is `/rows/{row}/{json name}`. An operator ID that appears twice in
+/// the file, or that is already registered (and not revoked) in the municipality, is a row error too; a revoked
+/// operator's ID may be imported again (a new registration, as with `POST …/operators`).
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/import", tag = "operators",
+    request_body(content = String, content_type = "text/csv",
+        description = "CSV, UTF-8 (with or without BOM) or Shift_JIS, header row first",
+        example = "オペレータID,氏名・組織名,部門,性別,連絡先電話,許可業務,役割\r\nOP0501,窓口 太郎,市民課,男性,03-3333-4444,01,clerk\r\n"),
+    params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = ImportReport, description = "Every row registered; generated passwords shown once"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 413, body = ProblemDetails, description = "Larger than 32 MiB"),
+        (status = 415, body = ProblemDetails, description = "Not `text/csv`, an unknown charset, or a file that is \
+            not UTF-8 sent without a charset"),
+        (status = 422, body = ProblemDetails, description = "`/problems/validation`: every error with `row` and \
+            `column`; nothing was registered")))]
+pub async fn import(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let code = operators::municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    let declared = declared_charset(&headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large()
+        } else {
+            ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
+        }
+    })?;
+    let (charset, content) = body_charset(declared, &body)?;
+    let Validated { rows, names, parsed } = validate(&state, &code, content, charset).await?;
+
+    let meta = RequestMeta::from_headers(&headers);
+    let digest = hex::encode(Sha256::digest(&body));
+    let ctx = meta.context(&auth, "operators.import", &format!("{code}/{digest}"));
+    let on_item_error = {
+        let rows = rows.clone();
+        move |index: usize, e: OperatorError| {
+            let row = rows.get(index).copied().unwrap_or_default();
+            let column = match e {
+                OperatorError::AlreadyRegistered => Column::OperatorId,
+                OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => {
+                    Column::BusinessSystems
+                }
+                _ => Column::Roles,
+            };
+            let name = names.get(&column).cloned().unwrap_or_else(|| column.label().to_owned());
+            ApiError::validation(vec![
+                FieldError::new(format!("/rows/{row}/{}", column.field()), text_of(&e)).in_cell(row, name),
+            ])
+        }
+    };
+    // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
+    // goes away or the request times out meanwhile (hashing takes a while for a large file).
+    let task = {
+        let state = state.clone();
+        let code = code.clone();
+        tokio::spawn(
+            async move { operators::register_all(&state, &ctx, &code, parsed, on_item_error).await }
+                .instrument(tracing::Span::current()),
+        )
+    };
+    let registered = task.await.map_err(ApiError::internal)??;
+    let items: Vec<ImportedRow> = registered
+        .into_iter()
+        .zip(&rows)
+        .map(|(r, row)| ImportedRow {
+            row: *row,
+            operator_id: r.operator_id.to_string(),
+            password: r.generated.map(|s| s.expose().to_owned()),
+        })
+        .collect();
+    tracing::info!(municipality = %code, operators = items.len(), "operators imported");
+    let report = ImportReport { imported: items.len(), items };
+    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(report))
+        .into_response())
+}
+
+/// A valid file: the registrations, the row each comes from, and how the file names its columns (for the
+/// errors that only the batch itself can find).
+#[derive(Debug)]
+struct Validated {
+    rows: Vec<u64>,
+    names: HashMap<Column, String>,
+    parsed: Vec<Parsed>,
+}
+
+/// Reads and validates the whole file: every row's registration, or every error found (at most
+/// [`MAX_ERRORS`]). Nothing is hashed or written here.
+async fn validate(
+    state: &AppState,
+    code: &MunicipalityCode,
+    content: &[u8],
+    charset: Charset,
+) -> Result<Validated, ApiError> {
+    let mut table = CsvTable::open(content, charset).map_err(|e| ApiError::validation(vec![e]))?;
+    let header_row = table.header_row();
+    let layout = Layout::of(table.header(), header_row).map_err(ApiError::validation)?;
+    let usable: HashSet<BusinessId> = operators::usable(state, code).await?.into_iter().collect();
+    let existing = active_ids(state.read.pool(), code).await?;
+
+    let mut errors: Vec<FieldError> = vec![];
+    let mut rows: Vec<u64> = vec![];
+    let mut parsed: Vec<Parsed> = vec![];
+    let mut first_row_of: HashMap<OperatorId, u64> = HashMap::new();
+    let mut total_errors = 0_usize;
+    while let Some(next) = table.next_row() {
+        let row = match next {
+            Ok(row) if row.is_blank() => continue,
+            Ok(row) => row,
+            Err(e) => {
+                total_errors += e.len();
+                errors.extend(e);
+                continue;
+            }
+        };
+        let number = row.row;
+        let mut row_errors = vec![];
+        let input = layout.input_of(row, &mut row_errors);
+        let prefix = format!("/rows/{number}");
+        match operators::parse_input(&input, &prefix, state) {
+            Err(e) => row_errors.extend(layout.locate(number, &prefix, e)),
+            Ok(p) => {
+                if p.roles.contains(&Role::SystemAdmin) {
+                    let e = OperatorError::SystemAdminHasNoMunicipality;
+                    row_errors.push(layout.error(number, Column::Roles, text_of(&e)));
+                }
+                for b in p.business_systems.iter().filter(|b| !usable.contains(b)) {
+                    let e = OperatorError::BusinessSystemNotUsable(b.clone());
+                    row_errors.push(layout.error(
+                        number,
+                        Column::BusinessSystems,
+                        Text::new(format!("{}（{b}）", e.message_ja()), e.to_string()),
+                    ));
+                }
+                if let Some(first) = first_row_of.get(&p.operator_id) {
+                    row_errors.push(layout.error(
+                        number,
+                        Column::OperatorId,
+                        Text::new(
+                            format!("同じオペレータID {} が{first}行目にもあります", p.operator_id),
+                            format!("operator ID {} also appears in row {first}", p.operator_id),
+                        ),
+                    ));
+                } else {
+                    first_row_of.insert(p.operator_id.clone(), number);
+                }
+                if existing.contains(p.operator_id.as_str()) {
+                    let e = OperatorError::AlreadyRegistered;
+                    row_errors.push(layout.error(
+                        number,
+                        Column::OperatorId,
+                        Text::new(format!("{}（{}）", e.message_ja(), p.operator_id), e.to_string()),
+                    ));
+                }
+                if row_errors.is_empty() && errors.is_empty() {
+                    parsed.push(p);
+                    rows.push(number);
+                }
+            }
+        }
+        total_errors += row_errors.len();
+        if !row_errors.is_empty() {
+            // Once the file has an error nothing will be registered: stop keeping registrations.
+            parsed.clear();
+            rows.clear();
+        }
+        errors.extend(row_errors);
+        errors.truncate(MAX_ERRORS);
+    }
+    if !errors.is_empty() {
+        let detail = if total_errors > errors.len() {
+            Text::new(
+                format!("{total_errors}件の誤りがあります（最初の{}件を表示）。何も登録していません", errors.len()),
+                format!("{total_errors} errors (the first {} shown); nothing was registered", errors.len()),
+            )
+        } else {
+            Text::new(
+                format!("{total_errors}件の誤りがあります。何も登録していません"),
+                format!("{total_errors} errors; nothing was registered"),
+            )
+        };
+        return Err(ApiError::validation(errors).with_detail(detail));
+    }
+    if parsed.is_empty() {
+        return Err(ApiError::validation(vec![
+            FieldError::new(
+                "/rows",
+                Text::new("データ行がありません（1行目は見出しです）", "no data rows (row 1 is the header)"),
+            )
+            .in_row(header_row + 1),
+        ]));
+    }
+    Ok(Validated { rows, names: layout.names, parsed })
+}
+
+/// The operator IDs registered (and not revoked) in a municipality, read page by page.
+async fn active_ids(pool: &AnyPool, code: &MunicipalityCode) -> Result<HashSet<String>, ApiError> {
+    let mut ids = HashSet::new();
+    for_each_page(pool, code, &OperatorFilter::default(), |rows| {
+        ids.extend(rows.into_iter().map(|r| r.operator_id));
+    })
+    .await?;
+    Ok(ids)
+}
+
+/// Calls `f` with each page of a municipality's operators matching `filter`, in operator-ID order.
+async fn for_each_page(
+    pool: &AnyPool,
+    code: &MunicipalityCode,
+    filter: &OperatorFilter,
+    mut f: impl FnMut(Vec<OperatorRow>),
+) -> Result<(), ApiError> {
+    let mut after: Option<String> = None;
+    loop {
+        let rows = view::search(pool, code, filter, after.as_deref(), PAGE).await?;
+        let full = rows.len() as i64 >= PAGE;
+        after = rows.last().map(|r| r.operator_id.clone());
+        f(rows);
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Export
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Substring of the オペレータID.
+    pub operator_id: Option<String>,
+    /// Substring of 氏名・組織名.
+    pub name: Option<String>,
+    /// Substring of 部門.
+    pub department: Option<String>,
+    /// Substring of 連絡先電話.
+    pub phone: Option<String>,
+    /// Substring of E-Mail.
+    pub email: Option<String>,
+    /// Substring of 情報.
+    pub info: Option<String>,
+    /// Include revoked operators (default false). The file does not say who is revoked: imported again, they
+    /// are registered as active operators.
+    pub include_revoked: Option<bool>,
+    /// `UTF-8` (default; written with a BOM so that Excel opens it) or `Shift_JIS`.
+    pub charset: Option<String>,
+}
+
+/// オペレータ情報出力: a municipality's operators as CSV, filtered like the list (every given condition is a
+/// substring that must match).
+///
+/// The header row is the screen's labels: オペレータID, 氏名・組織名, 部門, 性別, 連絡先電話, 内線, E-Mail, 情報,
+/// 付帯情報, 許可業務, 役割 (性別 as the screen's word, 許可業務 and 役割 space-separated). **Passwords are never
+/// exported.** The file imports as it is (`POST …/operators/import`), also into another municipality: passwords
+/// are then generated. Cells that a spreadsheet would take for a formula get a leading `'`, which the import
+/// takes off again. In Shift_JIS a character it cannot hold is written as 〓: use UTF-8 for a lossless file.
+/// Streamed page by page from the operator directory.
+#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators/export", tag = "operators",
+    params(("code" = String, Path), ExportQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/csv", body = String,
+            description = "`text/csv; charset=UTF-8` (with BOM) or `text/csv; charset=Shift_JIS`, CRLF line ends",
+            example = "\u{feff}オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割\r\nOP0501,窓口 太郎,市民課,男性,03-3333-4444,,,,,01,clerk\r\n"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 422, body = ProblemDetails, description = "An unknown `charset`")))]
+pub async fn export(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let code = operators::municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ViewOperators(code.clone()))?;
+    let charset = match q.charset.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        None => Charset::Utf8,
+        Some(label) => Charset::from_label(label).ok_or_else(|| {
+            ApiError::validation(vec![FieldError::new(
+                "/charset",
+                Text::new("UTF-8 または Shift_JIS を指定してください", "use UTF-8 or Shift_JIS"),
+            )])
+        })?,
+    };
+    let filter = operators::filter_of(&OperatorQuery {
+        operator_id: q.operator_id,
+        name: q.name,
+        department: q.department,
+        phone: q.phone,
+        email: q.email,
+        info: q.info,
+        include_revoked: q.include_revoked,
+        cursor: None,
+        limit: None,
+    });
+    let writer = CsvWriter::new(charset);
+    let pool = state.read.pool().clone();
+    // The first page is read before answering, so that a failing database is still a proper error response.
+    let first = view::search(&pool, &code, &filter, None, PAGE).await?;
+    let mut head = writer.preamble().to_vec();
+    head.extend(writer.chunk([Column::EXPORTED.map(Column::label)])?);
+    let filename = format!("operators-{code}.csv");
+    let pages = Pages { pool, code, filter, writer, next: Some(first), after: None, finished: false };
+    let body =
+        stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_str(&charset.content_type()).map_err(ApiError::internal)?),
+        (
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")).map_err(ApiError::internal)?,
+        ),
+        // Personal data: not for shared caches.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+/// Where an export stands.
+struct Pages {
+    pool: AnyPool,
+    code: MunicipalityCode,
+    filter: OperatorFilter,
+    writer: CsvWriter,
+    /// A page read but not written yet.
+    next: Option<Vec<OperatorRow>>,
+    /// The last operator ID written.
+    after: Option<String>,
+    finished: bool,
+}
+
+/// The next chunk of the file: one page of operators. A failure ends the stream with an error, which cuts
+/// the response off (the client sees an incomplete transfer, never a silently short file).
+async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
+    let rows = match p.next.take() {
+        Some(rows) => rows,
+        None if p.finished => return None,
+        None => match view::search(&p.pool, &p.code, &p.filter, p.after.as_deref(), PAGE).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, municipality = %p.code, "operator export failed");
+                p.finished = true;
+                return Some((Err(std::io::Error::other("the export failed")), p));
+            }
+        },
+    };
+    if rows.is_empty() {
+        return None;
+    }
+    p.finished = (rows.len() as i64) < PAGE;
+    p.after = rows.last().map(|r| r.operator_id.clone());
+    match p.writer.chunk(rows.iter().map(exported)) {
+        Ok(bytes) => Some((Ok(Bytes::from(bytes)), p)),
+        Err(e) => {
+            tracing::error!(error = ?e, municipality = %p.code, "operator export failed");
+            p.finished = true;
+            Some((Err(std::io::Error::other("the export failed")), p))
+        }
+    }
+}
+
+/// One operator as an export row, in [`Column::EXPORTED`] order.
+fn exported(row: &OperatorRow) -> [String; 11] {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let sex = row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| x.label_ja().to_owned()));
+    [
+        row.operator_id.clone(),
+        row.name.clone(),
+        opt(&row.department),
+        sex.unwrap_or_default(),
+        opt(&row.phone),
+        opt(&row.extension),
+        opt(&row.email),
+        opt(&row.info),
+        opt(&row.extra),
+        row.business_systems.iter().map(BusinessId::as_str).collect::<Vec<_>>().join(" "),
+        row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Migration
+
+/// Which operators to move where.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": "131016", "to": "011002", "operator_ids": ["OP0501", "CP1011"]}))]
+pub struct MigrationInput {
+    /// The municipality the operators come from (移行元).
+    pub from: String,
+    /// The municipality they are registered in (移行先).
+    pub to: String,
+    /// The operators to migrate; absent = every operator of `from` that is not revoked.
+    #[serde(default)]
+    pub operator_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrationReport {
+    pub migrated: Vec<MigratedOperator>,
+}
+
+/// One migrated operator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigratedOperator {
+    pub operator_id: String,
+    /// 許可業務 in the target: those of the source that the target municipality may use.
+    pub business_systems: Vec<String>,
+    /// 許可業務 of the source that the target municipality may not use (shared use): not carried over, nor their
+    /// 業務内IDs.
+    pub dropped_business_systems: Vec<String>,
+    /// Business systems whose 業務内ID was carried over.
+    pub internal_ids: Vec<String>,
+    /// Whether his password was carried over (false only if he had none in the source).
+    pub password_kept: bool,
+}
+
+/// 操作者情報の移行: register operators of one municipality in another (system administrator only).
+///
+/// Each operator is registered in `to` with the same オペレータID, management information and roles, and **the
+/// same password** (its hash is copied; the operator logs in to the target with the password he has). Of his
+/// 許可業務 only those the target municipality may use (共同利用) are kept; the others are reported per operator
+/// in `dropped_business_systems`. His 業務内IDs in the kept business systems are assigned in the target too.
+/// The operators in `from` stay as they are (revoke them there if they should no longer work there).
+///
+/// All or nothing: an operator ID that is already registered (and not revoked) in the target answers `409`
+/// naming every such ID, and nothing is written.
+#[utoipa::path(post, path = "/api/v1/operator-migrations", tag = "operators",
+    request_body = MigrationInput,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = MigrationReport),
+        (status = 403, body = ProblemDetails, description = "Not the system administrator"),
+        (status = 404, body = ProblemDetails, description = "`from` or `to` is no registered municipality"),
+        (status = 409, body = ProblemDetails, description = "`/problems/already-exists`: operator IDs already \
+            registered in the target (named in `detail`); `/problems/municipality-abolished`: the target is \
+            abolished"),
+        (status = 422, body = ProblemDetails, description = "Bad codes, `from` = `to`, unknown or revoked \
+            operators in `operator_ids`, or nothing to migrate")))]
+pub async fn migrate(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<MigrationInput>,
+) -> Result<Response, ApiError> {
+    authorize(&auth.actor, &Permission::MigrateOperators)?;
+    let pool = state.read.pool();
+    let (from, to) = endpoints(&body)?;
+    municipalities::get(pool, &from).await?.ok_or_else(ApiError::not_found)?;
+    let target = municipalities::get(pool, &to).await?.ok_or_else(ApiError::not_found)?;
+    if target.abolished {
+        return Err(ApiError::state_conflict(
+            "/problems/municipality-abolished",
+            Text::new("移行先の市町村・任意団体は廃止されています", "the target municipality has been abolished"),
+        ));
+    }
+    let sources = sources(pool, &from, body.operator_ids.as_deref()).await?;
+
+    let mut taken = vec![];
+    for row in &sources {
+        let id = operator_id(row)?;
+        if view::find_by_login(pool, Some(&to), &id).await?.is_some_and(|r| !r.revoked) {
+            taken.push(id.to_string());
+        }
+    }
+    if !taken.is_empty() {
+        return Err(already_in_target(&taken));
+    }
+
+    let usable = operators::usable(&state, &to).await?;
+    let handler = CommandHandler::<Operator>::new(state.store.clone());
+    let mut plans = Vec::with_capacity(sources.len());
+    let mut registrations = Vec::with_capacity(sources.len());
+    for row in &sources {
+        let id = operator_id(row)?;
+        let loaded = handler
+            .load(&operators::stream_of(&from, &id)?)
+            .await
+            .map_err(|e| command_error(e, operators::domain_error))?;
+        let Some(profile) = loaded.state.profile().cloned() else {
+            return Err(ApiError::internal(format!("operator {from}/{id} is in the directory but has no stream")));
+        };
+        let (kept, dropped): (Vec<BusinessId>, Vec<BusinessId>) =
+            loaded.state.business_systems().iter().cloned().partition(|b| usable.contains(b));
+        let internal_ids: Vec<(BusinessId, InternalId, Option<Text100>)> = loaded
+            .state
+            .internal_ids()
+            .iter()
+            .filter(|(b, _)| kept.contains(b))
+            .map(|(b, a)| (b.clone(), a.internal_id.clone(), a.role.clone()))
+            .collect();
+        registrations.push((
+            operators::stream_of(&to, &id)?,
+            OperatorCommand::Register {
+                key: OperatorKey::for_login(Some(&to), &id),
+                municipality: Some(to.clone()),
+                operator_id: id.clone(),
+                profile,
+                roles: loaded.state.roles().to_vec(),
+                business_systems: kept.clone(),
+                usable: usable.clone(),
+            },
+        ));
+        plans.push(Plan { source: row.key, id, kept, dropped, internal_ids });
+    }
+
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "operators.migrate", &format!("{from}/{to}"));
+    let permission = Permission::MigrateOperators;
+    let mut executed =
+        handler.execute_many(&ctx, &permission, Some(to.clone()), registrations).await.map_err(|e| match e {
+            CommandError::Item { index, error: OperatorError::AlreadyRegistered } => {
+                already_in_target(&[plans.get(index).map_or_else(String::new, |p| p.id.to_string())])
+            }
+            other => command_error(other, operators::domain_error),
+        })?;
+    // 業務内IDs: one batch per round (an operator's first, second … assignment), as a batch takes one command
+    // per stream.
+    let rounds = plans.iter().map(|p| p.internal_ids.len()).max().unwrap_or(0);
+    for round in 0..rounds {
+        let items = plans
+            .iter()
+            .filter_map(|p| p.internal_ids.get(round).map(|a| (p, a)))
+            .map(|(p, (business_id, internal_id, role))| {
+                Ok((
+                    operators::stream_of(&to, &p.id)?,
+                    OperatorCommand::AssignInternalId {
+                        business_id: business_id.clone(),
+                        internal_id: internal_id.clone(),
+                        role: role.clone(),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let ctx = meta.context(&auth, &format!("operators.migrate.internal_ids.{round}"), &format!("{from}/{to}"));
+        executed.extend(
+            handler
+                .execute_many(&ctx, &permission, Some(to.clone()), items)
+                .await
+                .map_err(|e| command_error(e, operators::domain_error))?,
+        );
+    }
+    let mut migrated = Vec::with_capacity(plans.len());
+    for p in plans {
+        let hash = auth::credential_of(pool, p.source).await?;
+        if let Some(hash) = &hash {
+            auth::set_password(pool, OperatorKey::for_login(Some(&to), &p.id), hash).await?;
+        }
+        migrated.push(MigratedOperator {
+            operator_id: p.id.to_string(),
+            business_systems: p.kept.iter().map(|b| b.as_str().to_owned()).collect(),
+            dropped_business_systems: p.dropped.iter().map(|b| b.as_str().to_owned()).collect(),
+            internal_ids: p.internal_ids.iter().map(|(b, _, _)| b.as_str().to_owned()).collect(),
+            password_kept: hash.is_some(),
+        });
+    }
+    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
+        state.wait_for_views(checkpoint).await;
+    }
+    tracing::info!(%from, %to, operators = migrated.len(), "operators migrated");
+    Ok((StatusCode::CREATED, Json(MigrationReport { migrated })).into_response())
+}
+
+/// What migrating one operator takes.
+struct Plan {
+    source: OperatorKey,
+    id: OperatorId,
+    kept: Vec<BusinessId>,
+    dropped: Vec<BusinessId>,
+    internal_ids: Vec<(BusinessId, InternalId, Option<Text100>)>,
+}
+
+fn endpoints(body: &MigrationInput) -> Result<(MunicipalityCode, MunicipalityCode), ApiError> {
+    let mut errors = vec![];
+    let from = MunicipalityCode::parse(&body.from).map_err(|e| errors.push(FieldError::parse("/from", &e))).ok();
+    let to = MunicipalityCode::parse(&body.to).map_err(|e| errors.push(FieldError::parse("/to", &e))).ok();
+    match (from, to) {
+        (Some(from), Some(to)) if from == to => Err(ApiError::validation(vec![FieldError::new(
+            "/to",
+            Text::new("移行元と同じ市町村・任意団体には移行できません", "must differ from `from`"),
+        )])),
+        (Some(from), Some(to)) => Ok((from, to)),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// The operators to migrate: the named ones (each registered in `from` and not revoked), or all that are not
+/// revoked.
+async fn sources(
+    pool: &AnyPool,
+    from: &MunicipalityCode,
+    operator_ids: Option<&[String]>,
+) -> Result<Vec<OperatorRow>, ApiError> {
+    let Some(ids) = operator_ids else {
+        let mut all = vec![];
+        for_each_page(pool, from, &OperatorFilter::default(), |rows| all.extend(rows)).await?;
+        if all.is_empty() {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "/from",
+                Text::new("移行するオペレータがいません", "the municipality has no operators to migrate"),
+            )]));
+        }
+        return Ok(all);
+    };
+    if ids.is_empty() {
+        return Err(ApiError::validation(vec![FieldError::required("/operator_ids/0")]));
+    }
+    let mut errors = vec![];
+    let mut rows = vec![];
+    let mut seen = HashSet::new();
+    for (i, raw) in ids.iter().enumerate() {
+        let field = format!("/operator_ids/{i}");
+        let found = match OperatorId::parse(raw) {
+            Ok(id) => view::find_by_login(pool, Some(from), &id).await?,
+            Err(_) => None,
+        };
+        match found {
+            None => errors.push(FieldError::new(
+                field,
+                Text::new(
+                    format!("移行元に登録されていないオペレータIDです（{raw}）"),
+                    format!("{raw} is not an operator of the source municipality"),
+                ),
+            )),
+            Some(row) if row.revoked => errors.push(FieldError::new(field, text_of(&OperatorError::Revoked))),
+            Some(_) if !seen.insert(raw.clone()) => errors.push(FieldError::new(
+                field,
+                Text::new("同じオペレータIDが重複しています", "the same operator ID appears twice"),
+            )),
+            Some(row) => rows.push(row),
+        }
+    }
+    if errors.is_empty() { Ok(rows) } else { Err(ApiError::validation(errors)) }
+}
+
+fn operator_id(row: &OperatorRow) -> Result<OperatorId, ApiError> {
+    OperatorId::parse(&row.operator_id).map_err(ApiError::internal)
+}
+
+fn already_in_target(ids: &[String]) -> ApiError {
+    let list = ids.join(", ");
+    ApiError::already_exists(Text::new(
+        format!("移行先に既に登録されているオペレータIDがあります: {list}。何も移行していません"),
+        format!("already registered in the target municipality: {list}; nothing was migrated"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn headers_are_json_names_or_the_screens_labels() {
+        for c in Column::ALL {
+            assert_eq!(Column::of_header(c.field()), Some(c));
+            assert_eq!(Column::of_header(c.label()), Some(c));
+        }
+        assert_eq!(Column::of_header("*オペレータID(半角英数)"), Some(Column::OperatorId));
+        assert_eq!(Column::of_header("連絡先電話（半角数字）"), Some(Column::Phone));
+        assert_eq!(Column::of_header("e-mail"), Some(Column::Email));
+        assert_eq!(Column::of_header("Operator_ID"), Some(Column::OperatorId));
+        assert_eq!(Column::of_header("住所"), None);
+    }
+
+    #[test]
+    fn the_export_header_is_importable_and_has_no_password() {
+        let header: Vec<String> = Column::EXPORTED.map(|c| c.label().to_owned()).to_vec();
+        let layout = Layout::of(&header, 1).unwrap();
+        assert!(!layout.names.contains_key(&Column::Password));
+        assert_eq!(layout.names.len(), 11);
+    }
+
+    #[test]
+    fn sex_takes_the_screens_words_and_the_digit() {
+        assert_eq!(sex_code("男性"), "1");
+        assert_eq!(sex_code("女性"), "2");
+        assert_eq!(sex_code("指定なし"), "0");
+        assert_eq!(sex_code("9"), "9");
+    }
+
+    #[test]
+    fn a_header_without_the_required_columns_or_with_unknown_ones_is_refused() {
+        let errors = Layout::of(&["部門".to_owned(), "住所".to_owned()], 1).unwrap_err();
+        let columns: Vec<_> = errors.iter().map(|e| e.column.clone().unwrap()).collect();
+        assert_eq!(columns, ["住所", "オペレータID", "氏名・組織名"]);
+        assert!(errors.iter().all(|e| e.row == Some(1)));
+    }
+}
