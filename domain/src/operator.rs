@@ -72,6 +72,15 @@ pub enum OperatorCommand {
         /// Fact, as in `Register`.
         usable: Vec<BusinessId>,
     },
+    /// One change of several parts (an HTTP PATCH): every part given is decided, and either all of them go
+    /// through or none does. A part that is `None` is left as it is.
+    Change {
+        profile: Option<OperatorProfile>,
+        roles: Option<Vec<Role>>,
+        business_systems: Option<Vec<BusinessId>>,
+        /// Fact, as in `Register` (needed when `business_systems` is given).
+        usable: Vec<BusinessId>,
+    },
     /// He changed his own password (the new hash is stored outside the event log).
     ChangePassword {
         at: Timestamp,
@@ -351,6 +360,19 @@ impl Operator {
                     .map(|id| E::InternalIdRemoved { business_id: id.clone() })
                     .collect();
                 Ok(std::iter::once(E::BusinessSystemsChanged { business_systems }).chain(dropped).collect())
+            }
+            C::Change { profile, roles, business_systems, usable } => {
+                let mut events = vec![];
+                if let Some(profile) = profile {
+                    events.extend(Self::decide_active(op, C::UpdateProfile { profile })?);
+                }
+                if let Some(roles) = roles {
+                    events.extend(Self::decide_active(op, C::ChangeRoles { roles })?);
+                }
+                if let Some(business_systems) = business_systems {
+                    events.extend(Self::decide_active(op, C::ChangeBusinessSystems { business_systems, usable })?);
+                }
+                Ok(events)
             }
             C::ChangePassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: false }]),
             C::ResetPassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: true }]),
@@ -748,6 +770,41 @@ mod tests {
     #[test]
     fn update_to_the_same_profile_changes_nothing() {
         given::<Operator>([clerk()]).when(C::UpdateProfile { profile: name_only() }).then([]);
+    }
+
+    // ---- Change (one PATCH) ----
+
+    #[test]
+    fn a_change_of_several_parts_goes_through_together() {
+        let renamed = OperatorProfile::named(OperatorName::parse("新しい名前").unwrap());
+        given::<Operator>([clerk()])
+            .when(C::Change {
+                profile: Some(renamed.clone()),
+                roles: Some(vec![Role::Auditor]),
+                business_systems: None,
+                usable: vec![],
+            })
+            .then([E::ProfileUpdated { profile: renamed }, E::RolesChanged { roles: vec![Role::Auditor] }]);
+    }
+
+    #[test]
+    fn a_change_with_one_refused_part_is_refused_whole() {
+        let renamed = OperatorProfile::named(OperatorName::parse("新しい名前").unwrap());
+        given::<Operator>([clerk()])
+            .when(C::Change {
+                profile: Some(renamed),
+                roles: Some(vec![Role::SystemAdmin]),
+                business_systems: None,
+                usable: vec![],
+            })
+            .then_err(OperatorError::SystemAdminHasNoMunicipality);
+    }
+
+    #[test]
+    fn a_change_of_nothing_changes_nothing() {
+        given::<Operator>([clerk()])
+            .when(C::Change { profile: Some(name_only()), roles: None, business_systems: None, usable: vec![] })
+            .then([]);
     }
 
     // ---- ChangeRoles ----

@@ -162,9 +162,20 @@ impl Projection for OperatorDirectory {
                     .map_err(db)?;
                 touch(conn, version, &at, &key).await?;
             }
-            OperatorEvent::PasswordChanged { .. }
-            | OperatorEvent::LoginFailed { .. }
-            | OperatorEvent::LoggedIn { .. } => {
+            // A login clears a lock that had run out (the domain lets him in only then).
+            OperatorEvent::LoggedIn { .. } => {
+                sqlx::query(
+                    "UPDATE rm_operators SET locked = 0, locked_until = NULL, version = $1, updated_at = $2 \
+                     WHERE operator_key = $3",
+                )
+                .bind(version)
+                .bind(at)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            }
+            OperatorEvent::PasswordChanged { .. } | OperatorEvent::LoginFailed { .. } => {
                 touch(conn, version, &at, &key).await?;
             }
         }
@@ -333,25 +344,26 @@ pub async fn search(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<OperatorRow>, ProjectionError> {
-    let like = |v: &Option<String>| {
-        v.as_ref().map(|s| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
-    };
+    // Substring match that keeps case on both backends (SQLite's LIKE ignores ASCII case; operator IDs don't).
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{SELECT} WHERE municipality = $1 AND operator_id > $2 AND ($3 = 1 OR revoked = 0) \
-         AND ($4 IS NULL OR operator_id LIKE $4 ESCAPE '\\') AND ($5 IS NULL OR name LIKE $5 ESCAPE '\\') \
-         AND ($6 IS NULL OR department LIKE $6 ESCAPE '\\') AND ($7 IS NULL OR phone LIKE $7 ESCAPE '\\') \
-         AND ($8 IS NULL OR email LIKE $8 ESCAPE '\\') AND ($9 IS NULL OR info LIKE $9 ESCAPE '\\') \
+         AND ($4 IS NULL OR replace(operator_id, $4, '') <> operator_id) \
+         AND ($5 IS NULL OR replace(name, $5, '') <> name) \
+         AND ($6 IS NULL OR replace(department, $6, '') <> department) \
+         AND ($7 IS NULL OR replace(phone, $7, '') <> phone) \
+         AND ($8 IS NULL OR replace(email, $8, '') <> email) \
+         AND ($9 IS NULL OR replace(info, $9, '') <> info) \
          ORDER BY operator_id LIMIT $10"
     )))
     .bind(municipality.as_str().to_owned())
     .bind(after.unwrap_or_default().to_owned())
     .bind(i64::from(filter.include_revoked))
-    .bind(like(&filter.operator_id))
-    .bind(like(&filter.name))
-    .bind(like(&filter.department))
-    .bind(like(&filter.phone))
-    .bind(like(&filter.email))
-    .bind(like(&filter.info))
+    .bind(filter.operator_id.clone())
+    .bind(filter.name.clone())
+    .bind(filter.department.clone())
+    .bind(filter.phone.clone())
+    .bind(filter.email.clone())
+    .bind(filter.info.clone())
     .bind(limit)
     .fetch_all(pool)
     .await

@@ -192,8 +192,9 @@ impl std::fmt::Debug for PasswordReset {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NewPassword {
     pub operator_id: String,
-    /// The generated password; shown once.
-    pub password: String,
+    /// The generated password, shown once; absent when the administrator chose it, or on a retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// パスワード一括変更: new generated passwords for the selected operators, all or none.
@@ -426,6 +427,13 @@ pub async fn register_all(
             cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
             other => command_error(other, domain_error),
         })?;
+    // A retry of a registration that already went through: the passwords were set (and shown) the first time.
+    if executed.iter().all(|e| e.outcome.is_none()) {
+        return Ok(secrets
+            .into_iter()
+            .map(|(key, operator_id, _, _)| Registered { key, operator_id, generated: None })
+            .collect());
+    }
     // Hash on every core at once (Argon2id is the cost of a big import), a bounded number at a time.
     let to_hash: Vec<Secret> = secrets.iter().map(|(_, _, secret, _)| secret.clone()).collect();
     let hashes = futures_util::stream::iter(to_hash.into_iter().map(auth::hash_password))
@@ -620,30 +628,19 @@ pub async fn change(
     let stream = stream_of(&code, &id)?;
     let meta = RequestMeta::from_headers(&headers);
     let expected = if_match(&headers)?;
-    let handler = CommandHandler::<Operator>::new(state.store.clone());
-    let permission = Permission::ManageOperators(code.clone());
-    let mut commands = vec![OperatorCommand::UpdateProfile { profile: parsed.profile }];
-    if body.roles.is_some() {
-        commands.push(OperatorCommand::ChangeRoles { roles: parsed.roles });
-    }
-    if body.business_systems.is_some() {
-        commands.push(OperatorCommand::ChangeBusinessSystems {
-            business_systems: parsed.business_systems,
-            usable: usable(&state, &code).await?,
-        });
-    }
-    let mut last = None;
-    for (i, command) in commands.into_iter().enumerate() {
-        let ctx = meta.context(&auth, &format!("operators.change.{i}"), &format!("{code}/{id}"));
-        // Only the first step checks If-Match: the later ones follow it.
-        let if_match = if i == 0 { expected } else { None };
-        let executed = handler
-            .execute(&ctx, &permission, &stream, Some(code.clone()), if_match, command)
-            .await
-            .map_err(|e| command_error(e, domain_error))?;
-        last = Some(executed);
-    }
-    finish(&state, row.key, last).await
+    // One command: the parts of a PATCH change together or not at all.
+    let command = OperatorCommand::Change {
+        profile: Some(parsed.profile),
+        roles: body.roles.is_some().then_some(parsed.roles),
+        business_systems: body.business_systems.is_some().then_some(parsed.business_systems),
+        usable: usable(&state, &code).await?,
+    };
+    let ctx = meta.context(&auth, "operators.change", &format!("{code}/{id}"));
+    let executed = CommandHandler::<Operator>::new(state.store.clone())
+        .execute(&ctx, &Permission::ManageOperators(code.clone()), &stream, Some(code.clone()), expected, command)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(&state, row.key, Some(executed)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
@@ -733,13 +730,15 @@ pub async fn reset_password(
         )
         .await
         .map_err(|e| command_error(e, domain_error))?;
+    // A retry with the same Idempotency-Key changes nothing: the password was set (and shown) the first time.
+    let Some(outcome) = executed.outcome.filter(|_| !executed.events.is_empty()) else {
+        return Ok(Json(NewPassword { operator_id: id.to_string(), password: None }));
+    };
     let hash = auth::hash_password(secret.clone()).await?;
     auth::set_password(state.read.pool(), row.key, &hash).await?;
     auth::end_sessions_of(state.read.pool(), row.key).await?;
-    if let Some(outcome) = executed.outcome {
-        state.wait_for_views(outcome.checkpoint).await;
-    }
-    let password = if body.password.is_some() { String::new() } else { secret.expose().to_owned() };
+    state.wait_for_views(outcome.checkpoint).await;
+    let password = body.password.is_none().then(|| secret.expose().to_owned());
     Ok(Json(NewPassword { operator_id: id.to_string(), password }))
 }
 
@@ -768,7 +767,15 @@ pub async fn bulk_passwords(
     authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
     let mut errors = vec![];
     let mut targets = vec![];
+    let mut seen = std::collections::HashSet::new();
     for (i, raw) in body.operator_ids.iter().enumerate() {
+        if !seen.insert(raw.as_str()) {
+            errors.push(FieldError::new(
+                format!("/operator_ids/{i}"),
+                Text::new("同じオペレータIDが重複しています", "the same operator ID appears twice"),
+            ));
+            continue;
+        }
         let found = match OperatorId::parse(raw) {
             Ok(id) => view::find_by_login(state.read.pool(), Some(&code), &id).await?.map(|row| (id, row)),
             Err(_) => None,
@@ -804,13 +811,18 @@ pub async fn bulk_passwords(
             }
             other => command_error(other, domain_error),
         })?;
+    if executed.iter().all(|e| e.outcome.is_none()) {
+        // A retry: the passwords were set (and shown) the first time.
+        let items = targets.into_iter().map(|(id, _)| NewPassword { operator_id: id.to_string(), password: None });
+        return Ok(Json(NewPasswords { items: items.collect() }));
+    }
     let mut out = vec![];
     for (id, row) in targets {
         let secret = auth::generate_password(12)?;
         let hash = auth::hash_password(secret.clone()).await?;
         auth::set_password(state.read.pool(), row.key, &hash).await?;
         auth::end_sessions_of(state.read.pool(), row.key).await?;
-        out.push(NewPassword { operator_id: id.to_string(), password: secret.expose().to_owned() });
+        out.push(NewPassword { operator_id: id.to_string(), password: Some(secret.expose().to_owned()) });
     }
     if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
         state.wait_for_views(checkpoint).await;

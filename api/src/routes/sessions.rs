@@ -6,8 +6,8 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use cardap_commands::{CommandContext, CommandError, CommandHandler, Permission};
-use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorError, OperatorId, Password};
-use cardap_domain::{Aggregate, MunicipalityCode, Timestamp};
+use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, Password};
+use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, Timestamp};
 use cardap_projections::{business_systems, operators};
 use cardap_store::{CommandId, StreamId};
 use chrono::{DateTime, Utc};
@@ -124,13 +124,38 @@ pub async fn login(
     ))
 }
 
-/// Records a failed login without making the answer wait for it.
+/// Records a failed login without making the answer wait for it. Failures that arrive together contend for the
+/// operator's stream: each is retried (with jitter) until it is recorded, so a burst cannot outrun the lockout.
+/// A lock ends his sessions. The system administrator's lock is never permanent (nobody could lift it).
 fn record_failure(state: AppState, municipality: Option<MunicipalityCode>, operator_id: OperatorId, at: Timestamp) {
     tokio::spawn(async move {
-        let command = OperatorCommand::RecordLoginFailure { at, policy: state.lockout };
-        if let Err(e) = operator_command(&state, municipality.as_ref(), &operator_id, command).await {
-            tracing::warn!(error = %e, "could not record a failed login");
+        let mut policy = state.lockout;
+        if municipality.is_none() {
+            policy.max_lockouts = u32::MAX;
         }
+        for _ in 0..200 {
+            let command = OperatorCommand::RecordLoginFailure { at, policy };
+            match operator_command(&state, municipality.as_ref(), &operator_id, command).await {
+                Ok(events) => {
+                    if events.iter().any(|e| matches!(e, OperatorEvent::Locked { .. })) {
+                        let key = OperatorKey::for_login(municipality.as_ref(), &operator_id);
+                        if let Err(e) = auth::end_sessions_of(state.read.pool(), key).await {
+                            tracing::warn!(error = ?e, "could not end the sessions of a locked operator");
+                        }
+                    }
+                    return;
+                }
+                Err(CommandError::Contended) => {
+                    let jitter = u64::from(getrandom::u32().unwrap_or(0) % 45) + 5;
+                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record a failed login");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("could not record a failed login: the operator's stream stayed contended");
     });
 }
 
@@ -140,7 +165,7 @@ async fn operator_command(
     municipality: Option<&MunicipalityCode>,
     operator_id: &OperatorId,
     command: OperatorCommand,
-) -> Result<(), CommandError<OperatorError>> {
+) -> Result<Vec<OperatorEvent>, CommandError<OperatorError>> {
     let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(municipality, operator_id))
         .map_err(|e| CommandError::Store(cardap_store::StoreError::Corrupt(e.to_string())))?;
     let executed = CommandHandler::<Operator>::new(state.store.clone())
@@ -156,7 +181,7 @@ async fn operator_command(
     if let Some(outcome) = executed.outcome {
         state.wait_for_views(outcome.checkpoint).await;
     }
-    Ok(())
+    Ok(executed.events)
 }
 
 fn locked(until: Option<Timestamp>) -> ApiError {
