@@ -34,6 +34,9 @@ use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
 
 const CHANNEL: &str = "cardap_events";
 
+/// How long the notifier waits to gather appends into one NOTIFY.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(2);
+
 /// How many times an `ExpectedVersion::Any` append retries when another writer took the same version.
 const ANY_RETRIES: usize = 100;
 
@@ -540,6 +543,9 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
 async fn notify_loop(pool: PgPool, appended: Arc<Notify>) {
     loop {
         appended.notified().await;
+        // Coalesce a burst of appends into one NOTIFY: a notification costs a transaction of its own, and other
+        // nodes only need to know that something changed (2 ms later is soon enough; readers also poll).
+        tokio::time::sleep(NOTIFY_COALESCE).await;
         // The notification needs no durability (readers also poll): don't wait for its commit to be flushed.
         let notify = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')");
         if let Err(e) = notify.bind(CHANNEL).execute(&pool).await {
