@@ -126,18 +126,6 @@ impl Projection for OperatorDirectory {
                 .await
                 .map_err(db)?;
             }
-            OperatorEvent::Unlocked => {
-                sqlx::query(
-                    "UPDATE rm_operators SET locked = 0, locked_until = NULL, version = $1, updated_at = $2 \
-                     WHERE operator_key = $3",
-                )
-                .bind(version)
-                .bind(at)
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            }
             OperatorEvent::InternalIdAssigned { business_id, internal_id, role } => {
                 sqlx::query(
                     "INSERT INTO rm_operator_internal_ids (operator_key, business_id, internal_id, role) \
@@ -162,8 +150,8 @@ impl Projection for OperatorDirectory {
                     .map_err(db)?;
                 touch(conn, version, &at, &key).await?;
             }
-            // A login clears a lock that had run out (the domain lets him in only then).
-            OperatorEvent::LoggedIn { .. } => {
+            // An unlock, or a login after a lock had run out (the domain lets him in only then), clears it.
+            OperatorEvent::Unlocked | OperatorEvent::LoggedIn { .. } => {
                 sqlx::query(
                     "UPDATE rm_operators SET locked = 0, locked_until = NULL, version = $1, updated_at = $2 \
                      WHERE operator_key = $3",
