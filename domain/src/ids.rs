@@ -41,6 +41,18 @@ pub enum ParseError {
     InvalidEmail,
     #[error("not an http:// or https:// URL (half-width characters without spaces)")]
     InvalidUrl,
+    #[error("the value must be full-width katakana (ァ-ヶ, ー, ・, full-width space); {ch:?} is not")]
+    NotFullWidthKatakana { ch: char },
+    #[error("the value must be full-width text; {ch:?} is not full-width")]
+    NotFullWidth { ch: char },
+    #[error("unknown era {code:?}: 1 Meiji, 2 Taisho, 3 Showa, 4 Heisei, 5 Reiwa")]
+    UnknownEra { code: char },
+    #[error("the date does not exist")]
+    NonexistentDate,
+    #[error("the date lies outside its era")]
+    DateOutsideEra,
+    #[error("not a postal code: 7 half-width digits, NNN-NNNN or NNNNNNN")]
+    InvalidPostalCode,
 }
 
 impl ParseError {
@@ -66,6 +78,20 @@ impl ParseError {
             }
             Self::InvalidEmail => "メールアドレスの形式が正しくありません（例: taro@example.jp）".to_owned(),
             Self::InvalidUrl => "http:// または https:// で始まるURLを半角で入力してください".to_owned(),
+            Self::NotFullWidthKatakana { ch } if *ch == ' ' => {
+                "全角カタカナで入力してください（半角スペースは使用できません）".to_owned()
+            }
+            Self::NotFullWidthKatakana { ch } => format!("全角カタカナで入力してください（「{ch}」は使用できません）"),
+            Self::NotFullWidth { ch } if *ch == ' ' => {
+                "全角で入力してください（半角スペースは使用できません）".to_owned()
+            }
+            Self::NotFullWidth { ch } => format!("全角で入力してください（「{ch}」は使用できません）"),
+            Self::UnknownEra { .. } => {
+                "元号は1（明治）・2（大正）・3（昭和）・4（平成）・5（令和）のいずれかで入力してください".to_owned()
+            }
+            Self::NonexistentDate => "存在しない日付です".to_owned(),
+            Self::DateOutsideEra => "元号の期間外の日付です".to_owned(),
+            Self::InvalidPostalCode => "郵便番号は半角数字7桁（例: 100-0001）で入力してください".to_owned(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod contact;
 pub mod ids;
 pub mod municipality;
 pub mod operator;
+pub mod resident;
 pub mod time;
 
 pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
