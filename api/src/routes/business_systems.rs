@@ -43,7 +43,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
-use crate::routes::{RequestMeta, if_match};
+use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
 /// How often a PATCH without `If-Match` merges again after a concurrent change.
@@ -722,10 +722,6 @@ fn domain_error(e: BusinessSystemError) -> ApiError {
         }
         BusinessSystemError::NotPermitted => ApiError::state_conflict("/problems/shared-use-not-permitted", text),
     }
-}
-
-fn etag(version: u64) -> [(header::HeaderName, String); 1] {
-    [(header::ETAG, format!("\"{version}\""))]
 }
 
 fn page_size(limit: Option<i64>, max: i64) -> Result<usize, ApiError> {

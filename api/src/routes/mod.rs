@@ -63,6 +63,11 @@ impl RequestMeta {
     }
 }
 
+/// The `ETag` header of a resource at `version` (its stream version).
+pub fn etag(version: impl std::fmt::Display) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}
+
 /// The version in an `If-Match: "n"` header, if any.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };

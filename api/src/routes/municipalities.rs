@@ -22,7 +22,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
-use crate::routes::{RequestMeta, if_match};
+use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -326,10 +326,6 @@ fn domain_error(e: MunicipalityError) -> ApiError {
         MunicipalityError::NotRegistered => ApiError::not_found(),
         MunicipalityError::Abolished => ApiError::state_conflict("/problems/municipality-abolished", text),
     }
-}
-
-fn etag(version: u64) -> [(header::HeaderName, String); 1] {
-    [(header::ETAG, format!("\"{version}\""))]
 }
 
 fn encode_cursor(order: i64, code: &str) -> String {

@@ -28,7 +28,7 @@ use crate::auth::{self, Authenticated, Secret};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, from_value};
-use crate::routes::{RequestMeta, if_match};
+use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -969,8 +969,4 @@ pub async fn render(state: &AppState, row: OperatorRow) -> Result<OperatorView, 
         version: row.version,
         password: None,
     })
-}
-
-fn etag(version: i64) -> [(header::HeaderName, String); 1] {
-    [(header::ETAG, format!("\"{version}\""))]
 }
