@@ -5,10 +5,13 @@
 
 pub mod aggregate;
 pub mod business_system;
+pub mod card;
 pub mod contact;
 pub mod ids;
+pub mod local_settings;
 pub mod municipality;
 pub mod operator;
+pub mod registry;
 pub mod resident;
 pub mod time;
 
