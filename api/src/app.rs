@@ -1,6 +1,7 @@
 //! Building and running the server: settings, start-up (migrate, bootstrap, catch up, start the projection
 //! runners), the router with its middleware, and graceful shutdown with a drain timeout.
 
+use cardap_commands::residents::ResidentServices;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,14 @@ impl Settings {
     }
 }
 
+/// A random number from the operating system's CSPRNG (the random part of a 標準ID).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The OS generator failing is not recoverable; a zero draw then only makes the allocation conflict.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
 /// Connects and migrates, retrying while the database is still starting.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
     let db = Database::connect(&settings.database_url, settings.max_connections).await?;
@@ -113,7 +122,9 @@ impl Application {
             progress.push(runner.progress());
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
+        let residents = ResidentServices::new(store.clone(), Arc::new(random_u64));
         let state = AppState {
+            residents,
             store,
             read,
             progress: Arc::new(progress),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cardap_commands::residents::ResidentServices;
 use cardap_projections::{Progress, ReadModels};
 use cardap_store::{Checkpoint, EventStore};
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub passwords: PasswordPolicy,
     pub lockout: LockoutPolicy,
     pub metrics: Arc<Metrics>,
+    /// Resident service registration (residents, cards, settings, registry import) over `store`.
+    pub residents: ResidentServices,
 }
 
 impl AppState {

@@ -60,6 +60,17 @@ pub enum Permission {
     ChangeOwnPassword,
     /// Replay the history of a municipality (auditors; the system administrator for all).
     ReadHistory(MunicipalityCode),
+    /// Register and change residents, register cards, create local areas, suspend, resume and abolish cards
+    /// (窓口: clerks; the system administrator for every municipality).
+    RegisterResidents(MunicipalityCode),
+    /// Install or remove one business system's card AP: a clerk permitted that business system (許可業務).
+    ManageCardAp(MunicipalityCode, BusinessId),
+    /// Read residents and cards (clerks, auditors).
+    ViewResidents(MunicipalityCode),
+    /// Define custom fields, the AP catalog and presets; import the resident registry (運用管理部門).
+    ConfigureResidentServices(MunicipalityCode),
+    /// Read the municipality's settings for resident registration (every operator of it).
+    ViewResidentSettings(MunicipalityCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +115,23 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
             visible(code)?;
             allowed(admin || actor.has_role(Role::Auditor))
         }
+        Permission::RegisterResidents(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::Clerk))
+        }
+        Permission::ManageCardAp(code, business) => {
+            visible(code)?;
+            allowed(admin || (actor.has_role(Role::Clerk) && actor.business_systems.contains(business)))
+        }
+        Permission::ViewResidents(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::Clerk) || actor.has_role(Role::Auditor))
+        }
+        Permission::ConfigureResidentServices(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::OperationsManager))
+        }
+        Permission::ViewResidentSettings(code) => visible(code),
     }
 }
 
@@ -155,6 +183,17 @@ mod tests {
             (Permission::ChangeOwnPassword,                           ["A", "A", "A", "A", "A"]),
             (Permission::ReadHistory(code(OWN)),                      ["A", "F", "F", "F", "A"]),
             (Permission::ReadHistory(code(OTHER)),                    ["A", "H", "H", "H", "H"]),
+            (Permission::RegisterResidents(code(OWN)),                ["A", "F", "F", "A", "F"]),
+            (Permission::RegisterResidents(code(OTHER)),              ["A", "H", "H", "H", "H"]),
+            (Permission::ManageCardAp(code(OWN), BusinessId::parse("01").unwrap()), ["A", "F", "F", "A", "F"]),
+            (Permission::ManageCardAp(code(OWN), BusinessId::parse("02").unwrap()), ["A", "F", "F", "F", "F"]),
+            (Permission::ManageCardAp(code(OTHER), BusinessId::parse("01").unwrap()), ["A", "H", "H", "H", "H"]),
+            (Permission::ViewResidents(code(OWN)),                    ["A", "F", "F", "A", "A"]),
+            (Permission::ViewResidents(code(OTHER)),                  ["A", "H", "H", "H", "H"]),
+            (Permission::ConfigureResidentServices(code(OWN)),        ["A", "A", "F", "F", "F"]),
+            (Permission::ConfigureResidentServices(code(OTHER)),      ["A", "H", "H", "H", "H"]),
+            (Permission::ViewResidentSettings(code(OWN)),             ["A", "A", "A", "A", "A"]),
+            (Permission::ViewResidentSettings(code(OTHER)),           ["A", "H", "H", "H", "H"]),
         ];
         for (permission, expected) in table {
             for (role, want) in

@@ -7,6 +7,9 @@
 pub mod authz;
 mod context;
 mod handler;
+pub mod registry_import;
+pub mod residents;
+pub mod transaction;
 
 pub use authz::{Actor, AuthzError, Permission, authorize};
 pub use context::CommandContext;

@@ -305,6 +305,9 @@ impl LocalSettingsError {
     }
 }
 
+/// Checked custom-field input: a value to set, or `None` to clear the field.
+pub type CustomInput = BTreeMap<FieldKey, Option<CustomValue>>;
+
 /// The folded settings; `Default` is "never configured": no custom fields, an empty catalog.
 #[derive(Debug, Clone, Default)]
 pub struct LocalSettingsState {
@@ -323,7 +326,7 @@ impl LocalSettingsState {
         &self,
         input: &serde_json::Map<String, Value>,
         complete: bool,
-    ) -> Result<BTreeMap<FieldKey, Option<CustomValue>>, Vec<(String, CustomFieldError)>> {
+    ) -> Result<CustomInput, Vec<(String, CustomFieldError)>> {
         let mut out = BTreeMap::new();
         let mut errors = Vec::new();
         for (key, raw) in input {

@@ -1,0 +1,447 @@
+//! The clerk's workflow of resident service registration (手引き I 1.1–1.2) as commands: register and change
+//! residents, register cards, create the local area, install and remove APs, suspend, resume and abolish cards,
+//! and the municipality's settings that registration enforces.
+//!
+//! Owns the looked-up facts each decision needs (the municipality's settings, which business systems it may use
+//! now, the resident a card belongs to) and the atomic appends across streams. Shared use is enforced twice: the
+//! permission names the municipality, and a resident or card of another municipality is "not found".
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cardap_domain::business_system::{self, BusinessSystem};
+use cardap_domain::card::{
+    self, ApInstall, ApOffer, Card, CardCommand, CardError, RegisteredCard, StandardId, StandardIdAllocation,
+    StandardIdCommand,
+};
+use cardap_domain::local_settings::{
+    self, CustomFieldError, LocalSettings, LocalSettingsCommand, LocalSettingsError, LocalSettingsState,
+    LocalSettingsValue,
+};
+use cardap_domain::registry::RegistryKey;
+use cardap_domain::resident::{
+    self, CardFid, PersonalChanges, PersonalData, RegisteredResident, Resident, ResidentCommand, ResidentError,
+    ResidentId,
+};
+use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
+use cardap_store::{EventStore, StoreError, StreamId};
+use serde_json::{Map, Value};
+
+use crate::authz::Permission;
+use crate::context::CommandContext;
+use crate::handler::CommandError;
+use crate::transaction::{Transacted, Tx, transact};
+
+/// Why a registration step was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error(transparent)]
+    Resident(ResidentError),
+    #[error(transparent)]
+    Card(CardError),
+    #[error(transparent)]
+    Settings(LocalSettingsError),
+    /// Custom-field input that the municipality's definitions refuse, keyed by the field key as typed.
+    #[error("custom fields refused: {0:?}")]
+    CustomFields(Vec<(String, CustomFieldError)>),
+    /// No such resident in this municipality (another municipality's resident does not exist here either).
+    #[error("no such resident in this municipality")]
+    ResidentNotFound,
+    /// No such card in this municipality.
+    #[error("no such card in this municipality")]
+    CardNotFound,
+}
+
+type Result<T> = std::result::Result<T, CommandError<RegistrationError>>;
+
+fn refused<T>(e: RegistrationError) -> Result<T> {
+    Err(CommandError::Domain(e))
+}
+
+/// The stream of one aggregate instance; the keys passed here are parsed values, which always make valid ids.
+pub fn stream_of<A: Aggregate>(key: &str) -> std::result::Result<StreamId, StoreError> {
+    StreamId::new(A::STREAM_TYPE, key).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A card as a command left it, with its stream version (the ETag).
+#[derive(Debug, Clone)]
+pub struct CardSnapshot {
+    pub card: RegisteredCard,
+    pub version: u64,
+}
+
+/// A resident as a command left him, with his stream version (the ETag).
+#[derive(Debug, Clone)]
+pub struct ResidentSnapshot {
+    pub resident: RegisteredResident,
+    pub version: u64,
+}
+
+/// What a card operation asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardAction {
+    CreateLocalArea,
+    InstallAps(Vec<BusinessId>),
+    RemoveAp(BusinessId),
+    Suspend,
+    Resume,
+    Abolish,
+}
+
+/// Draws the random part of a 標準ID (the caller's randomness keeps the domain pure and the tests repeatable).
+pub type StandardIdDraw = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Resident service registration over one event store.
+#[derive(Clone)]
+pub struct ResidentServices {
+    store: Arc<dyn EventStore>,
+    draw: StandardIdDraw,
+}
+
+impl std::fmt::Debug for ResidentServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentServices").finish_non_exhaustive()
+    }
+}
+
+impl ResidentServices {
+    pub fn new(store: Arc<dyn EventStore>, draw: StandardIdDraw) -> Self {
+        ResidentServices { store, draw }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    // ---- settings -------------------------------------------------------------------------------------------
+
+    /// The municipality's settings now (defaults when never configured), with the stream version.
+    pub async fn settings(&self, code: &MunicipalityCode) -> Result<(LocalSettingsState, u64)> {
+        let mut tx = Tx::detached(self.store.clone());
+        let loaded = tx
+            .load::<LocalSettings, RegistrationError>(&stream_of::<LocalSettings>(&local_settings::stream_key(code))?)
+            .await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    /// Replaces the municipality's settings (独自項目, AP catalog, presets).
+    pub async fn configure(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        if_match: Option<u64>,
+        settings: LocalSettingsValue,
+    ) -> Result<Transacted<u64>> {
+        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let permission = Permission::ConfigureResidentServices(code.clone());
+        transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+            let loaded = tx.load::<LocalSettings, RegistrationError>(&stream).await?;
+            check_if_match(if_match, loaded.version)?;
+            let permitted = permitted_among(tx, code, settings.catalog.iter()).await?;
+            let command =
+                LocalSettingsCommand::Configure { municipality: code.clone(), settings: settings.clone(), permitted };
+            let events = LocalSettings::decide(&loaded.state, command)
+                .map_err(|e| CommandError::Domain(RegistrationError::Settings(e)))?;
+            tx.append::<LocalSettings>(&stream, loaded.version, &events);
+            Ok(loaded.version + events.len() as u64)
+        })
+        .await
+    }
+
+    // ---- residents ------------------------------------------------------------------------------------------
+
+    /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`.
+    pub async fn resident(&self, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
+        let mut tx = Tx::detached(self.store.clone());
+        load_resident(&mut tx, code, id).await
+    }
+
+    /// 利用者登録. `custom` is the clerk's raw custom-field input, checked against the settings now.
+    pub async fn register_resident(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        id: ResidentId,
+        registry_key: Option<RegistryKey>,
+        mut personal: PersonalData,
+        custom: &Map<String, Value>,
+    ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
+        let stream = stream_of::<Resident>(&resident::stream_key(&id))?;
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let permission = Permission::RegisterResidents(code.clone());
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+            let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+            personal.custom_fields = settings
+                .state
+                .check_custom_fields(custom, true)
+                .map_err(|e| CommandError::Domain(RegistrationError::CustomFields(e)))?
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            let loaded = tx.load::<Resident, RegistrationError>(&stream).await?;
+            let command = ResidentCommand::Register {
+                id,
+                municipality: code.clone(),
+                registry_key: registry_key.clone(),
+                personal: personal.clone(),
+            };
+            let events = Resident::decide(&loaded.state, command).map_err(resident_error)?;
+            tx.append::<Resident>(&stream, loaded.version, &events);
+            Ok(())
+        })
+        .await?;
+        Ok((self.resident(code, &id).await?, done.checkpoint))
+    }
+
+    /// Changes personal fields; `custom` holds only the custom fields to set (`null` clears one).
+    pub async fn change_resident(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        id: &ResidentId,
+        if_match: Option<u64>,
+        mut changes: PersonalChanges,
+        custom: &Map<String, Value>,
+    ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let permission = Permission::RegisterResidents(code.clone());
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+            let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+            changes.custom_fields = settings
+                .state
+                .check_custom_fields(custom, false)
+                .map_err(|e| CommandError::Domain(RegistrationError::CustomFields(e)))?;
+            let (loaded, stream) = load_resident_state(tx, code, id).await?;
+            check_if_match(if_match, loaded.version)?;
+            let events = Resident::decide(&loaded.state, ResidentCommand::Change { changes: changes.clone() })
+                .map_err(resident_error)?;
+            tx.append::<Resident>(&stream, loaded.version, &events);
+            Ok(())
+        })
+        .await?;
+        Ok((self.resident(code, id).await?, done.checkpoint))
+    }
+
+    /// 転出.
+    pub async fn move_out(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        id: &ResidentId,
+        if_match: Option<u64>,
+    ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
+        let permission = Permission::RegisterResidents(code.clone());
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+            let (loaded, stream) = load_resident_state(tx, code, id).await?;
+            check_if_match(if_match, loaded.version)?;
+            let events = Resident::decide(&loaded.state, ResidentCommand::MoveOut).map_err(resident_error)?;
+            tx.append::<Resident>(&stream, loaded.version, &events);
+            Ok(())
+        })
+        .await?;
+        Ok((self.resident(code, id).await?, done.checkpoint))
+    }
+
+    // ---- cards ----------------------------------------------------------------------------------------------
+
+    /// Loads a card of `code`; another municipality's card is `CardNotFound`.
+    pub async fn card(&self, code: &MunicipalityCode, fid: &CardFid) -> Result<CardSnapshot> {
+        let mut tx = Tx::detached(self.store.clone());
+        let (loaded, _) = load_card(&mut tx, code, fid).await?;
+        snapshot(loaded.state.registered, loaded.version)
+    }
+
+    /// Registers the card `fid` to a resident of `code`, making it his one active card.
+    pub async fn register_card(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        fid: &CardFid,
+        resident_id: &ResidentId,
+    ) -> Result<(CardSnapshot, Option<cardap_store::Checkpoint>)> {
+        let card_stream = stream_of::<Card>(&card::stream_key(fid))?;
+        let permission = Permission::RegisterResidents(code.clone());
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+            let (resident, resident_stream) = load_resident_state(tx, code, resident_id).await?;
+            let card = tx.load::<Card, RegistrationError>(&card_stream).await?;
+            let card_events = Card::decide(
+                &card.state,
+                CardCommand::Register { fid: fid.clone(), municipality: code.clone(), resident_id: *resident_id },
+            )
+            .map_err(card_error)?;
+            let resident_events = Resident::decide(&resident.state, ResidentCommand::AttachCard { fid: fid.clone() })
+                .map_err(resident_error)?;
+            tx.append::<Card>(&card_stream, card.version, &card_events);
+            tx.append::<Resident>(&resident_stream, resident.version, &resident_events);
+            Ok(())
+        })
+        .await?;
+        Ok((self.card(code, fid).await?, done.checkpoint))
+    }
+
+    /// Runs one card operation: the local area (with the presets), APs, suspend, resume, abolish.
+    pub async fn card_action(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        fid: &CardFid,
+        if_match: Option<u64>,
+        action: CardAction,
+    ) -> Result<(CardSnapshot, Option<cardap_store::Checkpoint>)> {
+        let permissions = match &action {
+            CardAction::InstallAps(ids) => {
+                ids.iter().map(|id| Permission::ManageCardAp(code.clone(), id.clone())).collect::<Vec<_>>()
+            }
+            CardAction::RemoveAp(id) => vec![Permission::ManageCardAp(code.clone(), id.clone())],
+            _ => vec![Permission::RegisterResidents(code.clone())],
+        };
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let draw = self.draw.clone();
+        let done = transact(&self.store, ctx, &permissions, Some(code.clone()), async |tx: &mut Tx| {
+            let (card, card_stream) = load_card(tx, code, fid).await?;
+            check_if_match(if_match, card.version)?;
+            let mut allocations = Vec::new();
+            let mut with_standard_id = |business_id: BusinessId| {
+                let standard_id = (business_id == BusinessId::LIBRARY).then(|| StandardId::new(code, draw()));
+                if let Some(id) = &standard_id {
+                    allocations.push(id.clone());
+                }
+                ApInstall { business_id, standard_id }
+            };
+            let command = match &action {
+                CardAction::CreateLocalArea => {
+                    let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+                    let presets = settings.state.settings.presets.clone();
+                    let offer = offer(tx, code, &settings.state, presets.iter()).await?;
+                    CardCommand::CreateLocalArea {
+                        presets: presets.into_iter().map(&mut with_standard_id).collect(),
+                        offer,
+                    }
+                }
+                CardAction::InstallAps(ids) => {
+                    let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+                    let offer = offer(tx, code, &settings.state, ids.iter()).await?;
+                    CardCommand::InstallAps { aps: ids.iter().cloned().map(&mut with_standard_id).collect(), offer }
+                }
+                CardAction::RemoveAp(id) => CardCommand::RemoveAp { business_id: id.clone() },
+                CardAction::Suspend => CardCommand::Suspend,
+                CardAction::Resume => CardCommand::Resume,
+                CardAction::Abolish => CardCommand::Abolish,
+            };
+            let events = Card::decide(&card.state, command).map_err(card_error)?;
+            // Only the 標準IDs that were really installed are allocated (a skipped preset allocates nothing).
+            for event in &events {
+                if let card::CardEvent::ApInstalled { standard_id: Some(id), .. } = event
+                    && allocations.contains(id)
+                {
+                    // A 標準ID's stream exists once it was handed out: a collision with an earlier one conflicts
+                    // here, and the retry draws a new number.
+                    let stream = stream_of::<StandardIdAllocation>(&card::allocation_stream_key(id))?;
+                    let allocated = StandardIdAllocation::decide(
+                        &false,
+                        StandardIdCommand::Allocate { id: id.clone(), fid: fid.clone() },
+                    )
+                    .unwrap_or_default();
+                    tx.append::<StandardIdAllocation>(&stream, 0, &allocated);
+                }
+            }
+            if action == CardAction::Abolish
+                && let Some(registered) = &card.state.registered
+            {
+                let (resident, resident_stream) = load_resident_state(tx, code, &registered.resident_id).await?;
+                let detached = Resident::decide(&resident.state, ResidentCommand::DetachCard { fid: fid.clone() })
+                    .map_err(resident_error)?;
+                tx.append::<Resident>(&resident_stream, resident.version, &detached);
+            }
+            tx.append::<Card>(&card_stream, card.version, &events);
+            Ok(())
+        })
+        .await?;
+        Ok((self.card(code, fid).await?, done.checkpoint))
+    }
+}
+
+impl Tx {
+    /// A `Tx` used only to load (its appends are never committed).
+    fn detached(store: Arc<dyn EventStore>) -> Tx {
+        Tx::new(store)
+    }
+}
+
+fn resident_error(e: ResidentError) -> CommandError<RegistrationError> {
+    CommandError::Domain(RegistrationError::Resident(e))
+}
+
+fn card_error(e: CardError) -> CommandError<RegistrationError> {
+    CommandError::Domain(RegistrationError::Card(e))
+}
+
+fn check_if_match(if_match: Option<u64>, current: u64) -> Result<()> {
+    match if_match {
+        Some(expected) if expected != current => Err(CommandError::PreconditionFailed { expected, current }),
+        _ => Ok(()),
+    }
+}
+
+fn snapshot(card: Option<RegisteredCard>, version: u64) -> Result<CardSnapshot> {
+    match card {
+        Some(card) => Ok(CardSnapshot { card, version }),
+        None => refused(RegistrationError::CardNotFound),
+    }
+}
+
+async fn load_resident_state(
+    tx: &mut Tx,
+    code: &MunicipalityCode,
+    id: &ResidentId,
+) -> Result<(crate::Loaded<Resident>, StreamId)> {
+    let stream = stream_of::<Resident>(&resident::stream_key(id))?;
+    let loaded = tx.load::<Resident, RegistrationError>(&stream).await?;
+    match &loaded.state.registered {
+        Some(r) if r.municipality == *code => Ok((loaded, stream)),
+        _ => refused(RegistrationError::ResidentNotFound),
+    }
+}
+
+async fn load_resident(tx: &mut Tx, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
+    let (loaded, _) = load_resident_state(tx, code, id).await?;
+    match loaded.state.registered {
+        Some(resident) => Ok(ResidentSnapshot { resident, version: loaded.version }),
+        None => refused(RegistrationError::ResidentNotFound),
+    }
+}
+
+async fn load_card(tx: &mut Tx, code: &MunicipalityCode, fid: &CardFid) -> Result<(crate::Loaded<Card>, StreamId)> {
+    let stream = stream_of::<Card>(&card::stream_key(fid))?;
+    let loaded = tx.load::<Card, RegistrationError>(&stream).await?;
+    match &loaded.state.registered {
+        Some(c) if c.municipality == *code => Ok((loaded, stream)),
+        _ => refused(RegistrationError::CardNotFound),
+    }
+}
+
+/// Which of `ids` the municipality may use now, read from the business systems' own streams.
+async fn permitted_among<'a>(
+    tx: &mut Tx,
+    code: &MunicipalityCode,
+    ids: impl Iterator<Item = &'a BusinessId>,
+) -> Result<BTreeSet<BusinessId>> {
+    let mut permitted = BTreeSet::new();
+    for id in ids {
+        let stream = stream_of::<BusinessSystem>(&business_system::stream_key(id))?;
+        let loaded = tx.load::<BusinessSystem, RegistrationError>(&stream).await?;
+        if loaded.state.permits(code) {
+            permitted.insert(id.clone());
+        }
+    }
+    Ok(permitted)
+}
+
+async fn offer<'a>(
+    tx: &mut Tx,
+    code: &MunicipalityCode,
+    settings: &LocalSettingsState,
+    ids: impl Iterator<Item = &'a BusinessId>,
+) -> Result<ApOffer> {
+    Ok(ApOffer { catalog: settings.settings.catalog.clone(), permitted: permitted_among(tx, code, ids).await? })
+}

@@ -1,0 +1,127 @@
+//! Decisions that span several streams, appended atomically: a card registered to a resident (card and
+//! resident), a card abolished (card and resident), a library AP installed with its 標準ID allocation.
+//!
+//! Owns the retry loop for such decisions: load what the decision needs through [`Tx`], decide, append every
+//! stream at the version it was loaded at in one `append_many`; when another writer got there first, load and
+//! decide again. A retry of an already applied command (same command id) writes nothing.
+
+use std::sync::Arc;
+
+use cardap_domain::{Aggregate, MunicipalityCode};
+use cardap_store::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
+
+use crate::authz::{Permission, authorize};
+use crate::context::CommandContext;
+use crate::handler::{CommandError, Loaded};
+
+/// How often a decision is made again after another writer changed one of its streams first.
+const MAX_ATTEMPTS: usize = 5;
+
+/// The streams one decision read and the events it appends.
+#[derive(Debug)]
+pub struct Tx {
+    store: Arc<dyn EventStore>,
+    appends: Vec<StreamAppend>,
+}
+
+impl Tx {
+    pub(crate) fn new(store: Arc<dyn EventStore>) -> Tx {
+        Tx { store, appends: Vec::new() }
+    }
+
+    /// Loads and folds one stream.
+    pub async fn load<A: Aggregate, E: std::error::Error + 'static>(
+        &mut self,
+        stream: &StreamId,
+    ) -> Result<Loaded<A>, CommandError<E>> {
+        let recorded = self.store.read_stream(stream, 1).await?;
+        let mut state = A::State::default();
+        let mut version = 0;
+        for r in &recorded {
+            state = A::evolve(state, &r.decode::<A::Event>()?);
+            version = r.version;
+        }
+        Ok(Loaded { state, version })
+    }
+
+    /// Appends `events` to `stream`, which must still be at `version` (0: must not exist) when committing.
+    pub fn append<A: Aggregate>(&mut self, stream: &StreamId, version: u64, events: &[A::Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        self.appends.push(StreamAppend {
+            stream: stream.clone(),
+            expected,
+            events: events.iter().map(NewEvent::from_domain).collect(),
+        });
+    }
+}
+
+/// A decision that went through.
+#[derive(Debug)]
+pub struct Transacted<T> {
+    /// What the decision returned; `None` when this was a retry of an already applied command (nothing was
+    /// decided now: answer with the current state).
+    pub value: Option<T>,
+    /// Where the append landed, when something was written (to wait for the views).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Authorizes every permission, then runs `decide` and appends what it staged, retrying on conflicts.
+///
+/// `decide` must be repeatable: it is called again, on fresh state, after a conflict.
+pub async fn transact<T, E>(
+    store: &Arc<dyn EventStore>,
+    ctx: &CommandContext,
+    permissions: &[Permission],
+    municipality: Option<MunicipalityCode>,
+    mut decide: impl AsyncFnMut(&mut Tx) -> Result<T, CommandError<E>>,
+) -> Result<Transacted<T>, CommandError<E>>
+where
+    E: std::error::Error + 'static,
+{
+    if let Some(actor) = &ctx.actor {
+        for permission in permissions {
+            authorize(actor, permission)?;
+        }
+    }
+    let metadata = ctx.metadata(municipality);
+    for _ in 0..MAX_ATTEMPTS {
+        if let Some(outcome) = store.command_outcome(ctx.command_id).await? {
+            return Ok(Transacted { value: None, checkpoint: Some(outcome.checkpoint) });
+        }
+        let mut tx = Tx::new(store.clone());
+        let value = match decide(&mut tx).await {
+            Ok(value) => value,
+            Err(
+                e @ (CommandError::Domain(_) | CommandError::Item { .. } | CommandError::PreconditionFailed { .. }),
+            ) => {
+                // The first attempt of this very command may have committed after the check above: then this
+                // refusal is about its own effect (e.g. "already registered"), and the retry succeeded.
+                if let Some(outcome) = store.command_outcome(ctx.command_id).await? {
+                    return Ok(Transacted { value: None, checkpoint: Some(outcome.checkpoint) });
+                }
+                return Err(e);
+            }
+            Err(other) => return Err(other),
+        };
+        if tx.appends.is_empty() {
+            return Ok(Transacted { value: Some(value), checkpoint: None });
+        }
+        match store.append_many(tx.appends, &metadata).await {
+            Ok(outcome) if outcome.already_applied => {
+                return Ok(Transacted { value: None, checkpoint: Some(outcome.checkpoint) });
+            }
+            Ok(outcome) => {
+                tracing::info!(command = %ctx.command_id, "transaction applied");
+                return Ok(Transacted { value: Some(value), checkpoint: Some(outcome.checkpoint) });
+            }
+            Err(StoreError::Conflict { stream, .. }) => {
+                tracing::debug!(%stream, "concurrent change; deciding again");
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(CommandError::Contended)
+}
