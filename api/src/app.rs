@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::routing::get;
 use cardap_projections::ReadModels;
-use cardap_store::{Database, redact};
+use cardap_store::{Database, EventStore, MasterKey, SealedEventStore, redact};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How long start-up waits for the database to come up before giving up.
     pub startup_timeout: Duration,
+    /// Wraps every resident's data key (personal data is sealed under those). The same key on every node.
+    /// `None` only in tests: a fresh random key, so nothing sealed survives the process.
+    pub master_key: Option<MasterKey>,
 }
 
 impl Settings {
@@ -63,6 +67,8 @@ impl Settings {
             lockout: LockoutPolicy::default(),
             drain_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
+            // A fixed key, so that several test nodes on one database share it (never for production data).
+            master_key: MasterKey::from_base64("Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=").ok(),
         }
     }
 }
@@ -73,6 +79,17 @@ fn random_u64() -> u64 {
     // The OS generator failing is not recoverable; a zero draw then only makes the allocation conflict.
     let _ = getrandom::fill(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// The event store every part of the server uses: personal data sealed under the residents' data keys, which
+/// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
+pub async fn sealed_store(db: &Database, master: &MasterKey) -> anyhow::Result<Arc<dyn EventStore>> {
+    let vault = db.key_vault(master.clone())?;
+    vault.check_master_key().await.context(
+        "the master key does not open this database's data keys: configure the key it was created with \
+         (CARDAP_MASTER_KEY or --master-key-file)",
+    )?;
+    Ok(Arc::new(SealedEventStore::new(db.event_store(), vault)))
 }
 
 /// Connects and migrates, retrying while the database is still starting.
@@ -107,7 +124,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let db = open_database(&settings).await?;
-        let store = db.event_store();
+        let master = match &settings.master_key {
+            Some(key) => key.clone(),
+            None => MasterKey::generate()?,
+        };
+        let store = sealed_store(&db, &master).await?;
         let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
         if let Err(e) = read.catch_up(store.clone()).await {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");

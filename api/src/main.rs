@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cardap_api::app::{Application, Settings, open_database, shutdown_signal};
+use cardap_api::app::{Application, Settings, open_database, sealed_store, shutdown_signal};
 use cardap_api::auth::{Secret, SessionPolicy};
 use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
 use cardap_projections::ReadModels;
+use cardap_store::MasterKey;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -25,9 +26,13 @@ struct DbArgs {
     /// Database URL: postgres://user@host:port/db or sqlite:path. Default: a SQLite file in ./cardap-data/.
     #[arg(long, env = "CARDAP_DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
-    /// Where the default SQLite database lives.
+    /// Where the default SQLite database (and the default master key file) live.
     #[arg(long, env = "CARDAP_DATA_DIR", default_value = "cardap-data", global = true)]
     data_dir: PathBuf,
+    /// File holding the master key (base64 of 32 bytes) that wraps every resident's data key; created with a new
+    /// key when missing. Default: <data-dir>/master.key. Every node of one installation needs the same key.
+    #[arg(long, env = "CARDAP_MASTER_KEY_FILE", global = true)]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +121,26 @@ impl DbArgs {
     }
 }
 
+impl DbArgs {
+    /// The master key: `CARDAP_MASTER_KEY` (base64) if set, else the key file (created when missing).
+    fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Ok(text) = std::env::var("CARDAP_MASTER_KEY") {
+            return MasterKey::from_base64(&text).context("CARDAP_MASTER_KEY is not a base64 key of 32 bytes");
+        }
+        let path = self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"));
+        let (key, created) = MasterKey::load_or_create(&path)
+            .with_context(|| format!("cannot read or create the master key file {}", path.display()))?;
+        if created {
+            tracing::warn!(
+                path = %path.display(),
+                "created a new master key: back it up and give every node the same key; without it no personal \
+                 data can be read"
+            );
+        }
+        Ok(key)
+    }
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARDAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -153,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 drain_timeout: Duration::from_secs(10),
                 startup_timeout: Duration::from_secs(60),
+                master_key: Some(cli.db.master_key()?),
             };
             Application::build(settings).await?.run_until(shutdown_signal()).await
         }
@@ -165,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections { command } => {
             let settings = Settings { database_url: url.clone(), ..Settings::for_tests(String::new()) };
             let db = open_database(&settings).await?;
+            let store = sealed_store(&db, &cli.db.master_key()?).await?;
             let read = ReadModels::connect(&url, 4)?;
             match command {
                 ProjectionCommand::List => {
@@ -173,11 +200,8 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 ProjectionCommand::Rebuild { name } => {
-                    let runners: Vec<_> = read
-                        .runners(db.event_store())
-                        .into_iter()
-                        .filter(|r| name == "all" || r.name() == name)
-                        .collect();
+                    let runners: Vec<_> =
+                        read.runners(store).into_iter().filter(|r| name == "all" || r.name() == name).collect();
                     anyhow::ensure!(
                         !runners.is_empty(),
                         "no projection named {name:?} (try `cardap projections list`)"

@@ -81,6 +81,8 @@ impl Database {
                     // FULL: an accepted event survives a power cut.
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
+                    // A destroyed data key must not linger in free pages (personal-data erasure).
+                    .pragma("secure_delete", "ON")
                     .foreign_keys(true);
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
@@ -148,6 +150,14 @@ impl Database {
         match &self.pools {
             Pools::Postgres(_, store) => Some(store),
             Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// The single-writer SQLite pool, when this is SQLite (the key vault writes through it too).
+    pub(crate) fn sqlite_writer(&self) -> Option<&SqlitePool> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => Some(writer),
+            Pools::Postgres(..) => None,
         }
     }
 

@@ -8,20 +8,27 @@
 //! - `append` is atomic and checks the expected version; a mismatch is [`StoreError::Conflict`] and writes nothing.
 //! - An append carrying a command id that was already applied returns the first outcome and writes nothing.
 //! - `read_all` walks one global order that never skips an event whose transaction committed late.
+//!
+//! [`SealedEventStore`] decorates either store with crypto-shredding: the `personal` part of payloads is sealed
+//! under a per-subject data key from the [`KeyVault`], and destroying that key erases it wherever events go.
 
 mod database;
 mod postgres;
+mod sealed;
 mod sqlite;
 mod types;
+mod vault;
 mod wakeup;
 
 pub use database::{Backend, Database, redact};
 pub use postgres::PostgresEventStore;
+pub use sealed::{SEALING_SCHEME, SealedEventStore};
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
     NewEvent, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
 };
+pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError};
 pub use wakeup::Wakeups;
 
 use async_trait::async_trait;
@@ -41,6 +48,19 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The subject's data key was destroyed (its personal data erased): no personal data can be recorded for it
+    /// again. Nothing was written.
+    #[error("the personal data of {subject} was erased: no personal data can be recorded for it any more")]
+    Erased { subject: StreamId },
+    /// The configured master key is not the one this database's data keys are wrapped with.
+    #[error(
+        "the configured master key cannot unwrap this database's personal data keys: it is not the master key the \
+         database was set up with (check the key file or setting)"
+    )]
+    WrongMasterKey,
+    /// A cryptographic primitive failed (e.g. the system random generator). Nothing was written.
+    #[error("cryptography failed: {0}")]
+    Crypto(&'static str),
 }
 
 impl StoreError {

@@ -1,0 +1,273 @@
+//! The sealed event store: a decorator over any [`EventStore`] that encrypts the personal data in event payloads
+//! on the way in and decrypts it on the way out, so that destroying a subject's data key erases that data in
+//! every copy of the events while the events themselves stay.
+//!
+//! The convention (domain events are written against it; do not change it):
+//! - A payload that is a JSON object with a top-level `"personal"` that is not `null` is sealed on append. The
+//!   subject (key owner) is the stream id.
+//! - Sealed form: `"personal": {"sealed": "aes-256-gcm/v1", "key": "<subject>", "nonce": "<base64>",
+//!   "ciphertext": "<base64>"}`, standard base64; plaintext = the JSON text of the original value; AAD =
+//!   `"<subject>\n<event id>"` (the event id as a lowercase hyphenated UUID), so a ciphertext cannot be moved to
+//!   another event.
+//! - Reads give back the original value, or `null` when the subject's key was destroyed (or never existed); the
+//!   rest of the payload is unchanged. A ciphertext that does not open under a present key is
+//!   [`StoreError::Corrupt`].
+//! - Payloads without `personal`, or with `"personal": null`, pass through untouched both ways.
+//!
+//! Appending personal data for an erased subject is refused ([`StoreError::Erased`]); events without personal
+//! data may still be appended to its stream (the erasure itself is recorded that way). Owns the sealed form and
+//! the decoration only: keys are the vault's (`vault.rs`). Must not log or put into an error a payload's
+//! personal part.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::aead::NONCE_LEN;
+use serde_json::{Map, Value, json};
+
+use crate::types::{
+    AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
+    RecordedEvent, StoreHealth, StreamAppend, StreamId,
+};
+use crate::vault::{DataKey, KeyVault};
+use crate::wakeup::Wakeups;
+use crate::{EventStore, StoreError};
+
+/// The value of `"sealed"` in a sealed `personal`: the algorithm and the version of this form.
+pub const SEALING_SCHEME: &str = "aes-256-gcm/v1";
+
+/// The top-level payload key whose value is personal data.
+const PERSONAL: &str = "personal";
+
+/// An [`EventStore`] that seals personal data with the subjects' data keys. Holds no secret of its own.
+#[derive(Debug, Clone)]
+pub struct SealedEventStore {
+    inner: Arc<dyn EventStore>,
+    vault: Arc<KeyVault>,
+}
+
+impl SealedEventStore {
+    pub fn new(inner: Arc<dyn EventStore>, vault: Arc<KeyVault>) -> Self {
+        SealedEventStore { inner, vault }
+    }
+
+    /// The vault whose keys this store seals with (for the erasure workflow).
+    pub fn vault(&self) -> &Arc<KeyVault> {
+        &self.vault
+    }
+
+    /// Seals the personal data of `events`, all of one subject's stream.
+    fn seal(subject: &StreamId, events: &mut [NewEvent], key: &DataKey) -> Result<(), StoreError> {
+        for event in events {
+            let Some(personal) = personal_mut(&mut event.payload) else { continue };
+            let plaintext = serde_json::to_vec(&*personal).map_err(|_| {
+                StoreError::Corrupt(format!("the personal data of event {} is not JSON", event.event_id))
+            })?;
+            let (nonce, ciphertext) = key.seal(aad(subject, event.event_id).as_bytes(), plaintext)?;
+            *personal = json!({
+                "sealed": SEALING_SCHEME,
+                "key": subject.as_str(),
+                "nonce": STANDARD.encode(nonce),
+                "ciphertext": STANDARD.encode(ciphertext),
+            });
+        }
+        Ok(())
+    }
+
+    /// The data keys of `subjects`, created as needed. When a subject is erased but this very command was already
+    /// applied before, the answer is that first outcome, as the inner store would give it.
+    async fn sealing_keys(&self, subjects: &[StreamId], metadata: &Metadata) -> Result<SealingKeys, StoreError> {
+        match self.vault.get_or_create(subjects).await {
+            Ok(keys) => Ok(SealingKeys::Ready(keys)),
+            Err(erased @ StoreError::Erased { .. }) => match metadata.command_id {
+                Some(command) => match self.inner.command_outcome(command).await? {
+                    Some(outcome) => Ok(SealingKeys::AlreadyApplied(outcome)),
+                    None => Err(erased),
+                },
+                None => Err(erased),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the sealed personal data of `events` (one key lookup for all their subjects).
+    async fn unseal(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut sealed = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            if let Some(envelope) = Envelope::of(event)? {
+                sealed.push((index, envelope));
+            }
+        }
+        if sealed.is_empty() {
+            return Ok(events);
+        }
+        let mut seen = HashSet::new();
+        let subjects: Vec<StreamId> =
+            sealed.iter().filter(|(_, e)| seen.insert(e.subject.as_str())).map(|(_, e)| e.subject.clone()).collect();
+        let keys = self.vault.get(&subjects).await?;
+        for (index, envelope) in sealed {
+            let Some(event) = events.get_mut(index) else { continue };
+            let value = match keys.get(&envelope.subject) {
+                None => Value::Null,
+                Some(key) => {
+                    let plaintext = key
+                        .open(envelope.nonce, aad(&envelope.subject, event.event_id).as_bytes(), envelope.ciphertext)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "the personal data of event {} in {} does not decrypt under the key of {}: altered, \
+                                 moved from another event, or sealed under another key",
+                                event.event_id, event.stream_id, envelope.subject
+                            ))
+                        })?;
+                    serde_json::from_slice(&plaintext).map_err(|_| {
+                        StoreError::Corrupt(format!(
+                            "the decrypted personal data of event {} is not JSON",
+                            event.event_id
+                        ))
+                    })?
+                }
+            };
+            if let Some(payload) = event.payload.as_object_mut() {
+                payload.insert(PERSONAL.to_owned(), value);
+            }
+        }
+        Ok(events)
+    }
+}
+
+enum SealingKeys {
+    Ready(HashMap<StreamId, DataKey>),
+    AlreadyApplied(AppendOutcome),
+}
+
+fn key_of<'a>(keys: &'a HashMap<StreamId, DataKey>, stream: &StreamId) -> Result<&'a DataKey, StoreError> {
+    keys.get(stream).ok_or_else(|| StoreError::Corrupt(format!("the vault returned no data key for {stream}")))
+}
+
+/// The payload's personal data, when it has some to seal.
+fn personal_mut(payload: &mut Value) -> Option<&mut Value> {
+    payload.as_object_mut()?.get_mut(PERSONAL).filter(|p| !p.is_null())
+}
+
+fn has_personal(event: &NewEvent) -> bool {
+    event.payload.get(PERSONAL).is_some_and(|p| !p.is_null())
+}
+
+fn aad(subject: &StreamId, event: EventId) -> String {
+    format!("{subject}\n{event}")
+}
+
+/// A sealed `personal`, decoded.
+struct Envelope {
+    subject: StreamId,
+    nonce: [u8; NONCE_LEN],
+    ciphertext: Vec<u8>,
+}
+
+impl Envelope {
+    /// The envelope of a recorded event, `None` when its `personal` is absent, `null` or not sealed.
+    fn of(event: &RecordedEvent) -> Result<Option<Envelope>, StoreError> {
+        let Some(sealed) = event.payload.get(PERSONAL).and_then(Value::as_object).filter(|p| p.contains_key("sealed"))
+        else {
+            return Ok(None);
+        };
+        let bad = |what: &str| {
+            StoreError::Corrupt(format!("the sealed personal data of event {} has {what}", event.event_id))
+        };
+        if field(sealed, "sealed") != Some(SEALING_SCHEME) {
+            return Err(bad("an unknown sealing scheme"));
+        }
+        let subject = field(sealed, "key").and_then(|k| StreamId::parse(k).ok()).ok_or_else(|| bad("no valid key"))?;
+        let nonce = field(sealed, "nonce")
+            .and_then(|n| STANDARD.decode(n).ok())
+            .and_then(|n| <[u8; NONCE_LEN]>::try_from(n.as_slice()).ok())
+            .ok_or_else(|| bad("no valid nonce"))?;
+        let ciphertext = field(sealed, "ciphertext")
+            .and_then(|c| STANDARD.decode(c).ok())
+            .ok_or_else(|| bad("no valid ciphertext"))?;
+        Ok(Some(Envelope { subject, nonce, ciphertext }))
+    }
+}
+
+fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    object.get(name).and_then(Value::as_str)
+}
+
+#[async_trait]
+impl EventStore for SealedEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.iter().any(has_personal) {
+            let keys = match self.sealing_keys(std::slice::from_ref(stream), metadata).await? {
+                SealingKeys::Ready(keys) => keys,
+                SealingKeys::AlreadyApplied(first) => return Ok(first),
+            };
+            Self::seal(stream, &mut events, key_of(&keys, stream)?)?;
+        }
+        self.inner.append(stream, expected, events, metadata).await
+    }
+
+    async fn append_many(
+        &self,
+        mut appends: Vec<StreamAppend>,
+        metadata: &Metadata,
+    ) -> Result<BatchOutcome, StoreError> {
+        let subjects: Vec<StreamId> =
+            appends.iter().filter(|a| a.events.iter().any(has_personal)).map(|a| a.stream.clone()).collect();
+        if !subjects.is_empty() {
+            let keys = match self.sealing_keys(&subjects, metadata).await? {
+                SealingKeys::Ready(keys) => keys,
+                SealingKeys::AlreadyApplied(first) => {
+                    return Ok(BatchOutcome {
+                        stream_versions: vec![],
+                        checkpoint: first.checkpoint,
+                        already_applied: true,
+                    });
+                }
+            };
+            for append in appends.iter_mut().filter(|a| a.events.iter().any(has_personal)) {
+                Self::seal(&append.stream, &mut append.events, key_of(&keys, &append.stream)?)?;
+            }
+        }
+        self.inner.append_many(appends, metadata).await
+    }
+
+    async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {
+        self.inner.command_outcome(command).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_stream(stream, from_version).await?;
+        self.unseal(events).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_all(after, limit, filter).await?;
+        self.unseal(events).await
+    }
+
+    async fn head(&self) -> Result<Checkpoint, StoreError> {
+        self.inner.head().await
+    }
+
+    fn wakeups(&self) -> Wakeups {
+        self.inner.wakeups()
+    }
+
+    async fn health(&self) -> Result<StoreHealth, StoreError> {
+        self.inner.health().await
+    }
+}

@@ -1,0 +1,549 @@
+//! The keys of crypto-shredding: the master key from configuration and the per-subject data keys that seal
+//! personal data in events (the sealed form itself is `sealed.rs`'s).
+//!
+//! Owns [`MasterKey`] (loading, creating and redacting it), [`KeyVault`] (the `personal_data_keys` table on either
+//! backend, wrapping and unwrapping, the master-key check, the in-process cache of unwrapped keys) and
+//! [`DataKey`]. A data key is 32 random bytes for AES-256-GCM; it is stored only wrapped: sealed under the master
+//! key with AAD = subject, as `nonce || ciphertext`. Destroying a subject's key sets `wrapped_key` to NULL for
+//! good: the subject is never given a new key, so nothing personal can be recorded for it again.
+//!
+//! Must not: store a data key in clear, or put key material or plaintext into a log line or an error message.
+//!
+//! Limits an operator should know:
+//! - The cache is per process. [`KeyVault::destroy`] clears this process's entry; another node keeps using its
+//!   cached key until the erasure workflow (a later issue) tells it, through [`KeyVault::forget`].
+//! - Old copies of a wrapped key (PostgreSQL row versions until VACUUM, WAL, backups; SQLite WAL frames until the
+//!   next checkpoint) stay readable by whoever also has the master key until they age out. SQLite connections of
+//!   the vault run with `secure_delete` so the database file itself does not keep the overwritten key.
+//! - Keys are not zeroed in memory when dropped (there is no safe way to do that without another dependency).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::{PgPool, Row, SqlitePool};
+use tokio::sync::OnceCell;
+
+use crate::{Database, StoreError, StreamId, corrupt};
+
+/// Bytes in a master key and in a data key (AES-256).
+const KEY_LEN: usize = 32;
+
+/// AES-GCM appends a 16-byte tag.
+const TAG_LEN: usize = 16;
+
+/// The canary row: a random key wrapped under the master key, to tell a wrong master key from altered rows.
+/// Not a valid stream id, so no subject can collide with it.
+const MASTER_KEY_CHECK: &str = "__master_key_check__";
+
+/// How many unwrapped data keys (and destroyed subjects) a [`KeyVault`] keeps in memory; the cache is cleared
+/// when it is full. About 100 bytes each.
+pub const KEY_CACHE_CAPACITY: usize = 100_000;
+
+/// Why a master key could not be loaded or made. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("the master key is not valid base64 (standard alphabet, with padding)")]
+    NotBase64,
+    #[error("the master key must be {KEY_LEN} bytes, found {0}")]
+    WrongLength(usize),
+    #[error("master key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// The key that wraps every data key: 32 bytes from configuration (base64). Never printed or logged.
+#[derive(Clone)]
+pub struct MasterKey {
+    bytes: [u8; KEY_LEN],
+    key: LessSafeKey,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// A new random master key.
+    pub fn generate() -> Result<MasterKey, MasterKeyError> {
+        let mut bytes = [0_u8; KEY_LEN];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| MasterKeyError::Random)?;
+        Self::from_bytes(bytes)
+    }
+
+    /// A master key from its base64 text (surrounding whitespace ignored), as in a key file or a setting.
+    pub fn from_base64(text: &str) -> Result<MasterKey, MasterKeyError> {
+        let decoded = STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::NotBase64)?;
+        let bytes: [u8; KEY_LEN] =
+            decoded.as_slice().try_into().map_err(|_| MasterKeyError::WrongLength(decoded.len()))?;
+        Self::from_bytes(bytes)
+    }
+
+    /// Reads the base64 key file at `path`, or creates it (mode 0600, parent folders as needed) with a new key.
+    /// Returns the key and whether it was created now. Concurrent callers end with one file and one key: the file
+    /// is written under a temporary name and linked into place, never over an existing one.
+    pub fn load_or_create(path: impl AsRef<Path>) -> Result<(MasterKey, bool), MasterKeyError> {
+        let path = path.as_ref();
+        let io = |source| MasterKeyError::Io { path: path.to_owned(), source };
+        match Self::read_file(path) {
+            Ok(key) => return Ok((key, false)),
+            Err(MasterKeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let key = Self::generate()?;
+        let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut suffix = [0_u8; 8];
+        SystemRandom::new().fill(&mut suffix).map_err(|_| MasterKeyError::Random)?;
+        let temp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let written = write_private(&temp, format!("{}\n", STANDARD.encode(key.bytes)).as_bytes());
+        let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+        // The temporary name is only a step; a failure to remove it changes nothing for the key.
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    // Best effort: make the new name durable too.
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+                tracing::info!(path = %path.display(), "created a new master key file");
+                Ok((key, true))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::read_file(path)?, false)),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn read_file(path: &Path) -> Result<MasterKey, MasterKeyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io { path: path.to_owned(), source })?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the master key file can be read by other users: chmod 600 it");
+            }
+        }
+        Self::from_base64(&text)
+    }
+
+    fn from_bytes(bytes: [u8; KEY_LEN]) -> Result<MasterKey, MasterKeyError> {
+        let key = aes_key(&bytes).ok_or(MasterKeyError::WrongLength(KEY_LEN))?;
+        Ok(MasterKey { bytes, key })
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn aes_key(bytes: &[u8]) -> Option<LessSafeKey> {
+    UnboundKey::new(&AES_256_GCM, bytes).ok().map(LessSafeKey::new)
+}
+
+/// AES-256-GCM with a random 96-bit nonce. Returns the nonce and the ciphertext with its tag.
+fn seal_with(key: &LessSafeKey, aad: &[u8], mut in_out: Vec<u8>) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
+    let mut nonce = [0_u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out)
+        .map_err(|_| StoreError::Crypto("AES-256-GCM sealing failed"))?;
+    Ok((nonce, in_out))
+}
+
+/// The plaintext, or `None` when the tag does not match (altered, other AAD, other key).
+fn open_with(key: &LessSafeKey, nonce: [u8; NONCE_LEN], aad: &[u8], mut in_out: Vec<u8>) -> Option<Vec<u8>> {
+    let len = key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out).ok()?.len();
+    in_out.truncate(len);
+    Some(in_out)
+}
+
+/// One subject's unwrapped data key. Lives in memory only; never printed.
+#[derive(Clone)]
+pub struct DataKey(Arc<LessSafeKey>);
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+impl DataKey {
+    /// Seals `plaintext` with a fresh random nonce: `(nonce, ciphertext || tag)`.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: Vec<u8>) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
+        seal_with(&self.0, aad, plaintext)
+    }
+
+    /// The plaintext, or `None` if the ciphertext, the nonce or the AAD is not the sealed one.
+    pub(crate) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], ciphertext: Vec<u8>) -> Option<Vec<u8>> {
+        open_with(&self.0, nonce, aad, ciphertext)
+    }
+}
+
+/// What the cache knows of a subject. A destroyed key is destroyed for good, so that is cached too; a subject
+/// without a key is not (another node may create it).
+#[derive(Clone)]
+enum Cached {
+    Key(DataKey),
+    Destroyed,
+}
+
+#[derive(Clone)]
+enum VaultPool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The data keys of all subjects, in the `personal_data_keys` table of the event store's database.
+pub struct KeyVault {
+    pool: VaultPool,
+    master: MasterKey,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// Set once the canary row has been unwrapped by this vault's master key.
+    checked: OnceCell<()>,
+}
+
+impl fmt::Debug for KeyVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match self.pool {
+            VaultPool::Postgres(_) => "postgres",
+            VaultPool::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("KeyVault")
+            .field("backend", &backend)
+            .field("master", &self.master)
+            .field("cached", &self.lock_cache().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// The key vault of this database, with `master` wrapping its data keys. Build one per process and share it
+    /// (it holds the key cache). On SQLite it writes through the event store's single writer.
+    pub fn key_vault(&self, master: MasterKey) -> Result<Arc<KeyVault>, StoreError> {
+        match (self.postgres_pool(), self.sqlite_writer()) {
+            (Some(pool), _) => Ok(Arc::new(KeyVault::postgres(pool.clone(), master))),
+            // The event store's single writer: key creation and appends take turns instead of racing for the lock.
+            (None, Some(writer)) => Ok(Arc::new(KeyVault::sqlite(writer.clone(), master))),
+            (None, None) => Err(StoreError::Corrupt("the database has no pool for the key vault".to_owned())),
+        }
+    }
+}
+
+impl KeyVault {
+    /// A vault on a migrated PostgreSQL database.
+    pub fn postgres(pool: PgPool, master: MasterKey) -> KeyVault {
+        Self::with_pool(VaultPool::Postgres(pool), master)
+    }
+
+    /// A vault on a migrated SQLite database (key creation takes the write lock with `BEGIN IMMEDIATE`).
+    pub fn sqlite(pool: SqlitePool, master: MasterKey) -> KeyVault {
+        Self::with_pool(VaultPool::Sqlite(pool), master)
+    }
+
+    fn with_pool(pool: VaultPool, master: MasterKey) -> KeyVault {
+        KeyVault { pool, master, cache: Mutex::new(HashMap::new()), checked: OnceCell::new() }
+    }
+
+    /// Checks that the configured master key is the one this database's keys are wrapped with; the first check
+    /// on a new database stores the canary row it checks against. Every other operation of the vault runs it
+    /// once first, so a wrong master key fails loudly instead of reading as erased data. Call it at start-up.
+    pub async fn check_master_key(&self) -> Result<(), StoreError> {
+        let subject = MASTER_KEY_CHECK.to_owned();
+        let mut rows = self.fetch(std::slice::from_ref(&subject)).await?;
+        if rows.is_empty() {
+            let mut canary = vec![0_u8; KEY_LEN];
+            SystemRandom::new()
+                .fill(&mut canary)
+                .map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+            let wrapped = self.wrap(&subject, canary)?;
+            rows = self.insert_missing(vec![(subject.clone(), wrapped)]).await?;
+        }
+        match rows.remove(&subject) {
+            Some(Some(wrapped)) => match self.unwrap_bytes(&subject, wrapped) {
+                Some(_) => Ok(()),
+                None => Err(StoreError::WrongMasterKey),
+            },
+            _ => Err(StoreError::Corrupt("the master key check row of personal_data_keys is missing its key".into())),
+        }
+    }
+
+    /// The data keys of `subjects`, creating the missing ones (one batch). Every caller, on any node, gets the
+    /// same key for a subject. A destroyed subject is [`StoreError::Erased`] (the first one, in the order given).
+    pub async fn get_or_create(&self, subjects: &[StreamId]) -> Result<HashMap<StreamId, DataKey>, StoreError> {
+        let found = self.lookup(subjects, true).await?;
+        let mut keys = HashMap::with_capacity(subjects.len());
+        for subject in subjects {
+            match found.get(subject.as_str()) {
+                Some(Cached::Key(key)) => {
+                    keys.insert(subject.clone(), key.clone());
+                }
+                Some(Cached::Destroyed) => return Err(StoreError::Erased { subject: subject.clone() }),
+                None => {
+                    return Err(StoreError::Corrupt(format!("the data key of {subject} was created but not stored")));
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The data keys of those `subjects` that have one; destroyed and unknown subjects are left out.
+    pub async fn get(&self, subjects: &[StreamId]) -> Result<HashMap<StreamId, DataKey>, StoreError> {
+        let found = self.lookup(subjects, false).await?;
+        Ok(subjects
+            .iter()
+            .filter_map(|s| match found.get(s.as_str()) {
+                Some(Cached::Key(key)) => Some((s.clone(), key.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Destroys the subject's data key for good (idempotent): its sealed personal data reads as `null`
+    /// everywhere, and no new key is ever created for it. A subject that never had a key is marked destroyed
+    /// too. Reaches other nodes' caches only through [`KeyVault::forget`].
+    pub async fn destroy(&self, subject: &StreamId) -> Result<(), StoreError> {
+        match &self.pool {
+            VaultPool::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO personal_data_keys (subject, wrapped_key, destroyed_at) VALUES ($1, NULL, now()) \
+                     ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, \
+                     destroyed_at = coalesce(personal_data_keys.destroyed_at, excluded.destroyed_at)",
+                )
+                .bind(subject.as_str())
+                .execute(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            }
+            VaultPool::Sqlite(pool) => {
+                let now = Utc::now();
+                sqlx::query(
+                    "INSERT INTO personal_data_keys (subject, wrapped_key, created_at, destroyed_at) \
+                     VALUES (?, NULL, ?, ?) \
+                     ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, \
+                     destroyed_at = coalesce(personal_data_keys.destroyed_at, excluded.destroyed_at)",
+                )
+                .bind(subject.as_str())
+                .bind(now)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            }
+        }
+        self.remember(vec![(subject.as_str().to_owned(), Cached::Destroyed)]);
+        tracing::info!(subject = %subject, "destroyed a personal data key");
+        Ok(())
+    }
+
+    /// Drops the subject from this process's cache, so the next use reads the table again (for the erasure
+    /// workflow, after another node destroyed the key).
+    pub fn forget(&self, subject: &StreamId) {
+        self.lock_cache().remove(subject.as_str());
+    }
+
+    /// Drops every cached key.
+    pub fn clear_cache(&self) {
+        self.lock_cache().clear();
+    }
+
+    /// Cached entries first, then one read for the misses and, with `create`, one batch creation for the subjects
+    /// still without a row. Returns what is known of each subject (absent: no key and none created).
+    async fn lookup(&self, subjects: &[StreamId], create: bool) -> Result<HashMap<String, Cached>, StoreError> {
+        self.checked.get_or_try_init(|| self.check_master_key()).await?;
+        let mut found = HashMap::with_capacity(subjects.len());
+        let mut misses = Vec::new();
+        {
+            let cache = self.lock_cache();
+            let mut seen = HashSet::new();
+            for subject in subjects {
+                let subject = subject.as_str();
+                if !seen.insert(subject) {
+                    continue;
+                }
+                match cache.get(subject) {
+                    Some(entry) => {
+                        found.insert(subject.to_owned(), entry.clone());
+                    }
+                    None => misses.push(subject.to_owned()),
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(found);
+        }
+        let mut rows = self.fetch(&misses).await?;
+        let absent: Vec<String> = misses.iter().filter(|s| !rows.contains_key(*s)).cloned().collect();
+        if create && !absent.is_empty() {
+            let mut new = Vec::with_capacity(absent.len());
+            for subject in absent {
+                let mut key = vec![0_u8; KEY_LEN];
+                SystemRandom::new()
+                    .fill(&mut key)
+                    .map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+                let wrapped = self.wrap(&subject, key)?;
+                new.push((subject, wrapped));
+            }
+            // What is stored now may be another node's key for the same subject: that one is used.
+            rows.extend(self.insert_missing(new).await?);
+        }
+        let mut fresh = Vec::with_capacity(rows.len());
+        for (subject, wrapped) in rows {
+            let entry = match wrapped {
+                Some(wrapped) => Cached::Key(self.unwrap_key(&subject, wrapped)?),
+                None => Cached::Destroyed,
+            };
+            fresh.push((subject, entry));
+        }
+        self.remember(fresh.iter().cloned());
+        found.extend(fresh);
+        Ok(found)
+    }
+
+    /// `subject → wrapped_key` (NULL once destroyed) of the rows that exist.
+    async fn fetch(&self, subjects: &[String]) -> Result<HashMap<String, Option<Vec<u8>>>, StoreError> {
+        let rows = match &self.pool {
+            VaultPool::Postgres(pool) => {
+                sqlx::query("SELECT subject, wrapped_key FROM personal_data_keys WHERE subject = ANY($1)")
+                    .bind(subjects)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .iter()
+                    .map(|r| Ok((r.try_get("subject").map_err(corrupt)?, r.try_get("wrapped_key").map_err(corrupt)?)))
+                    .collect::<Result<_, StoreError>>()?
+            }
+            VaultPool::Sqlite(pool) => {
+                let list = serde_json::to_string(subjects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query(
+                    "SELECT subject, wrapped_key FROM personal_data_keys \
+                     WHERE subject IN (SELECT value FROM json_each(?))",
+                )
+                .bind(list)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .iter()
+                .map(|r| Ok((r.try_get("subject").map_err(corrupt)?, r.try_get("wrapped_key").map_err(corrupt)?)))
+                .collect::<Result<_, StoreError>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Inserts the rows whose subject has none yet (one statement on PostgreSQL, one transaction on SQLite) and
+    /// returns the rows of those subjects as stored afterwards, whoever won.
+    async fn insert_missing(
+        &self,
+        new: Vec<(String, Vec<u8>)>,
+    ) -> Result<HashMap<String, Option<Vec<u8>>>, StoreError> {
+        let (subjects, wrapped): (Vec<String>, Vec<Vec<u8>>) = new.into_iter().unzip();
+        match &self.pool {
+            VaultPool::Postgres(pool) => {
+                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same subject to commit; the SELECT
+                // that follows (its own snapshot) then sees the winner's row.
+                sqlx::query(
+                    "INSERT INTO personal_data_keys (subject, wrapped_key) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (subject) DO NOTHING",
+                )
+                .bind(&subjects)
+                .bind(&wrapped)
+                .execute(pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                self.fetch(&subjects).await
+            }
+            VaultPool::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
+                let now = Utc::now();
+                for (subject, wrapped) in subjects.iter().zip(&wrapped) {
+                    sqlx::query(
+                        "INSERT INTO personal_data_keys (subject, wrapped_key, created_at) VALUES (?, ?, ?) \
+                         ON CONFLICT (subject) DO NOTHING",
+                    )
+                    .bind(subject.as_str())
+                    .bind(wrapped.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                self.fetch(&subjects).await
+            }
+        }
+    }
+
+    /// `nonce || ciphertext` of `key` under the master key, AAD = subject.
+    fn wrap(&self, subject: &str, key: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let (nonce, mut sealed) = seal_with(&self.master.key, subject.as_bytes(), key)?;
+        let mut wrapped = Vec::with_capacity(NONCE_LEN + sealed.len());
+        wrapped.extend_from_slice(&nonce);
+        wrapped.append(&mut sealed);
+        Ok(wrapped)
+    }
+
+    fn unwrap_bytes(&self, subject: &str, wrapped: Vec<u8>) -> Option<Vec<u8>> {
+        if wrapped.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        open_with(&self.master.key, nonce, subject.as_bytes(), sealed.to_vec())
+    }
+
+    fn unwrap_key(&self, subject: &str, wrapped: Vec<u8>) -> Result<DataKey, StoreError> {
+        self.unwrap_bytes(subject, wrapped)
+            .and_then(|bytes| aes_key(&bytes))
+            .map(|key| DataKey(Arc::new(key)))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the data key of {subject} cannot be unwrapped although the master key is right: \
+                     its personal_data_keys row was altered"
+                ))
+            })
+    }
+
+    fn remember(&self, entries: impl IntoIterator<Item = (String, Cached)>) {
+        let mut cache = self.lock_cache();
+        for (subject, entry) in entries {
+            if cache.len() >= KEY_CACHE_CAPACITY && !cache.contains_key(&subject) {
+                cache.clear();
+            }
+            cache.insert(subject, entry);
+        }
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        // The map is consistent after any panic (single inserts and removes), so a poisoned lock is still usable.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
