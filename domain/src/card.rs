@@ -123,12 +123,24 @@ pub struct ApOffer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CardCommand {
     /// Registers the card `fid` to a resident of `municipality`; it is in use from now on.
-    Register { fid: CardFid, municipality: MunicipalityCode, resident_id: ResidentId },
+    Register {
+        fid: CardFid,
+        municipality: MunicipalityCode,
+        resident_id: ResidentId,
+    },
     /// 地域住民向け領域設定; the municipality's preset APs that it may still use are installed with it.
-    CreateLocalArea { presets: Vec<ApInstall>, offer: ApOffer },
+    CreateLocalArea {
+        presets: Vec<ApInstall>,
+        offer: ApOffer,
+    },
     /// カードAP搭載: several APs at once, all or none.
-    InstallAps { aps: Vec<ApInstall>, offer: ApOffer },
-    RemoveAp { business_id: BusinessId },
+    InstallAps {
+        aps: Vec<ApInstall>,
+        offer: ApOffer,
+    },
+    RemoveAp {
+        business_id: BusinessId,
+    },
     Suspend,
     Resume,
     Abolish,
@@ -499,10 +511,518 @@ impl Aggregate for StandardIdAllocation {
 
     fn decide(allocated: &bool, command: StandardIdCommand) -> Result<Vec<StandardIdEvent>, StandardIdError> {
         let StandardIdCommand::Allocate { id, fid } = command;
-        if *allocated { Err(StandardIdError::AlreadyAllocated) } else { Ok(vec![StandardIdEvent::Allocated { id, fid }]) }
+        if *allocated {
+            Err(StandardIdError::AlreadyAllocated)
+        } else {
+            Ok(vec![StandardIdEvent::Allocated { id, fid }])
+        }
     }
 
     fn evolve(_: bool, _: &StandardIdEvent) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::given;
+    use CardCommand as C;
+    use CardEvent as E;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn fid() -> CardFid {
+        CardFid::parse("0A1B2C3D4E5F").unwrap()
+    }
+
+    fn chiyoda() -> MunicipalityCode {
+        MunicipalityCode::parse("131016").unwrap()
+    }
+
+    fn resident() -> ResidentId {
+        ResidentId::from_uuid(Uuid::from_u128(0x0192_5c4e_6a80_7000_8000_0000_0000_0042))
+    }
+
+    fn bid(s: &str) -> BusinessId {
+        BusinessId::parse(s).unwrap()
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<BusinessId> {
+        list.iter().map(|s| bid(s)).collect()
+    }
+
+    fn standard_id(n: u64) -> StandardId {
+        StandardId::new(&chiyoda(), n)
+    }
+
+    /// An AP to install: the library (`02`) with a 標準ID, any other without.
+    fn ap(s: &str) -> ApInstall {
+        let business_id = bid(s);
+        let standard_id = (business_id == BusinessId::LIBRARY).then(|| standard_id(1234567890));
+        ApInstall { business_id, standard_id }
+    }
+
+    fn installed_ap(s: &str) -> E {
+        let ApInstall { business_id, standard_id } = ap(s);
+        E::ApInstalled { business_id, standard_id }
+    }
+
+    /// The municipality offers 01, 02, 10 and 11 and may use 01, 02, 10 and 12.
+    fn offer() -> ApOffer {
+        ApOffer { catalog: ids(&["01", "02", "10", "11"]), permitted: ids(&["01", "02", "10", "12"]) }
+    }
+
+    fn register() -> C {
+        C::Register { fid: fid(), municipality: chiyoda(), resident_id: resident() }
+    }
+
+    fn registered() -> E {
+        E::Registered { fid: fid(), municipality: chiyoda(), resident_id: resident() }
+    }
+
+    fn install(list: &[&str]) -> C {
+        C::InstallAps { aps: list.iter().map(|s| ap(s)).collect(), offer: offer() }
+    }
+
+    /// Every command, for the branches that refuse them all alike.
+    fn every_command() -> Vec<C> {
+        vec![
+            C::CreateLocalArea { presets: vec![ap("01")], offer: offer() },
+            install(&["01"]),
+            C::RemoveAp { business_id: bid("01") },
+            C::Suspend,
+            C::Resume,
+            C::Abolish,
+        ]
+    }
+
+    fn card(state: &CardState) -> &RegisteredCard {
+        state.registered.as_ref().unwrap()
+    }
+
+    #[test]
+    fn register_a_card() {
+        let state = given::<Card>([]).when(register()).then([registered()]);
+        let c = card(&state);
+        assert_eq!((&c.fid, &c.municipality, c.resident_id), (&fid(), &chiyoda(), resident()));
+        assert_eq!(c.status, CardStatus::InUse);
+        assert!(!c.local_area && c.aps.is_empty());
+        assert_eq!(stream_key(&fid()), "0A1B2C3D4E5F");
+    }
+
+    #[test]
+    fn register_an_existing_card_is_refused() {
+        given::<Card>([registered()]).when(register()).then_err(CardError::AlreadyRegistered);
+        given::<Card>([registered(), E::Suspended]).when(register()).then_err(CardError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn register_an_abolished_card_is_refused_because_an_fid_is_never_reused() {
+        given::<Card>([registered(), E::Abolished]).when(register()).then_err(CardError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn every_other_command_on_an_unregistered_card_is_refused() {
+        for command in every_command() {
+            given::<Card>([]).when(command).then_err(CardError::NotRegistered);
+        }
+    }
+
+    #[test]
+    fn every_other_command_on_an_abolished_card_is_refused() {
+        for command in every_command() {
+            given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01"), E::Abolished])
+                .when(command)
+                .then_err(CardError::Abolished);
+        }
+    }
+
+    #[test]
+    fn suspend() {
+        let state = given::<Card>([registered()]).when(C::Suspend).then([E::Suspended]);
+        assert_eq!(card(&state).status, CardStatus::Suspended);
+    }
+
+    #[test]
+    fn suspend_a_suspended_card_is_refused() {
+        given::<Card>([registered(), E::Suspended]).when(C::Suspend).then_err(CardError::AlreadySuspended);
+    }
+
+    #[test]
+    fn resume() {
+        let state = given::<Card>([registered(), E::Suspended]).when(C::Resume).then([E::Resumed]);
+        assert_eq!(card(&state).status, CardStatus::InUse);
+    }
+
+    #[test]
+    fn resume_a_card_in_use_is_refused() {
+        given::<Card>([registered()]).when(C::Resume).then_err(CardError::NotSuspended);
+        given::<Card>([registered(), E::Suspended, E::Resumed]).when(C::Resume).then_err(CardError::NotSuspended);
+    }
+
+    #[test]
+    fn abolish_a_card_in_use() {
+        let state = given::<Card>([registered(), E::LocalAreaCreated, installed_ap("02")])
+            .when(C::Abolish)
+            .then([E::Abolished]);
+        assert_eq!(card(&state).status, CardStatus::Abolished);
+    }
+
+    #[test]
+    fn abolish_a_suspended_card() {
+        let state = given::<Card>([registered(), E::Suspended]).when(C::Abolish).then([E::Abolished]);
+        assert_eq!(card(&state).status, CardStatus::Abolished);
+    }
+
+    #[test]
+    fn remove_an_installed_ap() {
+        let state = given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01"), installed_ap("02")])
+            .when(C::RemoveAp { business_id: bid("02") })
+            .then([E::ApRemoved { business_id: bid("02") }]);
+        assert_eq!(card(&state).aps, BTreeMap::from([(bid("01"), None)]));
+    }
+
+    #[test]
+    fn remove_an_ap_that_is_not_installed_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01")])
+            .when(C::RemoveAp { business_id: bid("10") })
+            .then_err(CardError::ApNotInstalled(bid("10")));
+        given::<Card>([registered()])
+            .when(C::RemoveAp { business_id: bid("01") })
+            .then_err(CardError::ApNotInstalled(bid("01")));
+        given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01"), E::ApRemoved { business_id: bid("01") }])
+            .when(C::RemoveAp { business_id: bid("01") })
+            .then_err(CardError::ApNotInstalled(bid("01")));
+    }
+
+    #[test]
+    fn remove_an_ap_from_a_suspended_card_is_allowed() {
+        let state = given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01"), E::Suspended])
+            .when(C::RemoveAp { business_id: bid("01") })
+            .then([E::ApRemoved { business_id: bid("01") }]);
+        assert!(card(&state).aps.is_empty());
+        assert_eq!(card(&state).status, CardStatus::Suspended);
+        given::<Card>([registered(), E::Suspended])
+            .when(C::RemoveAp { business_id: bid("01") })
+            .then_err(CardError::ApNotInstalled(bid("01")));
+    }
+
+    #[test]
+    fn nothing_is_installed_on_a_suspended_card() {
+        given::<Card>([registered(), E::LocalAreaCreated, E::Suspended])
+            .when(install(&["01"]))
+            .then_err(CardError::Suspended);
+        given::<Card>([registered(), E::Suspended])
+            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
+            .then_err(CardError::Suspended);
+        // Suspension is reported before the missing local area and the empty list.
+        given::<Card>([registered(), E::Suspended]).when(install(&[])).then_err(CardError::Suspended);
+    }
+
+    #[test]
+    fn create_the_local_area() {
+        let state = given::<Card>([registered()])
+            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
+            .then([E::LocalAreaCreated]);
+        assert!(card(&state).local_area && card(&state).aps.is_empty());
+    }
+
+    #[test]
+    fn create_the_local_area_twice_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
+            .then_err(CardError::LocalAreaExists);
+    }
+
+    #[test]
+    fn the_local_area_comes_with_the_presets_that_may_still_be_installed() {
+        let presets = vec![
+            ap("01"),
+            ap("11"), // in the catalog, no longer permitted
+            ap("12"), // permitted, not in the catalog
+            ap("02"),
+            ap("01"),                                                                // duplicate
+            ApInstall { business_id: bid("10"), standard_id: Some(standard_id(1)) }, // 標準ID on a non-library AP
+            ap("00"),
+        ];
+        let state = given::<Card>([registered()]).when(C::CreateLocalArea { presets, offer: offer() }).then([
+            E::LocalAreaCreated,
+            installed_ap("01"),
+            installed_ap("02"),
+        ]);
+        assert!(card(&state).local_area);
+        assert_eq!(card(&state).aps, BTreeMap::from([(bid("01"), None), (bid("02"), Some(standard_id(1234567890)))]));
+    }
+
+    #[test]
+    fn the_library_preset_without_a_standard_id_is_skipped() {
+        given::<Card>([registered()])
+            .when(C::CreateLocalArea {
+                presets: vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }, ap("10")],
+                offer: offer(),
+            })
+            .then([E::LocalAreaCreated, installed_ap("10")]);
+    }
+
+    #[test]
+    fn install_before_the_local_area_is_refused() {
+        given::<Card>([registered()]).when(install(&["01"])).then_err(CardError::LocalAreaMissing);
+        given::<Card>([registered()]).when(install(&[])).then_err(CardError::LocalAreaMissing);
+    }
+
+    #[test]
+    fn install_nothing_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated]).when(install(&[])).then_err(CardError::NoAps);
+    }
+
+    #[test]
+    fn install_an_ap() {
+        let state =
+            given::<Card>([registered(), E::LocalAreaCreated]).when(install(&["10"])).then([installed_ap("10")]);
+        assert_eq!(card(&state).aps, BTreeMap::from([(bid("10"), None)]));
+    }
+
+    #[test]
+    fn install_several_aps_at_once() {
+        let state = given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01")])
+            .when(install(&["10", "02"]))
+            .then([installed_ap("10"), installed_ap("02")]);
+        assert_eq!(
+            card(&state).aps,
+            BTreeMap::from([(bid("01"), None), (bid("02"), Some(standard_id(1234567890))), (bid("10"), None)])
+        );
+    }
+
+    #[test]
+    fn install_the_same_ap_twice_in_one_request_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install(&["10", "01", "10"]))
+            .then_err(CardError::DuplicateAp(bid("10")));
+    }
+
+    #[test]
+    fn install_an_ap_that_is_not_permitted_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install(&["01", "11"]))
+            .then_err(CardError::ApNotPermitted(bid("11")));
+        // Not permitted is reported before not in the catalog.
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install(&["13"]))
+            .then_err(CardError::ApNotPermitted(bid("13")));
+    }
+
+    #[test]
+    fn install_an_ap_that_is_not_in_the_catalog_is_refused() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install(&["12"]))
+            .then_err(CardError::ApNotInCatalog(bid("12")));
+    }
+
+    #[test]
+    fn install_an_ap_that_is_already_installed_is_refused_all_or_none() {
+        given::<Card>([registered(), E::LocalAreaCreated, installed_ap("02")])
+            .when(install(&["01", "02"]))
+            .then_err(CardError::ApAlreadyInstalled(bid("02")));
+    }
+
+    #[test]
+    fn the_library_ap_needs_a_standard_id() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(C::InstallAps {
+                aps: vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }],
+                offer: offer(),
+            })
+            .then_err(CardError::StandardIdMismatch(BusinessId::LIBRARY));
+    }
+
+    #[test]
+    fn no_other_ap_takes_a_standard_id() {
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(C::InstallAps {
+                aps: vec![ApInstall { business_id: bid("01"), standard_id: Some(standard_id(7)) }],
+                offer: offer(),
+            })
+            .then_err(CardError::StandardIdMismatch(bid("01")));
+    }
+
+    #[test]
+    fn a_removed_ap_can_be_installed_again() {
+        given::<Card>([
+            registered(),
+            E::LocalAreaCreated,
+            installed_ap("02"),
+            E::ApRemoved { business_id: BusinessId::LIBRARY },
+        ])
+        .when(install(&["02"]))
+        .then([installed_ap("02")]);
+    }
+
+    #[test]
+    fn a_resumed_card_takes_aps_again() {
+        given::<Card>([registered(), E::LocalAreaCreated, E::Suspended, E::Resumed])
+            .when(install(&["01"]))
+            .then([installed_ap("01")]);
+    }
+
+    #[test]
+    fn events_of_an_unregistered_stream_change_nothing() {
+        let state = Card::fold(&[E::LocalAreaCreated, installed_ap("01"), E::Suspended]);
+        assert!(state.registered.is_none());
+    }
+
+    #[test]
+    fn the_payloads_have_the_documented_shape() {
+        for (event, payload) in [
+            (
+                registered(),
+                json!({ "fid": "0A1B2C3D4E5F", "municipality": "131016",
+                        "resident_id": "01925c4e-6a80-7000-8000-000000000042" }),
+            ),
+            (installed_ap("02"), json!({ "business_id": "02", "standard_id": "1310161234567890" })),
+            (installed_ap("01"), json!({ "business_id": "01", "standard_id": null })),
+            (E::ApRemoved { business_id: bid("01") }, json!({ "business_id": "01" })),
+            (E::LocalAreaCreated, json!({})),
+            (E::Suspended, json!({})),
+            (E::Resumed, json!({})),
+            (E::Abolished, json!({})),
+        ] {
+            assert_eq!(event.encode(), payload, "{event:?}");
+            assert_eq!(CardEvent::decode(event.event_type(), 1, &payload), Ok(event));
+        }
+        assert_eq!(CardEvent::decode(REGISTERED, 2, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 2)));
+        for (event_type, payload) in [
+            (REGISTERED, json!({ "fid": "0A1B", "municipality": "131017", "resident_id": resident() })),
+            (AP_INSTALLED, json!({ "business_id": "02", "standard_id": "1310171234567890" })),
+            (AP_REMOVED, json!({})),
+            (SUSPENDED, json!(null)),
+        ] {
+            assert!(
+                matches!(CardEvent::decode(event_type, 1, &payload), Err(EventDecodeError::Payload { .. })),
+                "{event_type} {payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_and_errors_have_japanese_labels() {
+        for (status, code, label) in [
+            (CardStatus::InUse, "in_use", "運用中"),
+            (CardStatus::Suspended, "suspended", "一時停止"),
+            (CardStatus::Abolished, "abolished", "廃止"),
+        ] {
+            assert_eq!((status.as_str(), status.label_ja()), (code, label));
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(code));
+        }
+        let b = bid("10");
+        for e in [
+            CardError::AlreadyRegistered,
+            CardError::NotRegistered,
+            CardError::Abolished,
+            CardError::Suspended,
+            CardError::AlreadySuspended,
+            CardError::NotSuspended,
+            CardError::LocalAreaMissing,
+            CardError::LocalAreaExists,
+            CardError::NoAps,
+            CardError::DuplicateAp(b.clone()),
+            CardError::ApNotInCatalog(b.clone()),
+            CardError::ApNotPermitted(b.clone()),
+            CardError::ApAlreadyInstalled(b.clone()),
+            CardError::ApNotInstalled(b.clone()),
+            CardError::StandardIdMismatch(b),
+        ] {
+            assert!(!e.message_ja().is_empty() && !e.to_string().is_empty(), "{e:?}");
+        }
+        assert!(!StandardIdError::AlreadyAllocated.to_string().is_empty());
+    }
+
+    #[test]
+    fn allocate_a_standard_id() {
+        let id = standard_id(42);
+        let allocated = given::<StandardIdAllocation>([])
+            .when(StandardIdCommand::Allocate { id: id.clone(), fid: fid() })
+            .then([StandardIdEvent::Allocated { id: id.clone(), fid: fid() }]);
+        assert!(allocated);
+        assert_eq!(allocation_stream_key(&id), "1310160000000042");
+        assert_eq!(
+            StandardIdEvent::Allocated { id, fid: fid() }.encode(),
+            json!({ "standard_id": "1310160000000042", "fid": "0A1B2C3D4E5F" })
+        );
+    }
+
+    #[test]
+    fn a_standard_id_is_never_handed_out_twice() {
+        let id = standard_id(42);
+        let other = CardFid::parse("FFFF").unwrap();
+        given::<StandardIdAllocation>([StandardIdEvent::Allocated { id: id.clone(), fid: fid() }])
+            .when(StandardIdCommand::Allocate { id, fid: other })
+            .then_err(StandardIdError::AlreadyAllocated);
+        assert_eq!(StandardIdEvent::decode(ALLOCATED, 2, &json!({})), Err(EventDecodeError::unknown(ALLOCATED, 2)));
+        assert!(matches!(
+            StandardIdEvent::decode(ALLOCATED, 1, &json!({ "standard_id": "131016", "fid": "0A" })),
+            Err(EventDecodeError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn standard_id_examples() {
+        let id = StandardId::parse("1310161234567890").unwrap();
+        assert_eq!(id.municipality(), Some(chiyoda()));
+        assert_eq!(id.to_string(), "1310161234567890");
+        assert_eq!(StandardId::new(&chiyoda(), 12_345_678_901).as_str(), "1310162345678901");
+        for bad in
+            ["", "131016123456789", "13101612345678901", "1310171234567890", "131016123456789a", "１310161234567890"]
+        {
+            assert_eq!(StandardId::parse(bad), Err(ParseError::InvalidStandardId), "{bad}");
+        }
+        assert_eq!(serde_json::to_value(&id).unwrap(), json!("1310161234567890"));
+        assert!(serde_json::from_value::<StandardId>(json!(1310161234567890u64)).is_err());
+    }
+
+    /// A valid municipality code: the five digits with the one check digit that parses.
+    fn municipality_code() -> impl Strategy<Value = MunicipalityCode> {
+        "[0-9]{5}"
+            .prop_map(|prefix| (0..10).find_map(|d| MunicipalityCode::parse(&format!("{prefix}{d}")).ok()).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn new_always_parses(code in municipality_code(), n in any::<u64>()) {
+            let id = StandardId::new(&code, n);
+            prop_assert_eq!(id.as_str().len(), 16);
+            prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_digit()));
+            prop_assert_eq!(&id.as_str()[..6], code.as_str());
+            prop_assert_eq!(id.as_str()[6..].parse::<u64>().unwrap(), n % StandardId::NUMBER_BOUND);
+            prop_assert_eq!(id.municipality(), Some(code));
+            prop_assert_eq!(StandardId::parse(id.as_str()), Ok(id.clone()));
+            let json = serde_json::to_value(&id).unwrap();
+            prop_assert_eq!(serde_json::from_value::<StandardId>(json).unwrap(), id);
+        }
+
+        #[test]
+        fn a_bad_municipality_prefix_is_refused(code in municipality_code(), wrong in 1u8..10, number in "[0-9]{10}") {
+            let digits = code.as_str().as_bytes();
+            let check = (digits[5] - b'0' + wrong) % 10;
+            let s = format!("{}{check}{number}", &code.as_str()[..5]);
+            prop_assert_eq!(StandardId::parse(&s), Err(ParseError::InvalidStandardId));
+        }
+
+        #[test]
+        fn only_16_digits_parse(s in "[0-9]{0,15}|[0-9]{17,24}") {
+            prop_assert_eq!(StandardId::parse(&s), Err(ParseError::InvalidStandardId));
+        }
+
+        #[test]
+        fn a_standard_id_with_any_other_character_is_refused(
+            code in municipality_code(),
+            number in "[0-9]{9}",
+            ch in any::<char>().prop_filter("not a digit", |c| !c.is_ascii_digit()),
+            at in 0usize..10,
+        ) {
+            let mut rest = number.clone();
+            rest.insert(at, ch);
+            prop_assert_eq!(StandardId::parse(&format!("{code}{rest}")), Err(ParseError::InvalidStandardId));
+        }
     }
 }

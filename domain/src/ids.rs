@@ -98,7 +98,9 @@ impl ParseError {
             Self::NonexistentDate => "存在しない日付です".to_owned(),
             Self::DateOutsideEra => "元号の期間外の日付です".to_owned(),
             Self::InvalidPostalCode => "郵便番号は半角数字7桁（例: 100-0001）で入力してください".to_owned(),
-            Self::InvalidFieldKey => "項目キーは半角英小文字で始まる英小文字・数字・_ の32文字以内で入力してください".to_owned(),
+            Self::InvalidFieldKey => {
+                "項目キーは半角英小文字で始まる英小文字・数字・_ の32文字以内で入力してください".to_owned()
+            }
             Self::InvalidResidentId => "利用者IDの形式が正しくありません".to_owned(),
             Self::InvalidStandardId => "標準IDは半角数字16桁（市町村コード6桁＋10桁）で入力してください".to_owned(),
         }

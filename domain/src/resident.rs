@@ -9,8 +9,8 @@
 mod personal;
 mod values;
 
-pub use personal::{Address, Erasable, PersonName, PersonalChanges, PersonalData};
 pub(crate) use personal::ascii_to_full_width;
+pub use personal::{Address, Erasable, PersonName, PersonalChanges, PersonalData};
 pub use values::*;
 
 use std::fmt;
@@ -94,10 +94,16 @@ pub enum ResidentEvent {
         personal: Erasable<PersonalData>,
     },
     /// Carries only the fields that changed.
-    FieldsChanged { changes: Erasable<PersonalChanges> },
+    FieldsChanged {
+        changes: Erasable<PersonalChanges>,
+    },
     MovedOut,
-    CardAttached { fid: CardFid },
-    CardDetached { fid: CardFid },
+    CardAttached {
+        fid: CardFid,
+    },
+    CardDetached {
+        fid: CardFid,
+    },
 }
 
 const REGISTERED: &str = "ResidentRegistered";
@@ -167,19 +173,19 @@ impl DomainEvent for ResidentEvent {
             (REGISTERED, 1) => {
                 let v1::Registered { resident_id, municipality, registry_key, personal } =
                     decode_payload(event_type, event_version, payload)?;
-                Self::Registered { id: resident_id, municipality, registry_key, personal: Erasable::from_option(personal) }
+                Self::Registered {
+                    id: resident_id,
+                    municipality,
+                    registry_key,
+                    personal: Erasable::from_option(personal),
+                }
             }
             (FIELDS_CHANGED, 1) => {
                 let v1::FieldsChanged { personal } = decode_payload(event_type, event_version, payload)?;
-                let changes = personal
-                    .filter(|p| !p.is_null())
-                    .map(|p| PersonalChanges::from_json(&p))
-                    .transpose()
-                    .map_err(|reason| EventDecodeError::Payload {
-                        event_type: event_type.to_owned(),
-                        event_version,
-                        reason,
-                    })?;
+                let changes =
+                    personal.filter(|p| !p.is_null()).map(|p| PersonalChanges::from_json(&p)).transpose().map_err(
+                        |reason| EventDecodeError::Payload { event_type: event_type.to_owned(), event_version, reason },
+                    )?;
                 Self::FieldsChanged { changes: Erasable::from_option(changes) }
             }
             (MOVED_OUT, 1) => {
@@ -324,5 +330,617 @@ impl Aggregate for Resident {
             _ => {}
         }
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::contact::{Email, Phone, Sex};
+    use crate::local_settings::{CustomValue, FieldKey};
+    use crate::testing::given;
+    use ResidentCommand as C;
+    use ResidentEvent as E;
+    use proptest::prelude::*;
+
+    fn id() -> ResidentId {
+        ResidentId::from_uuid(Uuid::from_u128(0x0192_5c4e_6a80_7000_8000_0000_0000_0042))
+    }
+
+    fn chiyoda() -> MunicipalityCode {
+        MunicipalityCode::parse("131016").unwrap()
+    }
+
+    fn fid(s: &str) -> CardFid {
+        CardFid::parse(s).unwrap()
+    }
+
+    fn key(s: &str) -> FieldKey {
+        FieldKey::parse(s).unwrap()
+    }
+
+    fn kana(family: &str, given: &str) -> PersonName<KanaName> {
+        PersonName { family: KanaName::parse(family).unwrap(), given: KanaName::parse(given).unwrap() }
+    }
+
+    fn kanji(family: &str, given: &str) -> PersonName<KanjiName> {
+        PersonName { family: KanjiName::parse(family).unwrap(), given: KanjiName::parse(given).unwrap() }
+    }
+
+    fn address(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn personal() -> PersonalData {
+        PersonalData {
+            kana_name: kana("ヤマダ", "タロウ"),
+            kanji_name: kanji("山田", "太郎"),
+            birth_date: EraDate::parse("3640107").unwrap(),
+            sex: Sex::Male,
+            postal_code: Some(PostalCode::parse("100-0001").unwrap()),
+            address1: Some(address("東京都千代田区千代田1-1")),
+            address2: None,
+            phone: Some(Phone::parse("03-3333-4444").unwrap()),
+            email: Some(Email::parse("taro@example.jp").unwrap()),
+            occupation: Some(Occupation::parse("会社員").unwrap()),
+            custom_fields: BTreeMap::from([
+                (key("household_size"), CustomValue::Number(3)),
+                (key("school_district"), CustomValue::Text("第一".into())),
+            ]),
+        }
+    }
+
+    fn registered() -> E {
+        E::Registered {
+            id: id(),
+            municipality: chiyoda(),
+            registry_key: Some(RegistryKey::parse("000123456").unwrap()),
+            personal: Erasable::Known(personal()),
+        }
+    }
+
+    fn register() -> C {
+        C::Register {
+            id: id(),
+            municipality: chiyoda(),
+            registry_key: Some(RegistryKey::parse("000123456").unwrap()),
+            personal: personal(),
+        }
+    }
+
+    fn erased_registration() -> E {
+        E::Registered { id: id(), municipality: chiyoda(), registry_key: None, personal: Erasable::Erased }
+    }
+
+    fn attached(s: &str) -> E {
+        E::CardAttached { fid: fid(s) }
+    }
+
+    fn resident(state: &ResidentState) -> &RegisteredResident {
+        state.registered.as_ref().unwrap()
+    }
+
+    #[test]
+    fn register_a_resident() {
+        let state = given::<Resident>([]).when(register()).then([registered()]);
+        let r = resident(&state);
+        assert_eq!((r.id, &r.municipality), (id(), &chiyoda()));
+        assert_eq!(r.registry_key.as_ref().map(RegistryKey::as_str), Some("000123456"));
+        assert_eq!(r.personal, Erasable::Known(personal()));
+        assert!(!r.moved_out && r.active_card.is_none());
+        assert_eq!(stream_key(&id()), "01925c4e-6a80-7000-8000-000000000042");
+    }
+
+    #[test]
+    fn register_twice_is_refused() {
+        given::<Resident>([registered()]).when(register()).then_err(ResidentError::AlreadyRegistered);
+        given::<Resident>([registered(), E::MovedOut]).when(register()).then_err(ResidentError::AlreadyRegistered);
+        given::<Resident>([erased_registration()]).when(register()).then_err(ResidentError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn any_other_command_before_register_is_refused() {
+        for command in [
+            C::Change { changes: PersonalChanges { sex: Some(Sex::Female), ..Default::default() } },
+            C::MoveOut,
+            C::AttachCard { fid: fid("0A1B") },
+            C::DetachCard { fid: fid("0A1B") },
+        ] {
+            given::<Resident>([]).when(command).then_err(ResidentError::NotRegistered);
+        }
+    }
+
+    #[test]
+    fn a_change_records_only_what_differs() {
+        let changes = PersonalChanges {
+            kana_name: Some(kana("ヤマダ", "タロウ")), // same
+            kanji_name: Some(kanji("山田", "次郎")),
+            birth_date: None,
+            sex: Some(Sex::Male),                                           // same
+            postal_code: Some(Some(PostalCode::parse("1000001").unwrap())), // same after parsing
+            address1: Some(Some(address("東京都千代田区千代田２－２"))),
+            address2: Some(Some(address("ABCマンション 101"))),
+            phone: Some(None),                                           // cleared
+            email: Some(Some(Email::parse("taro@example.jp").unwrap())), // same
+            occupation: Some(None),                                      // cleared
+            custom_fields: BTreeMap::from([
+                (key("household_size"), None),                                    // cleared
+                (key("moved_in"), None),                                          // was never set
+                (key("note"), Some(CustomValue::Text("メモ".into()))),            // set
+                (key("school_district"), Some(CustomValue::Text("第一".into()))), // same
+            ]),
+        };
+        let recorded = PersonalChanges {
+            kanji_name: Some(kanji("山田", "次郎")),
+            address1: Some(Some(address("東京都千代田区千代田２－２"))),
+            address2: Some(Some(address("ＡＢＣマンション\u{3000}１０１"))),
+            phone: Some(None),
+            occupation: Some(None),
+            custom_fields: BTreeMap::from([
+                (key("household_size"), None),
+                (key("note"), Some(CustomValue::Text("メモ".into()))),
+            ]),
+            ..Default::default()
+        };
+        let state = given::<Resident>([registered()])
+            .when(C::Change { changes })
+            .then([E::FieldsChanged { changes: Erasable::Known(recorded.clone()) }]);
+        let expected = PersonalData {
+            kanji_name: kanji("山田", "次郎"),
+            address1: Some(address("東京都千代田区千代田２－２")),
+            address2: Some(address("ＡＢＣマンション\u{3000}１０１")),
+            phone: None,
+            occupation: None,
+            custom_fields: BTreeMap::from([
+                (key("note"), CustomValue::Text("メモ".into())),
+                (key("school_district"), CustomValue::Text("第一".into())),
+            ]),
+            ..personal()
+        };
+        assert_eq!(resident(&state).personal, Erasable::Known(expected.clone()));
+        assert_eq!(recorded.apply_to(personal()), expected);
+    }
+
+    #[test]
+    fn every_required_field_can_change() {
+        let changes = PersonalChanges {
+            kana_name: Some(kana("スズキ", "ハナコ")),
+            kanji_name: Some(kanji("鈴木", "花子")),
+            birth_date: Some(EraDate::parse("4010108").unwrap()),
+            sex: Some(Sex::Female),
+            ..Default::default()
+        };
+        let state = given::<Resident>([registered()])
+            .when(C::Change { changes: changes.clone() })
+            .then([E::FieldsChanged { changes: Erasable::Known(changes) }]);
+        let PersonalData { kana_name, kanji_name, birth_date, sex, .. } = resident(&state).personal.known().unwrap();
+        assert_eq!((kana_name, kanji_name), (&kana("スズキ", "ハナコ"), &kanji("鈴木", "花子")));
+        assert_eq!((birth_date.as_str(), *sex), ("4010108", Sex::Female));
+    }
+
+    #[test]
+    fn a_cleared_optional_field_can_be_set_again() {
+        let state = given::<Resident>([
+            registered(),
+            E::FieldsChanged {
+                changes: Erasable::Known(PersonalChanges { postal_code: Some(None), ..Default::default() }),
+            },
+        ])
+        .when(C::Change {
+            changes: PersonalChanges {
+                postal_code: Some(Some(PostalCode::parse("1000001").unwrap())),
+                ..Default::default()
+            },
+        })
+        .then([E::FieldsChanged {
+            changes: Erasable::Known(PersonalChanges {
+                postal_code: Some(Some(PostalCode::parse("100-0001").unwrap())),
+                ..Default::default()
+            }),
+        }]);
+        assert_eq!(resident(&state).personal, Erasable::Known(personal()));
+    }
+
+    #[test]
+    fn a_change_without_differences_changes_nothing() {
+        let same = PersonalChanges {
+            kana_name: Some(kana("ヤマダ", "タロウ")),
+            address2: Some(None),
+            phone: Some(Some(Phone::parse("03-3333-4444").unwrap())),
+            custom_fields: BTreeMap::from([(key("household_size"), Some(CustomValue::Number(3))), (key("note"), None)]),
+            ..Default::default()
+        };
+        given::<Resident>([registered()]).when(C::Change { changes: same }).then([]);
+        given::<Resident>([registered()]).when(C::Change { changes: PersonalChanges::default() }).then([]);
+    }
+
+    #[test]
+    fn a_change_after_erasure_is_refused() {
+        let changes = || PersonalChanges { sex: Some(Sex::Female), ..Default::default() };
+        given::<Resident>([erased_registration()])
+            .when(C::Change { changes: changes() })
+            .then_err(ResidentError::Erased);
+        // The key was destroyed after a change: the whole history reads as erased.
+        given::<Resident>([registered(), E::FieldsChanged { changes: Erasable::Erased }])
+            .when(C::Change { changes: changes() })
+            .then_err(ResidentError::Erased);
+    }
+
+    #[test]
+    fn an_erased_resident_keeps_his_card_lifecycle() {
+        let state = given::<Resident>([erased_registration()])
+            .when(C::AttachCard { fid: fid("0A1B") })
+            .then([attached("0A1B")]);
+        assert_eq!(resident(&state).active_card, Some(fid("0A1B")));
+        given::<Resident>([erased_registration()]).when(C::MoveOut).then([E::MovedOut]);
+    }
+
+    #[test]
+    fn a_moved_out_resident_refuses_change_attach_and_move_out() {
+        for command in [
+            C::Change { changes: PersonalChanges { sex: Some(Sex::Female), ..Default::default() } },
+            C::Change { changes: PersonalChanges::default() },
+            C::MoveOut,
+            C::AttachCard { fid: fid("0A1B") },
+        ] {
+            given::<Resident>([registered(), E::MovedOut]).when(command).then_err(ResidentError::MovedOut);
+        }
+        // Moved out is checked before erasure.
+        given::<Resident>([erased_registration(), E::MovedOut])
+            .when(C::Change { changes: PersonalChanges::default() })
+            .then_err(ResidentError::MovedOut);
+    }
+
+    #[test]
+    fn a_moved_out_resident_still_takes_a_detach() {
+        given::<Resident>([registered(), E::MovedOut]).when(C::DetachCard { fid: fid("0A1B") }).then([]);
+        // A history in which the card outlived the move-out (not produced by `decide`, but foldable).
+        let state = given::<Resident>([registered(), attached("0A1B"), E::MovedOut])
+            .when(C::DetachCard { fid: fid("0A1B") })
+            .then([E::CardDetached { fid: fid("0A1B") }]);
+        assert!(resident(&state).moved_out && resident(&state).active_card.is_none());
+    }
+
+    #[test]
+    fn move_out() {
+        let state = given::<Resident>([registered(), attached("0A1B"), E::CardDetached { fid: fid("0A1B") }])
+            .when(C::MoveOut)
+            .then([E::MovedOut]);
+        assert!(resident(&state).moved_out);
+        assert_eq!(resident(&state).personal, Erasable::Known(personal()));
+    }
+
+    #[test]
+    fn move_out_with_an_active_card_is_refused() {
+        given::<Resident>([registered(), attached("0A1B")])
+            .when(C::MoveOut)
+            .then_err(ResidentError::CardStillActive(fid("0A1B")));
+    }
+
+    #[test]
+    fn attach_a_card() {
+        let state = given::<Resident>([registered()]).when(C::AttachCard { fid: fid("0A1B") }).then([attached("0A1B")]);
+        assert_eq!(resident(&state).active_card, Some(fid("0A1B")));
+    }
+
+    #[test]
+    fn attach_the_active_card_again_changes_nothing() {
+        given::<Resident>([registered(), attached("0A1B")]).when(C::AttachCard { fid: fid("0A1B") }).then([]);
+    }
+
+    #[test]
+    fn attach_a_second_card_is_refused() {
+        given::<Resident>([registered(), attached("0A1B")])
+            .when(C::AttachCard { fid: fid("0A1C") })
+            .then_err(ResidentError::AlreadyHasCard(fid("0A1B")));
+    }
+
+    #[test]
+    fn detach_the_active_card() {
+        let state = given::<Resident>([registered(), attached("0A1B")])
+            .when(C::DetachCard { fid: fid("0A1B") })
+            .then([E::CardDetached { fid: fid("0A1B") }]);
+        assert_eq!(resident(&state).active_card, None);
+        // Then another card can be attached.
+        given::<Resident>([registered(), attached("0A1B"), E::CardDetached { fid: fid("0A1B") }])
+            .when(C::AttachCard { fid: fid("0A1C") })
+            .then([attached("0A1C")]);
+    }
+
+    #[test]
+    fn detach_another_card_changes_nothing() {
+        given::<Resident>([registered(), attached("0A1B")]).when(C::DetachCard { fid: fid("0A1C") }).then([]);
+        given::<Resident>([registered()]).when(C::DetachCard { fid: fid("0A1B") }).then([]);
+        // Only the matching card is detached when folding, too.
+        let state = Resident::fold(&[registered(), attached("0A1B"), E::CardDetached { fid: fid("0A1C") }]);
+        assert_eq!(resident(&state).active_card, Some(fid("0A1B")));
+    }
+
+    #[test]
+    fn events_of_an_unregistered_stream_change_nothing() {
+        let state = Resident::fold(&[E::MovedOut, attached("0A1B"), E::FieldsChanged { changes: Erasable::Erased }]);
+        assert!(state.registered.is_none());
+    }
+
+    #[test]
+    fn the_payloads_have_the_documented_shape() {
+        assert_eq!(
+            registered().encode(),
+            json!({
+                "resident_id": "01925c4e-6a80-7000-8000-000000000042",
+                "municipality": "131016",
+                "registry_key": "000123456",
+                "personal": {
+                    "kana_name": { "family": "ヤマダ", "given": "タロウ" },
+                    "kanji_name": { "family": "山田", "given": "太郎" },
+                    "birth_date": "3640107",
+                    "sex": "1",
+                    "postal_code": "100-0001",
+                    "address1": "東京都千代田区千代田１－１",
+                    "address2": null,
+                    "phone": "03-3333-4444",
+                    "email": "taro@example.jp",
+                    "occupation": "会社員",
+                    "custom_fields": { "household_size": 3, "school_district": "第一" },
+                },
+            })
+        );
+        let changes = PersonalChanges {
+            sex: Some(Sex::Female),
+            address2: Some(None),
+            custom_fields: BTreeMap::from([(key("note"), None), (key("size"), Some(CustomValue::Number(4)))]),
+            ..Default::default()
+        };
+        assert_eq!(
+            E::FieldsChanged { changes: Erasable::Known(changes) }.encode(),
+            json!({ "personal": { "sex": "2", "address2": null, "custom_fields": { "note": null, "size": 4 } } })
+        );
+        assert_eq!(E::FieldsChanged { changes: Erasable::Erased }.encode(), json!({ "personal": null }));
+        assert_eq!(E::MovedOut.encode(), json!({}));
+        assert_eq!(attached("0A1B").encode(), json!({ "fid": "0A1B" }));
+        assert_eq!(E::CardDetached { fid: fid("0A1B") }.encode(), json!({ "fid": "0A1B" }));
+    }
+
+    #[test]
+    fn an_event_whose_personal_is_null_decodes_as_erased() {
+        let payload = json!({
+            "resident_id": "01925c4e-6a80-7000-8000-000000000042",
+            "municipality": "131016",
+            "registry_key": null,
+            "personal": null,
+        });
+        let event = ResidentEvent::decode(REGISTERED, 1, &payload).unwrap();
+        assert_eq!(event, erased_registration());
+        assert_eq!(event.encode(), payload);
+        let changed = ResidentEvent::decode(FIELDS_CHANGED, 1, &json!({ "personal": null })).unwrap();
+        assert_eq!(changed, E::FieldsChanged { changes: Erasable::Erased });
+        // A missing `personal` is read the same way.
+        assert_eq!(ResidentEvent::decode(FIELDS_CHANGED, 1, &json!({})), Ok(changed.clone()));
+
+        let state = Resident::fold(&[event, attached("0A1B")]);
+        let r = resident(&state);
+        assert_eq!((r.id, &r.municipality, &r.personal), (id(), &chiyoda(), &Erasable::Erased));
+        assert_eq!(r.active_card, Some(fid("0A1B")));
+        // Registered known, then a change whose key was destroyed: erased from then on.
+        let state = Resident::fold(&[registered(), changed]);
+        assert_eq!(resident(&state).personal, Erasable::Erased);
+        // And a known change cannot bring erased data back.
+        let state = Resident::fold(&[
+            erased_registration(),
+            E::FieldsChanged {
+                changes: Erasable::Known(PersonalChanges { sex: Some(Sex::Male), ..Default::default() }),
+            },
+        ]);
+        assert_eq!(resident(&state).personal, Erasable::Erased);
+    }
+
+    #[test]
+    fn decode_errors_name_the_event() {
+        assert_eq!(ResidentEvent::decode(REGISTERED, 2, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 2)));
+        assert_eq!(ResidentEvent::decode("Nope", 1, &json!({})), Err(EventDecodeError::unknown("Nope", 1)));
+        for (event_type, payload) in [
+            (
+                REGISTERED,
+                json!({ "resident_id": "x", "municipality": "131016", "registry_key": null, "personal": null }),
+            ),
+            (FIELDS_CHANGED, json!({ "personal": { "kana_name": "やまだ" } })),
+            (FIELDS_CHANGED, json!({ "personal": { "kana_name": null } })),
+            (FIELDS_CHANGED, json!({ "personal": { "custom_fields": { "Bad": 1 } } })),
+            (FIELDS_CHANGED, json!({ "personal": [] })),
+            (CARD_ATTACHED, json!({ "fid": "0A-1B" })),
+            (CARD_DETACHED, json!({})),
+            (MOVED_OUT, json!(null)),
+        ] {
+            assert!(
+                matches!(ResidentEvent::decode(event_type, 1, &payload), Err(EventDecodeError::Payload { .. })),
+                "{event_type} {payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_round_trip_through_their_stored_form() {
+        let all = PersonalChanges {
+            kana_name: Some(kana("ヤマダ", "ハナコ")),
+            kanji_name: Some(kanji("山田", "花子")),
+            birth_date: Some(EraDate::parse("5010501").unwrap()),
+            sex: Some(Sex::NotApplicable),
+            postal_code: Some(None),
+            address1: Some(Some(address("大阪府"))),
+            address2: Some(None),
+            phone: Some(Some(Phone::parse("090-1234-5678").unwrap())),
+            email: Some(None),
+            occupation: Some(Some(Occupation::parse("学生").unwrap())),
+            custom_fields: BTreeMap::from([(key("a"), None), (key("b"), Some(CustomValue::Text("12".into())))]),
+        };
+        let json = all.to_json();
+        assert_eq!(json["custom_fields"], json!({ "a": null, "b": "12" }));
+        assert_eq!(PersonalChanges::from_json(&json), Ok(all));
+        assert_eq!(PersonalChanges::default().to_json(), json!({}));
+        assert_eq!(PersonalChanges::from_json(&json!({})), Ok(PersonalChanges::default()));
+        assert!(PersonalChanges::from_json(&json!("x")).is_err());
+        assert!(PersonalChanges::default().is_empty() && !PersonalChanges::from_json(&json).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_error_has_a_japanese_message() {
+        for e in [
+            ResidentError::AlreadyRegistered,
+            ResidentError::NotRegistered,
+            ResidentError::MovedOut,
+            ResidentError::Erased,
+            ResidentError::AlreadyHasCard(fid("0A1B")),
+            ResidentError::CardStillActive(fid("0A1B")),
+        ] {
+            assert!(!e.message_ja().is_empty() && !e.to_string().is_empty(), "{e:?}");
+        }
+        assert!(ResidentError::CardStillActive(fid("0A1B")).message_ja().contains("0A1B"));
+    }
+
+    #[test]
+    fn addresses_as_typed() {
+        for (typed, stored) in [
+            ("東京都千代田区千代田1-1", "東京都千代田区千代田１－１"),
+            (" 東京都\u{3000}千代田区 ", "東京都\u{3000}千代田区"),
+            ("ﾄｳｷｮｳﾄ ﾁﾖﾀﾞｸ 1ﾁｮｳﾒ", "トウキョウト\u{3000}チヨダク\u{3000}１チョウメ"),
+            ("ｶﾞｰﾃﾞﾝ", "ガーデン"),
+            ("Ｒｏｏｍ１０１", "Ｒｏｏｍ１０１"),
+        ] {
+            assert_eq!(Address::parse(typed).unwrap().as_str(), stored, "{typed}");
+        }
+        assert_eq!(Address::parse(""), Err(ParseError::Empty));
+        assert_eq!(Address::parse(" \u{3000}\t"), Err(ParseError::Empty));
+        assert_eq!(Address::parse("東京\n都"), Err(ParseError::InvalidCharacter { ch: '\n' }));
+        assert_eq!(Address::parse(&"ｶﾞ".repeat(100)).unwrap().as_str().chars().count(), 100);
+        assert_eq!(Address::parse(&"a".repeat(101)), Err(ParseError::TooLong { max: 100 }));
+        assert_eq!(serde_json::to_value(address("1-1")).unwrap(), json!("１－１"));
+        assert_eq!(serde_json::from_value::<Address>(json!("1-1")).unwrap(), address("１－１"));
+        assert!(serde_json::from_value::<Address>(json!("")).is_err());
+    }
+
+    #[test]
+    fn resident_ids_are_uuids() {
+        assert_eq!(ResidentId::parse("01925c4e-6a80-7000-8000-000000000042"), Ok(id()));
+        for bad in ["", "42", "01925c4e-6a80-7000-8000-00000000004", "01925c4e-6a80-7000-8000-00000000004g"] {
+            assert_eq!(ResidentId::parse(bad), Err(ParseError::InvalidResidentId), "{bad}");
+        }
+        assert_eq!(serde_json::to_value(id()).unwrap(), json!("01925c4e-6a80-7000-8000-000000000042"));
+        assert!(serde_json::from_value::<ResidentId>(json!(42)).is_err());
+    }
+
+    /// Optional text that `Address::parse` accepts unchanged: full-width text, kanji, kana.
+    fn full_width_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("[一-龥ぁ-んァ-ヶ０-９Ａ-Ｚ－\u{3000}]{{1,{max}}}"))
+            .unwrap()
+            .prop_filter("no surrounding full-width space", |s| s.trim() == s)
+    }
+
+    fn optional<T: std::fmt::Debug + Clone + 'static>(
+        strategy: impl Strategy<Value = T> + 'static,
+    ) -> impl Strategy<Value = Option<Option<T>>> {
+        proptest::option::of(proptest::option::of(strategy))
+    }
+
+    prop_compose! {
+        fn any_changes()(
+            sex in proptest::option::of(proptest::sample::select(Sex::ALL.to_vec())),
+            birth in proptest::option::of(proptest::sample::select(vec!["3640107", "4010108", "5010501"])),
+            postal in optional("[0-9]{7}"),
+            address1 in optional(full_width_text(20)),
+            occupation in optional("[a-zあ-ん]{1,10}"),
+            custom in proptest::collection::btree_map("[a-z]{1,5}", proptest::option::of(prop_oneof![
+                any::<i64>().prop_map(CustomValue::Number),
+                "[a-z0-9あ-ん]{0,5}".prop_map(CustomValue::Text),
+            ]), 0..4),
+        ) -> PersonalChanges {
+            PersonalChanges {
+                sex,
+                birth_date: birth.map(|b| EraDate::parse(b).unwrap()),
+                postal_code: postal.map(|p| p.map(|p| PostalCode::parse(&p).unwrap())),
+                address1: address1.map(|a| a.map(|a| address(&a))),
+                occupation: occupation.map(|o| o.map(|o| Occupation::parse(&o).unwrap())),
+                custom_fields: custom.into_iter().map(|(k, v)| (key(&k), v)).collect(),
+                ..Default::default()
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn half_width_ascii_becomes_full_width(s in "[!-~]([ -~]{0,98}[!-~])?") {
+            let expected: String = s
+                .chars()
+                .map(|c| if c == ' ' { '\u{3000}' } else { char::from_u32(c as u32 + 0xFEE0).unwrap() })
+                .collect();
+            let parsed = Address::parse(&s).unwrap();
+            prop_assert_eq!(parsed.as_str(), expected.as_str());
+            prop_assert!(!parsed.as_str().chars().any(|c| c.is_ascii()));
+            prop_assert_eq!(Address::parse(parsed.as_str()).unwrap(), parsed.clone());
+            let json = serde_json::to_value(&parsed).unwrap();
+            prop_assert_eq!(serde_json::from_value::<Address>(json).unwrap(), parsed);
+        }
+
+        #[test]
+        fn full_width_text_is_kept_and_trimmed(core in full_width_text(100), pad in "[ \u{3000}]{0,3}") {
+            let parsed = Address::parse(&format!("{pad}{core}{pad}")).unwrap();
+            prop_assert_eq!(parsed.as_str(), core.as_str());
+        }
+
+        #[test]
+        fn an_address_is_never_longer_than_100(s in "[^\\p{Cc}]{0,130}") {
+            match Address::parse(&s) {
+                Ok(a) => {
+                    prop_assert!((1..=100).contains(&a.as_str().chars().count()));
+                    prop_assert!(!a.as_str().chars().any(|c| c.is_ascii() || c.is_control()));
+                    prop_assert_eq!(Address::parse(a.as_str()).unwrap(), a);
+                }
+                Err(e) => prop_assert!(
+                    matches!(e, ParseError::Empty | ParseError::TooLong { max: 100 }),
+                    "{:?}", e
+                ),
+            }
+        }
+
+        #[test]
+        fn addresses_longer_than_100_are_rejected(s in "[^\\p{Cc}\\s\u{FF61}-\u{FF9F}]{101,130}") {
+            prop_assert_eq!(Address::parse(&s), Err(ParseError::TooLong { max: 100 }));
+        }
+
+        #[test]
+        fn addresses_with_a_control_character_inside_are_rejected(
+            left in "[^\\p{Cc}\\s]{1,10}",
+            ch in "\\p{Cc}",
+            right in "[^\\p{Cc}\\s]{1,10}",
+        ) {
+            let ch = ch.chars().next().unwrap();
+            prop_assert_eq!(Address::parse(&format!("{left}{ch}{right}")), Err(ParseError::InvalidCharacter { ch }));
+        }
+
+        #[test]
+        fn resident_ids_round_trip(n in any::<u128>()) {
+            let id = ResidentId::from_uuid(Uuid::from_u128(n));
+            prop_assert_eq!(ResidentId::parse(&id.to_string()), Ok(id));
+            prop_assert_eq!(id.as_uuid().as_u128(), n);
+            let json = serde_json::to_value(id).unwrap();
+            prop_assert_eq!(serde_json::from_value::<ResidentId>(json).unwrap(), id);
+        }
+
+        #[test]
+        fn resident_ids_reject_what_is_not_a_uuid(s in "[^0-9a-fA-F-]{1,36}") {
+            prop_assert_eq!(ResidentId::parse(&s), Err(ParseError::InvalidResidentId));
+        }
+
+        /// What a change records, applied, gives what the whole change gives; applied again it records nothing.
+        #[test]
+        fn against_keeps_exactly_what_apply_to_needs(changes in any_changes()) {
+            let recorded = changes.clone().against(&personal());
+            let after = changes.apply_to(personal());
+            prop_assert_eq!(recorded.apply_to(personal()), after.clone());
+            prop_assert!(changes.against(&after).is_empty());
+            prop_assert_eq!(PersonalChanges::from_json(&recorded.to_json()), Ok(recorded.clone()));
+            prop_assert_eq!(recorded.is_empty(), after == personal());
+        }
     }
 }

@@ -1,13 +1,19 @@
 //! Stored events must stay readable forever: each `golden/<EventType>_v<N>.json` still decodes, and a current
 //! version re-encodes to the same JSON (an older one is upcast to the current version). A new event or version
-//! gets a new golden file; an existing one is never edited.
+//! gets a new golden file; an existing one is never edited. Another stored form of the same version (e.g. with its
+//! personal data erased) is `golden/<EventType>_v<N>.<variant>.json`. `golden_residents.rs` checks the residents'
+//! events against their expected values.
 
 use std::path::{Path, PathBuf};
 
 use cardap_domain::business_system::{BusinessSystemEvent, BusinessSystemName, BusinessSystemProfile};
+use cardap_domain::card::{CardEvent, StandardIdEvent};
 use cardap_domain::contact::Text100;
+use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
 use cardap_domain::operator::{InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
+use cardap_domain::registry::RegistryEvent;
+use cardap_domain::resident::ResidentEvent;
 use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -56,14 +62,21 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
     let mut checked = 0;
     for entry in std::fs::read_dir(golden_dir()).unwrap() {
         let path = entry.unwrap().path();
-        let stem = path.file_stem().unwrap().to_str().unwrap();
-        let (event_type, version) = stem.rsplit_once("_v").unwrap();
+        let stem = path.file_name().unwrap().to_str().unwrap().strip_suffix(".json").unwrap();
+        // `<EventType>_v<N>` or `<EventType>_v<N>.<variant>`.
+        let name = stem.split_once('.').map_or(stem, |(name, _variant)| name);
+        let (event_type, version) = name.rsplit_once("_v").unwrap();
         let version: u32 = version.parse().unwrap();
         let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
 
         round_trip::<MunicipalityEvent>(event_type, version, &payload)
             .or_else(|| round_trip::<OperatorEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<BusinessSystemEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<LocalSettingsEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<ResidentEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<CardEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<StandardIdEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<RegistryEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -93,7 +106,7 @@ fn every_event_type_and_version_has_a_golden_file() {
     let code = MunicipalityCode::parse("131016").unwrap();
     let name = MunicipalityName::parse("千代田区").unwrap();
     let order = DisplayOrder::parse(1).unwrap();
-    // Add every new variant here.
+    // Add every new variant here (the residents' events: in `golden_residents.rs`).
     let municipality = [
         MunicipalityEvent::Registered {
             code: code.clone(),

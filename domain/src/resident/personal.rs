@@ -192,16 +192,14 @@ impl PersonalChanges {
         fn req<T: for<'de> Deserialize<'de>>(m: &Map<String, Value>, key: &str) -> Result<Option<T>, String> {
             m.get(key).map(|v| T::deserialize(v).map_err(|e| format!("{key}: {e}"))).transpose()
         }
-        fn opt<T: for<'de> Deserialize<'de>>(
-            m: &Map<String, Value>,
-            key: &str,
-        ) -> Result<Option<Option<T>>, String> {
+        fn opt<T: for<'de> Deserialize<'de>>(m: &Map<String, Value>, key: &str) -> Result<Option<Option<T>>, String> {
             m.get(key).map(|v| Option::<T>::deserialize(v).map_err(|e| format!("{key}: {e}"))).transpose()
         }
         let custom_fields = match m.get("custom_fields") {
             None => BTreeMap::new(),
-            Some(v) => BTreeMap::<FieldKey, Option<CustomValue>>::deserialize(v)
-                .map_err(|e| format!("custom_fields: {e}"))?,
+            Some(v) => {
+                BTreeMap::<FieldKey, Option<CustomValue>>::deserialize(v).map_err(|e| format!("custom_fields: {e}"))?
+            }
         };
         Ok(PersonalChanges {
             kana_name: req(m, "kana_name")?,
