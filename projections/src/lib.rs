@@ -6,8 +6,12 @@
 //! Read models are reached through sqlx's `Any` driver: the same SQL serves PostgreSQL and SQLite.
 
 pub mod business_systems;
+pub mod cards;
+pub mod local_settings;
 pub mod municipalities;
 pub mod operators;
+pub mod registry;
+pub mod residents;
 mod runner;
 
 pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
@@ -42,6 +46,10 @@ impl ReadModels {
                 Arc::new(municipalities::MunicipalityList),
                 Arc::new(operators::OperatorDirectory),
                 Arc::new(business_systems::BusinessSystems),
+                Arc::new(local_settings::LocalSettingsView),
+                Arc::new(residents::ResidentRegister),
+                Arc::new(cards::CardRegister),
+                Arc::new(registry::RegistryView),
             ],
         })
     }
