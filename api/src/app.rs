@@ -233,12 +233,18 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())
         .merge(routes::operator_csv::router())
+        .merge(routes::registry::router())
+        .merge(routes::resident_settings::router())
+        .merge(routes::residents::router())
+        .merge(routes::cards::router())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(axum::middleware::from_fn(crate::i18n::layer))
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        // Generous: a large operator import hashes one Argon2id password per row.
+        // Generous: a large operator import hashes one Argon2id password per row. It bounds the time until a
+        // response starts: the registry import answers once its header row is read and then streams under its
+        // own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all, STALL_TIMEOUT 120 s without upload bytes).
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(300)))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

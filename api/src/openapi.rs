@@ -5,7 +5,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField};
-use crate::routes::{business_systems, health, municipalities, operator_csv, operators, sessions};
+use crate::routes::{
+    business_systems, cards, health, municipalities, operator_csv, operators, registry, resident_settings, residents,
+    sessions,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,12 +21,20 @@ use crate::routes::{business_systems, health, municipalities, operator_csv, oper
         operators::end_sessions, operators::reset_password, operators::bulk_passwords, operators::assign_internal_id,
         operators::remove_internal_id,
         operator_csv::import, operator_csv::export, operator_csv::migrate,
+        registry::import, registry::show, registry::lookup,
         municipalities::list, municipalities::register, municipalities::show, municipalities::change,
         municipalities::abolish,
         business_systems::list, business_systems::register, business_systems::show, business_systems::update,
         business_systems::retire, business_systems::permitted, business_systems::permit, business_systems::withdraw,
+        resident_settings::show, resident_settings::replace,
+        residents::register, residents::search, residents::show, residents::change, residents::move_out,
+        cards::register_card, cards::show, cards::local_area, cards::install, cards::remove, cards::suspend,
+        cards::resume, cards::abolish, cards::ap_counts,
     ),
-    components(schemas(ProblemDetails, ProblemField)),
+    components(schemas(
+        ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
+        registry::ImportSummaryLine,
+    )),
     modifiers(&BearerAuth),
 )]
 #[derive(Debug)]

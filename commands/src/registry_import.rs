@@ -54,63 +54,66 @@ impl ResidentServices {
     ) -> Result<Vec<(u64, RowOutcome)>, CommandError<RegistrationError>> {
         let permission = Permission::ConfigureResidentServices(code.clone());
         let mut attempt = 0;
-        let done = transact(self.store(), ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
+        let done = transact(self.store(), ctx, &[permission], Some(code.clone()), |mut tx: Tx| {
             attempt += 1;
-            // Per stream: the version it was at and the state it reaches within this batch.
-            let mut states: HashMap<&str, (u64, RegistryState, Vec<registry::RegistryEvent>)> = HashMap::new();
-            let mut order: Vec<&RegistryKey> = Vec::new();
-            let mut outcomes = Vec::with_capacity(rows.len());
-            for row in rows {
-                let key = row.key.as_str();
-                if !states.contains_key(key) {
-                    let (version, state) = if attempt == 1 {
-                        match known.get(key) {
-                            None => (0, RegistryState::default()),
-                            Some((version, facts)) => {
-                                let facts = facts.clone().map_or(Erasable::Erased, Erasable::Known);
-                                (*version, RegistryState { entry: Some((code.clone(), row.key.clone(), facts)) })
+            let attempt = attempt;
+            async move {
+                // Per stream: the version it was at and the state it reaches within this batch.
+                let mut states: HashMap<&str, (u64, RegistryState, Vec<registry::RegistryEvent>)> = HashMap::new();
+                let mut order: Vec<&RegistryKey> = Vec::new();
+                let mut outcomes = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let key = row.key.as_str();
+                    if !states.contains_key(key) {
+                        let (version, state) = if attempt == 1 {
+                            match known.get(key) {
+                                None => (0, RegistryState::default()),
+                                Some((version, facts)) => {
+                                    let facts = facts.clone().map_or(Erasable::Erased, Erasable::Known);
+                                    (*version, RegistryState { entry: Some((code.clone(), row.key.clone(), facts)) })
+                                }
                             }
-                        }
-                    } else {
-                        let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, &row.key))?;
-                        let loaded = tx.load::<RegistryEntry, RegistrationError>(&stream).await?;
-                        (loaded.version, loaded.state)
-                    };
-                    states.insert(key, (version, state, Vec::new()));
-                    order.push(&row.key);
-                }
-                let Some((_, state, pending)) = states.get_mut(key) else { continue };
-                let command = RegistryCommand::Import {
-                    municipality: code.clone(),
-                    key: row.key.clone(),
-                    facts: row.facts.clone(),
-                };
-                let outcome = match RegistryEntry::decide(state, command) {
-                    Err(e) => RowOutcome::Refused(e),
-                    Ok(events) => {
-                        let outcome = match events.first() {
-                            None => RowOutcome::Unchanged,
-                            Some(registry::RegistryEvent::Imported { .. }) => RowOutcome::Imported,
-                            Some(registry::RegistryEvent::Changed { changes }) => {
-                                RowOutcome::Changed(changes.known().map(changed_fields).unwrap_or_default())
-                            }
+                        } else {
+                            let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, &row.key))?;
+                            let loaded = tx.load::<RegistryEntry, RegistrationError>(&stream).await?;
+                            (loaded.version, loaded.state)
                         };
-                        for e in &events {
-                            *state = RegistryEntry::evolve(std::mem::take(state), e);
-                        }
-                        pending.extend(events);
-                        outcome
+                        states.insert(key, (version, state, Vec::new()));
+                        order.push(&row.key);
                     }
-                };
-                outcomes.push((row.row, outcome));
-            }
-            for key in order {
-                if let Some((version, _, pending)) = states.get(key.as_str()) {
-                    let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, key))?;
-                    tx.append::<RegistryEntry>(&stream, *version, pending);
+                    let Some((_, state, pending)) = states.get_mut(key) else { continue };
+                    let command = RegistryCommand::Import {
+                        municipality: code.clone(),
+                        key: row.key.clone(),
+                        facts: row.facts.clone(),
+                    };
+                    let outcome = match RegistryEntry::decide(state, command) {
+                        Err(e) => RowOutcome::Refused(e),
+                        Ok(events) => {
+                            let outcome = match events.first() {
+                                None => RowOutcome::Unchanged,
+                                Some(registry::RegistryEvent::Imported { .. }) => RowOutcome::Imported,
+                                Some(registry::RegistryEvent::Changed { changes }) => {
+                                    RowOutcome::Changed(changes.known().map(changed_fields).unwrap_or_default())
+                                }
+                            };
+                            for e in &events {
+                                *state = RegistryEntry::evolve(std::mem::take(state), e);
+                            }
+                            pending.extend(events);
+                            outcome
+                        }
+                    };
+                    outcomes.push((row.row, outcome));
                 }
+                for key in order {
+                    if let Some((version, _, pending)) = states.get(key.as_str()) {
+                        let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, key))?;
+                        tx.append::<RegistryEntry>(&stream, *version, pending);
+                    }
+                }
+                Ok((outcomes, tx))
             }
-            Ok(outcomes)
         })
         .await?;
         match done.value {

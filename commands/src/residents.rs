@@ -134,16 +134,17 @@ impl ResidentServices {
     ) -> Result<Transacted<u64>> {
         let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
         let permission = Permission::ConfigureResidentServices(code.clone());
-        transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
-            let loaded = tx.load::<LocalSettings, RegistrationError>(&stream).await?;
+        let (stream, settings) = (&stream, &settings);
+        transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            let loaded = tx.load::<LocalSettings, RegistrationError>(stream).await?;
             check_if_match(if_match, loaded.version)?;
-            let permitted = permitted_among(tx, code, settings.catalog.iter()).await?;
+            let permitted = permitted_among(&mut tx, code, settings.catalog.iter()).await?;
             let command =
                 LocalSettingsCommand::Configure { municipality: code.clone(), settings: settings.clone(), permitted };
             let events = LocalSettings::decide(&loaded.state, command)
                 .map_err(|e| CommandError::Domain(RegistrationError::Settings(e)))?;
-            tx.append::<LocalSettings>(&stream, loaded.version, &events);
-            Ok(loaded.version + events.len() as u64)
+            tx.append::<LocalSettings>(stream, loaded.version, &events);
+            Ok((loaded.version + events.len() as u64, tx))
         })
         .await
     }
@@ -163,14 +164,16 @@ impl ResidentServices {
         code: &MunicipalityCode,
         id: ResidentId,
         registry_key: Option<RegistryKey>,
-        mut personal: PersonalData,
+        personal: PersonalData,
         custom: &Map<String, Value>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
         let stream = stream_of::<Resident>(&resident::stream_key(&id))?;
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
         let permission = Permission::RegisterResidents(code.clone());
-        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
-            let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+        let (stream, settings_stream, personal, registry_key) = (&stream, &settings_stream, &personal, &registry_key);
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
+            let mut personal = personal.clone();
             personal.custom_fields = settings
                 .state
                 .check_custom_fields(custom, true)
@@ -178,16 +181,16 @@ impl ResidentServices {
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect();
-            let loaded = tx.load::<Resident, RegistrationError>(&stream).await?;
+            let loaded = tx.load::<Resident, RegistrationError>(stream).await?;
             let command = ResidentCommand::Register {
                 id,
                 municipality: code.clone(),
                 registry_key: registry_key.clone(),
-                personal: personal.clone(),
+                personal,
             };
             let events = Resident::decide(&loaded.state, command).map_err(resident_error)?;
-            tx.append::<Resident>(&stream, loaded.version, &events);
-            Ok(())
+            tx.append::<Resident>(stream, loaded.version, &events);
+            Ok(((), tx))
         })
         .await?;
         Ok((self.resident(code, &id).await?, done.checkpoint))
@@ -200,23 +203,25 @@ impl ResidentServices {
         code: &MunicipalityCode,
         id: &ResidentId,
         if_match: Option<u64>,
-        mut changes: PersonalChanges,
+        changes: PersonalChanges,
         custom: &Map<String, Value>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
         let permission = Permission::RegisterResidents(code.clone());
-        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
-            let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+        let (settings_stream, changes) = (&settings_stream, &changes);
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
+            let mut changes = changes.clone();
             changes.custom_fields = settings
                 .state
                 .check_custom_fields(custom, false)
                 .map_err(|e| CommandError::Domain(RegistrationError::CustomFields(e)))?;
-            let (loaded, stream) = load_resident_state(tx, code, id).await?;
+            let (loaded, stream) = load_resident_state(&mut tx, code, id).await?;
             check_if_match(if_match, loaded.version)?;
-            let events = Resident::decide(&loaded.state, ResidentCommand::Change { changes: changes.clone() })
-                .map_err(resident_error)?;
+            let events =
+                Resident::decide(&loaded.state, ResidentCommand::Change { changes }).map_err(resident_error)?;
             tx.append::<Resident>(&stream, loaded.version, &events);
-            Ok(())
+            Ok(((), tx))
         })
         .await?;
         Ok((self.resident(code, id).await?, done.checkpoint))
@@ -231,12 +236,12 @@ impl ResidentServices {
         if_match: Option<u64>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
         let permission = Permission::RegisterResidents(code.clone());
-        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
-            let (loaded, stream) = load_resident_state(tx, code, id).await?;
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            let (loaded, stream) = load_resident_state(&mut tx, code, id).await?;
             check_if_match(if_match, loaded.version)?;
             let events = Resident::decide(&loaded.state, ResidentCommand::MoveOut).map_err(resident_error)?;
             tx.append::<Resident>(&stream, loaded.version, &events);
-            Ok(())
+            Ok(((), tx))
         })
         .await?;
         Ok((self.resident(code, id).await?, done.checkpoint))
@@ -261,9 +266,10 @@ impl ResidentServices {
     ) -> Result<(CardSnapshot, Option<cardap_store::Checkpoint>)> {
         let card_stream = stream_of::<Card>(&card::stream_key(fid))?;
         let permission = Permission::RegisterResidents(code.clone());
-        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), async |tx: &mut Tx| {
-            let (resident, resident_stream) = load_resident_state(tx, code, resident_id).await?;
-            let card = tx.load::<Card, RegistrationError>(&card_stream).await?;
+        let card_stream = &card_stream;
+        let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            let (resident, resident_stream) = load_resident_state(&mut tx, code, resident_id).await?;
+            let card = tx.load::<Card, RegistrationError>(card_stream).await?;
             let card_events = Card::decide(
                 &card.state,
                 CardCommand::Register { fid: fid.clone(), municipality: code.clone(), resident_id: *resident_id },
@@ -271,9 +277,9 @@ impl ResidentServices {
             .map_err(card_error)?;
             let resident_events = Resident::decide(&resident.state, ResidentCommand::AttachCard { fid: fid.clone() })
                 .map_err(resident_error)?;
-            tx.append::<Card>(&card_stream, card.version, &card_events);
+            tx.append::<Card>(card_stream, card.version, &card_events);
             tx.append::<Resident>(&resident_stream, resident.version, &resident_events);
-            Ok(())
+            Ok(((), tx))
         })
         .await?;
         Ok((self.card(code, fid).await?, done.checkpoint))
@@ -296,9 +302,9 @@ impl ResidentServices {
             _ => vec![Permission::RegisterResidents(code.clone())],
         };
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
-        let draw = self.draw.clone();
-        let done = transact(&self.store, ctx, &permissions, Some(code.clone()), async |tx: &mut Tx| {
-            let (card, card_stream) = load_card(tx, code, fid).await?;
+        let (draw, settings_stream, action) = (&self.draw, &settings_stream, &action);
+        let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
+            let (card, card_stream) = load_card(&mut tx, code, fid).await?;
             check_if_match(if_match, card.version)?;
             let mut allocations = Vec::new();
             let mut with_standard_id = |business_id: BusinessId| {
@@ -310,17 +316,17 @@ impl ResidentServices {
             };
             let command = match &action {
                 CardAction::CreateLocalArea => {
-                    let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
+                    let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
                     let presets = settings.state.settings.presets.clone();
-                    let offer = offer(tx, code, &settings.state, presets.iter()).await?;
+                    let offer = offer(&mut tx, code, &settings.state, presets.iter()).await?;
                     CardCommand::CreateLocalArea {
                         presets: presets.into_iter().map(&mut with_standard_id).collect(),
                         offer,
                     }
                 }
                 CardAction::InstallAps(ids) => {
-                    let settings = tx.load::<LocalSettings, RegistrationError>(&settings_stream).await?;
-                    let offer = offer(tx, code, &settings.state, ids.iter()).await?;
+                    let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
+                    let offer = offer(&mut tx, code, &settings.state, ids.iter()).await?;
                     CardCommand::InstallAps { aps: ids.iter().cloned().map(&mut with_standard_id).collect(), offer }
                 }
                 CardAction::RemoveAp(id) => CardCommand::RemoveAp { business_id: id.clone() },
@@ -345,16 +351,16 @@ impl ResidentServices {
                     tx.append::<StandardIdAllocation>(&stream, 0, &allocated);
                 }
             }
-            if action == CardAction::Abolish
+            if *action == CardAction::Abolish
                 && let Some(registered) = &card.state.registered
             {
-                let (resident, resident_stream) = load_resident_state(tx, code, &registered.resident_id).await?;
+                let (resident, resident_stream) = load_resident_state(&mut tx, code, &registered.resident_id).await?;
                 let detached = Resident::decide(&resident.state, ResidentCommand::DetachCard { fid: fid.clone() })
                     .map_err(resident_error)?;
                 tx.append::<Resident>(&resident_stream, resident.version, &detached);
             }
             tx.append::<Card>(&card_stream, card.version, &events);
-            Ok(())
+            Ok(((), tx))
         })
         .await?;
         Ok((self.card(code, fid).await?, done.checkpoint))

@@ -70,16 +70,20 @@ pub struct Transacted<T> {
 
 /// Authorizes every permission, then runs `decide` and appends what it staged, retrying on conflicts.
 ///
-/// `decide` must be repeatable: it is called again, on fresh state, after a conflict.
-pub async fn transact<T, E>(
+/// `decide` must be repeatable: it is called again, on fresh state, after a conflict. It gets a fresh [`Tx`] per
+/// attempt and hands it back with its value. (Not an async closure over `&mut Tx`: rustc cannot prove such a
+/// closure's future `Send` for every lifetime, so the whole command could not run in an axum handler or a spawned
+/// task — "implementation of `AsyncFnMut` is not general enough".)
+pub async fn transact<T, E, F>(
     store: &Arc<dyn EventStore>,
     ctx: &CommandContext,
     permissions: &[Permission],
     municipality: Option<MunicipalityCode>,
-    mut decide: impl AsyncFnMut(&mut Tx) -> Result<T, CommandError<E>>,
+    mut decide: impl FnMut(Tx) -> F,
 ) -> Result<Transacted<T>, CommandError<E>>
 where
     E: std::error::Error + 'static,
+    F: Future<Output = Result<(T, Tx), CommandError<E>>>,
 {
     if let Some(actor) = &ctx.actor {
         for permission in permissions {
@@ -91,9 +95,8 @@ where
         if let Some(outcome) = store.command_outcome(ctx.command_id).await? {
             return Ok(Transacted { value: None, checkpoint: Some(outcome.checkpoint) });
         }
-        let mut tx = Tx::new(store.clone());
-        let value = match decide(&mut tx).await {
-            Ok(value) => value,
+        let (value, tx) = match decide(Tx::new(store.clone())).await {
+            Ok(done) => done,
             Err(
                 e @ (CommandError::Domain(_) | CommandError::Item { .. } | CommandError::PreconditionFailed { .. }),
             ) => {

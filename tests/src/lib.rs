@@ -517,3 +517,104 @@ impl TestApp {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The resident registry import and prefill (tests/tests/registry.rs).
+
+/// `/api/v1/municipalities/{code}/registry/import`
+pub fn registry_import_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/registry/import")
+}
+
+impl TestApp {
+    /// A POST of raw bytes with this `Content-Type` (CSV uploads).
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Reply> + Send + use<> {
+        send(self.request(Method::POST, path, token).header("content-type", content_type).body(body))
+    }
+}
+
+impl Reply {
+    /// The body as NDJSON: one value per non-empty line; panics with the body when a line is not JSON.
+    pub fn ndjson(&self) -> Vec<Value> {
+        self.text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not an NDJSON line ({e}): {l:?} in {:?}", self.text))
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Resident service registration: settings, residents and cards (tests/tests/residents.rs, cards.rs).
+
+/// `/api/v1/municipalities/{code}/resident-settings`
+pub fn resident_settings_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/resident-settings")
+}
+
+/// `/api/v1/municipalities/{code}/residents`
+pub fn residents_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/residents")
+}
+
+/// `/api/v1/municipalities/{code}/residents/{resident_id}`
+pub fn resident_path(code: &str, resident_id: &str) -> String {
+    format!("{}/{resident_id}", residents_path(code))
+}
+
+/// `/api/v1/municipalities/{code}/cards`
+pub fn cards_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/cards")
+}
+
+/// `/api/v1/municipalities/{code}/cards/{fid}`
+pub fn card_path(code: &str, fid: &str) -> String {
+    format!("{}/{fid}", cards_path(code))
+}
+
+/// A resident with the required fields only (`sex` 1, 漢字氏名 山田 太郎).
+pub fn resident_body(kana_family: &str, kana_given: &str, birth_date: &str) -> Value {
+    json!({
+        "kana_name": { "family": kana_family, "given": kana_given },
+        "kanji_name": { "family": "山田", "given": "太郎" },
+        "birth_date": birth_date,
+        "sex": "1",
+    })
+}
+
+impl TestApp {
+    /// A request with extra headers (`If-Match`, `Idempotency-Key`, `Accept-Language` …) and an optional JSON body.
+    pub fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> impl Future<Output = Reply> + Send + use<> {
+        let mut builder = self.request(method, path, token);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        send(builder)
+    }
+
+    /// Registers a clerk of `code` through the API, permitted `business_systems` (which the municipality must be
+    /// permitted to use), and returns his token.
+    pub async fn clerk_token(&self, admin: &str, code: &str, operator_id: &str, business_systems: &[&str]) -> String {
+        let body = operator_with_password(operator_id, "ClerkPassw0rd", &["clerk"], business_systems);
+        self.add_operators(admin, code, &body).await;
+        self.login(Some(code), operator_id, "ClerkPassw0rd").await
+    }
+}

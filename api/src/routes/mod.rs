@@ -1,10 +1,14 @@
 //! The HTTP routes, one module per area, and the request metadata every command takes from its headers.
 
 pub mod business_systems;
+pub mod cards;
 pub mod health;
 pub mod municipalities;
 pub mod operator_csv;
 pub mod operators;
+pub mod registry;
+pub mod resident_settings;
+pub mod residents;
 pub mod sessions;
 
 use axum::http::{HeaderMap, header};

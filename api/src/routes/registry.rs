@@ -1,0 +1,1650 @@
+//! The resident registry at the HTTP edge (手引き I 1.1 利用者登録: 既存住基システム・住基ネットCS からの取り込み):
+//! the streamed bulk import of a registry file with a per-row report, and the prefill of 利用者登録 from it, by
+//! registry key or by the four facts read from a card (本人確認4情報).
+//!
+//! - `POST /api/v1/municipalities/{code}/registry/import`: the body is read as a stream, parsed row by row on
+//!   the blocking pool and imported in batches of [`BATCH_ROWS`] (one registry-view query and one atomic append
+//!   per batch), while the answer streams NDJSON: one line per row that was not unchanged, then a summary line.
+//!   Nothing holds the whole file: the body, the parsed batches and the report lines all pass through bounded
+//!   channels, so memory stays flat whatever the file's size.
+//! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft.
+//!
+//! Owns the file's layouts (column names, the two recognised layouts), the cell formats (dates, sex), the row
+//! numbering of a streamed file and the report. The decision per row is `registry_import`'s, the registry view
+//! `projections::registry`'s. Never logs a cell's content: only counts, row numbers and municipality codes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, BodyDataStream, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::{Buf, BytesMut};
+use cardap_commands::registry_import::{KnownEntries, RegistryRow, RowOutcome};
+use cardap_commands::{Permission, authorize};
+use cardap_domain::contact::Sex;
+use cardap_domain::registry::{FullName, RegistryFacts, RegistryKey, parse_full_kana, split_kana};
+use cardap_domain::resident::{Address, EraDate, PostalCode};
+use cardap_domain::{MunicipalityCode, ParseError};
+use cardap_projections::registry as view;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use crate::auth::Authenticated;
+use crate::csv::{Charset, declared_charset, unguard};
+use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::i18n::{Lang, Text};
+use crate::json::ApiJson;
+use crate::routes::RequestMeta;
+use crate::routes::operators::municipality_in_path;
+use crate::state::AppState;
+
+/// Rows per batch: one registry-view query and one atomic append each.
+pub const BATCH_ROWS: usize = 1000;
+
+/// Batches being imported at once (with no registry key in common). The appends of one batch are one transaction
+/// of many short statements, so a second and third batch keep the database busy while the first waits for its
+/// round trips.
+const IN_FLIGHT: usize = 3;
+
+/// Parsed batches waiting for the importer (on top of those in flight).
+const PARSED_BATCHES: usize = 2;
+
+/// Report chunks (one per batch) waiting for the client to read them.
+const REPORT_CHUNKS: usize = 4;
+
+/// How long the upload may pause (no bytes arriving while the server waits for them) before the import stops.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest an import may take from its first to its last byte: its own limit, instead of the 300 s of the
+/// other routes (which here bound only the wait for the header row, as the report starts right after it).
+pub const IMPORT_TIME_LIMIT: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The longest row accepted (a registry row is a few hundred bytes): bounds the memory of one row.
+const MAX_ROW_BYTES: u64 = 64 * 1024;
+
+/// Characters of an unparseable registry key echoed in the report.
+const MAX_ECHOED_KEY: usize = 40;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/municipalities/{code}/registry/import", post(import))
+        .route("/api/v1/municipalities/{code}/registry/lookup", post(lookup))
+        .route("/api/v1/municipalities/{code}/registry/{registry_key}", get(show))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Columns and layouts
+
+/// A column of a registry file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Column {
+    Key,
+    Name,
+    KanjiFamily,
+    KanjiGiven,
+    Kana,
+    BirthDate,
+    Sex,
+    PostalCode,
+    Address,
+}
+
+impl Column {
+    const ALL: [Column; 9] = [
+        Column::Key,
+        Column::Name,
+        Column::KanjiFamily,
+        Column::KanjiGiven,
+        Column::Kana,
+        Column::BirthDate,
+        Column::Sex,
+        Column::PostalCode,
+        Column::Address,
+    ];
+
+    /// The English header name.
+    fn field(self) -> &'static str {
+        match self {
+            Column::Key => "registry_key",
+            Column::Name => "name",
+            Column::KanjiFamily => "kanji_family",
+            Column::KanjiGiven => "kanji_given",
+            Column::Kana => "kana",
+            Column::BirthDate => "birth_date",
+            Column::Sex => "sex",
+            Column::PostalCode => "postal_code",
+            Column::Address => "address",
+        }
+    }
+
+    /// The Japanese header as the registry systems write it.
+    fn label(self) -> &'static str {
+        match self {
+            Column::Key => "宛名番号",
+            Column::Name => "氏名",
+            Column::KanjiFamily => "氏名（姓）",
+            Column::KanjiGiven => "氏名（名）",
+            Column::Kana => "カナ氏名",
+            Column::BirthDate => "生年月日",
+            Column::Sex => "性別",
+            Column::PostalCode => "郵便番号",
+            Column::Address => "住所",
+        }
+    }
+
+    /// Other names of the same column (compared after [`header_form`]).
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Column::Key => &["宛名コード", "住民番号"],
+            Column::Name => &["漢字氏名", "氏名(漢字)"],
+            Column::KanjiFamily => &["漢字氏名(姓)", "姓"],
+            Column::KanjiGiven => &["漢字氏名(名)", "名"],
+            Column::Kana => &["氏名カナ", "カナ", "フリガナ", "氏名(カナ)", "氏名(フリガナ)", "カナ氏名(全角)"],
+            Column::BirthDate => &[],
+            Column::Sex => &[],
+            Column::PostalCode => &["〒"],
+            Column::Address => &[],
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn of_header(header: &str) -> Option<Column> {
+        let h = header_form(header);
+        let find = |h: &str| {
+            Column::ALL.into_iter().find(|c| {
+                h == header_form(c.field())
+                    || h == header_form(c.label())
+                    || c.aliases().iter().any(|a| h == header_form(a))
+            })
+        };
+        find(&h).or_else(|| {
+            // A hint after the name, as forms write it: 生年月日(YYYYMMDD).
+            let i = h.find('(').filter(|i| *i > 0 && h.ends_with(')'))?;
+            find(&h[..i])
+        })
+    }
+}
+
+/// A header cell compared: without required marks and spaces, full-width brackets as ASCII, ASCII lowercase.
+fn header_form(header: &str) -> String {
+    header
+        .trim()
+        .trim_start_matches(['*', '＊', '※'])
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| match c {
+            '（' => '(',
+            '）' => ')',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Whether a header names the 個人番号, which cardap never takes (not even to ignore it).
+fn is_my_number(header: &str) -> bool {
+    let h = header_form(header);
+    ["個人番号", "マイナンバー", "my_number", "mynumber", "individual_number"].contains(&h.as_str())
+}
+
+/// Which of the two files this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 既存住基システム's export: key, name (whole or split), birth date, sex; kana, postal code, address optional.
+    Registry,
+    /// 住基ネットCS's 本人確認4情報: key, 氏名, 住所, 生年月日, 性別 and nothing else; the address is required.
+    JukiNetCs,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Registry => "registry",
+            Kind::JukiNetCs => "juki_net_cs",
+        }
+    }
+}
+
+/// What a header cell is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Known(Column),
+    /// An empty header cell: its column must be empty too.
+    Unnamed,
+    /// A column this import does not use (a registry export has many): its cells are not read.
+    Ignored,
+}
+
+/// The file's header: which column is where.
+#[derive(Debug, Clone)]
+struct Layout {
+    kind: Kind,
+    charset: Charset,
+    slots: Vec<Slot>,
+    /// The header cell as written, per column present.
+    names: HashMap<Column, String>,
+    /// Header cells of ignored columns, as written.
+    ignored: Vec<String>,
+}
+
+impl Layout {
+    fn of(header: &[String], row: u64, charset: Charset) -> Result<Layout, ApiError> {
+        let mut errors = vec![];
+        let mut slots = Vec::with_capacity(header.len());
+        let mut names: HashMap<Column, String> = HashMap::new();
+        let mut ignored = vec![];
+        for h in header {
+            if h.is_empty() {
+                slots.push(Slot::Unnamed);
+            } else if is_my_number(h) {
+                errors.push(
+                    FieldError::new(
+                        format!("/rows/{row}"),
+                        Text::new(
+                            "個人番号（マイナンバー）の列があるファイルは取り込めません。その列を削除してから取り込んでください",
+                            "a file with a My Number column is refused: cardap never takes the My Number; remove \
+                             the column",
+                        ),
+                    )
+                    .in_cell(row, h.clone()),
+                );
+                slots.push(Slot::Ignored);
+            } else {
+                match Column::of_header(h) {
+                    Some(c) if names.contains_key(&c) => {
+                        errors.push(
+                            FieldError::new(
+                                format!("/rows/{row}/{}", c.field()),
+                                Text::new(
+                                    format!("「{}」の列が2つあります", c.label()),
+                                    format!("the column {} appears twice", c.field()),
+                                ),
+                            )
+                            .in_cell(row, h.clone()),
+                        );
+                        slots.push(Slot::Ignored);
+                    }
+                    Some(c) => {
+                        names.insert(c, h.clone());
+                        slots.push(Slot::Known(c));
+                    }
+                    None => {
+                        ignored.push(h.clone());
+                        slots.push(Slot::Ignored);
+                    }
+                }
+            }
+        }
+        let has = |c: Column| names.contains_key(&c);
+        let missing = |c: Column| {
+            FieldError::new(
+                format!("/rows/{row}/{}", c.field()),
+                Text::new(
+                    format!("「{}」（{}）の列がありません", c.label(), c.field()),
+                    format!("the column {} ({}) is missing", c.field(), c.label()),
+                ),
+            )
+            .in_cell(row, c.label())
+        };
+        if !has(Column::Key) {
+            errors.push(missing(Column::Key));
+        }
+        let split = has(Column::KanjiFamily) || has(Column::KanjiGiven);
+        if has(Column::Name) && split {
+            errors.push(
+                FieldError::new(
+                    format!("/rows/{row}/name"),
+                    Text::new(
+                        "「氏名」と「氏名（姓）」「氏名（名）」の列は、どちらか一方にしてください",
+                        "give either the whole name (name) or kanji_family and kanji_given, not both",
+                    ),
+                )
+                .in_cell(row, names.get(&Column::Name).cloned().unwrap_or_default()),
+            );
+        } else if split {
+            for c in [Column::KanjiFamily, Column::KanjiGiven] {
+                if !has(c) {
+                    errors.push(missing(c));
+                }
+            }
+        } else if !has(Column::Name) {
+            errors.push(missing(Column::Name));
+        }
+        for c in [Column::BirthDate, Column::Sex] {
+            if !has(c) {
+                errors.push(missing(c));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors).with_detail(Text::new(
+                "見出し行（1行目）を確認してください。何も取り込んでいません",
+                "check the header row; nothing was imported",
+            )));
+        }
+        let four_facts_only = has(Column::Name)
+            && has(Column::Address)
+            && !has(Column::Kana)
+            && !has(Column::PostalCode)
+            && ignored.is_empty();
+        let kind = if four_facts_only { Kind::JukiNetCs } else { Kind::Registry };
+        Ok(Layout { kind, charset, slots, names, ignored })
+    }
+
+    fn has(&self, column: Column) -> bool {
+        self.names.contains_key(&column)
+    }
+
+    /// How the file names `column`.
+    fn name(&self, column: Column) -> &str {
+        self.names.get(&column).map_or(column.label(), String::as_str)
+    }
+
+    fn error(&self, column: Column, message: Text) -> CellError {
+        CellError { column: self.name(column).to_owned(), field: Some(column.field()), message }
+    }
+
+    /// `value`, or a "required" error about `column`.
+    fn required(&self, column: Column, value: Option<String>, errors: &mut Vec<CellError>) -> Option<String> {
+        if value.is_none() {
+            errors.push(self.error(column, Text::new("必須項目です", "is required")));
+        }
+        value
+    }
+
+    /// The parsed value, or the parse error about `column`.
+    fn parsed<T>(&self, column: Column, result: Result<T, ParseError>, errors: &mut Vec<CellError>) -> Option<T> {
+        result.map_err(|e| errors.push(self.error(column, Text::new(e.message_ja(), e.to_string())))).ok()
+    }
+
+    /// One data row, parsed into a registry row or the errors of its cells.
+    fn parse_row(&self, row: u64, record: &::csv::ByteRecord) -> Parsed {
+        let mut values: [Option<String>; 9] = Default::default();
+        let mut errors = vec![];
+        for (i, cell) in record.iter().enumerate() {
+            let slot = self.slots.get(i).copied().unwrap_or(Slot::Unnamed);
+            if slot == Slot::Ignored {
+                continue;
+            }
+            let decoded = decode_cell(cell, self.charset);
+            match (slot, decoded) {
+                (_, Ok(value)) if value.is_empty() => {}
+                (Slot::Known(c), Ok(value)) => values[c.index()] = Some(value),
+                (Slot::Known(c), Err(message)) => errors.push(self.error(c, message)),
+                _ => errors.push(CellError {
+                    column: format!("{}列目", i + 1),
+                    field: None,
+                    message: Text::new("見出しのない列に値があります", "a value in a column without a header"),
+                }),
+            }
+        }
+        let mut take = |c: Column| values[c.index()].take();
+        let raw_key = take(Column::Key);
+        let name = take(Column::Name);
+        let family = take(Column::KanjiFamily);
+        let given = take(Column::KanjiGiven);
+        let kana = take(Column::Kana);
+        let birth_date = take(Column::BirthDate);
+        let sex = take(Column::Sex);
+        let postal_code = take(Column::PostalCode);
+        let address = take(Column::Address);
+
+        let key = self
+            .required(Column::Key, raw_key.clone(), &mut errors)
+            .and_then(|v| self.parsed(Column::Key, RegistryKey::parse(&half_width(&v)), &mut errors));
+        let name = if self.has(Column::Name) {
+            self.required(Column::Name, name, &mut errors)
+                .and_then(|v| self.parsed(Column::Name, FullName::parse(&v), &mut errors))
+        } else {
+            let family = self
+                .required(Column::KanjiFamily, family, &mut errors)
+                .and_then(|v| self.parsed(Column::KanjiFamily, FullName::parse(&v), &mut errors));
+            let given = self
+                .required(Column::KanjiGiven, given, &mut errors)
+                .and_then(|v| self.parsed(Column::KanjiGiven, FullName::parse(&v), &mut errors));
+            match (family, given) {
+                (Some(f), Some(g)) => self.parsed(
+                    Column::KanjiGiven,
+                    FullName::parse(&format!("{}\u{3000}{}", f.as_str(), g.as_str())),
+                    &mut errors,
+                ),
+                _ => None,
+            }
+        };
+        let kana = kana.and_then(|v| self.parsed(Column::Kana, parse_full_kana(&v), &mut errors));
+        let birth_date = self
+            .required(Column::BirthDate, birth_date, &mut errors)
+            .and_then(|v| parse_birth_date(&v).map_err(|m| errors.push(self.error(Column::BirthDate, m))).ok());
+        let sex = self
+            .required(Column::Sex, sex, &mut errors)
+            .and_then(|v| parse_sex(&v).map_err(|m| errors.push(self.error(Column::Sex, m))).ok());
+        let postal_code = postal_code.and_then(|v| self.parsed(Column::PostalCode, parse_postal_code(&v), &mut errors));
+        let address =
+            if self.kind == Kind::JukiNetCs { self.required(Column::Address, address, &mut errors) } else { address }
+                .and_then(|v| self.parsed(Column::Address, Address::parse(&v), &mut errors));
+
+        match (key, name, birth_date, sex) {
+            (Some(key), Some(name), Some(birth_date), Some(sex)) if errors.is_empty() => {
+                let facts = RegistryFacts { name, kana, birth_date, sex, postal_code, address };
+                Parsed::Good(RegistryRow { row, key, facts })
+            }
+            _ => Parsed::Bad(BadRow { row, key: raw_key.map(|k| k.chars().take(MAX_ECHOED_KEY).collect()), errors }),
+        }
+    }
+
+    /// Optional facts the file has no column for keep what the registry holds (a 住基ネットCS file knows no kana
+    /// and no postal code, and must not clear them).
+    fn keep_absent(&self, rows: &mut [RegistryRow], known: &KnownEntries) {
+        let (kana, postal_code, address) =
+            (!self.has(Column::Kana), !self.has(Column::PostalCode), !self.has(Column::Address));
+        if !(kana || postal_code || address) {
+            return;
+        }
+        for row in rows {
+            let Some((_, Some(current))) = known.get(row.key.as_str()) else { continue };
+            if kana {
+                row.facts.kana = current.kana.clone();
+            }
+            if postal_code {
+                row.facts.postal_code = current.postal_code.clone();
+            }
+            if address {
+                row.facts.address = current.address.clone();
+            }
+        }
+    }
+}
+
+/// One cell as text: decoded in the file's charset (cell by cell: a Shift_JIS byte never looks like a comma, a
+/// quote or a line end, so the CSV parser can split the raw bytes), trimmed, a formula guard `'` taken off.
+fn decode_cell(bytes: &[u8], charset: Charset) -> Result<String, Text> {
+    let text = match charset {
+        Charset::Utf8 => std::borrow::Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| {
+            Text::new("UTF-8 として読み取れない文字があります", "contains bytes that are not valid UTF-8")
+        })?),
+        Charset::ShiftJis => {
+            encoding_rs::SHIFT_JIS.decode_without_bom_handling_and_without_replacement(bytes).ok_or_else(|| {
+                Text::new("Shift_JIS として読み取れない文字があります", "contains bytes that are not valid Shift_JIS")
+            })?
+        }
+    };
+    Ok(unguard(text.trim()).to_owned())
+}
+
+/// Full-width ASCII forms (Ａ, ０, －, ／ …) and the full-width space as ASCII: for keys, dates, codes.
+fn half_width(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
+            'ー' | '―' | '‐' => '-',
+            c => c,
+        })
+        .collect()
+}
+
+fn birth_date_format() -> Text {
+    Text::new(
+        "生年月日は EYYMMDD（例: 3640107）、YYYYMMDD（例: 19890107）、YYYY-MM-DD、または和暦（例: 昭和64年1月7日）で\
+         入力してください",
+        "birth date must be EYYMMDD (e.g. 3640107), YYYYMMDD (e.g. 19890107), YYYY-MM-DD or YYYY/MM/DD, or the era \
+         form 昭和64年1月7日",
+    )
+}
+
+/// 生年月日 as registries and cards write it: `EYYMMDD`, `YYYYMMDD` (the card's form), `YYYY-MM-DD`,
+/// `YYYY/M/D`, or the era in words (`昭和64年1月7日`, `平成元年1月8日`). Full-width digits are accepted.
+fn parse_birth_date(s: &str) -> Result<EraDate, Text> {
+    let s: String = half_width(s).chars().filter(|c| !c.is_whitespace()).collect();
+    let date_error = |e: ParseError| match e {
+        ParseError::NonexistentDate | ParseError::DateOutsideEra | ParseError::UnknownEra { .. } => {
+            Text::new(e.message_ja(), e.to_string())
+        }
+        _ => birth_date_format(),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let number = |t: &str| t.parse::<u32>().map_err(|_| birth_date_format());
+    if digits(&s) && s.len() == 7 {
+        return EraDate::parse(&s).map_err(date_error);
+    }
+    if digits(&s) && s.len() == 8 {
+        let year = i32::try_from(number(&s[..4])?).map_err(|_| birth_date_format())?;
+        return EraDate::from_gregorian(year, number(&s[4..6])?, number(&s[6..])?).map_err(date_error);
+    }
+    for separator in ['-', '/', '.'] {
+        let parts: Vec<&str> = s.split(separator).collect();
+        if let [y, m, d] = parts[..]
+            && y.len() == 4
+            && (1..=2).contains(&m.len())
+            && (1..=2).contains(&d.len())
+            && [y, m, d].into_iter().all(digits)
+        {
+            let year = i32::try_from(number(y)?).map_err(|_| birth_date_format())?;
+            return EraDate::from_gregorian(year, number(m)?, number(d)?).map_err(date_error);
+        }
+    }
+    for (code, era) in [('1', "明治"), ('2', "大正"), ('3', "昭和"), ('4', "平成"), ('5', "令和")] {
+        let Some(rest) = s.strip_prefix(era) else { continue };
+        let (year, rest) = rest.split_once('年').ok_or_else(birth_date_format)?;
+        let (month, rest) = rest.split_once('月').ok_or_else(birth_date_format)?;
+        let day = rest.strip_suffix('日').ok_or_else(birth_date_format)?;
+        let year = if year == "元" {
+            1
+        } else if digits(year) {
+            number(year)?
+        } else {
+            return Err(birth_date_format());
+        };
+        if !(digits(month) && digits(day)) || year > 99 {
+            return Err(birth_date_format());
+        }
+        let code = format!("{code}{year:02}{:02}{:02}", number(month)?, number(day)?);
+        return EraDate::parse(&code).map_err(date_error);
+    }
+    Err(birth_date_format())
+}
+
+/// 性別: the ISO 5218 digit, or the words registries write (男, 女, 男性, 女性, 指定なし, 適用不能).
+fn parse_sex(s: &str) -> Result<Sex, Text> {
+    let s = half_width(s);
+    match s.trim() {
+        "男" | "男性" => Ok(Sex::Male),
+        "女" | "女性" => Ok(Sex::Female),
+        "指定なし" | "不明" => Ok(Sex::NotKnown),
+        "適用不能" => Ok(Sex::NotApplicable),
+        digit => Sex::parse(digit).map_err(|_| {
+            Text::new(
+                "性別は 1（男）・2（女）・9（適用不能）・0（指定なし）の数字、または 男・女 で入力してください",
+                "sex must be an ISO 5218 digit (1 male, 2 female, 9 not applicable, 0 not known) or 男/女",
+            )
+        }),
+    }
+}
+
+/// 郵便番号 with or without hyphen, a leading 〒 and full-width digits allowed.
+fn parse_postal_code(s: &str) -> Result<PostalCode, ParseError> {
+    PostalCode::parse(half_width(s).trim_start_matches('〒').trim())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parsing the streamed body (on the blocking pool)
+
+/// One data row after parsing.
+#[derive(Debug)]
+enum Parsed {
+    Good(RegistryRow),
+    Bad(BadRow),
+}
+
+/// A row that cannot be imported, and why.
+#[derive(Debug)]
+struct BadRow {
+    row: u64,
+    /// The registry key cell as written (cut short), when there was one.
+    key: Option<String>,
+    errors: Vec<CellError>,
+}
+
+/// What is wrong with one cell (or, without `field`, with a cell outside the known columns).
+#[derive(Debug)]
+struct CellError {
+    /// The header as written in the file (or `N列目`).
+    column: String,
+    field: Option<&'static str>,
+    message: Text,
+}
+
+/// What the parser hands to the importer.
+#[derive(Debug)]
+enum Message {
+    Rows(Vec<Parsed>),
+    /// The body could not be read on; the rows before were sent.
+    Failed(ApiError),
+}
+
+impl Message {
+    /// The registry keys the batch writes.
+    fn keys(&self) -> HashSet<RegistryKey> {
+        match self {
+            Message::Rows(rows) => rows
+                .iter()
+                .filter_map(|p| match p {
+                    Parsed::Good(r) => Some(r.key.clone()),
+                    Parsed::Bad(_) => None,
+                })
+                .collect(),
+            Message::Failed(_) => HashSet::new(),
+        }
+    }
+}
+
+/// Why the body stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFailure {
+    Stalled,
+    TimeLimit,
+    RowTooLong,
+    Body,
+}
+
+impl ReadFailure {
+    fn problem(self, row: u64) -> ApiError {
+        match self {
+            ReadFailure::Stalled => ApiError::malformed(
+                Text::new(
+                    format!("{}秒間データが届かなかったため、取り込みを中止しました", STALL_TIMEOUT.as_secs()),
+                    format!("the upload stalled for {} s; the import was stopped", STALL_TIMEOUT.as_secs()),
+                ),
+                vec![],
+            ),
+            ReadFailure::TimeLimit => ApiError::malformed(
+                Text::new(
+                    format!("取り込みが{}分を超えたため中止しました", IMPORT_TIME_LIMIT.as_secs() / 60),
+                    format!("the import took longer than {} minutes and was stopped", IMPORT_TIME_LIMIT.as_secs() / 60),
+                ),
+                vec![],
+            ),
+            ReadFailure::RowTooLong => ApiError::validation(vec![
+                FieldError::new(
+                    format!("/rows/{row}"),
+                    Text::new(
+                        format!("1行が長すぎます（{} KiB まで）。取り込みを中止しました", MAX_ROW_BYTES / 1024),
+                        format!("a row longer than {} KiB; the import was stopped", MAX_ROW_BYTES / 1024),
+                    ),
+                )
+                .in_row(row),
+            ]),
+            ReadFailure::Body => {
+                ApiError::malformed(Text::new("送信が途中で切れました", "the upload was cut off"), vec![])
+            }
+        }
+    }
+}
+
+/// The request body as a blocking `Read` for the CSV parser: pulls chunks from the body stream (waiting at most
+/// [`STALL_TIMEOUT`] for each), drops a UTF-8 BOM, and keeps what row numbering needs: where the line ends are.
+struct BodyReader {
+    stream: BodyDataStream,
+    handle: tokio::runtime::Handle,
+    chunk: Bytes,
+    started: bool,
+    bom: bool,
+    deadline: tokio::time::Instant,
+    failure: Option<ReadFailure>,
+    /// Bytes handed to the parser so far (after the BOM).
+    offset: u64,
+    /// Where the current record started (for [`MAX_ROW_BYTES`]).
+    record_start: u64,
+    /// The offset of the last byte that was not a line end.
+    last_content: Option<u64>,
+    /// Per line feed not yet counted: the offset of the last byte before it that was not a line end.
+    newlines: VecDeque<Option<u64>>,
+    /// Line feeds counted (those before the current record's first character).
+    lines: u64,
+}
+
+impl std::fmt::Debug for BodyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyReader").field("offset", &self.offset).field("lines", &self.lines).finish_non_exhaustive()
+    }
+}
+
+impl BodyReader {
+    fn new(stream: BodyDataStream, handle: tokio::runtime::Handle) -> Self {
+        BodyReader {
+            stream,
+            handle,
+            chunk: Bytes::new(),
+            started: false,
+            bom: false,
+            deadline: tokio::time::Instant::now() + IMPORT_TIME_LIMIT,
+            failure: None,
+            offset: 0,
+            record_start: 0,
+            last_content: None,
+            newlines: VecDeque::new(),
+            lines: 0,
+        }
+    }
+
+    fn fail(&mut self, failure: ReadFailure) -> io::Error {
+        self.failure = Some(failure);
+        io::Error::other(format!("{failure:?}"))
+    }
+
+    /// The next chunk of the body; `None` at its end.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        let stall = tokio::time::Instant::now() + STALL_TIMEOUT;
+        let until = stall.min(self.deadline);
+        let stream = &mut self.stream;
+        let next = self.handle.block_on(async move { tokio::time::timeout_at(until, stream.next()).await });
+        match next {
+            Err(_) if until == self.deadline => Err(self.fail(ReadFailure::TimeLimit)),
+            Err(_) => Err(self.fail(ReadFailure::Stalled)),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(_))) => Err(self.fail(ReadFailure::Body)),
+            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+        }
+    }
+
+    /// Reads the first bytes and drops a UTF-8 BOM.
+    fn start(&mut self) -> io::Result<()> {
+        self.started = true;
+        let mut head = BytesMut::new();
+        while head.len() < UTF8_BOM.len() {
+            match self.next_chunk()? {
+                Some(bytes) => head.extend_from_slice(&bytes),
+                None => break,
+            }
+        }
+        let mut head = head.freeze();
+        if head.starts_with(UTF8_BOM) {
+            head.advance(UTF8_BOM.len());
+            self.bom = true;
+        }
+        self.chunk = head;
+        Ok(())
+    }
+
+    /// The line (from 1) of the first character of the record that starts at `start` (a byte offset as the CSV
+    /// parser counts it): blank lines before a record keep their numbers, as in a spreadsheet.
+    fn line_of(&mut self, start: u64) -> u64 {
+        // A line feed is before the record's first character when no character of the record precedes it; the
+        // offsets of the last characters grow along the queue, so the counted ones are a prefix.
+        while self.newlines.front().is_some_and(|last| last.is_none_or(|l| l < start)) {
+            self.newlines.pop_front();
+            self.lines += 1;
+        }
+        self.lines + 1
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.started {
+            self.start()?;
+        }
+        while self.chunk.is_empty() {
+            match self.next_chunk()? {
+                Some(bytes) => self.chunk = bytes,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
+        for (i, b) in buf[..n].iter().enumerate() {
+            match b {
+                b'\n' => self.newlines.push_back(self.last_content),
+                b'\r' => {}
+                _ => self.last_content = Some(self.offset + i as u64),
+            }
+        }
+        self.offset += n as u64;
+        if self.offset.saturating_sub(self.record_start) > MAX_ROW_BYTES + 64 * 1024 {
+            return Err(self.fail(ReadFailure::RowTooLong));
+        }
+        Ok(n)
+    }
+}
+
+/// The parser, on the blocking pool: reads the header (answering the handler through `header`), then every data
+/// row, sending them in batches of [`BATCH_ROWS`] through the bounded `rows` channel. Stops when the importer
+/// goes away.
+fn parse_file(
+    reader: BodyReader,
+    declared: Option<Charset>,
+    header: oneshot::Sender<Result<Layout, ApiError>>,
+    rows: mpsc::Sender<Message>,
+) {
+    let mut csv =
+        ::csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(64 * 1024).from_reader(reader);
+    let mut record = ::csv::ByteRecord::new();
+    let layout = match read_header(&mut csv, &mut record, declared) {
+        Ok(layout) => layout,
+        Err(e) => {
+            let _ = header.send(Err(e));
+            return;
+        }
+    };
+    if header.send(Ok(layout.clone())).is_err() {
+        return;
+    }
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let row = csv.get_mut().line_of(record.position().map_or(0, |p| p.byte()));
+                let next = csv.position().byte();
+                csv.get_mut().record_start = next;
+                if record.iter().all(|cell| cell.iter().all(|b| b.is_ascii_whitespace())) {
+                    continue;
+                }
+                batch.push(layout.parse_row(row, &record));
+                if batch.len() >= BATCH_ROWS
+                    && rows
+                        .blocking_send(Message::Rows(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS))))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Err(_) => {
+                let position = csv.position().byte();
+                let reader = csv.get_mut();
+                let row = reader.line_of(position);
+                let failure = reader.failure.unwrap_or(ReadFailure::Body);
+                if !batch.is_empty() && rows.blocking_send(Message::Rows(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                let _ = rows.blocking_send(Message::Failed(failure.problem(row)));
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = rows.blocking_send(Message::Rows(batch));
+    }
+}
+
+/// The header row and the layout it names. Decides the charset: UTF-8 with a BOM whatever the label, else the
+/// declared one; without a declaration the header must be UTF-8.
+fn read_header(
+    csv: &mut ::csv::Reader<BodyReader>,
+    record: &mut ::csv::ByteRecord,
+    declared: Option<Charset>,
+) -> Result<Layout, ApiError> {
+    let read = csv.read_byte_record(record);
+    let start = record.position().map_or(0, |p| p.byte());
+    let row = csv.get_mut().line_of(start);
+    csv.get_mut().record_start = csv.position().byte();
+    match read {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ApiError::validation(vec![
+                FieldError::new(
+                    "/rows",
+                    Text::new(
+                        "ファイルが空です。1行目に見出しが必要です",
+                        "the file is empty; row 1 must be the header",
+                    ),
+                )
+                .in_row(1),
+            ]));
+        }
+        Err(_) => return Err(csv.get_ref().failure.unwrap_or(ReadFailure::Body).problem(row)),
+    }
+    let charset = if csv.get_ref().bom { Charset::Utf8 } else { declared.unwrap_or(Charset::Utf8) };
+    let mut names = Vec::with_capacity(record.len());
+    for (i, cell) in record.iter().enumerate() {
+        match decode_cell(cell, charset) {
+            Ok(name) => names.push(name),
+            Err(_) if declared.is_none() && !csv.get_ref().bom => {
+                return Err(ApiError::unsupported_media_type(
+                    "text/csv; charset=UTF-8 または text/csv; charset=Shift_JIS",
+                )
+                .with_detail(Text::new(
+                    "ファイルが UTF-8 ではありません。Shift_JIS のファイルは Content-Type: text/csv; \
+                         charset=Shift_JIS を指定して送信してください",
+                    "the file is not UTF-8; send a Shift_JIS file with Content-Type: text/csv; charset=Shift_JIS",
+                )));
+            }
+            Err(message) => {
+                return Err(ApiError::validation(vec![
+                    FieldError::new(format!("/rows/{row}"), message).in_cell(row, format!("{}列目", i + 1)),
+                ]));
+            }
+        }
+    }
+    Layout::of(&names, row, charset)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Import
+
+/// One line of the import's NDJSON answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ImportLine {
+    Row(ImportRowReport),
+    Problem(ImportProblemLine),
+    Summary(ImportSummaryLine),
+}
+
+/// A row that was imported, changed or refused (unchanged rows get no line).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportRowReport {
+    /// The row as a spreadsheet numbers it: the header is row 1, the first data row row 2.
+    pub row: u64,
+    /// The row's 宛名番号 (as written, when it could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_key: Option<String>,
+    pub outcome: RowOutcomeKind,
+    /// `changed`: the fields that changed (`name`, `kana`, `birth_date`, `sex`, `postal_code`, `address`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// `error`: what is wrong, per cell.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ImportCellError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOutcomeKind {
+    /// A new registry entry (`RegistryEntryImported`).
+    Imported,
+    /// An entry whose facts changed (`RegistryEntryChanged` with only the changed fields).
+    Changed,
+    /// The row was not imported; the rest of the file was.
+    Error,
+}
+
+/// One bad cell of a row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportCellError {
+    /// The column's header as written in the file (`N列目` for a column without a header).
+    pub column: String,
+    /// The column's English name (`birth_date`), when it is a known column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// The import stopped early (the database failed, the upload stalled or broke off): the rows reported before
+/// were imported; those of `rows` (when given) and after were not. Importing the same file again is safe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportProblemLine {
+    pub problem: ProblemDetails,
+    /// The first and last row of the batch that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<[u64; 2]>,
+}
+
+/// The last line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportSummaryLine {
+    pub summary: ImportSummary,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ImportSummary {
+    /// Data rows read (blank rows are not counted).
+    pub rows: u64,
+    pub imported: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// Rows refused (each reported with its errors).
+    pub errors: u64,
+    /// The layout recognised from the header: `registry` (既存住基システム) or `juki_net_cs` (住基ネットCS).
+    pub layout: String,
+    /// Header cells of columns that were not read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_columns: Vec<String>,
+    /// The import stopped early (see the `problem` line before).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
+}
+
+/// What one import needs in every batch.
+struct Importer {
+    state: AppState,
+    auth: Authenticated,
+    code: MunicipalityCode,
+    meta: RequestMeta,
+    layout: Layout,
+    lang: Lang,
+}
+
+impl std::fmt::Debug for Importer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Importer").field("code", &self.code).finish_non_exhaustive()
+    }
+}
+
+/// What became of one batch.
+#[derive(Debug, Default)]
+struct BatchReport {
+    lines: Vec<u8>,
+    summary: ImportSummary,
+    failed: bool,
+}
+
+/// 住基データ取り込み: import a file of the resident registry, streamed, with a report per row.
+///
+/// **Body**: the file, `Content-Type: text/csv; charset=UTF-8` (a BOM is fine, and means UTF-8 whatever the
+/// label) or `text/csv; charset=Shift_JIS` (also `windows-31j`, `cp932`, `ms932`). Without a charset the file
+/// must be UTF-8. The body is read as it arrives and the file may be of any size (1,000,000 rows and more):
+/// it is imported in atomic batches of 1,000 rows while the report streams back.
+///
+/// **Header row** (row 1), recognised as one of two layouts:
+/// - **既存住基システム** export: `registry_key`/宛名番号 (also 宛名コード, 住民番号), `name`/氏名 (the whole name,
+///   family and given separated by a space) or `kanji_family`/氏名（姓） + `kanji_given`/氏名（名）,
+///   `kana`/カナ氏名 (optional, whole kana name with a space), `birth_date`/生年月日, `sex`/性別,
+///   `postal_code`/郵便番号 (optional), `address`/住所 (optional). Other columns of the export (世帯番号, 続柄 …)
+///   are ignored and named in the summary's `ignored_columns`.
+/// - **住基ネットCS** 本人確認4情報: exactly the key column, 氏名, 住所, 生年月日 and 性別; the address is then
+///   required in every row.
+///
+/// Headers are matched ignoring spaces, ASCII case, full-width brackets, a leading `*` and a trailing hint such
+/// as `生年月日(YYYYMMDD)`. A file with a 個人番号/マイナンバー column is refused whole (`422`).
+///
+/// **Cells**: 生年月日 as `EYYMMDD` (`3640107`), `YYYYMMDD` (`19890107`), `YYYY-MM-DD`, `YYYY/M/D` or the era
+/// in words (`昭和64年1月7日`); 性別 as the ISO 5218 digit or 男/女 (男性/女性, 指定なし, 適用不能); 郵便番号
+/// with or without hyphen; names and addresses in full width (half-width characters are converted); kana in
+/// katakana (half-width kana converted). A column the file does not have keeps the entry's current value (a
+/// 住基ネットCS file does not clear the kana and postal code of an earlier 既存住基 import); an empty cell of a
+/// column it has clears that optional fact.
+///
+/// **Answer** `200`, `application/x-ndjson`, streamed while importing: one line per row that was not unchanged,
+/// `{"row", "registry_key", "outcome": "imported"|"changed"|"error", "changed"?, "errors"?: [{"column",
+/// "field"?, "message"}]}` (rows in file order; `row` counts lines as a spreadsheet does, the header being
+/// row 1), then `{"summary": {"rows", "imported", "changed", "unchanged", "errors", "layout",
+/// "ignored_columns"?}}`. A bad row is reported and skipped; the good rows are imported. Importing the same file
+/// again changes nothing (every row `unchanged`, no event); a changed row becomes one `RegistryEntryChanged`
+/// naming the changed fields. If the import stops early (database failure, the upload pausing for 120 s or
+/// breaking off, or longer than 2 hours in all) a `{"problem": {…}, "rows"?: [first, last]}` line says why and
+/// the summary carries `"aborted": true`; batches reported before it were imported, and the file can simply be
+/// imported again. Errors found before the first row (header, charset, permissions) are ordinary
+/// `application/problem+json` answers. `Idempotency-Key` is not needed (a re-import is idempotent by itself).
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/registry/import", tag = "registry",
+    request_body(content = String, content_type = "text/csv",
+        description = "CSV, UTF-8 (with or without BOM) or Shift_JIS, header row first",
+        example = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n000123456,山田 太郎,ヤマダ タロウ,3640107,1,100-0001,東京都千代田区千代田１－１\r\n"),
+    params(("code" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = ImportLine,
+            description = "One line per imported, changed or refused row, then a summary line",
+            example = "{\"row\":2,\"registry_key\":\"000123456\",\"outcome\":\"imported\"}\n{\"row\":3,\"registry_key\":\"000123457\",\"outcome\":\"error\",\"errors\":[{\"column\":\"生年月日\",\"field\":\"birth_date\",\"message\":\"存在しない日付です\"}]}\n{\"summary\":{\"rows\":2,\"imported\":1,\"changed\":0,\"unchanged\":0,\"errors\":1,\"layout\":\"registry\"}}\n"),
+        (status = 400, body = ProblemDetails, description = "The upload broke off or stalled before the header"),
+        (status = 403, body = ProblemDetails, description = "Not the municipality's operations manager"),
+        (status = 404, body = ProblemDetails),
+        (status = 415, body = ProblemDetails, description = "Not `text/csv`, an unknown charset, or a header that \
+            is not UTF-8 without a charset"),
+        (status = 422, body = ProblemDetails, description = "An empty file, a header without the required columns \
+            (named with `row` and `column`), or a 個人番号 column; nothing was imported")))]
+pub async fn import(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::ConfigureResidentServices(code.clone()))?;
+    let declared = declared_charset(&headers)?;
+
+    let (header_tx, header_rx) = oneshot::channel();
+    let (rows_tx, rows_rx) = mpsc::channel(PARSED_BATCHES);
+    let reader = BodyReader::new(body.into_data_stream(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || parse_file(reader, declared, header_tx, rows_tx));
+    let layout = header_rx.await.map_err(|_| ApiError::internal("the registry file parser stopped"))??;
+
+    // Every batch gets a fresh command id: a re-import is idempotent by itself, and a key would make every
+    // batch after the first look like a retry of it.
+    let meta = RequestMeta { idempotency_key: None, ..RequestMeta::from_headers(&headers) };
+    let importer = Arc::new(Importer { state, auth, code, meta, layout, lang: Lang::current() });
+    let (report_tx, report_rx) = mpsc::channel::<Result<Bytes, io::Error>>(REPORT_CHUNKS);
+    tokio::spawn(run_import(importer, rows_rx, report_tx).instrument(tracing::Span::current()));
+
+    let body = stream::unfold(report_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson")),
+        // Personal data (names in error messages): not for shared caches.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
+}
+
+/// Imports the parsed batches and writes the report, in file order.
+///
+/// Up to [`IN_FLIGHT`] batches are imported at once, but a batch that has a registry key in common with a batch
+/// still running waits for it: the rows of one key are applied in file order, so the last row of a key in the
+/// file is what the registry keeps.
+async fn run_import(
+    importer: Arc<Importer>,
+    mut rows: mpsc::Receiver<Message>,
+    report: mpsc::Sender<Result<Bytes, io::Error>>,
+) {
+    let started = Instant::now();
+    let mut summary = ImportSummary { layout: importer.layout.kind.name().to_owned(), ..ImportSummary::default() };
+    summary.ignored_columns = importer.layout.ignored.clone();
+    let mut in_flight = FuturesOrdered::new();
+    // The keys each running batch writes, in the order of `in_flight`.
+    let mut busy: VecDeque<HashSet<RegistryKey>> = VecDeque::new();
+    let mut pending: Option<(Message, HashSet<RegistryKey>)> = None;
+    let mut input_open = true;
+    let mut client_gone = false;
+    loop {
+        if !summary.aborted
+            && in_flight.len() < IN_FLIGHT
+            && let Some((_, keys)) = &pending
+            && busy.iter().all(|b| b.is_disjoint(keys))
+            && let Some((message, keys)) = pending.take()
+        {
+            busy.push_back(keys);
+            let importer = importer.clone();
+            in_flight.push_back(async move { importer.process(message).await });
+            continue;
+        }
+        let want_input = pending.is_none() && input_open && !summary.aborted;
+        tokio::select! {
+            message = rows.recv(), if want_input => match message {
+                Some(message) => {
+                    let keys = message.keys();
+                    pending = Some((message, keys));
+                }
+                None => input_open = false,
+            },
+            Some(batch) = in_flight.next(), if !in_flight.is_empty() => {
+                busy.pop_front();
+                let batch: BatchReport = batch;
+                summary.rows += batch.summary.rows;
+                summary.imported += batch.summary.imported;
+                summary.changed += batch.summary.changed;
+                summary.unchanged += batch.summary.unchanged;
+                summary.errors += batch.summary.errors;
+                summary.aborted |= batch.failed;
+                if !batch.lines.is_empty() && report.send(Ok(Bytes::from(batch.lines))).await.is_err() {
+                    client_gone = true;
+                    break;
+                }
+            }
+            else => break,
+        }
+    }
+    // Stops the parser (its channel closes) and whatever batch was still running.
+    drop(in_flight);
+    drop(rows);
+    let code = &importer.code;
+    if summary.imported + summary.changed > 0 {
+        match importer.state.store.head().await {
+            Ok(head) => importer.state.wait_for_views(head).await,
+            Err(e) => tracing::warn!(error = %e, "could not read the event log's head after the import"),
+        }
+    }
+    tracing::info!(
+        municipality = %code,
+        rows = summary.rows,
+        imported = summary.imported,
+        changed = summary.changed,
+        unchanged = summary.unchanged,
+        errors = summary.errors,
+        aborted = summary.aborted || client_gone,
+        seconds = started.elapsed().as_secs_f64(),
+        "registry imported"
+    );
+    if !client_gone {
+        let mut line = Vec::new();
+        push_line(&mut line, &ImportLine::Summary(ImportSummaryLine { summary }));
+        let _ = report.send(Ok(Bytes::from(line))).await;
+    }
+}
+
+/// `value` as one NDJSON line.
+fn push_line(out: &mut Vec<u8>, value: &ImportLine) {
+    // Serializing these plain structs cannot fail; an empty line would only be skipped by a reader.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b'\n');
+}
+
+impl Importer {
+    async fn process(&self, message: Message) -> BatchReport {
+        let mut report = BatchReport::default();
+        let batch = match message {
+            Message::Rows(batch) => batch,
+            Message::Failed(problem) => {
+                let line = ImportLine::Problem(ImportProblemLine { problem: problem.problem(self.lang), rows: None });
+                push_line(&mut report.lines, &line);
+                report.failed = true;
+                return report;
+            }
+        };
+        let (first, last) = match (batch.first(), batch.last()) {
+            (Some(first), Some(last)) => (row_of(first), row_of(last)),
+            _ => return report,
+        };
+        let mut good = Vec::with_capacity(batch.len());
+        let mut bad = Vec::new();
+        for parsed in batch {
+            match parsed {
+                Parsed::Good(row) => good.push(row),
+                Parsed::Bad(row) => bad.push(row),
+            }
+        }
+        let outcomes = match self.decide(&mut good).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(
+                    municipality = %self.code, first_row = first, last_row = last, kind = e.kind(),
+                    "a registry import batch failed; the import stops"
+                );
+                let line =
+                    ImportLine::Problem(ImportProblemLine { problem: e.problem(self.lang), rows: Some([first, last]) });
+                push_line(&mut report.lines, &line);
+                report.failed = true;
+                return report;
+            }
+        };
+        report.summary.rows = (good.len() + bad.len()) as u64;
+        report.summary.errors = bad.len() as u64;
+        let key_of: HashMap<u64, &RegistryKey> = good.iter().map(|r| (r.row, &r.key)).collect();
+        let mut lines: Vec<ImportRowReport> = Vec::with_capacity(bad.len() + outcomes.len());
+        for (row, outcome) in outcomes {
+            let registry_key = key_of.get(&row).map(|k| k.to_string());
+            let (outcome, changed, errors) = match outcome {
+                RowOutcome::Unchanged => {
+                    report.summary.unchanged += 1;
+                    continue;
+                }
+                RowOutcome::Imported => {
+                    report.summary.imported += 1;
+                    (RowOutcomeKind::Imported, vec![], vec![])
+                }
+                RowOutcome::Changed(fields) => {
+                    report.summary.changed += 1;
+                    (RowOutcomeKind::Changed, fields.into_iter().map(str::to_owned).collect(), vec![])
+                }
+                RowOutcome::Refused(e) => {
+                    report.summary.errors += 1;
+                    let error = ImportCellError {
+                        column: self.layout.name(Column::Key).to_owned(),
+                        field: Some(Column::Key.field().to_owned()),
+                        message: Text::new(e.message_ja(), e.to_string()).get(self.lang).to_owned(),
+                    };
+                    (RowOutcomeKind::Error, vec![], vec![error])
+                }
+            };
+            lines.push(ImportRowReport { row, registry_key, outcome, changed, errors });
+        }
+        for b in bad {
+            let errors = b
+                .errors
+                .into_iter()
+                .map(|e| ImportCellError {
+                    column: e.column,
+                    field: e.field.map(str::to_owned),
+                    message: e.message.get(self.lang).to_owned(),
+                })
+                .collect();
+            lines.push(ImportRowReport {
+                row: b.row,
+                registry_key: b.key,
+                outcome: RowOutcomeKind::Error,
+                changed: vec![],
+                errors,
+            });
+        }
+        lines.sort_by_key(|l| l.row);
+        for line in lines {
+            push_line(&mut report.lines, &ImportLine::Row(line));
+        }
+        report
+    }
+
+    /// Decides the batch's good rows against the registry view (one query) and appends them (one transaction).
+    async fn decide(&self, good: &mut [RegistryRow]) -> Result<Vec<(u64, RowOutcome)>, ApiError> {
+        if good.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut seen = HashSet::with_capacity(good.len());
+        let keys: Vec<RegistryKey> = good.iter().filter(|r| seen.insert(&r.key)).map(|r| r.key.clone()).collect();
+        let known: KnownEntries = view::versions(self.state.read.pool(), &self.code, &keys)
+            .await?
+            .into_iter()
+            .map(|(key, entry)| (String::from(key), entry))
+            .collect();
+        self.layout.keep_absent(good, &known);
+        let ctx = self.meta.context(&self.auth, "registry.import", self.code.as_str());
+        self.state
+            .residents
+            .import_registry_batch(&ctx, &self.code, good, &known)
+            .await
+            .map_err(|e| command_error(e, ApiError::internal))
+    }
+}
+
+fn row_of(parsed: &Parsed) -> u64 {
+    match parsed {
+        Parsed::Good(r) => r.row,
+        Parsed::Bad(b) => b.row,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prefill
+
+/// A registry entry shaped like the body of `POST …/residents` (利用者登録), for the clerk to complete.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryDraft {
+    /// 宛名番号: send it with the registration to link the resident to the entry.
+    pub registry_key: String,
+    /// Present when the registry's kana splits into family and given name at its space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kana_name: Option<NamePair>,
+    /// Present when the registry's name splits into family and given name at its space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kanji_name: Option<NamePair>,
+    /// `EYYMMDD`.
+    #[schema(example = "3640107")]
+    pub birth_date: String,
+    /// ISO 5218 digit.
+    #[schema(example = "1")]
+    pub sex: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "100-0001")]
+    pub postal_code: Option<String>,
+    /// The registry's 住所.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address1: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NamePair {
+    pub family: String,
+    pub given: String,
+}
+
+impl RegistryDraft {
+    fn of(key: &RegistryKey, facts: &RegistryFacts) -> Self {
+        RegistryDraft {
+            registry_key: key.to_string(),
+            kana_name: facts
+                .kana
+                .as_ref()
+                .and_then(split_kana)
+                .map(|n| NamePair { family: n.family.to_string(), given: n.given.to_string() }),
+            kanji_name: facts
+                .name
+                .split()
+                .map(|n| NamePair { family: n.family.to_string(), given: n.given.to_string() }),
+            birth_date: facts.birth_date.to_string(),
+            sex: facts.sex.code().to_owned(),
+            postal_code: facts.postal_code.as_ref().map(ToString::to_string),
+            address1: facts.address.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// Personal data: never cached by anyone in between.
+fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+}
+
+/// 既存住基からの呼び出し: the registry entry `registry_key` as a registration draft.
+///
+/// `404` when the municipality has no such entry (another municipality's entries do not exist here), or when
+/// the entry's personal data was erased.
+#[utoipa::path(get, path = "/api/v1/municipalities/{code}/registry/{registry_key}", tag = "registry",
+    params(("code" = String, Path), ("registry_key" = String, Path, description = "宛名番号")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = RegistryDraft),
+        (status = 403, body = ProblemDetails, description = "Not a clerk of the municipality"),
+        (status = 404, body = ProblemDetails)))]
+pub async fn show(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, registry_key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
+    let key = RegistryKey::parse(&registry_key).map_err(|_| ApiError::not_found())?;
+    let entry = view::get(state.read.pool(), &code, &key).await?.ok_or_else(ApiError::not_found)?;
+    let facts = entry.facts.ok_or_else(|| {
+        ApiError::not_found().with_detail(Text::new(
+            "この住基レコードの個人情報は消去されています",
+            "the registry entry's personal data has been erased",
+        ))
+    })?;
+    Ok((no_store(), Json(RegistryDraft::of(&entry.registry_key, &facts))).into_response())
+}
+
+/// The four facts as read from a card (券面事項入力補助AP: 氏名, 住所, 生年月日, 性別).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "山田 太郎", "address": "東京都千代田区千代田1-1", "birth_date": "19890107", "sex": "1"}))]
+pub struct CardFacts {
+    /// The whole name; spaces and half/full width do not matter.
+    pub name: String,
+    /// Not compared (notations of addresses differ); entries at the same address are listed first.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `YYYYMMDD` (as the card has it) or `EYYMMDD`; also `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// ISO 5218 digit (as the card has it), or 男/女.
+    pub sex: String,
+}
+
+impl std::fmt::Debug for CardFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardFacts").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryMatches {
+    pub items: Vec<RegistryDraft>,
+}
+
+/// カード読み取りからの呼び出し: the registry entries matching the four facts read from a card.
+///
+/// An entry matches when its birth date and sex are the same and its name is the same once spaces are removed
+/// and half-width characters are taken as full-width. Usually one; several when namesakes share a birthday
+/// (those at the card's address first); none in another municipality's registry.
+#[utoipa::path(post, path = "/api/v1/municipalities/{code}/registry/lookup", tag = "registry",
+    request_body = CardFacts,
+    params(("code" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = RegistryMatches),
+        (status = 403, body = ProblemDetails, description = "Not a clerk of the municipality"),
+        (status = 404, body = ProblemDetails),
+        (status = 422, body = ProblemDetails, description = "A fact that cannot be read: `/name`, `/birth_date`, \
+            `/sex`")))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(code): Path<String>,
+    ApiJson(body): ApiJson<CardFacts>,
+) -> Result<Response, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
+    let mut errors = vec![];
+    let name = FullName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
+    let birth_date =
+        parse_birth_date(&body.birth_date).map_err(|m| errors.push(FieldError::new("/birth_date", m))).ok();
+    let sex = parse_sex(&body.sex).map_err(|m| errors.push(FieldError::new("/sex", m))).ok();
+    let (Some(name), Some(birth_date), Some(sex)) = (name, birth_date, sex) else {
+        return Err(ApiError::validation(errors));
+    };
+    let rows = view::find_by_facts(state.read.pool(), &code, &birth_date, &name, sex).await?;
+    let address = body.address.as_deref().and_then(|a| Address::parse(a).ok()).map(|a| compact(a.as_str()));
+    let mut items: Vec<(bool, RegistryDraft)> = rows
+        .iter()
+        .filter_map(|r| {
+            let facts = r.facts.as_ref()?;
+            let here = address.is_some() && facts.address.as_ref().map(|a| compact(a.as_str())) == address;
+            Some((here, RegistryDraft::of(&r.registry_key, facts)))
+        })
+        .collect();
+    // Stable: within each group the view's registry-key order stays.
+    items.sort_by_key(|(here, _)| !*here);
+    let items = items.into_iter().map(|(_, d)| d).collect();
+    Ok((no_store(), Json(RegistryMatches { items })).into_response())
+}
+
+/// Text without any whitespace, for comparing addresses.
+fn compact(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn header(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn headers_are_english_names_labels_or_aliases() {
+        for c in Column::ALL {
+            assert_eq!(Column::of_header(c.field()), Some(c), "{}", c.field());
+            assert_eq!(Column::of_header(c.label()), Some(c), "{}", c.label());
+        }
+        assert_eq!(Column::of_header("氏名(姓)"), Some(Column::KanjiFamily));
+        assert_eq!(Column::of_header("*生年月日（YYYYMMDD）"), Some(Column::BirthDate));
+        assert_eq!(Column::of_header("Registry_Key"), Some(Column::Key));
+        assert_eq!(Column::of_header("氏名（フリガナ）"), Some(Column::Kana));
+        assert_eq!(Column::of_header("世帯番号"), None);
+    }
+
+    #[test]
+    fn the_two_layouts_are_told_apart_by_their_header() {
+        let registry = Layout::of(
+            &header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]),
+            1,
+            Charset::Utf8,
+        )
+        .unwrap();
+        assert_eq!(registry.kind, Kind::Registry);
+        let split = Layout::of(
+            &header(&["registry_key", "kanji_family", "kanji_given", "birth_date", "sex"]),
+            1,
+            Charset::Utf8,
+        )
+        .unwrap();
+        assert_eq!(split.kind, Kind::Registry);
+        let cs = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1, Charset::Utf8).unwrap();
+        assert_eq!(cs.kind, Kind::JukiNetCs);
+        let extra =
+            Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別", "世帯番号"]), 1, Charset::Utf8)
+                .unwrap();
+        assert_eq!((extra.kind, extra.ignored.clone()), (Kind::Registry, vec!["世帯番号".to_owned()]));
+    }
+
+    #[test]
+    fn a_header_without_required_columns_or_with_the_my_number_is_refused() {
+        let e = Layout::of(&header(&["氏名", "性別"]), 1, Charset::Utf8).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let columns: Vec<_> = e.problem(Lang::En).errors.into_iter().filter_map(|f| f.column).collect();
+        assert_eq!(columns, ["宛名番号", "生年月日"]);
+        let e =
+            Layout::of(&header(&["宛名番号", "氏名", "生年月日", "性別", "個人番号"]), 1, Charset::Utf8).unwrap_err();
+        assert_eq!(e.problem(Lang::En).errors[0].column.as_deref(), Some("個人番号"));
+        let e =
+            Layout::of(&header(&["宛名番号", "氏名", "氏名（姓）", "生年月日", "性別"]), 1, Charset::Utf8).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn birth_dates_in_every_accepted_form() {
+        for s in ["3640107", "19890107", "1989-01-07", "1989/1/7", "昭和64年1月7日", "１９８９０１０７", " 3640107 "]
+        {
+            assert_eq!(parse_birth_date(s).unwrap().as_str(), "3640107", "{s}");
+        }
+        assert_eq!(parse_birth_date("平成元年1月8日").unwrap().as_str(), "4010108");
+        assert_eq!(parse_birth_date("3640108").unwrap_err().en, ParseError::DateOutsideEra.to_string());
+        assert_eq!(parse_birth_date("19890230").unwrap_err().en, ParseError::NonexistentDate.to_string());
+        for s in ["", "S640107", "1989-1", "89-01-07", "昭和64年1月", "364010"] {
+            assert!(parse_birth_date(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn sex_as_digit_or_word() {
+        assert_eq!(parse_sex("1").unwrap(), Sex::Male);
+        assert_eq!(parse_sex("女").unwrap(), Sex::Female);
+        assert_eq!(parse_sex("２").unwrap(), Sex::Female);
+        assert_eq!(parse_sex("9").unwrap(), Sex::NotApplicable);
+        assert!(parse_sex("M").is_err());
+    }
+
+    fn record(cells: &[&str]) -> ::csv::ByteRecord {
+        ::csv::ByteRecord::from(cells.to_vec())
+    }
+
+    #[test]
+    fn a_row_is_parsed_or_its_bad_cells_named() {
+        let layout = Layout::of(
+            &header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]),
+            1,
+            Charset::Utf8,
+        )
+        .unwrap();
+        let Parsed::Good(row) = layout
+            .parse_row(2, &record(&["000123456", "山田 太郎", "ﾔﾏﾀﾞ ﾀﾛｳ", "19890107", "男", "1000001", "千代田1-1"]))
+        else {
+            panic!("a good row")
+        };
+        assert_eq!(row.key.as_str(), "000123456");
+        assert_eq!(row.facts.name.as_str(), "山田\u{3000}太郎");
+        assert_eq!(row.facts.kana.as_ref().unwrap().as_str(), "ヤマダ\u{3000}タロウ");
+        assert_eq!(row.facts.postal_code.as_ref().unwrap().as_str(), "100-0001");
+        assert_eq!(row.facts.address.as_ref().unwrap().as_str(), "千代田１－１");
+        let Parsed::Bad(bad) =
+            layout.parse_row(3, &record(&["000123457", "", "やまだ", "3640108", "x", "", "", "extra"]))
+        else {
+            panic!("a bad row")
+        };
+        let columns: Vec<_> = bad.errors.iter().map(|e| e.column.as_str()).collect();
+        assert_eq!(columns, ["8列目", "氏名", "カナ氏名", "生年月日", "性別"]);
+        assert_eq!(bad.key.as_deref(), Some("000123457"));
+    }
+
+    #[test]
+    fn the_cs_layout_requires_the_address() {
+        let layout = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1, Charset::Utf8).unwrap();
+        let Parsed::Bad(bad) = layout.parse_row(2, &record(&["1", "山田 太郎", "", "3640107", "1"])) else {
+            panic!("the address is required")
+        };
+        assert_eq!(bad.errors[0].column, "住所");
+    }
+
+    #[test]
+    fn line_numbers_count_blank_lines_and_crlf_like_a_spreadsheet() {
+        // Offsets as the parser sees them: a record starts right after the previous one ended.
+        let text = b"a,b\r\n1,2\r\n\r\n\"x\ny\",3\n4,5";
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut reader = BodyReader {
+            stream: Body::empty().into_data_stream(),
+            handle: runtime.handle().clone(),
+            chunk: Bytes::new(),
+            started: true,
+            bom: false,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            failure: None,
+            offset: 0,
+            record_start: 0,
+            last_content: None,
+            newlines: VecDeque::new(),
+            lines: 0,
+        };
+        reader.chunk = Bytes::from_static(text);
+        let mut csv = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+        let mut record = ::csv::ByteRecord::new();
+        let mut rows = vec![];
+        while csv.read_byte_record(&mut record).unwrap() {
+            let start = record.position().unwrap().byte();
+            rows.push(csv.get_mut().line_of(start));
+        }
+        assert_eq!(rows, [1, 2, 4, 6]);
+    }
+}
