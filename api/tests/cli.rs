@@ -138,10 +138,15 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
     );
     let rebuilt = run(&["projections", "rebuild", "all"]);
-    for name in ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"] {
+    for name in ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
+    {
         assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
     }
-    let out =
-        Command::new(BIN).args(["projections", "rebuild", "nope"]).env("CARDAP_DATABASE_URL", &url).env("CARDAP_MASTER_KEY", "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["projections", "rebuild", "nope"])
+        .env("CARDAP_DATABASE_URL", &url)
+        .env("CARDAP_MASTER_KEY", "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
