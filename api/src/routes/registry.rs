@@ -371,15 +371,18 @@ impl Layout {
     }
 
     /// One data row, parsed into a registry row or the errors of its cells.
-    fn parse_row(&self, row: u64, record: &::csv::ByteRecord) -> Parsed {
+    /// `None` for a blank row (every cell empty, full-width spaces included), which is skipped.
+    fn parse_row(&self, row: u64, record: &::csv::ByteRecord) -> Option<Parsed> {
         let mut values: [Option<String>; 9] = Default::default();
         let mut errors = vec![];
+        let mut blank = true;
         for (i, cell) in record.iter().enumerate() {
             let slot = self.slots.get(i).copied().unwrap_or(Slot::Unnamed);
+            let decoded = decode_cell(cell, self.charset);
+            blank &= decoded.as_ref().is_ok_and(String::is_empty);
             if slot == Slot::Ignored {
                 continue;
             }
-            let decoded = decode_cell(cell, self.charset);
             match (slot, decoded) {
                 (_, Ok(value)) if value.is_empty() => {}
                 (Slot::Known(c), Ok(value)) => values[c.index()] = Some(value),
@@ -390,6 +393,9 @@ impl Layout {
                     message: Text::new("見出しのない列に値があります", "a value in a column without a header"),
                 }),
             }
+        }
+        if blank {
+            return None;
         }
         let mut take = |c: Column| values[c.index()].take();
         let raw_key = take(Column::Key);
@@ -436,13 +442,13 @@ impl Layout {
             if self.kind == Kind::JukiNetCs { self.required(Column::Address, address, &mut errors) } else { address }
                 .and_then(|v| self.parsed(Column::Address, Address::parse(&v), &mut errors));
 
-        match (key, name, birth_date, sex) {
+        Some(match (key, name, birth_date, sex) {
             (Some(key), Some(name), Some(birth_date), Some(sex)) if errors.is_empty() => {
                 let facts = RegistryFacts { name, kana, birth_date, sex, postal_code, address };
                 Parsed::Good(RegistryRow { row, key, facts })
             }
             _ => Parsed::Bad(BadRow { row, key: raw_key.map(|k| k.chars().take(MAX_ECHOED_KEY).collect()), errors }),
-        }
+        })
     }
 
     /// Optional facts the file has no column for keep what the registry holds (a 住基ネットCS file knows no kana
@@ -831,10 +837,8 @@ fn parse_file(
                 let row = csv.get_mut().line_of(record.position().map_or(0, |p| p.byte()));
                 let next = csv.position().byte();
                 csv.get_mut().record_start = next;
-                if record.iter().all(|cell| cell.iter().all(|b| b.is_ascii_whitespace())) {
-                    continue;
-                }
-                batch.push(layout.parse_row(row, &record));
+                let Some(parsed) = layout.parse_row(row, &record) else { continue };
+                batch.push(parsed);
                 if batch.len() >= BATCH_ROWS
                     && rows
                         .blocking_send(Message::Rows(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS))))
@@ -1589,7 +1593,7 @@ mod tests {
             Charset::Utf8,
         )
         .unwrap();
-        let Parsed::Good(row) = layout
+        let Some(Parsed::Good(row)) = layout
             .parse_row(2, &record(&["000123456", "山田 太郎", "ﾔﾏﾀﾞ ﾀﾛｳ", "19890107", "男", "1000001", "千代田1-1"]))
         else {
             panic!("a good row")
@@ -1599,7 +1603,7 @@ mod tests {
         assert_eq!(row.facts.kana.as_ref().unwrap().as_str(), "ヤマダ\u{3000}タロウ");
         assert_eq!(row.facts.postal_code.as_ref().unwrap().as_str(), "100-0001");
         assert_eq!(row.facts.address.as_ref().unwrap().as_str(), "千代田１－１");
-        let Parsed::Bad(bad) =
+        let Some(Parsed::Bad(bad)) =
             layout.parse_row(3, &record(&["000123457", "", "やまだ", "3640108", "x", "", "", "extra"]))
         else {
             panic!("a bad row")
@@ -1612,10 +1616,11 @@ mod tests {
     #[test]
     fn the_cs_layout_requires_the_address() {
         let layout = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1, Charset::Utf8).unwrap();
-        let Parsed::Bad(bad) = layout.parse_row(2, &record(&["1", "山田 太郎", "", "3640107", "1"])) else {
+        let Some(Parsed::Bad(bad)) = layout.parse_row(2, &record(&["1", "山田 太郎", "", "3640107", "1"])) else {
             panic!("the address is required")
         };
         assert_eq!(bad.errors[0].column, "住所");
+        assert!(layout.parse_row(3, &record(&["", "\u{3000}", " ", "", ""])).is_none(), "a blank row is skipped");
     }
 
     #[test]
