@@ -22,6 +22,10 @@ impl Projection for BusinessSystems {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[BusinessSystem::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != BusinessSystem::STREAM_TYPE {
             return Ok(());

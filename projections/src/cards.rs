@@ -29,6 +29,10 @@ impl Projection for CardRegister {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[Card::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != Card::STREAM_TYPE {
             return Ok(());

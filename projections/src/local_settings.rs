@@ -25,6 +25,10 @@ impl Projection for LocalSettingsView {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[LocalSettings::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != LocalSettings::STREAM_TYPE {
             return Ok(());

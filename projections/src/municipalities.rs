@@ -22,6 +22,10 @@ impl Projection for MunicipalityList {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[Municipality::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != Municipality::STREAM_TYPE {
             return Ok(());

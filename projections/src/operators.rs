@@ -23,6 +23,10 @@ impl Projection for OperatorDirectory {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[Operator::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != Operator::STREAM_TYPE {
             return Ok(());

@@ -36,6 +36,10 @@ impl Projection for RegistryView {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[RegistryEntry::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != RegistryEntry::STREAM_TYPE {
             return Ok(());

@@ -38,6 +38,10 @@ impl Projection for ResidentRegister {
         NAME
     }
 
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(&[Resident::STREAM_TYPE])
+    }
+
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.stream_type != Resident::STREAM_TYPE {
             return Ok(());

@@ -62,6 +62,10 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError>;
     /// Deletes every row of this read model (rebuild).
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+    /// The stream types whose events it applies; the runner then reads only those (`None`: every event).
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// How far a runner has got: lets a request wait until its own write is visible (read-your-writes).
@@ -89,11 +93,20 @@ pub struct ProjectionRunner {
     pool: AnyPool,
     projection: Arc<dyn Projection>,
     progress: watch::Sender<Checkpoint>,
+    /// How far this runner has looked through the log without anything to apply, and the stored checkpoint that
+    /// was based on: when the stored checkpoint goes back (a rebuild, maybe by another process), it is forgotten.
+    scanned: std::sync::Mutex<(Checkpoint, Checkpoint)>,
 }
 
 impl ProjectionRunner {
     pub fn new(store: Arc<dyn EventStore>, pool: AnyPool, projection: Arc<dyn Projection>) -> Self {
-        ProjectionRunner { store, pool, projection, progress: watch::channel(Checkpoint::START).0 }
+        ProjectionRunner {
+            store,
+            pool,
+            projection,
+            progress: watch::channel(Checkpoint::START).0,
+            scanned: std::sync::Mutex::new((Checkpoint::START, Checkpoint::START)),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -167,6 +180,7 @@ impl ProjectionRunner {
             .await
             .map_err(ProjectionError::from_sqlx)?;
         tx.commit().await.map_err(ProjectionError::from_sqlx)?;
+        *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = (Checkpoint::START, Checkpoint::START);
         self.progress.send_replace(Checkpoint::START);
         tracing::info!(projection = self.name(), "read model reset; rebuilding from the event log");
         Ok(())
@@ -174,15 +188,32 @@ impl ProjectionRunner {
 
     /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied.
     async fn step(&self) -> Result<usize, ProjectionError> {
-        let stored = self.stored_checkpoint().await?;
-        let events = self.store.read_all(stored, BATCH, &ReadFilter::All).await?;
+        // Where this node has looked through the log without finding anything to apply (not stored: a restart
+        // only looks through it again).
+        let stored_now = self.stored_checkpoint().await?;
+        let stored = {
+            let (base, scanned) = *self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+            if stored_now >= base { stored_now.max(scanned) } else { stored_now }
+        };
+        let (events, scanned) = match self.projection.stream_types() {
+            Some(types) => {
+                let read = self.store.read_types(stored, BATCH, types).await?;
+                (read.events, read.scanned)
+            }
+            None => {
+                let events = self.store.read_all(stored, BATCH, &ReadFilter::All).await?;
+                let scanned = events.last().map_or(stored, |e| e.checkpoint);
+                (events, scanned)
+            }
+        };
         let Some(last) = events.last().map(|e| e.checkpoint) else {
+            *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = (stored_now, scanned);
             self.progress.send_if_modified(|c| {
-                let changed = *c != stored;
-                *c = stored;
+                let changed = *c != scanned;
+                *c = scanned;
                 changed
             });
-            return Ok(0);
+            return Ok(usize::from(scanned > stored));
         };
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
         // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.
@@ -205,7 +236,9 @@ impl ProjectionRunner {
             .map_err(ProjectionError::from_sqlx)?;
         }
         tx.commit().await.map_err(ProjectionError::from_sqlx)?;
-        let reached = last.max(locked);
+        // Everything of its types up to `scanned` was in this batch (or applied before).
+        let reached = last.max(locked).max(scanned);
+        *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = (last.max(locked), reached);
         self.progress.send_replace(reached);
         Ok(applied.max(usize::from(last > stored)))
     }

@@ -26,7 +26,7 @@ pub use sealed::{SEALING_SCHEME, SealedEventStore};
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
-    NewEvent, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
+    NewEvent, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError, TypedRead,
 };
 pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError};
 pub use wakeup::Wakeups;
@@ -122,6 +122,21 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         limit: usize,
         filter: &ReadFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events of the given stream types after `after`, and how far the log was looked through, so
+    /// that a reader interested in a few aggregates (a projection) neither ships nor parses the others. Never
+    /// skips a late-committing event, as `read_all`. This default reads everything and filters.
+    async fn read_types(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        stream_types: &[&'static str],
+    ) -> Result<TypedRead, StoreError> {
+        let events = self.read_all(after, limit, &ReadFilter::All).await?;
+        let scanned = events.last().map_or(after, |e| e.checkpoint);
+        let events = events.into_iter().filter(|e| stream_types.contains(&e.stream_type.as_str())).collect();
+        Ok(TypedRead { events, scanned })
+    }
 
     /// The place of the last committed event in the global order (`Checkpoint::START` when empty). A reader
     /// that has reached it has seen everything committed before this call (once older transactions finish).

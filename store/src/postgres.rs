@@ -4,13 +4,15 @@
 //! stream's version, checks the expected version, inserts the events with `unnest` and records the command.
 //! Because the statement's transaction gets its xid only when it inserts, after its snapshot saw the previous
 //! version committed, versions of one stream are also in xid order: the global order
-//! `(transaction_id, global_position)` keeps per-stream order.
+//! `(transaction_id, global_position)` keeps per-stream order. A multi-stream append (`append_many`) is one
+//! set-based statement too ([`APPEND_BATCH`]), for the same reason.
 //!
 //! Readers take only rows of transactions older than the oldest running one (`pg_snapshot_xmin`), so a late
 //! commit delays an event but is never skipped. Wake-ups: a background task sends `NOTIFY cardap_events` after
 //! local appends (coalesced, off the append path, so commits are not serialized by the notify lock) and a
 //! listener task on its own tokio-postgres connection wakes local readers on any node's notification.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +26,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::types::StreamAppend;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
     RecordedEvent, StoreHealth, StreamId,
 };
+use crate::types::{StreamAppend, TypedRead};
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
 
@@ -63,26 +65,55 @@ SELECT cur.v AS current_version, count(ins.version) AS n, max(ins.version) AS la
 FROM cur LEFT JOIN ins ON true GROUP BY cur.v
 "#;
 
-/// One stream of a multi-stream append, inside the batch's transaction (command ids are handled around it).
-const APPEND_IN_BATCH: &str = r#"
-WITH cur AS (
-    SELECT coalesce(max(version), 0)::bigint AS v FROM events WHERE stream_id = $1
+/// A whole multi-stream append in one statement (autocommit). Per-entry arrays `$1..$3` are in the caller's
+/// order: stream id, expected version (NULL for `Any`) and `prior`, the number of events that earlier entries
+/// of the same stream append first (a stream named twice is applied in the caller's order, as on SQLite).
+/// Per-event arrays `$4..$10` hold the batch's events sorted by stream (see `append_many_once`), each with its
+/// offset in its stream (`prior` + 1..n). `cur` reads every stream's version once (one index probe per
+/// distinct stream); `bad` is the first entry, in the caller's order, that is not at its expected version: if
+/// there is one nothing is inserted. The command id goes on event `$15`, the batch's very last.
+///
+/// Why no `cardap_assert_stream_order` guard (migration 0003, kept for the record): this is ONE statement in
+/// autocommit, so its transaction gets its xid only at the first insert, after the statement's snapshot saw
+/// every stream's previous version committed. Those versions' transactions got their xids before they
+/// committed, hence before ours: as for the single-stream `APPEND`, per-stream order holds in the global order
+/// `(transaction_id, global_position)`.
+const APPEND_BATCH: &str = r#"
+WITH req AS (
+    SELECT r.stream_id, r.expected, r.prior, r.idx
+    FROM unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS r(stream_id, expected, prior, idx)
 ),
-go AS (
-    SELECT v FROM cur WHERE ($3::bigint IS NULL OR v = $3) AND cardap_assert_stream_order($1, v)
+cur AS (
+    SELECT s.stream_id, c.v
+    FROM (SELECT DISTINCT stream_id FROM req) s
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(version), 0)::bigint AS v FROM events WHERE events.stream_id = s.stream_id
+    ) c
+),
+bad AS (
+    SELECT req.idx, cur.v + req.prior AS actual
+    FROM req JOIN cur USING (stream_id)
+    WHERE req.expected IS NOT NULL AND req.expected <> cur.v + req.prior
+    ORDER BY req.idx LIMIT 1
 ),
 ins AS (
     INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id,
                         event_type, event_version, payload, metadata, command_id)
-    SELECT e.event_id, $1, $2, go.v + e.ord, $4, $5, e.event_type, e.event_version, e.payload::json, $6::json,
-           CASE WHEN e.ord = $12 THEN $11::uuid END
-    FROM go, unnest($7::uuid[], $8::text[], $9::int4[], $10::text[])
-             WITH ORDINALITY AS e(event_id, event_type, event_version, payload, ord)
-    RETURNING version, global_position, transaction_id
+    SELECT e.event_id, e.stream_id, e.stream_type, cur.v + e.off, $11, $12, e.event_type, e.event_version,
+           e.payload::json, $13::json, CASE WHEN e.ord = $15 THEN $14::uuid END
+    FROM unnest($4::text[], $5::text[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[])
+             WITH ORDINALITY AS e(stream_id, stream_type, off, event_id, event_type, event_version, payload, ord)
+         JOIN cur USING (stream_id)
+    WHERE NOT EXISTS (SELECT 1 FROM bad)
+    ORDER BY e.ord
+    RETURNING global_position, transaction_id
 )
-SELECT cur.v AS current_version, count(ins.version) AS n, max(ins.version) AS last_version,
-       max(ins.global_position) AS last_position, max(ins.transaction_id::text::bigint) AS tx
-FROM cur LEFT JOIN ins ON true GROUP BY cur.v
+SELECT (SELECT array_agg(cur.v ORDER BY req.idx) FROM req JOIN cur USING (stream_id)) AS current_versions,
+       (SELECT idx FROM bad) AS bad_index,
+       (SELECT actual FROM bad) AS bad_actual,
+       (SELECT count(*) FROM ins) AS n,
+       (SELECT max(global_position) FROM ins) AS last_position,
+       (SELECT max(transaction_id::text::bigint) FROM ins) AS tx
 "#;
 
 const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
@@ -93,6 +124,13 @@ const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS 
      stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
      FROM events \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+const READ_TYPES: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE stream_type = ANY($4) AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
@@ -174,74 +212,118 @@ impl PostgresEventStore {
         Ok(outcome)
     }
 
+    /// One attempt at a multi-stream append: the command check, then [`APPEND_BATCH`], both in autocommit.
     async fn append_many_once(
         &self,
         appends: &[StreamAppend],
         metadata: &Metadata,
     ) -> Result<BatchOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
         if let Some(command) = metadata.command_id
-            && let Some(outcome) = command_outcome_on(&mut tx, command).await?
+            && let Some(outcome) = command_outcome_on(&mut conn, command).await?
         {
             return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
         }
-        let metadata_json = metadata.to_json().to_string();
-        let mut versions = vec![0; appends.len()];
-        let mut last = Checkpoint::START;
-        // Streams in one order for every batch, so two batches never wait on each other in a cycle.
+        // Per entry, in the caller's order. A stream named twice is appended in the caller's order: `prior` counts
+        // the events its earlier entries append first (the second entry's expected version counts them too).
+        let lengths: Vec<i64> = appends.iter().map(|a| i64::try_from(a.events.len()).unwrap_or(i64::MAX)).collect();
+        let mut prior = Vec::with_capacity(appends.len());
+        let mut appended: HashMap<&str, i64> = HashMap::with_capacity(appends.len());
+        for (append, len) in appends.iter().zip(&lengths) {
+            let before = appended.entry(append.stream.as_str()).or_insert(0);
+            prior.push(*before);
+            *before = before.saturating_add(*len);
+        }
+        let entry_streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
+        let expected: Vec<Option<i64>> =
+            appends.iter().map(|a| a.expected.required().map(to_i64).transpose()).collect::<Result<_, _>>()?;
+
+        // The events, sorted by stream: concurrent batches then insert their (stream_id, version) keys in one
+        // order, so one waits for the other (and retries on 23505) instead of deadlocking.
         let mut order: Vec<usize> = (0..appends.len()).collect();
         order.sort_by(|a, b| appends[*a].stream.cmp(&appends[*b].stream));
-        // The batch's command id goes on its very last event.
-        let carries_command = order.iter().rev().copied().find(|i| !appends[*i].events.is_empty());
+        let total = appends.iter().map(|a| a.events.len()).sum::<usize>();
+        let mut streams = Vec::with_capacity(total);
+        let mut stream_types = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(total);
+        let mut ids = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut event_versions = Vec::with_capacity(total);
+        let mut payloads = Vec::with_capacity(total);
         for index in order {
             let append = &appends[index];
-            let events = &append.events;
-            let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
-            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-            let event_versions: Vec<i32> = events.iter().map(|e| to_i32(e.event_version)).collect::<Result<_, _>>()?;
-            let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
-            let command = metadata.command_id.filter(|_| carries_command == Some(index)).map(|c| c.as_uuid());
-            let row = sqlx::query(APPEND_IN_BATCH)
-                .bind(append.stream.as_str())
-                .bind(append.stream.stream_type())
-                .bind(append.expected.required().map(to_i64).transpose()?)
-                .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
-                .bind(metadata.operator.map(|o| o.as_uuid()))
-                .bind(&metadata_json)
-                .bind(&ids)
-                .bind(&types)
-                .bind(&event_versions)
-                .bind(&payloads)
-                .bind(command)
-                .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-            let current = to_u64(row.try_get("current_version").map_err(corrupt)?)?;
-            if let Some(required) = append.expected.required()
-                && required != current
+            for (offset, event) in (prior[index] + 1..).zip(&append.events) {
+                streams.push(append.stream.as_str());
+                stream_types.push(append.stream.stream_type());
+                offsets.push(offset);
+                ids.push(event.event_id.as_uuid());
+                types.push(event.event_type.as_str());
+                event_versions.push(to_i32(event.event_version)?);
+                payloads.push(event.payload.to_string());
+            }
+        }
+
+        let row = sqlx::query(APPEND_BATCH)
+            .bind(&entry_streams)
+            .bind(&expected)
+            .bind(&prior)
+            .bind(&streams)
+            .bind(&stream_types)
+            .bind(&offsets)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&event_versions)
+            .bind(&payloads)
+            .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
+            .bind(metadata.operator.map(|o| o.as_uuid()))
+            .bind(metadata.to_json().to_string())
+            .bind(metadata.command_id.map(|c| c.as_uuid()))
+            .bind(i64::try_from(total).unwrap_or(i64::MAX))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+
+        let get = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
+        if let Some(bad) = get("bad_index")? {
+            // Nothing was written. A retry of a command that went through meanwhile gets its first outcome.
+            if let Some(command) = metadata.command_id
+                && let Some(outcome) = command_outcome_on(&mut conn, command).await?
             {
-                return Err(StoreError::Conflict {
-                    stream: append.stream.clone(),
-                    expected: append.expected,
-                    actual: current,
+                return Ok(BatchOutcome {
+                    stream_versions: vec![],
+                    checkpoint: outcome.checkpoint,
+                    already_applied: true,
                 });
             }
-            let written: i64 = row.try_get("n").map_err(corrupt)?;
-            if written == 0 {
-                versions[index] = current;
-                continue;
-            }
-            let get = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
-            let (Some(version), Some(position), Some(txid)) = (get("last_version")?, get("last_position")?, get("tx")?)
-            else {
-                return Err(StoreError::Corrupt("append returned no positions".into()));
-            };
-            versions[index] = to_u64(version)?;
-            last = last.max(Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? });
+            let append = usize::try_from(bad)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| appends.get(i))
+                .ok_or_else(|| StoreError::Corrupt(format!("batch append named entry {bad}")))?;
+            let actual = to_u64(get("bad_actual")?.unwrap_or(0))?;
+            return Err(StoreError::Conflict { stream: append.stream.clone(), expected: append.expected, actual });
         }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false })
+        let current: Option<Vec<i64>> = row.try_get("current_versions").map_err(corrupt)?;
+        let current = current.unwrap_or_default();
+        if current.len() != appends.len() {
+            return Err(StoreError::Corrupt("batch append returned the wrong number of versions".into()));
+        }
+        let stream_versions = current
+            .iter()
+            .zip(&prior)
+            .zip(&lengths)
+            .map(|((v, p), n)| to_u64(v.saturating_add(*p).saturating_add(*n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let written = get("n")?.unwrap_or(0);
+        let checkpoint = if written == 0 {
+            Checkpoint::START
+        } else {
+            let (Some(position), Some(txid)) = (get("last_position")?, get("tx")?) else {
+                return Err(StoreError::Corrupt("batch append returned no positions".into()));
+            };
+            Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? }
+        };
+        Ok(BatchOutcome { stream_versions, checkpoint, already_applied: false })
     }
 
     async fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
@@ -314,8 +396,8 @@ impl EventStore for PostgresEventStore {
                 }
                 Err(StoreError::Database(sqlx::Error::Database(db))) => {
                     let retry = match (db.code().as_deref(), db.constraint()) {
-                        // A stream's previous version came from a newer transaction (see migration 0003), or
-                        // two batches deadlocked after all: both are safe to run again.
+                        // Serialization failure or deadlock (not expected from the one-statement batch, whose
+                        // events are inserted in stream order): both are safe to run again.
                         (Some("40001" | "40P01"), _) => true,
                         (Some("23505"), Some("events_command_key")) => {
                             if let Some(command) = metadata.command_id
@@ -329,22 +411,10 @@ impl EventStore for PostgresEventStore {
                             }
                             false
                         }
-                        (Some("23505"), Some("events_stream_version_key")) => {
-                            // Another writer took a version first: a conflict unless every stream said `Any`.
-                            for append in &appends {
-                                if let Some(required) = append.expected.required() {
-                                    let actual = self.current_version(&append.stream).await?;
-                                    if actual != required {
-                                        return Err(StoreError::Conflict {
-                                            stream: append.stream.clone(),
-                                            expected: append.expected,
-                                            actual,
-                                        });
-                                    }
-                                }
-                            }
-                            true
-                        }
+                        // Another writer committed a version this batch meant to write. The next attempt reads
+                        // the new versions: a conflict if a stream had an expected version (the statement names
+                        // the first such stream in the caller's order), a fresh try if every stream said `Any`.
+                        (Some("23505"), Some("events_stream_version_key")) => true,
                         _ => false,
                     };
                     if !retry || attempts >= ANY_RETRIES {
@@ -389,6 +459,34 @@ impl EventStore for PostgresEventStore {
         };
         let rows = query.fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_types(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        stream_types: &[&'static str],
+    ) -> Result<TypedRead, StoreError> {
+        // Every transaction older than this xmin has finished: the query (whose own snapshot's xmin is at least
+        // this) sees all their events, so when it returns less than a page, the log is looked through up to the
+        // last possible event of the transaction just below it.
+        let xmin: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let rows = sqlx::query(READ_TYPES)
+            .bind(after.transaction.to_string())
+            .bind(to_i64(after.position)?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(stream_types)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let last = events.last().map_or(after, |e| e.checkpoint);
+        let below_xmin = Checkpoint { transaction: to_u64(xmin)?.saturating_sub(1), position: i64::MAX as u64 };
+        let scanned = if events.len() < limit { last.max(below_xmin) } else { last };
+        Ok(TypedRead { events, scanned })
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

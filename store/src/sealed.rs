@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
-    RecordedEvent, StoreHealth, StreamAppend, StreamId,
+    RecordedEvent, StoreHealth, StreamAppend, StreamId, TypedRead,
 };
 use crate::vault::{DataKey, KeyVault};
 use crate::wakeup::Wakeups;
@@ -257,6 +257,16 @@ impl EventStore for SealedEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_all(after, limit, filter).await?;
         self.unseal(events).await
+    }
+
+    async fn read_types(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        stream_types: &[&'static str],
+    ) -> Result<TypedRead, StoreError> {
+        let read = self.inner.read_types(after, limit, stream_types).await?;
+        Ok(TypedRead { events: self.unseal(read.events).await?, scanned: read.scanned })
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::types::StreamAppend;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
-    RecordedEvent, StoreHealth, StreamId,
+    RecordedEvent, StoreHealth, StreamId, TypedRead,
 };
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
@@ -152,6 +152,33 @@ impl EventStore for SqliteEventStore {
         };
         let rows = query.fetch_all(&self.reader).await.map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_types(
+        &self,
+        after: Checkpoint,
+        limit: usize,
+        stream_types: &[&'static str],
+    ) -> Result<TypedRead, StoreError> {
+        // One writer commits positions in order: everything up to the head read first is visible to the query.
+        let head = self.head().await?;
+        let types = serde_json::to_string(stream_types).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+             event_type, event_version, payload, metadata, recorded_at FROM events \
+             WHERE global_position > ? AND stream_type IN (SELECT value FROM json_each(?)) \
+             ORDER BY global_position LIMIT ?",
+        )
+        .bind(to_i64(after.position)?)
+        .bind(types)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let last = events.last().map_or(after, |e| e.checkpoint);
+        let scanned = if events.len() < limit { last.max(head) } else { last };
+        Ok(TypedRead { events, scanned })
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

@@ -293,6 +293,16 @@ pub struct BatchOutcome {
     pub already_applied: bool,
 }
 
+/// The result of [`EventStore::read_types`](crate::EventStore::read_types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedRead {
+    /// Events of the asked stream types, in global order.
+    pub events: Vec<RecordedEvent>,
+    /// How far the log was looked through: no event of those types at or before it is missing from `events`
+    /// (or lay before `after`). A reader continues after it, even when `events` is empty.
+    pub scanned: Checkpoint,
+}
+
 /// Which events `read_all` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ReadFilter {
