@@ -195,6 +195,9 @@ pub async fn versions(
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{SELECT} WHERE municipality = $1 AND registry_key IN ({placeholders})"
         )))
+        // Planned afresh every time: the table grows by a million rows during one import, and a cached generic
+        // plan made while it was small keeps scanning all of it until the next ANALYZE.
+        .persistent(false)
         .bind(municipality.as_str().to_owned());
         for key in chunk.iter().chain(std::iter::repeat(last)).take(size) {
             query = query.bind(key.as_str().to_owned());
