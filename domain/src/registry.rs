@@ -11,10 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::aggregate::decode_payload;
 use crate::contact::{Sex, string_newtype};
-use crate::resident::{
-    Address, EraDate, Erasable, KanaName, KanjiName, PersonName, PostalCode, ascii_to_full_width,
-    to_full_width_katakana,
-};
+use crate::resident::{Address, EraDate, Erasable, KanaName, KanjiName, PersonName, PostalCode, parse_full_width_text};
 use crate::{Aggregate, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
 
 /// The key of a person in the municipality's registry (宛名番号), e.g. `000123456`: 1..=20 half-width letters
@@ -43,8 +40,8 @@ pub fn stream_key(municipality: &MunicipalityCode, key: &RegistryKey) -> String 
 }
 
 /// A whole name as the registry holds it, e.g. `山田　太郎`: full-width text of 1..=101 characters, family and
-/// given name separated by a full-width space. Half-width input (katakana too) is converted to full-width (a half-width space
-/// included), control characters are refused.
+/// given name separated by a full-width space. Half-width input (katakana too, a half-width space included) is
+/// converted to full-width; control characters are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct FullName(String);
@@ -53,18 +50,7 @@ impl FullName {
     pub const MAX_CHARS: usize = 101;
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim_matches(|c: char| c.is_whitespace());
-        if s.is_empty() {
-            return Err(ParseError::Empty);
-        }
-        if let Some(ch) = s.chars().find(|c| c.is_control()) {
-            return Err(ParseError::InvalidCharacter { ch });
-        }
-        let full: String = to_full_width_katakana(s).chars().map(ascii_to_full_width).collect();
-        if full.chars().count() > Self::MAX_CHARS {
-            return Err(ParseError::TooLong { max: Self::MAX_CHARS });
-        }
-        Ok(Self(full))
+        parse_full_width_text(s, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

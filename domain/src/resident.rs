@@ -9,7 +9,7 @@
 mod personal;
 mod values;
 
-pub(crate) use personal::ascii_to_full_width;
+pub(crate) use personal::parse_full_width_text;
 pub use personal::{Address, Erasable, PersonName, PersonalChanges, PersonalData};
 pub use values::*;
 

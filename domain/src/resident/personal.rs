@@ -28,18 +28,7 @@ impl Address {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim_matches(|c: char| c.is_whitespace());
-        if s.is_empty() {
-            return Err(ParseError::Empty);
-        }
-        if let Some(ch) = s.chars().find(|c| c.is_control()) {
-            return Err(ParseError::InvalidCharacter { ch });
-        }
-        let full: String = to_full_width_katakana(s).chars().map(ascii_to_full_width).collect();
-        if full.chars().count() > Self::MAX_CHARS {
-            return Err(ParseError::TooLong { max: Self::MAX_CHARS });
-        }
-        Ok(Self(full))
+        parse_full_width_text(s, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,8 +38,25 @@ impl Address {
 
 string_newtype!(Address);
 
+/// Text typed for a full-width field (住所, a registry name): trimmed, control characters refused, half-width
+/// katakana and printable ASCII converted to their full-width forms, then 1..=`max` characters.
+pub(crate) fn parse_full_width_text(s: &str, max: usize) -> Result<String, ParseError> {
+    let s = s.trim_matches(|c: char| c.is_whitespace());
+    if s.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    if let Some(ch) = s.chars().find(|c| c.is_control()) {
+        return Err(ParseError::InvalidCharacter { ch });
+    }
+    let full: String = to_full_width_katakana(s).chars().map(ascii_to_full_width).collect();
+    if full.chars().count() > max {
+        return Err(ParseError::TooLong { max });
+    }
+    Ok(full)
+}
+
 /// The full-width form of a printable ASCII character (the space becomes U+3000); anything else unchanged.
-pub(crate) fn ascii_to_full_width(c: char) -> char {
+fn ascii_to_full_width(c: char) -> char {
     match c {
         ' ' => '\u{3000}',
         '!'..='~' => char::from_u32(u32::from(c) - 0x21 + 0xFF01).unwrap_or(c),
