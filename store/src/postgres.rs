@@ -134,6 +134,13 @@ const READ_TYPES: &str = "SELECT global_position, transaction_id::text::bigint A
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
+const READ_ONE_TYPE: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE stream_type = ($4::text[])[1] AND (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
 const READ_MUNICIPALITY: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
      stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
      FROM events \
@@ -474,7 +481,9 @@ impl EventStore for PostgresEventStore {
             .fetch_one(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let rows = sqlx::query(READ_TYPES)
+        // One type (every projection): a range of `events_by_stream_type`, already in global order.
+        let statement = if stream_types.len() == 1 { READ_ONE_TYPE } else { READ_TYPES };
+        let rows = sqlx::query(statement)
             .bind(after.transaction.to_string())
             .bind(to_i64(after.position)?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
