@@ -94,7 +94,8 @@ pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     progress: watch::Sender<Checkpoint>,
     /// How far this runner has looked through the log without anything to apply, and the stored checkpoint that
-    /// was based on: when the stored checkpoint goes back (a rebuild, maybe by another process), it is forgotten.
+    /// was based on: when the stored checkpoint changes (another node, a rebuild by another process), it is
+    /// forgotten.
     scanned: std::sync::Mutex<(Checkpoint, Checkpoint)>,
 }
 
@@ -193,7 +194,9 @@ impl ProjectionRunner {
         let stored_now = self.stored_checkpoint().await?;
         let stored = {
             let (base, scanned) = *self.scanned.lock().unwrap_or_else(|p| p.into_inner());
-            if stored_now >= base { stored_now.max(scanned) } else { stored_now }
+            // Only while the stored checkpoint is exactly the one the mark was made on: if another runner moved
+            // it (or a rebuild reset it), this runner's view of what it applied is stale; look again from there.
+            if stored_now == base { stored_now.max(scanned) } else { stored_now }
         };
         let (events, scanned) = match self.projection.stream_types() {
             Some(types) => {
