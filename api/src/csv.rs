@@ -245,6 +245,15 @@ fn starts_formula(c: char) -> bool {
 }
 
 /// A cell as written: with a leading `'` if a spreadsheet would take it for a formula.
+/// The header row names one column twice (`field` is its JSON name, `label` the screen's).
+pub fn duplicate_column(row: u64, field: &str, label: &str, header: &str) -> FieldError {
+    FieldError::new(
+        format!("/rows/{row}/{field}"),
+        Text::new(format!("「{label}」の列が2つあります"), format!("the column {field} appears twice")),
+    )
+    .in_cell(row, header.to_owned())
+}
+
 pub fn guard(cell: &str) -> Cow<'_, str> {
     match cell.chars().next() {
         Some(c) if starts_formula(c) => Cow::Owned(format!("'{cell}")),

@@ -21,7 +21,7 @@ use cardap_domain::local_settings::{
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
     self, CardFid, PersonalChanges, PersonalData, RegisteredResident, Resident, ResidentCommand, ResidentError,
-    ResidentId,
+    ResidentId, ResidentState,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_store::{EventStore, StoreError, StreamId};
@@ -117,7 +117,7 @@ impl ResidentServices {
 
     /// The municipality's settings now (defaults when never configured), with the stream version.
     pub async fn settings(&self, code: &MunicipalityCode) -> Result<(LocalSettingsState, u64)> {
-        let mut tx = Tx::detached(self.store.clone());
+        let mut tx = Tx::new(self.store.clone());
         let loaded = tx
             .load::<LocalSettings, RegistrationError>(&stream_of::<LocalSettings>(&local_settings::stream_key(code))?)
             .await?;
@@ -153,7 +153,7 @@ impl ResidentServices {
 
     /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`.
     pub async fn resident(&self, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
-        let mut tx = Tx::detached(self.store.clone());
+        let mut tx = Tx::new(self.store.clone());
         load_resident(&mut tx, code, id).await
     }
 
@@ -190,10 +190,15 @@ impl ResidentServices {
             };
             let events = Resident::decide(&loaded.state, command).map_err(resident_error)?;
             tx.append::<Resident>(stream, loaded.version, &events);
-            Ok(((), tx))
+            let (state, version) = after(loaded, &events);
+            Ok((resident_snapshot(state, version)?, tx))
         })
         .await?;
-        Ok((self.resident(code, &id).await?, done.checkpoint))
+        let snapshot = match done.value {
+            Some(snapshot) => snapshot,
+            None => self.resident(code, &id).await?,
+        };
+        Ok((snapshot, done.checkpoint))
     }
 
     /// Changes personal fields; `custom` holds only the custom fields to set (`null` clears one).
@@ -221,10 +226,15 @@ impl ResidentServices {
             let events =
                 Resident::decide(&loaded.state, ResidentCommand::Change { changes }).map_err(resident_error)?;
             tx.append::<Resident>(&stream, loaded.version, &events);
-            Ok(((), tx))
+            let (state, version) = after(loaded, &events);
+            Ok((resident_snapshot(state, version)?, tx))
         })
         .await?;
-        Ok((self.resident(code, id).await?, done.checkpoint))
+        let snapshot = match done.value {
+            Some(snapshot) => snapshot,
+            None => self.resident(code, id).await?,
+        };
+        Ok((snapshot, done.checkpoint))
     }
 
     /// 転出.
@@ -241,17 +251,22 @@ impl ResidentServices {
             check_if_match(if_match, loaded.version)?;
             let events = Resident::decide(&loaded.state, ResidentCommand::MoveOut).map_err(resident_error)?;
             tx.append::<Resident>(&stream, loaded.version, &events);
-            Ok(((), tx))
+            let (state, version) = after(loaded, &events);
+            Ok((resident_snapshot(state, version)?, tx))
         })
         .await?;
-        Ok((self.resident(code, id).await?, done.checkpoint))
+        let snapshot = match done.value {
+            Some(snapshot) => snapshot,
+            None => self.resident(code, id).await?,
+        };
+        Ok((snapshot, done.checkpoint))
     }
 
     // ---- cards ----------------------------------------------------------------------------------------------
 
     /// Loads a card of `code`; another municipality's card is `CardNotFound`.
     pub async fn card(&self, code: &MunicipalityCode, fid: &CardFid) -> Result<CardSnapshot> {
-        let mut tx = Tx::detached(self.store.clone());
+        let mut tx = Tx::new(self.store.clone());
         let (loaded, _) = load_card(&mut tx, code, fid).await?;
         snapshot(loaded.state.registered, loaded.version)
     }
@@ -279,10 +294,15 @@ impl ResidentServices {
                 .map_err(resident_error)?;
             tx.append::<Card>(card_stream, card.version, &card_events);
             tx.append::<Resident>(&resident_stream, resident.version, &resident_events);
-            Ok(((), tx))
+            let (state, version) = after(card, &card_events);
+            Ok((snapshot(state.registered, version)?, tx))
         })
         .await?;
-        Ok((self.card(code, fid).await?, done.checkpoint))
+        let snapshot = match done.value {
+            Some(snapshot) => snapshot,
+            None => self.card(code, fid).await?,
+        };
+        Ok((snapshot, done.checkpoint))
     }
 
     /// Runs one card operation: the local area (with the presets), APs, suspend, resume, abolish.
@@ -360,17 +380,15 @@ impl ResidentServices {
                 tx.append::<Resident>(&resident_stream, resident.version, &detached);
             }
             tx.append::<Card>(&card_stream, card.version, &events);
-            Ok(((), tx))
+            let (state, version) = after(card, &events);
+            Ok((snapshot(state.registered, version)?, tx))
         })
         .await?;
-        Ok((self.card(code, fid).await?, done.checkpoint))
-    }
-}
-
-impl Tx {
-    /// A `Tx` used only to load (its appends are never committed).
-    fn detached(store: Arc<dyn EventStore>) -> Tx {
-        Tx::new(store)
+        let snapshot = match done.value {
+            Some(snapshot) => snapshot,
+            None => self.card(code, fid).await?,
+        };
+        Ok((snapshot, done.checkpoint))
     }
 }
 
@@ -411,10 +429,19 @@ async fn load_resident_state(
 
 async fn load_resident(tx: &mut Tx, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
     let (loaded, _) = load_resident_state(tx, code, id).await?;
-    match loaded.state.registered {
-        Some(resident) => Ok(ResidentSnapshot { resident, version: loaded.version }),
+    resident_snapshot(loaded.state, loaded.version)
+}
+
+fn resident_snapshot(state: ResidentState, version: u64) -> Result<ResidentSnapshot> {
+    match state.registered {
+        Some(resident) => Ok(ResidentSnapshot { resident, version }),
         None => refused(RegistrationError::ResidentNotFound),
     }
+}
+
+/// The state after `events`, as the decision's answer (no second read of the stream just written).
+fn after<A: Aggregate>(loaded: crate::Loaded<A>, events: &[A::Event]) -> (A::State, u64) {
+    (events.iter().fold(loaded.state, A::evolve), loaded.version + events.len() as u64)
 }
 
 async fn load_card(tx: &mut Tx, code: &MunicipalityCode, fid: &CardFid) -> Result<(crate::Loaded<Card>, StreamId)> {

@@ -35,7 +35,7 @@ use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Authenticated};
-use crate::csv::{Charset, CsvRow, CsvTable, CsvWriter, body_charset, declared_charset};
+use crate::csv::{Charset, CsvRow, CsvTable, CsvWriter, body_charset, declared_charset, duplicate_column};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
@@ -213,16 +213,7 @@ impl Layout {
             }
             match Column::of_header(h) {
                 Some(c) if names.contains_key(&c) => {
-                    errors.push(
-                        FieldError::new(
-                            format!("/rows/{row}/{}", c.field()),
-                            Text::new(
-                                format!("「{}」の列が2つあります", c.label()),
-                                format!("the column {} appears twice", c.field()),
-                            ),
-                        )
-                        .in_cell(row, h.clone()),
-                    );
+                    errors.push(duplicate_column(row, c.field(), c.label(), h));
                     slots.push(Slot::Unknown);
                 }
                 Some(c) => {

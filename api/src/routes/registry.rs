@@ -40,7 +40,7 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::csv::{Charset, declared_charset, unguard};
+use crate::csv::{Charset, declared_charset, duplicate_column, unguard};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::{Lang, Text};
 use crate::json::ApiJson;
@@ -266,16 +266,7 @@ impl Layout {
             } else {
                 match Column::of_header(h) {
                     Some(c) if names.contains_key(&c) => {
-                        errors.push(
-                            FieldError::new(
-                                format!("/rows/{row}/{}", c.field()),
-                                Text::new(
-                                    format!("「{}」の列が2つあります", c.label()),
-                                    format!("the column {} appears twice", c.field()),
-                                ),
-                            )
-                            .in_cell(row, h.clone()),
-                        );
+                        errors.push(duplicate_column(row, c.field(), c.label(), h));
                         slots.push(Slot::Ignored);
                     }
                     Some(c) => {

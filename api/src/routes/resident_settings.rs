@@ -214,6 +214,10 @@ pub async fn replace(
         state.wait_for_views(checkpoint).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    // The settings are now exactly what was sent; only a retry of an applied command reads them back.
+    if let Some(version) = done.value {
+        return Ok((etag(version), Json(view(&value, version))).into_response());
+    }
     let (settings, version) =
         state.residents.settings(&code).await.map_err(|e| command_error(e, |d| registration_error(d, &[])))?;
     Ok((etag(version), Json(view(&settings.settings, version))).into_response())
