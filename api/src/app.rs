@@ -1,7 +1,9 @@
 //! Building and running the server: settings, start-up (migrate, bootstrap, catch up, start the projection
 //! runners), the router with its middleware, and graceful shutdown with a drain timeout.
 
+use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::residents::ResidentServices;
+use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock every use case reads (tests move a [`cardap_commands::ManualClock`]).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let db = open_database(&settings).await?;
         let master = match &settings.master_key {
             Some(key) => key.clone(),
@@ -144,11 +151,18 @@ impl Application {
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
         let residents = ResidentServices::new(store.clone(), Arc::new(random_u64));
+        let progress = Arc::new(progress);
+        let views = Views::new(progress.clone());
+        let policy =
+            AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
+        let access = Access::new(store.clone(), read.clone(), clock, views.clone(), policy);
         let state = AppState {
             residents,
+            access,
+            views,
             store,
             read,
-            progress: Arc::new(progress),
+            progress,
             sessions: settings.sessions,
             passwords: settings.passwords,
             lockout: settings.lockout,

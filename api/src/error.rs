@@ -350,6 +350,17 @@ impl From<ProjectionError> for ApiError {
     }
 }
 
+impl From<cardap_commands::access::AccessFailure> for ApiError {
+    fn from(e: cardap_commands::access::AccessFailure) -> Self {
+        use cardap_commands::access::AccessFailure;
+        match e {
+            AccessFailure::Store(s) => s.into(),
+            AccessFailure::View(v) => v.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<AuthzError> for ApiError {
     fn from(e: AuthzError) -> Self {
         match e {
@@ -371,5 +382,6 @@ pub fn command_error<E: std::error::Error + 'static>(
         CommandError::Contended => ApiError::contended(),
         CommandError::Store(s) => s.into(),
         CommandError::Decode(d) => ApiError::internal(d),
+        CommandError::Internal(i) => ApiError::internal(i),
     }
 }

@@ -1,8 +1,9 @@
 //! What every handler can reach: the event store, the read models, session policy and metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use cardap_commands::Views;
+use cardap_commands::access::Access;
 use cardap_commands::residents::ResidentServices;
 use cardap_projections::{Progress, ReadModels};
 use cardap_store::{Checkpoint, EventStore};
@@ -11,9 +12,6 @@ use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
 
 use crate::auth::SessionPolicy;
 use crate::metrics::Metrics;
-
-/// How long a write waits for the read models to show it before answering anyway.
-const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -27,18 +25,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Resident service registration (residents, cards, settings, registry import) over `store`.
     pub residents: ResidentServices,
+    /// Login, sessions and passwords.
+    pub access: Access,
+    /// Read-your-writes over this node's projection runners.
+    pub views: Views,
 }
 
 impl AppState {
     /// Waits until every read model shows the write at `checkpoint`, so the clerk's next GET sees it.
-    /// Gives up quietly after a few seconds (the write stands; the view catches up later).
     pub async fn wait_for_views(&self, checkpoint: Checkpoint) {
-        for progress in self.progress.iter() {
-            let mut p = progress.clone();
-            if p.wait_for(checkpoint, READ_YOUR_WRITES).await.is_err() {
-                tracing::warn!(%checkpoint, "read models did not catch up in time; answering anyway");
-                return;
-            }
-        }
+        self.views.wait_for(checkpoint).await;
     }
 }

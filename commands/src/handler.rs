@@ -1,16 +1,15 @@
-//! The generic command path: authorize → load → decide → append(expected version), with bounded retry.
+//! Commands on one aggregate type: authorize → load → decide → append(expected version), through the one engine
+//! ([`transact`]); also the error every use case answers with.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cardap_domain::{Aggregate, EventDecodeError, MunicipalityCode};
-use cardap_store::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
+use cardap_store::{AppendOutcome, Companion, EventStore, StoreError, StreamId};
 
-use crate::authz::{AuthzError, Permission, authorize};
+use crate::authz::{AuthzError, Permission};
 use crate::context::CommandContext;
-
-/// How often a command is decided again after another writer changed the stream first.
-const MAX_ATTEMPTS: usize = 5;
+use crate::engine::{Tx, transact};
 
 /// Why a command was not applied. Nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +32,9 @@ pub enum CommandError<E: std::error::Error + 'static> {
     Store(#[from] StoreError),
     #[error(transparent)]
     Decode(#[from] EventDecodeError),
+    /// A failure of the machinery that is no fault of the caller (hashing threads, the system's randomness).
+    #[error("internal failure: {0}")]
+    Internal(String),
 }
 
 /// An aggregate's state as loaded from its stream.
@@ -74,21 +76,14 @@ where
 
     /// Loads and folds one stream.
     pub async fn load(&self, stream: &StreamId) -> Result<Loaded<A>, CommandError<A::Error>> {
-        let recorded = self.store.read_stream(stream, 1).await?;
-        let mut state = A::State::default();
-        let mut version = 0;
-        for r in &recorded {
-            let event = r.decode::<A::Event>()?;
-            state = A::evolve(state, &event);
-            version = r.version;
-        }
-        Ok(Loaded { state, version })
+        Tx::new(self.store.clone()).load::<A, A::Error>(stream).await
     }
 
-    /// Authorizes, then decides `command` against the current state and appends the result.
+    /// Authorizes, then decides `command` against the current state and appends the result: [`transact`] over
+    /// one stream.
     ///
     /// `if_match` is the version the caller last saw (HTTP `If-Match`); without it, a concurrent change makes
-    /// the command be decided again on the new state (at most [`MAX_ATTEMPTS`] times).
+    /// the command be decided again on the new state (a bounded number of times).
     pub async fn execute(
         &self,
         ctx: &CommandContext,
@@ -98,55 +93,69 @@ where
         if_match: Option<u64>,
         command: A::Command,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
-        if let Some(actor) = &ctx.actor {
-            authorize(actor, permission)?;
-        }
-        let metadata = ctx.metadata(municipality);
-        for _ in 0..MAX_ATTEMPTS {
-            // Load first, then look for the command: if a first attempt commits in between, the second read
-            // sees it, so a retry is never decided against the state the first attempt produced.
-            let loaded = self.load(stream).await?;
-            // A retry of a command that already went through answers with the current state, writing nothing.
-            if let Some(outcome) = self.store.command_outcome(ctx.command_id).await? {
-                let loaded = self.load(stream).await?;
-                return Ok(Executed {
-                    state: loaded.state,
-                    version: loaded.version,
-                    events: vec![],
-                    outcome: Some(outcome),
+        self.execute_with(ctx, permission, stream, municipality, if_match, command, |_| vec![]).await
+    }
+
+    /// [`CommandHandler::execute`] with writes that commit with the events or not at all: `companions` gets the
+    /// events the command decided (none: nothing is written, the companions neither).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn execute_with(
+        &self,
+        ctx: &CommandContext,
+        permission: &Permission,
+        stream: &StreamId,
+        municipality: Option<MunicipalityCode>,
+        if_match: Option<u64>,
+        command: A::Command,
+        companions: impl Fn(&[A::Event]) -> Vec<Companion>,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let companions = &companions;
+        let (command, stream_ref) = (&command, stream);
+        let done =
+            transact(&self.store, ctx, std::slice::from_ref(permission), municipality, |mut tx: Tx| async move {
+                let loaded = tx.load::<A, A::Error>(stream_ref).await?;
+                if let Some(expected) = if_match
+                    && expected != loaded.version
+                {
+                    return Err(CommandError::PreconditionFailed { expected, current: loaded.version });
+                }
+                let events = A::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
+                tx.append::<A>(stream_ref, loaded.version, &events);
+                for companion in companions(&events) {
+                    tx.companion(companion);
+                }
+                let version = loaded.version + events.len() as u64;
+                let state = events.iter().fold(loaded.state, A::evolve);
+                Ok(((state, version, events), tx))
+            })
+            .await?;
+        match done.value {
+            Some((state, version, events)) => {
+                if !events.is_empty() {
+                    tracing::info!(stream = %stream, version, command = %ctx.command_id, "command applied");
+                }
+                let outcome = done.checkpoint.filter(|_| !events.is_empty()).map(|checkpoint| AppendOutcome {
+                    stream_version: version,
+                    checkpoint,
+                    already_applied: false,
                 });
+                Ok(Executed { state, version, events, outcome })
             }
-            if let Some(expected) = if_match
-                && expected != loaded.version
-            {
-                return Err(CommandError::PreconditionFailed { expected, current: loaded.version });
-            }
-            let events = A::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
-            if events.is_empty() {
-                return Ok(Executed { state: loaded.state, version: loaded.version, events, outcome: None });
-            }
-            let new: Vec<NewEvent> = events.iter().map(NewEvent::from_domain).collect();
-            match self.store.append(stream, ExpectedVersion::Exact(loaded.version), new, &metadata).await {
-                Ok(outcome) if outcome.already_applied => continue,
-                Ok(outcome) => {
-                    let state = events.iter().fold(loaded.state, A::evolve);
-                    tracing::info!(stream = %stream, version = outcome.stream_version, command = %ctx.command_id, "command applied");
-                    return Ok(Executed { state, version: outcome.stream_version, events, outcome: Some(outcome) });
-                }
-                Err(StoreError::Conflict { actual, .. }) => {
-                    if let Some(expected) = if_match {
-                        return Err(CommandError::PreconditionFailed { expected, current: actual });
-                    }
-                    tracing::debug!(stream = %stream, "concurrent change; deciding again");
-                }
-                Err(other) => return Err(other.into()),
+            // A retry of a command that already went through answers with the current state, writing nothing.
+            None => {
+                let loaded = self.load(stream).await?;
+                let outcome = done.checkpoint.map(|checkpoint| AppendOutcome {
+                    stream_version: loaded.version,
+                    checkpoint,
+                    already_applied: true,
+                });
+                Ok(Executed { state: loaded.state, version: loaded.version, events: vec![], outcome })
             }
         }
-        Err(CommandError::Contended)
     }
 
     /// Decides one command per stream and appends all their events atomically: every command goes through, or
-    /// none does (a batch registration, a CSV import, a bulk password change).
+    /// none does (a batch registration, a CSV import, a bulk password change). A refusal names the item.
     pub async fn execute_many(
         &self,
         ctx: &CommandContext,
@@ -154,70 +163,59 @@ where
         municipality: Option<MunicipalityCode>,
         items: Vec<(StreamId, A::Command)>,
     ) -> Result<Vec<Executed<A>>, CommandError<A::Error>> {
-        if let Some(actor) = &ctx.actor {
-            authorize(actor, permission)?;
-        }
-        let metadata = ctx.metadata(municipality);
-        for _ in 0..MAX_ATTEMPTS {
-            let mut loaded = Vec::with_capacity(items.len());
-            for (stream, _) in &items {
-                loaded.push(self.load(stream).await?);
+        self.execute_many_with(ctx, permission, municipality, items, |_, _| vec![]).await
+    }
+
+    /// [`CommandHandler::execute_many`] with companions per item (given the item's index and decided events).
+    pub async fn execute_many_with(
+        &self,
+        ctx: &CommandContext,
+        permission: &Permission,
+        municipality: Option<MunicipalityCode>,
+        items: Vec<(StreamId, A::Command)>,
+        companions: impl Fn(usize, &[A::Event]) -> Vec<Companion>,
+    ) -> Result<Vec<Executed<A>>, CommandError<A::Error>> {
+        let (items_ref, companions) = (&items, &companions);
+        let done =
+            transact(&self.store, ctx, std::slice::from_ref(permission), municipality, |mut tx: Tx| async move {
+                let mut out = Vec::with_capacity(items_ref.len());
+                for (index, (stream, command)) in items_ref.iter().enumerate() {
+                    let loaded = tx.load::<A, A::Error>(stream).await?;
+                    let events = A::decide(&loaded.state, command.clone())
+                        .map_err(|error| CommandError::Item { index, error })?;
+                    tx.append::<A>(stream, loaded.version, &events);
+                    for companion in companions(index, &events) {
+                        tx.companion(companion);
+                    }
+                    let version = loaded.version + events.len() as u64;
+                    out.push((events.iter().fold(loaded.state, A::evolve), version, events));
+                }
+                Ok((out, tx))
+            })
+            .await?;
+        match done.value {
+            Some(decided) => {
+                tracing::info!(commands = decided.len(), command = %ctx.command_id, "batch applied");
+                Ok(decided
+                    .into_iter()
+                    .map(|(state, version, events)| {
+                        let outcome = done.checkpoint.filter(|_| !events.is_empty()).map(|checkpoint| AppendOutcome {
+                            stream_version: version,
+                            checkpoint,
+                            already_applied: false,
+                        });
+                        Executed { state, version, events, outcome }
+                    })
+                    .collect())
             }
-            if self.store.command_outcome(ctx.command_id).await?.is_some() {
-                let mut done = Vec::with_capacity(items.len());
+            None => {
+                let mut now = Vec::with_capacity(items.len());
                 for (stream, _) in &items {
                     let l = self.load(stream).await?;
-                    done.push(Executed { state: l.state, version: l.version, events: vec![], outcome: None });
+                    now.push(Executed { state: l.state, version: l.version, events: vec![], outcome: None });
                 }
-                return Ok(done);
+                Ok(now)
             }
-            let mut decided = Vec::with_capacity(items.len());
-            for (index, ((_, command), l)) in items.iter().zip(&loaded).enumerate() {
-                let events =
-                    A::decide(&l.state, command.clone()).map_err(|error| CommandError::Item { index, error })?;
-                decided.push(events);
-            }
-            let appends = items
-                .iter()
-                .zip(&loaded)
-                .zip(&decided)
-                .filter(|(_, events)| !events.is_empty())
-                .map(|(((stream, _), l), events)| StreamAppend {
-                    stream: stream.clone(),
-                    expected: ExpectedVersion::Exact(l.version),
-                    events: events.iter().map(NewEvent::from_domain).collect(),
-                })
-                .collect::<Vec<_>>();
-            let outcome = if appends.is_empty() {
-                None
-            } else {
-                match self.store.append_many(appends, &metadata).await {
-                    Ok(o) if o.already_applied => continue,
-                    Ok(o) => Some(o),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(other) => return Err(other.into()),
-                }
-            };
-            tracing::info!(commands = items.len(), command = %ctx.command_id, "batch applied");
-            return Ok(loaded
-                .into_iter()
-                .zip(decided)
-                .map(|(l, events)| {
-                    let version = l.version + events.len() as u64;
-                    let state = events.iter().fold(l.state, A::evolve);
-                    Executed {
-                        state,
-                        version,
-                        outcome: outcome.as_ref().filter(|_| !events.is_empty()).map(|o| AppendOutcome {
-                            stream_version: version,
-                            checkpoint: o.checkpoint,
-                            already_applied: false,
-                        }),
-                        events,
-                    }
-                })
-                .collect());
         }
-        Err(CommandError::Contended)
     }
 }

@@ -4,13 +4,20 @@
 //! times when another writer got there first. Owns who may do what ([`authz`]), the metadata every command
 //! carries ([`CommandContext`]), and the generic handler ([`CommandHandler`]). It never touches read models.
 
+pub mod access;
 pub mod authz;
+pub mod clock;
 mod context;
+pub mod engine;
 mod handler;
+pub mod ids;
+pub mod passwords;
 pub mod registry_import;
 pub mod residents;
-pub mod transaction;
+pub mod views;
 
 pub use authz::{Actor, AuthzError, Permission, authorize};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::CommandContext;
 pub use handler::{CommandError, CommandHandler, Executed, Loaded};
+pub use views::Views;

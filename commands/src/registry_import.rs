@@ -16,9 +16,9 @@ use cardap_domain::{Aggregate, MunicipalityCode};
 
 use crate::authz::Permission;
 use crate::context::CommandContext;
+use crate::engine::{Tx, transact};
 use crate::handler::CommandError;
 use crate::residents::{RegistrationError, ResidentServices, stream_of};
-use crate::transaction::{Tx, transact};
 
 /// One parsed row of a registry file.
 #[derive(Debug, Clone)]

@@ -29,8 +29,8 @@ use serde_json::{Map, Value};
 
 use crate::authz::Permission;
 use crate::context::CommandContext;
+use crate::engine::{Transacted, Tx, transact};
 use crate::handler::CommandError;
-use crate::transaction::{Transacted, Tx, transact};
 
 /// Why a registration step was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

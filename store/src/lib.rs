@@ -12,6 +12,7 @@
 //! [`SealedEventStore`] decorates either store with crypto-shredding: the `personal` part of payloads is sealed
 //! under a per-subject data key from the [`KeyVault`], and destroying that key erases it wherever events go.
 
+mod credentials;
 mod database;
 mod postgres;
 mod sealed;
@@ -20,6 +21,7 @@ mod types;
 mod vault;
 mod wakeup;
 
+pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};
 pub use postgres::PostgresEventStore;
 pub use sealed::{SEALING_SCHEME, SealedEventStore};
@@ -107,6 +109,16 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// written ([`StoreError::Conflict`] names the first stream that was not). One command id covers the batch.
     /// Per-stream order in the global order holds as for single appends.
     async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError>;
+
+    /// [`EventStore::append_many`] with writes that are not events but must commit with them (a password hash, the
+    /// end of sessions): all of it commits in one transaction, or nothing does. A retry of an applied command
+    /// writes neither events nor companions.
+    async fn append_with(
+        &self,
+        appends: Vec<StreamAppend>,
+        companions: Vec<Companion>,
+        metadata: &Metadata,
+    ) -> Result<BatchOutcome, StoreError>;
 
     /// The outcome of an already applied command, if any.
     async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError>;

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::credentials::{self, Companion};
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
     RecordedEvent, StoreHealth, StreamId,
@@ -219,118 +220,27 @@ impl PostgresEventStore {
         Ok(outcome)
     }
 
-    /// One attempt at a multi-stream append: the command check, then [`APPEND_BATCH`], both in autocommit.
+    /// One attempt at a multi-stream append: the command check, then [`APPEND_BATCH`], both in autocommit; with
+    /// companions, all three in one transaction (its xid is still assigned at the first insert, after the
+    /// statement's snapshot, so the order argument of [`APPEND_BATCH`] holds as it does for `append_and_hold`).
     async fn append_many_once(
         &self,
         appends: &[StreamAppend],
+        companions: &[Companion],
         metadata: &Metadata,
     ) -> Result<BatchOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
-        if let Some(command) = metadata.command_id
-            && let Some(outcome) = command_outcome_on(&mut conn, command).await?
-        {
-            return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
+        if companions.is_empty() {
+            let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+            return append_many_on(&mut conn, appends, metadata).await;
         }
-        // Per entry, in the caller's order. A stream named twice is appended in the caller's order: `prior` counts
-        // the events its earlier entries append first (the second entry's expected version counts them too).
-        let lengths: Vec<i64> = appends.iter().map(|a| i64::try_from(a.events.len()).unwrap_or(i64::MAX)).collect();
-        let mut prior = Vec::with_capacity(appends.len());
-        let mut appended: HashMap<&str, i64> = HashMap::with_capacity(appends.len());
-        for (append, len) in appends.iter().zip(&lengths) {
-            let before = appended.entry(append.stream.as_str()).or_insert(0);
-            prior.push(*before);
-            *before = before.saturating_add(*len);
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let outcome = append_many_on(&mut tx, appends, metadata).await?;
+        if outcome.already_applied {
+            return Ok(outcome);
         }
-        let entry_streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
-        let expected: Vec<Option<i64>> =
-            appends.iter().map(|a| a.expected.required().map(to_i64).transpose()).collect::<Result<_, _>>()?;
-
-        // The events, sorted by stream: concurrent batches then insert their (stream_id, version) keys in one
-        // order, so one waits for the other (and retries on 23505) instead of deadlocking.
-        let mut order: Vec<usize> = (0..appends.len()).collect();
-        order.sort_by(|a, b| appends[*a].stream.cmp(&appends[*b].stream));
-        let total = appends.iter().map(|a| a.events.len()).sum::<usize>();
-        let mut streams = Vec::with_capacity(total);
-        let mut stream_types = Vec::with_capacity(total);
-        let mut offsets = Vec::with_capacity(total);
-        let mut ids = Vec::with_capacity(total);
-        let mut types = Vec::with_capacity(total);
-        let mut event_versions = Vec::with_capacity(total);
-        let mut payloads = Vec::with_capacity(total);
-        for index in order {
-            let append = &appends[index];
-            for (offset, event) in (prior[index] + 1..).zip(&append.events) {
-                streams.push(append.stream.as_str());
-                stream_types.push(append.stream.stream_type());
-                offsets.push(offset);
-                ids.push(event.event_id.as_uuid());
-                types.push(event.event_type.as_str());
-                event_versions.push(to_i32(event.event_version)?);
-                payloads.push(event.payload.to_string());
-            }
-        }
-
-        let row = sqlx::query(APPEND_BATCH)
-            .bind(&entry_streams)
-            .bind(&expected)
-            .bind(&prior)
-            .bind(&streams)
-            .bind(&stream_types)
-            .bind(&offsets)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&event_versions)
-            .bind(&payloads)
-            .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
-            .bind(metadata.operator.map(|o| o.as_uuid()))
-            .bind(metadata.to_json().to_string())
-            .bind(metadata.command_id.map(|c| c.as_uuid()))
-            .bind(i64::try_from(total).unwrap_or(i64::MAX))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-
-        let get = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
-        if let Some(bad) = get("bad_index")? {
-            // Nothing was written. A retry of a command that went through meanwhile gets its first outcome.
-            if let Some(command) = metadata.command_id
-                && let Some(outcome) = command_outcome_on(&mut conn, command).await?
-            {
-                return Ok(BatchOutcome {
-                    stream_versions: vec![],
-                    checkpoint: outcome.checkpoint,
-                    already_applied: true,
-                });
-            }
-            let append = usize::try_from(bad)
-                .ok()
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| appends.get(i))
-                .ok_or_else(|| StoreError::Corrupt(format!("batch append named entry {bad}")))?;
-            let actual = to_u64(get("bad_actual")?.unwrap_or(0))?;
-            return Err(StoreError::Conflict { stream: append.stream.clone(), expected: append.expected, actual });
-        }
-        let current: Option<Vec<i64>> = row.try_get("current_versions").map_err(corrupt)?;
-        let current = current.unwrap_or_default();
-        if current.len() != appends.len() {
-            return Err(StoreError::Corrupt("batch append returned the wrong number of versions".into()));
-        }
-        let stream_versions = current
-            .iter()
-            .zip(&prior)
-            .zip(&lengths)
-            .map(|((v, p), n)| to_u64(v.saturating_add(*p).saturating_add(*n)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let written = get("n")?.unwrap_or(0);
-        let checkpoint = if written == 0 {
-            Checkpoint::START
-        } else {
-            let (Some(position), Some(txid)) = (get("last_position")?, get("tx")?) else {
-                return Err(StoreError::Corrupt("batch append returned no positions".into()));
-            };
-            Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? }
-        };
-        Ok(BatchOutcome { stream_versions, checkpoint, already_applied: false })
+        credentials::write_postgres(&mut tx, companions).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(outcome)
     }
 
     async fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
@@ -390,10 +300,19 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        self.append_with(appends, vec![], metadata).await
+    }
+
+    async fn append_with(
+        &self,
+        appends: Vec<StreamAppend>,
+        companions: Vec<Companion>,
+        metadata: &Metadata,
+    ) -> Result<BatchOutcome, StoreError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.append_many_once(&appends, metadata).await {
+            match self.append_many_once(&appends, &companions, metadata).await {
                 Ok(outcome) => {
                     if !outcome.already_applied && outcome.checkpoint != Checkpoint::START {
                         self.wake.wake();
@@ -530,6 +449,115 @@ impl EventStore for PostgresEventStore {
         .map_err(StoreError::from_sqlx)?;
         Ok(StoreHealth { backend: "postgres", oldest_transaction_ms: oldest.and_then(|ms| u64::try_from(ms).ok()) })
     }
+}
+
+/// The command check and [`APPEND_BATCH`] on `conn` (autocommit, or inside the caller's transaction).
+async fn append_many_on(
+    conn: &mut sqlx::PgConnection,
+    appends: &[StreamAppend],
+    metadata: &Metadata,
+) -> Result<BatchOutcome, StoreError> {
+    if let Some(command) = metadata.command_id
+        && let Some(outcome) = command_outcome_on(&mut *conn, command).await?
+    {
+        return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
+    }
+    // Per entry, in the caller's order. A stream named twice is appended in the caller's order: `prior` counts
+    // the events its earlier entries append first (the second entry's expected version counts them too).
+    let lengths: Vec<i64> = appends.iter().map(|a| i64::try_from(a.events.len()).unwrap_or(i64::MAX)).collect();
+    let mut prior = Vec::with_capacity(appends.len());
+    let mut appended: HashMap<&str, i64> = HashMap::with_capacity(appends.len());
+    for (append, len) in appends.iter().zip(&lengths) {
+        let before = appended.entry(append.stream.as_str()).or_insert(0);
+        prior.push(*before);
+        *before = before.saturating_add(*len);
+    }
+    let entry_streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
+    let expected: Vec<Option<i64>> =
+        appends.iter().map(|a| a.expected.required().map(to_i64).transpose()).collect::<Result<_, _>>()?;
+
+    // The events, sorted by stream: concurrent batches then insert their (stream_id, version) keys in one
+    // order, so one waits for the other (and retries on 23505) instead of deadlocking.
+    let mut order: Vec<usize> = (0..appends.len()).collect();
+    order.sort_by(|a, b| appends[*a].stream.cmp(&appends[*b].stream));
+    let total = appends.iter().map(|a| a.events.len()).sum::<usize>();
+    let mut streams = Vec::with_capacity(total);
+    let mut stream_types = Vec::with_capacity(total);
+    let mut offsets = Vec::with_capacity(total);
+    let mut ids = Vec::with_capacity(total);
+    let mut types = Vec::with_capacity(total);
+    let mut event_versions = Vec::with_capacity(total);
+    let mut payloads = Vec::with_capacity(total);
+    for index in order {
+        let append = &appends[index];
+        for (offset, event) in (prior[index] + 1..).zip(&append.events) {
+            streams.push(append.stream.as_str());
+            stream_types.push(append.stream.stream_type());
+            offsets.push(offset);
+            ids.push(event.event_id.as_uuid());
+            types.push(event.event_type.as_str());
+            event_versions.push(to_i32(event.event_version)?);
+            payloads.push(event.payload.to_string());
+        }
+    }
+
+    let row = sqlx::query(APPEND_BATCH)
+        .bind(&entry_streams)
+        .bind(&expected)
+        .bind(&prior)
+        .bind(&streams)
+        .bind(&stream_types)
+        .bind(&offsets)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&event_versions)
+        .bind(&payloads)
+        .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
+        .bind(metadata.operator.map(|o| o.as_uuid()))
+        .bind(metadata.to_json().to_string())
+        .bind(metadata.command_id.map(|c| c.as_uuid()))
+        .bind(i64::try_from(total).unwrap_or(i64::MAX))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+
+    let get = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(corrupt);
+    if let Some(bad) = get("bad_index")? {
+        // Nothing was written. A retry of a command that went through meanwhile gets its first outcome.
+        if let Some(command) = metadata.command_id
+            && let Some(outcome) = command_outcome_on(&mut *conn, command).await?
+        {
+            return Ok(BatchOutcome { stream_versions: vec![], checkpoint: outcome.checkpoint, already_applied: true });
+        }
+        let append = usize::try_from(bad)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| appends.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("batch append named entry {bad}")))?;
+        let actual = to_u64(get("bad_actual")?.unwrap_or(0))?;
+        return Err(StoreError::Conflict { stream: append.stream.clone(), expected: append.expected, actual });
+    }
+    let current: Option<Vec<i64>> = row.try_get("current_versions").map_err(corrupt)?;
+    let current = current.unwrap_or_default();
+    if current.len() != appends.len() {
+        return Err(StoreError::Corrupt("batch append returned the wrong number of versions".into()));
+    }
+    let stream_versions = current
+        .iter()
+        .zip(&prior)
+        .zip(&lengths)
+        .map(|((v, p), n)| to_u64(v.saturating_add(*p).saturating_add(*n)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let written = get("n")?.unwrap_or(0);
+    let checkpoint = if written == 0 {
+        Checkpoint::START
+    } else {
+        let (Some(position), Some(txid)) = (get("last_position")?, get("tx")?) else {
+            return Err(StoreError::Corrupt("batch append returned no positions".into()));
+        };
+        Checkpoint { transaction: to_u64(txid)?, position: to_u64(position)? }
+    };
+    Ok(BatchOutcome { stream_versions, checkpoint, already_applied: false })
 }
 
 /// Runs the one-statement append on `conn` (autocommit, or inside the caller's transaction).

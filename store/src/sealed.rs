@@ -28,6 +28,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::aead::NONCE_LEN;
 use serde_json::{Map, Value, json};
 
+use crate::credentials::Companion;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
     RecordedEvent, StoreHealth, StreamAppend, StreamId, TypedRead,
@@ -215,9 +216,14 @@ impl EventStore for SealedEventStore {
         self.inner.append(stream, expected, events, metadata).await
     }
 
-    async fn append_many(
+    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        self.append_with(appends, vec![], metadata).await
+    }
+
+    async fn append_with(
         &self,
         mut appends: Vec<StreamAppend>,
+        companions: Vec<Companion>,
         metadata: &Metadata,
     ) -> Result<BatchOutcome, StoreError> {
         let subjects: Vec<StreamId> =
@@ -237,7 +243,7 @@ impl EventStore for SealedEventStore {
                 Self::seal(&append.stream, &mut append.events, key_of(&keys, &append.stream)?)?;
             }
         }
-        self.inner.append_many(appends, metadata).await
+        self.inner.append_with(appends, companions, metadata).await
     }
 
     async fn command_outcome(&self, command: CommandId) -> Result<Option<AppendOutcome>, StoreError> {

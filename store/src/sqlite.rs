@@ -11,6 +11,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
+use crate::credentials::{self, Companion};
 use crate::types::StreamAppend;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
@@ -72,6 +73,15 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        self.append_with(appends, vec![], metadata).await
+    }
+
+    async fn append_with(
+        &self,
+        appends: Vec<StreamAppend>,
+        companions: Vec<Companion>,
+        metadata: &Metadata,
+    ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
         if let Some(command) = metadata.command_id
             && let Some(outcome) = outcome_of(&mut tx, command).await?
@@ -93,6 +103,7 @@ impl EventStore for SqliteEventStore {
         if let (Some(command), Some(first)) = (metadata.command_id, appends.first()) {
             record_command_row(&mut tx, command, &first.stream, versions.last().copied().unwrap_or(0), last).await?;
         }
+        credentials::write_sqlite(&mut tx, &companions).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         self.wake.wake();
         Ok(BatchOutcome { stream_versions: versions, checkpoint: last, already_applied: false })

@@ -69,6 +69,16 @@ impl StreamId {
         Self::parse(&format!("{stream_type}-{key}"))
     }
 
+    /// The stream of an aggregate instance keyed by a parsed id (`stream_type` is an aggregate's constant, all
+    /// lowercase). Cannot fail: control characters, which no parsed id contains, are dropped, the key is cut to
+    /// fit, and an empty key becomes `_`.
+    pub fn of(stream_type: &'static str, key: &str) -> Self {
+        let room = 199usize.saturating_sub(stream_type.chars().count());
+        let key: String = key.chars().filter(|c| !c.is_control()).take(room).collect();
+        let key = if key.is_empty() { "_".to_owned() } else { key };
+        Self(format!("{stream_type}-{key}"))
+    }
+
     pub fn parse(s: &str) -> Result<Self, StreamIdError> {
         let valid = s.chars().count() <= 200
             && !s.chars().any(char::is_control)

@@ -18,16 +18,16 @@ use cardap_domain::operator::{
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError, Timestamp};
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use cardap_projections::{business_systems, municipalities};
-use cardap_store::StreamId;
+use cardap_store::{Companion, StreamId};
 use chrono::Utc;
-use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{self, Authenticated, Secret};
+use crate::auth::{Authenticated, Secret};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, from_value};
+use crate::routes::sessions::password_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
@@ -195,6 +195,9 @@ pub struct NewPassword {
     /// The generated password, shown once; absent when the administrator chose it, or on a retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// `true` when this answers a retry (same `Idempotency-Key`) of a change already made: nothing changed now,
+    /// and a generated password is not shown again (it is kept nowhere).
+    pub replayed: bool,
 }
 
 /// パスワード一括変更: new generated passwords for the selected operators, all or none.
@@ -401,7 +404,8 @@ pub async fn register_all(
 ) -> Result<Vec<Registered>, ApiError> {
     let usable = usable(state, code).await?;
     let mut items = Vec::with_capacity(parsed.len());
-    let mut secrets = Vec::with_capacity(parsed.len());
+    let mut chosen = Vec::with_capacity(parsed.len());
+    let mut who = Vec::with_capacity(parsed.len());
     for p in parsed {
         let key = OperatorKey::for_login(Some(code), &p.operator_id);
         let command = OperatorCommand::Register {
@@ -414,41 +418,40 @@ pub async fn register_all(
             usable: usable.clone(),
         };
         items.push((stream_of(code, &p.operator_id)?, command));
-        let (secret, generated) = match p.password {
-            Some(pw) => (Secret::new(pw.expose()), false),
-            None => (auth::generate_password(12)?, true),
-        };
-        secrets.push((key, p.operator_id, secret, generated));
+        chosen.push(p.password.map(|pw| Secret::new(pw.expose())));
+        who.push((key, p.operator_id));
     }
+    // Hashed before the decision, so that each registration commits with its hash or not at all.
+    let secrets = state.access.passwords_for(chosen).await?;
+    let at = chrono::Utc::now();
     let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute_many(ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
+        .execute_many_with(ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items, |i, events| {
+            match (who.get(i), secrets.get(i)) {
+                (Some((key, _)), Some((_, _, hash))) if !events.is_empty() => {
+                    vec![Companion::SetPassword { operator: *key, hash: hash.clone(), at }]
+                }
+                _ => vec![],
+            }
+        })
         .await
         .map_err(|e| match e {
             cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
             other => command_error(other, domain_error),
         })?;
     // A retry of a registration that already went through: the passwords were set (and shown) the first time.
-    if executed.iter().all(|e| e.outcome.is_none()) {
-        return Ok(secrets
-            .into_iter()
-            .map(|(key, operator_id, _, _)| Registered { key, operator_id, generated: None })
-            .collect());
-    }
-    // Hash on every core at once (Argon2id is the cost of a big import), a bounded number at a time.
-    let to_hash: Vec<Secret> = secrets.iter().map(|(_, _, secret, _)| secret.clone()).collect();
-    let hashes = futures_util::stream::iter(to_hash.into_iter().map(auth::hash_password))
-        .buffered(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .collect::<Vec<_>>()
-        .await;
-    let mut registered = Vec::with_capacity(secrets.len());
-    for ((key, operator_id, secret, generated), hash) in secrets.into_iter().zip(hashes) {
-        auth::set_password(state.read.pool(), key, &hash?).await?;
-        registered.push(Registered { key, operator_id, generated: generated.then_some(secret) });
-    }
+    let replayed = executed.iter().all(|e| e.outcome.is_none());
     if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
         state.wait_for_views(checkpoint).await;
     }
-    Ok(registered)
+    Ok(who
+        .into_iter()
+        .zip(secrets)
+        .map(|((key, operator_id), (secret, generated, _))| Registered {
+            key,
+            operator_id,
+            generated: (generated && !replayed).then_some(secret),
+        })
+        .collect())
 }
 
 /// Register one operator (an object) or a batch (an array, all or none).
@@ -653,11 +656,8 @@ pub async fn revoke(
     Path((code, operator_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let response =
-        simple(&state, &auth, &headers, &code, &operator_id, "revoke", OperatorCommand::Revoke { at: now() }).await?;
-    let (_, _, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
-    auth::end_sessions_of(state.read.pool(), row.key).await?;
-    Ok(response)
+    // The revocation and the end of his sessions commit together.
+    simple(&state, &auth, &headers, &code, &operator_id, "revoke", OperatorCommand::Revoke { at: now() }).await
 }
 
 #[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
@@ -683,7 +683,7 @@ pub async fn end_sessions(
 ) -> Result<StatusCode, ApiError> {
     let (code, _, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
     authorize(&auth.actor, &Permission::ManageOperators(code))?;
-    auth::end_sessions_of(state.read.pool(), row.key).await?;
+    state.access.end_sessions_of(row.key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -705,41 +705,25 @@ pub async fn reset_password(
     // The body is optional: none (or `{}`) generates a password.
     let body: PasswordReset =
         if body.iter().all(u8::is_ascii_whitespace) { PasswordReset::default() } else { crate::json::parse(&body)? };
-    let secret = match &body.password {
-        Some(p) => {
-            let p = Password::parse(p, &state.passwords)
-                .map_err(|e| ApiError::validation(vec![FieldError::parse("/password", &e)]))?;
-            let s = Secret::new(p.expose());
-            if auth::was_used_recently(state.read.pool(), row.key, &s, state.passwords.history).await? {
-                return Err(reused(&state));
-            }
-            s
-        }
-        None => auth::generate_password(12)?,
+    let chosen = match &body.password {
+        Some(p) => Some(
+            state
+                .access
+                .acceptable(row.key, p)
+                .await
+                .map_err(|e| command_error(e, |e| password_error(e, "/password")))?,
+        ),
+        None => None,
     };
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "operators.reset_password", &format!("{code}/{id}"));
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(
-            &ctx,
-            &Permission::ManageOperators(code.clone()),
-            &stream_of(&code, &id)?,
-            Some(code.clone()),
-            None,
-            OperatorCommand::ResetPassword { at: now() },
-        )
-        .await
-        .map_err(|e| command_error(e, domain_error))?;
-    // A retry with the same Idempotency-Key changes nothing: the password was set (and shown) the first time.
-    let Some(outcome) = executed.outcome.filter(|_| !executed.events.is_empty()) else {
-        return Ok(Json(NewPassword { operator_id: id.to_string(), password: None }));
-    };
-    let hash = auth::hash_password(secret.clone()).await?;
-    auth::set_password(state.read.pool(), row.key, &hash).await?;
-    auth::end_sessions_of(state.read.pool(), row.key).await?;
-    state.wait_for_views(outcome.checkpoint).await;
-    let password = body.password.is_none().then(|| secret.expose().to_owned());
-    Ok(Json(NewPassword { operator_id: id.to_string(), password }))
+    let set =
+        state.access.reset_password(&ctx, &code, &row, chosen).await.map_err(|e| command_error(e, domain_error))?;
+    Ok(Json(NewPassword {
+        operator_id: id.to_string(),
+        password: set.generated.map(|s| s.expose().to_owned()),
+        replayed: set.replayed,
+    }))
 }
 
 pub fn reused(state: &AppState) -> ApiError {
@@ -794,40 +778,25 @@ pub async fn bulk_passwords(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let at = now();
-    let items = targets
-        .iter()
-        .map(|(id, _)| Ok((stream_of(&code, id)?, OperatorCommand::ResetPassword { at })))
-        .collect::<Result<Vec<_>, ApiError>>()?;
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "operators.bulk_passwords", code.as_str());
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute_many(&ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
-        .await
-        .map_err(|e| match e {
-            cardap_commands::CommandError::Item { index, error } => {
-                let text = Text::new(error.message_ja(), error.to_string());
-                ApiError::validation(vec![FieldError::new(format!("/operator_ids/{index}"), text)])
-            }
-            other => command_error(other, domain_error),
-        })?;
-    if executed.iter().all(|e| e.outcome.is_none()) {
-        // A retry: the passwords were set (and shown) the first time.
-        let items = targets.into_iter().map(|(id, _)| NewPassword { operator_id: id.to_string(), password: None });
-        return Ok(Json(NewPasswords { items: items.collect() }));
-    }
-    let mut out = vec![];
-    for (id, row) in targets {
-        let secret = auth::generate_password(12)?;
-        let hash = auth::hash_password(secret.clone()).await?;
-        auth::set_password(state.read.pool(), row.key, &hash).await?;
-        auth::end_sessions_of(state.read.pool(), row.key).await?;
-        out.push(NewPassword { operator_id: id.to_string(), password: Some(secret.expose().to_owned()) });
-    }
-    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
-        state.wait_for_views(checkpoint).await;
-    }
-    Ok(Json(NewPasswords { items: out }))
+    let targets = targets.into_iter().map(|(id, row)| (id, row.key, None)).collect();
+    let set = state.access.reset_many(&ctx, &code, targets).await.map_err(|e| match e {
+        cardap_commands::CommandError::Item { index, error } => {
+            let text = Text::new(error.message_ja(), error.to_string());
+            ApiError::validation(vec![FieldError::new(format!("/operator_ids/{index}"), text)])
+        }
+        other => command_error(other, domain_error),
+    })?;
+    let items = set
+        .into_iter()
+        .map(|s| NewPassword {
+            operator_id: s.operator_id.to_string(),
+            password: s.generated.map(|p| p.expose().to_owned()),
+            replayed: s.replayed,
+        })
+        .collect();
+    Ok(Json(NewPasswords { items }))
 }
 
 /// Map the operator to his 業務内ID in one business system (that system's administrator, or the system admin).
@@ -911,14 +880,23 @@ async fn simple(
     let (code, id, row) = operator_in_path(state, auth, code, operator_id).await?;
     let meta = RequestMeta::from_headers(headers);
     let ctx = meta.context(auth, &format!("operators.{action}"), &format!("{code}/{id}"));
+    let key = row.key;
     let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(
+        .execute_with(
             &ctx,
             &Permission::ManageOperators(code.clone()),
             &stream_of(&code, &id)?,
             Some(code.clone()),
             if_match(headers)?,
             command,
+            |events| {
+                // A revoked operator's sessions end with the revocation.
+                if events.iter().any(|e| matches!(e, cardap_domain::operator::OperatorEvent::Revoked { .. })) {
+                    vec![Companion::EndSessions { operator: key }]
+                } else {
+                    vec![]
+                }
+            },
         )
         .await
         .map_err(|e| command_error(e, domain_error))?;

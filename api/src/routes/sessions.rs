@@ -1,23 +1,23 @@
 //! Login, logout and "who am I" (手引き I 2.1(4)(a): municipality + operator ID + password → top page).
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use cardap_commands::{CommandContext, CommandError, CommandHandler, Permission};
-use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, Password};
-use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, Timestamp};
-use cardap_projections::{business_systems, operators};
-use cardap_store::{CommandId, StreamId};
+use cardap_commands::access::{LoginError, PasswordError};
+use cardap_domain::Timestamp;
+use cardap_projections::business_systems;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{self, Authenticated, Secret};
+use crate::auth::{Authenticated, Secret};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::ApiJson;
+use crate::routes::RequestMeta;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -79,109 +79,18 @@ pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let password = Secret::new(body.password);
-    // A login that names nothing valid is refused exactly like a wrong password, after the same work.
-    let municipality = match body.municipality.as_deref() {
-        Some(code) => MunicipalityCode::parse(code).ok().map(Some),
-        None => Some(None),
-    };
-    let login = match (municipality, OperatorId::parse(&body.operator_id).ok()) {
-        (Some(municipality), Some(id)) => Some((municipality, id)),
-        _ => None,
-    };
-    let operator = match &login {
-        Some((municipality, id)) => operators::find_by_login(state.read.pool(), municipality.as_ref(), id).await?,
-        None => None,
-    };
-    let stored = match &operator {
-        Some(op) if !op.revoked => auth::credential_of(state.read.pool(), op.key).await?,
-        _ => None,
-    };
-    let verified = auth::verify_password(password, stored).await?;
-    let (Some(operator), Some((municipality, operator_id))) = (operator, login) else {
-        return Err(ApiError::invalid_credentials());
-    };
-    let now = Timestamp::from_unix(Utc::now().timestamp());
-    if !verified {
-        tracing::info!(operator = %operator.key, "login refused: wrong password");
-        if !operator.revoked {
-            record_failure(state.clone(), municipality, operator_id, now);
-        }
-        return Err(ApiError::invalid_credentials());
-    }
-    // The password is right: the lock decides (a temporary lock that has run out simply passes).
-    let command = OperatorCommand::RecordLogin { at: now };
-    match operator_command(&state, municipality.as_ref(), &operator_id, command).await {
-        Ok(_) => {}
-        Err(CommandError::Domain(OperatorError::Locked { until })) => return Err(locked(until)),
-        Err(e) => return Err(command_error(e, ApiError::internal)),
-    }
-    let session = auth::create_session(state.read.pool(), operator.key, state.sessions).await?;
-    tracing::info!(operator = %operator.key, "login");
+    let session =
+        state.access.login(body.municipality.as_deref(), &body.operator_id, Secret::new(body.password)).await.map_err(
+            |e| match e {
+                LoginError::InvalidCredentials => ApiError::invalid_credentials(),
+                LoginError::Locked { until } => locked(until),
+                LoginError::Failed(f) => f.into(),
+            },
+        )?;
     Ok((
         StatusCode::CREATED,
         Json(SessionCreated { token: session.token.expose().to_owned(), expires_at: session.expires_at }),
     ))
-}
-
-/// Records a failed login without making the answer wait for it. Failures that arrive together contend for the
-/// operator's stream: each is retried (with jitter) until it is recorded, so a burst cannot outrun the lockout.
-/// A lock ends his sessions. The system administrator's lock is never permanent (nobody could lift it).
-fn record_failure(state: AppState, municipality: Option<MunicipalityCode>, operator_id: OperatorId, at: Timestamp) {
-    tokio::spawn(async move {
-        let mut policy = state.lockout;
-        if municipality.is_none() {
-            policy.max_lockouts = u32::MAX;
-        }
-        for _ in 0..200 {
-            let command = OperatorCommand::RecordLoginFailure { at, policy };
-            match operator_command(&state, municipality.as_ref(), &operator_id, command).await {
-                Ok(events) => {
-                    if events.iter().any(|e| matches!(e, OperatorEvent::Locked { .. })) {
-                        let key = OperatorKey::for_login(municipality.as_ref(), &operator_id);
-                        if let Err(e) = auth::end_sessions_of(state.read.pool(), key).await {
-                            tracing::warn!(error = ?e, "could not end the sessions of a locked operator");
-                        }
-                    }
-                    return;
-                }
-                Err(CommandError::Contended) => {
-                    let jitter = u64::from(getrandom::u32().unwrap_or(0) % 45) + 5;
-                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not record a failed login");
-                    return;
-                }
-            }
-        }
-        tracing::warn!("could not record a failed login: the operator's stream stayed contended");
-    });
-}
-
-/// Runs a command of the system itself (no acting operator) on one operator's stream.
-async fn operator_command(
-    state: &AppState,
-    municipality: Option<&MunicipalityCode>,
-    operator_id: &OperatorId,
-    command: OperatorCommand,
-) -> Result<Vec<OperatorEvent>, CommandError<OperatorError>> {
-    let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(municipality, operator_id))
-        .map_err(|e| CommandError::Store(cardap_store::StoreError::Corrupt(e.to_string())))?;
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(
-            &CommandContext::system(CommandId::generate()),
-            &Permission::ChangeOwnPassword,
-            &stream,
-            municipality.cloned(),
-            None,
-            command,
-        )
-        .await?;
-    if let Some(outcome) = executed.outcome {
-        state.wait_for_views(outcome.checkpoint).await;
-    }
-    Ok(executed.events)
 }
 
 fn locked(until: Option<Timestamp>) -> ApiError {
@@ -200,7 +109,7 @@ fn locked(until: Option<Timestamp>) -> ApiError {
 #[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails)))]
 pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<StatusCode, ApiError> {
-    auth::end_session(state.read.pool(), &auth.token).await?;
+    state.access.logout(&auth.token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,40 +178,33 @@ impl std::fmt::Debug for ChangeOwnPassword {
 pub async fn change_own_password(
     State(state): State<AppState>,
     auth: Authenticated,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ChangeOwnPassword>,
 ) -> Result<StatusCode, ApiError> {
-    let pool = state.read.pool();
-    let key = auth.actor.operator;
-    let stored = auth::credential_of(pool, key).await?;
-    if !auth::verify_password(Secret::new(body.current_password), stored).await? {
-        return Err(ApiError::validation(vec![FieldError::new(
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "sessions.change_own_password", &auth.operator_id);
+    state
+        .access
+        .change_own_password(&ctx, &auth.session(), Secret::new(body.current_password), &body.new_password)
+        .await
+        .map_err(|e| command_error(e, |e| password_error(e, "/new_password")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A refused password change, named at the field it concerns.
+pub fn password_error(e: PasswordError, field: &str) -> ApiError {
+    match e {
+        PasswordError::WrongCurrent => ApiError::validation(vec![FieldError::new(
             "/current_password",
             Text::new("現在のパスワードが正しくありません", "the current password is wrong"),
-        )]));
-    }
-    let new = Password::parse(&body.new_password, &state.passwords)
-        .map_err(|e| ApiError::validation(vec![FieldError::parse("/new_password", &e)]))?;
-    let new = Secret::new(new.expose());
-    if auth::was_used_recently(pool, key, &new, state.passwords.history).await? {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "/new_password",
+        )]),
+        PasswordError::Weak(e) => ApiError::validation(vec![FieldError::parse(field, &e)]),
+        PasswordError::Reused { history } => ApiError::validation(vec![FieldError::new(
+            field,
             Text::new(
-                format!("直近{}回に使用したパスワードは使えません", state.passwords.history),
-                format!("may not be one of the last {} passwords", state.passwords.history),
+                format!("直近{history}回に使用したパスワードは使えません"),
+                format!("may not be one of the last {history} passwords"),
             ),
-        )]));
+        )]),
+        PasswordError::Operator(e) => crate::routes::operators::domain_error(e),
     }
-    let operator_id = OperatorId::parse(&auth.operator_id).map_err(ApiError::internal)?;
-    let now = Timestamp::from_unix(Utc::now().timestamp());
-    operator_command(
-        &state,
-        auth.actor.municipality.as_ref(),
-        &operator_id,
-        OperatorCommand::ChangePassword { at: now },
-    )
-    .await
-    .map_err(|e| command_error(e, ApiError::internal))?;
-    let hash = auth::hash_password(new).await?;
-    auth::set_password(pool, key, &hash).await?;
-    Ok(StatusCode::NO_CONTENT)
 }

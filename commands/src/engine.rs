@@ -1,14 +1,15 @@
-//! Decisions that span several streams, appended atomically: a card registered to a resident (card and
-//! resident), a card abolished (card and resident), a library AP installed with its 標準ID allocation.
+//! The one command engine: every change in cardap goes through [`transact`].
 //!
-//! Owns the retry loop for such decisions: load what the decision needs through [`Tx`], decide, append every
-//! stream at the version it was loaded at in one `append_many`; when another writer got there first, load and
-//! decide again. A retry of an already applied command (same command id) writes nothing.
+//! Load what the decision needs through [`Tx`], decide, append every stream at the version it was loaded at —
+//! together with the [`Companion`] writes that must commit with the events (a password hash, ended sessions) —
+//! in one atomic `append_with`; when another writer got there first, load and decide again (bounded). A retry of
+//! an already applied command (same command id) writes nothing. A decision over one stream
+//! ([`crate::CommandHandler`]) is the one-stream case of the same loop, not a second engine.
 
 use std::sync::Arc;
 
 use cardap_domain::{Aggregate, MunicipalityCode};
-use cardap_store::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
+use cardap_store::{Checkpoint, Companion, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
 
 use crate::authz::{Permission, authorize};
 use crate::context::CommandContext;
@@ -22,11 +23,17 @@ const MAX_ATTEMPTS: usize = 5;
 pub struct Tx {
     store: Arc<dyn EventStore>,
     appends: Vec<StreamAppend>,
+    companions: Vec<Companion>,
 }
 
 impl Tx {
     pub(crate) fn new(store: Arc<dyn EventStore>) -> Tx {
-        Tx { store, appends: Vec::new() }
+        Tx { store, appends: Vec::new(), companions: Vec::new() }
+    }
+
+    /// Stages a write that commits with this decision's events or not at all (a password hash, ended sessions).
+    pub fn companion(&mut self, companion: Companion) {
+        self.companions.push(companion);
     }
 
     /// Loads and folds one stream.
@@ -112,7 +119,7 @@ where
         if tx.appends.is_empty() {
             return Ok(Transacted { value: Some(value), checkpoint: None });
         }
-        match store.append_many(tx.appends, &metadata).await {
+        match store.append_with(tx.appends, tx.companions, &metadata).await {
             Ok(outcome) if outcome.already_applied => {
                 return Ok(Transacted { value: None, checkpoint: Some(outcome.checkpoint) });
             }

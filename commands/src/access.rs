@@ -1,0 +1,492 @@
+//! Login, sessions and passwords (手引き I 2.1(4)(a)): log in with municipality + operator ID + password, turn a
+//! session token back into the acting operator, log out, change one's own password, and an administrator's
+//! password reset, bulk change and the passwords of a batch registration.
+//!
+//! Owns the rules around the secrets: every attempt costs one Argon2id verification (known operator or not), a
+//! wrong password is recorded towards the lockout, the last passwords may not be reused, and a password event is
+//! appended with its hash and the end of the operator's sessions in one transaction ([`Companion`]), so a reset
+//! either happens whole or not at all. Reads the operator directory view; never logs a password or a token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cardap_domain::operator::{
+    self, LockoutPolicy, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, Password, PasswordPolicy,
+};
+use cardap_domain::{MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_projections::operators::{self, OperatorRow};
+use cardap_projections::{ProjectionError, ReadModels};
+use cardap_store::{CommandId, Companion, CredentialStore, EventStore, StoreError, StreamId};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::authz::{Actor, Permission};
+use crate::clock::Clock;
+use crate::context::CommandContext;
+use crate::handler::{CommandError, CommandHandler};
+use crate::passwords::{self, HashingError, Secret};
+use crate::views::Views;
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// A session ends this long after login, used or not.
+    pub absolute: Duration,
+}
+
+/// The rules of authentication, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessPolicy {
+    pub sessions: SessionPolicy,
+    pub passwords: PasswordPolicy,
+    pub lockout: LockoutPolicy,
+}
+
+/// Why a login was refused. Both answers take the same work, so neither tells whether the operator exists.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("wrong municipality, operator ID or password")]
+    InvalidCredentials,
+    /// The password was right but the operator is locked (`None`: until an administrator unlocks him).
+    #[error("the operator is locked")]
+    Locked { until: Option<Timestamp> },
+    #[error(transparent)]
+    Failed(#[from] AccessFailure),
+}
+
+/// Why a password change or reset was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the current password is wrong")]
+    WrongCurrent,
+    /// The new password breaks the password policy.
+    #[error("the new password is not acceptable: {0}")]
+    Weak(ParseError),
+    /// The new password is one of the last `history` ones.
+    #[error("may not be one of the last {history} passwords")]
+    Reused { history: usize },
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+}
+
+/// A failure of the machinery, not of the caller: the database, a view, the hashing threads.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    View(#[from] ProjectionError),
+    #[error(transparent)]
+    Hashing(#[from] HashingError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A new session's token (shown once to the client) and its absolute expiry.
+#[derive(Debug)]
+pub struct NewSession {
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The operator behind a live session.
+#[derive(Debug, Clone)]
+pub struct SessionOf {
+    pub actor: Actor,
+    /// The operator's login ID (for `/me`).
+    pub operator_id: String,
+}
+
+/// A password set by a use case: the generated one is shown once, a given one never again.
+#[derive(Debug)]
+pub struct PasswordSet {
+    pub operator_id: OperatorId,
+    pub key: OperatorKey,
+    /// The generated password; `None` when the caller chose it, or when this was a retry of an applied command
+    /// (the password was shown in the first answer and is kept nowhere).
+    pub generated: Option<Secret>,
+    /// This answer replays an already applied command: nothing was changed now.
+    pub replayed: bool,
+}
+
+/// Login, sessions and passwords over the event store, the credential adapter and the operator view.
+#[derive(Debug, Clone)]
+pub struct Access {
+    store: Arc<dyn EventStore>,
+    read: ReadModels,
+    credentials: CredentialStore,
+    clock: Arc<dyn Clock>,
+    views: Views,
+    pub policy: AccessPolicy,
+}
+
+type Result<T, E> = std::result::Result<T, CommandError<E>>;
+
+impl Access {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        read: ReadModels,
+        clock: Arc<dyn Clock>,
+        views: Views,
+        policy: AccessPolicy,
+    ) -> Self {
+        let credentials = CredentialStore::new(read.pool().clone());
+        Access { store, read, credentials, clock, views, policy }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Logs an operator in: one Argon2id verification whatever the input, then the lock decides.
+    pub async fn login(
+        &self,
+        municipality: Option<&str>,
+        operator_id: &str,
+        password: Secret,
+    ) -> std::result::Result<NewSession, LoginError> {
+        // A login that names nothing valid is refused exactly like a wrong password, after the same work.
+        let municipality = match municipality {
+            Some(code) => MunicipalityCode::parse(code).ok().map(Some),
+            None => Some(None),
+        };
+        let login = match (municipality, OperatorId::parse(operator_id).ok()) {
+            (Some(municipality), Some(id)) => Some((municipality, id)),
+            _ => None,
+        };
+        let operator = match &login {
+            Some((municipality, id)) => operators::find_by_login(self.read.pool(), municipality.as_ref(), id)
+                .await
+                .map_err(AccessFailure::from)?,
+            None => None,
+        };
+        let stored = match &operator {
+            Some(op) if !op.revoked => self.credentials.password_hash(op.key).await.map_err(AccessFailure::from)?,
+            _ => None,
+        };
+        let verified = passwords::verify_password(password, stored).await.map_err(AccessFailure::from)?;
+        let (Some(operator), Some((municipality, operator_id))) = (operator, login) else {
+            return Err(LoginError::InvalidCredentials);
+        };
+        let now = self.clock.timestamp();
+        if !verified {
+            tracing::info!(operator = %operator.key, "login refused: wrong password");
+            if !operator.revoked {
+                self.record_failure(municipality, operator_id, now);
+            }
+            return Err(LoginError::InvalidCredentials);
+        }
+        // The password is right: the lock decides (a temporary lock that has run out simply passes).
+        match self.system_command(municipality.as_ref(), &operator_id, OperatorCommand::RecordLogin { at: now }).await {
+            Ok(_) => {}
+            Err(CommandError::Domain(OperatorError::Locked { until })) => return Err(LoginError::Locked { until }),
+            Err(CommandError::Store(e)) => return Err(AccessFailure::Store(e).into()),
+            Err(e) => return Err(AccessFailure::Internal(e.to_string()).into()),
+        }
+        let session = self.open_session(operator.key).await?;
+        tracing::info!(operator = %operator.key, "login");
+        Ok(session)
+    }
+
+    async fn open_session(&self, operator: OperatorKey) -> std::result::Result<NewSession, AccessFailure> {
+        let mut raw = [0_u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| HashingError(e.to_string()))?;
+        let token = URL_SAFE_NO_PAD.encode(raw);
+        let now = self.clock.now();
+        let absolute = chrono::Duration::from_std(self.policy.sessions.absolute)
+            .map_err(|e| StoreError::Corrupt(format!("session lifetime: {e}")))?;
+        let expires_at = now + absolute;
+        self.credentials.create_session(&token_hash(&token), operator, now.timestamp(), expires_at.timestamp()).await?;
+        Ok(NewSession { token: Secret::new(token), expires_at })
+    }
+
+    /// Records a failed login without making the answer wait for it. Failures that arrive together contend for
+    /// the operator's stream: each is retried (with jitter) until it is recorded, so a burst cannot outrun the
+    /// lockout. A lock ends his sessions. The system administrator's lock is never permanent (nobody could lift
+    /// it).
+    fn record_failure(&self, municipality: Option<MunicipalityCode>, operator_id: OperatorId, at: Timestamp) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut policy = this.policy.lockout;
+            if municipality.is_none() {
+                policy.max_lockouts = u32::MAX;
+            }
+            for _ in 0..200 {
+                let command = OperatorCommand::RecordLoginFailure { at, policy };
+                match this.system_command(municipality.as_ref(), &operator_id, command).await {
+                    Ok(events) => {
+                        if events.iter().any(|e| matches!(e, OperatorEvent::Locked { .. })) {
+                            let key = OperatorKey::for_login(municipality.as_ref(), &operator_id);
+                            if let Err(e) = this.credentials.end_sessions_of(key).await {
+                                tracing::warn!(error = %e, "could not end the sessions of a locked operator");
+                            }
+                        }
+                        return;
+                    }
+                    Err(CommandError::Contended) => {
+                        let jitter = u64::from(getrandom::u32().unwrap_or(0) % 45) + 5;
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record a failed login");
+                        return;
+                    }
+                }
+            }
+            tracing::warn!("could not record a failed login: the operator's stream stayed contended");
+        });
+    }
+
+    /// Runs a command of the system itself (no acting operator) on one operator's stream; waits for the views.
+    async fn system_command(
+        &self,
+        municipality: Option<&MunicipalityCode>,
+        operator_id: &OperatorId,
+        command: OperatorCommand,
+    ) -> Result<Vec<OperatorEvent>, OperatorError> {
+        let executed = CommandHandler::<Operator>::new(self.store.clone())
+            .execute(
+                &CommandContext::system(CommandId::generate()),
+                &Permission::ChangeOwnPassword,
+                &operator_stream(municipality, operator_id),
+                municipality.cloned(),
+                None,
+                command,
+            )
+            .await?;
+        if let Some(outcome) = executed.outcome {
+            self.views.wait_for(outcome.checkpoint).await;
+        }
+        Ok(executed.events)
+    }
+
+    /// The operator behind a session token, if the session is live and he may still act. Touches the session
+    /// (at most once a minute: the idle timeout needs no finer grain).
+    pub async fn authenticate(&self, token: &Secret) -> std::result::Result<Option<SessionOf>, AccessFailure> {
+        let now = self.clock.now().timestamp();
+        let idle = i64::try_from(self.policy.sessions.idle.as_secs()).unwrap_or(i64::MAX);
+        let hash = token_hash(token.expose());
+        let Some(session) = self.credentials.live_session(&hash, now, now.saturating_sub(idle)).await? else {
+            return Ok(None);
+        };
+        let Some(operator) = operators::get(self.read.pool(), session.operator).await? else {
+            return Ok(None);
+        };
+        // A revoked or locked operator's sessions die at once.
+        if !operator.is_active_at(now) {
+            return Ok(None);
+        }
+        if now - session.last_seen_at >= 60 {
+            self.credentials.touch_session(&hash, now).await?;
+        }
+        Ok(Some(SessionOf {
+            actor: Actor {
+                operator: operator.key,
+                municipality: operator.municipality,
+                roles: operator.roles,
+                business_systems: operator.business_systems,
+            },
+            operator_id: operator.operator_id,
+        }))
+    }
+
+    /// Ends the session of this token.
+    pub async fn logout(&self, token: &Secret) -> std::result::Result<(), AccessFailure> {
+        Ok(self.credentials.end_session(&token_hash(token.expose())).await?)
+    }
+
+    /// Changes one's own password: the current one is required and the last few may not be reused. The event
+    /// and the new hash are stored together.
+    pub async fn change_own_password(
+        &self,
+        ctx: &CommandContext,
+        me: &SessionOf,
+        current: Secret,
+        new: &str,
+    ) -> Result<(), PasswordError> {
+        let key = me.actor.operator;
+        let stored = self.credentials.password_hash(key).await?;
+        if !passwords::verify_password(current, stored).await.map_err(internal)? {
+            return Err(CommandError::Domain(PasswordError::WrongCurrent));
+        }
+        let new = self.acceptable(key, new).await?;
+        let hash = passwords::hash_password(new).await.map_err(internal)?;
+        let operator_id = OperatorId::parse(&me.operator_id).map_err(|e| internal(e.to_string()))?;
+        let municipality = me.actor.municipality.clone();
+        let at = self.clock.now();
+        CommandHandler::<Operator>::new(self.store.clone())
+            .execute_with(
+                ctx,
+                &Permission::ChangeOwnPassword,
+                &operator_stream(municipality.as_ref(), &operator_id),
+                municipality.clone(),
+                None,
+                OperatorCommand::ChangePassword { at: Timestamp::from_unix(at.timestamp()) },
+                |events| {
+                    if events.is_empty() {
+                        return vec![];
+                    }
+                    vec![Companion::SetPassword { operator: key, hash: hash.clone(), at }]
+                },
+            )
+            .await
+            .map_err(operator_error)?;
+        Ok(())
+    }
+
+    /// A password an administrator chose for an operator: the policy holds and it is not a recent one.
+    pub async fn acceptable(&self, operator: OperatorKey, password: &str) -> Result<Secret, PasswordError> {
+        let parsed = Password::parse(password, &self.policy.passwords)
+            .map_err(|e| CommandError::Domain(PasswordError::Weak(e)))?;
+        let secret = Secret::new(parsed.expose());
+        let history = self.policy.passwords.history;
+        let recent = self.credentials.recent_hashes(operator, history).await?;
+        if passwords::matches_any(secret.clone(), recent).await.map_err(internal)? {
+            return Err(CommandError::Domain(PasswordError::Reused { history }));
+        }
+        Ok(secret)
+    }
+
+    /// Resets an operator's password (an administrator's decision): `chosen` (already [`Access::acceptable`]), or
+    /// a generated one shown once. The event, the hash and the end of his sessions commit together.
+    pub async fn reset_password(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        operator: &OperatorRow,
+        chosen: Option<Secret>,
+    ) -> Result<PasswordSet, OperatorError> {
+        let operator_id = OperatorId::parse(&operator.operator_id).map_err(|e| internal(e.to_string()))?;
+        let mut set = self.reset_many(ctx, code, vec![(operator_id, operator.key, chosen)]).await?;
+        set.pop().ok_or_else(|| internal("no password was set"))
+    }
+
+    /// パスワード一括変更: new passwords for several operators of one municipality, all or none.
+    pub async fn reset_many(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        targets: Vec<(OperatorId, OperatorKey, Option<Secret>)>,
+    ) -> Result<Vec<PasswordSet>, OperatorError> {
+        let at = self.clock.now();
+        let mut secrets = Vec::with_capacity(targets.len());
+        let mut generated = Vec::with_capacity(targets.len());
+        for (_, _, chosen) in &targets {
+            generated.push(chosen.is_none());
+            secrets.push(match chosen {
+                Some(s) => s.clone(),
+                None => passwords::generate_password(12).map_err(internal)?,
+            });
+        }
+        let hashes = passwords::hash_all(secrets.clone()).await.map_err(internal)?;
+        let items = targets
+            .iter()
+            .map(|(id, _, _)| {
+                (
+                    operator_stream(Some(code), id),
+                    OperatorCommand::ResetPassword { at: Timestamp::from_unix(at.timestamp()) },
+                )
+            })
+            .collect();
+        let keys: Vec<OperatorKey> = targets.iter().map(|(_, key, _)| *key).collect();
+        let executed = CommandHandler::<Operator>::new(self.store.clone())
+            .execute_many_with(
+                ctx,
+                &Permission::ManageOperators(code.clone()),
+                Some(code.clone()),
+                items,
+                |i, events| match (keys.get(i), hashes.get(i)) {
+                    (Some(key), Some(hash)) if !events.is_empty() => vec![
+                        Companion::SetPassword { operator: *key, hash: hash.clone(), at },
+                        Companion::EndSessions { operator: *key },
+                    ],
+                    _ => vec![],
+                },
+            )
+            .await?;
+        let replayed = executed.iter().all(|e| e.outcome.is_none());
+        if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
+            self.views.wait_for(checkpoint).await;
+        }
+        Ok(targets
+            .into_iter()
+            .zip(secrets)
+            .zip(generated)
+            .map(|(((operator_id, key, _), secret), generated)| PasswordSet {
+                operator_id,
+                key,
+                generated: (generated && !replayed).then_some(secret),
+                replayed,
+            })
+            .collect())
+    }
+
+    /// The hashes to store with a batch registration, in input order: the chosen passwords, or generated ones.
+    pub async fn passwords_for(
+        &self,
+        chosen: Vec<Option<Secret>>,
+    ) -> std::result::Result<Vec<(Secret, bool, String)>, AccessFailure> {
+        let mut secrets = Vec::with_capacity(chosen.len());
+        let mut generated = Vec::with_capacity(chosen.len());
+        for c in chosen {
+            generated.push(c.is_none());
+            secrets.push(match c {
+                Some(s) => s,
+                None => passwords::generate_password(12)?,
+            });
+        }
+        let hashes = passwords::hash_all(secrets.clone()).await?;
+        Ok(secrets.into_iter().zip(generated).zip(hashes).map(|((s, g), h)| (s, g, h)).collect())
+    }
+
+    /// Ends every session of an operator now (an administrator's decision; not tied to an event).
+    pub async fn end_sessions_of(&self, operator: OperatorKey) -> std::result::Result<u64, AccessFailure> {
+        Ok(self.credentials.end_sessions_of(operator).await?)
+    }
+
+    /// The stored hash of an operator (for moving him to another municipality with his password).
+    pub async fn password_hash(&self, operator: OperatorKey) -> std::result::Result<Option<String>, AccessFailure> {
+        Ok(self.credentials.password_hash(operator).await?)
+    }
+}
+
+/// The stream of one operator; ids are parsed values, which always make a valid stream id.
+pub fn operator_stream(municipality: Option<&MunicipalityCode>, operator_id: &OperatorId) -> StreamId {
+    crate::ids::stream_of::<Operator>(&operator::stream_key(municipality, operator_id))
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn internal<E: std::error::Error + 'static>(e: impl std::fmt::Display) -> CommandError<E> {
+    CommandError::Internal(e.to_string())
+}
+
+fn operator_error(e: CommandError<OperatorError>) -> CommandError<PasswordError> {
+    match e {
+        CommandError::Domain(d) => CommandError::Domain(PasswordError::Operator(d)),
+        CommandError::Item { index, error } => CommandError::Item { index, error: PasswordError::Operator(error) },
+        CommandError::Unauthorized(a) => CommandError::Unauthorized(a),
+        CommandError::PreconditionFailed { expected, current } => {
+            CommandError::PreconditionFailed { expected, current }
+        }
+        CommandError::Contended => CommandError::Contended,
+        CommandError::Store(s) => CommandError::Store(s),
+        CommandError::Decode(d) => CommandError::Decode(d),
+        CommandError::Internal(i) => CommandError::Internal(i),
+    }
+}
+
+impl From<AccessFailure> for CommandError<PasswordError> {
+    fn from(e: AccessFailure) -> Self {
+        match e {
+            AccessFailure::Store(s) => CommandError::Store(s),
+            other => internal(other),
+        }
+    }
+}

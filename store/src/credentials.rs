@@ -1,0 +1,212 @@
+//! The adapter for what an operator's authentication keeps outside the event log: password hashes (Argon2id PHC
+//! strings), the recent hashes for the reuse check, and sessions (only the SHA-256 of a token).
+//!
+//! Owns the SQL of the `credentials`, `password_history` and `sessions` tables on both backends. Writes that must
+//! commit with an event (a new password hash, the end of an operator's sessions) are [`Companion`]s: the event
+//! store runs them in the transaction of the append that needs them ([`crate::EventStore::append_with`]), so a
+//! password change either happens whole — event, hash, ended sessions — or not at all. It never sees a password
+//! or a token in clear, and it decides nothing: the rules (lifetimes, reuse depth) come from the caller.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{AnyPool, Row};
+
+use cardap_domain::OperatorKey;
+
+use crate::StoreError;
+
+/// A write that is not an event but must commit in the same transaction as the events that need it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Companion {
+    /// The operator's password hash becomes `hash` (an Argon2id PHC string), remembered for the reuse check.
+    SetPassword { operator: OperatorKey, hash: String, at: DateTime<Utc> },
+    /// Every running session of the operator ends.
+    EndSessions { operator: OperatorKey },
+}
+
+impl std::fmt::Debug for Companion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // A hash is no password, but it is still nothing for a log.
+            Companion::SetPassword { operator, at, .. } => {
+                f.debug_struct("SetPassword").field("operator", operator).field("at", at).finish_non_exhaustive()
+            }
+            Companion::EndSessions { operator } => f.debug_struct("EndSessions").field("operator", operator).finish(),
+        }
+    }
+}
+
+const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at";
+const REMEMBER_HASH: &str =
+    "INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)";
+const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
+
+/// Runs companions on a connection of either backend (the SQL is the same on both).
+macro_rules! write_companions {
+    ($conn:expr, $companions:expr) => {{
+        for companion in $companions {
+            match companion {
+                Companion::SetPassword { operator, hash, at } => {
+                    sqlx::query(UPSERT_CREDENTIAL)
+                        .bind(operator.to_string())
+                        .bind(hash.clone())
+                        .bind(at.to_rfc3339())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                    sqlx::query(REMEMBER_HASH)
+                        .bind(operator.to_string())
+                        .bind(hash.clone())
+                        .bind(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::EndSessions { operator } => {
+                    sqlx::query(END_SESSIONS)
+                        .bind(operator.to_string())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+            }
+        }
+        Ok::<(), StoreError>(())
+    }};
+}
+
+pub(crate) async fn write_postgres(conn: &mut sqlx::PgConnection, companions: &[Companion]) -> Result<(), StoreError> {
+    write_companions!(conn, companions)
+}
+
+pub(crate) async fn write_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    companions: &[Companion],
+) -> Result<(), StoreError> {
+    write_companions!(conn, companions)
+}
+
+/// A session found by its token's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRow {
+    pub operator: OperatorKey,
+    /// Unix seconds of the last recorded use.
+    pub last_seen_at: i64,
+}
+
+/// Credentials and sessions over the read-model pool (the same database as the event store).
+#[derive(Debug, Clone)]
+pub struct CredentialStore {
+    pool: AnyPool,
+}
+
+impl CredentialStore {
+    pub fn new(pool: AnyPool) -> Self {
+        CredentialStore { pool }
+    }
+
+    /// The operator's password hash, if he has one.
+    pub async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT password_hash FROM credentials WHERE operator_key = $1")
+            .bind(operator.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| r.try_get::<String, _>("password_hash").map_err(crate::corrupt)).transpose()
+    }
+
+    /// The operator's last `depth` password hashes, newest first.
+    pub async fn recent_hashes(&self, operator: OperatorKey, depth: usize) -> Result<Vec<String>, StoreError> {
+        if depth == 0 {
+            return Ok(vec![]);
+        }
+        let rows = sqlx::query(
+            "SELECT password_hash FROM password_history WHERE operator_key = $1 ORDER BY changed_at DESC LIMIT $2",
+        )
+        .bind(operator.to_string())
+        .bind(i64::try_from(depth).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(|r| r.try_get("password_hash").map_err(crate::corrupt)).collect()
+    }
+
+    /// Stores a new session (times in Unix seconds).
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        operator: OperatorKey,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, operator_key, created_at, last_seen_at, expires_at, ended) \
+             VALUES ($1, $2, $3, $3, $4, 0)",
+        )
+        .bind(token_hash.to_owned())
+        .bind(operator.to_string())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// The live session with this token hash: not ended, not past `expires_at`, used after `idle_since`.
+    pub async fn live_session(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT operator_key, last_seen_at FROM sessions \
+             WHERE token_hash = $1 AND ended = 0 AND expires_at > $2 AND last_seen_at > $3",
+        )
+        .bind(token_hash.to_owned())
+        .bind(now)
+        .bind(idle_since)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        let key: String = row.try_get("operator_key").map_err(crate::corrupt)?;
+        let last_seen_at: i64 = row.try_get("last_seen_at").map_err(crate::corrupt)?;
+        let operator = uuid::Uuid::parse_str(&key)
+            .map(OperatorKey::from_uuid)
+            .map_err(|e| StoreError::Corrupt(format!("session of operator {key}: {e}")))?;
+        Ok(Some(SessionRow { operator, last_seen_at }))
+    }
+
+    /// Records a use of the session.
+    pub async fn touch_session(&self, token_hash: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+            .bind(now)
+            .bind(token_hash.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Ends one session (logout).
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET ended = 1 WHERE token_hash = $1")
+            .bind(token_hash.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Ends every session of an operator that is not tied to an event of its own; returns how many ended.
+    pub async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError> {
+        let done = sqlx::query(END_SESSIONS)
+            .bind(operator.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+}
