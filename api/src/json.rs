@@ -44,6 +44,26 @@ where
     }
 }
 
+/// A JSON request body that is read only when the handler asks for it, after the path was authorized: a caller who
+/// may not see the municipality in the path gets 404 without his body being read or judged.
+#[derive(Debug)]
+pub struct DeferredJson(Request);
+
+impl<S: Send + Sync> FromRequest<S> for DeferredJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(DeferredJson(req))
+    }
+}
+
+impl DeferredJson {
+    /// Reads and parses the body now, with the same checks and answers as [`ApiJson`].
+    pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        ApiJson::<T>::from_request(self.0, &()).await.map(|ApiJson(t)| t)
+    }
+}
+
 /// Query parameters of type `T`: a parameter of the wrong type is a 422 naming it (`/limit`).
 #[derive(Debug, Clone)]
 pub struct ApiQuery<T>(pub T);

@@ -110,7 +110,31 @@ async fn another_municipality_is_indistinguishable_from_one_that_does_not_exist(
     assert_eq!(app.get(&format!("{PATH}/011002"), Some(&admin)).await.json()["name"], "札幌市");
 }
 
+/// Routes that take a body under another municipality's path answer 404 before the body is read: an invalid body
+/// (which would be 422 at home) and a body that is not JSON at all (415) learn nothing either.
+async fn a_body_under_another_municipality_is_not_judged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let clerk = two_towns_and_a_clerk_of_chiyoda(&app).await;
+    let sapporo = "/api/v1/municipalities/011002";
+    let invalid = json!({ "unexpected": [1, 2, 3] });
+    let requests = [
+        (Method::POST, format!("{sapporo}/operators/passwords")),
+        (Method::PUT, format!("{sapporo}/resident-settings")),
+        (Method::PUT, format!("{sapporo}/operators/OP0001/internal-ids/01")),
+        (Method::POST, format!("{sapporo}/registry/lookup")),
+    ];
+    for (method, path) in &requests {
+        let json_body = send(app.request(method.clone(), path, Some(&clerk)).json(&invalid));
+        let reply = hidden(&app, json_body).await;
+        assert!(reply.error_fields().is_empty(), "{method} {path} judged the body: {}", reply.text);
+        let not_json =
+            send(app.request(method.clone(), path, Some(&clerk)).header("content-type", "text/plain").body("x"));
+        hidden(&app, not_json).await;
+    }
+}
+
 on_both_backends!(
+    a_body_under_another_municipality_is_not_judged,
     a_clerk_may_not_manage_municipalities,
     a_clerk_lists_and_reads_only_his_own_municipality,
     another_municipality_is_indistinguishable_from_one_that_does_not_exist,

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Authenticated, Secret};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
-use crate::json::{ApiJson, ApiQuery, from_value};
+use crate::json::{ApiJson, ApiQuery, DeferredJson, from_value};
 use crate::routes::sessions::password_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
@@ -745,10 +745,11 @@ pub async fn bulk_passwords(
     auth: Authenticated,
     Path(code): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<BulkPasswords>,
+    body: DeferredJson,
 ) -> Result<Json<NewPasswords>, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
+    let body: BulkPasswords = body.parse().await?;
     let mut errors = vec![];
     let mut targets = vec![];
     let mut seen = std::collections::HashSet::new();
@@ -811,9 +812,13 @@ pub async fn assign_internal_id(
     auth: Authenticated,
     Path((code, operator_id, business_id)): Path<(String, String, String)>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<InternalIdInput>,
+    body: DeferredJson,
 ) -> Result<Response, ApiError> {
     let business_id = BusinessId::parse(&business_id).map_err(|_| ApiError::not_found())?;
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
+    authorize(&auth.actor, &permission)?;
+    let body: InternalIdInput = body.parse().await?;
     let mut errors = vec![];
     let internal_id =
         InternalId::parse(&body.internal_id).map_err(|e| errors.push(FieldError::parse("/internal_id", &e))).ok();
@@ -821,9 +826,6 @@ pub async fn assign_internal_id(
         Some(r) => Text100::parse(r).map_err(|e| errors.push(FieldError::parse("/role", &e))).ok(),
         None => None,
     };
-    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
-    let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
-    authorize(&auth.actor, &permission)?;
     let Some(internal_id) = internal_id.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };

@@ -43,7 +43,6 @@ use crate::auth::Authenticated;
 use crate::csv::{Charset, declared_charset, duplicate_column, unguard};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::{Lang, Text};
-use crate::json::ApiJson;
 use crate::routes::RequestMeta;
 use crate::routes::operators::municipality_in_path;
 use crate::state::AppState;
@@ -1455,10 +1454,11 @@ pub async fn lookup(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(code): Path<String>,
-    ApiJson(body): ApiJson<CardFacts>,
+    body: crate::json::DeferredJson,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
+    let body: CardFacts = body.parse().await?;
     let mut errors = vec![];
     let name = FullName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
     let birth_date =

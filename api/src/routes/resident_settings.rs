@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
-use crate::json::ApiJson;
+use crate::json::DeferredJson;
 use crate::routes::operators::municipality_in_path;
 use crate::routes::residents::registration_error;
 use crate::routes::{RequestMeta, etag, if_match};
@@ -185,10 +185,11 @@ pub async fn replace(
     auth: Authenticated,
     Path(code): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<ResidentSettingsInput>,
+    body: DeferredJson,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ConfigureResidentServices(code.clone()))?;
+    let body: ResidentSettingsInput = body.parse().await?;
     let (value, mut errors) = parse(&body);
     let permitted = permitted(&state, &code, value.catalog.iter()).await?;
     for (i, raw) in body.catalog.iter().enumerate() {
