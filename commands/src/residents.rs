@@ -20,8 +20,8 @@ use cardap_domain::local_settings::{
 };
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
-    self, CardFid, PersonalChanges, PersonalData, RegisteredResident, Resident, ResidentCommand, ResidentError,
-    ResidentId, ResidentState,
+    self, CardFid, KanaName, KanjiName, NamePatch, PersonalChanges, PersonalData, RegisteredResident, Resident,
+    ResidentCommand, ResidentError, ResidentId, ResidentState,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_store::{EventStore, StoreError, StreamId};
@@ -208,12 +208,12 @@ impl ResidentServices {
         code: &MunicipalityCode,
         id: &ResidentId,
         if_match: Option<u64>,
-        changes: PersonalChanges,
+        (changes, kana_name, kanji_name): (PersonalChanges, NamePatch<KanaName>, NamePatch<KanjiName>),
         custom: &Map<String, Value>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
         let permission = Permission::RegisterResidents(code.clone());
-        let (settings_stream, changes) = (&settings_stream, &changes);
+        let (settings_stream, changes, names) = (&settings_stream, &changes, &(kana_name, kanji_name));
         let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
             let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
             let mut changes = changes.clone();
@@ -223,8 +223,9 @@ impl ResidentServices {
                 .map_err(|e| CommandError::Domain(RegistrationError::CustomFields(e)))?;
             let (loaded, stream) = load_resident_state(&mut tx, code, id).await?;
             check_if_match(if_match, loaded.version)?;
-            let events =
-                Resident::decide(&loaded.state, ResidentCommand::Change { changes }).map_err(resident_error)?;
+            let (kana_name, kanji_name) = names.clone();
+            let command = ResidentCommand::Merge { changes, kana_name, kanji_name };
+            let events = Resident::decide(&loaded.state, command).map_err(resident_error)?;
             tx.append::<Resident>(&stream, loaded.version, &events);
             let (state, version) = after(loaded, &events);
             Ok((resident_snapshot(state, version)?, tx))

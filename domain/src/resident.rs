@@ -10,7 +10,7 @@ mod personal;
 mod values;
 
 pub(crate) use personal::parse_full_width_text;
-pub use personal::{Address, Erasable, PersonName, PersonalChanges, PersonalData};
+pub use personal::{Address, Erasable, NamePatch, PersonName, PersonalChanges, PersonalData};
 pub use values::*;
 
 use std::fmt;
@@ -77,6 +77,9 @@ pub enum ResidentCommand {
     },
     /// Changes personal fields; only what really differs is recorded, nothing differing yields no event.
     Change { changes: PersonalChanges },
+    /// A change whose names may name one half only (a PATCH): the halves are merged with the current name here,
+    /// inside the decision, then recorded as [`ResidentCommand::Change`] would.
+    Merge { changes: PersonalChanges, kana_name: NamePatch<KanaName>, kanji_name: NamePatch<KanjiName> },
     /// 転出: the resident left the municipality. His card must be abolished first.
     MoveOut,
     /// Makes `fid` his active card (one at a time).
@@ -282,10 +285,20 @@ impl Aggregate for Resident {
             C::DetachCard { fid } if r.active_card.as_ref() == Some(&fid) => Ok(vec![E::CardDetached { fid }]),
             C::DetachCard { .. } => Ok(vec![]),
             _ if r.moved_out => Err(ResidentError::MovedOut),
-            C::Change { changes } => {
+            C::Change { changes } => Self::decide(
+                state,
+                C::Merge { changes, kana_name: NamePatch::default(), kanji_name: NamePatch::default() },
+            ),
+            C::Merge { mut changes, kana_name, kanji_name } => {
                 let Erasable::Known(current) = &r.personal else {
                     return Err(ResidentError::Erased);
                 };
+                if let Some(name) = kana_name.apply(&current.kana_name) {
+                    changes.kana_name = Some(name);
+                }
+                if let Some(name) = kanji_name.apply(&current.kanji_name) {
+                    changes.kanji_name = Some(name);
+                }
                 let changes = changes.against(current);
                 if changes.is_empty() {
                     return Ok(vec![]);
@@ -450,6 +463,29 @@ mod tests {
         ] {
             given::<Resident>([]).when(command).then_err(ResidentError::NotRegistered);
         }
+    }
+
+    #[test]
+    fn a_change_of_one_name_half_keeps_the_other_half_as_it_is_when_decided() {
+        // Another clerk changed the family name after this clerk read the resident: the given-name change is
+        // merged with the family name of now, not of the earlier read.
+        let family_changed = E::FieldsChanged {
+            changes: Erasable::Known(PersonalChanges {
+                kanji_name: Some(kanji("田中", "太郎")), ..Default::default()
+            }),
+        };
+        given::<Resident>([registered(), family_changed])
+            .when(C::Merge {
+                changes: PersonalChanges::default(),
+                kana_name: NamePatch::default(),
+                kanji_name: NamePatch { family: None, given: Some(KanjiName::parse("次郎").unwrap()) },
+            })
+            .then([E::FieldsChanged {
+                changes: Erasable::Known(PersonalChanges {
+                    kanji_name: Some(kanji("田中", "次郎")),
+                    ..Default::default()
+                }),
+            }]);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{CustomFieldError, CustomValue, FieldKey};
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
-    Address, CardFid, EraDate, Erasable, KanaName, KanjiName, Occupation, PersonName, PersonalChanges, PersonalData,
-    PostalCode, ResidentError, ResidentId,
+    Address, CardFid, EraDate, Erasable, KanaName, KanjiName, NamePatch, Occupation, PersonName, PersonalChanges,
+    PersonalData, PostalCode, ResidentError, ResidentId,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
 use cardap_projections::residents::{self as register, ResidentCursor, ResidentRow, ResidentSearch};
@@ -468,33 +468,33 @@ fn parse_input(input: &ResidentInput) -> (Option<PersonalData>, Option<RegistryK
     (personal, registry_key, c.errors)
 }
 
-/// A change as `PersonalChanges` (custom fields apart), or every problem with it. A name changed in one part
-/// keeps the other part from `current`.
-fn parse_change(body: &ResidentChange, current: &PersonalData) -> Result<PersonalChanges, Vec<FieldError>> {
+/// A parsed change: the fields (custom fields apart) and the names, which may name one half only (merged with
+/// the current name inside the decision, so a concurrent change of the other half is never reverted).
+type ParsedChange = (PersonalChanges, NamePatch<KanaName>, NamePatch<KanjiName>);
+
+/// A change as `PersonalChanges` and name patches, or every problem with it.
+fn parse_change(body: &ResidentChange) -> Result<ParsedChange, Vec<FieldError>> {
     let mut c = Check::default();
     fn name_change<T: Clone>(
         c: &mut Check,
         at: &str,
         change: &Option<Option<NameChange>>,
-        current: &PersonName<T>,
         parse: impl Fn(&str) -> Result<T, ParseError> + Copy,
-    ) -> Option<PersonName<T>> {
+    ) -> NamePatch<T> {
         let change = match change {
-            None => return None,
+            None => return NamePatch::default(),
             Some(None) => {
                 c.errors.push(FieldError::required(format!("{at}/family")));
                 c.errors.push(FieldError::required(format!("{at}/given")));
-                return None;
+                return NamePatch::default();
             }
             Some(Some(change)) => change,
         };
-        let mut part = |name: &str, raw: &Option<Option<String>>, now: &T| match raw {
-            None => Some(now.clone()),
+        let mut part = |name: &str, raw: &Option<Option<String>>| match raw {
+            None => None,
             Some(raw) => c.required(&format!("{at}/{name}"), raw.as_deref(), parse),
         };
-        let family = part("family", &change.family, &current.family);
-        let given = part("given", &change.given, &current.given);
-        Some(PersonName { family: family?, given: given? })
+        NamePatch { family: part("family", &change.family), given: part("given", &change.given) }
     }
     fn optional<T>(
         c: &mut Check,
@@ -507,8 +507,8 @@ fn parse_change(body: &ResidentChange, current: &PersonalData) -> Result<Persona
             Some(raw) => c.optional(at, raw.as_deref(), parse),
         }
     }
-    let kana_name = name_change(&mut c, "/kana_name", &body.kana_name, &current.kana_name, KanaName::parse);
-    let kanji_name = name_change(&mut c, "/kanji_name", &body.kanji_name, &current.kanji_name, KanjiName::parse);
+    let kana_name = name_change(&mut c, "/kana_name", &body.kana_name, KanaName::parse);
+    let kanji_name = name_change(&mut c, "/kanji_name", &body.kanji_name, KanjiName::parse);
     let birth_date = match &body.birth_date {
         None => None,
         Some(raw) => c.required("/birth_date", raw.as_deref(), trimmed(EraDate::parse)),
@@ -518,8 +518,8 @@ fn parse_change(body: &ResidentChange, current: &PersonalData) -> Result<Persona
         Some(raw) => c.required("/sex", raw.as_deref(), trimmed(Sex::parse)),
     };
     let changes = PersonalChanges {
-        kana_name,
-        kanji_name,
+        kana_name: None,
+        kanji_name: None,
         birth_date,
         sex,
         postal_code: optional(&mut c, "/postal_code", &body.postal_code, PostalCode::parse),
@@ -530,7 +530,7 @@ fn parse_change(body: &ResidentChange, current: &PersonalData) -> Result<Persona
         occupation: optional(&mut c, "/occupation", &body.occupation, Occupation::parse),
         custom_fields: Default::default(),
     };
-    if c.errors.is_empty() { Ok(changes) } else { Err(c.errors) }
+    if c.errors.is_empty() { Ok((changes, kana_name, kanji_name)) } else { Err(c.errors) }
 }
 
 // ---- errors --------------------------------------------------------------------------------------------------
@@ -720,25 +720,21 @@ pub async fn change(
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let id = resident_in_path(&resident_id)?;
-    let current = state.residents.resident(&code, &id).await.map_err(mapped)?;
-    let Erasable::Known(personal) = &current.resident.personal else {
-        return Err(resident_error(ResidentError::Erased));
-    };
     let custom = body.custom_fields.clone().unwrap_or_default();
     let (settings, _) = state.residents.settings(&code).await.map_err(mapped)?;
     let mut errors = vec![];
-    let changes = parse_change(&body, personal).map_err(|e| errors.extend(e)).ok();
+    let changes = parse_change(&body).map_err(|e| errors.extend(e)).ok();
     if let Err(e) = settings.check_custom_fields(&custom, false) {
         errors.extend(custom_field_errors(e));
     }
-    let Some(changes) = changes.filter(|_| errors.is_empty()) else {
+    let Some((changes, kana_name, kanji_name)) = changes.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "residents.change", &format!("{code}/{id}"));
     let (snapshot, checkpoint) = state
         .residents
-        .change_resident(&ctx, &code, &id, if_match(&headers)?, changes, &custom)
+        .change_resident(&ctx, &code, &id, if_match(&headers)?, (changes, kana_name, kanji_name), &custom)
         .await
         .map_err(mapped)?;
     Ok(answered(&state, &snapshot, checkpoint).await)

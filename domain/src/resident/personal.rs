@@ -71,6 +71,33 @@ pub struct PersonName<T> {
     pub given: T,
 }
 
+/// A name change that may name only one half. The other half is taken from the resident's name as it is when the
+/// change is decided — never from an earlier read — so two clerks changing the two halves at once both keep theirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePatch<T> {
+    pub family: Option<T>,
+    pub given: Option<T>,
+}
+
+impl<T> Default for NamePatch<T> {
+    fn default() -> Self {
+        NamePatch { family: None, given: None }
+    }
+}
+
+impl<T: Clone> NamePatch<T> {
+    /// The whole name after this patch, or `None` when it names neither half.
+    pub fn apply(&self, current: &PersonName<T>) -> Option<PersonName<T>> {
+        if self.family.is_none() && self.given.is_none() {
+            return None;
+        }
+        Some(PersonName {
+            family: self.family.clone().unwrap_or_else(|| current.family.clone()),
+            given: self.given.clone().unwrap_or_else(|| current.given.clone()),
+        })
+    }
+}
+
 /// What 利用者登録 records about a resident (手引き I 1.1 利用者登録画面), besides the card.
 ///
 /// The 個人番号 is never part of it. Every field here is sealed in the events.
