@@ -13,9 +13,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_domain::operator::{
-    self, LockoutPolicy, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, Password, PasswordPolicy,
+    self, LockoutPolicy, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId,
+    OperatorLogins, Password, PasswordPolicy,
 };
-use cardap_domain::{MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
 use cardap_projections::operators::{self, OperatorRow};
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{CommandId, Companion, CredentialStore, EventStore, StoreError, StreamId};
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::authz::{Actor, Permission};
 use crate::clock::Clock;
 use crate::context::CommandContext;
+use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler};
 use crate::passwords::{self, HashingError, Secret};
 use crate::views::Views;
@@ -181,7 +183,15 @@ impl Access {
             return Err(LoginError::InvalidCredentials);
         }
         // The password is right: the lock decides (a temporary lock that has run out simply passes).
-        match self.system_command(municipality.as_ref(), &operator_id, OperatorCommand::RecordLogin { at: now }).await {
+        let ctx = CommandContext::system(CommandId::generate());
+        let step = self.login_step(
+            &ctx,
+            &Permission::ChangeOwnPassword,
+            municipality.as_ref(),
+            &operator_id,
+            LoginCommand::RecordLogin { at: now },
+        );
+        match step.await {
             Ok(_) => {}
             Err(CommandError::Domain(OperatorError::Locked { until })) => return Err(LoginError::Locked { until }),
             Err(CommandError::Store(e)) => return Err(AccessFailure::Store(e).into()),
@@ -216,8 +226,10 @@ impl Access {
                 policy.max_lockouts = u32::MAX;
             }
             for _ in 0..200 {
-                let command = OperatorCommand::RecordLoginFailure { at, policy };
-                match this.system_command(municipality.as_ref(), &operator_id, command).await {
+                let command = LoginCommand::RecordFailure { at, policy };
+                let ctx = CommandContext::system(CommandId::generate());
+                let permission = Permission::ChangeOwnPassword;
+                match this.login_step(&ctx, &permission, municipality.as_ref(), &operator_id, command).await {
                     Ok(events) => {
                         if events.iter().any(|e| matches!(e, OperatorEvent::Locked { .. })) {
                             let key = OperatorKey::for_login(municipality.as_ref(), &operator_id);
@@ -241,27 +253,33 @@ impl Access {
         });
     }
 
-    /// Runs a command of the system itself (no acting operator) on one operator's stream; waits for the views.
-    async fn system_command(
+    /// Records a login fact on the operator's login stream (never his own stream: his version stays), seeded
+    /// from the bookkeeping his own stream held before the split while the login stream is empty; waits for the
+    /// views.
+    pub async fn login_step(
         &self,
+        ctx: &CommandContext,
+        permission: &Permission,
         municipality: Option<&MunicipalityCode>,
         operator_id: &OperatorId,
-        command: OperatorCommand,
+        command: LoginCommand,
     ) -> Result<Vec<OperatorEvent>, OperatorError> {
-        let executed = CommandHandler::<Operator>::new(self.store.clone())
-            .execute(
-                &CommandContext::system(CommandId::generate()),
-                &Permission::ChangeOwnPassword,
-                &operator_stream(municipality, operator_id),
-                municipality.cloned(),
-                None,
-                command,
-            )
-            .await?;
-        if let Some(outcome) = executed.outcome {
-            self.views.wait_for(outcome.checkpoint).await;
+        let (operator, logins) = (operator_stream(municipality, operator_id), login_stream(municipality, operator_id));
+        let (operator, logins) = (&operator, &logins);
+        let permissions = std::slice::from_ref(permission);
+        let done = transact(&self.store, ctx, permissions, municipality.cloned(), |mut tx: Tx| async move {
+            let op = tx.load::<Operator, OperatorError>(operator).await?;
+            let login = tx.load::<OperatorLogins, OperatorError>(logins).await?;
+            let state = if login.version == 0 { op.state.legacy_login() } else { login.state };
+            let events = state.decide(command).map_err(CommandError::Domain)?;
+            tx.append::<OperatorLogins>(logins, login.version, &events);
+            Ok((events, tx))
+        })
+        .await?;
+        if let Some(checkpoint) = done.checkpoint {
+            self.views.wait_for(checkpoint).await;
         }
-        Ok(executed.events)
+        Ok(done.value.unwrap_or_default())
     }
 
     /// The operator behind a session token, if the session is live and he may still act. Touches the session
@@ -443,6 +461,48 @@ impl Access {
         Ok(secrets.into_iter().zip(generated).zip(hashes).map(|((s, g), h)| (s, g, h)).collect())
     }
 
+    /// 失効: revokes an operator. With it, in one transaction, his login record is forgotten (a registration
+    /// after it starts afresh) and his sessions end. Answers his version after the revocation.
+    pub async fn revoke(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        operator_id: &OperatorId,
+        key: OperatorKey,
+        if_match: Option<u64>,
+    ) -> Result<u64, OperatorError> {
+        let (operator, logins) = (operator_stream(Some(code), operator_id), login_stream(Some(code), operator_id));
+        let (operator, logins) = (&operator, &logins);
+        let at = self.clock.timestamp();
+        let permission = [Permission::ManageOperators(code.clone())];
+        let done = transact(&self.store, ctx, &permission, Some(code.clone()), |mut tx: Tx| async move {
+            let op = tx.load::<Operator, OperatorError>(operator).await?;
+            if let Some(expected) = if_match
+                && expected != op.version
+            {
+                return Err(CommandError::PreconditionFailed { expected, current: op.version });
+            }
+            let events = Operator::decide(&op.state, OperatorCommand::Revoke { at }).map_err(CommandError::Domain)?;
+            tx.append::<Operator>(operator, op.version, &events);
+            if !events.is_empty() {
+                let login = tx.load::<OperatorLogins, OperatorError>(logins).await?;
+                let state = if login.version == 0 { op.state.legacy_login() } else { login.state };
+                let forgotten = state.decide(LoginCommand::Forget).map_err(CommandError::Domain)?;
+                tx.append::<OperatorLogins>(logins, login.version, &forgotten);
+                tx.companion(Companion::EndSessions { operator: key });
+            }
+            Ok((op.version + events.len() as u64, tx))
+        })
+        .await?;
+        if let Some(checkpoint) = done.checkpoint {
+            self.views.wait_for(checkpoint).await;
+        }
+        match done.value {
+            Some(version) => Ok(version),
+            None => Ok(CommandHandler::<Operator>::new(self.store.clone()).load(operator).await?.version),
+        }
+    }
+
     /// Ends every session of an operator now (an administrator's decision; not tied to an event).
     pub async fn end_sessions_of(&self, operator: OperatorKey) -> std::result::Result<u64, AccessFailure> {
         Ok(self.credentials.end_sessions_of(operator).await?)
@@ -457,6 +517,11 @@ impl Access {
 /// The stream of one operator; ids are parsed values, which always make a valid stream id.
 pub fn operator_stream(municipality: Option<&MunicipalityCode>, operator_id: &OperatorId) -> StreamId {
     crate::ids::stream_of::<Operator>(&operator::stream_key(municipality, operator_id))
+}
+
+/// The login stream of one operator (failed logins, locks, logins), keyed like his own stream.
+pub fn login_stream(municipality: Option<&MunicipalityCode>, operator_id: &OperatorId) -> StreamId {
+    crate::ids::stream_of::<OperatorLogins>(&operator::stream_key(municipality, operator_id))
 }
 
 fn token_hash(token: &str) -> String {

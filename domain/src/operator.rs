@@ -10,6 +10,7 @@
 
 mod events;
 mod login;
+mod logins;
 mod values;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 pub use events::OperatorEvent;
 pub use login::{LockoutPolicy, Password, PasswordPolicy};
+pub use logins::{LoginCommand, LoginState, OperatorLogins};
 pub use values::{Extension, InternalId, InternalIdAssignment, OperatorId, OperatorName, OperatorProfile, Role};
 
 use crate::contact::Text100;
@@ -188,23 +190,9 @@ struct Registered {
     internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
     revoked: bool,
     password_changed_at: Option<Timestamp>,
-    last_login_at: Option<Timestamp>,
-    /// Failed logins since the last successful login, lock or unlock.
-    failures_in_row: u32,
-    /// Locks since the last unlock by an administrator (or registration).
-    lockouts: u32,
-    /// `Some(None)`: locked until unlocked; `Some(Some(t))`: locked until `t` (possibly past already).
-    lock: Option<Option<Timestamp>>,
-}
-
-impl Registered {
-    fn is_locked_at(&self, at: Timestamp) -> bool {
-        match self.lock {
-            None => false,
-            Some(None) => true,
-            Some(Some(until)) => at < until,
-        }
-    }
+    /// Login bookkeeping recorded on this stream before it moved to [`OperatorLogins`]: the seed of the
+    /// operator's login stream while that is still empty.
+    login: LoginState,
 }
 
 static NO_INTERNAL_IDS: BTreeMap<BusinessId, InternalIdAssignment> = BTreeMap::new();
@@ -272,23 +260,28 @@ impl OperatorState {
 
     /// Whether a login at `at` is refused because of a lock.
     pub fn is_locked_at(&self, at: Timestamp) -> bool {
-        self.registered.as_ref().is_some_and(|r| r.is_locked_at(at))
+        self.registered.as_ref().is_some_and(|r| r.login.is_locked_at(at))
+    }
+
+    /// The login bookkeeping on this stream (before it moved to its own stream; see [`OperatorLogins`]).
+    pub fn legacy_login(&self) -> LoginState {
+        self.registered.as_ref().map(|r| r.login.clone()).unwrap_or_default()
     }
 
     /// The recorded lock: `None` no lock; `Some(None)` until an administrator unlocks; `Some(Some(t))` until
     /// `t`, which may have passed already (use `is_locked_at` to decide a login).
     pub fn locked_until(&self) -> Option<Option<Timestamp>> {
-        self.registered.as_ref().and_then(|r| r.lock)
+        self.registered.as_ref().and_then(|r| r.login.lock())
     }
 
     /// Failed logins since the last successful login, lock or unlock.
     pub fn failures_in_row(&self) -> u32 {
-        self.registered.as_ref().map_or(0, |r| r.failures_in_row)
+        self.registered.as_ref().map_or(0, |r| r.login.failures_in_row())
     }
 
     /// Locks since registration or the last unlock by an administrator.
     pub fn lockouts(&self) -> u32 {
-        self.registered.as_ref().map_or(0, |r| r.lockouts)
+        self.registered.as_ref().map_or(0, |r| r.login.lockouts())
     }
 
     pub fn password_changed_at(&self) -> Option<Timestamp> {
@@ -296,7 +289,7 @@ impl OperatorState {
     }
 
     pub fn last_login_at(&self) -> Option<Timestamp> {
-        self.registered.as_ref().and_then(|r| r.last_login_at)
+        self.registered.as_ref().and_then(|r| r.login.last_login_at())
     }
 }
 
@@ -377,20 +370,9 @@ impl Operator {
             C::ChangePassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: false }]),
             C::ResetPassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: true }]),
             C::Revoke { at } => Ok(vec![E::Revoked { at }]),
-            C::RecordLoginFailure { at, policy } => {
-                let failures_in_row = op.failures_in_row.saturating_add(1);
-                let mut events = vec![E::LoginFailed { at, failures_in_row }];
-                if !op.is_locked_at(at) && failures_in_row >= policy.max_failures {
-                    let permanent = op.lockouts.saturating_add(1) >= policy.max_lockouts;
-                    let until = (!permanent).then(|| at.plus_seconds(policy.lock_seconds));
-                    events.push(E::Locked { at, until });
-                }
-                Ok(events)
-            }
-            C::RecordLogin { at } if op.is_locked_at(at) => Err(OperatorError::Locked { until: op.lock.flatten() }),
-            C::RecordLogin { at } => Ok(vec![E::LoggedIn { at }]),
-            C::Unlock if op.lock.is_none() => Ok(vec![]),
-            C::Unlock => Ok(vec![E::Unlocked]),
+            C::RecordLoginFailure { at, policy } => op.login.decide(LoginCommand::RecordFailure { at, policy }),
+            C::RecordLogin { at } => op.login.decide(LoginCommand::RecordLogin { at }),
+            C::Unlock => op.login.decide(LoginCommand::Unlock),
             C::AssignInternalId { business_id, .. } if !op.business_systems.contains(&business_id) => {
                 Err(OperatorError::BusinessSystemNotPermitted(business_id))
             }
@@ -450,10 +432,7 @@ impl Aggregate for Operator {
                 internal_ids: BTreeMap::new(),
                 revoked: false,
                 password_changed_at: None,
-                last_login_at: None,
-                failures_in_row: 0,
-                lockouts: 0,
-                lock: None,
+                login: LoginState::default(),
             });
             return state;
         }
@@ -469,24 +448,9 @@ impl Aggregate for Operator {
             E::PasswordChanged { at, .. } => r.password_changed_at = Some(*at),
             E::Revoked { .. } => {
                 r.revoked = true;
-                r.lock = None;
+                r.login.evolve(event);
             }
-            E::LoginFailed { failures_in_row, .. } => r.failures_in_row = *failures_in_row,
-            E::LoggedIn { at } => {
-                r.last_login_at = Some(*at);
-                r.failures_in_row = 0;
-                r.lock = None;
-            }
-            E::Locked { until, .. } => {
-                r.lock = Some(*until);
-                r.lockouts = r.lockouts.saturating_add(1);
-                r.failures_in_row = 0;
-            }
-            E::Unlocked => {
-                r.lock = None;
-                r.lockouts = 0;
-                r.failures_in_row = 0;
-            }
+            E::LoginFailed { .. } | E::LoggedIn { .. } | E::Locked { .. } | E::Unlocked => r.login.evolve(event),
             E::InternalIdAssigned { business_id, internal_id, role } => {
                 r.internal_ids.insert(
                     business_id.clone(),

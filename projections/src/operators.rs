@@ -3,7 +3,7 @@
 //! and the CSV export read it.
 
 use async_trait::async_trait;
-use cardap_domain::operator::{Operator, OperatorEvent, OperatorId, OperatorProfile, Role};
+use cardap_domain::operator::{Operator, OperatorEvent, OperatorId, OperatorLogins, OperatorProfile, Role};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
 use cardap_store::RecordedEvent;
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -24,10 +24,13 @@ impl Projection for OperatorDirectory {
     }
 
     fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[Operator::STREAM_TYPE])
+        Some(&[Operator::STREAM_TYPE, OperatorLogins::STREAM_TYPE])
     }
 
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.stream_type == OperatorLogins::STREAM_TYPE {
+            return apply_login(conn, event).await;
+        }
         if event.stream_type != Operator::STREAM_TYPE {
             return Ok(());
         }
@@ -182,6 +185,32 @@ impl Projection for OperatorDirectory {
         sqlx::query("DELETE FROM rm_operators").execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
+}
+
+/// A fact of an operator's login stream: his lock as the view shows it. His `version` (the ETag of his own
+/// stream) is left alone: logging in changes nothing an administrator edits.
+async fn apply_login(conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let decoded: OperatorEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
+    let Some(key) = operator_key(event) else {
+        return Err(ProjectionError::event(NAME, event, "login event without an operator key"));
+    };
+    let lock = match decoded {
+        OperatorEvent::Locked { until, .. } => Some(until.map(|t| t.unix())),
+        OperatorEvent::Unlocked | OperatorEvent::LoggedIn { .. } => None,
+        _ => return Ok(()),
+    };
+    let (locked, until) = match lock {
+        Some(until) => (1_i64, until),
+        None => (0, None),
+    };
+    sqlx::query("UPDATE rm_operators SET locked = $1, locked_until = $2 WHERE operator_key = $3")
+        .bind(locked)
+        .bind(until)
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(ProjectionError::from_sqlx)?;
+    Ok(())
 }
 
 /// The operator key of an event's stream (streams are keyed by login; the key is derived from it).

@@ -493,8 +493,16 @@ impl TestApp {
         self.state.store.read_stream(&stream, 1).await.expect("read the operator's stream")
     }
 
-    /// Polls the operator's stream until it holds `count` events of `event_type` (they may be written in the
-    /// background, e.g. failed logins), and returns those events.
+    /// The events of one operator's login stream (failed logins, locks, logins, unlocks), in order.
+    pub async fn login_events(&self, code: Option<&str>, operator_id: &str) -> Vec<cardap_store::RecordedEvent> {
+        let code = code.map(|c| MunicipalityCode::parse(c).expect("a valid municipality code"));
+        let id = OperatorId::parse(operator_id).expect("operator id");
+        let stream = StreamId::of(operator::OperatorLogins::STREAM_TYPE, &operator::stream_key(code.as_ref(), &id));
+        self.state.store.read_stream(&stream, 1).await.expect("read the operator's login stream")
+    }
+
+    /// Polls the operator's own and login streams until they hold `count` events of `event_type` (they may be
+    /// written in the background, e.g. failed logins), and returns those events.
     pub async fn wait_for_operator_events(
         &self,
         code: Option<&str>,
@@ -504,7 +512,8 @@ impl TestApp {
     ) -> Vec<cardap_store::RecordedEvent> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let events = self.operator_events(code, operator_id).await;
+            let mut events = self.operator_events(code, operator_id).await;
+            events.extend(self.login_events(code, operator_id).await);
             let found: Vec<_> = events.iter().filter(|e| e.event_type == event_type).cloned().collect();
             if found.len() >= count {
                 return found;

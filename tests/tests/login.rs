@@ -236,7 +236,7 @@ async fn a_wrong_password_and_an_unknown_operator_get_the_same_answer(backend: B
     // Only the wrong password of a known operator is counted against him.
     let failed = app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 2).await;
     assert_eq!(failed.len(), 2, "one per language");
-    let revoked_events = app.operator_events(Some(CHIYODA), "OP0502").await;
+    let revoked_events = app.login_events(Some(CHIYODA), "OP0502").await;
     assert!(revoked_events.iter().all(|e| e.event_type != "OperatorLoginFailed"));
 }
 
@@ -253,8 +253,32 @@ async fn failed_logins_that_arrive_together_are_all_counted(backend: Backend) {
     }
     let failures = app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", attempts).await;
     assert_eq!(failures.len(), attempts);
-    let locks = app.operator_events(Some(CHIYODA), "OP0501").await;
+    let locks = app.login_events(Some(CHIYODA), "OP0501").await;
     assert!(locks.iter().any(|e| e.event_type == "OperatorLocked"), "12 failures lock him");
+}
+
+/// Logging in, failing to, and being unlocked are kept on the operator's login stream: his `ETag` stays, so an
+/// administrator's `If-Match` still holds after the operator merely logged in.
+async fn logging_in_leaves_the_operators_etag_alone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda_and_a_clerk(&app).await;
+    let path = operator_path(CHIYODA, "OP0501");
+    let before = app.get(&path, Some(&admin)).await;
+    let etag = before.etag().to_owned();
+    let events = app.operator_events(Some(CHIYODA), "OP0501").await.len();
+
+    app.login(Some(CHIYODA), "OP0501", PASSWORD).await;
+    login(&app, WRONG).await.problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 1).await;
+    app.login(Some(CHIYODA), "OP0501", PASSWORD).await;
+
+    assert_eq!(app.get(&path, Some(&admin)).await.etag(), etag, "a login changed his ETag");
+    assert_eq!(app.operator_events(Some(CHIYODA), "OP0501").await.len(), events, "logins on his own stream");
+    let types: Vec<String> =
+        app.login_events(Some(CHIYODA), "OP0501").await.into_iter().map(|e| e.event_type).collect();
+    assert_eq!(types, ["OperatorLoggedIn", "OperatorLoginFailed", "OperatorLoggedIn"]);
+    let rename = app.patch(&path, Some(&admin), Some(&etag), &json!({"name": "新しい名前"})).await;
+    assert_eq!(rename.status, StatusCode::OK, "If-Match after a login: {}", rename.text);
 }
 
 /// Runs the futures concurrently (on the runtime's worker threads) and collects their outputs in order.
@@ -272,6 +296,7 @@ where
 }
 
 on_both_backends!(
+    logging_in_leaves_the_operators_etag_alone,
     the_top_page_lists_exactly_the_business_systems_he_may_use_now,
     failed_logins_lock_him_out_for_a_while,
     the_second_lock_lasts_until_an_administrator_unlocks_him,

@@ -12,14 +12,13 @@ use axum::{Json, Router};
 use cardap_commands::{CommandContext, CommandHandler, Executed, Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
 use cardap_domain::operator::{
-    self, Extension, InternalId, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, OperatorProfile,
-    Password, Role,
+    self, Extension, InternalId, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName,
+    OperatorProfile, Password, Role,
 };
-use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError};
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use cardap_projections::{business_systems, municipalities};
 use cardap_store::{Companion, StreamId};
-use chrono::Utc;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -382,10 +381,6 @@ pub async fn usable(state: &AppState, code: &MunicipalityCode) -> Result<Vec<Bus
     Ok(business_systems::usable_by(state.read.pool(), code).await?)
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_unix(Utc::now().timestamp())
-}
-
 /// A registered operator, with his password set (the given one, or a generated one returned once).
 #[derive(Debug)]
 pub struct Registered {
@@ -656,8 +651,14 @@ pub async fn revoke(
     Path((code, operator_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // The revocation and the end of his sessions commit together.
-    simple(&state, &auth, &headers, &code, &operator_id, "revoke", OperatorCommand::Revoke { at: now() }).await
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "operators.revoke", &format!("{code}/{id}"));
+    state
+        .access
+        .revoke(&ctx, &code, &id, row.key, if_match(&headers)?)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(&state, row.key, None).await
 }
 
 #[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
@@ -669,7 +670,16 @@ pub async fn unlock(
     Path((code, operator_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    simple(&state, &auth, &headers, &code, &operator_id, "unlock", OperatorCommand::Unlock).await
+    let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "operators.unlock", &format!("{code}/{id}"));
+    let permission = Permission::ManageOperators(code.clone());
+    // On his login stream: an unlock leaves his version (ETag) as it is.
+    state
+        .access
+        .login_step(&ctx, &permission, Some(&code), &id, LoginCommand::Unlock)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    finish(&state, row.key, None).await
 }
 
 /// End every session of an operator.
@@ -867,42 +877,6 @@ pub async fn remove_internal_id(
         .await
         .map_err(|e| command_error(e, domain_error))?;
     finish(&state, row.key, Some(executed)).await
-}
-
-/// One command on an existing operator, answered with his new view.
-async fn simple(
-    state: &AppState,
-    auth: &Authenticated,
-    headers: &HeaderMap,
-    code: &str,
-    operator_id: &str,
-    action: &str,
-    command: OperatorCommand,
-) -> Result<Response, ApiError> {
-    let (code, id, row) = operator_in_path(state, auth, code, operator_id).await?;
-    let meta = RequestMeta::from_headers(headers);
-    let ctx = meta.context(auth, &format!("operators.{action}"), &format!("{code}/{id}"));
-    let key = row.key;
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute_with(
-            &ctx,
-            &Permission::ManageOperators(code.clone()),
-            &stream_of(&code, &id)?,
-            Some(code.clone()),
-            if_match(headers)?,
-            command,
-            |events| {
-                // A revoked operator's sessions end with the revocation.
-                if events.iter().any(|e| matches!(e, cardap_domain::operator::OperatorEvent::Revoked { .. })) {
-                    vec![Companion::EndSessions { operator: key }]
-                } else {
-                    vec![]
-                }
-            },
-        )
-        .await
-        .map_err(|e| command_error(e, domain_error))?;
-    finish(state, row.key, Some(executed)).await
 }
 
 async fn finish(

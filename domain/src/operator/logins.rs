@@ -1,0 +1,180 @@
+//! Login bookkeeping of one operator on a stream of its own (`operator_login-<login>`): failed logins, locks,
+//! successful logins and an administrator's unlock. Kept apart from the operator's own stream so that logging in
+//! never changes the operator's version (his `ETag`), and no command on the operator loads his login history.
+//!
+//! Owns the lockout rules ([`LoginState::decide`]); the operator aggregate's older streams, which still hold
+//! such events from before this split, fold them with the same [`LoginState`]. The time and the policy arrive in
+//! the command.
+
+use crate::operator::{LockoutPolicy, OperatorError, OperatorEvent};
+use crate::{Aggregate, Timestamp};
+
+/// What a login decision needs to know of the past.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginState {
+    /// Failed logins since the last successful login, lock or unlock.
+    failures_in_row: u32,
+    /// Locks since the last unlock by an administrator (or revocation).
+    lockouts: u32,
+    /// `Some(None)`: locked until unlocked; `Some(Some(t))`: locked until `t` (possibly past already).
+    lock: Option<Option<Timestamp>>,
+    last_login_at: Option<Timestamp>,
+}
+
+/// A login fact to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCommand {
+    /// A login with his ID and a wrong password.
+    RecordFailure { at: Timestamp, policy: LockoutPolicy },
+    /// A login with the right password; refused while he is locked.
+    RecordLogin { at: Timestamp },
+    /// An administrator lifts a lock and forgets the failures and lockouts so far; nothing when not locked.
+    Unlock,
+    /// A revocation: whatever was recorded is forgotten, so a registration after it starts afresh.
+    Forget,
+}
+
+impl LoginState {
+    /// Whether a login at `at` is refused because of a lock.
+    pub fn is_locked_at(&self, at: Timestamp) -> bool {
+        match self.lock {
+            None => false,
+            Some(None) => true,
+            Some(Some(until)) => at < until,
+        }
+    }
+
+    /// The recorded lock: `None` no lock; `Some(None)` until an administrator unlocks; `Some(Some(t))` until `t`.
+    pub fn lock(&self) -> Option<Option<Timestamp>> {
+        self.lock
+    }
+
+    pub fn failures_in_row(&self) -> u32 {
+        self.failures_in_row
+    }
+
+    pub fn lockouts(&self) -> u32 {
+        self.lockouts
+    }
+
+    pub fn last_login_at(&self) -> Option<Timestamp> {
+        self.last_login_at
+    }
+
+    /// Whether there is anything an unlock would forget.
+    pub fn is_clean(&self) -> bool {
+        self.lock.is_none() && self.failures_in_row == 0 && self.lockouts == 0
+    }
+
+    pub fn decide(&self, command: LoginCommand) -> Result<Vec<OperatorEvent>, OperatorError> {
+        use OperatorEvent as E;
+        match command {
+            LoginCommand::RecordFailure { at, policy } => {
+                let failures_in_row = self.failures_in_row.saturating_add(1);
+                let mut events = vec![E::LoginFailed { at, failures_in_row }];
+                if !self.is_locked_at(at) && failures_in_row >= policy.max_failures {
+                    let permanent = self.lockouts.saturating_add(1) >= policy.max_lockouts;
+                    let until = (!permanent).then(|| at.plus_seconds(policy.lock_seconds));
+                    events.push(E::Locked { at, until });
+                }
+                Ok(events)
+            }
+            LoginCommand::RecordLogin { at } if self.is_locked_at(at) => {
+                Err(OperatorError::Locked { until: self.lock.flatten() })
+            }
+            LoginCommand::RecordLogin { at } => Ok(vec![E::LoggedIn { at }]),
+            LoginCommand::Unlock if self.lock.is_none() => Ok(vec![]),
+            LoginCommand::Forget if self.is_clean() => Ok(vec![]),
+            LoginCommand::Unlock | LoginCommand::Forget => Ok(vec![E::Unlocked]),
+        }
+    }
+
+    /// Folds one event; events that are not about logins change nothing.
+    pub fn evolve(&mut self, event: &OperatorEvent) {
+        use OperatorEvent as E;
+        match event {
+            E::LoginFailed { failures_in_row, .. } => self.failures_in_row = *failures_in_row,
+            E::LoggedIn { at } => {
+                self.last_login_at = Some(*at);
+                self.failures_in_row = 0;
+                self.lock = None;
+            }
+            E::Locked { until, .. } => {
+                self.lock = Some(*until);
+                self.lockouts = self.lockouts.saturating_add(1);
+                self.failures_in_row = 0;
+            }
+            E::Unlocked => {
+                self.lock = None;
+                self.lockouts = 0;
+                self.failures_in_row = 0;
+            }
+            E::Revoked { .. } => self.lock = None,
+            _ => {}
+        }
+    }
+}
+
+/// The login stream of one operator, keyed like his operator stream
+/// ([`crate::operator::stream_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OperatorLogins;
+
+impl Aggregate for OperatorLogins {
+    type State = LoginState;
+    type Command = LoginCommand;
+    type Event = OperatorEvent;
+    type Error = OperatorError;
+
+    const STREAM_TYPE: &'static str = "operator_login";
+
+    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
+        state.decide(command)
+    }
+
+    fn evolve(mut state: Self::State, event: &Self::Event) -> Self::State {
+        state.evolve(event);
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::given;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_unix(1_700_000_000 + s)
+    }
+
+    #[test]
+    fn five_failures_lock_for_the_policy_time_and_a_login_then_is_refused() {
+        let policy = LockoutPolicy::default();
+        let failures: Vec<OperatorEvent> =
+            (1..=4).map(|n| OperatorEvent::LoginFailed { at: t(0), failures_in_row: n }).collect();
+        given::<OperatorLogins>(failures.clone()).when(LoginCommand::RecordFailure { at: t(1), policy }).then([
+            OperatorEvent::LoginFailed { at: t(1), failures_in_row: 5 },
+            OperatorEvent::Locked { at: t(1), until: Some(t(901)) },
+        ]);
+        let mut locked = failures;
+        locked.push(OperatorEvent::Locked { at: t(1), until: Some(t(901)) });
+        given::<OperatorLogins>(locked.clone())
+            .when(LoginCommand::RecordLogin { at: t(2) })
+            .then_err(OperatorError::Locked { until: Some(t(901)) });
+        given::<OperatorLogins>(locked)
+            .when(LoginCommand::RecordLogin { at: t(901) })
+            .then([OperatorEvent::LoggedIn { at: t(901) }]);
+    }
+
+    #[test]
+    fn an_unlock_lifts_a_lock_and_a_revocation_forgets_even_failures() {
+        let failed = OperatorEvent::LoginFailed { at: t(0), failures_in_row: 1 };
+        given::<OperatorLogins>([]).when(LoginCommand::Unlock).then([]);
+        given::<OperatorLogins>([failed.clone()]).when(LoginCommand::Unlock).then([]);
+        given::<OperatorLogins>([OperatorEvent::Locked { at: t(0), until: None }])
+            .when(LoginCommand::Unlock)
+            .then([OperatorEvent::Unlocked]);
+        given::<OperatorLogins>([]).when(LoginCommand::Forget).then([]);
+        given::<OperatorLogins>([failed]).when(LoginCommand::Forget).then([OperatorEvent::Unlocked]);
+    }
+}
