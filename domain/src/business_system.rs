@@ -575,20 +575,23 @@ mod tests {
         let state = given::<BusinessSystem>([old])
             .when(C::Update { profile: renamed.clone() })
             .then([E::Updated { profile: renamed.clone() }]);
-        assert_eq!(state.profile().map(BusinessSystemProfile::missing_urls), Some(vec![
-            RequiredUrl::OperatorAdmin,
-            RequiredUrl::Personalize
-        ]));
+        assert_eq!(
+            state.profile().map(BusinessSystemProfile::missing_urls),
+            Some(vec![RequiredUrl::OperatorAdmin, RequiredUrl::Personalize])
+        );
     }
 
     #[test]
     fn required_urls_name_their_fields_and_labels() {
         let names: Vec<_> = RequiredUrl::ALL.iter().map(|u| (u.field(), u.label_ja())).collect();
-        assert_eq!(names, [
-            ("top_url", "業務トップURL"),
-            ("operator_admin_url", "オペレータ管理URL"),
-            ("personalize_url", "パーソナライズURL"),
-        ]);
+        assert_eq!(
+            names,
+            [
+                ("top_url", "業務トップURL"),
+                ("operator_admin_url", "オペレータ管理URL"),
+                ("personalize_url", "パーソナライズURL"),
+            ]
+        );
         assert_eq!(
             BusinessSystemError::UrlsRequired(vec![RequiredUrl::Top, RequiredUrl::Personalize]).to_string(),
             "required: top_url, personalize_url"

@@ -994,7 +994,8 @@ mod tests {
         assert_eq!(id.as_str(), "A000011234567890");
         assert_eq!(id.municipality(), Some(association));
         assert_eq!(StandardId::parse("A000011234567890"), Ok(id));
-        for bad in ["A00001123456789", "A0000112345678901", "A00001123456789A", "a000011234567890", "B000011234567890"] {
+        for bad in ["A00001123456789", "A0000112345678901", "A00001123456789A", "a000011234567890", "B000011234567890"]
+        {
             assert_eq!(StandardId::parse(bad), Err(ParseError::InvalidStandardId), "{bad}");
         }
     }

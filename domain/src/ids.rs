@@ -64,9 +64,13 @@ pub enum ParseError {
     InvalidStandardId,
     #[error("not an association ID: A followed by 5 half-width digits, e.g. A00001")]
     InvalidAssociationId,
-    #[error("a municipality is registered with its 全国地方公共団体コード (6 half-width digits), not an association ID")]
+    #[error(
+        "a municipality is registered with its 全国地方公共団体コード (6 half-width digits), not an association ID"
+    )]
     NotAMunicipalityCode,
-    #[error("an association has no 全国地方公共団体コード: register it with an association ID (A followed by 5 digits, e.g. A00001)")]
+    #[error(
+        "an association has no 全国地方公共団体コード: register it with an association ID (A followed by 5 digits, e.g. A00001)"
+    )]
     NotAnAssociationId,
 }
 
@@ -115,9 +119,7 @@ impl ParseError {
                 "標準IDは市町村コード6桁（任意団体はA＋数字5桁）と半角数字10桁で入力してください".to_owned()
             }
             Self::InvalidAssociationId => "任意団体IDは「A」と半角数字5桁（例: A00001）で入力してください".to_owned(),
-            Self::NotAMunicipalityCode => {
-                "市町村は全国地方公共団体コード（半角数字6桁）で登録してください".to_owned()
-            }
+            Self::NotAMunicipalityCode => "市町村は全国地方公共団体コード（半角数字6桁）で登録してください".to_owned(),
             Self::NotAnAssociationId => {
                 "任意団体は全国地方公共団体コードではなく任意団体ID（「A」と半角数字5桁、例: A00001）で登録してください"
                     .to_owned()
@@ -414,7 +416,8 @@ mod tests {
         assert_eq!(id.kind(), MunicipalityKind::Association);
         assert!(!MunicipalityCode::parse("131016").unwrap().is_association());
         assert_eq!(MunicipalityCode::parse("131016").unwrap().kind(), MunicipalityKind::Municipality);
-        for bad in ["A", "A0001", "A000001", "A0000a", "a00001", "AA0001", "A００００１", "A-0001", "B00001", "abc"] {
+        for bad in ["A", "A0001", "A000001", "A0000a", "a00001", "AA0001", "A００００１", "A-0001", "B00001", "abc"]
+        {
             assert_eq!(MunicipalityCode::parse(bad), Err(ParseError::InvalidAssociationId), "{bad}");
         }
         assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::json!("A00001"));

@@ -309,7 +309,8 @@ impl Aggregate for Municipality {
         let Some(current) = &state.registered else {
             return match command {
                 C::Register { code, name, kind, display_order } => {
-                    MunicipalityCode::parse_for(kind, code.as_str()).map_err(MunicipalityError::CodeDoesNotMatchKind)?;
+                    MunicipalityCode::parse_for(kind, code.as_str())
+                        .map_err(MunicipalityError::CodeDoesNotMatchKind)?;
                     Ok(vec![E::Registered { code, name, kind, display_order }])
                 }
                 _ => Err(MunicipalityError::NotRegistered),
