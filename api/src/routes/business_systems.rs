@@ -249,7 +249,7 @@ where
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "131016"}))]
 pub struct PermitMunicipality {
-    /// 全国地方公共団体コード of a registered, not abolished municipality.
+    /// 全国地方公共団体コード (or association ID, `A` + 5 digits) of a registered, not abolished municipality.
     pub code: String,
 }
 
@@ -257,7 +257,7 @@ pub struct PermitMunicipality {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"code": "131016", "name": "千代田区"}))]
 pub struct PermittedMunicipality {
-    /// 全国地方公共団体コード.
+    /// 全国地方公共団体コード, or an association's ID (`A` + 5 digits).
     pub code: String,
     /// Its name, as the municipality list shows it (`null` if the list does not know it yet).
     pub name: Option<String>,
