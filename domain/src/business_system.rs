@@ -5,6 +5,9 @@
 //! Owns the business system's value types and events. A municipality that is not permitted gets nothing of
 //! that business system; enforcing that elsewhere (operators, APs, feeds) reads `permits`. The built-ins
 //! `00`–`02` exist from the first start (`builtin_profiles`) and are never retired; a 業務ID is never reused.
+//! Every other system is registered with the three URLs the source's screen marks required (`RequiredUrl`),
+//! and none of them can be cleared later. Systems stored before that rule keep their events as they are (the
+//! payload shape is unchanged): the rule is enforced in `decide`, not in the events.
 
 use std::collections::BTreeSet;
 
@@ -40,8 +43,9 @@ impl BusinessSystemName {
 
 string_newtype!(BusinessSystemName);
 
-/// What the business server certificate carries besides the 業務ID (手引き I 2.2): the name is required, the
-/// rest optional. The URLs are where the operator top page links to.
+/// What the business server certificate carries besides the 業務ID (手引き I 2.2): the name, and for every
+/// system but the built-ins the three `RequiredUrl`s (`decide` enforces those, so that profiles stored before
+/// the rule still decode); the rest is optional. The URLs are where the operator top page links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusinessSystemProfile {
     /// 業務システム名.
@@ -75,6 +79,56 @@ impl BusinessSystemProfile {
             phone: None,
             email: None,
         }
+    }
+}
+
+/// One of the three URLs the source's business-system screen marks required (＊業務トップURL,
+/// ＊オペレータ管理URL, ＊パーソナライズURL, 手引き I 2.2 (2) ①). The built-ins `00`–`02` have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequiredUrl {
+    /// 業務トップURL.
+    Top,
+    /// オペレータ管理URL.
+    OperatorAdmin,
+    /// パーソナライズURL.
+    Personalize,
+}
+
+impl RequiredUrl {
+    /// In the order of the screen.
+    pub const ALL: [RequiredUrl; 3] = [Self::Top, Self::OperatorAdmin, Self::Personalize];
+
+    /// The field name in a body and in the stored profile.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Top => "top_url",
+            Self::OperatorAdmin => "operator_admin_url",
+            Self::Personalize => "personalize_url",
+        }
+    }
+
+    /// The screen's label.
+    pub fn label_ja(self) -> &'static str {
+        match self {
+            Self::Top => "業務トップURL",
+            Self::OperatorAdmin => "オペレータ管理URL",
+            Self::Personalize => "パーソナライズURL",
+        }
+    }
+
+    fn of(self, profile: &BusinessSystemProfile) -> Option<&Url> {
+        match self {
+            Self::Top => profile.top_url.as_ref(),
+            Self::OperatorAdmin => profile.operator_admin_url.as_ref(),
+            Self::Personalize => profile.personalize_url.as_ref(),
+        }
+    }
+}
+
+impl BusinessSystemProfile {
+    /// The required URLs this profile lacks, in the order of the screen.
+    pub fn missing_urls(&self) -> Vec<RequiredUrl> {
+        RequiredUrl::ALL.into_iter().filter(|u| u.of(self).is_none()).collect()
     }
 }
 
@@ -259,6 +313,13 @@ pub enum BusinessSystemError {
     BuiltInCannotBeRetired,
     #[error("the municipality is not permitted to use this business system")]
     NotPermitted,
+    /// Registering without (or changing to a profile that clears) any of the three required URLs; lists each.
+    #[error("required: {}", fields(.0))]
+    UrlsRequired(Vec<RequiredUrl>),
+}
+
+fn fields(urls: &[RequiredUrl]) -> String {
+    urls.iter().map(|u| u.field()).collect::<Vec<_>>().join(", ")
 }
 
 impl BusinessSystemError {
@@ -269,6 +330,7 @@ impl BusinessSystemError {
             Self::Retired => "この業務システムは廃止されています",
             Self::BuiltInCannotBeRetired => "標準の業務システム（業務ID 00・01・02）は廃止できません",
             Self::NotPermitted => "この市町村・任意団体は共同利用を許可されていません",
+            Self::UrlsRequired(_) => "業務トップURL・オペレータ管理URL・パーソナライズURLは必須項目です",
         }
     }
 }
@@ -333,7 +395,13 @@ impl Aggregate for BusinessSystem {
 
         let Some(current) = &state.registered else {
             return match command {
-                C::Register { id, profile } => Ok(vec![E::Registered { id, profile }]),
+                C::Register { id, profile } => {
+                    let missing = if id.is_builtin() { vec![] } else { profile.missing_urls() };
+                    if !missing.is_empty() {
+                        return Err(BusinessSystemError::UrlsRequired(missing));
+                    }
+                    Ok(vec![E::Registered { id, profile }])
+                }
                 _ => Err(BusinessSystemError::NotRegistered),
             };
         };
@@ -341,7 +409,18 @@ impl Aggregate for BusinessSystem {
             C::Register { .. } => Err(BusinessSystemError::AlreadyRegistered),
             _ if state.retired => Err(BusinessSystemError::Retired),
             C::Update { profile } if profile == current.profile => Ok(vec![]),
-            C::Update { profile } => Ok(vec![E::Updated { profile }]),
+            C::Update { profile } => {
+                // A required URL may change but never be cleared; one that a system stored before the rule
+                // never had may stay absent.
+                let cleared: Vec<_> = RequiredUrl::ALL
+                    .into_iter()
+                    .filter(|u| u.of(&current.profile).is_some() && u.of(&profile).is_none())
+                    .collect();
+                if !cleared.is_empty() {
+                    return Err(BusinessSystemError::UrlsRequired(cleared));
+                }
+                Ok(vec![E::Updated { profile }])
+            }
             C::Retire if current.id.is_builtin() => Err(BusinessSystemError::BuiltInCannotBeRetired),
             C::Retire => Ok(vec![E::Retired]),
             C::Permit { municipality } if state.permits(&municipality) => Ok(vec![]),
@@ -404,7 +483,7 @@ mod tests {
             image: Some(Url::parse("https://portal.example.jp/img/hall.png").unwrap()),
             top_url: Some(Url::parse("https://portal.example.jp/").unwrap()),
             operator_admin_url: Some(Url::parse("https://portal.example.jp/operators").unwrap()),
-            personalize_url: None,
+            personalize_url: Some(Url::parse("https://portal.example.jp/me").unwrap()),
             phone: Some(Phone::parse("03-3333-4444").unwrap()),
             email: Some(Email::parse("portal@example.jp").unwrap()),
         }
@@ -429,6 +508,94 @@ mod tests {
         assert_eq!(state.profile(), Some(&profile("施設予約")));
         assert!(state.permitted().is_empty());
         assert_eq!(stream_key(&own()), "10");
+    }
+
+    #[test]
+    fn business_ids_03_to_09_are_registrable_like_any_other_non_builtin() {
+        // The source registers 業務ID 05 (手引き I 2.2 (2) ①); only 00–02 are built in.
+        for n in 3..=9 {
+            let id = BusinessId::parse(&format!("{n:02}")).unwrap();
+            assert!(!id.is_builtin());
+            given::<BusinessSystem>([])
+                .when(C::Register { id: id.clone(), profile: profile("利用環境設定") })
+                .then([E::Registered { id, profile: profile("利用環境設定") }]);
+        }
+    }
+
+    #[test]
+    fn register_without_the_required_urls_is_refused_naming_each_missing_one() {
+        let mut none = profile("施設予約");
+        none.top_url = None;
+        none.operator_admin_url = None;
+        none.personalize_url = None;
+        given::<BusinessSystem>([])
+            .when(C::Register { id: own(), profile: none.clone() })
+            .then_err(BusinessSystemError::UrlsRequired(RequiredUrl::ALL.to_vec()));
+
+        let mut only_top = none.clone();
+        only_top.top_url = Some(Url::parse("https://portal.example.jp/").unwrap());
+        given::<BusinessSystem>([])
+            .when(C::Register { id: own(), profile: only_top })
+            .then_err(BusinessSystemError::UrlsRequired(vec![RequiredUrl::OperatorAdmin, RequiredUrl::Personalize]));
+
+        let mut no_personalize = profile("施設予約");
+        no_personalize.personalize_url = None;
+        given::<BusinessSystem>([])
+            .when(C::Register { id: own(), profile: no_personalize })
+            .then_err(BusinessSystemError::UrlsRequired(vec![RequiredUrl::Personalize]));
+    }
+
+    #[test]
+    fn the_builtins_are_registered_without_urls() {
+        for (id, profile) in builtin_profiles() {
+            assert_eq!(profile.missing_urls(), RequiredUrl::ALL);
+            given::<BusinessSystem>([])
+                .when(C::Register { id: id.clone(), profile: profile.clone() })
+                .then([E::Registered { id, profile }]);
+        }
+    }
+
+    #[test]
+    fn an_update_cannot_clear_a_required_url() {
+        let mut cleared = profile("施設予約");
+        cleared.top_url = None;
+        cleared.personalize_url = None;
+        given::<BusinessSystem>([registered()])
+            .when(C::Update { profile: cleared })
+            .then_err(BusinessSystemError::UrlsRequired(vec![RequiredUrl::Top, RequiredUrl::Personalize]));
+    }
+
+    #[test]
+    fn a_system_stored_before_the_rule_still_decodes_and_changes_without_the_urls() {
+        // A `BusinessSystemRegistered` v1 of a non-built-in without URLs, as stored before they were required.
+        let stored = json!({ "business_id": "10", "profile": { "name": "施設予約", "top_url": null } });
+        let old = BusinessSystemEvent::decode(REGISTERED, 1, &stored).unwrap();
+        let mut renamed = BusinessSystemProfile::named(BusinessSystemName::parse("施設予約2").unwrap());
+        renamed.top_url = Some(Url::parse("https://portal.example.jp/").unwrap());
+        let state = given::<BusinessSystem>([old])
+            .when(C::Update { profile: renamed.clone() })
+            .then([E::Updated { profile: renamed.clone() }]);
+        assert_eq!(
+            state.profile().map(BusinessSystemProfile::missing_urls),
+            Some(vec![RequiredUrl::OperatorAdmin, RequiredUrl::Personalize])
+        );
+    }
+
+    #[test]
+    fn required_urls_name_their_fields_and_labels() {
+        let names: Vec<_> = RequiredUrl::ALL.iter().map(|u| (u.field(), u.label_ja())).collect();
+        assert_eq!(
+            names,
+            [
+                ("top_url", "業務トップURL"),
+                ("operator_admin_url", "オペレータ管理URL"),
+                ("personalize_url", "パーソナライズURL"),
+            ]
+        );
+        assert_eq!(
+            BusinessSystemError::UrlsRequired(vec![RequiredUrl::Top, RequiredUrl::Personalize]).to_string(),
+            "required: top_url, personalize_url"
+        );
     }
 
     #[test]
@@ -474,7 +641,7 @@ mod tests {
     #[test]
     fn update_the_profile() {
         let mut changed = profile("施設予約");
-        changed.personalize_url = Some(Url::parse("https://portal.example.jp/me").unwrap());
+        changed.personalize_url = Some(Url::parse("https://portal.example.jp/v2/me").unwrap());
         changed.phone = None;
         let state = given::<BusinessSystem>([registered()])
             .when(C::Update { profile: changed.clone() })
@@ -568,7 +735,7 @@ mod tests {
                     "image": "https://portal.example.jp/img/hall.png",
                     "top_url": "https://portal.example.jp/",
                     "operator_admin_url": "https://portal.example.jp/operators",
-                    "personalize_url": null,
+                    "personalize_url": "https://portal.example.jp/me",
                     "phone": "03-3333-4444",
                     "email": "portal@example.jp",
                 },
@@ -611,6 +778,7 @@ mod tests {
             BusinessSystemError::Retired,
             BusinessSystemError::BuiltInCannotBeRetired,
             BusinessSystemError::NotPermitted,
+            BusinessSystemError::UrlsRequired(vec![RequiredUrl::Top]),
         ] {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());
         }

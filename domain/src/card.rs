@@ -17,13 +17,19 @@ use crate::aggregate::decode_payload;
 use crate::resident::{CardFid, ResidentId};
 use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
 
-/// The stream id of a card: its FID.
+/// The stream id of a card: its FID (in upper case, as `CardFid` holds it: one card, one stream).
 pub fn stream_key(fid: &CardFid) -> String {
     fid.as_str().to_owned()
 }
 
 /// 標準ID of the library AP (手引き II 2): the municipality code (6 digits) followed by a number of 10 digits
 /// the municipality draws at random; unique nationwide and never reused (see [`StandardIdAllocation`]).
+///
+/// An association (任意団体) has no 全国地方公共団体コード; its 標準ID is formed the same way from its association
+/// ID (`A` + 5 digits, see `MunicipalityCode`), e.g. `A000011234567890`: 16 half-width characters, the first a
+/// letter, so it never equals a municipality's. It is unique within this installation (an association ID is
+/// not assigned nationwide), and a library system that accepts only digits cannot take it: a card that must
+/// serve libraries elsewhere is registered by its member municipality.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StandardId(String);
@@ -38,7 +44,8 @@ impl StandardId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        // ASCII first, so that the byte offsets below are character boundaries.
+        if s.len() != 16 || !s.is_ascii() || !s.bytes().skip(6).all(|b| b.is_ascii_digit()) {
             return Err(ParseError::InvalidStandardId);
         }
         MunicipalityCode::parse(&s[..6]).map_err(|_| ParseError::InvalidStandardId)?;
@@ -978,6 +985,19 @@ mod tests {
         }
         assert_eq!(serde_json::to_value(&id).unwrap(), json!("1310161234567890"));
         assert!(serde_json::from_value::<StandardId>(json!(1310161234567890u64)).is_err());
+    }
+
+    #[test]
+    fn an_associations_standard_id_starts_with_its_association_id() {
+        let association = MunicipalityCode::parse("A00001").unwrap();
+        let id = StandardId::new(&association, 1_234_567_890);
+        assert_eq!(id.as_str(), "A000011234567890");
+        assert_eq!(id.municipality(), Some(association));
+        assert_eq!(StandardId::parse("A000011234567890"), Ok(id));
+        for bad in ["A00001123456789", "A0000112345678901", "A00001123456789A", "a000011234567890", "B000011234567890"]
+        {
+            assert_eq!(StandardId::parse(bad), Err(ParseError::InvalidStandardId), "{bad}");
+        }
     }
 
     /// A valid municipality code: the five digits with the one check digit that parses.

@@ -1,6 +1,7 @@
 //! Identifiers and the one parse error every value type of the domain shares.
 //!
-//! Owns `MunicipalityCode` (全国地方公共団体コード with its check digit), `BusinessId` (業務ID), `OperatorKey` (an
+//! Owns `MunicipalityCode` (全国地方公共団体コード with its check digit, or an association's own id), `BusinessId`
+//! (業務ID), `OperatorKey` (an
 //! operator's stable internal identity) and the crate-private text rules reused by the value types. Nothing here
 //! does IO.
 
@@ -9,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::municipality::MunicipalityKind;
 
 /// Why a value could not be parsed.
 ///
@@ -57,8 +60,18 @@ pub enum ParseError {
     InvalidFieldKey,
     #[error("not a resident ID (a UUID)")]
     InvalidResidentId,
-    #[error("not a 標準ID: 16 half-width digits, a municipality code and 10 digits")]
+    #[error("not a 標準ID: a municipality code (or association ID) and 10 half-width digits")]
     InvalidStandardId,
+    #[error("not an association ID: A followed by 5 half-width digits, e.g. A00001")]
+    InvalidAssociationId,
+    #[error(
+        "a municipality is registered with its 全国地方公共団体コード (6 half-width digits), not an association ID"
+    )]
+    NotAMunicipalityCode,
+    #[error(
+        "an association has no 全国地方公共団体コード: register it with an association ID (A followed by 5 digits, e.g. A00001)"
+    )]
+    NotAnAssociationId,
 }
 
 impl ParseError {
@@ -102,7 +115,15 @@ impl ParseError {
                 "項目キーは半角英小文字で始まる英小文字・数字・_ の32文字以内で入力してください".to_owned()
             }
             Self::InvalidResidentId => "利用者IDの形式が正しくありません".to_owned(),
-            Self::InvalidStandardId => "標準IDは半角数字16桁（市町村コード6桁＋10桁）で入力してください".to_owned(),
+            Self::InvalidStandardId => {
+                "標準IDは市町村コード6桁（任意団体はA＋数字5桁）と半角数字10桁で入力してください".to_owned()
+            }
+            Self::InvalidAssociationId => "任意団体IDは「A」と半角数字5桁（例: A00001）で入力してください".to_owned(),
+            Self::NotAMunicipalityCode => "市町村は全国地方公共団体コード（半角数字6桁）で登録してください".to_owned(),
+            Self::NotAnAssociationId => {
+                "任意団体は全国地方公共団体コードではなく任意団体ID（「A」と半角数字5桁、例: A00001）で登録してください"
+                    .to_owned()
+            }
         }
     }
 }
@@ -137,19 +158,37 @@ pub(crate) fn parse_alphanumeric(s: &str, max: usize) -> Result<String, ParseErr
     Ok(s.to_owned())
 }
 
-/// 全国地方公共団体コード: five digits of JIS X 0402 plus a check digit, e.g. `131016` (千代田区).
+/// The id of a tenant (市町村・任意団体), the `{code}` of `/api/v1/municipalities/{code}/…`, in one of two forms:
 ///
-/// Only half-width ASCII digits are accepted, and nothing is trimmed: a code is keyed, never guessed.
+/// - a municipality's 全国地方公共団体コード: five digits of JIS X 0402 plus a check digit, e.g. `131016` (千代田区);
+/// - an association's ID (任意団体・協議会, e.g. 西関東協議会, which has no such code): `A` followed by five
+///   half-width digits, e.g. `A00001`, chosen by the system administrator when he registers it. It starts with a
+///   letter, so it can never be (or be mistaken for) a real code, and it has the same length, so every key,
+///   column and 標準ID built from a code (`card::StandardId`) holds it unchanged.
+///
+/// Only half-width ASCII is accepted (the `A` in upper case), and nothing is trimmed: a code is keyed, never
+/// guessed. `is_association` tells the forms apart; `parse_for` also checks the form against a tenant's kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MunicipalityCode(String);
 
 impl MunicipalityCode {
     const LEN: usize = 6;
+    /// The first character of an association ID.
+    pub const ASSOCIATION_PREFIX: char = 'A';
 
+    /// Either form: a check-digit-valid 全国地方公共団体コード or an association ID.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         if s.is_empty() {
             return Err(ParseError::Empty);
+        }
+        // Anything that starts with a letter was meant as an association ID: say what that looks like.
+        if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            let number = s.strip_prefix(Self::ASSOCIATION_PREFIX).ok_or(ParseError::InvalidAssociationId)?;
+            if number.len() != Self::LEN - 1 || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError::InvalidAssociationId);
+            }
+            return Ok(Self(s.to_owned()));
         }
         if !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::NotHalfWidthDigits);
@@ -162,6 +201,27 @@ impl MunicipalityCode {
             return Err(ParseError::BadCheckDigit);
         }
         Ok(Self(s.to_owned()))
+    }
+
+    /// The code a tenant of `kind` is registered with: a 全国地方公共団体コード for a municipality, an association
+    /// ID for an association (an association has no 全国地方公共団体コード; a municipality always has one).
+    pub fn parse_for(kind: MunicipalityKind, s: &str) -> Result<Self, ParseError> {
+        let code = Self::parse(s)?;
+        match (kind, code.is_association()) {
+            (MunicipalityKind::Municipality, true) => Err(ParseError::NotAMunicipalityCode),
+            (MunicipalityKind::Association, false) => Err(ParseError::NotAnAssociationId),
+            _ => Ok(code),
+        }
+    }
+
+    /// Whether this is an association ID (`A` + 5 digits) rather than a 全国地方公共団体コード.
+    pub fn is_association(&self) -> bool {
+        self.0.starts_with(Self::ASSOCIATION_PREFIX)
+    }
+
+    /// The kind of tenant this form of code belongs to.
+    pub fn kind(&self) -> MunicipalityKind {
+        if self.is_association() { MunicipalityKind::Association } else { MunicipalityKind::Municipality }
     }
 
     pub fn as_str(&self) -> &str {
@@ -199,7 +259,8 @@ impl From<MunicipalityCode> for String {
 /// 業務ID: two half-width digits naming a business system, e.g. `01`.
 ///
 /// `00`–`02` are the built-ins present from the first start (cardap administration, certificate issuance,
-/// library); `10` and up are free for the municipalities' own systems. Taken as typed: nothing is trimmed.
+/// library); `03`–`99` are free for other systems (the source registers `05`, 手引き I 2.2). Taken as typed:
+/// nothing is trimmed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct BusinessId(Cow<'static, str>);
@@ -348,6 +409,37 @@ mod tests {
     }
 
     #[test]
+    fn an_association_id_is_a_then_five_digits_and_never_a_real_code() {
+        let id = MunicipalityCode::parse("A00001").unwrap();
+        assert_eq!(id.as_str(), "A00001");
+        assert!(id.is_association());
+        assert_eq!(id.kind(), MunicipalityKind::Association);
+        assert!(!MunicipalityCode::parse("131016").unwrap().is_association());
+        assert_eq!(MunicipalityCode::parse("131016").unwrap().kind(), MunicipalityKind::Municipality);
+        for bad in ["A", "A0001", "A000001", "A0000a", "a00001", "AA0001", "A００００１", "A-0001", "B00001", "abc"]
+        {
+            assert_eq!(MunicipalityCode::parse(bad), Err(ParseError::InvalidAssociationId), "{bad}");
+        }
+        assert_eq!(serde_json::to_value(&id).unwrap(), serde_json::json!("A00001"));
+        assert_eq!(serde_json::from_str::<MunicipalityCode>("\"A00001\"").unwrap(), id);
+    }
+
+    #[test]
+    fn the_form_of_the_code_must_match_the_kind_of_tenant() {
+        use MunicipalityKind::{Association, Municipality};
+        assert_eq!(MunicipalityCode::parse_for(Municipality, "131016"), MunicipalityCode::parse("131016"));
+        assert_eq!(MunicipalityCode::parse_for(Association, "A00001"), MunicipalityCode::parse("A00001"));
+        assert_eq!(MunicipalityCode::parse_for(Municipality, "A00001"), Err(ParseError::NotAMunicipalityCode));
+        assert_eq!(MunicipalityCode::parse_for(Association, "131016"), Err(ParseError::NotAnAssociationId));
+        // A form error is reported as such, whatever the kind.
+        assert_eq!(MunicipalityCode::parse_for(Association, "131017"), Err(ParseError::BadCheckDigit));
+        assert_eq!(MunicipalityCode::parse_for(Municipality, "A1"), Err(ParseError::InvalidAssociationId));
+        for e in [ParseError::InvalidAssociationId, ParseError::NotAMunicipalityCode, ParseError::NotAnAssociationId] {
+            assert!(e.message_ja().contains('A') || e.message_ja().contains("全国地方公共団体コード"), "{e}");
+        }
+    }
+
+    #[test]
     fn messages_ja_are_short_and_specific() {
         assert_eq!(ParseError::WrongLength { expected: 6 }.message_ja(), "6桁で入力してください");
         assert_eq!(ParseError::BadCheckDigit.message_ja(), "検査数字が正しくありません");
@@ -459,6 +551,8 @@ mod tests {
             at in 0usize..6,
             ch in any::<char>().prop_filter("not an ASCII digit", |c| !c.is_ascii_digit()),
         ) {
+            // A letter in front makes it (an attempt at) an association ID, tested on its own.
+            prop_assume!(at != 0 || !ch.is_ascii_alphabetic());
             let mut chars: Vec<char> = code_with_check(prefix).chars().collect();
             chars[at] = ch;
             let s: String = chars.into_iter().collect();
@@ -468,7 +562,27 @@ mod tests {
         #[test]
         fn strings_with_any_non_digit_are_rejected(s in "\\PC*") {
             prop_assume!(s.chars().any(|c| !c.is_ascii_digit()));
+            let association = s.len() == 6 && s.starts_with('A') && s[1..].bytes().all(|b| b.is_ascii_digit());
+            prop_assume!(!association);
             prop_assert!(MunicipalityCode::parse(&s).is_err());
+        }
+
+        #[test]
+        fn every_association_id_parses_round_trips_and_is_no_municipality_code(n in 0u32..100_000) {
+            let s = format!("A{n:05}");
+            let id = MunicipalityCode::parse(&s).unwrap();
+            prop_assert!(id.is_association());
+            prop_assert_eq!(id.as_str(), s.as_str());
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<MunicipalityCode>(&json).unwrap(), id.clone());
+            prop_assert_eq!(
+                MunicipalityCode::parse_for(MunicipalityKind::Municipality, &s),
+                Err(ParseError::NotAMunicipalityCode)
+            );
+            // A real code never takes this form, and is never an association.
+            let real = MunicipalityCode::parse(&code_with_check(n)).unwrap();
+            prop_assert!(!real.is_association());
+            prop_assert_ne!(real, id);
         }
 
         #[test]

@@ -2,6 +2,8 @@
 //! administrator registers, renames, reorders for display, and abolishes.
 //!
 //! Owns its value types and events. A code is never reused: registering over an abolished municipality fails.
+//! A municipality is registered with its 全国地方公共団体コード, an association (任意団体, which has none) with an
+//! association ID (`A` + 5 digits); `MunicipalityCode` holds either, and `decide` refuses the wrong form.
 
 use std::fmt;
 
@@ -232,14 +234,18 @@ pub enum MunicipalityError {
     NotRegistered,
     #[error("the municipality has been abolished")]
     Abolished,
+    /// A municipality with an association ID, or an association with a 全国地方公共団体コード.
+    #[error("{}", .0)]
+    CodeDoesNotMatchKind(ParseError),
 }
 
 impl MunicipalityError {
-    pub fn message_ja(&self) -> &'static str {
+    pub fn message_ja(&self) -> String {
         match self {
-            Self::AlreadyRegistered => "この団体コードは既に登録されています",
-            Self::NotRegistered => "この団体コードは登録されていません",
-            Self::Abolished => "この市町村・任意団体は廃止されています",
+            Self::AlreadyRegistered => "この団体コードは既に登録されています".to_owned(),
+            Self::NotRegistered => "この団体コードは登録されていません".to_owned(),
+            Self::Abolished => "この市町村・任意団体は廃止されています".to_owned(),
+            Self::CodeDoesNotMatchKind(e) => e.message_ja(),
         }
     }
 }
@@ -303,6 +309,8 @@ impl Aggregate for Municipality {
         let Some(current) = &state.registered else {
             return match command {
                 C::Register { code, name, kind, display_order } => {
+                    MunicipalityCode::parse_for(kind, code.as_str())
+                        .map_err(MunicipalityError::CodeDoesNotMatchKind)?;
                     Ok(vec![E::Registered { code, name, kind, display_order }])
                 }
                 _ => Err(MunicipalityError::NotRegistered),
@@ -389,6 +397,63 @@ mod tests {
         assert_eq!(state.kind(), Some(MunicipalityKind::Municipality));
         assert_eq!(state.display_order(), Some(order(1)));
         assert_eq!(stream_key(&code()), "131016");
+    }
+
+    #[test]
+    fn register_an_association_with_its_association_id() {
+        // 西関東協議会 (手引き I 2.2 (4)): a voluntary association, which has no 全国地方公共団体コード.
+        let id = MunicipalityCode::parse("A00001").unwrap();
+        let registered = E::Registered {
+            code: id.clone(),
+            name: name("西関東協議会"),
+            kind: MunicipalityKind::Association,
+            display_order: order(7),
+        };
+        let state = given::<Municipality>([])
+            .when(C::Register {
+                code: id.clone(),
+                name: name("西関東協議会"),
+                kind: MunicipalityKind::Association,
+                display_order: order(7),
+            })
+            .then([registered]);
+        assert_eq!(state.kind(), Some(MunicipalityKind::Association));
+        assert_eq!(state.code(), Some(&id));
+        assert_eq!(stream_key(&id), "A00001");
+    }
+
+    #[test]
+    fn an_association_with_a_municipality_code_is_refused() {
+        given::<Municipality>([])
+            .when(C::Register {
+                code: code(),
+                name: name("西関東協議会"),
+                kind: MunicipalityKind::Association,
+                display_order: order(7),
+            })
+            .then_err(MunicipalityError::CodeDoesNotMatchKind(ParseError::NotAnAssociationId));
+    }
+
+    #[test]
+    fn a_municipality_with_an_association_id_is_refused() {
+        given::<Municipality>([])
+            .when(C::Register {
+                code: MunicipalityCode::parse("A00001").unwrap(),
+                name: name("千代田区"),
+                kind: MunicipalityKind::Municipality,
+                display_order: order(1),
+            })
+            .then_err(MunicipalityError::CodeDoesNotMatchKind(ParseError::NotAMunicipalityCode));
+    }
+
+    #[test]
+    fn an_association_stored_with_a_municipality_code_before_the_rule_still_decodes() {
+        let stored = json!({"code": "011002", "name": "札幌広域協議会", "kind": "association", "display_order": 2});
+        let event = MunicipalityEvent::decode(REGISTERED, 1, &stored).unwrap();
+        let state = given::<Municipality>([event])
+            .when(C::Change { name: Some(name("札幌広域連合")), display_order: None })
+            .then([E::Renamed { name: name("札幌広域連合") }]);
+        assert_eq!(state.kind(), Some(MunicipalityKind::Association));
     }
 
     #[test]

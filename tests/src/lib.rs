@@ -627,3 +627,15 @@ impl TestApp {
         self.login(Some(code), operator_id, "ClerkPassw0rd").await
     }
 }
+
+/// A business-system registration body with what the source's screen requires: the ID, the name and the three
+/// URLs (業務トップURL, オペレータ管理URL, パーソナライズURL).
+pub fn business_system(business_id: &str, name: &str) -> Value {
+    json!({
+        "business_id": business_id,
+        "name": name,
+        "top_url": format!("https://b{business_id}.example.jp/"),
+        "operator_admin_url": format!("https://b{business_id}.example.jp/operators"),
+        "personalize_url": format!("https://b{business_id}.example.jp/me"),
+    })
+}

@@ -1,5 +1,6 @@
 //! `/api/v1/business-systems` and shared use (共同利用業務設定): the built-ins from the first start (once, however
-//! many nodes start), registering with validation in the clerk's language, PATCH as a merge with `If-Match`,
+//! many nodes start), registering with validation in the clerk's language (業務ID 03–99 free, the source's
+//! three URLs required), PATCH as a merge with `If-Match`,
 //! retiring, permitting and withdrawing municipalities, and a clerk who may read but change nothing.
 //! After every refused request the event log is unchanged. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +10,8 @@ use cardap_store::{Checkpoint, ReadFilter};
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, Reply, TestApp, on_both_backends, register_clerk, send, spawn_app, spawn_app_on, with_check_digit,
+    Backend, Reply, TestApp, business_system, on_both_backends, register_clerk, send, spawn_app, spawn_app_on,
+    with_check_digit,
 };
 
 const PATH: &str = "/api/v1/business-systems";
@@ -176,13 +178,111 @@ async fn the_administrator_registers_a_business_system(backend: Backend) {
     assert_eq!(shown.json(), expected, "GET shows what POST answered");
     assert_eq!(ids(&app.get(PATH, Some(&token)).await.json()), ["00", "01", "02", "10"]);
 
-    // Only the ID and the name are required; an empty optional field is no value; the name is trimmed.
-    let minimal = register(&app, &token, &json!({"business_id": "99", "name": "\u{3000}独自業務 ", "email": ""})).await;
-    let body = minimal.json();
+    // Only the ID, the name and the three URLs are required; an empty optional field is no value; the name is
+    // trimmed.
+    let mut minimal = business_system("99", "\u{3000}独自業務 ");
+    minimal["email"] = json!("");
+    let body = register(&app, &token, &minimal).await.json();
     assert_eq!(body["name"], "独自業務");
-    for field in ["organization", "image", "top_url", "operator_admin_url", "personalize_url", "phone", "email"] {
+    for field in ["organization", "image", "phone", "email"] {
         assert_eq!(body[field], Value::Null, "{field}: {body}");
     }
+    assert_eq!(body["personalize_url"], "https://b99.example.jp/me");
+}
+
+/// Only `00`–`02` are built in: the source registers 業務ID 05 (手引き I 2.2 (2) ①), and 03–09 are as free as 10–99.
+async fn business_ids_03_to_09_are_registrable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.admin_token().await;
+    // The source's screen, field by field.
+    let seed = json!({
+        "business_id": "05",
+        "name": "利用環境設定",
+        "organization": "BCS",
+        "top_url": "https://www1.city.itozaki.nagano.jp/BizSys/?gid=05&type=1",
+        "operator_admin_url": "https://www1.city.itozaki.nagano.jp/BizSys/?gid=05&type=1",
+        "personalize_url": "https://www1.city.itozaki.nagano.jp/BizSys/?gid=05&type=1",
+    });
+
+    let reply = app.post(PATH, Some(&token), &seed).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.header("location"), Some("/api/v1/business-systems/05"));
+    let body = reply.json();
+    assert_eq!((body["business_id"].as_str(), body["builtin"].as_bool()), (Some("05"), Some(false)));
+    assert_eq!(body["top_url"], seed["top_url"]);
+    assert_eq!(app.get(&one("05"), Some(&token)).await.json(), body);
+    for id in ["03", "04", "06", "07", "08", "09"] {
+        register(&app, &token, &business_system(id, &format!("業務{id}"))).await;
+    }
+    assert_eq!(
+        ids(&app.get(PATH, Some(&token)).await.json()),
+        ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"]
+    );
+    // 05 is an ordinary business system: it can be permitted and retired.
+    app.register_municipality(&token, "131016", "千代田区", 1).await;
+    app.permit(&token, "05", "131016").await;
+    let retired = retire(&app, "05", &token, None).await;
+    assert_eq!(retired.status, StatusCode::OK, "{}", retired.text);
+}
+
+/// 業務トップURL, オペレータ管理URL and パーソナライズURL are required on the source's screen: a registration without
+/// them names each missing one, in the clerk's language, and a PATCH cannot clear them.
+async fn the_three_urls_are_required(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.admin_token().await;
+    let urls = ["/top_url", "/operator_admin_url", "/personalize_url"];
+
+    let none = json!({"business_id": "10", "name": "施設予約", "phone": "03-3333-4444"});
+    let reply =
+        refused(&app, app.post(PATH, Some(&token), &none), StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation")
+            .await;
+    assert_eq!(reply.error_fields(), urls, "{}", reply.text);
+    assert_eq!(reply.error_message("/top_url"), "業務トップURLは必須項目です");
+    assert_eq!(reply.error_message("/operator_admin_url"), "オペレータ管理URLは必須項目です");
+    assert_eq!(reply.error_message("/personalize_url"), "パーソナライズURLは必須項目です");
+    let english = send(app.request(Method::POST, PATH, Some(&token)).header("accept-language", "en").json(&none)).await;
+    assert_eq!(english.error_fields(), urls);
+    assert_eq!(english.error_message("/top_url"), "top_url (業務トップURL) is required");
+
+    // Null or blank is missing too; each one is named on its own.
+    for (what, field, value) in [
+        ("no top URL", "top_url", Value::Null),
+        ("a blank operator URL", "operator_admin_url", json!(" ")),
+        ("an empty personalize URL", "personalize_url", json!("")),
+    ] {
+        let mut body = business_system("10", "施設予約");
+        body[field] = value;
+        let post = app.post(PATH, Some(&token), &body);
+        let reply = refused(&app, post, StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation").await;
+        assert_eq!(reply.error_fields(), [format!("/{field}")], "{what}: {}", reply.text);
+    }
+    let mut without = business_system("10", "施設予約");
+    without.as_object_mut().unwrap().remove("personalize_url");
+    let post = app.post(PATH, Some(&token), &without);
+    let reply = refused(&app, post, StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation").await;
+    assert_eq!(reply.error_fields(), ["/personalize_url"]);
+
+    // Registered with them, they may change but not be cleared.
+    register(&app, &token, &business_system("10", "施設予約")).await;
+    let cleared = app.patch(&one("10"), Some(&token), Some("\"1\""), &json!({"top_url": null, "personalize_url": ""}));
+    let reply = refused(&app, cleared, StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation").await;
+    assert_eq!(reply.error_fields(), ["/top_url", "/personalize_url"]);
+    let changed =
+        app.patch(&one("10"), Some(&token), Some("\"1\""), &json!({"top_url": "https://b10.example.jp/v2/"})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert_eq!(changed.json()["top_url"], "https://b10.example.jp/v2/");
+
+    // The documented body marks them required and its example carries them.
+    let doc = app.get("/openapi.json", None).await.json();
+    let schema = &doc["components"]["schemas"]["RegisterBusinessSystem"];
+    let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    for field in ["business_id", "name", "top_url", "operator_admin_url", "personalize_url"] {
+        assert!(required.contains(&field), "{field} is not required: {schema}");
+        assert!(schema["example"][field].is_string(), "{field} is not in the example: {schema}");
+    }
+    let example = app.post(PATH, Some(&token), &schema["example"]).await;
+    assert_eq!(example.status, StatusCode::CREATED, "the documented example registers: {}", example.text);
 }
 
 async fn a_duplicate_business_id_is_refused(backend: Backend) {
@@ -218,7 +318,6 @@ async fn invalid_fields_are_named_by_json_pointer(backend: Backend) {
         ("letters", with("business_id", json!("abc")), "/business_id"),
         ("three digits", with("business_id", json!("100")), "/business_id"),
         ("empty ID", with("business_id", json!("")), "/business_id"),
-        ("reserved ID", with("business_id", json!("05")), "/business_id"),
         ("ID as a number", with("business_id", json!(10)), "/business_id"),
         ("empty name", with("name", json!("")), "/name"),
         ("too long a name", with("name", json!("あ".repeat(51))), "/name"),
@@ -243,7 +342,8 @@ async fn invalid_fields_are_named_by_json_pointer(backend: Backend) {
         assert_eq!(reply.error_fields(), [field], "{what}: {}", reply.text);
     }
 
-    let missing = json!({"business_id": "10"});
+    let mut missing = full("10");
+    missing.as_object_mut().unwrap().remove("name");
     let reply =
         refused(&app, app.post(PATH, Some(&token), &missing), StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation")
             .await;
@@ -273,6 +373,7 @@ async fn invalid_fields_are_named_by_json_pointer(backend: Backend) {
         ("the name blank", json!({"name": " "}), vec!["/name"]),
         ("bad phone and e-mail", json!({"phone": "03", "email": "@example.jp"}), vec!["/phone", "/email"]),
         ("bad URL", json!({"top_url": "portal"}), vec!["/top_url"]),
+        ("a required URL cleared", json!({"operator_admin_url": null}), vec!["/operator_admin_url"]),
         ("the ID cannot change", json!({"business_id": "11"}), vec!["/business_id"]),
         ("retired is no field", json!({"retired": true}), vec!["/retired"]),
     ] {
@@ -293,7 +394,7 @@ async fn a_patch_merges_and_clears(backend: Backend) {
             &one("10"),
             Some(&token),
             Some("\"1\""),
-            &json!({"top_url": "https://portal.example.jp/v2/", "personalize_url": null, "phone": ""}),
+            &json!({"top_url": "https://portal.example.jp/v2/", "organization": null, "phone": ""}),
         )
         .await;
 
@@ -301,7 +402,7 @@ async fn a_patch_merges_and_clears(backend: Backend) {
     assert_eq!(reply.etag(), "\"2\"");
     let mut expected = full("10");
     expected["top_url"] = json!("https://portal.example.jp/v2/");
-    expected["personalize_url"] = Value::Null;
+    expected["organization"] = Value::Null;
     expected["phone"] = Value::Null;
     expected["builtin"] = json!(false);
     expected["retired"] = json!(false);
@@ -367,7 +468,7 @@ async fn a_stale_if_match_is_refused(backend: Backend) {
 async fn concurrent_patches_without_if_match_are_all_merged(backend: Backend) {
     let app = std::sync::Arc::new(spawn_app(backend).await);
     let token = app.admin_token().await;
-    register(&app, &token, &json!({"business_id": "10", "name": "施設予約"})).await;
+    register(&app, &token, &business_system("10", "施設予約")).await;
     let changes = [
         json!({"organization": "南江戸市 情報政策課"}),
         json!({"image": "https://portal.example.jp/img/hall.png"}),
@@ -620,7 +721,7 @@ async fn the_list_pages_in_business_id_order(backend: Backend) {
     let app = spawn_app(backend).await;
     let token = app.admin_token().await;
     for id in ["42", "10", "99", "11"] {
-        register(&app, &token, &json!({"business_id": id, "name": format!("業務{id}")})).await;
+        register(&app, &token, &business_system(id, &format!("業務{id}"))).await;
     }
 
     let mut seen = vec![];
@@ -674,6 +775,8 @@ on_both_backends!(
     the_builtins_are_registered_once_however_many_nodes_start,
     the_administrator_registers_a_business_system,
     a_duplicate_business_id_is_refused,
+    business_ids_03_to_09_are_registrable,
+    the_three_urls_are_required,
     invalid_fields_are_named_by_json_pointer,
     a_patch_merges_and_clears,
     a_stale_if_match_is_refused,

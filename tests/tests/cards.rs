@@ -9,7 +9,7 @@
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, Reply, TestApp, card_path, cards_path, on_both_backends, resident_body, resident_path,
+    Backend, Reply, TestApp, business_system, card_path, cards_path, on_both_backends, resident_body, resident_path,
     resident_settings_path, residents_path, spawn_app,
 };
 
@@ -22,9 +22,13 @@ const SAPPORO: &str = "011002";
 /// APs 01, 02, 10, 11 offered, 01 and 02 preset.
 async fn municipality(app: &TestApp, admin: &str, code: &str, name: &str, order: i64) {
     app.register_municipality(admin, code, name, order).await;
+    offer_services(app, admin, code).await;
+}
+
+/// `code` permitted 01, 02, 10 and 11 (registered if needed); APs 01, 02, 10, 11 offered, 01 and 02 preset.
+async fn offer_services(app: &TestApp, admin: &str, code: &str) {
     for (id, system) in [("10", "施設予約"), ("11", "図書返却ポスト")] {
-        let reply =
-            app.post("/api/v1/business-systems", Some(admin), &json!({"business_id": id, "name": system})).await;
+        let reply = app.post("/api/v1/business-systems", Some(admin), &business_system(id, system)).await;
         assert!(reply.status.is_success() || reply.status == StatusCode::CONFLICT, "{}", reply.text);
     }
     for id in ["01", "02", "10", "11"] {
@@ -306,7 +310,7 @@ async fn bad_requests_name_the_field_and_write_nothing(backend: Backend) {
     refused(&app, install(&app, &clerk, CHIYODA, "FID0001", &["99"]), StatusCode::FORBIDDEN, "/problems/forbidden")
         .await;
     // In the municipality's shared use, but not in its catalog.
-    let reply = app.post("/api/v1/business-systems", Some(&admin), &json!({"business_id": "12", "name": "健診"})).await;
+    let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system("12", "健診")).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     app.permit(&admin, "12", CHIYODA).await;
     let reply = invalid(&app, install(&app, &admin, CHIYODA, "FID0001", &["10", "12"]), &["/business_ids/1"]).await;
@@ -392,6 +396,72 @@ async fn an_fid_is_unique_across_municipalities(backend: Backend) {
     let taken = app.post(&cards_path(CHIYODA), Some(&clerk_a), &card("FID0001", &hanako));
     refused(&app, taken, StatusCode::CONFLICT, "/problems/fid-taken").await;
     register_card(&app, &clerk_b, SAPPORO, "FID0002", &jiro).await;
+}
+
+/// A reader may report an FID in either case: it is one card, stored in upper case, found in either case, and
+/// cannot be registered twice.
+async fn one_physical_card_is_one_fid_in_either_case(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, clerk) = chiyoda(&app).await;
+    municipality(&app, &admin, SAPPORO, "札幌市", 2).await;
+    let clerk_b = app.clerk_token(&admin, SAPPORO, "CL0002", &["01", "02", "10", "11"]).await;
+    let taro = register_resident(&app, &clerk, CHIYODA, "タロウ").await;
+    let hanako = register_resident(&app, &clerk, CHIYODA, "ハナコ").await;
+    let jiro = register_resident(&app, &clerk_b, SAPPORO, "ジロウ").await;
+
+    let registered = register_card(&app, &clerk, CHIYODA, "ABCDEF0123", &taro).await;
+    assert_eq!(registered["fid"], "ABCDEF0123");
+
+    // The same card typed in lower or mixed case is taken, in this municipality and in any other.
+    for (token, code, resident, fid) in [
+        (&clerk, CHIYODA, &hanako, "abcdef0123"),
+        (&clerk, CHIYODA, &hanako, "AbCdEf0123"),
+        (&clerk_b, SAPPORO, &jiro, "abcdef0123"),
+    ] {
+        let again = app.post(&cards_path(code), Some(token), &card(fid, resident));
+        refused(&app, again, StatusCode::CONFLICT, "/problems/fid-taken").await;
+    }
+    // Found in either case, and shown in upper case.
+    let shown = ok(&app.get(&card_path(CHIYODA, "abcdef0123"), Some(&clerk)).await);
+    assert_eq!(shown["fid"], "ABCDEF0123");
+    assert_eq!(shown["resident_id"], taro.as_str());
+    assert_eq!(ok(&action(&app, &clerk, CHIYODA, "abcdef0123", "suspend", &[]).await)["status"], "suspended");
+    let by_fid = ok(&app.get(&format!("{}?fid=abcdef0123", residents_path(CHIYODA)), Some(&clerk)).await);
+    let found: Vec<&str> =
+        by_fid["items"].as_array().unwrap().iter().map(|r| r["resident_id"].as_str().unwrap()).collect();
+    assert_eq!(found, [taro.as_str()]);
+    assert_eq!(app.get(&resident_path(CHIYODA, &taro), Some(&clerk)).await.json()["active_fid"], "ABCDEF0123");
+
+    // A card registered in lower case is stored in upper case.
+    let lower = register_card(&app, &clerk, CHIYODA, "fid00ff", &hanako).await;
+    assert_eq!(lower["fid"], "FID00FF");
+    assert_eq!(ok(&app.get(&card_path(CHIYODA, "FID00FF"), Some(&clerk)).await)["resident_id"], hanako.as_str());
+}
+
+/// An association (任意団体) has no 全国地方公共団体コード: its cards live under its association ID, and the library
+/// AP's 標準ID is that ID followed by 10 digits.
+async fn an_associations_cards_get_a_standard_id_from_its_association_id(backend: Backend) {
+    const NISHI_KANTO: &str = "A00001";
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    let body = json!({"code": NISHI_KANTO, "name": "西関東協議会", "kind": "association", "display_order": 7});
+    let reply = app.post("/api/v1/municipalities", Some(&admin), &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    offer_services(&app, &admin, NISHI_KANTO).await;
+    let clerk = app.clerk_token(&admin, NISHI_KANTO, "CL0001", &["01", "02"]).await;
+    let taro = register_resident(&app, &clerk, NISHI_KANTO, "タロウ").await;
+    register_card(&app, &clerk, NISHI_KANTO, "FID0001", &taro).await;
+
+    let with_area = ok(&action(&app, &clerk, NISHI_KANTO, "FID0001", "local-area", &[]).await);
+
+    assert_eq!(aps(&with_area), ["01", "02"]);
+    let standard_id = with_area["aps"][1]["standard_id"].as_str().expect("a 標準ID");
+    assert_eq!(standard_id.len(), 16, "{standard_id}");
+    assert!(
+        standard_id.starts_with(NISHI_KANTO) && standard_id[6..].bytes().all(|b| b.is_ascii_digit()),
+        "{standard_id}"
+    );
+    assert_eq!(ok(&app.get(&card_path(NISHI_KANTO, "FID0001"), Some(&clerk)).await)["aps"], with_area["aps"]);
 }
 
 async fn a_resident_has_one_active_card(backend: Backend) {
@@ -552,6 +622,8 @@ on_both_backends!(
     bad_requests_name_the_field_and_write_nothing,
     if_match_and_idempotency_key_hold_for_cards,
     an_fid_is_unique_across_municipalities,
+    one_physical_card_is_one_fid_in_either_case,
+    an_associations_cards_get_a_standard_id_from_its_association_id,
     a_resident_has_one_active_card,
     cards_of_another_municipality_do_not_exist,
     a_clerk_installs_only_the_aps_of_his_business_systems,

@@ -1,5 +1,6 @@
 //! `/api/v1/municipalities` as the system administrator sees it: registering, reading, paging, changing with
-//! `If-Match`, abolishing, validation in the clerk's language, `Idempotency-Key`, and concurrent changes.
+//! `If-Match`, abolishing, validation in the clerk's language, `Idempotency-Key`, concurrent changes, and a
+//! voluntary association (任意団体) registered with an ID of its own, whose operators log in under it.
 //! After every refused request the event log is unchanged. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +8,10 @@ use std::collections::BTreeMap;
 
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
-use cardap_tests::{Backend, Reply, TestApp, municipality, on_both_backends, send, spawn_app, with_check_digit};
+use cardap_tests::{
+    Backend, Reply, TestApp, municipality, on_both_backends, operator_with_password, operators_path, send, spawn_app,
+    with_check_digit,
+};
 
 const PATH: &str = "/api/v1/municipalities";
 
@@ -55,12 +59,12 @@ async fn the_administrator_registers_a_municipality(backend: Backend) {
     assert_eq!(body["version"], 1);
     assert_eq!(app.event_count().await, before + 1);
 
-    // An association too.
+    // An association too, with an association ID (it has no 全国地方公共団体コード).
     let association = app
         .post(
             PATH,
             Some(&token),
-            &json!({"code": "011002", "name": "札幌広域協議会", "kind": "association", "display_order": 2}),
+            &json!({"code": "A00011", "name": "札幌広域協議会", "kind": "association", "display_order": 2}),
         )
         .await;
     assert_eq!(association.status, StatusCode::CREATED, "{}", association.text);
@@ -259,6 +263,63 @@ async fn a_duplicate_code_is_refused(backend: Backend) {
     assert_eq!(app.get(&one("131016"), Some(&token)).await.json()["name"], "千代田区");
 }
 
+/// 西関東協議会 (手引き I 2.2 (4)) is a voluntary association: it has no 全国地方公共団体コード and is registered with
+/// an association ID of the administrator's choosing (`A` + 5 digits). Its operators are registered under that ID
+/// and log in with it, like a municipality's.
+async fn an_association_is_registered_with_an_id_of_its_own_and_its_operators_log_in(backend: Backend) {
+    const NISHI_KANTO: &str = "A00001";
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+
+    let body = json!({"code": NISHI_KANTO, "name": "西関東協議会", "kind": "association", "display_order": 7});
+    let reply = app.post(PATH, Some(&admin), &body).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.header("location"), Some("/api/v1/municipalities/A00001"));
+    let registered = reply.json();
+    assert_eq!((registered["code"].as_str(), registered["kind"].as_str()), (Some(NISHI_KANTO), Some("association")));
+    let shown = app.get(&one(NISHI_KANTO), Some(&admin)).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
+    assert_eq!(shown.json(), registered);
+    assert!(codes(&app.get(PATH, Some(&admin)).await.json()).contains(&NISHI_KANTO.to_owned()));
+
+    // An association needs an association ID, a municipality a 全国地方公共団体コード; each is told which.
+    let with_a_real_code = json!({"code": "011002", "name": "西関東協議会", "kind": "association", "display_order": 8});
+    let post = app.post(PATH, Some(&admin), &with_a_real_code);
+    let reply = refused(&app, post, StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation").await;
+    assert_eq!(reply.error_fields(), ["/code"]);
+    assert!(reply.error_message("/code").contains("任意団体ID"), "{}", reply.text);
+    let with_an_association_id = municipality("A00002", "南武蔵野市", 8);
+    let post = app.post(PATH, Some(&admin), &with_an_association_id);
+    let reply = refused(&app, post, StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation").await;
+    assert!(reply.error_message("/code").contains("全国地方公共団体コード"), "{}", reply.text);
+    let taken = app.post(PATH, Some(&admin), &body);
+    refused(&app, taken, StatusCode::CONFLICT, "/problems/already-exists").await;
+
+    // Its operator, permitted a business system it shares, logs in under the association ID.
+    app.permit(&admin, "01", NISHI_KANTO).await;
+    let operator = operator_with_password("OP0501", "Nishi0Kanto1", &["operations_manager"], &["01"]);
+    app.add_operators(&admin, NISHI_KANTO, &operator).await;
+    let token = app.login(Some(NISHI_KANTO), "OP0501", "Nishi0Kanto1").await;
+    let me = app.get("/api/v1/me", Some(&token)).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    let me = me.json();
+    assert_eq!((me["operator_id"].as_str(), me["municipality"].as_str()), (Some("OP0501"), Some(NISHI_KANTO)));
+    let systems: Vec<&str> =
+        me["business_systems"].as_array().unwrap().iter().map(|b| b["business_id"].as_str().unwrap()).collect();
+    assert_eq!(systems, ["01"]);
+    // He works in his association and sees nothing of anyone else.
+    let listed = app.get(&operators_path(NISHI_KANTO), Some(&token)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(app.get(&one(NISHI_KANTO), Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(codes(&app.get(PATH, Some(&token)).await.json()), [NISHI_KANTO]);
+    app.register_municipality(&admin, "131016", "千代田区", 1).await;
+    app.get(&one("131016"), Some(&token)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    // The same operator ID elsewhere is someone else.
+    let elsewhere = app.try_login(Some("131016"), "OP0501", "Nishi0Kanto1").await;
+    assert_eq!(elsewhere.status, StatusCode::UNAUTHORIZED, "{}", elsewhere.text);
+}
+
 async fn invalid_fields_are_named_by_json_pointer(backend: Backend) {
     let app = spawn_app(backend).await;
     let token = app.admin_token().await;
@@ -282,6 +343,8 @@ async fn invalid_fields_are_named_by_json_pointer(backend: Backend) {
         ("display order too large", with("display_order", json!(1_000_000)), "/display_order"),
         ("display order as text", with("display_order", json!("1")), "/display_order"),
         ("code as a number", with("code", json!(131016)), "/code"),
+        ("a municipality with an association ID", with("code", json!("A00001")), "/code"),
+        ("a malformed association ID", with("code", json!("A0001")), "/code"),
         ("unknown field", with("population", json!(67000)), "/population"),
     ] {
         let reply = refused(
@@ -522,6 +585,7 @@ on_both_backends!(
     a_malformed_if_match_is_a_malformed_request,
     an_abolished_municipality_cannot_be_changed,
     a_duplicate_code_is_refused,
+    an_association_is_registered_with_an_id_of_its_own_and_its_operators_log_in,
     invalid_fields_are_named_by_json_pointer,
     messages_are_japanese_unless_english_is_asked_for,
     a_retry_with_the_same_idempotency_key_is_applied_once,

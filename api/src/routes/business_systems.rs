@@ -4,8 +4,8 @@
 //! The system administrator registers, updates and retires business systems and permits or withdraws
 //! municipalities; every operator may read them (names and URLs are not secret). Choices of this module, also
 //! stated in `/openapi.json`:
-//! - business IDs `03`–`09` are reserved next to the built-ins `00`–`02`: registering one is a 422 on
-//!   `/business_id` (API.md: IDs from `10` up are free);
+//! - business IDs `03`–`99` are free for other systems (the source registers `05`); only `00`–`02` are built
+//!   in, and registering one of those is a 409 (they exist from the first start);
 //! - in a body, an empty or blank optional field is the same as `null` (no value);
 //! - `POST …/permitted-municipalities` answers `201` with the permitted entry, or `200` with it when the
 //!   municipality was already permitted (nothing written);
@@ -63,7 +63,7 @@ pub fn router() -> Router<AppState> {
 #[schema(example = json!({
     "business_id": "10", "name": "施設予約", "organization": "南江戸市 情報政策課",
     "image": "https://portal.example.jp/img/hall.png", "top_url": "https://portal.example.jp/",
-    "operator_admin_url": "https://portal.example.jp/operators", "personalize_url": null,
+    "operator_admin_url": "https://portal.example.jp/operators", "personalize_url": "https://portal.example.jp/me",
     "phone": "03-3333-4444", "email": "portal@example.jp", "builtin": false, "retired": false, "version": 1
 }))]
 pub struct BusinessSystemView {
@@ -75,11 +75,11 @@ pub struct BusinessSystemView {
     pub organization: Option<String>,
     /// 業務画像: URL of the icon on the operator top page.
     pub image: Option<String>,
-    /// 業務トップURL.
+    /// 業務トップURL (`null` only for the built-ins and systems registered before it was required).
     pub top_url: Option<String>,
-    /// オペレータ管理URL.
+    /// オペレータ管理URL (`null` as `top_url`).
     pub operator_admin_url: Option<String>,
-    /// パーソナライズURL.
+    /// パーソナライズURL (`null` as `top_url`).
     pub personalize_url: Option<String>,
     /// 連絡先電話.
     pub phone: Option<String>,
@@ -163,18 +163,21 @@ pub struct PermittedParams {
     pub limit: Option<i64>,
 }
 
-/// Register a business system. Only `business_id` and `name` are required; an empty optional field is the
-/// same as `null`.
+/// Register a business system (手引き I 2.2 (2) ①). Required, as on the source's screen: `business_id`, `name`,
+/// `top_url`, `operator_admin_url` and `personalize_url` (a missing or empty one is a 422 naming each); an
+/// empty optional field is the same as `null`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
-    "business_id": "10", "name": "施設予約", "organization": "南江戸市 情報政策課",
-    "image": "https://portal.example.jp/img/hall.png", "top_url": "https://portal.example.jp/",
-    "operator_admin_url": "https://portal.example.jp/operators",
+    "business_id": "05", "name": "利用環境設定", "organization": "南江戸市 情報政策課",
+    "image": "https://portal.example.jp/img/file_05.png",
+    "top_url": "https://portal.example.jp/BizSys/?gid=05&type=1",
+    "operator_admin_url": "https://portal.example.jp/BizSys/?gid=05&type=2",
+    "personalize_url": "https://portal.example.jp/BizSys/?gid=05&type=3",
     "phone": "03-3333-4444", "email": "portal@example.jp"
 }))]
 pub struct RegisterBusinessSystem {
-    /// 業務ID: two half-width digits, `10`–`99` (`00`–`02` are built in, `03`–`09` reserved).
+    /// 業務ID: two half-width digits, `03`–`99` (`00`–`02` are built in).
     pub business_id: String,
     /// 業務システム名, 1–50 characters.
     pub name: String,
@@ -182,11 +185,15 @@ pub struct RegisterBusinessSystem {
     pub organization: Option<String>,
     /// 業務画像 (`http://` or `https://` URL).
     pub image: Option<String>,
-    /// 業務トップURL.
+    /// 業務トップURL (required; `http://` or `https://`). Optional in the Rust type only so that every missing
+    /// URL is named in one answer.
+    #[schema(value_type = String, required = true, min_length = 1, example = "https://portal.example.jp/BizSys/?gid=05&type=1")]
     pub top_url: Option<String>,
-    /// オペレータ管理URL.
+    /// オペレータ管理URL (required; `http://` or `https://`).
+    #[schema(value_type = String, required = true, min_length = 1, example = "https://portal.example.jp/BizSys/?gid=05&type=2")]
     pub operator_admin_url: Option<String>,
-    /// パーソナライズURL.
+    /// パーソナライズURL (required; `http://` or `https://`).
+    #[schema(value_type = String, required = true, min_length = 1, example = "https://portal.example.jp/BizSys/?gid=05&type=3")]
     pub personalize_url: Option<String>,
     /// 連絡先電話: half-width digits and hyphens, e.g. `03-3333-4444`.
     pub phone: Option<String>,
@@ -195,7 +202,7 @@ pub struct RegisterBusinessSystem {
 }
 
 /// Change a business system: an absent field stays as it is, `null` (or an empty string) clears it. The name
-/// cannot be cleared.
+/// and the three required URLs (`top_url`, `operator_admin_url`, `personalize_url`) cannot be cleared.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"top_url": "https://portal.example.jp/v2/", "personalize_url": null}))]
@@ -242,7 +249,7 @@ where
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "131016"}))]
 pub struct PermitMunicipality {
-    /// 全国地方公共団体コード of a registered, not abolished municipality.
+    /// 全国地方公共団体コード (or association ID, `A` + 5 digits) of a registered, not abolished municipality.
     pub code: String,
 }
 
@@ -250,7 +257,7 @@ pub struct PermitMunicipality {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"code": "131016", "name": "千代田区"}))]
 pub struct PermittedMunicipality {
-    /// 全国地方公共団体コード.
+    /// 全国地方公共団体コード, or an association's ID (`A` + 5 digits).
     pub code: String,
     /// Its name, as the municipality list shows it (`null` if the list does not know it yet).
     pub name: Option<String>,
@@ -291,7 +298,8 @@ pub async fn list(
         (status = 400, body = ProblemDetails), (status = 401, body = ProblemDetails),
         (status = 403, body = ProblemDetails, description = "Only the system administrator registers business systems"),
         (status = 409, body = ProblemDetails, description = "`/problems/already-exists`: the business ID is taken (never reused)"),
-        (status = 422, body = ProblemDetails, description = "Invalid fields, named by JSON pointer; `/business_id` for 03–09")))]
+        (status = 422, body = ProblemDetails,
+            description = "Invalid fields, named by JSON pointer; each missing required URL is named too")))]
 pub async fn register(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -301,22 +309,7 @@ pub async fn register(
     authorize(&auth.actor, &Permission::ManageBusinessSystems)?;
     let meta = RequestMeta::from_headers(&headers);
     let mut errors = vec![];
-    let id = BusinessId::parse(&body.business_id)
-        .map_err(|e| errors.push(FieldError::parse("/business_id", &e)))
-        .ok()
-        .filter(|id| {
-            let reserved = is_reserved(id);
-            if reserved {
-                errors.push(FieldError::new(
-                    "/business_id",
-                    Text::new(
-                        "業務ID 03〜09 は標準の業務システム用に予約されています。10以上を指定してください",
-                        "business IDs 03 to 09 are reserved for built-in business systems; use 10 or above",
-                    ),
-                ));
-            }
-            !reserved
-        });
+    let id = BusinessId::parse(&body.business_id).map_err(|e| errors.push(FieldError::parse("/business_id", &e))).ok();
     let name = BusinessSystemName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
     let organization = optional(&mut errors, "/organization", body.organization.as_deref(), Text100::parse);
     let image = optional(&mut errors, "/image", body.image.as_deref(), Url::parse);
@@ -379,7 +372,9 @@ pub async fn show(
         (status = 400, body = ProblemDetails), (status = 401, body = ProblemDetails),
         (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails, description = "`/problems/business-system-retired`"),
-        (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+        (status = 412, body = ProblemDetails),
+        (status = 422, body = ProblemDetails,
+            description = "Invalid fields, or clearing the name or a required URL, named by JSON pointer")))]
 pub async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -666,11 +661,6 @@ fn optional<T>(
     parse(value).map_err(|e| errors.push(FieldError::parse(field, &e))).ok()
 }
 
-/// `03`–`09`: kept free next to the built-ins (API.md: the municipalities' own systems start at `10`).
-fn is_reserved(id: &BusinessId) -> bool {
-    !id.is_builtin() && id.as_str() < "10"
-}
-
 /// A business ID from the path; anything that is no business ID is "not found".
 fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
     BusinessId::parse(business_id).map_err(|_| ApiError::not_found())
@@ -721,6 +711,18 @@ fn domain_error(e: BusinessSystemError) -> ApiError {
             ApiError::state_conflict("/problems/builtin-business-system", text)
         }
         BusinessSystemError::NotPermitted => ApiError::state_conflict("/problems/shared-use-not-permitted", text),
+        BusinessSystemError::UrlsRequired(missing) => ApiError::validation(
+            missing
+                .into_iter()
+                .map(|url| {
+                    let (field, label) = (url.field(), url.label_ja());
+                    FieldError::new(
+                        format!("/{field}"),
+                        Text::new(format!("{label}は必須項目です"), format!("{field} ({label}) is required")),
+                    )
+                })
+                .collect(),
+        ),
     }
 }
 

@@ -49,7 +49,8 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"fid": "FID0000000000001", "resident_id": "0b7a0c2e-3f7d-5a1e-9b8e-2d5c1f0a6e11"}))]
 pub struct CardInput {
-    /// カードFID: 1–32 half-width letters and digits, unique nationwide.
+    /// カードFID: 1–32 half-width letters and digits, unique nationwide; compared without regard to case and
+    /// stored (and answered) in upper case, so `0a1b` and `0A1B` are one card.
     #[serde(default)]
     pub fid: Option<String>,
     /// The resident (of this municipality) the card is his.

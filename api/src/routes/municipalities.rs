@@ -1,5 +1,10 @@
 //! `/api/v1/municipalities`: the system administrator registers, renames, reorders and abolishes
 //! municipalities (運用環境設定: 市町村設定, 表示順); every operator lists those he may see.
+//!
+//! A municipality (`kind: municipality`) is registered with its 全国地方公共団体コード (6 digits, check digit);
+//! a voluntary association (`kind: association`, 任意団体 such as 西関東協議会), which has none, with an
+//! association ID of the system administrator's choosing: `A` followed by 5 digits (`A00001`). Either is the
+//! `{code}` of every path under `/api/v1/municipalities/{code}/…` and the `municipality` of a login.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -35,7 +40,8 @@ pub fn router() -> Router<AppState> {
 /// A municipality (市町村) or voluntary association (任意団体).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MunicipalityView {
-    /// 全国地方公共団体コード (6 digits with check digit).
+    /// 全国地方公共団体コード (6 digits with check digit) of a municipality, or the association ID (`A` + 5
+    /// digits, e.g. `A00001`) of an association.
     #[schema(example = "131016")]
     pub code: String,
     #[schema(example = "千代田区")]
@@ -81,14 +87,22 @@ pub struct ListParams {
     pub include_abolished: Option<bool>,
 }
 
-/// Register a municipality.
+/// Register a municipality, or an association (任意団体) with an association ID of its own, e.g.
+/// `{"code": "A00001", "name": "西関東協議会", "kind": "association", "display_order": 7}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "131016", "name": "千代田区", "kind": "municipality", "display_order": 1}))]
 pub struct RegisterMunicipality {
+    /// For `kind: municipality` its 全国地方公共団体コード (6 half-width digits with a valid check digit); for
+    /// `kind: association` an association ID: `A` followed by 5 half-width digits (never a real code).
+    #[schema(pattern = "^([0-9]{6}|A[0-9]{5})$")]
     pub code: String,
+    /// 市町村・任意団体名, 1–50 characters.
     pub name: String,
+    /// `municipality` or `association`.
+    #[schema(example = "municipality")]
     pub kind: String,
+    /// 表示順, 1–999999.
     pub display_order: i64,
 }
 
@@ -151,9 +165,15 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let meta = RequestMeta::from_headers(&headers);
     let mut errors = vec![];
-    let code = MunicipalityCode::parse(&body.code).map_err(|e| errors.push(FieldError::parse("/code", &e))).ok();
+    let kind = MunicipalityKind::parse(&body.kind);
+    // The code's form must suit the kind (an association has no 全国地方公共団体コード); with no valid kind, any form.
+    let code = match kind {
+        Ok(kind) => MunicipalityCode::parse_for(kind, &body.code),
+        Err(_) => MunicipalityCode::parse(&body.code),
+    };
+    let code = code.map_err(|e| errors.push(FieldError::parse("/code", &e))).ok();
     let name = MunicipalityName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
-    let kind = MunicipalityKind::parse(&body.kind).map_err(|e| errors.push(FieldError::parse("/kind", &e))).ok();
+    let kind = kind.map_err(|e| errors.push(FieldError::parse("/kind", &e))).ok();
     let order =
         DisplayOrder::parse(body.display_order).map_err(|e| errors.push(FieldError::parse("/display_order", &e))).ok();
     let (Some(code), Some(name), Some(kind), Some(display_order)) = (code, name, kind, order) else {
@@ -186,7 +206,7 @@ pub async fn register(
 }
 
 #[utoipa::path(get, path = "/api/v1/municipalities/{code}", tag = "municipalities",
-    params(("code" = String, Path, description = "全国地方公共団体コード")),
+    params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)")),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails)))]
 pub async fn show(
@@ -202,7 +222,7 @@ pub async fn show(
 }
 
 #[utoipa::path(patch, path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
-    params(("code" = String, Path, description = "全国地方公共団体コード"),
+    params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
@@ -240,7 +260,7 @@ pub async fn change(
 }
 
 #[utoipa::path(post, path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
-    params(("code" = String, Path, description = "全国地方公共団体コード"),
+    params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
@@ -325,6 +345,7 @@ fn domain_error(e: MunicipalityError) -> ApiError {
         MunicipalityError::AlreadyRegistered => ApiError::already_exists(text),
         MunicipalityError::NotRegistered => ApiError::not_found(),
         MunicipalityError::Abolished => ApiError::state_conflict("/problems/municipality-abolished", text),
+        MunicipalityError::CodeDoesNotMatchKind(e) => ApiError::validation(vec![FieldError::parse("/code", &e)]),
     }
 }
 

@@ -32,7 +32,8 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"municipality": "131016", "operator_id": "OP0501", "password": "…"}))]
 pub struct Login {
-    /// The operator's municipality; omitted for the system administrator.
+    /// The operator's municipality: its 全国地方公共団体コード, or for an association (任意団体) its association ID
+    /// (`A` + 5 digits); omitted for the system administrator.
     pub municipality: Option<String>,
     pub operator_id: String,
     pub password: String,

@@ -421,8 +421,11 @@ string_newtype!(PostalCode);
 
 /// カードFID: the identifier the card reader reports for a card, e.g. `0A1B2C3D4E5F`.
 ///
-/// Rule chosen here: 1..=32 half-width letters and digits (A-Z, a-z, 0-9), taken as typed (nothing trimmed,
-/// case kept), like every other keyed identifier of the domain.
+/// Rule chosen here: 1..=32 half-width letters and digits (A-Z, a-z, 0-9), nothing trimmed. An FID is
+/// hexadecimal-like and a reader may report it in either case, so it compares case-insensitively and is held
+/// in upper case: `0a1b` and `0A1B` are one card, one stream (`card::stream_key`) and one row, so one physical
+/// card cannot be registered twice, and a lookup finds it in either case. Stored events that carry a lower-case
+/// FID decode to the upper-case one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CardFid(String);
@@ -431,9 +434,10 @@ impl CardFid {
     pub const MAX_CHARS: usize = 32;
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        parse_alphanumeric(s, Self::MAX_CHARS).map(Self)
+        parse_alphanumeric(s, Self::MAX_CHARS).map(|s| Self(s.to_ascii_uppercase()))
     }
 
+    /// The FID in upper case.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -696,7 +700,9 @@ mod tests {
 
     #[test]
     fn card_fids_and_occupations() {
-        assert_eq!(CardFid::parse("0A1b2C").unwrap().as_str(), "0A1b2C");
+        assert_eq!(CardFid::parse("0A1b2C").unwrap().as_str(), "0A1B2C");
+        assert_eq!(CardFid::parse("0a1b2c"), CardFid::parse("0A1B2C"));
+        assert_eq!(serde_json::from_value::<CardFid>(json!("abc")).unwrap().as_str(), "ABC");
         assert_eq!(CardFid::parse(""), Err(ParseError::Empty));
         assert_eq!(CardFid::parse("0A-1"), Err(ParseError::NotHalfWidthAlphanumeric));
         assert_eq!(CardFid::parse(" 0A1"), Err(ParseError::NotHalfWidthAlphanumeric));
@@ -877,9 +883,18 @@ mod tests {
         #[test]
         fn card_fids_parse_and_round_trip(s in "[A-Za-z0-9]{1,32}") {
             let fid = CardFid::parse(&s).unwrap();
-            prop_assert_eq!(fid.as_str(), s.as_str());
+            prop_assert_eq!(fid.as_str(), &*s.to_ascii_uppercase());
             let json = serde_json::to_value(&fid).unwrap();
             prop_assert_eq!(serde_json::from_value::<CardFid>(json).unwrap(), fid);
+        }
+
+        #[test]
+        fn a_card_fid_is_the_same_in_either_case(s in "[A-Za-z0-9]{1,32}") {
+            let lower = CardFid::parse(&s.to_ascii_lowercase()).unwrap();
+            let upper = CardFid::parse(&s.to_ascii_uppercase()).unwrap();
+            prop_assert_eq!(&lower, &upper);
+            prop_assert_eq!(crate::card::stream_key(&lower), crate::card::stream_key(&upper));
+            prop_assert_eq!(CardFid::parse(&s).unwrap(), upper);
         }
 
         #[test]
