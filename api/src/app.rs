@@ -2,6 +2,8 @@
 //! runners), the router with its middleware, and graceful shutdown with a drain timeout.
 
 use cardap_commands::access::{Access, AccessPolicy};
+use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::municipalities::Municipalities;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
@@ -157,6 +159,8 @@ impl Application {
             AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
         let access = Access::new(store.clone(), read.clone(), clock, views.clone(), policy);
         let state = AppState {
+            municipalities: Municipalities::new(store.clone()),
+            business_systems: BusinessSystems::new(store.clone(), read.clone()),
             residents,
             access,
             views,

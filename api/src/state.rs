@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use cardap_commands::Views;
 use cardap_commands::access::Access;
+use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::municipalities::Municipalities;
 use cardap_commands::residents::ResidentServices;
 use cardap_projections::{Progress, ReadModels};
 use cardap_store::{Checkpoint, EventStore};
@@ -27,6 +29,10 @@ pub struct AppState {
     pub residents: ResidentServices,
     /// Login, sessions and passwords.
     pub access: Access,
+    /// 市町村設定.
+    pub municipalities: Municipalities,
+    /// 業務システム設定 and shared use.
+    pub business_systems: BusinessSystems,
     /// Read-your-writes over this node's projection runners.
     pub views: Views,
 }

@@ -533,18 +533,7 @@ fn internal<E: std::error::Error + 'static>(e: impl std::fmt::Display) -> Comman
 }
 
 fn operator_error(e: CommandError<OperatorError>) -> CommandError<PasswordError> {
-    match e {
-        CommandError::Domain(d) => CommandError::Domain(PasswordError::Operator(d)),
-        CommandError::Item { index, error } => CommandError::Item { index, error: PasswordError::Operator(error) },
-        CommandError::Unauthorized(a) => CommandError::Unauthorized(a),
-        CommandError::PreconditionFailed { expected, current } => {
-            CommandError::PreconditionFailed { expected, current }
-        }
-        CommandError::Contended => CommandError::Contended,
-        CommandError::Store(s) => CommandError::Store(s),
-        CommandError::Decode(d) => CommandError::Decode(d),
-        CommandError::Internal(i) => CommandError::Internal(i),
-    }
+    e.map_domain(PasswordError::Operator)
 }
 
 impl From<AccessFailure> for CommandError<PasswordError> {

@@ -37,6 +37,24 @@ pub enum CommandError<E: std::error::Error + 'static> {
     Internal(String),
 }
 
+impl<E: std::error::Error + 'static> CommandError<E> {
+    /// The same failure with the domain's refusal turned into another error type.
+    pub fn map_domain<F: std::error::Error + 'static>(self, f: impl Fn(E) -> F) -> CommandError<F> {
+        match self {
+            CommandError::Domain(d) => CommandError::Domain(f(d)),
+            CommandError::Item { index, error } => CommandError::Item { index, error: f(error) },
+            CommandError::Unauthorized(a) => CommandError::Unauthorized(a),
+            CommandError::PreconditionFailed { expected, current } => {
+                CommandError::PreconditionFailed { expected, current }
+            }
+            CommandError::Contended => CommandError::Contended,
+            CommandError::Store(s) => CommandError::Store(s),
+            CommandError::Decode(d) => CommandError::Decode(d),
+            CommandError::Internal(i) => CommandError::Internal(i),
+        }
+    }
+}
+
 /// An aggregate's state as loaded from its stream.
 #[derive(Debug, Clone)]
 pub struct Loaded<A: Aggregate> {
@@ -59,10 +77,16 @@ pub struct Executed<A: Aggregate> {
 }
 
 /// Runs commands against an event store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CommandHandler<A> {
     store: Arc<dyn EventStore>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for CommandHandler<A> {
+    fn clone(&self) -> Self {
+        CommandHandler { store: self.store.clone(), _aggregate: PhantomData }
+    }
 }
 
 impl<A> CommandHandler<A>

@@ -6,11 +6,13 @@
 
 pub mod access;
 pub mod authz;
+pub mod business_systems;
 pub mod clock;
 mod context;
 pub mod engine;
 mod handler;
 pub mod ids;
+pub mod municipalities;
 pub mod passwords;
 pub mod registry_import;
 pub mod residents;

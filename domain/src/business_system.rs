@@ -66,6 +66,41 @@ pub struct BusinessSystemProfile {
     pub email: Option<Email>,
 }
 
+/// Some fields of a profile: `None` leaves a field as it is, `Some(None)` clears an optional one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProfilePatch {
+    pub name: Option<BusinessSystemName>,
+    pub organization: Option<Option<Text100>>,
+    pub image: Option<Option<Url>>,
+    pub top_url: Option<Option<Url>>,
+    pub operator_admin_url: Option<Option<Url>>,
+    pub personalize_url: Option<Option<Url>>,
+    pub phone: Option<Option<Phone>>,
+    pub email: Option<Option<Email>>,
+}
+
+impl ProfilePatch {
+    /// The profile after this patch.
+    pub fn apply(&self, current: &BusinessSystemProfile) -> BusinessSystemProfile {
+        fn merge<T: Clone>(current: &Option<T>, change: &Option<Option<T>>) -> Option<T> {
+            match change {
+                None => current.clone(),
+                Some(v) => v.clone(),
+            }
+        }
+        BusinessSystemProfile {
+            name: self.name.clone().unwrap_or_else(|| current.name.clone()),
+            organization: merge(&current.organization, &self.organization),
+            image: merge(&current.image, &self.image),
+            top_url: merge(&current.top_url, &self.top_url),
+            operator_admin_url: merge(&current.operator_admin_url, &self.operator_admin_url),
+            personalize_url: merge(&current.personalize_url, &self.personalize_url),
+            phone: merge(&current.phone, &self.phone),
+            email: merge(&current.email, &self.email),
+        }
+    }
+}
+
 impl BusinessSystemProfile {
     /// A profile with only a name.
     pub fn named(name: BusinessSystemName) -> Self {
@@ -154,6 +189,11 @@ pub enum BusinessSystemCommand {
     /// Replace the profile; an identical profile yields no event.
     Update {
         profile: BusinessSystemProfile,
+    },
+    /// Change some fields of the profile (a PATCH), merged here with the profile as it is now, then decided as
+    /// an `Update`: a concurrent change of another field is never reverted.
+    Patch {
+        patch: ProfilePatch,
     },
     /// Take the system out of service for good; the built-ins cannot be retired.
     Retire,
@@ -408,6 +448,7 @@ impl Aggregate for BusinessSystem {
         match command {
             C::Register { .. } => Err(BusinessSystemError::AlreadyRegistered),
             _ if state.retired => Err(BusinessSystemError::Retired),
+            C::Patch { patch } => Self::decide(state, C::Update { profile: patch.apply(&current.profile) }),
             C::Update { profile } if profile == current.profile => Ok(vec![]),
             C::Update { profile } => {
                 // A required URL may change but never be cleared; one that a system stored before the rule
@@ -487,6 +528,20 @@ mod tests {
             phone: Some(Phone::parse("03-3333-4444").unwrap()),
             email: Some(Email::parse("portal@example.jp").unwrap()),
         }
+    }
+
+    #[test]
+    fn a_patch_is_merged_with_the_profile_as_it_is_when_decided() {
+        // Someone renamed the system after this caller read it: the phone change keeps the new name.
+        let mut renamed = profile("施設予約");
+        renamed.name = BusinessSystemName::parse("施設予約システム").unwrap();
+        let phone = Phone::parse("03-1234-5678").unwrap();
+        let patch = ProfilePatch { phone: Some(Some(phone.clone())), ..Default::default() };
+        let mut expected = renamed.clone();
+        expected.phone = Some(phone);
+        given::<BusinessSystem>([registered(), E::Updated { profile: renamed }])
+            .when(C::Patch { patch })
+            .then([E::Updated { profile: expected }]);
     }
 
     fn registered() -> E {

@@ -26,16 +26,16 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
+use cardap_commands::business_systems::PermitError;
+use cardap_commands::{Permission, authorize};
 use cardap_domain::business_system::{
-    self, BusinessSystem, BusinessSystemCommand, BusinessSystemError, BusinessSystemName, BusinessSystemProfile,
-    BusinessSystemState,
+    BusinessSystemError, BusinessSystemName, BusinessSystemProfile, BusinessSystemState, ProfilePatch,
 };
 use cardap_domain::contact::{Email, Phone, Text100, Url};
-use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, ParseError};
+use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
 use cardap_projections::business_systems::{self as view, BusinessSystemRow};
 use cardap_projections::municipalities;
-use cardap_store::{AppendOutcome, StreamId};
+use cardap_store::AppendOutcome;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -45,9 +45,6 @@ use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
-
-/// How often a PATCH without `If-Match` merges again after a concurrent change.
-const MERGE_ATTEMPTS: usize = 5;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -326,17 +323,8 @@ pub async fn register(
         BusinessSystemProfile { name, organization, image, top_url, operator_admin_url, personalize_url, phone, email };
 
     let ctx = meta.context(&auth, "business-systems.register", id.as_str());
-    let executed = handler(&state)
-        .execute(
-            &ctx,
-            &Permission::ManageBusinessSystems,
-            &stream(&id)?,
-            None,
-            None,
-            BusinessSystemCommand::Register { id: id.clone(), profile },
-        )
-        .await
-        .map_err(|e| command_error(e, domain_error))?;
+    let executed =
+        state.business_systems.register(&ctx, id.clone(), profile).await.map_err(|e| command_error(e, domain_error))?;
     settle(&state, executed.outcome).await;
     let view = current(&state, &id, executed.version).await?;
     let mut response = (StatusCode::CREATED, etag(executed.version), Json(view)).into_response();
@@ -384,31 +372,18 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let id = path_id(&business_id)?;
     authorize(&auth.actor, &Permission::ManageBusinessSystems)?;
-    let change = ProfileChange::parse(&body)?;
+    let change = parse_patch(&body)?;
     let client_version = if_match(&headers)?;
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "business-systems.update", id.as_str());
-    let stream = stream(&id)?;
-    let handler = handler(&state);
-    // The merge is computed on the state it was loaded from, and applied only if the stream is still there:
-    // with the client's `If-Match` when given (412 otherwise), else merged again after a concurrent change.
-    for _ in 0..MERGE_ATTEMPTS {
-        let loaded = handler.load(&stream).await.map_err(|e| command_error(e, domain_error))?;
-        let Some(profile) = loaded.state.profile() else { return Err(ApiError::not_found()) };
-        let command = BusinessSystemCommand::Update { profile: change.apply(profile) };
-        let expected = Some(client_version.unwrap_or(loaded.version));
-        match handler.execute(&ctx, &Permission::ManageBusinessSystems, &stream, None, expected, command).await {
-            Ok(executed) => {
-                settle(&state, executed.outcome).await;
-                let view = current(&state, &id, executed.version).await?;
-                return Ok((etag(executed.version), Json(view)).into_response());
-            }
-            Err(CommandError::PreconditionFailed { .. }) if client_version.is_none() => {
-                tracing::debug!(business_id = %id, "concurrent change; merging again");
-            }
-            Err(e) => return Err(command_error(e, domain_error)),
-        }
-    }
-    Err(ApiError::contended())
+    // The merge happens inside the decision, on the profile as it is then.
+    let executed = state
+        .business_systems
+        .update(&ctx, &id, client_version, change)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    settle(&state, executed.outcome).await;
+    let view = current(&state, &id, executed.version).await?;
+    Ok((etag(executed.version), Json(view)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/business-systems/{business_id}/retire", tag = "business-systems",
@@ -430,15 +405,9 @@ pub async fn retire(
     let id = path_id(&business_id)?;
     authorize(&auth.actor, &Permission::ManageBusinessSystems)?;
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "business-systems.retire", id.as_str());
-    let executed = handler(&state)
-        .execute(
-            &ctx,
-            &Permission::ManageBusinessSystems,
-            &stream(&id)?,
-            None,
-            if_match(&headers)?,
-            BusinessSystemCommand::Retire,
-        )
+    let executed = state
+        .business_systems
+        .retire(&ctx, &id, if_match(&headers)?)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     settle(&state, executed.outcome).await;
@@ -510,31 +479,18 @@ pub async fn permit(
     let code =
         MunicipalityCode::parse(&body.code).map_err(|e| ApiError::validation(vec![FieldError::parse("/code", &e)]))?;
     let unusable = |ja: &str, en: &str| ApiError::validation(vec![FieldError::new("/code", Text::new(ja, en))]);
-    match municipalities::get(state.read.pool(), &code).await? {
-        Some(m) if !m.abolished => {}
-        Some(_) => {
-            return Err(unusable("この市町村・任意団体は廃止されています", "the municipality has been abolished"));
-        }
-        None => {
-            return Err(unusable(
-                "この市町村・任意団体は登録されていません",
-                "no municipality with this code is registered",
-            ));
-        }
-    }
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "business-systems.permit", &format!("{id}/{code}"));
-    let executed = handler(&state)
-        .execute(
-            &ctx,
-            &Permission::ManageBusinessSystems,
-            &stream(&id)?,
-            // The permit concerns that municipality: its history shows it.
-            Some(code.clone()),
-            if_match(&headers)?,
-            BusinessSystemCommand::Permit { municipality: code.clone() },
-        )
-        .await
-        .map_err(|e| command_error(e, domain_error))?;
+    let executed = state.business_systems.permit(&ctx, &id, if_match(&headers)?, code.clone()).await.map_err(|e| {
+        command_error(e, |e| match e {
+            PermitError::MunicipalityAbolished => {
+                unusable("この市町村・任意団体は廃止されています", "the municipality has been abolished")
+            }
+            PermitError::NoSuchMunicipality => {
+                unusable("この市町村・任意団体は登録されていません", "no municipality with this code is registered")
+            }
+            PermitError::BusinessSystem(e) => domain_error(e),
+        })
+    })?;
     // Written now, or by the first attempt of this retry: 201. Already permitted before: 200, nothing written.
     let status = if executed.outcome.is_some() { StatusCode::CREATED } else { StatusCode::OK };
     settle(&state, executed.outcome).await;
@@ -565,15 +521,9 @@ pub async fn withdraw(
     let code = MunicipalityCode::parse(&code).map_err(|_| ApiError::not_found())?;
     authorize(&auth.actor, &Permission::ManageBusinessSystems)?;
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "business-systems.withdraw", &format!("{id}/{code}"));
-    let executed = handler(&state)
-        .execute(
-            &ctx,
-            &Permission::ManageBusinessSystems,
-            &stream(&id)?,
-            Some(code.clone()),
-            if_match(&headers)?,
-            BusinessSystemCommand::Withdraw { municipality: code },
-        )
+    let executed = state
+        .business_systems
+        .withdraw(&ctx, &id, if_match(&headers)?, code)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     settle(&state, executed.outcome).await;
@@ -581,63 +531,30 @@ pub async fn withdraw(
 }
 
 /// A PATCH, parsed: `None` = unchanged, `Some(None)` = cleared.
-#[derive(Debug)]
-struct ProfileChange {
-    name: Option<BusinessSystemName>,
-    organization: Option<Option<Text100>>,
-    image: Option<Option<Url>>,
-    top_url: Option<Option<Url>>,
-    operator_admin_url: Option<Option<Url>>,
-    personalize_url: Option<Option<Url>>,
-    phone: Option<Option<Phone>>,
-    email: Option<Option<Email>>,
-}
-
-impl ProfileChange {
-    fn parse(body: &UpdateBusinessSystem) -> Result<Self, ApiError> {
-        let mut errors = vec![];
-        let name = match &body.name {
-            None => None,
-            Some(None) => {
-                errors.push(FieldError::new(
-                    "/name",
-                    Text::new("業務システム名は消去できません", "the name cannot be cleared"),
-                ));
-                None
-            }
-            Some(Some(s)) => BusinessSystemName::parse(s).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok(),
-        };
-        let change = ProfileChange {
-            name,
-            organization: change_of(&mut errors, "/organization", &body.organization, Text100::parse),
-            image: change_of(&mut errors, "/image", &body.image, Url::parse),
-            top_url: change_of(&mut errors, "/top_url", &body.top_url, Url::parse),
-            operator_admin_url: change_of(&mut errors, "/operator_admin_url", &body.operator_admin_url, Url::parse),
-            personalize_url: change_of(&mut errors, "/personalize_url", &body.personalize_url, Url::parse),
-            phone: change_of(&mut errors, "/phone", &body.phone, Phone::parse),
-            email: change_of(&mut errors, "/email", &body.email, Email::parse),
-        };
-        if errors.is_empty() { Ok(change) } else { Err(ApiError::validation(errors)) }
-    }
-
-    fn apply(&self, current: &BusinessSystemProfile) -> BusinessSystemProfile {
-        fn merge<T: Clone>(current: &Option<T>, change: &Option<Option<T>>) -> Option<T> {
-            match change {
-                None => current.clone(),
-                Some(v) => v.clone(),
-            }
+fn parse_patch(body: &UpdateBusinessSystem) -> Result<ProfilePatch, ApiError> {
+    let mut errors = vec![];
+    let name = match &body.name {
+        None => None,
+        Some(None) => {
+            errors.push(FieldError::new(
+                "/name",
+                Text::new("業務システム名は消去できません", "the name cannot be cleared"),
+            ));
+            None
         }
-        BusinessSystemProfile {
-            name: self.name.clone().unwrap_or_else(|| current.name.clone()),
-            organization: merge(&current.organization, &self.organization),
-            image: merge(&current.image, &self.image),
-            top_url: merge(&current.top_url, &self.top_url),
-            operator_admin_url: merge(&current.operator_admin_url, &self.operator_admin_url),
-            personalize_url: merge(&current.personalize_url, &self.personalize_url),
-            phone: merge(&current.phone, &self.phone),
-            email: merge(&current.email, &self.email),
-        }
-    }
+        Some(Some(s)) => BusinessSystemName::parse(s).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok(),
+    };
+    let change = ProfilePatch {
+        name,
+        organization: change_of(&mut errors, "/organization", &body.organization, Text100::parse),
+        image: change_of(&mut errors, "/image", &body.image, Url::parse),
+        top_url: change_of(&mut errors, "/top_url", &body.top_url, Url::parse),
+        operator_admin_url: change_of(&mut errors, "/operator_admin_url", &body.operator_admin_url, Url::parse),
+        personalize_url: change_of(&mut errors, "/personalize_url", &body.personalize_url, Url::parse),
+        phone: change_of(&mut errors, "/phone", &body.phone, Phone::parse),
+        email: change_of(&mut errors, "/email", &body.email, Email::parse),
+    };
+    if errors.is_empty() { Ok(change) } else { Err(ApiError::validation(errors)) }
 }
 
 /// One optional field of a PATCH: absent → `None` (unchanged), else the parsed value or `Some(None)` (cleared).
@@ -666,14 +583,6 @@ fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
     BusinessId::parse(business_id).map_err(|_| ApiError::not_found())
 }
 
-fn handler(state: &AppState) -> CommandHandler<BusinessSystem> {
-    CommandHandler::<BusinessSystem>::new(state.store.clone())
-}
-
-fn stream(id: &BusinessId) -> Result<StreamId, ApiError> {
-    StreamId::new(BusinessSystem::STREAM_TYPE, &business_system::stream_key(id)).map_err(ApiError::internal)
-}
-
 /// After a write (or the retry of one): wait until the read models show it.
 async fn settle(state: &AppState, outcome: Option<AppendOutcome>) {
     if let Some(outcome) = outcome {
@@ -689,7 +598,7 @@ async fn current(state: &AppState, id: &BusinessId, version: u64) -> Result<Busi
     {
         return Ok(row.into());
     }
-    let loaded = handler(state).load(&stream(id)?).await.map_err(|e| command_error(e, domain_error))?;
+    let loaded = state.business_systems.current(id).await.map_err(|e| command_error(e, domain_error))?;
     BusinessSystemView::of(&loaded.state, loaded.version).ok_or_else(ApiError::not_found)
 }
 

@@ -13,13 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cardap_commands::{CommandHandler, Permission, authorize};
-use cardap_domain::municipality::{
-    self, DisplayOrder, Municipality, MunicipalityCommand, MunicipalityError, MunicipalityKind, MunicipalityName,
-};
-use cardap_domain::{Aggregate, MunicipalityCode};
+use cardap_commands::{Executed, Permission, authorize};
+use cardap_domain::MunicipalityCode;
+use cardap_domain::municipality::{DisplayOrder, Municipality, MunicipalityError, MunicipalityKind, MunicipalityName};
 use cardap_projections::municipalities::{self as view, MunicipalityRow, Visible};
-use cardap_store::StreamId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -182,15 +179,9 @@ pub async fn register(
         return Err(ApiError::validation(errors));
     };
     let ctx = meta.context(&auth, "municipalities.register", body.code.as_str());
-    let executed = CommandHandler::<Municipality>::new(state.store.clone())
-        .execute(
-            &ctx,
-            &Permission::ManageMunicipalities,
-            &stream(&code)?,
-            Some(code.clone()),
-            None,
-            MunicipalityCommand::Register { code: code.clone(), name, kind, display_order },
-        )
+    let executed = state
+        .municipalities
+        .register(&ctx, code.clone(), name, kind, display_order)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     if let Some(outcome) = executed.outcome {
@@ -255,8 +246,13 @@ pub async fn change(
         authorize(&auth.actor, &Permission::ManageMunicipalities)?;
         return Err(ApiError::validation(errors));
     }
-    run(&state, &auth, &headers, &code, "municipalities.change", MunicipalityCommand::Change { name, display_order })
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "municipalities.change", code.as_str());
+    let executed = state
+        .municipalities
+        .change(&ctx, &code, if_match(&headers)?, name, display_order)
         .await
+        .map_err(|e| command_error(e, domain_error))?;
+    answer(&state, &code, executed).await
 }
 
 #[utoipa::path(post, path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
@@ -272,31 +268,21 @@ pub async fn abolish(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let code = visible_code(&auth, &code)?;
-    run(&state, &auth, &headers, &code, "municipalities.abolish", MunicipalityCommand::Abolish).await
-}
-
-/// Runs a command on an existing municipality and answers with its new view.
-async fn run(
-    state: &AppState,
-    auth: &Authenticated,
-    headers: &HeaderMap,
-    code: &MunicipalityCode,
-    action: &str,
-    command: MunicipalityCommand,
-) -> Result<Response, ApiError> {
-    let meta = RequestMeta::from_headers(headers);
-    let ctx = meta.context(auth, action, code.as_str());
-    let executed = CommandHandler::<Municipality>::new(state.store.clone())
-        .execute(
-            &ctx,
-            &Permission::ManageMunicipalities,
-            &stream(code)?,
-            Some(code.clone()),
-            if_match(headers)?,
-            command,
-        )
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "municipalities.abolish", code.as_str());
+    let executed = state
+        .municipalities
+        .abolish(&ctx, &code, if_match(&headers)?)
         .await
         .map_err(|e| command_error(e, domain_error))?;
+    answer(&state, &code, executed).await
+}
+
+/// Answers a change with the municipality's new view, once the read model shows it.
+async fn answer(
+    state: &AppState,
+    code: &MunicipalityCode,
+    executed: Executed<Municipality>,
+) -> Result<Response, ApiError> {
     if let Some(outcome) = executed.outcome {
         state.wait_for_views(outcome.checkpoint).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -317,10 +303,7 @@ async fn current(state: &AppState, code: &MunicipalityCode) -> Result<Municipali
     if let Some(row) = view::get(state.read.pool(), code).await? {
         return Ok(row.into());
     }
-    let loaded = CommandHandler::<Municipality>::new(state.store.clone())
-        .load(&stream(code)?)
-        .await
-        .map_err(|e| command_error(e, domain_error))?;
+    let loaded = state.municipalities.current(code).await.map_err(|e| command_error(e, domain_error))?;
     let s = &loaded.state;
     match (s.code(), s.name(), s.kind(), s.display_order()) {
         (Some(code), Some(name), Some(kind), Some(order)) => Ok(MunicipalityView {
@@ -333,10 +316,6 @@ async fn current(state: &AppState, code: &MunicipalityCode) -> Result<Municipali
         }),
         _ => Err(ApiError::not_found()),
     }
-}
-
-fn stream(code: &MunicipalityCode) -> Result<StreamId, ApiError> {
-    StreamId::new(Municipality::STREAM_TYPE, &municipality::stream_key(code)).map_err(ApiError::internal)
 }
 
 fn domain_error(e: MunicipalityError) -> ApiError {
