@@ -11,7 +11,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::routing::get;
 use cardap_projections::{ProjectionError, ReadModels};
-use cardap_store::{Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, StreamIdError, redact};
+use cardap_store::{
+    Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, StreamIdError, redact,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -185,7 +187,10 @@ impl Application {
 
     /// Serves until `signal` resolves, then stops accepting, lets in-flight requests finish (at most the drain
     /// timeout) and stops the projection runners.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             signal.await;

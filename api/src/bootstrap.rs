@@ -86,10 +86,7 @@ pub async fn ensure_system_admin(
 /// Registers the built-in business systems that are missing. Each registration's command id is derived from its
 /// stream, so nodes starting at once (or a restart) append it once; "already registered" is the normal answer
 /// from the second start on.
-pub async fn ensure_builtin_business_systems(
-    store: &Arc<dyn EventStore>,
-    read: &ReadModels,
-) -> Result<(), StartError> {
+pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: &ReadModels) -> Result<(), StartError> {
     let handler = CommandHandler::<BusinessSystem>::new(store.clone());
     let mut registered = false;
     for (id, profile) in builtin_profiles() {
@@ -124,9 +121,9 @@ pub async fn ensure_builtin_business_systems(
 /// The bootstrap password must meet the rule of every password (half-width alphanumerics, the configured
 /// minimum length to 64).
 fn check_password(p: &Secret, settings: &Settings) -> Result<(), StartError> {
-    operator::Password::parse(p.expose(), &settings.passwords).map(|_| ()).map_err(|e| {
-        StartError::Failed(format!("CARDAP_BOOTSTRAP_PASSWORD: {e}"))
-    })
+    operator::Password::parse(p.expose(), &settings.passwords)
+        .map(|_| ())
+        .map_err(|e| StartError::Failed(format!("CARDAP_BOOTSTRAP_PASSWORD: {e}")))
 }
 
 /// A start-up step that failed for a reason the operator can only report (its `Debug`, which never holds a

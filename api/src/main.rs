@@ -17,7 +17,6 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cardap", version, about = "マイナンバーカード カードAP搭載システム (cardap)")]
 struct Cli {
-    /// A TOML configuration file (see cardap.example.toml). Variables and flags win over it.
     #[arg(long, global = true, value_name = "PATH", help = format!("A TOML configuration file (see cardap.example.toml; also {CONFIG_ENV}); variables and flags win over it"))]
     config: Option<PathBuf>,
     #[command(flatten)]

@@ -203,7 +203,10 @@ impl fmt::Debug for Sources {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A key of the configuration file, e.g. `sessions.idle_minutes` in `/etc/cardap.toml`.
-    File { path: PathBuf, key: String },
+    File {
+        path: PathBuf,
+        key: String,
+    },
     Env(&'static str),
     Flag(&'static str),
 }
@@ -512,7 +515,8 @@ impl Draft {
     }
 
     fn finish(self) -> Settings {
-        let data_dir = if self.data_dir.as_os_str().is_empty() { PathBuf::from(DEFAULT_DATA_DIR) } else { self.data_dir };
+        let data_dir =
+            if self.data_dir.as_os_str().is_empty() { PathBuf::from(DEFAULT_DATA_DIR) } else { self.data_dir };
         Settings {
             database_url: self.database_url.unwrap_or_else(|| sqlite_url(&data_dir)),
             master_key_file: self.master_key_file.unwrap_or_else(|| data_dir.join("master.key")),
@@ -646,15 +650,9 @@ mod tests {
         let err = Settings::load(&sources(None, &[], &[("password-min-length", "65")])).unwrap_err().to_string();
         assert!(err.contains("from 1 to 64"), "{err}");
         let file = write(dir.path(), "[passwords\nmin_length = 8\n");
-        assert!(matches!(
-            Settings::load(&sources(Some(&file), &[], &[])),
-            Err(SettingsError::NotToml { .. })
-        ));
+        assert!(matches!(Settings::load(&sources(Some(&file), &[], &[])), Err(SettingsError::NotToml { .. })));
         let missing = dir.path().join("missing.toml");
-        assert!(matches!(
-            Settings::load(&sources(Some(&missing), &[], &[])),
-            Err(SettingsError::Unreadable { .. })
-        ));
+        assert!(matches!(Settings::load(&sources(Some(&missing), &[], &[])), Err(SettingsError::Unreadable { .. })));
     }
 
     #[test]
