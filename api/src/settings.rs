@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
-use cardap_store::{MasterKey, MasterKeyError};
+use cardap_store::{MasterKey, MasterKeyError, redact};
 
 use crate::auth::{Secret, SessionPolicy};
 
@@ -31,8 +31,9 @@ pub const BOOTSTRAP_PASSWORD_ENV: &str = "CARDAP_BOOTSTRAP_PASSWORD";
 /// The variable holding the master key itself, base64 of 32 bytes (environment only: a secret).
 pub const MASTER_KEY_ENV: &str = "CARDAP_MASTER_KEY";
 
-/// Everything the server is configured with.
-#[derive(Debug, Clone)]
+/// Everything the server is configured with. Its `Debug` shows no secret: the bootstrap password and the master
+/// key print as `***`, and so does a password in the database URL.
+#[derive(Clone)]
 pub struct Settings {
     /// `postgres://…` or `sqlite:…`.
     pub database_url: String,
@@ -57,6 +58,25 @@ pub struct Settings {
     pub master_key: Option<MasterKey>,
     /// The master key's file when `master_key` is not given.
     pub master_key_file: PathBuf,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact(&self.database_url))
+            .field("listen", &self.listen)
+            .field("max_connections", &self.max_connections)
+            .field("bootstrap_admin", &self.bootstrap_admin)
+            .field("bootstrap_password", &self.bootstrap_password)
+            .field("sessions", &self.sessions)
+            .field("passwords", &self.passwords)
+            .field("lockout", &self.lockout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("master_key", &self.master_key)
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -492,7 +512,8 @@ impl Draft {
         (key.set)(self, raw).ok_or_else(|| SettingsError::Invalid {
             origin: origin(),
             expected: key.form.to_owned(),
-            found: Some(raw.describe()),
+            // A database URL may carry a password.
+            found: Some(if key.env == "CARDAP_DATABASE_URL" { redact(&raw.describe()) } else { raw.describe() }),
         })
     }
 
@@ -645,8 +666,10 @@ mod tests {
         );
         let err = Settings::load(&sources(None, &[], &[("listen", "localhost")])).unwrap_err().to_string();
         assert!(err.starts_with("--listen: expected an address and port"), "{err}");
-        let err = Settings::load(&sources(None, &[], &[("database-url", "mysql://x")])).unwrap_err().to_string();
+        let url = "mysql://cardap:hunter2@db/cardap";
+        let err = Settings::load(&sources(None, &[], &[("database-url", url)])).unwrap_err().to_string();
         assert!(err.contains("postgres://user@host:port/db or sqlite:path"), "{err}");
+        assert!(!err.contains("hunter2"), "the database password was printed: {err}");
         let err = Settings::load(&sources(None, &[], &[("password-min-length", "65")])).unwrap_err().to_string();
         assert!(err.contains("from 1 to 64"), "{err}");
         let file = write(dir.path(), "[passwords\nmin_length = 8\n");
@@ -663,12 +686,17 @@ mod tests {
         assert!(matches!(err, SettingsError::SecretInFile { env: BOOTSTRAP_PASSWORD_ENV, .. }), "{err:?}");
 
         let key = "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=";
-        let s = Settings::load(&sources(None, &[(BOOTSTRAP_PASSWORD_ENV, "Secret1234"), (MASTER_KEY_ENV, key)], &[]))
-            .unwrap();
+        let env = [
+            (BOOTSTRAP_PASSWORD_ENV, "Secret1234"),
+            (MASTER_KEY_ENV, key),
+            ("CARDAP_DATABASE_URL", "postgres://cardap:hunter2@db/cardap"),
+        ];
+        let s = Settings::load(&sources(None, &env, &[])).unwrap();
         assert_eq!(s.bootstrap_password.as_ref().map(Secret::expose), Some("Secret1234"));
         assert!(s.master_key.is_some());
         let printed = format!("{s:?}");
         assert!(!printed.contains("Secret1234") && !printed.contains(key), "{printed}");
+        assert!(printed.contains("postgres://cardap:***@db/cardap") && !printed.contains("hunter2"), "{printed}");
 
         // A bad secret is refused without being echoed.
         let err = Settings::load(&sources(None, &[(BOOTSTRAP_PASSWORD_ENV, "short1")], &[])).unwrap_err();
