@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::routing::get;
-use cardap_projections::ReadModels;
-use cardap_store::{Database, EventStore, MasterKey, SealedEventStore, redact};
+use cardap_projections::{ProjectionError, ReadModels};
+use cardap_store::{
+    Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, StreamIdError, redact,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,55 +26,39 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
-
-use crate::auth::{Secret, SessionPolicy};
 use crate::metrics::Metrics;
 use crate::routes;
+pub use crate::settings::Settings;
+use crate::settings::SettingsError;
 use crate::state::AppState;
 
-/// Everything the server is configured with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `postgres://…` or `sqlite:…`.
-    pub database_url: String,
-    pub listen: SocketAddr,
-    pub max_connections: u32,
-    /// Operator ID of the system administrator created on first start.
-    pub bootstrap_admin: String,
-    /// His password; generated and printed once when absent.
-    pub bootstrap_password: Option<Secret>,
-    pub sessions: SessionPolicy,
-    /// Password rules (minimum length, how many previous passwords may not be reused).
-    pub passwords: PasswordPolicy,
-    /// Failed-login lockout.
-    pub lockout: LockoutPolicy,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout: Duration,
-    /// How long start-up waits for the database to come up before giving up.
-    pub startup_timeout: Duration,
-    /// Wraps every resident's data key (personal data is sealed under those). The same key on every node.
-    /// `None` only in tests: a fresh random key, so nothing sealed survives the process.
-    pub master_key: Option<MasterKey>,
+/// Why the server, or a maintenance command, could not start or stopped with an error: each says what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the read models: {0}")]
+    ReadModels(#[from] ProjectionError),
+    #[error("the master key: {0}")]
+    MasterKey(#[from] MasterKeyError),
+    #[error("a stream id: {0}")]
+    StreamId(#[from] StreamIdError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else, said in a sentence (e.g. the system administrator could not be registered).
+    #[error("{0}")]
+    Failed(String),
 }
 
-impl Settings {
-    /// Defaults for a local run against `database_url` on an ephemeral port (tests).
-    pub fn for_tests(database_url: impl Into<String>) -> Self {
-        Settings {
-            database_url: database_url.into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            max_connections: 10,
-            bootstrap_admin: "admin".into(),
-            bootstrap_password: Some(Secret::new("AdminPassw0rd")),
-            sessions: SessionPolicy { idle: Duration::from_secs(1800), absolute: Duration::from_secs(8 * 3600) },
-            passwords: PasswordPolicy::default(),
-            lockout: LockoutPolicy::default(),
-            drain_timeout: Duration::from_secs(5),
-            startup_timeout: Duration::from_secs(30),
-            // A fixed key, so that several test nodes on one database share it (never for production data).
-            master_key: MasterKey::from_base64("Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=").ok(),
-        }
+impl StartError {
+    pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> StartError {
+        move |source| StartError::Io { what, source }
     }
 }
 
@@ -87,17 +72,36 @@ fn random_u64() -> u64 {
 
 /// The event store every part of the server uses: personal data sealed under the residents' data keys, which
 /// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
-pub async fn sealed_store(db: &Database, master: &MasterKey) -> anyhow::Result<Arc<dyn EventStore>> {
+pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn EventStore>, StartError> {
     let vault = db.key_vault(master.clone())?;
-    vault.check_master_key().await.context(
-        "the master key does not open this database's data keys: configure the key it was created with \
-         (CARDAP_MASTER_KEY or --master-key-file)",
-    )?;
+    vault.check_master_key().await.map_err(|e| {
+        StartError::Failed(format!(
+            "the master key does not open this database's data keys: configure the key it was created with \
+             (CARDAP_MASTER_KEY or master_key.file): {e}"
+        ))
+    })?;
     Ok(Arc::new(SealedEventStore::new(db.event_store(), vault)))
 }
 
-/// Connects and migrates, retrying while the database is still starting.
-pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+/// The master key of `settings`, telling the operator to back it up when its file was just created.
+pub fn master_key(settings: &Settings) -> Result<MasterKey, StartError> {
+    let (key, created) = settings.master_key()?;
+    if created {
+        tracing::warn!(
+            path = %settings.master_key_file.display(),
+            "created a new master key: back it up and give every node the same key; without it no personal \
+             data can be read"
+        );
+    }
+    Ok(key)
+}
+
+/// Connects and migrates, retrying while the database is still starting. A SQLite file's directory is created
+/// when missing (the default database is `cardap-data/cardap.db` on a fresh machine).
+pub async fn open_database(settings: &Settings) -> Result<Database, StartError> {
+    if let Some(dir) = sqlite_directory(&settings.database_url) {
+        std::fs::create_dir_all(&dir).map_err(StartError::io("cannot create the database's directory"))?;
+    }
     let db = Database::connect(&settings.database_url, settings.max_connections).await?;
     let deadline = tokio::time::Instant::now() + settings.startup_timeout;
     loop {
@@ -110,6 +114,16 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The directory of a SQLite database file URL (`sqlite://dir/file.db`, `sqlite:dir/file.db`), if it names one.
+fn sqlite_directory(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()).map(std::path::Path::to_path_buf)
 }
 
 /// A built server, bound to its port, with its projection runners started.
@@ -126,17 +140,14 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
     /// [`Application::build`] with the clock every use case reads (tests move a [`cardap_commands::ManualClock`]).
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let db = open_database(&settings).await?;
-        let master = match &settings.master_key {
-            Some(key) => key.clone(),
-            None => MasterKey::generate()?,
-        };
+        let master = master_key(&settings)?;
         let store = sealed_store(&db, &master).await?;
         let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
         if let Err(e) = read.catch_up(store.clone()).await {
@@ -172,9 +183,9 @@ impl Application {
             lockout: settings.lockout,
             metrics: Arc::new(Metrics::default()),
         };
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
         tracing::info!(
-            address = %listener.local_addr()?,
+            address = %listener.local_addr().map_err(StartError::io("cannot listen"))?,
             backend = db.backend().as_str(),
             database = %redact(&settings.database_url),
             "cardap listening"
@@ -194,7 +205,10 @@ impl Application {
 
     /// Serves until `signal` resolves, then stops accepting, lets in-flight requests finish (at most the drain
     /// timeout) and stops the projection runners.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             signal.await;
@@ -206,7 +220,7 @@ impl Application {
             tokio::time::sleep(drain).await;
         };
         tokio::select! {
-            r = server => r?,
+            r = server => r.map_err(StartError::io("the server stopped"))?,
             () = drained => {
                 tracing::warn!("drain timeout reached; cutting off the requests still running");
                 let _ = self.hard_stop.send(true);

@@ -20,7 +20,7 @@ use cardap_projections::{ReadModels, business_systems, operators};
 use cardap_store::{CommandId, EventStore, StreamId};
 use uuid::Uuid;
 
-use crate::app::Settings;
+use crate::app::{Settings, StartError};
 use crate::auth::{self, Secret};
 
 const BOOTSTRAP_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7264_6170_426f_6f74_7374_7261_7030);
@@ -30,22 +30,22 @@ pub async fn ensure_system_admin(
     store: &Arc<dyn EventStore>,
     read: &ReadModels,
     settings: &Settings,
-) -> anyhow::Result<Option<Secret>> {
+) -> Result<Option<Secret>, StartError> {
     let operator_id = OperatorId::parse(&settings.bootstrap_admin)
-        .map_err(|e| anyhow::anyhow!("CARDAP_BOOTSTRAP_ADMIN {:?}: {e}", settings.bootstrap_admin))?;
+        .map_err(|e| StartError::Failed(format!("CARDAP_BOOTSTRAP_ADMIN {:?}: {e}", settings.bootstrap_admin)))?;
     if operators::find_by_login(read.pool(), None, &operator_id).await?.is_some() {
         return Ok(None);
     }
     let key = OperatorKey::for_login(None, &operator_id);
     let (password, generated) = match &settings.bootstrap_password {
         Some(p) => {
-            check_password(p)?;
+            check_password(p, settings)?;
             (p.clone(), false)
         }
-        None => (auth::generate_password(16).map_err(|e| anyhow::anyhow!("{e:?}"))?, true),
+        None => (auth::generate_password(16).map_err(failed)?, true),
     };
-    let hash = auth::hash_password(password.clone()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let inserted = auth::store_credential(read.pool(), key, &hash, true).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let hash = auth::hash_password(password.clone()).await.map_err(failed)?;
+    let inserted = auth::store_credential(read.pool(), key, &hash, true).await.map_err(failed)?;
 
     let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(None, &operator_id))?;
     let ctx =
@@ -54,7 +54,7 @@ pub async fn ensure_system_admin(
         key,
         municipality: None,
         operator_id: operator_id.clone(),
-        profile: OperatorProfile::named(OperatorName::parse("システム管理者").map_err(|e| anyhow::anyhow!("{e}"))?),
+        profile: OperatorProfile::named(OperatorName::parse("システム管理者").map_err(failed)?),
         roles: vec![Role::SystemAdmin],
         // He needs no 許可業務: the system administrator reaches every business system through his role.
         business_systems: vec![],
@@ -65,7 +65,7 @@ pub async fn ensure_system_admin(
         .await
     {
         Ok(_) | Err(cardap_commands::CommandError::Domain(OperatorError::AlreadyRegistered)) => {}
-        Err(e) => return Err(anyhow::anyhow!("cannot register the system administrator: {e}")),
+        Err(e) => return Err(StartError::Failed(format!("cannot register the system administrator: {e}"))),
     }
     if let Err(e) = read.catch_up(store.clone()).await {
         tracing::warn!(error = %e, "the operator directory is still catching up");
@@ -86,7 +86,7 @@ pub async fn ensure_system_admin(
 /// Registers the built-in business systems that are missing. Each registration's command id is derived from its
 /// stream, so nodes starting at once (or a restart) append it once; "already registered" is the normal answer
 /// from the second start on.
-pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: &ReadModels) -> anyhow::Result<()> {
+pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: &ReadModels) -> Result<(), StartError> {
     let handler = CommandHandler::<BusinessSystem>::new(store.clone());
     let mut registered = false;
     for (id, profile) in builtin_profiles() {
@@ -107,7 +107,9 @@ pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: 
                 }
             }
             Err(cardap_commands::CommandError::Domain(BusinessSystemError::AlreadyRegistered)) => {}
-            Err(e) => return Err(anyhow::anyhow!("cannot register the built-in business system {id}: {e}")),
+            Err(e) => {
+                return Err(StartError::Failed(format!("cannot register the built-in business system {id}: {e}")));
+            }
         }
     }
     if registered && let Err(e) = read.catch_up(store.clone()).await {
@@ -116,12 +118,16 @@ pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: 
     Ok(())
 }
 
-/// The bootstrap password must meet the basic rule: 8–64 half-width alphanumerics.
-fn check_password(p: &Secret) -> anyhow::Result<()> {
-    let s = p.expose();
-    if (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!("CARDAP_BOOTSTRAP_PASSWORD must be 8–64 half-width alphanumeric characters"))
-    }
+/// The bootstrap password must meet the rule of every password (half-width alphanumerics, the configured
+/// minimum length to 64).
+fn check_password(p: &Secret, settings: &Settings) -> Result<(), StartError> {
+    operator::Password::parse(p.expose(), &settings.passwords)
+        .map(|_| ())
+        .map_err(|e| StartError::Failed(format!("CARDAP_BOOTSTRAP_PASSWORD: {e}")))
+}
+
+/// A start-up step that failed for a reason the operator can only report (its `Debug`, which never holds a
+/// secret: these are password-generation, hashing and credential-storage errors).
+fn failed(e: impl std::fmt::Debug) -> StartError {
+    StartError::Failed(format!("{e:?}"))
 }

@@ -12,6 +12,8 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod settings;
 pub mod state;
 
-pub use app::{Application, Settings, app};
+pub use app::{Application, StartError, app};
+pub use settings::Settings;

@@ -1,44 +1,34 @@
-//! The `cardap` binary: `serve` (the default), `migrate`, and `projections rebuild`.
+//! The `cardap` binary: `serve` (the default), `migrate`, and `projections list|rebuild`.
+//!
+//! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
+//! the command) and `--config PATH`; `Settings::load` lays them over the configuration file and the `CARDAP_*`
+//! variables. Only the logs are configured outside `Settings`: `CARDAP_LOG` and `CARDAP_LOG_FORMAT`, read before
+//! anything else so that loading the settings can already log.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
-use anyhow::Context;
-use cardap_api::app::{Application, Settings, open_database, sealed_store, shutdown_signal};
-use cardap_api::auth::{Secret, SessionPolicy};
-use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
+use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal};
+use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
 use cardap_projections::ReadModels;
-use cardap_store::MasterKey;
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "cardap", version, about = "マイナンバーカード カードAP搭載システム (cardap)")]
 struct Cli {
+    #[arg(long, global = true, value_name = "PATH", help = format!("A TOML configuration file (see cardap.example.toml; also {CONFIG_ENV}); variables and flags win over it"))]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    db: DbArgs,
+    settings: SettingFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-#[derive(Debug, Args)]
-struct DbArgs {
-    /// Database URL: postgres://user@host:port/db or sqlite:path. Default: a SQLite file in ./cardap-data/.
-    #[arg(long, env = "CARDAP_DATABASE_URL", global = true, hide_env_values = true)]
-    database_url: Option<String>,
-    /// Where the default SQLite database (and the default master key file) live.
-    #[arg(long, env = "CARDAP_DATA_DIR", default_value = "cardap-data", global = true)]
-    data_dir: PathBuf,
-    /// File holding the master key (base64 of 32 bytes) that wraps every resident's data key; created with a new
-    /// key when missing. Default: <data-dir>/master.key. Every node of one installation needs the same key.
-    #[arg(long, env = "CARDAP_MASTER_KEY_FILE", global = true)]
-    master_key_file: Option<PathBuf>,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP server (migrates the database first).
-    Serve(ServeArgs),
+    /// Run the HTTP server (migrates the database first). The default.
+    Serve,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Read-model maintenance.
@@ -59,85 +49,37 @@ enum ProjectionCommand {
     List,
 }
 
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "CARDAP_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Operator ID of the system administrator created on first start.
-    #[arg(long, env = "CARDAP_BOOTSTRAP_ADMIN", default_value = "admin")]
-    bootstrap_admin: String,
-    /// Session idle timeout, minutes.
-    #[arg(long, env = "CARDAP_SESSION_IDLE_MINUTES", default_value_t = 30)]
-    session_idle_minutes: u64,
-    /// Session absolute timeout, minutes.
-    #[arg(long, env = "CARDAP_SESSION_ABSOLUTE_MINUTES", default_value_t = 480)]
-    session_absolute_minutes: u64,
-    /// Minimum password length (half-width alphanumerics).
-    #[arg(long, env = "CARDAP_PASSWORD_MIN_LENGTH", default_value_t = 8)]
-    password_min_length: usize,
-    /// How many previous passwords may not be reused.
-    #[arg(long, env = "CARDAP_PASSWORD_HISTORY", default_value_t = 3)]
-    password_history: usize,
-    /// Failed logins in a row before the operator is locked.
-    #[arg(long, env = "CARDAP_LOCKOUT_MAX_FAILURES", default_value_t = 5)]
-    lockout_max_failures: u32,
-    /// How long a lock lasts, seconds.
-    #[arg(long, env = "CARDAP_LOCKOUT_SECONDS", default_value_t = 900)]
-    lockout_seconds: i64,
-    /// The lockout that is permanent (until an administrator unlocks).
-    #[arg(long, env = "CARDAP_LOCKOUT_MAX_LOCKOUTS", default_value_t = 3)]
-    lockout_max_lockouts: u32,
-    /// Database connections per node.
-    #[arg(long, env = "CARDAP_MAX_CONNECTIONS", default_value_t = 16)]
-    max_connections: u32,
-}
+/// The flags of the settings, by flag name, as given (parsed and checked by `Settings::load`).
+#[derive(Debug, Default)]
+struct SettingFlags(BTreeMap<String, String>);
 
-impl Default for ServeArgs {
-    fn default() -> Self {
-        ServeArgs {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            bootstrap_admin: "admin".into(),
-            session_idle_minutes: 30,
-            session_absolute_minutes: 480,
-            password_min_length: 8,
-            password_history: 3,
-            lockout_max_failures: 5,
-            lockout_seconds: 900,
-            lockout_max_lockouts: 3,
-            max_connections: 16,
-        }
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let given = KEYS.iter().filter_map(|k| Some((k.flag.to_owned(), matches.get_one::<String>(k.flag)?.clone())));
+        Ok(SettingFlags(given.collect()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.extend(Self::from_arg_matches(matches)?.0);
+        Ok(())
     }
 }
 
-impl DbArgs {
-    fn url(&self) -> anyhow::Result<String> {
-        if let Some(url) = &self.database_url {
-            return Ok(url.clone());
-        }
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
-        Ok(format!("sqlite://{}/cardap.db", self.data_dir.display()))
+impl Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        KEYS.iter().fold(cmd, |cmd, key| {
+            cmd.arg(
+                Arg::new(key.flag)
+                    .long(key.flag)
+                    .value_name("VALUE")
+                    .global(true)
+                    .help(format!("{} ({}; `{}` in the file)", key.help, key.env, key.file)),
+            )
+        })
     }
-}
 
-impl DbArgs {
-    /// The master key: `CARDAP_MASTER_KEY` (base64) if set, else the key file (created when missing).
-    fn master_key(&self) -> anyhow::Result<MasterKey> {
-        if let Ok(text) = std::env::var("CARDAP_MASTER_KEY") {
-            return MasterKey::from_base64(&text).context("CARDAP_MASTER_KEY is not a base64 key of 32 bytes");
-        }
-        let path = self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"));
-        let (key, created) = MasterKey::load_or_create(&path)
-            .with_context(|| format!("cannot read or create the master key file {}", path.display()))?;
-        if created {
-            tracing::warn!(
-                path = %path.display(),
-                "created a new master key: back it up and give every node the same key; without it no personal \
-                 data can be read"
-            );
-        }
-        Ok(key)
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -154,45 +96,32 @@ fn init_tracing() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let url = cli.db.url()?;
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(args) => {
-            let settings = Settings {
-                database_url: url,
-                listen: args.listen,
-                max_connections: args.max_connections,
-                bootstrap_admin: args.bootstrap_admin,
-                bootstrap_password: std::env::var("CARDAP_BOOTSTRAP_PASSWORD").ok().map(Secret::new),
-                sessions: SessionPolicy {
-                    idle: Duration::from_secs(args.session_idle_minutes * 60),
-                    absolute: Duration::from_secs(args.session_absolute_minutes * 60),
-                },
-                passwords: PasswordPolicy { min_length: args.password_min_length, history: args.password_history },
-                lockout: LockoutPolicy {
-                    max_failures: args.lockout_max_failures,
-                    lock_seconds: args.lockout_seconds,
-                    max_lockouts: args.lockout_max_lockouts,
-                },
-                drain_timeout: Duration::from_secs(10),
-                startup_timeout: Duration::from_secs(60),
-                master_key: Some(cli.db.master_key()?),
-            };
-            Application::build(settings).await?.run_until(shutdown_signal()).await
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cardap: {e}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), StartError> {
+    let sources = Sources { config: cli.config, env: Sources::environment(), flags: cli.settings.0 };
+    let settings = Settings::load(&sources)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Application::build(settings).await?.run_until(shutdown_signal()).await,
         Command::Migrate => {
-            let settings = Settings { database_url: url, ..Settings::for_tests(String::new()) };
             open_database(&settings).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Projections { command } => {
-            let settings = Settings { database_url: url.clone(), ..Settings::for_tests(String::new()) };
             let db = open_database(&settings).await?;
-            let store = sealed_store(&db, &cli.db.master_key()?).await?;
-            let read = ReadModels::connect(&url, 4)?;
+            let store = sealed_store(&db, &master_key(&settings)?).await?;
+            let read = ReadModels::connect(&settings.database_url, 4)?;
             match command {
                 ProjectionCommand::List => {
                     for p in read.projections() {
@@ -202,10 +131,11 @@ async fn main() -> anyhow::Result<()> {
                 ProjectionCommand::Rebuild { name } => {
                     let runners: Vec<_> =
                         read.runners(store).into_iter().filter(|r| name == "all" || r.name() == name).collect();
-                    anyhow::ensure!(
-                        !runners.is_empty(),
-                        "no projection named {name:?} (try `cardap projections list`)"
-                    );
+                    if runners.is_empty() {
+                        return Err(StartError::Failed(format!(
+                            "no projection named {name:?} (try `cardap projections list`)"
+                        )));
+                    }
                     for runner in runners {
                         runner.reset().await?;
                         let reached = runner.catch_up().await?;

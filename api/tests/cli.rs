@@ -1,6 +1,7 @@
 //! The `cardap` binary as an operator runs it: `cardap serve` with no configuration keeps its data in a SQLite
 //! file, prints the generated administrator password once, stops cleanly on SIGTERM, and finds its data again
-//! on the next start. Also `cardap migrate` and `cardap projections rebuild`.
+//! on the next start; `cardap serve --config FILE` takes its settings from the file (a variable winning over it)
+//! and refuses a file with an unknown key. Also `cardap migrate` and `cardap projections rebuild`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -22,6 +23,7 @@ fn serve(dir: &std::path::Path, port: u16) -> (Child, mpsc::Receiver<String>) {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env_remove("CARDAP_DATABASE_URL")
         .env_remove("CARDAP_BOOTSTRAP_PASSWORD")
+        .env_remove("CARDAP_CONFIG")
         .env("CARDAP_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -62,7 +64,11 @@ fn wait_healthy(port: u16) {
 }
 
 fn login(port: u16, password: &str) -> String {
-    let body = format!(r#"{{"operator_id":"admin","password":"{password}"}}"#);
+    login_as(port, "admin", password)
+}
+
+fn login_as(port: u16, operator_id: &str, password: &str) -> String {
+    let body = format!(r#"{{"operator_id":"{operator_id}","password":"{password}"}}"#);
     http(
         port,
         &format!(
@@ -149,4 +155,72 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn serve_with_a_configuration_file_uses_its_settings_under_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, env_port) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("cardap.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{file_port}\"\n[database]\ndata_dir = \"store\"\n\
+             [bootstrap]\nadmin = \"kanri\"\n[passwords]\nmin_length = 10\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--config", "cardap.toml"])
+        .env_remove("CARDAP_DATABASE_URL")
+        .env_remove("CARDAP_MASTER_KEY")
+        .env_remove("CARDAP_CONFIG")
+        .env("CARDAP_LISTEN", format!("127.0.0.1:{env_port}"))
+        .env("CARDAP_BOOTSTRAP_PASSWORD", "KanriPassw0rd")
+        .env("CARDAP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The variable wins over the file's address.
+    wait_healthy(env_port);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", file_port)).is_err(), "listening on the file's port too");
+    // The administrator the file names, with the password of the variable.
+    assert!(login_as(env_port, "kanri", "KanriPassw0rd").starts_with("HTTP/1.1 201"), "kanri cannot log in");
+    assert!(login(env_port, "KanriPassw0rd").starts_with("HTTP/1.1 401"), "`admin` exists although renamed");
+    terminate(child);
+    // The data directory of the file holds the database and the new master key.
+    assert!(dir.path().join("store/cardap.db").exists(), "no SQLite file in the file's data directory");
+    assert!(dir.path().join("store/master.key").exists(), "no master key in the file's data directory");
+    assert!(!dir.path().join("cardap-data").exists(), "the default data directory was used");
+
+    // The file's password rule applies to the bootstrap password: 9 characters are refused at start.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--config", "cardap.toml"])
+        .env_remove("CARDAP_DATABASE_URL")
+        .env("CARDAP_BOOTSTRAP_PASSWORD", "Passw0rd9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CARDAP_BOOTSTRAP_PASSWORD: expected 10 to 64"), "{stderr}");
+    assert!(!stderr.contains("Passw0rd9"), "the refused password was printed: {stderr}");
+}
+
+#[test]
+fn serve_refuses_a_configuration_file_with_an_unknown_key_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cardap.toml"), "[sessions]\nidle_minute = 15\n").unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .arg("serve")
+        .env_remove("CARDAP_DATABASE_URL")
+        .env("CARDAP_CONFIG", "cardap.toml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "cardap started with a misspelt key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown key `sessions.idle_minute`"), "{stderr}");
+    assert!(!dir.path().join("cardap-data").exists(), "a database was created before the settings were checked");
 }

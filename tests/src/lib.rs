@@ -96,7 +96,7 @@ pub struct TestApp {
     pub state: AppState,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    server: Option<JoinHandle<Result<(), cardap_api::StartError>>>,
     _dir: Option<TempDir>,
 }
 

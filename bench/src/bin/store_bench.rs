@@ -18,7 +18,7 @@
 //! events/s). Run it with `scripts/bench` (starts a throwaway durable PostgreSQL), or by hand:
 //!
 //! ```text
-//! cargo run --release -p cardap-store --bin store-bench -- \
+//! cargo run --release -p cardap-bench --bin store-bench -- \
 //!     --postgres postgres://postgres@127.0.0.1:5432/postgres --sqlite /tmp/bench [--seconds 3] [--quick]
 //! ```
 

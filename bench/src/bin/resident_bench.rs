@@ -19,7 +19,7 @@
 //! Run: `scripts/bench` (after the other benches), or by hand on an empty PostgreSQL database:
 //!
 //! ```text
-//! cargo build --release -p cardap-api --bin cardap --bin resident-bench
+//! cargo build --release -p cardap-api --bin cardap -p cardap-bench --bin resident-bench
 //! target/release/resident-bench --database-url postgres://postgres@127.0.0.1:5432/bench [--quick]
 //! ```
 

@@ -3,7 +3,7 @@
 //! with 1 and 8 concurrent clients, through the real router in-process (no network in the measurement).
 //!
 //! Run: `scripts/bench` (both benchmarks), or
-//! `cargo run --release -p cardap-api --bin auth-bench -- --database-url postgres://… [--seconds 5]`.
+//! `cargo run --release -p cardap-bench --bin auth-bench -- --database-url postgres://… [--seconds 5]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

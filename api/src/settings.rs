@@ -1,0 +1,559 @@
+//! The server's settings (the source's 環境基本設定, operating settings): one typed [`Settings`] whose defaults are
+//! written once, here, in [`Settings::default`], and [`Settings::load`], which lays over them an optional TOML
+//! configuration file (`--config PATH` / `CARDAP_CONFIG`), then the `CARDAP_*` environment variables, then the
+//! command-line flags: a later source wins, setting by setting.
+//!
+//! Every setting that a file, a variable or a flag may give is one row of [`KEYS`] (its key in the file, its
+//! variable, its flag, the form of its value); `cardap.example.toml` at the repository root shows them all with
+//! their defaults. A key of the file that is not in the table is refused by name, and a value that does not parse
+//! is refused with its key and the expected form. The two secrets are read from the environment only, never from
+//! the file or a flag (a file gets copied, a command line is visible to every user of the machine):
+//! `CARDAP_BOOTSTRAP_PASSWORD` and `CARDAP_MASTER_KEY` (or the key file `master_key.file`). Neither ever appears
+//! in `Debug`. This module reads files and variables but opens no database and starts nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
+use cardap_store::{MasterKey, MasterKeyError, redact};
+
+use crate::auth::{Secret, SessionPolicy};
+
+/// Where the default SQLite database and the default master key file live (relative to the working directory).
+const DEFAULT_DATA_DIR: &str = "cardap-data";
+/// The variable naming the configuration file (the flag `--config` wins over it).
+pub const CONFIG_ENV: &str = "CARDAP_CONFIG";
+/// The variable holding the bootstrap administrator's password (environment only: a secret).
+pub const BOOTSTRAP_PASSWORD_ENV: &str = "CARDAP_BOOTSTRAP_PASSWORD";
+/// The variable holding the master key itself, base64 of 32 bytes (environment only: a secret).
+pub const MASTER_KEY_ENV: &str = "CARDAP_MASTER_KEY";
+
+/// Everything the server is configured with. Its `Debug` shows no secret: the bootstrap password and the master
+/// key print as `***`, and so does a password in the database URL.
+#[derive(Clone)]
+pub struct Settings {
+    /// `postgres://…` or `sqlite:…`.
+    pub database_url: String,
+    pub listen: SocketAddr,
+    /// Database connections per node (event store and read models each).
+    pub max_connections: u32,
+    /// Operator ID of the system administrator created on first start.
+    pub bootstrap_admin: String,
+    /// His password; generated and printed once when absent.
+    pub bootstrap_password: Option<Secret>,
+    pub sessions: SessionPolicy,
+    /// Password rules (minimum length, how many previous passwords may not be reused).
+    pub passwords: PasswordPolicy,
+    /// Failed-login lockout.
+    pub lockout: LockoutPolicy,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// How long start-up waits for the database to come up before giving up.
+    pub startup_timeout: Duration,
+    /// Wraps every resident's data key (personal data is sealed under those). The same key on every node.
+    /// `None`: read from `master_key_file`, which is created with a new key when missing.
+    pub master_key: Option<MasterKey>,
+    /// The master key's file when `master_key` is not given.
+    pub master_key_file: PathBuf,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact(&self.database_url))
+            .field("listen", &self.listen)
+            .field("max_connections", &self.max_connections)
+            .field("bootstrap_admin", &self.bootstrap_admin)
+            .field("bootstrap_password", &self.bootstrap_password)
+            .field("sessions", &self.sessions)
+            .field("passwords", &self.passwords)
+            .field("lockout", &self.lockout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("master_key", &self.master_key)
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    /// The defaults of a fresh installation: a SQLite file and a master key file in `./cardap-data`, port 8080 on
+    /// the loopback interface, and the operating rules of the source (sessions end after 30 idle minutes and
+    /// 8 hours at most; 5 failed logins lock for 15 minutes and the 3rd lock is permanent; passwords of 8
+    /// half-width alphanumerics at least, the last 3 not reused).
+    fn default() -> Self {
+        let data_dir = Path::new(DEFAULT_DATA_DIR);
+        Settings {
+            database_url: sqlite_url(data_dir),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 16,
+            bootstrap_admin: "admin".into(),
+            bootstrap_password: None,
+            sessions: SessionPolicy { idle: Duration::from_secs(30 * 60), absolute: Duration::from_secs(8 * 3600) },
+            passwords: PasswordPolicy::default(),
+            lockout: LockoutPolicy::default(),
+            drain_timeout: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(60),
+            master_key: None,
+            master_key_file: data_dir.join("master.key"),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults, on `database_url` and an ephemeral port, with a known administrator password and a fixed
+    /// master key, so that several test nodes on one database share it (never for production data).
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Settings {
+            database_url: database_url.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_connections: 10,
+            bootstrap_password: Some(Secret::new("AdminPassw0rd")),
+            drain_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(30),
+            master_key: MasterKey::from_base64("Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=").ok(),
+            ..Settings::default()
+        }
+    }
+
+    /// The defaults, then the configuration file (`sources.config`, else `CARDAP_CONFIG`), then the `CARDAP_*`
+    /// variables, then the flags. Reads the file; creates nothing.
+    /// A variable set to the empty string counts as not set.
+    pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+        let env = |name: &str| sources.env.get(name).filter(|v| !v.is_empty());
+        let mut draft = Draft::default();
+        let config = sources.config.clone().or_else(|| env(CONFIG_ENV).map(PathBuf::from));
+        if let Some(path) = config {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| SettingsError::Unreadable { path: path.clone(), reason: e.to_string() })?;
+            draft.apply_file(&path, &text)?;
+        }
+        for key in KEYS {
+            if let Some(value) = env(key.env) {
+                draft.apply(key, &Raw::Text(value.clone()), || Origin::Env(key.env))?;
+            }
+        }
+        for key in KEYS {
+            if let Some(value) = sources.flags.get(key.flag) {
+                draft.apply(key, &Raw::Text(value.clone()), || Origin::Flag(key.flag))?;
+            }
+        }
+        if let Some(password) = env(BOOTSTRAP_PASSWORD_ENV) {
+            // The rule every password follows, with the configured minimum length (never echoed back).
+            Password::parse(password, &draft.settings.passwords).map_err(|_| SettingsError::Invalid {
+                origin: Origin::Env(BOOTSTRAP_PASSWORD_ENV),
+                expected: format!(
+                    "{} to {} half-width letters and digits",
+                    draft.settings.passwords.min_length,
+                    Password::MAX_CHARS
+                ),
+                found: None,
+            })?;
+            draft.settings.bootstrap_password = Some(Secret::new(password.clone()));
+        }
+        if let Some(key) = env(MASTER_KEY_ENV) {
+            let key = MasterKey::from_base64(key).map_err(|_| SettingsError::Invalid {
+                origin: Origin::Env(MASTER_KEY_ENV),
+                expected: "base64 of 32 bytes (standard alphabet, with padding)".into(),
+                found: None,
+            })?;
+            draft.settings.master_key = Some(key);
+        }
+        Ok(draft.finish())
+    }
+
+    /// The master key: `master_key` when given, else the key file (created with a new key when missing).
+    /// Returns whether the file was created, so the caller can tell the operator to back it up.
+    pub fn master_key(&self) -> Result<(MasterKey, bool), MasterKeyError> {
+        match &self.master_key {
+            Some(key) => Ok((key.clone(), false)),
+            None => {
+                if let Some(dir) = self.master_key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| MasterKeyError::Io { path: dir.to_path_buf(), source })?;
+                }
+                MasterKey::load_or_create(&self.master_key_file)
+            }
+        }
+    }
+}
+
+/// The SQLite database in a data directory.
+fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}/cardap.db", data_dir.display())
+}
+
+/// What [`Settings::load`] reads besides the defaults.
+#[derive(Default)]
+pub struct Sources {
+    /// `--config PATH`; when absent, `CARDAP_CONFIG` names the file, and without it there is none.
+    pub config: Option<PathBuf>,
+    /// The environment (only `CARDAP_*` variables are read): [`Sources::environment`] in the binary, a map of
+    /// its own in a test.
+    pub env: BTreeMap<String, String>,
+    /// The flags given, by their name without `--` ([`Key::flag`]), each with its text.
+    pub flags: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// The process's `CARDAP_*` variables (those that are valid Unicode).
+    pub fn environment() -> BTreeMap<String, String> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("CARDAP_"))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Sources {
+    /// Names only: the environment holds secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("config", &self.config)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("flags", &self.flags.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where a refused value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A key of the configuration file, e.g. `sessions.idle_minutes` in `/etc/cardap.toml`.
+    File {
+        path: PathBuf,
+        key: String,
+    },
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, key } => write!(f, "`{key}` in {}", path.display()),
+            Origin::Env(name) => write!(f, "{name}"),
+            Origin::Flag(name) => write!(f, "--{name}"),
+        }
+    }
+}
+
+/// Why the settings could not be loaded: each names the key (or variable, or flag) and what it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the configuration file {}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("the configuration file {} is not valid TOML: {reason}", path.display())]
+    NotToml { path: PathBuf, reason: String },
+    #[error("unknown key `{key}` in {} (the keys are those of cardap.example.toml)", path.display())]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("`{key}` in {}: a secret is not read from the configuration file; set {env} instead", path.display())]
+    SecretInFile { path: PathBuf, key: String, env: &'static str },
+    #[error("{origin}: expected {expected}{}", found.as_ref().map(|f| format!(", found {f}")).unwrap_or_default())]
+    Invalid {
+        origin: Origin,
+        expected: String,
+        /// What was there (never for a secret).
+        found: Option<String>,
+    },
+}
+
+/// One setting that the file, a variable and a flag may give.
+#[derive(Debug)]
+pub struct Key {
+    /// `section.name` in the configuration file.
+    pub file: &'static str,
+    /// Its `CARDAP_*` variable.
+    pub env: &'static str,
+    /// Its flag, without `--`.
+    pub flag: &'static str,
+    /// The form of its value, as an error message says it (after "expected").
+    pub form: &'static str,
+    /// One line for `cardap --help`.
+    pub help: &'static str,
+    set: fn(&mut Draft, &Raw) -> Option<()>,
+}
+
+/// Every setting of [`Settings`] that is not a secret.
+pub const KEYS: &[Key] = &[
+    Key {
+        file: "server.listen",
+        env: "CARDAP_LISTEN",
+        flag: "listen",
+        form: "an address and port such as 127.0.0.1:8080",
+        help: "Address and port to listen on",
+        set: |d, raw| {
+            d.settings.listen = raw.text()?.parse().ok()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "server.drain_seconds",
+        env: "CARDAP_DRAIN_SECONDS",
+        flag: "drain-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How long shutdown waits for requests in flight, seconds",
+        set: |d, raw| {
+            d.settings.drain_timeout = Duration::from_secs(raw.positive()?);
+            Some(())
+        },
+    },
+    Key {
+        file: "server.startup_seconds",
+        env: "CARDAP_STARTUP_SECONDS",
+        flag: "startup-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How long start-up waits for the database to come up, seconds",
+        set: |d, raw| {
+            d.settings.startup_timeout = Duration::from_secs(raw.positive()?);
+            Some(())
+        },
+    },
+    Key {
+        file: "database.url",
+        env: "CARDAP_DATABASE_URL",
+        flag: "database-url",
+        form: "postgres://user@host:port/db or sqlite:path",
+        help: "Database URL (default: the SQLite file cardap.db in the data directory)",
+        set: |d, raw| {
+            let url = raw.text()?;
+            let known = ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| url.starts_with(p));
+            d.database_url = Some(url.to_owned()).filter(|_| known);
+            d.database_url.as_ref().map(|_| ())
+        },
+    },
+    Key {
+        file: "database.data_dir",
+        env: "CARDAP_DATA_DIR",
+        flag: "data-dir",
+        form: "a directory path",
+        help: "Where the default SQLite database and the default master key file live",
+        set: |d, raw| {
+            d.data_dir = PathBuf::from(raw.text().filter(|t| !t.is_empty())?);
+            Some(())
+        },
+    },
+    Key {
+        file: "database.max_connections",
+        env: "CARDAP_MAX_CONNECTIONS",
+        flag: "max-connections",
+        form: "a whole number, 1 or more",
+        help: "Database connections per node",
+        set: |d, raw| {
+            d.settings.max_connections = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "master_key.file",
+        env: "CARDAP_MASTER_KEY_FILE",
+        flag: "master-key-file",
+        form: "a file path",
+        help: "File holding the master key (base64 of 32 bytes), created when missing; default <data-dir>/master.key",
+        set: |d, raw| {
+            d.master_key_file = Some(PathBuf::from(raw.text().filter(|t| !t.is_empty())?));
+            Some(())
+        },
+    },
+    Key {
+        file: "bootstrap.admin",
+        env: "CARDAP_BOOTSTRAP_ADMIN",
+        flag: "bootstrap-admin",
+        form: "an operator ID (half-width letters and digits)",
+        help: "Operator ID of the system administrator created on first start",
+        set: |d, raw| {
+            d.settings.bootstrap_admin = OperatorId::parse(raw.text()?).ok()?.to_string();
+            Some(())
+        },
+    },
+    Key {
+        file: "sessions.idle_minutes",
+        env: "CARDAP_SESSION_IDLE_MINUTES",
+        flag: "session-idle-minutes",
+        form: "a whole number of minutes, 1 or more",
+        help: "A session unused this long ends, minutes",
+        set: |d, raw| {
+            d.settings.sessions.idle = Duration::from_secs(raw.positive::<u64>()?.checked_mul(60)?);
+            Some(())
+        },
+    },
+    Key {
+        file: "sessions.absolute_minutes",
+        env: "CARDAP_SESSION_ABSOLUTE_MINUTES",
+        flag: "session-absolute-minutes",
+        form: "a whole number of minutes, 1 or more",
+        help: "A session ends this long after login, minutes",
+        set: |d, raw| {
+            d.settings.sessions.absolute = Duration::from_secs(raw.positive::<u64>()?.checked_mul(60)?);
+            Some(())
+        },
+    },
+    Key {
+        file: "passwords.min_length",
+        env: "CARDAP_PASSWORD_MIN_LENGTH",
+        flag: "password-min-length",
+        form: "a whole number from 1 to 64",
+        help: "Shortest password allowed (half-width letters and digits)",
+        set: |d, raw| {
+            d.settings.passwords.min_length = raw.positive().filter(|n| *n <= Password::MAX_CHARS)?;
+            Some(())
+        },
+    },
+    Key {
+        file: "passwords.history",
+        env: "CARDAP_PASSWORD_HISTORY",
+        flag: "password-history",
+        form: "a whole number, 0 or more",
+        help: "How many previous passwords may not be reused",
+        set: |d, raw| {
+            d.settings.passwords.history = raw.number()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "lockout.max_failures",
+        env: "CARDAP_LOCKOUT_MAX_FAILURES",
+        flag: "lockout-max-failures",
+        form: "a whole number, 1 or more",
+        help: "Failed logins in a row that lock the operator",
+        set: |d, raw| {
+            d.settings.lockout.max_failures = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "lockout.lock_seconds",
+        env: "CARDAP_LOCKOUT_SECONDS",
+        flag: "lockout-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How long a temporary lock lasts, seconds",
+        set: |d, raw| {
+            d.settings.lockout.lock_seconds = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "lockout.max_lockouts",
+        env: "CARDAP_LOCKOUT_MAX_LOCKOUTS",
+        flag: "lockout-max-lockouts",
+        form: "a whole number, 1 or more",
+        help: "The lockout with this number is permanent (until an administrator unlocks)",
+        set: |d, raw| {
+            d.settings.lockout.max_lockouts = raw.positive()?;
+            Some(())
+        },
+    },
+];
+
+/// Keys of the file that name a secret: refused with the variable to use instead.
+const SECRETS_IN_FILE: &[(&str, &str)] = &[
+    ("bootstrap.password", BOOTSTRAP_PASSWORD_ENV),
+    ("master_key.key", MASTER_KEY_ENV),
+    ("master_key.value", MASTER_KEY_ENV),
+];
+
+/// A value as given: a TOML value from the file, or the text of a variable or a flag.
+#[derive(Debug)]
+enum Raw {
+    Toml(toml::Value),
+    Text(String),
+}
+
+impl Raw {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Raw::Toml(toml::Value::String(s)) => Some(s),
+            Raw::Text(s) => Some(s.trim()),
+            Raw::Toml(_) => None,
+        }
+    }
+
+    fn number<T: TryFrom<i64> + std::str::FromStr>(&self) -> Option<T> {
+        match self {
+            Raw::Toml(toml::Value::Integer(n)) => T::try_from(*n).ok(),
+            Raw::Text(s) => s.trim().parse().ok(),
+            Raw::Toml(_) => None,
+        }
+    }
+
+    fn positive<T: TryFrom<i64> + std::str::FromStr + PartialOrd + From<u8>>(&self) -> Option<T> {
+        self.number::<T>().filter(|n| *n >= T::from(1))
+    }
+
+    /// For an error message.
+    fn describe(&self) -> String {
+        match self {
+            Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => format!("{s:?}"),
+            Raw::Toml(toml::Value::Integer(n)) => n.to_string(),
+            Raw::Toml(toml::Value::Float(n)) => n.to_string(),
+            Raw::Toml(toml::Value::Boolean(b)) => b.to_string(),
+            Raw::Toml(toml::Value::Datetime(d)) => d.to_string(),
+            Raw::Toml(toml::Value::Array(_)) => "an array".into(),
+            Raw::Toml(toml::Value::Table(_)) => "a table".into(),
+        }
+    }
+}
+
+/// The settings while sources are laid over the defaults; the data directory decides the defaults of the
+/// database and the key file only at the end, whichever source gave it.
+#[derive(Debug, Default)]
+struct Draft {
+    settings: Settings,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    master_key_file: Option<PathBuf>,
+}
+
+impl Draft {
+    fn apply(&mut self, key: &Key, raw: &Raw, origin: impl FnOnce() -> Origin) -> Result<(), SettingsError> {
+        (key.set)(self, raw).ok_or_else(|| SettingsError::Invalid {
+            origin: origin(),
+            expected: key.form.to_owned(),
+            // A database URL may carry a password.
+            found: Some(if key.env == "CARDAP_DATABASE_URL" { redact(&raw.describe()) } else { raw.describe() }),
+        })
+    }
+
+    fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), SettingsError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| SettingsError::NotToml { path: path.into(), reason: e.to_string() })?;
+        let mut values = Vec::new();
+        flatten("", table, &mut values);
+        for (name, value) in values {
+            if let Some((_, env)) = SECRETS_IN_FILE.iter().find(|(secret, _)| *secret == name) {
+                return Err(SettingsError::SecretInFile { path: path.into(), key: name, env });
+            }
+            let Some(key) = KEYS.iter().find(|k| k.file == name) else {
+                return Err(SettingsError::UnknownKey { path: path.into(), key: name });
+            };
+            self.apply(key, &Raw::Toml(value), || Origin::File { path: path.into(), key: name.clone() })?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Settings {
+        let data_dir =
+            if self.data_dir.as_os_str().is_empty() { PathBuf::from(DEFAULT_DATA_DIR) } else { self.data_dir };
+        Settings {
+            database_url: self.database_url.unwrap_or_else(|| sqlite_url(&data_dir)),
+            master_key_file: self.master_key_file.unwrap_or_else(|| data_dir.join("master.key")),
+            ..self.settings
+        }
+    }
+}
+
+/// The file's values by dotted key, in the file's order; a table is opened into its keys, so `[sessions]` with
+/// `idle_minutes = 30` gives `sessions.idle_minutes`.
+fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (name, value) in table {
+        let full = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        match value {
+            toml::Value::Table(inner) => flatten(&full, inner, out),
+            other => out.push((full, other)),
+        }
+    }
+}
