@@ -1,8 +1,8 @@
 //! Operator authentication at the HTTP edge: the [`Authenticated`] extractor turns a `Bearer` token into the acting
 //! operator through the login use cases ([`cardap_commands::access`]). Never logs a password or a token.
 //!
-//! The credential writes below ([`store_credential`], [`set_password`]) are the last ones outside the engine
-//! (bootstrap, the test harness and the CSV migration); they go once those move to companions.
+//! [`set_password`] is the last credential write outside the engine (the CSV migration between municipalities);
+//! it goes once that moves to companions.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -33,33 +33,18 @@ pub async fn credential_of(pool: &AnyPool, operator: OperatorKey) -> Result<Opti
     Ok(cardap_store::CredentialStore::new(pool.clone()).password_hash(operator).await?)
 }
 
-/// Stores the password hash of an operator. With `only_if_absent`, an existing hash is kept (returns false).
-pub async fn store_credential(
-    pool: &AnyPool,
-    operator: OperatorKey,
-    hash: &str,
-    only_if_absent: bool,
-) -> Result<bool, ApiError> {
-    let sql = if only_if_absent {
-        "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (operator_key) DO NOTHING"
-    } else {
-        "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at"
-    };
-    let done = sqlx::query(sql)
-        .bind(operator.to_string())
-        .bind(hash.to_owned())
-        .bind(Utc::now().to_rfc3339())
-        .execute(pool)
-        .await
-        .map_err(db_error)?;
-    Ok(done.rows_affected() > 0)
-}
-
 /// Sets an operator's password hash and remembers it for the reuse check.
 pub async fn set_password(pool: &AnyPool, operator: OperatorKey, hash: &str) -> Result<(), ApiError> {
-    store_credential(pool, operator, hash, false).await?;
+    sqlx::query(
+        "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at",
+    )
+    .bind(operator.to_string())
+    .bind(hash.to_owned())
+    .bind(Utc::now().to_rfc3339())
+    .execute(pool)
+    .await
+    .map_err(db_error)?;
     sqlx::query("INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)")
         .bind(operator.to_string())
         .bind(hash.to_owned())

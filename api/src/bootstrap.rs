@@ -17,7 +17,7 @@ use cardap_domain::operator::{
 };
 use cardap_domain::{Aggregate, OperatorKey};
 use cardap_projections::{ReadModels, business_systems, operators};
-use cardap_store::{CommandId, EventStore, StreamId};
+use cardap_store::{CommandId, Companion, EventStore, StreamId};
 use uuid::Uuid;
 
 use crate::app::{Settings, StartError};
@@ -45,7 +45,6 @@ pub async fn ensure_system_admin(
         None => (auth::generate_password(16).map_err(failed)?, true),
     };
     let hash = auth::hash_password(password.clone()).await.map_err(failed)?;
-    let inserted = auth::store_credential(read.pool(), key, &hash, true).await.map_err(failed)?;
 
     let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(None, &operator_id))?;
     let ctx =
@@ -60,13 +59,23 @@ pub async fn ensure_system_admin(
         business_systems: vec![],
         usable: vec![],
     };
-    match CommandHandler::<Operator>::new(store.clone())
-        .execute(&ctx, &Permission::ManageMunicipalities, &stream, None, None, command)
+    // His registration and his password hash commit together: another node starting at the same time registers
+    // him once, with one password.
+    let at = chrono::Utc::now();
+    let inserted = match CommandHandler::<Operator>::new(store.clone())
+        .execute_with(&ctx, &Permission::ManageMunicipalities, &stream, None, None, command, |events| {
+            if events.is_empty() {
+                vec![]
+            } else {
+                vec![Companion::SetPassword { operator: key, hash: hash.clone(), at }]
+            }
+        })
         .await
     {
-        Ok(_) | Err(cardap_commands::CommandError::Domain(OperatorError::AlreadyRegistered)) => {}
+        Ok(executed) => !executed.events.is_empty(),
+        Err(cardap_commands::CommandError::Domain(OperatorError::AlreadyRegistered)) => false,
         Err(e) => return Err(StartError::Failed(format!("cannot register the system administrator: {e}"))),
-    }
+    };
     if let Err(e) = read.catch_up(store.clone()).await {
         tracing::warn!(error = %e, "the operator directory is still catching up");
     }

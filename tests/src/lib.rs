@@ -371,8 +371,10 @@ pub async fn register_operator(
     let login = OperatorId::parse(operator_id).expect("operator id");
     let key = OperatorKey::for_login(code.as_ref(), &login);
     let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(code.as_ref(), &login)).expect("stream id");
+    let hash = auth::hash_password(Secret::new(password)).await.expect("password hashed");
+    let at = chrono::Utc::now();
     let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(
+        .execute_with(
             &CommandContext::system(CommandId::generate()),
             &Permission::ManageMunicipalities,
             &stream,
@@ -387,11 +389,10 @@ pub async fn register_operator(
                 business_systems: vec![],
                 usable: vec![],
             },
+            |_| vec![cardap_store::Companion::SetPassword { operator: key, hash: hash.clone(), at }],
         )
         .await
         .expect("operator registered");
-    let hash = auth::hash_password(Secret::new(password)).await.expect("password hashed");
-    auth::store_credential(state.read.pool(), key, &hash, false).await.expect("credential stored");
     state.wait_for_views(executed.outcome.expect("events written").checkpoint).await;
     TestOperator {
         key,
