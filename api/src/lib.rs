@@ -5,7 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
-pub mod csv;
+pub mod import;
 pub mod error;
 pub mod i18n;
 pub mod json;

@@ -9,8 +9,8 @@
 //! - `POST /api/v1/operator-migrations` (system administrator): registers operators of one municipality in
 //!   another, with their passwords, keeping only the business systems the target may use.
 //!
-//! The file format (charsets, row numbers, formula guards) is `crate::csv`'s; the rules of an operator are
-//! `routes::operators`'; this module only maps columns to fields and orchestrates.
+//! The file format (charsets, row numbers, header matching, per-cell errors, writing) is `crate::import`'s; the
+//! rules of an operator are `routes::operators`'; this module only maps columns to fields and orchestrates.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
+use cardap_domain::cells::SexCell;
 use cardap_domain::contact::{Sex, Text100};
 use cardap_domain::operator::{InternalId, Operator, OperatorCommand, OperatorError, OperatorId, Role};
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
@@ -35,7 +36,7 @@ use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Authenticated};
-use crate::csv::{Charset, CsvRow, CsvTable, CsvWriter, body_charset, declared_charset, duplicate_column};
+use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
@@ -87,9 +88,9 @@ enum Column {
 }
 
 impl Column {
-    const ALL: [Column; 12] = [
+    /// The export's columns, in the screen's order: all but the password, which is never exported.
+    const EXPORTED: [Column; 11] = [
         Column::OperatorId,
-        Column::Password,
         Column::Name,
         Column::Department,
         Column::Sex,
@@ -102,9 +103,15 @@ impl Column {
         Column::Roles,
     ];
 
-    /// The export's columns, in the screen's order: all but the password, which is never exported.
-    const EXPORTED: [Column; 11] = [
+    fn of_field(field: &str) -> Option<Column> {
+        <Column as import::Column>::ALL.iter().copied().find(|c| import::Column::field(*c) == field)
+    }
+}
+
+impl import::Column for Column {
+    const ALL: &'static [Column] = &[
         Column::OperatorId,
+        Column::Password,
         Column::Name,
         Column::Department,
         Column::Sex,
@@ -162,146 +169,55 @@ impl Column {
             _ => &[],
         }
     }
-
-    /// The column a header cell names: its JSON name or label (ASCII case ignored), also as the screens write
-    /// it with a required mark and a hint (`*オペレータID(半角英数)`).
-    fn of_header(header: &str) -> Option<Column> {
-        let h = header.trim().trim_start_matches(['*', '＊', '※']).trim();
-        let h = match h.find(['(', '（']) {
-            Some(i) if i > 0 && h.ends_with([')', '）']) => h[..i].trim(),
-            _ => h,
-        };
-        Column::ALL.into_iter().find(|c| {
-            h.eq_ignore_ascii_case(c.field())
-                || h.eq_ignore_ascii_case(c.label())
-                || c.aliases().iter().any(|a| h.eq_ignore_ascii_case(a))
-        })
-    }
-
-    fn of_field(field: &str) -> Option<Column> {
-        Column::ALL.into_iter().find(|c| c.field() == field)
-    }
-}
-
-/// What a header cell is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Known(Column),
-    /// An empty header cell: its column must be empty too (spreadsheets leave such columns behind).
-    Unnamed,
-    /// A header we do not know (reported once, in the header row).
-    Unknown,
 }
 
 /// The file's header: which column is where, and how the file names it.
 #[derive(Debug, Clone)]
 struct Layout {
-    slots: Vec<Slot>,
-    /// The header cell as written, per column present.
-    names: HashMap<Column, String>,
+    header: Header<Column>,
 }
 
 impl Layout {
-    fn of(header: &[String], row: u64) -> Result<Layout, Vec<FieldError>> {
-        let mut errors = vec![];
-        let mut slots = Vec::with_capacity(header.len());
-        let mut names: HashMap<Column, String> = HashMap::new();
-        for h in header {
-            if h.is_empty() {
-                slots.push(Slot::Unnamed);
-                continue;
-            }
-            match Column::of_header(h) {
-                Some(c) if names.contains_key(&c) => {
-                    errors.push(duplicate_column(row, c.field(), c.label(), h));
-                    slots.push(Slot::Unknown);
-                }
-                Some(c) => {
-                    names.insert(c, h.clone());
-                    slots.push(Slot::Known(c));
-                }
-                None => {
-                    let known = Column::ALL.map(Column::label).join("、");
-                    errors.push(
-                        FieldError::new(
-                            format!("/rows/{row}"),
-                            Text::new(
-                                format!("見出し「{h}」は使えません。使える見出し: {known}"),
-                                format!(
-                                    "unknown column {h:?}; use the labels ({known}) or the JSON names ({})",
-                                    Column::ALL.map(Column::field).join(", ")
-                                ),
-                            ),
-                        )
-                        .in_cell(row, h.clone()),
-                    );
-                    slots.push(Slot::Unknown);
-                }
-            }
-        }
+    fn of(cells: &[String], row: u64) -> Result<Layout, Vec<FieldError>> {
+        let (header, mut errors) = Header::of(cells, row, Unknown::Refuse, |_| None);
         for required in [Column::OperatorId, Column::Name] {
-            if !names.contains_key(&required) {
-                errors.push(
-                    FieldError::new(
-                        format!("/rows/{row}/{}", required.field()),
-                        Text::new(
-                            format!("「{}」の列がありません", required.label()),
-                            format!("the column {} ({}) is missing", required.field(), required.label()),
-                        ),
-                    )
-                    .in_cell(row, required.label()),
-                );
+            if !header.has(required) {
+                errors.push(header.missing(required));
             }
         }
-        if errors.is_empty() { Ok(Layout { slots, names }) } else { Err(errors) }
+        if errors.is_empty() { Ok(Layout { header }) } else { Err(errors) }
     }
 
     /// How the file names `column` (its label when the file has no such column).
     fn name(&self, column: Column) -> &str {
-        self.names.get(&column).map_or(column.label(), String::as_str)
+        self.header.name(column)
     }
 
     /// An error about `column` in `row`.
     fn error(&self, row: u64, column: Column, message: Text) -> FieldError {
-        FieldError::new(format!("/rows/{row}/{}", column.field()), message).in_cell(row, self.name(column))
+        self.header.error(column, message).at(row)
     }
 
     /// The registration a row asks for; cell-level problems (undecodable text, values outside any column) are
     /// added to `errors`.
-    fn input_of(&self, row: CsvRow, errors: &mut Vec<FieldError>) -> OperatorInput {
-        let mut values: HashMap<Column, String> = HashMap::new();
-        for (i, cell) in row.cells.into_iter().enumerate() {
-            let slot = self.slots.get(i).copied().unwrap_or(Slot::Unnamed);
-            match (slot, cell) {
-                (Slot::Unknown, _) => {}
-                (_, Ok(value)) if value.is_empty() => {}
-                (Slot::Known(c), Ok(value)) => {
-                    values.insert(c, value);
-                }
-                (Slot::Known(c), Err(message)) => errors.push(self.error(row.row, c, message)),
-                (Slot::Unnamed, _) => errors.push(
-                    FieldError::new(
-                        format!("/rows/{}", row.row),
-                        Text::new("見出しのない列に値があります", "a value in a column without a header"),
-                    )
-                    .in_cell(row.row, format!("{}列目", i + 1)),
-                ),
-            }
-        }
+    fn input_of(&self, row: import::CsvRow, errors: &mut Vec<FieldError>) -> OperatorInput {
+        let mut row = self.header.row_of(row);
+        let number = row.row;
+        errors.extend(std::mem::take(&mut row.errors).into_iter().map(|e| e.at(number)));
         let words = |v: Option<String>| v.map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
         OperatorInput {
-            operator_id: values.remove(&Column::OperatorId).unwrap_or_default(),
-            password: values.remove(&Column::Password),
-            name: values.remove(&Column::Name).unwrap_or_default(),
-            department: values.remove(&Column::Department),
-            sex: values.remove(&Column::Sex).map(|v| sex_code(&v)),
-            phone: values.remove(&Column::Phone),
-            extension: values.remove(&Column::Extension),
-            email: values.remove(&Column::Email),
-            info: values.remove(&Column::Info),
-            extra: values.remove(&Column::Extra),
-            roles: words(values.remove(&Column::Roles)).unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]),
-            business_systems: words(values.remove(&Column::BusinessSystems)).unwrap_or_default(),
+            operator_id: row.take(Column::OperatorId).unwrap_or_default(),
+            password: row.take(Column::Password),
+            name: row.take(Column::Name).unwrap_or_default(),
+            department: row.take(Column::Department),
+            sex: row.take(Column::Sex).map(|v| sex_code(&v)),
+            phone: row.take(Column::Phone),
+            extension: row.take(Column::Extension),
+            email: row.take(Column::Email),
+            info: row.take(Column::Info),
+            extra: row.take(Column::Extra),
+            roles: words(row.take(Column::Roles)).unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]),
+            business_systems: words(row.take(Column::BusinessSystems)).unwrap_or_default(),
         }
     }
 
@@ -316,9 +232,10 @@ impl Layout {
     }
 }
 
-/// 性別 as the ISO 5218 digit: the screen's words (指定なし, 男性, 女性, 適用不能) or the digit itself.
+/// 性別 as the ISO 5218 digit: any form `SexCell` reads (the screen's words 指定なし, 男性, 女性, 適用不能, also
+/// 男/女 and full-width digits), else the cell as written, for `parse_input` to refuse with its own message.
 fn sex_code(value: &str) -> String {
-    Sex::ALL.into_iter().find(|s| s.label_ja() == value).map_or_else(|| value.to_owned(), |s| s.code().to_owned())
+    SexCell::parse(value).map_or_else(|_| value.to_owned(), |s| s.code().to_owned())
 }
 
 fn text_of(e: &OperatorError) -> Text {
@@ -411,7 +328,7 @@ pub async fn import(
         }
     })?;
     let (charset, content) = body_charset(declared, &body)?;
-    let Validated { rows, names, parsed } = validate(&state, &code, content, charset).await?;
+    let Validated { rows, layout, parsed } = validate(&state, &code, content, charset).await?;
 
     let meta = RequestMeta::from_headers(&headers);
     let digest = hex::encode(Sha256::digest(&body));
@@ -427,10 +344,7 @@ pub async fn import(
                 }
                 _ => Column::Roles,
             };
-            let name = names.get(&column).cloned().unwrap_or_else(|| column.label().to_owned());
-            ApiError::validation(vec![
-                FieldError::new(format!("/rows/{row}/{}", column.field()), text_of(&e)).in_cell(row, name),
-            ])
+            ApiError::validation(vec![layout.error(row, column, text_of(&e))])
         }
     };
     // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
@@ -464,7 +378,7 @@ pub async fn import(
 #[derive(Debug)]
 struct Validated {
     rows: Vec<u64>,
-    names: HashMap<Column, String>,
+    layout: Layout,
     parsed: Vec<Parsed>,
 }
 
@@ -476,9 +390,12 @@ async fn validate(
     content: &[u8],
     charset: Charset,
 ) -> Result<Validated, ApiError> {
-    let mut table = CsvTable::open(content, charset).map_err(|e| ApiError::validation(vec![e]))?;
-    let header_row = table.header_row();
-    let layout = Layout::of(table.header(), header_row).map_err(ApiError::validation)?;
+    let mut table = CsvRows::new(content, None);
+    let (header, header_row) = table.header(Some(charset)).map_err(|e| match e {
+        HeaderError::Problem(problem) => problem,
+        HeaderError::Read(e) => ApiError::validation(vec![unreadable(e.row())]),
+    })?;
+    let layout = Layout::of(&header, header_row).map_err(ApiError::validation)?;
     let usable: HashSet<BusinessId> = operators::usable(state, code).await?.into_iter().collect();
     let existing = active_ids(state.read.pool(), code).await?;
 
@@ -492,8 +409,8 @@ async fn validate(
             Ok(row) if row.is_blank() => continue,
             Ok(row) => row,
             Err(e) => {
-                total_errors += e.len();
-                errors.extend(e);
+                total_errors += 1;
+                errors.push(unreadable(e.row()));
                 continue;
             }
         };
@@ -574,7 +491,13 @@ async fn validate(
             .in_row(header_row + 1),
         ]));
     }
-    Ok(Validated { rows, names: layout.names, parsed })
+    Ok(Validated { rows, layout, parsed })
+}
+
+/// A row the CSV parser could not read.
+fn unreadable(row: u64) -> FieldError {
+    FieldError::new(format!("/rows/{row}"), Text::new("CSV として読み取れない行です", "this row cannot be read as CSV"))
+        .in_row(row)
 }
 
 /// The operator IDs registered (and not revoked) in a municipality, read page by page.
@@ -681,7 +604,7 @@ pub async fn export(
     // The first page is read before answering, so that a failing database is still a proper error response.
     let first = view::search(&pool, &code, &filter, None, PAGE).await?;
     let mut head = writer.preamble().to_vec();
-    head.extend(writer.chunk([Column::EXPORTED.map(Column::label)])?);
+    head.extend(writer.chunk([Column::EXPORTED.map(import::Column::label)])?);
     let filename = format!("operators-{code}.csv");
     let pages = Pages { pool, code, filter, writer, next: Some(first), after: None, finished: false };
     let body =
@@ -744,7 +667,7 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
 /// One operator as an export row, in [`Column::EXPORTED`] order.
 fn exported(row: &OperatorRow) -> [String; 11] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let sex = row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| x.label_ja().to_owned()));
+    let sex = row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| SexCell::format(x).to_owned()));
     [
         row.operator_id.clone(),
         row.name.clone(),
@@ -1033,10 +956,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
+    use crate::import::Column as _;
+    
     #[test]
     fn headers_are_json_names_or_the_screens_labels() {
-        for c in Column::ALL {
+        for &c in Column::ALL {
             assert_eq!(Column::of_header(c.field()), Some(c));
             assert_eq!(Column::of_header(c.label()), Some(c));
         }
@@ -1051,8 +975,8 @@ mod tests {
     fn the_export_header_is_importable_and_has_no_password() {
         let header: Vec<String> = Column::EXPORTED.map(|c| c.label().to_owned()).to_vec();
         let layout = Layout::of(&header, 1).unwrap();
-        assert!(!layout.names.contains_key(&Column::Password));
-        assert_eq!(layout.names.len(), 11);
+        assert!(!layout.header.has(Column::Password));
+        assert!(Column::EXPORTED.iter().all(|c| layout.header.has(*c)));
     }
 
     #[test]
