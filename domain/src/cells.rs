@@ -1,12 +1,15 @@
 //! The cell formats of the CSV files municipal systems exchange (住基 exports, 住基ネットCS, the operator
 //! screens' files): 生年月日 as registries and cards write it (和暦 `EYYMMDD`, `YYYYMMDD`, `YYYY-MM-DD`, the era in
-//! words) and 性別 as a digit or a word. Pure text ⇄ value: each format has a `parse` that accepts every form a
+//! words), 性別 as a digit or a word, and an operator's 業務内IDs in one cell. Pure text ⇄ value: each format has a `parse` that accepts every form a
 //! clerk's file may hold and a `format` that writes the one canonical form, so that a written cell reads back as
 //! the same value.
 
-use crate::ParseError;
-use crate::contact::Sex;
+use std::collections::BTreeMap;
+
+use crate::contact::{Sex, Text100};
+use crate::operator::{InternalId, InternalIdAssignment};
 use crate::resident::EraDate;
+use crate::{BusinessId, ParseError};
 
 /// Why a cell could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +26,15 @@ pub enum CellError {
     /// Neither an ISO 5218 digit nor a word for one.
     #[error("sex must be an ISO 5218 digit (1 male, 2 female, 9 not applicable, 0 not known) or 男/女")]
     Sex,
+    /// A 業務内ID entry that is not `business_id:internal_id[:role]`.
+    #[error("{entry:?}: 業務内ID entries are business_id:internal_id or business_id:internal_id:role, separated by spaces")]
+    InternalIdFormat { entry: String },
+    /// A part of a 業務内ID entry that does not parse.
+    #[error("{entry:?}: {error}")]
+    InternalId { entry: String, error: ParseError },
+    /// Two entries for one business system.
+    #[error("business system {0} has two 業務内IDs")]
+    InternalIdTwice(BusinessId),
 }
 
 impl CellError {
@@ -36,6 +48,11 @@ impl CellError {
             Self::Sex => {
                 "性別は 1（男）・2（女）・9（適用不能）・0（指定なし）の数字、または 男・女 で入力してください".to_owned()
             }
+            Self::InternalIdFormat { entry } => format!(
+                "「{entry}」: 業務内IDは 業務ID:業務内ID（役割があれば 業務ID:業務内ID:役割）を空白で区切って入力してください"
+            ),
+            Self::InternalId { entry, error } => format!("「{entry}」: {}", error.message_ja()),
+            Self::InternalIdTwice(b) => format!("業務ID {b} の業務内IDが2つあります"),
         }
     }
 }
@@ -140,6 +157,89 @@ impl SexCell {
     }
 }
 
+/// 業務内ID cells: an operator's 業務内IDs (one per business system), each `business_id:internal_id`, or
+/// `business_id:internal_id:role` when that system names a role, separated by whitespace (`01:1000000010
+/// 02:A77:窓口担当`). In the role, `%` and whitespace are written as `%` and their UTF-8 bytes in hex (`窓口%20担当`),
+/// so that any role reads back as it was.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalIdsCell;
+
+impl InternalIdsCell {
+    /// The assignments of a cell, by business system. An empty cell has none.
+    pub fn parse(s: &str) -> Result<BTreeMap<BusinessId, InternalIdAssignment>, CellError> {
+        let mut out = BTreeMap::new();
+        for entry in s.split_whitespace() {
+            let format_error = || CellError::InternalIdFormat { entry: entry.to_owned() };
+            let part_error = |error| CellError::InternalId { entry: entry.to_owned(), error };
+            let (business, rest) = entry.split_once(':').ok_or_else(format_error)?;
+            let (internal, role) = match rest.split_once(':') {
+                Some((internal, role)) => (internal, Some(role)),
+                None => (rest, None),
+            };
+            let business_id = BusinessId::parse(business).map_err(part_error)?;
+            let internal_id = InternalId::parse(internal).map_err(part_error)?;
+            let role = match role {
+                None => None,
+                Some(role) => {
+                    let role = unescape(role).ok_or_else(format_error)?;
+                    Some(Text100::parse(&role).map_err(part_error)?)
+                }
+            };
+            if out.contains_key(&business_id) {
+                return Err(CellError::InternalIdTwice(business_id));
+            }
+            out.insert(business_id, InternalIdAssignment { internal_id, role });
+        }
+        Ok(out)
+    }
+
+    /// The canonical cell: the entries in business-ID order, one space between them.
+    pub fn format<'a>(assignments: impl IntoIterator<Item = (&'a BusinessId, &'a InternalIdAssignment)>) -> String {
+        assignments
+            .into_iter()
+            .map(|(b, a)| match &a.role {
+                Some(role) => format!("{}:{}:{}", b.as_str(), a.internal_id.as_str(), escape(role.as_str())),
+                None => format!("{}:{}", b.as_str(), a.internal_id.as_str()),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `%` and whitespace as `%XX` (their UTF-8 bytes).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '%' || c.is_whitespace() {
+            let mut buf = [0_u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`escape`] undone; `None` for a `%` not followed by two hex digits or bytes that are not UTF-8.
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -173,8 +273,30 @@ mod tests {
     }
 
     #[test]
+    fn internal_ids_as_pairs_with_an_optional_role() {
+        let ids = InternalIdsCell::parse(" 02:A77:窓口%20担当%25\u{3000}01:1000000010 ").unwrap();
+        let b = |s: &str| BusinessId::parse(s).unwrap();
+        assert_eq!(ids[&b("01")].internal_id.as_str(), "1000000010");
+        assert_eq!(ids[&b("01")].role, None);
+        assert_eq!(ids[&b("02")].role.as_ref().unwrap().as_str(), "窓口 担当%");
+        assert_eq!(InternalIdsCell::format(&ids), "01:1000000010 02:A77:窓口%20担当%25");
+        assert!(InternalIdsCell::parse("").unwrap().is_empty());
+        for bad in ["01", "01:", "1:X", "01:X-1", "01:X:%G0", "01:X 01:Y", "01:X:%E3%80"] {
+            assert!(InternalIdsCell::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn messages_are_japanese() {
-        for e in [CellError::DateFormat, CellError::Date(ParseError::NonexistentDate), CellError::Sex] {
+        let entry = "x".to_owned();
+        for e in [
+            CellError::DateFormat,
+            CellError::Date(ParseError::NonexistentDate),
+            CellError::Sex,
+            CellError::InternalIdFormat { entry: entry.clone() },
+            CellError::InternalId { entry, error: ParseError::Empty },
+            CellError::InternalIdTwice(BusinessId::parse("01").unwrap()),
+        ] {
             assert!(!e.message_ja().is_empty());
             assert!(!e.message_ja().is_ascii(), "{e}");
         }
@@ -223,6 +345,30 @@ mod tests {
         fn parsing_any_text_never_panics(s in "\\PC{0,24}") {
             let _ = BirthDateCell::parse(&s);
             let _ = SexCell::parse(&s);
+            let _ = InternalIdsCell::parse(&s);
+        }
+
+        #[test]
+        fn formatted_internal_ids_read_back_as_themselves(
+            entries in prop::collection::btree_map(
+                "0[0-2]",
+                ("[A-Za-z0-9]{1,32}", prop::option::of("[^\\p{C}\\s]([^\\p{C}]{0,20}[^\\p{C}\\s])?")),
+                0..3,
+            )
+        ) {
+            let ids: BTreeMap<BusinessId, InternalIdAssignment> = entries
+                .iter()
+                .filter_map(|(b, (i, r))| {
+                    let role = match r {
+                        Some(r) => Some(Text100::parse(r).ok()?),
+                        None => None,
+                    };
+                    Some((BusinessId::parse(b).ok()?, InternalIdAssignment { internal_id: InternalId::parse(i).ok()?, role }))
+                })
+                .collect();
+            let cell = InternalIdsCell::format(&ids);
+            prop_assert_eq!(InternalIdsCell::parse(&cell), Ok(ids.clone()));
+            prop_assert_eq!(InternalIdsCell::format(&InternalIdsCell::parse(&cell).unwrap()), cell);
         }
 
         #[test]

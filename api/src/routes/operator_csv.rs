@@ -12,7 +12,7 @@
 //! The file format (charsets, row numbers, header matching, per-cell errors, writing) is `crate::import`'s; the
 //! rules of an operator are `routes::operators`'; this module only maps columns to fields and orchestrates.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
-use cardap_domain::cells::SexCell;
+use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
-use cardap_domain::operator::{InternalId, Operator, OperatorCommand, OperatorError, OperatorId, Role};
+use cardap_domain::operator::{InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, Role};
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
@@ -85,11 +85,16 @@ enum Column {
     Extra,
     BusinessSystems,
     Roles,
+    /// 業務内ID: `business_id:internal_id[:role]` entries separated by spaces (`cardap_domain::cells`).
+    InternalIds,
+    /// The password's Argon2id hash (PHC string): only in a migration file (`include_password_hash`).
+    PasswordHash,
 }
 
 impl Column {
-    /// The export's columns, in the screen's order: all but the password, which is never exported.
-    const EXPORTED: [Column; 11] = [
+    /// The export's columns, in the screen's order and 業務内ID last: all but the password, which is never
+    /// exported, and its hash, which only a migration file has.
+    const EXPORTED: [Column; 12] = [
         Column::OperatorId,
         Column::Name,
         Column::Department,
@@ -101,6 +106,7 @@ impl Column {
         Column::Extra,
         Column::BusinessSystems,
         Column::Roles,
+        Column::InternalIds,
     ];
 
     fn of_field(field: &str) -> Option<Column> {
@@ -122,6 +128,8 @@ impl import::Column for Column {
         Column::Extra,
         Column::BusinessSystems,
         Column::Roles,
+        Column::InternalIds,
+        Column::PasswordHash,
     ];
 
     /// The field's JSON name (as in `POST …/operators`).
@@ -139,6 +147,8 @@ impl import::Column for Column {
             Column::Extra => "extra",
             Column::BusinessSystems => "business_systems",
             Column::Roles => "roles",
+            Column::InternalIds => "internal_ids",
+            Column::PasswordHash => "password_hash",
         }
     }
 
@@ -157,6 +167,8 @@ impl import::Column for Column {
             Column::Extra => "付帯情報",
             Column::BusinessSystems => "許可業務",
             Column::Roles => "役割",
+            Column::InternalIds => "業務内ID",
+            Column::PasswordHash => "パスワードハッシュ",
         }
     }
 
@@ -198,14 +210,16 @@ impl Layout {
         self.header.error(column, message).at(row)
     }
 
-    /// The registration a row asks for; cell-level problems (undecodable text, values outside any column) are
-    /// added to `errors`.
-    fn input_of(&self, row: import::CsvRow, errors: &mut Vec<FieldError>) -> OperatorInput {
+    /// The registration a row asks for, and its 業務内ID and password hash cells; cell-level problems
+    /// (undecodable text, values outside any column) are added to `errors`.
+    fn input_of(&self, row: import::CsvRow, errors: &mut Vec<FieldError>) -> (OperatorInput, Option<String>, Option<String>) {
         let mut row = self.header.row_of(row);
         let number = row.row;
         errors.extend(std::mem::take(&mut row.errors).into_iter().map(|e| e.at(number)));
         let words = |v: Option<String>| v.map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
-        OperatorInput {
+        let internal_ids = row.take(Column::InternalIds);
+        let password_hash = row.take(Column::PasswordHash);
+        let input = OperatorInput {
             operator_id: row.take(Column::OperatorId).unwrap_or_default(),
             password: row.take(Column::Password),
             name: row.take(Column::Name).unwrap_or_default(),
@@ -218,7 +232,8 @@ impl Layout {
             extra: row.take(Column::Extra),
             roles: words(row.take(Column::Roles)).unwrap_or_else(|| vec![DEFAULT_ROLE.to_owned()]),
             business_systems: words(row.take(Column::BusinessSystems)).unwrap_or_default(),
-        }
+        };
+        (input, internal_ids, password_hash)
     }
 
     /// `parse_input`'s errors (`/rows/12/roles/0`) located in the file.
@@ -328,7 +343,16 @@ pub async fn import(
         }
     })?;
     let (charset, content) = body_charset(declared, &body)?;
-    let Validated { rows, layout, parsed } = validate(&state, &code, content, charset).await?;
+    let Validated { rows, layout, parsed, extras } = validate(&state, &code, content, charset).await?;
+    // A file that copies password hashes is a migration (システム管理 only); 業務内IDs are for those who may
+    // map operators in their business system. Checked before anything is written.
+    if extras.iter().any(|e| e.password_hash.is_some()) {
+        authorize(&auth.actor, &Permission::MigrateOperators)?;
+    }
+    let businesses: BTreeSet<&BusinessId> = extras.iter().flat_map(|e| e.internal_ids.keys()).collect();
+    for b in businesses {
+        authorize(&auth.actor, &Permission::ManageInternalIds(code.clone(), b.clone()))?;
+    }
 
     let meta = RequestMeta::from_headers(&headers);
     let digest = hex::encode(Sha256::digest(&body));
@@ -358,19 +382,65 @@ pub async fn import(
         )
     };
     let registered = task.await.map_err(ApiError::internal)??;
-    let items: Vec<ImportedRow> = registered
-        .into_iter()
-        .zip(&rows)
-        .map(|(r, row)| ImportedRow {
+    let mut items = Vec::with_capacity(registered.len());
+    for ((r, row), extra) in registered.iter().zip(&rows).zip(&extras) {
+        // A migrated password: the hash replaces the generated one, which is never shown.
+        if let Some(hash) = &extra.password_hash {
+            auth::set_password(state.read.pool(), r.key, hash).await?;
+        }
+        items.push(ImportedRow {
             row: *row,
             operator_id: r.operator_id.to_string(),
-            password: r.generated.map(|s| s.expose().to_owned()),
-        })
-        .collect();
+            password: r.generated.as_ref().filter(|_| extra.password_hash.is_none()).map(|s| s.expose().to_owned()),
+        });
+    }
+    assign_internal_ids(&state, &auth, &meta, &code, &registered, &extras).await?;
     tracing::info!(municipality = %code, operators = items.len(), "operators imported");
     let report = ImportReport { imported: items.len(), items };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(report))
         .into_response())
+}
+
+/// Assigns the imported operators' 業務内IDs: one batch per round (an operator's first, second … assignment), as
+/// a batch takes one command per stream. Assigning the same ID again changes nothing, so a retry is harmless.
+async fn assign_internal_ids(
+    state: &AppState,
+    auth: &Authenticated,
+    meta: &RequestMeta,
+    code: &MunicipalityCode,
+    registered: &[operators::Registered],
+    extras: &[Extras],
+) -> Result<(), ApiError> {
+    let handler = CommandHandler::<Operator>::new(state.store.clone());
+    let rounds = extras.iter().map(|e| e.internal_ids.len()).max().unwrap_or(0);
+    let mut checkpoint = None;
+    for round in 0..rounds {
+        let items = registered
+            .iter()
+            .zip(extras)
+            .filter_map(|(r, e)| e.internal_ids.iter().nth(round).map(|a| (r, a)))
+            .map(|(r, (business_id, a))| {
+                Ok((
+                    operators::stream_of(code, &r.operator_id)?,
+                    OperatorCommand::AssignInternalId {
+                        business_id: business_id.clone(),
+                        internal_id: a.internal_id.clone(),
+                        role: a.role.clone(),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let ctx = meta.context(auth, &format!("operators.import.internal_ids.{round}"), code.as_str());
+        let executed = handler
+            .execute_many(&ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
+            .await
+            .map_err(|e| command_error(e, operators::domain_error))?;
+        checkpoint = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max().or(checkpoint);
+    }
+    if let Some(checkpoint) = checkpoint {
+        state.wait_for_views(checkpoint).await;
+    }
+    Ok(())
 }
 
 /// A valid file: the registrations, the row each comes from, and how the file names its columns (for the
@@ -380,6 +450,8 @@ struct Validated {
     rows: Vec<u64>,
     layout: Layout,
     parsed: Vec<Parsed>,
+    /// Per registration, in the same order.
+    extras: Vec<Extras>,
 }
 
 /// Reads and validates the whole file: every row's registration, or every error found (at most
@@ -402,6 +474,7 @@ async fn validate(
     let mut errors: Vec<FieldError> = vec![];
     let mut rows: Vec<u64> = vec![];
     let mut parsed: Vec<Parsed> = vec![];
+    let mut all_extras: Vec<Extras> = vec![];
     let mut first_row_of: HashMap<OperatorId, u64> = HashMap::new();
     let mut total_errors = 0_usize;
     while let Some(next) = table.next_row() {
@@ -416,11 +489,20 @@ async fn validate(
         };
         let number = row.row;
         let mut row_errors = vec![];
-        let input = layout.input_of(row, &mut row_errors);
+        let (input, internal_ids, password_hash) = layout.input_of(row, &mut row_errors);
         let prefix = format!("/rows/{number}");
+        let extras = extras_of(&layout, number, &input, internal_ids, password_hash, &mut row_errors);
         match operators::parse_input(&input, &prefix, state) {
             Err(e) => row_errors.extend(layout.locate(number, &prefix, e)),
             Ok(p) => {
+                for b in extras.internal_ids.keys().filter(|b| !p.business_systems.contains(b)) {
+                    let e = OperatorError::BusinessSystemNotPermitted(b.clone());
+                    row_errors.push(layout.error(
+                        number,
+                        Column::InternalIds,
+                        Text::new(format!("{}（{b}）", e.message_ja()), e.to_string()),
+                    ));
+                }
                 if p.roles.contains(&Role::SystemAdmin) {
                     let e = OperatorError::SystemAdminHasNoMunicipality;
                     row_errors.push(layout.error(number, Column::Roles, text_of(&e)));
@@ -456,6 +538,7 @@ async fn validate(
                 if row_errors.is_empty() && errors.is_empty() {
                     parsed.push(p);
                     rows.push(number);
+                    all_extras.push(extras);
                 }
             }
         }
@@ -464,6 +547,7 @@ async fn validate(
             // Once the file has an error nothing will be registered: stop keeping registrations.
             parsed.clear();
             rows.clear();
+            all_extras.clear();
         }
         errors.extend(row_errors);
         errors.truncate(MAX_ERRORS);
@@ -491,7 +575,66 @@ async fn validate(
             .in_row(header_row + 1),
         ]));
     }
-    Ok(Validated { rows, layout, parsed })
+    Ok(Validated { rows, layout, parsed, extras: all_extras })
+}
+
+/// What a row carries besides the registration.
+#[derive(Default)]
+struct Extras {
+    /// 業務内IDs to assign once registered.
+    internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
+    /// A password hash to store instead of a password (a migration file).
+    password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras").field("internal_ids", &self.internal_ids).finish_non_exhaustive()
+    }
+}
+
+/// A row's 業務内ID and password hash cells, parsed; their errors added to `errors`.
+fn extras_of(
+    layout: &Layout,
+    row: u64,
+    input: &OperatorInput,
+    internal_ids: Option<String>,
+    password_hash: Option<String>,
+    errors: &mut Vec<FieldError>,
+) -> Extras {
+    let internal_ids = match internal_ids.as_deref().map(InternalIdsCell::parse) {
+        None => BTreeMap::new(),
+        Some(Ok(ids)) => ids,
+        Some(Err(e)) => {
+            errors.push(layout.error(row, Column::InternalIds, Text::new(e.message_ja(), e.to_string())));
+            BTreeMap::new()
+        }
+    };
+    let password_hash = password_hash.filter(|hash| {
+        let argon2id = argon2::PasswordHash::new(hash)
+            .is_ok_and(|h| h.algorithm == argon2::ARGON2ID_IDENT && h.hash.is_some() && h.salt.is_some());
+        if !argon2id {
+            errors.push(layout.error(
+                row,
+                Column::PasswordHash,
+                Text::new(
+                    "パスワードハッシュは Argon2id の PHC 形式（$argon2id$…）で指定してください",
+                    "a password hash must be an Argon2id PHC string ($argon2id$…)",
+                ),
+            ));
+        } else if input.password.is_some() {
+            errors.push(layout.error(
+                row,
+                Column::PasswordHash,
+                Text::new(
+                    "パスワードとパスワードハッシュは、どちらか一方にしてください",
+                    "give either a password or a password hash, not both",
+                ),
+            ));
+        }
+        argon2id
+    });
+    Extras { internal_ids, password_hash }
 }
 
 /// A row the CSV parser could not read.
@@ -547,6 +690,11 @@ pub struct ExportQuery {
     pub email: Option<String>,
     /// Substring of 情報.
     pub info: Option<String>,
+    /// Substring of 付帯情報.
+    pub extra: Option<String>,
+    /// A migration file (移行, システム管理 only): adds the column パスワードハッシュ with each operator's password
+    /// hash, so that importing the file into another municipality keeps everyone's password (default false).
+    pub include_password_hash: Option<bool>,
     /// Include revoked operators (default false). The file does not say who is revoked: imported again, they
     /// are registered as active operators.
     pub include_revoked: Option<bool>,
@@ -579,6 +727,11 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let code = operators::municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ViewOperators(code.clone()))?;
+    let with_hash = q.include_password_hash.unwrap_or(false);
+    if with_hash {
+        authorize(&auth.actor, &Permission::MigrateOperators)?;
+    }
+    let extra = q.extra.as_deref().map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned);
     let charset = match q.charset.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
         None => Charset::Utf8,
         Some(label) => Charset::from_label(label).ok_or_else(|| {
@@ -604,9 +757,13 @@ pub async fn export(
     // The first page is read before answering, so that a failing database is still a proper error response.
     let first = view::search(&pool, &code, &filter, None, PAGE).await?;
     let mut head = writer.preamble().to_vec();
-    head.extend(writer.chunk([Column::EXPORTED.map(import::Column::label)])?);
+    let mut columns = Column::EXPORTED.to_vec();
+    if with_hash {
+        columns.push(Column::PasswordHash);
+    }
+    head.extend(writer.chunk([columns.iter().map(|c| import::Column::label(*c))])?);
     let filename = format!("operators-{code}.csv");
-    let pages = Pages { pool, code, filter, writer, next: Some(first), after: None, finished: false };
+    let pages = Pages { pool, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
     let body =
         stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
     let headers = [
@@ -626,6 +783,10 @@ struct Pages {
     pool: AnyPool,
     code: MunicipalityCode,
     filter: OperatorFilter,
+    /// Substring of 付帯情報 (the directory's filter has no such condition: applied to each page).
+    extra: Option<String>,
+    /// Whether the file has the password hashes (a migration file).
+    with_hash: bool,
     writer: CsvWriter,
     /// A page read but not written yet.
     next: Option<Vec<OperatorRow>>,
@@ -654,7 +815,7 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
     }
     p.finished = (rows.len() as i64) < PAGE;
     p.after = rows.last().map(|r| r.operator_id.clone());
-    match p.writer.chunk(rows.iter().map(exported)) {
+    match exported_page(&p, &rows).await.and_then(|cells| p.writer.chunk(cells)) {
         Ok(bytes) => Some((Ok(Bytes::from(bytes)), p)),
         Err(e) => {
             tracing::error!(error = ?e, municipality = %p.code, "operator export failed");
@@ -664,8 +825,30 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
     }
 }
 
+/// The export rows of one page: those that match the 付帯情報 condition, with their 業務内IDs (and hashes).
+async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String>>, ApiError> {
+    let wanted = |r: &&OperatorRow| p.extra.as_deref().is_none_or(|x| r.extra.as_deref().is_some_and(|e| e.contains(x)));
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows.iter().filter(wanted) {
+        let mut ids = BTreeMap::new();
+        for (business_id, internal_id, role) in view::internal_ids(&p.pool, row.key).await? {
+            let assignment = InternalIdAssignment {
+                internal_id: InternalId::parse(&internal_id).map_err(ApiError::internal)?,
+                role: role.as_deref().map(Text100::parse).transpose().map_err(ApiError::internal)?,
+            };
+            ids.insert(BusinessId::parse(&business_id).map_err(ApiError::internal)?, assignment);
+        }
+        let mut cells = exported(row, &ids).to_vec();
+        if p.with_hash {
+            cells.push(auth::credential_of(&p.pool, row.key).await?.unwrap_or_default());
+        }
+        out.push(cells);
+    }
+    Ok(out)
+}
+
 /// One operator as an export row, in [`Column::EXPORTED`] order.
-fn exported(row: &OperatorRow) -> [String; 11] {
+fn exported(row: &OperatorRow, internal_ids: &BTreeMap<BusinessId, InternalIdAssignment>) -> [String; 12] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let sex = row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| SexCell::format(x).to_owned()));
     [
@@ -680,6 +863,7 @@ fn exported(row: &OperatorRow) -> [String; 11] {
         opt(&row.extra),
         row.business_systems.iter().map(BusinessId::as_str).collect::<Vec<_>>().join(" "),
         row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" "),
+        InternalIdsCell::format(internal_ids),
     ]
 }
 
