@@ -27,7 +27,9 @@ pub enum CellError {
     #[error("sex must be an ISO 5218 digit (1 male, 2 female, 9 not applicable, 0 not known) or 男/女")]
     Sex,
     /// A 業務内ID entry that is not `business_id:internal_id[:role]`.
-    #[error("{entry:?}: 業務内ID entries are business_id:internal_id or business_id:internal_id:role, separated by spaces")]
+    #[error(
+        "{entry:?}: 業務内ID entries are business_id:internal_id or business_id:internal_id:role, separated by spaces"
+    )]
     InternalIdFormat { entry: String },
     /// A part of a 業務内ID entry that does not parse.
     #[error("{entry:?}: {error}")]
@@ -46,7 +48,8 @@ impl CellError {
                 .to_owned(),
             Self::Date(e) => e.message_ja(),
             Self::Sex => {
-                "性別は 1（男）・2（女）・9（適用不能）・0（指定なし）の数字、または 男・女 で入力してください".to_owned()
+                "性別は 1（男）・2（女）・9（適用不能）・0（指定なし）の数字、または 男・女 で入力してください"
+                    .to_owned()
             }
             Self::InternalIdFormat { entry } => format!(
                 "「{entry}」: 業務内IDは 業務ID:業務内ID（役割があれば 業務ID:業務内ID:役割）を空白で区切って入力してください"

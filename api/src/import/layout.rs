@@ -130,7 +130,9 @@ impl<C: Column> Header<C> {
                                 format!("/rows/{row}"),
                                 Text::new(
                                     format!("見出し「{h}」は使えません。使える見出し: {known}"),
-                                    format!("unknown column {h:?}; use the labels ({known}) or the JSON names ({fields})"),
+                                    format!(
+                                        "unknown column {h:?}; use the labels ({known}) or the JSON names ({fields})"
+                                    ),
                                 ),
                             )
                             .in_cell(row, h.clone()),

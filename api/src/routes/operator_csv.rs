@@ -24,7 +24,9 @@ use axum::{Json, Router};
 use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
 use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
-use cardap_domain::operator::{InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, Role};
+use cardap_domain::operator::{
+    InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, Role,
+};
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
@@ -36,9 +38,9 @@ use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Authenticated};
-use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
+use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::RequestMeta;
 use crate::routes::operators::{self, OperatorInput, OperatorQuery, Parsed};
@@ -212,7 +214,11 @@ impl Layout {
 
     /// The registration a row asks for, and its 業務内ID and password hash cells; cell-level problems
     /// (undecodable text, values outside any column) are added to `errors`.
-    fn input_of(&self, row: import::CsvRow, errors: &mut Vec<FieldError>) -> (OperatorInput, Option<String>, Option<String>) {
+    fn input_of(
+        &self,
+        row: import::CsvRow,
+        errors: &mut Vec<FieldError>,
+    ) -> (OperatorInput, Option<String>, Option<String>) {
         let mut row = self.header.row_of(row);
         let number = row.row;
         errors.extend(std::mem::take(&mut row.errors).into_iter().map(|e| e.at(number)));
@@ -297,13 +303,19 @@ impl std::fmt::Debug for ImportedRow {
 /// **Header row** (row 1): the JSON field names of `POST …/operators` or the screen's labels, in any order and
 /// any subset that has the operator ID and the name: `operator_id`/オペレータID, `password`/パスワード,
 /// `name`/氏名・組織名, `department`/部門, `sex`/性別, `phone`/連絡先電話, `extension`/内線, `email`/E-Mail,
-/// `info`/情報, `extra`/付帯情報, `business_systems`/許可業務, `roles`/役割. The screens' forms
-/// (`*オペレータID(半角英数)`) are accepted too, and so is the header of `GET …/operators/export`.
+/// `info`/情報, `extra`/付帯情報, `business_systems`/許可業務, `roles`/役割, `internal_ids`/業務内ID,
+/// `password_hash`/パスワードハッシュ. The screens' forms (`*オペレータID(半角英数)`) are accepted too, and so is
+/// the header of `GET …/operators/export`.
 ///
 /// **Cells**: empty = absent; surrounding spaces (full-width too) are ignored. 許可業務 and 役割 are
 /// space-separated (`01 02`; `operations_manager clerk`). **Without a 役割 column, or with an empty cell, the
 /// operator gets the role `clerk`.** 性別 is the ISO 5218 digit (0, 1, 2, 9) or the screen's word (指定なし,
 /// 男性, 女性, 適用不能). Without a password one is generated and returned once in the answer.
+/// 業務内ID is space-separated `business_id:internal_id` or `business_id:internal_id:role` entries (`01:1000000010
+/// 02:A77:窓口担当`; `%` and spaces in a role as `%25`, `%20`), each in one of the row's 許可業務; importing them
+/// takes `ManageInternalIds` in those systems (else `403`). パスワードハッシュ (an Argon2id PHC string, as
+/// `GET …/operators/export?include_password_hash=true` writes it) registers the operator with that password
+/// instead of a password (migration by file, システム管理 only, else `403`).
 ///
 /// **All or nothing**: every row is validated first; any error answers `422` with *every* error as
 /// `{field, row, column, message}`, and nothing is registered. `row` is the row as a spreadsheet numbers it
@@ -706,7 +718,8 @@ pub struct ExportQuery {
 /// substring that must match).
 ///
 /// The header row is the screen's labels: オペレータID, 氏名・組織名, 部門, 性別, 連絡先電話, 内線, E-Mail, 情報,
-/// 付帯情報, 許可業務, 役割 (性別 as the screen's word, 許可業務 and 役割 space-separated). **Passwords are never
+/// 付帯情報, 許可業務, 役割, 業務内ID (性別 as the screen's word, 許可業務, 役割 and 業務内ID space-separated), and
+/// パスワードハッシュ in a migration file (`include_password_hash=true`, システム管理 only). **Passwords are never
 /// exported.** The file imports as it is (`POST …/operators/import`), also into another municipality: passwords
 /// are then generated. Cells that a spreadsheet would take for a formula get a leading `'`, which the import
 /// takes off again. In Shift_JIS a character it cannot hold is written as 〓: use UTF-8 for a lossless file.
@@ -716,7 +729,7 @@ pub struct ExportQuery {
     responses(
         (status = 200, content_type = "text/csv", body = String,
             description = "`text/csv; charset=UTF-8` (with BOM) or `text/csv; charset=Shift_JIS`, CRLF line ends",
-            example = "\u{feff}オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割\r\nOP0501,窓口 太郎,市民課,男性,03-3333-4444,,,,,01,clerk\r\n"),
+            example = "\u{feff}オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割,業務内ID\r\nOP0501,窓口 太郎,市民課,男性,03-3333-4444,,,,,01,clerk,01:1000000010\r\n"),
         (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
         (status = 422, body = ProblemDetails, description = "An unknown `charset`")))]
 pub async fn export(
@@ -827,7 +840,8 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
 
 /// The export rows of one page: those that match the 付帯情報 condition, with their 業務内IDs (and hashes).
 async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String>>, ApiError> {
-    let wanted = |r: &&OperatorRow| p.extra.as_deref().is_none_or(|x| r.extra.as_deref().is_some_and(|e| e.contains(x)));
+    let wanted =
+        |r: &&OperatorRow| p.extra.as_deref().is_none_or(|x| r.extra.as_deref().is_some_and(|e| e.contains(x)));
     let mut out = Vec::with_capacity(rows.len());
     for row in rows.iter().filter(wanted) {
         let mut ids = BTreeMap::new();
@@ -850,7 +864,8 @@ async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String
 /// One operator as an export row, in [`Column::EXPORTED`] order.
 fn exported(row: &OperatorRow, internal_ids: &BTreeMap<BusinessId, InternalIdAssignment>) -> [String; 12] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let sex = row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| SexCell::format(x).to_owned()));
+    let sex =
+        row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| SexCell::format(x).to_owned()));
     [
         row.operator_id.clone(),
         row.name.clone(),
@@ -1141,7 +1156,7 @@ mod tests {
 
     use super::*;
     use crate::import::Column as _;
-    
+
     #[test]
     fn headers_are_json_names_or_the_screens_labels() {
         for &c in Column::ALL {

@@ -40,11 +40,13 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::import::body::{BodyFailure, BodySource};
-use crate::import::layout::header_form;
-use crate::import::{self, CellError, Charset, CsvRow, CsvRows, Header, HeaderError, ReadError, Unknown, declared_charset};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::{Lang, Text};
+use crate::import::body::{BodyFailure, BodySource};
+use crate::import::layout::header_form;
+use crate::import::{
+    self, CellError, Charset, CsvRow, CsvRows, Header, HeaderError, ReadError, Unknown, declared_charset,
+};
 use crate::json::ApiJson;
 use crate::routes::RequestMeta;
 use crate::routes::operators::municipality_in_path;
@@ -1051,9 +1053,9 @@ pub async fn lookup(
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let mut errors = vec![];
     let name = FullName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
-    let cell_error = |field: &str, e: cells::CellError| FieldError::new(field, Text::new(e.message_ja(), e.to_string()));
-    let birth_date =
-        BirthDateCell::parse(&body.birth_date).map_err(|e| errors.push(cell_error("/birth_date", e))).ok();
+    let cell_error =
+        |field: &str, e: cells::CellError| FieldError::new(field, Text::new(e.message_ja(), e.to_string()));
+    let birth_date = BirthDateCell::parse(&body.birth_date).map_err(|e| errors.push(cell_error("/birth_date", e))).ok();
     let sex = SexCell::parse(&body.sex).map_err(|e| errors.push(cell_error("/sex", e))).ok();
     let (Some(name), Some(birth_date), Some(sex)) = (name, birth_date, sex) else {
         return Err(ApiError::validation(errors));
@@ -1105,23 +1107,15 @@ mod tests {
 
     #[test]
     fn the_two_layouts_are_told_apart_by_their_header() {
-        let registry = Layout::of(
-            &header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]),
-            1,
-        )
-        .unwrap();
+        let registry =
+            Layout::of(&header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]), 1).unwrap();
         assert_eq!(registry.kind, Kind::Registry);
-        let split = Layout::of(
-            &header(&["registry_key", "kanji_family", "kanji_given", "birth_date", "sex"]),
-            1,
-        )
-        .unwrap();
+        let split =
+            Layout::of(&header(&["registry_key", "kanji_family", "kanji_given", "birth_date", "sex"]), 1).unwrap();
         assert_eq!(split.kind, Kind::Registry);
         let cs = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1).unwrap();
         assert_eq!(cs.kind, Kind::JukiNetCs);
-        let extra =
-            Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別", "世帯番号"]), 1)
-                .unwrap();
+        let extra = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別", "世帯番号"]), 1).unwrap();
         assert_eq!((extra.kind, extra.header.ignored().to_vec()), (Kind::Registry, vec!["世帯番号".to_owned()]));
     }
 
@@ -1131,11 +1125,9 @@ mod tests {
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let columns: Vec<_> = e.problem(Lang::En).errors.into_iter().filter_map(|f| f.column).collect();
         assert_eq!(columns, ["宛名番号", "生年月日"]);
-        let e =
-            Layout::of(&header(&["宛名番号", "氏名", "生年月日", "性別", "個人番号"]), 1).unwrap_err();
+        let e = Layout::of(&header(&["宛名番号", "氏名", "生年月日", "性別", "個人番号"]), 1).unwrap_err();
         assert_eq!(e.problem(Lang::En).errors[0].column.as_deref(), Some("個人番号"));
-        let e =
-            Layout::of(&header(&["宛名番号", "氏名", "氏名（姓）", "生年月日", "性別"]), 1).unwrap_err();
+        let e = Layout::of(&header(&["宛名番号", "氏名", "氏名（姓）", "生年月日", "性別"]), 1).unwrap_err();
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
@@ -1145,11 +1137,8 @@ mod tests {
 
     #[test]
     fn a_row_is_parsed_or_its_bad_cells_named() {
-        let layout = Layout::of(
-            &header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]),
-            1,
-        )
-        .unwrap();
+        let layout =
+            Layout::of(&header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]), 1).unwrap();
         let Some(Parsed::Good(row)) = layout
             .parse_row(record(2, &["000123456", "山田 太郎", "ﾔﾏﾀﾞ ﾀﾛｳ", "19890107", "男", "1000001", "千代田1-1"]))
         else {
