@@ -13,6 +13,9 @@
 //! (charsets, the streamed body, row numbers, header matching) is `crate::import`'s, the cell formats of dates
 //! and sex `cardap_domain::cells`'. The decision per row is `registry_import`'s, the registry view
 //! `projections::registry`'s. Never logs a cell's content: only counts, row numbers and municipality codes.
+//!
+//! Longer than 600 lines because the streamed import is one pipeline (parser on the blocking pool, batches in
+//! flight, the NDJSON report) whose parts only make sense together.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
