@@ -388,29 +388,37 @@ pub async fn import(
     };
     // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
     // goes away or the request times out meanwhile (hashing takes a while for a large file).
+    // So are the copied password hashes and the 業務内IDs, which complete the registration.
     let task = {
         let state = state.clone();
         let code = code.clone();
+        let subject = format!("{code}/{digest}");
         tokio::spawn(
-            async move { operators::register_all(&state, &ctx, &code, parsed, on_item_error).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                let registered = operators::register_all(&state, &ctx, &code, parsed, on_item_error).await?;
+                for (r, extra) in registered.iter().zip(&extras) {
+                    // A migrated password: the hash replaces the generated one, which is never shown.
+                    if let Some(hash) = &extra.password_hash {
+                        auth::set_password(state.read.pool(), r.key, hash).await?;
+                    }
+                }
+                assign_internal_ids(&state, &auth, &meta, (&code, &subject), &registered, &extras).await?;
+                Ok::<_, ApiError>((registered, extras))
+            }
+            .instrument(tracing::Span::current()),
         )
     };
-    let registered = task.await.map_err(ApiError::internal)??;
-    let mut items = Vec::with_capacity(registered.len());
-    for ((r, row), extra) in registered.iter().zip(&rows).zip(&extras) {
-        // A migrated password: the hash replaces the generated one, which is never shown.
-        if let Some(hash) = &extra.password_hash {
-            auth::set_password(state.read.pool(), r.key, hash).await?;
-        }
-        items.push(ImportedRow {
+    let (registered, extras) = task.await.map_err(ApiError::internal)??;
+    let items: Vec<ImportedRow> = registered
+        .into_iter()
+        .zip(&rows)
+        .zip(&extras)
+        .map(|((r, row), extra)| ImportedRow {
             row: *row,
             operator_id: r.operator_id.to_string(),
-            password: r.generated.as_ref().filter(|_| extra.password_hash.is_none()).map(|s| s.expose().to_owned()),
-        });
-    }
-    let subject = format!("{code}/{digest}");
-    assign_internal_ids(&state, &auth, &meta, (&code, &subject), &registered, &extras).await?;
+            password: r.generated.filter(|_| extra.password_hash.is_none()).map(|s| s.expose().to_owned()),
+        })
+        .collect();
     tracing::info!(municipality = %code, operators = items.len(), "operators imported");
     let report = ImportReport { imported: items.len(), items };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(report))
