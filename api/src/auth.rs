@@ -1,15 +1,12 @@
 //! Operator authentication at the HTTP edge: the [`Authenticated`] extractor turns a `Bearer` token into the acting
 //! operator through the login use cases ([`cardap_commands::access`]). Never logs a password or a token.
 //!
-//! [`set_password`] is the last credential write outside the engine (the CSV migration between municipalities);
-//! it goes once that moves to companions.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use cardap_commands::Actor;
 use cardap_domain::OperatorKey;
-use chrono::Utc;
 use sqlx::AnyPool;
 
 use crate::error::ApiError;
@@ -31,32 +28,6 @@ pub fn generate_password(len: usize) -> Result<Secret, ApiError> {
 /// The stored hash of an operator.
 pub async fn credential_of(pool: &AnyPool, operator: OperatorKey) -> Result<Option<String>, ApiError> {
     Ok(cardap_store::CredentialStore::new(pool.clone()).password_hash(operator).await?)
-}
-
-/// Sets an operator's password hash and remembers it for the reuse check.
-pub async fn set_password(pool: &AnyPool, operator: OperatorKey, hash: &str) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at",
-    )
-    .bind(operator.to_string())
-    .bind(hash.to_owned())
-    .bind(Utc::now().to_rfc3339())
-    .execute(pool)
-    .await
-    .map_err(db_error)?;
-    sqlx::query("INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)")
-        .bind(operator.to_string())
-        .bind(hash.to_owned())
-        .bind(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .execute(pool)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
-fn db_error(e: sqlx::Error) -> ApiError {
-    cardap_store::StoreError::from_sqlx(e).into()
 }
 
 /// The operator behind a request, from a valid `Authorization: Bearer` session.

@@ -5,9 +5,9 @@
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
-pub mod csv;
 pub mod error;
 pub mod i18n;
+pub mod import;
 pub mod json;
 pub mod metrics;
 pub mod openapi;

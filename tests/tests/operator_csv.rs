@@ -20,7 +20,7 @@ use cardap_tests::{
 const A: &str = "131016";
 const B: &str = "011002";
 const MANAGER_PASSWORD: &str = "ManagerPassw0rd";
-const LABELS: &str = "オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割";
+const LABELS: &str = "オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割,業務内ID";
 
 fn import_path(code: &str) -> String {
     format!("/api/v1/municipalities/{code}/operators/import")
@@ -394,9 +394,9 @@ async fn the_export_is_filtered_and_has_no_passwords(backend: Backend) {
     assert!(
         reply
             .text
-            .contains("OP0501,窓口 太郎,市民課,男性,03-3333-4444,,taro@example.jp,窓口担当,\"a, b\",01,clerk\r\n")
+            .contains("OP0501,窓口 太郎,市民課,男性,03-3333-4444,,taro@example.jp,窓口担当,\"a, b\",01,clerk,\r\n")
     );
-    assert!(reply.text.contains(",'=1+2,01 02,business_admin\r\n"), "a formula is guarded: {}", reply.text);
+    assert!(reply.text.contains(",'=1+2,01 02,business_admin,\r\n"), "a formula is guarded: {}", reply.text);
 
     // Filters: substrings, all of them at once.
     for (query, expected) in [
@@ -643,6 +643,149 @@ async fn register_many(app: &TestApp, code: &str, n: usize) {
     app.state.wait_for_views(checkpoint).await;
 }
 
+/// 付帯情報 filters the export like the other conditions: a substring that must match, with the others.
+async fn the_export_filters_on_extra_info(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, manager) = setup(&app).await;
+    let token = manager.login(&app).await;
+    let file = "operator_id,name,department,extra\n\
+                OP0501,窓口 太郎,市民課,夜間窓口 応援\n\
+                OP0502,窓口 花子,税務課,夜間窓口\n\
+                OP0503,窓口 次郎,市民課,\n";
+    let reply = upload(&app, A, &token, "text/csv", utf8(file)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    for (query, expected) in [
+        ("?extra=夜間", &["OP0501", "OP0502"][..]),
+        ("?extra=応援", &["OP0501"]),
+        ("?extra=夜間&department=税務課", &["OP0502"]),
+        ("?extra=%20", &["MGR01", "OP0501", "OP0502", "OP0503"]),
+        ("?extra=該当なし", &[]),
+    ] {
+        let rows = export_rows(&app.get(&export_path(A, query), Some(&token)).await);
+        let ids: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(ids, expected, "{query}");
+    }
+    // Also across pages: the condition is applied to every page, not only the first.
+    register_many(&app, A, 600).await;
+    let rows = export_rows(&app.get(&export_path(A, "?extra=応援"), Some(&token)).await);
+    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["OP0501"]);
+}
+
+/// 業務内ID travels in the CSV: imported (by those who may map 業務内IDs), exported in the same form, and an
+/// entry for a business system the row does not permit is named by row and column.
+async fn internal_ids_are_imported_and_exported(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, manager) = setup(&app).await;
+    let token = manager.login(&app).await;
+    let file = "オペレータID,氏名・組織名,許可業務,役割,業務内ID\r\n\
+                OP0501,窓口 太郎,01 02,clerk,02:A77:窓口%20担当 01:1000000010\r\n\
+                OP0502,窓口 花子,01,clerk,\r\n";
+
+    // The operations manager may register operators but not map 業務内IDs: nothing is written.
+    refused(&app, upload(&app, A, &token, "text/csv", utf8(file)), StatusCode::FORBIDDEN, "/problems/forbidden").await;
+
+    // A 業務内ID outside the row's 許可業務, or one that is not an entry: every error named, nothing written.
+    let bad = "オペレータID,氏名・組織名,許可業務,業務内ID\r\n\
+               OP0501,窓口 太郎,01,02:A77\r\n\
+               OP0502,窓口 花子,01,1000000010\r\n";
+    let reply = refused(
+        &app,
+        upload(&app, A, &admin, "text/csv", utf8(bad)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/validation",
+    )
+    .await;
+    assert_eq!(
+        cells(&reply),
+        [
+            (2, "業務内ID".to_owned(), "/rows/2/internal_ids".to_owned()),
+            (3, "業務内ID".to_owned(), "/rows/3/internal_ids".to_owned()),
+        ]
+    );
+
+    let reply = upload(&app, A, &admin, "text/csv", utf8(file)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let op = operator(&app, &admin, A, "OP0501").await;
+    assert_eq!(
+        op["internal_ids"],
+        json!([
+            {"business_id": "01", "internal_id": "1000000010", "role": null},
+            {"business_id": "02", "internal_id": "A77", "role": "窓口 担当"},
+        ])
+    );
+    assert_eq!(operator(&app, &admin, A, "OP0502").await["internal_ids"], json!([]));
+
+    let reply = app.get(&export_path(A, "?operator_id=OP05"), Some(&token)).await;
+    let rows = export_rows(&reply);
+    assert_eq!(rows[0][11], "01:1000000010 02:A77:窓口%20担当");
+    assert_eq!(rows[1][11], "");
+}
+
+/// Migration by file (移行, 手引き I 2.2(6)): the system administrator's export with the password hashes imports
+/// into another municipality with everyone's password and 業務内IDs, as the JSON migration keeps them.
+async fn a_migration_file_keeps_internal_ids_and_passwords(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, manager) = setup(&app).await;
+    let token = manager.login(&app).await;
+    migration_setup(&app, &token, &admin).await;
+    permit(&app, &admin, "02", B).await;
+
+    // Only the system administrator gets the hashes; an ordinary export has none.
+    let plain = app.get(&export_path(A, "?operator_id=OP05"), Some(&token)).await;
+    assert!(!plain.text.contains("$argon2"), "{}", plain.text);
+    app.get(&export_path(A, "?operator_id=OP05&include_password_hash=true"), Some(&token))
+        .await
+        .problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let file = app.get(&export_path(A, "?operator_id=OP05&include_password_hash=true"), Some(&admin)).await;
+    assert_eq!(file.status, StatusCode::OK, "{}", file.text);
+    assert!(file.text.contains(&format!("{LABELS},パスワードハッシュ\r\n")), "{}", file.text);
+    assert!(file.text.contains(",\"$argon2id$"), "{}", file.text);
+
+    // Nobody but the system administrator imports hashes.
+    let manager_b = register_operator(&app.state, Some(B), "MGR02", MANAGER_PASSWORD, &[Role::OperationsManager]).await;
+    let token_b = manager_b.login(&app).await;
+    refused(
+        &app,
+        upload(&app, B, &token_b, "text/csv", file.text.clone().into_bytes()),
+        StatusCode::FORBIDDEN,
+        "/problems/forbidden",
+    )
+    .await;
+
+    let reply = upload(&app, B, &admin, "text/csv; charset=UTF-8", file.text.clone().into_bytes()).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let items = reply.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i.get("password").is_none()), "no password is generated: {items:?}");
+
+    // The same passwords and 業務内IDs in B.
+    app.login(Some(B), "OP0501", "Passw0rdOP0501").await;
+    app.login(Some(B), "OP0502", "Passw0rdOP0502").await;
+    for id in ["OP0501", "OP0502"] {
+        let (a, b) = (operator(&app, &admin, A, id).await, operator(&app, &admin, B, id).await);
+        assert_eq!(b["internal_ids"], a["internal_ids"], "{id}");
+        assert_eq!(b["business_systems"], a["business_systems"], "{id}");
+    }
+    assert_eq!(
+        operator(&app, &admin, B, "OP0501").await["internal_ids"],
+        json!([
+            {"business_id": "01", "internal_id": "1000000010", "role": "窓口担当"},
+            {"business_id": "02", "internal_id": "L77", "role": "窓口担当"},
+        ])
+    );
+
+    // A hash that is not Argon2id is named, nothing written.
+    let forged = file.text.replace("$argon2id$", "$md5$");
+    let reply = refused(
+        &app,
+        upload(&app, "011002", &admin, "text/csv", forged.into_bytes()),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/validation",
+    )
+    .await;
+    assert!(cells(&reply).iter().any(|(_, column, _)| column == "パスワードハッシュ"), "{}", reply.text);
+}
+
 /// More operators than one read-model page: the export streams them all, once each, in order, and migrating
 /// "everyone" takes them all.
 async fn export_and_migration_page_through_a_large_municipality(backend: Backend) {
@@ -701,4 +844,7 @@ on_both_backends!(
     migration_is_for_the_system_administrator_and_known_municipalities,
     export_and_migration_page_through_a_large_municipality,
     the_routes_are_documented,
+    the_export_filters_on_extra_info,
+    internal_ids_are_imported_and_exported,
+    a_migration_file_keeps_internal_ids_and_passwords,
 );

@@ -395,6 +395,7 @@ pub async fn register_all(
     ctx: &CommandContext,
     code: &MunicipalityCode,
     parsed: Vec<Parsed>,
+    kept_hashes: Vec<Option<String>>,
     on_item_error: impl Fn(usize, OperatorError) -> ApiError,
 ) -> Result<Vec<Registered>, ApiError> {
     let usable = usable(state, code).await?;
@@ -423,7 +424,9 @@ pub async fn register_all(
         .execute_many_with(ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items, |i, events| {
             match (who.get(i), secrets.get(i)) {
                 (Some((key, _)), Some((_, _, hash))) if !events.is_empty() => {
-                    vec![Companion::SetPassword { operator: *key, hash: hash.clone(), at }]
+                    // A kept hash (an operator moving with his password) replaces the new one.
+                    let hash = kept_hashes.get(i).cloned().flatten().unwrap_or_else(|| hash.clone());
+                    vec![Companion::SetPassword { operator: *key, hash, at }]
                 }
                 _ => vec![],
             }
@@ -441,10 +444,10 @@ pub async fn register_all(
     Ok(who
         .into_iter()
         .zip(secrets)
-        .map(|((key, operator_id), (secret, generated, _))| Registered {
-            key,
-            operator_id,
-            generated: (generated && !replayed).then_some(secret),
+        .enumerate()
+        .map(|(i, ((key, operator_id), (secret, generated, _)))| {
+            let kept = kept_hashes.get(i).is_some_and(Option::is_some);
+            Registered { key, operator_id, generated: (generated && !replayed && !kept).then_some(secret) }
         })
         .collect())
 }
@@ -500,7 +503,7 @@ pub async fn register(
     let target = parsed.iter().map(|p| p.operator_id.as_str()).collect::<Vec<_>>().join(",");
     let ctx = meta.context(&auth, "operators.register", &format!("{code}/{target}"));
     let on_error = |index: usize, e: OperatorError| if batch { item_error(index, e) } else { domain_error(e) };
-    let registered = register_all(&state, &ctx, &code, parsed, on_error).await?;
+    let registered = register_all(&state, &ctx, &code, parsed, vec![], on_error).await?;
     let mut views = vec![];
     for r in &registered {
         let mut v = view_of(&state, r.key).await?;
