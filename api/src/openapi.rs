@@ -73,8 +73,8 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 6] = [
     // name, pattern, example, description
     ("code", "^[0-9]{6}$", "131016", "全国地方公共団体コード (five digits and a check digit)"),
     ("business_id", "^[0-9]{2}$", "01", "業務ID"),
-    ("operator_id", "^[0-9A-Za-z]{1,32}$", "clerk01", "オペレータID"),
-    ("fid", "^[0-9A-Za-z]{1,32}$", "FID0000000001", "カードのFID"),
+    ("operator_id", "^[0-9A-Za-z]{1,32}$", "OP0501", "オペレータID"),
+    ("fid", "^[0-9A-Za-z]{1,32}$", "FID0000000000001", "カードのFID"),
     ("registry_key", "^[0-9A-Za-z]{1,20}$", "000123456", "宛名番号"),
     ("resident_id", "", "0190a6c2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", "住民ID"),
 ];

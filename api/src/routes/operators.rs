@@ -152,6 +152,7 @@ pub struct OperatorQuery {
 /// Change an operator: absent fields stay; `null` clears an optional field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"department": "住民課", "phone": null, "roles": ["clerk", "auditor"]}))]
 pub struct OperatorChange {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -179,6 +180,7 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
 /// Set a password (or omit `password` to generate one, shown once in the answer).
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "Passw0rd2026"}))]
 pub struct PasswordReset {
     #[serde(default)]
     pub password: Option<String>,
@@ -201,6 +203,7 @@ pub struct NewPassword {
 /// パスワード一括変更: new generated passwords for the selected operators, all or none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"operator_ids": ["OP0501", "OP0502"]}))]
 pub struct BulkPasswords {
     pub operator_ids: Vec<String>,
 }

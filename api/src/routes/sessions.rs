@@ -251,6 +251,7 @@ pub async fn me(State(state): State<AppState>, auth: Authenticated) -> Result<Js
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "OldPassw0rd1", "new_password": "NewPassw0rd2"}))]
 pub struct ChangeOwnPassword {
     pub current_password: String,
     pub new_password: String,
