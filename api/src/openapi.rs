@@ -127,11 +127,7 @@ fn complete_operation(method: &str, op: &mut Map<String, Value>) {
     let params: Vec<(String, String)> = op
         .get("parameters")
         .and_then(Value::as_array)
-        .map(|ps| {
-            ps.iter()
-                .map(|p| (str_of(p, "name").to_owned(), str_of(p, "in").to_owned()))
-                .collect()
-        })
+        .map(|ps| ps.iter().map(|p| (str_of(p, "name").to_owned(), str_of(p, "in").to_owned())).collect())
         .unwrap_or_default();
     let has = |place: &str| params.iter().any(|(_, i)| i == place);
     let if_match = params.iter().any(|(n, i)| i == "header" && n.eq_ignore_ascii_case("If-Match"));

@@ -40,7 +40,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::{ProblemType, ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, etag, if_match};
@@ -266,7 +266,8 @@ pub struct PermittedPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, operation_id = "listBusinessSystems", path = "/api/v1/business-systems", tag = "business-systems", params(ListParams),
+#[utoipa::path(get, operation_id = "listBusinessSystems",
+    path = "/api/v1/business-systems", tag = "business-systems", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = BusinessSystemPage), (status = 401, body = ProblemDetails),
         (status = 422, body = ProblemDetails)))]
@@ -285,7 +286,8 @@ pub async fn list(
     Ok(Json(BusinessSystemPage { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-#[utoipa::path(post, operation_id = "registerBusinessSystem", path = "/api/v1/business-systems", tag = "business-systems",
+#[utoipa::path(post, operation_id = "registerBusinessSystem",
+    path = "/api/v1/business-systems", tag = "business-systems",
     request_body = RegisterBusinessSystem,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer")),
     security(("bearer" = [])),
@@ -355,7 +357,8 @@ pub async fn register(
     Ok(response)
 }
 
-#[utoipa::path(get, operation_id = "showBusinessSystem", path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
+#[utoipa::path(get, operation_id = "showBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID")),
     security(("bearer" = [])),
     responses((status = 200, body = BusinessSystemView), (status = 401, body = ProblemDetails),
@@ -372,7 +375,8 @@ pub async fn show(
     Ok((etag(version), Json(BusinessSystemView::from(row))).into_response())
 }
 
-#[utoipa::path(patch, operation_id = "changeBusinessSystem", path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
+#[utoipa::path(patch, operation_id = "changeBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
     request_body = UpdateBusinessSystem,
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
@@ -418,7 +422,8 @@ pub async fn update(
     Err(ApiError::contended())
 }
 
-#[utoipa::path(post, operation_id = "retireBusinessSystem", path = "/api/v1/business-systems/{business_id}/retire", tag = "business-systems",
+#[utoipa::path(post, operation_id = "retireBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}/retire", tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
@@ -453,7 +458,8 @@ pub async fn retire(
     Ok((etag(executed.version), Json(view)).into_response())
 }
 
-#[utoipa::path(get, operation_id = "listPermittedMunicipalities", path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
+#[utoipa::path(get, operation_id = "listPermittedMunicipalities",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
     tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"), PermittedParams),
     security(("bearer" = [])),
@@ -489,7 +495,8 @@ pub async fn permitted(
     Ok((etag(version), Json(PermittedPage { items, next_cursor })).into_response())
 }
 
-#[utoipa::path(post, operation_id = "permitMunicipality", path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
+#[utoipa::path(post, operation_id = "permitMunicipality",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
     tag = "business-systems", request_body = PermitMunicipality,
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The business system's ETag last seen; 412 if it changed since"),
@@ -549,7 +556,8 @@ pub async fn permit(
     Ok((status, etag(executed.version), Json(entry)).into_response())
 }
 
-#[utoipa::path(delete, operation_id = "withdrawMunicipality", path = "/api/v1/business-systems/{business_id}/permitted-municipalities/{code}",
+#[utoipa::path(delete, operation_id = "withdrawMunicipality",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities/{code}",
     tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"),
         ("code" = String, Path, description = "全国地方公共団体コード"),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::error::{ProblemType, ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::ApiJson;
 use crate::routes::operators::municipality_in_path;
@@ -175,7 +175,8 @@ async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<
 /// Register a card to a resident: it is in use from now on and becomes his one active card. A resident who is
 /// not of this municipality (or does not exist) is refused as `/resident_id` (422); an FID registered anywhere
 /// is `/problems/fid-taken` (409), without saying where.
-#[utoipa::path(post, operation_id = "registerCard", path = "/api/v1/municipalities/{code}/cards", tag = "cards", request_body = CardInput,
+#[utoipa::path(post, operation_id = "registerCard",
+    path = "/api/v1/municipalities/{code}/cards", tag = "cards", request_body = CardInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "A retry with the same key returns the first answer")),
@@ -287,7 +288,8 @@ async fn clerk_of(state: &AppState, auth: &Authenticated, code: &str) -> Result<
 
 /// 地域住民向け領域設定: creates the local resident area; the municipality's preset APs it may still use are
 /// installed with it (the library AP with a fresh 標準ID).
-#[utoipa::path(post, operation_id = "createLocalArea", path = "/api/v1/municipalities/{code}/cards/{fid}/local-area", tag = "cards",
+#[utoipa::path(post, operation_id = "createLocalArea",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/local-area", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -310,7 +312,8 @@ pub async fn local_area(
 
 /// カードAP搭載: several APs at once, all or none. Each must be in the municipality's catalog and permitted to it
 /// (422 `/business_ids/{i}`), and the clerk must be permitted its business system (403).
-#[utoipa::path(post, operation_id = "installCardAps", path = "/api/v1/municipalities/{code}/cards/{fid}/aps", tag = "cards", request_body = ApsInput,
+#[utoipa::path(post, operation_id = "installCardAps",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/aps", tag = "cards", request_body = ApsInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -397,7 +400,8 @@ fn state_refusal(card: &CardSnapshot) -> Option<CardError> {
 }
 
 /// Remove one AP (the clerk must be permitted its business system).
-#[utoipa::path(delete, operation_id = "removeCardAp", path = "/api/v1/municipalities/{code}/cards/{fid}/aps/{business_id}", tag = "cards",
+#[utoipa::path(delete, operation_id = "removeCardAp",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/aps/{business_id}", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("business_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
@@ -419,7 +423,8 @@ pub async fn remove(
 }
 
 /// 一時停止 (e.g. reported lost): nothing can be installed until it is resumed.
-#[utoipa::path(post, operation_id = "suspendCard", path = "/api/v1/municipalities/{code}/cards/{fid}/suspend", tag = "cards",
+#[utoipa::path(post, operation_id = "suspendCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/suspend", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -440,7 +445,8 @@ pub async fn suspend(
 }
 
 /// 再開: a suspended card is in use again.
-#[utoipa::path(post, operation_id = "resumeCard", path = "/api/v1/municipalities/{code}/cards/{fid}/resume", tag = "cards",
+#[utoipa::path(post, operation_id = "resumeCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/resume", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -461,7 +467,8 @@ pub async fn resume(
 }
 
 /// 廃止, for good: the resident may get a new card afterwards.
-#[utoipa::path(post, operation_id = "abolishCard", path = "/api/v1/municipalities/{code}/cards/{fid}/abolish", tag = "cards",
+#[utoipa::path(post, operation_id = "abolishCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/abolish", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),

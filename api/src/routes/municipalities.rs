@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::{ProblemType, ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, etag, if_match};
@@ -102,7 +102,8 @@ pub struct ChangeMunicipality {
     pub display_order: Option<i64>,
 }
 
-#[utoipa::path(get, operation_id = "listMunicipalities", path = "/api/v1/municipalities", tag = "municipalities", params(ListParams),
+#[utoipa::path(get, operation_id = "listMunicipalities",
+    path = "/api/v1/municipalities", tag = "municipalities", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityPage), (status = 401, body = ProblemDetails)))]
 pub async fn list(
@@ -138,7 +139,8 @@ pub async fn list(
     Ok(Json(MunicipalityPage { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-#[utoipa::path(post, operation_id = "registerMunicipality", path = "/api/v1/municipalities", tag = "municipalities", request_body = RegisterMunicipality,
+#[utoipa::path(post, operation_id = "registerMunicipality",
+    path = "/api/v1/municipalities", tag = "municipalities", request_body = RegisterMunicipality,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer")),
     security(("bearer" = [])),
     responses((status = 201, body = MunicipalityView), (status = 400, body = ProblemDetails),
@@ -202,11 +204,13 @@ pub async fn show(
     Ok((etag(version), Json(MunicipalityView::from(row))).into_response())
 }
 
-#[utoipa::path(patch, operation_id = "changeMunicipality", path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
+#[utoipa::path(patch, operation_id = "changeMunicipality",
+    path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
-    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change(
     State(state): State<AppState>,
@@ -240,11 +244,13 @@ pub async fn change(
         .await
 }
 
-#[utoipa::path(post, operation_id = "abolishMunicipality", path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
+#[utoipa::path(post, operation_id = "abolishMunicipality",
+    path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
-    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails)))]
 pub async fn abolish(
     State(state): State<AppState>,

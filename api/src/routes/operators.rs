@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Authenticated, Secret};
-use crate::error::{ProblemType, ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, from_value};
 use crate::routes::{RequestMeta, etag, if_match};
@@ -456,7 +456,8 @@ pub async fn register_all(
 }
 
 /// Register one operator (an object) or a batch (an array, all or none).
-#[utoipa::path(post, operation_id = "registerOperator", path = "/api/v1/municipalities/{code}/operators", tag = "operators",
+#[utoipa::path(post, operation_id = "registerOperator",
+    path = "/api/v1/municipalities/{code}/operators", tag = "operators",
     request_body(content = OperatorInput, description = "One operator, or an array of them (all or none)"),
     params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     security(("bearer" = [])),
@@ -530,7 +531,8 @@ pub async fn register(
 /// List a municipality's operators with the filter conditions of the screen (substrings).
 #[utoipa::path(get, operation_id = "listOperators", path = "/api/v1/municipalities/{code}/operators", tag = "operators",
     params(("code" = String, Path), OperatorQuery), security(("bearer" = [])),
-    responses((status = 200, body = OperatorPage), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorPage), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -574,9 +576,11 @@ pub fn filter_of(q: &OperatorQuery) -> OperatorFilter {
     }
 }
 
-#[utoipa::path(get, operation_id = "showOperator", path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+#[utoipa::path(get, operation_id = "showOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -591,11 +595,13 @@ pub async fn show(
     Ok((etag(view.version), Json(view)).into_response())
 }
 
-#[utoipa::path(patch, operation_id = "changeOperator", path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+#[utoipa::path(patch, operation_id = "changeOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
     request_body = OperatorChange,
     params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change(
     State(state): State<AppState>,
@@ -647,10 +653,12 @@ pub async fn change(
     finish(&state, row.key, Some(executed)).await
 }
 
-#[utoipa::path(post, operation_id = "revokeOperator", path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
+#[utoipa::path(post, operation_id = "revokeOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails)))]
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -664,9 +672,11 @@ pub async fn revoke(
     Ok(response)
 }
 
-#[utoipa::path(post, operation_id = "unlockOperator", path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
+#[utoipa::path(post, operation_id = "unlockOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn unlock(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -677,7 +687,8 @@ pub async fn unlock(
 }
 
 /// End every session of an operator.
-#[utoipa::path(delete, operation_id = "endOperatorSessions", path = "/api/v1/municipalities/{code}/operators/{operator_id}/sessions", tag = "operators",
+#[utoipa::path(delete, operation_id = "endOperatorSessions",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/sessions", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
 pub async fn end_sessions(
@@ -693,10 +704,12 @@ pub async fn end_sessions(
 
 /// Reset an operator's password (an administrator's decision): the given one, or a generated one shown once.
 /// His sessions end.
-#[utoipa::path(post, operation_id = "resetOperatorPassword", path = "/api/v1/municipalities/{code}/operators/{operator_id}/password", tag = "operators",
+#[utoipa::path(post, operation_id = "resetOperatorPassword",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/password", tag = "operators",
     request_body = PasswordReset,
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = NewPassword), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+    responses((status = 200, body = NewPassword), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn reset_password(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -757,9 +770,11 @@ pub fn reused(state: &AppState) -> ApiError {
 }
 
 /// パスワード一括変更: generated passwords for the selected operators (all or none), shown once.
-#[utoipa::path(post, operation_id = "changeOperatorPasswords", path = "/api/v1/municipalities/{code}/operators/passwords", tag = "operators",
+#[utoipa::path(post, operation_id = "changeOperatorPasswords",
+    path = "/api/v1/municipalities/{code}/operators/passwords", tag = "operators",
     request_body = BulkPasswords, params(("code" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = NewPasswords), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+    responses((status = 200, body = NewPasswords), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn bulk_passwords(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -835,7 +850,8 @@ pub async fn bulk_passwords(
 }
 
 /// Map the operator to his 業務内ID in one business system (that system's administrator, or the system admin).
-#[utoipa::path(put, operation_id = "assignInternalId", path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+#[utoipa::path(put, operation_id = "assignInternalId",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
     tag = "operators", request_body = InternalIdInput,
     params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
     security(("bearer" = [])),
@@ -872,11 +888,13 @@ pub async fn assign_internal_id(
     finish(&state, row.key, Some(executed)).await
 }
 
-#[utoipa::path(delete, operation_id = "removeInternalId", path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+#[utoipa::path(delete, operation_id = "removeInternalId",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
     tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn remove_internal_id(
     State(state): State<AppState>,
     auth: Authenticated,

@@ -32,7 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Authenticated;
-use crate::error::{ProblemType, ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::operators::municipality_in_path;
@@ -585,7 +585,8 @@ async fn answered(
 }
 
 /// 利用者登録. A retry with the same `Idempotency-Key` answers the same resident and registers nobody twice.
-#[utoipa::path(post, operation_id = "registerResident", path = "/api/v1/municipalities/{code}/residents", tag = "residents",
+#[utoipa::path(post, operation_id = "registerResident",
+    path = "/api/v1/municipalities/{code}/residents", tag = "residents",
     request_body = ResidentInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("Idempotency-Key" = Option<String>, Header,
@@ -628,7 +629,8 @@ pub async fn register(
 }
 
 /// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match), ordered by kana name.
-#[utoipa::path(get, operation_id = "searchResidents", path = "/api/v1/municipalities/{code}/residents", tag = "residents",
+#[utoipa::path(get, operation_id = "searchResidents",
+    path = "/api/v1/municipalities/{code}/residents", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ResidentQuery),
     security(("bearer" = [])),
     responses((status = 200, body = ResidentPage), (status = 401, body = ProblemDetails),
@@ -681,7 +683,8 @@ fn decode_cursor(cursor: &str) -> Result<ResidentCursor, FieldError> {
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
-#[utoipa::path(get, operation_id = "showResident", path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
+#[utoipa::path(get, operation_id = "showResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = ResidentView, headers(("ETag" = String))),
@@ -700,7 +703,8 @@ pub async fn show(
 }
 
 /// Change a resident (a merge; see `ResidentChange`). Only what really differs is recorded.
-#[utoipa::path(patch, operation_id = "changeResident", path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
+#[utoipa::path(patch, operation_id = "changeResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
     request_body = ResidentChange,
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
@@ -746,7 +750,8 @@ pub async fn change(
 }
 
 /// 転出: the resident left the municipality. His card must be abolished first (409 `/problems/card-still-active`).
-#[utoipa::path(post, operation_id = "moveOutResident", path = "/api/v1/municipalities/{code}/residents/{resident_id}/move-out", tag = "residents",
+#[utoipa::path(post, operation_id = "moveOutResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}/move-out", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),

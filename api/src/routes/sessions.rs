@@ -197,7 +197,8 @@ fn locked(until: Option<Timestamp>) -> ApiError {
 }
 
 /// End the current session.
-#[utoipa::path(delete, operation_id = "logout", path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "logout",
+    path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails)))]
 pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<StatusCode, ApiError> {
     auth::end_session(state.read.pool(), &auth.token).await?;
@@ -264,7 +265,8 @@ impl std::fmt::Debug for ChangeOwnPassword {
 }
 
 /// Change one's own password (the current one is required; the last few may not be reused).
-#[utoipa::path(put, operation_id = "changeOwnPassword", path = "/api/v1/me/password", tag = "sessions", request_body = ChangeOwnPassword,
+#[utoipa::path(put, operation_id = "changeOwnPassword",
+    path = "/api/v1/me/password", tag = "sessions", request_body = ChangeOwnPassword,
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change_own_password(
