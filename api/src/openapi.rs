@@ -89,7 +89,8 @@ const CREATED_IDS: [(&str, &str, &str); 5] = [
     ("registerCard", "fid", "/fid"),
 ];
 
-/// Operations that append no event, so no concurrent change can make them answer 409 `/problems/conflict`.
+/// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
+/// does: it records the attempt on the operator).
 const NO_COMMAND: [&str; 2] = ["logout", "lookupRegistry"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
@@ -137,46 +138,46 @@ fn complete_operation(method: &str, op: &mut Map<String, Value>) {
     let if_match = params.iter().any(|(n, i)| i == "header" && n.eq_ignore_ascii_case("If-Match"));
     let id = op.get("operationId").and_then(Value::as_str).unwrap_or_default().to_owned();
 
-    let mut add = |status: &str, description: &str| {
+    let mut add = |status: &str, description: Option<&str>| {
         let responses = op.entry("responses").or_insert_with(|| json!({}));
         if let Some(responses) = responses.as_object_mut() {
+            let description = description.unwrap_or_else(|| describe(status));
             responses.entry(status).or_insert_with(|| json!({ "description": description }));
         }
     };
     if secured {
-        add("401", "Not logged in: the bearer session is missing, invalid or expired (`/problems/unauthenticated`)");
+        add("401", None);
     }
     if has_body {
-        add("400", "The body cannot be read as its media type (`/problems/malformed-request`)");
+        add("400", None);
         if !STREAMED_BODY.contains(&id.as_str()) {
-            add("413", "The body is larger than the server accepts (`/problems/payload-too-large`)");
+            add("413", None);
         }
-        add("415", "The `Content-Type` is not the documented one (`/problems/unsupported-media-type`)");
-        add("422", "Invalid fields, named by JSON pointer (`/problems/validation`)");
+        add("415", None);
+        add("422", None);
     }
     if has("query") {
-        add("422", "An invalid query parameter, named by JSON pointer (`/problems/validation`)");
+        add("422", None);
     }
     if has("path") {
-        add("404", "No such resource, or not visible to the caller (`/problems/not-found`)");
+        add("404", None);
     }
     if if_match {
-        add("400", "`If-Match` is not an ETag of this API (`/problems/malformed-request`)");
-        add("412", "`If-Match` names an older version (`/problems/precondition-failed`)");
+        add("400", None);
+        add("412", None);
     }
-    if method != "get" && secured && !NO_COMMAND.contains(&id.as_str()) {
-        add("409", "A concurrent change conflicted; try again (`/problems/conflict`)");
+    if method != "get" && !NO_COMMAND.contains(&id.as_str()) {
+        add("409", Some("A concurrent change won; try again (`/problems/conflict`)"));
     }
-    add("500", "An internal error, a failing handler included; details are logged, never sent (`/problems/internal`)");
-    add(
-        "503",
-        "The database is unavailable or the server is shutting down (`/problems/unavailable`), or the request ran \
-         into the server's time limit (`/problems/timeout`); `Retry-After` says when to retry",
-    );
+    add("500", None);
+    add("503", None);
 
     if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
         for (status, response) in responses.iter_mut() {
             if status.starts_with('4') || status.starts_with('5') {
+                if str_of(response, "description").is_empty() {
+                    response["description"] = json!(describe(status));
+                }
                 response["content"] =
                     json!({ PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/ProblemDetails" } } });
             }
@@ -186,6 +187,30 @@ fn complete_operation(method: &str, op: &mut Map<String, Value>) {
         for p in parameters.iter_mut().filter(|p| str_of(p, "in") == "path") {
             describe_path_parameter(p);
         }
+    }
+}
+
+/// What an error status means on any operation (an annotation may say more).
+fn describe(status: &str) -> &'static str {
+    match status {
+        "400" => "The body, or a header such as `If-Match`, cannot be read (`/problems/malformed-request`)",
+        "401" => "Not logged in: the bearer session is missing, invalid or expired (`/problems/unauthenticated`)",
+        "403" => "The caller's roles do not allow this (`/problems/forbidden`)",
+        "404" => "No such resource, or not visible to the caller (`/problems/not-found`)",
+        "409" => {
+            "Not possible in the current state (a `type` per state), or a concurrent change won; try again \
+             (`/problems/conflict`)"
+        }
+        "412" => "`If-Match` names an older version (`/problems/precondition-failed`)",
+        "413" => "The body is larger than the server accepts (`/problems/payload-too-large`)",
+        "415" => "The `Content-Type` is not the documented one (`/problems/unsupported-media-type`)",
+        "422" => "Invalid fields or query parameters, named by JSON pointer (`/problems/validation`)",
+        "500" => "An internal error, a failing handler included; details are logged, never sent (`/problems/internal`)",
+        "503" => {
+            "The database is unavailable or the server is shutting down (`/problems/unavailable`), or the request \
+             ran into the server's time limit (`/problems/timeout`); `Retry-After` says when to retry"
+        }
+        _ => "A problem (`application/problem+json`)",
     }
 }
 
