@@ -348,7 +348,7 @@ mod tests {
 
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(content_type, "application/problem+json");
-        assert_eq!(body["type"], "/problems/internal");
+        assert_eq!(body["type"], crate::error::ProblemType::Internal.as_str());
         assert!(!body.to_string().contains("index out of bounds"), "the panic stays in the log: {body}");
     }
 
@@ -358,7 +358,7 @@ mod tests {
 
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(content_type, "application/problem+json");
-        assert_eq!(body["type"], "/problems/timeout");
+        assert_eq!(body["type"], crate::error::ProblemType::Timeout.as_str());
         assert_eq!(body["status"], 503);
     }
 }

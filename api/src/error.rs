@@ -525,3 +525,64 @@ pub fn command_error<E: std::error::Error + 'static>(
         CommandError::Decode(d) => ApiError::internal(d),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients branch on these strings: a change here breaks them. Add new ones; never edit or remove one.
+    #[test]
+    fn the_problem_types_are_the_published_ones() {
+        let published = [
+            "/problems/validation",
+            "/problems/malformed-request",
+            "/problems/unsupported-media-type",
+            "/problems/method-not-allowed",
+            "/problems/payload-too-large",
+            "/problems/unavailable",
+            "/problems/timeout",
+            "/problems/unauthenticated",
+            "/problems/invalid-credentials",
+            "/problems/operator-locked",
+            "/problems/operator-revoked",
+            "/problems/forbidden",
+            "/problems/not-found",
+            "/problems/already-exists",
+            "/problems/conflict",
+            "/problems/precondition-failed",
+            "/problems/internal",
+            "/problems/municipality-abolished",
+            "/problems/business-system-retired",
+            "/problems/builtin-business-system",
+            "/problems/shared-use-not-permitted",
+            "/problems/resident-moved-out",
+            "/problems/resident-erased",
+            "/problems/resident-has-card",
+            "/problems/card-still-active",
+            "/problems/fid-taken",
+            "/problems/card-abolished",
+            "/problems/card-suspended",
+            "/problems/card-already-suspended",
+            "/problems/card-not-suspended",
+            "/problems/local-area-missing",
+            "/problems/local-area-exists",
+            "/problems/ap-already-installed",
+            "/problems/ap-not-installed",
+        ];
+
+        let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();
+
+        assert_eq!(catalogue, published);
+    }
+
+    #[test]
+    fn a_problem_is_sent_with_its_catalogue_type() {
+        let problem = ApiError::state_conflict(ProblemType::CardSuspended, Text::new("停止中", "suspended"));
+
+        let body = problem.problem(Lang::En);
+
+        assert_eq!(body.kind, "/problems/card-suspended");
+        assert_eq!(body.status, 409);
+        assert_eq!(body.detail.as_deref(), Some("suspended"));
+    }
+}
