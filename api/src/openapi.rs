@@ -89,6 +89,10 @@ const CREATED_IDS: [(&str, &str, &str); 5] = [
     ("registerCard", "fid", "/fid"),
 ];
 
+/// Create operations that take another's new id in their body: (creator, target, body field, where the id is in
+/// the creator's 201 body). The target's path parameters come from the creator's request path.
+const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registerCard", "resident_id", "/resident_id")];
+
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
 const NO_COMMAND: [&str; 2] = ["logout", "lookupRegistry"];
@@ -260,6 +264,19 @@ fn add_links(doc: &mut Value) {
                 })
                 .collect();
             links.insert(target.clone(), json!({ "operationId": target, "parameters": parameters }));
+        }
+        for (_, target, field, from) in BODY_LINKS.iter().filter(|(c, ..)| *c == creator) {
+            let Some((_, needs, ..)) = operations.iter().find(|(id, ..)| id == target) else { continue };
+            if !needs.is_subset(given) {
+                continue;
+            }
+            let parameters: Map<String, Value> =
+                needs.iter().map(|n| (n.clone(), json!(format!("$request.path.{n}")))).collect();
+            let body = json!({ *field: format!("$response.body#{from}") });
+            links.insert(
+                (*target).to_owned(),
+                json!({ "operationId": target, "parameters": parameters, "requestBody": body }),
+            );
         }
         if let Some(created) = doc.pointer_mut(&format!("/paths/{}/{method}/responses/201", escape(path))) {
             created["links"] = Value::Object(links);
@@ -433,6 +450,7 @@ mod tests {
         let resident = created("/api/v1/municipalities/{code}/residents");
         assert_eq!(resident["changeResident"]["parameters"]["resident_id"], "$response.body#/resident_id");
         assert_eq!(resident["changeResident"]["parameters"]["code"], "$request.path.code");
+        assert_eq!(resident["registerCard"]["requestBody"]["resident_id"], "$response.body#/resident_id");
         for links in [&municipality, &resident] {
             for (target, link) in links.as_object().unwrap() {
                 assert!(ids.contains(link["operationId"].as_str().unwrap()), "{target} links to no operation");
