@@ -23,7 +23,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::Metrics;
@@ -255,7 +254,7 @@ async fn hard_stop_guard(
 /// The router with every route and middleware, for `Application` and for tests.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(crate::metrics::render))
@@ -273,12 +272,8 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(axum::middleware::from_fn(crate::i18n::layer))
-        .layer(DefaultBodyLimit::max(1024 * 1024))
-        // Generous: a large operator import hashes one Argon2id password per row. It bounds the time until a
-        // response starts: the registry import answers once its header row is read and then streams under its
-        // own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all, STALL_TIMEOUT 120 s without upload bytes).
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(300)))
-        .layer(CatchPanicLayer::new())
+        .layer(DefaultBodyLimit::max(1024 * 1024));
+    guarded(router, REQUEST_TIME_LIMIT)
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let path = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -287,6 +282,41 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// How long a request may take until its response starts. Generous: a large operator import hashes one
+/// Argon2id password per row. The registry import answers once its header row is read and then streams under its
+/// own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all, STALL_TIMEOUT 120 s without upload bytes).
+const REQUEST_TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// A handler that panics or runs past `time_limit` is answered like any other failure: problem+json, 500
+/// `/problems/internal` or 503 `/problems/timeout`.
+fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>, time_limit: Duration) -> Router<S> {
+    router
+        .layer(axum::middleware::from_fn_with_state(time_limit, time_limit_guard))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+async fn time_limit_guard(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => crate::error::ApiError::timed_out(limit).into_response(),
+    }
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    crate::error::ApiError::internal(format!("the handler panicked: {message}")).into_response()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -310,4 +340,57 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    fn router() -> Router {
+        let panics = || async {
+            if true {
+                panic!("index out of bounds: the len is 0 but the index is 1");
+            }
+            "unreachable"
+        };
+        let sleeps = || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "too late"
+        };
+        guarded(Router::new().route("/panics", get(panics)).route("/sleeps", get(sleeps)), Duration::from_millis(50))
+    }
+
+    async fn problem(path: &str) -> (StatusCode, String, serde_json::Value) {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response.headers()[axum::http::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, content_type, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_problem_json_500() {
+        let (status, content_type, body) = problem("/panics").await;
+
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(body["type"], crate::error::ProblemType::Internal.as_str());
+        assert!(!body.to_string().contains("index out of bounds"), "the panic stays in the log: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_the_time_limit_answers_problem_json_503() {
+        let (status, content_type, body) = problem("/sleeps").await;
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(body["type"], crate::error::ProblemType::Timeout.as_str());
+        assert_eq!(body["status"], 503);
+    }
 }

@@ -13,6 +13,137 @@ use utoipa::ToSchema;
 
 use crate::i18n::{Lang, Text};
 
+/// The catalogue of problem types: every `type` the API answers with, in one place. The strings are a stable
+/// contract (clients branch on them): a variant may be added, an existing string never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemType {
+    /// 422: fields that fail their rules, named by JSON pointer (or CSV row and column).
+    Validation,
+    /// 400: a body or header that cannot be read at all (broken JSON, a bad `If-Match`).
+    MalformedRequest,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    /// 503: the database is unreachable or the server is shutting down.
+    Unavailable,
+    /// 503: the request ran longer than the server's time limit.
+    Timeout,
+    Unauthenticated,
+    InvalidCredentials,
+    OperatorLocked,
+    OperatorRevoked,
+    Forbidden,
+    NotFound,
+    AlreadyExists,
+    /// 409: a concurrent change won; retrying may succeed.
+    Conflict,
+    PreconditionFailed,
+    Internal,
+    MunicipalityAbolished,
+    BusinessSystemRetired,
+    BuiltinBusinessSystem,
+    SharedUseNotPermitted,
+    ResidentMovedOut,
+    ResidentErased,
+    ResidentHasCard,
+    CardStillActive,
+    FidTaken,
+    CardAbolished,
+    CardSuspended,
+    CardAlreadySuspended,
+    CardNotSuspended,
+    LocalAreaMissing,
+    LocalAreaExists,
+    ApAlreadyInstalled,
+    ApNotInstalled,
+}
+
+impl ProblemType {
+    /// Every problem type, for the OpenAPI document and its tests.
+    pub const ALL: [ProblemType; 34] = [
+        ProblemType::Validation,
+        ProblemType::MalformedRequest,
+        ProblemType::UnsupportedMediaType,
+        ProblemType::MethodNotAllowed,
+        ProblemType::PayloadTooLarge,
+        ProblemType::Unavailable,
+        ProblemType::Timeout,
+        ProblemType::Unauthenticated,
+        ProblemType::InvalidCredentials,
+        ProblemType::OperatorLocked,
+        ProblemType::OperatorRevoked,
+        ProblemType::Forbidden,
+        ProblemType::NotFound,
+        ProblemType::AlreadyExists,
+        ProblemType::Conflict,
+        ProblemType::PreconditionFailed,
+        ProblemType::Internal,
+        ProblemType::MunicipalityAbolished,
+        ProblemType::BusinessSystemRetired,
+        ProblemType::BuiltinBusinessSystem,
+        ProblemType::SharedUseNotPermitted,
+        ProblemType::ResidentMovedOut,
+        ProblemType::ResidentErased,
+        ProblemType::ResidentHasCard,
+        ProblemType::CardStillActive,
+        ProblemType::FidTaken,
+        ProblemType::CardAbolished,
+        ProblemType::CardSuspended,
+        ProblemType::CardAlreadySuspended,
+        ProblemType::CardNotSuspended,
+        ProblemType::LocalAreaMissing,
+        ProblemType::LocalAreaExists,
+        ProblemType::ApAlreadyInstalled,
+        ProblemType::ApNotInstalled,
+    ];
+
+    /// The `type` as sent.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProblemType::Validation => "/problems/validation",
+            ProblemType::MalformedRequest => "/problems/malformed-request",
+            ProblemType::UnsupportedMediaType => "/problems/unsupported-media-type",
+            ProblemType::MethodNotAllowed => "/problems/method-not-allowed",
+            ProblemType::PayloadTooLarge => "/problems/payload-too-large",
+            ProblemType::Unavailable => "/problems/unavailable",
+            ProblemType::Timeout => "/problems/timeout",
+            ProblemType::Unauthenticated => "/problems/unauthenticated",
+            ProblemType::InvalidCredentials => "/problems/invalid-credentials",
+            ProblemType::OperatorLocked => "/problems/operator-locked",
+            ProblemType::OperatorRevoked => "/problems/operator-revoked",
+            ProblemType::Forbidden => "/problems/forbidden",
+            ProblemType::NotFound => "/problems/not-found",
+            ProblemType::AlreadyExists => "/problems/already-exists",
+            ProblemType::Conflict => "/problems/conflict",
+            ProblemType::PreconditionFailed => "/problems/precondition-failed",
+            ProblemType::Internal => "/problems/internal",
+            ProblemType::MunicipalityAbolished => "/problems/municipality-abolished",
+            ProblemType::BusinessSystemRetired => "/problems/business-system-retired",
+            ProblemType::BuiltinBusinessSystem => "/problems/builtin-business-system",
+            ProblemType::SharedUseNotPermitted => "/problems/shared-use-not-permitted",
+            ProblemType::ResidentMovedOut => "/problems/resident-moved-out",
+            ProblemType::ResidentErased => "/problems/resident-erased",
+            ProblemType::ResidentHasCard => "/problems/resident-has-card",
+            ProblemType::CardStillActive => "/problems/card-still-active",
+            ProblemType::FidTaken => "/problems/fid-taken",
+            ProblemType::CardAbolished => "/problems/card-abolished",
+            ProblemType::CardSuspended => "/problems/card-suspended",
+            ProblemType::CardAlreadySuspended => "/problems/card-already-suspended",
+            ProblemType::CardNotSuspended => "/problems/card-not-suspended",
+            ProblemType::LocalAreaMissing => "/problems/local-area-missing",
+            ProblemType::LocalAreaExists => "/problems/local-area-exists",
+            ProblemType::ApAlreadyInstalled => "/problems/ap-already-installed",
+            ProblemType::ApNotInstalled => "/problems/ap-not-installed",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A failed request (boxed: it travels in every handler's `Result`).
 #[derive(Debug)]
 pub struct ApiError(Box<Problem>);
@@ -21,7 +152,7 @@ pub struct ApiError(Box<Problem>);
 struct Problem {
     status: StatusCode,
     /// Stable code, e.g. `/problems/validation`; clients branch on it, so it never changes.
-    kind: &'static str,
+    kind: ProblemType,
     title: Text,
     detail: Option<Text>,
     errors: Vec<FieldError>,
@@ -100,7 +231,7 @@ pub struct ProblemField {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, title: Text) -> Self {
+    fn new(status: StatusCode, kind: ProblemType, title: Text) -> Self {
         ApiError(Box::new(Problem {
             status,
             kind,
@@ -120,7 +251,7 @@ impl ApiError {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "/problems/validation",
+            ProblemType::Validation,
             Text::new("入力内容に誤りがあります", "The request has invalid fields"),
         );
         e.0.errors = errors;
@@ -130,7 +261,7 @@ impl ApiError {
     pub fn malformed(detail: Text, errors: Vec<FieldError>) -> Self {
         let mut e = Self::new(
             StatusCode::BAD_REQUEST,
-            "/problems/malformed-request",
+            ProblemType::MalformedRequest,
             Text::new("リクエストの形式が正しくありません", "The request is malformed"),
         )
         .with_detail(detail);
@@ -141,7 +272,7 @@ impl ApiError {
     pub fn unsupported_media_type(expected: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "/problems/unsupported-media-type",
+            ProblemType::UnsupportedMediaType,
             Text::new("対応していない形式です", "Unsupported media type"),
         )
         .with_detail(Text::new(
@@ -153,7 +284,7 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "/problems/method-not-allowed",
+            ProblemType::MethodNotAllowed,
             Text::new("このURLではこの操作はできません", "This method is not allowed on this path"),
         )
     }
@@ -161,7 +292,7 @@ impl ApiError {
     pub fn payload_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "/problems/payload-too-large",
+            ProblemType::PayloadTooLarge,
             Text::new("送信データが大きすぎます", "The request body is too large"),
         )
     }
@@ -169,7 +300,7 @@ impl ApiError {
     pub fn shutting_down() -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "/problems/unavailable",
+            ProblemType::Unavailable,
             Text::new(
                 "サーバを停止しています。しばらくしてからもう一度お試しください",
                 "The server is shutting down; try again",
@@ -179,10 +310,26 @@ impl ApiError {
         e
     }
 
+    /// The request ran past the server's time limit (its handler is dropped).
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::Timeout,
+            Text::new("処理が時間内に終わりませんでした", "The request took too long"),
+        )
+        .with_detail(Text::new(
+            format!("{} 秒以内に応答できませんでした", limit.as_secs()),
+            format!("no response within {} s", limit.as_secs()),
+        ));
+        e.0.internal = Some(format!("no response within {limit:?}"));
+        e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
+        e
+    }
+
     pub fn unauthenticated() -> Self {
         let mut e = Self::new(
             StatusCode::UNAUTHORIZED,
-            "/problems/unauthenticated",
+            ProblemType::Unauthenticated,
             Text::new(
                 "ログインが必要です。セッションが無効か期限切れです",
                 "Authentication required: the session is missing, invalid or expired",
@@ -195,7 +342,7 @@ impl ApiError {
     pub fn invalid_credentials() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "/problems/invalid-credentials",
+            ProblemType::InvalidCredentials,
             Text::new("オペレータIDまたはパスワードが正しくありません", "Wrong operator ID or password"),
         )
     }
@@ -203,7 +350,7 @@ impl ApiError {
     pub fn operator_locked(detail: Text) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "/problems/operator-locked",
+            ProblemType::OperatorLocked,
             Text::new(
                 "ログインの失敗が続いたため、このオペレータはロックされています",
                 "This operator is locked after repeated failed logins",
@@ -215,21 +362,21 @@ impl ApiError {
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "/problems/forbidden",
+            ProblemType::Forbidden,
             Text::new("この操作を行う権限がありません", "Your roles do not allow this operation"),
         )
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "/problems/not-found", Text::new("対象が見つかりません", "Not found"))
+        Self::new(StatusCode::NOT_FOUND, ProblemType::NotFound, Text::new("対象が見つかりません", "Not found"))
     }
 
     pub fn already_exists(detail: Text) -> Self {
-        Self::new(StatusCode::CONFLICT, "/problems/already-exists", Text::new("既に登録されています", "Already exists"))
+        Self::new(StatusCode::CONFLICT, ProblemType::AlreadyExists, Text::new("既に登録されています", "Already exists"))
             .with_detail(detail)
     }
 
-    pub fn state_conflict(kind: &'static str, detail: Text) -> Self {
+    pub fn state_conflict(kind: ProblemType, detail: Text) -> Self {
         Self::new(
             StatusCode::CONFLICT,
             kind,
@@ -241,7 +388,7 @@ impl ApiError {
     pub fn contended() -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "/problems/conflict",
+            ProblemType::Conflict,
             Text::new("他の操作と競合しました。もう一度お試しください", "A concurrent change conflicted; try again"),
         )
     }
@@ -249,7 +396,7 @@ impl ApiError {
     pub fn precondition_failed(current: u64) -> Self {
         Self::new(
             StatusCode::PRECONDITION_FAILED,
-            "/problems/precondition-failed",
+            ProblemType::PreconditionFailed,
             Text::new(
                 "他の操作で更新されています。最新の内容を確認してください",
                 "The resource was changed by someone else; reload it",
@@ -261,7 +408,7 @@ impl ApiError {
     pub fn unavailable(internal: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "/problems/unavailable",
+            ProblemType::Unavailable,
             Text::new(
                 "データベースに接続できません。しばらくしてからもう一度お試しください",
                 "The database is unavailable; try again shortly",
@@ -275,7 +422,7 @@ impl ApiError {
     pub fn internal(internal: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "/problems/internal",
+            ProblemType::Internal,
             Text::new("システムエラーが発生しました", "Internal error"),
         );
         e.0.internal = Some(internal.to_string());
@@ -286,14 +433,19 @@ impl ApiError {
         self.0.status
     }
 
+    /// The `type` as sent.
     pub fn kind(&self) -> &'static str {
+        self.0.kind.as_str()
+    }
+
+    pub fn problem_type(&self) -> ProblemType {
         self.0.kind
     }
 
     /// The body in `lang`.
     pub fn problem(&self, lang: Lang) -> ProblemDetails {
         ProblemDetails {
-            kind: self.0.kind.to_owned(),
+            kind: self.0.kind.as_str().to_owned(),
             title: self.0.title.get(lang).to_owned(),
             status: self.0.status.as_u16(),
             detail: self.0.detail.as_ref().map(|d| d.get(lang).to_owned()),
@@ -317,7 +469,7 @@ impl IntoResponse for ApiError {
         if let Some(internal) = &self.0.internal
             && self.0.status.is_server_error()
         {
-            tracing::error!(status = self.0.status.as_u16(), kind = self.0.kind, error = %internal, "request failed");
+            tracing::error!(status = self.0.status.as_u16(), kind = self.0.kind.as_str(), error = %internal, "request failed");
         }
         let body = serde_json::to_vec(&self.problem(Lang::current())).unwrap_or_default();
         let mut response = (self.0.status, body).into_response();
@@ -383,5 +535,66 @@ pub fn command_error<E: std::error::Error + 'static>(
         CommandError::Store(s) => s.into(),
         CommandError::Decode(d) => ApiError::internal(d),
         CommandError::Internal(i) => ApiError::internal(i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients branch on these strings: a change here breaks them. Add new ones; never edit or remove one.
+    #[test]
+    fn the_problem_types_are_the_published_ones() {
+        let published = [
+            "/problems/validation",
+            "/problems/malformed-request",
+            "/problems/unsupported-media-type",
+            "/problems/method-not-allowed",
+            "/problems/payload-too-large",
+            "/problems/unavailable",
+            "/problems/timeout",
+            "/problems/unauthenticated",
+            "/problems/invalid-credentials",
+            "/problems/operator-locked",
+            "/problems/operator-revoked",
+            "/problems/forbidden",
+            "/problems/not-found",
+            "/problems/already-exists",
+            "/problems/conflict",
+            "/problems/precondition-failed",
+            "/problems/internal",
+            "/problems/municipality-abolished",
+            "/problems/business-system-retired",
+            "/problems/builtin-business-system",
+            "/problems/shared-use-not-permitted",
+            "/problems/resident-moved-out",
+            "/problems/resident-erased",
+            "/problems/resident-has-card",
+            "/problems/card-still-active",
+            "/problems/fid-taken",
+            "/problems/card-abolished",
+            "/problems/card-suspended",
+            "/problems/card-already-suspended",
+            "/problems/card-not-suspended",
+            "/problems/local-area-missing",
+            "/problems/local-area-exists",
+            "/problems/ap-already-installed",
+            "/problems/ap-not-installed",
+        ];
+
+        let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();
+
+        assert_eq!(catalogue, published);
+    }
+
+    #[test]
+    fn a_problem_is_sent_with_its_catalogue_type() {
+        let problem = ApiError::state_conflict(ProblemType::CardSuspended, Text::new("停止中", "suspended"));
+
+        let body = problem.problem(Lang::En);
+
+        assert_eq!(body.kind, "/problems/card-suspended");
+        assert_eq!(body.status, 409);
+        assert_eq!(body.detail.as_deref(), Some("suspended"));
     }
 }

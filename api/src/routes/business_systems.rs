@@ -40,7 +40,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, etag, if_match};
@@ -146,6 +146,7 @@ pub struct ListParams {
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–100 (default 100).
+    #[param(minimum = 1, maximum = 100, example = 100)]
     pub limit: Option<i64>,
     /// Include retired business systems (default false).
     pub include_retired: Option<bool>,
@@ -157,6 +158,7 @@ pub struct PermittedParams {
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500, example = 100)]
     pub limit: Option<i64>,
 }
 
@@ -268,7 +270,8 @@ pub struct PermittedPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/business-systems", tag = "business-systems", params(ListParams),
+#[utoipa::path(get, operation_id = "listBusinessSystems",
+    path = "/api/v1/business-systems", tag = "business-systems", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = BusinessSystemPage), (status = 401, body = ProblemDetails),
         (status = 422, body = ProblemDetails)))]
@@ -287,7 +290,8 @@ pub async fn list(
     Ok(Json(BusinessSystemPage { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-#[utoipa::path(post, path = "/api/v1/business-systems", tag = "business-systems",
+#[utoipa::path(post, operation_id = "registerBusinessSystem",
+    path = "/api/v1/business-systems", tag = "business-systems",
     request_body = RegisterBusinessSystem,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer")),
     security(("bearer" = [])),
@@ -334,7 +338,8 @@ pub async fn register(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
+#[utoipa::path(get, operation_id = "showBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID")),
     security(("bearer" = [])),
     responses((status = 200, body = BusinessSystemView), (status = 401, body = ProblemDetails),
@@ -351,7 +356,8 @@ pub async fn show(
     Ok((etag(version), Json(BusinessSystemView::from(row))).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
+#[utoipa::path(patch, operation_id = "changeBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}", tag = "business-systems",
     request_body = UpdateBusinessSystem,
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
@@ -386,7 +392,8 @@ pub async fn update(
     Ok((etag(executed.version), Json(view)).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/business-systems/{business_id}/retire", tag = "business-systems",
+#[utoipa::path(post, operation_id = "retireBusinessSystem",
+    path = "/api/v1/business-systems/{business_id}/retire", tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
@@ -415,7 +422,8 @@ pub async fn retire(
     Ok((etag(executed.version), Json(view)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
+#[utoipa::path(get, operation_id = "listPermittedMunicipalities",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
     tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"), PermittedParams),
     security(("bearer" = [])),
@@ -451,7 +459,8 @@ pub async fn permitted(
     Ok((etag(version), Json(PermittedPage { items, next_cursor })).into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
+#[utoipa::path(post, operation_id = "permitMunicipality",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities",
     tag = "business-systems", request_body = PermitMunicipality,
     params(("business_id" = String, Path, description = "業務ID"),
         ("If-Match" = Option<String>, Header, description = "The business system's ETag last seen; 412 if it changed since"),
@@ -498,7 +507,8 @@ pub async fn permit(
     Ok((status, etag(executed.version), Json(entry)).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/business-systems/{business_id}/permitted-municipalities/{code}",
+#[utoipa::path(delete, operation_id = "withdrawMunicipality",
+    path = "/api/v1/business-systems/{business_id}/permitted-municipalities/{code}",
     tag = "business-systems",
     params(("business_id" = String, Path, description = "業務ID"),
         ("code" = String, Path, description = "全国地方公共団体コード"),
@@ -615,11 +625,11 @@ fn domain_error(e: BusinessSystemError) -> ApiError {
     match e {
         BusinessSystemError::AlreadyRegistered => ApiError::already_exists(text),
         BusinessSystemError::NotRegistered => ApiError::not_found(),
-        BusinessSystemError::Retired => ApiError::state_conflict("/problems/business-system-retired", text),
+        BusinessSystemError::Retired => ApiError::state_conflict(ProblemType::BusinessSystemRetired, text),
         BusinessSystemError::BuiltInCannotBeRetired => {
-            ApiError::state_conflict("/problems/builtin-business-system", text)
+            ApiError::state_conflict(ProblemType::BuiltinBusinessSystem, text)
         }
-        BusinessSystemError::NotPermitted => ApiError::state_conflict("/problems/shared-use-not-permitted", text),
+        BusinessSystemError::NotPermitted => ApiError::state_conflict(ProblemType::SharedUseNotPermitted, text),
         BusinessSystemError::UrlsRequired(missing) => ApiError::validation(
             missing
                 .into_iter()

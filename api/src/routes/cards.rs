@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::ApiJson;
 use crate::routes::operators::municipality_in_path;
@@ -137,16 +137,16 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
         index.map_or_else(|| "/business_ids".to_owned(), |i| format!("/business_ids/{i}"))
     };
     match e {
-        CardError::AlreadyRegistered => ApiError::state_conflict("/problems/fid-taken", text),
+        CardError::AlreadyRegistered => ApiError::state_conflict(ProblemType::FidTaken, text),
         CardError::NotRegistered => ApiError::not_found(),
-        CardError::Abolished => ApiError::state_conflict("/problems/card-abolished", text),
-        CardError::Suspended => ApiError::state_conflict("/problems/card-suspended", text),
-        CardError::AlreadySuspended => ApiError::state_conflict("/problems/card-already-suspended", text),
-        CardError::NotSuspended => ApiError::state_conflict("/problems/card-not-suspended", text),
-        CardError::LocalAreaMissing => ApiError::state_conflict("/problems/local-area-missing", text),
-        CardError::LocalAreaExists => ApiError::state_conflict("/problems/local-area-exists", text),
-        CardError::ApAlreadyInstalled(_) => ApiError::state_conflict("/problems/ap-already-installed", text),
-        CardError::ApNotInstalled(_) => ApiError::state_conflict("/problems/ap-not-installed", text),
+        CardError::Abolished => ApiError::state_conflict(ProblemType::CardAbolished, text),
+        CardError::Suspended => ApiError::state_conflict(ProblemType::CardSuspended, text),
+        CardError::AlreadySuspended => ApiError::state_conflict(ProblemType::CardAlreadySuspended, text),
+        CardError::NotSuspended => ApiError::state_conflict(ProblemType::CardNotSuspended, text),
+        CardError::LocalAreaMissing => ApiError::state_conflict(ProblemType::LocalAreaMissing, text),
+        CardError::LocalAreaExists => ApiError::state_conflict(ProblemType::LocalAreaExists, text),
+        CardError::ApAlreadyInstalled(_) => ApiError::state_conflict(ProblemType::ApAlreadyInstalled, text),
+        CardError::ApNotInstalled(_) => ApiError::state_conflict(ProblemType::ApNotInstalled, text),
         CardError::NoAps => ApiError::validation(vec![FieldError::new("/business_ids", text)]),
         CardError::DuplicateAp(ref b) => ApiError::validation(vec![FieldError::new(at(b, 1), text)]),
         CardError::ApNotInCatalog(ref b) | CardError::ApNotPermitted(ref b) => {
@@ -176,7 +176,8 @@ async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<
 /// Register a card to a resident: it is in use from now on and becomes his one active card. A resident who is
 /// not of this municipality (or does not exist) is refused as `/resident_id` (422); an FID registered anywhere
 /// is `/problems/fid-taken` (409), without saying where.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards", tag = "cards", request_body = CardInput,
+#[utoipa::path(post, operation_id = "registerCard",
+    path = "/api/v1/municipalities/{code}/cards", tag = "cards", request_body = CardInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "A retry with the same key returns the first answer")),
@@ -236,7 +237,7 @@ fn no_such_resident() -> ApiError {
     )])
 }
 
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/cards/{fid}", tag = "cards",
+#[utoipa::path(get, operation_id = "showCard", path = "/api/v1/municipalities/{code}/cards/{fid}", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = CardView, headers(("ETag" = String))),
@@ -288,7 +289,8 @@ async fn clerk_of(state: &AppState, auth: &Authenticated, code: &str) -> Result<
 
 /// 地域住民向け領域設定: creates the local resident area; the municipality's preset APs it may still use are
 /// installed with it (the library AP with a fresh 標準ID).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards/{fid}/local-area", tag = "cards",
+#[utoipa::path(post, operation_id = "createLocalArea",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/local-area", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -311,7 +313,8 @@ pub async fn local_area(
 
 /// カードAP搭載: several APs at once, all or none. Each must be in the municipality's catalog and permitted to it
 /// (422 `/business_ids/{i}`), and the clerk must be permitted its business system (403).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards/{fid}/aps", tag = "cards", request_body = ApsInput,
+#[utoipa::path(post, operation_id = "installCardAps",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/aps", tag = "cards", request_body = ApsInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -398,7 +401,8 @@ fn state_refusal(card: &CardSnapshot) -> Option<CardError> {
 }
 
 /// Remove one AP (the clerk must be permitted its business system).
-#[utoipa::path(delete, path = "/api/v1/municipalities/{code}/cards/{fid}/aps/{business_id}", tag = "cards",
+#[utoipa::path(delete, operation_id = "removeCardAp",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/aps/{business_id}", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("business_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
@@ -420,7 +424,8 @@ pub async fn remove(
 }
 
 /// 一時停止 (e.g. reported lost): nothing can be installed until it is resumed.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards/{fid}/suspend", tag = "cards",
+#[utoipa::path(post, operation_id = "suspendCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/suspend", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -441,7 +446,8 @@ pub async fn suspend(
 }
 
 /// 再開: a suspended card is in use again.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards/{fid}/resume", tag = "cards",
+#[utoipa::path(post, operation_id = "resumeCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/resume", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -462,7 +468,8 @@ pub async fn resume(
 }
 
 /// 廃止, for good: the resident may get a new card afterwards.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/cards/{fid}/abolish", tag = "cards",
+#[utoipa::path(post, operation_id = "abolishCard",
+    path = "/api/v1/municipalities/{code}/cards/{fid}/abolish", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -482,7 +489,7 @@ pub async fn abolish(
 }
 
 /// How many cards of the municipality (not abolished) carry each AP.
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/card-aps", tag = "cards",
+#[utoipa::path(get, operation_id = "countCardAps", path = "/api/v1/municipalities/{code}/card-aps", tag = "cards",
     params(("code" = String, Path, description = "全国地方公共団体コード")),
     security(("bearer" = [])),
     responses((status = 200, body = ApCounts), (status = 403, body = ProblemDetails),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::{RequestMeta, etag, if_match};
@@ -79,6 +79,7 @@ pub struct ListParams {
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500, example = 100)]
     pub limit: Option<i64>,
     /// Include abolished municipalities (default false).
     pub include_abolished: Option<bool>,
@@ -112,7 +113,8 @@ pub struct ChangeMunicipality {
     pub display_order: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/municipalities", tag = "municipalities", params(ListParams),
+#[utoipa::path(get, operation_id = "listMunicipalities",
+    path = "/api/v1/municipalities", tag = "municipalities", params(ListParams),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityPage), (status = 401, body = ProblemDetails)))]
 pub async fn list(
@@ -148,7 +150,8 @@ pub async fn list(
     Ok(Json(MunicipalityPage { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-#[utoipa::path(post, path = "/api/v1/municipalities", tag = "municipalities", request_body = RegisterMunicipality,
+#[utoipa::path(post, operation_id = "registerMunicipality",
+    path = "/api/v1/municipalities", tag = "municipalities", request_body = RegisterMunicipality,
     params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer")),
     security(("bearer" = [])),
     responses((status = 201, body = MunicipalityView), (status = 400, body = ProblemDetails),
@@ -196,7 +199,7 @@ pub async fn register(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}", tag = "municipalities",
+#[utoipa::path(get, operation_id = "showMunicipality", path = "/api/v1/municipalities/{code}", tag = "municipalities",
     params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)")),
     security(("bearer" = [])),
     responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails)))]
@@ -212,11 +215,13 @@ pub async fn show(
     Ok((etag(version), Json(MunicipalityView::from(row))).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
+#[utoipa::path(patch, operation_id = "changeMunicipality",
+    path = "/api/v1/municipalities/{code}", tag = "municipalities", request_body = ChangeMunicipality,
     params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
-    responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change(
     State(state): State<AppState>,
@@ -255,11 +260,13 @@ pub async fn change(
     answer(&state, &code, executed).await
 }
 
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
+#[utoipa::path(post, operation_id = "abolishMunicipality",
+    path = "/api/v1/municipalities/{code}/abolish", tag = "municipalities",
     params(("code" = String, Path, description = "全国地方公共団体コード, or an association ID (A + 5 digits)"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since")),
     security(("bearer" = [])),
-    responses((status = 200, body = MunicipalityView), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = MunicipalityView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails)))]
 pub async fn abolish(
     State(state): State<AppState>,
@@ -323,7 +330,7 @@ fn domain_error(e: MunicipalityError) -> ApiError {
     match e {
         MunicipalityError::AlreadyRegistered => ApiError::already_exists(text),
         MunicipalityError::NotRegistered => ApiError::not_found(),
-        MunicipalityError::Abolished => ApiError::state_conflict("/problems/municipality-abolished", text),
+        MunicipalityError::Abolished => ApiError::state_conflict(ProblemType::MunicipalityAbolished, text),
         MunicipalityError::CodeDoesNotMatchKind(e) => ApiError::validation(vec![FieldError::parse("/code", &e)]),
     }
 }

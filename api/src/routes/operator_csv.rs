@@ -41,7 +41,7 @@ use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, Authenticated};
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
 use crate::json::{ApiJson, ApiQuery};
@@ -327,7 +327,8 @@ impl std::fmt::Debug for ImportedRow {
 /// for an error about a whole row); `field` is `/rows/{row}/{json name}`. An operator ID that appears twice in
 /// the file, or that is already registered (and not revoked) in the municipality, is a row error too; a revoked
 /// operator's ID may be imported again (a new registration, as with `POST …/operators`).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/import", tag = "operators",
+#[utoipa::path(post, operation_id = "importOperators",
+    path = "/api/v1/municipalities/{code}/operators/import", tag = "operators",
     request_body(content = String, content_type = "text/csv",
         description = "CSV, UTF-8 (with or without BOM) or Shift_JIS, header row first",
         example = "オペレータID,氏名・組織名,部門,性別,連絡先電話,許可業務,役割\r\nOP0501,窓口 太郎,市民課,男性,03-3333-4444,01,clerk\r\n"),
@@ -733,7 +734,8 @@ pub struct ExportQuery {
 /// are then generated. Cells that a spreadsheet would take for a formula get a leading `'`, which the import
 /// takes off again. In Shift_JIS a character it cannot hold is written as 〓: use UTF-8 for a lossless file.
 /// Streamed page by page from the operator directory.
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators/export", tag = "operators",
+#[utoipa::path(get, operation_id = "exportOperators",
+    path = "/api/v1/municipalities/{code}/operators/export", tag = "operators",
     params(("code" = String, Path), ExportQuery), security(("bearer" = [])),
     responses(
         (status = 200, content_type = "text/csv", body = String,
@@ -938,7 +940,7 @@ pub struct MigratedOperator {
 ///
 /// All or nothing: an operator ID that is already registered (and not revoked) in the target answers `409`
 /// naming every such ID, and nothing is written.
-#[utoipa::path(post, path = "/api/v1/operator-migrations", tag = "operators",
+#[utoipa::path(post, operation_id = "migrateOperators", path = "/api/v1/operator-migrations", tag = "operators",
     request_body = MigrationInput,
     params(("Idempotency-Key" = Option<String>, Header)),
     security(("bearer" = [])),
@@ -964,7 +966,7 @@ pub async fn migrate(
     let target = municipalities::get(pool, &to).await?.ok_or_else(ApiError::not_found)?;
     if target.abolished {
         return Err(ApiError::state_conflict(
-            "/problems/municipality-abolished",
+            ProblemType::MunicipalityAbolished,
             Text::new("移行先の市町村・任意団体は廃止されています", "the target municipality has been abolished"),
         ));
     }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Authenticated, Secret};
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, DeferredJson, from_value};
 use crate::routes::sessions::password_error;
@@ -144,12 +144,14 @@ pub struct OperatorQuery {
     pub include_revoked: Option<bool>,
     pub cursor: Option<String>,
     /// 1–500, default 100.
+    #[param(minimum = 1, maximum = 500, example = 100)]
     pub limit: Option<i64>,
 }
 
 /// Change an operator: absent fields stay; `null` clears an optional field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"department": "住民課", "phone": null, "roles": ["clerk", "auditor"]}))]
 pub struct OperatorChange {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -177,6 +179,7 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
 /// Set a password (or omit `password` to generate one, shown once in the answer).
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "Passw0rd2026"}))]
 pub struct PasswordReset {
     #[serde(default)]
     pub password: Option<String>,
@@ -202,6 +205,7 @@ pub struct NewPassword {
 /// パスワード一括変更: new generated passwords for the selected operators, all or none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"operator_ids": ["OP0501", "OP0502"]}))]
 pub struct BulkPasswords {
     pub operator_ids: Vec<String>,
 }
@@ -353,14 +357,14 @@ pub fn domain_error(e: OperatorError) -> ApiError {
     match e {
         OperatorError::AlreadyRegistered => ApiError::already_exists(text),
         OperatorError::NotRegistered => ApiError::not_found(),
-        OperatorError::Revoked => ApiError::state_conflict("/problems/operator-revoked", text),
+        OperatorError::Revoked => ApiError::state_conflict(ProblemType::OperatorRevoked, text),
         OperatorError::NoRoles | OperatorError::SystemAdminHasNoMunicipality | OperatorError::MunicipalityRequired => {
             ApiError::validation(vec![FieldError::new("/roles", text)])
         }
         OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => {
             ApiError::validation(vec![FieldError::new("/business_systems", text)])
         }
-        OperatorError::Locked { .. } => ApiError::state_conflict("/problems/operator-locked", text),
+        OperatorError::Locked { .. } => ApiError::state_conflict(ProblemType::OperatorLocked, text),
         OperatorError::InternalIdNotAssigned => ApiError::not_found(),
     }
 }
@@ -453,7 +457,8 @@ pub async fn register_all(
 }
 
 /// Register one operator (an object) or a batch (an array, all or none).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators", tag = "operators",
+#[utoipa::path(post, operation_id = "registerOperator",
+    path = "/api/v1/municipalities/{code}/operators", tag = "operators",
     request_body(content = OperatorInput, description = "One operator, or an array of them (all or none)"),
     params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     security(("bearer" = [])),
@@ -525,9 +530,10 @@ pub async fn register(
 }
 
 /// List a municipality's operators with the filter conditions of the screen (substrings).
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators", tag = "operators",
+#[utoipa::path(get, operation_id = "listOperators", path = "/api/v1/municipalities/{code}/operators", tag = "operators",
     params(("code" = String, Path), OperatorQuery), security(("bearer" = [])),
-    responses((status = 200, body = OperatorPage), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorPage), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -571,9 +577,11 @@ pub fn filter_of(q: &OperatorQuery) -> OperatorFilter {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+#[utoipa::path(get, operation_id = "showOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -588,11 +596,13 @@ pub async fn show(
     Ok((etag(view.version), Json(view)).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
+#[utoipa::path(patch, operation_id = "changeOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
     request_body = OperatorChange,
     params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails),
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change(
     State(state): State<AppState>,
@@ -644,10 +654,12 @@ pub async fn change(
     finish(&state, row.key, Some(executed)).await
 }
 
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
+#[utoipa::path(post, operation_id = "revokeOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/revoke", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails)))]
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -664,9 +676,11 @@ pub async fn revoke(
     finish(&state, row.key, None).await
 }
 
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
+#[utoipa::path(post, operation_id = "unlockOperator",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/unlock", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn unlock(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -686,9 +700,10 @@ pub async fn unlock(
 }
 
 /// End every session of an operator.
-#[utoipa::path(delete, path = "/api/v1/municipalities/{code}/operators/{operator_id}/sessions", tag = "operators",
+#[utoipa::path(delete, operation_id = "endOperatorSessions",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/sessions", tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 404, body = ProblemDetails)))]
+    responses((status = 204), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
 pub async fn end_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -702,10 +717,12 @@ pub async fn end_sessions(
 
 /// Reset an operator's password (an administrator's decision): the given one, or a generated one shown once.
 /// His sessions end.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/{operator_id}/password", tag = "operators",
+#[utoipa::path(post, operation_id = "resetOperatorPassword",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/password", tag = "operators",
     request_body = PasswordReset,
     params(("code" = String, Path), ("operator_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = NewPassword), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+    responses((status = 200, body = NewPassword), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn reset_password(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -750,9 +767,11 @@ pub fn reused(state: &AppState) -> ApiError {
 }
 
 /// パスワード一括変更: generated passwords for the selected operators (all or none), shown once.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/operators/passwords", tag = "operators",
+#[utoipa::path(post, operation_id = "changeOperatorPasswords",
+    path = "/api/v1/municipalities/{code}/operators/passwords", tag = "operators",
     request_body = BulkPasswords, params(("code" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = NewPasswords), (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+    responses((status = 200, body = NewPasswords), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn bulk_passwords(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -814,7 +833,8 @@ pub async fn bulk_passwords(
 }
 
 /// Map the operator to his 業務内ID in one business system (that system's administrator, or the system admin).
-#[utoipa::path(put, path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+#[utoipa::path(put, operation_id = "assignInternalId",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
     tag = "operators", request_body = InternalIdInput,
     params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
     security(("bearer" = [])),
@@ -852,11 +872,13 @@ pub async fn assign_internal_id(
     finish(&state, row.key, Some(executed)).await
 }
 
-#[utoipa::path(delete, path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
+#[utoipa::path(delete, operation_id = "removeInternalId",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
     tag = "operators",
     params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+        (status = 404, body = ProblemDetails)))]
 pub async fn remove_internal_id(
     State(state): State<AppState>,
     auth: Authenticated,

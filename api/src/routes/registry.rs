@@ -647,7 +647,8 @@ struct BatchReport {
 /// the summary carries `"aborted": true`; batches reported before it were imported, and the file can simply be
 /// imported again. Errors found before the first row (header, charset, permissions) are ordinary
 /// `application/problem+json` answers. `Idempotency-Key` is not needed (a re-import is idempotent by itself).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/registry/import", tag = "registry",
+#[utoipa::path(post, operation_id = "importRegistry",
+    path = "/api/v1/municipalities/{code}/registry/import", tag = "registry",
     request_body(content = String, content_type = "text/csv",
         description = "CSV, UTF-8 (with or without BOM) or Shift_JIS, header row first",
         example = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n000123456,山田 太郎,ヤマダ タロウ,3640107,1,100-0001,東京都千代田区千代田１－１\r\n"),
@@ -978,7 +979,8 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
 ///
 /// `404` when the municipality has no such entry (another municipality's entries do not exist here), or when
 /// the entry's personal data was erased.
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/registry/{registry_key}", tag = "registry",
+#[utoipa::path(get, operation_id = "showRegistryEntry",
+    path = "/api/v1/municipalities/{code}/registry/{registry_key}", tag = "registry",
     params(("code" = String, Path), ("registry_key" = String, Path, description = "宛名番号")),
     security(("bearer" = [])),
     responses(
@@ -1035,7 +1037,8 @@ pub struct RegistryMatches {
 /// An entry matches when its birth date and sex are the same and its name is the same once spaces are removed
 /// and half-width characters are taken as full-width. Usually one; several when namesakes share a birthday
 /// (those at the card's address first); none in another municipality's registry.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/registry/lookup", tag = "registry",
+#[utoipa::path(post, operation_id = "lookupRegistry",
+    path = "/api/v1/municipalities/{code}/registry/lookup", tag = "registry",
     request_body = CardFacts,
     params(("code" = String, Path)),
     security(("bearer" = [])),

@@ -152,7 +152,8 @@ fn view(settings: &LocalSettingsValue, version: u64) -> ResidentSettingsView {
 }
 
 /// The municipality's resident-registration settings (every operator of it may read them).
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/resident-settings", tag = "residents",
+#[utoipa::path(get, operation_id = "showResidentSettings",
+    path = "/api/v1/municipalities/{code}/resident-settings", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード")),
     security(("bearer" = [])),
     responses((status = 200, body = ResidentSettingsView, headers(("ETag" = String))),
@@ -171,7 +172,8 @@ pub async fn show(
 
 /// Replace the settings (運用管理部門). Refusals name the field: `/custom_fields/{i}/key`, `/catalog/{i}`,
 /// `/presets/{i}` …; every problem of the body is reported at once.
-#[utoipa::path(put, path = "/api/v1/municipalities/{code}/resident-settings", tag = "residents",
+#[utoipa::path(put, operation_id = "replaceResidentSettings",
+    path = "/api/v1/municipalities/{code}/resident-settings", tag = "residents",
     request_body = ResidentSettingsInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),

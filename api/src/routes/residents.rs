@@ -32,7 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Authenticated;
-use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
+use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::routes::operators::municipality_in_path;
@@ -273,6 +273,7 @@ pub struct ResidentQuery {
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
     /// 1–500, default 100.
+    #[param(minimum = 1, maximum = 500, example = 100)]
     pub limit: Option<i64>,
 }
 
@@ -554,10 +555,10 @@ pub fn resident_error(e: ResidentError) -> ApiError {
     match e {
         ResidentError::AlreadyRegistered => ApiError::already_exists(text),
         ResidentError::NotRegistered => ApiError::not_found(),
-        ResidentError::MovedOut => ApiError::state_conflict("/problems/resident-moved-out", text),
-        ResidentError::Erased => ApiError::state_conflict("/problems/resident-erased", text),
-        ResidentError::AlreadyHasCard(_) => ApiError::state_conflict("/problems/resident-has-card", text),
-        ResidentError::CardStillActive(_) => ApiError::state_conflict("/problems/card-still-active", text),
+        ResidentError::MovedOut => ApiError::state_conflict(ProblemType::ResidentMovedOut, text),
+        ResidentError::Erased => ApiError::state_conflict(ProblemType::ResidentErased, text),
+        ResidentError::AlreadyHasCard(_) => ApiError::state_conflict(ProblemType::ResidentHasCard, text),
+        ResidentError::CardStillActive(_) => ApiError::state_conflict(ProblemType::CardStillActive, text),
     }
 }
 
@@ -584,7 +585,8 @@ async fn answered(
 }
 
 /// 利用者登録. A retry with the same `Idempotency-Key` answers the same resident and registers nobody twice.
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/residents", tag = "residents",
+#[utoipa::path(post, operation_id = "registerResident",
+    path = "/api/v1/municipalities/{code}/residents", tag = "residents",
     request_body = ResidentInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
         ("Idempotency-Key" = Option<String>, Header,
@@ -627,7 +629,8 @@ pub async fn register(
 }
 
 /// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match), ordered by kana name.
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/residents", tag = "residents",
+#[utoipa::path(get, operation_id = "searchResidents",
+    path = "/api/v1/municipalities/{code}/residents", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ResidentQuery),
     security(("bearer" = [])),
     responses((status = 200, body = ResidentPage), (status = 401, body = ProblemDetails),
@@ -680,7 +683,8 @@ fn decode_cursor(cursor: &str) -> Result<ResidentCursor, FieldError> {
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
-#[utoipa::path(get, path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
+#[utoipa::path(get, operation_id = "showResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = ResidentView, headers(("ETag" = String))),
@@ -699,7 +703,8 @@ pub async fn show(
 }
 
 /// Change a resident (a merge; see `ResidentChange`). Only what really differs is recorded.
-#[utoipa::path(patch, path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
+#[utoipa::path(patch, operation_id = "changeResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}", tag = "residents",
     request_body = ResidentChange,
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
@@ -741,7 +746,8 @@ pub async fn change(
 }
 
 /// 転出: the resident left the municipality. His card must be abolished first (409 `/problems/card-still-active`).
-#[utoipa::path(post, path = "/api/v1/municipalities/{code}/residents/{resident_id}/move-out", tag = "residents",
+#[utoipa::path(post, operation_id = "moveOutResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}/move-out", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),

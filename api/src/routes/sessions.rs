@@ -73,7 +73,7 @@ pub struct Me {
 ///
 /// Every attempt costs one Argon2id verification, known operator or not. A wrong password is recorded as an event
 /// (in the background, so a known ID answers as fast as an unknown one); after too many the operator is locked.
-#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = Login,
+#[utoipa::path(post, operation_id = "login", path = "/api/v1/sessions", tag = "sessions", request_body = Login,
     responses((status = 201, body = SessionCreated), (status = 401, body = ProblemDetails),
         (status = 422, body = ProblemDetails)))]
 pub async fn login(
@@ -107,7 +107,8 @@ fn locked(until: Option<Timestamp>) -> ApiError {
 }
 
 /// End the current session.
-#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "logout",
+    path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails)))]
 pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<StatusCode, ApiError> {
     state.access.logout(&auth.token).await?;
@@ -128,7 +129,7 @@ pub struct UsableBusinessSystem {
 
 /// Who am I, and which business systems may I use now (the operator top page):
 /// his permission ∩ his municipality's shared-use permission ∩ not retired.
-#[utoipa::path(get, path = "/api/v1/me", tag = "sessions", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "showMe", path = "/api/v1/me", tag = "sessions", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ProblemDetails)))]
 pub async fn me(State(state): State<AppState>, auth: Authenticated) -> Result<Json<Me>, ApiError> {
     let pool = state.read.pool();
@@ -161,6 +162,7 @@ pub async fn me(State(state): State<AppState>, auth: Authenticated) -> Result<Js
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "OldPassw0rd1", "new_password": "NewPassw0rd2"}))]
 pub struct ChangeOwnPassword {
     pub current_password: String,
     pub new_password: String,
@@ -173,7 +175,8 @@ impl std::fmt::Debug for ChangeOwnPassword {
 }
 
 /// Change one's own password (the current one is required; the last few may not be reused).
-#[utoipa::path(put, path = "/api/v1/me/password", tag = "sessions", request_body = ChangeOwnPassword,
+#[utoipa::path(put, operation_id = "changeOwnPassword",
+    path = "/api/v1/me/password", tag = "sessions", request_body = ChangeOwnPassword,
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change_own_password(
