@@ -4,6 +4,7 @@
 use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::municipalities::Municipalities;
+use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
@@ -171,6 +172,7 @@ impl Application {
         let state = AppState {
             municipalities: Municipalities::new(store.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone()),
+            operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
             views,

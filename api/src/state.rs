@@ -6,6 +6,7 @@ use cardap_commands::Views;
 use cardap_commands::access::Access;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::municipalities::Municipalities;
+use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
 use cardap_projections::{Progress, ReadModels};
 use cardap_store::{Checkpoint, EventStore};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub municipalities: Municipalities,
     /// 業務システム設定 and shared use.
     pub business_systems: BusinessSystems,
+    /// オペレータ管理.
+    pub operators: Operators,
     /// Read-your-writes over this node's projection runners.
     pub views: Views,
 }

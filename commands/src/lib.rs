@@ -13,6 +13,7 @@ pub mod engine;
 mod handler;
 pub mod ids;
 pub mod municipalities;
+pub mod operators;
 pub mod passwords;
 pub mod registry_import;
 pub mod residents;

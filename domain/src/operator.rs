@@ -20,7 +20,9 @@ use uuid::Uuid;
 pub use events::OperatorEvent;
 pub use login::{LockoutPolicy, Password, PasswordPolicy};
 pub use logins::{LoginCommand, LoginState, OperatorLogins};
-pub use values::{Extension, InternalId, InternalIdAssignment, OperatorId, OperatorName, OperatorProfile, Role};
+pub use values::{
+    Extension, InternalId, InternalIdAssignment, OperatorId, OperatorName, OperatorProfile, OperatorProfilePatch, Role,
+};
 
 use crate::contact::Text100;
 use crate::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, Timestamp};
@@ -81,6 +83,15 @@ pub enum OperatorCommand {
         roles: Option<Vec<Role>>,
         business_systems: Option<Vec<BusinessId>>,
         /// Fact, as in `Register` (needed when `business_systems` is given).
+        usable: Vec<BusinessId>,
+    },
+    /// A PATCH: the profile fields it names are merged with his profile as it is now, inside the decision;
+    /// then decided as `Change`.
+    Patch {
+        profile: OperatorProfilePatch,
+        roles: Option<Vec<Role>>,
+        business_systems: Option<Vec<BusinessId>>,
+        /// Fact, as in `Register`.
         usable: Vec<BusinessId>,
     },
     /// He changed his own password (the new hash is stored outside the event log).
@@ -366,6 +377,10 @@ impl Operator {
                     events.extend(Self::decide_active(op, C::ChangeBusinessSystems { business_systems, usable })?);
                 }
                 Ok(events)
+            }
+            C::Patch { profile, roles, business_systems, usable } => {
+                let profile = (!profile.is_empty()).then(|| profile.apply(&op.profile));
+                Self::decide_active(op, C::Change { profile, roles, business_systems, usable })
             }
             C::ChangePassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: false }]),
             C::ResetPassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: true }]),
@@ -737,6 +752,23 @@ mod tests {
     }
 
     // ---- Change (one PATCH) ----
+
+    #[test]
+    fn a_patch_keeps_the_fields_it_does_not_name_as_they_are_when_decided() {
+        // Another administrator set the full profile after this one read the operator: changing the phone only
+        // keeps the department and the rest of now.
+        let phone = Phone::parse("03-9999-0000").unwrap();
+        let mut expected = full_profile();
+        expected.phone = Some(phone.clone());
+        given::<Operator>([clerk(), E::ProfileUpdated { profile: full_profile() }])
+            .when(C::Patch {
+                profile: OperatorProfilePatch { phone: Some(Some(phone)), ..Default::default() },
+                roles: None,
+                business_systems: None,
+                usable: vec![],
+            })
+            .then([E::ProfileUpdated { profile: expected }]);
+    }
 
     #[test]
     fn a_change_of_several_parts_goes_through_together() {

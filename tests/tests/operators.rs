@@ -920,7 +920,27 @@ async fn a_retry_with_the_same_idempotency_key_changes_no_password(backend: Back
     assert!(shown.is_null() || shown == password.as_str(), "the retry shows another password: {shown}");
 }
 
+/// Two administrators change different fields of one operator at the same moment, without If-Match: both changes
+/// survive (the PATCH is merged with his profile inside the decision, not with a read made before it).
+async fn concurrent_changes_of_different_fields_both_survive(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda(&app).await;
+    for round in 0..10 {
+        let id = format!("OPC{round:03}");
+        app.add_operators(&admin, CHIYODA, &operator(&id, &["clerk"], &[])).await;
+        let path = operator_path(CHIYODA, &id);
+        let department = app.patch(&path, Some(&admin), None, &json!({"department": "住民課"}));
+        let phone = app.patch(&path, Some(&admin), None, &json!({"phone": "03-1111-2222"}));
+        let (department, phone) = tokio::join!(department, phone);
+        assert_eq!(department.status, StatusCode::OK, "{}", department.text);
+        assert_eq!(phone.status, StatusCode::OK, "{}", phone.text);
+        let now = app.get(&path, Some(&admin)).await.json();
+        assert_eq!((&now["department"], &now["phone"]), (&json!("住民課"), &json!("03-1111-2222")), "round {round}");
+    }
+}
+
 on_both_backends!(
+    concurrent_changes_of_different_fields_both_survive,
     an_operator_is_registered_and_his_generated_password_is_shown_once,
     a_batch_is_registered_all_or_nothing,
     an_operator_id_is_registered_once_per_municipality,

@@ -226,14 +226,7 @@ pub struct InternalIdInput {
 }
 
 /// A validated registration.
-#[derive(Debug)]
-pub struct Parsed {
-    pub operator_id: OperatorId,
-    pub password: Option<Password>,
-    pub profile: OperatorProfile,
-    pub roles: Vec<Role>,
-    pub business_systems: Vec<BusinessId>,
-}
+pub use cardap_commands::operators::{NewOperator as Parsed, Registered};
 
 /// Parses one registration, naming each bad field under `prefix` (`/3/name` in a batch, `/name` alone).
 pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Result<Parsed, Vec<FieldError>> {
@@ -267,6 +260,63 @@ pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Res
             Ok(Parsed { operator_id, password, profile: profile_fields.into_profile(name), roles, business_systems })
         }
         _ => Err(errors),
+    }
+}
+
+/// Parses a PATCH: each field it names, parsed (`null` or blank clears an optional field; the name cannot be
+/// cleared); every bad field named.
+fn parse_change(body: &OperatorChange) -> Result<cardap_commands::operators::OperatorChange, Vec<FieldError>> {
+    fn part<T>(
+        errors: &mut Vec<FieldError>,
+        field: &str,
+        raw: &Option<Option<String>>,
+        parse: impl Fn(&str) -> Result<T, ParseError>,
+    ) -> Option<Option<T>> {
+        let raw = raw.as_ref()?;
+        match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Some(None),
+            Some(v) => parse(v).map_err(|e| errors.push(FieldError::parse(field, &e))).ok().map(Some),
+        }
+    }
+    let mut errors = vec![];
+    let name = match &body.name {
+        None => None,
+        Some(n) => OperatorName::parse(n).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok(),
+    };
+    let profile = OperatorProfilePatch {
+        name,
+        department: part(&mut errors, "/department", &body.department, Text100::parse),
+        sex: part(&mut errors, "/sex", &body.sex, Sex::parse),
+        phone: part(&mut errors, "/phone", &body.phone, Phone::parse),
+        extension: part(&mut errors, "/extension", &body.extension, Extension::parse),
+        email: part(&mut errors, "/email", &body.email, Email::parse),
+        info: part(&mut errors, "/info", &body.info, Text200::parse),
+        extra: part(&mut errors, "/extra", &body.extra, Text200::parse),
+    };
+    let roles = body.roles.as_ref().map(|roles| {
+        let mut parsed = vec![];
+        for (i, r) in roles.iter().enumerate() {
+            match Role::parse(r) {
+                Ok(v) => parsed.push(v),
+                Err(e) => errors.push(FieldError::parse(format!("/roles/{i}"), &e)),
+            }
+        }
+        parsed
+    });
+    let business_systems = body.business_systems.as_ref().map(|ids| {
+        let mut parsed = vec![];
+        for (i, b) in ids.iter().enumerate() {
+            match BusinessId::parse(b) {
+                Ok(v) => parsed.push(v),
+                Err(e) => errors.push(FieldError::parse(format!("/business_systems/{i}"), &e)),
+            }
+        }
+        parsed
+    });
+    if errors.is_empty() {
+        Ok(cardap_commands::operators::OperatorChange { profile, roles, business_systems })
+    } else {
+        Err(errors)
     }
 }
 
@@ -382,18 +432,10 @@ fn item_error(index: usize, e: OperatorError) -> ApiError {
 
 /// The business systems a municipality may use now (shared use, not retired).
 pub async fn usable(state: &AppState, code: &MunicipalityCode) -> Result<Vec<BusinessId>, ApiError> {
-    Ok(business_systems::usable_by(state.read.pool(), code).await?)
+    state.operators.usable(code).await.map_err(|e| command_error(e, domain_error))
 }
 
-/// A registered operator, with his password set (the given one, or a generated one returned once).
-#[derive(Debug)]
-pub struct Registered {
-    pub key: OperatorKey,
-    pub operator_id: OperatorId,
-    pub generated: Option<Secret>,
-}
-
-/// Registers operators of one municipality atomically (all or none), then stores their password hashes.
+/// Registers operators of one municipality atomically (all or none), each with his password hash.
 pub async fn register_all(
     state: &AppState,
     ctx: &CommandContext,
@@ -402,58 +444,10 @@ pub async fn register_all(
     kept_hashes: Vec<Option<String>>,
     on_item_error: impl Fn(usize, OperatorError) -> ApiError,
 ) -> Result<Vec<Registered>, ApiError> {
-    let usable = usable(state, code).await?;
-    let mut items = Vec::with_capacity(parsed.len());
-    let mut chosen = Vec::with_capacity(parsed.len());
-    let mut who = Vec::with_capacity(parsed.len());
-    for p in parsed {
-        let key = OperatorKey::for_login(Some(code), &p.operator_id);
-        let command = OperatorCommand::Register {
-            key,
-            municipality: Some(code.clone()),
-            operator_id: p.operator_id.clone(),
-            profile: p.profile,
-            roles: p.roles,
-            business_systems: p.business_systems,
-            usable: usable.clone(),
-        };
-        items.push((stream_of(code, &p.operator_id)?, command));
-        chosen.push(p.password.map(|pw| Secret::new(pw.expose())));
-        who.push((key, p.operator_id));
-    }
-    // Hashed before the decision, so that each registration commits with its hash or not at all.
-    let secrets = state.access.passwords_for(chosen).await?;
-    let at = chrono::Utc::now();
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute_many_with(ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items, |i, events| {
-            match (who.get(i), secrets.get(i)) {
-                (Some((key, _)), Some((_, _, hash))) if !events.is_empty() => {
-                    // A kept hash (an operator moving with his password) replaces the new one.
-                    let hash = kept_hashes.get(i).cloned().flatten().unwrap_or_else(|| hash.clone());
-                    vec![Companion::SetPassword { operator: *key, hash, at }]
-                }
-                _ => vec![],
-            }
-        })
-        .await
-        .map_err(|e| match e {
-            cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
-            other => command_error(other, domain_error),
-        })?;
-    // A retry of a registration that already went through: the passwords were set (and shown) the first time.
-    let replayed = executed.iter().all(|e| e.outcome.is_none());
-    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
-        state.wait_for_views(checkpoint).await;
-    }
-    Ok(who
-        .into_iter()
-        .zip(secrets)
-        .enumerate()
-        .map(|(i, ((key, operator_id), (secret, generated, _)))| {
-            let kept = kept_hashes.get(i).is_some_and(Option::is_some);
-            Registered { key, operator_id, generated: (generated && !replayed && !kept).then_some(secret) }
-        })
-        .collect())
+    state.operators.register(ctx, code, parsed, kept_hashes).await.map_err(|e| match e {
+        cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
+        other => command_error(other, domain_error),
+    })
 }
 
 /// Register one operator (an object) or a batch (an array, all or none).
@@ -613,42 +607,12 @@ pub async fn change(
 ) -> Result<Response, ApiError> {
     let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
     authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
-    // Merge the change into the current profile, then validate the result as a registration would.
-    let keep = |new: &Option<Option<String>>, old: &Option<String>| match new {
-        Some(v) => v.clone(),
-        None => old.clone(),
-    };
-    let merged = OperatorInput {
-        operator_id: row.operator_id.clone(),
-        password: None,
-        name: body.name.clone().unwrap_or_else(|| row.name.clone()),
-        department: keep(&body.department, &row.department),
-        sex: keep(&body.sex, &row.sex),
-        phone: keep(&body.phone, &row.phone),
-        extension: keep(&body.extension, &row.extension),
-        email: keep(&body.email, &row.email),
-        info: keep(&body.info, &row.info),
-        extra: keep(&body.extra, &row.extra),
-        roles: body.roles.clone().unwrap_or_else(|| row.roles.iter().map(|r| r.as_str().to_owned()).collect()),
-        business_systems: body
-            .business_systems
-            .clone()
-            .unwrap_or_else(|| row.business_systems.iter().map(|b| b.as_str().to_owned()).collect()),
-    };
-    let parsed = parse_input(&merged, "", &state).map_err(ApiError::validation)?;
-    let stream = stream_of(&code, &id)?;
-    let meta = RequestMeta::from_headers(&headers);
-    let expected = if_match(&headers)?;
-    // One command: the parts of a PATCH change together or not at all.
-    let command = OperatorCommand::Change {
-        profile: Some(parsed.profile),
-        roles: body.roles.is_some().then_some(parsed.roles),
-        business_systems: body.business_systems.is_some().then_some(parsed.business_systems),
-        usable: usable(&state, &code).await?,
-    };
-    let ctx = meta.context(&auth, "operators.change", &format!("{code}/{id}"));
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(&ctx, &Permission::ManageOperators(code.clone()), &stream, Some(code.clone()), expected, command)
+    let change = parse_change(&body).map_err(ApiError::validation)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "operators.change", &format!("{code}/{id}"));
+    // One command: the parts of a PATCH change together or not at all, merged with his profile of now.
+    let executed = state
+        .operators
+        .change(&ctx, &code, &id, if_match(&headers)?, change)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     finish(&state, row.key, Some(executed)).await
@@ -862,11 +826,11 @@ pub async fn assign_internal_id(
     let Some(internal_id) = internal_id.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };
-    let command = OperatorCommand::AssignInternalId { business_id: business_id.clone(), internal_id, role };
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "operators.internal_id", &format!("{code}/{id}/{business_id}"));
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(&ctx, &permission, &stream_of(&code, &id)?, Some(code.clone()), if_match(&headers)?, command)
+    let executed = state
+        .operators
+        .assign_internal_id(&ctx, &code, &id, if_match(&headers)?, business_id, internal_id, role)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     finish(&state, row.key, Some(executed)).await
@@ -887,18 +851,11 @@ pub async fn remove_internal_id(
 ) -> Result<Response, ApiError> {
     let business_id = BusinessId::parse(&business_id).map_err(|_| ApiError::not_found())?;
     let (code, id, row) = operator_in_path(&state, &auth, &code, &operator_id).await?;
-    let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "operators.remove_internal_id", &format!("{code}/{id}/{business_id}"));
-    let executed = CommandHandler::<Operator>::new(state.store.clone())
-        .execute(
-            &ctx,
-            &permission,
-            &stream_of(&code, &id)?,
-            Some(code.clone()),
-            if_match(&headers)?,
-            OperatorCommand::RemoveInternalId { business_id },
-        )
+    let executed = state
+        .operators
+        .remove_internal_id(&ctx, &code, &id, if_match(&headers)?, business_id)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     finish(&state, row.key, Some(executed)).await

@@ -169,6 +169,47 @@ impl OperatorProfile {
     }
 }
 
+/// Some fields of the operator management information (a PATCH): `None` leaves a field as it is, `Some(None)`
+/// clears an optional one. Merged with the profile as it is when the change is decided, so a concurrent change
+/// of another field is never reverted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OperatorProfilePatch {
+    pub name: Option<OperatorName>,
+    pub department: Option<Option<Text100>>,
+    pub sex: Option<Option<Sex>>,
+    pub phone: Option<Option<Phone>>,
+    pub extension: Option<Option<Extension>>,
+    pub email: Option<Option<Email>>,
+    pub info: Option<Option<Text200>>,
+    pub extra: Option<Option<Text200>>,
+}
+
+impl OperatorProfilePatch {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The profile after this patch.
+    pub fn apply(&self, current: &OperatorProfile) -> OperatorProfile {
+        fn merge<T: Clone>(current: &Option<T>, change: &Option<Option<T>>) -> Option<T> {
+            match change {
+                None => current.clone(),
+                Some(v) => v.clone(),
+            }
+        }
+        OperatorProfile {
+            name: self.name.clone().unwrap_or_else(|| current.name.clone()),
+            department: merge(&current.department, &self.department),
+            sex: merge(&current.sex, &self.sex),
+            phone: merge(&current.phone, &self.phone),
+            extension: merge(&current.extension, &self.extension),
+            email: merge(&current.email, &self.email),
+            info: merge(&current.info, &self.info),
+            extra: merge(&current.extra, &self.extra),
+        }
+    }
+}
+
 /// One business system's 業務内ID for an operator, with that system's role (業務権限) as its administrator
 /// names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
