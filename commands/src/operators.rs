@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
+use cardap_domain::contact::Text100;
 use cardap_domain::operator::{
     InternalId, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, OperatorProfile,
     OperatorProfilePatch, Password, Role,
 };
-use cardap_domain::contact::Text100;
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 use cardap_projections::{ReadModels, business_systems};
 use cardap_store::{Companion, EventStore};
@@ -112,8 +112,7 @@ impl Operators {
             _ => vec![],
         };
         let permission = Permission::ManageOperators(code.clone());
-        let executed =
-            self.handler.execute_many_with(ctx, &permission, Some(code.clone()), items, companions).await?;
+        let executed = self.handler.execute_many_with(ctx, &permission, Some(code.clone()), items, companions).await?;
         // A retry of a registration that already went through: the passwords were set (and shown) the first time.
         let replayed = executed.iter().all(|e| e.outcome.is_none());
         if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {

@@ -9,20 +9,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use cardap_commands::{CommandContext, CommandHandler, Executed, Permission, authorize};
+use cardap_commands::{CommandContext, Executed, Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
 use cardap_domain::operator::{
-    self, Extension, InternalId, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName,
-    OperatorProfile, Password, Role,
+    self, Extension, InternalId, LoginCommand, Operator, OperatorError, OperatorId, OperatorName, OperatorProfile,
+    OperatorProfilePatch, Password, Role,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError};
+use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
-use cardap_projections::{business_systems, municipalities};
-use cardap_store::{Companion, StreamId};
+use cardap_store::StreamId;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Authenticated, Secret};
+use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, DeferredJson, from_value};
