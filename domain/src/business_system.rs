@@ -82,12 +82,7 @@ pub struct ProfilePatch {
 impl ProfilePatch {
     /// The profile after this patch.
     pub fn apply(&self, current: &BusinessSystemProfile) -> BusinessSystemProfile {
-        fn merge<T: Clone>(current: &Option<T>, change: &Option<Option<T>>) -> Option<T> {
-            match change {
-                None => current.clone(),
-                Some(v) => v.clone(),
-            }
-        }
+        use crate::patch::merged as merge;
         BusinessSystemProfile {
             name: self.name.clone().unwrap_or_else(|| current.name.clone()),
             organization: merge(&current.organization, &self.organization),

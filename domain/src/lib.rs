@@ -12,6 +12,7 @@ pub mod ids;
 pub mod local_settings;
 pub mod municipality;
 pub mod operator;
+pub mod patch;
 pub mod registry;
 pub mod resident;
 pub mod time;

@@ -108,7 +108,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Appends to several streams atomically: every stream must be at its expected version, or nothing is
     /// written ([`StoreError::Conflict`] names the first stream that was not). One command id covers the batch.
     /// Per-stream order in the global order holds as for single appends.
-    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError>;
+    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
+        self.append_with(appends, vec![], metadata).await
+    }
 
     /// [`EventStore::append_many`] with writes that are not events but must commit with them (a password hash, the
     /// end of sessions): all of it commits in one transaction, or nothing does. A retry of an applied command

@@ -299,10 +299,6 @@ impl EventStore for PostgresEventStore {
         }
     }
 
-    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
-        self.append_with(appends, vec![], metadata).await
-    }
-
     async fn append_with(
         &self,
         appends: Vec<StreamAppend>,

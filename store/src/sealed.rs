@@ -216,10 +216,6 @@ impl EventStore for SealedEventStore {
         self.inner.append(stream, expected, events, metadata).await
     }
 
-    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
-        self.append_with(appends, vec![], metadata).await
-    }
-
     async fn append_with(
         &self,
         mut appends: Vec<StreamAppend>,

@@ -72,10 +72,6 @@ impl EventStore for SqliteEventStore {
         Ok(outcome)
     }
 
-    async fn append_many(&self, appends: Vec<StreamAppend>, metadata: &Metadata) -> Result<BatchOutcome, StoreError> {
-        self.append_with(appends, vec![], metadata).await
-    }
-
     async fn append_with(
         &self,
         appends: Vec<StreamAppend>,

@@ -263,6 +263,23 @@ pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Res
     }
 }
 
+/// Parses every item of a list, naming each bad one by its index (`/roles/1`).
+fn parse_each<T>(
+    errors: &mut Vec<FieldError>,
+    at: &str,
+    items: &[String],
+    parse: impl Fn(&str) -> Result<T, ParseError>,
+) -> Vec<T> {
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match parse(item) {
+            Ok(v) => parsed.push(v),
+            Err(e) => errors.push(FieldError::parse(format!("{at}/{i}"), &e)),
+        }
+    }
+    parsed
+}
+
 /// Parses a PATCH: each field it names, parsed (`null` or blank clears an optional field; the name cannot be
 /// cleared); every bad field named.
 fn parse_change(body: &OperatorChange) -> Result<cardap_commands::operators::OperatorChange, Vec<FieldError>> {
@@ -293,26 +310,9 @@ fn parse_change(body: &OperatorChange) -> Result<cardap_commands::operators::Ope
         info: part(&mut errors, "/info", &body.info, Text200::parse),
         extra: part(&mut errors, "/extra", &body.extra, Text200::parse),
     };
-    let roles = body.roles.as_ref().map(|roles| {
-        let mut parsed = vec![];
-        for (i, r) in roles.iter().enumerate() {
-            match Role::parse(r) {
-                Ok(v) => parsed.push(v),
-                Err(e) => errors.push(FieldError::parse(format!("/roles/{i}"), &e)),
-            }
-        }
-        parsed
-    });
-    let business_systems = body.business_systems.as_ref().map(|ids| {
-        let mut parsed = vec![];
-        for (i, b) in ids.iter().enumerate() {
-            match BusinessId::parse(b) {
-                Ok(v) => parsed.push(v),
-                Err(e) => errors.push(FieldError::parse(format!("/business_systems/{i}"), &e)),
-            }
-        }
-        parsed
-    });
+    let roles = body.roles.as_ref().map(|roles| parse_each(&mut errors, "/roles", roles, Role::parse));
+    let business_systems =
+        body.business_systems.as_ref().map(|ids| parse_each(&mut errors, "/business_systems", ids, BusinessId::parse));
     if errors.is_empty() {
         Ok(cardap_commands::operators::OperatorChange { profile, roles, business_systems })
     } else {

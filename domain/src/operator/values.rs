@@ -191,12 +191,7 @@ impl OperatorProfilePatch {
 
     /// The profile after this patch.
     pub fn apply(&self, current: &OperatorProfile) -> OperatorProfile {
-        fn merge<T: Clone>(current: &Option<T>, change: &Option<Option<T>>) -> Option<T> {
-            match change {
-                None => current.clone(),
-                Some(v) => v.clone(),
-            }
-        }
+        use crate::patch::merged as merge;
         OperatorProfile {
             name: self.name.clone().unwrap_or_else(|| current.name.clone()),
             department: merge(&current.department, &self.department),
