@@ -9,12 +9,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cardap_api::auth::{self, Secret};
 use cardap_api::state::AppState;
 use cardap_api::{Application, Settings};
-use cardap_commands::{CommandContext, CommandHandler, Permission};
+use cardap_commands::{Clock, CommandContext, CommandHandler, ManualClock, Permission, SystemClock};
 use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorId, OperatorName, OperatorProfile, Role};
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey};
 use cardap_store::{Checkpoint, CommandId, ReadFilter, StreamId};
@@ -95,6 +96,8 @@ pub struct TestApp {
     /// The server's state: its event store and read models (for [`register_operator`] and event counts).
     pub state: AppState,
     pub settings: Settings,
+    /// The clock the server reads, when the test moves it ([`spawn_app_with_clock`]); else the system clock.
+    pub clock: Option<ManualClock>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), cardap_api::StartError>>>,
     _dir: Option<TempDir>,
@@ -113,9 +116,26 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     spawn_app_on(settings, dir).await
 }
 
+/// Like [`spawn_app_with`], on a clock that stands still until the test moves it (`app.clock`): sessions and
+/// locks expire when the test says, never by sleeping.
+pub async fn spawn_app_with_clock(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (url, dir) = backend.fresh_database().await;
+    let mut settings = Settings::for_tests(url);
+    configure(&mut settings);
+    spawn_app_clocked(settings, dir, Some(ManualClock::at(chrono::Utc::now()))).await
+}
+
 /// Starts the server with exactly these settings (e.g. on a private [`cardap_testkit::PgCluster`]).
 pub async fn spawn_app_on(settings: Settings, dir: Option<TempDir>) -> TestApp {
-    let application = Application::build(settings.clone()).await.expect("the server starts");
+    spawn_app_clocked(settings, dir, None).await
+}
+
+async fn spawn_app_clocked(settings: Settings, dir: Option<TempDir>, clock: Option<ManualClock>) -> TestApp {
+    let system: Arc<dyn Clock> = match &clock {
+        Some(c) => Arc::new(c.clone()),
+        None => Arc::new(SystemClock),
+    };
+    let application = Application::build_with_clock(settings.clone(), system).await.expect("the server starts");
     let socket_addr = application.local_addr().expect("bound address");
     let address = format!("http://{socket_addr}");
     let state = application.state().clone();
@@ -129,10 +149,26 @@ pub async fn spawn_app_on(settings: Settings, dir: Option<TempDir>) -> TestApp {
         .timeout(Duration::from_secs(40))
         .build()
         .expect("http client");
-    TestApp { address, socket_addr, client, state, settings, shutdown: Some(tx), server: Some(server), _dir: dir }
+    TestApp {
+        address,
+        socket_addr,
+        client,
+        state,
+        settings,
+        clock,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
 }
 
 impl TestApp {
+    /// Moves the server's clock forward; panics unless the app was started with [`spawn_app_with_clock`].
+    pub fn advance(&self, by: Duration) {
+        let clock = self.clock.as_ref().expect("started with spawn_app_with_clock");
+        clock.advance(chrono::Duration::from_std(by).expect("a duration chrono can hold"));
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

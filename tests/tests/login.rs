@@ -14,7 +14,7 @@ use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
     Backend, Reply, TestApp, eventually, on_both_backends, operator_path, operator_with_password, send, spawn_app,
-    spawn_app_with, with_check_digit,
+    spawn_app_with_clock, with_check_digit,
 };
 
 const CHIYODA: &str = "131016";
@@ -33,7 +33,7 @@ async fn chiyoda_and_a_clerk(app: &TestApp) -> String {
 /// A server whose operators are locked after 3 failed logins in a row for `lock_seconds`; the 2nd lock is
 /// permanent.
 async fn with_small_lockout(backend: Backend, lock_seconds: i64) -> TestApp {
-    spawn_app_with(backend, |settings| {
+    spawn_app_with_clock(backend, |settings| {
         settings.lockout = LockoutPolicy { max_failures: 3, lock_seconds, max_lockouts: 2 };
     })
     .await
@@ -146,16 +146,11 @@ async fn failed_logins_lock_him_out_for_a_while(backend: Backend) {
     assert_eq!(shown_locked["locked"], true);
     assert!(shown_locked["locked_until"].is_string(), "{shown_locked}");
 
-    // The lock runs out by itself.
-    eventually(Duration::from_secs(15), "the lock to run out", || async {
-        let reply = login(&app, PASSWORD).await;
-        if reply.status == StatusCode::CREATED {
-            return Some(());
-        }
-        reply.problem(StatusCode::UNAUTHORIZED, "/problems/operator-locked");
-        None
-    })
-    .await;
+    // The lock runs out by itself: a second before, still locked; at its end, he is let in.
+    app.advance(Duration::from_secs(2));
+    login(&app, PASSWORD).await.problem(StatusCode::UNAUTHORIZED, "/problems/operator-locked");
+    app.advance(Duration::from_secs(1));
+    assert_eq!(login(&app, PASSWORD).await.status, StatusCode::CREATED);
     let shown_after = shown(&app, &admin).await;
     assert_eq!((&shown_after["locked"], &shown_after["locked_until"]), (&json!(false), &Value::Null), "{shown_after}");
 }
@@ -169,11 +164,8 @@ async fn the_second_lock_lasts_until_an_administrator_unlocks_him(backend: Backe
     // The first lock (one second) runs out.
     fail_three_times(&app).await;
     wait_for_lock(&app, &admin, 1).await;
-    let token = eventually(Duration::from_secs(10), "the first lock to run out", || async {
-        let reply = login(&app, PASSWORD).await;
-        (reply.status == StatusCode::CREATED).then(|| reply.json()["token"].as_str().unwrap().to_owned())
-    })
-    .await;
+    app.advance(Duration::from_secs(1));
+    let token = app.login(Some(CHIYODA), "OP0501", PASSWORD).await;
 
     fail_three_times(&app).await;
 
@@ -183,8 +175,8 @@ async fn the_second_lock_lasts_until_an_administrator_unlocks_him(backend: Backe
     assert_eq!(body["detail"], "管理者による解除が必要です");
     let shown_locked = shown(&app, &admin).await;
     assert_eq!((&shown_locked["locked"], &shown_locked["locked_until"]), (&json!(true), &Value::Null));
-    // Longer than any temporary lock of this policy: still locked, and so is his session.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Far longer than any temporary lock of this policy (1 s): still locked, and so is his session.
+    app.advance(Duration::from_secs(60));
     login(&app, PASSWORD).await.problem(StatusCode::UNAUTHORIZED, "/problems/operator-locked");
     app.get("/api/v1/me", Some(&token)).await.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
 

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use cardap_commands::Clock;
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::json;
-use cardap_tests::{ADMIN, ADMIN_PASSWORD, Backend, on_both_backends, register_clerk, send, spawn_app, spawn_app_with};
+use cardap_tests::{
+    ADMIN, ADMIN_PASSWORD, Backend, on_both_backends, register_clerk, send, spawn_app, spawn_app_with_clock,
+};
 
 async fn the_system_administrator_logs_in(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -195,29 +198,35 @@ async fn after_logout_the_token_is_refused(backend: Backend) {
 }
 
 async fn sessions_end_after_the_idle_and_the_absolute_timeout(backend: Backend) {
-    // The absolute limit leaves room for the check right after login on a loaded machine (timestamps are whole
-    // seconds, so a 1 s limit can already be over by the next request).
-    let (idle, absolute) = tokio::join!(
-        spawn_app_with(backend, |s| s.sessions.idle = Duration::from_secs(1)),
-        spawn_app_with(backend, |s| s.sessions.absolute = Duration::from_secs(3)),
-    );
-    let idle_token = idle.admin_token().await;
-    let login = absolute.try_login(None, ADMIN, ADMIN_PASSWORD).await;
-    let absolute_token = login.json()["token"].as_str().unwrap().to_owned();
+    // Ten minutes without use end a session; one hour ends it in any case. The clock moves, nobody sleeps.
+    let app = spawn_app_with_clock(backend, |s| {
+        s.sessions.idle = Duration::from_secs(600);
+        s.sessions.absolute = Duration::from_secs(3600);
+    })
+    .await;
+    let login = app.try_login(None, ADMIN, ADMIN_PASSWORD).await;
+    let kept_busy = login.json()["token"].as_str().unwrap().to_owned();
     let expires_at = chrono::DateTime::parse_from_rfc3339(login.json()["expires_at"].as_str().unwrap()).unwrap();
-    assert!(expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now() <= chrono::Duration::seconds(3));
-    assert_eq!(absolute.get("/api/v1/me", Some(&absolute_token)).await.status, StatusCode::OK);
+    let now = app.clock.as_ref().unwrap().now();
+    assert_eq!(expires_at.with_timezone(&chrono::Utc) - now, chrono::Duration::seconds(3600));
+    let left_alone = app.admin_token().await;
 
-    // Timestamps are whole seconds: after four, both sessions are over.
-    tokio::time::sleep(Duration::from_millis(4100)).await;
-
-    for (app, token) in [(&idle, &idle_token), (&absolute, &absolute_token)] {
-        let reply = app.get("/api/v1/me", Some(token)).await;
-        reply.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    // Used every nine minutes, a session lives until its hour is up.
+    for step in 1..=6 {
+        app.advance(Duration::from_secs(540));
+        let me = app.get("/api/v1/me", Some(&kept_busy)).await;
+        assert_eq!(me.status, StatusCode::OK, "after {} minutes: {}", step * 9, me.text);
+        if step == 2 {
+            // Unused for eighteen minutes, the other one is over.
+            let reply = app.get("/api/v1/me", Some(&left_alone)).await;
+            reply.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
+            assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        }
     }
+    app.advance(Duration::from_secs(540));
+    app.get("/api/v1/me", Some(&kept_busy)).await.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
     // A new login works at once.
-    idle.admin_token().await;
+    app.admin_token().await;
 }
 
 on_both_backends!(
