@@ -286,6 +286,10 @@ pub enum CardError {
     ApNotInstalled(BusinessId),
     #[error("AP {0}: the library AP needs a 標準ID, and no other AP takes one")]
     StandardIdMismatch(BusinessId),
+    /// Every AP of one install that is refused, each with its place in the request (from 0) and why, so that the
+    /// clerk hears of all of them at once.
+    #[error("{} of the APs are refused", .0.len())]
+    ApsRefused(Vec<(usize, CardError)>),
 }
 
 impl CardError {
@@ -306,6 +310,7 @@ impl CardError {
             Self::ApAlreadyInstalled(b) => format!("業務ID {b} のカードAPは既に搭載されています"),
             Self::ApNotInstalled(b) => format!("業務ID {b} のカードAPは搭載されていません"),
             Self::StandardIdMismatch(b) => format!("業務ID {b}: 標準IDは図書館APにのみ割り当てます"),
+            Self::ApsRefused(refused) => format!("{}件のカードAPを搭載できません", refused.len()),
         }
     }
 }
@@ -409,12 +414,21 @@ impl Aggregate for Card {
             C::InstallAps { .. } if !card.local_area => Err(CardError::LocalAreaMissing),
             C::InstallAps { aps, .. } if aps.is_empty() => Err(CardError::NoAps),
             C::InstallAps { aps, offer } => {
+                // Every refused AP, not only the first: the clerk fixes them all in one go.
                 let mut seen = BTreeSet::new();
-                for ap in &aps {
-                    if !seen.insert(ap.business_id.clone()) {
-                        return Err(CardError::DuplicateAp(ap.business_id.clone()));
+                let mut refused = vec![];
+                for (index, ap) in aps.iter().enumerate() {
+                    let checked = if seen.insert(ap.business_id.clone()) {
+                        check_install(card, ap, &offer)
+                    } else {
+                        Err(CardError::DuplicateAp(ap.business_id.clone()))
+                    };
+                    if let Err(e) = checked {
+                        refused.push((index, e));
                     }
-                    check_install(card, ap, &offer)?;
+                }
+                if !refused.is_empty() {
+                    return Err(CardError::ApsRefused(refused));
                 }
                 Ok(aps.into_iter().map(installed).collect())
             }
@@ -805,32 +819,44 @@ mod tests {
     fn install_the_same_ap_twice_in_one_request_is_refused() {
         given::<Card>([registered(), E::LocalAreaCreated])
             .when(install(&["10", "01", "10"]))
-            .then_err(CardError::DuplicateAp(bid("10")));
+            .then_err(CardError::ApsRefused(vec![(2, CardError::DuplicateAp(bid("10")))]));
     }
 
     #[test]
     fn install_an_ap_that_is_not_permitted_is_refused() {
         given::<Card>([registered(), E::LocalAreaCreated])
             .when(install(&["01", "11"]))
-            .then_err(CardError::ApNotPermitted(bid("11")));
+            .then_err(CardError::ApsRefused(vec![(1, CardError::ApNotPermitted(bid("11")))]));
         // Not permitted is reported before not in the catalog.
         given::<Card>([registered(), E::LocalAreaCreated])
             .when(install(&["13"]))
-            .then_err(CardError::ApNotPermitted(bid("13")));
+            .then_err(CardError::ApsRefused(vec![(0, CardError::ApNotPermitted(bid("13")))]));
     }
 
     #[test]
     fn install_an_ap_that_is_not_in_the_catalog_is_refused() {
         given::<Card>([registered(), E::LocalAreaCreated])
             .when(install(&["12"]))
-            .then_err(CardError::ApNotInCatalog(bid("12")));
+            .then_err(CardError::ApsRefused(vec![(0, CardError::ApNotInCatalog(bid("12")))]));
+    }
+
+    #[test]
+    fn every_refused_ap_of_an_install_is_named_at_once() {
+        given::<Card>([registered(), E::LocalAreaCreated, installed_ap("02")])
+            .when(install(&["11", "01", "12", "02", "01"]))
+            .then_err(CardError::ApsRefused(vec![
+                (0, CardError::ApNotPermitted(bid("11"))),
+                (2, CardError::ApNotInCatalog(bid("12"))),
+                (3, CardError::ApAlreadyInstalled(bid("02"))),
+                (4, CardError::DuplicateAp(bid("01"))),
+            ]));
     }
 
     #[test]
     fn install_an_ap_that_is_already_installed_is_refused_all_or_none() {
         given::<Card>([registered(), E::LocalAreaCreated, installed_ap("02")])
             .when(install(&["01", "02"]))
-            .then_err(CardError::ApAlreadyInstalled(bid("02")));
+            .then_err(CardError::ApsRefused(vec![(1, CardError::ApAlreadyInstalled(bid("02")))]));
     }
 
     #[test]
@@ -840,7 +866,7 @@ mod tests {
                 aps: vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }],
                 offer: offer(),
             })
-            .then_err(CardError::StandardIdMismatch(BusinessId::LIBRARY));
+            .then_err(CardError::ApsRefused(vec![(0, CardError::StandardIdMismatch(BusinessId::LIBRARY))]));
     }
 
     #[test]
@@ -850,7 +876,7 @@ mod tests {
                 aps: vec![ApInstall { business_id: bid("01"), standard_id: Some(standard_id(7)) }],
                 offer: offer(),
             })
-            .then_err(CardError::StandardIdMismatch(bid("01")));
+            .then_err(CardError::ApsRefused(vec![(0, CardError::StandardIdMismatch(bid("01")))]));
     }
 
     #[test]
@@ -937,7 +963,8 @@ mod tests {
             CardError::ApNotPermitted(b.clone()),
             CardError::ApAlreadyInstalled(b.clone()),
             CardError::ApNotInstalled(b.clone()),
-            CardError::StandardIdMismatch(b),
+            CardError::StandardIdMismatch(b.clone()),
+            CardError::ApsRefused(vec![(0, CardError::ApNotInCatalog(b))]),
         ] {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty(), "{e:?}");
         }

@@ -26,7 +26,6 @@ use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_er
 use crate::i18n::Text;
 use crate::json::ApiJson;
 use crate::routes::operators::municipality_in_path;
-use crate::routes::resident_settings::permitted;
 use crate::routes::residents::registration_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
@@ -154,6 +153,21 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
         }
         // The server pairs 標準IDs with the library AP itself; a mismatch is its own bug.
         CardError::StandardIdMismatch(_) => ApiError::internal(e),
+        // What the clerk can fix in his request (422, every such AP by its place); else what the card refuses.
+        CardError::ApsRefused(refused) => {
+            let fixable: Vec<FieldError> = refused
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(e, CardError::DuplicateAp(_) | CardError::ApNotInCatalog(_) | CardError::ApNotPermitted(_))
+                })
+                .map(|(i, e)| FieldError::new(format!("/business_ids/{i}"), Text::new(e.message_ja(), e.to_string())))
+                .collect();
+            match refused.into_iter().next() {
+                _ if !fixable.is_empty() => ApiError::validation(fixable),
+                Some((_, first)) => card_error(first, business_ids),
+                None => ApiError::internal("an install refused without a reason"),
+            }
+        }
     }
 }
 
@@ -339,10 +353,6 @@ pub async fn install(
     let raw = body.business_ids.unwrap_or_default();
     for (i, r) in raw.iter().enumerate() {
         match BusinessId::parse(r) {
-            Ok(id) if ids.contains(&id) => errors.push(FieldError::new(
-                format!("/business_ids/{i}"),
-                Text::new(CardError::DuplicateAp(id.clone()).message_ja(), CardError::DuplicateAp(id).to_string()),
-            )),
             Ok(id) => ids.push(id),
             Err(e) => errors.push(FieldError::parse(format!("/business_ids/{i}"), &e)),
         }
@@ -359,45 +369,8 @@ pub async fn install(
     for id in &ids {
         authorize(&auth.actor, &Permission::ManageCardAp(code.clone(), id.clone()))?;
     }
-    // Every AP the municipality may not offer, at once (the command names only the first it meets).
-    let (settings, _) = state.residents.settings(&code).await.map_err(|e| mapped(e, &ids))?;
-    let allowed = permitted(&state, &code, ids.iter()).await?;
-    let refused: Vec<FieldError> = raw
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let id = BusinessId::parse(r).ok()?;
-            let e = if !allowed.contains(&id) {
-                CardError::ApNotPermitted(id)
-            } else if !settings.settings.catalog.contains(&id) {
-                CardError::ApNotInCatalog(id)
-            } else {
-                return None;
-            };
-            Some(FieldError::new(format!("/business_ids/{i}"), Text::new(e.message_ja(), e.to_string())))
-        })
-        .collect();
-    if !refused.is_empty() {
-        // A card that cannot take APs at all says so first (409), as the command would.
-        let fid = fid_in_path(&fid)?;
-        let card = state.residents.card(&code, &fid).await.map_err(|e| mapped(e, &ids))?;
-        if let Some(e) = state_refusal(&card) {
-            return Err(card_error(e, &ids));
-        }
-        return Err(ApiError::validation(refused));
-    }
+    // The decision names every refused AP at once (a card that cannot take APs at all says so first, 409).
     act(&state, &auth, &headers, code, &fid, "install_aps", CardAction::InstallAps(ids)).await
-}
-
-/// What the card's state alone refuses an install for, in the order the command checks it.
-fn state_refusal(card: &CardSnapshot) -> Option<CardError> {
-    use cardap_domain::card::CardStatus;
-    match card.card.status {
-        CardStatus::Abolished => Some(CardError::Abolished),
-        CardStatus::Suspended => Some(CardError::Suspended),
-        CardStatus::InUse if !card.card.local_area => Some(CardError::LocalAreaMissing),
-        CardStatus::InUse => None,
-    }
 }
 
 /// Remove one AP (the clerk must be permitted its business system).
