@@ -11,6 +11,7 @@ pub mod import;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod paging;
 pub mod routes;
 pub mod settings;
 pub mod state;

@@ -457,6 +457,12 @@ async fn operators_are_found_by_substrings_and_paged(backend: Backend) {
     assert_eq!((rest, last), (vec!["OP0602".to_owned()], Value::Null));
     let (exact, next) = search(&app, &admin, &[("limit", "5")]).await;
     assert_eq!((exact.len(), next), (5, Value::Null), "a page exactly as long as what is left is the last");
+    // A cursor is opaque: one the server did not make names the parameter, like a bad limit.
+    for (query, field) in [(("cursor", "OP0501"), "/cursor"), (("limit", "501"), "/limit")] {
+        let reply = send(app.request(Method::GET, &operators_path(CHIYODA), Some(&admin)).query(&[query])).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query:?}: {}", reply.text);
+        assert_eq!(reply.error_fields(), [field]);
+    }
 
     // Revoked operators are left out unless asked for.
     let revoke = app.post_empty(&format!("{}/revoke", operator_path(CHIYODA, "OP0602")), Some(&admin)).await;

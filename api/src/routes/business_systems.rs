@@ -24,8 +24,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_commands::business_systems::PermitError;
 use cardap_commands::{Permission, authorize};
 use cardap_domain::business_system::{
@@ -36,13 +34,14 @@ use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
 use cardap_projections::business_systems::{self as view, BusinessSystemRow};
 use cardap_projections::municipalities;
 use cardap_store::AppendOutcome;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
+use crate::paging;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
@@ -207,40 +206,30 @@ pub struct RegisterBusinessSystem {
 #[schema(example = json!({"top_url": "https://portal.example.jp/v2/", "personalize_url": null}))]
 pub struct UpdateBusinessSystem {
     /// 業務システム名 (cannot be cleared).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub organization: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub image: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub top_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub operator_admin_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub personalize_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-}
-
-/// A field that is present (`Some`), with its value or `null` (`Some(None)`); absent fields get the default
-/// `None` from `#[serde(default)]`.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Permit a municipality (共同利用業務設定).
@@ -281,12 +270,13 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<BusinessSystemPage>, ApiError> {
     authorize(&auth.actor, &Permission::ViewBusinessSystems)?;
-    let limit = page_size(params.limit, 100)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = paging::limit_or_422(params.limit, 100)?;
+    let after: Option<String> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     // At most 100 business IDs exist: the whole list is small, so it is paged here.
     let rows = view::list(state.read.pool(), params.include_retired.unwrap_or(false)).await?;
     let rows = rows.into_iter().filter(|r| after.as_deref().is_none_or(|a| r.business_id.as_str() > a));
-    let (items, next_cursor) = page(rows, limit, |r| r.business_id.clone());
+    let rows: Vec<_> = rows.take(limit.saturating_add(1)).collect();
+    let (items, next_cursor) = paging::page(rows, limit, |r| r.business_id.clone())?;
     Ok(Json(BusinessSystemPage { items: items.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
@@ -440,8 +430,8 @@ pub async fn permitted(
 ) -> Result<Response, ApiError> {
     let id = path_id(&business_id)?;
     authorize(&auth.actor, &Permission::ViewBusinessSystems)?;
-    let limit = page_size(params.limit, 500)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = paging::limit_or_422(params.limit, 500)?;
+    let after: Option<String> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     let pool = state.read.pool();
     let row = view::get(pool, &id).await?.ok_or_else(ApiError::not_found)?;
     // A retired system permits nobody (its shared-use rows are history, not permission).
@@ -450,7 +440,8 @@ pub async fn permitted(
         after.as_deref().is_none_or(|a| code.as_str() > a)
             && (auth.actor.is_system_admin() || auth.actor.municipality.as_ref().is_some_and(|m| m.as_str() == code))
     });
-    let (codes, next_cursor) = page(codes, limit, Clone::clone);
+    let codes: Vec<String> = codes.take(limit.saturating_add(1)).collect();
+    let (codes, next_cursor) = paging::page(codes, limit, Clone::clone)?;
     let mut items = Vec::with_capacity(codes.len());
     for code in codes {
         items.push(permitted_entry(&state, code).await?);
@@ -643,38 +634,4 @@ fn domain_error(e: BusinessSystemError) -> ApiError {
                 .collect(),
         ),
     }
-}
-
-fn page_size(limit: Option<i64>, max: i64) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(100.min(max));
-    if !(1..=max).contains(&limit) {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "/limit",
-            Text::new(format!("1から{max}の範囲で指定してください"), format!("must be between 1 and {max}")),
-        )]));
-    }
-    usize::try_from(limit).map_err(ApiError::internal)
-}
-
-/// The first `limit` items, and the cursor after the last of them when more follow.
-fn page<T>(items: impl Iterator<Item = T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
-    let mut items: Vec<T> = items.take(limit.saturating_add(1)).collect();
-    if items.len() > limit {
-        items.truncate(limit);
-        let cursor = items.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)));
-        (items, cursor)
-    } else {
-        (items, None)
-    }
-}
-
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::validation(vec![FieldError::new(
-            "/cursor",
-            Text::new("カーソルが正しくありません", "invalid cursor"),
-        )])
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    String::from_utf8(raw).map_err(|_| bad())
 }

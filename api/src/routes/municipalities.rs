@@ -11,8 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_commands::{Executed, Permission, authorize};
 use cardap_domain::MunicipalityCode;
 use cardap_domain::municipality::{DisplayOrder, Municipality, MunicipalityError, MunicipalityKind, MunicipalityName};
@@ -24,6 +22,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
+use crate::paging;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
@@ -123,14 +122,8 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<MunicipalityPage>, ApiError> {
     authorize(&auth.actor, &Permission::ListMunicipalities)?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "/limit",
-            Text::new("1から500の範囲で指定してください", "must be between 1 and 500"),
-        )]));
-    }
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = paging::limit_or_422(params.limit, 500)?;
+    let after: Option<(i64, String)> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     let visible = if auth.actor.is_system_admin() {
         Visible::All
     } else {
@@ -139,14 +132,9 @@ pub async fn list(
             None => return Ok(Json(MunicipalityPage { items: vec![], next_cursor: None })),
         }
     };
-    let mut rows =
-        view::list(state.read.pool(), &visible, after, limit + 1, params.include_abolished.unwrap_or(false)).await?;
-    let next_cursor = if rows.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        rows.last().map(|r| encode_cursor(r.display_order, &r.code))
-    } else {
-        None
-    };
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = view::list(state.read.pool(), &visible, after, fetch, params.include_abolished.unwrap_or(false)).await?;
+    let (rows, next_cursor) = paging::page(rows, limit, |r| (r.display_order, r.code.clone()))?;
     Ok(Json(MunicipalityPage { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
@@ -333,21 +321,4 @@ fn domain_error(e: MunicipalityError) -> ApiError {
         MunicipalityError::Abolished => ApiError::state_conflict(ProblemType::MunicipalityAbolished, text),
         MunicipalityError::CodeDoesNotMatchKind(e) => ApiError::validation(vec![FieldError::parse("/code", &e)]),
     }
-}
-
-fn encode_cursor(order: i64, code: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{order}:{code}"))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
-    let bad = || {
-        ApiError::validation(vec![FieldError::new(
-            "/cursor",
-            Text::new("カーソルが正しくありません", "invalid cursor"),
-        )])
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (order, code) = raw.split_once(':').ok_or_else(bad)?;
-    Ok((order.parse().map_err(|_| bad())?, code.to_owned()))
 }

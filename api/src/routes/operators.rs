@@ -19,13 +19,14 @@ use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseE
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use cardap_store::StreamId;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, DeferredJson, from_value};
+use crate::paging;
 use crate::routes::sessions::password_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
@@ -154,26 +155,22 @@ pub struct OperatorQuery {
 #[schema(example = json!({"department": "住民課", "phone": null, "roles": ["clerk", "auditor"]}))]
 pub struct OperatorChange {
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub department: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub sex: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub extension: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub info: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     pub extra: Option<Option<String>>,
     pub roles: Option<Vec<String>>,
     pub business_systems: Option<Vec<String>>,
-}
-
-fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 /// Set a password (or omit `password` to generate one, shown once in the answer).
@@ -536,21 +533,12 @@ pub async fn list(
 ) -> Result<Json<OperatorPage>, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ViewOperators(code.clone()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "/limit",
-            Text::new("1から500の範囲で指定してください", "must be between 1 and 500"),
-        )]));
-    }
+    let limit = paging::limit_or_422(q.limit, 500)?;
+    let after: Option<String> = q.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     let filter = filter_of(&q);
-    let mut rows = view::search(state.read.pool(), &code, &filter, q.cursor.as_deref(), limit + 1).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        rows.last().map(|r| r.operator_id.clone())
-    } else {
-        None
-    };
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = view::search(state.read.pool(), &code, &filter, after.as_deref(), fetch).await?;
+    let (rows, next_cursor) = paging::page(rows, limit, |r| r.operator_id.clone())?;
     let mut items = vec![];
     for row in rows {
         items.push(render(&state, row).await?);

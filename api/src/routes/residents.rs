@@ -13,8 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_commands::residents::{RegistrationError, ResidentSnapshot};
 use cardap_commands::{Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex};
@@ -25,8 +23,8 @@ use cardap_domain::resident::{
     PersonalData, PostalCode, ResidentError, ResidentId,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
-use cardap_projections::residents::{self as register, ResidentCursor, ResidentRow, ResidentSearch};
-use serde::{Deserialize, Deserializer, Serialize};
+use cardap_projections::residents::{self as register, ResidentRow, ResidentSearch};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -35,6 +33,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
+use crate::paging;
 use crate::routes::operators::municipality_in_path;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
@@ -134,10 +133,10 @@ pub struct ResidentInput {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameChange {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub family: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub given: Option<Option<String>>,
 }
@@ -150,45 +149,40 @@ pub struct NameChange {
 #[schema(example = json!({"address1": "東京都千代田区丸の内１－１", "phone": null,
     "custom_fields": {"school_district": "第二"}}))]
 pub struct ResidentChange {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<NameChange>)]
     pub kana_name: Option<Option<NameChange>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<NameChange>)]
     pub kanji_name: Option<Option<NameChange>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub birth_date: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub sex: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub postal_code: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub address1: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub address2: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::paging::nullable")]
     #[schema(value_type = Option<String>)]
     pub occupation: Option<Option<String>>,
     /// Custom fields to set (or clear with `null`); the others stay.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub custom_fields: Option<Map<String, Value>>,
-}
-
-/// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A name as shown.
@@ -653,15 +647,9 @@ pub async fn search(
     });
     let birth_date = present(&q.birth_date).and_then(|d| c.parse("/birth_date", &d, EraDate::parse));
     let fid = present(&q.fid).and_then(|f| c.parse("/fid", &f, CardFid::parse));
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        c.errors.push(FieldError::new(
-            "/limit",
-            Text::new("1から500の範囲で指定してください", "must be between 1 and 500"),
-        ));
-    }
+    let limit = paging::limit(q.limit, 500).map_err(|e| c.errors.push(e)).unwrap_or(paging::DEFAULT_LIMIT as usize);
     let after = match present(&q.cursor) {
-        Some(cursor) => decode_cursor(&cursor).map_err(|e| c.errors.push(e)).ok(),
+        Some(cursor) => paging::decode_cursor(&cursor).map_err(|e| c.errors.push(e)).ok(),
         None => None,
     };
     if !c.errors.is_empty() {
@@ -669,18 +657,8 @@ pub async fn search(
     }
     let search = ResidentSearch { kana_prefix, birth_date, fid, after, limit: u32::try_from(limit).unwrap_or(100) };
     let page = register::search(state.read.pool(), &code, &search).await?;
-    let next_cursor = page.next.as_ref().map(encode_cursor).transpose()?;
+    let next_cursor = page.next.as_ref().map(paging::encode_cursor).transpose()?;
     Ok(Json(ResidentPage { items: page.rows.into_iter().map(row_view).collect(), next_cursor }))
-}
-
-fn encode_cursor(cursor: &ResidentCursor) -> Result<String, ApiError> {
-    serde_json::to_vec(cursor).map(|bytes| URL_SAFE_NO_PAD.encode(bytes)).map_err(ApiError::internal)
-}
-
-fn decode_cursor(cursor: &str) -> Result<ResidentCursor, FieldError> {
-    let bad = || FieldError::new("/cursor", Text::new("カーソルが正しくありません", "invalid cursor"));
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
 #[utoipa::path(get, operation_id = "showResident",
