@@ -5,21 +5,23 @@
 //! Owns the use cases on the `operator` streams and the looked-up fact they need: which business systems the
 //! municipality may use now (shared use, from the business-systems view). Lists and views are read by the edge.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cardap_domain::contact::Text100;
 use cardap_domain::operator::{
-    InternalId, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, OperatorProfile,
+    InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, OperatorProfile,
     OperatorProfilePatch, Password, Role,
 };
-use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
+use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
 use cardap_projections::{ReadModels, business_systems};
 use cardap_store::{Companion, EventStore};
 
 use crate::access::{Access, operator_stream};
 use crate::authz::Permission;
 use crate::context::CommandContext;
-use crate::handler::{CommandError, CommandHandler, Executed};
+use crate::engine::{Tx, transact};
+use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
 use crate::passwords::Secret;
 use crate::views::Views;
 
@@ -34,6 +36,31 @@ pub struct NewOperator {
     pub profile: OperatorProfile,
     pub roles: Vec<Role>,
     pub business_systems: Vec<BusinessId>,
+    /// 業務内IDs assigned with the registration, in the same transaction (an import or a migration).
+    pub internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
+    /// A password hash he keeps (a migration): stored instead of a new password, which is then never shown.
+    pub kept_hash: Option<String>,
+}
+
+impl NewOperator {
+    /// An operator with no 業務内ID and no kept password hash.
+    pub fn new(
+        operator_id: OperatorId,
+        password: Option<Password>,
+        profile: OperatorProfile,
+        roles: Vec<Role>,
+        business_systems: Vec<BusinessId>,
+    ) -> Self {
+        NewOperator {
+            operator_id,
+            password,
+            profile,
+            roles,
+            business_systems,
+            internal_ids: BTreeMap::new(),
+            kept_hash: None,
+        }
+    }
 }
 
 /// A registered operator, with his password set (the given one, or a generated one returned once).
@@ -56,6 +83,7 @@ pub struct OperatorChange {
 /// The operator use cases over one event store.
 #[derive(Debug, Clone)]
 pub struct Operators {
+    store: Arc<dyn EventStore>,
     handler: CommandHandler<Operator>,
     read: ReadModels,
     access: Access,
@@ -64,7 +92,7 @@ pub struct Operators {
 
 impl Operators {
     pub fn new(store: Arc<dyn EventStore>, read: ReadModels, access: Access, views: Views) -> Self {
-        Operators { handler: CommandHandler::new(store), read, access, views }
+        Operators { handler: CommandHandler::new(store.clone()), store, read, access, views }
     }
 
     /// The business systems the municipality may use now (shared use, not retired).
@@ -72,61 +100,79 @@ impl Operators {
         business_systems::usable_by(self.read.pool(), code).await.map_err(|e| CommandError::Internal(e.to_string()))
     }
 
-    /// Registers operators of one municipality atomically (all or none), each with his password hash in the same
-    /// transaction. `kept_hashes[i]` (an operator moving with his password) replaces the new hash of item `i`.
-    /// A refusal names the item ([`CommandError::Item`]).
+    /// Registers operators of one municipality atomically (all or none): each with his password hash and his
+    /// 業務内IDs in the same transaction. A refusal names the item ([`CommandError::Item`]).
     pub async fn register(
         &self,
         ctx: &CommandContext,
         code: &MunicipalityCode,
         operators: Vec<NewOperator>,
-        kept_hashes: Vec<Option<String>>,
     ) -> Result<Vec<Registered>> {
         let usable = self.usable(code).await?;
-        let mut items = Vec::with_capacity(operators.len());
-        let mut chosen = Vec::with_capacity(operators.len());
-        let mut who = Vec::with_capacity(operators.len());
-        for p in operators {
-            let key = OperatorKey::for_login(Some(code), &p.operator_id);
-            let command = OperatorCommand::Register {
-                key,
-                municipality: Some(code.clone()),
-                operator_id: p.operator_id.clone(),
-                profile: p.profile,
-                roles: p.roles,
-                business_systems: p.business_systems,
-                usable: usable.clone(),
-            };
-            items.push((operator_stream(Some(code), &p.operator_id), command));
-            chosen.push(p.password.map(|pw| Secret::new(pw.expose())));
-            who.push((key, p.operator_id));
+        let mut permissions = vec![Permission::ManageOperators(code.clone())];
+        let businesses: BTreeSet<&BusinessId> = operators.iter().flat_map(|o| o.internal_ids.keys()).collect();
+        permissions.extend(businesses.into_iter().map(|b| Permission::ManageInternalIds(code.clone(), b.clone())));
+        if operators.iter().any(|o| o.kept_hash.is_some()) {
+            permissions.push(Permission::MigrateOperators);
         }
         // Hashed before the decision, so that each registration commits with its hash or not at all.
+        let chosen = operators.iter().map(|o| o.password.as_ref().map(|pw| Secret::new(pw.expose()))).collect();
         let secrets = self.access.passwords_for(chosen).await.map_err(|e| CommandError::Internal(e.to_string()))?;
         let at = self.access.clock().now();
-        let companions = |i: usize, events: &[OperatorEvent]| match (who.get(i), secrets.get(i)) {
-            (Some((key, _)), Some((_, _, hash))) if !events.is_empty() => {
-                let hash = kept_hashes.get(i).cloned().flatten().unwrap_or_else(|| hash.clone());
-                vec![Companion::SetPassword { operator: *key, hash, at }]
+        let (operators, secrets, usable) = (&operators, &secrets, &usable);
+        let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
+            for (index, (o, (_, _, new_hash))) in operators.iter().zip(secrets).enumerate() {
+                let stream = operator_stream(Some(code), &o.operator_id);
+                let loaded = tx.load::<Operator, OperatorError>(&stream).await?;
+                let key = OperatorKey::for_login(Some(code), &o.operator_id);
+                let refused = |error| CommandError::Item { index, error };
+                let register = OperatorCommand::Register {
+                    key,
+                    municipality: Some(code.clone()),
+                    operator_id: o.operator_id.clone(),
+                    profile: o.profile.clone(),
+                    roles: o.roles.clone(),
+                    business_systems: o.business_systems.clone(),
+                    usable: usable.clone(),
+                };
+                let mut events = Operator::decide(&loaded.state, register).map_err(refused)?;
+                let mut state = events.iter().fold(loaded.state, Operator::evolve);
+                for (business_id, a) in &o.internal_ids {
+                    let assign = OperatorCommand::AssignInternalId {
+                        business_id: business_id.clone(),
+                        internal_id: a.internal_id.clone(),
+                        role: a.role.clone(),
+                    };
+                    let assigned = Operator::decide(&state, assign).map_err(refused)?;
+                    state = assigned.iter().fold(state, Operator::evolve);
+                    events.extend(assigned);
+                }
+                tx.append::<Operator>(&stream, loaded.version, &events);
+                let hash = o.kept_hash.clone().unwrap_or_else(|| new_hash.clone());
+                tx.companion(Companion::SetPassword { operator: key, hash, at });
             }
-            _ => vec![],
-        };
-        let permission = Permission::ManageOperators(code.clone());
-        let executed = self.handler.execute_many_with(ctx, &permission, Some(code.clone()), items, companions).await?;
+            Ok(((), tx))
+        })
+        .await?;
         // A retry of a registration that already went through: the passwords were set (and shown) the first time.
-        let replayed = executed.iter().all(|e| e.outcome.is_none());
-        if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
+        let replayed = done.value.is_none();
+        if let Some(checkpoint) = done.checkpoint {
             self.views.wait_for(checkpoint).await;
         }
-        Ok(who
-            .into_iter()
+        Ok(operators
+            .iter()
             .zip(secrets)
-            .enumerate()
-            .map(|(i, ((key, operator_id), (secret, generated, _)))| {
-                let kept = kept_hashes.get(i).is_some_and(Option::is_some);
-                Registered { key, operator_id, generated: (generated && !replayed && !kept).then_some(secret) }
+            .map(|(o, (secret, generated, _))| Registered {
+                key: OperatorKey::for_login(Some(code), &o.operator_id),
+                operator_id: o.operator_id.clone(),
+                generated: (*generated && !replayed && o.kept_hash.is_none()).then(|| secret.clone()),
             })
             .collect())
+    }
+
+    /// An operator as his stream has it (to move him to another municipality).
+    pub async fn current(&self, code: &MunicipalityCode, operator_id: &OperatorId) -> Result<Loaded<Operator>> {
+        self.handler.load(&operator_stream(Some(code), operator_id)).await
     }
 
     /// Changes an operator: the profile fields the change names are merged with his profile as it is when

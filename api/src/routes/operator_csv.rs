@@ -24,13 +24,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cardap_commands::{CommandError, CommandHandler, Permission, authorize};
+use cardap_commands::{CommandError, Permission, authorize};
 use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
-use cardap_domain::operator::{
-    InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, Role,
-};
-use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
+use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, OperatorId, Role};
+use cardap_domain::{BusinessId, MunicipalityCode};
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use futures_util::{StreamExt, stream};
@@ -48,7 +46,6 @@ use crate::json::{ApiJson, ApiQuery};
 use crate::routes::RequestMeta;
 use crate::routes::operators::{self, OperatorInput, OperatorQuery, Parsed};
 use crate::state::AppState;
-use cardap_store::Companion;
 
 /// The largest import accepted: about 100,000 rows of typical operators (the API default is 1 MiB).
 pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
@@ -391,16 +388,22 @@ pub async fn import(
     // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
     // goes away or the request times out meanwhile (hashing takes a while for a large file).
     // So are the copied password hashes and the 業務内IDs, which complete the registration.
+    // Each row's 業務内IDs and copied password hash go with its registration, in one transaction.
+    let parsed = parsed
+        .into_iter()
+        .zip(&extras)
+        .map(|(mut p, e)| {
+            p.internal_ids = e.internal_ids.clone();
+            p.kept_hash = e.password_hash.clone();
+            p
+        })
+        .collect();
     let task = {
         let state = state.clone();
         let code = code.clone();
-        let subject = format!("{code}/{digest}");
         tokio::spawn(
             async move {
-                // A migrated password: the hash is stored instead of a generated one, with the registration.
-                let kept = extras.iter().map(|e| e.password_hash.clone()).collect();
-                let registered = operators::register_all(&state, &ctx, &code, parsed, kept, on_item_error).await?;
-                assign_internal_ids(&state, &auth, &meta, (&code, &subject), &registered, &extras).await?;
+                let registered = operators::register_all(&state, &ctx, &code, parsed, on_item_error).await?;
                 Ok::<_, ApiError>((registered, extras))
             }
             .instrument(tracing::Span::current()),
@@ -421,48 +424,6 @@ pub async fn import(
     let report = ImportReport { imported: items.len(), items };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(report))
         .into_response())
-}
-
-/// Assigns the imported operators' 業務内IDs: one batch per round (an operator's first, second … assignment), as
-/// a batch takes one command per stream. Assigning the same ID again changes nothing, so a retry is harmless.
-async fn assign_internal_ids(
-    state: &AppState,
-    auth: &Authenticated,
-    meta: &RequestMeta,
-    (code, subject): (&MunicipalityCode, &str),
-    registered: &[operators::Registered],
-    extras: &[Extras],
-) -> Result<(), ApiError> {
-    let handler = CommandHandler::<Operator>::new(state.store.clone());
-    let rounds = extras.iter().map(|e| e.internal_ids.len()).max().unwrap_or(0);
-    let mut checkpoint = None;
-    for round in 0..rounds {
-        let items = registered
-            .iter()
-            .zip(extras)
-            .filter_map(|(r, e)| e.internal_ids.iter().nth(round).map(|a| (r, a)))
-            .map(|(r, (business_id, a))| {
-                Ok((
-                    operators::stream_of(code, &r.operator_id)?,
-                    OperatorCommand::AssignInternalId {
-                        business_id: business_id.clone(),
-                        internal_id: a.internal_id.clone(),
-                        role: a.role.clone(),
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        let ctx = meta.context(auth, &format!("operators.import.internal_ids.{round}"), subject);
-        let executed = handler
-            .execute_many(&ctx, &Permission::ManageOperators(code.clone()), Some(code.clone()), items)
-            .await
-            .map_err(|e| command_error(e, operators::domain_error))?;
-        checkpoint = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max().or(checkpoint);
-    }
-    if let Some(checkpoint) = checkpoint {
-        state.wait_for_views(checkpoint).await;
-    }
-    Ok(())
 }
 
 /// A valid file: the registrations, the row each comes from, and how the file names its columns (for the
@@ -984,117 +945,67 @@ pub async fn migrate(
     }
 
     let usable = operators::usable(&state, &to).await?;
-    let handler = CommandHandler::<Operator>::new(state.store.clone());
     let mut plans = Vec::with_capacity(sources.len());
     let mut registrations = Vec::with_capacity(sources.len());
     for row in &sources {
         let id = operator_id(row)?;
-        let loaded = handler
-            .load(&operators::stream_of(&from, &id)?)
-            .await
-            .map_err(|e| command_error(e, operators::domain_error))?;
+        let loaded =
+            state.operators.current(&from, &id).await.map_err(|e| command_error(e, operators::domain_error))?;
         let Some(profile) = loaded.state.profile().cloned() else {
             return Err(ApiError::internal(format!("operator {from}/{id} is in the directory but has no stream")));
         };
         let (kept, dropped): (Vec<BusinessId>, Vec<BusinessId>) =
             loaded.state.business_systems().iter().cloned().partition(|b| usable.contains(b));
-        let internal_ids: Vec<(BusinessId, InternalId, Option<Text100>)> = loaded
+        let mut new = Parsed::new(id.clone(), None, profile, loaded.state.roles().to_vec(), kept.clone());
+        // He keeps his 業務内IDs in the systems he keeps, and his password.
+        new.internal_ids = loaded
             .state
             .internal_ids()
             .iter()
             .filter(|(b, _)| kept.contains(b))
-            .map(|(b, a)| (b.clone(), a.internal_id.clone(), a.role.clone()))
+            .map(|(b, a)| (b.clone(), a.clone()))
             .collect();
-        registrations.push((
-            operators::stream_of(&to, &id)?,
-            OperatorCommand::Register {
-                key: OperatorKey::for_login(Some(&to), &id),
-                municipality: Some(to.clone()),
-                operator_id: id.clone(),
-                profile,
-                roles: loaded.state.roles().to_vec(),
-                business_systems: kept.clone(),
-                usable: usable.clone(),
-            },
-        ));
-        plans.push(Plan { source: row.key, id, kept, dropped, internal_ids });
+        new.kept_hash = state.access.password_hash(row.key).await?;
+        plans.push(Plan {
+            id,
+            kept,
+            dropped,
+            internal_ids: new.internal_ids.keys().cloned().collect(),
+            password_kept: new.kept_hash.is_some(),
+        });
+        registrations.push(new);
     }
 
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "operators.migrate", &format!("{from}/{to}"));
-    let permission = Permission::MigrateOperators;
-    // Each operator moves with his password hash, in the transaction of his registration.
-    let mut hashes = Vec::with_capacity(plans.len());
-    for p in &plans {
-        hashes.push(state.access.password_hash(p.source).await?);
-    }
-    let at = chrono::Utc::now();
-    let keys: Vec<OperatorKey> = plans.iter().map(|p| OperatorKey::for_login(Some(&to), &p.id)).collect();
-    let companions = |i: usize, events: &[cardap_domain::operator::OperatorEvent]| match (keys.get(i), hashes.get(i)) {
-        (Some(key), Some(Some(hash))) if !events.is_empty() => {
-            vec![Companion::SetPassword { operator: *key, hash: hash.clone(), at }]
+    // One transaction: every operator with his password hash and 業務内IDs, or none of them.
+    state.operators.register(&ctx, &to, registrations).await.map_err(|e| match e {
+        CommandError::Item { index, error: OperatorError::AlreadyRegistered } => {
+            already_in_target(&[plans.get(index).map_or_else(String::new, |p| p.id.to_string())])
         }
-        _ => vec![],
-    };
-    let mut executed = handler
-        .execute_many_with(&ctx, &permission, Some(to.clone()), registrations, companions)
-        .await
-        .map_err(|e| match e {
-            CommandError::Item { index, error: OperatorError::AlreadyRegistered } => {
-                already_in_target(&[plans.get(index).map_or_else(String::new, |p| p.id.to_string())])
-            }
-            other => command_error(other, operators::domain_error),
-        })?;
-    // 業務内IDs: one batch per round (an operator's first, second … assignment), as a batch takes one command
-    // per stream.
-    let rounds = plans.iter().map(|p| p.internal_ids.len()).max().unwrap_or(0);
-    for round in 0..rounds {
-        let items = plans
-            .iter()
-            .filter_map(|p| p.internal_ids.get(round).map(|a| (p, a)))
-            .map(|(p, (business_id, internal_id, role))| {
-                Ok((
-                    operators::stream_of(&to, &p.id)?,
-                    OperatorCommand::AssignInternalId {
-                        business_id: business_id.clone(),
-                        internal_id: internal_id.clone(),
-                        role: role.clone(),
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        let ctx = meta.context(&auth, &format!("operators.migrate.internal_ids.{round}"), &format!("{from}/{to}"));
-        executed.extend(
-            handler
-                .execute_many(&ctx, &permission, Some(to.clone()), items)
-                .await
-                .map_err(|e| command_error(e, operators::domain_error))?,
-        );
-    }
+        other => command_error(other, operators::domain_error),
+    })?;
     let mut migrated = Vec::with_capacity(plans.len());
-    for (p, hash) in plans.into_iter().zip(hashes) {
+    for p in plans {
         migrated.push(MigratedOperator {
             operator_id: p.id.to_string(),
             business_systems: p.kept.iter().map(|b| b.as_str().to_owned()).collect(),
             dropped_business_systems: p.dropped.iter().map(|b| b.as_str().to_owned()).collect(),
-            internal_ids: p.internal_ids.iter().map(|(b, _, _)| b.as_str().to_owned()).collect(),
-            password_kept: hash.is_some(),
+            internal_ids: p.internal_ids.iter().map(|b| b.as_str().to_owned()).collect(),
+            password_kept: p.password_kept,
         });
-    }
-    if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
-        state.wait_for_views(checkpoint).await;
     }
     tracing::info!(%from, %to, operators = migrated.len(), "operators migrated");
     Ok((StatusCode::CREATED, Json(MigrationReport { migrated })).into_response())
 }
 
-/// What migrating one operator takes.
+/// What migrating one operator does, for the report.
 struct Plan {
-    source: OperatorKey,
     id: OperatorId,
     kept: Vec<BusinessId>,
     dropped: Vec<BusinessId>,
-    internal_ids: Vec<(BusinessId, InternalId, Option<Text100>)>,
+    internal_ids: Vec<BusinessId>,
+    password_kept: bool,
 }
 
 fn endpoints(body: &MigrationInput) -> Result<(MunicipalityCode, MunicipalityCode), ApiError> {

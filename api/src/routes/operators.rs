@@ -254,7 +254,7 @@ pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Res
     }
     match (operator_id, name) {
         (Some(operator_id), Some(name)) if errors.is_empty() => {
-            Ok(Parsed { operator_id, password, profile: profile_fields.into_profile(name), roles, business_systems })
+            Ok(Parsed::new(operator_id, password, profile_fields.into_profile(name), roles, business_systems))
         }
         _ => Err(errors),
     }
@@ -438,10 +438,9 @@ pub async fn register_all(
     ctx: &CommandContext,
     code: &MunicipalityCode,
     parsed: Vec<Parsed>,
-    kept_hashes: Vec<Option<String>>,
     on_item_error: impl Fn(usize, OperatorError) -> ApiError,
 ) -> Result<Vec<Registered>, ApiError> {
-    state.operators.register(ctx, code, parsed, kept_hashes).await.map_err(|e| match e {
+    state.operators.register(ctx, code, parsed).await.map_err(|e| match e {
         cardap_commands::CommandError::Item { index, error } => on_item_error(index, error),
         other => command_error(other, domain_error),
     })
@@ -499,7 +498,7 @@ pub async fn register(
     let target = parsed.iter().map(|p| p.operator_id.as_str()).collect::<Vec<_>>().join(",");
     let ctx = meta.context(&auth, "operators.register", &format!("{code}/{target}"));
     let on_error = |index: usize, e: OperatorError| if batch { item_error(index, e) } else { domain_error(e) };
-    let registered = register_all(&state, &ctx, &code, parsed, vec![], on_error).await?;
+    let registered = register_all(&state, &ctx, &code, parsed, on_error).await?;
     let mut views = vec![];
     for r in &registered {
         let mut v = view_of(&state, r.key).await?;
