@@ -149,6 +149,26 @@ impl ResidentServices {
         .await
     }
 
+    /// What the decision would refuse in `settings` now, writing nothing: lets the edge name these refusals
+    /// together with what it could not parse, without a second copy of the rules.
+    pub async fn settings_refusals(
+        &self,
+        code: &MunicipalityCode,
+        settings: &LocalSettingsValue,
+    ) -> Result<Vec<LocalSettingsError>> {
+        let mut tx = Tx::new(self.store.clone());
+        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let loaded = tx.load::<LocalSettings, RegistrationError>(&stream).await?;
+        let permitted = permitted_among(&mut tx, code, settings.catalog.iter()).await?;
+        let command =
+            LocalSettingsCommand::Configure { municipality: code.clone(), settings: settings.clone(), permitted };
+        Ok(match LocalSettings::decide(&loaded.state, command) {
+            Ok(_) => vec![],
+            Err(LocalSettingsError::All(all)) => all,
+            Err(one) => vec![one],
+        })
+    }
+
     // ---- residents ------------------------------------------------------------------------------------------
 
     /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`.

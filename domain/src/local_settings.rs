@@ -292,6 +292,9 @@ pub enum LocalSettingsError {
     NotPermitted(BusinessId),
     #[error("preset AP {0} is not in the catalog")]
     PresetNotInCatalog(BusinessId),
+    /// More than one of the above, in the order of the screen.
+    #[error("{} problems with the settings", .0.len())]
+    All(Vec<LocalSettingsError>),
 }
 
 impl LocalSettingsError {
@@ -305,6 +308,7 @@ impl LocalSettingsError {
             Self::NotACardAp(b) => format!("業務ID {b} はカードAPではありません"),
             Self::NotPermitted(b) => format!("業務ID {b} の共同利用が許可されていません"),
             Self::PresetNotInCatalog(b) => format!("プリセットAP（業務ID {b}）が搭載可能APに含まれていません"),
+            Self::All(all) => format!("設定に{}件の誤りがあります", all.len()),
         }
     }
 }
@@ -383,17 +387,19 @@ impl Aggregate for LocalSettings {
 
     fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
         let LocalSettingsCommand::Configure { municipality, settings, permitted } = command;
+        // Every refusal at once, so the administrator fixes the whole screen in one go.
+        let mut refused = vec![];
         if settings.custom_fields.len() > MAX_CUSTOM_FIELDS {
-            return Err(LocalSettingsError::TooManyCustomFields);
+            refused.push(LocalSettingsError::TooManyCustomFields);
         }
         let mut keys = BTreeSet::new();
         for def in &settings.custom_fields {
             if !keys.insert(def.key.clone()) {
-                return Err(LocalSettingsError::DuplicateField(def.key.clone()));
+                refused.push(LocalSettingsError::DuplicateField(def.key.clone()));
             }
             match &def.field_type {
                 CustomFieldType::Text { max_length } if *max_length == 0 || *max_length > MAX_CUSTOM_TEXT => {
-                    return Err(LocalSettingsError::BadMaxLength(def.key.clone()));
+                    refused.push(LocalSettingsError::BadMaxLength(def.key.clone()));
                 }
                 CustomFieldType::Choice { options } => {
                     let distinct: BTreeSet<&String> = options.iter().collect();
@@ -402,23 +408,29 @@ impl Aggregate for LocalSettings {
                         || distinct.len() != options.len()
                         || options.iter().any(|o| o.trim().is_empty() || o.trim() != o);
                     if bad {
-                        return Err(LocalSettingsError::BadOptions(def.key.clone()));
+                        refused.push(LocalSettingsError::BadOptions(def.key.clone()));
                     }
                 }
                 CustomFieldType::Number { min: Some(lo), max: Some(hi) } if lo > hi => {
-                    return Err(LocalSettingsError::BadRange(def.key.clone()));
+                    refused.push(LocalSettingsError::BadRange(def.key.clone()));
                 }
                 _ => {}
             }
         }
-        if let Some(ap) = settings.catalog.iter().find(|b| **b == BusinessId::ADMINISTRATION) {
-            return Err(LocalSettingsError::NotACardAp(ap.clone()));
+        for ap in &settings.catalog {
+            if *ap == BusinessId::ADMINISTRATION {
+                refused.push(LocalSettingsError::NotACardAp(ap.clone()));
+            } else if !permitted.contains(ap) {
+                refused.push(LocalSettingsError::NotPermitted(ap.clone()));
+            }
         }
-        if let Some(ap) = settings.catalog.iter().find(|b| !permitted.contains(*b)) {
-            return Err(LocalSettingsError::NotPermitted(ap.clone()));
+        for ap in settings.presets.iter().filter(|b| !settings.catalog.contains(*b)) {
+            refused.push(LocalSettingsError::PresetNotInCatalog(ap.clone()));
         }
-        if let Some(ap) = settings.presets.iter().find(|b| !settings.catalog.contains(*b)) {
-            return Err(LocalSettingsError::PresetNotInCatalog(ap.clone()));
+        match refused.len() {
+            0 => {}
+            1 => return Err(refused.remove(0)),
+            _ => return Err(LocalSettingsError::All(refused)),
         }
         if settings == state.settings {
             return Ok(vec![]);
@@ -605,6 +617,23 @@ mod tests {
             def("d", number(None, None), false),
         ]);
         given::<LocalSettings>([]).when(configure(ok.clone())).then([configured(ok)]);
+    }
+
+    #[test]
+    fn every_refusal_of_a_screen_is_named_at_once() {
+        let settings = LocalSettingsValue {
+            catalog: ids(&["00", "12"]),
+            presets: ids(&["01"]),
+            custom_fields: vec![def("a", number(Some(9), Some(1)), false)],
+        };
+        given::<LocalSettings>([])
+            .when(C::Configure { municipality: chiyoda(), settings, permitted: ids(&["00", "01"]) })
+            .then_err(LocalSettingsError::All(vec![
+                LocalSettingsError::BadRange(FieldKey::parse("a").unwrap()),
+                LocalSettingsError::NotACardAp(BusinessId::ADMINISTRATION),
+                LocalSettingsError::NotPermitted(bid("12")),
+                LocalSettingsError::PresetNotInCatalog(bid("01")),
+            ]));
     }
 
     #[test]

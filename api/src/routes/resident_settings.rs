@@ -15,14 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cardap_commands::residents::RegistrationError;
-use cardap_commands::{CommandHandler, Permission, authorize};
-use cardap_domain::business_system::{self, BusinessSystem};
+use cardap_commands::{Permission, authorize};
+use cardap_domain::BusinessId;
 use cardap_domain::local_settings::{
     CustomFieldDefinition, CustomFieldType, FieldKey, FieldLabel, LocalSettingsError, LocalSettingsValue,
     MAX_CUSTOM_FIELDS, MAX_CUSTOM_TEXT,
 };
-use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::StreamId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -192,17 +190,21 @@ pub async fn replace(
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ConfigureResidentServices(code.clone()))?;
     let body: ResidentSettingsInput = body.parse().await?;
+    // What the body's shape refuses here; what the settings refuse (shared use, presets …) the decision names.
+    // Both at once: with fields that do not parse, the decision is asked about the rest, writing nothing.
     let (value, mut errors) = parse(&body);
-    let permitted = permitted(&state, &code, value.catalog.iter()).await?;
-    for (i, raw) in body.catalog.iter().enumerate() {
-        if let Ok(id) = BusinessId::parse(raw)
-            && id != BusinessId::ADMINISTRATION
-            && !permitted.contains(&id)
-        {
-            errors.push(settings_field(format!("/catalog/{i}"), &LocalSettingsError::NotPermitted(id)));
-        }
-    }
     if !errors.is_empty() {
+        let refusals = state
+            .residents
+            .settings_refusals(&code, &value)
+            .await
+            .map_err(|e| command_error(e, |d| settings_error(d, &body)))?;
+        for refusal in &refusals {
+            let field = field_of(refusal, &body);
+            if !errors.iter().any(|e| e.field == field) {
+                errors.push(settings_field(field, refusal));
+            }
+        }
         errors.sort_by_key(|e| order_of(&e.field));
         return Err(ApiError::validation(errors));
     }
@@ -236,25 +238,6 @@ fn order_of(field: &str) -> (usize, usize, String) {
     };
     let index = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
     (section, index, field.to_owned())
-}
-
-/// Which of `ids` the municipality may use now, from the business systems' own streams (what the command checks).
-pub async fn permitted<'a>(
-    state: &AppState,
-    code: &MunicipalityCode,
-    ids: impl Iterator<Item = &'a BusinessId>,
-) -> Result<BTreeSet<BusinessId>, ApiError> {
-    let handler = CommandHandler::<BusinessSystem>::new(state.store.clone());
-    let mut out = BTreeSet::new();
-    for id in ids {
-        let stream =
-            StreamId::new(BusinessSystem::STREAM_TYPE, &business_system::stream_key(id)).map_err(ApiError::internal)?;
-        let loaded = handler.load(&stream).await.map_err(|e| command_error(e, ApiError::internal))?;
-        if loaded.state.permits(code) {
-            out.insert(id.clone());
-        }
-    }
-    Ok(out)
 }
 
 fn settings_field(field: String, e: &LocalSettingsError) -> FieldError {
@@ -441,9 +424,20 @@ fn business_ids(
 /// A refusal of the command (the settings or shared use changed since the checks above), at its field.
 fn settings_error(e: RegistrationError, body: &ResidentSettingsInput) -> ApiError {
     let RegistrationError::Settings(s) = e else { return registration_error(e, &[]) };
+    let all = match s {
+        LocalSettingsError::All(all) => all,
+        one => vec![one],
+    };
+    let mut errors: Vec<FieldError> = all.iter().map(|s| settings_field(field_of(s, body), s)).collect();
+    errors.sort_by_key(|e| order_of(&e.field));
+    ApiError::validation(errors)
+}
+
+/// The field of the screen a refusal is about (`/` when it names none).
+fn field_of(s: &LocalSettingsError, body: &ResidentSettingsInput) -> String {
     let field_of = |key: &FieldKey| body.custom_fields.iter().rposition(|f| f.key == key.as_str());
     let id_in = |list: &[String], id: &BusinessId| list.iter().position(|r| r == id.as_str());
-    let field = match &s {
+    let field = match s {
         LocalSettingsError::TooManyCustomFields => Some("/custom_fields".to_owned()),
         LocalSettingsError::DuplicateField(k) => field_of(k).map(|i| format!("/custom_fields/{i}/key")),
         LocalSettingsError::BadMaxLength(k) => field_of(k).map(|i| format!("/custom_fields/{i}/max_length")),
@@ -453,6 +447,7 @@ fn settings_error(e: RegistrationError, body: &ResidentSettingsInput) -> ApiErro
             id_in(&body.catalog, b).map(|i| format!("/catalog/{i}"))
         }
         LocalSettingsError::PresetNotInCatalog(b) => id_in(&body.presets, b).map(|i| format!("/presets/{i}")),
+        LocalSettingsError::All(_) => None,
     };
-    ApiError::validation(vec![settings_field(field.unwrap_or_else(|| "/".to_owned()), &s)])
+    field.unwrap_or_else(|| "/".to_owned())
 }
