@@ -7,7 +7,6 @@ use axum::http::header;
 use axum::http::request::Parts;
 use cardap_commands::Actor;
 use cardap_domain::OperatorKey;
-use sqlx::AnyPool;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -26,8 +25,8 @@ pub fn generate_password(len: usize) -> Result<Secret, ApiError> {
 }
 
 /// The stored hash of an operator.
-pub async fn credential_of(pool: &AnyPool, operator: OperatorKey) -> Result<Option<String>, ApiError> {
-    Ok(cardap_store::CredentialStore::new(pool.clone()).password_hash(operator).await?)
+pub async fn credential_of(read: &cardap_projections::ReadModels, operator: OperatorKey) -> Result<Option<String>, ApiError> {
+    Ok(cardap_store::CredentialStore::new(read.pool().clone()).password_hash(operator).await?)
 }
 
 /// The operator behind a request, from a valid `Authorization: Bearer` session.

@@ -192,7 +192,7 @@ impl FieldError {
 
     /// A value that failed its domain `parse`.
     pub fn parse(field: impl Into<String>, err: &ParseError) -> Self {
-        FieldError::new(field, Text::new(err.message_ja(), err.to_string()))
+        FieldError::new(field, Text::of(&err))
     }
 
     pub fn required(field: impl Into<String>) -> Self {

@@ -51,6 +51,11 @@ impl Text {
         Text { ja: ja.into(), en: en.into() }
     }
 
+    /// What a domain refusal says, in both languages.
+    pub fn of(refusal: &impl cardap_domain::Localized) -> Self {
+        Text { ja: refusal.message_ja(), en: refusal.message_en() }
+    }
+
     pub fn get(&self, lang: Lang) -> &str {
         match lang {
             Lang::Ja => &self.ja,

@@ -357,16 +357,17 @@ fn fields(urls: &[RequiredUrl]) -> String {
     urls.iter().map(|u| u.field()).collect::<Vec<_>>().join(", ")
 }
 
-impl BusinessSystemError {
-    pub fn message_ja(&self) -> &'static str {
-        match self {
+impl crate::message::Localized for BusinessSystemError {
+    fn message_ja(&self) -> String {
+        let text: &'static str = match self {
             Self::AlreadyRegistered => "この業務IDは既に登録されています",
             Self::NotRegistered => "この業務IDは登録されていません",
             Self::Retired => "この業務システムは廃止されています",
             Self::BuiltInCannotBeRetired => "標準の業務システム（業務ID 00・01・02）は廃止できません",
             Self::NotPermitted => "この市町村・任意団体は共同利用を許可されていません",
             Self::UrlsRequired(_) => "業務トップURL・オペレータ管理URL・パーソナライズURLは必須項目です",
-        }
+        };
+        text.to_owned()
     }
 }
 

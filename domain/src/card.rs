@@ -292,8 +292,8 @@ pub enum CardError {
     ApsRefused(Vec<(usize, CardError)>),
 }
 
-impl CardError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for CardError {
+    fn message_ja(&self) -> String {
         match self {
             Self::AlreadyRegistered => "このカードFIDは既に登録されています".to_owned(),
             Self::NotRegistered => "カードが見つかりません".to_owned(),

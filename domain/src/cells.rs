@@ -39,9 +39,9 @@ pub enum CellError {
     InternalIdTwice(BusinessId),
 }
 
-impl CellError {
+impl crate::message::Localized for CellError {
     /// A short Japanese message for the clerk whose file it is.
-    pub fn message_ja(&self) -> String {
+    fn message_ja(&self) -> String {
         match self {
             Self::DateFormat => "生年月日は EYYMMDD（例: 3640107）、YYYYMMDD（例: 19890107）、YYYY-MM-DD、\
                                  または和暦（例: 昭和64年1月7日）で入力してください"

@@ -74,9 +74,9 @@ pub enum ParseError {
     NotAnAssociationId,
 }
 
-impl ParseError {
+impl crate::message::Localized for ParseError {
     /// A short Japanese message for the operator who typed the value.
-    pub fn message_ja(&self) -> String {
+    fn message_ja(&self) -> String {
         match self {
             Self::Empty => "入力してください".to_owned(),
             Self::TooLong { max } => format!("{max}文字以内で入力してください"),

@@ -10,6 +10,7 @@ pub mod cells;
 pub mod contact;
 pub mod ids;
 pub mod local_settings;
+pub mod message;
 pub mod municipality;
 pub mod operator;
 pub mod patch;
@@ -19,6 +20,7 @@ pub mod time;
 
 pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
 pub use ids::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
+pub use message::Localized;
 pub use time::Timestamp;
 
 #[cfg(test)]

@@ -132,8 +132,8 @@ pub enum CustomFieldError {
     ControlCharacter,
 }
 
-impl CustomFieldError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for CustomFieldError {
+    fn message_ja(&self) -> String {
         match self {
             Self::Unknown => "この項目は市町村で定義されていません".to_owned(),
             Self::Required => "入力してください".to_owned(),
@@ -297,8 +297,8 @@ pub enum LocalSettingsError {
     All(Vec<LocalSettingsError>),
 }
 
-impl LocalSettingsError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for LocalSettingsError {
+    fn message_ja(&self) -> String {
         match self {
             Self::TooManyCustomFields => format!("独自項目は{MAX_CUSTOM_FIELDS}項目まで定義できます"),
             Self::DuplicateField(k) => format!("独自項目「{k}」が重複しています"),

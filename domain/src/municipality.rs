@@ -239,8 +239,8 @@ pub enum MunicipalityError {
     CodeDoesNotMatchKind(ParseError),
 }
 
-impl MunicipalityError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for MunicipalityError {
+    fn message_ja(&self) -> String {
         match self {
             Self::AlreadyRegistered => "この団体コードは既に登録されています".to_owned(),
             Self::NotRegistered => "この団体コードは登録されていません".to_owned(),

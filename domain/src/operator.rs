@@ -162,9 +162,9 @@ fn locked_until_text(until: &Option<Timestamp>) -> String {
     }
 }
 
-impl OperatorError {
-    pub fn message_ja(&self) -> &'static str {
-        match self {
+impl crate::message::Localized for OperatorError {
+    fn message_ja(&self) -> String {
+        let text: &'static str = match self {
             Self::AlreadyRegistered => "このオペレータは既に登録されています",
             Self::NoRoles => "権限を1つ以上選択してください",
             Self::SystemAdminHasNoMunicipality => "システム管理者には市町村・任意団体を指定できません",
@@ -180,7 +180,8 @@ impl OperatorError {
             }
             Self::InternalIdNotAssigned => "この業務システムの業務内IDは登録されていません",
             Self::BusinessSystemNotPermitted(_) => "このオペレータに許可されていない業務システムです",
-        }
+        };
+        text.to_owned()
     }
 }
 

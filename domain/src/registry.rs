@@ -225,8 +225,8 @@ pub enum RegistryError {
     Erased,
 }
 
-impl RegistryError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for RegistryError {
+    fn message_ja(&self) -> String {
         match self {
             Self::Erased => "この住基レコードの個人情報は消去されています".to_owned(),
         }

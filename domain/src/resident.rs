@@ -224,8 +224,8 @@ pub enum ResidentError {
     CardStillActive(CardFid),
 }
 
-impl ResidentError {
-    pub fn message_ja(&self) -> String {
+impl crate::message::Localized for ResidentError {
+    fn message_ja(&self) -> String {
         match self {
             Self::AlreadyRegistered => "この利用者は既に登録されています".to_owned(),
             Self::NotRegistered => "利用者が見つかりません".to_owned(),

@@ -612,7 +612,7 @@ async fn permitted_entry(state: &AppState, code: String) -> Result<PermittedMuni
 }
 
 fn domain_error(e: BusinessSystemError) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     match e {
         BusinessSystemError::AlreadyRegistered => ApiError::already_exists(text),
         BusinessSystemError::NotRegistered => ApiError::not_found(),

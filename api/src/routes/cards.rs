@@ -130,7 +130,7 @@ fn view(s: &CardSnapshot) -> CardView {
 
 /// Maps a card's refusal; `business_ids` are the request's APs in order, to name a refused one by its index.
 pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     let at = |b: &BusinessId, nth: usize| {
         let index = business_ids.iter().enumerate().filter(|(_, x)| *x == b).nth(nth).map(|(i, _)| i);
         index.map_or_else(|| "/business_ids".to_owned(), |i| format!("/business_ids/{i}"))
@@ -160,7 +160,7 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
                 .filter(|(_, e)| {
                     matches!(e, CardError::DuplicateAp(_) | CardError::ApNotInCatalog(_) | CardError::ApNotPermitted(_))
                 })
-                .map(|(i, e)| FieldError::new(format!("/business_ids/{i}"), Text::new(e.message_ja(), e.to_string())))
+                .map(|(i, e)| FieldError::new(format!("/business_ids/{i}"), Text::of(&e)))
                 .collect();
             match refused.into_iter().next() {
                 _ if !fixable.is_empty() => ApiError::validation(fixable),

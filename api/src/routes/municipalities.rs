@@ -314,7 +314,7 @@ async fn current(state: &AppState, code: &MunicipalityCode) -> Result<Municipali
 }
 
 fn domain_error(e: MunicipalityError) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     match e {
         MunicipalityError::AlreadyRegistered => ApiError::already_exists(text),
         MunicipalityError::NotRegistered => ApiError::not_found(),

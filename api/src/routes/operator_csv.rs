@@ -29,12 +29,11 @@ use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
 use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, OperatorId, Role};
 use cardap_domain::{BusinessId, MunicipalityCode};
-use cardap_projections::municipalities;
+use cardap_projections::{ReadModels, municipalities};
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
@@ -261,7 +260,7 @@ fn sex_code(value: &str) -> String {
 }
 
 fn text_of(e: &OperatorError) -> Text {
-    Text::new(e.message_ja(), e.to_string())
+    Text::of(&e)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -452,7 +451,7 @@ async fn validate(
     })?;
     let layout = Layout::of(&header, header_row).map_err(ApiError::validation)?;
     let usable: HashSet<BusinessId> = operators::usable(state, code).await?.into_iter().collect();
-    let existing = active_ids(state.read.pool(), code).await?;
+    let existing = active_ids(&state.read, code).await?;
 
     let mut errors: Vec<FieldError> = vec![];
     let mut rows: Vec<u64> = vec![];
@@ -589,7 +588,7 @@ fn extras_of(
         None => BTreeMap::new(),
         Some(Ok(ids)) => ids,
         Some(Err(e)) => {
-            errors.push(layout.error(row, Column::InternalIds, Text::new(e.message_ja(), e.to_string())));
+            errors.push(layout.error(row, Column::InternalIds, Text::of(&e)));
             BTreeMap::new()
         }
     };
@@ -627,9 +626,9 @@ fn unreadable(row: u64) -> FieldError {
 }
 
 /// The operator IDs registered (and not revoked) in a municipality, read page by page.
-async fn active_ids(pool: &AnyPool, code: &MunicipalityCode) -> Result<HashSet<String>, ApiError> {
+async fn active_ids(read: &ReadModels, code: &MunicipalityCode) -> Result<HashSet<String>, ApiError> {
     let mut ids = HashSet::new();
-    for_each_page(pool, code, &OperatorFilter::default(), |rows| {
+    for_each_page(read, code, &OperatorFilter::default(), |rows| {
         ids.extend(rows.into_iter().map(|r| r.operator_id));
     })
     .await?;
@@ -638,14 +637,14 @@ async fn active_ids(pool: &AnyPool, code: &MunicipalityCode) -> Result<HashSet<S
 
 /// Calls `f` with each page of a municipality's operators matching `filter`, in operator-ID order.
 async fn for_each_page(
-    pool: &AnyPool,
+    read: &ReadModels,
     code: &MunicipalityCode,
     filter: &OperatorFilter,
     mut f: impl FnMut(Vec<OperatorRow>),
 ) -> Result<(), ApiError> {
     let mut after: Option<String> = None;
     loop {
-        let rows = view::search(pool, code, filter, after.as_deref(), PAGE).await?;
+        let rows = view::search(read.pool(), code, filter, after.as_deref(), PAGE).await?;
         let full = rows.len() as i64 >= PAGE;
         after = rows.last().map(|r| r.operator_id.clone());
         f(rows);
@@ -738,9 +737,9 @@ pub async fn export(
         limit: None,
     });
     let writer = CsvWriter::new(charset);
-    let pool = state.read.pool().clone();
+    let read = state.read.clone();
     // The first page is read before answering, so that a failing database is still a proper error response.
-    let first = view::search(&pool, &code, &filter, None, PAGE).await?;
+    let first = view::search(read.pool(), &code, &filter, None, PAGE).await?;
     let mut head = writer.preamble().to_vec();
     let mut columns = Column::EXPORTED.to_vec();
     if with_hash {
@@ -748,7 +747,7 @@ pub async fn export(
     }
     head.extend(writer.chunk([columns.iter().map(|c| import::Column::label(*c))])?);
     let filename = format!("operators-{code}.csv");
-    let pages = Pages { pool, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
+    let pages = Pages { read, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
     let body =
         stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
     let headers = [
@@ -765,7 +764,7 @@ pub async fn export(
 
 /// Where an export stands.
 struct Pages {
-    pool: AnyPool,
+    read: ReadModels,
     code: MunicipalityCode,
     filter: OperatorFilter,
     /// Substring of 付帯情報 (the directory's filter has no such condition: applied to each page).
@@ -786,7 +785,7 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
     let rows = match p.next.take() {
         Some(rows) => rows,
         None if p.finished => return None,
-        None => match view::search(&p.pool, &p.code, &p.filter, p.after.as_deref(), PAGE).await {
+        None => match view::search(p.read.pool(), &p.code, &p.filter, p.after.as_deref(), PAGE).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, municipality = %p.code, "operator export failed");
@@ -817,7 +816,7 @@ async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String
     let mut out = Vec::with_capacity(rows.len());
     for row in rows.iter().filter(wanted) {
         let mut ids = BTreeMap::new();
-        for (business_id, internal_id, role) in view::internal_ids(&p.pool, row.key).await? {
+        for (business_id, internal_id, role) in view::internal_ids(p.read.pool(), row.key).await? {
             let assignment = InternalIdAssignment {
                 internal_id: InternalId::parse(&internal_id).map_err(ApiError::internal)?,
                 role: role.as_deref().map(Text100::parse).transpose().map_err(ApiError::internal)?,
@@ -826,7 +825,7 @@ async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String
         }
         let mut cells = exported(row, &ids).to_vec();
         if p.with_hash {
-            cells.push(auth::credential_of(&p.pool, row.key).await?.unwrap_or_default());
+            cells.push(auth::credential_of(&p.read, row.key).await?.unwrap_or_default());
         }
         out.push(cells);
     }
@@ -931,7 +930,7 @@ pub async fn migrate(
             Text::new("移行先の市町村・任意団体は廃止されています", "the target municipality has been abolished"),
         ));
     }
-    let sources = sources(pool, &from, body.operator_ids.as_deref()).await?;
+    let sources = sources(&state.read, &from, body.operator_ids.as_deref()).await?;
 
     let mut taken = vec![];
     for row in &sources {
@@ -1025,13 +1024,13 @@ fn endpoints(body: &MigrationInput) -> Result<(MunicipalityCode, MunicipalityCod
 /// The operators to migrate: the named ones (each registered in `from` and not revoked), or all that are not
 /// revoked.
 async fn sources(
-    pool: &AnyPool,
+    read: &ReadModels,
     from: &MunicipalityCode,
     operator_ids: Option<&[String]>,
 ) -> Result<Vec<OperatorRow>, ApiError> {
     let Some(ids) = operator_ids else {
         let mut all = vec![];
-        for_each_page(pool, from, &OperatorFilter::default(), |rows| all.extend(rows)).await?;
+        for_each_page(read, from, &OperatorFilter::default(), |rows| all.extend(rows)).await?;
         if all.is_empty() {
             return Err(ApiError::validation(vec![FieldError::new(
                 "/from",
@@ -1049,7 +1048,7 @@ async fn sources(
     for (i, raw) in ids.iter().enumerate() {
         let field = format!("/operator_ids/{i}");
         let found = match OperatorId::parse(raw) {
-            Ok(id) => view::find_by_login(pool, Some(from), &id).await?,
+            Ok(id) => view::find_by_login(read.pool(), Some(from), &id).await?,
             Err(_) => None,
         };
         match found {

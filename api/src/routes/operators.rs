@@ -400,7 +400,7 @@ async fn operator_in_path(
 }
 
 pub fn domain_error(e: OperatorError) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     match e {
         OperatorError::AlreadyRegistered => ApiError::already_exists(text),
         OperatorError::NotRegistered => ApiError::not_found(),
@@ -418,7 +418,7 @@ pub fn domain_error(e: OperatorError) -> ApiError {
 
 /// Like [`domain_error`], with the batch index in every field pointer.
 fn item_error(index: usize, e: OperatorError) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     let field = match e {
         OperatorError::AlreadyRegistered => "operator_id",
         OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => "business_systems",
@@ -767,7 +767,7 @@ pub async fn bulk_passwords(
     let targets = targets.into_iter().map(|(id, row)| (id, row.key, None)).collect();
     let set = state.access.reset_many(&ctx, &code, targets).await.map_err(|e| match e {
         cardap_commands::CommandError::Item { index, error } => {
-            let text = Text::new(error.message_ja(), error.to_string());
+            let text = Text::of(&error);
             ApiError::validation(vec![FieldError::new(format!("/operator_ids/{index}"), text)])
         }
         other => command_error(other, domain_error),

@@ -273,12 +273,12 @@ impl Layout {
 
     /// The parsed value, or the parse error about `column`.
     fn parsed<T>(&self, column: Column, result: Result<T, ParseError>, errors: &mut Vec<CellError>) -> Option<T> {
-        result.map_err(|e| errors.push(self.error(column, Text::new(e.message_ja(), e.to_string())))).ok()
+        result.map_err(|e| errors.push(self.error(column, Text::of(&e)))).ok()
     }
 
     /// The cell format's value, or its error about `column`.
     fn cell<T>(&self, column: Column, result: Result<T, cells::CellError>, errors: &mut Vec<CellError>) -> Option<T> {
-        result.map_err(|e| errors.push(self.error(column, Text::new(e.message_ja(), e.to_string())))).ok()
+        result.map_err(|e| errors.push(self.error(column, Text::of(&e)))).ok()
     }
 
     /// One data row, parsed into a registry row or the errors of its cells.
@@ -854,7 +854,7 @@ impl Importer {
                     let error = ImportCellError {
                         column: self.layout.name(Column::Key).to_owned(),
                         field: Some(import::Column::field(Column::Key).to_owned()),
-                        message: Text::new(e.message_ja(), e.to_string()).get(self.lang).to_owned(),
+                        message: Text::of(&e).get(self.lang).to_owned(),
                     };
                     (RowOutcomeKind::Error, vec![], vec![error])
                 }
@@ -1060,7 +1060,7 @@ pub async fn lookup(
     let mut errors = vec![];
     let name = FullName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
     let cell_error =
-        |field: &str, e: cells::CellError| FieldError::new(field, Text::new(e.message_ja(), e.to_string()));
+        |field: &str, e: cells::CellError| FieldError::new(field, Text::of(&e));
     let birth_date = BirthDateCell::parse(&body.birth_date).map_err(|e| errors.push(cell_error("/birth_date", e))).ok();
     let sex = SexCell::parse(&body.sex).map_err(|e| errors.push(cell_error("/sex", e))).ok();
     let (Some(name), Some(birth_date), Some(sex)) = (name, birth_date, sex) else {

@@ -241,7 +241,7 @@ fn order_of(field: &str) -> (usize, usize, String) {
 }
 
 fn settings_field(field: String, e: &LocalSettingsError) -> FieldError {
-    FieldError::new(field, Text::new(e.message_ja(), e.to_string()))
+    FieldError::new(field, Text::of(&e))
 }
 
 fn not_for_type(field: String) -> FieldError {

@@ -416,7 +416,7 @@ fn custom_pointer(key: &str) -> String {
 fn custom_field_errors(errors: Vec<(String, CustomFieldError)>) -> Vec<FieldError> {
     errors
         .into_iter()
-        .map(|(key, e)| FieldError::new(custom_pointer(&key), Text::new(e.message_ja(), e.to_string())))
+        .map(|(key, e)| FieldError::new(custom_pointer(&key), Text::of(&e)))
         .collect()
 }
 
@@ -537,7 +537,7 @@ pub fn registration_error(e: RegistrationError, business_ids: &[BusinessId]) -> 
         RegistrationError::Resident(r) => resident_error(r),
         RegistrationError::Card(c) => crate::routes::cards::card_error(c, business_ids),
         RegistrationError::Settings(s) => {
-            ApiError::validation(vec![FieldError::new("/", Text::new(s.message_ja(), s.to_string()))])
+            ApiError::validation(vec![FieldError::new("/", Text::of(&s))])
         }
         RegistrationError::CustomFields(errors) => ApiError::validation(custom_field_errors(errors)),
         RegistrationError::ResidentNotFound | RegistrationError::CardNotFound => ApiError::not_found(),
@@ -545,7 +545,7 @@ pub fn registration_error(e: RegistrationError, business_ids: &[BusinessId]) -> 
 }
 
 pub fn resident_error(e: ResidentError) -> ApiError {
-    let text = Text::new(e.message_ja(), e.to_string());
+    let text = Text::of(&e);
     match e {
         ResidentError::AlreadyRegistered => ApiError::already_exists(text),
         ResidentError::NotRegistered => ApiError::not_found(),
