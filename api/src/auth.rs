@@ -25,7 +25,10 @@ pub fn generate_password(len: usize) -> Result<Secret, ApiError> {
 }
 
 /// The stored hash of an operator.
-pub async fn credential_of(read: &cardap_projections::ReadModels, operator: OperatorKey) -> Result<Option<String>, ApiError> {
+pub async fn credential_of(
+    read: &cardap_projections::ReadModels,
+    operator: OperatorKey,
+) -> Result<Option<String>, ApiError> {
     Ok(cardap_store::CredentialStore::new(read.pool().clone()).password_hash(operator).await?)
 }
 

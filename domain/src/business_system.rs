@@ -496,6 +496,7 @@ impl Aggregate for BusinessSystem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use crate::testing::given;
     use BusinessSystemCommand as C;
     use BusinessSystemEvent as E;

@@ -547,6 +547,7 @@ impl Aggregate for StandardIdAllocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use crate::testing::given;
     use CardCommand as C;
     use CardEvent as E;

@@ -248,6 +248,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::Localized;
     use proptest::prelude::*;
 
     #[test]

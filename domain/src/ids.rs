@@ -358,6 +358,7 @@ impl fmt::Display for OperatorKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use proptest::prelude::*;
 
     fn code_with_check(prefix: u32) -> String {

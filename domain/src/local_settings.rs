@@ -447,6 +447,7 @@ impl Aggregate for LocalSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use crate::testing::given;
     use LocalSettingsCommand as C;
     use LocalSettingsEvent as E;

@@ -11,3 +11,13 @@ pub trait Localized: std::fmt::Display {
         self.to_string()
     }
 }
+
+impl<T: Localized + ?Sized> Localized for &T {
+    fn message_ja(&self) -> String {
+        (**self).message_ja()
+    }
+
+    fn message_en(&self) -> String {
+        (**self).message_en()
+    }
+}

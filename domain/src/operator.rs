@@ -484,6 +484,7 @@ impl Aggregate for Operator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use crate::contact::{Email, Phone, Sex, Text200};
     use crate::testing::given;
     use OperatorCommand as C;

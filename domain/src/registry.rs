@@ -292,6 +292,7 @@ impl Aggregate for RegistryEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Localized;
     use crate::testing::given;
     use RegistryCommand as C;
     use RegistryEvent as E;

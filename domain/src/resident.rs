@@ -351,6 +351,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::Localized;
     use crate::contact::{Email, Phone, Sex};
     use crate::local_settings::{CustomValue, FieldKey};
     use crate::testing::given;

@@ -14,6 +14,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cardap_commands::residents::{CardAction, CardSnapshot, RegistrationError};
 use cardap_commands::{CommandError, Permission, authorize};
+use cardap_domain::Localized;
 use cardap_domain::card::CardError;
 use cardap_domain::resident::{CardFid, ResidentId};
 use cardap_domain::{BusinessId, MunicipalityCode};

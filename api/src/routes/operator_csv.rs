@@ -15,6 +15,7 @@
 //! Longer than 600 lines because import, export and migration share the column layout; the migration goes to
 //! `commands` with the other operator use cases (issue 8), which leaves the edge of the file format here.
 
+use cardap_domain::Localized;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use axum::body::{Body, Bytes};
@@ -29,8 +30,8 @@ use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
 use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, OperatorId, Role};
 use cardap_domain::{BusinessId, MunicipalityCode};
-use cardap_projections::{ReadModels, municipalities};
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
+use cardap_projections::{ReadModels, municipalities};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -1059,8 +1059,7 @@ pub async fn lookup(
     let body: CardFacts = body.parse().await?;
     let mut errors = vec![];
     let name = FullName::parse(&body.name).map_err(|e| errors.push(FieldError::parse("/name", &e))).ok();
-    let cell_error =
-        |field: &str, e: cells::CellError| FieldError::new(field, Text::of(&e));
+    let cell_error = |field: &str, e: cells::CellError| FieldError::new(field, Text::of(&e));
     let birth_date = BirthDateCell::parse(&body.birth_date).map_err(|e| errors.push(cell_error("/birth_date", e))).ok();
     let sex = SexCell::parse(&body.sex).map_err(|e| errors.push(cell_error("/sex", e))).ok();
     let (Some(name), Some(birth_date), Some(sex)) = (name, birth_date, sex) else {

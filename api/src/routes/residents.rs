@@ -414,10 +414,7 @@ fn custom_pointer(key: &str) -> String {
 }
 
 fn custom_field_errors(errors: Vec<(String, CustomFieldError)>) -> Vec<FieldError> {
-    errors
-        .into_iter()
-        .map(|(key, e)| FieldError::new(custom_pointer(&key), Text::of(&e)))
-        .collect()
+    errors.into_iter().map(|(key, e)| FieldError::new(custom_pointer(&key), Text::of(&e))).collect()
 }
 
 /// The personal data of a registration, or every problem with it.
@@ -536,9 +533,7 @@ pub fn registration_error(e: RegistrationError, business_ids: &[BusinessId]) -> 
     match e {
         RegistrationError::Resident(r) => resident_error(r),
         RegistrationError::Card(c) => crate::routes::cards::card_error(c, business_ids),
-        RegistrationError::Settings(s) => {
-            ApiError::validation(vec![FieldError::new("/", Text::of(&s))])
-        }
+        RegistrationError::Settings(s) => ApiError::validation(vec![FieldError::new("/", Text::of(&s))]),
         RegistrationError::CustomFields(errors) => ApiError::validation(custom_field_errors(errors)),
         RegistrationError::ResidentNotFound | RegistrationError::CardNotFound => ApiError::not_found(),
     }

@@ -470,6 +470,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::Localized;
     use proptest::prelude::*;
     use serde_json::json;
 
