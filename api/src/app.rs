@@ -16,9 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::routing::get;
 use cardap_projections::{ProjectionError, ReadModels};
-use cardap_store::{
-    Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, StreamIdError, redact,
-};
+use cardap_store::{Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, redact};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,8 +41,6 @@ pub enum StartError {
     ReadModels(#[from] ProjectionError),
     #[error("the master key: {0}")]
     MasterKey(#[from] MasterKeyError),
-    #[error("a stream id: {0}")]
-    StreamId(#[from] StreamIdError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

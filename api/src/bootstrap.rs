@@ -9,15 +9,13 @@
 use std::sync::Arc;
 
 use cardap_commands::{CommandContext, CommandHandler, Permission};
-use cardap_domain::business_system::{
-    self, BusinessSystem, BusinessSystemCommand, BusinessSystemError, builtin_profiles,
-};
+use cardap_domain::OperatorKey;
+use cardap_domain::business_system::{BusinessSystem, BusinessSystemCommand, BusinessSystemError, builtin_profiles};
 use cardap_domain::operator::{
     self, Operator, OperatorCommand, OperatorError, OperatorId, OperatorName, OperatorProfile, Role,
 };
-use cardap_domain::{Aggregate, OperatorKey};
 use cardap_projections::{ReadModels, business_systems, operators};
-use cardap_store::{CommandId, Companion, EventStore, StreamId};
+use cardap_store::{CommandId, Companion, EventStore};
 use uuid::Uuid;
 
 use crate::app::{Settings, StartError};
@@ -46,7 +44,7 @@ pub async fn ensure_system_admin(
     };
     let hash = auth::hash_password(password.clone()).await.map_err(failed)?;
 
-    let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(None, &operator_id))?;
+    let stream = cardap_commands::access::operator_stream(None, &operator_id);
     let ctx =
         CommandContext::system(CommandId::from_uuid(Uuid::new_v5(&BOOTSTRAP_NAMESPACE, stream.as_str().as_bytes())));
     let command = OperatorCommand::Register {
@@ -102,7 +100,7 @@ pub async fn ensure_builtin_business_systems(store: &Arc<dyn EventStore>, read: 
         if business_systems::get(read.pool(), &id).await?.is_some() {
             continue;
         }
-        let stream = StreamId::new(BusinessSystem::STREAM_TYPE, &business_system::stream_key(&id))?;
+        let stream = cardap_commands::business_systems::stream(&id);
         let ctx = CommandContext::system(CommandId::from_uuid(Uuid::new_v5(
             &BOOTSTRAP_NAMESPACE,
             stream.as_str().as_bytes(),

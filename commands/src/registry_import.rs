@@ -74,7 +74,7 @@ impl ResidentServices {
                                 }
                             }
                         } else {
-                            let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, &row.key))?;
+                            let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, &row.key));
                             let loaded = tx.load::<RegistryEntry, RegistrationError>(&stream).await?;
                             (loaded.version, loaded.state)
                         };
@@ -108,7 +108,7 @@ impl ResidentServices {
                 }
                 for key in order {
                     if let Some((version, _, pending)) = states.get(key.as_str()) {
-                        let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, key))?;
+                        let stream = stream_of::<RegistryEntry>(&registry::stream_key(code, key));
                         tx.append::<RegistryEntry>(&stream, *version, pending);
                     }
                 }

@@ -24,7 +24,7 @@ use cardap_domain::resident::{
     ResidentCommand, ResidentError, ResidentId, ResidentState,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::{EventStore, StoreError, StreamId};
+use cardap_store::{EventStore, StreamId};
 use serde_json::{Map, Value};
 
 use crate::authz::Permission;
@@ -58,10 +58,7 @@ fn refused<T>(e: RegistrationError) -> Result<T> {
     Err(CommandError::Domain(e))
 }
 
-/// The stream of one aggregate instance; the keys passed here are parsed values, which always make valid ids.
-pub fn stream_of<A: Aggregate>(key: &str) -> std::result::Result<StreamId, StoreError> {
-    StreamId::new(A::STREAM_TYPE, key).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+pub use crate::ids::stream_of;
 
 /// A card as a command left it, with its stream version (the ETag).
 #[derive(Debug, Clone)]
@@ -119,7 +116,7 @@ impl ResidentServices {
     pub async fn settings(&self, code: &MunicipalityCode) -> Result<(LocalSettingsState, u64)> {
         let mut tx = Tx::new(self.store.clone());
         let loaded = tx
-            .load::<LocalSettings, RegistrationError>(&stream_of::<LocalSettings>(&local_settings::stream_key(code))?)
+            .load::<LocalSettings, RegistrationError>(&stream_of::<LocalSettings>(&local_settings::stream_key(code)))
             .await?;
         Ok((loaded.state, loaded.version))
     }
@@ -132,7 +129,7 @@ impl ResidentServices {
         if_match: Option<u64>,
         settings: LocalSettingsValue,
     ) -> Result<Transacted<u64>> {
-        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let permission = Permission::ConfigureResidentServices(code.clone());
         let (stream, settings) = (&stream, &settings);
         transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
@@ -157,7 +154,7 @@ impl ResidentServices {
         settings: &LocalSettingsValue,
     ) -> Result<Vec<LocalSettingsError>> {
         let mut tx = Tx::new(self.store.clone());
-        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let loaded = tx.load::<LocalSettings, RegistrationError>(&stream).await?;
         let permitted = permitted_among(&mut tx, code, settings.catalog.iter()).await?;
         let command =
@@ -187,8 +184,8 @@ impl ResidentServices {
         personal: PersonalData,
         custom: &Map<String, Value>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
-        let stream = stream_of::<Resident>(&resident::stream_key(&id))?;
-        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let stream = stream_of::<Resident>(&resident::stream_key(&id));
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let permission = Permission::RegisterResidents(code.clone());
         let (stream, settings_stream, personal, registry_key) = (&stream, &settings_stream, &personal, &registry_key);
         let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
@@ -231,7 +228,7 @@ impl ResidentServices {
         (changes, kana_name, kanji_name): (PersonalChanges, NamePatch<KanaName>, NamePatch<KanjiName>),
         custom: &Map<String, Value>,
     ) -> Result<(ResidentSnapshot, Option<cardap_store::Checkpoint>)> {
-        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let permission = Permission::RegisterResidents(code.clone());
         let (settings_stream, changes, names) = (&settings_stream, &changes, &(kana_name, kanji_name));
         let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
@@ -300,7 +297,7 @@ impl ResidentServices {
         fid: &CardFid,
         resident_id: &ResidentId,
     ) -> Result<(CardSnapshot, Option<cardap_store::Checkpoint>)> {
-        let card_stream = stream_of::<Card>(&card::stream_key(fid))?;
+        let card_stream = stream_of::<Card>(&card::stream_key(fid));
         let permission = Permission::RegisterResidents(code.clone());
         let card_stream = &card_stream;
         let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
@@ -342,7 +339,7 @@ impl ResidentServices {
             CardAction::RemoveAp(id) => vec![Permission::ManageCardAp(code.clone(), id.clone())],
             _ => vec![Permission::RegisterResidents(code.clone())],
         };
-        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code))?;
+        let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let (draw, settings_stream, action) = (&self.draw, &settings_stream, &action);
         let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
             let (card, card_stream) = load_card(&mut tx, code, fid).await?;
@@ -383,7 +380,7 @@ impl ResidentServices {
                 {
                     // A 標準ID's stream exists once it was handed out: a collision with an earlier one conflicts
                     // here, and the retry draws a new number.
-                    let stream = stream_of::<StandardIdAllocation>(&card::allocation_stream_key(id))?;
+                    let stream = stream_of::<StandardIdAllocation>(&card::allocation_stream_key(id));
                     let allocated = StandardIdAllocation::decide(
                         &false,
                         StandardIdCommand::Allocate { id: id.clone(), fid: fid.clone() },
@@ -440,7 +437,7 @@ async fn load_resident_state(
     code: &MunicipalityCode,
     id: &ResidentId,
 ) -> Result<(crate::Loaded<Resident>, StreamId)> {
-    let stream = stream_of::<Resident>(&resident::stream_key(id))?;
+    let stream = stream_of::<Resident>(&resident::stream_key(id));
     let loaded = tx.load::<Resident, RegistrationError>(&stream).await?;
     match &loaded.state.registered {
         Some(r) if r.municipality == *code => Ok((loaded, stream)),
@@ -466,7 +463,7 @@ fn after<A: Aggregate>(loaded: crate::Loaded<A>, events: &[A::Event]) -> (A::Sta
 }
 
 async fn load_card(tx: &mut Tx, code: &MunicipalityCode, fid: &CardFid) -> Result<(crate::Loaded<Card>, StreamId)> {
-    let stream = stream_of::<Card>(&card::stream_key(fid))?;
+    let stream = stream_of::<Card>(&card::stream_key(fid));
     let loaded = tx.load::<Card, RegistrationError>(&stream).await?;
     match &loaded.state.registered {
         Some(c) if c.municipality == *code => Ok((loaded, stream)),
@@ -482,7 +479,7 @@ async fn permitted_among<'a>(
 ) -> Result<BTreeSet<BusinessId>> {
     let mut permitted = BTreeSet::new();
     for id in ids {
-        let stream = stream_of::<BusinessSystem>(&business_system::stream_key(id))?;
+        let stream = stream_of::<BusinessSystem>(&business_system::stream_key(id));
         let loaded = tx.load::<BusinessSystem, RegistrationError>(&stream).await?;
         if loaded.state.permits(code) {
             permitted.insert(id.clone());

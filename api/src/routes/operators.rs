@@ -12,13 +12,12 @@ use axum::{Json, Router};
 use cardap_commands::{CommandContext, Executed, Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
 use cardap_domain::operator::{
-    self, Extension, InternalId, LoginCommand, Operator, OperatorError, OperatorId, OperatorName, OperatorProfile,
+    Extension, InternalId, LoginCommand, Operator, OperatorError, OperatorId, OperatorName, OperatorProfile,
     OperatorProfilePatch, Password, Role,
 };
-use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, ParseError};
+use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
-use cardap_store::StreamId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -366,12 +365,6 @@ impl ProfileFields {
             extra: self.extra,
         }
     }
-}
-
-/// The stream of one operator.
-pub fn stream_of(municipality: &MunicipalityCode, operator_id: &OperatorId) -> Result<StreamId, ApiError> {
-    StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(Some(municipality), operator_id))
-        .map_err(ApiError::internal)
 }
 
 /// The municipality in the path, if the caller may see it and it exists; else 404.
