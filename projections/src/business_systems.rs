@@ -4,11 +4,11 @@
 use async_trait::async_trait;
 use cardap_domain::business_system::{BusinessSystem, BusinessSystemEvent, BusinessSystemProfile};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_business_systems` and `rm_shared_use`.
 #[derive(Debug)]
@@ -17,22 +17,19 @@ pub struct BusinessSystems;
 const NAME: &str = "business_systems";
 
 #[async_trait]
-impl Projection for BusinessSystems {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for BusinessSystems {
+    type Event = BusinessSystemEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[BusinessSystem::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[BusinessSystem::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != BusinessSystem::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: BusinessSystemEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let id = event.stream_id.key().to_owned();
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: BusinessSystemEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let id = recorded.key().to_owned();
+        let version = recorded.version();
         let result = match decoded {
             BusinessSystemEvent::Registered { id, profile } => {
                 let p = ProfileColumns::of(&profile);

@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use cardap_domain::card::{Card, CardEvent, CardStatus, StandardId};
 use cardap_domain::resident::{CardFid, ResidentId};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::RecordedEvent;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_cards`, `rm_card_aps` and `rm_ap_counts`.
 #[derive(Debug)]
@@ -24,23 +24,20 @@ pub struct CardRegister;
 const NAME: &str = "cards";
 
 #[async_trait]
-impl Projection for CardRegister {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for CardRegister {
+    type Event = CardEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[Card::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[Card::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != Card::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: CardEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        let at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let fid = event.stream_id.key().to_owned();
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: CardEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let version = recorded.version();
+        let at = recorded.at();
+        let fid = recorded.key().to_owned();
         let db = ProjectionError::from_sqlx;
         match decoded {
             CardEvent::Registered { fid, municipality, resident_id } => {

@@ -13,8 +13,10 @@ pub mod operators;
 pub mod registry;
 pub mod residents;
 mod runner;
+mod typed;
 
 pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
+pub use typed::{Recorded, Typed, View};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +45,13 @@ impl ReadModels {
         Ok(ReadModels {
             pool,
             projections: vec![
-                Arc::new(municipalities::MunicipalityList),
-                Arc::new(operators::OperatorDirectory),
-                Arc::new(business_systems::BusinessSystems),
-                Arc::new(local_settings::LocalSettingsView),
-                Arc::new(residents::ResidentRegister),
-                Arc::new(cards::CardRegister),
-                Arc::new(registry::RegistryView),
+                Arc::new(Typed(municipalities::MunicipalityList)),
+                Arc::new(Typed(operators::OperatorDirectory)),
+                Arc::new(Typed(business_systems::BusinessSystems)),
+                Arc::new(Typed(local_settings::LocalSettingsView)),
+                Arc::new(Typed(residents::ResidentRegister)),
+                Arc::new(Typed(cards::CardRegister)),
+                Arc::new(Typed(registry::RegistryView)),
             ],
         })
     }

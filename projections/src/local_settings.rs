@@ -7,11 +7,11 @@
 use async_trait::async_trait;
 use cardap_domain::local_settings::{CustomFieldDefinition, LocalSettings, LocalSettingsEvent};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_local_settings`.
 #[derive(Debug)]
@@ -20,24 +20,20 @@ pub struct LocalSettingsView;
 const NAME: &str = "local_settings";
 
 #[async_trait]
-impl Projection for LocalSettingsView {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for LocalSettingsView {
+    type Event = LocalSettingsEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[LocalSettings::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[LocalSettings::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != LocalSettings::STREAM_TYPE {
-            return Ok(());
-        }
-        let LocalSettingsEvent::Configured { municipality, settings } =
-            event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        let custom_fields =
-            serde_json::to_string(&settings.custom_fields).map_err(|e| ProjectionError::event(NAME, event, e))?;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: LocalSettingsEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let LocalSettingsEvent::Configured { municipality, settings } = decoded;
+        let version = recorded.version();
+        let custom_fields = serde_json::to_string(&settings.custom_fields).map_err(|e| recorded.error(e))?;
         sqlx::query(
             "INSERT INTO rm_local_settings (municipality, custom_fields, catalog, presets, version) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (municipality) DO UPDATE SET \

@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use cardap_domain::Aggregate;
 use cardap_domain::MunicipalityCode;
 use cardap_domain::municipality::{Municipality, MunicipalityEvent};
-use cardap_store::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_municipalities`.
 #[derive(Debug)]
@@ -17,23 +17,20 @@ pub struct MunicipalityList;
 const NAME: &str = "municipalities";
 
 #[async_trait]
-impl Projection for MunicipalityList {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for MunicipalityList {
+    type Event = MunicipalityEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[Municipality::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[Municipality::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != Municipality::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: MunicipalityEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        let key = event.stream_id.key().to_owned();
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: MunicipalityEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let at = recorded.at();
+        let version = recorded.version();
+        let key = recorded.key().to_owned();
         let query = match decoded {
             MunicipalityEvent::Registered { code, name, kind, display_order } => sqlx::query(
                 "INSERT INTO rm_municipalities (code, name, kind, display_order, abolished, version, registered_at, updated_at) \

@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 use cardap_domain::operator::{Operator, OperatorEvent, OperatorId, OperatorLogins, OperatorProfile, Role};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
-use cardap_store::RecordedEvent;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_operators` and `rm_operator_internal_ids`.
 #[derive(Debug)]
@@ -18,27 +18,24 @@ pub struct OperatorDirectory;
 const NAME: &str = "operators";
 
 #[async_trait]
-impl Projection for OperatorDirectory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for OperatorDirectory {
+    type Event = OperatorEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[Operator::STREAM_TYPE, OperatorLogins::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[Operator::STREAM_TYPE, OperatorLogins::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type == OperatorLogins::STREAM_TYPE {
-            return apply_login(conn, event).await;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: OperatorEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        if recorded.stream_type() == OperatorLogins::STREAM_TYPE {
+            return apply_login(conn, decoded, recorded).await;
         }
-        if event.stream_type != Operator::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: OperatorEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        let at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let Some(key) = operator_key(event) else {
-            return Err(ProjectionError::event(NAME, event, "operator event without an operator key"));
+        let version = recorded.version();
+        let at = recorded.at();
+        let Some(key) = operator_key(recorded.key()) else {
+            return Err(recorded.error("operator event without an operator key"));
         };
         let db = ProjectionError::from_sqlx;
         match decoded {
@@ -189,10 +186,13 @@ impl Projection for OperatorDirectory {
 
 /// A fact of an operator's login stream: his lock as the view shows it. His `version` (the ETag of his own
 /// stream) is left alone: logging in changes nothing an administrator edits.
-async fn apply_login(conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-    let decoded: OperatorEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-    let Some(key) = operator_key(event) else {
-        return Err(ProjectionError::event(NAME, event, "login event without an operator key"));
+async fn apply_login(
+    conn: &mut AnyConnection,
+    decoded: OperatorEvent,
+    recorded: &Recorded<'_>,
+) -> Result<(), ProjectionError> {
+    let Some(key) = operator_key(recorded.key()) else {
+        return Err(recorded.error("login event without an operator key"));
     };
     let lock = match decoded {
         OperatorEvent::Locked { until, .. } => Some(until.map(|t| t.unix())),
@@ -214,8 +214,8 @@ async fn apply_login(conn: &mut AnyConnection, event: &RecordedEvent) -> Result<
 }
 
 /// The operator key of an event's stream (streams are keyed by login; the key is derived from it).
-fn operator_key(event: &RecordedEvent) -> Option<String> {
-    let (scope, id) = event.stream_id.key().split_once('.')?;
+fn operator_key(stream_key: &str) -> Option<String> {
+    let (scope, id) = stream_key.split_once('.')?;
     let operator_id = OperatorId::parse(id).ok()?;
     let municipality = if scope == "system" { None } else { Some(MunicipalityCode::parse(scope).ok()?) };
     Some(OperatorKey::for_login(municipality.as_ref(), &operator_id).to_string())

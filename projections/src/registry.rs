@@ -14,12 +14,12 @@ use cardap_domain::contact::Sex;
 use cardap_domain::registry::{FullName, RegistryEntry, RegistryEvent, RegistryFacts, RegistryKey};
 use cardap_domain::resident::{Address, EraDate, Erasable, KanaName, PostalCode};
 use cardap_domain::{Aggregate, MunicipalityCode};
-use cardap_store::RecordedEvent;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_registry_entries`.
 #[derive(Debug)]
@@ -31,21 +31,18 @@ const NAME: &str = "registry";
 pub const VERSIONS_BATCH: usize = 1000;
 
 #[async_trait]
-impl Projection for RegistryView {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for RegistryView {
+    type Event = RegistryEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[RegistryEntry::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[RegistryEntry::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != RegistryEntry::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: RegistryEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: RegistryEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let version = recorded.version();
         let query = match decoded {
             RegistryEvent::Imported { municipality, key, facts } => {
                 let f = facts.known();
@@ -65,8 +62,8 @@ impl Projection for RegistryView {
                 .bind(version)
             }
             RegistryEvent::Changed { changes } => {
-                let Some((municipality, key)) = event.stream_id.key().split_once('.') else {
-                    return Err(ProjectionError::event(NAME, event, "stream key is not <municipality>.<registry key>"));
+                let Some((municipality, key)) = recorded.key().split_once('.') else {
+                    return Err(recorded.error("stream key is not <municipality>.<registry key>"));
                 };
                 let (municipality, key) = (municipality.to_owned(), key.to_owned());
                 match changes {

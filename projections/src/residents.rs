@@ -16,12 +16,12 @@ use cardap_domain::resident::{
     ResidentId,
 };
 use cardap_domain::{Aggregate, MunicipalityCode};
-use cardap_store::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::ProjectionError;
+use crate::typed::{Recorded, View};
 
 /// Builds `rm_residents`.
 #[derive(Debug)]
@@ -33,27 +33,24 @@ const NAME: &str = "residents";
 pub const MAX_PAGE: u32 = 1000;
 
 #[async_trait]
-impl Projection for ResidentRegister {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl View for ResidentRegister {
+    type Event = ResidentEvent;
+    const NAME: &'static str = NAME;
+    const STREAM_TYPES: &'static [&'static str] = &[Resident::STREAM_TYPE];
 
-    fn stream_types(&self) -> Option<&'static [&'static str]> {
-        Some(&[Resident::STREAM_TYPE])
-    }
-
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_type != Resident::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded: ResidentEvent = event.decode().map_err(|e| ProjectionError::event(NAME, event, e))?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        let at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let id = event.stream_id.key().to_owned();
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        decoded: ResidentEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError> {
+        let version = recorded.version();
+        let at = recorded.at();
+        let id = recorded.key().to_owned();
         let query = match decoded {
             ResidentEvent::Registered { id, municipality, registry_key, personal } => {
                 let p = match &personal {
-                    Erasable::Known(data) => Columns::of(data).map_err(|e| ProjectionError::event(NAME, event, e))?,
+                    Erasable::Known(data) => Columns::of(data).map_err(|e| recorded.error(e))?,
                     Erasable::Erased => Columns::default(),
                 };
                 sqlx::query(
@@ -86,7 +83,7 @@ impl Projection for ResidentRegister {
                 .bind(at)
             }
             ResidentEvent::FieldsChanged { changes: Erasable::Known(c) } => {
-                let c = ChangeColumns::of(&c).map_err(|e| ProjectionError::event(NAME, event, e))?;
+                let c = ChangeColumns::of(&c).map_err(|e| recorded.error(e))?;
                 // One statement: unchanged fields keep their value (COALESCE for required fields, a flag for
                 // optional ones, whose change may be a clear); custom fields are merged as a JSON merge patch
                 // in which `null` removes a key (stored values are never null).

@@ -1,0 +1,93 @@
+//! The one typed adapter between the runner and a read model: a [`View`] names the stream types it reads and gets
+//! each event already decoded, with the facts of its recording ([`Recorded`]); the adapter ([`Typed`]) owns the
+//! preamble every projection used to repeat (skip other streams, decode, name the event in an error).
+
+use async_trait::async_trait;
+use cardap_domain::DomainEvent;
+use cardap_store::RecordedEvent;
+use sqlx::AnyConnection;
+
+use crate::{Projection, ProjectionError};
+
+/// A read model over the events of one kind of stream (or several that share one event type).
+#[async_trait]
+pub trait View: Send + Sync + std::fmt::Debug + 'static {
+    /// The events of the streams it reads.
+    type Event: DomainEvent;
+    /// Stable name; also the checkpoint's key.
+    const NAME: &'static str;
+    /// The stream types whose events it applies.
+    const STREAM_TYPES: &'static [&'static str];
+
+    /// Applies one decoded event inside the runner's transaction.
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: Self::Event,
+        recorded: &Recorded<'_>,
+    ) -> Result<(), ProjectionError>;
+
+    /// Deletes every row of this read model (rebuild).
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+}
+
+/// What a view may know of an event besides its content: where and when it was recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    name: &'static str,
+    event: &'a RecordedEvent,
+}
+
+impl Recorded<'_> {
+    /// The aggregate's key, as the stream id holds it.
+    pub fn key(&self) -> &str {
+        self.event.stream_id.key()
+    }
+
+    pub fn stream_type(&self) -> &str {
+        &self.event.stream_type
+    }
+
+    /// The stream version after this event (the resource's `ETag`).
+    pub fn version(&self) -> i64 {
+        i64::try_from(self.event.version).unwrap_or(i64::MAX)
+    }
+
+    /// When it was recorded, as the read models store times (RFC 3339, milliseconds, UTC).
+    pub fn at(&self) -> String {
+        self.event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// An event this view cannot apply, named.
+    pub fn error(&self, reason: impl std::fmt::Display) -> ProjectionError {
+        ProjectionError::event(self.name, self.event, reason)
+    }
+}
+
+/// A [`View`] as the runner's [`Projection`].
+#[derive(Debug)]
+pub struct Typed<V>(pub V);
+
+#[async_trait]
+impl<V: View> Projection for Typed<V> {
+    fn name(&self) -> &'static str {
+        V::NAME
+    }
+
+    fn stream_types(&self) -> Option<&'static [&'static str]> {
+        Some(V::STREAM_TYPES)
+    }
+
+    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if !V::STREAM_TYPES.contains(&event.stream_type.as_str()) {
+            return Ok(());
+        }
+        let recorded = Recorded { name: V::NAME, event };
+        let decoded: V::Event = event.decode().map_err(|e| recorded.error(e))?;
+        self.0.apply(conn, decoded, &recorded).await
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        self.0.reset(conn).await
+    }
+}
