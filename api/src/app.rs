@@ -156,12 +156,11 @@ impl Application {
         let mut progress = Vec::new();
         let mut runners = Vec::new();
         for runner in read.runners(store.clone()) {
-            progress.push(runner.progress());
+            progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
         let residents = ResidentServices::new(store.clone(), Arc::new(random_u64));
-        let progress = Arc::new(progress);
-        let views = Views::new(progress.clone());
+        let views = Views::new(progress);
         let policy =
             AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
         let access = Access::new(store.clone(), read.clone(), clock, views.clone(), policy);
@@ -174,7 +173,6 @@ impl Application {
             views,
             store,
             read,
-            progress,
             sessions: settings.sessions,
             passwords: settings.passwords,
             lockout: settings.lockout,

@@ -44,13 +44,8 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "cardap_commands_applied_total {}", state.metrics.commands_applied.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP cardap_projection_position Global position each read model has applied.");
     let _ = writeln!(out, "# TYPE cardap_projection_position gauge");
-    for (runner, progress) in state.read.projections().iter().zip(state.progress.iter()) {
-        let _ = writeln!(
-            out,
-            "cardap_projection_position{{projection=\"{}\"}} {}",
-            runner.name(),
-            progress.current().position
-        );
+    for (name, progress) in state.views.progress() {
+        let _ = writeln!(out, "cardap_projection_position{{projection=\"{name}\"}} {}", progress.current().position);
     }
     if let Ok(health) = state.store.health().await
         && let Some(ms) = health.oldest_transaction_ms

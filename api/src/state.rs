@@ -8,7 +8,7 @@ use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
-use cardap_projections::{Progress, ReadModels};
+use cardap_projections::ReadModels;
 use cardap_store::{Checkpoint, EventStore};
 
 use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
@@ -20,8 +20,6 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub read: ReadModels,
-    /// One per projection runner of this node.
-    pub progress: Arc<Vec<Progress>>,
     pub sessions: SessionPolicy,
     pub passwords: PasswordPolicy,
     pub lockout: LockoutPolicy,
@@ -41,8 +39,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Waits until every read model shows the write at `checkpoint`, so the clerk's next GET sees it.
+    /// Waits until every read model shows the write at `checkpoint` (a write that feeds several).
     pub async fn wait_for_views(&self, checkpoint: Checkpoint) {
         self.views.wait_for(checkpoint).await;
+    }
+
+    /// Waits until the read model the answer is read from (`view`, a projection's `NAME`) shows the write.
+    pub async fn wait_for_view(&self, checkpoint: Checkpoint, view: &str) {
+        self.views.wait_for_view(checkpoint, view).await;
     }
 }

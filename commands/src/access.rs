@@ -277,7 +277,7 @@ impl Access {
         })
         .await?;
         if let Some(checkpoint) = done.checkpoint {
-            self.views.wait_for(checkpoint).await;
+            self.views.wait_for_view(checkpoint, operators::NAME).await;
         }
         Ok(done.value.unwrap_or_default())
     }
@@ -428,7 +428,7 @@ impl Access {
             .await?;
         let replayed = executed.iter().all(|e| e.outcome.is_none());
         if let Some(checkpoint) = executed.iter().filter_map(|e| e.outcome).map(|o| o.checkpoint).max() {
-            self.views.wait_for(checkpoint).await;
+            self.views.wait_for_view(checkpoint, operators::NAME).await;
         }
         Ok(targets
             .into_iter()
@@ -495,7 +495,7 @@ impl Access {
         })
         .await?;
         if let Some(checkpoint) = done.checkpoint {
-            self.views.wait_for(checkpoint).await;
+            self.views.wait_for_view(checkpoint, operators::NAME).await;
         }
         match done.value {
             Some(version) => Ok(version),

@@ -157,7 +157,7 @@ impl Operators {
         // A retry of a registration that already went through: the passwords were set (and shown) the first time.
         let replayed = done.value.is_none();
         if let Some(checkpoint) = done.checkpoint {
-            self.views.wait_for(checkpoint).await;
+            self.views.wait_for_view(checkpoint, cardap_projections::operators::NAME).await;
         }
         Ok(operators
             .iter()
@@ -238,7 +238,7 @@ impl Operators {
         let stream = operator_stream(Some(code), operator_id);
         let executed = self.handler.execute(ctx, permission, &stream, Some(code.clone()), if_match, command).await?;
         if let Some(outcome) = executed.outcome {
-            self.views.wait_for(outcome.checkpoint).await;
+            self.views.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
         }
         Ok(executed)
     }

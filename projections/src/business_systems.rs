@@ -14,7 +14,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct BusinessSystems;
 
-const NAME: &str = "business_systems";
+pub const NAME: &str = "business_systems";
 
 #[async_trait]
 impl View for BusinessSystems {

@@ -21,7 +21,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct CardRegister;
 
-const NAME: &str = "cards";
+pub const NAME: &str = "cards";
 
 #[async_trait]
 impl View for CardRegister {

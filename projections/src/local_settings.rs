@@ -17,7 +17,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct LocalSettingsView;
 
-const NAME: &str = "local_settings";
+pub const NAME: &str = "local_settings";
 
 #[async_trait]
 impl View for LocalSettingsView {

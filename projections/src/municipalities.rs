@@ -14,7 +14,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct MunicipalityList;
 
-const NAME: &str = "municipalities";
+pub const NAME: &str = "municipalities";
 
 #[async_trait]
 impl View for MunicipalityList {

@@ -15,7 +15,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct OperatorDirectory;
 
-const NAME: &str = "operators";
+pub const NAME: &str = "operators";
 
 #[async_trait]
 impl View for OperatorDirectory {

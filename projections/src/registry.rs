@@ -25,7 +25,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct RegistryView;
 
-const NAME: &str = "registry";
+pub const NAME: &str = "registry";
 
 /// The most keys one `versions` statement looks up; more are looked up in several.
 pub const VERSIONS_BATCH: usize = 1000;

@@ -27,7 +27,7 @@ use crate::typed::{Recorded, View};
 #[derive(Debug)]
 pub struct ResidentRegister;
 
-const NAME: &str = "residents";
+pub const NAME: &str = "residents";
 
 /// The largest page a search returns.
 pub const MAX_PAGE: u32 = 1000;

@@ -587,7 +587,7 @@ fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
 /// After a write (or the retry of one): wait until the read models show it.
 async fn settle(state: &AppState, outcome: Option<AppendOutcome>) {
     if let Some(outcome) = outcome {
-        state.wait_for_views(outcome.checkpoint).await;
+        state.wait_for_view(outcome.checkpoint, cardap_projections::business_systems::NAME).await;
         state.metrics.commands_applied.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -176,7 +176,7 @@ pub async fn register(
         .await
         .map_err(|e| command_error(e, domain_error))?;
     if let Some(outcome) = executed.outcome {
-        state.wait_for_views(outcome.checkpoint).await;
+        state.wait_for_view(outcome.checkpoint, cardap_projections::municipalities::NAME).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let view = current(&state, &code).await?;
@@ -279,7 +279,7 @@ async fn answer(
     executed: Executed<Municipality>,
 ) -> Result<Response, ApiError> {
     if let Some(outcome) = executed.outcome {
-        state.wait_for_views(outcome.checkpoint).await;
+        state.wait_for_view(outcome.checkpoint, cardap_projections::municipalities::NAME).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let view = current(state, code).await?;

@@ -847,7 +847,7 @@ async fn finish(
     executed: Option<Executed<Operator>>,
 ) -> Result<Response, ApiError> {
     if let Some(outcome) = executed.as_ref().and_then(|e| e.outcome) {
-        state.wait_for_views(outcome.checkpoint).await;
+        state.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let view = view_of(state, key).await?;

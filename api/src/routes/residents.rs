@@ -567,7 +567,7 @@ async fn answered(
     checkpoint: Option<cardap_store::Checkpoint>,
 ) -> Response {
     if let Some(checkpoint) = checkpoint {
-        state.wait_for_views(checkpoint).await;
+        state.wait_for_view(checkpoint, cardap_projections::residents::NAME).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     (etag(snapshot.version), Json(view(snapshot))).into_response()
