@@ -8,6 +8,9 @@
 //! Every other system is registered with the three URLs the source's screen marks required (`RequiredUrl`),
 //! and none of them can be cleared later. Systems stored before that rule keep their events as they are (the
 //! payload shape is unchanged): the rule is enforced in `decide`, not in the events.
+//!
+//! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
+//! lines.
 
 use std::collections::BTreeSet;
 

@@ -11,6 +11,10 @@
 //! commit delays an event but is never skipped. Wake-ups: a background task sends `NOTIFY cardap_events` after
 //! local appends (coalesced, off the append path, so commits are not serialized by the notify lock) and a
 //! listener task on its own tokio-postgres connection wakes local readers on any node's notification.
+//!
+//! Length: the two append statements (one stream, many streams) with the order argument they rely on, the
+//! companion transaction, the reads, and the NOTIFY/LISTEN wake-ups; splitting them would separate SQL from the
+//! reasoning that makes it correct.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -16,6 +16,9 @@
 //!
 //! Must not decide who may do what (that is `cardap_commands::authorize`) nor the business rules (the
 //! `BusinessSystem` aggregate); it parses, runs the command and answers from the read model.
+//!
+//! Length: the business system's request and answer types with their OpenAPI annotations, and the PATCH parsing;
+//! the use cases are in `commands::business_systems`.
 
 use std::sync::atomic::Ordering;
 

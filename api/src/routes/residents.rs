@@ -7,6 +7,9 @@
 //! status and a stable problem `type`. Writes and single reads go through `ResidentServices` (the event store);
 //! searches read the resident register. Residents of another municipality do not exist for the caller (404).
 //! Never logs personal data: the bodies' `Debug` shows no field values.
+//!
+//! Length: the resident's request, answer and search types with their OpenAPI annotations, and the parsing of
+//! every screen field with the clerk's message; the use cases are in `commands::residents`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
