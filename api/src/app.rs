@@ -16,7 +16,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::routing::get;
 use cardap_projections::{ProjectionError, ReadModels};
-use cardap_store::{Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, redact};
+use cardap_store::{
+    CredentialStore, Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, redact,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -163,7 +165,8 @@ impl Application {
         let views = Views::new(progress);
         let policy =
             AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
-        let access = Access::new(store.clone(), read.clone(), clock, views.clone(), policy);
+        let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
+        let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
         let state = AppState {
             municipalities: Municipalities::new(store.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone()),

@@ -19,7 +19,7 @@ use cardap_domain::operator::{
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
 use cardap_projections::operators::{self, OperatorRow};
 use cardap_projections::{ProjectionError, ReadModels};
-use cardap_store::{CommandId, Companion, CredentialStore, EventStore, StoreError, StreamId};
+use cardap_store::{CommandId, Companion, EventStore, StoreError, StreamId};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +29,7 @@ use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler};
 use crate::passwords::{self, HashingError, Secret};
+use crate::ports::Credentials;
 use crate::views::Views;
 
 /// Session lifetimes.
@@ -120,7 +121,7 @@ pub struct PasswordSet {
 pub struct Access {
     store: Arc<dyn EventStore>,
     read: ReadModels,
-    credentials: CredentialStore,
+    credentials: Arc<dyn Credentials>,
     clock: Arc<dyn Clock>,
     views: Views,
     pub policy: AccessPolicy,
@@ -129,14 +130,16 @@ pub struct Access {
 type Result<T, E> = std::result::Result<T, CommandError<E>>;
 
 impl Access {
+    /// `credentials` is the adapter of the [`Credentials`] port (`cardap_store::CredentialStore` on the read-model
+    /// database, where the companions of the event appends write too).
     pub fn new(
         store: Arc<dyn EventStore>,
         read: ReadModels,
+        credentials: Arc<dyn Credentials>,
         clock: Arc<dyn Clock>,
         views: Views,
         policy: AccessPolicy,
     ) -> Self {
-        let credentials = CredentialStore::new(read.pool().clone());
         Access { store, read, credentials, clock, views, policy }
     }
 

@@ -1,8 +1,19 @@
-//! Command handling for cardap: the one path every change takes.
+//! The application layer of cardap: every use case, one module per area — read the module list to learn what
+//! cardap does.
 //!
-//! authorize → load the stream → fold → decide → append with the expected version, retrying a bounded number of
-//! times when another writer got there first. Owns who may do what ([`authz`]), the metadata every command
-//! carries ([`CommandContext`]), and the generic handler ([`CommandHandler`]). It never touches read models.
+//! - [`access`]: log in, authenticate a session, log out, change one's password; reset, bulk-reset, revoke, unlock.
+//! - [`municipalities`]: register, change, abolish (市町村設定).
+//! - [`business_systems`]: register, update, retire; permit and withdraw shared use (共同利用).
+//! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), change, map 業務内IDs.
+//! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
+//! - [`registry_import`]: the resident registry import.
+//!
+//! Every change runs through one engine ([`engine::transact`]): authorize → load the streams → fold → decide →
+//! append at the loaded versions in one transaction (with its [`cardap_store::Companion`] writes), retrying a
+//! bounded number of times when another writer got there first; a retried command id writes nothing. Owns who
+//! may do what ([`authz`]), the metadata every command carries ([`CommandContext`]), the clock ([`clock`]) and the
+//! ports of what is not an event ([`ports`]). It reads the views it needs through the query functions of
+//! `cardap_projections` and waits only for the view it answers from ([`views`]); it never writes a read model.
 
 pub mod access;
 pub mod authz;
@@ -15,6 +26,7 @@ pub mod ids;
 pub mod municipalities;
 pub mod operators;
 pub mod passwords;
+pub mod ports;
 pub mod registry_import;
 pub mod residents;
 pub mod views;

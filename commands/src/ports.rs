@@ -1,0 +1,75 @@
+//! The ports the use cases own: what is not an event but a use case must read or write. Their adapters live
+//! beside the store (`cardap_store::CredentialStore` for PostgreSQL and SQLite); the writes that must commit with
+//! an event are not here but are `cardap_store::Companion`s of that event's append.
+
+use async_trait::async_trait;
+use cardap_domain::OperatorKey;
+use cardap_store::{CredentialStore, SessionRow, StoreError};
+
+/// Password hashes, their history, and sessions (only a token's hash).
+#[async_trait]
+pub trait Credentials: Send + Sync + std::fmt::Debug {
+    /// The operator's password hash, if he has one.
+    async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError>;
+    /// His last `depth` password hashes, newest first.
+    async fn recent_hashes(&self, operator: OperatorKey, depth: usize) -> Result<Vec<String>, StoreError>;
+    /// Stores a new session (Unix seconds).
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        operator: OperatorKey,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// The live session with this token hash: not ended, not expired, used after `idle_since`.
+    async fn live_session(&self, token_hash: &str, now: i64, idle_since: i64)
+    -> Result<Option<SessionRow>, StoreError>;
+    /// Records a use of the session.
+    async fn touch_session(&self, token_hash: &str, now: i64) -> Result<(), StoreError>;
+    /// Ends one session (logout).
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Ends every session of an operator now; how many ended.
+    async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl Credentials for CredentialStore {
+    async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError> {
+        CredentialStore::password_hash(self, operator).await
+    }
+
+    async fn recent_hashes(&self, operator: OperatorKey, depth: usize) -> Result<Vec<String>, StoreError> {
+        CredentialStore::recent_hashes(self, operator, depth).await
+    }
+
+    async fn create_session(
+        &self,
+        token_hash: &str,
+        operator: OperatorKey,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        CredentialStore::create_session(self, token_hash, operator, now, expires_at).await
+    }
+
+    async fn live_session(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        CredentialStore::live_session(self, token_hash, now, idle_since).await
+    }
+
+    async fn touch_session(&self, token_hash: &str, now: i64) -> Result<(), StoreError> {
+        CredentialStore::touch_session(self, token_hash, now).await
+    }
+
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        CredentialStore::end_session(self, token_hash).await
+    }
+
+    async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError> {
+        CredentialStore::end_sessions_of(self, operator).await
+    }
+}
