@@ -560,6 +560,18 @@ fn mapped(e: cardap_commands::CommandError<RegistrationError>) -> ApiError {
 
 // ---- handlers ------------------------------------------------------------------------------------------------
 
+/// What the municipality's custom-field definitions refuse in `custom` (the rule the decision applies), to name
+/// beside the fields that did not parse.
+async fn custom_field_refusals(
+    state: &AppState,
+    code: &MunicipalityCode,
+    custom: &Map<String, Value>,
+    registering: bool,
+) -> Result<Vec<FieldError>, ApiError> {
+    let (settings, _) = state.residents.settings(code).await.map_err(mapped)?;
+    Ok(settings.check_custom_fields(custom, registering).err().map(custom_field_errors).unwrap_or_default())
+}
+
 fn resident_in_path(resident_id: &str) -> Result<ResidentId, ApiError> {
     ResidentId::parse(resident_id).map_err(|_| ApiError::not_found())
 }
@@ -600,9 +612,9 @@ pub async fn register(
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let (personal, registry_key, mut errors) = parse_input(&body);
     let custom = body.custom_fields.unwrap_or_default();
-    let (settings, _) = state.residents.settings(&code).await.map_err(mapped)?;
-    if let Err(e) = settings.check_custom_fields(&custom, true) {
-        errors.extend(custom_field_errors(e));
+    // The decision checks the custom fields; asked here only to name them beside fields that did not parse.
+    if !errors.is_empty() {
+        errors.extend(custom_field_refusals(&state, &code, &custom, true).await?);
     }
     let Some(personal) = personal.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
@@ -702,11 +714,10 @@ pub async fn change(
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let id = resident_in_path(&resident_id)?;
     let custom = body.custom_fields.clone().unwrap_or_default();
-    let (settings, _) = state.residents.settings(&code).await.map_err(mapped)?;
     let mut errors = vec![];
     let changes = parse_change(&body).map_err(|e| errors.extend(e)).ok();
-    if let Err(e) = settings.check_custom_fields(&custom, false) {
-        errors.extend(custom_field_errors(e));
+    if !errors.is_empty() {
+        errors.extend(custom_field_refusals(&state, &code, &custom, false).await?);
     }
     let Some((changes, kana_name, kanji_name)) = changes.filter(|_| errors.is_empty()) else {
         return Err(ApiError::validation(errors));
