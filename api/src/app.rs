@@ -176,9 +176,6 @@ impl Application {
             views,
             store,
             read,
-            sessions: settings.sessions,
-            passwords: settings.passwords,
-            lockout: settings.lockout,
             metrics: Arc::new(Metrics::default()),
         };
         let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;

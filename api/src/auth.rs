@@ -1,36 +1,16 @@
 //! Operator authentication at the HTTP edge: the [`Authenticated`] extractor turns a `Bearer` token into the acting
 //! operator through the login use cases ([`cardap_commands::access`]). Never logs a password or a token.
-//!
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use cardap_commands::Actor;
-use cardap_domain::OperatorKey;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use cardap_commands::access::SessionPolicy;
 pub use cardap_commands::passwords::Secret;
-
-/// Hashes a password with Argon2id on a blocking thread.
-pub async fn hash_password(password: Secret) -> Result<String, ApiError> {
-    cardap_commands::passwords::hash_password(password).await.map_err(ApiError::internal)
-}
-
-/// A random password of `len` half-width alphanumerics.
-pub fn generate_password(len: usize) -> Result<Secret, ApiError> {
-    cardap_commands::passwords::generate_password(len).map_err(ApiError::internal)
-}
-
-/// The stored hash of an operator.
-pub async fn credential_of(
-    read: &cardap_projections::ReadModels,
-    operator: OperatorKey,
-) -> Result<Option<String>, ApiError> {
-    Ok(cardap_store::CredentialStore::new(read.pool().clone()).password_hash(operator).await?)
-}
 
 /// The operator behind a request, from a valid `Authorization: Bearer` session.
 #[derive(Debug, Clone)]

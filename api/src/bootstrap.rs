@@ -19,7 +19,7 @@ use cardap_store::{CommandId, Companion, EventStore};
 use uuid::Uuid;
 
 use crate::app::{Settings, StartError};
-use crate::auth::{self, Secret};
+use cardap_commands::passwords::{self, Secret};
 
 const BOOTSTRAP_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7264_6170_426f_6f74_7374_7261_7030);
 
@@ -40,9 +40,9 @@ pub async fn ensure_system_admin(
             check_password(p, settings)?;
             (p.clone(), false)
         }
-        None => (auth::generate_password(16).map_err(failed)?, true),
+        None => (passwords::generate_password(16).map_err(failed)?, true),
     };
-    let hash = auth::hash_password(password.clone()).await.map_err(failed)?;
+    let hash = passwords::hash_password(password.clone()).await.map_err(failed)?;
 
     let stream = cardap_commands::access::operator_stream(None, &operator_id);
     let ctx =

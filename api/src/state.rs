@@ -1,4 +1,5 @@
-//! What every handler can reach: the event store, the read models, session policy and metrics.
+//! What every handler can reach: the use cases (one service per area), the read models it queries, the store for
+//! health and metrics, and read-your-writes waiting.
 
 use std::sync::Arc;
 
@@ -11,18 +12,12 @@ use cardap_commands::residents::ResidentServices;
 use cardap_projections::ReadModels;
 use cardap_store::{Checkpoint, EventStore};
 
-use cardap_domain::operator::{LockoutPolicy, PasswordPolicy};
-
-use crate::auth::SessionPolicy;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub read: ReadModels,
-    pub sessions: SessionPolicy,
-    pub passwords: PasswordPolicy,
-    pub lockout: LockoutPolicy,
     pub metrics: Arc<Metrics>,
     /// Resident service registration (residents, cards, settings, registry import) over `store`.
     pub residents: ResidentServices,

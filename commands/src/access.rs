@@ -394,16 +394,8 @@ impl Access {
         targets: Vec<(OperatorId, OperatorKey, Option<Secret>)>,
     ) -> Result<Vec<PasswordSet>, OperatorError> {
         let at = self.clock.now();
-        let mut secrets = Vec::with_capacity(targets.len());
-        let mut generated = Vec::with_capacity(targets.len());
-        for (_, _, chosen) in &targets {
-            generated.push(chosen.is_none());
-            secrets.push(match chosen {
-                Some(s) => s.clone(),
-                None => passwords::generate_password(12).map_err(internal)?,
-            });
-        }
-        let hashes = passwords::hash_all(secrets.clone()).await.map_err(internal)?;
+        let chosen = targets.iter().map(|(_, _, chosen)| chosen.clone()).collect();
+        let secrets = self.passwords_for(chosen).await.map_err(|e| internal(e.to_string()))?;
         let items = targets
             .iter()
             .map(|(id, _, _)| {
@@ -420,8 +412,8 @@ impl Access {
                 &Permission::ManageOperators(code.clone()),
                 Some(code.clone()),
                 items,
-                |i, events| match (keys.get(i), hashes.get(i)) {
-                    (Some(key), Some(hash)) if !events.is_empty() => vec![
+                |i, events| match (keys.get(i), secrets.get(i)) {
+                    (Some(key), Some((_, _, hash))) if !events.is_empty() => vec![
                         Companion::SetPassword { operator: *key, hash: hash.clone(), at },
                         Companion::EndSessions { operator: *key },
                     ],
@@ -436,8 +428,7 @@ impl Access {
         Ok(targets
             .into_iter()
             .zip(secrets)
-            .zip(generated)
-            .map(|(((operator_id, key, _), secret), generated)| PasswordSet {
+            .map(|((operator_id, key, _), (secret, generated, _))| PasswordSet {
                 operator_id,
                 key,
                 generated: (generated && !replayed).then_some(secret),

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardap_api::auth::{self, Secret};
 use cardap_api::state::AppState;
 use cardap_api::{Application, Settings};
+use cardap_commands::passwords::{self, Secret};
 use cardap_commands::{Clock, CommandContext, CommandHandler, ManualClock, Permission, SystemClock};
 use cardap_domain::operator::{self, Operator, OperatorCommand, OperatorId, OperatorName, OperatorProfile, Role};
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey};
@@ -407,7 +407,7 @@ pub async fn register_operator(
     let login = OperatorId::parse(operator_id).expect("operator id");
     let key = OperatorKey::for_login(code.as_ref(), &login);
     let stream = StreamId::new(Operator::STREAM_TYPE, &operator::stream_key(code.as_ref(), &login)).expect("stream id");
-    let hash = auth::hash_password(Secret::new(password)).await.expect("password hashed");
+    let hash = passwords::hash_password(Secret::new(password)).await.expect("password hashed");
     let at = chrono::Utc::now();
     let executed = CommandHandler::<Operator>::new(state.store.clone())
         .execute_with(

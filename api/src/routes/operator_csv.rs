@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cardap_commands::access::Access;
 use cardap_commands::{CommandError, Permission, authorize};
 use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
@@ -38,7 +39,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{self, Authenticated};
+use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
@@ -748,7 +749,9 @@ pub async fn export(
     }
     head.extend(writer.chunk([columns.iter().map(|c| import::Column::label(*c))])?);
     let filename = format!("operators-{code}.csv");
-    let pages = Pages { read, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
+    let access = state.access.clone();
+    let pages =
+        Pages { read, access, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
     let body =
         stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
     let headers = [
@@ -766,6 +769,8 @@ pub async fn export(
 /// Where an export stands.
 struct Pages {
     read: ReadModels,
+    /// Where the password hashes of a migration file come from.
+    access: Access,
     code: MunicipalityCode,
     filter: OperatorFilter,
     /// Substring of 付帯情報 (the directory's filter has no such condition: applied to each page).
@@ -826,7 +831,7 @@ async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String
         }
         let mut cells = exported(row, &ids).to_vec();
         if p.with_hash {
-            cells.push(auth::credential_of(&p.read, row.key).await?.unwrap_or_default());
+            cells.push(p.access.password_hash(row.key).await?.unwrap_or_default());
         }
         out.push(cells);
     }

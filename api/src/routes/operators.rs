@@ -241,7 +241,7 @@ pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Res
     check("operator_id", OperatorId::parse(&input.operator_id).map(|v| operator_id = Some(v)));
     let mut password = None;
     if let Some(p) = &input.password {
-        check("password", Password::parse(p, &state.passwords).map(|v| password = Some(v)));
+        check("password", Password::parse(p, &state.access.policy.passwords).map(|v| password = Some(v)));
     }
     let mut name = None;
     check("name", OperatorName::parse(&input.name).map(|v| name = Some(v)));
@@ -702,16 +702,6 @@ pub async fn reset_password(
         password: set.generated.map(|s| s.expose().to_owned()),
         replayed: set.replayed,
     }))
-}
-
-pub fn reused(state: &AppState) -> ApiError {
-    ApiError::validation(vec![FieldError::new(
-        "/password",
-        Text::new(
-            format!("直近{}回に使用したパスワードは使えません", state.passwords.history),
-            format!("may not be one of the last {} passwords", state.passwords.history),
-        ),
-    )])
 }
 
 /// パスワード一括変更: generated passwords for the selected operators (all or none), shown once.
