@@ -161,14 +161,14 @@ impl Application {
             progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
-        let residents = ResidentServices::new(store.clone(), Arc::new(random_u64));
+        let residents = ResidentServices::new(store.clone(), read.clone(), Arc::new(random_u64));
         let views = Views::new(progress);
         let policy =
             AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
         let state = AppState {
-            municipalities: Municipalities::new(store.clone()),
+            municipalities: Municipalities::new(store.clone(), read.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone()),
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,

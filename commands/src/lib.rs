@@ -36,3 +36,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::CommandContext;
 pub use handler::{CommandError, CommandHandler, Executed, Loaded};
 pub use views::Views;
+
+/// Why a query of a read model failed (the database, or a row it could not read).
+pub use cardap_projections::ProjectionError as QueryError;

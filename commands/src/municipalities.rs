@@ -10,6 +10,10 @@ use cardap_domain::MunicipalityCode;
 use cardap_domain::municipality::{
     self, DisplayOrder, Municipality, MunicipalityCommand, MunicipalityError, MunicipalityKind, MunicipalityName,
 };
+use cardap_projections::ReadModels;
+use cardap_projections::municipalities::{self, MunicipalityRow};
+
+use crate::QueryError;
 use cardap_store::{EventStore, StreamId};
 
 use crate::authz::Permission;
@@ -22,6 +26,7 @@ type Result<T> = std::result::Result<T, CommandError<MunicipalityError>>;
 #[derive(Debug, Clone)]
 pub struct Municipalities {
     handler: CommandHandler<Municipality>,
+    read: ReadModels,
 }
 
 /// The stream of one municipality.
@@ -30,8 +35,13 @@ pub fn stream(code: &MunicipalityCode) -> StreamId {
 }
 
 impl Municipalities {
-    pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Municipalities { handler: CommandHandler::new(store) }
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels) -> Self {
+        Municipalities { handler: CommandHandler::new(store), read }
+    }
+
+    /// The municipality as the read model shows it, or `None` when it was never registered.
+    pub async fn view(&self, code: &MunicipalityCode) -> std::result::Result<Option<MunicipalityRow>, QueryError> {
+        municipalities::get(self.read.pool(), code).await
     }
 
     /// Registers a municipality (or a voluntary association) under its code.

@@ -24,6 +24,7 @@ use cardap_domain::resident::{
     ResidentCommand, ResidentError, ResidentId, ResidentState,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
+use cardap_projections::ReadModels;
 use cardap_store::{EventStore, StreamId};
 use serde_json::{Map, Value};
 
@@ -92,6 +93,7 @@ pub type StandardIdDraw = Arc<dyn Fn() -> u64 + Send + Sync>;
 #[derive(Clone)]
 pub struct ResidentServices {
     store: Arc<dyn EventStore>,
+    read: ReadModels,
     draw: StandardIdDraw,
 }
 
@@ -102,8 +104,13 @@ impl std::fmt::Debug for ResidentServices {
 }
 
 impl ResidentServices {
-    pub fn new(store: Arc<dyn EventStore>, draw: StandardIdDraw) -> Self {
-        ResidentServices { store, draw }
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, draw: StandardIdDraw) -> Self {
+        ResidentServices { store, read, draw }
+    }
+
+    /// The read models the resident queries answer from.
+    pub fn read(&self) -> &ReadModels {
+        &self.read
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

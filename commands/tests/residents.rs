@@ -17,6 +17,7 @@ use cardap_domain::resident::{
     CardFid, EraDate, KanaName, KanjiName, PersonName, PersonalData, ResidentError, ResidentId,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
+use cardap_projections::ReadModels;
 use cardap_store::{CommandId, Database, EventStore, StreamId};
 use serde_json::Map;
 
@@ -93,7 +94,7 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
             .await
             .unwrap();
     }
-    let services = ResidentServices::new(store.clone(), draw);
+    let services = ResidentServices::new(store.clone(), ReadModels::connect("sqlite::memory:", 1).unwrap(), draw);
     let settings = LocalSettingsValue {
         custom_fields: vec![],
         catalog: BTreeSet::from([BusinessId::LIBRARY]),

@@ -26,7 +26,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
 use crate::json::ApiJson;
-use crate::routes::operators::municipality_in_path;
+use crate::routes::municipality_in_path;
 use crate::routes::residents::registration_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;

@@ -12,13 +12,15 @@ pub mod residents;
 pub mod sessions;
 
 use axum::http::{HeaderMap, header};
-use cardap_commands::CommandContext;
+use cardap_commands::{CommandContext, Permission, authorize};
+use cardap_domain::MunicipalityCode;
 use cardap_store::{CommandId, CorrelationId};
 use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError};
 use crate::i18n::Text;
+use crate::state::AppState;
 
 /// Namespace of command ids derived from `Idempotency-Key`s.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7264_6170_4964_656d_706f_7465_6e74);
@@ -85,4 +87,17 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let text = text.strip_prefix("W/").unwrap_or(text);
     let inner = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(bad)?;
     inner.parse().map(Some).map_err(|_| bad())
+}
+
+/// The municipality in the path, if the caller may see it and it exists; else 404 — before anything else of the
+/// request (its query, its body) is read.
+pub async fn municipality_in_path(
+    state: &AppState,
+    auth: &Authenticated,
+    code: &str,
+) -> Result<MunicipalityCode, ApiError> {
+    let code = MunicipalityCode::parse(code).map_err(|_| ApiError::not_found())?;
+    authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
+    state.municipalities.view(&code).await?.ok_or_else(ApiError::not_found)?;
+    Ok(code)
 }

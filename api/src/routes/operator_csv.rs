@@ -347,7 +347,7 @@ pub async fn import(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let code = operators::municipality_in_path(&state, &auth, &code).await?;
+    let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ManageOperators(code.clone()))?;
     let declared = declared_charset(&headers)?;
     let body = body.map_err(|e| {
@@ -711,7 +711,7 @@ pub async fn export(
     Path(code): Path<String>,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let code = operators::municipality_in_path(&state, &auth, &code).await?;
+    let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ViewOperators(code.clone()))?;
     let with_hash = q.include_password_hash.unwrap_or(false);
     if with_hash {

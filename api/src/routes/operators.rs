@@ -20,7 +20,6 @@ use cardap_domain::operator::{
     OperatorProfilePatch, Password, Role,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
-use cardap_projections::municipalities;
 use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -31,7 +30,7 @@ use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery, DeferredJson, from_value};
 use crate::paging;
 use crate::routes::sessions::password_error;
-use crate::routes::{RequestMeta, etag, if_match};
+use crate::routes::{RequestMeta, etag, if_match, municipality_in_path};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -369,18 +368,6 @@ impl ProfileFields {
             extra: self.extra,
         }
     }
-}
-
-/// The municipality in the path, if the caller may see it and it exists; else 404.
-pub async fn municipality_in_path(
-    state: &AppState,
-    auth: &Authenticated,
-    code: &str,
-) -> Result<MunicipalityCode, ApiError> {
-    let code = MunicipalityCode::parse(code).map_err(|_| ApiError::not_found())?;
-    authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
-    municipalities::get(state.read.pool(), &code).await?.ok_or_else(ApiError::not_found)?;
-    Ok(code)
 }
 
 /// An existing operator of a visible municipality; else 404.

@@ -51,7 +51,7 @@ use crate::import::{
     self, CellError, Charset, CsvRow, CsvRows, Header, HeaderError, ReadError, Unknown, declared_charset,
 };
 use crate::routes::RequestMeta;
-use crate::routes::operators::municipality_in_path;
+use crate::routes::municipality_in_path;
 use crate::state::AppState;
 
 /// Rows per batch: one registry-view query and one atomic append each.

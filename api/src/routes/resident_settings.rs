@@ -28,7 +28,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::Text;
 use crate::json::DeferredJson;
-use crate::routes::operators::municipality_in_path;
+use crate::routes::municipality_in_path;
 use crate::routes::residents::registration_error;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;

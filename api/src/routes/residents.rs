@@ -37,7 +37,7 @@ use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_er
 use crate::i18n::Text;
 use crate::json::{ApiJson, ApiQuery};
 use crate::paging;
-use crate::routes::operators::municipality_in_path;
+use crate::routes::municipality_in_path;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
