@@ -6,6 +6,7 @@ use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
+use cardap_commands::status::Status;
 use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,8 +152,7 @@ impl Application {
         if let Err(e) = read.catch_up(store.clone()).await {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");
         }
-        crate::bootstrap::ensure_system_admin(&store, &read, &settings).await?;
-        crate::bootstrap::ensure_builtin_business_systems(&store, &read).await?;
+        crate::bootstrap::run(&store, &read, &settings).await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut progress = Vec::new();
@@ -168,12 +168,13 @@ impl Application {
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
         let state = AppState {
-            municipalities: Municipalities::new(store.clone(), read.clone()),
-            business_systems: BusinessSystems::new(store.clone(), read.clone()),
+            municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
+            business_systems: BusinessSystems::new(store.clone(), read.clone(), views.clone()),
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
             views,
+            status: Status::new(store.clone()),
             store,
             read,
             metrics: Arc::new(Metrics::default()),

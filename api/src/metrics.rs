@@ -47,7 +47,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     for (name, progress) in state.views.progress() {
         let _ = writeln!(out, "cardap_projection_position{{projection=\"{name}\"}} {}", progress.current().position);
     }
-    if let Ok(health) = state.store.health().await
+    if let Ok(health) = state.status.store().await
         && let Some(ms) = health.oldest_transaction_ms
     {
         let _ = writeln!(out, "# HELP cardap_oldest_transaction_ms Age of the oldest open writing transaction.");

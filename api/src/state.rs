@@ -9,6 +9,7 @@ use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
+use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
 use cardap_store::{Checkpoint, EventStore};
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub operators: Operators,
     /// Read-your-writes over this node's projection runners.
     pub views: Views,
+    /// The event store's condition, for readiness and metrics.
+    pub status: Status,
 }
 
 impl AppState {

@@ -63,6 +63,14 @@ pub struct Loaded<A: Aggregate> {
     pub version: u64,
 }
 
+/// Where the answer to a write comes from: the read model's row once it shows the write (the usual case, after
+/// waiting for it), else the aggregate as its stream has it (the view lags).
+#[derive(Debug)]
+pub enum Shown<R, A: Aggregate> {
+    View(R),
+    Stream(Loaded<A>),
+}
+
 /// A command that went through.
 #[derive(Debug, Clone)]
 pub struct Executed<A: Aggregate> {

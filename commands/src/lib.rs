@@ -7,6 +7,8 @@
 //! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), change, map 業務内IDs.
 //! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
 //! - [`registry_import`]: the resident registry import.
+//! - [`status`]: is the event store answering (readiness, metrics).
+//! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
 //!
 //! Every change runs through one engine ([`engine::transact`]): authorize → load the streams → fold → decide →
 //! append at the loaded versions in one transaction (with its [`cardap_store::Companion`] writes), retrying a
@@ -17,6 +19,7 @@
 
 pub mod access;
 pub mod authz;
+pub mod bootstrap;
 pub mod business_systems;
 pub mod clock;
 mod context;
@@ -29,12 +32,13 @@ pub mod passwords;
 pub mod ports;
 pub mod registry_import;
 pub mod residents;
+pub mod status;
 pub mod views;
 
 pub use authz::{Actor, AuthzError, Permission, authorize};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::CommandContext;
-pub use handler::{CommandError, CommandHandler, Executed, Loaded};
+pub use handler::{CommandError, CommandHandler, Executed, Loaded, Shown};
 pub use views::Views;
 
 /// Why a query of a read model failed (the database, or a row it could not read).

@@ -1,8 +1,8 @@
 //! 運用環境設定 (市町村設定, 表示順): the system administrator registers, renames, reorders and abolishes the
 //! municipalities and voluntary associations that share this installation.
 //!
-//! Owns the use cases on the `municipality` streams; the list and the view are read from the municipalities
-//! read model by the edge.
+//! Owns the use cases on the `municipality` streams and the queries of the municipalities read model: the list
+//! a caller may see, one municipality, and the answer to a write (the view once it shows the write).
 
 use std::sync::Arc;
 
@@ -11,14 +11,15 @@ use cardap_domain::municipality::{
     self, DisplayOrder, Municipality, MunicipalityCommand, MunicipalityError, MunicipalityKind, MunicipalityName,
 };
 use cardap_projections::ReadModels;
-use cardap_projections::municipalities::{self, MunicipalityRow};
-
-use crate::QueryError;
+pub use cardap_projections::municipalities::MunicipalityRow;
+use cardap_projections::municipalities::{self, Visible};
 use cardap_store::{EventStore, StreamId};
 
-use crate::authz::Permission;
+use crate::QueryError;
+use crate::authz::{Actor, Permission};
 use crate::context::CommandContext;
-use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
+use crate::handler::{CommandError, CommandHandler, Executed, Loaded, Shown};
+use crate::views::Views;
 
 type Result<T> = std::result::Result<T, CommandError<MunicipalityError>>;
 
@@ -27,6 +28,7 @@ type Result<T> = std::result::Result<T, CommandError<MunicipalityError>>;
 pub struct Municipalities {
     handler: CommandHandler<Municipality>,
     read: ReadModels,
+    views: Views,
 }
 
 /// The stream of one municipality.
@@ -35,8 +37,28 @@ pub fn stream(code: &MunicipalityCode) -> StreamId {
 }
 
 impl Municipalities {
-    pub fn new(store: Arc<dyn EventStore>, read: ReadModels) -> Self {
-        Municipalities { handler: CommandHandler::new(store), read }
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, views: Views) -> Self {
+        Municipalities { handler: CommandHandler::new(store), read, views }
+    }
+
+    /// A page of the municipalities `actor` may see (all for the system administrator, else his own), in display
+    /// order after `after` (`(display_order, code)` of the previous page's last), at most `fetch` of them.
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        after: Option<(i64, String)>,
+        fetch: i64,
+        include_abolished: bool,
+    ) -> std::result::Result<Vec<MunicipalityRow>, QueryError> {
+        let visible = if actor.is_system_admin() {
+            Visible::All
+        } else {
+            match &actor.municipality {
+                Some(code) => Visible::Only(code.clone()),
+                None => return Ok(vec![]),
+            }
+        };
+        municipalities::list(self.read.pool(), &visible, after, fetch, include_abolished).await
     }
 
     /// The municipality as the read model shows it, or `None` when it was never registered.
@@ -82,6 +104,23 @@ impl Municipalities {
     /// The municipality as its stream has it (when the read model lags behind a write).
     pub async fn current(&self, code: &MunicipalityCode) -> Result<Loaded<Municipality>> {
         self.handler.load(&stream(code)).await
+    }
+
+    /// The answer to a write on `code`: waits until the view shows it, then reads the view, or the stream if the
+    /// view still lags.
+    pub async fn shown(
+        &self,
+        code: &MunicipalityCode,
+        executed: &Executed<Municipality>,
+    ) -> Result<Shown<MunicipalityRow, Municipality>> {
+        if let Some(outcome) = &executed.outcome {
+            self.views.wait_for_view(outcome.checkpoint, municipalities::NAME).await;
+        }
+        match municipalities::get(self.read.pool(), code).await {
+            Ok(Some(row)) if u64::try_from(row.version).is_ok_and(|v| v >= executed.version) => Ok(Shown::View(row)),
+            Ok(_) => Ok(Shown::Stream(self.current(code).await?)),
+            Err(e) => Err(CommandError::Internal(e.to_string())),
+        }
     }
 
     async fn run(

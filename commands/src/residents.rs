@@ -1,6 +1,7 @@
 //! The clerk's workflow of resident service registration (手引き I 1.1–1.2) as commands: register and change
 //! residents, register cards, create the local area, install and remove APs, suspend, resume and abolish cards,
-//! and the municipality's settings that registration enforces.
+//! and the municipality's settings that registration enforces; and the queries of the resident and card read
+//! models (利用者検索, AP counts).
 //!
 //! Owns the looked-up facts each decision needs (the municipality's settings, which business systems it may use
 //! now, the resident a card belongs to) and the atomic appends across streams. Shared use is enforced twice: the
@@ -25,9 +26,11 @@ use cardap_domain::resident::{
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_projections::ReadModels;
+pub use cardap_projections::residents::{ResidentPage, ResidentRow, ResidentSearch};
 use cardap_store::{EventStore, StreamId};
 use serde_json::{Map, Value};
 
+use crate::QueryError;
 use crate::authz::Permission;
 use crate::context::CommandContext;
 use crate::engine::{Transacted, Tx, transact};
@@ -111,6 +114,22 @@ impl ResidentServices {
     /// The read models the resident queries answer from.
     pub fn read(&self) -> &ReadModels {
         &self.read
+    }
+
+    // ---- queries --------------------------------------------------------------------------------------------
+
+    /// 利用者検索: one page of the municipality's residents matching `search`, by kana then resident id.
+    pub async fn search(
+        &self,
+        code: &MunicipalityCode,
+        search: &ResidentSearch,
+    ) -> std::result::Result<ResidentPage, QueryError> {
+        cardap_projections::residents::search(self.read.pool(), code, search).await
+    }
+
+    /// How many cards of the municipality (not abolished) carry each AP, in business-ID order.
+    pub async fn ap_counts(&self, code: &MunicipalityCode) -> std::result::Result<Vec<(BusinessId, u64)>, QueryError> {
+        cardap_projections::cards::ap_counts(self.read.pool(), code).await
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

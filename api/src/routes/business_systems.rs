@@ -27,15 +27,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cardap_commands::business_systems::PermitError;
-use cardap_commands::{Permission, authorize};
+use cardap_commands::business_systems::{BusinessSystemRow, PermitError};
+use cardap_commands::{Permission, Shown, authorize};
 use cardap_domain::business_system::{
     BusinessSystemError, BusinessSystemName, BusinessSystemProfile, BusinessSystemState, ProfilePatch,
 };
 use cardap_domain::contact::{Email, Phone, Text100, Url};
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
-use cardap_projections::business_systems::{self as view, BusinessSystemRow};
-use cardap_projections::municipalities;
 use cardap_store::AppendOutcome;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -276,7 +274,7 @@ pub async fn list(
     let limit = paging::limit_or_422(params.limit, 100)?;
     let after: Option<String> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     // At most 100 business IDs exist: the whole list is small, so it is paged here.
-    let rows = view::list(state.read.pool(), params.include_retired.unwrap_or(false)).await?;
+    let rows = state.business_systems.list(params.include_retired.unwrap_or(false)).await?;
     let rows = rows.into_iter().filter(|r| after.as_deref().is_none_or(|a| r.business_id.as_str() > a));
     let rows: Vec<_> = rows.take(limit.saturating_add(1)).collect();
     let (items, next_cursor) = paging::page(rows, limit, |r| r.business_id.clone())?;
@@ -344,7 +342,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let id = path_id(&business_id)?;
     authorize(&auth.actor, &Permission::ViewBusinessSystems)?;
-    let row = view::get(state.read.pool(), &id).await?.ok_or_else(ApiError::not_found)?;
+    let row = state.business_systems.view(&id).await?.ok_or_else(ApiError::not_found)?;
     let version = u64::try_from(row.version).unwrap_or(0);
     Ok((etag(version), Json(BusinessSystemView::from(row))).into_response())
 }
@@ -435,14 +433,8 @@ pub async fn permitted(
     authorize(&auth.actor, &Permission::ViewBusinessSystems)?;
     let limit = paging::limit_or_422(params.limit, 500)?;
     let after: Option<String> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
-    let pool = state.read.pool();
-    let row = view::get(pool, &id).await?.ok_or_else(ApiError::not_found)?;
-    // A retired system permits nobody (its shared-use rows are history, not permission).
-    let codes = if row.retired { vec![] } else { view::permitted_municipalities(pool, &id).await? };
-    let codes = codes.into_iter().filter(|code| {
-        after.as_deref().is_none_or(|a| code.as_str() > a)
-            && (auth.actor.is_system_admin() || auth.actor.municipality.as_ref().is_some_and(|m| m.as_str() == code))
-    });
+    let (row, codes) = state.business_systems.permitted(&auth.actor, &id).await?.ok_or_else(ApiError::not_found)?;
+    let codes = codes.into_iter().filter(|code| after.as_deref().is_none_or(|a| code.as_str() > a));
     let codes: Vec<String> = codes.take(limit.saturating_add(1)).collect();
     let (codes, next_cursor) = paging::page(codes, limit, Clone::clone)?;
     let mut items = Vec::with_capacity(codes.len());
@@ -589,29 +581,23 @@ fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
 
 /// After a write (or the retry of one): wait until the read models show it.
 async fn settle(state: &AppState, outcome: Option<AppendOutcome>) {
-    if let Some(outcome) = outcome {
-        state.wait_for_view(outcome.checkpoint, cardap_projections::business_systems::NAME).await;
+    if outcome.is_some() {
         state.metrics.commands_applied.fetch_add(1, Ordering::Relaxed);
     }
+    state.business_systems.settle(outcome.as_ref()).await;
 }
 
 /// The business system at `version` or later: from the read model, or from the stream while the view lags.
 async fn current(state: &AppState, id: &BusinessId, version: u64) -> Result<BusinessSystemView, ApiError> {
-    if let Some(row) = view::get(state.read.pool(), id).await?
-        && u64::try_from(row.version).is_ok_and(|v| v >= version)
-    {
-        return Ok(row.into());
+    match state.business_systems.shown(id, version).await.map_err(|e| command_error(e, domain_error))? {
+        Shown::View(row) => Ok(row.into()),
+        Shown::Stream(loaded) => BusinessSystemView::of(&loaded.state, loaded.version).ok_or_else(ApiError::not_found),
     }
-    let loaded = state.business_systems.current(id).await.map_err(|e| command_error(e, domain_error))?;
-    BusinessSystemView::of(&loaded.state, loaded.version).ok_or_else(ApiError::not_found)
 }
 
 async fn permitted_entry(state: &AppState, code: String) -> Result<PermittedMunicipality, ApiError> {
-    let name = match MunicipalityCode::parse(&code) {
-        Ok(parsed) => municipalities::get(state.read.pool(), &parsed).await?.map(|m| m.name),
-        Err(_) => None,
-    };
-    Ok(PermittedMunicipality { code, name })
+    let entry = state.business_systems.permitted_entry(code).await?;
+    Ok(PermittedMunicipality { code: entry.code, name: entry.name })
 }
 
 fn domain_error(e: BusinessSystemError) -> ApiError {

@@ -18,7 +18,6 @@ use cardap_domain::Localized;
 use cardap_domain::card::CardError;
 use cardap_domain::resident::{CardFid, ResidentId};
 use cardap_domain::{BusinessId, MunicipalityCode};
-use cardap_projections::cards as register;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -477,7 +476,7 @@ pub async fn ap_counts(
 ) -> Result<Json<ApCounts>, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ViewResidents(code.clone()))?;
-    let counts = register::ap_counts(state.read.pool(), &code).await?;
+    let counts = state.residents.ap_counts(&code).await?;
     let items =
         counts.into_iter().map(|(b, cards)| ApCount { business_id: b.as_str().to_owned(), cards }).collect::<Vec<_>>();
     Ok(Json(ApCounts { items }))

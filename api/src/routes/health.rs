@@ -37,7 +37,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = crate::error::ProblemDetails)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.health().await {
+    match state.status.store().await {
         Ok(h) => (
             StatusCode::OK,
             Json(Readiness { status: "ready", backend: h.backend, oldest_transaction_ms: h.oldest_transaction_ms }),

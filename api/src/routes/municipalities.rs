@@ -11,10 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cardap_commands::{Executed, Permission, authorize};
+use cardap_commands::municipalities::MunicipalityRow;
+use cardap_commands::{Executed, Permission, Shown, authorize};
 use cardap_domain::MunicipalityCode;
 use cardap_domain::municipality::{DisplayOrder, Municipality, MunicipalityError, MunicipalityKind, MunicipalityName};
-use cardap_projections::municipalities::{self as view, MunicipalityRow, Visible};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -124,16 +124,9 @@ pub async fn list(
     authorize(&auth.actor, &Permission::ListMunicipalities)?;
     let limit = paging::limit_or_422(params.limit, 500)?;
     let after: Option<(i64, String)> = params.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
-    let visible = if auth.actor.is_system_admin() {
-        Visible::All
-    } else {
-        match &auth.actor.municipality {
-            Some(code) => Visible::Only(code.clone()),
-            None => return Ok(Json(MunicipalityPage { items: vec![], next_cursor: None })),
-        }
-    };
     let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = view::list(state.read.pool(), &visible, after, fetch, params.include_abolished.unwrap_or(false)).await?;
+    let include_abolished = params.include_abolished.unwrap_or(false);
+    let rows = state.municipalities.list(&auth.actor, after, fetch, include_abolished).await?;
     let (rows, next_cursor) = paging::page(rows, limit, |r| (r.display_order, r.code.clone()))?;
     Ok(Json(MunicipalityPage { items: rows.into_iter().map(Into::into).collect(), next_cursor }))
 }
@@ -175,11 +168,7 @@ pub async fn register(
         .register(&ctx, code.clone(), name, kind, display_order)
         .await
         .map_err(|e| command_error(e, domain_error))?;
-    if let Some(outcome) = executed.outcome {
-        state.wait_for_view(outcome.checkpoint, cardap_projections::municipalities::NAME).await;
-        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    let view = current(&state, &code).await?;
+    let view = shown(&state, &code, &executed).await?;
     let mut response = (StatusCode::CREATED, etag(executed.version), Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/municipalities/{code}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -198,7 +187,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let code = MunicipalityCode::parse(&code).map_err(|_| ApiError::not_found())?;
     authorize(&auth.actor, &Permission::ViewMunicipality(code.clone()))?;
-    let row = view::get(state.read.pool(), &code).await?.ok_or_else(ApiError::not_found)?;
+    let row = state.municipalities.view(&code).await?.ok_or_else(ApiError::not_found)?;
     let version = u64::try_from(row.version).unwrap_or(0);
     Ok((etag(version), Json(MunicipalityView::from(row))).into_response())
 }
@@ -278,11 +267,7 @@ async fn answer(
     code: &MunicipalityCode,
     executed: Executed<Municipality>,
 ) -> Result<Response, ApiError> {
-    if let Some(outcome) = executed.outcome {
-        state.wait_for_view(outcome.checkpoint, cardap_projections::municipalities::NAME).await;
-        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    let view = current(state, code).await?;
+    let view = shown(state, code, &executed).await?;
     Ok((etag(executed.version), Json(view)).into_response())
 }
 
@@ -293,12 +278,19 @@ fn visible_code(auth: &Authenticated, code: &str) -> Result<MunicipalityCode, Ap
     Ok(code)
 }
 
-async fn current(state: &AppState, code: &MunicipalityCode) -> Result<MunicipalityView, ApiError> {
-    // The view normally shows the write already; fall back to the stream if it lags.
-    if let Some(row) = view::get(state.read.pool(), code).await? {
-        return Ok(row.into());
+/// The municipality after a write, from the view once it shows the write, else from the stream.
+async fn shown(
+    state: &AppState,
+    code: &MunicipalityCode,
+    executed: &Executed<Municipality>,
+) -> Result<MunicipalityView, ApiError> {
+    if executed.outcome.is_some() {
+        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let loaded = state.municipalities.current(code).await.map_err(|e| command_error(e, domain_error))?;
+    let loaded = match state.municipalities.shown(code, executed).await.map_err(|e| command_error(e, domain_error))? {
+        Shown::View(row) => return Ok(row.into()),
+        Shown::Stream(loaded) => loaded,
+    };
     let s = &loaded.state;
     match (s.code(), s.name(), s.kind(), s.display_order()) {
         (Some(code), Some(name), Some(kind), Some(order)) => Ok(MunicipalityView {

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cardap_commands::residents::{RegistrationError, ResidentSnapshot};
+use cardap_commands::residents::{RegistrationError, ResidentRow, ResidentSearch, ResidentSnapshot};
 use cardap_commands::{Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{CustomFieldError, CustomValue, FieldKey};
@@ -26,7 +26,6 @@ use cardap_domain::resident::{
     PersonalData, PostalCode, ResidentError, ResidentId,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
-use cardap_projections::residents::{self as register, ResidentRow, ResidentSearch};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -666,7 +665,7 @@ pub async fn search(
         return Err(ApiError::validation(c.errors));
     }
     let search = ResidentSearch { kana_prefix, birth_date, fid, after, limit: u32::try_from(limit).unwrap_or(100) };
-    let page = register::search(state.read.pool(), &code, &search).await?;
+    let page = state.residents.search(&code, &search).await?;
     let next_cursor = page.next.as_ref().map(paging::encode_cursor).transpose()?;
     Ok(Json(ResidentPage { items: page.rows.into_iter().map(row_view).collect(), next_cursor }))
 }

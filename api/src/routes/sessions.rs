@@ -8,7 +8,6 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use cardap_commands::access::{LoginError, PasswordError};
 use cardap_domain::Timestamp;
-use cardap_projections::business_systems;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -132,26 +131,19 @@ pub struct UsableBusinessSystem {
 #[utoipa::path(get, operation_id = "showMe", path = "/api/v1/me", tag = "sessions", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ProblemDetails)))]
 pub async fn me(State(state): State<AppState>, auth: Authenticated) -> Result<Json<Me>, ApiError> {
-    let pool = state.read.pool();
-    let usable = match &auth.actor.municipality {
-        Some(code) => business_systems::usable_by(pool, code).await?,
-        None => business_systems::active(pool).await?,
-    };
-    let mut systems = vec![];
-    for id in usable {
-        if !auth.actor.is_system_admin() && !auth.actor.business_systems.contains(&id) {
-            continue;
-        }
-        if let Some(row) = business_systems::get(pool, &id).await? {
-            systems.push(UsableBusinessSystem {
-                business_id: row.business_id,
-                name: row.name,
-                top_url: row.top_url,
-                operator_admin_url: row.operator_admin_url,
-                personalize_url: row.personalize_url,
-            });
-        }
-    }
+    let systems = state
+        .business_systems
+        .usable_now(&auth.actor)
+        .await?
+        .into_iter()
+        .map(|row| UsableBusinessSystem {
+            business_id: row.business_id,
+            name: row.name,
+            top_url: row.top_url,
+            operator_admin_url: row.operator_admin_url,
+            personalize_url: row.personalize_url,
+        })
+        .collect();
     Ok(Json(Me {
         operator_id: auth.operator_id,
         municipality: auth.actor.municipality.map(|m| m.to_string()),
