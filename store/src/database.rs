@@ -172,12 +172,41 @@ impl Database {
 
 /// The URL without its password, for logs and messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or_default();
             format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
         }
         _ => url.to_owned(),
+    };
+    // `?password=…` (libpq and sqlx accept the password as a parameter too), in any case, anywhere in the query.
+    let Some(query) = url.find('?') else { return url };
+    let (base, params) = url.split_at(query + 1);
+    let params: Vec<String> = params
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}{}", params.join("&"))
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_in_the_url_never_reaches_a_log() {
+        assert_eq!(redact("postgres://app:s3cret@db/cardap"), "postgres://app:***@db/cardap");
+        assert_eq!(
+            redact("postgres://app@db/cardap?sslmode=require&Password=s3cret&x=1"),
+            "postgres://app:***@db/cardap?sslmode=require&Password=***&x=1"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/cardap/cardap.db?mode=rwc"),
+            "sqlite:///var/lib/cardap/cardap.db?mode=rwc"
+        );
     }
 }
