@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
@@ -269,6 +269,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
         .layer(axum::middleware::from_fn(crate::i18n::layer))
+        .layer(axum::middleware::from_fn(no_store))
         .layer(DefaultBodyLimit::max(1024 * 1024));
     guarded(router, REQUEST_TIME_LIMIT)
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -279,6 +280,17 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Every answer of the API may carry personal data, a password or an operator's permissions: none of it is for a
+/// cache (a shared proxy, the browser's disk). An answer that says otherwise itself keeps its own header.
+async fn no_store(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if api && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// How long a request may take until its response starts. Generous: a large operator import hashes one
