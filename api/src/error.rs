@@ -28,6 +28,8 @@ pub enum ProblemType {
     Unavailable,
     /// 503: the request ran longer than the server's time limit.
     Timeout,
+    /// 503: too many logins at once (every password worker busy); retry after `Retry-After`.
+    Busy,
     Unauthenticated,
     InvalidCredentials,
     OperatorLocked,
@@ -60,7 +62,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 34] = [
+    pub const ALL: [ProblemType; 35] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -68,6 +70,7 @@ impl ProblemType {
         ProblemType::PayloadTooLarge,
         ProblemType::Unavailable,
         ProblemType::Timeout,
+        ProblemType::Busy,
         ProblemType::Unauthenticated,
         ProblemType::InvalidCredentials,
         ProblemType::OperatorLocked,
@@ -107,6 +110,7 @@ impl ProblemType {
             ProblemType::PayloadTooLarge => "/problems/payload-too-large",
             ProblemType::Unavailable => "/problems/unavailable",
             ProblemType::Timeout => "/problems/timeout",
+            ProblemType::Busy => "/problems/busy",
             ProblemType::Unauthenticated => "/problems/unauthenticated",
             ProblemType::InvalidCredentials => "/problems/invalid-credentials",
             ProblemType::OperatorLocked => "/problems/operator-locked",
@@ -307,6 +311,20 @@ impl ApiError {
             ),
         );
         e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
+        e
+    }
+
+    /// Every password worker is busy: the login was not checked; the client may retry in a second.
+    pub fn busy() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ProblemType::Busy,
+            Text::new(
+                "ログインが混み合っています。少し待ってからもう一度お試しください",
+                "Too many logins at once; try again in a moment",
+            ),
+        );
+        e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
         e
     }
 

@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler};
-use crate::passwords::{self, HashingError, Secret};
+use crate::passwords::{self, Admission, HashingError, Secret};
 use crate::ports::Credentials;
 use crate::views::Views;
 
@@ -57,6 +57,9 @@ pub enum LoginError {
     /// The password was right but the operator is locked (`None`: until an administrator unlocks him).
     #[error("the operator is locked")]
     Locked { until: Option<Timestamp> },
+    /// Every password worker is busy: try again in a moment (nothing was checked or recorded).
+    #[error("too many logins at once")]
+    Busy,
     #[error(transparent)]
     Failed(#[from] AccessFailure),
 }
@@ -173,7 +176,11 @@ impl Access {
             Some(op) if !op.revoked => self.credentials.password_hash(op.key).await.map_err(AccessFailure::from)?,
             _ => None,
         };
-        let verified = passwords::verify_password(password, stored).await.map_err(AccessFailure::from)?;
+        let verified = match passwords::verify_password(password, stored, Admission::TurnAway).await {
+            Ok(verified) => verified,
+            Err(HashingError::Busy) => return Err(LoginError::Busy),
+            Err(e) => return Err(AccessFailure::from(e).into()),
+        };
         let (Some(operator), Some((municipality, operator_id))) = (operator, login) else {
             return Err(LoginError::InvalidCredentials);
         };
@@ -207,7 +214,7 @@ impl Access {
 
     async fn open_session(&self, operator: OperatorKey) -> std::result::Result<NewSession, AccessFailure> {
         let mut raw = [0_u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| HashingError(e.to_string()))?;
+        getrandom::fill(&mut raw).map_err(|e| HashingError::Failed(e.to_string()))?;
         let token = URL_SAFE_NO_PAD.encode(raw);
         let now = self.clock.now();
         let absolute = chrono::Duration::from_std(self.policy.sessions.absolute)
@@ -331,7 +338,7 @@ impl Access {
     ) -> Result<(), PasswordError> {
         let key = me.actor.operator;
         let stored = self.credentials.password_hash(key).await?;
-        if !passwords::verify_password(current, stored).await.map_err(internal)? {
+        if !passwords::verify_password(current, stored, Admission::Wait).await.map_err(internal)? {
             return Err(CommandError::Domain(PasswordError::WrongCurrent));
         }
         let new = self.acceptable(key, new).await?;

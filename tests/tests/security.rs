@@ -32,4 +32,42 @@ async fn no_answer_of_the_api_may_be_cached(backend: Backend) {
     assert_eq!(app.get("/healthz", None).await.header("cache-control"), None);
 }
 
-on_both_backends!(no_answer_of_the_api_may_be_cached);
+/// A flood of wrong logins (anyone can send them) costs at most one Argon2id worker per core: the logins beyond
+/// a short queue are turned away at once with `503` and `Retry-After`, and a clerk who is already logged in
+/// keeps working meanwhile. A password of a megabyte is refused before it is read.
+async fn a_flood_of_logins_is_turned_away_not_queued(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    let flood: Vec<_> = (0..120)
+        .map(|i| {
+            app.post(
+                "/api/v1/sessions",
+                None,
+                &json!({"municipality": CHIYODA, "operator_id": format!("OP{i:04}"), "password": "Wrong0password"}),
+            )
+        })
+        .map(tokio::spawn)
+        .collect();
+    let during = app.get("/api/v1/me", Some(&admin)).await;
+    let mut busy = 0;
+    for reply in flood {
+        let reply = reply.await.unwrap();
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                reply.problem(StatusCode::SERVICE_UNAVAILABLE, "/problems/busy");
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                busy += 1;
+            }
+            other => panic!("a wrong login answered {other}: {}", reply.text),
+        }
+    }
+    assert!(busy > 0, "120 logins at once were all queued for Argon2id");
+    assert_eq!(during.status, StatusCode::OK, "the clerk's session check during the flood: {}", during.text);
+
+    let huge = json!({"operator_id": "admin", "password": "a".repeat(1 << 20)});
+    let reply = app.post("/api/v1/sessions", None, &huge).await;
+    reply.problem(StatusCode::PAYLOAD_TOO_LARGE, "/problems/payload-too-large");
+}
+
+on_both_backends!(no_answer_of_the_api_may_be_cached, a_flood_of_logins_is_turned_away_not_queued);

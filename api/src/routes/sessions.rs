@@ -1,6 +1,6 @@
 //! Login, logout and "who am I" (手引き I 2.1(4)(a): municipality + operator ID + password → top page).
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -21,11 +21,15 @@ use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/sessions", post(login))
+        // A login body is a few dozen bytes: the limit keeps anonymous callers from sending megabytes to parse.
+        .route("/api/v1/sessions", post(login).layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)))
         .route("/api/v1/sessions/current", delete(logout))
         .route("/api/v1/me", get(me))
         .route("/api/v1/me/password", put(change_own_password))
 }
+
+/// The largest login body accepted (a password is at most 64 characters).
+pub const LOGIN_BODY_LIMIT: usize = 4 * 1024;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,9 +76,14 @@ pub struct Me {
 ///
 /// Every attempt costs one Argon2id verification, known operator or not. A wrong password is recorded as an event
 /// (in the background, so a known ID answers as fast as an unknown one); after too many the operator is locked.
+/// The verifications run on a few workers (one per core) with a short queue: when it is full the login is
+/// answered `503` `/problems/busy` with `Retry-After` at once, before anything is checked or recorded. The body
+/// may be 4 KiB at most.
 #[utoipa::path(post, operation_id = "login", path = "/api/v1/sessions", tag = "sessions", request_body = Login,
     responses((status = 201, body = SessionCreated), (status = 401, body = ProblemDetails),
-        (status = 422, body = ProblemDetails)))]
+        (status = 413, body = ProblemDetails), (status = 422, body = ProblemDetails),
+        (status = 503, body = ProblemDetails, description = "`/problems/busy`: too many logins at once; retry after \
+            `Retry-After` seconds")))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Login>,
@@ -84,6 +93,7 @@ pub async fn login(
             |e| match e {
                 LoginError::InvalidCredentials => ApiError::invalid_credentials(),
                 LoginError::Locked { until } => locked(until),
+                LoginError::Busy => ApiError::busy(),
                 LoginError::Failed(f) => f.into(),
             },
         )?;
