@@ -167,6 +167,7 @@ impl Application {
             AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
+        runners.push(tokio::spawn(purge_sessions(access.clone(), shutdown_rx.clone())));
         let state = AppState {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone(), views.clone()),
@@ -245,6 +246,24 @@ async fn hard_stop_guard(
     tokio::select! {
         response = next.run(request) => response,
         _ = stop.wait_for(|s| *s) => crate::error::ApiError::shutting_down().into_response(),
+    }
+}
+
+/// How often sessions that can never be used again are deleted.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Deletes ended, expired and idle sessions at start and then every [`SESSION_PURGE_EVERY`], until shutdown.
+async fn purge_sessions(access: Access, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match access.purge_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "ended and expired sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete ended and expired sessions"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_PURGE_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -490,7 +490,9 @@ impl Access {
                 let state = if login.version == 0 { op.state.legacy_login() } else { login.state };
                 let forgotten = state.decide(LoginCommand::Forget).map_err(CommandError::Domain)?;
                 tx.append::<OperatorLogins>(logins, login.version, &forgotten);
-                tx.companion(Companion::EndSessions { operator: key });
+                // His password, its history and his sessions go: an operator registered later under this ID (the
+                // same key) starts with none of them.
+                tx.companion(Companion::Forget { operator: key });
             }
             Ok((op.version + events.len() as u64, tx))
         })
@@ -502,6 +504,14 @@ impl Access {
             Some(version) => Ok(version),
             None => Ok(CommandHandler::<Operator>::new(self.store.clone()).load(operator).await?.version),
         }
+    }
+
+    /// Deletes the sessions that can never be used again (ended, expired, idle too long); how many. Run now and
+    /// then by the server.
+    pub async fn purge_sessions(&self) -> std::result::Result<u64, AccessFailure> {
+        let now = self.clock.now().timestamp();
+        let idle = i64::try_from(self.policy.sessions.idle.as_secs()).unwrap_or(i64::MAX);
+        Ok(self.credentials.purge_sessions(now, now.saturating_sub(idle)).await?)
     }
 
     /// Ends every session of an operator now (an administrator's decision; not tied to an event).

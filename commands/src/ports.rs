@@ -30,6 +30,8 @@ pub trait Credentials: Send + Sync + std::fmt::Debug {
     async fn end_session(&self, token_hash: &str) -> Result<(), StoreError>;
     /// Ends every session of an operator now; how many ended.
     async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError>;
+    /// Deletes the sessions that can never be used again (ended, expired, idle since before `idle_since`).
+    async fn purge_sessions(&self, now: i64, idle_since: i64) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -71,5 +73,9 @@ impl Credentials for CredentialStore {
 
     async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError> {
         CredentialStore::end_sessions_of(self, operator).await
+    }
+
+    async fn purge_sessions(&self, now: i64, idle_since: i64) -> Result<u64, StoreError> {
+        CredentialStore::purge_sessions(self, now, idle_since).await
     }
 }

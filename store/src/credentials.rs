@@ -21,6 +21,9 @@ pub enum Companion {
     SetPassword { operator: OperatorKey, hash: String, at: DateTime<Utc> },
     /// Every running session of the operator ends.
     EndSessions { operator: OperatorKey },
+    /// Everything kept for the operator's logins goes: his password hash, its history and his sessions (a
+    /// revocation: an operator registered later under the same ID starts with nothing of his).
+    Forget { operator: OperatorKey },
 }
 
 impl std::fmt::Debug for Companion {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for Companion {
                 f.debug_struct("SetPassword").field("operator", operator).field("at", at).finish_non_exhaustive()
             }
             Companion::EndSessions { operator } => f.debug_struct("EndSessions").field("operator", operator).finish(),
+            Companion::Forget { operator } => f.debug_struct("Forget").field("operator", operator).finish(),
         }
     }
 }
@@ -40,6 +44,11 @@ const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (operator_key, password
 const REMEMBER_HASH: &str =
     "INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)";
 const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
+const FORGET: [&str; 3] = [
+    "DELETE FROM credentials WHERE operator_key = $1",
+    "DELETE FROM password_history WHERE operator_key = $1",
+    "DELETE FROM sessions WHERE operator_key = $1",
+];
 
 /// Runs companions on a connection of either backend (the SQL is the same on both).
 macro_rules! write_companions {
@@ -68,6 +77,15 @@ macro_rules! write_companions {
                         .execute(&mut *$conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::Forget { operator } => {
+                    for statement in FORGET {
+                        sqlx::query(statement)
+                            .bind(operator.to_string())
+                            .execute(&mut *$conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    }
                 }
             }
         }
@@ -204,6 +222,18 @@ impl CredentialStore {
     pub async fn end_sessions_of(&self, operator: OperatorKey) -> Result<u64, StoreError> {
         let done = sqlx::query(END_SESSIONS)
             .bind(operator.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes the sessions that can never be used again: ended ones, and those past their absolute expiry or
+    /// unused since `idle_since` (Unix seconds); how many.
+    pub async fn purge_sessions(&self, now: i64, idle_since: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE ended = 1 OR expires_at <= $1 OR last_seen_at < $2")
+            .bind(now)
+            .bind(idle_since)
             .execute(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;

@@ -2,9 +2,15 @@
 //! PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
+use cardap_store::CredentialStore;
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, on_both_backends, resident_body, resident_path, residents_path, spawn_app};
+use cardap_tests::{
+    Backend, on_both_backends, operator_path, operator_with_password, operators_path, register_clerk, resident_body,
+    resident_path, residents_path, spawn_app, spawn_app_with_clock,
+};
 
 const CHIYODA: &str = "131016";
 
@@ -70,4 +76,48 @@ async fn a_flood_of_logins_is_turned_away_not_queued(backend: Backend) {
     reply.problem(StatusCode::PAYLOAD_TOO_LARGE, "/problems/payload-too-large");
 }
 
-on_both_backends!(no_answer_of_the_api_may_be_cached, a_flood_of_logins_is_turned_away_not_queued);
+/// Revoking an operator forgets his password, its history and his sessions: an operator registered later under
+/// the same ID (the same key) cannot log in with the old password, may choose it again, and the old session is gone.
+async fn a_revoked_operator_leaves_no_credentials_behind(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, CHIYODA, "OP0501").await;
+    let token = clerk.login(&app).await;
+    let credentials = CredentialStore::new(app.state.read.pool().clone());
+    assert!(credentials.password_hash(clerk.key).await.unwrap().is_some());
+
+    let revoked = app.post(&format!("{}/revoke", operator_path(CHIYODA, "OP0501")), Some(&admin), &json!({})).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    assert_eq!(credentials.password_hash(clerk.key).await.unwrap(), None, "the hash outlived the revocation");
+    assert!(credentials.recent_hashes(clerk.key, 10).await.unwrap().is_empty(), "the password history stayed");
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status, StatusCode::UNAUTHORIZED);
+
+    // Registered again with the very password he had: it is no reuse, it is a new operator.
+    let again = operator_with_password("OP0501", &clerk.password, &["clerk"], &[]);
+    let reply = app.post(&operators_path(CHIYODA), Some(&admin), &again).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(credentials.recent_hashes(clerk.key, 10).await.unwrap().len(), 1);
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status, StatusCode::UNAUTHORIZED, "the old session");
+}
+
+/// Sessions that can never be used again (ended, past their expiry) do not pile up: the server deletes them.
+async fn ended_and_expired_sessions_are_deleted(backend: Backend) {
+    let app = spawn_app_with_clock(backend, |_| {}).await;
+    let admin = app.admin_token().await;
+    let other = app.admin_token().await;
+    assert_eq!(app.state.access.purge_sessions().await.unwrap(), 0, "both sessions are live");
+    let ended = app.delete("/api/v1/sessions/current", Some(&other)).await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT, "{}", ended.text);
+    assert_eq!(app.state.access.purge_sessions().await.unwrap(), 1, "the ended session goes");
+    app.advance(Duration::from_secs(9 * 3600));
+    assert_eq!(app.state.access.purge_sessions().await.unwrap(), 1, "the expired session goes");
+    assert_eq!(app.get("/api/v1/me", Some(&admin)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+on_both_backends!(
+    no_answer_of_the_api_may_be_cached,
+    a_flood_of_logins_is_turned_away_not_queued,
+    a_revoked_operator_leaves_no_credentials_behind,
+    ended_and_expired_sessions_are_deleted,
+);
