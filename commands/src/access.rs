@@ -17,6 +17,7 @@ use cardap_domain::operator::{
     OperatorLogins, Password, PasswordPolicy,
 };
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_projections::municipalities;
 use cardap_projections::operators::{self, OperatorRow};
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{CommandId, Companion, EventStore, StoreError, StreamId};
@@ -172,6 +173,12 @@ impl Access {
                 .map_err(AccessFailure::from)?,
             None => None,
         };
+        // An operator of an abolished municipality is refused like a revoked one: no password is compared (the
+        // dummy verification keeps the time), nothing is recorded against him.
+        let operator = match operator {
+            Some(op) if self.municipality_abolished(op.municipality.as_ref()).await? => None,
+            other => other,
+        };
         let stored = match &operator {
             Some(op) if !op.revoked => self.credentials.password_hash(op.key).await.map_err(AccessFailure::from)?,
             _ => None,
@@ -304,8 +311,8 @@ impl Access {
         let Some(operator) = operators::get(self.read.pool(), session.operator).await? else {
             return Ok(None);
         };
-        // A revoked or locked operator's sessions die at once.
-        if !operator.is_active_at(now) {
+        // A revoked or locked operator's sessions die at once, and so do those of an abolished municipality's.
+        if !operator.is_active_at(now) || self.municipality_abolished(operator.municipality.as_ref()).await? {
             return Ok(None);
         }
         if now - session.last_seen_at >= 60 {
@@ -320,6 +327,15 @@ impl Access {
             },
             operator_id: operator.operator_id,
         }))
+    }
+
+    /// Whether `municipality` (an operator's; `None` for the system administrator) has been abolished.
+    async fn municipality_abolished(
+        &self,
+        municipality: Option<&MunicipalityCode>,
+    ) -> std::result::Result<bool, AccessFailure> {
+        let Some(code) = municipality else { return Ok(false) };
+        Ok(municipalities::get(self.read.pool(), code).await?.is_some_and(|m| m.abolished))
     }
 
     /// Ends the session of this token.

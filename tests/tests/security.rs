@@ -115,8 +115,33 @@ async fn ended_and_expired_sessions_are_deleted(backend: Backend) {
     assert_eq!(app.get("/api/v1/me", Some(&admin)).await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// Abolishing a municipality ends what its operators can do: their sessions stop working at once and their
+/// logins are refused (like a revoked operator's: nothing recorded against them).
+async fn operators_of_an_abolished_municipality_are_shut_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, CHIYODA, "OP0501").await;
+    let token = clerk.login(&app).await;
+    assert_eq!(app.get("/api/v1/me", Some(&token)).await.status, StatusCode::OK);
+
+    let abolished = app.post(&format!("/api/v1/municipalities/{CHIYODA}/abolish"), Some(&admin), &json!({})).await;
+    assert_eq!(abolished.status, StatusCode::OK, "{}", abolished.text);
+    app.get("/api/v1/me", Some(&token)).await.problem(StatusCode::UNAUTHORIZED, "/problems/unauthenticated");
+    let login = app
+        .post(
+            "/api/v1/sessions",
+            None,
+            &json!({"municipality": CHIYODA, "operator_id": "OP0501", "password": clerk.password}),
+        )
+        .await;
+    login.problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    assert!(app.login_events(Some(CHIYODA), "OP0501").await.iter().all(|e| e.event_type != "OperatorLoginFailed"));
+}
+
 on_both_backends!(
     no_answer_of_the_api_may_be_cached,
+    operators_of_an_abolished_municipality_are_shut_out,
     a_flood_of_logins_is_turned_away_not_queued,
     a_revoked_operator_leaves_no_credentials_behind,
     ended_and_expired_sessions_are_deleted,
