@@ -343,25 +343,29 @@ impl Access {
         Ok(self.credentials.end_session(&token_hash(token.expose())).await?)
     }
 
-    /// Changes one's own password: the current one is required and the last few may not be reused. The event
-    /// and the new hash are stored together.
+    /// Changes one's own password: the current one is required and the last few may not be reused. The event,
+    /// the new hash and the end of his other sessions (`token` is the session he is using) are stored together.
+    /// A wrong current password counts as a failed login: a stolen session cannot search for the password.
     pub async fn change_own_password(
         &self,
         ctx: &CommandContext,
         me: &SessionOf,
+        token: &Secret,
         current: Secret,
         new: &str,
     ) -> Result<(), PasswordError> {
         let key = me.actor.operator;
+        let operator_id = OperatorId::parse(&me.operator_id).map_err(|e| internal(e.to_string()))?;
+        let municipality = me.actor.municipality.clone();
         let stored = self.credentials.password_hash(key).await?;
         if !passwords::verify_password(current, stored, Admission::Wait).await.map_err(internal)? {
+            self.record_failure(municipality, operator_id, self.clock.timestamp());
             return Err(CommandError::Domain(PasswordError::WrongCurrent));
         }
         let new = self.acceptable(key, new).await?;
         let hash = passwords::hash_password(new).await.map_err(internal)?;
-        let operator_id = OperatorId::parse(&me.operator_id).map_err(|e| internal(e.to_string()))?;
-        let municipality = me.actor.municipality.clone();
         let at = self.clock.now();
+        let keep = token_hash(token.expose());
         CommandHandler::<Operator>::new(self.store.clone())
             .execute_with(
                 ctx,
@@ -374,7 +378,10 @@ impl Access {
                     if events.is_empty() {
                         return vec![];
                     }
-                    vec![Companion::SetPassword { operator: key, hash: hash.clone(), at }]
+                    vec![
+                        Companion::SetPassword { operator: key, hash: hash.clone(), at },
+                        Companion::EndOtherSessions { operator: key, keep: keep.clone() },
+                    ]
                 },
             )
             .await

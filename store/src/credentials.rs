@@ -21,6 +21,9 @@ pub enum Companion {
     SetPassword { operator: OperatorKey, hash: String, at: DateTime<Utc> },
     /// Every running session of the operator ends.
     EndSessions { operator: OperatorKey },
+    /// Every session of the operator ends but the one whose token hashes to `keep` (his own password change:
+    /// whoever else holds a session of his is out).
+    EndOtherSessions { operator: OperatorKey, keep: String },
     /// Everything kept for the operator's logins goes: his password hash, its history and his sessions (a
     /// revocation: an operator registered later under the same ID starts with nothing of his).
     Forget { operator: OperatorKey },
@@ -35,6 +38,9 @@ impl std::fmt::Debug for Companion {
             }
             Companion::EndSessions { operator } => f.debug_struct("EndSessions").field("operator", operator).finish(),
             Companion::Forget { operator } => f.debug_struct("Forget").field("operator", operator).finish(),
+            Companion::EndOtherSessions { operator, .. } => {
+                f.debug_struct("EndOtherSessions").field("operator", operator).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -44,6 +50,8 @@ const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (operator_key, password
 const REMEMBER_HASH: &str =
     "INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)";
 const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
+const END_OTHER_SESSIONS: &str =
+    "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0 AND token_hash <> $2";
 const FORGET: [&str; 3] = [
     "DELETE FROM credentials WHERE operator_key = $1",
     "DELETE FROM password_history WHERE operator_key = $1",
@@ -74,6 +82,14 @@ macro_rules! write_companions {
                 Companion::EndSessions { operator } => {
                     sqlx::query(END_SESSIONS)
                         .bind(operator.to_string())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::EndOtherSessions { operator, keep } => {
+                    sqlx::query(END_OTHER_SESSIONS)
+                        .bind(operator.to_string())
+                        .bind(keep.clone())
                         .execute(&mut *$conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;

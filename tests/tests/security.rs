@@ -139,8 +139,32 @@ async fn operators_of_an_abolished_municipality_are_shut_out(backend: Backend) {
     assert!(app.login_events(Some(CHIYODA), "OP0501").await.iter().all(|e| e.event_type != "OperatorLoginFailed"));
 }
 
+/// Someone holding a stolen session cannot search for the password through the password change (a wrong
+/// current password counts towards the lock like a failed login), and changing the password throws out whoever
+/// else holds a session of the operator, while the session he changed it from goes on.
+async fn a_password_change_guards_the_password_and_ends_other_sessions(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, CHIYODA, "OP0501").await;
+    let (mine, stolen) = (clerk.login(&app).await, clerk.login(&app).await);
+
+    let guess = json!({"current_password": "Guess0password", "new_password": "Mine0password"});
+    let reply = app.put("/api/v1/me/password", Some(&stolen), &guess).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    let failed = app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 1).await;
+    assert_eq!(failed.len(), 1, "the wrong current password was not counted");
+
+    let change = json!({"current_password": clerk.password, "new_password": "Mine0password"});
+    let reply = app.put("/api/v1/me/password", Some(&mine), &change).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    assert_eq!(app.get("/api/v1/me", Some(&mine)).await.status, StatusCode::OK, "his own session goes on");
+    assert_eq!(app.get("/api/v1/me", Some(&stolen)).await.status, StatusCode::UNAUTHORIZED, "the other one ends");
+}
+
 on_both_backends!(
     no_answer_of_the_api_may_be_cached,
+    a_password_change_guards_the_password_and_ends_other_sessions,
     operators_of_an_abolished_municipality_are_shut_out,
     a_flood_of_logins_is_turned_away_not_queued,
     a_revoked_operator_leaves_no_credentials_behind,

@@ -176,7 +176,8 @@ impl std::fmt::Debug for ChangeOwnPassword {
     }
 }
 
-/// Change one's own password (the current one is required; the last few may not be reused).
+/// Change one's own password (the current one is required; the last few may not be reused). His other sessions
+/// end; this one goes on. A wrong current password counts as a failed login towards the lock.
 #[utoipa::path(put, operation_id = "changeOwnPassword",
     path = "/api/v1/me/password", tag = "sessions", request_body = ChangeOwnPassword,
     security(("bearer" = [])),
@@ -190,7 +191,7 @@ pub async fn change_own_password(
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "sessions.change_own_password", &auth.operator_id);
     state
         .access
-        .change_own_password(&ctx, &auth.session(), Secret::new(body.current_password), &body.new_password)
+        .change_own_password(&ctx, &auth.session(), &auth.token, Secret::new(body.current_password), &body.new_password)
         .await
         .map_err(|e| command_error(e, |e| password_error(e, "/new_password")))?;
     Ok(StatusCode::NO_CONTENT)
