@@ -134,8 +134,10 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     /// Set when the drain timeout expires: requests still running are answered 503 and dropped.
     hard_stop: watch::Sender<bool>,
+    /// The projection runners, the session purge and the `/metrics` listener: stopped by `shutdown`.
     runners: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
+    metrics_addr: SocketAddr,
 }
 
 impl Application {
@@ -181,19 +183,48 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
         };
         let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
+        let metrics_listener =
+            TcpListener::bind(settings.metrics_listen).await.map_err(StartError::io("cannot listen for /metrics"))?;
         tracing::info!(
             address = %listener.local_addr().map_err(StartError::io("cannot listen"))?,
             backend = db.backend().as_str(),
             database = %redact(&settings.database_url),
+            metrics = %metrics_listener.local_addr().map_err(StartError::io("cannot listen for /metrics"))?,
             "cardap listening"
         );
         let (hard_stop, hard_stop_rx) = watch::channel(false);
         let router = app(state.clone()).layer(axum::middleware::from_fn_with_state(hard_stop_rx, hard_stop_guard));
-        Ok(Application { listener, router, state, shutdown, hard_stop, runners, drain_timeout: settings.drain_timeout })
+        let metrics = Router::new().route("/metrics", get(crate::metrics::render)).with_state(state.clone());
+        let metrics_rx = shutdown_rx.clone();
+        let metrics_addr = metrics_listener.local_addr().map_err(StartError::io("cannot listen for /metrics"))?;
+        runners.push(tokio::spawn(async move {
+            let mut stop = metrics_rx;
+            let served = axum::serve(metrics_listener, metrics).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the /metrics listener stopped");
+            }
+        }));
+        Ok(Application {
+            listener,
+            router,
+            state,
+            shutdown,
+            hard_stop,
+            runners,
+            drain_timeout: settings.drain_timeout,
+            metrics_addr,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     pub fn state(&self) -> &AppState {
@@ -273,7 +304,6 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(crate::metrics::render))
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(routes::sessions::router())
         .merge(routes::municipalities::router())

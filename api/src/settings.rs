@@ -38,6 +38,9 @@ pub struct Settings {
     /// `postgres://…` or `sqlite:…`.
     pub database_url: String,
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (Prometheus): an address of its own, loopback by default, so the activity of
+    /// every municipality is not shown to whoever can reach the API.
+    pub metrics_listen: SocketAddr,
     /// Database connections per node (event store and read models each).
     pub max_connections: u32,
     /// Operator ID of the system administrator created on first start.
@@ -65,6 +68,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &redact(&self.database_url))
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
             .field("bootstrap_admin", &self.bootstrap_admin)
             .field("bootstrap_password", &self.bootstrap_password)
@@ -89,6 +93,7 @@ impl Default for Settings {
         Settings {
             database_url: sqlite_url(data_dir),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_connections: 16,
             bootstrap_admin: "admin".into(),
             bootstrap_password: None,
@@ -110,6 +115,7 @@ impl Settings {
         Settings {
             database_url: database_url.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_connections: 10,
             bootstrap_password: Some(Secret::new("AdminPassw0rd")),
             drain_timeout: Duration::from_secs(5),
@@ -287,6 +293,17 @@ pub const KEYS: &[Key] = &[
         help: "Address and port to listen on",
         set: |d, raw| {
             d.settings.listen = raw.text()?.parse().ok()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "server.metrics_listen",
+        env: "CARDAP_METRICS_LISTEN",
+        flag: "metrics-listen",
+        form: "an address and port such as 127.0.0.1:9464",
+        help: "Address and port of /metrics (Prometheus), apart from the API",
+        set: |d, raw| {
+            d.settings.metrics_listen = raw.text()?.parse().ok()?;
             Some(())
         },
     },

@@ -19,6 +19,8 @@ fn free_port() -> u16 {
 /// Starts `cardap serve` in `dir` and returns the child and its stderr lines as they come.
 fn serve(dir: &std::path::Path, port: u16) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
+        // Parallel servers: each its own /metrics port.
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .current_dir(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env_remove("CARDAP_DATABASE_URL")
@@ -129,6 +131,8 @@ fn migrate_and_rebuild_run_from_the_command_line() {
     let url = format!("sqlite://{}/c.db", dir.path().display());
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
+            // Parallel servers: each its own /metrics port.
+            .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
             .args(args)
             .env("CARDAP_DATABASE_URL", &url)
             .env("CARDAP_MASTER_KEY", "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=")
@@ -149,6 +153,8 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
     }
     let out = Command::new(BIN)
+        // Parallel servers: each its own /metrics port.
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .args(["projections", "rebuild", "nope"])
         .env("CARDAP_DATABASE_URL", &url)
         .env("CARDAP_MASTER_KEY", "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=")
@@ -170,6 +176,8 @@ fn serve_with_a_configuration_file_uses_its_settings_under_the_variables() {
     )
     .unwrap();
     let child = Command::new(BIN)
+        // Parallel servers: each its own /metrics port.
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .args(["serve", "--config", "cardap.toml"])
         .env_remove("CARDAP_DATABASE_URL")
@@ -196,6 +204,8 @@ fn serve_with_a_configuration_file_uses_its_settings_under_the_variables() {
 
     // The file's password rule applies to the bootstrap password: 9 characters are refused at start.
     let out = Command::new(BIN)
+        // Parallel servers: each its own /metrics port.
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .args(["serve", "--config", "cardap.toml"])
         .env_remove("CARDAP_DATABASE_URL")
@@ -213,6 +223,8 @@ fn serve_refuses_a_configuration_file_with_an_unknown_key_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cardap.toml"), "[sessions]\nidle_minute = 15\n").unwrap();
     let out = Command::new(BIN)
+        // Parallel servers: each its own /metrics port.
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .current_dir(dir.path())
         .arg("serve")
         .env_remove("CARDAP_DATABASE_URL")

@@ -92,6 +92,8 @@ pub struct TestApp {
     pub address: String,
     /// The same, for raw TCP.
     pub socket_addr: SocketAddr,
+    /// `http://127.0.0.1:<port>` of `/metrics`, apart from the API.
+    pub metrics_address: String,
     pub client: reqwest::Client,
     /// The server's state: its event store and read models (for [`register_operator`] and event counts).
     pub state: AppState,
@@ -137,6 +139,7 @@ async fn spawn_app_clocked(settings: Settings, dir: Option<TempDir>, clock: Opti
     };
     let application = Application::build_with_clock(settings.clone(), system).await.expect("the server starts");
     let socket_addr = application.local_addr().expect("bound address");
+    let metrics_address = format!("http://{}", application.metrics_addr());
     let address = format!("http://{socket_addr}");
     let state = application.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -151,6 +154,7 @@ async fn spawn_app_clocked(settings: Settings, dir: Option<TempDir>, clock: Opti
         .expect("http client");
     TestApp {
         address,
+        metrics_address,
         socket_addr,
         client,
         state,

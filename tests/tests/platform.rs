@@ -54,17 +54,20 @@ async fn metrics_count_responses_in_prometheus_text(backend: Backend) {
             .parse()
             .expect("a number")
     };
-    let before = app.get("/metrics", None).await;
+    let metrics = || cardap_tests::send(app.client.get(format!("{}/metrics", app.metrics_address)));
+    let before = metrics().await;
 
     app.get("/no/such/path", None).await;
     app.get("/api/v1/me", None).await;
-    let after = app.get("/metrics", None).await;
+    let after = metrics().await;
 
     assert_eq!(after.status, StatusCode::OK);
     assert!(after.header("content-type").unwrap().starts_with("text/plain"), "{:?}", after.headers);
     assert!(after.text.contains("# TYPE cardap_http_responses_total counter"), "{}", after.text);
     assert!(after.text.contains("cardap_http_responses_total{class=\"2xx\"}"), "{}", after.text);
     assert_eq!(count_4xx(&after.text), count_4xx(&before.text) + 2, "{}", after.text);
+    // Not on the API's address: whoever reaches the API does not see every municipality's activity.
+    app.get("/metrics", None).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
     // Every sample line is `name{labels} value` or `name value`.
     for line in after.text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample line {line:?}"));

@@ -206,7 +206,7 @@ struct Server {
 impl Server {
     fn start(binary: &PathBuf, url: &str, master_key: &str) -> Result<Server> {
         let mut child = Command::new(binary)
-            .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0"])
+            .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .env("CARDAP_MASTER_KEY", master_key)
             .env("CARDAP_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
             .env("CARDAP_LOG", "warn,cardap_api::app=info")
