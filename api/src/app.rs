@@ -137,6 +137,7 @@ pub struct Application {
     /// The projection runners, the session purge and the `/metrics` listener: stopped by `shutdown`.
     runners: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
+    connections: crate::settings::ConnectionLimits,
     metrics_addr: SocketAddr,
 }
 
@@ -193,7 +194,8 @@ impl Application {
             "cardap listening"
         );
         let (hard_stop, hard_stop_rx) = watch::channel(false);
-        let router = app(state.clone()).layer(axum::middleware::from_fn_with_state(hard_stop_rx, hard_stop_guard));
+        let router = app_with_limits(state.clone(), &settings.connections)
+            .layer(axum::middleware::from_fn_with_state(hard_stop_rx, hard_stop_guard));
         let metrics = Router::new().route("/metrics", get(crate::metrics::render)).with_state(state.clone());
         let metrics_rx = shutdown_rx.clone();
         let metrics_addr = metrics_listener.local_addr().map_err(StartError::io("cannot listen for /metrics"))?;
@@ -214,6 +216,7 @@ impl Application {
             hard_stop,
             runners,
             drain_timeout: settings.drain_timeout,
+            connections: settings.connections,
             metrics_addr,
         })
     }
@@ -238,7 +241,7 @@ impl Application {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let server = crate::serve::serve(self.listener, self.router, self.connections, async move {
             signal.await;
             let _ = stop_tx.send(true);
         });
@@ -248,7 +251,7 @@ impl Application {
             tokio::time::sleep(drain).await;
         };
         tokio::select! {
-            r = server => r.map_err(StartError::io("the server stopped"))?,
+            () = server => {}
             () = drained => {
                 tracing::warn!("drain timeout reached; cutting off the requests still running");
                 let _ = self.hard_stop.send(true);
@@ -298,8 +301,24 @@ async fn purge_sessions(access: Access, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The router with every route and middleware, for `Application` and for tests.
+/// The router with every route and middleware, for `Application` and for tests, with the default limits.
 pub fn app(state: AppState) -> Router {
+    app_with_limits(state, &crate::settings::ConnectionLimits::default())
+}
+
+/// A body that pauses longer than `limit` between two pieces ends with an error (the extractor reading it answers
+/// 400); a slow client cannot hold a request open by trickling its body.
+async fn body_read_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request = request.map(|body| axum::body::Body::new(tower_http::timeout::TimeoutBody::new(limit, body)));
+    next.run(request).await
+}
+
+/// [`app`] with the body-read limit of `limits`.
+pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let router = Router::new()
         .route("/healthz", get(routes::health::healthz))
@@ -310,10 +329,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())
         .merge(routes::operator_csv::router())
-        .merge(routes::registry::router())
         .merge(routes::resident_settings::router())
         .merge(routes::residents::router())
         .merge(routes::cards::router())
+        // Every route above; the registry import (below) reads its streamed body under its own stall limit.
+        .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
+        .merge(routes::registry::router())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod state;
 

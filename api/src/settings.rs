@@ -54,6 +54,9 @@ pub struct Settings {
     pub lockout: LockoutPolicy,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// What one client may hold: connections at once, and how long the server waits for a request's headers and
+    /// between two pieces of its body.
+    pub connections: ConnectionLimits,
     /// How long start-up waits for the database to come up before giving up.
     pub startup_timeout: Duration,
     /// Wraps every resident's data key (personal data is sealed under those). The same key on every node.
@@ -76,10 +79,28 @@ impl fmt::Debug for Settings {
             .field("passwords", &self.passwords)
             .field("lockout", &self.lockout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("connections", &self.connections)
             .field("startup_timeout", &self.startup_timeout)
             .field("master_key", &self.master_key)
             .field("master_key_file", &self.master_key_file)
             .finish()
+    }
+}
+
+/// What one client may hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_clients: usize,
+    /// How long a connection may take to send a request's headers (also while idle between requests).
+    pub header_read: Duration,
+    /// How long a request's body may pause between two pieces (the registry import keeps its own, longer limit).
+    pub body_read: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { max_clients: 4096, header_read: Duration::from_secs(10), body_read: Duration::from_secs(30) }
     }
 }
 
@@ -101,6 +122,7 @@ impl Default for Settings {
             passwords: PasswordPolicy::default(),
             lockout: LockoutPolicy::default(),
             drain_timeout: Duration::from_secs(10),
+            connections: ConnectionLimits::default(),
             startup_timeout: Duration::from_secs(60),
             master_key: None,
             master_key_file: data_dir.join("master.key"),
@@ -315,6 +337,39 @@ pub const KEYS: &[Key] = &[
         help: "How long shutdown waits for requests in flight, seconds",
         set: |d, raw| {
             d.settings.drain_timeout = Duration::from_secs(raw.positive()?);
+            Some(())
+        },
+    },
+    Key {
+        file: "server.max_clients",
+        env: "CARDAP_MAX_CLIENTS",
+        flag: "max-clients",
+        form: "a whole number, 1 or more",
+        help: "Connections served at once; more are closed at once",
+        set: |d, raw| {
+            d.settings.connections.max_clients = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "server.header_read_seconds",
+        env: "CARDAP_HEADER_READ_SECONDS",
+        flag: "header-read-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How long a connection may take to send a request's headers, seconds",
+        set: |d, raw| {
+            d.settings.connections.header_read = Duration::from_secs(raw.positive()?);
+            Some(())
+        },
+    },
+    Key {
+        file: "server.body_read_seconds",
+        env: "CARDAP_BODY_READ_SECONDS",
+        flag: "body-read-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How long a request's body may pause between two pieces, seconds (not the registry import)",
+        set: |d, raw| {
+            d.settings.connections.body_read = Duration::from_secs(raw.positive()?);
             Some(())
         },
     },

@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
+use cardap_api::settings::ConnectionLimits;
 use cardap_store::CredentialStore;
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
 use cardap_tests::{
     Backend, on_both_backends, operator_path, operator_with_password, operators_path, register_clerk, resident_body,
-    resident_path, residents_path, spawn_app, spawn_app_with_clock,
+    resident_path, residents_path, spawn_app, spawn_app_with, spawn_app_with_clock,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const CHIYODA: &str = "131016";
 
@@ -162,7 +165,62 @@ async fn a_password_change_guards_the_password_and_ends_other_sessions(backend: 
     assert_eq!(app.get("/api/v1/me", Some(&stolen)).await.status, StatusCode::UNAUTHORIZED, "the other one ends");
 }
 
+/// What the server sends on `stream` until it closes it, or `None` if it keeps it open for `patience`.
+async fn until_closed(stream: &mut TcpStream, patience: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(patience, stream.read_to_end(&mut received)).await;
+    match read {
+        Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A slow client cannot hold a connection: one that does not finish its headers is cut off after the header time
+/// limit, and one whose body stops is answered 400 after the body time limit.
+async fn slow_clients_are_cut_off(backend: Backend) {
+    let limits =
+        ConnectionLimits { max_clients: 100, header_read: Duration::from_secs(1), body_read: Duration::from_secs(1) };
+    let app = spawn_app_with(backend, |s| s.connections = limits).await;
+
+    let mut headers = TcpStream::connect(app.socket_addr).await.unwrap();
+    headers.write_all(b"GET /healthz HTTP/1.1\r\nHost: cardap\r\n").await.unwrap();
+    assert!(until_closed(&mut headers, Duration::from_secs(10)).await.is_some(), "half a header kept it open");
+
+    let mut body = TcpStream::connect(app.socket_addr).await.unwrap();
+    let head = "POST /api/v1/sessions HTTP/1.1\r\nHost: cardap\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\nConnection: close\r\n\r\n{\"operator_id\"";
+    body.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut body, Duration::from_secs(10)).await.expect("a stalled body kept it open");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("/problems/malformed-request"), "{answer}");
+}
+
+/// Connections beyond the limit are closed as soon as they are accepted, and the server takes new ones again
+/// when a place is free.
+async fn connections_beyond_the_limit_are_closed_at_once(backend: Backend) {
+    let limits = ConnectionLimits { max_clients: 2, ..ConnectionLimits::default() };
+    let app = spawn_app_with(backend, |s| s.connections = limits).await;
+    let held = [TcpStream::connect(app.socket_addr).await.unwrap(), TcpStream::connect(app.socket_addr).await.unwrap()];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut third = TcpStream::connect(app.socket_addr).await.unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: cardap\r\nConnection: close\r\n\r\n").await;
+    let answer = until_closed(&mut third, Duration::from_secs(5)).await.expect("the third connection was kept");
+    assert_eq!(answer, "", "the third connection was served");
+
+    drop(held);
+    let answer = cardap_tests::eventually(Duration::from_secs(10), "a free place", || async {
+        let mut again = TcpStream::connect(app.socket_addr).await.ok()?;
+        again.write_all(b"GET /healthz HTTP/1.1\r\nHost: cardap\r\nConnection: close\r\n\r\n").await.ok()?;
+        until_closed(&mut again, Duration::from_secs(5)).await.filter(|a| !a.is_empty())
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 on_both_backends!(
+    slow_clients_are_cut_off,
+    connections_beyond_the_limit_are_closed_at_once,
     no_answer_of_the_api_may_be_cached,
     a_password_change_guards_the_password_and_ends_other_sessions,
     operators_of_an_abolished_municipality_are_shut_out,
