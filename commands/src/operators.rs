@@ -2,21 +2,26 @@
 //! merged inside the decision), and map them to their 業務内ID in each business system. Revocation, unlocking and
 //! passwords are in [`crate::access`], beside the secrets they touch.
 //!
-//! Owns the use cases on the `operator` streams and the looked-up fact they need: which business systems the
-//! municipality may use now (shared use, from the business-systems view). Lists and views are read by the edge.
+//! Owns the use cases on the `operator` streams and the looked-up facts they need (which business systems the
+//! municipality may use now, from the business-systems view; who is registered, from the operator directory),
+//! the queries of the operator directory, and the dry run of a batch registration ([`RegistrationCheck`]) that
+//! names what the decision would refuse in each item without writing. The migration of operators to another
+//! municipality is in [`crate::operator_migration`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cardap_domain::contact::Text100;
 use cardap_domain::operator::{
     InternalId, InternalIdAssignment, Operator, OperatorCommand, OperatorError, OperatorId, OperatorProfile,
-    OperatorProfilePatch, Password, Role,
+    OperatorProfilePatch, OperatorState, Password, Role,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
+use cardap_projections::operators as directory;
 use cardap_projections::{ReadModels, business_systems};
 use cardap_store::{Companion, EventStore};
 
+use crate::QueryError;
 use crate::access::{Access, operator_stream};
 use crate::authz::Permission;
 use crate::context::CommandContext;
@@ -25,7 +30,13 @@ use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
 use crate::passwords::Secret;
 use crate::views::Views;
 
+/// An operator as the directory shows him, and the directory's filter conditions.
+pub use cardap_projections::operators::{OperatorFilter, OperatorRow};
+
 type Result<T> = std::result::Result<T, CommandError<OperatorError>>;
+
+/// Rows per query when the whole directory of a municipality is read: never in one query.
+pub(crate) const DIRECTORY_PAGE: i64 = 500;
 
 /// One operator to register, parsed.
 #[derive(Debug)]
@@ -85,9 +96,73 @@ pub struct OperatorChange {
 pub struct Operators {
     store: Arc<dyn EventStore>,
     handler: CommandHandler<Operator>,
-    read: ReadModels,
-    access: Access,
+    /// The directory and the business-systems view (also for the migration, in its own module).
+    pub(crate) read: ReadModels,
+    /// Password hashes (also kept by a migration, in its own module).
+    pub(crate) access: Access,
     views: Views,
+}
+
+/// What registering one item of a batch would be refused for (see [`RegistrationCheck`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// An earlier item of the batch with the same オペレータID (its place among the items checked, from 0).
+    pub same_as: Option<usize>,
+    /// What the decision refuses, one by one (roles, business systems, 業務内IDs, in the order of the form),
+    /// and `AlreadyRegistered` when the directory has him and he is not revoked.
+    pub refused: Vec<OperatorError>,
+}
+
+/// The dry run of a batch registration in one municipality: asks the decision about each item in turn, against
+/// the facts of now read once (business systems the municipality may use, operators registered and not revoked),
+/// and remembers the IDs seen so far. Writes nothing: lets the edge name every refusal of every item of a large
+/// file with the very rules of the registration, keeping only what it needs.
+#[derive(Debug)]
+pub struct RegistrationCheck {
+    code: MunicipalityCode,
+    usable: Vec<BusinessId>,
+    active: HashSet<String>,
+    seen: HashMap<OperatorId, usize>,
+    checked: usize,
+}
+
+impl RegistrationCheck {
+    /// What registering `item` (after the items checked before) would be refused for; empty when nothing.
+    pub fn refusals(&mut self, item: &NewOperator) -> Refusals {
+        let index = self.checked;
+        self.checked += 1;
+        let same_as = match self.seen.get(&item.operator_id) {
+            Some(first) => Some(*first),
+            None => {
+                self.seen.insert(item.operator_id.clone(), index);
+                None
+            }
+        };
+        // As if he were not registered: whether he is (and not revoked) the directory says, below.
+        let register = registration(&self.code, item, self.usable.clone());
+        let mut refused = match Operator::decide(&OperatorState::default(), register) {
+            Ok(_) => vec![],
+            Err(e) => e.into_refusals(),
+        };
+        if self.active.contains(item.operator_id.as_str()) {
+            refused.push(OperatorError::AlreadyRegistered);
+        }
+        Refusals { same_as, refused }
+    }
+}
+
+/// The decision of registering `o` in `code` with his 業務内IDs.
+fn registration(code: &MunicipalityCode, o: &NewOperator, usable: Vec<BusinessId>) -> OperatorCommand {
+    OperatorCommand::RegisterWithInternalIds {
+        key: OperatorKey::for_login(Some(code), &o.operator_id),
+        municipality: Some(code.clone()),
+        operator_id: o.operator_id.clone(),
+        profile: o.profile.clone(),
+        roles: o.roles.clone(),
+        business_systems: o.business_systems.clone(),
+        internal_ids: o.internal_ids.clone(),
+        usable,
+    }
 }
 
 impl Operators {
@@ -95,13 +170,81 @@ impl Operators {
         Operators { handler: CommandHandler::new(store.clone()), store, read, access, views }
     }
 
+    // ---- queries of the operator directory ------------------------------------------------------------------
+
+    /// The operator of `code` with this ID (revoked ones too), or `None`.
+    pub async fn by_login(
+        &self,
+        code: &MunicipalityCode,
+        operator_id: &OperatorId,
+    ) -> std::result::Result<Option<OperatorRow>, QueryError> {
+        directory::find_by_login(self.read.pool(), Some(code), operator_id).await
+    }
+
+    /// The operator with this key, or `None`.
+    pub async fn view(&self, key: OperatorKey) -> std::result::Result<Option<OperatorRow>, QueryError> {
+        directory::get(self.read.pool(), key).await
+    }
+
+    /// One page of a municipality's operators matching `filter`, in operator-ID order after `after`, at most
+    /// `limit`.
+    pub async fn page(
+        &self,
+        code: &MunicipalityCode,
+        filter: &OperatorFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> std::result::Result<Vec<OperatorRow>, QueryError> {
+        directory::search(self.read.pool(), code, filter, after, limit).await
+    }
+
+    /// An operator's 業務内IDs as the directory has them: (business id, 業務内ID, that system's role), by
+    /// business id.
+    pub async fn internal_ids(
+        &self,
+        key: OperatorKey,
+    ) -> std::result::Result<Vec<(String, String, Option<String>)>, QueryError> {
+        directory::internal_ids(self.read.pool(), key).await
+    }
+
+    /// Every operator of `code` matching `filter`, read page by page.
+    pub(crate) async fn all(
+        &self,
+        code: &MunicipalityCode,
+        filter: &OperatorFilter,
+    ) -> std::result::Result<Vec<OperatorRow>, QueryError> {
+        let mut all = vec![];
+        loop {
+            let after = all.last().map(|r: &OperatorRow| r.operator_id.clone());
+            let rows = self.page(code, filter, after.as_deref(), DIRECTORY_PAGE).await?;
+            let full = rows.len() as i64 >= DIRECTORY_PAGE;
+            all.extend(rows);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
     /// The business systems the municipality may use now (shared use, not retired).
     pub async fn usable(&self, code: &MunicipalityCode) -> Result<Vec<BusinessId>> {
         business_systems::usable_by(self.read.pool(), code).await.map_err(|e| CommandError::Internal(e.to_string()))
     }
 
+    // ---- use cases ------------------------------------------------------------------------------------------
+
+    /// The dry run of registering operators in `code` ([`RegistrationCheck`]), with the facts of now.
+    pub async fn registration_check(
+        &self,
+        code: &MunicipalityCode,
+    ) -> std::result::Result<RegistrationCheck, QueryError> {
+        let usable = business_systems::usable_by(self.read.pool(), code).await?;
+        let active = self.all(code, &OperatorFilter::default()).await?.into_iter().map(|r| r.operator_id).collect();
+        Ok(RegistrationCheck { code: code.clone(), usable, active, seen: HashMap::new(), checked: 0 })
+    }
+
     /// Registers operators of one municipality atomically (all or none): each with his password hash and his
-    /// 業務内IDs in the same transaction. A refusal names the item ([`CommandError::Item`]).
+    /// 業務内IDs in the same transaction. A refusal names the item ([`CommandError::Item`]) and every refusal of
+    /// that item (`OperatorError::Refused`).
     pub async fn register(
         &self,
         ctx: &CommandContext,
@@ -115,41 +258,18 @@ impl Operators {
         if operators.iter().any(|o| o.kept_hash.is_some()) {
             permissions.push(Permission::MigrateOperators);
         }
-        // Hashed before the decision, so that each registration commits with its hash or not at all.
-        let chosen = operators.iter().map(|o| o.password.as_ref().map(|pw| Secret::new(pw.expose()))).collect();
-        let secrets = self.access.passwords_for(chosen).await.map_err(|e| CommandError::Internal(e.to_string()))?;
+        let (hashes, generated) = self.password_hashes(&operators).await?;
         let at = self.access.clock().now();
-        let (operators, secrets, usable) = (&operators, &secrets, &usable);
+        let (operators, hashes, usable) = (&operators, &hashes, &usable);
         let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
-            for (index, (o, (_, _, new_hash))) in operators.iter().zip(secrets).enumerate() {
+            for (index, (o, hash)) in operators.iter().zip(hashes).enumerate() {
                 let stream = operator_stream(Some(code), &o.operator_id);
                 let loaded = tx.load::<Operator, OperatorError>(&stream).await?;
                 let key = OperatorKey::for_login(Some(code), &o.operator_id);
-                let refused = |error| CommandError::Item { index, error };
-                let register = OperatorCommand::Register {
-                    key,
-                    municipality: Some(code.clone()),
-                    operator_id: o.operator_id.clone(),
-                    profile: o.profile.clone(),
-                    roles: o.roles.clone(),
-                    business_systems: o.business_systems.clone(),
-                    usable: usable.clone(),
-                };
-                let mut events = Operator::decide(&loaded.state, register).map_err(refused)?;
-                let mut state = events.iter().fold(loaded.state, Operator::evolve);
-                for (business_id, a) in &o.internal_ids {
-                    let assign = OperatorCommand::AssignInternalId {
-                        business_id: business_id.clone(),
-                        internal_id: a.internal_id.clone(),
-                        role: a.role.clone(),
-                    };
-                    let assigned = Operator::decide(&state, assign).map_err(refused)?;
-                    state = assigned.iter().fold(state, Operator::evolve);
-                    events.extend(assigned);
-                }
+                let events = Operator::decide(&loaded.state, registration(code, o, usable.clone()))
+                    .map_err(|error| CommandError::Item { index, error })?;
                 tx.append::<Operator>(&stream, loaded.version, &events);
-                let hash = o.kept_hash.clone().unwrap_or_else(|| new_hash.clone());
-                tx.companion(Companion::SetPassword { operator: key, hash, at });
+                tx.companion(Companion::SetPassword { operator: key, hash: hash.clone(), at });
             }
             Ok(((), tx))
         })
@@ -161,13 +281,42 @@ impl Operators {
         }
         Ok(operators
             .iter()
-            .zip(secrets)
-            .map(|(o, (secret, generated, _))| Registered {
+            .zip(generated)
+            .map(|(o, generated)| Registered {
                 key: OperatorKey::for_login(Some(code), &o.operator_id),
                 operator_id: o.operator_id.clone(),
-                generated: (*generated && !replayed && o.kept_hash.is_none()).then(|| secret.clone()),
+                generated: generated.filter(|_| !replayed),
             })
             .collect())
+    }
+
+    /// The hash to store for each operator (his kept one, or that of his chosen or a generated password), and the
+    /// generated passwords. Hashed before the decision, so that each registration commits with its hash or not at
+    /// all; one who keeps his hash (a migration) costs no hashing.
+    async fn password_hashes(&self, operators: &[NewOperator]) -> Result<(Vec<String>, Vec<Option<Secret>>)> {
+        let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
+        let chosen = operators
+            .iter()
+            .filter(|o| o.kept_hash.is_none())
+            .map(|o| o.password.as_ref().map(|pw| Secret::new(pw.expose())))
+            .collect();
+        let mut fresh = self.access.passwords_for(chosen).await.map_err(|e| internal(&e))?.into_iter();
+        let mut hashes = Vec::with_capacity(operators.len());
+        let mut generated = Vec::with_capacity(operators.len());
+        for o in operators {
+            match &o.kept_hash {
+                Some(kept) => {
+                    hashes.push(kept.clone());
+                    generated.push(None);
+                }
+                None => {
+                    let (secret, was_generated, hash) = fresh.next().ok_or_else(|| internal(&"a hash is missing"))?;
+                    hashes.push(hash);
+                    generated.push(was_generated.then_some(secret));
+                }
+            }
+        }
+        Ok((hashes, generated))
     }
 
     /// An operator as his stream has it (to move him to another municipality).

@@ -66,6 +66,20 @@ pub enum OperatorCommand {
         /// all registered ones.
         usable: Vec<BusinessId>,
     },
+    /// オペレータ登録 together with his 業務内IDs (an import, a migration): one decision that names every refusal
+    /// of both at once, and whose events are the registration followed by one assignment per 業務内ID. Each
+    /// 業務内ID must be in one of the business systems he is given.
+    RegisterWithInternalIds {
+        key: OperatorKey,
+        municipality: Option<MunicipalityCode>,
+        operator_id: OperatorId,
+        profile: OperatorProfile,
+        roles: Vec<Role>,
+        business_systems: Vec<BusinessId>,
+        internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
+        /// Fact, as in `Register`.
+        usable: Vec<BusinessId>,
+    },
     /// Replace the management information; identical information yields no event.
     UpdateProfile {
         profile: OperatorProfile,
@@ -156,6 +170,30 @@ pub enum OperatorError {
     InternalIdNotAssigned,
     #[error("the operator is not permitted to use business system {0}")]
     BusinessSystemNotPermitted(BusinessId),
+    /// More than one of the above about what a registration or a change asks for (its roles, business systems
+    /// and 業務内IDs), in the order of the form, so that the clerk hears of all of them at once. A refusal about
+    /// the operator as he stands (already registered, revoked, locked …) always comes alone.
+    #[error("{} problems with the operator", .0.len())]
+    Refused(Vec<OperatorError>),
+}
+
+impl OperatorError {
+    /// Each refusal on its own: the parts of `Refused`, or this one.
+    pub fn into_refusals(self) -> Vec<OperatorError> {
+        match self {
+            OperatorError::Refused(all) => all,
+            one => vec![one],
+        }
+    }
+
+    /// No refusal, the one, or all of them as `Refused`.
+    fn of(mut refused: Vec<OperatorError>) -> Result<(), OperatorError> {
+        match refused.len() {
+            0 => Ok(()),
+            1 => Err(refused.remove(0)),
+            _ => Err(OperatorError::Refused(refused)),
+        }
+    }
 }
 
 fn locked_until_text(until: &Option<Timestamp>) -> String {
@@ -183,6 +221,7 @@ impl crate::message::Localized for OperatorError {
             }
             Self::InternalIdNotAssigned => "この業務システムの業務内IDは登録されていません",
             Self::BusinessSystemNotPermitted(_) => "このオペレータに許可されていない業務システムです",
+            Self::Refused(all) => return format!("オペレータの登録内容に{}件の誤りがあります", all.len()),
         };
         text.to_owned()
     }
@@ -326,17 +365,50 @@ fn checked_roles(mut roles: Vec<Role>, municipality: Option<&MunicipalityCode>) 
     Ok(roles)
 }
 
-/// Business systems deduplicated and sorted, each one usable now.
+/// Business systems deduplicated and sorted, each one usable now; else every one that is not.
 fn checked_business_systems(
-    mut business_systems: Vec<BusinessId>,
+    business_systems: Vec<BusinessId>,
     usable: &[BusinessId],
 ) -> Result<Vec<BusinessId>, OperatorError> {
+    let business_systems = sorted_unique(business_systems);
+    OperatorError::of(unusable(&business_systems, usable).collect())?;
+    Ok(business_systems)
+}
+
+fn sorted_unique(mut business_systems: Vec<BusinessId>) -> Vec<BusinessId> {
     business_systems.sort_unstable();
     business_systems.dedup();
-    match business_systems.iter().find(|id| !usable.contains(id)) {
-        Some(id) => Err(OperatorError::BusinessSystemNotUsable(id.clone())),
-        None => Ok(business_systems),
-    }
+    business_systems
+}
+
+/// A refusal for each of `business_systems` that is not usable now.
+fn unusable<'a>(
+    business_systems: &'a [BusinessId],
+    usable: &'a [BusinessId],
+) -> impl Iterator<Item = OperatorError> + 'a {
+    business_systems
+        .iter()
+        .filter(|id| !usable.contains(id))
+        .map(|id| OperatorError::BusinessSystemNotUsable(id.clone()))
+}
+
+/// What a registration with these 業務内IDs asks for, checked: its roles and business systems (deduplicated,
+/// sorted), or every refusal of its roles, business systems and 業務内IDs.
+fn checked_registration(
+    municipality: Option<&MunicipalityCode>,
+    roles: Vec<Role>,
+    business_systems: Vec<BusinessId>,
+    internal_ids: &BTreeMap<BusinessId, InternalIdAssignment>,
+    usable: &[BusinessId],
+) -> Result<(Vec<Role>, Vec<BusinessId>), OperatorError> {
+    let mut refused = vec![];
+    let roles = checked_roles(roles, municipality).map_err(|e| refused.push(e)).unwrap_or_default();
+    let business_systems = sorted_unique(business_systems);
+    refused.extend(unusable(&business_systems, usable));
+    let unpermitted = internal_ids.keys().filter(|b| !business_systems.contains(b));
+    refused.extend(unpermitted.map(|b| OperatorError::BusinessSystemNotPermitted(b.clone())));
+    OperatorError::of(refused)?;
+    Ok((roles, business_systems))
 }
 
 #[derive(Debug)]
@@ -349,7 +421,7 @@ impl Operator {
         use OperatorEvent as E;
 
         match command {
-            C::Register { .. } => Err(OperatorError::AlreadyRegistered),
+            C::Register { .. } | C::RegisterWithInternalIds { .. } => Err(OperatorError::AlreadyRegistered),
             C::UpdateProfile { profile } if profile == op.profile => Ok(vec![]),
             C::UpdateProfile { profile } => Ok(vec![E::ProfileUpdated { profile }]),
             C::ChangeRoles { roles } => {
@@ -370,16 +442,23 @@ impl Operator {
                 Ok(std::iter::once(E::BusinessSystemsChanged { business_systems }).chain(dropped).collect())
             }
             C::Change { profile, roles, business_systems, usable } => {
+                // Every part is decided, so that a refusal of one does not hide the refusal of another.
                 let mut events = vec![];
+                let mut refused = vec![];
+                let mut decide = |command| match Self::decide_active(op, command) {
+                    Ok(decided) => events.extend(decided),
+                    Err(e) => refused.extend(e.into_refusals()),
+                };
                 if let Some(profile) = profile {
-                    events.extend(Self::decide_active(op, C::UpdateProfile { profile })?);
+                    decide(C::UpdateProfile { profile });
                 }
                 if let Some(roles) = roles {
-                    events.extend(Self::decide_active(op, C::ChangeRoles { roles })?);
+                    decide(C::ChangeRoles { roles });
                 }
                 if let Some(business_systems) = business_systems {
-                    events.extend(Self::decide_active(op, C::ChangeBusinessSystems { business_systems, usable })?);
+                    decide(C::ChangeBusinessSystems { business_systems, usable });
                 }
+                OperatorError::of(refused)?;
                 Ok(events)
             }
             C::Patch { profile, roles, business_systems, usable } => {
@@ -420,17 +499,50 @@ impl Aggregate for Operator {
 
     fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
         match (command, &state.registered) {
-            // A revoked operator may be registered again: a new registration decision.
             (
                 OperatorCommand::Register { key, municipality, operator_id, profile, roles, business_systems, usable },
                 _,
+            ) => {
+                let internal_ids = BTreeMap::new();
+                let command = OperatorCommand::RegisterWithInternalIds {
+                    key,
+                    municipality,
+                    operator_id,
+                    profile,
+                    roles,
+                    business_systems,
+                    internal_ids,
+                    usable,
+                };
+                Self::decide(state, command)
+            }
+            // A revoked operator may be registered again: a new registration decision.
+            (
+                OperatorCommand::RegisterWithInternalIds {
+                    key,
+                    municipality,
+                    operator_id,
+                    profile,
+                    roles,
+                    business_systems,
+                    internal_ids,
+                    usable,
+                },
+                _,
             ) if !state.is_active() => {
-                let roles = checked_roles(roles, municipality.as_ref())?;
-                let business_systems = checked_business_systems(business_systems, &usable)?;
-                Ok(vec![OperatorEvent::Registered { key, municipality, operator_id, profile, roles, business_systems }])
+                let (roles, business_systems) =
+                    checked_registration(municipality.as_ref(), roles, business_systems, &internal_ids, &usable)?;
+                let registered =
+                    OperatorEvent::Registered { key, municipality, operator_id, profile, roles, business_systems };
+                let assigned = internal_ids.into_iter().map(|(business_id, a)| OperatorEvent::InternalIdAssigned {
+                    business_id,
+                    internal_id: a.internal_id,
+                    role: a.role,
+                });
+                Ok(std::iter::once(registered).chain(assigned).collect())
             }
             (_, None) => Err(OperatorError::NotRegistered),
-            (OperatorCommand::Register { .. }, Some(_)) => Err(OperatorError::AlreadyRegistered),
+            (OperatorCommand::RegisterWithInternalIds { .. }, Some(_)) => Err(OperatorError::AlreadyRegistered),
             (_, Some(op)) if op.revoked => Err(OperatorError::Revoked),
             (command, Some(op)) => Self::decide_active(op, command),
         }
@@ -678,17 +790,94 @@ mod tests {
     }
 
     #[test]
-    fn register_with_a_business_system_the_municipality_may_not_use_is_refused() {
+    fn register_with_business_systems_the_municipality_may_not_use_is_refused_naming_each() {
         let command = C::Register {
             key: key(chiyoda().as_ref()),
             municipality: chiyoda(),
             operator_id: op_id(),
             profile: name_only(),
             roles: vec![Role::Clerk],
-            business_systems: vec![own(), BusinessId::LIBRARY, BusinessId::CERTIFICATE_ISSUANCE],
+            business_systems: vec![own(), BusinessId::LIBRARY, BusinessId::CERTIFICATE_ISSUANCE, own()],
+            usable: vec![BusinessId::CERTIFICATE_ISSUANCE],
+        };
+        given::<Operator>([]).when(command).then_err(OperatorError::Refused(vec![
+            OperatorError::BusinessSystemNotUsable(BusinessId::LIBRARY),
+            OperatorError::BusinessSystemNotUsable(own()),
+        ]));
+    }
+
+    #[test]
+    fn register_with_one_business_system_the_municipality_may_not_use_names_it_alone() {
+        let command = C::Register {
+            key: key(chiyoda().as_ref()),
+            municipality: chiyoda(),
+            operator_id: op_id(),
+            profile: name_only(),
+            roles: vec![Role::Clerk],
+            business_systems: vec![BusinessId::LIBRARY, BusinessId::CERTIFICATE_ISSUANCE],
             usable: vec![BusinessId::CERTIFICATE_ISSUANCE],
         };
         given::<Operator>([]).when(command).then_err(OperatorError::BusinessSystemNotUsable(BusinessId::LIBRARY));
+    }
+
+    fn register_with_internal_ids(
+        roles: Vec<Role>,
+        business_systems: Vec<BusinessId>,
+        internal_ids: &[(BusinessId, &str)],
+    ) -> C {
+        C::RegisterWithInternalIds {
+            key: key(chiyoda().as_ref()),
+            municipality: chiyoda(),
+            operator_id: op_id(),
+            profile: name_only(),
+            roles,
+            business_systems,
+            internal_ids: internal_ids
+                .iter()
+                .map(|(b, id)| {
+                    let role = Some(Text100::parse("窓口交付").unwrap());
+                    (b.clone(), InternalIdAssignment { internal_id: internal_id(id), role })
+                })
+                .collect(),
+            usable: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
+        }
+    }
+
+    #[test]
+    fn register_with_internal_ids_assigns_them_in_the_same_decision() {
+        let business_systems = vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY];
+        let command = register_with_internal_ids(
+            vec![Role::Clerk],
+            business_systems.clone(),
+            &[(BusinessId::LIBRARY, "L77"), (BusinessId::CERTIFICATE_ISSUANCE, "1000000010")],
+        );
+        let state = given::<Operator>([]).when(command).then([
+            registered(chiyoda(), vec![Role::Clerk], business_systems),
+            assigned(BusinessId::CERTIFICATE_ISSUANCE, "1000000010"),
+            assigned(BusinessId::LIBRARY, "L77"),
+        ]);
+        assert_eq!(state.internal_ids().len(), 2);
+    }
+
+    #[test]
+    fn a_registration_names_every_refusal_of_its_roles_business_systems_and_internal_ids_at_once() {
+        let command = register_with_internal_ids(
+            vec![Role::SystemAdmin],
+            vec![own(), BusinessId::LIBRARY, BusinessId::ADMINISTRATION],
+            &[(BusinessId::CERTIFICATE_ISSUANCE, "1000000010"), (BusinessId::LIBRARY, "L77")],
+        );
+        given::<Operator>([]).when(command).then_err(OperatorError::Refused(vec![
+            OperatorError::SystemAdminHasNoMunicipality,
+            OperatorError::BusinessSystemNotUsable(BusinessId::ADMINISTRATION),
+            OperatorError::BusinessSystemNotUsable(own()),
+            OperatorError::BusinessSystemNotPermitted(BusinessId::CERTIFICATE_ISSUANCE),
+        ]));
+    }
+
+    #[test]
+    fn registering_an_active_operator_again_is_refused_as_that_alone() {
+        let command = register_with_internal_ids(vec![Role::SystemAdmin], vec![own()], &[(BusinessId::LIBRARY, "1")]);
+        given::<Operator>([clerk()]).when(command).then_err(OperatorError::AlreadyRegistered);
     }
 
     #[test]
@@ -802,6 +991,22 @@ mod tests {
     }
 
     #[test]
+    fn a_change_names_the_refusals_of_every_part_at_once() {
+        given::<Operator>([clerk()])
+            .when(C::Patch {
+                profile: OperatorProfilePatch::default(),
+                roles: Some(vec![Role::SystemAdmin, Role::Clerk]),
+                business_systems: Some(vec![own(), BusinessId::LIBRARY, BusinessId::ADMINISTRATION]),
+                usable: vec![BusinessId::LIBRARY],
+            })
+            .then_err(OperatorError::Refused(vec![
+                OperatorError::SystemAdminHasNoMunicipality,
+                OperatorError::BusinessSystemNotUsable(BusinessId::ADMINISTRATION),
+                OperatorError::BusinessSystemNotUsable(own()),
+            ]));
+    }
+
+    #[test]
     fn a_change_of_nothing_changes_nothing() {
         given::<Operator>([clerk()])
             .when(C::Change { profile: Some(name_only()), roles: None, business_systems: None, usable: vec![] })
@@ -867,6 +1072,19 @@ mod tests {
                 usable: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
             })
             .then_err(OperatorError::BusinessSystemNotUsable(own()));
+    }
+
+    #[test]
+    fn change_business_systems_names_every_one_the_municipality_may_not_use() {
+        given::<Operator>([clerk()])
+            .when(C::ChangeBusinessSystems {
+                business_systems: vec![own(), BusinessId::LIBRARY, BusinessId::ADMINISTRATION],
+                usable: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
+            })
+            .then_err(OperatorError::Refused(vec![
+                OperatorError::BusinessSystemNotUsable(BusinessId::ADMINISTRATION),
+                OperatorError::BusinessSystemNotUsable(own()),
+            ]));
     }
 
     #[test]
@@ -1120,12 +1338,21 @@ mod tests {
             OperatorError::Locked { until: None },
             OperatorError::InternalIdNotAssigned,
             OperatorError::BusinessSystemNotPermitted(own()),
+            OperatorError::Refused(vec![OperatorError::NoRoles, OperatorError::BusinessSystemNotUsable(own())]),
         ];
         for e in &errors {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());
         }
         assert_ne!(errors[7].message_ja(), errors[8].message_ja());
         assert_eq!(errors[6].to_string(), "business system 10 is not usable by the operator's municipality");
+        assert_eq!(errors[11].message_ja(), "オペレータの登録内容に2件の誤りがあります");
+    }
+
+    #[test]
+    fn refusals_come_apart_one_by_one() {
+        let two = vec![OperatorError::NoRoles, OperatorError::BusinessSystemNotUsable(own())];
+        assert_eq!(OperatorError::Refused(two.clone()).into_refusals(), two);
+        assert_eq!(OperatorError::NoRoles.into_refusals(), [OperatorError::NoRoles]);
     }
 
     proptest! {

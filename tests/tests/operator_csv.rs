@@ -351,6 +351,43 @@ async fn an_existing_operator_id_is_refused_naming_its_row(backend: Backend) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
 }
 
+/// A row refused for several reasons hears of all of them in one answer, each in its cell, in the screen's order:
+/// a 業務内ID outside the row's 許可業務, the system administrator's role, every business system the municipality
+/// may not use, an ID registered already, and (a later row) the same ID twice.
+async fn every_refusal_of_a_row_is_named_at_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, _) = setup(&app).await; // B may use 01 only
+    register_clerk(&app.state, B, "OP0501").await;
+
+    let file = "オペレータID,氏名・組織名,許可業務,役割,業務内ID\r\n\
+                OP0501,窓口 太郎,02 01 03,system_admin,04:A77 01:1000000010\r\n\
+                OP0501,窓口 次郎,01,clerk,\r\n";
+    let reply = refused(
+        &app,
+        upload(&app, B, &admin, "text/csv", utf8(file)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/validation",
+    )
+    .await;
+    let found: Vec<(u64, String, String, String)> = cells(&reply)
+        .into_iter()
+        .zip(reply.json()["errors"].as_array().unwrap())
+        .map(|((row, column, field), e)| (row, column, field, e["message"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected = [
+        (2, "業務内ID", "/rows/2/internal_ids", "このオペレータに許可されていない業務システムです（04）"),
+        (2, "役割", "/rows/2/roles", "システム管理者には市町村・任意団体を指定できません"),
+        (2, "許可業務", "/rows/2/business_systems", "共同利用が許可されていない業務システムは選択できません（02）"),
+        (2, "許可業務", "/rows/2/business_systems", "共同利用が許可されていない業務システムは選択できません（03）"),
+        (2, "オペレータID", "/rows/2/operator_id", "このオペレータは既に登録されています（OP0501）"),
+        (3, "オペレータID", "/rows/3/operator_id", "同じオペレータID OP0501 が2行目にもあります"),
+        (3, "オペレータID", "/rows/3/operator_id", "このオペレータは既に登録されています（OP0501）"),
+    ]
+    .map(|(row, column, field, message)| (row, column.to_owned(), field.to_owned(), message.to_owned()));
+    assert_eq!(found, expected, "{}", reply.text);
+    assert!(reply.json()["detail"].as_str().unwrap().starts_with("7件の誤りがあります"), "{}", reply.text);
+}
+
 async fn only_those_who_manage_operators_may_import_and_view_may_export(backend: Backend) {
     let app = spawn_app(backend).await;
     let (admin, manager) = setup(&app).await;
@@ -836,6 +873,7 @@ on_both_backends!(
     every_error_is_named_by_row_and_column,
     duplicate_ids_in_the_file_are_refused,
     an_existing_operator_id_is_refused_naming_its_row,
+    every_refusal_of_a_row_is_named_at_once,
     only_those_who_manage_operators_may_import_and_view_may_export,
     the_export_is_filtered_and_has_no_passwords,
     an_export_imports_into_another_municipality,

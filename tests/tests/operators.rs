@@ -269,6 +269,45 @@ async fn only_business_systems_the_municipality_may_use_can_be_granted(backend: 
         .await;
 }
 
+/// Every refusal of what an operator asks for is named at once: in a batch, each at the item's field, naming the
+/// business system it is about; so too for one registration and for a change.
+async fn every_business_system_the_municipality_may_not_use_is_named(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda(&app).await; // 01 only
+    let path = operators_path(CHIYODA);
+    let messages = |reply: &Reply| -> Vec<String> {
+        let errors = reply.json()["errors"].as_array().unwrap().clone();
+        errors.iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect()
+    };
+    let not_usable = |b: &str| format!("共同利用が許可されていない業務システムは選択できません（{b}）");
+
+    let batch = json!([operator("OP0601", &["clerk"], &["01"]), operator("OP0602", &["clerk"], &["03", "01", "02"])]);
+    let reply =
+        invalid(&app, app.post(&path, Some(&admin), &batch), &["/1/business_systems", "/1/business_systems"]).await;
+    assert_eq!(messages(&reply), [not_usable("02"), not_usable("03")]);
+    let english = app.request(Method::POST, &path, Some(&admin)).header("accept-language", "en").json(&batch);
+    let english = send(english).await;
+    let expected = ["02", "03"].map(|b| format!("business system {b} is not usable by the operator's municipality"));
+    assert_eq!(messages(&english), expected, "{}", english.text);
+
+    // One registration: the role and both business systems.
+    let one = operator("OP0601", &["system_admin"], &["02", "03"]);
+    let reply =
+        invalid(&app, app.post(&path, Some(&admin), &one), &["/roles", "/business_systems", "/business_systems"]).await;
+    assert_eq!(messages(&reply)[1..], [not_usable("02"), not_usable("03")]);
+
+    // A change: the same.
+    app.add_operators(&admin, CHIYODA, &operator("OP0601", &["clerk"], &["01"])).await;
+    let change = json!({"roles": ["system_admin"], "business_systems": ["01", "02"]});
+    invalid(
+        &app,
+        app.patch(&operator_path(CHIYODA, "OP0601"), Some(&admin), None, &change),
+        &["/roles", "/business_systems"],
+    )
+    .await;
+    assert_eq!(ids(&app.get(&path, Some(&admin)).await.json()), ["OP0601"], "nobody else was registered");
+}
+
 async fn a_municipal_operator_cannot_be_a_system_administrator(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = chiyoda(&app).await;
@@ -952,6 +991,7 @@ on_both_backends!(
     an_operator_id_is_registered_once_per_municipality,
     only_business_systems_the_municipality_may_use_can_be_granted,
     a_municipal_operator_cannot_be_a_system_administrator,
+    every_business_system_the_municipality_may_not_use_is_named,
     every_field_is_checked_and_named,
     operators_are_found_by_substrings_and_paged,
     the_operator_id_filter_keeps_case_on_both_backends,

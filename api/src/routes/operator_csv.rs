@@ -1,22 +1,23 @@
 //! Operator CSV: batch registration by import, export with the screen's filters, and migration (移行) of
 //! operators from one municipality to another (手引き I 2.1(5), 2.2(6) 操作者情報の移行).
 //!
-//! - `POST /api/v1/municipalities/{code}/operators/import`: all or nothing. Every row is validated first (with
-//!   the very rules of `POST …/operators`), every error is reported with its row and column, and only a file
-//!   without errors is registered, in one atomic batch. No password is hashed before the whole file is valid.
-//! - `GET /api/v1/municipalities/{code}/operators/export`: streamed page by page from the operator directory;
-//!   never a password.
-//! - `POST /api/v1/operator-migrations` (system administrator): registers operators of one municipality in
-//!   another, with their passwords, keeping only the business systems the target may use.
+//! - `POST /api/v1/municipalities/{code}/operators/import`: all or nothing. Every row is parsed and asked of the
+//!   registration's own dry run (`Operators::registration_check`: roles, shared use, 業務内IDs, IDs twice in the
+//!   file or already registered), every error is reported with its row and column, and only a file without
+//!   errors is registered, in one atomic batch. No password is hashed before the whole file is valid.
+//! - `GET /api/v1/municipalities/{code}/operators/export`: streamed page by page from the operator directory
+//!   (read through `Operators`); never a password.
+//! - `POST /api/v1/operator-migrations` (system administrator): the use case `Operators::migrate`
+//!   (`commands::operator_migration`); this module parses the request and maps the report and the refusals.
 //!
 //! The file format (charsets, row numbers, header matching, per-cell errors, writing) is `crate::import`'s; the
-//! rules of an operator are `routes::operators`'; this module only maps columns to fields and orchestrates.
+//! parsing of an operator is `routes::operators`'; this module maps columns to fields and refusals to cells.
 //!
-//! Longer than 600 lines because import, export and migration share the column layout; the migration goes to
-//! `commands` with the other operator use cases (issue 8), which leaves the edge of the file format here.
+//! Longer than 600 lines because import and export share the column layout, and each of the three operations
+//! carries its OpenAPI description of the file format and of every answer.
 
 use cardap_domain::Localized;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -26,13 +27,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cardap_commands::access::Access;
-use cardap_commands::{CommandError, Permission, authorize};
+use cardap_commands::operator_migration::{Migrated, Migration, MigrationError, SourceRefusal};
+use cardap_commands::operators::{OperatorFilter, OperatorRow, Operators, Refusals};
+use cardap_commands::{Permission, authorize};
 use cardap_domain::cells::{InternalIdsCell, SexCell};
 use cardap_domain::contact::{Sex, Text100};
-use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, OperatorId, Role};
+use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, OperatorId};
 use cardap_domain::{BusinessId, MunicipalityCode};
-use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
-use cardap_projections::{ReadModels, municipalities};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,7 +55,7 @@ pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
 /// Errors reported for one import at most; a file with more is wrong throughout, and the first ones tell why.
 const MAX_ERRORS: usize = 1000;
 
-/// Rows per read-model query in export and migration: the table is never read in one query.
+/// Rows per read-model query in the export: the table is never read in one query.
 const PAGE: i64 = 500;
 
 /// The role of an imported operator whose row gives none.
@@ -265,6 +266,48 @@ fn text_of(e: &OperatorError) -> Text {
     Text::of(&e)
 }
 
+/// The column a refusal of the registration is about, and its place among a row's errors (the order of the
+/// screen's checks: 業務内ID, 役割, 許可業務, オペレータID).
+fn column_of(e: &OperatorError) -> (u8, Column) {
+    match e {
+        OperatorError::BusinessSystemNotPermitted(_) => (0, Column::InternalIds),
+        OperatorError::BusinessSystemNotUsable(_) => (2, Column::BusinessSystems),
+        OperatorError::AlreadyRegistered => (3, Column::OperatorId),
+        _ => (1, Column::Roles),
+    }
+}
+
+/// Every refusal of one row, each in its cell: the dry run's refusals, the row of an earlier one with the same
+/// ID (`rows`: the row of each item checked, in order).
+fn refusal_errors(
+    layout: &Layout,
+    row: u64,
+    operator_id: &OperatorId,
+    refusals: Refusals,
+    rows: &[u64],
+) -> Vec<FieldError> {
+    let mut errors: Vec<(u8, FieldError)> = vec![];
+    if let Some(first) = refusals.same_as.and_then(|i| rows.get(i)) {
+        let text = Text::new(
+            format!("同じオペレータID {operator_id} が{first}行目にもあります"),
+            format!("operator ID {operator_id} also appears in row {first}"),
+        );
+        errors.push((3, layout.error(row, Column::OperatorId, text)));
+    }
+    for e in &refusals.refused {
+        let text = match e {
+            OperatorError::AlreadyRegistered => {
+                Text::new(format!("{}（{operator_id}）", e.message_ja()), e.to_string())
+            }
+            _ => operators::named(e),
+        };
+        let (order, column) = column_of(e);
+        errors.push((order, layout.error(row, column, text)));
+    }
+    errors.sort_by_key(|(order, _)| *order);
+    errors.into_iter().map(|(_, e)| e).collect()
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Import
 
@@ -358,13 +401,13 @@ pub async fn import(
         }
     })?;
     let (charset, content) = body_charset(declared, &body)?;
-    let Validated { rows, layout, parsed, extras } = validate(&state, &code, content, charset).await?;
+    let Validated { rows, layout, parsed } = validate(&state, &code, content, charset).await?;
     // A file that copies password hashes is a migration (システム管理 only); 業務内IDs are for those who may
     // map operators in their business system. Checked before anything is written.
-    if extras.iter().any(|e| e.password_hash.is_some()) {
+    if parsed.iter().any(|p| p.kept_hash.is_some()) {
         authorize(&auth.actor, &Permission::MigrateOperators)?;
     }
-    let businesses: BTreeSet<&BusinessId> = extras.iter().flat_map(|e| e.internal_ids.keys()).collect();
+    let businesses: BTreeSet<&BusinessId> = parsed.iter().flat_map(|p| p.internal_ids.keys()).collect();
     for b in businesses {
         authorize(&auth.actor, &Permission::ManageInternalIds(code.clone(), b.clone()))?;
     }
@@ -372,53 +415,40 @@ pub async fn import(
     let meta = RequestMeta::from_headers(&headers);
     let digest = hex::encode(Sha256::digest(&body));
     let ctx = meta.context(&auth, "operators.import", &format!("{code}/{digest}"));
+    // Refused now although the dry run passed: the facts changed meanwhile (shared use withdrawn, someone
+    // registered): every refusal of that row, in its cells.
     let on_item_error = {
         let rows = rows.clone();
+        let ids: Vec<OperatorId> = parsed.iter().map(|p| p.operator_id.clone()).collect();
         move |index: usize, e: OperatorError| {
-            let row = rows.get(index).copied().unwrap_or_default();
-            let column = match e {
-                OperatorError::AlreadyRegistered => Column::OperatorId,
-                OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => {
-                    Column::BusinessSystems
-                }
-                _ => Column::Roles,
-            };
-            ApiError::validation(vec![layout.error(row, column, text_of(&e))])
+            let (row, id) = (rows.get(index).copied().unwrap_or_default(), ids.get(index));
+            let refusals = Refusals { same_as: None, refused: e.into_refusals() };
+            match id {
+                Some(id) => ApiError::validation(refusal_errors(&layout, row, id, refusals, &[])),
+                None => ApiError::internal(format!("item {index} of {} refused", ids.len())),
+            }
         }
     };
     // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
     // goes away or the request times out meanwhile (hashing takes a while for a large file).
-    // So are the copied password hashes and the 業務内IDs, which complete the registration.
     // Each row's 業務内IDs and copied password hash go with its registration, in one transaction.
-    let parsed = parsed
-        .into_iter()
-        .zip(&extras)
-        .map(|(mut p, e)| {
-            p.internal_ids = e.internal_ids.clone();
-            p.kept_hash = e.password_hash.clone();
-            p
-        })
-        .collect();
     let task = {
         let state = state.clone();
         let code = code.clone();
         tokio::spawn(
-            async move {
-                let registered = operators::register_all(&state, &ctx, &code, parsed, on_item_error).await?;
-                Ok::<_, ApiError>((registered, extras))
-            }
-            .instrument(tracing::Span::current()),
+            async move { operators::register_all(&state, &ctx, &code, parsed, on_item_error).await }
+                .instrument(tracing::Span::current()),
         )
     };
-    let (registered, extras) = task.await.map_err(ApiError::internal)??;
+    let registered = task.await.map_err(ApiError::internal)??;
     let items: Vec<ImportedRow> = registered
         .into_iter()
         .zip(&rows)
-        .zip(&extras)
-        .map(|((r, row), extra)| ImportedRow {
+        .map(|(r, row)| ImportedRow {
             row: *row,
             operator_id: r.operator_id.to_string(),
-            password: r.generated.filter(|_| extra.password_hash.is_none()).map(|s| s.expose().to_owned()),
+            // None when the row kept a password hash, or chose a password.
+            password: r.generated.map(|s| s.expose().to_owned()),
         })
         .collect();
     tracing::info!(municipality = %code, operators = items.len(), "operators imported");
@@ -427,19 +457,18 @@ pub async fn import(
         .into_response())
 }
 
-/// A valid file: the registrations, the row each comes from, and how the file names its columns (for the
-/// errors that only the batch itself can find).
+/// A valid file: the registrations (with their 業務内IDs and kept password hashes), the row each comes from, and
+/// how the file names its columns (for the errors that only the batch itself can find).
 #[derive(Debug)]
 struct Validated {
     rows: Vec<u64>,
     layout: Layout,
     parsed: Vec<Parsed>,
-    /// Per registration, in the same order.
-    extras: Vec<Extras>,
 }
 
 /// Reads and validates the whole file: every row's registration, or every error found (at most
-/// [`MAX_ERRORS`]). Nothing is hashed or written here.
+/// [`MAX_ERRORS`]). What a row asks for is refused by the registration's own dry run, not by rules of this
+/// module. Nothing is hashed or written here.
 async fn validate(
     state: &AppState,
     code: &MunicipalityCode,
@@ -452,14 +481,13 @@ async fn validate(
         HeaderError::Read(e) => ApiError::validation(vec![unreadable(e.row())]),
     })?;
     let layout = Layout::of(&header, header_row).map_err(ApiError::validation)?;
-    let usable: HashSet<BusinessId> = operators::usable(state, code).await?.into_iter().collect();
-    let existing = active_ids(&state.read, code).await?;
+    let mut check = state.operators.registration_check(code).await?;
 
     let mut errors: Vec<FieldError> = vec![];
     let mut rows: Vec<u64> = vec![];
     let mut parsed: Vec<Parsed> = vec![];
-    let mut all_extras: Vec<Extras> = vec![];
-    let mut first_row_of: HashMap<OperatorId, u64> = HashMap::new();
+    // The row of each registration the dry run was asked about, in order (to name an earlier row).
+    let mut checked_rows: Vec<u64> = vec![];
     let mut total_errors = 0_usize;
     while let Some(next) = table.next_row() {
         let row = match next {
@@ -478,51 +506,15 @@ async fn validate(
         let extras = extras_of(&layout, number, &input, internal_ids, password_hash, &mut row_errors);
         match operators::parse_input(&input, &prefix, state) {
             Err(e) => row_errors.extend(layout.locate(number, &prefix, e)),
-            Ok(p) => {
-                for b in extras.internal_ids.keys().filter(|b| !p.business_systems.contains(b)) {
-                    let e = OperatorError::BusinessSystemNotPermitted(b.clone());
-                    row_errors.push(layout.error(
-                        number,
-                        Column::InternalIds,
-                        Text::new(format!("{}（{b}）", e.message_ja()), e.to_string()),
-                    ));
-                }
-                if p.roles.contains(&Role::SystemAdmin) {
-                    let e = OperatorError::SystemAdminHasNoMunicipality;
-                    row_errors.push(layout.error(number, Column::Roles, text_of(&e)));
-                }
-                for b in p.business_systems.iter().filter(|b| !usable.contains(b)) {
-                    let e = OperatorError::BusinessSystemNotUsable(b.clone());
-                    row_errors.push(layout.error(
-                        number,
-                        Column::BusinessSystems,
-                        Text::new(format!("{}（{b}）", e.message_ja()), e.to_string()),
-                    ));
-                }
-                if let Some(first) = first_row_of.get(&p.operator_id) {
-                    row_errors.push(layout.error(
-                        number,
-                        Column::OperatorId,
-                        Text::new(
-                            format!("同じオペレータID {} が{first}行目にもあります", p.operator_id),
-                            format!("operator ID {} also appears in row {first}", p.operator_id),
-                        ),
-                    ));
-                } else {
-                    first_row_of.insert(p.operator_id.clone(), number);
-                }
-                if existing.contains(p.operator_id.as_str()) {
-                    let e = OperatorError::AlreadyRegistered;
-                    row_errors.push(layout.error(
-                        number,
-                        Column::OperatorId,
-                        Text::new(format!("{}（{}）", e.message_ja(), p.operator_id), e.to_string()),
-                    ));
-                }
+            Ok(mut p) => {
+                p.internal_ids = extras.internal_ids;
+                p.kept_hash = extras.password_hash;
+                let refusals = check.refusals(&p);
+                checked_rows.push(number);
+                row_errors.extend(refusal_errors(&layout, number, &p.operator_id, refusals, &checked_rows));
                 if row_errors.is_empty() && errors.is_empty() {
                     parsed.push(p);
                     rows.push(number);
-                    all_extras.push(extras);
                 }
             }
         }
@@ -531,7 +523,6 @@ async fn validate(
             // Once the file has an error nothing will be registered: stop keeping registrations.
             parsed.clear();
             rows.clear();
-            all_extras.clear();
         }
         errors.extend(row_errors);
         errors.truncate(MAX_ERRORS);
@@ -559,7 +550,7 @@ async fn validate(
             .in_row(header_row + 1),
         ]));
     }
-    Ok(Validated { rows, layout, parsed, extras: all_extras })
+    Ok(Validated { rows, layout, parsed })
 }
 
 /// What a row carries besides the registration.
@@ -625,35 +616,6 @@ fn extras_of(
 fn unreadable(row: u64) -> FieldError {
     FieldError::new(format!("/rows/{row}"), Text::new("CSV として読み取れない行です", "this row cannot be read as CSV"))
         .in_row(row)
-}
-
-/// The operator IDs registered (and not revoked) in a municipality, read page by page.
-async fn active_ids(read: &ReadModels, code: &MunicipalityCode) -> Result<HashSet<String>, ApiError> {
-    let mut ids = HashSet::new();
-    for_each_page(read, code, &OperatorFilter::default(), |rows| {
-        ids.extend(rows.into_iter().map(|r| r.operator_id));
-    })
-    .await?;
-    Ok(ids)
-}
-
-/// Calls `f` with each page of a municipality's operators matching `filter`, in operator-ID order.
-async fn for_each_page(
-    read: &ReadModels,
-    code: &MunicipalityCode,
-    filter: &OperatorFilter,
-    mut f: impl FnMut(Vec<OperatorRow>),
-) -> Result<(), ApiError> {
-    let mut after: Option<String> = None;
-    loop {
-        let rows = view::search(read.pool(), code, filter, after.as_deref(), PAGE).await?;
-        let full = rows.len() as i64 >= PAGE;
-        after = rows.last().map(|r| r.operator_id.clone());
-        f(rows);
-        if !full {
-            return Ok(());
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -739,9 +701,9 @@ pub async fn export(
         limit: None,
     });
     let writer = CsvWriter::new(charset);
-    let read = state.read.clone();
+    let operators = state.operators.clone();
     // The first page is read before answering, so that a failing database is still a proper error response.
-    let first = view::search(read.pool(), &code, &filter, None, PAGE).await?;
+    let first = operators.page(&code, &filter, None, PAGE).await?;
     let mut head = writer.preamble().to_vec();
     let mut columns = Column::EXPORTED.to_vec();
     if with_hash {
@@ -750,8 +712,18 @@ pub async fn export(
     head.extend(writer.chunk([columns.iter().map(|c| import::Column::label(*c))])?);
     let filename = format!("operators-{code}.csv");
     let access = state.access.clone();
-    let pages =
-        Pages { read, access, code, filter, extra, with_hash, writer, next: Some(first), after: None, finished: false };
+    let pages = Pages {
+        operators,
+        access,
+        code,
+        filter,
+        extra,
+        with_hash,
+        writer,
+        next: Some(first),
+        after: None,
+        finished: false,
+    };
     let body =
         stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
     let headers = [
@@ -768,7 +740,8 @@ pub async fn export(
 
 /// Where an export stands.
 struct Pages {
-    read: ReadModels,
+    /// The operator directory.
+    operators: Operators,
     /// Where the password hashes of a migration file come from.
     access: Access,
     code: MunicipalityCode,
@@ -791,7 +764,7 @@ async fn next_page(mut p: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages
     let rows = match p.next.take() {
         Some(rows) => rows,
         None if p.finished => return None,
-        None => match view::search(p.read.pool(), &p.code, &p.filter, p.after.as_deref(), PAGE).await {
+        None => match p.operators.page(&p.code, &p.filter, p.after.as_deref(), PAGE).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, municipality = %p.code, "operator export failed");
@@ -822,7 +795,7 @@ async fn exported_page(p: &Pages, rows: &[OperatorRow]) -> Result<Vec<Vec<String
     let mut out = Vec::with_capacity(rows.len());
     for row in rows.iter().filter(wanted) {
         let mut ids = BTreeMap::new();
-        for (business_id, internal_id, role) in view::internal_ids(p.read.pool(), row.key).await? {
+        for (business_id, internal_id, role) in p.operators.internal_ids(row.key).await? {
             let assignment = InternalIdAssignment {
                 internal_id: InternalId::parse(&internal_id).map_err(ApiError::internal)?,
                 role: role.as_deref().map(Text100::parse).transpose().map_err(ApiError::internal)?,
@@ -926,166 +899,102 @@ pub async fn migrate(
     ApiJson(body): ApiJson<MigrationInput>,
 ) -> Result<Response, ApiError> {
     authorize(&auth.actor, &Permission::MigrateOperators)?;
-    let pool = state.read.pool();
-    let (from, to) = endpoints(&body)?;
-    municipalities::get(pool, &from).await?.ok_or_else(ApiError::not_found)?;
-    let target = municipalities::get(pool, &to).await?.ok_or_else(ApiError::not_found)?;
-    if target.abolished {
-        return Err(ApiError::state_conflict(
-            ProblemType::MunicipalityAbolished,
-            Text::new("移行先の市町村・任意団体は廃止されています", "the target municipality has been abolished"),
-        ));
-    }
-    let sources = sources(&state.read, &from, body.operator_ids.as_deref()).await?;
-
-    let mut taken = vec![];
-    for row in &sources {
-        let id = operator_id(row)?;
-        if view::find_by_login(pool, Some(&to), &id).await?.is_some_and(|r| !r.revoked) {
-            taken.push(id.to_string());
-        }
-    }
-    if !taken.is_empty() {
-        return Err(already_in_target(&taken));
-    }
-
-    let usable = operators::usable(&state, &to).await?;
-    let mut plans = Vec::with_capacity(sources.len());
-    let mut registrations = Vec::with_capacity(sources.len());
-    for row in &sources {
-        let id = operator_id(row)?;
-        let loaded =
-            state.operators.current(&from, &id).await.map_err(|e| command_error(e, operators::domain_error))?;
-        let Some(profile) = loaded.state.profile().cloned() else {
-            return Err(ApiError::internal(format!("operator {from}/{id} is in the directory but has no stream")));
-        };
-        let (kept, dropped): (Vec<BusinessId>, Vec<BusinessId>) =
-            loaded.state.business_systems().iter().cloned().partition(|b| usable.contains(b));
-        let mut new = Parsed::new(id.clone(), None, profile, loaded.state.roles().to_vec(), kept.clone());
-        // He keeps his 業務内IDs in the systems he keeps, and his password.
-        new.internal_ids = loaded
-            .state
-            .internal_ids()
-            .iter()
-            .filter(|(b, _)| kept.contains(b))
-            .map(|(b, a)| (b.clone(), a.clone()))
-            .collect();
-        new.kept_hash = state.access.password_hash(row.key).await?;
-        plans.push(Plan {
-            id,
-            kept,
-            dropped,
-            internal_ids: new.internal_ids.keys().cloned().collect(),
-            password_kept: new.kept_hash.is_some(),
-        });
-        registrations.push(new);
-    }
-
+    let migration = parse_migration(&body)?;
     let meta = RequestMeta::from_headers(&headers);
-    let ctx = meta.context(&auth, "operators.migrate", &format!("{from}/{to}"));
-    // One transaction: every operator with his password hash and 業務内IDs, or none of them.
-    state.operators.register(&ctx, &to, registrations).await.map_err(|e| match e {
-        CommandError::Item { index, error: OperatorError::AlreadyRegistered } => {
-            already_in_target(&[plans.get(index).map_or_else(String::new, |p| p.id.to_string())])
-        }
-        other => command_error(other, operators::domain_error),
-    })?;
-    let mut migrated = Vec::with_capacity(plans.len());
-    for p in plans {
-        migrated.push(MigratedOperator {
-            operator_id: p.id.to_string(),
-            business_systems: p.kept.iter().map(|b| b.as_str().to_owned()).collect(),
-            dropped_business_systems: p.dropped.iter().map(|b| b.as_str().to_owned()).collect(),
-            internal_ids: p.internal_ids.iter().map(|b| b.as_str().to_owned()).collect(),
-            password_kept: p.password_kept,
-        });
-    }
-    tracing::info!(%from, %to, operators = migrated.len(), "operators migrated");
+    let ctx = meta.context(&auth, "operators.migrate", &format!("{}/{}", migration.from, migration.to));
+    let migrated =
+        state.operators.migrate(&ctx, migration).await.map_err(|e| command_error(e, |e| migration_error(e, &body)))?;
+    let migrated = migrated.into_iter().map(migrated_view).collect();
     Ok((StatusCode::CREATED, Json(MigrationReport { migrated })).into_response())
 }
 
-/// What migrating one operator does, for the report.
-struct Plan {
-    id: OperatorId,
-    kept: Vec<BusinessId>,
-    dropped: Vec<BusinessId>,
-    internal_ids: Vec<BusinessId>,
-    password_kept: bool,
+fn migrated_view(m: Migrated) -> MigratedOperator {
+    let ids = |ids: Vec<BusinessId>| ids.iter().map(|b| b.as_str().to_owned()).collect();
+    MigratedOperator {
+        operator_id: m.operator_id.to_string(),
+        business_systems: ids(m.business_systems),
+        dropped_business_systems: ids(m.dropped_business_systems),
+        internal_ids: ids(m.internal_ids),
+        password_kept: m.password_kept,
+    }
 }
 
-fn endpoints(body: &MigrationInput) -> Result<(MunicipalityCode, MunicipalityCode), ApiError> {
+/// The request, parsed: the codes, and the named operator IDs (one that is no operator ID at all is no operator
+/// of the source either).
+fn parse_migration(body: &MigrationInput) -> Result<Migration, ApiError> {
     let mut errors = vec![];
     let from = MunicipalityCode::parse(&body.from).map_err(|e| errors.push(FieldError::parse("/from", &e))).ok();
     let to = MunicipalityCode::parse(&body.to).map_err(|e| errors.push(FieldError::parse("/to", &e))).ok();
-    match (from, to) {
-        (Some(from), Some(to)) if from == to => Err(ApiError::validation(vec![FieldError::new(
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(ApiError::validation(errors));
+    };
+    let operators = match &body.operator_ids {
+        None => None,
+        Some(raw) => {
+            let mut ids = Vec::with_capacity(raw.len());
+            for (i, r) in raw.iter().enumerate() {
+                match OperatorId::parse(r) {
+                    Ok(id) => ids.push(id),
+                    Err(_) => errors.push(FieldError::new(format!("/operator_ids/{i}"), not_in_source(r))),
+                }
+            }
+            Some(ids)
+        }
+    };
+    if errors.is_empty() { Ok(Migration { from, to, operators }) } else { Err(ApiError::validation(errors)) }
+}
+
+fn not_in_source(raw: &str) -> Text {
+    Text::new(
+        format!("移行元に登録されていないオペレータIDです（{raw}）"),
+        format!("{raw} is not an operator of the source municipality"),
+    )
+}
+
+/// A refusal of the migration as today's answers have it.
+fn migration_error(e: MigrationError, body: &MigrationInput) -> ApiError {
+    match e {
+        MigrationError::SameMunicipality => ApiError::validation(vec![FieldError::new(
             "/to",
             Text::new("移行元と同じ市町村・任意団体には移行できません", "must differ from `from`"),
-        )])),
-        (Some(from), Some(to)) => Ok((from, to)),
-        _ => Err(ApiError::validation(errors)),
-    }
-}
-
-/// The operators to migrate: the named ones (each registered in `from` and not revoked), or all that are not
-/// revoked.
-async fn sources(
-    read: &ReadModels,
-    from: &MunicipalityCode,
-    operator_ids: Option<&[String]>,
-) -> Result<Vec<OperatorRow>, ApiError> {
-    let Some(ids) = operator_ids else {
-        let mut all = vec![];
-        for_each_page(read, from, &OperatorFilter::default(), |rows| all.extend(rows)).await?;
-        if all.is_empty() {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "/from",
-                Text::new("移行するオペレータがいません", "the municipality has no operators to migrate"),
-            )]));
+        )]),
+        MigrationError::UnknownMunicipality(_) => ApiError::not_found(),
+        MigrationError::TargetAbolished => ApiError::state_conflict(
+            ProblemType::MunicipalityAbolished,
+            Text::new("移行先の市町村・任意団体は廃止されています", "the target municipality has been abolished"),
+        ),
+        MigrationError::NoneNamed => ApiError::validation(vec![FieldError::required("/operator_ids/0")]),
+        MigrationError::NothingToMigrate => ApiError::validation(vec![FieldError::new(
+            "/from",
+            Text::new("移行するオペレータがいません", "the municipality has no operators to migrate"),
+        )]),
+        MigrationError::Sources(refused) => {
+            let raw = |i: usize| body.operator_ids.as_ref().and_then(|ids| ids.get(i)).cloned().unwrap_or_default();
+            let errors = refused
+                .into_iter()
+                .map(|(i, why)| {
+                    let text = match why {
+                        SourceRefusal::NotInSource => not_in_source(&raw(i)),
+                        SourceRefusal::Revoked => text_of(&OperatorError::Revoked),
+                        SourceRefusal::Twice => {
+                            Text::new("同じオペレータIDが重複しています", "the same operator ID appears twice")
+                        }
+                    };
+                    FieldError::new(format!("/operator_ids/{i}"), text)
+                })
+                .collect();
+            ApiError::validation(errors)
         }
-        return Ok(all);
-    };
-    if ids.is_empty() {
-        return Err(ApiError::validation(vec![FieldError::required("/operator_ids/0")]));
-    }
-    let mut errors = vec![];
-    let mut rows = vec![];
-    let mut seen = HashSet::new();
-    for (i, raw) in ids.iter().enumerate() {
-        let field = format!("/operator_ids/{i}");
-        let found = match OperatorId::parse(raw) {
-            Ok(id) => view::find_by_login(read.pool(), Some(from), &id).await?,
-            Err(_) => None,
-        };
-        match found {
-            None => errors.push(FieldError::new(
-                field,
-                Text::new(
-                    format!("移行元に登録されていないオペレータIDです（{raw}）"),
-                    format!("{raw} is not an operator of the source municipality"),
-                ),
-            )),
-            Some(row) if row.revoked => errors.push(FieldError::new(field, text_of(&OperatorError::Revoked))),
-            Some(_) if !seen.insert(raw.clone()) => errors.push(FieldError::new(
-                field,
-                Text::new("同じオペレータIDが重複しています", "the same operator ID appears twice"),
-            )),
-            Some(row) => rows.push(row),
+        MigrationError::AlreadyInTarget(ids) => {
+            let list = ids.iter().map(OperatorId::as_str).collect::<Vec<_>>().join(", ");
+            ApiError::already_exists(Text::new(
+                format!("移行先に既に登録されているオペレータIDがあります: {list}。何も移行していません"),
+                format!("already registered in the target municipality: {list}; nothing was migrated"),
+            ))
         }
+        MigrationError::Refused(e) => operators::domain_error(e),
+        MigrationError::Query(e) => e.into(),
     }
-    if errors.is_empty() { Ok(rows) } else { Err(ApiError::validation(errors)) }
-}
-
-fn operator_id(row: &OperatorRow) -> Result<OperatorId, ApiError> {
-    OperatorId::parse(&row.operator_id).map_err(ApiError::internal)
-}
-
-fn already_in_target(ids: &[String]) -> ApiError {
-    let list = ids.join(", ");
-    ApiError::already_exists(Text::new(
-        format!("移行先に既に登録されているオペレータIDがあります: {list}。何も移行していません"),
-        format!("already registered in the target municipality: {list}; nothing was migrated"),
-    ))
 }
 
 #[cfg(test)]

@@ -5,22 +5,22 @@
 //! the answer that generated them; they are stored as Argon2id hashes outside the event log.
 //!
 //! Length: the request and answer types of twelve operations with their OpenAPI annotations and examples, and
-//! the field-by-field parsing that names every bad field; the use cases themselves are in `commands::operators`
-//! and `commands::access`.
+//! the field-by-field parsing that names every bad field; the use cases and the queries of the operator directory
+//! are in `commands::operators` and `commands::access`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use cardap_commands::operators::{OperatorFilter, OperatorRow};
 use cardap_commands::{CommandContext, Executed, Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
 use cardap_domain::operator::{
     Extension, InternalId, LoginCommand, Operator, OperatorError, OperatorId, OperatorName, OperatorProfile,
     OperatorProfilePatch, Password, Role,
 };
-use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
-use cardap_projections::operators::{self as view, OperatorFilter, OperatorRow};
+use cardap_domain::{BusinessId, Localized, MunicipalityCode, OperatorKey, ParseError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -379,7 +379,7 @@ async fn operator_in_path(
 ) -> Result<(MunicipalityCode, OperatorId, OperatorRow), ApiError> {
     let code = municipality_in_path(state, auth, code).await?;
     let id = OperatorId::parse(operator_id).map_err(|_| ApiError::not_found())?;
-    let row = view::find_by_login(state.read.pool(), Some(&code), &id).await?.ok_or_else(ApiError::not_found)?;
+    let row = state.operators.by_login(&code, &id).await?.ok_or_else(ApiError::not_found)?;
     Ok((code, id, row))
 }
 
@@ -389,31 +389,52 @@ pub fn domain_error(e: OperatorError) -> ApiError {
         OperatorError::AlreadyRegistered => ApiError::already_exists(text),
         OperatorError::NotRegistered => ApiError::not_found(),
         OperatorError::Revoked => ApiError::state_conflict(ProblemType::OperatorRevoked, text),
-        OperatorError::NoRoles | OperatorError::SystemAdminHasNoMunicipality | OperatorError::MunicipalityRequired => {
-            ApiError::validation(vec![FieldError::new("/roles", text)])
-        }
-        OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => {
-            ApiError::validation(vec![FieldError::new("/business_systems", text)])
-        }
         OperatorError::Locked { .. } => ApiError::state_conflict(ProblemType::OperatorLocked, text),
         OperatorError::InternalIdNotAssigned => ApiError::not_found(),
+        OperatorError::NoRoles
+        | OperatorError::SystemAdminHasNoMunicipality
+        | OperatorError::MunicipalityRequired
+        | OperatorError::BusinessSystemNotUsable(_)
+        | OperatorError::BusinessSystemNotPermitted(_)
+        | OperatorError::Refused(_) => ApiError::validation(refusal_fields("", e)),
     }
 }
 
 /// Like [`domain_error`], with the batch index in every field pointer.
 fn item_error(index: usize, e: OperatorError) -> ApiError {
-    let text = Text::of(&e);
-    let field = match e {
+    ApiError::validation(refusal_fields(&format!("/{index}"), e))
+}
+
+/// Each refusal of what a registration or a change asks for, at its field under `prefix`: one alone as the
+/// domain says it; several (`Refused`) each naming its business system, as they may share a field.
+fn refusal_fields(prefix: &str, e: OperatorError) -> Vec<FieldError> {
+    let several = matches!(e, OperatorError::Refused(_));
+    e.into_refusals()
+        .iter()
+        .map(|r| {
+            let text = if several { named(r) } else { Text::of(r) };
+            FieldError::new(format!("{prefix}/{}", field_of(r)), text)
+        })
+        .collect()
+}
+
+/// The field of the registration form a refusal is about.
+fn field_of(e: &OperatorError) -> &'static str {
+    match e {
         OperatorError::AlreadyRegistered => "operator_id",
         OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => "business_systems",
         _ => "roles",
-    };
-    ApiError::validation(vec![FieldError::new(format!("/{index}/{field}"), text)])
+    }
 }
 
-/// The business systems a municipality may use now (shared use, not retired).
-pub async fn usable(state: &AppState, code: &MunicipalityCode) -> Result<Vec<BusinessId>, ApiError> {
-    state.operators.usable(code).await.map_err(|e| command_error(e, domain_error))
+/// What a refusal says, naming the business system it is about (the Japanese message does not).
+pub fn named(e: &OperatorError) -> Text {
+    match e {
+        OperatorError::BusinessSystemNotUsable(b) | OperatorError::BusinessSystemNotPermitted(b) => {
+            Text::new(format!("{}（{b}）", e.message_ja()), e.to_string())
+        }
+        _ => Text::of(e),
+    }
 }
 
 /// Registers operators of one municipality atomically (all or none), each with his password hash.
@@ -520,7 +541,7 @@ pub async fn list(
     let after: Option<String> = q.cursor.as_deref().map(paging::decode_cursor_or_422).transpose()?;
     let filter = filter_of(&q);
     let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = view::search(state.read.pool(), &code, &filter, after.as_deref(), fetch).await?;
+    let rows = state.operators.page(&code, &filter, after.as_deref(), fetch).await?;
     let (rows, next_cursor) = paging::page(rows, limit, |r| r.operator_id.clone())?;
     let mut items = vec![];
     for row in rows {
@@ -719,7 +740,7 @@ pub async fn bulk_passwords(
             continue;
         }
         let found = match OperatorId::parse(raw) {
-            Ok(id) => view::find_by_login(state.read.pool(), Some(&code), &id).await?.map(|row| (id, row)),
+            Ok(id) => state.operators.by_login(&code, &id).await?.map(|row| (id, row)),
             Err(_) => None,
         };
         match found {
@@ -827,8 +848,8 @@ async fn finish(
     key: OperatorKey,
     executed: Option<Executed<Operator>>,
 ) -> Result<Response, ApiError> {
-    if let Some(outcome) = executed.as_ref().and_then(|e| e.outcome) {
-        state.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
+    // The use case waited for the directory to show the write.
+    if executed.as_ref().is_some_and(|e| e.outcome.is_some()) {
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let view = view_of(state, key).await?;
@@ -836,12 +857,14 @@ async fn finish(
 }
 
 async fn view_of(state: &AppState, key: OperatorKey) -> Result<OperatorView, ApiError> {
-    let row = view::get(state.read.pool(), key).await?.ok_or_else(ApiError::not_found)?;
+    let row = state.operators.view(key).await?.ok_or_else(ApiError::not_found)?;
     render(state, row).await
 }
 
 pub async fn render(state: &AppState, row: OperatorRow) -> Result<OperatorView, ApiError> {
-    let internal_ids = view::internal_ids(state.read.pool(), row.key)
+    let internal_ids = state
+        .operators
+        .internal_ids(row.key)
         .await?
         .into_iter()
         .map(|(business_id, internal_id, role)| InternalIdView { business_id, internal_id, role })
