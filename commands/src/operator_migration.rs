@@ -148,6 +148,7 @@ impl Operators {
                 .collect();
             new.kept_hash =
                 self.access.password_hash(row.key).await.map_err(|e| CommandError::Internal(e.to_string()))?;
+            new.keeps_password = true;
             plans.push(Migrated {
                 operator_id: id,
                 business_systems: kept,

@@ -51,6 +51,9 @@ pub struct NewOperator {
     pub internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
     /// A password hash he keeps (a migration): stored instead of a new password, which is then never shown.
     pub kept_hash: Option<String>,
+    /// A migration: he keeps `kept_hash`, or has no password at all when he had none (nothing is generated: it
+    /// would be shown to nobody; an administrator resets it when he needs one).
+    pub keeps_password: bool,
 }
 
 impl NewOperator {
@@ -70,6 +73,7 @@ impl NewOperator {
             business_systems,
             internal_ids: BTreeMap::new(),
             kept_hash: None,
+            keeps_password: false,
         }
     }
 }
@@ -255,7 +259,7 @@ impl Operators {
         let mut permissions = vec![Permission::ManageOperators(code.clone())];
         let businesses: BTreeSet<&BusinessId> = operators.iter().flat_map(|o| o.internal_ids.keys()).collect();
         permissions.extend(businesses.into_iter().map(|b| Permission::ManageInternalIds(code.clone(), b.clone())));
-        if operators.iter().any(|o| o.kept_hash.is_some()) {
+        if operators.iter().any(|o| o.kept_hash.is_some() || o.keeps_password) {
             permissions.push(Permission::MigrateOperators);
         }
         let (hashes, generated) = self.password_hashes(&operators).await?;
@@ -269,7 +273,9 @@ impl Operators {
                 let events = Operator::decide(&loaded.state, registration(code, o, usable.clone()))
                     .map_err(|error| CommandError::Item { index, error })?;
                 tx.append::<Operator>(&stream, loaded.version, &events);
-                tx.companion(Companion::SetPassword { operator: key, hash: hash.clone(), at });
+                if let Some(hash) = hash {
+                    tx.companion(Companion::SetPassword { operator: key, hash: hash.clone(), at });
+                }
             }
             Ok(((), tx))
         })
@@ -293,11 +299,11 @@ impl Operators {
     /// The hash to store for each operator (his kept one, or that of his chosen or a generated password), and the
     /// generated passwords. Hashed before the decision, so that each registration commits with its hash or not at
     /// all; one who keeps his hash (a migration) costs no hashing.
-    async fn password_hashes(&self, operators: &[NewOperator]) -> Result<(Vec<String>, Vec<Option<Secret>>)> {
+    async fn password_hashes(&self, operators: &[NewOperator]) -> Result<(Vec<Option<String>>, Vec<Option<Secret>>)> {
         let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
         let chosen = operators
             .iter()
-            .filter(|o| o.kept_hash.is_none())
+            .filter(|o| o.kept_hash.is_none() && !o.keeps_password)
             .map(|o| o.password.as_ref().map(|pw| Secret::new(pw.expose())))
             .collect();
         let mut fresh = self.access.passwords_for(chosen).await.map_err(|e| internal(&e))?.into_iter();
@@ -306,12 +312,16 @@ impl Operators {
         for o in operators {
             match &o.kept_hash {
                 Some(kept) => {
-                    hashes.push(kept.clone());
+                    hashes.push(Some(kept.clone()));
+                    generated.push(None);
+                }
+                None if o.keeps_password => {
+                    hashes.push(None);
                     generated.push(None);
                 }
                 None => {
                     let (secret, was_generated, hash) = fresh.next().ok_or_else(|| internal(&"a hash is missing"))?;
-                    hashes.push(hash);
+                    hashes.push(Some(hash));
                     generated.push(was_generated.then_some(secret));
                 }
             }

@@ -872,7 +872,11 @@ async fn an_operator_changes_his_own_password(backend: Backend) {
         app.put("/api/v1/me/password", token, &json!({"current_password": current, "new_password": new}))
     };
 
-    invalid(&app, change(Some(&token), "WrongPassw0rd", "NewPassw0rd1"), &["/current_password"]).await;
+    // A wrong current password is refused and counted as a failed login (a stolen session cannot search for it).
+    let wrong = change(Some(&token), "WrongPassw0rd", "NewPassw0rd1").await;
+    wrong.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(wrong.error_fields(), ["/current_password"], "{}", wrong.text);
+    app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 1).await;
     invalid(&app, change(Some(&token), "ClerkPassw0rd", "short"), &["/new_password"]).await;
     invalid(&app, change(Some(&token), "ClerkPassw0rd", "ClerkPassw0rd"), &["/new_password"]).await;
     refused(&app, change(None, "ClerkPassw0rd", "NewPassw0rd1"), StatusCode::UNAUTHORIZED, "/problems/unauthenticated")

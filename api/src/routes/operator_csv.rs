@@ -865,7 +865,8 @@ pub struct MigratedOperator {
     pub dropped_business_systems: Vec<String>,
     /// Business systems whose 業務内ID was carried over.
     pub internal_ids: Vec<String>,
-    /// Whether his password was carried over (false only if he had none in the source).
+    /// Whether his password was carried over (false only if he had none in the source: he has none in the target
+    /// either, until an administrator resets it).
     pub password_kept: bool,
 }
 
