@@ -166,8 +166,12 @@ impl Application {
         }
         let residents = ResidentServices::new(store.clone(), read.clone(), Arc::new(random_u64));
         let views = Views::new(progress);
-        let policy =
-            AccessPolicy { sessions: settings.sessions, passwords: settings.passwords, lockout: settings.lockout };
+        let policy = AccessPolicy {
+            sessions: settings.sessions,
+            passwords: settings.passwords,
+            lockout: settings.lockout,
+            throttle: settings.throttle,
+        };
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
         runners.push(tokio::spawn(purge_sessions(access.clone(), shutdown_rx.clone())));

@@ -30,6 +30,8 @@ pub enum ProblemType {
     Timeout,
     /// 503: too many logins at once (every password worker busy); retry after `Retry-After`.
     Busy,
+    /// 429: too many failed logins from the address or for the operator; retry after `Retry-After`.
+    TooManyAttempts,
     Unauthenticated,
     InvalidCredentials,
     OperatorLocked,
@@ -62,7 +64,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 35] = [
+    pub const ALL: [ProblemType; 36] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -71,6 +73,7 @@ impl ProblemType {
         ProblemType::Unavailable,
         ProblemType::Timeout,
         ProblemType::Busy,
+        ProblemType::TooManyAttempts,
         ProblemType::Unauthenticated,
         ProblemType::InvalidCredentials,
         ProblemType::OperatorLocked,
@@ -111,6 +114,7 @@ impl ProblemType {
             ProblemType::Unavailable => "/problems/unavailable",
             ProblemType::Timeout => "/problems/timeout",
             ProblemType::Busy => "/problems/busy",
+            ProblemType::TooManyAttempts => "/problems/too-many-attempts",
             ProblemType::Unauthenticated => "/problems/unauthenticated",
             ProblemType::InvalidCredentials => "/problems/invalid-credentials",
             ProblemType::OperatorLocked => "/problems/operator-locked",
@@ -325,6 +329,24 @@ impl ApiError {
             ),
         );
         e.0.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        e
+    }
+
+    /// Too many failed logins: the next attempt may come after `retry_after` (whole seconds, rounded up).
+    pub fn too_many_attempts(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::TooManyAttempts,
+            Text::new(
+                "ログインの失敗が続いたため、しばらく受け付けません。時間をおいてもう一度お試しください",
+                "Too many failed logins; wait before trying again",
+            ),
+        )
+        .with_detail(Text::new(format!("{seconds} 秒後に再度お試しください"), format!("retry in {seconds} s")));
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            e.0.headers.push((header::RETRY_AFTER, value));
+        }
         e
     }
 
@@ -571,6 +593,8 @@ mod tests {
             "/problems/payload-too-large",
             "/problems/unavailable",
             "/problems/timeout",
+            "/problems/busy",
+            "/problems/too-many-attempts",
             "/problems/unauthenticated",
             "/problems/invalid-credentials",
             "/problems/operator-locked",

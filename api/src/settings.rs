@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cardap_commands::throttle::ThrottlePolicy;
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
 use cardap_store::{MasterKey, MasterKeyError, redact};
 
@@ -52,6 +53,8 @@ pub struct Settings {
     pub passwords: PasswordPolicy,
     /// Failed-login lockout.
     pub lockout: LockoutPolicy,
+    /// Failed-login throttling per client address and per login name.
+    pub throttle: ThrottlePolicy,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// What one client may hold: connections at once, and how long the server waits for a request's headers and
@@ -78,6 +81,7 @@ impl fmt::Debug for Settings {
             .field("sessions", &self.sessions)
             .field("passwords", &self.passwords)
             .field("lockout", &self.lockout)
+            .field("throttle", &self.throttle)
             .field("drain_timeout", &self.drain_timeout)
             .field("connections", &self.connections)
             .field("startup_timeout", &self.startup_timeout)
@@ -107,7 +111,7 @@ impl Default for ConnectionLimits {
 impl Default for Settings {
     /// The defaults of a fresh installation: a SQLite file and a master key file in `./cardap-data`, port 8080 on
     /// the loopback interface, and the operating rules of the source (sessions end after 30 idle minutes and
-    /// 8 hours at most; 5 failed logins lock for 15 minutes and the 3rd lock is permanent; passwords of 8
+    /// 8 hours at most; 5 failed logins lock for 15 minutes, no lock is permanent; passwords of 8
     /// half-width alphanumerics at least, the last 3 not reused).
     fn default() -> Self {
         let data_dir = Path::new(DEFAULT_DATA_DIR);
@@ -121,6 +125,7 @@ impl Default for Settings {
             sessions: SessionPolicy { idle: Duration::from_secs(30 * 60), absolute: Duration::from_secs(8 * 3600) },
             passwords: PasswordPolicy::default(),
             lockout: LockoutPolicy::default(),
+            throttle: ThrottlePolicy::default(),
             drain_timeout: Duration::from_secs(10),
             connections: ConnectionLimits::default(),
             startup_timeout: Duration::from_secs(60),
@@ -508,13 +513,35 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        file: "lockout.free_failures_per_login",
+        env: "CARDAP_LOCKOUT_FREE_FAILURES_PER_LOGIN",
+        flag: "lockout-free-failures-per-login",
+        form: "a whole number, 0 or more",
+        help: "Failed logins for one login name before each next attempt must wait (1 s, doubling to 15 min)",
+        set: |d, raw| {
+            d.settings.throttle.free_per_login = raw.number::<u32>()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "lockout.free_failures_per_address",
+        env: "CARDAP_LOCKOUT_FREE_FAILURES_PER_ADDRESS",
+        flag: "lockout-free-failures-per-address",
+        form: "a whole number, 0 or more",
+        help: "Failed logins from one client address before each next attempt must wait (1 s, doubling to 15 min)",
+        set: |d, raw| {
+            d.settings.throttle.free_per_address = raw.number::<u32>()?;
+            Some(())
+        },
+    },
+    Key {
         file: "lockout.max_lockouts",
         env: "CARDAP_LOCKOUT_MAX_LOCKOUTS",
         flag: "lockout-max-lockouts",
-        form: "a whole number, 1 or more",
-        help: "The lockout with this number is permanent (until an administrator unlocks)",
+        form: "a whole number, 0 (never) or more",
+        help: "The lockout with this number is permanent (until an administrator unlocks); 0: none is",
         set: |d, raw| {
-            d.settings.lockout.max_lockouts = raw.positive()?;
+            d.settings.lockout.max_lockouts = raw.number::<u32>()?;
             Some(())
         },
     },

@@ -33,7 +33,7 @@ fn with_no_source_the_settings_are_the_defaults_of_a_fresh_installation() {
     assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(s.sessions.idle, Duration::from_secs(30 * 60));
     assert_eq!(s.sessions.absolute, Duration::from_secs(8 * 3600));
-    assert_eq!(s.lockout, LockoutPolicy { max_failures: 5, lock_seconds: 900, max_lockouts: 3 });
+    assert_eq!(s.lockout, LockoutPolicy { max_failures: 5, lock_seconds: 900, max_lockouts: 0 });
     assert_eq!(s.passwords, PasswordPolicy { min_length: 8, history: 3 });
     assert_eq!(s.bootstrap_admin, "admin");
     assert!(s.bootstrap_password.is_none() && s.master_key.is_none());

@@ -7,6 +7,7 @@
 //! appended with its hash and the end of the operator's sessions in one transaction ([`Companion`]), so a reset
 //! either happens whole or not at all. Reads the operator directory view; never logs a password or a token.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler};
 use crate::passwords::{self, Admission, HashingError, Secret};
 use crate::ports::Credentials;
+use crate::throttle::{Attempter, Throttle, ThrottlePolicy};
 use crate::views::Views;
 
 /// Session lifetimes.
@@ -48,6 +50,7 @@ pub struct AccessPolicy {
     pub sessions: SessionPolicy,
     pub passwords: PasswordPolicy,
     pub lockout: LockoutPolicy,
+    pub throttle: ThrottlePolicy,
 }
 
 /// Why a login was refused. Both answers take the same work, so neither tells whether the operator exists.
@@ -61,6 +64,10 @@ pub enum LoginError {
     /// Every password worker is busy: try again in a moment (nothing was checked or recorded).
     #[error("too many logins at once")]
     Busy,
+    /// Too many failures from this address or for this login name: try again after `retry_after` (nothing was
+    /// checked or recorded).
+    #[error("too many failed logins; wait before trying again")]
+    Throttled { retry_after: Duration },
     #[error(transparent)]
     Failed(#[from] AccessFailure),
 }
@@ -128,6 +135,7 @@ pub struct Access {
     credentials: Arc<dyn Credentials>,
     clock: Arc<dyn Clock>,
     views: Views,
+    throttle: Throttle,
     pub policy: AccessPolicy,
 }
 
@@ -144,20 +152,30 @@ impl Access {
         views: Views,
         policy: AccessPolicy,
     ) -> Self {
-        Access { store, read, credentials, clock, views, policy }
+        let throttle = Throttle::new(policy.throttle, clock.clone());
+        Access { store, read, credentials, clock, views, throttle, policy }
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// Logs an operator in: one Argon2id verification whatever the input, then the lock decides.
+    /// Logs an operator in from `client` (the caller's address, when known). An attempt that comes too early
+    /// after failures from the same address or for the same login name is refused before any work
+    /// ([`LoginError::Throttled`]); otherwise one Argon2id verification whatever the input. While the operator is
+    /// locked every password gets the same answer after the same work; a lock stops new logins only.
     pub async fn login(
         &self,
         municipality: Option<&str>,
         operator_id: &str,
         password: Secret,
+        client: Option<IpAddr>,
     ) -> std::result::Result<NewSession, LoginError> {
+        let name = Attempter::Login(format!("{}/{}", municipality.unwrap_or(""), operator_id.trim()));
+        let attempters: Vec<Attempter> = client.map(Attempter::Address).into_iter().chain([name.clone()]).collect();
+        if let Err(retry_after) = self.throttle.check(&attempters) {
+            return Err(LoginError::Throttled { retry_after });
+        }
         // A login that names nothing valid is refused exactly like a wrong password, after the same work.
         let municipality = match municipality {
             Some(code) => MunicipalityCode::parse(code).ok().map(Some),
@@ -189,16 +207,25 @@ impl Access {
             Err(e) => return Err(AccessFailure::from(e).into()),
         };
         let (Some(operator), Some((municipality, operator_id))) = (operator, login) else {
+            self.throttle.failed(&attempters);
             return Err(LoginError::InvalidCredentials);
         };
         let now = self.clock.timestamp();
+        // Locked: the same answer for every password (it does not tell a right guess), nothing more recorded.
+        let locked_until = operator.locked_until.map(Timestamp::from_unix);
+        if operator.locked && !operator.revoked && locked_until.is_none_or(|until| now < until) {
+            tracing::info!(operator = %operator.key, "login refused: locked");
+            return Err(LoginError::Locked { until: locked_until });
+        }
         if !verified {
             tracing::info!(operator = %operator.key, "login refused: wrong password");
+            self.throttle.failed(&attempters);
             if !operator.revoked {
                 self.record_failure(municipality, operator_id, now);
             }
             return Err(LoginError::InvalidCredentials);
         }
+        self.throttle.succeeded(&name);
         // The password is right: the lock decides (a temporary lock that has run out simply passes).
         let ctx = CommandContext::system(CommandId::generate());
         let step = self.login_step(
@@ -233,14 +260,14 @@ impl Access {
 
     /// Records a failed login without making the answer wait for it. Failures that arrive together contend for
     /// the operator's stream: each is retried (with jitter) until it is recorded, so a burst cannot outrun the
-    /// lockout. A lock ends his sessions. The system administrator's lock is never permanent (nobody could lift
-    /// it).
+    /// lockout. A lock leaves his sessions alone. The system administrator's lock is never permanent (nobody
+    /// could lift it).
     fn record_failure(&self, municipality: Option<MunicipalityCode>, operator_id: OperatorId, at: Timestamp) {
         let this = self.clone();
         tokio::spawn(async move {
             let mut policy = this.policy.lockout;
             if municipality.is_none() {
-                policy.max_lockouts = u32::MAX;
+                policy.max_lockouts = 0;
             }
             for _ in 0..200 {
                 let command = LoginCommand::RecordFailure { at, policy };
@@ -249,10 +276,8 @@ impl Access {
                 match this.login_step(&ctx, &permission, municipality.as_ref(), &operator_id, command).await {
                     Ok(events) => {
                         if events.iter().any(|e| matches!(e, OperatorEvent::Locked { .. })) {
-                            let key = OperatorKey::for_login(municipality.as_ref(), &operator_id);
-                            if let Err(e) = this.credentials.end_sessions_of(key).await {
-                                tracing::warn!(error = %e, "could not end the sessions of a locked operator");
-                            }
+                            // His running sessions go on: a lock anyone can cause must not throw him out.
+                            tracing::warn!(operator_id = %operator_id, "operator locked after failed logins");
                         }
                         return;
                     }
@@ -311,8 +336,9 @@ impl Access {
         let Some(operator) = operators::get(self.read.pool(), session.operator).await? else {
             return Ok(None);
         };
-        // A revoked or locked operator's sessions die at once, and so do those of an abolished municipality's.
-        if !operator.is_active_at(now) || self.municipality_abolished(operator.municipality.as_ref()).await? {
+        // A revoked operator's sessions die at once, and so do those of an abolished municipality's. A lock does
+        // not end them: it stops new password logins only.
+        if operator.revoked || self.municipality_abolished(operator.municipality.as_ref()).await? {
             return Ok(None);
         }
         if now - session.last_seen_at >= 60 {

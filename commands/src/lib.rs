@@ -36,6 +36,7 @@ pub mod ports;
 pub mod registry_import;
 pub mod residents;
 pub mod status;
+pub mod throttle;
 pub mod views;
 
 pub use authz::{Actor, AuthzError, Permission, authorize};

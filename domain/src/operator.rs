@@ -1158,7 +1158,24 @@ mod tests {
     }
 
     #[test]
-    fn the_last_allowed_lockout_is_permanent() {
+    fn by_default_no_lockout_is_permanent() {
+        let history = history([
+            vec![clerk()],
+            failed(5, t(0)),
+            vec![E::Locked { at: t(0), until: Some(t(900)) }],
+            failed(5, t(1000)),
+            vec![E::Locked { at: t(1000), until: Some(t(1900)) }],
+            failed(4, t(2000)),
+        ]);
+        given::<Operator>(history).when(failure(t(2001))).then([
+            E::LoginFailed { at: t(2001), failures_in_row: 5 },
+            E::Locked { at: t(2001), until: Some(t(2901)) },
+        ]);
+    }
+
+    #[test]
+    fn the_last_allowed_lockout_is_permanent_when_the_installation_says_so() {
+        let policy = LockoutPolicy { max_lockouts: 3, ..LockoutPolicy::default() };
         let history = history([
             vec![clerk()],
             failed(5, t(0)),
@@ -1168,7 +1185,7 @@ mod tests {
             failed(4, t(2000)),
         ]);
         let state = given::<Operator>(history)
-            .when(failure(t(2001)))
+            .when(C::RecordLoginFailure { at: t(2001), policy })
             .then([E::LoginFailed { at: t(2001), failures_in_row: 5 }, E::Locked { at: t(2001), until: None }]);
         assert!(state.is_locked_at(t(i64::from(i32::MAX))));
         assert_eq!(state.locked_until(), Some(None));
@@ -1369,11 +1386,11 @@ mod tests {
         }
 
         /// Failures spaced so that every temporary lock has expired by the next one: the k-th lock comes with
-        /// the (k · max_failures)-th failure, and the `max_lockouts`-th is permanent.
+        /// the (k · max_failures)-th failure, and the `max_lockouts`-th is permanent (none when it is 0).
         #[test]
         fn failures_in_a_row_lock_as_the_policy_says(
             max_failures in 1u32..5,
-            max_lockouts in 1u32..4,
+            max_lockouts in 0u32..4,
             lock_seconds in 1i64..100,
             n in 0u32..30,
         ) {
@@ -1384,9 +1401,10 @@ mod tests {
                 let events = Operator::decide(&state, C::RecordLoginFailure { at, policy }).unwrap();
                 state = events.iter().fold(state, Operator::evolve);
             }
-            let expected_lockouts = (n / max_failures).min(max_lockouts);
+            let expected_lockouts =
+                if max_lockouts == 0 { n / max_failures } else { (n / max_failures).min(max_lockouts) };
             prop_assert_eq!(state.lockouts(), expected_lockouts);
-            let permanent = n / max_failures >= max_lockouts;
+            let permanent = max_lockouts > 0 && n / max_failures >= max_lockouts;
             prop_assert_eq!(state.locked_until() == Some(None), permanent);
             prop_assert_eq!(state.is_locked_at(t(i64::MAX / 2)), permanent);
         }

@@ -45,7 +45,12 @@ async fn no_answer_of_the_api_may_be_cached(backend: Backend) {
 /// a short queue are turned away at once with `503` and `Retry-After`, and a clerk who is already logged in
 /// keeps working meanwhile. A password of a megabyte is refused before it is read.
 async fn a_flood_of_logins_is_turned_away_not_queued(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // Without throttling, which would otherwise answer most of the flood 429 (shown below).
+    let app = spawn_app_with(backend, |s| {
+        s.throttle.free_per_login = u32::MAX;
+        s.throttle.free_per_address = u32::MAX;
+    })
+    .await;
     let admin = app.admin_token().await;
     let flood: Vec<_> = (0..120)
         .map(|i| {
@@ -218,7 +223,62 @@ async fn connections_beyond_the_limit_are_closed_at_once(backend: Backend) {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Guessing a password costs the guesser time: after three free failures for one login name, each failure
+/// doubles the wait before the next attempt, and an attempt that comes too early is answered 429 with
+/// `Retry-After` — checked before any password work and recorded nowhere.
+async fn guessing_one_operator_is_throttled(backend: Backend) {
+    let app = spawn_app_with_clock(backend, |_| {}).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, CHIYODA, "OP0501").await;
+    let guess = |password: &str| {
+        app.post(
+            "/api/v1/sessions",
+            None,
+            &json!({"municipality": CHIYODA, "operator_id": "OP0501", "password": password}),
+        )
+    };
+    for _ in 0..4 {
+        guess("Guess0password").await.problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    }
+    let early = guess("Guess0password").await;
+    early.problem(StatusCode::TOO_MANY_REQUESTS, "/problems/too-many-attempts");
+    assert_eq!(early.header("retry-after"), Some("1"));
+    // Even the right password waits its turn (the throttle cannot tell), and nothing was recorded meanwhile.
+    guess(&clerk.password).await.problem(StatusCode::TOO_MANY_REQUESTS, "/problems/too-many-attempts");
+    let failed = app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 4).await;
+    assert_eq!(failed.len(), 4);
+
+    app.advance(Duration::from_secs(1));
+    guess("Guess0password").await.problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    let doubled = guess("Guess0password").await;
+    assert_eq!(doubled.header("retry-after"), Some("2"), "{}", doubled.text);
+}
+
+/// One client address that tries many operator IDs is held back as a whole, whichever name it tries next.
+async fn one_address_guessing_many_operators_is_throttled(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    for i in 0..11 {
+        let reply = app
+            .post(
+                "/api/v1/sessions",
+                None,
+                &json!({"municipality": CHIYODA, "operator_id": format!("OP{i:04}"), "password": "Guess0password"}),
+            )
+            .await;
+        reply.problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    }
+    let fresh = json!({"municipality": CHIYODA, "operator_id": "OP9999", "password": "Guess0password"});
+    app.post("/api/v1/sessions", None, &fresh)
+        .await
+        .problem(StatusCode::TOO_MANY_REQUESTS, "/problems/too-many-attempts");
+}
+
 on_both_backends!(
+    guessing_one_operator_is_throttled,
+    one_address_guessing_many_operators_is_throttled,
     slow_clients_are_cut_off,
     connections_beyond_the_limit_are_closed_at_once,
     no_answer_of_the_api_may_be_cached,

@@ -1,6 +1,9 @@
 //! Login, logout and "who am I" (手引き I 2.1(4)(a): municipality + operator ID + password → top page).
 
-use axum::extract::{DefaultBodyLimit, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -79,24 +82,35 @@ pub struct Me {
 /// The verifications run on a few workers (one per core) with a short queue: when it is full the login is
 /// answered `503` `/problems/busy` with `Retry-After` at once, before anything is checked or recorded. The body
 /// may be 4 KiB at most.
+///
+/// Failed logins are throttled per client address (10 free) and per login name (3 free): each further failure
+/// doubles the wait before the next attempt (1 s, 2 s, 4 s … 15 min), and an attempt that comes too early is
+/// answered `429` `/problems/too-many-attempts` with `Retry-After`, before any password is checked. While the
+/// operator is locked every password is answered `operator-locked`; a lock stops new logins only, his running
+/// sessions go on.
 #[utoipa::path(post, operation_id = "login", path = "/api/v1/sessions", tag = "sessions", request_body = Login,
     responses((status = 201, body = SessionCreated), (status = 401, body = ProblemDetails),
         (status = 413, body = ProblemDetails), (status = 422, body = ProblemDetails),
+        (status = 429, body = ProblemDetails, description = "`/problems/too-many-attempts`: too many failed logins \
+            from this address or for this operator; retry after `Retry-After` seconds"),
         (status = 503, body = ProblemDetails, description = "`/problems/busy`: too many logins at once; retry after \
             `Retry-After` seconds")))]
 pub async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session =
-        state.access.login(body.municipality.as_deref(), &body.operator_id, Secret::new(body.password)).await.map_err(
-            |e| match e {
-                LoginError::InvalidCredentials => ApiError::invalid_credentials(),
-                LoginError::Locked { until } => locked(until),
-                LoginError::Busy => ApiError::busy(),
-                LoginError::Failed(f) => f.into(),
-            },
-        )?;
+    let client = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    let password = Secret::new(body.password);
+    let session = state.access.login(body.municipality.as_deref(), &body.operator_id, password, client).await.map_err(
+        |e| match e {
+            LoginError::InvalidCredentials => ApiError::invalid_credentials(),
+            LoginError::Locked { until } => locked(until),
+            LoginError::Busy => ApiError::busy(),
+            LoginError::Throttled { retry_after } => ApiError::too_many_attempts(retry_after),
+            LoginError::Failed(f) => f.into(),
+        },
+    )?;
     Ok((
         StatusCode::CREATED,
         Json(SessionCreated { token: session.token.expose().to_owned(), expires_at: session.expires_at }),

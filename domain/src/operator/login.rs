@@ -59,8 +59,9 @@ impl fmt::Debug for Password {
     }
 }
 
-/// When failed logins lock an operator. `Default`: 5 failures in a row lock for 15 minutes; the 3rd lockout
-/// lasts until an administrator unlocks.
+/// When failed logins lock an operator. `Default`: 5 failures in a row lock for 15 minutes, and no lockout is
+/// permanent (an installation may turn that on: a lock anyone can cause by guessing would otherwise keep an
+/// operator out for good). A lock stops new password logins only; running sessions go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     /// Failed logins in a row that lock the operator.
@@ -68,12 +69,13 @@ pub struct LockoutPolicy {
     /// How long a temporary lock lasts, in seconds.
     pub lock_seconds: i64,
     /// The lockout with this number is permanent (until an administrator unlocks); earlier ones are temporary.
+    /// `0`: never permanent.
     pub max_lockouts: u32,
 }
 
 impl Default for LockoutPolicy {
     fn default() -> Self {
-        Self { max_failures: 5, lock_seconds: 900, max_lockouts: 3 }
+        Self { max_failures: 5, lock_seconds: 900, max_lockouts: 0 }
     }
 }
 
@@ -85,7 +87,7 @@ mod tests {
     #[test]
     fn defaults() {
         assert_eq!(PasswordPolicy::default(), PasswordPolicy { min_length: 8, history: 3 });
-        assert_eq!(LockoutPolicy::default(), LockoutPolicy { max_failures: 5, lock_seconds: 900, max_lockouts: 3 });
+        assert_eq!(LockoutPolicy::default(), LockoutPolicy { max_failures: 5, lock_seconds: 900, max_lockouts: 0 });
     }
 
     #[test]

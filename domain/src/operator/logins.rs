@@ -73,7 +73,7 @@ impl LoginState {
                 let failures_in_row = self.failures_in_row.saturating_add(1);
                 let mut events = vec![E::LoginFailed { at, failures_in_row }];
                 if !self.is_locked_at(at) && failures_in_row >= policy.max_failures {
-                    let permanent = self.lockouts.saturating_add(1) >= policy.max_lockouts;
+                    let permanent = policy.max_lockouts > 0 && self.lockouts.saturating_add(1) >= policy.max_lockouts;
                     let until = (!permanent).then(|| at.plus_seconds(policy.lock_seconds));
                     events.push(E::Locked { at, until });
                 }
