@@ -25,18 +25,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use cardap_api::app::sealed_store;
+use cardap_bench::{ADMIN_PASSWORD, Server};
 use cardap_domain::card::{self, Card, CardEvent};
 use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::resident::{
@@ -79,7 +78,6 @@ struct Args {
 }
 
 const MUNICIPALITY: &str = "131016";
-const ADMIN_PASSWORD: &str = "BenchAdminPassw0rd";
 const PASSWORD: &str = "BenchPassw0rd";
 const CLIENTS: usize = 8;
 /// Residents per `append_many` while populating, and the writers doing it at once.
@@ -190,102 +188,6 @@ impl Person {
     fn era_date(&self) -> Result<EraDate> {
         let (y, m, d) = self.birth;
         EraDate::from_gregorian(y, m, d).map_err(|e| anyhow::anyhow!("birth date {y}-{m}-{d}: {e}"))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The server as a child process
-
-/// The `cardap serve` child process; killed when dropped.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(binary: &PathBuf, url: &str, master_key: &str) -> Result<Server> {
-        let mut child = Command::new(binary)
-            .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .env("CARDAP_MASTER_KEY", master_key)
-            .env("CARDAP_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
-            .env("CARDAP_LOG", "warn,cardap_api::app=info")
-            .env("CARDAP_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().context("the server's stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        // Reads the log for the address, then keeps draining it (a full pipe would block the server), passing on
-        // warnings and errors.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                let fields = &parsed["fields"];
-                if fields["message"] == "cardap listening"
-                    && let Some(address) = fields["address"].as_str()
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(address.to_owned());
-                    continue;
-                }
-                if parsed.is_null() || matches!(parsed["level"].as_str(), Some("WARN" | "ERROR")) {
-                    // Cut short: a slow-statement warning carries the whole statement.
-                    let short: String = line.chars().take(400).collect();
-                    eprintln!("  server: {short}");
-                }
-            }
-        });
-        let address = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("the server did not report its address within 120 s (see its log above)");
-            }
-        };
-        Ok(Server { child, address: format!("http://{address}") })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MB.
-    fn memory_mb(&self, key: &str) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} in status"))?;
-        let kb: f64 = line.split_whitespace().nth(1).context("a number")?.parse()?;
-        Ok(kb / 1024.0)
-    }
-
-    /// Resets the peak resident memory (`VmHWM`) to the current one; false where the kernel does not allow it.
-    fn reset_peak(&self) -> bool {
-        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
-    }
-
-    /// SIGTERM (through `kill`), then at most 15 s for the graceful shutdown.
-    fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.child.kill()?;
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
