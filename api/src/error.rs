@@ -558,6 +558,8 @@ impl From<AuthzError> for ApiError {
         match e {
             AuthzError::Forbidden => ApiError::forbidden(),
             AuthzError::NotVisible => ApiError::not_found(),
+            // Forbidden too, saying which of his own privileges he may not touch or which he does not hold.
+            AuthzError::OwnPrivileges | AuthzError::NotHeld(_) => ApiError::forbidden().with_detail(Text::of(&e)),
         }
     }
 }

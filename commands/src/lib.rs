@@ -5,7 +5,8 @@
 //! - [`municipalities`]: register, change, abolish (市町村設定).
 //! - [`business_systems`]: register, update, retire; permit and withdraw shared use (共同利用).
 //! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), check a batch before registering it
-//!   (every refusal of every item), change, map 業務内IDs; the operator directory.
+//!   (every refusal of every item), change, map 業務内IDs (each held by one operator per business system,
+//!   `internal_ids`); the operator directory.
 //! - [`operator_migration`]: move operators to another municipality with their passwords (操作者情報の移行).
 //! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
 //! - [`registry_import`]: the resident registry import.
@@ -28,6 +29,7 @@ mod context;
 pub mod engine;
 mod handler;
 pub mod ids;
+mod internal_ids;
 pub mod municipalities;
 pub mod operator_migration;
 pub mod operators;

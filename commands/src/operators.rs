@@ -7,6 +7,12 @@
 //! the queries of the operator directory, and the dry run of a batch registration ([`RegistrationCheck`]) that
 //! names what the decision would refuse in each item without writing. The migration of operators to another
 //! municipality is in [`crate::operator_migration`].
+//!
+//! Every decision here is bounded by who decides (issue 9, points 8 and 9): what it gives an operator is
+//! authorized against the actor's own privileges ([`authorize_grant`]: nobody changes his own roles or business
+//! systems, nobody gives what he does not hold), computed from what the decision really changes; and the
+//! 業務内IDs it assigns or removes are claimed or released in the same transaction
+//! ([`crate::internal_ids`]), so that an ID is held by one operator per municipality and business system.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -19,14 +25,15 @@ use cardap_domain::operator::{
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
 use cardap_projections::operators as directory;
 use cardap_projections::{ReadModels, business_systems};
-use cardap_store::{Companion, EventStore};
+use cardap_store::{AppendOutcome, Companion, EventStore};
 
 use crate::QueryError;
 use crate::access::{Access, operator_stream};
-use crate::authz::Permission;
+use crate::authz::{Grant, Permission, authorize, authorize_grant};
 use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
+use crate::internal_ids::{self, ClaimChanges};
 use crate::passwords::Secret;
 use crate::views::Views;
 
@@ -118,14 +125,16 @@ pub struct Refusals {
 }
 
 /// The dry run of a batch registration in one municipality: asks the decision about each item in turn, against
-/// the facts of now read once (business systems the municipality may use, operators registered and not revoked),
-/// and remembers the IDs seen so far. Writes nothing: lets the edge name every refusal of every item of a large
-/// file with the very rules of the registration, keeping only what it needs.
+/// the facts of now read once (business systems the municipality may use, operators registered and not revoked,
+/// the 業務内IDs they hold), and remembers the IDs seen so far. Writes nothing: lets the edge name every refusal
+/// of every item of a large file with the very rules of the registration, keeping only what it needs.
 #[derive(Debug)]
 pub struct RegistrationCheck {
     code: MunicipalityCode,
     usable: Vec<BusinessId>,
     active: HashSet<String>,
+    /// (business id, 業務内ID) → the operator ID holding it, for operators not revoked; then the items checked.
+    internal_ids: HashMap<(String, String), String>,
     seen: HashMap<OperatorId, usize>,
     checked: usize,
 }
@@ -148,6 +157,18 @@ impl RegistrationCheck {
             Ok(_) => vec![],
             Err(e) => e.into_refusals(),
         };
+        // A 業務内ID another operator holds, or an earlier item of the batch takes.
+        for (business_id, a) in &item.internal_ids {
+            let id = (business_id.as_str().to_owned(), a.internal_id.as_str().to_owned());
+            match self.internal_ids.get(&id) {
+                Some(holder) if holder != item.operator_id.as_str() => {
+                    refused.push(OperatorError::InternalIdTaken(business_id.clone()));
+                }
+                _ => {
+                    self.internal_ids.insert(id, item.operator_id.as_str().to_owned());
+                }
+            }
+        }
         if self.active.contains(item.operator_id.as_str()) {
             refused.push(OperatorError::AlreadyRegistered);
         }
@@ -243,12 +264,20 @@ impl Operators {
     ) -> std::result::Result<RegistrationCheck, QueryError> {
         let usable = business_systems::usable_by(self.read.pool(), code).await?;
         let active = self.all(code, &OperatorFilter::default()).await?.into_iter().map(|r| r.operator_id).collect();
-        Ok(RegistrationCheck { code: code.clone(), usable, active, seen: HashMap::new(), checked: 0 })
+        let internal_ids = directory::internal_id_holders(self.read.pool(), code)
+            .await?
+            .into_iter()
+            .map(|(business_id, internal_id, operator_id)| ((business_id, internal_id), operator_id))
+            .collect();
+        Ok(RegistrationCheck { code: code.clone(), usable, active, internal_ids, seen: HashMap::new(), checked: 0 })
     }
 
     /// Registers operators of one municipality atomically (all or none): each with his password hash and his
-    /// 業務内IDs in the same transaction. A refusal names the item ([`CommandError::Item`]) and every refusal of
-    /// that item (`OperatorError::Refused`).
+    /// 業務内IDs (claimed) in the same transaction. A refusal names the item ([`CommandError::Item`]) and every
+    /// refusal of that item (`OperatorError::Refused`); a 業務内ID another operator holds, or an earlier item
+    /// takes, is `OperatorError::InternalIdTaken`. Roles and business systems the actor does not hold himself
+    /// are refused for the whole batch before any password is hashed ([`crate::authz::AuthzError::NotHeld`],
+    /// naming each).
     pub async fn register(
         &self,
         ctx: &CommandContext,
@@ -262,9 +291,32 @@ impl Operators {
         if operators.iter().any(|o| o.kept_hash.is_some() || o.keeps_password) {
             permissions.push(Permission::MigrateOperators);
         }
+        if let Some(actor) = &ctx.actor {
+            for permission in &permissions {
+                authorize(actor, permission)?;
+            }
+            let grants: Vec<Grant> = operators
+                .iter()
+                .map(|o| {
+                    let key = OperatorKey::for_login(Some(code), &o.operator_id);
+                    Grant::registration(key, &o.roles, &o.business_systems)
+                })
+                .collect();
+            authorize_grant(actor, code, &grants)?;
+        }
+        // Two items of the batch with one 業務内ID: the later one is refused (one claim per ID and transaction).
+        let mut first_with: HashMap<(&BusinessId, &InternalId), usize> = HashMap::new();
+        for (index, o) in operators.iter().enumerate() {
+            for (business_id, a) in &o.internal_ids {
+                if first_with.insert((business_id, &a.internal_id), index).is_some() {
+                    let error = OperatorError::InternalIdTaken(business_id.clone());
+                    return Err(CommandError::Item { index, error });
+                }
+            }
+        }
         let (hashes, generated) = self.password_hashes(&operators).await?;
         let at = self.access.clock().now();
-        let (operators, hashes, usable) = (&operators, &hashes, &usable);
+        let (operators, hashes, usable, read) = (&operators, &hashes, &usable, &self.read);
         let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
             for (index, (o, hash)) in operators.iter().zip(hashes).enumerate() {
                 let stream = operator_stream(Some(code), &o.operator_id);
@@ -272,6 +324,14 @@ impl Operators {
                 let key = OperatorKey::for_login(Some(code), &o.operator_id);
                 let events = Operator::decide(&loaded.state, registration(code, o, usable.clone()))
                     .map_err(|error| CommandError::Item { index, error })?;
+                let after = events.iter().fold(loaded.state.clone(), Operator::evolve);
+                let claims = ClaimChanges::between(&loaded.state, &after);
+                internal_ids::stage(&mut tx, read, code, (key, &o.operator_id), &claims).await.map_err(
+                    |e| match e {
+                        CommandError::Domain(error) => CommandError::Item { index, error },
+                        other => other,
+                    },
+                )?;
                 tx.append::<Operator>(&stream, loaded.version, &events);
                 if let Some(hash) = hash {
                     tx.companion(Companion::SetPassword { operator: key, hash: hash.clone(), at });
@@ -351,10 +411,12 @@ impl Operators {
             business_systems: change.business_systems,
             usable,
         };
-        self.run(ctx, &Permission::ManageOperators(code.clone()), code, operator_id, if_match, command).await
+        self.decide_one(ctx, &Permission::ManageOperators(code.clone()), code, operator_id, if_match, command).await
     }
 
-    /// 操作者権限登録: maps the operator to his 業務内ID in one business system (that system's administrator).
+    /// 操作者権限登録: maps the operator to his 業務内ID in one business system (that system's administrator). An
+    /// ID another operator (not revoked) holds in that business system of the municipality is refused
+    /// (`OperatorError::InternalIdTaken`); his previous ID there is released.
     #[allow(clippy::too_many_arguments)]
     pub async fn assign_internal_id(
         &self,
@@ -368,10 +430,10 @@ impl Operators {
     ) -> Result<Executed<Operator>> {
         let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
         let command = OperatorCommand::AssignInternalId { business_id, internal_id, role };
-        self.run(ctx, &permission, code, operator_id, if_match, command).await
+        self.decide_one(ctx, &permission, code, operator_id, if_match, command).await
     }
 
-    /// Removes the operator's 業務内ID in one business system.
+    /// Removes the operator's 業務内ID in one business system, releasing it.
     pub async fn remove_internal_id(
         &self,
         ctx: &CommandContext,
@@ -382,10 +444,12 @@ impl Operators {
     ) -> Result<Executed<Operator>> {
         let permission = Permission::ManageInternalIds(code.clone(), business_id.clone());
         let command = OperatorCommand::RemoveInternalId { business_id };
-        self.run(ctx, &permission, code, operator_id, if_match, command).await
+        self.decide_one(ctx, &permission, code, operator_id, if_match, command).await
     }
 
-    async fn run(
+    /// One decision about one operator: load, check `if_match`, decide; then authorize what it gives him against
+    /// the actor's own privileges, and stage the claims and releases of his 業務内IDs; append all at once.
+    async fn decide_one(
         &self,
         ctx: &CommandContext,
         permission: &Permission,
@@ -395,8 +459,52 @@ impl Operators {
         command: OperatorCommand,
     ) -> Result<Executed<Operator>> {
         let stream = operator_stream(Some(code), operator_id);
-        let executed = self.handler.execute(ctx, permission, &stream, Some(code.clone()), if_match, command).await?;
-        if let Some(outcome) = executed.outcome {
+        let (stream_ref, command, read) = (&stream, &command, &self.read);
+        let permissions = std::slice::from_ref(permission);
+        let done = transact(&self.store, ctx, permissions, Some(code.clone()), |mut tx: Tx| async move {
+            let loaded = tx.load::<Operator, OperatorError>(stream_ref).await?;
+            if let Some(expected) = if_match
+                && expected != loaded.version
+            {
+                return Err(CommandError::PreconditionFailed { expected, current: loaded.version });
+            }
+            let events = Operator::decide(&loaded.state, command.clone()).map_err(CommandError::Domain)?;
+            let after = events.iter().fold(loaded.state.clone(), Operator::evolve);
+            if let Some(key) = loaded.state.key() {
+                if let Some(actor) = &ctx.actor {
+                    let before = (loaded.state.roles(), loaded.state.business_systems());
+                    let grant = Grant::change(key, before, (after.roles(), after.business_systems()));
+                    authorize_grant(actor, code, [&grant])?;
+                }
+                let claims = ClaimChanges::between(&loaded.state, &after);
+                internal_ids::stage(&mut tx, read, code, (key, operator_id), &claims).await?;
+            }
+            tx.append::<Operator>(stream_ref, loaded.version, &events);
+            let version = loaded.version + events.len() as u64;
+            Ok(((after, version, events), tx))
+        })
+        .await?;
+        let executed = match done.value {
+            Some((state, version, events)) => {
+                let outcome = done.checkpoint.filter(|_| !events.is_empty()).map(|checkpoint| AppendOutcome {
+                    stream_version: version,
+                    checkpoint,
+                    already_applied: false,
+                });
+                Executed { state, version, events, outcome }
+            }
+            // A retry of a change already made: the operator as he is now, nothing written.
+            None => {
+                let loaded = self.handler.load(&stream).await?;
+                let outcome = done.checkpoint.map(|checkpoint| AppendOutcome {
+                    stream_version: loaded.version,
+                    checkpoint,
+                    already_applied: true,
+                });
+                Executed { state: loaded.state, version: loaded.version, events: vec![], outcome }
+            }
+        };
+        if let Some(outcome) = &executed.outcome {
             self.views.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
         }
         Ok(executed)

@@ -315,7 +315,9 @@ impl ResidentServices {
         snapshot(loaded.state.registered, loaded.version)
     }
 
-    /// Registers the card `fid` to a resident of `code`, making it his one active card.
+    /// Registers the card `fid` to a resident of `code`, making it his one active card. The resident's own state
+    /// is decided first; then an FID held (not abolished) anywhere is `CardError::AlreadyRegistered`, one answer
+    /// whether it is held here or elsewhere; an abolished card is released and registered afresh.
     pub async fn register_card(
         &self,
         ctx: &CommandContext,
@@ -327,15 +329,18 @@ impl ResidentServices {
         let permission = Permission::RegisterResidents(code.clone());
         let card_stream = &card_stream;
         let done = transact(&self.store, ctx, &[permission], Some(code.clone()), |mut tx: Tx| async move {
+            // The resident first (moved out, already has a card): what the clerk's own municipality refuses is
+            // decided before anything about the FID, so that whether a card is held elsewhere is never told
+            // unless the card would be registered otherwise.
             let (resident, resident_stream) = load_resident_state(&mut tx, code, resident_id).await?;
+            let resident_events = Resident::decide(&resident.state, ResidentCommand::AttachCard { fid: fid.clone() })
+                .map_err(resident_error)?;
             let card = tx.load::<Card, RegistrationError>(card_stream).await?;
             let card_events = Card::decide(
                 &card.state,
                 CardCommand::Register { fid: fid.clone(), municipality: code.clone(), resident_id: *resident_id },
             )
             .map_err(card_error)?;
-            let resident_events = Resident::decide(&resident.state, ResidentCommand::AttachCard { fid: fid.clone() })
-                .map_err(resident_error)?;
             tx.append::<Card>(card_stream, card.version, &card_events);
             tx.append::<Resident>(&resident_stream, resident.version, &resident_events);
             let (state, version) = after(card, &card_events);

@@ -4,8 +4,11 @@
 //! Owns the card lifecycle (in use → suspended ↔ in use → abolished), the AP rules (no AP before the local
 //! area; nothing installed on a suspended or abolished card; only APs the municipality offers and may use;
 //! removing an AP that is not there is an error) and the 標準ID of the library AP. A card's stream is keyed by
-//! its FID alone, so an FID is unique across all municipalities. What the municipality offers and may use
-//! arrives in the command (`ApOffer`); the random part of a 標準ID is drawn by the caller.
+//! its FID alone, so an FID is held by one municipality at a time. Abolishing a card releases it (a resident
+//! moves out only once his card is abolished): the physical card goes with its holder, and a municipality —
+//! his new one, or the same one again — may register it anew, a new registration with nothing of the old one.
+//! What the municipality offers and may use arrives in the command (`ApOffer`); the random part of a 標準ID is
+//! drawn by the caller.
 //!
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
@@ -92,7 +95,8 @@ pub enum CardStatus {
     InUse,
     /// 一時停止: e.g. reported lost.
     Suspended,
-    /// 廃止: for good.
+    /// 廃止: this municipality's use of the card ended for good; the card is released (it may be registered again,
+    /// as a new card).
     Abolished,
 }
 
@@ -259,6 +263,8 @@ impl DomainEvent for CardEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CardError {
+    /// The FID is held (registered and not abolished), here or in another municipality: the answer is the same
+    /// for both, so that it never says where.
     #[error("a card with this FID is already registered")]
     AlreadyRegistered,
     #[error("no card with this FID is registered")]
@@ -381,10 +387,13 @@ impl Aggregate for Card {
             };
         };
         if card.status == CardStatus::Abolished {
-            return Err(match command {
-                C::Register { .. } => CardError::AlreadyRegistered,
-                _ => CardError::Abolished,
-            });
+            // Released: the card may be registered again, in any municipality (a new registration).
+            return match command {
+                C::Register { fid, municipality, resident_id } => {
+                    Ok(vec![E::Registered { fid, municipality, resident_id }])
+                }
+                _ => Err(CardError::Abolished),
+            };
         }
         let suspended = card.status == CardStatus::Suspended;
         match command {
@@ -642,9 +651,19 @@ mod tests {
         given::<Card>([registered(), E::Suspended]).when(register()).then_err(CardError::AlreadyRegistered);
     }
 
+    /// The holder moved (his municipality abolished the card first: a move-out requires it): the physical card
+    /// goes with him, and his new municipality registers it afresh, with no local area and no APs.
     #[test]
-    fn register_an_abolished_card_is_refused_because_an_fid_is_never_reused() {
-        given::<Card>([registered(), E::Abolished]).when(register()).then_err(CardError::AlreadyRegistered);
+    fn an_abolished_card_is_released_and_registered_afresh() {
+        let sapporo = MunicipalityCode::parse("011002").unwrap();
+        let moved = ResidentId::from_uuid(Uuid::from_u128(0x43));
+        let history = [registered(), E::LocalAreaCreated, installed_ap("01"), E::Suspended, E::Abolished];
+        let state = given::<Card>(history)
+            .when(C::Register { fid: fid(), municipality: sapporo.clone(), resident_id: moved })
+            .then([E::Registered { fid: fid(), municipality: sapporo.clone(), resident_id: moved }]);
+        let c = card(&state);
+        assert_eq!((&c.municipality, c.resident_id, c.status), (&sapporo, moved, CardStatus::InUse));
+        assert!(!c.local_area && c.aps.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `Operator` aggregate (オペレータ, 手引き I 2.1): registration with the management information and the
 //! permitted business systems, profile and role changes, password changes and resets, revocation (失効),
-//! business-internal IDs (業務内ID), and failed logins that lock him out.
+//! business-internal IDs (業務内ID), and failed logins that lock him out. The claim that keeps a 業務内ID to one
+//! operator per municipality and business system is its own small aggregate (`claim`).
 //!
 //! An operator's stream is keyed by his login (municipality + オペレータID), so that login is unique by
 //! construction. Owns the operator's value types (`values`), the login rules (`login`) and the events
@@ -11,6 +12,7 @@
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
+mod claim;
 mod events;
 mod login;
 mod logins;
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+pub use claim::{ClaimCommand, ClaimEvent, ClaimState, InternalIdClaim, claim_stream_key};
 pub use events::OperatorEvent;
 pub use login::{LockoutPolicy, Password, PasswordPolicy};
 pub use logins::{LoginCommand, LoginState, OperatorLogins};
@@ -170,6 +173,10 @@ pub enum OperatorError {
     InternalIdNotAssigned,
     #[error("the operator is not permitted to use business system {0}")]
     BusinessSystemNotPermitted(BusinessId),
+    /// Another operator (not revoked) holds this 業務内ID in this business system of the municipality (see
+    /// [`InternalIdClaim`]).
+    #[error("another operator holds this business-internal ID in business system {0}")]
+    InternalIdTaken(BusinessId),
     /// More than one of the above about what a registration or a change asks for (its roles, business systems
     /// and 業務内IDs), in the order of the form, so that the clerk hears of all of them at once. A refusal about
     /// the operator as he stands (already registered, revoked, locked …) always comes alone.
@@ -221,6 +228,7 @@ impl crate::message::Localized for OperatorError {
             }
             Self::InternalIdNotAssigned => "この業務システムの業務内IDは登録されていません",
             Self::BusinessSystemNotPermitted(_) => "このオペレータに許可されていない業務システムです",
+            Self::InternalIdTaken(_) => "この業務内IDは他のオペレータに割り当てられています",
             Self::Refused(all) => return format!("オペレータの登録内容に{}件の誤りがあります", all.len()),
         };
         text.to_owned()
@@ -1356,6 +1364,7 @@ mod tests {
             OperatorError::InternalIdNotAssigned,
             OperatorError::BusinessSystemNotPermitted(own()),
             OperatorError::Refused(vec![OperatorError::NoRoles, OperatorError::BusinessSystemNotUsable(own())]),
+            OperatorError::InternalIdTaken(own()),
         ];
         for e in &errors {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());

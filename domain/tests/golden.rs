@@ -11,7 +11,7 @@ use cardap_domain::card::{CardEvent, StandardIdEvent};
 use cardap_domain::contact::Text100;
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
-use cardap_domain::operator::{InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
+use cardap_domain::operator::{ClaimEvent, InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
 use cardap_domain::registry::RegistryEvent;
 use cardap_domain::resident::ResidentEvent;
 use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
@@ -76,6 +76,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<ResidentEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<CardEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<StandardIdEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<ClaimEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<RegistryEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
@@ -152,10 +153,22 @@ fn every_event_type_and_version_has_a_golden_file() {
         BusinessSystemEvent::MunicipalityPermitted { municipality: code.clone() },
         BusinessSystemEvent::MunicipalityWithdrawn { municipality: code },
     ];
+    let operator_key = OperatorKey::from_uuid(Uuid::nil());
+    let claim = [
+        ClaimEvent::Claimed {
+            municipality: MunicipalityCode::parse("131016").unwrap(),
+            business_id: BusinessId::CERTIFICATE_ISSUANCE,
+            internal_id: InternalId::parse("1000000010").unwrap(),
+            operator: operator_key,
+            operator_id: OperatorId::parse("OP0501").unwrap(),
+        },
+        ClaimEvent::Released { operator: operator_key },
+    ];
     let kinds = municipality
         .iter()
         .map(|e| (e.event_type(), e.event_version()))
         .chain(operator.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(claim.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(business_system.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {

@@ -3,8 +3,9 @@
 //!
 //! Owns `rm_cards`, `rm_card_aps` and `rm_ap_counts`. An AP count is the number of cards of the municipality
 //! that are not abolished and have the AP installed: an install adds one, a removal or the card's abolition
-//! takes one off. An abolished card keeps its AP rows (what it carried), it just no longer counts. Every query
-//! is confined to one municipality.
+//! takes one off. An abolished card keeps its AP rows (what it carried), it just no longer counts, until the
+//! card is registered again (released, it moved with its holder): then its row is the new registration's, in
+//! its new municipality. Every query is confined to one municipality.
 
 use async_trait::async_trait;
 use cardap_domain::card::{Card, CardEvent, CardStatus, StandardId};
@@ -41,6 +42,11 @@ impl View for CardRegister {
         let db = ProjectionError::from_sqlx;
         match decoded {
             CardEvent::Registered { fid, municipality, resident_id } => {
+                // A card registered again once abolished (released: its holder moved) starts afresh; the old
+                // registration, abolished, counted no more and leaves nothing behind here (its events remain).
+                for sql in ["DELETE FROM rm_card_aps WHERE fid = $1", "DELETE FROM rm_cards WHERE fid = $1"] {
+                    sqlx::query(sql).bind(fid.as_str().to_owned()).execute(&mut *conn).await.map_err(db)?;
+                }
                 sqlx::query(
                     "INSERT INTO rm_cards (fid, municipality, resident_id, status, local_area, version, registered_at, \
                      updated_at) VALUES ($1, $2, $3, 'in_use', 0, $4, $5, $5)",

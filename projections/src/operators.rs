@@ -415,6 +415,65 @@ pub async fn internal_ids(
         .collect()
 }
 
+/// Every 業務内ID held in `municipality` by an operator who is not revoked: (business id, 業務内ID, operator ID),
+/// in that order (the dry run of an import names those a file would take from another operator).
+pub async fn internal_id_holders(
+    pool: &AnyPool,
+    municipality: &MunicipalityCode,
+) -> Result<Vec<(String, String, String)>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT i.business_id, i.internal_id, o.operator_id FROM rm_operator_internal_ids i \
+         JOIN rm_operators o ON o.operator_key = i.operator_key WHERE o.municipality = $1 AND o.revoked = 0 \
+         ORDER BY i.business_id, i.internal_id, o.operator_id",
+    )
+    .bind(municipality.as_str().to_owned())
+    .fetch_all(pool)
+    .await
+    .map_err(ProjectionError::from_sqlx)?;
+    let get = ProjectionError::Database;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("business_id").map_err(get)?,
+                r.try_get("internal_id").map_err(get)?,
+                r.try_get("operator_id").map_err(get)?,
+            ))
+        })
+        .collect()
+}
+
+/// The operators of `municipality`, not revoked, who hold `internal_id` in `business_id`: a 業務内ID assigned
+/// before 業務内IDs were claimed on streams of their own has no claim, and is found only here.
+pub async fn internal_id_holder_keys(
+    pool: &AnyPool,
+    municipality: &MunicipalityCode,
+    business_id: &BusinessId,
+    internal_id: &str,
+) -> Result<Vec<OperatorKey>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT i.operator_key FROM rm_operator_internal_ids i \
+         JOIN rm_operators o ON o.operator_key = i.operator_key \
+         WHERE o.municipality = $1 AND o.revoked = 0 AND i.business_id = $2 AND i.internal_id = $3",
+    )
+    .bind(municipality.as_str().to_owned())
+    .bind(business_id.as_str().to_owned())
+    .bind(internal_id.to_owned())
+    .fetch_all(pool)
+    .await
+    .map_err(ProjectionError::from_sqlx)?;
+    rows.iter()
+        .map(|r| {
+            let key: String = r.try_get("operator_key").map_err(ProjectionError::Database)?;
+            let uuid = Uuid::parse_str(&key).map_err(|e| {
+                ProjectionError::Database(sqlx::Error::Decode(
+                    format!("rm_operator_internal_ids.operator_key: {e}").into(),
+                ))
+            })?;
+            Ok(OperatorKey::from_uuid(uuid))
+        })
+        .collect()
+}
+
 fn row(r: &sqlx::any::AnyRow) -> Result<OperatorRow, ProjectionError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         ProjectionError::Database(sqlx::Error::Decode(format!("rm_operators.{what}: {e}").into()))

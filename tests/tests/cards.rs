@@ -253,10 +253,49 @@ async fn the_whole_clerk_workflow(backend: Backend) {
     let new_id = second["aps"][1]["standard_id"].as_str().unwrap();
     assert_ne!(new_id, standard_id, "a 標準ID is never reused");
     assert_eq!(app.get(&resident_path(CHIYODA, &taro), Some(&clerk)).await.json()["active_fid"], "FID0002");
-    // The abolished FID stays taken.
+    // The abolished FID is released: registered again, it is a new card, with nothing of the old one.
     let other = register_resident(&app, &clerk, CHIYODA, "ハナコ").await;
-    let again = app.post(&cards_path(CHIYODA), Some(&clerk), &card("FID0001", &other));
-    refused(&app, again, StatusCode::CONFLICT, "/problems/fid-taken").await;
+    let again = register_card(&app, &clerk, CHIYODA, "FID0001", &other).await;
+    assert_eq!((&again["status"], &again["local_area"], &again["aps"]), (&json!("in_use"), &json!(false), &json!([])));
+    assert_eq!(again["resident_id"], other.as_str());
+    let counted = json!({"items": [{"business_id": "01", "cards": 1}, {"business_id": "02", "cards": 1}]});
+    assert_eq!(ap_counts(&app, &clerk).await, counted, "FID0002's APs only");
+}
+
+/// The physical card moves with its holder (issue 9, point 12): once the municipality he leaves has abolished it
+/// (he cannot move out before), the municipality he moves to registers it as a card of its own; the one he left
+/// no longer sees it, and it does not count there.
+async fn a_card_moves_with_its_holder_once_released(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, clerk_a) = chiyoda(&app).await;
+    municipality(&app, &admin, SAPPORO, "札幌市", 2).await;
+    let clerk_b = app.clerk_token(&admin, SAPPORO, "CL0002", &["01", "02", "10", "11"]).await;
+    let taro = register_resident(&app, &clerk_a, CHIYODA, "タロウ").await;
+    register_card(&app, &clerk_a, CHIYODA, "FID0001", &taro).await;
+    ok(&action(&app, &clerk_a, CHIYODA, "FID0001", "local-area", &[]).await);
+    let taro_in_b = register_resident(&app, &clerk_b, SAPPORO, "タロウ").await;
+
+    // Still A's: B cannot take it, and cannot tell from the answer where it is.
+    let taken = app.post(&cards_path(SAPPORO), Some(&clerk_b), &card("FID0001", &taro_in_b));
+    refused(&app, taken, StatusCode::CONFLICT, "/problems/fid-taken").await;
+    // A may not move him out while his card is active; it abolishes the card first, then moves him out.
+    let path = format!("{}/move-out", resident_path(CHIYODA, &taro));
+    refused(&app, app.post_empty(&path, Some(&clerk_a)), StatusCode::CONFLICT, "/problems/card-still-active").await;
+    ok(&action(&app, &clerk_a, CHIYODA, "FID0001", "abolish", &[]).await);
+    assert_eq!(app.post_empty(&path, Some(&clerk_a)).await.status, StatusCode::OK);
+
+    let moved = register_card(&app, &clerk_b, SAPPORO, "FID0001", &taro_in_b).await;
+    assert_eq!((&moved["status"], &moved["local_area"], &moved["aps"]), (&json!("in_use"), &json!(false), &json!([])));
+    assert_eq!(moved["resident_id"], taro_in_b.as_str());
+    let with_area = ok(&action(&app, &clerk_b, SAPPORO, "FID0001", "local-area", &[]).await);
+    assert_eq!(aps(&with_area), ["01", "02"]);
+    assert!(with_area["aps"][1]["standard_id"].as_str().unwrap().starts_with(SAPPORO), "{with_area}");
+    // A no longer has it: not shown, not acted on, not counted.
+    app.get(&card_path(CHIYODA, "FID0001"), Some(&clerk_a)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    let suspend = action(&app, &clerk_a, CHIYODA, "FID0001", "suspend", &[]);
+    refused(&app, suspend, StatusCode::NOT_FOUND, "/problems/not-found").await;
+    assert_eq!(ap_counts(&app, &clerk_a).await, json!({"items": []}));
+    assert_eq!(ok(&app.get(&card_path(SAPPORO, "FID0001"), Some(&clerk_b)).await)["resident_id"], taro_in_b.as_str());
 }
 
 async fn bad_requests_name_the_field_and_write_nothing(backend: Backend) {
@@ -622,6 +661,7 @@ on_both_backends!(
     bad_requests_name_the_field_and_write_nothing,
     if_match_and_idempotency_key_hold_for_cards,
     an_fid_is_unique_across_municipalities,
+    a_card_moves_with_its_holder_once_released,
     one_physical_card_is_one_fid_in_either_case,
     an_associations_cards_get_a_standard_id_from_its_association_id,
     a_resident_has_one_active_card,

@@ -7,10 +7,11 @@ use std::time::Duration;
 use cardap_api::settings::ConnectionLimits;
 use cardap_store::CredentialStore;
 use cardap_tests::reqwest::StatusCode;
-use cardap_tests::serde_json::json;
+use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, on_both_backends, operator_path, operator_with_password, operators_path, register_clerk, resident_body,
-    resident_path, residents_path, spawn_app, spawn_app_with, spawn_app_with_clock,
+    Backend, Reply, TestApp, cards_path, on_both_backends, operator, operator_path, operator_with_password,
+    operators_path, register_clerk, resident_body, resident_path, residents_path, spawn_app, spawn_app_with,
+    spawn_app_with_clock,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -276,9 +277,269 @@ async fn one_address_guessing_many_operators_is_throttled(backend: Backend) {
         .problem(StatusCode::TOO_MANY_REQUESTS, "/problems/too-many-attempts");
 }
 
+// ---- Privilege boundaries (points 8, 9, 12) --------------------------------------------------------------------
+
+const SAPPORO: &str = "011002";
+const MANAGER_PASSWORD: &str = "ManagerPassw0rd";
+
+/// 千代田区, permitted business systems 01 and 02; an operations manager `MGR01` holding his role and 01 only, and
+/// a clerk `CL0001` permitted 01 and 02 (both registered by the system administrator). Returns (admin, manager).
+async fn a_manager_and_a_clerk(app: &TestApp) -> (String, String) {
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    for business_id in ["01", "02"] {
+        app.permit(&admin, business_id, CHIYODA).await;
+    }
+    let manager = operator_with_password("MGR01", MANAGER_PASSWORD, &["operations_manager"], &["01"]);
+    let clerk = operator_with_password("CL0001", "ClerkPassw0rd", &["clerk"], &["01", "02"]);
+    app.add_operators(&admin, CHIYODA, &json!([manager, clerk])).await;
+    let token = app.login(Some(CHIYODA), "MGR01", MANAGER_PASSWORD).await;
+    (admin, token)
+}
+
+/// Sends the request behind `reply`: a 403 `/problems/forbidden` whose detail says `why`, and nothing written.
+async fn forbidden(app: &TestApp, reply: impl Future<Output = Reply>, why: &str) -> Reply {
+    let before = app.event_count().await;
+    let reply = reply.await;
+    let body = reply.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains(why)), "the detail names {why:?}: {body}");
+    assert_eq!(app.event_count().await, before, "a refused request wrote events: {}", reply.text);
+    reply
+}
+
+/// An operations manager reaches every resident if he may PATCH himself a clerk (or an auditor, or a business
+/// system): nobody changes his own roles or business systems, by any path; his own profile he may change.
+async fn an_operations_manager_cannot_raise_his_own_privileges(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, manager) = a_manager_and_a_clerk(&app).await;
+    let me = operator_path(CHIYODA, "MGR01");
+
+    for body in [
+        json!({"roles": ["operations_manager", "clerk"]}),
+        json!({"roles": ["operations_manager", "auditor"]}),
+        json!({"business_systems": ["01", "02"]}),
+        json!({"business_systems": []}),
+        json!({"department": "情報政策課", "roles": ["clerk"]}),
+    ] {
+        forbidden(&app, app.patch(&me, Some(&manager), None, &body), "自分自身").await;
+    }
+    // Nor by registering himself again, alone or in a batch.
+    let again = json!([operator_with_password("MGR01", MANAGER_PASSWORD, &["operations_manager"], &["01"])]);
+    forbidden(&app, app.post(&operators_path(CHIYODA), Some(&manager), &again), "自分自身").await;
+
+    let shown = app.get(&me, Some(&admin)).await.json();
+    assert_eq!((&shown["roles"], &shown["business_systems"]), (&json!(["operations_manager"]), &json!(["01"])));
+    assert_eq!(shown["department"], Value::Null, "all parts of a PATCH or none: {shown}");
+    app.get(&residents_path(CHIYODA), Some(&manager)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    // His profile is his to change; naming his roles as they are changes none of them.
+    let body = json!({"department": "情報政策課", "roles": ["operations_manager"], "business_systems": ["01"]});
+    let reply = app.patch(&me, Some(&manager), None, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["department"], "情報政策課");
+}
+
+/// An operations manager gives only what he holds himself: a role or a business system he lacks is refused,
+/// registering or changing another operator, one at a time, in a batch or by CSV; taking one away, or giving
+/// what he holds (the operations-manager role included), goes through. The system administrator gives anything.
+async fn an_operations_manager_gives_only_what_he_holds(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, manager) = a_manager_and_a_clerk(&app).await;
+    let register = |body: Value| app.post(&operators_path(CHIYODA), Some(&manager), &body);
+
+    forbidden(&app, register(operator("OP0601", &["clerk"], &[])), "clerk").await;
+    forbidden(&app, register(operator("OP0602", &["operations_manager"], &["02"])), "許可業務 02").await;
+    let batch = json!([operator("OP0603", &["operations_manager"], &["01"]), operator("OP0604", &["auditor"], &[])]);
+    forbidden(&app, register(batch), "auditor").await;
+    let file = "オペレータID,氏名・組織名,許可業務,役割\r\nOP0605,窓口 太郎,01,clerk\r\n";
+    let import = app.post_bytes(
+        &format!("{}/import", operators_path(CHIYODA)),
+        Some(&manager),
+        "text/csv",
+        file.as_bytes().to_vec(),
+    );
+    forbidden(&app, import, "clerk").await;
+    for id in ["OP0601", "OP0602", "OP0603", "OP0604", "OP0605"] {
+        let reply = app.get(&operator_path(CHIYODA, id), Some(&admin)).await;
+        reply.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    }
+
+    let clerk = operator_path(CHIYODA, "CL0001");
+    forbidden(&app, app.patch(&clerk, Some(&manager), None, &json!({"roles": ["clerk", "auditor"]})), "auditor").await;
+    // Taking 02 away is no grant; giving it back is, and he does not hold it.
+    let reply = app.patch(&clerk, Some(&manager), None, &json!({"business_systems": ["01"]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let give = app.patch(&clerk, Some(&manager), None, &json!({"business_systems": ["01", "02"]}));
+    forbidden(&app, give, "許可業務 02").await;
+
+    // What he holds he gives: his role and 01. The operations manager he makes gives no more than he does.
+    let new = operator_with_password("OP0606", MANAGER_PASSWORD, &["operations_manager"], &["01"]);
+    assert_eq!(register(new).await.status, StatusCode::CREATED);
+    let reply = app.patch(&clerk, Some(&manager), None, &json!({"roles": ["clerk", "operations_manager"]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let second = app.login(Some(CHIYODA), "OP0606", MANAGER_PASSWORD).await;
+    let reply = app.post(&operators_path(CHIYODA), Some(&second), &operator("OP0607", &["clerk"], &[]));
+    forbidden(&app, reply, "clerk").await;
+    // The system administrator gives anything.
+    let reply = app.patch(&clerk, Some(&admin), None, &json!({"business_systems": ["01", "02"]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+/// 千代田区 permitted 01; a business administrator `BIZ01` of 01 and two clerks permitted 01. Returns (admin, the
+/// business administrator's token).
+async fn a_business_administrator_and_two_clerks(app: &TestApp) -> (String, String) {
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    app.permit(&admin, "01", CHIYODA).await;
+    let operators = json!([
+        operator_with_password("BIZ01", MANAGER_PASSWORD, &["business_admin"], &["01"]),
+        operator("OP0501", &["clerk"], &["01"]),
+        operator("OP0502", &["clerk"], &["01"]),
+    ]);
+    app.add_operators(&admin, CHIYODA, &operators).await;
+    let token = app.login(Some(CHIYODA), "BIZ01", MANAGER_PASSWORD).await;
+    (admin, token)
+}
+
+fn internal_id_path(operator_id: &str) -> String {
+    format!("{}/internal-ids/01", operator_path(CHIYODA, operator_id))
+}
+
+/// The 業務内IDs in 01 of an operator, as shown.
+async fn internal_ids_of(app: &TestApp, admin: &str, operator_id: &str) -> Vec<String> {
+    let shown = app.get(&operator_path(CHIYODA, operator_id), Some(admin)).await.json();
+    shown["internal_ids"].as_array().unwrap().iter().map(|i| i["internal_id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A business administrator maps himself (or anyone) to another operator's 業務内ID and acts as him in the
+/// business system: a 業務内ID names one operator per municipality and business system. Removing it, assigning
+/// him another one, revoking him or dropping the business system frees it; an import is refused in its cell.
+async fn an_internal_id_names_one_operator(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, biz) = a_business_administrator_and_two_clerks(&app).await;
+    let assign = |operator_id: &str, internal_id: &str| {
+        app.put(&internal_id_path(operator_id), Some(&biz), &json!({"internal_id": internal_id}))
+    };
+    assert_eq!(assign("OP0501", "1000000010").await.status, StatusCode::OK);
+
+    for someone in ["BIZ01", "OP0502"] {
+        let before = app.event_count().await;
+        assign(someone, "1000000010").await.problem(StatusCode::CONFLICT, "/problems/already-exists");
+        assert_eq!(app.event_count().await, before, "a refused assignment wrote events");
+        assert!(internal_ids_of(&app, &admin, someone).await.is_empty());
+    }
+
+    // Removed: free.
+    assert_eq!(app.delete(&internal_id_path("OP0501"), Some(&biz)).await.status, StatusCode::OK);
+    assert_eq!(assign("OP0502", "1000000010").await.status, StatusCode::OK);
+    // Another one assigned: the first is free.
+    assert_eq!(assign("OP0502", "1000000011").await.status, StatusCode::OK);
+    assert_eq!(assign("OP0501", "1000000010").await.status, StatusCode::OK);
+    assign("OP0502", "1000000010").await.problem(StatusCode::CONFLICT, "/problems/already-exists");
+    // Revoked: free.
+    let revoked = app.post_empty(&format!("{}/revoke", operator_path(CHIYODA, "OP0501")), Some(&admin)).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    assert_eq!(assign("OP0502", "1000000010").await.status, StatusCode::OK);
+    // The business system taken from him: free.
+    let dropped = app.patch(&operator_path(CHIYODA, "OP0502"), Some(&admin), None, &json!({"business_systems": []}));
+    assert_eq!(dropped.await.status, StatusCode::OK);
+    assert_eq!(assign("BIZ01", "1000000010").await.status, StatusCode::OK);
+    assert_eq!(internal_ids_of(&app, &admin, "BIZ01").await, ["1000000010"]);
+
+    // An import naming an ID someone holds, or one an earlier row takes: each row refused in its cell.
+    let file = "オペレータID,氏名・組織名,許可業務,業務内ID\r\n\
+                OP0701,窓口 一郎,01,01:1000000010\r\n\
+                OP0702,窓口 次郎,01,01:2000000001\r\n\
+                OP0703,窓口 三郎,01,01:2000000001\r\n";
+    let before = app.event_count().await;
+    let reply = app
+        .post_bytes(&format!("{}/import", operators_path(CHIYODA)), Some(&admin), "text/csv", file.as_bytes().to_vec())
+        .await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(reply.error_fields(), ["/rows/2/internal_ids", "/rows/4/internal_ids"], "{}", reply.text);
+    assert_eq!(app.event_count().await, before);
+}
+
+/// Two business administrators assign one 業務内ID to two operators at the same moment: one wins, the other is
+/// told the ID is taken, and exactly one operator holds it.
+async fn two_concurrent_assignments_of_one_internal_id_one_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, biz) = a_business_administrator_and_two_clerks(&app).await;
+    for round in 0..6 {
+        let internal_id = format!("30000000{round:02}");
+        let body = json!({"internal_id": internal_id});
+        let first = tokio::spawn(app.put(&internal_id_path("OP0501"), Some(&biz), &body));
+        let second = tokio::spawn(app.put(&internal_id_path("OP0502"), Some(&biz), &body));
+        let replies = [first.await.unwrap(), second.await.unwrap()];
+
+        let won: Vec<&Reply> = replies.iter().filter(|r| r.status == StatusCode::OK).collect();
+        assert_eq!(won.len(), 1, "round {round}: {} / {}", replies[0].text, replies[1].text);
+        let lost = replies.iter().find(|r| r.status != StatusCode::OK).unwrap();
+        lost.problem(StatusCode::CONFLICT, "/problems/already-exists");
+        let mut holders = 0;
+        for id in ["OP0501", "OP0502"] {
+            holders += usize::from(internal_ids_of(&app, &admin, id).await.contains(&internal_id));
+        }
+        assert_eq!(holders, 1, "round {round}: {internal_id} held by {holders} operators");
+    }
+}
+
+/// A clerk probes FIDs with a resident who already has a card: had the answer been "FID taken" for a card
+/// registered elsewhere and "resident has a card" otherwise, he would learn, writing nothing, whether any FID is
+/// registered in another municipality. The resident's own refusal comes first, whatever the FID; and the
+/// refusal of an FID held elsewhere is the one of an FID held here.
+async fn whether_a_card_is_held_elsewhere_is_not_told(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    app.register_municipality(&admin, SAPPORO, "札幌市", 2).await;
+    let clerk_a = app.clerk_token(&admin, CHIYODA, "CL0001", &[]).await;
+    let clerk_b = app.clerk_token(&admin, SAPPORO, "CL0002", &[]).await;
+    let resident = |token: &str, code: &str, given: &str| {
+        let reply = app.post(&residents_path(code), Some(token), &resident_body("ヤマダ", given, "3450101"));
+        async move {
+            let reply = reply.await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            reply.json()["resident_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let card = |token: &str, code: &str, fid: &str, resident: &str| {
+        app.post(&cards_path(code), Some(token), &json!({"fid": fid, "resident_id": resident}))
+    };
+    let taro = resident(&clerk_a, CHIYODA, "タロウ").await;
+    assert_eq!(card(&clerk_a, CHIYODA, "FIDA0001", &taro).await.status, StatusCode::CREATED);
+    let (jiro, saburo) = (resident(&clerk_b, SAPPORO, "ジロウ").await, resident(&clerk_b, SAPPORO, "サブロウ").await);
+    assert_eq!(card(&clerk_b, SAPPORO, "FIDB0001", &jiro).await.status, StatusCode::CREATED);
+    let hanako = resident(&clerk_b, SAPPORO, "ハナコ").await;
+    assert_eq!(card(&clerk_b, SAPPORO, "FIDB0002", &saburo).await.status, StatusCode::CREATED);
+    let before = app.event_count().await;
+
+    // Jiro has a card: held in A, held here or never seen, the answer is about Jiro.
+    let mut answers = vec![];
+    for fid in ["FIDA0001", "FIDB0002", "FIDNEVER"] {
+        let reply = card(&clerk_b, SAPPORO, fid, &jiro).await;
+        reply.problem(StatusCode::CONFLICT, "/problems/resident-has-card");
+        answers.push(reply.text);
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "the answers differ: {answers:?}");
+    // Hanako has none: an FID held in A and one held here are refused alike, without saying where.
+    let elsewhere = card(&clerk_b, SAPPORO, "FIDA0001", &hanako).await;
+    let here = card(&clerk_b, SAPPORO, "FIDB0002", &hanako).await;
+    elsewhere.problem(StatusCode::CONFLICT, "/problems/fid-taken");
+    assert_eq!(elsewhere.text, here.text);
+    for secret in [CHIYODA, "千代田", taro.as_str()] {
+        assert!(!elsewhere.text.contains(secret), "{}", elsewhere.text);
+    }
+    assert_eq!(app.event_count().await, before, "a refused registration wrote events");
+}
+
 on_both_backends!(
     guessing_one_operator_is_throttled,
     one_address_guessing_many_operators_is_throttled,
+    an_operations_manager_cannot_raise_his_own_privileges,
+    an_operations_manager_gives_only_what_he_holds,
+    an_internal_id_names_one_operator,
+    two_concurrent_assignments_of_one_internal_id_one_wins,
+    whether_a_card_is_held_elsewhere_is_not_told,
     slow_clients_are_cut_off,
     connections_beyond_the_limit_are_closed_at_once,
     no_answer_of_the_api_may_be_cached,

@@ -189,9 +189,13 @@ async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<
     (etag(snapshot.version), Json(view(snapshot))).into_response()
 }
 
-/// Register a card to a resident: it is in use from now on and becomes his one active card. A resident who is
-/// not of this municipality (or does not exist) is refused as `/resident_id` (422); an FID registered anywhere
-/// is `/problems/fid-taken` (409), without saying where.
+/// Register a card to a resident: it is in use from now on and becomes his one active card. The resident is
+/// checked first: one who is not of this municipality (or does not exist) is refused as `/resident_id` (422),
+/// one who moved out or already has a card with `/problems/resident-moved-out` or `/problems/resident-has-card`
+/// (409), whatever the FID. Then an FID held anywhere (registered and not abolished) is `/problems/fid-taken`
+/// (409): the same answer whether it is held in this municipality or in another, never saying where. An
+/// abolished card is released (its holder moved, the card with him): it is registered afresh, here or in any
+/// other municipality, with no local area and no APs.
 #[utoipa::path(post, operation_id = "registerCard",
     path = "/api/v1/municipalities/{code}/cards", tag = "cards", request_body = CardInput,
     params(("code" = String, Path, description = "全国地方公共団体コード"),
@@ -200,8 +204,9 @@ async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<
     security(("bearer" = [])),
     responses((status = 201, body = CardView, headers(("ETag" = String), ("Location" = String))),
         (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
-        (status = 409, body = ProblemDetails, description = "`/problems/fid-taken`, `/problems/resident-has-card`, \
-            `/problems/resident-moved-out`"),
+        (status = 409, body = ProblemDetails, description = "`/problems/resident-has-card`, \
+            `/problems/resident-moved-out` (the resident, decided first); `/problems/fid-taken` (the FID is held, \
+            here or elsewhere: one answer for both)"),
         (status = 422, body = ProblemDetails, description = "`/fid`, `/resident_id` (also: no such resident here)")))]
 pub async fn register_card(
     State(state): State<AppState>,

@@ -270,7 +270,7 @@ fn text_of(e: &OperatorError) -> Text {
 /// screen's checks: 業務内ID, 役割, 許可業務, オペレータID).
 fn column_of(e: &OperatorError) -> (u8, Column) {
     match e {
-        OperatorError::BusinessSystemNotPermitted(_) => (0, Column::InternalIds),
+        OperatorError::BusinessSystemNotPermitted(_) | OperatorError::InternalIdTaken(_) => (0, Column::InternalIds),
         OperatorError::BusinessSystemNotUsable(_) => (2, Column::BusinessSystems),
         OperatorError::AlreadyRegistered => (3, Column::OperatorId),
         _ => (1, Column::Roles),
@@ -367,7 +367,12 @@ impl std::fmt::Debug for ImportedRow {
 /// (the header is row 1, the first data row row 2); `column` is the header cell as written in the file (absent
 /// for an error about a whole row); `field` is `/rows/{row}/{json name}`. An operator ID that appears twice in
 /// the file, or that is already registered (and not revoked) in the municipality, is a row error too; a revoked
-/// operator's ID may be imported again (a new registration, as with `POST …/operators`).
+/// operator's ID may be imported again (a new registration, as with `POST …/operators`). So is a 業務内ID that
+/// another operator (not revoked) holds in that business system, or that an earlier row takes: a 業務内ID names
+/// one operator per municipality and business system.
+///
+/// **Privileges**: an operations manager imports only operators whose roles and 許可業務 he holds himself
+/// (else `403`, naming each role and business system he does not hold); the system administrator any.
 #[utoipa::path(post, operation_id = "importOperators",
     path = "/api/v1/municipalities/{code}/operators/import", tag = "operators",
     request_body(content = String, content_type = "text/csv",
@@ -377,7 +382,11 @@ impl std::fmt::Debug for ImportedRow {
     security(("bearer" = [])),
     responses(
         (status = 201, body = ImportReport, description = "Every row registered; generated passwords shown once"),
-        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 403, body = ProblemDetails, description = "`/problems/forbidden`: not an operations manager of \
+            the municipality; 業務内IDs or password hashes he may not import; or roles or business systems he does \
+            not hold himself (only the system administrator gives what he does not hold; `detail` names each). \
+            Nothing was registered"),
+        (status = 404, body = ProblemDetails),
         (status = 413, body = ProblemDetails, description = "Larger than 32 MiB"),
         (status = 415, body = ProblemDetails, description = "Not `text/csv`, an unknown charset, or a file that is \
             not UTF-8 sent without a charset"),
@@ -889,8 +898,8 @@ pub struct MigratedOperator {
         (status = 403, body = ProblemDetails, description = "Not the system administrator"),
         (status = 404, body = ProblemDetails, description = "`from` or `to` is no registered municipality"),
         (status = 409, body = ProblemDetails, description = "`/problems/already-exists`: operator IDs already \
-            registered in the target (named in `detail`); `/problems/municipality-abolished`: the target is \
-            abolished"),
+            registered in the target (named in `detail`), or a 業務内ID another operator of the target holds in \
+            that business system; `/problems/municipality-abolished`: the target is abolished"),
         (status = 422, body = ProblemDetails, description = "Bad codes, `from` = `to`, unknown or revoked \
             operators in `operator_ids`, or nothing to migrate")))]
 pub async fn migrate(

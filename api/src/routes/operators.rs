@@ -386,7 +386,7 @@ async fn operator_in_path(
 pub fn domain_error(e: OperatorError) -> ApiError {
     let text = Text::of(&e);
     match e {
-        OperatorError::AlreadyRegistered => ApiError::already_exists(text),
+        OperatorError::AlreadyRegistered | OperatorError::InternalIdTaken(_) => ApiError::already_exists(text),
         OperatorError::NotRegistered => ApiError::not_found(),
         OperatorError::Revoked => ApiError::state_conflict(ProblemType::OperatorRevoked, text),
         OperatorError::Locked { .. } => ApiError::state_conflict(ProblemType::OperatorLocked, text),
@@ -423,6 +423,7 @@ fn field_of(e: &OperatorError) -> &'static str {
     match e {
         OperatorError::AlreadyRegistered => "operator_id",
         OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => "business_systems",
+        OperatorError::InternalIdTaken(_) => "internal_ids",
         _ => "roles",
     }
 }
@@ -430,9 +431,9 @@ fn field_of(e: &OperatorError) -> &'static str {
 /// What a refusal says, naming the business system it is about (the Japanese message does not).
 pub fn named(e: &OperatorError) -> Text {
     match e {
-        OperatorError::BusinessSystemNotUsable(b) | OperatorError::BusinessSystemNotPermitted(b) => {
-            Text::new(format!("{}（{b}）", e.message_ja()), e.to_string())
-        }
+        OperatorError::BusinessSystemNotUsable(b)
+        | OperatorError::BusinessSystemNotPermitted(b)
+        | OperatorError::InternalIdTaken(b) => Text::new(format!("{}（{b}）", e.message_ja()), e.to_string()),
         _ => Text::of(e),
     }
 }
@@ -451,13 +452,17 @@ pub async fn register_all(
     })
 }
 
-/// Register one operator (an object) or a batch (an array, all or none).
+/// Register one operator (an object) or a batch (an array, all or none). An operations manager gives only roles
+/// and business systems he holds himself (else `403`, naming each); the system administrator any.
 #[utoipa::path(post, operation_id = "registerOperator",
     path = "/api/v1/municipalities/{code}/operators", tag = "operators",
     request_body(content = OperatorInput, description = "One operator, or an array of them (all or none)"),
     params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 201, body = OperatorView), (status = 403, body = ProblemDetails),
+    responses((status = 201, body = OperatorView),
+        (status = 403, body = ProblemDetails, description = "`/problems/forbidden`: not an operations manager of the \
+            municipality, or a role or business system he does not hold himself (only the system administrator \
+            gives what he does not hold; `detail` names each); nothing was registered"),
         (status = 404, body = ProblemDetails), (status = 409, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn register(
     State(state): State<AppState>,
@@ -582,12 +587,19 @@ pub async fn show(
     Ok((etag(view.version), Json(view)).into_response())
 }
 
+/// Change an operator's management information, roles or permitted business systems (all parts or none).
+/// Nobody changes his own roles or business systems, and only the system administrator gives a role or a
+/// business system he does not hold himself: both are `403 /problems/forbidden`, nothing changed. Taking one
+/// away, or keeping what the operator has, needs no such privilege.
 #[utoipa::path(patch, operation_id = "changeOperator",
     path = "/api/v1/municipalities/{code}/operators/{operator_id}", tag = "operators",
     request_body = OperatorChange,
     params(("code" = String, Path), ("operator_id" = String, Path), ("If-Match" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
+    responses((status = 200, body = OperatorView),
+        (status = 403, body = ProblemDetails, description = "`/problems/forbidden`: not an operations manager of the \
+            municipality; his own roles or business systems (nobody changes his own); or giving a role or business \
+            system he does not hold himself (`detail` names each). Nothing was changed"),
         (status = 404, body = ProblemDetails),
         (status = 409, body = ProblemDetails), (status = 412, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
 pub async fn change(
@@ -779,13 +791,18 @@ pub async fn bulk_passwords(
 }
 
 /// Map the operator to his 業務内ID in one business system (that system's administrator, or the system admin).
+/// A 業務内ID names one operator per municipality and business system: one another operator (not revoked) holds
+/// there is refused; his previous one is freed.
 #[utoipa::path(put, operation_id = "assignInternalId",
     path = "/api/v1/municipalities/{code}/operators/{operator_id}/internal-ids/{business_id}",
     tag = "operators", request_body = InternalIdInput,
     params(("code" = String, Path), ("operator_id" = String, Path), ("business_id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 200, body = OperatorView), (status = 403, body = ProblemDetails),
-        (status = 404, body = ProblemDetails), (status = 422, body = ProblemDetails)))]
+        (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails, description = "`/problems/already-exists`: another operator (not \
+            revoked) holds this 業務内ID in this business system of the municipality; nothing was changed"),
+        (status = 422, body = ProblemDetails)))]
 pub async fn assign_internal_id(
     State(state): State<AppState>,
     auth: Authenticated,
