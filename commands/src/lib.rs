@@ -6,7 +6,8 @@
 //! - [`business_systems`]: register, update, retire; permit and withdraw shared use (共同利用).
 //! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), change, map 業務内IDs.
 //! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
-//! - [`registry_import`]: the resident registry import.
+//! - [`registry_import`]: the resident registry import (a file's batches in, their outcomes out, in file order).
+//! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //!
 //! Every change runs through one engine ([`engine::transact`]): authorize → load the streams → fold → decide →
 //! append at the loaded versions in one transaction (with its [`cardap_store::Companion`] writes), retrying a
@@ -27,6 +28,7 @@ pub mod municipalities;
 pub mod operators;
 pub mod passwords;
 pub mod ports;
+pub mod registry;
 pub mod registry_import;
 pub mod residents;
 pub mod views;
