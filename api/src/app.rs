@@ -164,8 +164,8 @@ impl Application {
             progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
-        let residents = ResidentServices::new(store.clone(), read.clone(), Arc::new(random_u64));
         let views = Views::new(progress);
+        let residents = ResidentServices::new(store.clone(), read.clone(), views.clone(), Arc::new(random_u64));
         let policy = AccessPolicy {
             sessions: settings.sessions,
             passwords: settings.passwords,

@@ -1,7 +1,8 @@
 //! The application layer of cardap: every use case, one module per area — read the module list to learn what
 //! cardap does.
 //!
-//! - [`access`]: log in, authenticate a session, log out, change one's password; reset, bulk-reset, revoke, unlock.
+//! - [`access`]: log in, authenticate a session, log out, change one's password; reset, bulk-reset, revoke, unlock;
+//!   failed logins throttled per client address and login name ([`throttle`]).
 //! - [`municipalities`]: register, change, abolish (市町村設定).
 //! - [`business_systems`]: register, update, retire; permit and withdraw shared use (共同利用).
 //! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), check a batch before registering it
@@ -9,7 +10,8 @@
 //!   `internal_ids`); the operator directory.
 //! - [`operator_migration`]: move operators to another municipality with their passwords (操作者情報の移行).
 //! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
-//! - [`registry_import`]: the resident registry import.
+//! - [`registry_import`]: the resident registry import (a file's batches in, their outcomes out, in file order).
+//! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`status`]: is the event store answering (readiness, metrics).
 //! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
 //!
@@ -35,6 +37,7 @@ pub mod operator_migration;
 pub mod operators;
 pub mod passwords;
 pub mod ports;
+pub mod registry;
 pub mod registry_import;
 pub mod residents;
 pub mod status;

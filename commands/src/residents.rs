@@ -35,6 +35,7 @@ use crate::authz::Permission;
 use crate::context::CommandContext;
 use crate::engine::{Transacted, Tx, transact};
 use crate::handler::CommandError;
+use crate::views::Views;
 
 /// Why a registration step was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +98,8 @@ pub type StandardIdDraw = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub struct ResidentServices {
     store: Arc<dyn EventStore>,
     read: ReadModels,
+    /// A registry import answers once the read models show it.
+    views: Views,
     draw: StandardIdDraw,
 }
 
@@ -107,8 +110,8 @@ impl std::fmt::Debug for ResidentServices {
 }
 
 impl ResidentServices {
-    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, draw: StandardIdDraw) -> Self {
-        ResidentServices { store, read, draw }
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, views: Views, draw: StandardIdDraw) -> Self {
+        ResidentServices { store, read, views, draw }
     }
 
     /// The read models the resident queries answer from.
@@ -134,6 +137,11 @@ impl ResidentServices {
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// This node's read models' progress, to wait for a write to show.
+    pub fn views(&self) -> &Views {
+        &self.views
     }
 
     // ---- settings -------------------------------------------------------------------------------------------

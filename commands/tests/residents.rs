@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cardap_commands::residents::{CardAction, RegistrationError, ResidentServices, StandardIdDraw};
-use cardap_commands::{CommandContext, CommandError, CommandHandler, Permission};
+use cardap_commands::{CommandContext, CommandError, CommandHandler, Permission, Views};
 use cardap_domain::business_system::{self, BusinessSystem, BusinessSystemCommand};
 use cardap_domain::card::CardError;
 use cardap_domain::contact::Sex;
@@ -94,7 +94,12 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
             .await
             .unwrap();
     }
-    let services = ResidentServices::new(store.clone(), ReadModels::connect("sqlite::memory:", 1).unwrap(), draw);
+    let services = ResidentServices::new(
+        store.clone(),
+        ReadModels::connect("sqlite::memory:", 1).unwrap(),
+        Views::default(),
+        draw,
+    );
     let settings = LocalSettingsValue {
         custom_fields: vec![],
         catalog: BTreeSet::from([BusinessId::LIBRARY]),

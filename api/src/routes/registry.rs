@@ -2,24 +2,21 @@
 //! the streamed bulk import of a registry file with a per-row report, and the prefill of 利用者登録 from it, by
 //! registry key or by the four facts read from a card (本人確認4情報).
 //!
-//! - `POST /api/v1/municipalities/{code}/registry/import`: the body is read as a stream, parsed row by row on
-//!   the blocking pool and imported in batches of [`BATCH_ROWS`] (one registry-view query and one atomic append
-//!   per batch), while the answer streams NDJSON: one line per row that was not unchanged, then a summary line.
-//!   Nothing holds the whole file: the body, the parsed batches and the report lines all pass through bounded
-//!   channels, so memory stays flat whatever the file's size.
-//! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft.
+//! - `POST /api/v1/municipalities/{code}/registry/import`: the body is read as a stream and parsed row by row on
+//!   the blocking pool into batches of [`BATCH_ROWS`], which the import use case
+//!   (`ResidentServices::import_registry`) imports while the answer streams NDJSON: one line per row that was not
+//!   unchanged, then a summary line. Nothing holds the whole file: the body, the parsed batches, their outcomes
+//!   and the report lines all pass through bounded channels, so memory stays flat whatever the file's size.
+//! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft,
+//!   from `ResidentServices::registry_entry` and `registry_matches`.
 //!
-//! Owns the registry file's layout (its columns, the two recognised layouts) and the report; reading the file
-//! (charsets, the streamed body, row numbers, header matching) is `crate::import`'s, the cell formats of dates
-//! and sex `cardap_domain::cells`'. The decision per row is `registry_import`'s, the registry view
-//! `projections::registry`'s. Never logs a cell's content: only counts, row numbers and municipality codes.
-//!
-//! Longer than 600 lines because the streamed import is one pipeline (parser on the blocking pool, batches in
-//! flight, the NDJSON report) whose parts only make sense together.
+//! Owns the HTTP of these routes, the report (its lines and their schemas) and the draft. What a registry file
+//! looks like and its parser on the blocking pool are `file`'s; reading a CSV (charsets, the streamed body, row
+//! numbers, header matching) is `crate::import`'s. Which batches run at once, the decision per row and the counts
+//! are `cardap_commands::registry_import`'s, the two prefill queries `cardap_commands::registry`'s. Never logs a
+//! cell's content: only counts, row numbers and municipality codes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -28,15 +25,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cardap_commands::registry_import::{KnownEntries, RegistryRow, RowOutcome};
-use cardap_commands::{Permission, authorize};
-use cardap_domain::cells::{self, BirthDateCell, SexCell, half_width};
-use cardap_domain::registry::{FullName, RegistryFacts, RegistryKey, parse_full_kana, split_kana};
-use cardap_domain::resident::{Address, PostalCode};
-use cardap_domain::{MunicipalityCode, ParseError};
-use cardap_projections::registry as view;
-use futures_util::stream::FuturesOrdered;
-use futures_util::{StreamExt, stream};
+use cardap_commands::registry_import::{BatchError, BatchOutcome, ImportFailure, RowOutcome, RowReport};
+use cardap_commands::residents::ResidentServices;
+use cardap_commands::{CommandContext, Permission, authorize};
+use cardap_domain::MunicipalityCode;
+use cardap_domain::cells::{self, BirthDateCell, SexCell};
+use cardap_domain::registry::{FullName, RegistryFacts, RegistryKey, split_kana};
+use cardap_domain::resident::Address;
+use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -45,24 +41,20 @@ use utoipa::ToSchema;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::{Lang, Text};
-use crate::import::body::{BodyFailure, BodySource};
-use crate::import::layout::header_form;
-use crate::import::{
-    self, CellError, Charset, CsvRow, CsvRows, Header, HeaderError, ReadError, Unknown, declared_charset,
-};
+use crate::import::body::BodySource;
+use crate::import::{self, CsvRows, declared_charset};
 use crate::routes::RequestMeta;
 use crate::routes::municipality_in_path;
 use crate::state::AppState;
 
+mod file;
+
+use file::{BadRow, Column, Layout, MAX_ROW_BYTES, Message, parse_file};
+
 /// Rows per batch: one registry-view query and one atomic append each.
 pub const BATCH_ROWS: usize = 1000;
 
-/// Batches being imported at once (with no registry key in common). The appends of one batch are one transaction
-/// of many short statements, so a second and third batch keep the database busy while the first waits for its
-/// round trips.
-const IN_FLIGHT: usize = 3;
-
-/// Parsed batches waiting for the importer (on top of those in flight).
+/// Parsed batches waiting for the import (on top of those in flight, `registry_import::IN_FLIGHT`).
 const PARSED_BATCHES: usize = 2;
 
 /// Report chunks (one per batch) waiting for the client to read them.
@@ -75,429 +67,11 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// other routes (which here bound only the wait for the header row, as the report starts right after it).
 pub const IMPORT_TIME_LIMIT: Duration = Duration::from_secs(2 * 60 * 60);
 
-/// The longest row accepted (a registry row is a few hundred bytes): bounds the memory of one row.
-const MAX_ROW_BYTES: u64 = 64 * 1024;
-
-/// Characters of an unparseable registry key echoed in the report.
-const MAX_ECHOED_KEY: usize = 40;
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/municipalities/{code}/registry/import", post(import))
         .route("/api/v1/municipalities/{code}/registry/lookup", post(lookup))
         .route("/api/v1/municipalities/{code}/registry/{registry_key}", get(show))
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Columns and layouts
-
-/// A column of a registry file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Column {
-    Key,
-    Name,
-    KanjiFamily,
-    KanjiGiven,
-    Kana,
-    BirthDate,
-    Sex,
-    PostalCode,
-    Address,
-}
-
-impl import::Column for Column {
-    const ALL: &'static [Column] = &[
-        Column::Key,
-        Column::Name,
-        Column::KanjiFamily,
-        Column::KanjiGiven,
-        Column::Kana,
-        Column::BirthDate,
-        Column::Sex,
-        Column::PostalCode,
-        Column::Address,
-    ];
-
-    /// The English header name.
-    fn field(self) -> &'static str {
-        match self {
-            Column::Key => "registry_key",
-            Column::Name => "name",
-            Column::KanjiFamily => "kanji_family",
-            Column::KanjiGiven => "kanji_given",
-            Column::Kana => "kana",
-            Column::BirthDate => "birth_date",
-            Column::Sex => "sex",
-            Column::PostalCode => "postal_code",
-            Column::Address => "address",
-        }
-    }
-
-    /// The Japanese header as the registry systems write it.
-    fn label(self) -> &'static str {
-        match self {
-            Column::Key => "宛名番号",
-            Column::Name => "氏名",
-            Column::KanjiFamily => "氏名（姓）",
-            Column::KanjiGiven => "氏名（名）",
-            Column::Kana => "カナ氏名",
-            Column::BirthDate => "生年月日",
-            Column::Sex => "性別",
-            Column::PostalCode => "郵便番号",
-            Column::Address => "住所",
-        }
-    }
-
-    fn aliases(self) -> &'static [&'static str] {
-        match self {
-            Column::Key => &["宛名コード", "住民番号"],
-            Column::Name => &["漢字氏名", "氏名(漢字)"],
-            Column::KanjiFamily => &["漢字氏名(姓)", "姓"],
-            Column::KanjiGiven => &["漢字氏名(名)", "名"],
-            Column::Kana => &["氏名カナ", "カナ", "フリガナ", "氏名(カナ)", "氏名(フリガナ)", "カナ氏名(全角)"],
-            Column::BirthDate => &[],
-            Column::Sex => &[],
-            Column::PostalCode => &["〒"],
-            Column::Address => &[],
-        }
-    }
-}
-
-/// Whether a header names the 個人番号, which cardap never takes (not even to ignore it).
-fn is_my_number(header: &str) -> bool {
-    let h = header_form(header);
-    ["個人番号", "マイナンバー", "my_number", "mynumber", "individual_number"].contains(&h.as_str())
-}
-
-/// Which of the two files this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// 既存住基システム's export: key, name (whole or split), birth date, sex; kana, postal code, address optional.
-    Registry,
-    /// 住基ネットCS's 本人確認4情報: key, 氏名, 住所, 生年月日, 性別 and nothing else; the address is required.
-    JukiNetCs,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Registry => "registry",
-            Kind::JukiNetCs => "juki_net_cs",
-        }
-    }
-}
-
-/// The file's header: which column is where, and which of the two layouts it is.
-#[derive(Debug, Clone)]
-struct Layout {
-    kind: Kind,
-    header: Header<Column>,
-}
-
-impl Layout {
-    fn of(cells: &[String], row: u64) -> Result<Layout, ApiError> {
-        let refuse = |h: &str| {
-            is_my_number(h).then(|| {
-                Text::new(
-                    "個人番号（マイナンバー）の列があるファイルは取り込めません。その列を削除してから取り込んでください",
-                    "a file with a My Number column is refused: cardap never takes the My Number; remove the column",
-                )
-            })
-        };
-        let (header, mut errors) = Header::<Column>::of(cells, row, Unknown::Ignore, refuse);
-        let has = |c: Column| header.has(c);
-        if !has(Column::Key) {
-            errors.push(header.missing(Column::Key));
-        }
-        let split = has(Column::KanjiFamily) || has(Column::KanjiGiven);
-        if has(Column::Name) && split {
-            errors.push(
-                FieldError::new(
-                    format!("/rows/{row}/name"),
-                    Text::new(
-                        "「氏名」と「氏名（姓）」「氏名（名）」の列は、どちらか一方にしてください",
-                        "give either the whole name (name) or kanji_family and kanji_given, not both",
-                    ),
-                )
-                .in_cell(row, header.name(Column::Name).to_owned()),
-            );
-        } else if split {
-            for c in [Column::KanjiFamily, Column::KanjiGiven] {
-                if !has(c) {
-                    errors.push(header.missing(c));
-                }
-            }
-        } else if !has(Column::Name) {
-            errors.push(header.missing(Column::Name));
-        }
-        for c in [Column::BirthDate, Column::Sex] {
-            if !has(c) {
-                errors.push(header.missing(c));
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::validation(errors).with_detail(Text::new(
-                "見出し行（1行目）を確認してください。何も取り込んでいません",
-                "check the header row; nothing was imported",
-            )));
-        }
-        let four_facts_only = has(Column::Name)
-            && has(Column::Address)
-            && !has(Column::Kana)
-            && !has(Column::PostalCode)
-            && header.ignored().is_empty();
-        let kind = if four_facts_only { Kind::JukiNetCs } else { Kind::Registry };
-        Ok(Layout { kind, header })
-    }
-
-    fn has(&self, column: Column) -> bool {
-        self.header.has(column)
-    }
-
-    /// How the file names `column`.
-    fn name(&self, column: Column) -> &str {
-        self.header.name(column)
-    }
-
-    fn error(&self, column: Column, message: Text) -> CellError {
-        self.header.error(column, message)
-    }
-
-    /// `value`, or a "required" error about `column`.
-    fn required(&self, column: Column, value: Option<String>, errors: &mut Vec<CellError>) -> Option<String> {
-        if value.is_none() {
-            errors.push(self.error(column, Text::new("必須項目です", "is required")));
-        }
-        value
-    }
-
-    /// The parsed value, or the parse error about `column`.
-    fn parsed<T>(&self, column: Column, result: Result<T, ParseError>, errors: &mut Vec<CellError>) -> Option<T> {
-        result.map_err(|e| errors.push(self.error(column, Text::of(&e)))).ok()
-    }
-
-    /// The cell format's value, or its error about `column`.
-    fn cell<T>(&self, column: Column, result: Result<T, cells::CellError>, errors: &mut Vec<CellError>) -> Option<T> {
-        result.map_err(|e| errors.push(self.error(column, Text::of(&e)))).ok()
-    }
-
-    /// One data row, parsed into a registry row or the errors of its cells.
-    /// `None` for a blank row (every cell empty, full-width spaces included), which is skipped.
-    fn parse_row(&self, row: CsvRow) -> Option<Parsed> {
-        if row.is_blank() {
-            return None;
-        }
-        let mut cells = self.header.row_of(row);
-        let row = cells.row;
-        let mut errors = std::mem::take(&mut cells.errors);
-        let mut take = |c: Column| cells.take(c);
-        let raw_key = take(Column::Key);
-        let name = take(Column::Name);
-        let family = take(Column::KanjiFamily);
-        let given = take(Column::KanjiGiven);
-        let kana = take(Column::Kana);
-        let birth_date = take(Column::BirthDate);
-        let sex = take(Column::Sex);
-        let postal_code = take(Column::PostalCode);
-        let address = take(Column::Address);
-
-        let key = self
-            .required(Column::Key, raw_key.clone(), &mut errors)
-            .and_then(|v| self.parsed(Column::Key, RegistryKey::parse(&half_width(&v)), &mut errors));
-        let name = if self.has(Column::Name) {
-            self.required(Column::Name, name, &mut errors)
-                .and_then(|v| self.parsed(Column::Name, FullName::parse(&v), &mut errors))
-        } else {
-            let family = self
-                .required(Column::KanjiFamily, family, &mut errors)
-                .and_then(|v| self.parsed(Column::KanjiFamily, FullName::parse(&v), &mut errors));
-            let given = self
-                .required(Column::KanjiGiven, given, &mut errors)
-                .and_then(|v| self.parsed(Column::KanjiGiven, FullName::parse(&v), &mut errors));
-            match (family, given) {
-                (Some(f), Some(g)) => self.parsed(
-                    Column::KanjiGiven,
-                    FullName::parse(&format!("{}\u{3000}{}", f.as_str(), g.as_str())),
-                    &mut errors,
-                ),
-                _ => None,
-            }
-        };
-        let kana = kana.and_then(|v| self.parsed(Column::Kana, parse_full_kana(&v), &mut errors));
-        let birth_date = self
-            .required(Column::BirthDate, birth_date, &mut errors)
-            .and_then(|v| self.cell(Column::BirthDate, BirthDateCell::parse(&v), &mut errors));
-        let sex = self
-            .required(Column::Sex, sex, &mut errors)
-            .and_then(|v| self.cell(Column::Sex, SexCell::parse(&v), &mut errors));
-        let postal_code = postal_code.and_then(|v| self.parsed(Column::PostalCode, parse_postal_code(&v), &mut errors));
-        let address =
-            if self.kind == Kind::JukiNetCs { self.required(Column::Address, address, &mut errors) } else { address }
-                .and_then(|v| self.parsed(Column::Address, Address::parse(&v), &mut errors));
-
-        Some(match (key, name, birth_date, sex) {
-            (Some(key), Some(name), Some(birth_date), Some(sex)) if errors.is_empty() => {
-                let facts = RegistryFacts { name, kana, birth_date, sex, postal_code, address };
-                Parsed::Good(RegistryRow { row, key, facts })
-            }
-            _ => Parsed::Bad(BadRow { row, key: raw_key.map(|k| k.chars().take(MAX_ECHOED_KEY).collect()), errors }),
-        })
-    }
-
-    /// Optional facts the file has no column for keep what the registry holds (a 住基ネットCS file knows no kana
-    /// and no postal code, and must not clear them).
-    fn keep_absent(&self, rows: &mut [RegistryRow], known: &KnownEntries) {
-        let (kana, postal_code, address) =
-            (!self.has(Column::Kana), !self.has(Column::PostalCode), !self.has(Column::Address));
-        if !(kana || postal_code || address) {
-            return;
-        }
-        for row in rows {
-            let Some((_, Some(current))) = known.get(row.key.as_str()) else { continue };
-            if kana {
-                row.facts.kana = current.kana.clone();
-            }
-            if postal_code {
-                row.facts.postal_code = current.postal_code.clone();
-            }
-            if address {
-                row.facts.address = current.address.clone();
-            }
-        }
-    }
-}
-
-/// 郵便番号 with or without hyphen, a leading 〒 and full-width digits allowed.
-fn parse_postal_code(s: &str) -> Result<PostalCode, ParseError> {
-    PostalCode::parse(half_width(s).trim_start_matches('〒').trim())
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Parsing the streamed body (on the blocking pool)
-
-/// One data row after parsing.
-#[derive(Debug)]
-enum Parsed {
-    Good(RegistryRow),
-    Bad(BadRow),
-}
-
-/// A row that cannot be imported, and why.
-#[derive(Debug)]
-struct BadRow {
-    row: u64,
-    /// The registry key cell as written (cut short), when there was one.
-    key: Option<String>,
-    errors: Vec<CellError>,
-}
-
-/// What the parser hands to the importer.
-#[derive(Debug)]
-enum Message {
-    Rows(Vec<Parsed>),
-    /// The body could not be read on; the rows before were sent.
-    Failed(ApiError),
-}
-
-impl Message {
-    /// The registry keys the batch writes.
-    fn keys(&self) -> HashSet<RegistryKey> {
-        match self {
-            Message::Rows(rows) => rows
-                .iter()
-                .filter_map(|p| match p {
-                    Parsed::Good(r) => Some(r.key.clone()),
-                    Parsed::Bad(_) => None,
-                })
-                .collect(),
-            Message::Failed(_) => HashSet::new(),
-        }
-    }
-}
-
-/// The answer to a file that stopped before its end at `row`.
-fn read_problem(rows: &CsvRows<BodySource>, error: ReadError) -> ApiError {
-    match (error, rows.source().failure()) {
-        (ReadError::TooLong { row }, _) => ApiError::validation(vec![
-            FieldError::new(
-                format!("/rows/{row}"),
-                Text::new(
-                    format!("1行が長すぎます（{} KiB まで）。取り込みを中止しました", MAX_ROW_BYTES / 1024),
-                    format!("a row longer than {} KiB; the import was stopped", MAX_ROW_BYTES / 1024),
-                ),
-            )
-            .in_row(row),
-        ]),
-        (_, Some(BodyFailure::Stalled)) => ApiError::malformed(
-            Text::new(
-                format!("{}秒間データが届かなかったため、取り込みを中止しました", STALL_TIMEOUT.as_secs()),
-                format!("the upload stalled for {} s; the import was stopped", STALL_TIMEOUT.as_secs()),
-            ),
-            vec![],
-        ),
-        (_, Some(BodyFailure::TimeLimit)) => ApiError::malformed(
-            Text::new(
-                format!("取り込みが{}分を超えたため中止しました", IMPORT_TIME_LIMIT.as_secs() / 60),
-                format!("the import took longer than {} minutes and was stopped", IMPORT_TIME_LIMIT.as_secs() / 60),
-            ),
-            vec![],
-        ),
-        (_, Some(BodyFailure::Broken) | None) => {
-            ApiError::malformed(Text::new("送信が途中で切れました", "the upload was cut off"), vec![])
-        }
-    }
-}
-
-/// The parser, on the blocking pool: reads the header (answering the handler through `header`), then every data
-/// row, sending them in batches of [`BATCH_ROWS`] through the bounded `rows` channel. Stops when the importer
-/// goes away.
-fn parse_file(
-    mut csv: CsvRows<BodySource>,
-    declared: Option<Charset>,
-    header: oneshot::Sender<Result<Layout, ApiError>>,
-    rows: mpsc::Sender<Message>,
-) {
-    let layout = match csv.header(declared) {
-        Ok((cells, row)) => Layout::of(&cells, row),
-        Err(HeaderError::Problem(problem)) => Err(problem),
-        Err(HeaderError::Read(e)) => Err(read_problem(&csv, e)),
-    };
-    let layout = match layout {
-        Ok(layout) => layout,
-        Err(e) => {
-            let _ = header.send(Err(e));
-            return;
-        }
-    };
-    if header.send(Ok(layout.clone())).is_err() {
-        return;
-    }
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
-    while let Some(next) = csv.next_row() {
-        match next {
-            Ok(row) => {
-                let Some(parsed) = layout.parse_row(row) else { continue };
-                batch.push(parsed);
-                if batch.len() >= BATCH_ROWS
-                    && rows
-                        .blocking_send(Message::Rows(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS))))
-                        .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => {
-                if !batch.is_empty() && rows.blocking_send(Message::Rows(std::mem::take(&mut batch))).is_err() {
-                    return;
-                }
-                let _ = rows.blocking_send(Message::Failed(read_problem(&csv, e)));
-                return;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = rows.blocking_send(Message::Rows(batch));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -586,28 +160,12 @@ pub struct ImportSummary {
     pub aborted: bool,
 }
 
-/// What one import needs in every batch.
-struct Importer {
-    state: AppState,
-    auth: Authenticated,
+/// What the report of one import needs besides the outcomes.
+#[derive(Debug)]
+struct Report {
     code: MunicipalityCode,
-    meta: RequestMeta,
     layout: Layout,
     lang: Lang,
-}
-
-impl std::fmt::Debug for Importer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Importer").field("code", &self.code).finish_non_exhaustive()
-    }
-}
-
-/// What became of one batch.
-#[derive(Debug, Default)]
-struct BatchReport {
-    lines: Vec<u8>,
-    summary: ImportSummary,
-    failed: bool,
 }
 
 /// 住基データ取り込み: import a file of the resident registry, streamed, with a report per row.
@@ -684,12 +242,12 @@ pub async fn import(
     tokio::task::spawn_blocking(move || parse_file(csv, declared, header_tx, rows_tx));
     let layout = header_rx.await.map_err(|_| ApiError::internal("the registry file parser stopped"))??;
 
-    // Every batch gets a fresh command id: a re-import is idempotent by itself, and a key would make every
-    // batch after the first look like a retry of it.
-    let meta = RequestMeta { idempotency_key: None, ..RequestMeta::from_headers(&headers) };
-    let importer = Arc::new(Importer { state, auth, code, meta, layout, lang: Lang::current() });
+    // The use case gives every batch a fresh command id: a re-import is idempotent by itself.
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.import", code.as_str());
+    let report = Report { code, layout, lang: Lang::current() };
     let (report_tx, report_rx) = mpsc::channel::<Result<Bytes, io::Error>>(REPORT_CHUNKS);
-    tokio::spawn(run_import(importer, rows_rx, report_tx).instrument(tracing::Span::current()));
+    let import = run_import(state.residents, ctx, report, rows_rx, report_tx);
+    tokio::spawn(import.instrument(tracing::Span::current()));
 
     let body = stream::unfold(report_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
     let headers = [
@@ -700,88 +258,57 @@ pub async fn import(
     Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
 }
 
-/// Imports the parsed batches and writes the report, in file order.
-///
-/// Up to [`IN_FLIGHT`] batches are imported at once, but a batch that has a registry key in common with a batch
-/// still running waits for it: the rows of one key are applied in file order, so the last row of a key in the
-/// file is what the registry keeps.
+/// Runs the import use case on the parsed batches and writes its outcomes as the report, in file order; then logs
+/// the summary and ends the report with it. When the client goes away the outcomes are no longer read, which stops
+/// the import.
 async fn run_import(
-    importer: Arc<Importer>,
-    mut rows: mpsc::Receiver<Message>,
-    report: mpsc::Sender<Result<Bytes, io::Error>>,
+    residents: ResidentServices,
+    ctx: CommandContext,
+    report: Report,
+    rows: mpsc::Receiver<Message>,
+    out: mpsc::Sender<Result<Bytes, io::Error>>,
 ) {
     let started = Instant::now();
-    let mut summary = ImportSummary { layout: importer.layout.kind.name().to_owned(), ..ImportSummary::default() };
-    summary.ignored_columns = importer.layout.header.ignored().to_vec();
-    let mut in_flight = FuturesOrdered::new();
-    // The keys each running batch writes, in the order of `in_flight`.
-    let mut busy: VecDeque<HashSet<RegistryKey>> = VecDeque::new();
-    let mut pending: Option<(Message, HashSet<RegistryKey>)> = None;
-    let mut input_open = true;
-    let mut client_gone = false;
-    loop {
-        if !summary.aborted
-            && in_flight.len() < IN_FLIGHT
-            && let Some((_, keys)) = &pending
-            && busy.iter().all(|b| b.is_disjoint(keys))
-            && let Some((message, keys)) = pending.take()
-        {
-            busy.push_back(keys);
-            let importer = importer.clone();
-            in_flight.push_back(async move { importer.process(message).await });
-            continue;
-        }
-        let want_input = pending.is_none() && input_open && !summary.aborted;
-        tokio::select! {
-            message = rows.recv(), if want_input => match message {
-                Some(message) => {
-                    let keys = message.keys();
-                    pending = Some((message, keys));
-                }
-                None => input_open = false,
-            },
-            Some(batch) = in_flight.next(), if !in_flight.is_empty() => {
-                busy.pop_front();
-                let batch: BatchReport = batch;
-                summary.rows += batch.summary.rows;
-                summary.imported += batch.summary.imported;
-                summary.changed += batch.summary.changed;
-                summary.unchanged += batch.summary.unchanged;
-                summary.errors += batch.summary.errors;
-                summary.aborted |= batch.failed;
-                if !batch.lines.is_empty() && report.send(Ok(Bytes::from(batch.lines))).await.is_err() {
-                    client_gone = true;
-                    break;
-                }
+    let (outcomes_tx, outcomes_rx) = mpsc::channel(1);
+    let import = residents.import_registry(&ctx, &report.code, report.layout.supplied(), rows, outcomes_tx);
+    let forward = async {
+        // Owned here, so that it is dropped (and the import stops) as soon as the client is gone.
+        let mut outcomes = outcomes_rx;
+        while let Some(outcome) = outcomes.recv().await {
+            let lines = report.lines(outcome);
+            if !lines.is_empty() && out.send(Ok(Bytes::from(lines))).await.is_err() {
+                return true;
             }
-            else => break,
         }
-    }
-    // Stops the parser (its channel closes) and whatever batch was still running.
-    drop(in_flight);
-    drop(rows);
-    let code = &importer.code;
-    if summary.imported + summary.changed > 0 {
-        match importer.state.store.head().await {
-            Ok(head) => importer.state.wait_for_views(head).await,
-            Err(e) => tracing::warn!(error = %e, "could not read the event log's head after the import"),
-        }
-    }
+        false
+    };
+    let (totals, client_gone) = tokio::join!(import, forward);
+    let counts = totals.counts;
     tracing::info!(
-        municipality = %code,
-        rows = summary.rows,
-        imported = summary.imported,
-        changed = summary.changed,
-        unchanged = summary.unchanged,
-        errors = summary.errors,
-        aborted = summary.aborted || client_gone,
+        municipality = %report.code,
+        rows = counts.rows,
+        imported = counts.imported,
+        changed = counts.changed,
+        unchanged = counts.unchanged,
+        errors = counts.errors,
+        aborted = totals.aborted || totals.abandoned || client_gone,
         seconds = started.elapsed().as_secs_f64(),
         "registry imported"
     );
-    if !client_gone {
+    if !(client_gone || totals.abandoned) {
+        let summary = ImportSummary {
+            rows: counts.rows,
+            imported: counts.imported,
+            changed: counts.changed,
+            unchanged: counts.unchanged,
+            errors: counts.errors,
+            layout: report.layout.kind_name().to_owned(),
+            ignored_columns: report.layout.ignored().to_vec(),
+            aborted: totals.aborted,
+        };
         let mut line = Vec::new();
         push_line(&mut line, &ImportLine::Summary(ImportSummaryLine { summary }));
-        let _ = report.send(Ok(Bytes::from(line))).await;
+        let _ = out.send(Ok(Bytes::from(line))).await;
     }
 }
 
@@ -792,126 +319,72 @@ fn push_line(out: &mut Vec<u8>, value: &ImportLine) {
     out.push(b'\n');
 }
 
-impl Importer {
-    async fn process(&self, message: Message) -> BatchReport {
-        let mut report = BatchReport::default();
-        let batch = match message {
-            Message::Rows(batch) => batch,
-            Message::Failed(problem) => {
-                let line = ImportLine::Problem(ImportProblemLine { problem: problem.problem(self.lang), rows: None });
-                push_line(&mut report.lines, &line);
-                report.failed = true;
-                return report;
-            }
-        };
-        let (first, last) = match (batch.first(), batch.last()) {
-            (Some(first), Some(last)) => (row_of(first), row_of(last)),
-            _ => return report,
-        };
-        let mut good = Vec::with_capacity(batch.len());
-        let mut bad = Vec::new();
-        for parsed in batch {
-            match parsed {
-                Parsed::Good(row) => good.push(row),
-                Parsed::Bad(row) => bad.push(row),
-            }
+impl Report {
+    /// The report lines of one batch: a line per row that was not unchanged, in file order, then the problem
+    /// that stopped the import, if one did.
+    fn lines(&self, outcome: BatchOutcome<BadRow, ApiError>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (row, report) in outcome.rows {
+            let line = match report {
+                RowReport::Decided { key, outcome } => match self.decided(row, &key, outcome) {
+                    Some(line) => line,
+                    None => continue,
+                },
+                RowReport::Unread(bad) => self.unread(row, bad),
+            };
+            push_line(&mut out, &ImportLine::Row(line));
         }
-        let outcomes = match self.decide(&mut good).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
+        let (problem, rows) = match outcome.failure {
+            None => return out,
+            Some(ImportFailure::Source(problem)) => (problem, None),
+            Some(ImportFailure::Batch { first, last, error }) => {
+                let e = match error {
+                    BatchError::View(e) => ApiError::from(e),
+                    BatchError::Command(e) => command_error(e, ApiError::internal),
+                };
                 tracing::error!(
                     municipality = %self.code, first_row = first, last_row = last, kind = e.kind(),
                     "a registry import batch failed; the import stops"
                 );
-                let line =
-                    ImportLine::Problem(ImportProblemLine { problem: e.problem(self.lang), rows: Some([first, last]) });
-                push_line(&mut report.lines, &line);
-                report.failed = true;
-                return report;
+                (e, Some([first, last]))
             }
         };
-        report.summary.rows = (good.len() + bad.len()) as u64;
-        report.summary.errors = bad.len() as u64;
-        let key_of: HashMap<u64, &RegistryKey> = good.iter().map(|r| (r.row, &r.key)).collect();
-        let mut lines: Vec<ImportRowReport> = Vec::with_capacity(bad.len() + outcomes.len());
-        for (row, outcome) in outcomes {
-            let registry_key = key_of.get(&row).map(|k| k.to_string());
-            let (outcome, changed, errors) = match outcome {
-                RowOutcome::Unchanged => {
-                    report.summary.unchanged += 1;
-                    continue;
-                }
-                RowOutcome::Imported => {
-                    report.summary.imported += 1;
-                    (RowOutcomeKind::Imported, vec![], vec![])
-                }
-                RowOutcome::Changed(fields) => {
-                    report.summary.changed += 1;
-                    (RowOutcomeKind::Changed, fields.into_iter().map(str::to_owned).collect(), vec![])
-                }
-                RowOutcome::Refused(e) => {
-                    report.summary.errors += 1;
-                    let error = ImportCellError {
-                        column: self.layout.name(Column::Key).to_owned(),
-                        field: Some(import::Column::field(Column::Key).to_owned()),
-                        message: Text::of(&e).get(self.lang).to_owned(),
-                    };
-                    (RowOutcomeKind::Error, vec![], vec![error])
-                }
-            };
-            lines.push(ImportRowReport { row, registry_key, outcome, changed, errors });
-        }
-        for b in bad {
-            let errors = b
-                .errors
-                .into_iter()
-                .map(|e| ImportCellError {
-                    column: e.column,
-                    field: e.field.map(str::to_owned),
-                    message: e.message.get(self.lang).to_owned(),
-                })
-                .collect();
-            lines.push(ImportRowReport {
-                row: b.row,
-                registry_key: b.key,
-                outcome: RowOutcomeKind::Error,
-                changed: vec![],
-                errors,
-            });
-        }
-        lines.sort_by_key(|l| l.row);
-        for line in lines {
-            push_line(&mut report.lines, &ImportLine::Row(line));
-        }
-        report
+        push_line(&mut out, &ImportLine::Problem(ImportProblemLine { problem: problem.problem(self.lang), rows }));
+        out
     }
 
-    /// Decides the batch's good rows against the registry view (one query) and appends them (one transaction).
-    async fn decide(&self, good: &mut [RegistryRow]) -> Result<Vec<(u64, RowOutcome)>, ApiError> {
-        if good.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut seen = HashSet::with_capacity(good.len());
-        let keys: Vec<RegistryKey> = good.iter().filter(|r| seen.insert(&r.key)).map(|r| r.key.clone()).collect();
-        let known: KnownEntries = view::versions(self.state.read.pool(), &self.code, &keys)
-            .await?
+    /// The line of a decided row; none for an unchanged row.
+    fn decided(&self, row: u64, key: &RegistryKey, outcome: RowOutcome) -> Option<ImportRowReport> {
+        let (outcome, changed, errors) = match outcome {
+            RowOutcome::Unchanged => return None,
+            RowOutcome::Imported => (RowOutcomeKind::Imported, vec![], vec![]),
+            RowOutcome::Changed(fields) => {
+                (RowOutcomeKind::Changed, fields.into_iter().map(str::to_owned).collect(), vec![])
+            }
+            RowOutcome::Refused(e) => {
+                let error = ImportCellError {
+                    column: self.layout.name(Column::Key).to_owned(),
+                    field: Some(import::Column::field(Column::Key).to_owned()),
+                    message: Text::of(&e).get(self.lang).to_owned(),
+                };
+                (RowOutcomeKind::Error, vec![], vec![error])
+            }
+        };
+        Some(ImportRowReport { row, registry_key: Some(key.to_string()), outcome, changed, errors })
+    }
+
+    /// The line of a row that could not be read.
+    fn unread(&self, row: u64, bad: BadRow) -> ImportRowReport {
+        let errors = bad
+            .errors
             .into_iter()
-            .map(|(key, entry)| (String::from(key), entry))
+            .map(|e| ImportCellError {
+                column: e.column,
+                field: e.field.map(str::to_owned),
+                message: e.message.get(self.lang).to_owned(),
+            })
             .collect();
-        self.layout.keep_absent(good, &known);
-        let ctx = self.meta.context(&self.auth, "registry.import", self.code.as_str());
-        self.state
-            .residents
-            .import_registry_batch(&ctx, &self.code, good, &known)
-            .await
-            .map_err(|e| command_error(e, ApiError::internal))
-    }
-}
-
-fn row_of(parsed: &Parsed) -> u64 {
-    match parsed {
-        Parsed::Good(r) => r.row,
-        Parsed::Bad(b) => b.row,
+        ImportRowReport { row, registry_key: bad.key, outcome: RowOutcomeKind::Error, changed: vec![], errors }
     }
 }
 
@@ -995,7 +468,7 @@ pub async fn show(
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let key = RegistryKey::parse(&registry_key).map_err(|_| ApiError::not_found())?;
-    let entry = view::get(state.read.pool(), &code, &key).await?.ok_or_else(ApiError::not_found)?;
+    let entry = state.residents.registry_entry(&code, &key).await?.ok_or_else(ApiError::not_found)?;
     let facts = entry.facts.ok_or_else(|| {
         ApiError::not_found().with_detail(Text::new(
             "この住基レコードの個人情報は消去されています",
@@ -1065,112 +538,8 @@ pub async fn lookup(
     let (Some(name), Some(birth_date), Some(sex)) = (name, birth_date, sex) else {
         return Err(ApiError::validation(errors));
     };
-    let rows = view::find_by_facts(state.read.pool(), &code, &birth_date, &name, sex).await?;
-    let address = body.address.as_deref().and_then(|a| Address::parse(a).ok()).map(|a| compact(a.as_str()));
-    let mut items: Vec<(bool, RegistryDraft)> = rows
-        .iter()
-        .filter_map(|r| {
-            let facts = r.facts.as_ref()?;
-            let here = address.is_some() && facts.address.as_ref().map(|a| compact(a.as_str())) == address;
-            Some((here, RegistryDraft::of(&r.registry_key, facts)))
-        })
-        .collect();
-    // Stable: within each group the view's registry-key order stays.
-    items.sort_by_key(|(here, _)| !*here);
-    let items = items.into_iter().map(|(_, d)| d).collect();
+    let address = body.address.as_deref().and_then(|a| Address::parse(a).ok());
+    let matches = state.residents.registry_matches(&code, &name, &birth_date, sex, address.as_ref()).await?;
+    let items = matches.iter().map(|(key, facts)| RegistryDraft::of(key, facts)).collect();
     Ok((no_store(), Json(RegistryMatches { items })).into_response())
-}
-
-/// Text without any whitespace, for comparing addresses.
-fn compact(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-    use crate::import::Column as _;
-
-    fn header(cells: &[&str]) -> Vec<String> {
-        cells.iter().map(|c| (*c).to_owned()).collect()
-    }
-
-    #[test]
-    fn headers_are_english_names_labels_or_aliases() {
-        for &c in Column::ALL {
-            assert_eq!(Column::of_header(c.field()), Some(c), "{}", c.field());
-            assert_eq!(Column::of_header(c.label()), Some(c), "{}", c.label());
-        }
-        assert_eq!(Column::of_header("氏名(姓)"), Some(Column::KanjiFamily));
-        assert_eq!(Column::of_header("*生年月日（YYYYMMDD）"), Some(Column::BirthDate));
-        assert_eq!(Column::of_header("Registry_Key"), Some(Column::Key));
-        assert_eq!(Column::of_header("氏名（フリガナ）"), Some(Column::Kana));
-        assert_eq!(Column::of_header("世帯番号"), None);
-    }
-
-    #[test]
-    fn the_two_layouts_are_told_apart_by_their_header() {
-        let registry =
-            Layout::of(&header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]), 1).unwrap();
-        assert_eq!(registry.kind, Kind::Registry);
-        let split =
-            Layout::of(&header(&["registry_key", "kanji_family", "kanji_given", "birth_date", "sex"]), 1).unwrap();
-        assert_eq!(split.kind, Kind::Registry);
-        let cs = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1).unwrap();
-        assert_eq!(cs.kind, Kind::JukiNetCs);
-        let extra = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別", "世帯番号"]), 1).unwrap();
-        assert_eq!((extra.kind, extra.header.ignored().to_vec()), (Kind::Registry, vec!["世帯番号".to_owned()]));
-    }
-
-    #[test]
-    fn a_header_without_required_columns_or_with_the_my_number_is_refused() {
-        let e = Layout::of(&header(&["氏名", "性別"]), 1).unwrap_err();
-        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let columns: Vec<_> = e.problem(Lang::En).errors.into_iter().filter_map(|f| f.column).collect();
-        assert_eq!(columns, ["宛名番号", "生年月日"]);
-        let e = Layout::of(&header(&["宛名番号", "氏名", "生年月日", "性別", "個人番号"]), 1).unwrap_err();
-        assert_eq!(e.problem(Lang::En).errors[0].column.as_deref(), Some("個人番号"));
-        let e = Layout::of(&header(&["宛名番号", "氏名", "氏名（姓）", "生年月日", "性別"]), 1).unwrap_err();
-        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    }
-
-    fn record(row: u64, cells: &[&str]) -> CsvRow {
-        CsvRow { row, cells: cells.iter().map(|c| Ok(c.trim().to_owned())).collect() }
-    }
-
-    #[test]
-    fn a_row_is_parsed_or_its_bad_cells_named() {
-        let layout =
-            Layout::of(&header(&["宛名番号", "氏名", "カナ氏名", "生年月日", "性別", "郵便番号", "住所"]), 1).unwrap();
-        let Some(Parsed::Good(row)) = layout
-            .parse_row(record(2, &["000123456", "山田 太郎", "ﾔﾏﾀﾞ ﾀﾛｳ", "19890107", "男", "1000001", "千代田1-1"]))
-        else {
-            panic!("a good row")
-        };
-        assert_eq!(row.key.as_str(), "000123456");
-        assert_eq!(row.facts.name.as_str(), "山田\u{3000}太郎");
-        assert_eq!(row.facts.kana.as_ref().unwrap().as_str(), "ヤマダ\u{3000}タロウ");
-        assert_eq!(row.facts.postal_code.as_ref().unwrap().as_str(), "100-0001");
-        assert_eq!(row.facts.address.as_ref().unwrap().as_str(), "千代田１－１");
-        let Some(Parsed::Bad(bad)) =
-            layout.parse_row(record(3, &["000123457", "", "やまだ", "3640108", "x", "", "", "extra"]))
-        else {
-            panic!("a bad row")
-        };
-        let columns: Vec<_> = bad.errors.iter().map(|e| e.column.as_str()).collect();
-        assert_eq!(columns, ["8列目", "氏名", "カナ氏名", "生年月日", "性別"]);
-        assert_eq!(bad.key.as_deref(), Some("000123457"));
-    }
-
-    #[test]
-    fn the_cs_layout_requires_the_address() {
-        let layout = Layout::of(&header(&["宛名番号", "氏名", "住所", "生年月日", "性別"]), 1).unwrap();
-        let Some(Parsed::Bad(bad)) = layout.parse_row(record(2, &["1", "山田 太郎", "", "3640107", "1"])) else {
-            panic!("the address is required")
-        };
-        assert_eq!(bad.errors[0].column, "住所");
-        assert!(layout.parse_row(record(3, &["", "\u{3000}", " ", "", ""])).is_none(), "a blank row is skipped");
-    }
 }
