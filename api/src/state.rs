@@ -1,5 +1,6 @@
-//! What every handler can reach: the use cases (one service per area), the read models it queries, the store for
-//! health and metrics, and read-your-writes waiting.
+//! What every handler can reach: the use cases (one service per area, `cardap_commands`), the store's status and
+//! the projection progress for health and metrics. The event store and the read models themselves are here only
+//! for start-up and for the tests that set up state beneath the API: no route touches them (`scripts/check-deps`).
 
 use std::sync::Arc;
 
@@ -17,7 +18,9 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Not for routes: start-up and tests.
     pub store: Arc<dyn EventStore>,
+    /// Not for routes: start-up and tests.
     pub read: ReadModels,
     pub metrics: Arc<Metrics>,
     /// Resident service registration (residents, cards, settings, registry import) over `store`.
@@ -40,10 +43,5 @@ impl AppState {
     /// Waits until every read model shows the write at `checkpoint` (a write that feeds several).
     pub async fn wait_for_views(&self, checkpoint: Checkpoint) {
         self.views.wait_for(checkpoint).await;
-    }
-
-    /// Waits until the read model the answer is read from (`view`, a projection's `NAME`) shows the write.
-    pub async fn wait_for_view(&self, checkpoint: Checkpoint, view: &str) {
-        self.views.wait_for_view(checkpoint, view).await;
     }
 }

@@ -27,7 +27,7 @@ use cardap_domain::resident::{
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_projections::ReadModels;
 pub use cardap_projections::residents::{ResidentPage, ResidentRow, ResidentSearch};
-use cardap_store::{EventStore, StreamId};
+use cardap_store::{Checkpoint, EventStore, StreamId};
 use serde_json::{Map, Value};
 
 use crate::QueryError;
@@ -142,6 +142,23 @@ impl ResidentServices {
     /// This node's read models' progress, to wait for a write to show.
     pub fn views(&self) -> &Views {
         &self.views
+    }
+
+    /// Read-your-writes after a change of the settings: waits until their view shows `checkpoint`.
+    pub async fn settings_shown(&self, checkpoint: Checkpoint) {
+        self.views.wait_for_view(checkpoint, cardap_projections::local_settings::NAME).await;
+    }
+
+    /// Read-your-writes after a change of a resident: waits until the resident register shows `checkpoint`.
+    pub async fn resident_shown(&self, checkpoint: Checkpoint) {
+        self.views.wait_for_view(checkpoint, cardap_projections::residents::NAME).await;
+    }
+
+    /// Read-your-writes after a card decision, which also changes its resident (card attached, detached): waits
+    /// until both the card register and the resident register show `checkpoint`.
+    pub async fn card_shown(&self, checkpoint: Checkpoint) {
+        self.views.wait_for_view(checkpoint, cardap_projections::cards::NAME).await;
+        self.views.wait_for_view(checkpoint, cardap_projections::residents::NAME).await;
     }
 
     // ---- settings -------------------------------------------------------------------------------------------

@@ -182,8 +182,7 @@ fn fid_in_path(fid: &str) -> Result<CardFid, ApiError> {
 async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<cardap_store::Checkpoint>) -> Response {
     if let Some(checkpoint) = checkpoint {
         // A card decision also changes its resident (card attached, detached): both views answer for it.
-        state.wait_for_view(checkpoint, cardap_projections::cards::NAME).await;
-        state.wait_for_view(checkpoint, cardap_projections::residents::NAME).await;
+        state.residents.card_shown(checkpoint).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     (etag(snapshot.version), Json(view(snapshot))).into_response()

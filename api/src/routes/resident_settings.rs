@@ -216,7 +216,7 @@ pub async fn replace(
         .await
         .map_err(|e| command_error(e, |d| settings_error(d, &body)))?;
     if let Some(checkpoint) = done.checkpoint {
-        state.wait_for_view(checkpoint, cardap_projections::local_settings::NAME).await;
+        state.residents.settings_shown(checkpoint).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     // The settings are now exactly what was sent; only a retry of an applied command reads them back.

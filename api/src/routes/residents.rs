@@ -581,7 +581,7 @@ async fn answered(
     checkpoint: Option<cardap_store::Checkpoint>,
 ) -> Response {
     if let Some(checkpoint) = checkpoint {
-        state.wait_for_view(checkpoint, cardap_projections::residents::NAME).await;
+        state.residents.resident_shown(checkpoint).await;
         state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     (etag(snapshot.version), Json(view(snapshot))).into_response()
