@@ -10,6 +10,8 @@
 //! the file or a flag (a file gets copied, a command line is visible to every user of the machine):
 //! `CARDAP_BOOTSTRAP_PASSWORD` and `CARDAP_MASTER_KEY` (or the key file `master_key.file`). Neither ever appears
 //! in `Debug`. This module reads files and variables but opens no database and starts nothing.
+//!
+//! Length: [`KEYS`] has one row of four names and a parser per setting (twenty-odd of them).
 
 use std::collections::BTreeMap;
 use std::fmt;

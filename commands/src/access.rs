@@ -2,10 +2,15 @@
 //! session token back into the acting operator, log out, change one's own password, and an administrator's
 //! password reset, bulk change and the passwords of a batch registration.
 //!
-//! Owns the rules around the secrets: every attempt costs one Argon2id verification (known operator or not), a
-//! wrong password is recorded towards the lockout, the last passwords may not be reused, and a password event is
-//! appended with its hash and the end of the operator's sessions in one transaction ([`Companion`]), so a reset
-//! either happens whole or not at all. Reads the operator directory view; never logs a password or a token.
+//! Owns the rules around the secrets: an attempt that comes too early after failures is refused before any work
+//! ([`crate::throttle`]); every other attempt costs one Argon2id verification on the password workers (known
+//! operator or not; [`LoginError::Busy`] when they are full); while an operator is locked every password gets the
+//! same answer; a wrong password is recorded towards the lockout; a lock stops new logins only; the last passwords
+//! may not be reused; and a password event is appended with its hash and the end of the operator's (other)
+//! sessions in one transaction ([`Companion`]), so a change happens whole or not at all. Reads the operator
+//! directory view; never logs a password or a token.
+//!
+//! Length: login, sessions and the four password use cases share these rules and their error types.
 
 use std::net::IpAddr;
 use std::sync::Arc;
