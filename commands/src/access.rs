@@ -34,7 +34,7 @@ use crate::authz::{Actor, Permission};
 use crate::clock::Clock;
 use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
-use crate::handler::{CommandError, CommandHandler};
+use crate::handler::{CommandError, CommandHandler, Loaded};
 use crate::passwords::{self, Admission, HashingError, Secret};
 use crate::ports::Credentials;
 use crate::throttle::{Attempter, Throttle, ThrottlePolicy};
@@ -316,10 +316,9 @@ impl Access {
         let permissions = std::slice::from_ref(permission);
         let done = transact(&self.store, ctx, permissions, municipality.cloned(), |mut tx: Tx| async move {
             let op = tx.load::<Operator, OperatorError>(operator).await?;
-            let login = tx.load::<OperatorLogins, OperatorError>(logins).await?;
-            let state = if login.version == 0 { op.state.legacy_login() } else { login.state };
-            let events = state.decide(command).map_err(CommandError::Domain)?;
-            tx.append::<OperatorLogins>(logins, login.version, &events);
+            let login = load_logins(&mut tx, logins, &op).await?;
+            let events = login.state.decide(command).map_err(CommandError::Domain)?;
+            tx.append_snapshotted::<OperatorLogins>(logins, &login, &events);
             Ok((events, tx))
         })
         .await?;
@@ -540,10 +539,9 @@ impl Access {
             let events = Operator::decide(&op.state, OperatorCommand::Revoke { at }).map_err(CommandError::Domain)?;
             tx.append::<Operator>(operator, op.version, &events);
             if !events.is_empty() {
-                let login = tx.load::<OperatorLogins, OperatorError>(logins).await?;
-                let state = if login.version == 0 { op.state.legacy_login() } else { login.state };
-                let forgotten = state.decide(LoginCommand::Forget).map_err(CommandError::Domain)?;
-                tx.append::<OperatorLogins>(logins, login.version, &forgotten);
+                let login = load_logins(&mut tx, logins, &op).await?;
+                let forgotten = login.state.decide(LoginCommand::Forget).map_err(CommandError::Domain)?;
+                tx.append_snapshotted::<OperatorLogins>(logins, &login, &forgotten);
                 // His password, its history and his sessions go: an operator registered later under this ID (the
                 // same key) starts with none of them.
                 tx.companion(Companion::Forget { operator: key });
@@ -577,6 +575,21 @@ impl Access {
     pub async fn password_hash(&self, operator: OperatorKey) -> std::result::Result<Option<String>, AccessFailure> {
         Ok(self.credentials.password_hash(operator).await?)
     }
+}
+
+/// An operator's login record (`op` is his operator stream, loaded in the same decision): from its own stream,
+/// read from its last snapshot, or — while that stream is empty — from the bookkeeping his operator stream held
+/// before the split.
+async fn load_logins(
+    tx: &mut Tx,
+    logins: &StreamId,
+    op: &Loaded<Operator>,
+) -> Result<Loaded<OperatorLogins>, OperatorError> {
+    let mut login = tx.load_snapshotted::<OperatorLogins, OperatorError>(logins).await?;
+    if login.version == 0 {
+        login.state = op.state.legacy_login();
+    }
+    Ok(login)
 }
 
 /// The stream of one operator; ids are parsed values, which always make a valid stream id.

@@ -3,13 +3,16 @@
 //! Load what the decision needs through [`Tx`], decide, append every stream at the version it was loaded at —
 //! together with the [`Companion`] writes that must commit with the events (a password hash, ended sessions) —
 //! in one atomic `append_with`; when another writer got there first, load and decide again (bounded). A retry of
-//! an already applied command (same command id) writes nothing. A decision over one stream
+//! an already applied command (same command id) writes nothing. A long stream of a [`Snapshotted`] aggregate is
+//! loaded from its last snapshot, and a new snapshot is saved after the commit when enough events were added. A decision over one stream
 //! ([`crate::CommandHandler`]) is the one-stream case of the same loop, not a second engine.
 
 use std::sync::Arc;
 
-use cardap_domain::{Aggregate, MunicipalityCode};
-use cardap_store::{Checkpoint, Companion, EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend, StreamId};
+use cardap_domain::{Aggregate, MunicipalityCode, Snapshotted};
+use cardap_store::{
+    Checkpoint, Companion, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError, StreamAppend, StreamId,
+};
 
 use crate::authz::{Permission, authorize};
 use crate::context::CommandContext;
@@ -24,11 +27,15 @@ pub struct Tx {
     store: Arc<dyn EventStore>,
     appends: Vec<StreamAppend>,
     companions: Vec<Companion>,
+    /// The version of the snapshot each snapshotted stream was loaded from (0: none).
+    snapshot_bases: Vec<(StreamId, u64)>,
+    /// Snapshots to save once the appends committed.
+    snapshots: Vec<(StreamId, Snapshot)>,
 }
 
 impl Tx {
     pub(crate) fn new(store: Arc<dyn EventStore>) -> Tx {
-        Tx { store, appends: Vec::new(), companions: Vec::new() }
+        Tx { store, appends: Vec::new(), companions: Vec::new(), snapshot_bases: Vec::new(), snapshots: Vec::new() }
     }
 
     /// Stages a write that commits with this decision's events or not at all (a password hash, ended sessions).
@@ -49,6 +56,39 @@ impl Tx {
             version = r.version;
         }
         Ok(Loaded { state, version })
+    }
+
+    /// Loads one stream of a [`Snapshotted`] aggregate: its last snapshot (when it has this state's shape) and only
+    /// the events after it.
+    pub async fn load_snapshotted<A: Snapshotted, E: std::error::Error + 'static>(
+        &mut self,
+        stream: &StreamId,
+    ) -> Result<Loaded<A>, CommandError<E>> {
+        let snapshot = match self.store.snapshot(stream).await? {
+            Some(s) if s.kind == A::SNAPSHOT_KIND => A::from_snapshot(s.state).map(|state| (s.version, state)),
+            _ => None,
+        };
+        let (mut version, mut state) = snapshot.unwrap_or((0, A::State::default()));
+        self.snapshot_bases.push((stream.clone(), version));
+        for r in &self.store.read_stream(stream, version + 1).await? {
+            state = A::evolve(state, &r.decode::<A::Event>()?);
+            version = r.version;
+        }
+        Ok(Loaded { state, version })
+    }
+
+    /// [`Tx::append`] to a stream loaded with [`Tx::load_snapshotted`] as `loaded`; when the stream has grown by
+    /// `SNAPSHOT_EVERY` events since its snapshot, the state after `events` is saved as the new one once they
+    /// committed.
+    pub fn append_snapshotted<A: Snapshotted>(&mut self, stream: &StreamId, loaded: &Loaded<A>, events: &[A::Event]) {
+        self.append::<A>(stream, loaded.version, events);
+        let base = self.snapshot_bases.iter().find(|(s, _)| s == stream).map_or(0, |(_, base)| *base);
+        let version = loaded.version + events.len() as u64;
+        if !events.is_empty() && version.saturating_sub(base) >= A::SNAPSHOT_EVERY {
+            let state = events.iter().fold(loaded.state.clone(), A::evolve);
+            let snapshot = Snapshot { kind: A::SNAPSHOT_KIND.to_owned(), version, state: A::to_snapshot(&state) };
+            self.snapshots.push((stream.clone(), snapshot));
+        }
     }
 
     /// Appends `events` to `stream`, which must still be at `version` (0: must not exist) when committing.
@@ -125,6 +165,12 @@ where
             }
             Ok(outcome) => {
                 tracing::info!(command = %ctx.command_id, "transaction applied");
+                for (stream, snapshot) in &tx.snapshots {
+                    // A cache: a snapshot not saved now only makes the next load of the stream a little longer.
+                    if let Err(e) = store.save_snapshot(stream, snapshot).await {
+                        tracing::warn!(%stream, error = %e, "could not save a snapshot");
+                    }
+                }
                 return Ok(Transacted { value: Some(value), checkpoint: Some(outcome.checkpoint) });
             }
             Err(StoreError::Conflict { stream, .. }) => {

@@ -29,6 +29,21 @@ pub trait Aggregate {
     }
 }
 
+/// An aggregate whose streams grow long (an operator's login record, one event per failed login): its state is
+/// saved now and then as a snapshot, so that a decision folds only the events after it. Only for states that hold
+/// no personal data (a snapshot is stored in clear).
+pub trait Snapshotted: Aggregate {
+    /// The state's serialized shape, with a version: change it whenever the form changes, and older snapshots are
+    /// ignored (the stream is folded from its start once, and a new snapshot replaces them).
+    const SNAPSHOT_KIND: &'static str;
+    /// A snapshot is taken once this many events were appended after the last one.
+    const SNAPSHOT_EVERY: u64;
+
+    fn to_snapshot(state: &Self::State) -> serde_json::Value;
+    /// `None` when `value` is not a state of this shape (the stream is then folded from its start).
+    fn from_snapshot(value: serde_json::Value) -> Option<Self::State>;
+}
+
 /// An event enum with stable names and versions.
 ///
 /// A released `(event_type, event_version)` shape is never edited: a new shape gets a new version, and

@@ -18,7 +18,7 @@ pub mod registry;
 pub mod resident;
 pub mod time;
 
-pub use aggregate::{Aggregate, DomainEvent, EventDecodeError};
+pub use aggregate::{Aggregate, DomainEvent, EventDecodeError, Snapshotted};
 pub use ids::{BusinessId, MunicipalityCode, OperatorKey, ParseError};
 pub use message::Localized;
 pub use time::Timestamp;

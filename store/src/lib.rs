@@ -16,6 +16,7 @@ mod credentials;
 mod database;
 mod postgres;
 mod sealed;
+mod snapshots;
 mod sqlite;
 mod types;
 mod vault;
@@ -25,6 +26,7 @@ pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};
 pub use postgres::PostgresEventStore;
 pub use sealed::{SEALING_SCHEME, SealedEventStore};
+pub use snapshots::Snapshot;
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
@@ -127,6 +129,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// The events of one stream with `version >= from_version`, in version order.
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The latest saved [`Snapshot`] of `stream`, if any (of whatever shape: the caller checks its `kind`).
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Saves `snapshot` of `stream` unless a newer one of the same shape is saved. Call it only after the events
+    /// it folds committed, and only for streams whose state holds no personal data (it is stored in clear).
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError>;
 
     /// Up to `limit` events after `after` in global order, optionally only those of one municipality or operator.
     /// Never skips an event that commits later than an event already returned.

@@ -37,7 +37,7 @@ use crate::types::{
 };
 use crate::types::{StreamAppend, TypedRead};
 use crate::wakeup::{WakeupSender, Wakeups};
-use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
+use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
 
 const CHANNEL: &str = "cardap_events";
 
@@ -365,6 +365,14 @@ impl EventStore for PostgresEventStore {
             .await
             .map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        crate::snapshots::load_pg(&self.pool, stream).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
+        crate::snapshots::save_pg(&self.pool, stream, snapshot).await
     }
 
     async fn read_all(

@@ -35,7 +35,7 @@ use crate::types::{
 };
 use crate::vault::{DataKey, KeyVault};
 use crate::wakeup::Wakeups;
-use crate::{EventStore, StoreError};
+use crate::{EventStore, Snapshot, StoreError};
 
 /// The value of `"sealed"` in a sealed `personal`: the algorithm and the version of this form.
 pub const SEALING_SCHEME: &str = "aes-256-gcm/v1";
@@ -249,6 +249,15 @@ impl EventStore for SealedEventStore {
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_stream(stream, from_version).await?;
         self.unseal(events).await
+    }
+
+    /// Forwarded as it is: snapshots are only taken of streams without personal data.
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.snapshot(stream).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(stream, snapshot).await
     }
 
     async fn read_all(

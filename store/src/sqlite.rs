@@ -18,7 +18,7 @@ use crate::types::{
     RecordedEvent, StoreHealth, StreamId, TypedRead,
 };
 use crate::wakeup::{WakeupSender, Wakeups};
-use crate::{EventStore, StoreError, corrupt, to_i64, to_u64};
+use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
 
 /// The SQLite event store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -122,6 +122,14 @@ impl EventStore for SqliteEventStore {
         .await
         .map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        crate::snapshots::load_sqlite(&self.reader, stream).await
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
+        crate::snapshots::save_sqlite(&self.writer, stream, snapshot).await
     }
 
     async fn read_all(

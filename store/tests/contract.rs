@@ -420,6 +420,26 @@ async fn concurrent_batches_keep_per_stream_order(b: Backend) {
     }
 }
 
+async fn a_snapshot_is_replaced_only_by_a_newer_one_or_another_shape(b: Backend) {
+    let s = stream("snap");
+    let snap = |kind: &str, version: u64| cardap_store::Snapshot {
+        kind: kind.into(),
+        version,
+        state: json!({"version": version}),
+    };
+    assert_eq!(b.store.snapshot(&s).await.unwrap(), None);
+    b.store.save_snapshot(&s, &snap("k/1", 16)).await.unwrap();
+    // A writer that loaded an older snapshot and saves after a newer one landed does not set it back.
+    b.store.save_snapshot(&s, &snap("k/1", 8)).await.unwrap();
+    assert_eq!(b.store.snapshot(&s).await.unwrap(), Some(snap("k/1", 16)));
+    b.store.save_snapshot(&s, &snap("k/1", 32)).await.unwrap();
+    assert_eq!(b.store.snapshot(&s).await.unwrap(), Some(snap("k/1", 32)));
+    // A new shape replaces the old one at any version (an old-shape snapshot is of no use to the new reader).
+    b.store.save_snapshot(&s, &snap("k/2", 20)).await.unwrap();
+    assert_eq!(b.store.snapshot(&s).await.unwrap(), Some(snap("k/2", 20)));
+    assert_eq!(b.store.snapshot(&stream("other")).await.unwrap(), None);
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
@@ -463,6 +483,10 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn contended_stream_has_one_winner_per_version() {
                 super::contended_stream_has_one_winner_per_version(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_snapshot_is_replaced_only_by_a_newer_one_or_another_shape() {
+                super::a_snapshot_is_replaced_only_by_a_newer_one_or_another_shape(super::$backend().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn follower_sees_every_event_once_despite_late_commits() {

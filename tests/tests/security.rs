@@ -256,6 +256,37 @@ async fn guessing_one_operator_is_throttled(backend: Backend) {
     assert_eq!(doubled.header("retry-after"), Some("2"), "{}", doubled.text);
 }
 
+/// Point 4: an attacker who sits out every lock and throttle wait can guess for ever, and each guess is one more
+/// event on the operator's login record. Every failure stays on record for the auditors, but a login folds only
+/// what came after the record's last snapshot, so the guessing does not make his logins ever slower.
+async fn endless_guessing_stays_on_record_without_slowing_logins(backend: Backend) {
+    let app = spawn_app_with_clock(backend, |_| {}).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, CHIYODA, "OP0501").await;
+    let guesses = 60;
+    for _ in 0..guesses {
+        let guess = json!({"municipality": CHIYODA, "operator_id": "OP0501", "password": "Guess0password"});
+        app.post("/api/v1/sessions", None, &guess)
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+        // Past the longest throttle wait and any lock (15 minutes each).
+        app.advance(Duration::from_secs(16 * 60));
+    }
+    let failed = app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", guesses).await;
+    assert_eq!(failed.len(), guesses, "every failed login is on record");
+
+    let stream = cardap_commands::access::login_stream(
+        Some(&cardap_domain::MunicipalityCode::parse(CHIYODA).unwrap()),
+        &cardap_domain::operator::OperatorId::parse("OP0501").unwrap(),
+    );
+    let record = app.state.store.read_stream(&stream, 1).await.unwrap();
+    let snapshot = app.state.store.snapshot(&stream).await.unwrap().expect("a long login record has a snapshot");
+    let after = record.len() as u64 - snapshot.version;
+    assert!(after < 16, "a login would fold {after} of the record's {} events", record.len());
+    app.login(Some(CHIYODA), "OP0501", &clerk.password).await;
+}
+
 /// One client address that tries many operator IDs is held back as a whole, whichever name it tries next.
 async fn one_address_guessing_many_operators_is_throttled(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -534,6 +565,7 @@ async fn whether_a_card_is_held_elsewhere_is_not_told(backend: Backend) {
 
 on_both_backends!(
     guessing_one_operator_is_throttled,
+    endless_guessing_stays_on_record_without_slowing_logins,
     one_address_guessing_many_operators_is_throttled,
     an_operations_manager_cannot_raise_his_own_privileges,
     an_operations_manager_gives_only_what_he_holds,

@@ -6,10 +6,12 @@
 //! such events from before this split, fold them with the same [`LoginState`]. The time and the policy arrive in
 //! the command.
 
-use crate::operator::{LockoutPolicy, OperatorError, OperatorEvent};
-use crate::{Aggregate, Timestamp};
+use serde::{Deserialize, Serialize};
 
-/// What a login decision needs to know of the past.
+use crate::operator::{LockoutPolicy, OperatorError, OperatorEvent};
+use crate::{Aggregate, Snapshotted, Timestamp};
+
+/// What a login decision needs to know of the past (snapshotted as [`LoginSnapshot`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoginState {
     /// Failed logins since the last successful login, lock or unlock.
@@ -18,6 +20,18 @@ pub struct LoginState {
     lockouts: u32,
     /// `Some(None)`: locked until unlocked; `Some(Some(t))`: locked until `t` (possibly past already).
     lock: Option<Option<Timestamp>>,
+    last_login_at: Option<Timestamp>,
+}
+
+/// The snapshot form of a [`LoginState`], [`OperatorLogins::SNAPSHOT_KIND`]: a change of these fields changes that
+/// kind. (Not the state itself: JSON cannot tell `Some(None)`, locked until unlocked, from `None`.)
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginSnapshot {
+    failures_in_row: u32,
+    lockouts: u32,
+    locked: bool,
+    locked_until: Option<Timestamp>,
     last_login_at: Option<Timestamp>,
 }
 
@@ -138,6 +152,35 @@ impl Aggregate for OperatorLogins {
     }
 }
 
+/// A login stream gets one event per failed login for as long as anyone guesses: every failure stays on it for the
+/// auditors, and a login decision folds only the events after the last snapshot.
+impl Snapshotted for OperatorLogins {
+    const SNAPSHOT_KIND: &'static str = "operator_login/1";
+    const SNAPSHOT_EVERY: u64 = 16;
+
+    fn to_snapshot(state: &LoginState) -> serde_json::Value {
+        let form = LoginSnapshot {
+            failures_in_row: state.failures_in_row,
+            lockouts: state.lockouts,
+            locked: state.lock.is_some(),
+            locked_until: state.lock.flatten(),
+            last_login_at: state.last_login_at,
+        };
+        // Plain numbers and booleans always serialize; `Null` would only make the next reader fold from the start.
+        serde_json::to_value(form).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn from_snapshot(value: serde_json::Value) -> Option<LoginState> {
+        let form: LoginSnapshot = serde_json::from_value(value).ok()?;
+        Some(LoginState {
+            failures_in_row: form.failures_in_row,
+            lockouts: form.lockouts,
+            lock: form.locked.then_some(form.locked_until),
+            last_login_at: form.last_login_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +219,39 @@ mod tests {
             .then([OperatorEvent::Unlocked]);
         given::<OperatorLogins>([]).when(LoginCommand::Forget).then([]);
         given::<OperatorLogins>([failed]).when(LoginCommand::Forget).then([OperatorEvent::Unlocked]);
+    }
+
+    #[test]
+    fn a_snapshot_gives_back_the_state_it_was_taken_of() {
+        let policy = LockoutPolicy::default();
+        let history = [
+            OperatorEvent::LoggedIn { at: t(0) },
+            OperatorEvent::LoginFailed { at: t(1), failures_in_row: 1 },
+            OperatorEvent::Locked { at: t(2), until: Some(t(902)) },
+            OperatorEvent::LoginFailed { at: t(903), failures_in_row: 1 },
+        ];
+        let state = OperatorLogins::fold(&history);
+        let again = OperatorLogins::from_snapshot(OperatorLogins::to_snapshot(&state)).unwrap();
+        assert_eq!(again, state);
+        // Decisions after the snapshot are the decisions after the whole history.
+        let command = LoginCommand::RecordFailure { at: t(904), policy };
+        assert_eq!(again.decide(command), state.decide(command));
+    }
+
+    #[test]
+    fn the_snapshot_form_is_the_one_its_kind_names() {
+        // Saved snapshots of kind `operator_login/1` have this form: a change here must change SNAPSHOT_KIND, or
+        // old snapshots would be read as the new shape.
+        let state = OperatorLogins::fold(&[
+            OperatorEvent::LoggedIn { at: t(0) },
+            OperatorEvent::Locked { at: t(2), until: None },
+        ]);
+        assert_eq!(OperatorLogins::SNAPSHOT_KIND, "operator_login/1");
+        assert_eq!(
+            OperatorLogins::to_snapshot(&state),
+            serde_json::json!({"failures_in_row": 0, "lockouts": 1, "locked": true, "locked_until": null,
+                "last_login_at": 1_700_000_000})
+        );
+        assert_eq!(OperatorLogins::from_snapshot(serde_json::json!({"failures": 3})), None);
     }
 }
