@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -346,11 +347,22 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .layer(axum::middleware::from_fn(no_store))
         .layer(DefaultBodyLimit::max(1024 * 1024));
     guarded(router, REQUEST_TIME_LIMIT)
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let path = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
-            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path, request_id = id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let path =
+                        request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+                    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path, request_id = id)
+                })
+                // Not a line per 5xx answer: a 500 is logged where it arises (`ApiError`), with its cause, and a 503 is a
+                // deliberate refusal (password workers busy) that a login flood would otherwise turn into a log flood.
+                .on_failure(|class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                    if let ServerErrorsFailureClass::Error(error) = class {
+                        tracing::error!(error, latency_ms = latency.as_millis(), "request failed");
+                    }
+                }),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

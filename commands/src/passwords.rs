@@ -5,8 +5,10 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use cardap_domain::operator::Password;
 
 /// A secret (password, token) that never prints.
@@ -123,8 +125,7 @@ impl Workers {
                 Some(h) => h,
                 None => dummy_hash()?.to_owned(),
             };
-            let ok = Argon2::default().verify_password(password.expose().as_bytes(), hash.as_str()).is_ok();
-            Ok(ok && known)
+            Ok(verify_now(password.expose().as_bytes(), &hash) && known)
         })
         .await
     }
@@ -164,12 +165,64 @@ pub async fn hash_password(password: Secret) -> Result<String, HashingError> {
 }
 
 fn hash_now(password: &Secret) -> Result<String, HashingError> {
+    let failed = |e: &dyn fmt::Display| HashingError::Failed(e.to_string());
     let mut salt = [0_u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| HashingError::Failed(e.to_string()))?;
-    Argon2::default()
-        .hash_password_with_salt(password.expose().as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashingError::Failed(e.to_string()))
+    getrandom::fill(&mut salt).map_err(|e| failed(&e))?;
+    let params = Params::default();
+    let mut out = vec![0_u8; Params::DEFAULT_OUTPUT_LEN];
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password.expose().as_bytes(), &salt, &mut out, blocks)
+    })
+    .map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| failed(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` is the one `hash` (a PHC string) was made of; a hash that does not parse matches nothing.
+/// Compared in constant time.
+fn verify_now(password: &[u8], hash: &str) -> bool {
+    let Ok(phc) = PasswordHash::new(hash) else { return false };
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else { return false };
+    let Ok(algorithm) = Algorithm::new(phc.algorithm.as_str()) else { return false };
+    let Ok(version) = phc.version.map_or(Ok(Version::default()), Version::try_from) else { return false };
+    let Ok(params) = Params::try_from(&phc) else { return false };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0_u8; expected.len()];
+    let computed = with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password, salt, &mut out, blocks)
+    });
+    computed.is_ok() && Output::new(&out).is_ok_and(|out| &out == expected)
+}
+
+/// The most Argon2 memory a worker keeps between jobs: the default parameters' 19 MiB (a hash copied from another
+/// system with a larger memory cost gets memory of its own, freed after it).
+const KEPT_BLOCKS: usize = 19 * 1024;
+
+thread_local! {
+    /// This password worker's Argon2 memory, allocated on its first job and reused by every later one. Allocating
+    /// 19 MiB per verification instead lets the allocator keep freed blocks in per-thread arenas (glibc raises its
+    /// mmap threshold after the first free), so a login flood left the server holding hundreds of MB.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `work` with `count` Argon2 memory blocks: this worker's own when they suffice, else a one-off allocation.
+fn with_blocks<T>(count: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+    if count > KEPT_BLOCKS {
+        return work(&mut vec![Block::default(); count]);
+    }
+    BLOCKS.with_borrow_mut(|blocks| {
+        if blocks.len() < count {
+            blocks.resize(count, Block::default());
+        }
+        work(&mut blocks[..count])
+    })
 }
 
 /// Hashes many passwords on every worker at once (Argon2id is the cost of a big import), in input order.
@@ -196,11 +249,7 @@ pub async fn verify_password(
 /// Whether `password` matches any of `hashes` (the reuse check), on a password worker.
 pub async fn matches_any(password: Secret, hashes: Vec<String>) -> Result<bool, HashingError> {
     Workers::shared()?
-        .run(Admission::Wait, move || {
-            Ok(hashes
-                .iter()
-                .any(|h| Argon2::default().verify_password(password.expose().as_bytes(), h.as_str()).is_ok()))
-        })
+        .run(Admission::Wait, move || Ok(hashes.iter().any(|h| verify_now(password.expose().as_bytes(), h))))
         .await
 }
 
@@ -245,6 +294,26 @@ mod tests {
         assert!(!verify_password(Secret::new("wrong"), Some(hash.clone()), wait).await.unwrap());
         assert!(!verify_password(Secret::new("anything"), None, wait).await.unwrap());
         assert!(matches_any(Secret::new("Passw0rdOK"), vec!["x".into(), hash]).await.unwrap());
+    }
+
+    #[test]
+    fn hashes_are_the_standard_phc_strings_either_way() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Ours verify with the crate's own verifier (an export or a migration reads them elsewhere) …
+        let ours = hash_now(&Secret::new("Passw0rdOK")).unwrap();
+        assert!(Argon2::default().verify_password(b"Passw0rdOK", ours.as_str()).is_ok());
+        // … and the crate's, and those of another system with smaller or larger memory costs, verify with ours.
+        for params in
+            [Params::default(), Params::new(8, 1, 1, None).unwrap(), Params::new(32 * 1024, 1, 1, None).unwrap()]
+        {
+            let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_with_salt(b"Passw0rdOK", b"somesaltsomesalt")
+                .unwrap()
+                .to_string();
+            assert!(verify_now(b"Passw0rdOK", &other), "{other}");
+            assert!(!verify_now(b"Passw0rdOk", &other), "{other}");
+        }
+        assert!(!verify_now(b"Passw0rdOK", "$argon2id$v=19$m=19456,t=2,p=1$broken"));
     }
 
     #[tokio::test]
