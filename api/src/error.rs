@@ -37,6 +37,9 @@ pub enum ProblemType {
     OperatorLocked,
     OperatorRevoked,
     Forbidden,
+    /// 403: the session's password was generated for its operator and must be changed (`PUT /api/v1/me/password`)
+    /// before anything else.
+    PasswordChangeRequired,
     NotFound,
     AlreadyExists,
     /// 409: a concurrent change won; retrying may succeed.
@@ -64,7 +67,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 36] = [
+    pub const ALL: [ProblemType; 37] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -79,6 +82,7 @@ impl ProblemType {
         ProblemType::OperatorLocked,
         ProblemType::OperatorRevoked,
         ProblemType::Forbidden,
+        ProblemType::PasswordChangeRequired,
         ProblemType::NotFound,
         ProblemType::AlreadyExists,
         ProblemType::Conflict,
@@ -120,6 +124,7 @@ impl ProblemType {
             ProblemType::OperatorLocked => "/problems/operator-locked",
             ProblemType::OperatorRevoked => "/problems/operator-revoked",
             ProblemType::Forbidden => "/problems/forbidden",
+            ProblemType::PasswordChangeRequired => "/problems/password-change-required",
             ProblemType::NotFound => "/problems/not-found",
             ProblemType::AlreadyExists => "/problems/already-exists",
             ProblemType::Conflict => "/problems/conflict",
@@ -557,6 +562,14 @@ impl From<AuthzError> for ApiError {
     fn from(e: AuthzError) -> Self {
         match e {
             AuthzError::Forbidden => ApiError::forbidden(),
+            AuthzError::PasswordChangeRequired => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ProblemType::PasswordChangeRequired,
+                Text::new(
+                    "初期パスワードのままです。先にパスワードを変更してください",
+                    "Change your password first: it was generated for you",
+                ),
+            ),
             AuthzError::NotVisible => ApiError::not_found(),
             // Forbidden too, saying which of his own privileges he may not touch or which he does not hold.
             AuthzError::OwnPrivileges | AuthzError::NotHeld(_) => ApiError::forbidden().with_detail(Text::of(&e)),

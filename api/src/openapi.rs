@@ -3,7 +3,7 @@
 //! The `#[utoipa::path]` annotations state what is particular to an operation (its success, the 403/404/409/412
 //! it can answer, its `operationId`). [`complete`] then adds what follows from the shape of the operation, so that
 //! it is said once and stays true everywhere: every error is `application/problem+json` with the problem schema;
-//! a secured operation answers 401, an operation with a body 400/413/415/422, with a query 422, with path
+//! a secured operation answers 401 (and 403 but for the few a session that must change its password may use), an operation with a body 400/413/415/422, with a query 422, with path
 //! parameters 404, with `If-Match` 400/412, a write 409 when a concurrent change wins, every operation 500/503;
 //! path parameters carry their pattern and an example; the create operations link to the operations that use the
 //! ids they return. `tests` (below) and `scripts/fuzz-openapi` hold the document to this.
@@ -106,6 +106,10 @@ const NO_COMMAND: [&str; 2] = ["logout", "lookupRegistry"];
 /// large body with 413: the registry import (`routes::registry`).
 const STREAMED_BODY: [&str; 1] = ["importRegistry"];
 
+/// The operations a session whose password must be changed may still use; every other secured operation answers
+/// `403` `/problems/password-change-required` to it.
+const PASSWORD_CHANGE_ALLOWED: [&str; 3] = ["logout", "showMe", "changeOwnPassword"];
+
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
 static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
@@ -156,6 +160,9 @@ fn complete_operation(method: &str, op: &mut Map<String, Value>) {
     };
     if secured {
         add("401", None);
+        if !PASSWORD_CHANGE_ALLOWED.contains(&id.as_str()) {
+            add("403", None);
+        }
     }
     if has_body {
         add("400", None);
@@ -204,7 +211,10 @@ fn describe(status: &str) -> &'static str {
     match status {
         "400" => "The body, or a header such as `If-Match`, cannot be read (`/problems/malformed-request`)",
         "401" => "Not logged in: the bearer session is missing, invalid or expired (`/problems/unauthenticated`)",
-        "403" => "The caller's roles do not allow this (`/problems/forbidden`)",
+        "403" => {
+            "The caller's roles do not allow this (`/problems/forbidden`), or his password was generated for him and \
+             must be changed first (`/problems/password-change-required`)"
+        }
         "404" => "No such resource, or not visible to the caller (`/problems/not-found`)",
         "409" => {
             "Not possible in the current state (a `type` per state), or a concurrent change won; try again \

@@ -1,5 +1,6 @@
 //! The `cardap` binary as an operator runs it: `cardap serve` with no configuration keeps its data in a SQLite
-//! file, prints the generated administrator password once, stops cleanly on SIGTERM, and finds its data again
+//! file, hands the generated administrator password over once (in a file only its owner reads, as stdout is no
+//! terminal here) and makes him change it first, stops cleanly on SIGTERM, and finds its data again
 //! on the next start; `cardap serve --config FILE` takes its settings from the file (a variable winning over it)
 //! and refuses a file with an unknown key. Also `cardap migrate` and `cardap projections rebuild`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -94,35 +95,74 @@ fn terminate(mut child: Child) {
     }
 }
 
+/// `METHOD path` with a bearer token and an optional JSON body; the raw answer.
+fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> String {
+    http(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn token_of(answer: &str) -> String {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let body = body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c.is_whitespace());
+    let at = body.find("\"token\":\"").unwrap() + 9;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
 #[test]
 fn serve_with_no_configuration_keeps_its_data_in_a_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (child, lines) = serve(dir.path(), port);
     wait_healthy(port);
-    // The generated password is printed once, on the console.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut password = None;
-    while password.is_none() && Instant::now() < deadline {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200))
-            && let Some(p) = line.trim().strip_prefix("password:")
-        {
-            password = Some(p.trim().to_owned());
-        }
+    // stdout is no terminal here: the generated password is in a file only its owner can read, not in the log.
+    let file = dir.path().join("cardap-data/bootstrap-admin-password.txt");
+    let password = std::fs::read_to_string(&file).expect("the generated password's file").trim().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the password file is readable by others");
     }
-    let password = password.expect("the generated administrator password was not printed");
-    assert!(password.len() >= 12 && password.bytes().all(|b| b.is_ascii_alphanumeric()));
-    assert!(login(port, &password).starts_with("HTTP/1.1 201"), "login with the printed password failed");
+    assert!(password.len() >= 16 && password.bytes().all(|b| b.is_ascii_alphanumeric()), "{password}");
+    let staged: Vec<_> = std::fs::read_dir(dir.path().join("cardap-data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(staged.is_empty(), "a staged password file was left behind: {staged:?}");
+
+    // He must change it before anything else.
+    let answer = login(port, &password);
+    assert!(answer.starts_with("HTTP/1.1 201"), "login with the generated password failed: {answer}");
+    assert!(answer.contains("\"password_change_required\":true"), "{answer}");
+    let token = token_of(&answer);
+    let refused = call(port, "GET", "/api/v1/municipalities", &token, "");
+    assert!(refused.starts_with("HTTP/1.1 403") && refused.contains("/problems/password-change-required"), "{refused}");
+    let change = format!(r#"{{"current_password":"{password}","new_password":"MyOwnPassw0rd1"}}"#);
+    let changed = call(port, "PUT", "/api/v1/me/password", &token, &change);
+    assert!(changed.starts_with("HTTP/1.1 204"), "{changed}");
+    let listed = call(port, "GET", "/api/v1/municipalities", &token, "");
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
     terminate(child);
     assert!(dir.path().join("cardap-data/cardap.db").exists(), "no SQLite file in ./cardap-data");
+    let logged: Vec<String> = lines.try_iter().collect();
+    assert!(!logged.iter().any(|l| l.contains(&password)), "the generated password is in the log");
 
-    // Second start: same data, and the password is not printed again.
+    // Second start: same data, his own password, and no new password anywhere.
     let (child, lines) = serve(dir.path(), port);
     wait_healthy(port);
-    assert!(login(port, &password).starts_with("HTTP/1.1 201"), "the administrator was lost across a restart");
+    let answer = login(port, "MyOwnPassw0rd1");
+    assert!(answer.starts_with("HTTP/1.1 201"), "the administrator was lost across a restart: {answer}");
+    assert!(answer.contains("\"password_change_required\":false"), "{answer}");
     terminate(child);
-    let printed_again = lines.try_iter().any(|l| l.trim().starts_with("password:"));
-    assert!(!printed_again, "the password was printed on the second start");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), password, "the second start touched the file");
+    assert!(!lines.try_iter().any(|l| l.contains("system administrator created")), "created twice");
 }
 
 #[test]

@@ -110,6 +110,8 @@ pub enum AccessFailure {
 pub struct NewSession {
     pub token: Secret,
     pub expires_at: DateTime<Utc>,
+    /// The session may do nothing but change the password until it is changed.
+    pub password_change_required: bool,
 }
 
 /// The operator behind a live session.
@@ -246,7 +248,9 @@ impl Access {
             Err(CommandError::Store(e)) => return Err(AccessFailure::Store(e).into()),
             Err(e) => return Err(AccessFailure::Internal(e.to_string()).into()),
         }
-        let session = self.open_session(operator.key).await?;
+        let mut session = self.open_session(operator.key).await?;
+        session.password_change_required =
+            self.credentials.password_change_required(operator.key).await.map_err(AccessFailure::from)?;
         tracing::info!(operator = %operator.key, "login");
         Ok(session)
     }
@@ -260,7 +264,7 @@ impl Access {
             .map_err(|e| StoreError::Corrupt(format!("session lifetime: {e}")))?;
         let expires_at = now + absolute;
         self.credentials.create_session(&token_hash(&token), operator, now.timestamp(), expires_at.timestamp()).await?;
-        Ok(NewSession { token: Secret::new(token), expires_at })
+        Ok(NewSession { token: Secret::new(token), expires_at, password_change_required: false })
     }
 
     /// Records a failed login without making the answer wait for it. Failures that arrive together contend for
@@ -354,6 +358,7 @@ impl Access {
                 municipality: operator.municipality,
                 roles: operator.roles,
                 business_systems: operator.business_systems,
+                password_change_required: session.password_change_required,
             },
             operator_id: operator.operator_id,
         }))

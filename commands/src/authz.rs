@@ -35,6 +35,9 @@ pub struct Actor {
     pub roles: Vec<Role>,
     /// The business systems he is permitted (許可業務): a business-system administrator manages only these.
     pub business_systems: Vec<BusinessId>,
+    /// His password is one someone else knows (the generated first password): until he changes it he may do
+    /// nothing but that ([`AuthzError::PasswordChangeRequired`]).
+    pub password_change_required: bool,
 }
 
 impl Actor {
@@ -182,6 +185,9 @@ pub enum AuthzError {
     /// The resource belongs to a municipality the operator may not see: answer as if it did not exist.
     #[error("not found")]
     NotVisible,
+    /// He must change his password before anything else.
+    #[error("change your password first: it was generated for you and someone else has seen it")]
+    PasswordChangeRequired,
     /// He asked to change his own roles or business systems (nobody does, see the module comment).
     #[error("nobody changes his own roles or permitted business systems")]
     OwnPrivileges,
@@ -200,6 +206,9 @@ impl Localized for AuthzError {
             AuthzError::Forbidden => "この操作を行う権限がありません".to_owned(),
             AuthzError::NotVisible => "対象が見つかりません".to_owned(),
             AuthzError::OwnPrivileges => "自分自身の権限・許可業務は変更できません".to_owned(),
+            AuthzError::PasswordChangeRequired => {
+                "初期パスワードのままです。先にパスワードを変更してください".to_owned()
+            }
             AuthzError::NotHeld(privileges) => {
                 let named: Vec<String> = privileges
                     .iter()
@@ -218,6 +227,9 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
     let allowed = |ok: bool| if ok { Ok(()) } else { Err(AuthzError::Forbidden) };
     let visible = |code: &MunicipalityCode| if actor.can_see(code) { Ok(()) } else { Err(AuthzError::NotVisible) };
     let admin = actor.is_system_admin();
+    if actor.password_change_required && *permission != Permission::ChangeOwnPassword {
+        return Err(AuthzError::PasswordChangeRequired);
+    }
     match permission {
         Permission::ManageMunicipalities | Permission::ManageBusinessSystems | Permission::MigrateOperators => {
             allowed(admin)
@@ -315,6 +327,7 @@ mod tests {
             municipality: (role != Role::SystemAdmin).then(|| code(OWN)),
             roles: vec![role],
             business_systems: vec![BusinessId::parse("01").unwrap()],
+            password_change_required: false,
         }
     }
 
@@ -429,5 +442,20 @@ mod tests {
         assert_eq!(by_admin, Ok(()));
         assert_eq!(authorize_grant(&actor(Role::Clerk), &code(OWN), &grants), Err(AuthzError::Forbidden));
         assert_eq!(authorize_grant(&manager, &code(OTHER), &grants), Err(AuthzError::NotVisible));
+    }
+
+    #[test]
+    fn a_generated_password_must_be_changed_before_anything_else() {
+        let mut admin = actor(Role::SystemAdmin);
+        admin.password_change_required = true;
+        assert_eq!(authorize(&admin, &Permission::ChangeOwnPassword), Ok(()));
+        for permission in [
+            Permission::ManageMunicipalities,
+            Permission::ListMunicipalities,
+            Permission::ViewBusinessSystems,
+            Permission::ManageOperators(code(OWN)),
+        ] {
+            assert_eq!(authorize(&admin, &permission), Err(AuthzError::PasswordChangeRequired), "{permission:?}");
+        }
     }
 }

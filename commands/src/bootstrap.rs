@@ -4,7 +4,9 @@
 //!
 //! Safe when several nodes start at once: the operator key and every command id are derived from what they
 //! create, the password hash commits with the registration (a companion of its append), and each registration
-//! event is appended once.
+//! event is appended once. A generated password is handed to the caller's keeper *before* its hash commits, so a
+//! crash in between leaves either no administrator (the next start makes one) or one whose password is kept; and
+//! it must be changed at the first login (someone else has seen it).
 
 use std::sync::Arc;
 
@@ -31,18 +33,32 @@ pub enum BootstrapError {
     Query(#[from] QueryError),
 }
 
+/// What the first start did about the system administrator.
+#[derive(Debug)]
+pub enum AdminCreated {
+    /// He existed already, or another node starting at the same time created him.
+    Existing,
+    /// Created now with the configured password.
+    WithGivenPassword,
+    /// Created now with this generated password, which he must change at his first login (it went to the keeper
+    /// before it was stored).
+    WithGenerated(Secret),
+}
+
 /// Creates the system administrator `operator_id` unless he exists, with `password` (checked against `policy`)
-/// or a generated one. Returns the password when one was generated and this node stored it (only that node
-/// shows it, once).
+/// or a generated one (as long as the policy's minimum, at least 16 characters). A generated password goes to
+/// `keep` before its hash is stored: if `keep` fails, nothing is stored; if this node then loses the race to
+/// another, the kept password was never valid.
 pub async fn ensure_system_admin(
     store: &Arc<dyn EventStore>,
     read: &ReadModels,
     operator_id: &OperatorId,
     password: Option<&Secret>,
     policy: &PasswordPolicy,
-) -> Result<Option<Secret>, BootstrapError> {
+    keep: impl FnOnce(&Secret) -> Result<(), String>,
+) -> Result<AdminCreated, BootstrapError> {
     if operators::find_by_login(read.pool(), None, operator_id).await?.is_some() {
-        return Ok(None);
+        return Ok(AdminCreated::Existing);
     }
     let key = OperatorKey::for_login(None, operator_id);
     let (password, generated) = match password {
@@ -51,7 +67,7 @@ pub async fn ensure_system_admin(
                 .map_err(|e| BootstrapError::Failed(format!("CARDAP_BOOTSTRAP_PASSWORD: {e}")))?;
             (p.clone(), false)
         }
-        None => (passwords::generate_password(16).map_err(failed)?, true),
+        None => (passwords::generate_password(policy.min_length.max(16)).map_err(failed)?, true),
     };
     let hash = passwords::hash_password(password.clone()).await.map_err(failed)?;
 
@@ -70,13 +86,20 @@ pub async fn ensure_system_admin(
     };
     // His registration and his password hash commit together: another node starting at the same time registers
     // him once, with one password.
+    if generated {
+        keep(&password).map_err(|e| BootstrapError::Failed(format!("cannot keep the generated password: {e}")))?;
+    }
     let at = chrono::Utc::now();
     let inserted = match CommandHandler::<Operator>::new(store.clone())
         .execute_with(&ctx, &Permission::ManageMunicipalities, &stream, None, None, command, |events| {
             if events.is_empty() {
                 vec![]
             } else {
-                vec![Companion::SetPassword { operator: key, hash: hash.clone(), at }]
+                let mut companions = vec![Companion::SetPassword { operator: key, hash: hash.clone(), at }];
+                if generated {
+                    companions.push(Companion::RequirePasswordChange { operator: key });
+                }
+                companions
             }
         })
         .await
@@ -88,8 +111,14 @@ pub async fn ensure_system_admin(
     if let Err(e) = read.catch_up(store.clone()).await {
         tracing::warn!(error = %e, "the operator directory is still catching up");
     }
-    tracing::info!(operator_id = %operator_id, "system administrator created");
-    Ok((generated && inserted).then_some(password))
+    if inserted {
+        tracing::info!(operator_id = %operator_id, "system administrator created");
+    }
+    Ok(match (inserted, generated) {
+        (false, _) => AdminCreated::Existing,
+        (true, false) => AdminCreated::WithGivenPassword,
+        (true, true) => AdminCreated::WithGenerated(password),
+    })
 }
 
 /// Registers the built-in business systems that are missing. Each registration's command id is derived from its

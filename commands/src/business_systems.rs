@@ -98,6 +98,10 @@ impl BusinessSystems {
     /// The business systems `actor` may use now (the operator top page): his permission ∩ his municipality's
     /// shared-use permission ∩ not retired; every system in service for the system administrator.
     pub async fn usable_now(&self, actor: &Actor) -> std::result::Result<Vec<BusinessSystemRow>, QueryError> {
+        if actor.password_change_required {
+            // Nothing to use until his generated password is changed.
+            return Ok(vec![]);
+        }
         let pool = self.read.pool();
         let usable = match &actor.municipality {
             Some(code) => view::usable_by(pool, code).await?,

@@ -11,6 +11,8 @@ use cardap_store::{CredentialStore, SessionRow, StoreError};
 pub trait Credentials: Send + Sync + std::fmt::Debug {
     /// The operator's password hash, if he has one.
     async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError>;
+    /// Whether he must change his password before his sessions may do anything else.
+    async fn password_change_required(&self, operator: OperatorKey) -> Result<bool, StoreError>;
     /// His last `depth` password hashes, newest first.
     async fn recent_hashes(&self, operator: OperatorKey, depth: usize) -> Result<Vec<String>, StoreError>;
     /// Stores a new session (Unix seconds).
@@ -38,6 +40,10 @@ pub trait Credentials: Send + Sync + std::fmt::Debug {
 impl Credentials for CredentialStore {
     async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError> {
         CredentialStore::password_hash(self, operator).await
+    }
+
+    async fn password_change_required(&self, operator: OperatorKey) -> Result<bool, StoreError> {
+        CredentialStore::password_change_required(self, operator).await
     }
 
     async fn recent_hashes(&self, operator: OperatorKey, depth: usize) -> Result<Vec<String>, StoreError> {

@@ -45,6 +45,7 @@ fn admin() -> CommandContext {
         municipality: None,
         roles: vec![Role::SystemAdmin],
         business_systems: vec![],
+        password_change_required: false,
     });
     ctx
 }
@@ -133,6 +134,7 @@ async fn authorization_comes_first_and_writes_nothing(b: Backend) {
         municipality: Some(chiyoda()),
         roles: vec![Role::Clerk],
         business_systems: vec![],
+        password_change_required: false,
     });
     let err = execute(&b, &clerk, None, register()).await.unwrap_err();
     assert!(matches!(err, CommandError::Unauthorized(AuthzError::Forbidden)), "{err:?}");

@@ -24,6 +24,9 @@ pub enum Companion {
     /// Every session of the operator ends but the one whose token hashes to `keep` (his own password change:
     /// whoever else holds a session of his is out).
     EndOtherSessions { operator: OperatorKey, keep: String },
+    /// The password just stored must be changed at the next login before anything else (a password someone else
+    /// knows: the generated first password of the system administrator). Storing a new password clears it.
+    RequirePasswordChange { operator: OperatorKey },
     /// Everything kept for the operator's logins goes: his password hash, its history and his sessions (a
     /// revocation: an operator registered later under the same ID starts with nothing of his).
     Forget { operator: OperatorKey },
@@ -38,6 +41,9 @@ impl std::fmt::Debug for Companion {
             }
             Companion::EndSessions { operator } => f.debug_struct("EndSessions").field("operator", operator).finish(),
             Companion::Forget { operator } => f.debug_struct("Forget").field("operator", operator).finish(),
+            Companion::RequirePasswordChange { operator } => {
+                f.debug_struct("RequirePasswordChange").field("operator", operator).finish()
+            }
             Companion::EndOtherSessions { operator, .. } => {
                 f.debug_struct("EndOtherSessions").field("operator", operator).finish_non_exhaustive()
             }
@@ -46,7 +52,9 @@ impl std::fmt::Debug for Companion {
 }
 
 const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (operator_key, password_hash, changed_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at";
+     ON CONFLICT (operator_key) DO UPDATE SET password_hash = excluded.password_hash, changed_at = excluded.changed_at, \
+     must_change = 0";
+const REQUIRE_CHANGE: &str = "UPDATE credentials SET must_change = 1 WHERE operator_key = $1";
 const REMEMBER_HASH: &str =
     "INSERT INTO password_history (operator_key, password_hash, changed_at) VALUES ($1, $2, $3)";
 const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
@@ -75,6 +83,13 @@ macro_rules! write_companions {
                         .bind(operator.to_string())
                         .bind(hash.clone())
                         .bind(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::RequirePasswordChange { operator } => {
+                    sqlx::query(REQUIRE_CHANGE)
+                        .bind(operator.to_string())
                         .execute(&mut *$conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
@@ -126,6 +141,8 @@ pub struct SessionRow {
     pub operator: OperatorKey,
     /// Unix seconds of the last recorded use.
     pub last_seen_at: i64,
+    /// His password must be changed before the session may do anything else.
+    pub password_change_required: bool,
 }
 
 /// Credentials and sessions over the read-model pool (the same database as the event store).
@@ -147,6 +164,17 @@ impl CredentialStore {
             .await
             .map_err(StoreError::from_sqlx)?;
         row.map(|r| r.try_get::<String, _>("password_hash").map_err(crate::corrupt)).transpose()
+    }
+
+    /// Whether the operator must change his password before his sessions may do anything else.
+    pub async fn password_change_required(&self, operator: OperatorKey) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT must_change FROM credentials WHERE operator_key = $1")
+            .bind(operator.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let must_change = row.map(|r| r.try_get::<i64, _>("must_change").map_err(crate::corrupt)).transpose()?;
+        Ok(must_change.is_some_and(|m| m != 0))
     }
 
     /// The operator's last `depth` password hashes, newest first.
@@ -195,8 +223,9 @@ impl CredentialStore {
         idle_since: i64,
     ) -> Result<Option<SessionRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT operator_key, last_seen_at FROM sessions \
-             WHERE token_hash = $1 AND ended = 0 AND expires_at > $2 AND last_seen_at > $3",
+            "SELECT s.operator_key, s.last_seen_at, COALESCE(c.must_change, 0) AS must_change FROM sessions s \
+             LEFT JOIN credentials c ON c.operator_key = s.operator_key \
+             WHERE s.token_hash = $1 AND s.ended = 0 AND s.expires_at > $2 AND s.last_seen_at > $3",
         )
         .bind(token_hash.to_owned())
         .bind(now)
@@ -207,10 +236,11 @@ impl CredentialStore {
         let Some(row) = row else { return Ok(None) };
         let key: String = row.try_get("operator_key").map_err(crate::corrupt)?;
         let last_seen_at: i64 = row.try_get("last_seen_at").map_err(crate::corrupt)?;
+        let must_change: i64 = row.try_get("must_change").map_err(crate::corrupt)?;
         let operator = uuid::Uuid::parse_str(&key)
             .map(OperatorKey::from_uuid)
             .map_err(|e| StoreError::Corrupt(format!("session of operator {key}: {e}")))?;
-        Ok(Some(SessionRow { operator, last_seen_at }))
+        Ok(Some(SessionRow { operator, last_seen_at, password_change_required: must_change != 0 }))
     }
 
     /// Records a use of the session.

@@ -192,6 +192,7 @@ fn decided_by_authorize(role: Role, command: Command, code: &str) -> char {
         municipality: (role != Role::SystemAdmin).then(|| MunicipalityCode::parse(OWN).unwrap()),
         roles: vec![role],
         business_systems: if permitted_01 { vec![BusinessId::parse("01").unwrap()] } else { vec![] },
+        password_change_required: false,
     };
     let refused = command.permissions(code, me).iter().find_map(|p| authorize(&actor, p).err());
     match refused {
@@ -200,6 +201,7 @@ fn decided_by_authorize(role: Role, command: Command, code: &str) -> char {
         Some(AuthzError::NotVisible) => 'H',
         Some(AuthzError::OwnPrivileges) => 'O',
         Some(AuthzError::NotHeld(_)) => 'N',
+        Some(AuthzError::PasswordChangeRequired) => unreachable!("no password change is pending in this table"),
     }
 }
 

@@ -287,6 +287,48 @@ async fn endless_guessing_stays_on_record_without_slowing_logins(backend: Backen
     app.login(Some(CHIYODA), "OP0501", &clerk.password).await;
 }
 
+/// Point 13: the first system administrator's generated password is never in the log; it reaches a person
+/// through a file only its owner can read (no terminal here), written before its hash is stored, and he must
+/// change it before he can do anything else.
+async fn a_generated_first_password_must_be_changed_first(backend: Backend) {
+    let data = tempfile::tempdir().unwrap();
+    let key_file = data.path().join("master.key");
+    let app = spawn_app_with(backend, |s| {
+        s.bootstrap_password = None;
+        s.master_key_file = key_file;
+    })
+    .await;
+    let file = data.path().join(cardap_api::bootstrap::PASSWORD_FILE);
+    let password = std::fs::read_to_string(&file).expect("the generated password's file").trim().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    let login = app.try_login(None, "admin", &password).await;
+    assert_eq!(login.status, StatusCode::CREATED, "{}", login.text);
+    assert_eq!(login.json()["password_change_required"], true);
+    let token = login.json()["token"].as_str().unwrap().to_owned();
+    // Whoever saw the file cannot use the account for anything but setting a password of his own.
+    let required = "/problems/password-change-required";
+    app.get("/api/v1/municipalities", Some(&token)).await.problem(StatusCode::FORBIDDEN, required);
+    let municipality = cardap_tests::municipality(CHIYODA, "千代田区", 1);
+    app.post("/api/v1/municipalities", Some(&token), &municipality).await.problem(StatusCode::FORBIDDEN, required);
+    let me = app.get("/api/v1/me", Some(&token)).await;
+    assert_eq!(me.json()["password_change_required"], true, "{}", me.text);
+
+    let change = json!({"current_password": password, "new_password": "MyOwnPassw0rd1"});
+    let changed = cardap_tests::send(
+        app.request(cardap_tests::reqwest::Method::PUT, "/api/v1/me/password", Some(&token)).json(&change),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
+    assert_eq!(app.get("/api/v1/municipalities", Some(&token)).await.status, StatusCode::OK);
+    let again = app.try_login(None, "admin", "MyOwnPassw0rd1").await;
+    assert_eq!(again.json()["password_change_required"], false, "{}", again.text);
+}
+
 /// One client address that tries many operator IDs is held back as a whole, whichever name it tries next.
 async fn one_address_guessing_many_operators_is_throttled(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -566,6 +608,7 @@ async fn whether_a_card_is_held_elsewhere_is_not_told(backend: Backend) {
 on_both_backends!(
     guessing_one_operator_is_throttled,
     endless_guessing_stays_on_record_without_slowing_logins,
+    a_generated_first_password_must_be_changed_first,
     one_address_guessing_many_operators_is_throttled,
     an_operations_manager_cannot_raise_his_own_privileges,
     an_operations_manager_gives_only_what_he_holds,

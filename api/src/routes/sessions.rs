@@ -60,6 +60,10 @@ pub struct SessionCreated {
     pub token: String,
     /// The session ends at this time at the latest (it also ends after a period without use).
     pub expires_at: DateTime<Utc>,
+    /// `true`: the password was generated for the operator (the first system administrator's) and must be changed
+    /// with `PUT /api/v1/me/password` first; until then every other operation answers `403`
+    /// `/problems/password-change-required`.
+    pub password_change_required: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,8 +75,11 @@ pub struct Me {
     pub municipality: Option<String>,
     #[schema(example = json!(["clerk"]))]
     pub roles: Vec<String>,
-    /// The business systems usable now (his permission ∩ shared use ∩ not retired), with their URLs.
+    /// The business systems usable now (his permission ∩ shared use ∩ not retired), with their URLs; none while
+    /// his password must be changed.
     pub business_systems: Vec<UsableBusinessSystem>,
+    /// His password was generated for him and must be changed (`PUT /api/v1/me/password`) before anything else.
+    pub password_change_required: bool,
 }
 
 /// Log in with municipality, operator ID and password.
@@ -113,7 +120,11 @@ pub async fn login(
     )?;
     Ok((
         StatusCode::CREATED,
-        Json(SessionCreated { token: session.token.expose().to_owned(), expires_at: session.expires_at }),
+        Json(SessionCreated {
+            token: session.token.expose().to_owned(),
+            expires_at: session.expires_at,
+            password_change_required: session.password_change_required,
+        }),
     ))
 }
 
@@ -173,6 +184,7 @@ pub async fn me(State(state): State<AppState>, auth: Authenticated) -> Result<Js
         municipality: auth.actor.municipality.map(|m| m.to_string()),
         roles: auth.actor.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         business_systems: systems,
+        password_change_required: auth.actor.password_change_required,
     }))
 }
 
