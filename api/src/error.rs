@@ -82,7 +82,6 @@ impl ProblemType {
         ProblemType::OperatorLocked,
         ProblemType::OperatorRevoked,
         ProblemType::Forbidden,
-        ProblemType::PasswordChangeRequired,
         ProblemType::NotFound,
         ProblemType::AlreadyExists,
         ProblemType::Conflict,
@@ -105,6 +104,7 @@ impl ProblemType {
         ProblemType::LocalAreaExists,
         ProblemType::ApAlreadyInstalled,
         ProblemType::ApNotInstalled,
+        ProblemType::PasswordChangeRequired,
     ];
 
     /// The `type` as sent.
@@ -637,6 +637,7 @@ mod tests {
             "/problems/local-area-exists",
             "/problems/ap-already-installed",
             "/problems/ap-not-installed",
+            "/problems/password-change-required",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -36,6 +36,7 @@ pub mod municipalities;
 pub mod operator_migration;
 pub mod operators;
 pub mod passwords;
+pub mod pki;
 pub mod ports;
 pub mod registry;
 pub mod registry_import;
