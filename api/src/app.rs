@@ -3,6 +3,8 @@
 
 use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::imports::Imports;
+use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
@@ -173,6 +175,7 @@ impl Application {
             throttle: settings.throttle,
         };
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
+        let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
         runners.push(tokio::spawn(purge_sessions(access.clone(), shutdown_rx.clone())));
         let state = AppState {
@@ -183,6 +186,8 @@ impl Application {
             access,
             views,
             status: Status::new(store.clone()),
+            imports: Imports::new(settings.imports),
+            jobs,
             store,
             read,
             metrics: Arc::new(Metrics::default()),
@@ -333,6 +338,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())
         .merge(routes::operator_csv::router())
+        .merge(routes::jobs::router())
         .merge(routes::resident_settings::router())
         .merge(routes::residents::router())
         .merge(routes::cards::router())

@@ -47,6 +47,12 @@ impl JobId {
     }
 }
 
+impl From<JobId> for Uuid {
+    fn from(id: JobId) -> Uuid {
+        id.0
+    }
+}
+
 impl std::fmt::Display for JobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
