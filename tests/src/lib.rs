@@ -29,6 +29,9 @@ use tokio::task::JoinHandle;
 pub use reqwest;
 pub use serde_json;
 
+mod jobs;
+pub use jobs::{Imported, Refusal, job_path, operator_import_path};
+
 /// The bootstrap system administrator of [`Settings::for_tests`].
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "AdminPassw0rd";

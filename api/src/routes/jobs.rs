@@ -195,7 +195,8 @@ pub fn accepted(state: &AppState, id: JobId, by: &Actor) -> Result<Response, Api
 }
 
 /// Where a job stands: its progress while it runs, its outcome once it has ended. Poll it (every second or two)
-/// until `state` is `succeeded` or `failed`.
+/// until `state` is `succeeded` or `failed`. The messages of a failed job's problem are in the language of this
+/// request (`Accept-Language`), whoever started the job.
 ///
 /// Seen by the operator who started the job and by the system administrator; for anyone else it does not exist
 /// (`404`). A finished job is kept for an hour (`imports.keep_jobs_minutes`), and jobs live in the memory of
