@@ -247,18 +247,20 @@ impl ResidentServices {
     }
 }
 
-/// What an import asks now and then whether it may go on (see [`ResidentServices::import_registry`]).
+/// What an import asks, before each batch and now and then while it waits for the next, whether it may go on
+/// (see [`ResidentServices::import_registry`]).
 #[derive(Debug, Clone)]
 pub struct Guard<G> {
-    /// How often: the first time one period after the start (the request was authorized just before).
+    /// How often while no batch comes (a trickling upload): the first time one period after the start (the
+    /// request was authorized just before).
     pub every: Duration,
     /// `Some(why)` stops the import.
     pub check: G,
 }
 
-/// Passes the edge's input on to the pipeline while `guard` allows it; when it stops allowing, passes on its
-/// reason as the source's failure and stops reading the edge (which tells the source to stop). Ends when the
-/// pipeline stops reading.
+/// Passes the edge's input on to the pipeline while `guard` allows it, asking it before each batch and every
+/// `guard.every`; when it stops allowing, passes on its reason as the source's failure instead and stops reading
+/// the edge (which tells the source to stop). Ends when the pipeline stops reading.
 async fn guarded<U, F, G, GFut>(
     mut input: mpsc::Receiver<ImportInput<U, F>>,
     forward: mpsc::Sender<ImportInput<U, F>>,
@@ -270,23 +272,26 @@ async fn guarded<U, F, G, GFut>(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + guard.every, guard.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let next = tokio::select! {
             next = input.recv() => match next {
-                Some(next) => {
-                    if forward.send(next).await.is_err() {
-                        return;
-                    }
-                }
+                Some(next @ ImportInput::Batch(_)) => (guard.check)().await.map_or(next, ImportInput::Failed),
+                Some(failed) => failed,
                 None => return,
             },
-            _ = tick.tick() => {
-                if let Some(why) = (guard.check)().await {
-                    drop(input);
-                    let _ = forward.send(ImportInput::Failed(why)).await;
-                    return;
-                }
-            }
+            _ = tick.tick() => match (guard.check)().await {
+                Some(why) => ImportInput::Failed(why),
+                None => continue,
+            },
             () = forward.closed() => return,
+        };
+        if matches!(next, ImportInput::Failed(_)) {
+            // Nothing more is read: the source hears of it at once.
+            drop(input);
+            let _ = forward.send(next).await;
+            return;
+        }
+        if forward.send(next).await.is_err() {
+            return;
         }
     }
 }

@@ -108,7 +108,8 @@ impl TestApp {
             request = request.header(*name, *value);
         }
         let mut this = self.poller();
-        this.language = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("accept-language")).map(|(_, v)| v.to_string());
+        this.language =
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("accept-language")).map(|(_, v)| v.to_string());
         let token = token.to_owned();
         async move {
             let accepted = send(request).await;

@@ -14,8 +14,8 @@ use cardap_store::{CommandId, StreamId};
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, Imported, Refusal, Reply, TestApp, TestOperator, on_both_backends, operator_with_password,
-    register_clerk, register_operator, send, spawn_app, with_check_digit,
+    Backend, Imported, Refusal, Reply, TestApp, TestOperator, on_both_backends, operator_with_password, register_clerk,
+    register_operator, send, spawn_app, with_check_digit,
 };
 
 /// 千代田区 and 札幌市: the municipalities of these tests.
@@ -496,8 +496,9 @@ async fn an_export_imports_into_another_municipality(backend: Backend) {
     assert_eq!(export_rows(&exported).len(), 2);
 
     // B may use 01 too: the export imports as it is, with generated passwords.
-    let body = imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", exported.text.clone().into_bytes()))
-        .await;
+    let body =
+        imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", exported.text.clone().into_bytes()))
+            .await;
     let items = body["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|i| i["password"].as_str().is_some_and(|p| p.len() >= 8)), "{items:?}");
@@ -656,7 +657,8 @@ async fn migration_is_for_the_system_administrator_and_known_municipalities(back
             "/problems/validation",
         )
         .await;
-        let fields: Vec<&str> = reply["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        let fields: Vec<&str> =
+            reply["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
         assert_eq!(fields, [field], "{body}: {reply}");
     }
 }
@@ -805,8 +807,9 @@ async fn a_migration_file_keeps_internal_ids_and_passwords(backend: Backend) {
     )
     .await;
 
-    let body = imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", file.text.clone().into_bytes()))
-        .await;
+    let body =
+        imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", file.text.clone().into_bytes()))
+            .await;
     assert_eq!(body["passwords"], "none", "{body}");
     let items = body["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2);
@@ -883,7 +886,9 @@ async fn the_routes_are_documented(backend: Backend) {
     assert!(import.contains("clerk"), "the default role is documented");
     assert!(import.contains("/api/v1/jobs/"), "the job is documented");
     for status in ["202", "429"] {
-        assert!(doc["paths"]["/api/v1/municipalities/{code}/operators/import"]["post"]["responses"][status].is_object());
+        assert!(
+            doc["paths"]["/api/v1/municipalities/{code}/operators/import"]["post"]["responses"][status].is_object()
+        );
     }
     for schema in ["ImportReport", "MigrationInput", "MigrationReport", "JobResource", "JobPasswords"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");

@@ -1,5 +1,5 @@
 //! The security suite (issue 9): each test shows an attack and that cardap stops it. Every test runs on
-//! PostgreSQL and on SQLite.
+//! PostgreSQL and on SQLite. The attacks through imports (point 7) are in `imports`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -15,6 +15,9 @@ use cardap_tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+#[path = "security/imports.rs"]
+mod imports;
 
 const CHIYODA: &str = "131016";
 
@@ -449,7 +452,8 @@ async fn an_internal_id_names_one_operator(backend: Backend) {
     let before = app.event_count().await;
     let import = app.import_operators(CHIYODA, &admin, "text/csv", file.as_bytes().to_vec(), &[]).await;
     let problem = import.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["/rows/2/internal_ids", "/rows/4/internal_ids"], "{problem}");
     assert_eq!(app.event_count().await, before);
 }
