@@ -373,9 +373,11 @@ async fn no_store(request: Request, next: axum::middleware::Next) -> axum::respo
     response
 }
 
-/// How long a request may take until its response starts. Generous: a large operator import hashes one
-/// Argon2id password per row. The registry import answers once its header row is read and then streams under its
-/// own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all, STALL_TIMEOUT 120 s without upload bytes).
+/// How long a request may take until its response starts. Generous: a JSON batch registration (`POST …/operators`
+/// with an array, 1 MiB at most) hashes one Argon2id password per operator. The operator CSV import answers `202`
+/// as soon as its header row is read and works in a job (routes::jobs); the registry import answers once its
+/// header row is read and then streams under its own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all,
+/// STALL_TIMEOUT 120 s without upload bytes).
 const REQUEST_TIME_LIMIT: Duration = Duration::from_secs(300);
 
 /// A handler that panics or runs past `time_limit` is answered like any other failure: problem+json, 500
