@@ -5,6 +5,8 @@
 //! An import is a job: each test follows it to its end and asserts on its outcome (the report, with the generated
 //! passwords fetched once, or the problem). After every refused request the event log is unchanged. Every test
 //! runs on PostgreSQL and on SQLite.
+//!
+//! Length: seventeen scenarios of import, export and migration, sharing one setup and the file helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cardap_commands::{CommandContext, CommandHandler, Permission};
