@@ -29,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes;
 pub use crate::settings::Settings;
@@ -177,7 +178,7 @@ impl Application {
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
-        runners.push(tokio::spawn(purge_sessions(access.clone(), shutdown_rx.clone())));
+        runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), shutdown_rx.clone())));
         let state = AppState {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone(), views.clone()),
@@ -295,14 +296,17 @@ async fn hard_stop_guard(
 /// How often sessions that can never be used again are deleted.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Deletes ended, expired and idle sessions at start and then every [`SESSION_PURGE_EVERY`], until shutdown.
-async fn purge_sessions(access: Access, mut shutdown: watch::Receiver<bool>) {
+/// Deletes ended, expired and idle sessions, and drops the import jobs kept past their time, at start and then
+/// every [`SESSION_PURGE_EVERY`], until shutdown.
+async fn purge_sessions(access: Access, jobs: Jobs<ApiError>, mut shutdown: watch::Receiver<bool>) {
     loop {
         match access.purge_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "ended and expired sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete ended and expired sessions"),
         }
+        // Finished jobs past their hour, with any generated password nobody fetched, even when nobody asks.
+        jobs.purge_expired();
         tokio::select! {
             _ = tokio::time::sleep(SESSION_PURGE_EVERY) => {}
             _ = shutdown.wait_for(|s| *s) => return,

@@ -400,6 +400,12 @@ impl<F: Send + 'static> Jobs<F> {
         }
     }
 
+    /// Drops the finished jobs past their time (they are dropped too whenever the table is looked at).
+    pub fn purge_expired(&self) {
+        let mut table = self.lock();
+        self.purge(&mut table);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Entry<F>>> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }

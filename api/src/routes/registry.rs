@@ -9,7 +9,8 @@
 //!   import use case (`ResidentServices::import_registry`) imports while the answer streams NDJSON: one line per
 //!   row that was not unchanged, then a summary line. Nothing holds the whole file: the body, the parsed batches,
 //!   their outcomes and the report lines all pass through bounded channels, so memory stays flat whatever the
-//!   file's size. Every [`SESSION_CHECK`] the import asks whether its operator's session still permits it, and
+//!   file's size. Before each batch, and every [`SESSION_CHECK`] while it waits for one, the import asks whether
+//!   its operator's session still permits it, and
 //!   stops (a problem line, `"aborted": true`) when he logged out, his session expired or he was revoked.
 //! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft,
 //!   from `ResidentServices::registry_entry` and `registry_matches`.
@@ -214,7 +215,7 @@ struct Report {
 /// the summary carries `"aborted": true`; batches reported before it were imported, and the file can simply be
 /// imported again. The import stops the same way (`"type": "/problems/unauthenticated"` in the problem line)
 /// when the importing operator's session ends — he logs out, it expires, he is revoked — or `/problems/forbidden`
-/// when he loses the permission: it is checked every 2 seconds. Errors found before the first row (header,
+/// when he loses the permission: it is checked before each batch and every 2 seconds. Errors found before the first row (header,
 /// charset, permissions) are ordinary `application/problem+json` answers. `Idempotency-Key` is not needed (a
 /// re-import is idempotent by itself).
 ///
