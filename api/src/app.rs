@@ -3,6 +3,8 @@
 
 use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::imports::Imports;
+use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
@@ -28,6 +30,7 @@ use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes;
 pub use crate::settings::Settings;
@@ -174,8 +177,9 @@ impl Application {
             throttle: settings.throttle,
         };
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
+        let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
-        runners.push(tokio::spawn(purge_sessions(access.clone(), shutdown_rx.clone())));
+        runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), shutdown_rx.clone())));
         let state = AppState {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems: BusinessSystems::new(store.clone(), read.clone(), views.clone()),
@@ -184,6 +188,8 @@ impl Application {
             access,
             views,
             status: Status::new(store.clone()),
+            imports: Imports::new(settings.imports),
+            jobs,
             store,
             read,
             metrics: Arc::new(Metrics::default()),
@@ -291,14 +297,17 @@ async fn hard_stop_guard(
 /// How often sessions that can never be used again are deleted.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Deletes ended, expired and idle sessions at start and then every [`SESSION_PURGE_EVERY`], until shutdown.
-async fn purge_sessions(access: Access, mut shutdown: watch::Receiver<bool>) {
+/// Deletes ended, expired and idle sessions, and drops the import jobs kept past their time, at start and then
+/// every [`SESSION_PURGE_EVERY`], until shutdown.
+async fn purge_sessions(access: Access, jobs: Jobs<ApiError>, mut shutdown: watch::Receiver<bool>) {
     loop {
         match access.purge_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "ended and expired sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete ended and expired sessions"),
         }
+        // Finished jobs past their hour, with any generated password nobody fetched, even when nobody asks.
+        jobs.purge_expired();
         tokio::select! {
             _ = tokio::time::sleep(SESSION_PURGE_EVERY) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -334,6 +343,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())
         .merge(routes::operator_csv::router())
+        .merge(routes::jobs::router())
         .merge(routes::resident_settings::router())
         .merge(routes::residents::router())
         .merge(routes::cards::router())
@@ -379,9 +389,11 @@ async fn no_store(request: Request, next: axum::middleware::Next) -> axum::respo
     response
 }
 
-/// How long a request may take until its response starts. Generous: a large operator import hashes one
-/// Argon2id password per row. The registry import answers once its header row is read and then streams under its
-/// own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all, STALL_TIMEOUT 120 s without upload bytes).
+/// How long a request may take until its response starts. Generous: a JSON batch registration (`POST …/operators`
+/// with an array, 1 MiB at most) hashes one Argon2id password per operator. The operator CSV import answers `202`
+/// as soon as its header row is read and works in a job (routes::jobs); the registry import answers once its
+/// header row is read and then streams under its own limits (routes::registry: IMPORT_TIME_LIMIT 2 h in all,
+/// STALL_TIMEOUT 120 s without upload bytes).
 const REQUEST_TIME_LIMIT: Duration = Duration::from_secs(300);
 
 /// A handler that panics or runs past `time_limit` is answered like any other failure: problem+json, 500

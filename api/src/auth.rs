@@ -4,9 +4,11 @@
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use cardap_commands::Actor;
+use cardap_commands::access::{Access, SessionCheck};
+use cardap_commands::{Actor, Permission};
 
 use crate::error::ApiError;
+use crate::i18n::Text;
 use crate::state::AppState;
 
 pub use cardap_commands::access::SessionPolicy;
@@ -43,5 +45,23 @@ impl FromRequestParts<AppState> for Authenticated {
             .ok_or_else(ApiError::unauthenticated)?;
         let session = state.access.authenticate(&token).await?.ok_or_else(ApiError::unauthenticated)?;
         Ok(Authenticated { actor: session.actor, operator_id: session.operator_id, token })
+    }
+}
+
+/// Whether the session of `token` still permits `permission`, for work that outlives its request (an import):
+/// `Some(problem)` stops it — his session ended (logout, expiry, revocation) or he lost the permission. A failing
+/// database is not held against him: the work it guards fails on its own then.
+pub async fn still_permitted(access: &Access, token: &Secret, permission: &Permission) -> Option<ApiError> {
+    match access.session_permits(token, permission).await {
+        Ok(SessionCheck::Live) => None,
+        Ok(SessionCheck::Ended) => Some(ApiError::session_ended()),
+        Ok(SessionCheck::Forbidden) => Some(ApiError::forbidden().with_detail(Text::new(
+            "取り込みを実行していたオペレータの権限が変わったため中止しました",
+            "the importing operator no longer holds the permission; the import was stopped",
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the session of a running import");
+            None
+        }
     }
 }

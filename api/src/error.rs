@@ -1,6 +1,9 @@
 //! The one error type of the HTTP edge: every failure becomes `application/problem+json` (RFC 9457) with a
 //! stable `type` code, a title and detail for the clerk at the counter (Japanese by default, English with
 //! `Accept-Language: en`), and field-level `errors` for validation. Internals of a 500 are logged, never sent.
+//!
+//! Length: the catalogue of problem types is listed three times (the enum, [`ProblemType::ALL`], the strings)
+//! and once more in the test that pins the published strings, beside a constructor per kind of answer.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,11 +66,18 @@ pub enum ProblemType {
     LocalAreaExists,
     ApAlreadyInstalled,
     ApNotInstalled,
+    /// 429: the municipality, or the server, runs as many imports of this kind as it may; retry after
+    /// `Retry-After`.
+    TooManyImports,
+    /// 409: the job has not succeeded (it is still running, or it failed), so it has no passwords to give.
+    JobNotSucceeded,
+    /// 410: the job's generated passwords were fetched already and are kept nowhere any more.
+    PasswordsGone,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 37] = [
+    pub const ALL: [ProblemType; 40] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -105,6 +115,9 @@ impl ProblemType {
         ProblemType::ApAlreadyInstalled,
         ProblemType::ApNotInstalled,
         ProblemType::PasswordChangeRequired,
+        ProblemType::TooManyImports,
+        ProblemType::JobNotSucceeded,
+        ProblemType::PasswordsGone,
     ];
 
     /// The `type` as sent.
@@ -147,6 +160,9 @@ impl ProblemType {
             ProblemType::LocalAreaExists => "/problems/local-area-exists",
             ProblemType::ApAlreadyInstalled => "/problems/ap-already-installed",
             ProblemType::ApNotInstalled => "/problems/ap-not-installed",
+            ProblemType::TooManyImports => "/problems/too-many-imports",
+            ProblemType::JobNotSucceeded => "/problems/job-not-succeeded",
+            ProblemType::PasswordsGone => "/problems/passwords-gone",
         }
     }
 }
@@ -355,6 +371,64 @@ impl ApiError {
         e
     }
 
+    /// The municipality (`municipality`) or the server runs as many imports of this kind as it may: nothing was
+    /// read or started; retry after `retry_after`.
+    pub fn too_many_imports(municipality: bool, retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs().max(1);
+        let detail = if municipality {
+            Text::new(
+                "この市町村・任意団体では同じ種類の取り込みが実行中です。終わってからもう一度お試しください",
+                "an import of this kind is already running for this municipality; try again when it has finished",
+            )
+        } else {
+            Text::new(
+                "サーバで実行中の取り込みが上限に達しています。しばらくしてからもう一度お試しください",
+                "the server runs as many imports of this kind as it may; try again shortly",
+            )
+        };
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemType::TooManyImports,
+            Text::new("取り込みが混み合っています", "Too many imports at once"),
+        )
+        .with_detail(detail);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            e.0.headers.push((header::RETRY_AFTER, value));
+        }
+        e
+    }
+
+    /// The job has no passwords to give yet (running) or at all (failed).
+    pub fn job_not_succeeded(detail: Text) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            ProblemType::JobNotSucceeded,
+            Text::new("ジョブが成功していません", "The job has not succeeded"),
+        )
+        .with_detail(detail)
+    }
+
+    /// The generated passwords were handed out once and are kept nowhere any more.
+    pub fn passwords_gone() -> Self {
+        Self::new(
+            StatusCode::GONE,
+            ProblemType::PasswordsGone,
+            Text::new("生成したパスワードは取得済みです", "The generated passwords were fetched already"),
+        )
+        .with_detail(Text::new(
+            "パスワードは一度だけ表示します。分からなくなったオペレータは管理者がパスワードを再設定してください",
+            "passwords are shown once; an administrator resets the password of an operator who lost it",
+        ))
+    }
+
+    /// The operator who started an import logged out, his session expired or he was revoked: the import stopped.
+    pub fn session_ended() -> Self {
+        Self::unauthenticated().with_detail(Text::new(
+            "取り込みを実行していたオペレータのログインが終了した（ログアウト、期限切れ、失効）ため中止しました",
+            "the importing operator's session ended (logout, expiry or revocation); the import was stopped",
+        ))
+    }
+
     /// The request ran past the server's time limit (its handler is dropped).
     pub fn timed_out(limit: std::time::Duration) -> Self {
         let mut e = Self::new(
@@ -558,6 +632,13 @@ impl From<cardap_commands::access::AccessFailure> for ApiError {
     }
 }
 
+impl From<cardap_commands::imports::Busy> for ApiError {
+    fn from(busy: cardap_commands::imports::Busy) -> Self {
+        use cardap_commands::imports::BusyScope;
+        ApiError::too_many_imports(busy.scope == BusyScope::Municipality, busy.retry_after)
+    }
+}
+
 impl From<AuthzError> for ApiError {
     fn from(e: AuthzError) -> Self {
         match e {
@@ -638,6 +719,9 @@ mod tests {
             "/problems/ap-already-installed",
             "/problems/ap-not-installed",
             "/problems/password-change-required",
+            "/problems/too-many-imports",
+            "/problems/job-not-succeeded",
+            "/problems/passwords-gone",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, cards, health, municipalities, operator_csv, operators, registry, resident_settings, residents,
-    sessions,
+    business_systems, cards, health, jobs, municipalities, operator_csv, operators, registry, resident_settings,
+    residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -33,6 +33,7 @@ use crate::routes::{
         operators::end_sessions, operators::reset_password, operators::bulk_passwords, operators::assign_internal_id,
         operators::remove_internal_id,
         operator_csv::import, operator_csv::export, operator_csv::migrate,
+        jobs::show, jobs::take_passwords,
         registry::import, registry::show, registry::lookup,
         municipalities::list, municipalities::register, municipalities::show, municipalities::change,
         municipalities::abolish,
@@ -69,7 +70,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Path parameters by name: the same name is the same domain value on every route (its `parse` decides the
 /// pattern; a value that does not parse is answered 404).
-const PATH_PARAMETERS: [(&str, &str, &str, &str); 6] = [
+const PATH_PARAMETERS: [(&str, &str, &str, &str); 7] = [
     // name, pattern, example, description
     (
         "code",
@@ -82,16 +83,19 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 6] = [
     ("fid", "^[0-9A-Za-z]{1,32}$", "FID0000000000001", "カードのFID"),
     ("registry_key", "^[0-9A-Za-z]{1,20}$", "000123456", "宛名番号"),
     ("resident_id", "", "0190a6c2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", "住民ID"),
+    ("job_id", "", "0190a6c2-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "A job's id, from the `202` that started it"),
 ];
 
-/// What a create operation returns that other operations take as a path parameter.
-const CREATED_IDS: [(&str, &str, &str); 5] = [
-    // operationId, path parameter, where its value is in the 201 body
-    ("registerMunicipality", "code", "/code"),
-    ("registerBusinessSystem", "business_id", "/business_id"),
-    ("registerOperator", "operator_id", "/operator_id"),
-    ("registerResident", "resident_id", "/resident_id"),
-    ("registerCard", "fid", "/fid"),
+/// What a create operation returns that other operations take as a path parameter (an operation that starts a
+/// job: its `202`).
+const CREATED_IDS: [(&str, &str, &str, &str); 6] = [
+    // operationId, path parameter, where its value is in the body, the status of that body
+    ("registerMunicipality", "code", "/code", "201"),
+    ("registerBusinessSystem", "business_id", "/business_id", "201"),
+    ("registerOperator", "operator_id", "/operator_id", "201"),
+    ("registerResident", "resident_id", "/resident_id", "201"),
+    ("registerCard", "fid", "/fid", "201"),
+    ("importOperators", "job_id", "/job_id", "202"),
 ];
 
 /// Create operations that take another's new id in their body: (creator, target, body field, where the id is in
@@ -100,7 +104,7 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 2] = ["logout", "lookupRegistry"];
+const NO_COMMAND: [&str; 3] = ["logout", "lookupRegistry", "takeJobPasswords"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
 /// large body with 413: the registry import (`routes::registry`).
@@ -223,7 +227,9 @@ fn describe(status: &str) -> &'static str {
         "412" => "`If-Match` names an older version (`/problems/precondition-failed`)",
         "413" => "The body is larger than the server accepts (`/problems/payload-too-large`)",
         "415" => "The `Content-Type` is not the documented one (`/problems/unsupported-media-type`)",
+        "410" => "Gone: handed out once already (`/problems/passwords-gone`)",
         "422" => "Invalid fields or query parameters, named by JSON pointer (`/problems/validation`)",
+        "429" => "Too many at once (`/problems/too-many-imports`); `Retry-After` says when to retry",
         "500" => "An internal error, a failing handler included; details are logged, never sent (`/problems/internal`)",
         "503" => {
             "The database is unavailable or the server is shutting down (`/problems/unavailable`), or the request \
@@ -263,7 +269,7 @@ fn add_links(doc: &mut Value) {
             }
         }
     }
-    for (creator, param, pointer) in CREATED_IDS {
+    for (creator, param, pointer, status) in CREATED_IDS {
         let Some((_, given, path, method)) = operations.iter().find(|(id, ..)| id == creator) else { continue };
         let mut links = Map::new();
         for (target, needs, ..) in &operations {
@@ -293,7 +299,7 @@ fn add_links(doc: &mut Value) {
                 json!({ "operationId": target, "parameters": parameters, "requestBody": body }),
             );
         }
-        if let Some(created) = doc.pointer_mut(&format!("/paths/{}/{method}/responses/201", escape(path))) {
+        if let Some(created) = doc.pointer_mut(&format!("/paths/{}/{method}/responses/{status}", escape(path))) {
             created["links"] = Value::Object(links);
         }
     }

@@ -11,7 +11,7 @@
 //! `CARDAP_BOOTSTRAP_PASSWORD` and `CARDAP_MASTER_KEY` (or the key file `master_key.file`). Neither ever appears
 //! in `Debug`. This module reads files and variables but opens no database and starts nothing.
 //!
-//! Length: [`KEYS`] has one row of four names and a parser per setting (twenty-odd of them).
+//! Length: [`KEYS`] has one row of four names and a parser per setting (about thirty of them).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cardap_commands::imports::ImportLimits;
 use cardap_commands::throttle::ThrottlePolicy;
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
 use cardap_store::{MasterKey, MasterKeyError, redact};
@@ -69,6 +70,9 @@ pub struct Settings {
     pub master_key: Option<MasterKey>,
     /// The master key's file when `master_key` is not given.
     pub master_key_file: PathBuf,
+    /// How many imports run at once (per municipality, on the server), the rows of an operator file, and how long
+    /// a finished import job is kept.
+    pub imports: ImportLimits,
 }
 
 impl fmt::Debug for Settings {
@@ -89,6 +93,7 @@ impl fmt::Debug for Settings {
             .field("startup_timeout", &self.startup_timeout)
             .field("master_key", &self.master_key)
             .field("master_key_file", &self.master_key_file)
+            .field("imports", &self.imports)
             .finish()
     }
 }
@@ -133,6 +138,7 @@ impl Default for Settings {
             startup_timeout: Duration::from_secs(60),
             master_key: None,
             master_key_file: data_dir.join("master.key"),
+            imports: ImportLimits::default(),
         }
     }
 }
@@ -544,6 +550,61 @@ pub const KEYS: &[Key] = &[
         help: "The lockout with this number is permanent (until an administrator unlocks); 0: none is",
         set: |d, raw| {
             d.settings.lockout.max_lockouts = raw.number::<u32>()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "imports.per_municipality",
+        env: "CARDAP_IMPORTS_PER_MUNICIPALITY",
+        flag: "imports-per-municipality",
+        form: "a whole number, 1 or more",
+        help: "Imports of each kind (registry, operator CSV) one municipality may run at once",
+        set: |d, raw| {
+            d.settings.imports.per_municipality = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "imports.registry_max",
+        env: "CARDAP_IMPORTS_REGISTRY_MAX",
+        flag: "imports-registry-max",
+        form: "a whole number, 1 or more",
+        help: "Registry imports running at once on this server; more are answered 429",
+        set: |d, raw| {
+            d.settings.imports.registry_imports = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "imports.operator_max",
+        env: "CARDAP_IMPORTS_OPERATOR_MAX",
+        flag: "imports-operator-max",
+        form: "a whole number, 1 or more",
+        help: "Operator CSV import jobs running at once on this server; more are answered 429",
+        set: |d, raw| {
+            d.settings.imports.operator_imports = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "imports.operator_rows",
+        env: "CARDAP_IMPORTS_OPERATOR_ROWS",
+        flag: "imports-operator-rows",
+        form: "a whole number, 1 or more",
+        help: "Data rows an operator CSV file may have",
+        set: |d, raw| {
+            d.settings.imports.operator_rows = raw.positive()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "imports.keep_jobs_minutes",
+        env: "CARDAP_IMPORTS_KEEP_JOBS_MINUTES",
+        flag: "imports-keep-jobs-minutes",
+        form: "a whole number of minutes, 1 or more",
+        help: "How long a finished import job (and its generated passwords) is kept, minutes",
+        set: |d, raw| {
+            d.settings.imports.keep_finished = Duration::from_secs(raw.positive::<u64>()?.checked_mul(60)?);
             Some(())
         },
     },

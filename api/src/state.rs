@@ -7,6 +7,8 @@ use std::sync::Arc;
 use cardap_commands::Views;
 use cardap_commands::access::Access;
 use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::imports::Imports;
+use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
 use cardap_commands::residents::ResidentServices;
@@ -14,6 +16,7 @@ use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
 use cardap_store::{Checkpoint, EventStore};
 
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,10 @@ pub struct AppState {
     pub views: Views,
     /// The event store's condition, for readiness and metrics.
     pub status: Status,
+    /// How many imports run at once (registry and operator CSV), per municipality and on this server.
+    pub imports: Imports,
+    /// The import jobs of this server process (operator CSV): progress, outcome, generated passwords once.
+    pub jobs: Jobs<ApiError>,
 }
 
 impl AppState {

@@ -122,6 +122,17 @@ pub struct SessionOf {
     pub operator_id: String,
 }
 
+/// What [`Access::session_permits`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// The session is live and its operator may still do it.
+    Live,
+    /// Logged out, expired, revoked, or his municipality abolished.
+    Ended,
+    /// Live, but he may no longer do it (his roles changed).
+    Forbidden,
+}
+
 /// A password set by a use case: the generated one is shown once, a given one never again.
 #[derive(Debug)]
 pub struct PasswordSet {
@@ -364,6 +375,21 @@ impl Access {
         }))
     }
 
+    /// Whether the session of `token` is still live and its operator may still do `permission`: checked now and
+    /// then by work that outlives its request (an import), which stops when he logs out, his session expires, he
+    /// is revoked or loses the permission. Touches the session like any request of his.
+    pub async fn session_permits(
+        &self,
+        token: &Secret,
+        permission: &Permission,
+    ) -> std::result::Result<SessionCheck, AccessFailure> {
+        Ok(match self.authenticate(token).await? {
+            None => SessionCheck::Ended,
+            Some(session) if crate::authz::authorize(&session.actor, permission).is_err() => SessionCheck::Forbidden,
+            Some(_) => SessionCheck::Live,
+        })
+    }
+
     /// Whether `municipality` (an operator's; `None` for the system administrator) has been abolished.
     async fn municipality_abolished(
         &self,
@@ -507,6 +533,15 @@ impl Access {
         &self,
         chosen: Vec<Option<Secret>>,
     ) -> std::result::Result<Vec<(Secret, bool, String)>, AccessFailure> {
+        self.passwords_reporting(chosen, &|| {}).await
+    }
+
+    /// [`Access::passwords_for`], calling `hashed` as each hash is done.
+    pub async fn passwords_reporting(
+        &self,
+        chosen: Vec<Option<Secret>>,
+        hashed: &(dyn Fn() + Send + Sync),
+    ) -> std::result::Result<Vec<(Secret, bool, String)>, AccessFailure> {
         let mut secrets = Vec::with_capacity(chosen.len());
         let mut generated = Vec::with_capacity(chosen.len());
         for c in chosen {
@@ -516,7 +551,7 @@ impl Access {
                 None => passwords::generate_password(12)?,
             });
         }
-        let hashes = passwords::hash_all(secrets.clone()).await?;
+        let hashes = passwords::hash_all_reporting(secrets.clone(), hashed).await?;
         Ok(secrets.into_iter().zip(generated).zip(hashes).map(|((s, g), h)| (s, g, h)).collect())
     }
 

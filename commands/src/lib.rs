@@ -10,7 +10,10 @@
 //!   `internal_ids`); the operator directory.
 //! - [`operator_migration`]: move operators to another municipality with their passwords (操作者情報の移行).
 //! - [`residents`]: resident settings, residents, cards, local area, APs, 標準ID (利用者登録, カードAP搭載).
-//! - [`registry_import`]: the resident registry import (a file's batches in, their outcomes out, in file order).
+//! - [`registry_import`]: the resident registry import (a file's batches in, their outcomes out, in file order),
+//!   stopped when the importing operator's session ends.
+//! - [`imports`]: how many imports run at once, per municipality and on the server (admission, turned away when
+//!   full); [`jobs`]: imports that run in the background as jobs (progress, outcome, generated passwords once).
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`status`]: is the event store answering (readiness, metrics).
 //! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
@@ -31,7 +34,9 @@ mod context;
 pub mod engine;
 mod handler;
 pub mod ids;
+pub mod imports;
 mod internal_ids;
+pub mod jobs;
 pub mod municipalities;
 pub mod operator_migration;
 pub mod operators;

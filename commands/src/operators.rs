@@ -34,6 +34,7 @@ use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
 use crate::internal_ids::{self, ClaimChanges};
+use crate::jobs::{Phase, Progress};
 use crate::passwords::Secret;
 use crate::views::Views;
 
@@ -284,6 +285,18 @@ impl Operators {
         code: &MunicipalityCode,
         operators: Vec<NewOperator>,
     ) -> Result<Vec<Registered>> {
+        self.register_reporting(ctx, code, operators, &Progress::default()).await
+    }
+
+    /// [`Operators::register`] for a job: moves `progress` through hashing (one step per password) to the
+    /// registration. The passwords are hashed before the decision, so the transaction holds only the appends.
+    pub async fn register_reporting(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        operators: Vec<NewOperator>,
+        progress: &Progress,
+    ) -> Result<Vec<Registered>> {
         let usable = self.usable(code).await?;
         let mut permissions = vec![Permission::ManageOperators(code.clone())];
         let businesses: BTreeSet<&BusinessId> = operators.iter().flat_map(|o| o.internal_ids.keys()).collect();
@@ -314,7 +327,9 @@ impl Operators {
                 }
             }
         }
-        let (hashes, generated) = self.password_hashes(&operators).await?;
+        progress.set_phase(Phase::Hashing);
+        let (hashes, generated) = self.password_hashes(&operators, &|| progress.hashed_one()).await?;
+        progress.set_phase(Phase::Registering);
         let at = self.access.clock().now();
         let (operators, hashes, usable, read) = (&operators, &hashes, &usable, &self.read);
         let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
@@ -359,14 +374,18 @@ impl Operators {
     /// The hash to store for each operator (his kept one, or that of his chosen or a generated password), and the
     /// generated passwords. Hashed before the decision, so that each registration commits with its hash or not at
     /// all; one who keeps his hash (a migration) costs no hashing.
-    async fn password_hashes(&self, operators: &[NewOperator]) -> Result<(Vec<Option<String>>, Vec<Option<Secret>>)> {
+    async fn password_hashes(
+        &self,
+        operators: &[NewOperator],
+        hashed: &(dyn Fn() + Send + Sync),
+    ) -> Result<(Vec<Option<String>>, Vec<Option<Secret>>)> {
         let internal = |e: &dyn std::fmt::Display| CommandError::Internal(e.to_string());
         let chosen = operators
             .iter()
             .filter(|o| o.kept_hash.is_none() && !o.keeps_password)
             .map(|o| o.password.as_ref().map(|pw| Secret::new(pw.expose())))
             .collect();
-        let mut fresh = self.access.passwords_for(chosen).await.map_err(|e| internal(&e))?.into_iter();
+        let mut fresh = self.access.passwords_reporting(chosen, hashed).await.map_err(|e| internal(&e))?.into_iter();
         let mut hashes = Vec::with_capacity(operators.len());
         let mut generated = Vec::with_capacity(operators.len());
         for o in operators {

@@ -227,14 +227,21 @@ fn with_blocks<T>(count: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
 
 /// Hashes many passwords on every worker at once (Argon2id is the cost of a big import), in input order.
 pub async fn hash_all(passwords: Vec<Secret>) -> Result<Vec<String>, HashingError> {
-    use futures_util::StreamExt;
+    hash_all_reporting(passwords, &|| {}).await
+}
+
+/// [`hash_all`], calling `hashed` as each password is done (a job's progress). Stops at the first failure.
+pub async fn hash_all_reporting(
+    passwords: Vec<Secret>,
+    hashed: &(dyn Fn() + Send + Sync),
+) -> Result<Vec<String>, HashingError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let parallel = Workers::shared()?.workers();
     futures_util::stream::iter(passwords.into_iter().map(hash_password))
         .buffered(parallel)
-        .collect::<Vec<_>>()
+        .inspect_ok(|_| hashed())
+        .try_collect()
         .await
-        .into_iter()
-        .collect()
 }
 
 /// Verifies a password against a stored hash on a password worker (see [`Workers::verify`]).

@@ -11,11 +11,15 @@
 //! conflict, and the batch is then decided again from the streams themselves, so a re-import never duplicates an
 //! entry and a changed row always becomes a change event.
 //!
+//! An import stops when the edge's guard says so ([`Guard`]: asked every few seconds whether the importing
+//! operator's session is still live), like a source that failed.
+//!
 //! Knows nothing of the file's format, HTTP or languages: rows the edge could not read, and a source that failed,
 //! pass through untouched (as `U` and `F`) so that the edge reports them in their place.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::time::Duration;
 
 use cardap_domain::registry::{
     self, RegistryChanges, RegistryCommand, RegistryEntry, RegistryError, RegistryFacts, RegistryKey, RegistryState,
@@ -187,19 +191,29 @@ impl ResidentServices {
     ///
     /// Every batch is one command (a fresh command id, the import's correlation id): a re-import is idempotent by
     /// itself, and one id for all would make every batch after the first look like a retry of it.
-    pub async fn import_registry<U: Send, F: Send>(
+    ///
+    /// `guard` is asked every `guard.every` while the import runs (the importing operator's session, his
+    /// permission): when it answers `Some(why)`, no batch is started any more, and `why` is the failure of the
+    /// last outcome, after the batches already running.
+    pub async fn import_registry<U: Send, F: Send, G, GFut>(
         &self,
         ctx: &CommandContext,
         code: &MunicipalityCode,
         supplied: SuppliedFacts,
         input: mpsc::Receiver<ImportInput<U, F>>,
         output: mpsc::Sender<BatchOutcome<U, F>>,
-    ) -> ImportTotals {
+        guard: Guard<G>,
+    ) -> ImportTotals
+    where
+        G: FnMut() -> GFut,
+        GFut: Future<Output = Option<F>>,
+    {
         let decide = |rows: Vec<RegistryRow>| async move {
             let ctx = CommandContext { command_id: CommandId::generate(), ..ctx.clone() };
             self.decide_registry_batch(&ctx, code, supplied, rows).await
         };
-        let totals = run(input, output, decide).await;
+        let (guarded_tx, guarded_rx) = mpsc::channel(1);
+        let ((), totals) = tokio::join!(guarded(input, guarded_tx, guard), run(guarded_rx, output, decide));
         if totals.counts.imported + totals.counts.changed > 0 {
             match self.store().head().await {
                 Ok(head) => self.views().wait_for(head).await,
@@ -230,6 +244,55 @@ impl ResidentServices {
         keep_absent(supplied, &mut rows, &known);
         let outcomes = self.import_registry_batch(ctx, code, &rows, &known).await?;
         Ok(rows.into_iter().zip(outcomes).map(|(r, (row, outcome))| (row, r.key, outcome)).collect())
+    }
+}
+
+/// What an import asks, before each batch and now and then while it waits for the next, whether it may go on
+/// (see [`ResidentServices::import_registry`]).
+#[derive(Debug, Clone)]
+pub struct Guard<G> {
+    /// How often while no batch comes (a trickling upload): the first time one period after the start (the
+    /// request was authorized just before).
+    pub every: Duration,
+    /// `Some(why)` stops the import.
+    pub check: G,
+}
+
+/// Passes the edge's input on to the pipeline while `guard` allows it, asking it before each batch and every
+/// `guard.every`; when it stops allowing, passes on its reason as the source's failure instead and stops reading
+/// the edge (which tells the source to stop). Ends when the pipeline stops reading.
+async fn guarded<U, F, G, GFut>(
+    mut input: mpsc::Receiver<ImportInput<U, F>>,
+    forward: mpsc::Sender<ImportInput<U, F>>,
+    mut guard: Guard<G>,
+) where
+    G: FnMut() -> GFut,
+    GFut: Future<Output = Option<F>>,
+{
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + guard.every, guard.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = tokio::select! {
+            next = input.recv() => match next {
+                Some(next @ ImportInput::Batch(_)) => (guard.check)().await.map_or(next, ImportInput::Failed),
+                Some(failed) => failed,
+                None => return,
+            },
+            _ = tick.tick() => match (guard.check)().await {
+                Some(why) => ImportInput::Failed(why),
+                None => continue,
+            },
+            () = forward.closed() => return,
+        };
+        if matches!(next, ImportInput::Failed(_)) {
+            // Nothing more is read: the source hears of it at once.
+            drop(input);
+            let _ = forward.send(next).await;
+            return;
+        }
+        if forward.send(next).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! yet: operators other than the bootstrap administrator are registered through the command layer and the
 //! credential store (there is no operator-registration API yet), and [`TestApp::event_count`] reads the log.
 //! Use [`on_both_backends!`] to run every test once per backend.
+//!
+//! Length: the harness and the helpers every area's tests share (servers, requests, operators, the registry,
+//! residents); the import jobs' helpers are in `jobs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -28,6 +31,9 @@ use tokio::task::JoinHandle;
 
 pub use reqwest;
 pub use serde_json;
+
+mod jobs;
+pub use jobs::{Imported, Refusal, job_path, operator_import_path};
 
 /// The bootstrap system administrator of [`Settings::for_tests`].
 pub const ADMIN: &str = "admin";

@@ -2,7 +2,11 @@
 //! or the JSON names as header, all or nothing with every error named by row and column (also in a 10,000-row
 //! file), export with the screen's filters and no passwords, export → import into another municipality, and
 //! migration (移行) between municipalities keeping passwords and only the permitted business systems.
-//! After every refused request the event log is unchanged. Every test runs on PostgreSQL and on SQLite.
+//! An import is a job: each test follows it to its end and asserts on its outcome (the report, with the generated
+//! passwords fetched once, or the problem). After every refused request the event log is unchanged. Every test
+//! runs on PostgreSQL and on SQLite.
+//!
+//! Length: seventeen scenarios of import, export and migration, sharing one setup and the file helpers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cardap_commands::{CommandContext, CommandHandler, Permission};
@@ -12,8 +16,8 @@ use cardap_store::{CommandId, StreamId};
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, Reply, TestApp, TestOperator, on_both_backends, operator_with_password, register_clerk, register_operator,
-    send, spawn_app, with_check_digit,
+    Backend, Imported, Refusal, Reply, TestApp, TestOperator, on_both_backends, operator_with_password, register_clerk,
+    register_operator, send, spawn_app, with_check_digit,
 };
 
 /// 千代田区 and 札幌市: the municipalities of these tests.
@@ -21,10 +25,6 @@ const A: &str = "131016";
 const B: &str = "011002";
 const MANAGER_PASSWORD: &str = "ManagerPassw0rd";
 const LABELS: &str = "オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割,業務内ID";
-
-fn import_path(code: &str) -> String {
-    format!("/api/v1/municipalities/{code}/operators/import")
-}
 
 fn export_path(code: &str, query: &str) -> String {
     format!("/api/v1/municipalities/{code}/operators/export{query}")
@@ -36,15 +36,21 @@ fn operator_path(code: &str, id: &str) -> String {
 
 const MIGRATIONS: &str = "/api/v1/operator-migrations";
 
-/// Sends `body` as a CSV upload with this `Content-Type`.
+/// Sends `body` as a CSV upload with this `Content-Type`, and follows the job it starts to its end.
 fn upload(
     app: &TestApp,
     code: &str,
     token: &str,
     content_type: &str,
     body: Vec<u8>,
-) -> impl Future<Output = Reply> + use<> {
-    send(app.request(Method::POST, &import_path(code), Some(token)).header("content-type", content_type).body(body))
+) -> impl Future<Output = Imported> + use<> {
+    app.import_operators(code, token, content_type, body, &[])
+}
+
+/// The report of an import that must succeed, with each generated password (fetched once) in its item.
+async fn imported(app: &TestApp, token: &str, import: impl Future<Output = Imported>) -> Value {
+    let import = import.await;
+    app.import_report(token, &import).await
 }
 
 fn utf8(body: &str) -> Vec<u8> {
@@ -61,18 +67,24 @@ fn shift_jis(body: &str) -> Vec<u8> {
     bytes.into_owned()
 }
 
-/// Sends the request behind `reply`, asserts the refusal, and that the event log did not change.
-async fn refused(app: &TestApp, reply: impl Future<Output = Reply>, status: StatusCode, kind: &str) -> Reply {
+/// Sends the request behind `reply` (an import: follows its job), asserts the refusal, and that the event log
+/// did not change; returns the problem.
+async fn refused<A: Refusal + std::fmt::Debug>(
+    app: &TestApp,
+    reply: impl Future<Output = A>,
+    status: StatusCode,
+    kind: &str,
+) -> Value {
     let before = app.event_count().await;
     let reply = reply.await;
-    reply.problem(status, kind);
-    assert_eq!(app.event_count().await, before, "a refused request wrote events: {}", reply.text);
-    reply
+    let problem = reply.refusal(status, kind);
+    assert_eq!(app.event_count().await, before, "a refused request wrote events: {reply:?}");
+    problem
 }
 
 /// The `(row, column, field)` of every error of a problem.
-fn cells(reply: &Reply) -> Vec<(u64, String, String)> {
-    reply.json()["errors"]
+fn cells(problem: &Value) -> Vec<(u64, String, String)> {
+    problem["errors"]
         .as_array()
         .expect("errors")
         .iter()
@@ -149,10 +161,11 @@ async fn utf8_with_and_without_bom_and_shift_jis_all_import(backend: Backend) {
     let file = "オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務\r\n\
                 OP0501,窓口 太郎,市民課,男性,03-3333-4444,1234,taro@example.jp,窓口,,01 02\r\n\
                 OP0502,窓口 花子,市民課,女性,,,,,,\r\n";
-    let reply = upload(&app, A, &token, "text/csv; charset=UTF-8", with_bom(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    assert_eq!(reply.header("cache-control"), Some("no-store"));
-    let body = reply.json();
+    let import = upload(&app, A, &token, "text/csv; charset=UTF-8", with_bom(file)).await;
+    let Imported::Finished { accepted, .. } = &import else { panic!("refused at once: {import:?}") };
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    assert_eq!(accepted.json()["state"], "running", "{}", accepted.text);
+    let body = app.import_report(&token, &import).await;
     assert_eq!(body["imported"], 2);
     assert_eq!(body["items"][0]["row"], 2, "the header is row 1");
     assert_eq!(body["items"][0]["operator_id"], "OP0501");
@@ -176,17 +189,16 @@ async fn utf8_with_and_without_bom_and_shift_jis_all_import(backend: Backend) {
     // UTF-8 without BOM, the JSON names, passwords and roles given.
     let file = "operator_id,password,name,department,sex,phone,roles,business_systems\n\
                 OP0601,Passw0rdOP0601,運用 一郎,情報政策課,9,090-1234-5678,operations_manager clerk,01\n";
-    let reply = upload(&app, A, &token, "text/csv; charset=utf-8", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    assert!(reply.json()["items"][0].get("password").is_none(), "a given password is not echoed");
+    let body = imported(&app, &token, upload(&app, A, &token, "text/csv; charset=utf-8", utf8(file))).await;
+    assert!(body["items"][0].get("password").is_none(), "a given password is not echoed");
+    assert_eq!(body["items"][0]["password_generated"], false);
     let op = operator(&app, &token, A, "OP0601").await;
     assert_eq!(op["roles"], json!(["operations_manager", "clerk"]));
     assert_eq!(op["sex"], "9");
     app.login(Some(A), "OP0601", "Passw0rdOP0601").await;
 
     // UTF-8 without any charset: read as UTF-8.
-    let reply = upload(&app, A, &token, "text/csv", utf8("オペレータID,氏名・組織名\nOP0701,無指定 太郎\n")).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, A, &token, "text/csv", utf8("オペレータID,氏名・組織名\nOP0701,無指定 太郎\n")).await.report();
 
     // Shift_JIS as municipal systems write it, windows-31j characters (髙, ①) included, under each label.
     for (i, charset) in ["Shift_JIS", "shift_jis", "windows-31j", "cp932"].into_iter().enumerate() {
@@ -195,8 +207,7 @@ async fn utf8_with_and_without_bom_and_shift_jis_all_import(backend: Backend) {
             "*オペレータID(半角英数),パスワード(半角英数),氏名・組織名,部門,性別,連絡先電話(半角数字),許可業務\r\n\
              {id},Passw0rd{id},髙橋 一郎,第①課,指定なし,03-1111-2222,02\r\n"
         );
-        let reply = upload(&app, A, &token, &format!("text/csv; charset={charset}"), shift_jis(&file)).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{charset}: {}", reply.text);
+        upload(&app, A, &token, &format!("text/csv; charset={charset}"), shift_jis(&file)).await.report();
         let op = operator(&app, &token, A, &id).await;
         assert_eq!(op["name"], "髙橋 一郎", "{charset}");
         assert_eq!(op["department"], "第①課", "{charset}");
@@ -214,7 +225,7 @@ async fn utf8_with_and_without_bom_and_shift_jis_all_import(backend: Backend) {
         "/problems/unsupported-media-type",
     )
     .await;
-    assert!(reply.json()["detail"].as_str().unwrap().contains("Shift_JIS"), "{}", reply.text);
+    assert!(reply["detail"].as_str().unwrap().contains("Shift_JIS"), "{reply}");
     // Not CSV, or a charset we cannot read: 415.
     for content_type in ["application/json", "text/csv; charset=EUC-JP"] {
         refused(
@@ -253,19 +264,13 @@ async fn a_bad_row_in_a_large_file_is_named_and_nothing_is_written(backend: Back
         "/problems/validation",
     )
     .await;
-    assert_eq!(cells(&reply), [(7_321, "連絡先電話".to_owned(), "/rows/7321/phone".to_owned())], "{}", reply.text);
+    assert_eq!(cells(&reply), [(7_321, "連絡先電話".to_owned(), "/rows/7321/phone".to_owned())], "{reply}");
     assert_eq!(app.get(&operator_path(A, "OP00000"), Some(&token)).await.status, StatusCode::NOT_FOUND);
 
     // In English on request.
-    let reply = send(
-        app.request(Method::POST, &import_path(A), Some(&token))
-            .header("content-type", "text/csv")
-            .header("accept-language", "en")
-            .body(utf8(&file)),
-    )
-    .await;
-    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
-    assert!(reply.json()["detail"].as_str().unwrap().contains("nothing was registered"), "{}", reply.text);
+    let import = app.import_operators(A, &token, "text/csv", utf8(&file), &[("accept-language", "en")]).await;
+    let problem = import.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert!(problem["detail"].as_str().unwrap().contains("nothing was registered"), "{problem}");
 }
 
 async fn every_error_is_named_by_row_and_column(backend: Backend) {
@@ -338,7 +343,7 @@ async fn duplicate_ids_in_the_file_are_refused(backend: Backend) {
     )
     .await;
     assert_eq!(cells(&reply), [(4, "オペレータID".to_owned(), "/rows/4/operator_id".to_owned())]);
-    assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("2行目"), "names the first row");
+    assert!(reply["errors"][0]["message"].as_str().unwrap().contains("2行目"), "names the first row");
     assert_eq!(app.get(&operator_path(A, "OP0502"), Some(&token)).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -361,8 +366,7 @@ async fn an_existing_operator_id_is_refused_naming_its_row(backend: Backend) {
 
     // The same ID in another municipality is another operator.
     let admin = app.admin_token().await;
-    let reply = upload(&app, B, &admin, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, B, &admin, "text/csv", utf8(file)).await.report();
 }
 
 /// A row refused for several reasons hears of all of them in one answer, each in its cell, in the screen's order:
@@ -385,7 +389,7 @@ async fn every_refusal_of_a_row_is_named_at_once(backend: Backend) {
     .await;
     let found: Vec<(u64, String, String, String)> = cells(&reply)
         .into_iter()
-        .zip(reply.json()["errors"].as_array().unwrap())
+        .zip(reply["errors"].as_array().unwrap())
         .map(|((row, column, field), e)| (row, column, field, e["message"].as_str().unwrap().to_owned()))
         .collect();
     let expected = [
@@ -398,8 +402,8 @@ async fn every_refusal_of_a_row_is_named_at_once(backend: Backend) {
         (3, "オペレータID", "/rows/3/operator_id", "このオペレータは既に登録されています（OP0501）"),
     ]
     .map(|(row, column, field, message)| (row, column.to_owned(), field.to_owned(), message.to_owned()));
-    assert_eq!(found, expected, "{}", reply.text);
-    assert!(reply.json()["detail"].as_str().unwrap().starts_with("7件の誤りがあります"), "{}", reply.text);
+    assert_eq!(found, expected, "{reply}");
+    assert!(reply["detail"].as_str().unwrap().starts_with("7件の誤りがあります"), "{reply}");
 }
 
 async fn only_those_who_manage_operators_may_import_and_view_may_export(backend: Backend) {
@@ -432,8 +436,7 @@ async fn the_export_is_filtered_and_has_no_passwords(backend: Backend) {
                 OP0502,Passw0rdSecret2,窓口 花子,市民課,2,03-3333-5555,hanako@example.jp,窓口担当,,clerk,\n\
                 OP0601,Passw0rdSecret3,税務 一郎,税務課,,03-4444-5555,ichiro@example.jp,,=1+2,business_admin,01 02\n\
                 XX0001,Passw0rdSecret4,市民 太郎,市民課,,,,,,auditor,\n";
-    let reply = upload(&app, A, &token, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, A, &token, "text/csv", utf8(file)).await.report();
 
     // Everything, in operator-ID order, with the screen's labels and no password anywhere.
     let reply = app.get(&export_path(A, ""), Some(&token)).await;
@@ -490,15 +493,15 @@ async fn an_export_imports_into_another_municipality(backend: Backend) {
     let file = "オペレータID,氏名・組織名,部門,性別,連絡先電話,内線,E-Mail,情報,付帯情報,許可業務,役割\n\
                 OP0501,窓口 太郎,市民課,男性,03-3333-4444,12-34,taro@example.jp,窓口担当,=SUM(A1),01,clerk\n\
                 OP0502,窓口 花子,市民課,女性,,,,,,,auditor business_admin\n";
-    let reply = upload(&app, A, &token, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, A, &token, "text/csv", utf8(file)).await.report();
     let exported = app.get(&export_path(A, "?operator_id=OP05"), Some(&token)).await;
     assert_eq!(export_rows(&exported).len(), 2);
 
     // B may use 01 too: the export imports as it is, with generated passwords.
-    let reply = upload(&app, B, &admin, "text/csv; charset=UTF-8", exported.text.clone().into_bytes()).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let items = reply.json()["items"].as_array().unwrap().clone();
+    let body =
+        imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", exported.text.clone().into_bytes()))
+            .await;
+    let items = body["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|i| i["password"].as_str().is_some_and(|p| p.len() >= 8)), "{items:?}");
     app.login(Some(B), "OP0501", items[0]["password"].as_str().unwrap()).await;
@@ -521,9 +524,9 @@ async fn an_export_imports_into_another_municipality(backend: Backend) {
         .bytes()
         .await
         .unwrap();
-    let reply = upload(&app, B, &admin, "text/csv; charset=Shift_JIS", raw.to_vec()).await;
-    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
-    assert_eq!(cells(&reply), [(2, "オペレータID".to_owned(), "/rows/2/operator_id".to_owned())], "already there");
+    let import = upload(&app, B, &admin, "text/csv; charset=Shift_JIS", raw.to_vec()).await;
+    let problem = import.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(cells(&problem), [(2, "オペレータID".to_owned(), "/rows/2/operator_id".to_owned())], "already there");
 }
 
 /// A's operators with business systems 01 and 02 and a 業務内ID in each; B may use only 01.
@@ -531,8 +534,7 @@ async fn migration_setup(app: &TestApp, token: &str, admin: &str) {
     let file = "operator_id,password,name,department,sex,roles,business_systems\n\
                 OP0501,Passw0rdOP0501,窓口 太郎,市民課,1,clerk,01 02\n\
                 OP0502,Passw0rdOP0502,窓口 花子,市民課,2,business_admin,02\n";
-    let reply = upload(app, A, token, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(app, A, token, "text/csv", utf8(file)).await.report();
     for (id, business, internal) in [("OP0501", "01", "1000000010"), ("OP0501", "02", "L77"), ("OP0502", "02", "L78")] {
         let reply = send(
             app.request(Method::PUT, &format!("{}/internal-ids/{business}", operator_path(A, id)), Some(admin))
@@ -590,7 +592,7 @@ async fn migration_keeps_passwords_and_only_permitted_business_systems(backend: 
         "/problems/already-exists",
     )
     .await;
-    assert!(reply.json()["detail"].as_str().unwrap().contains("OP0501"), "{}", reply.text);
+    assert!(reply["detail"].as_str().unwrap().contains("OP0501"), "{reply}");
 }
 
 async fn migrating_everyone_takes_all_operators_that_are_not_revoked(backend: Backend) {
@@ -609,7 +611,7 @@ async fn migrating_everyone_takes_all_operators_that_are_not_revoked(backend: Ba
         "/problems/already-exists",
     )
     .await;
-    assert!(reply.json()["detail"].as_str().unwrap().contains("MGR01"), "{}", reply.text);
+    assert!(reply["detail"].as_str().unwrap().contains("MGR01"), "{reply}");
     assert_eq!(app.get(&operator_path(B, "OP0501"), Some(&admin)).await.status, StatusCode::NOT_FOUND);
 
     // Into a third municipality: MGR01 and OP0501, not the revoked OP0502.
@@ -657,7 +659,9 @@ async fn migration_is_for_the_system_administrator_and_known_municipalities(back
             "/problems/validation",
         )
         .await;
-        assert_eq!(reply.error_fields(), [field], "{body}: {}", reply.text);
+        let fields: Vec<&str> =
+            reply["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, [field], "{body}: {reply}");
     }
 }
 
@@ -703,8 +707,7 @@ async fn the_export_filters_on_extra_info(backend: Backend) {
                 OP0501,窓口 太郎,市民課,夜間窓口 応援\n\
                 OP0502,窓口 花子,税務課,夜間窓口\n\
                 OP0503,窓口 次郎,市民課,\n";
-    let reply = upload(&app, A, &token, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, A, &token, "text/csv", utf8(file)).await.report();
     for (query, expected) in [
         ("?extra=夜間", &["OP0501", "OP0502"][..]),
         ("?extra=応援", &["OP0501"]),
@@ -758,8 +761,7 @@ async fn internal_ids_are_imported_and_exported(backend: Backend) {
         ]
     );
 
-    let reply = upload(&app, A, &admin, "text/csv", utf8(file)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    upload(&app, A, &admin, "text/csv", utf8(file)).await.report();
     let op = operator(&app, &admin, A, "OP0501").await;
     assert_eq!(
         op["internal_ids"],
@@ -807,9 +809,11 @@ async fn a_migration_file_keeps_internal_ids_and_passwords(backend: Backend) {
     )
     .await;
 
-    let reply = upload(&app, B, &admin, "text/csv; charset=UTF-8", file.text.clone().into_bytes()).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let items = reply.json()["items"].as_array().unwrap().clone();
+    let body =
+        imported(&app, &admin, upload(&app, B, &admin, "text/csv; charset=UTF-8", file.text.clone().into_bytes()))
+            .await;
+    assert_eq!(body["passwords"], "none", "{body}");
+    let items = body["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|i| i.get("password").is_none()), "no password is generated: {items:?}");
 
@@ -838,7 +842,7 @@ async fn a_migration_file_keeps_internal_ids_and_passwords(backend: Backend) {
         "/problems/validation",
     )
     .await;
-    assert!(cells(&reply).iter().any(|(_, column, _)| column == "パスワードハッシュ"), "{}", reply.text);
+    assert!(cells(&reply).iter().any(|(_, column, _)| column == "パスワードハッシュ"), "{reply}");
 }
 
 /// More operators than one read-model page: the export streams them all, once each, in order, and migrating
@@ -867,7 +871,7 @@ async fn export_and_migration_page_through_a_large_municipality(backend: Backend
     assert!(again.text == expected, "B has the same operators now");
 }
 
-/// The three operations are in the OpenAPI document.
+/// The three operations and the job they start are in the OpenAPI document.
 async fn the_routes_are_documented(backend: Backend) {
     let app = spawn_app(backend).await;
     let doc = app.get("/openapi.json", None).await.json();
@@ -875,12 +879,20 @@ async fn the_routes_are_documented(backend: Backend) {
         ("/api/v1/municipalities/{code}/operators/import", "post"),
         ("/api/v1/municipalities/{code}/operators/export", "get"),
         ("/api/v1/operator-migrations", "post"),
+        ("/api/v1/jobs/{job_id}", "get"),
+        ("/api/v1/jobs/{job_id}/passwords", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
     }
     let import = doc["paths"]["/api/v1/municipalities/{code}/operators/import"]["post"].to_string();
     assert!(import.contains("clerk"), "the default role is documented");
-    for schema in ["ImportReport", "MigrationInput", "MigrationReport"] {
+    assert!(import.contains("/api/v1/jobs/"), "the job is documented");
+    for status in ["202", "429"] {
+        assert!(
+            doc["paths"]["/api/v1/municipalities/{code}/operators/import"]["post"]["responses"][status].is_object()
+        );
+    }
+    for schema in ["ImportReport", "MigrationInput", "MigrationReport", "JobResource", "JobPasswords"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
     let field = &doc["components"]["schemas"]["ProblemField"]["properties"];

@@ -1,5 +1,5 @@
 //! The security suite (issue 9): each test shows an attack and that cardap stops it. Every test runs on
-//! PostgreSQL and on SQLite.
+//! PostgreSQL and on SQLite. The attacks through imports (point 7) are in `imports`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -9,12 +9,15 @@ use cardap_store::CredentialStore;
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, Reply, TestApp, cards_path, on_both_backends, operator, operator_path, operator_with_password,
+    Backend, Refusal, Reply, TestApp, cards_path, on_both_backends, operator, operator_path, operator_with_password,
     operators_path, register_clerk, resident_body, resident_path, residents_path, spawn_app, spawn_app_with,
     spawn_app_with_clock,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+#[path = "security/imports.rs"]
+mod imports;
 
 const CHIYODA: &str = "131016";
 
@@ -370,14 +373,15 @@ async fn a_manager_and_a_clerk(app: &TestApp) -> (String, String) {
     (admin, token)
 }
 
-/// Sends the request behind `reply`: a 403 `/problems/forbidden` whose detail says `why`, and nothing written.
-async fn forbidden(app: &TestApp, reply: impl Future<Output = Reply>, why: &str) -> Reply {
+/// Sends the request behind `reply` (an import: follows its job): a 403 `/problems/forbidden` whose detail says
+/// `why`, and nothing written.
+async fn forbidden<A: Refusal + std::fmt::Debug>(app: &TestApp, reply: impl Future<Output = A>, why: &str) -> Value {
     let before = app.event_count().await;
     let reply = reply.await;
-    let body = reply.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let body = reply.refusal(StatusCode::FORBIDDEN, "/problems/forbidden");
     assert!(body["detail"].as_str().is_some_and(|d| d.contains(why)), "the detail names {why:?}: {body}");
-    assert_eq!(app.event_count().await, before, "a refused request wrote events: {}", reply.text);
-    reply
+    assert_eq!(app.event_count().await, before, "a refused request wrote events: {reply:?}");
+    body
 }
 
 /// An operations manager reaches every resident if he may PATCH himself a clerk (or an auditor, or a business
@@ -424,12 +428,7 @@ async fn an_operations_manager_gives_only_what_he_holds(backend: Backend) {
     let batch = json!([operator("OP0603", &["operations_manager"], &["01"]), operator("OP0604", &["auditor"], &[])]);
     forbidden(&app, register(batch), "auditor").await;
     let file = "オペレータID,氏名・組織名,許可業務,役割\r\nOP0605,窓口 太郎,01,clerk\r\n";
-    let import = app.post_bytes(
-        &format!("{}/import", operators_path(CHIYODA)),
-        Some(&manager),
-        "text/csv",
-        file.as_bytes().to_vec(),
-    );
+    let import = app.import_operators(CHIYODA, &manager, "text/csv", file.as_bytes().to_vec(), &[]);
     forbidden(&app, import, "clerk").await;
     for id in ["OP0601", "OP0602", "OP0603", "OP0604", "OP0605"] {
         let reply = app.get(&operator_path(CHIYODA, id), Some(&admin)).await;
@@ -524,11 +523,11 @@ async fn an_internal_id_names_one_operator(backend: Backend) {
                 OP0702,窓口 次郎,01,01:2000000001\r\n\
                 OP0703,窓口 三郎,01,01:2000000001\r\n";
     let before = app.event_count().await;
-    let reply = app
-        .post_bytes(&format!("{}/import", operators_path(CHIYODA)), Some(&admin), "text/csv", file.as_bytes().to_vec())
-        .await;
-    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
-    assert_eq!(reply.error_fields(), ["/rows/2/internal_ids", "/rows/4/internal_ids"], "{}", reply.text);
+    let import = app.import_operators(CHIYODA, &admin, "text/csv", file.as_bytes().to_vec(), &[]).await;
+    let problem = import.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["/rows/2/internal_ids", "/rows/4/internal_ids"], "{problem}");
     assert_eq!(app.event_count().await, before);
 }
 

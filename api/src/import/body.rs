@@ -1,6 +1,7 @@
-//! A request body streamed into the CSV reader: the body's chunks as a blocking `Read` (the parser runs on the
-//! blocking pool), waiting at most a stall timeout for each chunk and at most a time limit in all, so that a
-//! client that stops sending cannot hold an import open. Nothing but the current chunk is held.
+//! A request body streamed into the CSV reader: the body's chunks as a blocking `Read` (the parser runs on a
+//! thread of its own), waiting at most a stall timeout for each chunk and at most a time limit in all, so that a
+//! client that stops sending cannot hold an import open, and no longer than the import that reads it lives (a
+//! stop signal: the import stopped, so the body is not waited for). Nothing but the current chunk is held.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub enum BodyFailure {
     TimeLimit,
     /// The connection broke off.
     Broken,
+    /// The import reading it stopped (its operator's session ended, a batch failed, the client went away).
+    Stopped,
 }
 
 /// The request body as a blocking `Read`.
@@ -28,6 +31,8 @@ pub struct BodySource {
     stall: Duration,
     deadline: tokio::time::Instant,
     failure: Option<BodyFailure>,
+    /// Resolves (its sender dropped) when the import stops: waiting for the body ends then.
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for BodySource {
@@ -46,7 +51,14 @@ impl BodySource {
             stall,
             deadline: tokio::time::Instant::now() + limit,
             failure: None,
+            stop: None,
         }
+    }
+
+    /// The same, no longer waited for once `stop` resolves (its sender is dropped).
+    pub fn stopped_by(mut self, stop: tokio::sync::oneshot::Receiver<()>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Why the body stopped, if it did.
@@ -61,16 +73,37 @@ impl BodySource {
 
     /// The next chunk of the body; `None` at its end.
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if let Some(failure) = self.failure {
+            return Err(io::Error::other(format!("{failure:?}")));
+        }
         let stall = tokio::time::Instant::now() + self.stall;
         let until = stall.min(self.deadline);
-        let stream = &mut self.stream;
-        let next = self.handle.block_on(async move { tokio::time::timeout_at(until, stream.next()).await });
+        let (stream, stop) = (&mut self.stream, &mut self.stop);
+        let next = self.handle.block_on(async move {
+            let stopped = async {
+                match stop {
+                    Some(stop) => {
+                        let _ = stop.await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                next = tokio::time::timeout_at(until, stream.next()) => Some(next),
+                () = stopped => None,
+            }
+        });
         match next {
-            Err(_) if until == self.deadline => Err(self.fail(BodyFailure::TimeLimit)),
-            Err(_) => Err(self.fail(BodyFailure::Stalled)),
-            Ok(None) => Ok(None),
-            Ok(Some(Err(_))) => Err(self.fail(BodyFailure::Broken)),
-            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+            None => {
+                // A completed receiver may not be polled again.
+                self.stop = None;
+                Err(self.fail(BodyFailure::Stopped))
+            }
+            Some(Err(_)) if until == self.deadline => Err(self.fail(BodyFailure::TimeLimit)),
+            Some(Err(_)) => Err(self.fail(BodyFailure::Stalled)),
+            Some(Ok(None)) => Ok(None),
+            Some(Ok(Some(Err(_)))) => Err(self.fail(BodyFailure::Broken)),
+            Some(Ok(Some(Ok(bytes)))) => Ok(Some(bytes)),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod business_systems;
 pub mod cards;
 pub mod health;
+pub mod jobs;
 pub mod municipalities;
 pub mod operator_csv;
 pub mod operators;

@@ -1,10 +1,11 @@
 //! Operator CSV: batch registration by import, export with the screen's filters, and migration (移行) of
 //! operators from one municipality to another (手引き I 2.1(5), 2.2(6) 操作者情報の移行).
 //!
-//! - `POST /api/v1/municipalities/{code}/operators/import`: all or nothing. Every row is parsed and asked of the
-//!   registration's own dry run (`Operators::registration_check`: roles, shared use, 業務内IDs, IDs twice in the
-//!   file or already registered), every error is reported with its row and column, and only a file without
-//!   errors is registered, in one atomic batch. No password is hashed before the whole file is valid.
+//! - `POST /api/v1/municipalities/{code}/operators/import`: a job (`202`, then `routes::jobs`), all or nothing.
+//!   Every row is parsed and asked of the registration's own dry run (`Operators::registration_check`: roles,
+//!   shared use, 業務内IDs, IDs twice in the file or already registered), every error is reported with its row
+//!   and column, and only a file without errors is registered, in one atomic batch. No password is hashed
+//!   before the whole file is valid. The job's work is `job`'s.
 //! - `GET /api/v1/municipalities/{code}/operators/export`: streamed page by page from the operator directory
 //!   (read through `Operators`); never a password.
 //! - `POST /api/v1/operator-migrations` (system administrator): the use case `Operators::migrate`
@@ -17,7 +18,7 @@
 //! carries its OpenAPI description of the file format and of every answer.
 
 use cardap_domain::Localized;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -27,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cardap_commands::access::Access;
+use cardap_commands::imports::ImportKind;
+use cardap_commands::jobs::JobKind;
 use cardap_commands::operator_migration::{Migrated, Migration, MigrationError, SourceRefusal};
 use cardap_commands::operators::{OperatorFilter, OperatorRow, Operators, Refusals};
 use cardap_commands::{Permission, authorize};
@@ -36,24 +39,23 @@ use cardap_domain::operator::{InternalId, InternalIdAssignment, OperatorError, O
 use cardap_domain::{BusinessId, MunicipalityCode};
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
-use crate::import::{self, Charset, CsvRows, CsvWriter, Header, HeaderError, Unknown, body_charset, declared_charset};
+use crate::import::{self, Charset, CsvWriter, Header, Unknown, declared_charset};
 use crate::json::{ApiJson, ApiQuery};
-use crate::routes::RequestMeta;
-use crate::routes::operators::{self, OperatorInput, OperatorQuery, Parsed};
+use crate::routes::operators::{self, OperatorInput, OperatorQuery};
+use crate::routes::{RequestMeta, jobs};
 use crate::state::AppState;
 
-/// The largest import accepted: about 100,000 rows of typical operators (the API default is 1 MiB).
-pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
+mod job;
 
-/// Errors reported for one import at most; a file with more is wrong throughout, and the first ones tell why.
-const MAX_ERRORS: usize = 1000;
+/// The largest import accepted: about 100,000 rows of typical operators (the API default is 1 MiB); the row
+/// limit (`imports.operator_rows`, 10,000 by default) comes first for most files.
+pub const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Rows per read-model query in the export: the table is never read in one query.
 const PAGE: i64 = 500;
@@ -311,39 +313,34 @@ fn refusal_errors(
 // ---------------------------------------------------------------------------------------------------------------
 // Import
 
-/// The answer to an import: one entry per registered row.
+/// The report of an import job that succeeded: one entry per registered row, never a password.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportReport {
     /// How many operators were registered (every data row of the file).
     pub imported: usize,
     pub items: Vec<ImportedRow>,
+    /// The generated passwords: `available` (fetch them, once, with `POST /api/v1/jobs/{job_id}/passwords`),
+    /// `retrieved` (fetched already, or dropped), or `none` (every row gave a password or a password hash).
+    #[schema(example = "available")]
+    pub passwords: String,
 }
 
 /// One registered row.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImportedRow {
     /// The row in the file, as a spreadsheet numbers it (the header is row 1).
     pub row: u64,
     pub operator_id: String,
-    /// The generated password, when the row gave none: shown here once and never again.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    /// A password was generated for him (the row gave none): it is among the job's passwords.
+    pub password_generated: bool,
 }
 
-impl std::fmt::Debug for ImportedRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImportedRow")
-            .field("row", &self.row)
-            .field("operator_id", &self.operator_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Register operators from a CSV file (一括登録), all or nothing.
+/// Register operators from a CSV file (一括登録), all or nothing, as a job: `202 Accepted`, then follow the job.
 ///
 /// **Body**: the file itself, `Content-Type: text/csv; charset=UTF-8` (a BOM is fine) or `text/csv;
 /// charset=Shift_JIS` (also `shift_jis`, `windows-31j`, `cp932`, `ms932`, as Excel on Japanese Windows saves
-/// it). Without a charset the file must be UTF-8, else `415`. At most 32 MiB.
+/// it). Without a charset the file must be UTF-8, else `415`. At most 32 MiB and 10,000 data rows
+/// (`imports.operator_rows`).
 ///
 /// **Header row** (row 1): the JSON field names of `POST …/operators` or the screen's labels, in any order and
 /// any subset that has the operator ID and the name: `operator_id`/オペレータID, `password`/パスワード,
@@ -355,24 +352,37 @@ impl std::fmt::Debug for ImportedRow {
 /// **Cells**: empty = absent; surrounding spaces (full-width too) are ignored. 許可業務 and 役割 are
 /// space-separated (`01 02`; `operations_manager clerk`). **Without a 役割 column, or with an empty cell, the
 /// operator gets the role `clerk`.** 性別 is the ISO 5218 digit (0, 1, 2, 9) or the screen's word (指定なし,
-/// 男性, 女性, 適用不能). Without a password one is generated and returned once in the answer.
+/// 男性, 女性, 適用不能). Without a password one is generated, and handed out once by the job.
 /// 業務内ID is space-separated `business_id:internal_id` or `business_id:internal_id:role` entries (`01:1000000010
 /// 02:A77:窓口担当`; `%` and spaces in a role as `%25`, `%20`), each in one of the row's 許可業務; importing them
-/// takes `ManageInternalIds` in those systems (else `403`). パスワードハッシュ (an Argon2id PHC string, as
+/// takes `ManageInternalIds` in those systems. パスワードハッシュ (an Argon2id PHC string, as
 /// `GET …/operators/export?include_password_hash=true` writes it) registers the operator with that password
-/// instead of a password (migration by file, システム管理 only, else `403`).
+/// instead of a password (migration by file, システム管理 only).
 ///
-/// **All or nothing**: every row is validated first; any error answers `422` with *every* error as
-/// `{field, row, column, message}`, and nothing is registered. `row` is the row as a spreadsheet numbers it
-/// (the header is row 1, the first data row row 2); `column` is the header cell as written in the file (absent
-/// for an error about a whole row); `field` is `/rows/{row}/{json name}`. An operator ID that appears twice in
-/// the file, or that is already registered (and not revoked) in the municipality, is a row error too; a revoked
+/// **The job** (`Location: /api/v1/jobs/{job_id}`, `GET` it until `state` is `succeeded` or `failed`): every row
+/// is validated first; then the passwords are hashed; then every operator is registered in one transaction.
+/// **All or nothing**: any error fails the job with `outcome` the problem a `422` would have carried — *every*
+/// error as `{field, row, column, message}` — and nothing is registered. `row` is the row as a spreadsheet numbers
+/// it (the header is row 1, the first data row row 2); `column` is the header cell as written in the file (absent
+/// for an error about a whole row); `field` is `/rows/{row}/{json name}`. An operator ID that appears twice in the
+/// file, or that is already registered (and not revoked) in the municipality, is a row error too; a revoked
 /// operator's ID may be imported again (a new registration, as with `POST …/operators`). So is a 業務内ID that
 /// another operator (not revoked) holds in that business system, or that an earlier row takes: a 業務内ID names
-/// one operator per municipality and business system.
+/// one operator per municipality and business system. A file with more data rows than the limit fails the job
+/// with the row past the limit. **Privileges**: an operations manager imports only operators whose roles and
+/// 許可業務 he holds himself; 業務内IDs and password hashes take their own permissions: else the job fails with a
+/// `403` problem (`detail` names each role and business system he does not hold). The job stops, registering
+/// nothing, when its operator's session ends (logout, expiry, revocation) before the registration.
 ///
-/// **Privileges**: an operations manager imports only operators whose roles and 許可業務 he holds himself
-/// (else `403`, naming each role and business system he does not hold); the system administrator any.
+/// On success `outcome` is the report (`imported`, `items` with `row`, `operator_id`, `password_generated`);
+/// **the generated passwords** are fetched once, by the operator who started the job, with `POST
+/// /api/v1/jobs/{job_id}/passwords`. Only that operator and the system administrator see the job.
+///
+/// **Before the job** (answered at once, nothing started): the path, the permission, the charset and the size,
+/// the header row (`422` naming its cells), and the limits: one operator import per municipality at a time and a
+/// few on the server (`429 /problems/too-many-imports` with `Retry-After`). A retry with the same
+/// `Idempotency-Key` and the same file answers the job the first request started (while it is kept), or —
+/// after — a job that registers nothing again and generates no password.
 #[utoipa::path(post, operation_id = "importOperators",
     path = "/api/v1/municipalities/{code}/operators/import", tag = "operators",
     request_body(content = String, content_type = "text/csv",
@@ -381,17 +391,20 @@ impl std::fmt::Debug for ImportedRow {
     params(("code" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     security(("bearer" = [])),
     responses(
-        (status = 201, body = ImportReport, description = "Every row registered; generated passwords shown once"),
+        (status = 202, body = crate::routes::jobs::JobResource,
+            description = "The job started (or, for a retry, the job the first request started); `Location` is \
+                the job",
+            headers(("Location" = String, description = "`/api/v1/jobs/{job_id}`"))),
         (status = 403, body = ProblemDetails, description = "`/problems/forbidden`: not an operations manager of \
-            the municipality; 業務内IDs or password hashes he may not import; or roles or business systems he does \
-            not hold himself (only the system administrator gives what he does not hold; `detail` names each). \
-            Nothing was registered"),
+            the municipality. Nothing was started"),
         (status = 404, body = ProblemDetails),
         (status = 413, body = ProblemDetails, description = "Larger than 32 MiB"),
         (status = 415, body = ProblemDetails, description = "Not `text/csv`, an unknown charset, or a file that is \
             not UTF-8 sent without a charset"),
-        (status = 422, body = ProblemDetails, description = "`/problems/validation`: every error with `row` and \
-            `column`; nothing was registered")))]
+        (status = 422, body = ProblemDetails, description = "`/problems/validation`: an empty file, or a header \
+            row without the operator ID or the name, or with unknown columns (each with `row` and `column`)"),
+        (status = 429, body = ProblemDetails, description = "`/problems/too-many-imports`: the municipality runs an \
+            operator import already, or the server as many as it may; `Retry-After` says when to try again")))]
 pub async fn import(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -409,222 +422,23 @@ pub async fn import(
             ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
         }
     })?;
-    let (charset, content) = body_charset(declared, &body)?;
-    let Validated { rows, layout, parsed } = validate(&state, &code, content, charset).await?;
-    // A file that copies password hashes is a migration (システム管理 only); 業務内IDs are for those who may
-    // map operators in their business system. Checked before anything is written.
-    if parsed.iter().any(|p| p.kept_hash.is_some()) {
-        authorize(&auth.actor, &Permission::MigrateOperators)?;
-    }
-    let businesses: BTreeSet<&BusinessId> = parsed.iter().flat_map(|p| p.internal_ids.keys()).collect();
-    for b in businesses {
-        authorize(&auth.actor, &Permission::ManageInternalIds(code.clone(), b.clone()))?;
-    }
-
+    // Hashing the file, checking its charset and reading its header: CPU work on the whole body, off the
+    // async workers.
+    let opened =
+        tokio::task::spawn_blocking(move || job::Opened::of(body, declared)).await.map_err(ApiError::internal)??;
     let meta = RequestMeta::from_headers(&headers);
-    let digest = hex::encode(Sha256::digest(&body));
-    let ctx = meta.context(&auth, "operators.import", &format!("{code}/{digest}"));
-    // Refused now although the dry run passed: the facts changed meanwhile (shared use withdrawn, someone
-    // registered): every refusal of that row, in its cells.
-    let on_item_error = {
-        let rows = rows.clone();
-        let ids: Vec<OperatorId> = parsed.iter().map(|p| p.operator_id.clone()).collect();
-        move |index: usize, e: OperatorError| {
-            let (row, id) = (rows.get(index).copied().unwrap_or_default(), ids.get(index));
-            let refusals = Refusals { same_as: None, refused: e.into_refusals() };
-            match id {
-                Some(id) => ApiError::validation(refusal_errors(&layout, row, id, refusals, &[])),
-                None => ApiError::internal(format!("item {index} of {} refused", ids.len())),
-            }
-        }
-    };
-    // Registered in a task of its own: once the batch is written, the passwords are stored even if the client
-    // goes away or the request times out meanwhile (hashing takes a while for a large file).
-    // Each row's 業務内IDs and copied password hash go with its registration, in one transaction.
-    let task = {
-        let state = state.clone();
-        let code = code.clone();
-        tokio::spawn(
-            async move { operators::register_all(&state, &ctx, &code, parsed, on_item_error).await }
-                .instrument(tracing::Span::current()),
-        )
-    };
-    let registered = task.await.map_err(ApiError::internal)??;
-    let items: Vec<ImportedRow> = registered
-        .into_iter()
-        .zip(&rows)
-        .map(|(r, row)| ImportedRow {
-            row: *row,
-            operator_id: r.operator_id.to_string(),
-            // None when the row kept a password hash, or chose a password.
-            password: r.generated.map(|s| s.expose().to_owned()),
-        })
-        .collect();
-    tracing::info!(municipality = %code, operators = items.len(), "operators imported");
-    let report = ImportReport { imported: items.len(), items };
-    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(report))
-        .into_response())
-}
-
-/// A valid file: the registrations (with their 業務内IDs and kept password hashes), the row each comes from, and
-/// how the file names its columns (for the errors that only the batch itself can find).
-#[derive(Debug)]
-struct Validated {
-    rows: Vec<u64>,
-    layout: Layout,
-    parsed: Vec<Parsed>,
-}
-
-/// Reads and validates the whole file: every row's registration, or every error found (at most
-/// [`MAX_ERRORS`]). What a row asks for is refused by the registration's own dry run, not by rules of this
-/// module. Nothing is hashed or written here.
-async fn validate(
-    state: &AppState,
-    code: &MunicipalityCode,
-    content: &[u8],
-    charset: Charset,
-) -> Result<Validated, ApiError> {
-    let mut table = CsvRows::new(content, None);
-    let (header, header_row) = table.header(Some(charset)).map_err(|e| match e {
-        HeaderError::Problem(problem) => problem,
-        HeaderError::Read(e) => ApiError::validation(vec![unreadable(e.row())]),
-    })?;
-    let layout = Layout::of(&header, header_row).map_err(ApiError::validation)?;
-    let mut check = state.operators.registration_check(code).await?;
-
-    let mut errors: Vec<FieldError> = vec![];
-    let mut rows: Vec<u64> = vec![];
-    let mut parsed: Vec<Parsed> = vec![];
-    // The row of each registration the dry run was asked about, in order (to name an earlier row).
-    let mut checked_rows: Vec<u64> = vec![];
-    let mut total_errors = 0_usize;
-    while let Some(next) = table.next_row() {
-        let row = match next {
-            Ok(row) if row.is_blank() => continue,
-            Ok(row) => row,
-            Err(e) => {
-                total_errors += 1;
-                errors.push(unreadable(e.row()));
-                continue;
-            }
-        };
-        let number = row.row;
-        let mut row_errors = vec![];
-        let (input, internal_ids, password_hash) = layout.input_of(row, &mut row_errors);
-        let prefix = format!("/rows/{number}");
-        let extras = extras_of(&layout, number, &input, internal_ids, password_hash, &mut row_errors);
-        match operators::parse_input(&input, &prefix, state) {
-            Err(e) => row_errors.extend(layout.locate(number, &prefix, e)),
-            Ok(mut p) => {
-                p.internal_ids = extras.internal_ids;
-                p.kept_hash = extras.password_hash;
-                let refusals = check.refusals(&p);
-                checked_rows.push(number);
-                row_errors.extend(refusal_errors(&layout, number, &p.operator_id, refusals, &checked_rows));
-                if row_errors.is_empty() && errors.is_empty() {
-                    parsed.push(p);
-                    rows.push(number);
-                }
-            }
-        }
-        total_errors += row_errors.len();
-        if !row_errors.is_empty() {
-            // Once the file has an error nothing will be registered: stop keeping registrations.
-            parsed.clear();
-            rows.clear();
-        }
-        errors.extend(row_errors);
-        errors.truncate(MAX_ERRORS);
+    let ctx = meta.context(&auth, "operators.import", &format!("{code}/{}", opened.digest));
+    // A retry of the same request (the same Idempotency-Key and file) answers the job the first one started.
+    if let Some(id) = state.jobs.for_command(&auth.actor, ctx.command_id) {
+        return jobs::accepted(&state, id, &auth.actor);
     }
-    if !errors.is_empty() {
-        let detail = if total_errors > errors.len() {
-            Text::new(
-                format!("{total_errors}件の誤りがあります（最初の{}件を表示）。何も登録していません", errors.len()),
-                format!("{total_errors} errors (the first {} shown); nothing was registered", errors.len()),
-            )
-        } else {
-            Text::new(
-                format!("{total_errors}件の誤りがあります。何も登録していません"),
-                format!("{total_errors} errors; nothing was registered"),
-            )
-        };
-        return Err(ApiError::validation(errors).with_detail(detail));
-    }
-    if parsed.is_empty() {
-        return Err(ApiError::validation(vec![
-            FieldError::new(
-                "/rows",
-                Text::new("データ行がありません（1行目は見出しです）", "no data rows (row 1 is the header)"),
-            )
-            .in_row(header_row + 1),
-        ]));
-    }
-    Ok(Validated { rows, layout, parsed })
-}
-
-/// What a row carries besides the registration.
-#[derive(Default)]
-struct Extras {
-    /// 業務内IDs to assign once registered.
-    internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
-    /// A password hash to store instead of a password (a migration file).
-    password_hash: Option<String>,
-}
-
-impl std::fmt::Debug for Extras {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extras").field("internal_ids", &self.internal_ids).finish_non_exhaustive()
-    }
-}
-
-/// A row's 業務内ID and password hash cells, parsed; their errors added to `errors`.
-fn extras_of(
-    layout: &Layout,
-    row: u64,
-    input: &OperatorInput,
-    internal_ids: Option<String>,
-    password_hash: Option<String>,
-    errors: &mut Vec<FieldError>,
-) -> Extras {
-    let internal_ids = match internal_ids.as_deref().map(InternalIdsCell::parse) {
-        None => BTreeMap::new(),
-        Some(Ok(ids)) => ids,
-        Some(Err(e)) => {
-            errors.push(layout.error(row, Column::InternalIds, Text::of(&e)));
-            BTreeMap::new()
-        }
-    };
-    let password_hash = password_hash.filter(|hash| {
-        let argon2id = argon2::PasswordHash::new(hash)
-            .is_ok_and(|h| h.algorithm == argon2::ARGON2ID_IDENT && h.hash.is_some() && h.salt.is_some());
-        if !argon2id {
-            errors.push(layout.error(
-                row,
-                Column::PasswordHash,
-                Text::new(
-                    "パスワードハッシュは Argon2id の PHC 形式（$argon2id$…）で指定してください",
-                    "a password hash must be an Argon2id PHC string ($argon2id$…)",
-                ),
-            ));
-        } else if input.password.is_some() {
-            errors.push(layout.error(
-                row,
-                Column::PasswordHash,
-                Text::new(
-                    "パスワードとパスワードハッシュは、どちらか一方にしてください",
-                    "give either a password or a password hash, not both",
-                ),
-            ));
-        }
-        argon2id
-    });
-    Extras { internal_ids, password_hash }
-}
-
-/// A row the CSV parser could not read.
-fn unreadable(row: u64) -> FieldError {
-    FieldError::new(format!("/rows/{row}"), Text::new("CSV として読み取れない行です", "this row cannot be read as CSV"))
-        .in_row(row)
+    let slot = state.imports.admit(ImportKind::Operators, &code)?;
+    let handle = state.jobs.start(JobKind::OperatorImport, &auth.actor, ctx.command_id, slot);
+    let id = handle.id();
+    tracing::info!(municipality = %code, job = %id, "operator import started");
+    let run = job::run(state.clone(), ctx, code, auth.token.clone(), opened, handle);
+    tokio::spawn(run.instrument(tracing::Span::current()));
+    jobs::accepted(&state, id, &auth.actor)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use cardap_commands::{CommandContext, Executed, Permission, authorize};
 use cardap_domain::contact::{Email, Phone, Sex, Text100, Text200};
 use cardap_domain::operator::{
     Extension, InternalId, LoginCommand, Operator, OperatorError, OperatorId, OperatorName, OperatorProfile,
-    OperatorProfilePatch, Password, Role,
+    OperatorProfilePatch, Password, PasswordPolicy, Role,
 };
 use cardap_domain::{BusinessId, Localized, MunicipalityCode, OperatorKey, ParseError};
 use serde::{Deserialize, Serialize};
@@ -229,6 +229,15 @@ pub use cardap_commands::operators::{NewOperator as Parsed, Registered};
 
 /// Parses one registration, naming each bad field under `prefix` (`/3/name` in a batch, `/name` alone).
 pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Result<Parsed, Vec<FieldError>> {
+    parse_input_with(input, prefix, &state.access.policy.passwords)
+}
+
+/// [`parse_input`] under the password policy `passwords` (off the request: an import job).
+pub fn parse_input_with(
+    input: &OperatorInput,
+    prefix: &str,
+    passwords: &PasswordPolicy,
+) -> Result<Parsed, Vec<FieldError>> {
     let mut errors = vec![];
     let field = |name: &str| format!("{prefix}/{name}");
     let mut check = |name: &str, r: Result<(), ParseError>| {
@@ -240,7 +249,7 @@ pub fn parse_input(input: &OperatorInput, prefix: &str, state: &AppState) -> Res
     check("operator_id", OperatorId::parse(&input.operator_id).map(|v| operator_id = Some(v)));
     let mut password = None;
     if let Some(p) = &input.password {
-        check("password", Password::parse(p, &state.access.policy.passwords).map(|v| password = Some(v)));
+        check("password", Password::parse(p, passwords).map(|v| password = Some(v)));
     }
     let mut name = None;
     check("name", OperatorName::parse(&input.name).map(|v| name = Some(v)));

@@ -2,20 +2,26 @@
 //! the streamed bulk import of a registry file with a per-row report, and the prefill of 利用者登録 from it, by
 //! registry key or by the four facts read from a card (本人確認4情報).
 //!
-//! - `POST /api/v1/municipalities/{code}/registry/import`: the body is read as a stream and parsed row by row on
-//!   the blocking pool into batches of [`BATCH_ROWS`], which the import use case
-//!   (`ResidentServices::import_registry`) imports while the answer streams NDJSON: one line per row that was not
-//!   unchanged, then a summary line. Nothing holds the whole file: the body, the parsed batches, their outcomes
-//!   and the report lines all pass through bounded channels, so memory stays flat whatever the file's size.
+//! - `POST /api/v1/municipalities/{code}/registry/import`: admitted only while the municipality runs no other
+//!   registry import and the server fewer than `imports.registry_max` (`cardap_commands::imports`; else `429`
+//!   before the body is read). The body is read as a stream and parsed row by row on a thread of its own (never
+//!   the blocking pool, which a trickling upload would hold for hours) into batches of [`BATCH_ROWS`], which the
+//!   import use case (`ResidentServices::import_registry`) imports while the answer streams NDJSON: one line per
+//!   row that was not unchanged, then a summary line. Nothing holds the whole file: the body, the parsed batches,
+//!   their outcomes and the report lines all pass through bounded channels, so memory stays flat whatever the
+//!   file's size. Before each batch, and every [`SESSION_CHECK`] while it waits for one, the import asks whether
+//!   its operator's session still permits it, and
+//!   stops (a problem line, `"aborted": true`) when he logged out, his session expired or he was revoked.
 //! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft,
 //!   from `ResidentServices::registry_entry` and `registry_matches`.
 //!
 //! Owns the HTTP of these routes, the report (its lines and their schemas) and the draft. What a registry file
-//! looks like and its parser on the blocking pool are `file`'s; reading a CSV (charsets, the streamed body, row
+//! looks like and its parser are `file`'s; reading a CSV (charsets, the streamed body, row
 //! numbers, header matching) is `crate::import`'s. Which batches run at once, the decision per row and the counts
 //! are `cardap_commands::registry_import`'s, the two prefill queries `cardap_commands::registry`'s. Never logs a
 //! cell's content: only counts, row numbers and municipality codes.
 
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -25,7 +31,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cardap_commands::registry_import::{BatchError, BatchOutcome, ImportFailure, RowOutcome, RowReport};
+use cardap_commands::imports::{ImportKind, ImportSlot};
+use cardap_commands::registry_import::{BatchError, BatchOutcome, Guard, ImportFailure, RowOutcome, RowReport};
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::{CommandContext, Permission, authorize};
 use cardap_domain::MunicipalityCode;
@@ -38,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, still_permitted};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::i18n::{Lang, Text};
 use crate::import::body::BodySource;
@@ -66,6 +73,9 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest an import may take from its first to its last byte: its own limit, instead of the 300 s of the
 /// other routes (which here bound only the wait for the header row, as the report starts right after it).
 pub const IMPORT_TIME_LIMIT: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// How often a running import asks whether its operator's session is still live and still permits it.
+pub const SESSION_CHECK: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -203,8 +213,14 @@ struct Report {
 /// naming the changed fields. If the import stops early (database failure, the upload pausing for 120 s or
 /// breaking off, or longer than 2 hours in all) a `{"problem": {…}, "rows"?: [first, last]}` line says why and
 /// the summary carries `"aborted": true`; batches reported before it were imported, and the file can simply be
-/// imported again. Errors found before the first row (header, charset, permissions) are ordinary
-/// `application/problem+json` answers. `Idempotency-Key` is not needed (a re-import is idempotent by itself).
+/// imported again. The import stops the same way (`"type": "/problems/unauthenticated"` in the problem line)
+/// when the importing operator's session ends — he logs out, it expires, he is revoked — or `/problems/forbidden`
+/// when he loses the permission: it is checked before each batch and every 2 seconds. Errors found before the first row (header,
+/// charset, permissions) are ordinary `application/problem+json` answers. `Idempotency-Key` is not needed (a
+/// re-import is idempotent by itself).
+///
+/// **Limits**: one registry import per municipality at a time, and `imports.registry_max` (4) on the server;
+/// another one is answered `429 /problems/too-many-imports` with `Retry-After` before its body is read.
 #[utoipa::path(post, operation_id = "importRegistry",
     path = "/api/v1/municipalities/{code}/registry/import", tag = "registry",
     request_body(content = String, content_type = "text/csv",
@@ -222,7 +238,10 @@ struct Report {
         (status = 415, body = ProblemDetails, description = "Not `text/csv`, an unknown charset, or a header that \
             is not UTF-8 without a charset"),
         (status = 422, body = ProblemDetails, description = "An empty file, a header without the required columns \
-            (named with `row` and `column`), or a 個人番号 column; nothing was imported")))]
+            (named with `row` and `column`), or a 個人番号 column; nothing was imported"),
+        (status = 429, body = ProblemDetails, description = "`/problems/too-many-imports`: the municipality runs a \
+            registry import already, or the server as many as it may; `Retry-After` says when to try again. The \
+            body was not read")))]
 pub async fn import(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -231,22 +250,39 @@ pub async fn import(
     body: Body,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
-    authorize(&auth.actor, &Permission::ConfigureResidentServices(code.clone()))?;
+    let permission = Permission::ConfigureResidentServices(code.clone());
+    authorize(&auth.actor, &permission)?;
     let declared = declared_charset(&headers)?;
+    // Before a byte of the body is read: one import per municipality, a few on the server.
+    let slot = state.imports.admit(ImportKind::Registry, &code)?;
 
     let (header_tx, header_rx) = oneshot::channel();
     let (rows_tx, rows_rx) = mpsc::channel(PARSED_BATCHES);
+    let (stop, stopped) = oneshot::channel();
     let source =
-        BodySource::new(body.into_data_stream(), tokio::runtime::Handle::current(), STALL_TIMEOUT, IMPORT_TIME_LIMIT);
+        BodySource::new(body.into_data_stream(), tokio::runtime::Handle::current(), STALL_TIMEOUT, IMPORT_TIME_LIMIT)
+            .stopped_by(stopped);
     let csv = CsvRows::new(source, Some(MAX_ROW_BYTES));
-    tokio::task::spawn_blocking(move || parse_file(csv, declared, header_tx, rows_tx));
+    std::thread::Builder::new()
+        .name("registry-import".into())
+        .spawn(move || parse_file(csv, declared, header_tx, rows_tx))
+        .map_err(ApiError::internal)?;
     let layout = header_rx.await.map_err(|_| ApiError::internal("the registry file parser stopped"))??;
 
     // The use case gives every batch a fresh command id: a re-import is idempotent by itself.
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.import", code.as_str());
     let report = Report { code, layout, lang: Lang::current() };
     let (report_tx, report_rx) = mpsc::channel::<Result<Bytes, io::Error>>(REPORT_CHUNKS);
-    let import = run_import(state.residents, ctx, report, rows_rx, report_tx);
+    let (access, token) = (state.access.clone(), auth.token.clone());
+    let guard = Guard {
+        every: SESSION_CHECK,
+        check: move || {
+            let (access, token, permission) = (access.clone(), token.clone(), permission.clone());
+            async move { still_permitted(&access, &token, &permission).await }
+        },
+    };
+    let held = Held { _slot: slot, _stop: stop };
+    let import = run_import(state.residents, ctx, report, (rows_rx, guard), report_tx, held);
     tokio::spawn(import.instrument(tracing::Span::current()));
 
     let body = stream::unfold(report_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
@@ -258,19 +294,30 @@ pub async fn import(
     Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
 }
 
+/// What a running import holds until it has ended: its place among the imports, and the stop signal of the
+/// body's reader (dropped, the parser's thread stops waiting for the upload).
+struct Held {
+    _slot: ImportSlot,
+    _stop: oneshot::Sender<()>,
+}
+
 /// Runs the import use case on the parsed batches and writes its outcomes as the report, in file order; then logs
 /// the summary and ends the report with it. When the client goes away the outcomes are no longer read, which stops
-/// the import.
-async fn run_import(
+/// the import; so does the guard when the operator's session ends.
+async fn run_import<G, GFut>(
     residents: ResidentServices,
     ctx: CommandContext,
     report: Report,
-    rows: mpsc::Receiver<Message>,
+    (rows, guard): (mpsc::Receiver<Message>, Guard<G>),
     out: mpsc::Sender<Result<Bytes, io::Error>>,
-) {
+    held: Held,
+) where
+    G: FnMut() -> GFut,
+    GFut: Future<Output = Option<ApiError>>,
+{
     let started = Instant::now();
     let (outcomes_tx, outcomes_rx) = mpsc::channel(1);
-    let import = residents.import_registry(&ctx, &report.code, report.layout.supplied(), rows, outcomes_tx);
+    let import = residents.import_registry(&ctx, &report.code, report.layout.supplied(), rows, outcomes_tx, guard);
     let forward = async {
         // Owned here, so that it is dropped (and the import stops) as soon as the client is gone.
         let mut outcomes = outcomes_rx;
@@ -283,6 +330,8 @@ async fn run_import(
         false
     };
     let (totals, client_gone) = tokio::join!(import, forward);
+    // Given back before the summary: whoever reads it may start the next import at once.
+    drop(held);
     let counts = totals.counts;
     tracing::info!(
         municipality = %report.code,

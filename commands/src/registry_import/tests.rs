@@ -211,3 +211,47 @@ async fn the_import_stops_when_its_outcomes_are_no_longer_read() {
     assert!(log.lock().unwrap().len() < 10, "the rest of the file is not imported");
     assert!(input_tx.is_closed(), "the source is told to stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_import_whose_guard_says_stop_ends_with_its_reason_and_closes_the_source() {
+    let log = Log::default();
+    // A trickling upload: one batch, then the source stays open and sends nothing.
+    let (input_tx, input_rx) = mpsc::channel(4);
+    input_tx.send(ImportInput::Batch(vec![read(2, "1")])).await.unwrap();
+    let (output_tx, mut output_rx) = mpsc::channel::<Outcome>(1);
+    let collect = async {
+        let mut outcomes = vec![];
+        while let Some(o) = output_rx.recv().await {
+            outcomes.push(o);
+        }
+        outcomes
+    };
+    // The session ends after the third check.
+    let checks = Arc::new(Mutex::new(0));
+    let counted = checks.clone();
+    let guard = Guard {
+        every: Duration::from_secs(2),
+        check: move || {
+            let counted = counted.clone();
+            async move {
+                let mut n = counted.lock().unwrap();
+                *n += 1;
+                (*n >= 3).then_some("session ended")
+            }
+        },
+    };
+    let (guarded_tx, guarded_rx) = mpsc::channel(1);
+    let decide = decide(&log, |_| 1, |_| false, |_| RowOutcome::Imported);
+    let started = Instant::now();
+
+    let ((), totals, outcomes) =
+        ends(async { tokio::join!(guarded(input_rx, guarded_tx, guard), run(guarded_rx, output_tx, decide), collect) })
+            .await;
+
+    assert!(totals.aborted);
+    assert_eq!(totals.counts.imported, 1, "the batch before the end was imported");
+    assert!(matches!(outcomes.last().unwrap().failure, Some(ImportFailure::Source("session ended"))));
+    assert_eq!(*checks.lock().unwrap(), 3);
+    assert!(started.elapsed() <= Duration::from_secs(7), "stopped at the third check: {:?}", started.elapsed());
+    assert!(input_tx.is_closed(), "the source is told to stop");
+}

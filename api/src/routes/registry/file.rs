@@ -1,6 +1,6 @@
 //! The registry file (手引き I 1.1: 既存住基システム's export, 住基ネットCS's 本人確認4情報): its columns, the two
 //! layouts told apart by the header, the parsing of a data row into a registry row or the errors of its cells,
-//! and the parser that runs on the blocking pool and hands the import batches of [`BATCH_ROWS`] rows.
+//! and the parser that runs on a thread of its own and hands the import batches of [`BATCH_ROWS`] rows.
 //!
 //! Owns what a registry file looks like; reading a CSV (charsets, the streamed body, row numbers, header
 //! matching) is `crate::import`'s, the cell formats of dates and sex `cardap_domain::cells`'. Must not log a
@@ -308,7 +308,7 @@ fn parse_postal_code(s: &str) -> Result<PostalCode, ParseError> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Parsing the streamed body (on the blocking pool)
+// Parsing the streamed body (on a thread of its own)
 
 /// One data row after parsing: a registry row, or a row that cannot be imported.
 type Parsed = ImportRow<BadRow>;
@@ -352,13 +352,17 @@ fn read_problem(rows: &CsvRows<BodySource>, error: ReadError) -> ApiError {
             ),
             vec![],
         ),
+        (_, Some(BodyFailure::Stopped)) => {
+            ApiError::malformed(Text::new("取り込みを中止しました", "the import was stopped"), vec![])
+        }
         (_, Some(BodyFailure::Broken) | None) => {
             ApiError::malformed(Text::new("送信が途中で切れました", "the upload was cut off"), vec![])
         }
     }
 }
 
-/// The parser, on the blocking pool: reads the header (answering the handler through `header`), then every data
+/// The parser, on a thread of its own (never the blocking pool, which it would hold for as long as the upload
+/// lasts): reads the header (answering the handler through `header`), then every data
 /// row, sending them in batches of [`BATCH_ROWS`] through the bounded `rows` channel. Stops when the importer
 /// goes away.
 pub(super) fn parse_file(
