@@ -143,6 +143,8 @@ pub struct Application {
     drain_timeout: Duration,
     connections: crate::settings::ConnectionLimits,
     metrics_addr: SocketAddr,
+    /// HTTPS (and mutual TLS) on the listener, when configured.
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Application {
@@ -194,6 +196,15 @@ impl Application {
             read,
             metrics: Arc::new(Metrics::default()),
         };
+        // HTTPS when configured: a certificate or key that cannot be used stops the start, naming the file.
+        let tls = match settings.tls.files().map_err(StartError::Failed)? {
+            Some(files) => {
+                let tls = crate::tls::Tls::load(files).map_err(|e| StartError::Failed(format!("TLS: {e}")))?;
+                runners.push(tokio::spawn(tls.clone().watch(shutdown_rx.clone())));
+                Some(tls)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
         let metrics_listener =
             TcpListener::bind(settings.metrics_listen).await.map_err(StartError::io("cannot listen for /metrics"))?;
@@ -202,6 +213,7 @@ impl Application {
             backend = db.backend().as_str(),
             database = %redact(&settings.database_url),
             metrics = %metrics_listener.local_addr().map_err(StartError::io("cannot listen for /metrics"))?,
+            scheme = if tls.is_some() { "https" } else { "http" },
             "cardap listening"
         );
         let (hard_stop, hard_stop_rx) = watch::channel(false);
@@ -229,6 +241,7 @@ impl Application {
             drain_timeout: settings.drain_timeout,
             connections: settings.connections,
             metrics_addr,
+            tls,
         })
     }
 
@@ -252,7 +265,7 @@ impl Application {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let server = crate::serve::serve(self.listener, self.router, self.connections, async move {
+        let server = crate::serve::serve(self.listener, self.router, self.connections, self.tls, async move {
             signal.await;
             let _ = stop_tx.send(true);
         });

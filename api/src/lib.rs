@@ -16,6 +16,7 @@ pub mod routes;
 pub mod serve;
 pub mod settings;
 pub mod state;
+pub mod tls;
 
 pub use app::{Application, StartError, app};
 pub use settings::Settings;

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 server loop: accepts connections up to a limit, gives each a time limit for its request headers,
-//! and on shutdown stops accepting and lets the requests in flight finish. Owns what one client may hold of the
+//! The HTTP/1.1 server loop: accepts connections up to a limit, runs the TLS handshake when the listener has TLS
+//! (within the header time limit), gives each connection a time limit for its request headers, and on shutdown
+//! stops accepting and lets the requests in flight finish. Owns what one client may hold of the
 //! server ([`ConnectionLimits`]); the time limit between two pieces of a body is a layer of the router
 //! (`app::app`), the time limit of a whole request the `guarded` layer.
 
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::settings::ConnectionLimits;
+use crate::tls::{PeerCertificate, Tls};
 
 /// Serves `router` on `listener` until `stop` resolves, then waits for the connections in flight to finish
 /// their requests (the caller bounds that wait).
@@ -23,6 +25,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     let graceful = GracefulShutdown::new();
@@ -52,22 +55,56 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(true);
-        // The peer's address for the handlers (login throttling per client address).
-        let service = router.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a connection ended with an error");
+            let Some(tls) = tls else {
+                serve_connection(TokioIo::new(stream), router, peer, None, limits, watcher).await;
+                drop(slot);
+                return;
+            };
+            // The handshake counts against the header time limit: a client that stalls in it holds nothing long.
+            match tokio::time::timeout(limits.header_read, tls.acceptor().accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let certificate = certificate.map(|der| PeerCertificate(Arc::from(der.as_ref())));
+                    serve_connection(TokioIo::new(stream), router, peer, certificate, limits, watcher).await;
+                }
+                // A refused certificate, a plain-HTTP client, a scan: nothing to answer.
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "a TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "a TLS handshake took too long"),
             }
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves one connection's requests, each with the peer's address (login throttling per client address) and, on a
+/// mutual-TLS connection, its client certificate.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    router: Router,
+    peer: std::net::SocketAddr,
+    certificate: Option<PeerCertificate>,
+    limits: ConnectionLimits,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(true);
+    let service = router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(certificate) = &certificate {
+            request.extensions_mut().insert(certificate.clone());
+        }
+        request
+    });
+    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "a connection ended with an error");
+    }
 }

@@ -73,6 +73,52 @@ pub struct Settings {
     /// How many imports run at once (per municipality, on the server), the rows of an operator file, and how long
     /// a finished import job is kept.
     pub imports: ImportLimits,
+    /// HTTPS and mutual TLS on the listener (all `None`: plain HTTP, the default on loopback).
+    pub tls: TlsSettings,
+}
+
+/// The listener's TLS files, as configured (see [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub crl_file: Option<PathBuf>,
+    pub reload: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            crl_file: None,
+            reload: Duration::from_secs(60),
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The files to serve HTTPS with, `None` for plain HTTP; an error says which setting is missing.
+    pub fn files(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) if self.client_ca_file.is_none() && self.crl_file.is_none() => Ok(None),
+            (Some(cert), Some(key)) => {
+                if self.crl_file.is_some() && self.client_ca_file.is_none() {
+                    return Err("tls.crl_file is for client certificates: set tls.client_ca_file too".into());
+                }
+                Ok(Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.client_ca_file.clone(),
+                    crl: self.crl_file.clone(),
+                    reload: self.reload,
+                }))
+            }
+            _ => Err("HTTPS needs both tls.cert_file and tls.key_file".into()),
+        }
+    }
 }
 
 impl fmt::Debug for Settings {
@@ -94,6 +140,7 @@ impl fmt::Debug for Settings {
             .field("master_key", &self.master_key)
             .field("master_key_file", &self.master_key_file)
             .field("imports", &self.imports)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -139,6 +186,7 @@ impl Default for Settings {
             master_key: None,
             master_key_file: data_dir.join("master.key"),
             imports: ImportLimits::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -605,6 +653,61 @@ pub const KEYS: &[Key] = &[
         help: "How long a finished import job (and its generated passwords) is kept, minutes",
         set: |d, raw| {
             d.settings.imports.keep_finished = Duration::from_secs(raw.positive::<u64>()?.checked_mul(60)?);
+            Some(())
+        },
+    },
+    Key {
+        file: "tls.cert_file",
+        env: "CARDAP_TLS_CERT_FILE",
+        flag: "tls-cert-file",
+        form: "a file path",
+        help: "HTTPS: the server certificate chain (PEM), with tls.key_file",
+        set: |d, raw| {
+            d.settings.tls.cert_file = Some(PathBuf::from(raw.text()?));
+            Some(())
+        },
+    },
+    Key {
+        file: "tls.key_file",
+        env: "CARDAP_TLS_KEY_FILE",
+        flag: "tls-key-file",
+        form: "a file path",
+        help: "HTTPS: the server certificate's private key (PEM)",
+        set: |d, raw| {
+            d.settings.tls.key_file = Some(PathBuf::from(raw.text()?));
+            Some(())
+        },
+    },
+    Key {
+        file: "tls.client_ca_file",
+        env: "CARDAP_TLS_CLIENT_CA_FILE",
+        flag: "tls-client-ca-file",
+        form: "a file path",
+        help: "Mutual TLS: the CAs (PEM) whose operator certificates authenticate; none presented is password mode",
+        set: |d, raw| {
+            d.settings.tls.client_ca_file = Some(PathBuf::from(raw.text()?));
+            Some(())
+        },
+    },
+    Key {
+        file: "tls.crl_file",
+        env: "CARDAP_TLS_CRL_FILE",
+        flag: "tls-crl-file",
+        form: "a file path",
+        help: "Mutual TLS: the CRL (PEM or DER) of the client certificates; a revoked one is refused",
+        set: |d, raw| {
+            d.settings.tls.crl_file = Some(PathBuf::from(raw.text()?));
+            Some(())
+        },
+    },
+    Key {
+        file: "tls.reload_seconds",
+        env: "CARDAP_TLS_RELOAD_SECONDS",
+        flag: "tls-reload-seconds",
+        form: "a whole number of seconds, 1 or more",
+        help: "How often the TLS files are looked at; a changed one is taken into use without a restart",
+        set: |d, raw| {
+            d.settings.tls.reload = Duration::from_secs(raw.positive()?);
             Some(())
         },
     },

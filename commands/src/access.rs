@@ -122,6 +122,16 @@ pub struct SessionOf {
     pub operator_id: String,
 }
 
+/// What a request presented to say who it is: a session token (password mode), or the operator certificate
+/// its TLS connection was authenticated with (mutual TLS: the listener verified its chain, validity and
+/// revocation before the request was read).
+#[derive(Debug, Clone)]
+pub enum Presented {
+    Token(Secret),
+    /// The client certificate's DER.
+    Certificate(Arc<[u8]>),
+}
+
 /// What [`Access::session_permits`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionCheck {
@@ -375,15 +385,55 @@ impl Access {
         }))
     }
 
-    /// Whether the session of `token` is still live and its operator may still do `permission`: checked now and
-    /// then by work that outlives its request (an import), which stops when he logs out, his session expires, he
-    /// is revoked or loses the permission. Touches the session like any request of his.
+    /// The operator behind what a request presented: a live session's token, or a verified operator
+    /// certificate.
+    pub async fn authenticate_presented(
+        &self,
+        presented: &Presented,
+    ) -> std::result::Result<Option<SessionOf>, AccessFailure> {
+        match presented {
+            Presented::Token(token) => self.authenticate(token).await,
+            Presented::Certificate(der) => self.authenticate_certificate(der).await,
+        }
+    }
+
+    /// The operator an operator certificate names (`urn:cardap:operator:<municipality code or system>:<operator
+    /// ID>`, see `crate::pki::ca`), if he exists and may still act. The certificate's chain, validity and
+    /// revocation were checked by the TLS listener; a certificate that names no operator (a business server's)
+    /// authenticates nobody here.
+    pub async fn authenticate_certificate(&self, der: &[u8]) -> std::result::Result<Option<SessionOf>, AccessFailure> {
+        let Some((municipality, operator_id)) = crate::pki::operator_named_by(der) else {
+            return Ok(None);
+        };
+        let Some(operator) = operators::find_by_login(self.read.pool(), municipality.as_ref(), &operator_id).await?
+        else {
+            return Ok(None);
+        };
+        if operator.revoked || self.municipality_abolished(operator.municipality.as_ref()).await? {
+            return Ok(None);
+        }
+        let password_change_required = self.credentials.password_change_required(operator.key).await?;
+        Ok(Some(SessionOf {
+            actor: Actor {
+                operator: operator.key,
+                municipality: operator.municipality,
+                roles: operator.roles,
+                business_systems: operator.business_systems,
+                password_change_required,
+            },
+            operator_id: operator.operator_id,
+        }))
+    }
+
+    /// Whether what a request presented still authenticates its operator and he may still do `permission`:
+    /// checked now and then by work that outlives its request (an import), which stops when he logs out, his
+    /// session expires, he is revoked or loses the permission. Touches the session like any request of his.
     pub async fn session_permits(
         &self,
-        token: &Secret,
+        presented: &Presented,
         permission: &Permission,
     ) -> std::result::Result<SessionCheck, AccessFailure> {
-        Ok(match self.authenticate(token).await? {
+        Ok(match self.authenticate_presented(presented).await? {
             None => SessionCheck::Ended,
             Some(session) if crate::authz::authorize(&session.actor, permission).is_err() => SessionCheck::Forbidden,
             Some(_) => SessionCheck::Live,
@@ -399,19 +449,22 @@ impl Access {
         Ok(municipalities::get(self.read.pool(), code).await?.is_some_and(|m| m.abolished))
     }
 
-    /// Ends the session of this token.
-    pub async fn logout(&self, token: &Secret) -> std::result::Result<(), AccessFailure> {
-        Ok(self.credentials.end_session(&token_hash(token.expose())).await?)
+    /// Ends the session of this token (a certificate has no session to end: its connection is the session).
+    pub async fn logout(&self, presented: &Presented) -> std::result::Result<(), AccessFailure> {
+        match presented {
+            Presented::Token(token) => Ok(self.credentials.end_session(&token_hash(token.expose())).await?),
+            Presented::Certificate(_) => Ok(()),
+        }
     }
 
     /// Changes one's own password: the current one is required and the last few may not be reused. The event,
-    /// the new hash and the end of his other sessions (`token` is the session he is using) are stored together.
+    /// the new hash and the end of his other sessions (`presented` is what he is using) are stored together.
     /// A wrong current password counts as a failed login: a stolen session cannot search for the password.
     pub async fn change_own_password(
         &self,
         ctx: &CommandContext,
         me: &SessionOf,
-        token: &Secret,
+        presented: &Presented,
         current: Secret,
         new: &str,
     ) -> Result<(), PasswordError> {
@@ -426,7 +479,11 @@ impl Access {
         let new = self.acceptable(key, new).await?;
         let hash = passwords::hash_password(new).await.map_err(internal)?;
         let at = self.clock.now();
-        let keep = token_hash(token.expose());
+        // His other sessions end; the one he is using goes on (with a certificate every session is another).
+        let keep = match presented {
+            Presented::Token(token) => token_hash(token.expose()),
+            Presented::Certificate(_) => String::new(),
+        };
         CommandHandler::<Operator>::new(self.store.clone())
             .execute_with(
                 ctx,

@@ -135,6 +135,18 @@ fn an_operator_certificate_names_him_and_his_business_systems_for_client_authent
     for uri in ["urn:cardap:operator:131016:OP0501", "urn:cardap:business:01", "urn:cardap:business:02"] {
         assert!(text.contains(uri), "{uri} missing: {text}");
     }
+    // The listener's side: the operator it names.
+    let (municipality, operator_id) = cardap_commands::pki::operator_named_by(&cert).unwrap();
+    assert_eq!(municipality.unwrap().as_str(), "131016");
+    assert_eq!(operator_id.as_str(), "OP0501");
+    let admin = Profile::Operator { municipality: None, operator_id: "admin".into(), business_ids: vec![] };
+    let cert = new.issuing.issue(&csr.spki_der, &admin, &Serial::random().unwrap(), None, now).unwrap();
+    let (municipality, operator_id) = cardap_commands::pki::operator_named_by(&cert).unwrap();
+    assert!(municipality.is_none() && operator_id.as_str() == "admin");
+    // A business server's certificate names no operator.
+    let server = Profile::BusinessServer { subject: vec![], dns_names: vec!["lib.example.jp".into()] };
+    let cert = new.issuing.issue(&csr.spki_der, &server, &Serial::random().unwrap(), None, now).unwrap();
+    assert!(cardap_commands::pki::operator_named_by(&cert).is_none());
 }
 
 #[test]

@@ -436,7 +436,7 @@ pub async fn import(
     let handle = state.jobs.start(JobKind::OperatorImport, &auth.actor, ctx.command_id, slot);
     let id = handle.id();
     tracing::info!(municipality = %code, job = %id, "operator import started");
-    let run = job::run(state.clone(), ctx, code, auth.token.clone(), opened, handle);
+    let run = job::run(state.clone(), ctx, code, auth.credential.clone(), opened, handle);
     tokio::spawn(run.instrument(tracing::Span::current()));
     jobs::accepted(&state, id, &auth.actor)
 }

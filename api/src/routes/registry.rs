@@ -273,12 +273,12 @@ pub async fn import(
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.import", code.as_str());
     let report = Report { code, layout, lang: Lang::current() };
     let (report_tx, report_rx) = mpsc::channel::<Result<Bytes, io::Error>>(REPORT_CHUNKS);
-    let (access, token) = (state.access.clone(), auth.token.clone());
+    let (access, credential) = (state.access.clone(), auth.credential.clone());
     let guard = Guard {
         every: SESSION_CHECK,
         check: move || {
-            let (access, token, permission) = (access.clone(), token.clone(), permission.clone());
-            async move { still_permitted(&access, &token, &permission).await }
+            let (access, credential, permission) = (access.clone(), credential.clone(), permission.clone());
+            async move { still_permitted(&access, &credential, &permission).await }
         },
     };
     let held = Held { _slot: slot, _stop: stop };

@@ -145,7 +145,7 @@ fn locked(until: Option<Timestamp>) -> ApiError {
     path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ProblemDetails)))]
 pub async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<StatusCode, ApiError> {
-    state.access.logout(&auth.token).await?;
+    state.access.logout(&auth.credential).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -217,7 +217,13 @@ pub async fn change_own_password(
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "sessions.change_own_password", &auth.operator_id);
     state
         .access
-        .change_own_password(&ctx, &auth.session(), &auth.token, Secret::new(body.current_password), &body.new_password)
+        .change_own_password(
+            &ctx,
+            &auth.session(),
+            &auth.credential,
+            Secret::new(body.current_password),
+            &body.new_password,
+        )
         .await
         .map_err(|e| command_error(e, |e| password_error(e, "/new_password")))?;
     Ok(StatusCode::NO_CONTENT)

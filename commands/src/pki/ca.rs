@@ -15,6 +15,8 @@
 
 use std::net::IpAddr;
 
+use cardap_domain::MunicipalityCode;
+use cardap_domain::operator::OperatorId;
 use chrono::{DateTime, Utc};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, DistinguishedName,
@@ -26,6 +28,8 @@ use rustls_pki_types::CertificateDer;
 use super::csr::SubjectAttribute;
 
 const DAY: i64 = 24 * 60 * 60;
+/// The SAN URI prefix that names an operator in his certificate.
+const OPERATOR_URI: &str = "urn:cardap:operator:";
 /// Backdating of `notBefore`, for clocks of relying parties that run a little slow.
 const BACKDATE: i64 = 5 * 60;
 
@@ -101,7 +105,7 @@ impl Profile {
                 let place = municipality.as_deref().unwrap_or("system");
                 dn.push(DnType::CommonName, operator_id.as_str());
                 dn.push(DnType::OrganizationalUnitName, place);
-                params.subject_alt_names.push(uri(&format!("urn:cardap:operator:{place}:{operator_id}"))?);
+                params.subject_alt_names.push(uri(&format!("{OPERATOR_URI}{place}:{operator_id}"))?);
                 for business_id in business_ids {
                     params.subject_alt_names.push(uri(&format!("urn:cardap:business:{business_id}"))?);
                 }
@@ -330,6 +334,26 @@ impl CaKey {
         };
         Ok(params.signed_by(&self.issuer()?).map_err(signing)?.der().to_vec())
     }
+}
+
+/// The operator an operator certificate names in its SAN URI `urn:cardap:operator:<municipality code or
+/// system>:<operator ID>` (its `OU` and `CN` say the same, but the URI is what cardap reads). `None` for any
+/// other certificate, or one that cannot be read. Says nothing of the certificate's validity: the TLS listener
+/// checked that.
+pub fn operator_named_by(der: &[u8]) -> Option<(Option<MunicipalityCode>, OperatorId)> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| {
+        let GeneralName::URI(uri) = name else { return None };
+        let rest = uri.strip_prefix(OPERATOR_URI)?;
+        let (place, operator_id) = rest.split_once(':')?;
+        let municipality = match place {
+            "system" => None,
+            code => Some(MunicipalityCode::parse(code).ok()?),
+        };
+        Some((municipality, OperatorId::parse(operator_id).ok()?))
+    })
 }
 
 /// `der` as a PEM block of `label`.

@@ -5,3 +5,5 @@
 
 pub mod ca;
 pub mod csr;
+
+pub use ca::operator_named_by;

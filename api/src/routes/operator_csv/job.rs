@@ -24,12 +24,13 @@ use cardap_domain::operator::{InternalIdAssignment, OperatorError, OperatorId, P
 use sha2::{Digest, Sha256};
 
 use super::{Column, Layout, refusal_errors};
-use crate::auth::{Secret, still_permitted};
+use crate::auth::still_permitted;
 use crate::error::{ApiError, FieldError};
 use crate::i18n::Text;
 use crate::import::{Charset, CsvRows, HeaderError, body_charset};
 use crate::routes::operators::{self, OperatorInput, Parsed};
 use crate::state::AppState;
+use cardap_commands::access::Presented;
 
 /// Errors reported for one import at most; a file with more is wrong throughout, and the first ones tell why.
 const MAX_ERRORS: usize = 1000;
@@ -68,12 +69,12 @@ pub(super) async fn run(
     state: AppState,
     ctx: CommandContext,
     code: MunicipalityCode,
-    token: Secret,
+    credential: Presented,
     opened: Opened,
     job: JobHandle<ApiError>,
 ) {
     let id = job.id();
-    match work(&state, &ctx, &code, &token, opened, &job).await {
+    match work(&state, &ctx, &code, &credential, opened, &job).await {
         Ok(items) => {
             tracing::info!(municipality = %code, job = %id, operators = items.len(), "operators imported");
             job.succeed(items);
@@ -89,7 +90,7 @@ async fn work(
     state: &AppState,
     ctx: &CommandContext,
     code: &MunicipalityCode,
-    token: &Secret,
+    credential: &Presented,
     opened: Opened,
     job: &JobHandle<ApiError>,
 ) -> Result<Vec<ImportedItem>, ApiError> {
@@ -112,12 +113,12 @@ async fn work(
         if validation.finished {
             break;
         }
-        if let Some(stopped) = still_permitted(&state.access, token, &permission).await {
+        if let Some(stopped) = still_permitted(&state.access, credential, &permission).await {
             return Err(stopped);
         }
     }
     let Validated { rows, layout, parsed } = validation.outcome()?;
-    if let Some(stopped) = still_permitted(&state.access, token, &permission).await {
+    if let Some(stopped) = still_permitted(&state.access, credential, &permission).await {
         return Err(stopped);
     }
     // Refused now although the dry run passed: the facts changed meanwhile (shared use withdrawn, someone

@@ -1,0 +1,182 @@
+//! HTTPS and mutual TLS on the listener (issue 10, deliverable 5), driven by independent clients: `curl` and
+//! `openssl s_client`. Password mode and certificate mode share the port: no client certificate → a bearer token
+//! is needed; a valid operator certificate → the operator it names; a revoked one (a new CRL, taken into use
+//! without a restart) or one from another CA → refused in the handshake. Both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cardap_api::settings::TlsSettings;
+use cardap_commands::pki::ca::{self, CaKey, Profile, Reason, Revoked, Serial};
+use cardap_commands::pki::csr;
+use cardap_tests::serde_json;
+use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app_with};
+use chrono::Utc;
+
+/// A new P-256 key in `dir/<name>.key` and a CSR for it; the key's path and the request.
+fn key_and_request(dir: &Path, name: &str) -> (PathBuf, csr::CheckedCsr) {
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new("openssl").args(["req", "-new", "-subj", "/CN=x", "-key"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (key, csr::parse(&out.stdout).unwrap())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One installation's PKI in files: a CA, the server's certificate for 127.0.0.1 and an operator certificate for
+/// the system administrator.
+struct Pki {
+    dir: tempfile::TempDir,
+    issuing: CaKey,
+    root_pem: PathBuf,
+    crl: PathBuf,
+    admin_cert: PathBuf,
+    admin_key: PathBuf,
+    admin_serial: Serial,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let new = ca::create("cardap tls test", now).unwrap();
+        let (root, issuing) = (new.root, new.issuing);
+        let root_pem = write(dir.path(), "root.pem", &root.cert_pem());
+        write(dir.path(), "client-ca.pem", &format!("{}{}", issuing.cert_pem(), root.cert_pem()));
+
+        let (server_key, request) = key_and_request(dir.path(), "server");
+        let profile = Profile::Tls { dns_names: vec!["localhost".into()], ips: vec!["127.0.0.1".parse().unwrap()] };
+        let server = issuing.issue(&request.spki_der, &profile, &Serial::random().unwrap(), None, now).unwrap();
+        write(dir.path(), "server.pem", &format!("{}{}", ca::pem("CERTIFICATE", &server), issuing.cert_pem()));
+        std::fs::rename(server_key, dir.path().join("server.key")).unwrap();
+
+        let (admin_key, request) = key_and_request(dir.path(), "admin");
+        let admin_serial = Serial::random().unwrap();
+        let profile = Profile::Operator { municipality: None, operator_id: "admin".into(), business_ids: vec![] };
+        let admin = issuing.issue(&request.spki_der, &profile, &admin_serial, None, now).unwrap();
+        let admin_cert =
+            write(dir.path(), "admin.pem", &format!("{}{}", ca::pem("CERTIFICATE", &admin), issuing.cert_pem()));
+        let crl = dir.path().join("crl.der");
+        std::fs::write(&crl, issuing.crl(&[], 1, now, now + chrono::Duration::days(1)).unwrap()).unwrap();
+        Pki { dir, issuing, root_pem, crl, admin_cert, admin_key, admin_serial }
+    }
+
+    fn settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert_file: Some(self.dir.path().join("server.pem")),
+            key_file: Some(self.dir.path().join("server.key")),
+            client_ca_file: Some(self.dir.path().join("client-ca.pem")),
+            crl_file: Some(self.crl.clone()),
+            reload: Duration::from_millis(200),
+        }
+    }
+
+    /// `curl` over HTTPS to `path`, trusting only this installation's root; `client`: a certificate and key to
+    /// present. `Err(exit code)` when no HTTP answer came (a refused handshake).
+    fn curl(
+        &self,
+        app: &TestApp,
+        path: &str,
+        client: Option<(&Path, &Path)>,
+        bearer: Option<&str>,
+    ) -> Result<String, i32> {
+        let port = app.socket_addr.port();
+        let mut command = Command::new("curl");
+        command.args(["-s", "-w", "\n%{http_code}", "--cacert"]).arg(&self.root_pem);
+        if let Some((cert, key)) = client {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(token) = bearer {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = command.arg(format!("https://127.0.0.1:{port}{path}")).output().unwrap();
+        match out.status.code() {
+            Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            code => Err(code.unwrap_or(-1)),
+        }
+    }
+}
+
+fn status(answer: &str) -> &str {
+    answer.lines().last().unwrap_or_default()
+}
+
+async fn an_operator_certificate_logs_him_in_and_no_certificate_means_password_mode(backend: Backend) {
+    let pki = Pki::new();
+    let tls = pki.settings();
+    let app = spawn_app_with(backend, |s| s.tls = tls).await;
+
+    // Server authentication: the chain verifies against the installation's root (openssl as a second client).
+    let port = app.socket_addr.port();
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify_return_error", "-CAfile"])
+        .arg(&pki.root_pem)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Verify return code: 0 (ok)"), "{said}");
+
+    // No certificate: password mode. Nobody without a token, the administrator with his.
+    let anonymous = pki.curl(&app, "/api/v1/me", None, None).unwrap();
+    assert_eq!(status(&anonymous), "401", "{anonymous}");
+    let login = r#"{"operator_id":"admin","password":"AdminPassw0rd"}"#;
+    let port = app.socket_addr.port();
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&pki.root_pem)
+        .args(["-H", "Content-Type: application/json", "-d", login])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/sessions"))
+        .output()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = body["token"].as_str().expect("a session over HTTPS").to_owned();
+    let me = pki.curl(&app, "/api/v1/me", None, Some(&token)).unwrap();
+    assert_eq!(status(&me), "200", "{me}");
+
+    // His operator certificate alone logs him in.
+    let client = Some((pki.admin_cert.as_path(), pki.admin_key.as_path()));
+    let me = pki.curl(&app, "/api/v1/me", client, None).unwrap();
+    assert_eq!(status(&me), "200", "{me}");
+    assert!(me.contains(r#""operator_id":"admin""#), "{me}");
+
+    // A certificate of another CA is refused in the handshake.
+    let stranger = ca::create("somebody else", Utc::now()).unwrap().issuing;
+    let (key, request) = key_and_request(pki.dir.path(), "stranger");
+    let profile = Profile::Operator { municipality: None, operator_id: "admin".into(), business_ids: vec![] };
+    let cert = stranger.issue(&request.spki_der, &profile, &Serial::random().unwrap(), None, Utc::now()).unwrap();
+    let cert =
+        write(pki.dir.path(), "stranger.pem", &format!("{}{}", ca::pem("CERTIFICATE", &cert), stranger.cert_pem()));
+    assert!(pki.curl(&app, "/api/v1/me", Some((&cert, &key)), None).is_err(), "a stranger's certificate was accepted");
+
+    // Revoked: a new CRL file is taken into use without a restart, and his certificate no longer gets in.
+    let revoked = [Revoked { serial: pki.admin_serial.clone(), at: Utc::now(), reason: Reason::KeyCompromise }];
+    let now = Utc::now();
+    let crl = pki.issuing.crl(&revoked, 2, now, now + chrono::Duration::days(1)).unwrap();
+    std::fs::write(&pki.crl, crl).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if pki.curl(&app, "/api/v1/me", client, None).is_err() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the revoked certificate is still accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Password mode goes on.
+    let me = pki.curl(&app, "/api/v1/me", None, Some(&token)).unwrap();
+    assert_eq!(status(&me), "200", "{me}");
+}
+
+on_both_backends!(an_operator_certificate_logs_him_in_and_no_certificate_means_password_mode);
