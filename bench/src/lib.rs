@@ -23,8 +23,14 @@ pub struct Server {
 impl Server {
     /// Starts `binary` on `url` with `master_key` (base64) and waits until it says where it listens.
     pub fn start(binary: &PathBuf, url: &str, master_key: &str) -> Result<Server> {
+        Self::start_with(binary, url, master_key, &[])
+    }
+
+    /// [`Server::start`] with more `CARDAP_*` variables (TLS files, say).
+    pub fn start_with(binary: &PathBuf, url: &str, master_key: &str, env: &[(&str, String)]) -> Result<Server> {
         let mut child = Command::new(binary)
             .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CARDAP_MASTER_KEY", master_key)
             .env("CARDAP_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
             .env("CARDAP_LOG", "warn,cardap_api::app=info")
