@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): request counts by status class, commands applied, and per-projection
-//! checkpoints. Plain counters: nothing here may slow a request.
+//! checkpoints and lag. Plain counters: nothing here may slow a request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,13 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# TYPE cardap_projection_position gauge");
     for (name, progress) in state.views.progress() {
         let _ = writeln!(out, "cardap_projection_position{{projection=\"{name}\"}} {}", progress.current().position);
+    }
+    if let Ok(lags) = state.status.projections().await {
+        let _ = writeln!(out, "# HELP cardap_projection_lag Positions of the event log a read model has not applied.");
+        let _ = writeln!(out, "# TYPE cardap_projection_lag gauge");
+        for lag in lags {
+            let _ = writeln!(out, "cardap_projection_lag{{projection=\"{}\"}} {}", lag.name, lag.behind);
+        }
     }
     if let Ok(health) = state.status.store().await
         && let Some(ms) = health.oldest_transaction_ms

@@ -30,7 +30,8 @@ pub use snapshots::Snapshot;
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
-    NewEvent, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError, TypedRead,
+    NewEvent, OpenTransaction, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
+    TypedRead,
 };
 pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError};
 pub use wakeup::Wakeups;
@@ -159,6 +160,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         let scanned = events.last().map_or(after, |e| e.checkpoint);
         let events = events.into_iter().filter(|e| stream_types.contains(&e.stream_type.as_str())).collect();
         Ok(TypedRead { events, scanned })
+    }
+
+    /// How many committed events lie after `after`, counting at most `cap`, whether or not a reader may see them
+    /// yet (an older open transaction holds readers back on PostgreSQL): how far behind a reader at `after` is.
+    /// This default reads what a reader may see.
+    async fn count_after(&self, after: Checkpoint, cap: u64) -> Result<u64, StoreError> {
+        let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+        Ok(self.read_all(after, limit, &ReadFilter::All).await?.len() as u64)
     }
 
     /// The place of the last committed event in the global order (`Checkpoint::START` when empty). A reader

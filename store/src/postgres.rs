@@ -35,7 +35,7 @@ use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
     RecordedEvent, StoreHealth, StreamId,
 };
-use crate::types::{StreamAppend, TypedRead};
+use crate::types::{OpenTransaction, StreamAppend, TypedRead};
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
 
@@ -443,19 +443,50 @@ impl EventStore for PostgresEventStore {
         .map(Option::unwrap_or_default)
     }
 
+    async fn count_after(&self, after: Checkpoint, cap: u64) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM events \
+             WHERE (transaction_id, global_position) > ($1::text::xid8, $2) LIMIT $3) AS behind",
+        )
+        .bind(after.transaction.to_string())
+        .bind(to_i64(after.position).unwrap_or(i64::MAX))
+        .bind(to_i64(cap).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        to_u64(count)
+    }
+
     fn wakeups(&self) -> Wakeups {
         self.wake.subscribe()
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM clock_timestamp() - min(xact_start)) * 1000)::bigint \
-             FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+        let row = sqlx::query(
+            "SELECT pid, datname, application_name, state, \
+             (extract(epoch FROM clock_timestamp() - xact_start) * 1000)::bigint AS age_ms \
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start LIMIT 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
-        Ok(StoreHealth { backend: "postgres", oldest_transaction_ms: oldest.and_then(|ms| u64::try_from(ms).ok()) })
+        let oldest = row
+            .map(|r| {
+                Ok::<_, sqlx::Error>(OpenTransaction {
+                    pid: r.try_get("pid")?,
+                    database: r.try_get("datname")?,
+                    application: r.try_get::<Option<String>, _>("application_name")?.filter(|a| !a.is_empty()),
+                    state: r.try_get("state")?,
+                    age_ms: r.try_get::<Option<i64>, _>("age_ms")?.and_then(|ms| u64::try_from(ms).ok()).unwrap_or(0),
+                })
+            })
+            .transpose()
+            .map_err(crate::corrupt)?;
+        Ok(StoreHealth {
+            backend: "postgres",
+            oldest_transaction_ms: oldest.as_ref().map(|t| t.age_ms),
+            oldest_transaction: oldest,
+        })
     }
 }
 

@@ -280,6 +280,10 @@ impl EventStore for SealedEventStore {
         Ok(TypedRead { events: self.unseal(read.events).await?, scanned: read.scanned })
     }
 
+    async fn count_after(&self, after: Checkpoint, cap: u64) -> Result<u64, StoreError> {
+        self.inner.count_after(after, cap).await
+    }
+
     async fn head(&self) -> Result<Checkpoint, StoreError> {
         self.inner.head().await
     }

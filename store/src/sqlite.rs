@@ -210,7 +210,7 @@ impl EventStore for SqliteEventStore {
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(StoreError::from_sqlx)?;
-        Ok(StoreHealth { backend: "sqlite", oldest_transaction_ms: None })
+        Ok(StoreHealth { backend: "sqlite", oldest_transaction_ms: None, oldest_transaction: None })
     }
 }
 

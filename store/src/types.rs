@@ -328,4 +328,21 @@ pub struct StoreHealth {
     pub backend: &'static str,
     /// Age of the oldest open writing transaction (PostgreSQL): it delays delivery of later events.
     pub oldest_transaction_ms: Option<u64>,
+    /// That transaction (PostgreSQL): in *any* database of the cluster, since the order of commits readers wait
+    /// for (`xid8` visibility) is the cluster's.
+    pub oldest_transaction: Option<OpenTransaction>,
+}
+
+/// An open transaction that holds readers of the event log back, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenTransaction {
+    /// The backend's process id (`SELECT pg_terminate_backend(pid)` ends it).
+    pub pid: i32,
+    /// Its database: not necessarily cardap's.
+    pub database: Option<String>,
+    pub application: Option<String>,
+    /// `active`, `idle in transaction` …
+    pub state: Option<String>,
+    /// Milliseconds since the transaction began.
+    pub age_ms: u64,
 }

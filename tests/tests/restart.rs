@@ -103,3 +103,46 @@ async fn the_server_rides_out_a_postgres_restart() {
         assert_eq!(events.len(), 1, "municipality {code} was written {} times", events.len());
     }
 }
+
+/// The order of commits that readers of the event log wait for is the PostgreSQL cluster's: a transaction left
+/// open in *another* database of the cluster holds every read model back. `/readyz` names it (database, pid, age)
+/// and shows each read model's lag, so an operator can see why the views stand still and end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_names_a_transaction_in_another_database_that_holds_the_views_back() {
+    let cluster = Arc::new(tokio::task::spawn_blocking(PgCluster::start).await.unwrap());
+    let app = spawn_app_on(Settings::for_tests(cluster.url("postgres")), None).await;
+    let token = app.admin_token().await;
+    let (other, connection) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    other.batch_execute("CREATE DATABASE reporting").await.unwrap();
+    let (reporting, connection) =
+        tokio_postgres::connect(&cluster.url("reporting"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // Somebody's report in another database, left open with a transaction id.
+    reporting.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.unwrap();
+    let pid: i32 = reporting.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+
+    app.register_municipality(&token, "131016", "千代田区", 1).await;
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let body = ready.json();
+    assert_eq!(body["oldest_transaction"]["database"], "reporting", "{body}");
+    assert_eq!(body["oldest_transaction"]["pid"], pid, "{body}");
+    assert_eq!(body["oldest_transaction"]["state"], "idle in transaction", "{body}");
+    let behind = |body: &Value, name: &str| {
+        body["projections"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["behind"].as_u64().unwrap()
+    };
+    assert!(behind(&body, "municipalities") > 0, "the municipality view is not held back: {body}");
+
+    // Once that transaction ends, the views catch up and nothing is named any more.
+    reporting.batch_execute("COMMIT").await.unwrap();
+    let deadline = Instant::now() + RECOVER_WITHIN;
+    loop {
+        let body = app.get("/readyz", None).await.json();
+        if behind(&body, "municipalities") == 0 && body.get("oldest_transaction").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the views did not catch up: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
