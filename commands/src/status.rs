@@ -10,7 +10,7 @@ use cardap_store::{EventStore, StoreError, StoreHealth};
 use crate::views::Views;
 
 /// The most events a lag is counted up to: beyond it, "at least this many" is all a monitor needs.
-pub const LAG_CAP: u64 = 1_000_000;
+pub const LAG_CAP: u64 = 100_000;
 
 /// How far one read model is behind the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,7 +51,7 @@ pub struct ProjectionState {
     /// Where in the event log it has applied up to (`transaction.position`).
     #[schema(example = "0.1234")]
     pub checkpoint: String,
-    /// Committed events it has not applied yet: 0 when caught up (counted up to 1,000,000).
+    /// Committed events it has not applied yet: 0 when caught up (counted up to 100,000).
     pub behind: u64,
 }
 
