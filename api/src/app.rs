@@ -99,11 +99,23 @@ pub fn master_key(settings: &Settings) -> Result<MasterKey, StartError> {
     Ok(key)
 }
 
+/// Creates a missing data directory (and its parents) readable by its owner only; an existing one is left as it is.
+pub fn owner_only_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Connects and migrates, retrying while the database is still starting. A SQLite file's directory is created
 /// when missing (the default database is `cardap-data/cardap.db` on a fresh machine).
 pub async fn open_database(settings: &Settings) -> Result<Database, StartError> {
     if let Some(dir) = sqlite_directory(&settings.database_url) {
-        std::fs::create_dir_all(&dir).map_err(StartError::io("cannot create the database's directory"))?;
+        owner_only_dir(&dir).map_err(StartError::io("cannot create the database's directory"))?;
     }
     let db = Database::connect(&settings.database_url, settings.max_connections).await?;
     let deadline = tokio::time::Instant::now() + settings.startup_timeout;

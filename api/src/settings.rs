@@ -261,7 +261,7 @@ impl Settings {
             Some(key) => Ok((key.clone(), false)),
             None => {
                 if let Some(dir) = self.master_key_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    crate::app::owner_only_dir(dir)
                         .map_err(|source| MasterKeyError::Io { path: dir.to_path_buf(), source })?;
                 }
                 MasterKey::load_or_create(&self.master_key_file)

@@ -151,6 +151,18 @@ fn serve_with_no_configuration_keeps_its_data_in_a_sqlite_file() {
     assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
     terminate(child);
     assert!(dir.path().join("cardap-data/cardap.db").exists(), "no SQLite file in ./cardap-data");
+    #[cfg(unix)]
+    {
+        // The database (sealed personal data, password hashes) and its directory are the owner's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("cardap-data"), 0o700, "the data directory is open to others");
+        for file in ["cardap-data/cardap.db", "cardap-data/cardap.db-wal", "cardap-data/master.key"] {
+            if dir.path().join(file).exists() {
+                assert_eq!(mode(file), 0o600, "{file} is readable by others");
+            }
+        }
+    }
     let logged: Vec<String> = lines.try_iter().collect();
     assert!(!logged.iter().any(|l| l.contains(&password)), "the generated password is in the log");
 

@@ -2,6 +2,7 @@
 //! the event store for it. Read models and authentication tables live in the same database and the same
 //! migrations, so one `cardap migrate` brings everything up to date.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,11 @@ impl Database {
                     // A destroyed data key must not linger in free pages (personal-data erasure).
                     .pragma("secure_delete", "ON")
                     .foreign_keys(true);
+                owner_only_file(options.get_filename()).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Configuration(
+                        format!("cannot create the SQLite file {}: {e}", options.get_filename().display()).into(),
+                    ))
+                })?;
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
@@ -208,5 +214,26 @@ mod redact_tests {
             redact("sqlite:///var/lib/cardap/cardap.db?mode=rwc"),
             "sqlite:///var/lib/cardap/cardap.db?mode=rwc"
         );
+    }
+}
+
+/// Creates a missing SQLite database file readable and writable by its owner only (the events hold sealed personal
+/// data, the credentials table password hashes); SQLite gives its `-wal` and `-shm` files the same permissions.
+/// An existing file, or an in-memory database, is left as it is.
+fn owner_only_file(path: &Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
