@@ -199,24 +199,6 @@ pub fn redact(url: &str) -> String {
     format!("{base}{}", params.join("&"))
 }
 
-#[cfg(test)]
-mod redact_tests {
-    use super::redact;
-
-    #[test]
-    fn a_password_in_the_url_never_reaches_a_log() {
-        assert_eq!(redact("postgres://app:s3cret@db/cardap"), "postgres://app:***@db/cardap");
-        assert_eq!(
-            redact("postgres://app@db/cardap?sslmode=require&Password=s3cret&x=1"),
-            "postgres://app:***@db/cardap?sslmode=require&Password=***&x=1"
-        );
-        assert_eq!(
-            redact("sqlite:///var/lib/cardap/cardap.db?mode=rwc"),
-            "sqlite:///var/lib/cardap/cardap.db?mode=rwc"
-        );
-    }
-}
-
 /// Creates a missing SQLite database file readable and writable by its owner only (the events hold sealed personal
 /// data, the credentials table password hashes); SQLite gives its `-wal` and `-shm` files the same permissions.
 /// An existing file, or an in-memory database, is left as it is.
@@ -235,5 +217,23 @@ fn owner_only_file(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_in_the_url_never_reaches_a_log() {
+        assert_eq!(redact("postgres://app:s3cret@db/cardap"), "postgres://app:***@db/cardap");
+        assert_eq!(
+            redact("postgres://app@db/cardap?sslmode=require&Password=s3cret&x=1"),
+            "postgres://app:***@db/cardap?sslmode=require&Password=***&x=1"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/cardap/cardap.db?mode=rwc"),
+            "sqlite:///var/lib/cardap/cardap.db?mode=rwc"
+        );
     }
 }
