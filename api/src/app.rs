@@ -57,6 +57,9 @@ pub enum StartError {
     /// Anything else, said in a sentence (e.g. the system administrator could not be registered).
     #[error("{0}")]
     Failed(String),
+    /// `cardap audit verify` found the hash chain broken (and printed where).
+    #[error("the audit chain does not verify")]
+    Tampered,
 }
 
 impl StartError {
@@ -178,6 +181,9 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut progress = Vec::new();
         let mut runners = Vec::new();
+        // The audit chain is over the events as stored (personal data sealed): the store without its decorator.
+        let chain = cardap_projections::audit::AuditChain::new(read.pool().clone(), db.event_store());
+        runners.push(tokio::spawn(chain.run(shutdown_rx.clone())));
         for runner in read.runners(store.clone()) {
             progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));

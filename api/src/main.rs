@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal};
 use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
 use cardap_projections::ReadModels;
+use cardap_projections::audit::Verdict;
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -36,6 +37,18 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain over the sealed events (a running server seals new ones within seconds) and name
+    /// the first event that was altered, removed or moved (exit status 2 then).
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +114,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Tampered) => ExitCode::from(2),
         Err(e) => {
             eprintln!("cardap: {e}");
             ExitCode::FAILURE
@@ -117,6 +131,17 @@ async fn run(cli: Cli) -> Result<(), StartError> {
             open_database(&settings).await?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let db = open_database(&settings).await?;
+            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let chain = cardap_projections::audit::AuditChain::new(read.pool().clone(), db.event_store());
+            let verdict = chain.verify().await?;
+            println!("{verdict}");
+            match verdict {
+                Verdict::Intact { .. } => Ok(()),
+                _ => Err(StartError::Tampered),
+            }
         }
         Command::Projections { command } => {
             let db = open_database(&settings).await?;

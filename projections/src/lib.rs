@@ -5,6 +5,7 @@
 //! checkpoint in the same transaction as the change, so a crash never applies an event twice or loses one.
 //! Read models are reached through sqlx's `Any` driver: the same SQL serves PostgreSQL and SQLite.
 
+pub mod audit;
 pub mod business_systems;
 pub mod cards;
 pub mod local_settings;
