@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod business_system;
 pub mod card;
+pub mod certificate;
 pub mod cells;
 pub mod contact;
 pub mod ids;
