@@ -7,6 +7,7 @@
 
 pub mod business_systems;
 pub mod cards;
+pub mod certificates;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;
@@ -52,6 +53,7 @@ impl ReadModels {
                 Arc::new(Typed(residents::ResidentRegister)),
                 Arc::new(Typed(cards::CardRegister)),
                 Arc::new(Typed(registry::RegistryView)),
+                Arc::new(Typed(certificates::Certificates)),
             ],
         })
     }
