@@ -434,10 +434,9 @@ mod tests {
 
     #[test]
     fn a_new_serial_is_issued() {
-        let state =
-            given::<Certificate>([]).when(CertificateCommand::Issue(issued("4a01"))).then([CertificateEvent::Issued(
-                issued("4a01"),
-            )]);
+        let state = given::<Certificate>([])
+            .when(CertificateCommand::Issue(issued("4a01")))
+            .then([CertificateEvent::Issued(issued("4a01"))]);
         assert!(state.revoked().is_none());
     }
 

@@ -44,25 +44,25 @@ impl View for Certificates {
         recorded: &Recorded<'_>,
     ) -> Result<(), ProjectionError> {
         let version = recorded.version();
-        let result = match decoded {
-            CertificateEvent::Issued(c) => {
-                sqlx::query(
-                    "INSERT INTO rm_certificates (serial, kind, holder, subject, not_before, not_after, der, \
+        let result =
+            match decoded {
+                CertificateEvent::Issued(c) => {
+                    sqlx::query(
+                        "INSERT INTO rm_certificates (serial, kind, holder, subject, not_before, not_after, der, \
                      revoked_at, revoked_reason, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)",
-                )
-                .bind(c.serial.as_str().to_owned())
-                .bind(c.holder.kind())
-                .bind(holder_key(&c.holder))
-                .bind(c.subject)
-                .bind(c.not_before.unix())
-                .bind(c.not_after.unix())
-                .bind(STANDARD.encode(&c.der))
-                .bind(version)
-                .execute(&mut *conn)
-                .await
-            }
-            CertificateEvent::Revoked { reason, at } => {
-                sqlx::query(
+                    )
+                    .bind(c.serial.as_str().to_owned())
+                    .bind(c.holder.kind())
+                    .bind(holder_key(&c.holder))
+                    .bind(c.subject)
+                    .bind(c.not_before.unix())
+                    .bind(c.not_after.unix())
+                    .bind(STANDARD.encode(&c.der))
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await
+                }
+                CertificateEvent::Revoked { reason, at } => sqlx::query(
                     "UPDATE rm_certificates SET revoked_at = $1, revoked_reason = $2, version = $3 WHERE serial = $4",
                 )
                 .bind(at.unix())
@@ -70,9 +70,8 @@ impl View for Certificates {
                 .bind(version)
                 .bind(recorded.key().to_owned())
                 .execute(&mut *conn)
-                .await
-            }
-        };
+                .await,
+            };
         result.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
@@ -100,7 +99,6 @@ pub struct CertificateRow {
     pub version: i64,
 }
 
-
 fn row(r: &AnyRow) -> Result<CertificateRow, ProjectionError> {
     let corrupt = ProjectionError::Database;
     let der: String = r.try_get("der").map_err(corrupt)?;
@@ -126,10 +124,10 @@ pub async fn get(pool: &AnyPool, serial: &CertificateSerial) -> Result<Option<Ce
         "SELECT serial, kind, holder, subject, not_before, not_after, der, revoked_at, revoked_reason, version \
          FROM rm_certificates WHERE serial = $1",
     )
-        .bind(serial.as_str().to_owned())
-        .fetch_optional(pool)
-        .await
-        .map_err(ProjectionError::from_sqlx)?;
+    .bind(serial.as_str().to_owned())
+    .fetch_optional(pool)
+    .await
+    .map_err(ProjectionError::from_sqlx)?;
     r.as_ref().map(row).transpose()
 }
 
