@@ -1,4 +1,4 @@
-//! The `cardap` binary: `serve` (the default), `migrate`, and `projections list|rebuild`.
+//! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild` and `ca init`.
 //!
 //! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
 //! the command) and `--config PATH`; `Settings::load` lays them over the configuration file and the `CARDAP_*`
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal};
+use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal, start_ca};
 use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
 use cardap_projections::ReadModels;
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
@@ -36,6 +36,18 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// The internal CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the CA (root and issuing CA, keys sealed under the master key) unless it exists, and print its
+    /// chain (PEM). The server does the same at its first start.
+    Init,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +128,16 @@ async fn run(cli: Cli) -> Result<(), StartError> {
         Command::Migrate => {
             open_database(&settings).await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Ca { command: CaCommand::Init } => {
+            let db = open_database(&settings).await?;
+            let master = master_key(&settings)?;
+            let store = sealed_store(&db, &master).await?;
+            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let clock: std::sync::Arc<dyn cardap_commands::Clock> = std::sync::Arc::new(cardap_commands::SystemClock);
+            let pki = start_ca(&store, &read, &cardap_commands::Views::default(), clock, &master, &settings).await?;
+            print!("{}", pki.chain_pem().map_err(|e| StartError::Failed(e.to_string()))?);
             Ok(())
         }
         Command::Projections { command } => {

@@ -8,5 +8,6 @@ pub mod ca;
 pub mod csr;
 mod service;
 
+pub use cardap_projections::certificates::CertificateRow;
 pub(crate) use service::stage_operator_revocations;
 pub use service::{CaStarted, Pki, PkiError, PkiSettings, certificate_stream};
