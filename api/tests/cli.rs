@@ -183,13 +183,34 @@ fn migrate_and_rebuild_run_from_the_command_line() {
     };
     run(&["migrate"]);
     run(&["migrate"]); // a second run is a no-op
+    // `cardap ca init` creates the CA once and prints its chain (issuing CA, root); a second run prints the same.
+    let chain = run(&["ca", "init"]);
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 2, "{chain}");
+    assert_eq!(run(&["ca", "init"]), chain);
     assert_eq!(
         run(&["projections", "list"]).lines().collect::<Vec<_>>(),
-        ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
+        [
+            "municipalities",
+            "operators",
+            "business_systems",
+            "local_settings",
+            "residents",
+            "cards",
+            "registry",
+            "certificates"
+        ]
     );
     let rebuilt = run(&["projections", "rebuild", "all"]);
-    for name in ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
-    {
+    for name in [
+        "municipalities",
+        "operators",
+        "business_systems",
+        "local_settings",
+        "residents",
+        "cards",
+        "registry",
+        "certificates",
+    ] {
         assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
     }
     let out = Command::new(BIN)

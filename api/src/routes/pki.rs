@@ -29,6 +29,7 @@ use cardap_domain::certificate::{CertificateError, CertificateSerial, Holder, Re
 use cardap_domain::operator::OperatorId;
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
@@ -38,6 +39,10 @@ use crate::routes::{RequestMeta, municipality_in_path};
 use crate::state::AppState;
 
 const PEM_CHAIN: &str = "application/pem-certificate-chain";
+
+/// A P-256 CSR for `CN=portal.example.jp` (shortened for the document).
+const CSR_EXAMPLE: &str =
+    "-----BEGIN CERTIFICATE REQUEST-----\nMIIBLzCB1gIBADB0MQswCQYDVQQGEwJKUDEO…\n-----END CERTIFICATE REQUEST-----\n";
 
 pub fn router() -> Router<AppState> {
     let business = "/api/v1/business-systems/{business_id}/certificates";
@@ -116,6 +121,7 @@ pub struct CertificateList {
 /// A CSR as JSON (the body may also be the CSR itself, see the operation).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"csr": CSR_EXAMPLE}))]
 pub struct CsrBody {
     /// 証明書発行要求ファイル: PKCS#10, PEM (`-----BEGIN CERTIFICATE REQUEST-----`).
     pub csr: String,
@@ -242,7 +248,7 @@ pub async fn crl(State(state): State<AppState>) -> Result<Response, ApiError> {
     path = "/api/v1/business-systems/{business_id}/certificates", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10"),
+        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
     ), description = "証明書発行要求ファイル (PKCS#10). Accepted keys: RSA ≥ 2048 bits (PKCS#1 v1.5 with SHA-256/384/512), \
         ECDSA P-256 or P-384 (SHA-256/384), Ed25519. Its CN must be the host of one of the business system's URLs; \
         C, ST, L, O, OU are taken as written; only the public key and that subject are used."),
@@ -339,7 +345,7 @@ pub async fn revoke_business(
     path = "/api/v1/business-systems/{business_id}/certificates/{serial}/reissue", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10"),
+        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
     ), description = "A new 証明書発行要求ファイル, as for issuing"),
     params(("business_id" = String, Path, description = "業務ID"),
         ("serial" = String, Path, description = "The serial of the certificate to replace")),
@@ -388,7 +394,7 @@ async fn operator_in_path(
     path = "/api/v1/municipalities/{code}/operators/{operator_id}/certificates", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10"),
+        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
     ), description = "A CSR made on the operator's terminal (the key never leaves it); only its public key is \
         used. The certificate names `CN=<operator ID>, OU=<municipality code>` and the SAN URIs \
         `urn:cardap:operator:<code>:<operator ID>` and `urn:cardap:business:<business ID>` per permitted business system."),
