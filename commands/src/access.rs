@@ -594,6 +594,8 @@ impl Access {
         .await?;
         if let Some(checkpoint) = done.checkpoint {
             self.views.wait_for_view(checkpoint, operators::NAME).await;
+            // His certificates' revocations: the next CRL lists them.
+            self.views.wait_for_view(checkpoint, cardap_projections::certificates::NAME).await;
         }
         match done.value {
             Some(version) => Ok(version),

@@ -539,6 +539,8 @@ impl Operators {
         };
         if let Some(outcome) = &executed.outcome {
             self.views.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
+            // Certificates revoked with a withdrawn permission: the next CRL lists them.
+            self.views.wait_for_view(outcome.checkpoint, cardap_projections::certificates::NAME).await;
         }
         Ok(executed)
     }

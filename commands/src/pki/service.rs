@@ -74,7 +74,7 @@ pub enum PkiError {
 impl cardap_domain::Localized for PkiError {
     fn message_ja(&self) -> String {
         match self {
-            Self::Csr(e) => format!("証明書発行要求ファイルを受け付けられません: {e}"),
+            Self::Csr(e) => csr_message_ja(e),
             Self::SubjectMismatch { found, expected } => format!(
                 "証明書発行要求のCN（{found}）が業務システムのURLのホスト名（{}）と一致しません",
                 expected.join("、")
@@ -84,6 +84,24 @@ impl cardap_domain::Localized for PkiError {
             Self::Certificate(e) => e.message_ja(),
             Self::NoCa => "認証局が設定されていません".to_owned(),
         }
+    }
+}
+
+/// What is wrong with a CSR, and what is accepted, in Japanese.
+fn csr_message_ja(e: &CsrError) -> String {
+    const ACCEPTED: &str = "RSA 2048ビット以上、ECDSA P-256・P-384、Ed25519 の鍵を受け付けます";
+    match e {
+        CsrError::Unreadable => {
+            "証明書発行要求ファイル（PKCS#10、PEM の CERTIFICATE REQUEST または DER）として読み取れません".to_owned()
+        }
+        CsrError::BadSignature => "証明書発行要求の署名が、要求自身の公開鍵で検証できません".to_owned(),
+        CsrError::UnsupportedKey(k) => format!("対応していない鍵です（{k}）。{ACCEPTED}"),
+        CsrError::WeakRsa(bits) => format!("RSA {bits}ビットの鍵は短すぎます。RSA は 2048ビット以上が必要です"),
+        CsrError::UnsupportedSignature(s) => format!(
+            "対応していない署名アルゴリズムです（{s}）。RSA PKCS#1 v1.5（SHA-256/384/512）、ECDSA（SHA-256/384）、\
+             Ed25519 を受け付けます（RSA-PSS・SHA-1 は不可）"
+        ),
+        CsrError::Subject(why) => format!("証明書発行要求のサブジェクトを読み取れません: {why}"),
     }
 }
 
