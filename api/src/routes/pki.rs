@@ -29,7 +29,6 @@ use cardap_domain::certificate::{CertificateError, CertificateSerial, Holder, Re
 use cardap_domain::operator::OperatorId;
 use cardap_domain::{BusinessId, MunicipalityCode, OperatorKey};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
