@@ -31,7 +31,7 @@ impl CertificateSerial {
         if s.len() > 40 {
             return Err(ParseError::TooLong { max: 40 });
         }
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(ParseError::WrongLength { expected: s.len() + 1 });
         }
         Ok(Self(s.to_ascii_lowercase()))

@@ -26,8 +26,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cardap_domain::certificate::{
-    AUTHORITY_STREAM_KEY, AuthorityCommand, AuthorityError, Certificate, CertificateAuthority, CertificateCommand,
-    CertificateError, CertificateSerial, Holder, IssuedCertificate, RevocationReason,
+    AUTHORITY_STREAM_KEY, AuthorityCommand, Certificate, CertificateAuthority, CertificateCommand, CertificateError,
+    CertificateSerial, Holder, IssuedCertificate, RevocationReason,
 };
 use cardap_domain::operator::OperatorId;
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, Timestamp};
@@ -255,10 +255,8 @@ impl Pki {
         let (issuing_ref, root_ref) = (&issuing_sealed, &root_sealed);
         let done = transact(&self.store, &ctx, &[], None, |mut tx: Tx| async move {
             let loaded = tx.load::<CertificateAuthority, PkiError>(stream_ref).await?;
-            let events = match CertificateAuthority::decide(&loaded.state, command_ref.clone()) {
-                Ok(events) => events,
-                Err(AuthorityError::AlreadyCreated) => vec![],
-            };
+            // `AlreadyCreated`, its one refusal: another node created it first; nothing to add.
+            let events: Vec<_> = CertificateAuthority::decide(&loaded.state, command_ref.clone()).unwrap_or_default();
             if !events.is_empty() {
                 tx.companion(Companion::StoreCaKey {
                     name: "issuing".to_owned(),
