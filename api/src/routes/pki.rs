@@ -6,7 +6,8 @@
 //!
 //! Choices of this module, also stated in `/openapi.json`:
 //! - a CSR (証明書発行要求ファイル) is sent as the body itself — `application/pkcs10` (PEM or DER),
-//!   `application/x-pem-file` or `text/plain` (PEM) — or as JSON `{"csr": "<PEM>"}`;
+//!   `application/x-pem-file` or `text/plain` (PEM) — or as JSON `{"csr": "<PEM>"}`; the document lists
+//!   `text/plain` and JSON (its fuzzer has no serializer for `application/pkcs10`), the descriptions say the rest;
 //! - `GET …/certificates/{serial}` answers JSON, or the certificate with its chain (PEM) when `Accept` asks for
 //!   `application/pem-certificate-chain` or `application/x-pem-file`;
 //! - a refused CSR is `422` `/problems/invalid-csr` (unreadable, bad signature, unsupported key or signature,
@@ -247,8 +248,9 @@ pub async fn crl(State(state): State<AppState>) -> Result<Response, ApiError> {
     path = "/api/v1/business-systems/{business_id}/certificates", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
-    ), description = "証明書発行要求ファイル (PKCS#10). Accepted keys: RSA ≥ 2048 bits (PKCS#1 v1.5 with SHA-256/384/512), \
+        (String = "text/plain", example = json!(CSR_EXAMPLE)),
+    ), description = "証明書発行要求ファイル (PKCS#10): JSON `{\"csr\": PEM}`, or the CSR itself as `text/plain` (PEM) or \
+        `application/pkcs10` (PEM or DER). Accepted keys: RSA ≥ 2048 bits (PKCS#1 v1.5 with SHA-256/384/512), \
         ECDSA P-256 or P-384 (SHA-256/384), Ed25519. Its CN must be the host of one of the business system's URLs; \
         C, ST, L, O, OU are taken as written; only the public key and that subject are used."),
     params(("business_id" = String, Path, description = "業務ID"),
@@ -344,8 +346,8 @@ pub async fn revoke_business(
     path = "/api/v1/business-systems/{business_id}/certificates/{serial}/reissue", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
-    ), description = "A new 証明書発行要求ファイル, as for issuing"),
+        (String = "text/plain", example = json!(CSR_EXAMPLE)),
+    ), description = "A new 証明書発行要求ファイル, as for issuing (JSON, `text/plain` or `application/pkcs10`)"),
     params(("business_id" = String, Path, description = "業務ID"),
         ("serial" = String, Path, description = "The serial of the certificate to replace")),
     security(("bearer" = [])),
@@ -393,9 +395,9 @@ async fn operator_in_path(
     path = "/api/v1/municipalities/{code}/operators/{operator_id}/certificates", tag = "pki",
     request_body(content(
         (CsrBody = "application/json"),
-        (String = "application/pkcs10", example = json!(CSR_EXAMPLE)),
-    ), description = "A CSR made on the operator's terminal (the key never leaves it); only its public key is \
-        used. The certificate names `CN=<operator ID>, OU=<municipality code>` and the SAN URIs \
+        (String = "text/plain", example = json!(CSR_EXAMPLE)),
+    ), description = "A CSR made on the operator's terminal (the key never leaves it), as JSON, `text/plain` or \
+        `application/pkcs10`; only its public key is used. The certificate names `CN=<operator ID>, OU=<municipality code>` and the SAN URIs \
         `urn:cardap:operator:<code>:<operator ID>` and `urn:cardap:business:<business ID>` per permitted business system."),
     params(("code" = String, Path, description = "Municipality code"),
         ("operator_id" = String, Path, description = "オペレータID"),
