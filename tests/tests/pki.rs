@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use cardap_api::Settings;
 use cardap_store::{Checkpoint, CredentialStore, ReadFilter};
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::json;
@@ -407,6 +408,61 @@ async fn a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear(backend: Backend) 
     drop(app);
 }
 
+/// Nodes starting at once on a fresh database make one CA between them, and serve the same chain.
+async fn nodes_starting_at_once_share_one_ca(backend: Backend) {
+    let (url, dir) = backend.fresh_database().await;
+    let settings = Settings::for_tests(url);
+    cardap_api::app::open_database(&settings).await.expect("migrated");
+    let (a, b, c) = tokio::join!(
+        spawn_app_on(settings.clone(), None),
+        spawn_app_on(settings.clone(), None),
+        spawn_app_on(settings.clone(), None),
+    );
+    let chain = a.get("/pki/ca.pem", None).await.text;
+    assert_eq!(b.get("/pki/ca.pem", None).await.text, chain);
+    assert_eq!(c.get("/pki/ca.pem", None).await.text, chain);
+    let mut created = 0;
+    let mut after = Checkpoint::START;
+    loop {
+        let page = a.state.store.read_all(after, 1000, &ReadFilter::All).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint;
+        created += page.iter().filter(|e| e.event_type == "CaCreated").count();
+    }
+    assert_eq!(created, 1);
+    drop((a, b, c, dir));
+}
+
+/// The `Last Update`, `Next Update` and `CRL Number` lines of `openssl crl -text`.
+fn crl_dates(text: &str) -> (String, String, String) {
+    let line = |key: &str| {
+        let at = text.find(key).unwrap_or_else(|| panic!("no {key}: {text}"));
+        text[at + key.len()..].lines().next().unwrap().trim().to_owned()
+    };
+    let number_at = text.find("X509v3 CRL Number:").unwrap();
+    let number = text[number_at..].lines().nth(1).unwrap().trim().to_owned();
+    (line("Last Update:"), line("Next Update:"), number)
+}
+
+/// The CRL says when the next one is due (24 h by default) and is made anew, with a greater number, once half of
+/// that has passed — before it runs out — even without a revocation.
+async fn the_crl_is_made_anew_before_it_runs_out(backend: Backend) {
+    let app = cardap_tests::spawn_app_with_clock(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (last, next, number) = crl_dates(&crl_text(&app, dir.path()).await);
+    assert_ne!(last, next);
+    // Within the first half: the same CRL.
+    app.advance(Duration::from_secs(11 * 3600));
+    assert_eq!(crl_dates(&crl_text(&app, dir.path()).await), (last.clone(), next.clone(), number.clone()));
+    // Past it: a new one, numbered higher, valid for another 24 h from now.
+    app.advance(Duration::from_secs(2 * 3600));
+    let (last2, next2, number2) = crl_dates(&crl_text(&app, dir.path()).await);
+    assert_ne!(last2, last);
+    assert_ne!(next2, next);
+    let n = |hex: &str| u128::from_str_radix(&hex.replace(':', ""), 16).unwrap();
+    assert!(n(&number2) > n(&number), "{number2} after {number}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -417,4 +473,6 @@ on_both_backends!(
     a_revoked_operator_has_his_certificates_revoked_as_affiliation_changed,
     bad_requests_get_a_clear_answer_and_nothing_is_issued,
     a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear,
+    nodes_starting_at_once_share_one_ca,
+    the_crl_is_made_anew_before_it_runs_out,
 );
