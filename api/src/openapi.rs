@@ -45,6 +45,7 @@ use crate::routes::{
         cards::resume, cards::abolish, cards::ap_counts,
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
         pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
+        pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -72,7 +73,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Path parameters by name: the same name is the same domain value on every route (its `parse` decides the
 /// pattern; a value that does not parse is answered 404).
-const PATH_PARAMETERS: [(&str, &str, &str, &str); 8] = [
+const PATH_PARAMETERS: [(&str, &str, &str, &str); 9] = [
     // name, pattern, example, description
     (
         "code",
@@ -86,6 +87,7 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 8] = [
     ("registry_key", "^[0-9A-Za-z]{1,20}$", "000123456", "宛名番号"),
     ("resident_id", "", "0190a6c2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", "住民ID"),
     ("job_id", "", "0190a6c2-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "A job's id, from the `202` that started it"),
+    ("endpoint", "^[a-z0-9-]{1,32}$", "api", "The name of one of cardap's own TLS endpoints"),
     ("serial", "^([0-9a-fA-F]{2}){1,20}$", "4f1c0e5b9d2a7c3e8b6f1a0d2c4e6f80", "A certificate's serial number, hex"),
 ];
 

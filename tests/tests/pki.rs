@@ -408,6 +408,67 @@ async fn a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear(backend: Backend) 
     drop(app);
 }
 
+/// SSL communication certificates for cardap's own endpoints: issued for the names given, verified by openssl as
+/// server certificates, reissued (the old one superseded), deleted (revoked: cessationOfOperation).
+async fn ssl_certificates_of_cardaps_endpoints_are_issued_reissued_and_deleted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = "/api/v1/tls-certificates/api";
+    let body = |name: &str| {
+        json!({
+            "csr": csr(dir.path(), name, P256, "/CN=ignored"),
+            "dns_names": ["cardap.example.lg.jp"], "ips": ["192.0.2.10"],
+        })
+    };
+    let reply = app.post(path, Some(&admin), &body("a")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let first = reply.json();
+    assert_eq!(first["kind"], "tls");
+    assert_eq!(first["holder"], "api");
+    let (ok, said) = verify(&app, dir.path(), first["certificate"].as_str().unwrap(), "sslserver").await;
+    assert!(ok, "{said}");
+    let shown = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(write(dir.path(), "tls.pem", first["certificate"].as_str().unwrap().as_bytes()))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("DNS:cardap.example.lg.jp") && shown.contains("IP Address:192.0.2.10"), "{shown}");
+
+    let reissue = format!("{path}/{}/reissue", first["serial"].as_str().unwrap());
+    let reply = app.post(&reissue, Some(&admin), &body("b")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let second = reply.json();
+    let one = format!("{path}/{}", second["serial"].as_str().unwrap());
+    let reply = app.delete(&one, Some(&admin)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["revocation_reason"], "cessationOfOperation");
+    app.delete(&one, Some(&admin)).await.problem(StatusCode::CONFLICT, "/problems/certificate-revoked");
+    let text = crl_text(&app, dir.path()).await;
+    assert!(text.contains("Superseded") && text.contains("Cessation Of Operation"), "{text}");
+    let listed = app.get(path, Some(&admin)).await.json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+
+    // Names that are none, and no name at all, are named in the answer; nothing is issued.
+    let before = app.event_count().await;
+    let reply = app
+        .post(
+            path,
+            Some(&admin),
+            &json!({ "csr": csr(dir.path(), "c", P256, "/CN=x"), "dns_names": ["bad name"], "ips": ["999.1.1.1"] }),
+        )
+        .await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(reply.error_fields(), ["/dns_names/0", "/ips/0"]);
+    let reply = app.post(path, Some(&admin), &json!({ "csr": csr(dir.path(), "d", P256, "/CN=x") })).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    app.post("/api/v1/tls-certificates/Not_An_Endpoint", Some(&admin), &body("e"))
+        .await
+        .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    assert_eq!(app.event_count().await, before);
+}
+
 /// Nodes starting at once on a fresh database make one CA between them, and serve the same chain.
 async fn nodes_starting_at_once_share_one_ca(backend: Backend) {
     let (url, dir) = backend.fresh_database().await;
@@ -474,5 +535,6 @@ on_both_backends!(
     bad_requests_get_a_clear_answer_and_nothing_is_issued,
     a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear,
     nodes_starting_at_once_share_one_ca,
+    ssl_certificates_of_cardaps_endpoints_are_issued_reissued_and_deleted,
     the_crl_is_made_anew_before_it_runs_out,
 );

@@ -13,7 +13,14 @@
 //! - a refused CSR is `422` `/problems/invalid-csr` (unreadable, bad signature, unsupported key or signature,
 //!   with what is accepted), a business server CSR whose CN fits no URL of the business system `422`
 //!   `/problems/csr-subject-mismatch`; revoking a revoked certificate `409` `/problems/certificate-revoked`;
-//! - another municipality's operator path is `404` before the body is read.
+//! - another municipality's operator path is `404` before the body is read;
+//! - SSL communication certificates (SSL通信用証明書) for cardap's own endpoints, under
+//!   `/api/v1/tls-certificates/{endpoint}` (システム管理): issued from the endpoint's CSR for the DNS names and IP
+//!   addresses in the body, reissued, and deleted — `DELETE` revokes (cessationOfOperation) and the certificate
+//!   stays listed as revoked.
+//!
+//! Length: eleven operations with their OpenAPI annotations and the parsing of their bodies; the use cases are
+//! `cardap_commands::pki`'s.
 //!
 //! Must not decide anything: the rules are `cardap_commands::pki`'s.
 
@@ -24,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cardap_commands::pki::CertificateRow;
-use cardap_commands::pki::PkiError;
+use cardap_commands::pki::{EndpointName, PkiError, TlsNames};
 use cardap_commands::{CommandError, Permission, authorize};
 use cardap_domain::certificate::{CertificateError, CertificateSerial, Holder, RevocationReason};
 use cardap_domain::operator::OperatorId;
@@ -35,6 +42,7 @@ use utoipa::ToSchema;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
+use crate::json::ApiJson;
 use crate::routes::{RequestMeta, municipality_in_path};
 use crate::state::AppState;
 
@@ -57,6 +65,9 @@ pub fn router() -> Router<AppState> {
         .route(operator, get(list_operator).post(issue_operator))
         .route(&format!("{operator}/{{serial}}"), get(show_operator))
         .route(&format!("{operator}/{{serial}}/revoke"), post(revoke_operator))
+        .route("/api/v1/tls-certificates/{endpoint}", get(list_tls).post(issue_tls))
+        .route("/api/v1/tls-certificates/{endpoint}/{serial}", get(show_tls).delete(delete_tls))
+        .route("/api/v1/tls-certificates/{endpoint}/{serial}/reissue", post(reissue_tls))
 }
 
 /// A certificate issued by the internal CA.
@@ -486,4 +497,182 @@ pub async fn revoke_operator(
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.revoke", serial.as_str());
     let row = state.pki.revoke_operator(&ctx, &code, &id, &serial, why).await.map_err(failed)?;
     Ok(Json(CertificateView::from(row)).into_response())
+}
+
+/// An SSL communication certificate to issue (or reissue): the endpoint's CSR and the names it answers to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"csr": CSR_EXAMPLE, "dns_names": ["cardap.example.lg.jp"], "ips": ["192.0.2.10"]}))]
+pub struct TlsRequest {
+    /// The endpoint's CSR (PEM); only its public key is used.
+    pub csr: String,
+    /// DNS names (SAN), at most 20; the first is also the CN.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// IP addresses (SAN), at most 20. At least one DNS name or IP address in all.
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+fn endpoint_in_path(endpoint: &str) -> Result<EndpointName, ApiError> {
+    EndpointName::parse(endpoint).ok_or_else(ApiError::not_found)
+}
+
+/// A DNS name of lower-case or upper-case letters, digits and hyphens in dot-separated labels of 1–63.
+fn dns_name_ok(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn tls_names(body: &TlsRequest) -> Result<TlsNames, ApiError> {
+    let mut errors = vec![];
+    for (i, name) in body.dns_names.iter().enumerate() {
+        if !dns_name_ok(name) {
+            errors.push(FieldError::new(
+                format!("/dns_names/{i}"),
+                Text::new("DNS 名として正しくありません", "not a DNS name (letters, digits, hyphens, dots)"),
+            ));
+        }
+    }
+    let mut ips = vec![];
+    for (i, ip) in body.ips.iter().enumerate() {
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => errors.push(FieldError::new(
+                format!("/ips/{i}"),
+                Text::new("IP アドレスとして正しくありません", "not an IPv4 or IPv6 address"),
+            )),
+        }
+    }
+    if body.dns_names.is_empty() && body.ips.is_empty() {
+        errors.push(FieldError::new(
+            "/dns_names",
+            Text::new("DNS 名か IP アドレスを一つ以上指定してください", "at least one DNS name or IP address"),
+        ));
+    }
+    if body.dns_names.len() > 20 || body.ips.len() > 20 {
+        errors.push(FieldError::new("/dns_names", Text::new("20 個までです", "at most 20 of each")));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(TlsNames { dns_names: body.dns_names.clone(), ips })
+}
+
+#[utoipa::path(post, operation_id = "issueTlsCertificate", path = "/api/v1/tls-certificates/{endpoint}", tag = "pki",
+    request_body = TlsRequest,
+    params(("endpoint" = String, Path, description = "The endpoint's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key issues once")),
+    security(("bearer" = [])),
+    responses((status = 201, body = CertificateView, description = "Issued (SSL通信用証明書: serverAuth)"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 422, body = ProblemDetails, description = "`/problems/invalid-csr`, or names that are not DNS names or IP addresses")))]
+pub async fn issue_tls(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TlsRequest>,
+) -> Result<Response, ApiError> {
+    let endpoint = endpoint_in_path(&endpoint)?;
+    authorize(&auth.actor, &Permission::ManageTlsCertificates)?;
+    let names = tls_names(&body)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.issue-tls", endpoint.as_str());
+    let row = state.pki.issue_tls(&ctx, &endpoint, &names, body.csr.as_bytes()).await.map_err(failed)?;
+    answer(&state, &HeaderMap::new(), StatusCode::CREATED, row)
+}
+
+#[utoipa::path(get, operation_id = "listTlsCertificates", path = "/api/v1/tls-certificates/{endpoint}", tag = "pki",
+    params(("endpoint" = String, Path, description = "The endpoint's name")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CertificateList, description = "The endpoint's certificates, newest first"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+pub async fn list_tls(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(endpoint): Path<String>,
+) -> Result<Response, ApiError> {
+    let endpoint = endpoint_in_path(&endpoint)?;
+    authorize(&auth.actor, &Permission::ManageTlsCertificates)?;
+    let holder = Holder::Tls { endpoint: endpoint.as_str().to_owned() };
+    let rows = state.pki.certificates_of(&holder).await.map_err(failed)?;
+    Ok(Json(CertificateList { items: rows.into_iter().map(CertificateView::from).collect() }).into_response())
+}
+
+#[utoipa::path(get, operation_id = "showTlsCertificate", path = "/api/v1/tls-certificates/{endpoint}/{serial}",
+    tag = "pki",
+    params(("endpoint" = String, Path, description = "The endpoint's name"),
+        ("serial" = String, Path, description = "Serial number, hex")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CertificateView,
+            description = "JSON; with `Accept: application/pem-certificate-chain` the certificate and its chain, PEM"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails)))]
+pub async fn show_tls(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((endpoint, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let endpoint = endpoint_in_path(&endpoint)?;
+    let serial = serial_in_path(&serial)?;
+    authorize(&auth.actor, &Permission::ManageTlsCertificates)?;
+    let holder = Holder::Tls { endpoint: endpoint.as_str().to_owned() };
+    let row = state.pki.certificate_of(&holder, &serial).await.map_err(failed)?.ok_or_else(ApiError::not_found)?;
+    answer(&state, &headers, StatusCode::OK, row)
+}
+
+#[utoipa::path(delete, operation_id = "deleteTlsCertificate", path = "/api/v1/tls-certificates/{endpoint}/{serial}",
+    tag = "pki",
+    params(("endpoint" = String, Path, description = "The endpoint's name"),
+        ("serial" = String, Path, description = "Serial number, hex")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CertificateView,
+            description = "Deleted: revoked (cessationOfOperation), in the CRL from now on, and still listed as revoked"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails, description = "`/problems/certificate-revoked`: deleted already")))]
+pub async fn delete_tls(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((endpoint, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let endpoint = endpoint_in_path(&endpoint)?;
+    let serial = serial_in_path(&serial)?;
+    authorize(&auth.actor, &Permission::ManageTlsCertificates)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.delete-tls", serial.as_str());
+    let row = state.pki.delete_tls(&ctx, &endpoint, &serial).await.map_err(failed)?;
+    Ok(Json(CertificateView::from(row)).into_response())
+}
+
+#[utoipa::path(post, operation_id = "reissueTlsCertificate",
+    path = "/api/v1/tls-certificates/{endpoint}/{serial}/reissue", tag = "pki",
+    request_body = TlsRequest,
+    params(("endpoint" = String, Path, description = "The endpoint's name"),
+        ("serial" = String, Path, description = "The serial of the certificate to replace")),
+    security(("bearer" = [])),
+    responses((status = 201, body = CertificateView,
+            description = "The new certificate; the old one is revoked (superseded) in the same transaction"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails, description = "`/problems/certificate-revoked`: the old one is revoked"),
+        (status = 422, body = ProblemDetails, description = "`/problems/invalid-csr`, or bad names")))]
+pub async fn reissue_tls(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((endpoint, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<TlsRequest>,
+) -> Result<Response, ApiError> {
+    let endpoint = endpoint_in_path(&endpoint)?;
+    let serial = serial_in_path(&serial)?;
+    authorize(&auth.actor, &Permission::ManageTlsCertificates)?;
+    let names = tls_names(&body)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.reissue-tls", serial.as_str());
+    let row = state.pki.reissue_tls(&ctx, &endpoint, &serial, &names, body.csr.as_bytes()).await.map_err(failed)?;
+    answer(&state, &HeaderMap::new(), StatusCode::CREATED, row)
 }

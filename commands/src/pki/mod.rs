@@ -10,4 +10,4 @@ mod service;
 
 pub use cardap_projections::certificates::CertificateRow;
 pub(crate) use service::stage_operator_revocations;
-pub use service::{CaStarted, Pki, PkiError, PkiSettings, certificate_stream};
+pub use service::{CaStarted, EndpointName, Pki, PkiError, PkiSettings, TlsNames, certificate_stream};

@@ -602,6 +602,95 @@ impl Pki {
     }
 }
 
+/// The name of one of cardap's own TLS endpoints (`api`, `card-agent` …): 1–32 lower-case letters, digits and
+/// hyphens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointName(String);
+
+impl EndpointName {
+    pub fn parse(s: &str) -> Option<EndpointName> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        ok.then(|| EndpointName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an SSL communication certificate names: DNS names and IP addresses (at least one of them).
+#[derive(Debug, Clone)]
+pub struct TlsNames {
+    pub dns_names: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl Pki {
+    /// SSL通信用証明書: a certificate for one of cardap's own TLS endpoints from its CSR (システム管理), naming
+    /// `names` (serverAuth, 397 days); only the CSR's public key is used.
+    pub async fn issue_tls(
+        &self,
+        ctx: &CommandContext,
+        endpoint: &EndpointName,
+        names: &TlsNames,
+        csr_input: &[u8],
+    ) -> Result<CertificateRow> {
+        self.issue_or_reissue_tls(ctx, endpoint, names, csr_input, None).await
+    }
+
+    /// A new certificate for the endpoint from a new CSR; `old` is revoked as superseded in the same transaction.
+    pub async fn reissue_tls(
+        &self,
+        ctx: &CommandContext,
+        endpoint: &EndpointName,
+        old: &CertificateSerial,
+        names: &TlsNames,
+        csr_input: &[u8],
+    ) -> Result<CertificateRow> {
+        self.issue_or_reissue_tls(ctx, endpoint, names, csr_input, Some(old)).await
+    }
+
+    async fn issue_or_reissue_tls(
+        &self,
+        ctx: &CommandContext,
+        endpoint: &EndpointName,
+        names: &TlsNames,
+        csr_input: &[u8],
+        old: Option<&CertificateSerial>,
+    ) -> Result<CertificateRow> {
+        let permission = [Permission::ManageTlsCertificates];
+        if let Some(actor) = &ctx.actor {
+            authorize(actor, &permission[0])?;
+        }
+        let holder = Holder::Tls { endpoint: endpoint.as_str().to_owned() };
+        if let Some(old) = old {
+            self.live_certificate_of(&holder, old).await?;
+        }
+        let checked = csr::parse(csr_input).map_err(|e| CommandError::Domain(e.into()))?;
+        let dns_names = names.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let profile = Profile::Tls { dns_names, ips: names.ips.clone() };
+        let issued = self.sign(&checked.spki_der, &profile, holder)?;
+        self.record(ctx, &permission, None, issued, old).await
+    }
+
+    /// Deletes an SSL communication certificate: revokes it (cessationOfOperation); it stays listed as revoked.
+    pub async fn delete_tls(
+        &self,
+        ctx: &CommandContext,
+        endpoint: &EndpointName,
+        serial: &CertificateSerial,
+    ) -> Result<CertificateRow> {
+        let permission = [Permission::ManageTlsCertificates];
+        if let Some(actor) = &ctx.actor {
+            authorize(actor, &permission[0])?;
+        }
+        let holder = Holder::Tls { endpoint: endpoint.as_str().to_owned() };
+        self.revoke(ctx, &permission, None, &holder, serial, RevocationReason::CessationOfOperation).await
+    }
+}
+
 /// Stages, in a decision about an operator, the revocation of his certificates that are not revoked yet: all of
 /// them (`removed` `None`: he was revoked; reason affiliationChanged), or those naming one of the business
 /// systems `removed` (privilegeWithdrawn). The operator's own decision and these commit together.
