@@ -183,6 +183,16 @@ impl CredentialStore {
         row.map(|r| r.try_get::<String, _>("sealed_key").map_err(crate::corrupt)).transpose()
     }
 
+    /// Deletes the sealed CA key `name` (the root key, once exported to be kept offline); whether there was one.
+    pub async fn remove_ca_key(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM ca_keys WHERE name = $1")
+            .bind(name.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The operator's password hash, if he has one.
     pub async fn password_hash(&self, operator: OperatorKey) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT password_hash FROM credentials WHERE operator_key = $1")

@@ -301,6 +301,27 @@ impl Pki {
         Ok(true)
     }
 
+    /// The root CA's key (PKCS#8 DER) and certificate, unsealed, to be written to the file the operator named by
+    /// `cardap ca export-root` and kept offline; `None` when the root key was removed from the server already.
+    pub async fn export_root(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let loaded = Tx::new(self.store.clone()).load::<CertificateAuthority, PkiError>(&authority_stream()).await?;
+        let Some((root_der, _)) = loaded.state.created else { return refused(PkiError::NoCa) };
+        let Some(sealed) = self.credentials.sealed_ca_key("root").await? else { return Ok(None) };
+        let sealed = STANDARD.decode(sealed).map_err(|_| internal("ca_keys.root is not base64"))?;
+        let pkcs8 = self.master.open_secret(ROOT_LABEL, &sealed).ok_or_else(|| {
+            internal("the root CA's key cannot be unsealed: wrong master key, or the ca_keys row was altered")
+        })?;
+        // Checks that key and certificate belong together before anyone relies on the exported file.
+        CaKey::from_parts(root_der.clone(), &pkcs8).map_err(internal)?;
+        Ok(Some((pkcs8, root_der)))
+    }
+
+    /// Removes the root CA's key from the server (after [`Pki::export_root`]): the issuing CA goes on signing;
+    /// only a new issuing CA would need the root again. Whether a key was removed.
+    pub async fn remove_root_key(&self) -> Result<bool> {
+        Ok(self.credentials.remove_ca_key("root").await?)
+    }
+
     /// The chain a relying party installs: the issuing CA, then the root (PEM).
     pub fn chain_pem(&self) -> Result<String> {
         let ca = self.loaded()?;
