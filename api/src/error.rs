@@ -81,11 +81,13 @@ pub enum ProblemType {
     CsrSubjectMismatch,
     /// 409: the certificate has been revoked already.
     CertificateRevoked,
+    /// 410: an operator's PKCS#12 bundle was downloaded already (or expired): it is handed out once.
+    Pkcs12Gone,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 43] = [
+    pub const ALL: [ProblemType; 44] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -129,6 +131,7 @@ impl ProblemType {
         ProblemType::InvalidCsr,
         ProblemType::CsrSubjectMismatch,
         ProblemType::CertificateRevoked,
+        ProblemType::Pkcs12Gone,
     ];
 
     /// The `type` as sent.
@@ -177,6 +180,7 @@ impl ProblemType {
             ProblemType::InvalidCsr => "/problems/invalid-csr",
             ProblemType::CsrSubjectMismatch => "/problems/csr-subject-mismatch",
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
+            ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
         }
     }
 }
@@ -433,6 +437,11 @@ impl ApiError {
             "パスワードは一度だけ表示します。分からなくなったオペレータは管理者がパスワードを再設定してください",
             "passwords are shown once; an administrator resets the password of an operator who lost it",
         ))
+    }
+
+    /// Something handed out once is gone (410 `kind`).
+    pub fn gone(kind: ProblemType, detail: Text) -> Self {
+        Self::new(StatusCode::GONE, kind, Text::new("取得済みです", "Handed out already")).with_detail(detail)
     }
 
     /// A certificate request refused (422 `kind`), with what is accepted in `detail`.
@@ -749,6 +758,7 @@ mod tests {
             "/problems/invalid-csr",
             "/problems/csr-subject-mismatch",
             "/problems/certificate-revoked",
+            "/problems/pkcs12-gone",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

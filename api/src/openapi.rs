@@ -45,7 +45,7 @@ use crate::routes::{
         cards::resume, cards::abolish, cards::ap_counts,
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
         pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
-        pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
+        pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -109,7 +109,7 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 3] = ["logout", "lookupRegistry", "takeJobPasswords"];
+const NO_COMMAND: [&str; 4] = ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
 /// large body with 413: the registry import (`routes::registry`).

@@ -408,6 +408,79 @@ async fn a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear(backend: Backend) 
     drop(app);
 }
 
+/// An operator's certificate as a PKCS#12 bundle: the one-time password is answered once, the bundle opens with
+/// it in openssl and holds a key, its certificate (verified) and the chain; a second download is 410.
+async fn a_pkcs12_bundle_opens_with_its_one_time_password_and_downloads_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    let code = with_check_digit("13101");
+    app.register_municipality(&admin, &code, "千代田区", 1).await;
+    let clerk = register_clerk(&app.state, &code, "OP0501").await.login(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/api/v1/municipalities/{code}/operators/OP0501/certificates/pkcs12");
+
+    let reply = app.post_empty(&path, Some(&admin)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let issued = reply.json();
+    let password = issued["one_time_password"].as_str().unwrap().to_owned();
+    let download = issued["download"].as_str().unwrap().to_owned();
+    assert!(password.len() >= 16);
+
+    // The operator downloads it, once.
+    let bundle = app.client.get(app.url(&download)).bearer_auth(&clerk).send().await.unwrap();
+    assert_eq!(bundle.status(), StatusCode::OK);
+    assert_eq!(bundle.headers()["content-type"], "application/x-pkcs12");
+    let p12 = write(dir.path(), "op.p12", &bundle.bytes().await.unwrap());
+    app.get(&download, Some(&clerk)).await.problem(StatusCode::GONE, "/problems/pkcs12-gone");
+
+    let open = |extra: &[&str]| {
+        let out = Command::new("openssl")
+            .args(["pkcs12", "-in"])
+            .arg(&p12)
+            .args(["-passin", &format!("pass:{password}")])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl pkcs12 {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let certs = open(&["-nokeys"]);
+    assert_eq!(certs.matches("-----BEGIN CERTIFICATE-----").count(), 3, "leaf, issuing CA, root");
+    let key = open(&["-nocerts", "-nodes"]);
+    assert!(key.contains("-----BEGIN PRIVATE KEY-----"));
+    let leaf = open(&["-nokeys", "-clcerts"]);
+    let leaf_pem = &leaf[leaf.find("-----BEGIN CERTIFICATE-----").unwrap()..];
+    assert_eq!(leaf_pem.trim(), issued["certificate"]["certificate"].as_str().unwrap().trim());
+    let (ok, said) = verify(&app, dir.path(), leaf_pem, "sslclient").await;
+    assert!(ok, "{said}");
+    // The key in the bundle is the certificate's.
+    let key_file = write(dir.path(), "op.key", key.as_bytes());
+    let public = |args: &[&str], file: &Path| {
+        let out = Command::new("openssl").args(args).arg(file).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cert_file = write(dir.path(), "leaf.pem", leaf_pem.as_bytes());
+    assert_eq!(
+        public(&["pkey", "-pubout", "-in"], &key_file),
+        public(&["x509", "-noout", "-pubkey", "-in"], &cert_file)
+    );
+    // A wrong password does not open it; the one-time password is in no event.
+    let out = Command::new("openssl")
+        .args(["pkcs12", "-in"])
+        .arg(&p12)
+        .args(["-passin", "pass:wrong", "-nokeys"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let mut after = Checkpoint::START;
+    loop {
+        let page = app.state.store.read_all(after, 1000, &ReadFilter::All).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint;
+        assert!(page.iter().all(|e| !e.payload.to_string().contains(&password) && !format!("{:?}", e.metadata).contains(&password)));
+    }
+}
+
 /// SSL communication certificates for cardap's own endpoints: issued for the names given, verified by openssl as
 /// server certificates, reissued (the old one superseded), deleted (revoked: cessationOfOperation).
 async fn ssl_certificates_of_cardaps_endpoints_are_issued_reissued_and_deleted(backend: Backend) {
@@ -535,6 +608,7 @@ on_both_backends!(
     bad_requests_get_a_clear_answer_and_nothing_is_issued,
     a_restart_keeps_the_ca_whose_key_is_nowhere_in_clear,
     nodes_starting_at_once_share_one_ca,
+    a_pkcs12_bundle_opens_with_its_one_time_password_and_downloads_once,
     ssl_certificates_of_cardaps_endpoints_are_issued_reissued_and_deleted,
     the_crl_is_made_anew_before_it_runs_out,
 );

@@ -19,7 +19,10 @@
 //!   addresses in the body, reissued, and deleted — `DELETE` revokes (cessationOfOperation) and the certificate
 //!   stays listed as revoked.
 //!
-//! Length: eleven operations with their OpenAPI annotations and the parsing of their bodies; the use cases are
+//! - an operator's PKCS#12 bundle (`POST …/certificates/pkcs12`) answers its one-time password once; the bundle is
+//!   downloaded once (`GET …/certificates/{serial}/pkcs12`), then `410` `/problems/pkcs12-gone`.
+//!
+//! Length: eighteen operations with their OpenAPI annotations and the parsing of their bodies; the use cases are
 //! `cardap_commands::pki`'s.
 //!
 //! Must not decide anything: the rules are `cardap_commands::pki`'s.
@@ -65,6 +68,8 @@ pub fn router() -> Router<AppState> {
         .route(operator, get(list_operator).post(issue_operator))
         .route(&format!("{operator}/{{serial}}"), get(show_operator))
         .route(&format!("{operator}/{{serial}}/revoke"), post(revoke_operator))
+        .route(&format!("{operator}/pkcs12"), post(issue_operator_pkcs12))
+        .route(&format!("{operator}/{{serial}}/pkcs12"), get(take_pkcs12))
         .route("/api/v1/tls-certificates/{endpoint}", get(list_tls).post(issue_tls))
         .route("/api/v1/tls-certificates/{endpoint}/{serial}", get(show_tls).delete(delete_tls))
         .route("/api/v1/tls-certificates/{endpoint}/{serial}/reissue", post(reissue_tls))
@@ -161,6 +166,7 @@ fn pki_error(e: PkiError) -> ApiError {
         }
         PkiError::Certificate(CertificateError::AlreadyIssued) => ApiError::contended(),
         PkiError::NoCa => ApiError::internal("the CA is not loaded"),
+        PkiError::BundleGone => ApiError::gone(ProblemType::Pkcs12Gone, text),
     }
 }
 
@@ -675,4 +681,81 @@ pub async fn reissue_tls(
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.reissue-tls", serial.as_str());
     let row = state.pki.reissue_tls(&ctx, &endpoint, &serial, &names, body.csr.as_bytes()).await.map_err(failed)?;
     answer(&state, &HeaderMap::new(), StatusCode::CREATED, row)
+}
+
+/// A PKCS#12 bundle made for an operator, and the one-time password that opens it (shown this once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pkcs12Issued {
+    pub certificate: CertificateView,
+    /// Opens the bundle; not kept by the server, and not shown again.
+    pub one_time_password: String,
+    /// Where the bundle is downloaded, once, within an hour.
+    pub download: String,
+}
+
+#[utoipa::path(post, operation_id = "issueOperatorPkcs12",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/certificates/pkcs12", tag = "pki",
+    params(("code" = String, Path, description = "Municipality code"),
+        ("operator_id" = String, Path, description = "オペレータID")),
+    security(("bearer" = [])),
+    responses((status = 201, body = Pkcs12Issued,
+            description = "An operator certificate with a key made by the server, in a PKCS#12 bundle under a one-time \
+                password (answered now, once); the bundle is downloaded once from `download` within an hour"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails, description = "`/problems/operator-revoked`")))]
+pub async fn issue_operator_pkcs12(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (code, id) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let target = format!("{}:{}", code.as_str(), id.as_str());
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.issue-pkcs12", &target);
+    let (row, password) = state.pki.issue_operator_pkcs12(&ctx, &code, &id).await.map_err(failed)?;
+    let download = format!(
+        "/api/v1/municipalities/{}/operators/{}/certificates/{}/pkcs12",
+        code.as_str(),
+        id.as_str(),
+        row.serial
+    );
+    let body = Pkcs12Issued {
+        certificate: CertificateView::from(row),
+        one_time_password: password.expose().to_owned(),
+        download,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[utoipa::path(get, operation_id = "takeOperatorPkcs12",
+    path = "/api/v1/municipalities/{code}/operators/{operator_id}/certificates/{serial}/pkcs12", tag = "pki",
+    params(("code" = String, Path, description = "Municipality code"),
+        ("operator_id" = String, Path, description = "オペレータID"),
+        ("serial" = String, Path, description = "Serial number, hex")),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "application/x-pkcs12", body = Vec<u8>,
+            description = "The bundle (key, certificate, chain), once"),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 410, body = ProblemDetails,
+            description = "`/problems/pkcs12-gone`: downloaded already, expired, or the server restarted")))]
+pub async fn take_pkcs12(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id, serial)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (code, id) = operator_in_path(&state, &auth, &code, &operator_id).await?;
+    let serial = serial_in_path(&serial)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "certificates.take-pkcs12", serial.as_str());
+    let bundle = state.pki.take_pkcs12(&ctx, &code, &id, &serial).map_err(failed)?;
+    let disposition = format!("attachment; filename=\"{}-{}.p12\"", id.as_str(), serial.as_str());
+    let disposition = HeaderValue::from_str(&disposition).map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-pkcs12")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bundle,
+    )
+        .into_response())
 }

@@ -1,7 +1,8 @@
 //! The certificate use cases (手引き I 2.1, 2.2): the CA of the installation (created once, its keys sealed under
 //! the master key in the transaction of `CaCreated`, unsealed at start), business server certificates
-//! (業務サーバ証明書) and operator certificates (オペレータ証明書) issued from CSRs, looked up, revoked and reissued,
-//! the chain and the CRL. Owns the rule that ties a CSR's subject to a business system, and the CRL cache.
+//! (業務サーバ証明書) and operator certificates (オペレータ証明書) issued from CSRs (an operator's also as a PKCS#12
+//! bundle under a one-time password), SSL communication certificates (SSL通信用証明書) for cardap's own endpoints,
+//! looked up, revoked and reissued, the chain and the CRL. Owns the rule that ties a CSR's subject to a business system, and the CRL cache.
 //!
 //! The subject rule for a business server certificate: the CSR's `CN` must be the host name of one of the
 //! business system's URLs (業務トップURL, オペレータ管理URL, パーソナライズURL, 業務画像), compared without case;
@@ -17,9 +18,11 @@
 //! Must not: log or return a private key; issue anything when a check fails (every refusal comes before the one
 //! append that records the certificate).
 //!
-//! Length: the CA's start-up (create or unseal) and the cascades (an operator revoked, a permission removed) sit
-//! beside the use cases they serve.
+//! Length: the CA's start-up (create or unseal), the PKCS#12 bundles, SSL communication certificates and the
+//! cascades (an operator revoked, a permission removed) sit beside the use cases they serve; splitting them would
+//! spread one small service over files that all need its private parts.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -69,6 +72,10 @@ pub enum PkiError {
     Certificate(#[from] CertificateError),
     #[error("the CA is not set up on this server (run `cardap ca init` or start the server once)")]
     NoCa,
+    /// The PKCS#12 bundle was downloaded already (or its hour passed, or the server restarted): it is kept
+    /// nowhere any more.
+    #[error("the PKCS#12 bundle was downloaded already or has expired: it is handed out once; issue a new one")]
+    BundleGone,
 }
 
 impl cardap_domain::Localized for PkiError {
@@ -83,6 +90,10 @@ impl cardap_domain::Localized for PkiError {
             Self::OperatorRevoked => "このオペレータは失効しています".to_owned(),
             Self::Certificate(e) => e.message_ja(),
             Self::NoCa => "認証局が設定されていません".to_owned(),
+            Self::BundleGone => {
+                "PKCS#12 ファイルは取得済みか、期限（1時間）が過ぎています。取得は一度だけです。改めて発行してください"
+                    .to_owned()
+            }
         }
     }
 }
@@ -160,6 +171,28 @@ pub struct Pki {
     settings: PkiSettings,
     ca: Arc<RwLock<Option<Arc<LoadedCa>>>>,
     crl: Arc<Mutex<Option<CachedCrl>>>,
+    /// PKCS#12 bundles not downloaded yet, by serial: in this process's memory only, each encrypted under its
+    /// one-time password, until it is downloaded or [`BUNDLE_LIFETIME`] passes.
+    bundles: Arc<Mutex<HashMap<String, Bundle>>>,
+}
+
+/// How long an operator's PKCS#12 bundle waits for its one download.
+pub const BUNDLE_LIFETIME: Duration = Duration::from_secs(3600);
+
+#[derive(Clone)]
+struct Bundle {
+    holder: Holder,
+    pkcs12: Vec<u8>,
+    expires_at: i64,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("holder", &self.holder)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> CommandError<PkiError> {
@@ -219,6 +252,7 @@ impl Pki {
             settings,
             ca: Arc::new(RwLock::new(None)),
             crl: Arc::new(Mutex::new(None)),
+            bundles: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -570,6 +604,81 @@ impl Pki {
         csr_input: &[u8],
     ) -> Result<CertificateRow> {
         let permissions = self.operator_permissions(ctx, code, operator_id)?;
+        self.operator_may_have_one(code, operator_id).await?;
+        let checked = csr::parse(csr_input).map_err(|e| CommandError::Domain(e.into()))?;
+        self.issue_operator_for(ctx, &permissions, code, operator_id, &checked.spki_der).await
+    }
+
+    /// オペレータ証明書 as a PKCS#12 bundle, for a terminal that cannot make its own key: the server makes a P-256
+    /// key, issues the certificate and seals key, certificate and chain in a bundle under a generated one-time
+    /// password, which is answered now (once). The bundle is kept in this process's memory only, encrypted, for
+    /// one download ([`Pki::take_pkcs12`]) within [`BUNDLE_LIFETIME`]; the key is kept nowhere else.
+    pub async fn issue_operator_pkcs12(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        operator_id: &OperatorId,
+    ) -> Result<(CertificateRow, crate::passwords::Secret)> {
+        use rcgen::PublicKeyData;
+        let permissions = self.operator_permissions(ctx, code, operator_id)?;
+        self.operator_may_have_one(code, operator_id).await?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(internal)?;
+        let row = self.issue_operator_for(ctx, &permissions, code, operator_id, &key.subject_public_key_info()).await?;
+        let password = crate::passwords::generate_password(16).map_err(internal)?;
+        let ca = self.loaded()?;
+        let chain = [row.der.as_slice(), ca.issuing.cert_der(), ca.root_der.as_slice()]
+            .into_iter()
+            .map(p12_keystore::Certificate::from_der)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let private = p12_keystore::PrivateKey::from_der(&key.serialize_der()).map_err(internal)?;
+        let mut store = p12_keystore::KeyStore::new();
+        let alias = format!("{}:{}", code.as_str(), operator_id.as_str());
+        let local_key_id = hex::decode(&row.serial).map_err(internal)?;
+        store.add_entry(
+            &alias,
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+                local_key_id,
+                private,
+                chain,
+            )),
+        );
+        let pkcs12 = store.writer(password.expose()).write().map_err(internal)?;
+        let now = self.clock.now().timestamp();
+        let lifetime = i64::try_from(BUNDLE_LIFETIME.as_secs()).unwrap_or(3600);
+        let holder = Holder::Operator { municipality: Some(code.clone()), operator_id: operator_id.clone() };
+        let mut bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        bundles.retain(|_, b| b.expires_at > now);
+        bundles.insert(row.serial.clone(), Bundle { holder, pkcs12, expires_at: now + lifetime });
+        Ok((row, password))
+    }
+
+    /// The operator's PKCS#12 bundle `serial`, handed out once (himself, or who manages the municipality's
+    /// operators); afterwards, or after [`BUNDLE_LIFETIME`], [`PkiError::BundleGone`].
+    pub fn take_pkcs12(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        operator_id: &OperatorId,
+        serial: &CertificateSerial,
+    ) -> Result<Vec<u8>> {
+        self.operator_permissions(ctx, code, operator_id)?;
+        let holder = Holder::Operator { municipality: Some(code.clone()), operator_id: operator_id.clone() };
+        let now = self.clock.now().timestamp();
+        let mut bundles = self.bundles.lock().unwrap_or_else(PoisonError::into_inner);
+        match bundles.get(serial.as_str()) {
+            Some(b) if b.holder == holder && b.expires_at > now => {}
+            Some(b) if b.holder == holder => {
+                bundles.remove(serial.as_str());
+                return refused(PkiError::BundleGone);
+            }
+            _ => return refused(PkiError::BundleGone),
+        }
+        bundles.remove(serial.as_str()).map(|b| b.pkcs12).ok_or(CommandError::Domain(PkiError::BundleGone))
+    }
+
+    /// Refuses a certificate for an operator who is not registered (not found) or revoked.
+    async fn operator_may_have_one(&self, code: &MunicipalityCode, operator_id: &OperatorId) -> Result<()> {
         let operator = operators::find_by_login(self.read.pool(), Some(code), operator_id)
             .await
             .map_err(internal)?
@@ -577,15 +686,30 @@ impl Pki {
         if operator.revoked {
             return refused(PkiError::OperatorRevoked);
         }
-        let checked = csr::parse(csr_input).map_err(|e| CommandError::Domain(e.into()))?;
+        Ok(())
+    }
+
+    /// Signs and records an operator certificate for `spki`, naming his permitted business systems now.
+    async fn issue_operator_for(
+        &self,
+        ctx: &CommandContext,
+        permissions: &[Permission],
+        code: &MunicipalityCode,
+        operator_id: &OperatorId,
+        spki: &[u8],
+    ) -> Result<CertificateRow> {
+        let operator = operators::find_by_login(self.read.pool(), Some(code), operator_id)
+            .await
+            .map_err(internal)?
+            .ok_or(CommandError::Domain(PkiError::Certificate(CertificateError::Unknown)))?;
         let profile = Profile::Operator {
             municipality: Some(code.as_str().to_owned()),
             operator_id: operator_id.as_str().to_owned(),
             business_ids: operator.business_systems.iter().map(|b| b.as_str().to_owned()).collect(),
         };
         let holder = Holder::Operator { municipality: Some(code.clone()), operator_id: operator_id.clone() };
-        let issued = self.sign(&checked.spki_der, &profile, holder)?;
-        self.record(ctx, &permissions, Some(code.clone()), issued, None).await
+        let issued = self.sign(spki, &profile, holder)?;
+        self.record(ctx, permissions, Some(code.clone()), issued, None).await
     }
 
     /// Revokes one certificate of an operator (himself, or who manages the municipality's operators).
