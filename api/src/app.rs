@@ -7,6 +7,7 @@ use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
+use cardap_commands::pki::{CaStarted, Pki};
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_commands::{Clock, SystemClock, Views};
@@ -87,6 +88,27 @@ pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn E
         ))
     })?;
     Ok(Arc::new(SealedEventStore::new(db.event_store(), vault)))
+}
+
+/// The internal CA of this installation, loaded (its issuing key unsealed under `master`) or created now.
+pub async fn start_ca(
+    store: &Arc<dyn EventStore>,
+    read: &ReadModels,
+    views: &Views,
+    clock: Arc<dyn Clock>,
+    master: &MasterKey,
+    settings: &Settings,
+) -> Result<Pki, StartError> {
+    let pki = Pki::new(store.clone(), read.clone(), views.clone(), clock, master.clone(), settings.pki.clone());
+    match pki.start().await {
+        Ok(CaStarted::Created) => tracing::warn!(
+            "created the internal CA (root and issuing CA), its keys sealed under the master key: install the chain \
+             from GET /pki/ca.pem where certificates are checked"
+        ),
+        Ok(CaStarted::Loaded) => tracing::info!("internal CA loaded"),
+        Err(e) => return Err(StartError::Failed(format!("the internal CA cannot start: {e}"))),
+    }
+    Ok(pki)
 }
 
 /// The master key of `settings`, telling the operator to back it up when its file was just created.
@@ -196,6 +218,7 @@ impl Application {
             lockout: settings.lockout,
             throttle: settings.throttle,
         };
+        let pki = start_ca(&store, &read, &views, clock.clone(), &master, &settings).await?;
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
         let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
@@ -210,6 +233,7 @@ impl Application {
             status: Status::new(store.clone(), views.clone()),
             imports: Imports::new(settings.imports),
             jobs,
+            pki,
             store,
             read,
             metrics: Arc::new(Metrics::default()),
@@ -378,6 +402,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::resident_settings::router())
         .merge(routes::residents::router())
         .merge(routes::cards::router())
+        .merge(routes::pki::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

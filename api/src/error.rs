@@ -73,11 +73,21 @@ pub enum ProblemType {
     JobNotSucceeded,
     /// 410: the job's generated passwords were fetched already and are kept nowhere any more.
     PasswordsGone,
+    /// 422: a certificate signing request that cannot be accepted (unreadable, bad signature, unsupported key or
+    /// signature algorithm); the detail says what is accepted.
+    InvalidCsr,
+    /// 422: the request's subject does not fit its holder (a business server CSR whose CN is not the host of one
+    /// of the business system's URLs).
+    CsrSubjectMismatch,
+    /// 409: the certificate has been revoked already.
+    CertificateRevoked,
+    /// 410: an operator's PKCS#12 bundle was downloaded already (or expired): it is handed out once.
+    Pkcs12Gone,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 40] = [
+    pub const ALL: [ProblemType; 44] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -118,6 +128,10 @@ impl ProblemType {
         ProblemType::TooManyImports,
         ProblemType::JobNotSucceeded,
         ProblemType::PasswordsGone,
+        ProblemType::InvalidCsr,
+        ProblemType::CsrSubjectMismatch,
+        ProblemType::CertificateRevoked,
+        ProblemType::Pkcs12Gone,
     ];
 
     /// The `type` as sent.
@@ -163,6 +177,10 @@ impl ProblemType {
             ProblemType::TooManyImports => "/problems/too-many-imports",
             ProblemType::JobNotSucceeded => "/problems/job-not-succeeded",
             ProblemType::PasswordsGone => "/problems/passwords-gone",
+            ProblemType::InvalidCsr => "/problems/invalid-csr",
+            ProblemType::CsrSubjectMismatch => "/problems/csr-subject-mismatch",
+            ProblemType::CertificateRevoked => "/problems/certificate-revoked",
+            ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
         }
     }
 }
@@ -419,6 +437,21 @@ impl ApiError {
             "パスワードは一度だけ表示します。分からなくなったオペレータは管理者がパスワードを再設定してください",
             "passwords are shown once; an administrator resets the password of an operator who lost it",
         ))
+    }
+
+    /// Something handed out once is gone (410 `kind`).
+    pub fn gone(kind: ProblemType, detail: Text) -> Self {
+        Self::new(StatusCode::GONE, kind, Text::new("取得済みです", "Handed out already")).with_detail(detail)
+    }
+
+    /// A certificate request refused (422 `kind`), with what is accepted in `detail`.
+    pub fn unprocessable(kind: ProblemType, detail: Text) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            kind,
+            Text::new("証明書発行要求を受け付けられません", "The certificate signing request cannot be accepted"),
+        )
+        .with_detail(detail)
     }
 
     /// The operator who started an import logged out, his session expired or he was revoked: the import stopped.
@@ -722,6 +755,10 @@ mod tests {
             "/problems/too-many-imports",
             "/problems/job-not-succeeded",
             "/problems/passwords-gone",
+            "/problems/invalid-csr",
+            "/problems/csr-subject-mismatch",
+            "/problems/certificate-revoked",
+            "/problems/pkcs12-gone",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -1,4 +1,5 @@
-//! The `cardap` binary: `serve` (the default), `migrate`, and `projections list|rebuild`.
+//! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild`, `ca init|export-root` and
+//! `audit verify`.
 //!
 //! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
 //! the command) and `--config PATH`; `Settings::load` lays them over the configuration file and the `CARDAP_*`
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal};
+use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal, start_ca};
 use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
 use cardap_projections::ReadModels;
 use cardap_projections::audit::Verdict;
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// The internal CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -49,6 +55,24 @@ enum AuditCommand {
     /// Recompute the hash chain over the sealed events (a running server seals new ones within seconds) and name
     /// the first event that was altered, removed or moved (exit status 2 then).
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the CA (root and issuing CA, keys sealed under the master key) unless it exists, and print its
+    /// chain (PEM). The server does the same at its first start.
+    Init,
+    /// Write the root CA's key and certificate (PEM) to a new file (mode 0600), to keep the root offline; with
+    /// `--remove`, then delete the root key from the server (the issuing CA keeps signing). The key is never
+    /// printed.
+    ExportRoot {
+        /// The file to create (it must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Delete the root key from the database once the file is written.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +167,43 @@ async fn run(cli: Cli) -> Result<(), StartError> {
                 _ => Err(StartError::Tampered),
             }
         }
+        Command::Ca { command: CaCommand::Init } => {
+            let db = open_database(&settings).await?;
+            let master = master_key(&settings)?;
+            let store = sealed_store(&db, &master).await?;
+            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let clock: std::sync::Arc<dyn cardap_commands::Clock> = std::sync::Arc::new(cardap_commands::SystemClock);
+            let pki = start_ca(&store, &read, &cardap_commands::Views::default(), clock, &master, &settings).await?;
+            print!("{}", pki.chain_pem().map_err(|e| StartError::Failed(e.to_string()))?);
+            Ok(())
+        }
+        Command::Ca { command: CaCommand::ExportRoot { out, remove } } => {
+            let db = open_database(&settings).await?;
+            let master = master_key(&settings)?;
+            let store = sealed_store(&db, &master).await?;
+            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let clock: std::sync::Arc<dyn cardap_commands::Clock> = std::sync::Arc::new(cardap_commands::SystemClock);
+            let pki = start_ca(&store, &read, &cardap_commands::Views::default(), clock, &master, &settings).await?;
+            let failed =
+                |e: cardap_commands::CommandError<cardap_commands::pki::PkiError>| StartError::Failed(e.to_string());
+            let Some((pkcs8, root_der)) = pki.export_root().await.map_err(failed)? else {
+                return Err(StartError::Failed(
+                    "the root CA's key is not on this server any more (exported and removed before)".to_owned(),
+                ));
+            };
+            let pem = format!(
+                "{}{}",
+                cardap_commands::pki::ca::pem("PRIVATE KEY", &pkcs8),
+                cardap_commands::pki::ca::pem("CERTIFICATE", &root_der)
+            );
+            write_new_private(&out, pem.as_bytes()).map_err(StartError::io("cannot write the root CA file"))?;
+            println!("root CA key and certificate written to {}", out.display());
+            if remove {
+                pki.remove_root_key().await.map_err(failed)?;
+                println!("root CA key removed from the server; keep {} offline", out.display());
+            }
+            Ok(())
+        }
         Command::Projections { command } => {
             let db = open_database(&settings).await?;
             let store = sealed_store(&db, &master_key(&settings)?).await?;
@@ -171,4 +232,19 @@ async fn run(cli: Cli) -> Result<(), StartError> {
             Ok(())
         }
     }
+}
+
+/// Creates `path` (it must not exist) readable by its owner only, with `contents`.
+fn write_new_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }

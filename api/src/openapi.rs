@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, cards, health, jobs, municipalities, operator_csv, operators, registry, resident_settings,
+    business_systems, cards, health, jobs, municipalities, operator_csv, operators, pki, registry, resident_settings,
     residents, sessions,
 };
 
@@ -43,6 +43,9 @@ use crate::routes::{
         residents::register, residents::search, residents::show, residents::change, residents::move_out,
         cards::register_card, cards::show, cards::local_area, cards::install, cards::remove, cards::suspend,
         cards::resume, cards::abolish, cards::ap_counts,
+        pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
+        pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
+        pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -70,7 +73,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Path parameters by name: the same name is the same domain value on every route (its `parse` decides the
 /// pattern; a value that does not parse is answered 404).
-const PATH_PARAMETERS: [(&str, &str, &str, &str); 7] = [
+const PATH_PARAMETERS: [(&str, &str, &str, &str); 9] = [
     // name, pattern, example, description
     (
         "code",
@@ -84,6 +87,8 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 7] = [
     ("registry_key", "^[0-9A-Za-z]{1,20}$", "000123456", "宛名番号"),
     ("resident_id", "", "0190a6c2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", "住民ID"),
     ("job_id", "", "0190a6c2-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "A job's id, from the `202` that started it"),
+    ("endpoint", "^[a-z0-9-]{1,32}$", "api", "The name of one of cardap's own TLS endpoints"),
+    ("serial", "^([0-9a-fA-F]{2}){1,20}$", "4f1c0e5b9d2a7c3e8b6f1a0d2c4e6f80", "A certificate's serial number, hex"),
 ];
 
 /// What a create operation returns that other operations take as a path parameter (an operation that starts a
@@ -104,7 +109,7 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 3] = ["logout", "lookupRegistry", "takeJobPasswords"];
+const NO_COMMAND: [&str; 4] = ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
 /// large body with 413: the registry import (`routes::registry`).

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cardap_commands::imports::ImportLimits;
+use cardap_commands::pki::PkiSettings;
 use cardap_commands::throttle::ThrottlePolicy;
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
 use cardap_store::{MasterKey, MasterKeyError, redact};
@@ -73,6 +74,8 @@ pub struct Settings {
     /// How many imports run at once (per municipality, on the server), the rows of an operator file, and how long
     /// a finished import job is kept.
     pub imports: ImportLimits,
+    /// The internal CA: its name, the public base URL its certificates point to for the CRL, the CRL's validity.
+    pub pki: PkiSettings,
     /// HTTPS and mutual TLS on the listener (all `None`: plain HTTP, the default on loopback).
     pub tls: TlsSettings,
 }
@@ -140,6 +143,7 @@ impl fmt::Debug for Settings {
             .field("master_key", &self.master_key)
             .field("master_key_file", &self.master_key_file)
             .field("imports", &self.imports)
+            .field("pki", &self.pki)
             .field("tls", &self.tls)
             .finish()
     }
@@ -186,6 +190,7 @@ impl Default for Settings {
             master_key: None,
             master_key_file: data_dir.join("master.key"),
             imports: ImportLimits::default(),
+            pki: PkiSettings::default(),
             tls: TlsSettings::default(),
         }
     }
@@ -653,6 +658,46 @@ pub const KEYS: &[Key] = &[
         help: "How long a finished import job (and its generated passwords) is kept, minutes",
         set: |d, raw| {
             d.settings.imports.keep_finished = Duration::from_secs(raw.positive::<u64>()?.checked_mul(60)?);
+            Some(())
+        },
+    },
+    Key {
+        file: "pki.name",
+        env: "CARDAP_PKI_NAME",
+        flag: "pki-name",
+        form: "a name, 1 to 64 characters",
+        help: "The installation's name in the internal CA's names (`<name> Root CA`, `<name> Issuing CA`), used when the CA is created",
+        set: |d, raw| {
+            let name = raw.text()?.trim();
+            (!name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)).then_some(())?;
+            d.settings.pki.name = name.to_owned();
+            Some(())
+        },
+    },
+    Key {
+        file: "pki.public_base_url",
+        env: "CARDAP_PKI_PUBLIC_BASE_URL",
+        flag: "pki-public-base-url",
+        form: "an http:// or https:// URL without query, e.g. https://cardap.example.jp",
+        help: "Where relying parties reach this server: issued certificates name <URL>/pki/crl as their CRL distribution point (none when unset)",
+        set: |d, raw| {
+            let url = raw.text()?.trim().trim_end_matches('/');
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() > "https://".len()
+                && !url.contains(['?', '#', ' ']);
+            ok.then_some(())?;
+            d.settings.pki.public_base_url = Some(url.to_owned());
+            Some(())
+        },
+    },
+    Key {
+        file: "pki.crl_validity_hours",
+        env: "CARDAP_PKI_CRL_VALIDITY_HOURS",
+        flag: "pki-crl-validity-hours",
+        form: "a whole number of hours, 1 or more",
+        help: "How long a CRL is valid (its nextUpdate); it is made anew after half of that, and at every revocation",
+        set: |d, raw| {
+            d.settings.pki.crl_validity = Duration::from_secs(raw.positive::<u64>()?.checked_mul(3600)?);
             Some(())
         },
     },

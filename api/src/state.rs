@@ -11,6 +11,7 @@ use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::operators::Operators;
+use cardap_commands::pki::Pki;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub imports: Imports,
     /// The import jobs of this server process (operator CSV): progress, outcome, generated passwords once.
     pub jobs: Jobs<ApiError>,
+    /// The internal CA: certificates issued, revoked, reissued; the chain and the CRL.
+    pub pki: Pki,
 }
 
 impl AppState {

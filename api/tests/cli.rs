@@ -195,13 +195,60 @@ fn migrate_and_rebuild_run_from_the_command_line() {
     };
     run(&["migrate"]);
     run(&["migrate"]); // a second run is a no-op
+    // `cardap ca init` creates the CA once and prints its chain (issuing CA, root); a second run prints the same.
+    let chain = run(&["ca", "init"]);
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 2, "{chain}");
+    assert_eq!(run(&["ca", "init"]), chain);
+    // The root key goes to a file of its owner's only (never to the terminal) and, with --remove, off the server;
+    // the CA keeps working and a second export says the key is gone.
+    let out_dir = tempfile::tempdir().unwrap();
+    let root_file = out_dir.path().join("root.pem");
+    let said = run(&["ca", "export-root", "--out", root_file.to_str().unwrap(), "--remove"]);
+    assert!(!said.contains("PRIVATE KEY"), "{said}");
+    let exported = std::fs::read_to_string(&root_file).unwrap();
+    assert!(
+        exported.starts_with("-----BEGIN PRIVATE KEY-----")
+            && exported.contains(chain.split_inclusive("-----END CERTIFICATE-----\n").nth(1).unwrap())
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&root_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(run(&["ca", "init"]), chain);
+    let again = Command::new(BIN)
+        .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
+        .args(["ca", "export-root", "--out", out_dir.path().join("again.pem").to_str().unwrap()])
+        .env("CARDAP_DATABASE_URL", &url)
+        .env("CARDAP_MASTER_KEY", "Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not on this server"), "{again:?}");
     assert_eq!(
         run(&["projections", "list"]).lines().collect::<Vec<_>>(),
-        ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
+        [
+            "municipalities",
+            "operators",
+            "business_systems",
+            "local_settings",
+            "residents",
+            "cards",
+            "registry",
+            "certificates"
+        ]
     );
     let rebuilt = run(&["projections", "rebuild", "all"]);
-    for name in ["municipalities", "operators", "business_systems", "local_settings", "residents", "cards", "registry"]
-    {
+    for name in [
+        "municipalities",
+        "operators",
+        "business_systems",
+        "local_settings",
+        "residents",
+        "cards",
+        "registry",
+        "certificates",
+    ] {
         assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
     }
     let out = Command::new(BIN)

@@ -626,6 +626,7 @@ impl Access {
         let (operator, logins) = (&operator, &logins);
         let at = self.clock.timestamp();
         let permission = [Permission::ManageOperators(code.clone())];
+        let read = &self.read;
         let done = transact(&self.store, ctx, &permission, Some(code.clone()), |mut tx: Tx| async move {
             let op = tx.load::<Operator, OperatorError>(operator).await?;
             if let Some(expected) = if_match
@@ -642,12 +643,16 @@ impl Access {
                 // His password, its history and his sessions go: an operator registered later under this ID (the
                 // same key) starts with none of them.
                 tx.companion(Companion::Forget { operator: key });
+                // His certificates are revoked with him (affiliationChanged), in the same transaction.
+                crate::pki::stage_operator_revocations(&mut tx, read, Some(code), operator_id, None, at).await?;
             }
             Ok((op.version + events.len() as u64, tx))
         })
         .await?;
         if let Some(checkpoint) = done.checkpoint {
             self.views.wait_for_view(checkpoint, operators::NAME).await;
+            // His certificates' revocations: the next CRL lists them.
+            self.views.wait_for_view(checkpoint, cardap_projections::certificates::NAME).await;
         }
         match done.value {
             Some(version) => Ok(version),

@@ -175,6 +175,8 @@ pub enum Permission {
     ConfigureResidentServices(MunicipalityCode),
     /// Read the municipality's settings for resident registration (every operator of it).
     ViewResidentSettings(MunicipalityCode),
+    /// Issue, revoke and reissue the certificates of cardap's own TLS endpoints (SSL通信用証明書: システム管理 only).
+    ManageTlsCertificates,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,9 +233,10 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
         return Err(AuthzError::PasswordChangeRequired);
     }
     match permission {
-        Permission::ManageMunicipalities | Permission::ManageBusinessSystems | Permission::MigrateOperators => {
-            allowed(admin)
-        }
+        Permission::ManageMunicipalities
+        | Permission::ManageBusinessSystems
+        | Permission::MigrateOperators
+        | Permission::ManageTlsCertificates => allowed(admin),
         Permission::ListMunicipalities | Permission::ViewBusinessSystems | Permission::ChangeOwnPassword => Ok(()),
         Permission::ViewMunicipality(code) => visible(code),
         Permission::ManageOperators(code) => {
@@ -371,6 +374,7 @@ mod tests {
             (Permission::ManageInternalIds(code(OWN), library),       ["A", "F", "F", "F", "F"]),
             (Permission::ManageInternalIds(code(OTHER), certificates),["A", "H", "H", "H", "H"]),
             (Permission::MigrateOperators,                            ["A", "F", "F", "F", "F"]),
+            (Permission::ManageTlsCertificates,                       ["A", "F", "F", "F", "F"]),
             (Permission::ChangeOwnPassword,                           ["A", "A", "A", "A", "A"]),
             (Permission::ReadHistory(code(OWN)),                      ["A", "F", "F", "F", "A"]),
             (Permission::ReadHistory(code(OTHER)),                    ["A", "H", "H", "H", "H"]),

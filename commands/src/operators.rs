@@ -479,6 +479,7 @@ impl Operators {
     ) -> Result<Executed<Operator>> {
         let stream = operator_stream(Some(code), operator_id);
         let (stream_ref, command, read) = (&stream, &command, &self.read);
+        let clock = self.access.clock();
         let permissions = std::slice::from_ref(permission);
         let done = transact(&self.store, ctx, permissions, Some(code.clone()), |mut tx: Tx| async move {
             let loaded = tx.load::<Operator, OperatorError>(stream_ref).await?;
@@ -497,6 +498,19 @@ impl Operators {
                 }
                 let claims = ClaimChanges::between(&loaded.state, &after);
                 internal_ids::stage(&mut tx, read, code, (key, operator_id), &claims).await?;
+                // A permitted business system taken away: his certificates naming it are revoked with the change.
+                let removed: Vec<BusinessId> = loaded
+                    .state
+                    .business_systems()
+                    .iter()
+                    .filter(|b| !after.business_systems().contains(b))
+                    .cloned()
+                    .collect();
+                if !removed.is_empty() {
+                    let at = clock.timestamp();
+                    crate::pki::stage_operator_revocations(&mut tx, read, Some(code), operator_id, Some(&removed), at)
+                        .await?;
+                }
             }
             tx.append::<Operator>(stream_ref, loaded.version, &events);
             let version = loaded.version + events.len() as u64;
@@ -525,6 +539,8 @@ impl Operators {
         };
         if let Some(outcome) = &executed.outcome {
             self.views.wait_for_view(outcome.checkpoint, cardap_projections::operators::NAME).await;
+            // Certificates revoked with a withdrawn permission: the next CRL lists them.
+            self.views.wait_for_view(outcome.checkpoint, cardap_projections::certificates::NAME).await;
         }
         Ok(executed)
     }

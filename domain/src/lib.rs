@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod business_system;
 pub mod card;
 pub mod cells;
+pub mod certificate;
 pub mod contact;
 pub mod ids;
 pub mod local_settings;

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use cardap_domain::business_system::{BusinessSystemEvent, BusinessSystemName, BusinessSystemProfile};
 use cardap_domain::card::{CardEvent, StandardIdEvent};
+use cardap_domain::certificate::{
+    AuthorityEvent, CertificateEvent, CertificateSerial, Holder, IssuedCertificate, RevocationReason,
+};
 use cardap_domain::contact::Text100;
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
@@ -78,6 +81,8 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<StandardIdEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<ClaimEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<RegistryEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<CertificateEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<AuthorityEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -164,12 +169,26 @@ fn every_event_type_and_version_has_a_golden_file() {
         },
         ClaimEvent::Released { operator: operator_key },
     ];
+    let certificate = [
+        CertificateEvent::Issued(IssuedCertificate {
+            serial: CertificateSerial::parse("4a01").unwrap(),
+            holder: Holder::Tls { endpoint: "api".to_owned() },
+            subject: "CN=cardap.example.jp".to_owned(),
+            not_before: at,
+            not_after: at,
+            der: vec![0x30, 0x00],
+        }),
+        CertificateEvent::Revoked { reason: RevocationReason::Superseded, at },
+    ];
+    let authority = [AuthorityEvent::Created { root_der: vec![0x30, 0x00], issuing_der: vec![0x30, 0x00], at }];
     let kinds = municipality
         .iter()
         .map(|e| (e.event_type(), e.event_version()))
         .chain(operator.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(claim.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(business_system.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(certificate.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(authority.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod business_systems;
 pub mod cards;
+pub mod certificates;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;
@@ -53,6 +54,7 @@ impl ReadModels {
                 Arc::new(Typed(residents::ResidentRegister)),
                 Arc::new(Typed(cards::CardRegister)),
                 Arc::new(Typed(registry::RegistryView)),
+                Arc::new(Typed(certificates::Certificates)),
             ],
         })
     }

@@ -1,8 +1,9 @@
 //! The adapter for what an operator's authentication keeps outside the event log: password hashes (Argon2id PHC
-//! strings), the recent hashes for the reuse check, and sessions (only the SHA-256 of a token).
+//! strings), the recent hashes for the reuse check, and sessions (only the SHA-256 of a token); and the internal
+//! CA's private keys, sealed under the master key before they get here (`ca_keys`).
 //!
-//! Owns the SQL of the `credentials`, `password_history` and `sessions` tables on both backends. Writes that must
-//! commit with an event (a new password hash, the end of an operator's sessions) are [`Companion`]s: the event
+//! Owns the SQL of the `credentials`, `password_history`, `sessions` and `ca_keys` tables on both backends.
+//! Writes that must commit with an event (a new password hash, the end of an operator's sessions) are [`Companion`]s: the event
 //! store runs them in the transaction of the append that needs them ([`crate::EventStore::append_with`]), so a
 //! password change either happens whole — event, hash, ended sessions — or not at all. It never sees a password
 //! or a token in clear, and it decides nothing: the rules (lifetimes, reuse depth) come from the caller.
@@ -30,6 +31,9 @@ pub enum Companion {
     /// Everything kept for the operator's logins goes: his password hash, its history and his sessions (a
     /// revocation: an operator registered later under the same ID starts with nothing of his).
     Forget { operator: OperatorKey },
+    /// A private key of the internal CA (`name`: `issuing` or `root`), already sealed under the master key
+    /// (base64 of [`crate::MasterKey::seal_secret`]'s output): stored with `CaCreated`, never in clear.
+    StoreCaKey { name: String, sealed: String, at: DateTime<Utc> },
 }
 
 impl std::fmt::Debug for Companion {
@@ -47,6 +51,9 @@ impl std::fmt::Debug for Companion {
             Companion::EndOtherSessions { operator, .. } => {
                 f.debug_struct("EndOtherSessions").field("operator", operator).finish_non_exhaustive()
             }
+            Companion::StoreCaKey { name, at, .. } => {
+                f.debug_struct("StoreCaKey").field("name", name).field("at", at).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -60,6 +67,7 @@ const REMEMBER_HASH: &str =
 const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
 const END_OTHER_SESSIONS: &str =
     "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0 AND token_hash <> $2";
+const STORE_CA_KEY: &str = "INSERT INTO ca_keys (name, sealed_key, created_at) VALUES ($1, $2, $3)";
 const FORGET: [&str; 3] = [
     "DELETE FROM credentials WHERE operator_key = $1",
     "DELETE FROM password_history WHERE operator_key = $1",
@@ -109,6 +117,15 @@ macro_rules! write_companions {
                         .await
                         .map_err(StoreError::from_sqlx)?;
                 }
+                Companion::StoreCaKey { name, sealed, at } => {
+                    sqlx::query(STORE_CA_KEY)
+                        .bind(name.clone())
+                        .bind(sealed.clone())
+                        .bind(at.to_rfc3339())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
                 Companion::Forget { operator } => {
                     for statement in FORGET {
                         sqlx::query(statement)
@@ -154,6 +171,26 @@ pub struct CredentialStore {
 impl CredentialStore {
     pub fn new(pool: AnyPool) -> Self {
         CredentialStore { pool }
+    }
+
+    /// The sealed CA key `name` (`issuing`, `root`) as stored by [`Companion::StoreCaKey`], if there is one.
+    pub async fn sealed_ca_key(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT sealed_key FROM ca_keys WHERE name = $1")
+            .bind(name.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|r| r.try_get::<String, _>("sealed_key").map_err(crate::corrupt)).transpose()
+    }
+
+    /// Deletes the sealed CA key `name` (the root key, once exported to be kept offline); whether there was one.
+    pub async fn remove_ca_key(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM ca_keys WHERE name = $1")
+            .bind(name.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The operator's password hash, if he has one.

@@ -134,6 +134,27 @@ impl MasterKey {
         }
     }
 
+    /// Seals a secret that is kept outside the event log (the CA's private keys) under the master key itself:
+    /// AES-256-GCM with AAD = `label` (what the secret is, so a sealed value cannot be moved to another row),
+    /// as `nonce || ciphertext || tag`. Never put the plaintext in a log line or an error.
+    pub fn seal_secret(&self, label: &str, plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let (nonce, mut sealed) = seal_with(&self.key, label.as_bytes(), plaintext)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.append(&mut sealed);
+        Ok(out)
+    }
+
+    /// The secret [`MasterKey::seal_secret`] sealed under `label`, or `None` when this is not the master key it
+    /// was sealed with, the label differs, or the bytes were altered.
+    pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        open_with(&self.key, nonce.try_into().ok()?, label.as_bytes(), ciphertext.to_vec())
+    }
+
     fn read_file(path: &Path) -> Result<MasterKey, MasterKeyError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io { path: path.to_owned(), source })?;

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod municipalities;
 pub mod operator_csv;
 pub mod operators;
+pub mod pki;
 pub mod registry;
 pub mod resident_settings;
 pub mod residents;
