@@ -237,3 +237,19 @@ mod redact_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod migration_tests {
+    /// Two branches that each add "the next" migration give two files one version: sqlx then refuses to migrate a
+    /// fresh database at start-up. Caught here instead.
+    #[test]
+    fn every_migration_has_a_version_of_its_own() {
+        for migrator in [sqlx::migrate!("../migrations/postgres"), sqlx::migrate!("../migrations/sqlite")] {
+            let mut versions: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+            let all = versions.len();
+            versions.sort_unstable();
+            versions.dedup();
+            assert_eq!(versions.len(), all, "two migrations share a version");
+        }
+    }
+}
