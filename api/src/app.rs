@@ -241,7 +241,9 @@ impl Application {
         // HTTPS when configured: a certificate or key that cannot be used stops the start, naming the file.
         let tls = match settings.tls.files().map_err(StartError::Failed)? {
             Some(files) => {
-                let tls = crate::tls::Tls::load(files).map_err(|e| StartError::Failed(format!("TLS: {e}")))?;
+                let tls = crate::tls::Tls::load(files, Some(state.pki.clone()))
+                    .await
+                    .map_err(|e| StartError::Failed(format!("TLS: {e}")))?;
                 runners.push(tokio::spawn(tls.clone().watch(shutdown_rx.clone())));
                 Some(tls)
             }

@@ -728,7 +728,7 @@ pub const KEYS: &[Key] = &[
         env: "CARDAP_TLS_CLIENT_CA_FILE",
         flag: "tls-client-ca-file",
         form: "a file path",
-        help: "Mutual TLS: the CAs (PEM) whose operator certificates authenticate; none presented is password mode",
+        help: "Mutual TLS: other CAs (PEM) than cardap's own whose operator certificates authenticate",
         set: |d, raw| {
             d.settings.tls.client_ca_file = Some(PathBuf::from(raw.text()?));
             Some(())

@@ -1,9 +1,11 @@
-//! HTTPS on the listener (rustls on ring, the workspace's one crypto provider): the server certificate and key,
-//! and — for mutual TLS — the CAs whose client certificates are accepted and their CRL, all read from PEM (or, for
-//! the CRL, DER) files. Owns loading them, and taking a changed file into use without a restart: every `reload`
-//! interval the files' modification times are compared and, when one changed, a new configuration is built and
-//! used for the connections that come after (running ones keep theirs). A configuration that does not load keeps
-//! the previous one and says why in the log.
+//! HTTPS on the listener (rustls on ring, the workspace's one crypto provider): the server certificate and key
+//! from PEM files, and — for mutual TLS — the CAs whose client certificates are accepted with their CRL: cardap's
+//! own CA (its chain and its current CRL, from `cardap_commands::pki`) unless a `client_ca` file names others (and
+//! a `crl` file their CRL). Owns loading them, and taking a change into use without a restart: every `reload`
+//! interval the files' modification times and the internal CA's CRL are compared and, when one changed, a new
+//! configuration is built and used for the connections that come after (running ones keep theirs). A revocation
+//! therefore shuts a certificate out within one interval. A configuration that does not load keeps the previous
+//! one and says why in the log.
 //!
 //! Mutual TLS is optional for the client: one that presents no certificate is served (password mode, a bearer
 //! token authenticates it); one whose certificate does not chain to a client CA, is expired, or is revoked by the
@@ -66,20 +68,37 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     TlsError::File { path: path.to_owned(), reason: reason.to_string() }
 }
 
-/// The listener's TLS configuration, swapped when its files change.
+/// The CAs client certificates chain to, and their CRLs (DER).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Trust {
+    cas: Vec<Vec<u8>>,
+    crls: Vec<Vec<u8>>,
+}
+
+/// What a configuration was built from: the files' modification times and the internal CA's trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    stamps: Vec<Option<SystemTime>>,
+    internal: Option<Trust>,
+}
+
+/// The listener's TLS configuration, swapped when its files or the internal CA's CRL change.
 #[derive(Debug)]
 pub struct Tls {
     files: TlsFiles,
+    /// cardap's own CA: trusted for client certificates when no `client_ca` file is configured.
+    internal: Option<cardap_commands::pki::Pki>,
     current: RwLock<Arc<ServerConfig>>,
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    seen: Mutex<Seen>,
 }
 
 impl Tls {
-    /// Loads the files; an error names the file that could not be used.
-    pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
-        let stamps = files.stamps();
-        let config = Arc::new(server_config(&files)?);
-        Ok(Arc::new(Tls { files, current: RwLock::new(config), stamps: Mutex::new(stamps) }))
+    /// Loads the files (and the internal CA's chain and CRL); an error names what could not be used.
+    pub async fn load(files: TlsFiles, internal: Option<cardap_commands::pki::Pki>) -> Result<Arc<Tls>, TlsError> {
+        let internal = internal.filter(|_| files.client_ca.is_none());
+        let seen = Seen { stamps: files.stamps(), internal: internal_trust(internal.as_ref()).await? };
+        let config = Arc::new(server_config(&files, seen.internal.as_ref())?);
+        Ok(Arc::new(Tls { files, internal, current: RwLock::new(config), seen: Mutex::new(seen) }))
     }
 
     /// An acceptor with the configuration in use now.
@@ -88,16 +107,19 @@ impl Tls {
         TlsAcceptor::from(config)
     }
 
-    /// Builds a new configuration if a file changed since the last look; whether one was taken into use.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let stamps = self.files.stamps();
-        let mut seen = self.stamps.lock().map_err(|_| TlsError::Config("a reload panicked".into()))?;
-        if *seen == stamps {
-            return Ok(false);
+    /// Builds a new configuration if a file or the internal CA's CRL changed since the last look; whether one was
+    /// taken into use.
+    pub async fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = Seen { stamps: self.files.stamps(), internal: internal_trust(self.internal.as_ref()).await? };
+        {
+            let mut seen = self.seen.lock().map_err(|_| TlsError::Config("a reload panicked".into()))?;
+            if *seen == now {
+                return Ok(false);
+            }
+            // Looked at once per change: a broken file is reported once, not at every interval.
+            *seen = now.clone();
         }
-        // Looked at once per change: a broken file is reported once, not at every interval.
-        *seen = stamps;
-        let config = Arc::new(server_config(&self.files)?);
+        let config = Arc::new(server_config(&self.files, now.internal.as_ref())?);
         match self.current.write() {
             Ok(mut current) => *current = config,
             Err(poisoned) => *poisoned.into_inner() = config,
@@ -112,7 +134,7 @@ impl Tls {
                 () = tokio::time::sleep(self.files.reload) => {}
                 _ = stop.changed() => return,
             }
-            match self.reload_if_changed() {
+            match self.reload_if_changed().await {
                 Ok(true) => tracing::info!("new TLS certificates, key or CRL taken into use"),
                 Ok(false) => {}
                 Err(e) => {
@@ -123,7 +145,20 @@ impl Tls {
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+/// The internal CA's chain and current CRL, when it is the client CA.
+async fn internal_trust(internal: Option<&cardap_commands::pki::Pki>) -> Result<Option<Trust>, TlsError> {
+    let Some(pki) = internal else { return Ok(None) };
+    let failed = |e: &dyn std::fmt::Display| TlsError::Config(format!("the internal CA: {e}"));
+    let chain = pki.chain_pem().map_err(|e| failed(&e))?;
+    let cas = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(&e))?;
+    let crl = pki.crl().await.map_err(|e| failed(&e))?;
+    Ok(Some(Trust { cas, crls: vec![crl] }))
+}
+
+fn server_config(files: &TlsFiles, internal: Option<&Trust>) -> Result<ServerConfig, TlsError> {
     // ring: the workspace's one crypto provider (RECIPES.md: it builds in a fraction of aws-lc's time on 2 cores, and
     // a second provider would have to be chosen at start). rustls 0.23.48 deprecates it for lacking post-quantum key
     // exchange; moving to a provider with X25519MLKEM768 is a decision for the whole workspace, not this module.
@@ -141,19 +176,25 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match &files.client_ca {
+    let trust = match (&files.client_ca, internal) {
+        (Some(ca_file), _) => Some(file_trust(ca_file, files.crl.as_deref())?),
+        (None, Some(internal)) => Some(internal.clone()),
+        (None, None) => None,
+    };
+    let builder = match trust {
         None => builder.with_no_client_auth(),
-        Some(ca_file) => {
+        Some(trust) => {
             let mut roots = RootCertStore::empty();
-            for ca in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(ca_file, e))? {
-                roots.add(ca.map_err(|e| file_error(ca_file, e))?).map_err(|e| file_error(ca_file, e))?;
+            for ca in trust.cas {
+                roots.add(CertificateDer::from(ca)).map_err(|e| TlsError::Config(format!("a client CA: {e}")))?;
             }
             let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 // Password mode on the same port: no certificate is no failure (a bearer token is then needed).
                 .allow_unauthenticated();
-            if let Some(crl_file) = &files.crl {
+            if !trust.crls.is_empty() {
                 // The CRL is the issuing CA's: it covers the end-entity certificates, not the CA above it.
-                verifier = verifier.with_crls(crls(crl_file)?).only_check_end_entity_revocation();
+                let crls: Vec<_> = trust.crls.into_iter().map(CertificateRevocationListDer::from).collect();
+                verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
             }
             builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Config(e.to_string()))?)
         }
@@ -163,14 +204,28 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The client CAs of `ca_file` (PEM) and the CRLs of `crl_file`.
+fn file_trust(ca_file: &Path, crl_file: Option<&Path>) -> Result<Trust, TlsError> {
+    let mut cas = Vec::new();
+    for ca in CertificateDer::pem_file_iter(ca_file).map_err(|e| file_error(ca_file, e))? {
+        cas.push(ca.map_err(|e| file_error(ca_file, e))?.to_vec());
+    }
+    let crls = match crl_file {
+        Some(path) => crls(path)?,
+        None => vec![],
+    };
+    Ok(Trust { cas, crls })
+}
+
 /// The CRLs in `path`: PEM blocks, or one DER CRL.
-fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+fn crls(path: &Path) -> Result<Vec<Vec<u8>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     if bytes.starts_with(b"-----BEGIN") {
         CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .map(|c| c.map(|c| c.to_vec()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| file_error(path, e))
     } else {
-        Ok(vec![CertificateRevocationListDer::from(bytes)])
+        Ok(vec![bytes])
     }
 }

@@ -12,7 +12,8 @@ use cardap_api::settings::TlsSettings;
 use cardap_commands::pki::ca::{self, CaKey, Profile, Reason, Revoked, Serial};
 use cardap_commands::pki::csr;
 use cardap_tests::serde_json;
-use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app_with};
+use cardap_tests::serde_json::json;
+use cardap_tests::{Backend, TestApp, on_both_backends, register_clerk, spawn_app_with};
 use chrono::Utc;
 
 /// A new P-256 key in `dir/<name>.key` and a CSR for it; the key's path and the request.
@@ -179,4 +180,91 @@ async fn an_operator_certificate_logs_him_in_and_no_certificate_means_password_m
     assert_eq!(status(&me), "200", "{me}");
 }
 
-on_both_backends!(an_operator_certificate_logs_him_in_and_no_certificate_means_password_mode);
+/// `curl` with a JSON body over HTTPS; the answer's body and status line's code.
+fn curl_json(
+    pki: &Pki,
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (String, String) {
+    let port = app.socket_addr.port();
+    let mut command = Command::new("curl");
+    command.args(["-s", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(&pki.root_pem);
+    command.args(["-H", "Content-Type: application/json", "-d", &body.to_string()]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = command.arg(format!("https://127.0.0.1:{port}{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_owned(), code.to_owned())
+}
+
+/// Without a client CA file, the listener trusts cardap's own CA: an operator certificate it issued logs its
+/// operator in, and once it is revoked, the next CRL shuts it out within the reload interval — no file, no restart.
+async fn certificates_of_cardaps_own_ca_log_in_until_revoked(backend: Backend) {
+    let pki = Pki::new();
+    let mut tls = pki.settings();
+    (tls.client_ca_file, tls.crl_file) = (None, None);
+    let app = spawn_app_with(backend, |s| s.tls = tls).await;
+    let (login, code) = curl_json(
+        &pki,
+        &app,
+        "POST",
+        "/api/v1/sessions",
+        None,
+        &json!({"operator_id": "admin", "password": "AdminPassw0rd"}),
+    );
+    assert_eq!(code, "201", "{login}");
+    let admin = serde_json::from_str::<serde_json::Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();
+    let (answer, code) = curl_json(
+        &pki,
+        &app,
+        "POST",
+        "/api/v1/municipalities",
+        Some(&admin),
+        &cardap_tests::municipality(CHIYODA, "千代田区", 1),
+    );
+    assert_eq!(code, "201", "{answer}");
+    register_clerk(&app.state, CHIYODA, "OP0501").await;
+
+    // His certificate, for a key made on his terminal, issued by cardap's CA.
+    let (key, _) = key_and_request(pki.dir.path(), "clerk");
+    let pem = String::from_utf8(
+        Command::new("openssl").args(["req", "-new", "-subj", "/CN=x", "-key"]).arg(&key).output().unwrap().stdout,
+    )
+    .unwrap();
+    let path = format!("/api/v1/municipalities/{CHIYODA}/operators/OP0501/certificates");
+    let (issued, code) = curl_json(&pki, &app, "POST", &path, Some(&admin), &json!({"csr": pem}));
+    assert_eq!(code, "201", "{issued}");
+    let issued: serde_json::Value = serde_json::from_str(&issued).unwrap();
+    let cert = write(pki.dir.path(), "clerk.pem", issued["certificate"].as_str().unwrap());
+    let me = pki.curl(&app, "/api/v1/me", Some((&cert, &key)), None).unwrap();
+    assert_eq!(status(&me), "200", "{me}");
+    assert!(me.contains(r#""operator_id":"OP0501""#), "{me}");
+
+    let serial = issued["serial"].as_str().unwrap();
+    let (answer, code) = curl_json(
+        &pki,
+        &app,
+        "POST",
+        &format!("{path}/{serial}/revoke"),
+        Some(&admin),
+        &json!({"reason": "keyCompromise"}),
+    );
+    assert_eq!(code, "200", "{answer}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while pki.curl(&app, "/api/v1/me", Some((&cert, &key)), None).is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the revoked certificate is still accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const CHIYODA: &str = "131016";
+
+on_both_backends!(
+    an_operator_certificate_logs_him_in_and_no_certificate_means_password_mode,
+    certificates_of_cardaps_own_ca_log_in_until_revoked,
+);
