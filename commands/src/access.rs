@@ -362,27 +362,26 @@ impl Access {
         let Some(session) = self.credentials.live_session(&hash, now, now.saturating_sub(idle)).await? else {
             return Ok(None);
         };
-        let Some(operator) = operators::get(self.read.pool(), session.operator).await? else {
+        let operator = operators::get(self.read.pool(), session.operator).await?;
+        let Some(operator) = self.still_acting(operator).await? else {
             return Ok(None);
         };
-        // A revoked operator's sessions die at once, and so do those of an abolished municipality's. A lock does
-        // not end them: it stops new password logins only.
-        if operator.revoked || self.municipality_abolished(operator.municipality.as_ref()).await? {
-            return Ok(None);
-        }
         if now - session.last_seen_at >= 60 {
             self.credentials.touch_session(&hash, now).await?;
         }
-        Ok(Some(SessionOf {
-            actor: Actor {
-                operator: operator.key,
-                municipality: operator.municipality,
-                roles: operator.roles,
-                business_systems: operator.business_systems,
-                password_change_required: session.password_change_required,
-            },
-            operator_id: operator.operator_id,
-        }))
+        Ok(Some(session_of(operator, session.password_change_required)))
+    }
+
+    /// `operator` if he may still act. A revoked operator's sessions and certificates stop at once, and so do
+    /// those of an abolished municipality's. A lock does not stop them: it stops new password logins only.
+    async fn still_acting(
+        &self,
+        operator: Option<OperatorRow>,
+    ) -> std::result::Result<Option<OperatorRow>, AccessFailure> {
+        match operator {
+            Some(op) if !op.revoked && !self.municipality_abolished(op.municipality.as_ref()).await? => Ok(Some(op)),
+            _ => Ok(None),
+        }
     }
 
     /// The operator behind what a request presented: a live session's token, or a verified operator
@@ -405,24 +404,12 @@ impl Access {
         let Some((municipality, operator_id)) = crate::pki::operator_named_by(der) else {
             return Ok(None);
         };
-        let Some(operator) = operators::find_by_login(self.read.pool(), municipality.as_ref(), &operator_id).await?
-        else {
+        let operator = operators::find_by_login(self.read.pool(), municipality.as_ref(), &operator_id).await?;
+        let Some(operator) = self.still_acting(operator).await? else {
             return Ok(None);
         };
-        if operator.revoked || self.municipality_abolished(operator.municipality.as_ref()).await? {
-            return Ok(None);
-        }
         let password_change_required = self.credentials.password_change_required(operator.key).await?;
-        Ok(Some(SessionOf {
-            actor: Actor {
-                operator: operator.key,
-                municipality: operator.municipality,
-                roles: operator.roles,
-                business_systems: operator.business_systems,
-                password_change_required,
-            },
-            operator_id: operator.operator_id,
-        }))
+        Ok(Some(session_of(operator, password_change_required)))
     }
 
     /// Whether what a request presented still authenticates its operator and he may still do `permission`:
@@ -702,6 +689,20 @@ pub fn operator_stream(municipality: Option<&MunicipalityCode>, operator_id: &Op
 /// The login stream of one operator (failed logins, locks, logins), keyed like his own stream.
 pub fn login_stream(municipality: Option<&MunicipalityCode>, operator_id: &OperatorId) -> StreamId {
     crate::ids::stream_of::<OperatorLogins>(&operator::stream_key(municipality, operator_id))
+}
+
+/// The acting operator as the use cases know him.
+fn session_of(operator: OperatorRow, password_change_required: bool) -> SessionOf {
+    SessionOf {
+        actor: Actor {
+            operator: operator.key,
+            municipality: operator.municipality,
+            roles: operator.roles,
+            business_systems: operator.business_systems,
+            password_change_required,
+        },
+        operator_id: operator.operator_id,
+    }
 }
 
 fn token_hash(token: &str) -> String {

@@ -42,10 +42,19 @@ impl Status {
     /// Every read model of this node, with how many committed events it has not applied yet (counted up to
     /// [`LAG_CAP`]).
     pub async fn projections(&self) -> Result<Vec<ProjectionLag>, StoreError> {
+        // Read models that are caught up share their checkpoint: each distinct one is counted once.
+        let mut counted: Vec<(cardap_store::Checkpoint, u64)> = Vec::new();
         let mut lags = Vec::with_capacity(self.views.progress().len());
         for (name, progress) in self.views.progress() {
             let checkpoint = progress.current();
-            let behind = self.store.count_after(checkpoint, LAG_CAP).await?;
+            let behind = match counted.iter().find(|(c, _)| *c == checkpoint) {
+                Some((_, behind)) => *behind,
+                None => {
+                    let behind = self.store.count_after(checkpoint, LAG_CAP).await?;
+                    counted.push((checkpoint, behind));
+                    behind
+                }
+            };
             lags.push(ProjectionLag { name, checkpoint: checkpoint.to_string(), behind });
         }
         Ok(lags)

@@ -78,17 +78,16 @@ impl AuditChain {
 
     /// Seals the events committed since the last link, a page at a time; how many were sealed.
     pub async fn extend(&self) -> Result<u64, ProjectionError> {
+        let (mut seq, mut hash, mut after) = match self.last().await? {
+            Some(link) => (link.seq, decode_hash(&link.hash)?, link.checkpoint),
+            None => (0, GENESIS, Checkpoint::START),
+        };
         let mut sealed = 0;
         loop {
-            let last = self.last().await?;
-            let (seq, mut hash, after) = match &last {
-                Some(link) => (link.seq, decode_hash(&link.hash)?, link.checkpoint),
-                None => (0, GENESIS, Checkpoint::START),
-            };
             let events = self.store.read_all(after, PAGE, &ReadFilter::All).await?;
-            if events.is_empty() {
+            let Some(last) = events.last() else {
                 return Ok(sealed);
-            }
+            };
             let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
             for (i, event) in events.iter().enumerate() {
                 hash = link(&hash, event);
@@ -108,6 +107,8 @@ impl AuditChain {
             // Two sealers at once (two nodes): the second's rows collide on `seq` and it rolls back.
             tx.commit().await.map_err(ProjectionError::from_sqlx)?;
             sealed += events.len() as u64;
+            seq += events.len() as u64;
+            after = last.checkpoint;
         }
     }
 

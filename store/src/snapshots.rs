@@ -36,38 +36,42 @@ fn encode(snapshot: &Snapshot) -> Result<(i64, String), StoreError> {
     Ok((to_i64(snapshot.version)?, state))
 }
 
+/// The same SQL on either backend's pool (as `credentials::write_companions!` does for the companions).
+macro_rules! load {
+    ($pool:expr, $stream:expr) => {{
+        let row =
+            sqlx::query(LOAD).bind($stream.as_str()).fetch_optional($pool).await.map_err(StoreError::from_sqlx)?;
+        row.map(|r| decode(r.get("kind"), r.get("version"), r.get::<&str, _>("state"))).transpose()
+    }};
+}
+
+macro_rules! save {
+    ($pool:expr, $stream:expr, $snapshot:expr) => {{
+        let (version, state) = encode($snapshot)?;
+        sqlx::query(SAVE)
+            .bind($stream.as_str())
+            .bind(&$snapshot.kind)
+            .bind(version)
+            .bind(state)
+            .execute($pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }};
+}
+
 pub(crate) async fn load_pg(pool: &PgPool, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-    let row = sqlx::query(LOAD).bind(stream.as_str()).fetch_optional(pool).await.map_err(StoreError::from_sqlx)?;
-    row.map(|r| decode(r.get("kind"), r.get("version"), r.get::<&str, _>("state"))).transpose()
+    load!(pool, stream)
 }
 
 pub(crate) async fn save_pg(pool: &PgPool, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
-    let (version, state) = encode(snapshot)?;
-    sqlx::query(SAVE)
-        .bind(stream.as_str())
-        .bind(&snapshot.kind)
-        .bind(version)
-        .bind(state)
-        .execute(pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-    Ok(())
+    save!(pool, stream, snapshot)
 }
 
 pub(crate) async fn load_sqlite(pool: &SqlitePool, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-    let row = sqlx::query(LOAD).bind(stream.as_str()).fetch_optional(pool).await.map_err(StoreError::from_sqlx)?;
-    row.map(|r| decode(r.get("kind"), r.get("version"), r.get::<&str, _>("state"))).transpose()
+    load!(pool, stream)
 }
 
 pub(crate) async fn save_sqlite(pool: &SqlitePool, stream: &StreamId, snapshot: &Snapshot) -> Result<(), StoreError> {
-    let (version, state) = encode(snapshot)?;
-    sqlx::query(SAVE)
-        .bind(stream.as_str())
-        .bind(&snapshot.kind)
-        .bind(version)
-        .bind(state)
-        .execute(pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-    Ok(())
+    save!(pool, stream, snapshot)
 }
