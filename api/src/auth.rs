@@ -23,6 +23,8 @@ pub struct Authenticated {
     pub actor: Actor,
     /// The operator's login ID (for `/me`).
     pub operator_id: String,
+    /// How he proved who he is.
+    pub method: cardap_domain::operator::AuthMethod,
     /// What the request presented (for logout, and for work that outlives the request).
     pub credential: Presented,
 }
@@ -30,7 +32,11 @@ pub struct Authenticated {
 impl Authenticated {
     /// The session as the use cases know it.
     pub fn session(&self) -> cardap_commands::access::SessionOf {
-        cardap_commands::access::SessionOf { actor: self.actor.clone(), operator_id: self.operator_id.clone() }
+        cardap_commands::access::SessionOf {
+            actor: self.actor.clone(),
+            operator_id: self.operator_id.clone(),
+            method: self.method,
+        }
     }
 }
 
@@ -53,7 +59,7 @@ impl FromRequestParts<AppState> for Authenticated {
             (None, None) => return Err(ApiError::unauthenticated()),
         };
         let session = state.access.authenticate_presented(&credential).await?.ok_or_else(ApiError::unauthenticated)?;
-        Ok(Authenticated { actor: session.actor, operator_id: session.operator_id, credential })
+        Ok(Authenticated { actor: session.actor, operator_id: session.operator_id, method: session.method, credential })
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_domain::operator::{
-    self, LockoutPolicy, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId,
+    self, AuthMethod, LockoutPolicy, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId,
     OperatorLogins, Password, PasswordPolicy,
 };
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
@@ -120,6 +120,8 @@ pub struct SessionOf {
     pub actor: Actor,
     /// The operator's login ID (for `/me`).
     pub operator_id: String,
+    /// How he proved who he is: the session's login, or the certificate of the connection.
+    pub method: AuthMethod,
 }
 
 /// What a request presented to say who it is: a session token (password mode), or the operator certificate
@@ -284,7 +286,15 @@ impl Access {
         let absolute = chrono::Duration::from_std(self.policy.sessions.absolute)
             .map_err(|e| StoreError::Corrupt(format!("session lifetime: {e}")))?;
         let expires_at = now + absolute;
-        self.credentials.create_session(&token_hash(&token), operator, now.timestamp(), expires_at.timestamp()).await?;
+        self.credentials
+            .create_session(
+                &token_hash(&token),
+                operator,
+                AuthMethod::Password,
+                now.timestamp(),
+                expires_at.timestamp(),
+            )
+            .await?;
         Ok(NewSession { token: Secret::new(token), expires_at, password_change_required: false })
     }
 
@@ -369,7 +379,7 @@ impl Access {
         if now - session.last_seen_at >= 60 {
             self.credentials.touch_session(&hash, now).await?;
         }
-        Ok(Some(session_of(operator, session.password_change_required)))
+        Ok(Some(session_of(operator, session.password_change_required, session.method)))
     }
 
     /// `operator` if he may still act. A revoked operator's sessions and certificates stop at once, and so do
@@ -409,7 +419,7 @@ impl Access {
             return Ok(None);
         };
         let password_change_required = self.credentials.password_change_required(operator.key).await?;
-        Ok(Some(session_of(operator, password_change_required)))
+        Ok(Some(session_of(operator, password_change_required, AuthMethod::Certificate)))
     }
 
     /// Whether what a request presented still authenticates its operator and he may still do `permission`:
@@ -692,7 +702,7 @@ pub fn login_stream(municipality: Option<&MunicipalityCode>, operator_id: &Opera
 }
 
 /// The acting operator as the use cases know him.
-fn session_of(operator: OperatorRow, password_change_required: bool) -> SessionOf {
+fn session_of(operator: OperatorRow, password_change_required: bool, method: AuthMethod) -> SessionOf {
     SessionOf {
         actor: Actor {
             operator: operator.key,
@@ -702,6 +712,7 @@ fn session_of(operator: OperatorRow, password_change_required: bool) -> SessionO
             password_change_required,
         },
         operator_id: operator.operator_id,
+        method,
     }
 }
 

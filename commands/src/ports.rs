@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use cardap_domain::OperatorKey;
+use cardap_domain::operator::AuthMethod;
 use cardap_store::{CredentialStore, SessionRow, StoreError};
 
 /// Password hashes, their history, and sessions (only a token's hash).
@@ -20,6 +21,7 @@ pub trait Credentials: Send + Sync + std::fmt::Debug {
         &self,
         token_hash: &str,
         operator: OperatorKey,
+        method: AuthMethod,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError>;
@@ -54,10 +56,11 @@ impl Credentials for CredentialStore {
         &self,
         token_hash: &str,
         operator: OperatorKey,
+        method: AuthMethod,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        CredentialStore::create_session(self, token_hash, operator, now, expires_at).await
+        CredentialStore::create_session(self, token_hash, operator, method, now, expires_at).await
     }
 
     async fn live_session(

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use claim::{ClaimCommand, ClaimEvent, ClaimState, InternalIdClaim, claim_stream_key};
 pub use events::OperatorEvent;
-pub use login::{LockoutPolicy, Password, PasswordPolicy};
+pub use login::{AuthMethod, LockoutPolicy, Password, PasswordPolicy};
 pub use logins::{LoginCommand, LoginState, OperatorLogins};
 pub use values::{
     Extension, InternalId, InternalIdAssignment, OperatorId, OperatorName, OperatorProfile, OperatorProfilePatch, Role,

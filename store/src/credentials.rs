@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{AnyPool, Row};
 
 use cardap_domain::OperatorKey;
+use cardap_domain::operator::AuthMethod;
 
 use crate::StoreError;
 
@@ -160,6 +161,8 @@ pub struct SessionRow {
     pub last_seen_at: i64,
     /// His password must be changed before the session may do anything else.
     pub password_change_required: bool,
+    /// How he proved who he was when the session began.
+    pub method: AuthMethod,
 }
 
 /// Credentials and sessions over the read-model pool (the same database as the event store).
@@ -235,17 +238,19 @@ impl CredentialStore {
         &self,
         token_hash: &str,
         operator: OperatorKey,
+        method: AuthMethod,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (token_hash, operator_key, created_at, last_seen_at, expires_at, ended) \
-             VALUES ($1, $2, $3, $3, $4, 0)",
+            "INSERT INTO sessions (token_hash, operator_key, created_at, last_seen_at, expires_at, ended, method) \
+             VALUES ($1, $2, $3, $3, $4, 0, $5)",
         )
         .bind(token_hash.to_owned())
         .bind(operator.to_string())
         .bind(now)
         .bind(expires_at)
+        .bind(method.as_str())
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
@@ -260,7 +265,7 @@ impl CredentialStore {
         idle_since: i64,
     ) -> Result<Option<SessionRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.operator_key, s.last_seen_at, COALESCE(c.must_change, 0) AS must_change FROM sessions s \
+            "SELECT s.operator_key, s.last_seen_at, s.method, COALESCE(c.must_change, 0) AS must_change FROM sessions s \
              LEFT JOIN credentials c ON c.operator_key = s.operator_key \
              WHERE s.token_hash = $1 AND s.ended = 0 AND s.expires_at > $2 AND s.last_seen_at > $3",
         )
@@ -274,10 +279,13 @@ impl CredentialStore {
         let key: String = row.try_get("operator_key").map_err(crate::corrupt)?;
         let last_seen_at: i64 = row.try_get("last_seen_at").map_err(crate::corrupt)?;
         let must_change: i64 = row.try_get("must_change").map_err(crate::corrupt)?;
+        let method: String = row.try_get("method").map_err(crate::corrupt)?;
+        let method = AuthMethod::parse(&method)
+            .map_err(|e| StoreError::Corrupt(format!("session of operator {key}: method {method:?}: {e}")))?;
         let operator = uuid::Uuid::parse_str(&key)
             .map(OperatorKey::from_uuid)
             .map_err(|e| StoreError::Corrupt(format!("session of operator {key}: {e}")))?;
-        Ok(Some(SessionRow { operator, last_seen_at, password_change_required: must_change != 0 }))
+        Ok(Some(SessionRow { operator, last_seen_at, password_change_required: must_change != 0, method }))
     }
 
     /// Records a use of the session.

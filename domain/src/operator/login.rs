@@ -144,3 +144,42 @@ mod tests {
         }
     }
 }
+
+/// How an operator proved who he is for a session (手引き I 2.1(4): password mode, or certificate and biometric
+/// authentication in biometric mode). Business systems that log him in through cardap are told which
+/// (OpenID Connect `amr`), so one may demand more than a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// Municipality + operator ID + password.
+    Password,
+    /// An operator certificate on a mutual-TLS connection.
+    Certificate,
+    /// A WebAuthn assertion with user verification (fingerprint, vein).
+    Biometric,
+}
+
+impl AuthMethod {
+    /// The stored and shown name: `password`, `certificate`, `biometric`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::Biometric => "biometric",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<AuthMethod, ParseError> {
+        match s {
+            "password" => Ok(AuthMethod::Password),
+            "certificate" => Ok(AuthMethod::Certificate),
+            "biometric" => Ok(AuthMethod::Biometric),
+            other => Err(ParseError::UnknownValue { value: other.to_owned() }),
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
