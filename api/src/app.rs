@@ -6,6 +6,7 @@ use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
+use cardap_commands::oidc::{LoginProvider, OidcSettings};
 use cardap_commands::operators::Operators;
 use cardap_commands::pki::{CaStarted, Pki};
 use cardap_commands::residents::ResidentServices;
@@ -109,6 +110,37 @@ pub async fn start_ca(
         Err(e) => return Err(StartError::Failed(format!("the internal CA cannot start: {e}"))),
     }
     Ok(pki)
+}
+
+/// The OpenID Connect provider of the business systems, its signing key loaded (unsealed under `master`) or
+/// created now. Its issuer is `pki.public_base_url`, else this server's own address.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_login_provider(
+    store: &Arc<dyn EventStore>,
+    read: &ReadModels,
+    clock: Arc<dyn Clock>,
+    master: &MasterKey,
+    access: &Access,
+    business_systems: &BusinessSystems,
+    settings: &Settings,
+    local: SocketAddr,
+) -> Result<LoginProvider, StartError> {
+    let tls = settings.tls.files().map_err(StartError::Failed)?.is_some();
+    let issuer = match &settings.pki.public_base_url {
+        Some(base) => base.clone(),
+        None => format!("{}://{local}", if tls { "https" } else { "http" }),
+    };
+    let provider = LoginProvider::new(
+        store.clone(),
+        read.clone(),
+        clock,
+        master.clone(),
+        access.clone(),
+        business_systems.clone(),
+        OidcSettings { issuer, id_token_lifetime: settings.id_token_lifetime },
+    );
+    provider.start().await.map_err(|e| StartError::Failed(format!("the ID-token signing key cannot start: {e}")))?;
+    Ok(provider)
 }
 
 /// The master key of `settings`, telling the operator to back it up when its file was just created.
@@ -221,11 +253,25 @@ impl Application {
         let pki = start_ca(&store, &read, &views, clock.clone(), &master, &settings).await?;
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
-        let access = Access::new(store.clone(), read.clone(), credentials, clock, views.clone(), policy);
-        runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), shutdown_rx.clone())));
+        let access = Access::new(store.clone(), read.clone(), credentials, clock.clone(), views.clone(), policy);
+        let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
+        let business_systems = BusinessSystems::new(store.clone(), read.clone(), views.clone());
+        let oidc = start_login_provider(
+            &store,
+            &read,
+            clock.clone(),
+            &master,
+            &access,
+            &business_systems,
+            &settings,
+            listener.local_addr().map_err(StartError::io("cannot listen"))?,
+        )
+        .await?;
+        runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), oidc.clone(), shutdown_rx.clone())));
         let state = AppState {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
-            business_systems: BusinessSystems::new(store.clone(), read.clone(), views.clone()),
+            business_systems,
+            oidc,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
@@ -249,7 +295,6 @@ impl Application {
             }
             None => None,
         };
-        let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
         let metrics_listener =
             TcpListener::bind(settings.metrics_listen).await.map_err(StartError::io("cannot listen for /metrics"))?;
         tracing::info!(
@@ -356,12 +401,21 @@ const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Deletes ended, expired and idle sessions, and drops the import jobs kept past their time, at start and then
 /// every [`SESSION_PURGE_EVERY`], until shutdown.
-async fn purge_sessions(access: Access, jobs: Jobs<ApiError>, mut shutdown: watch::Receiver<bool>) {
+async fn purge_sessions(
+    access: Access,
+    jobs: Jobs<ApiError>,
+    oidc: LoginProvider,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         match access.purge_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "ended and expired sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete ended and expired sessions"),
+        }
+        // Expired login codes of business systems.
+        if let Err(e) = oidc.purge().await {
+            tracing::warn!(error = %e, "could not delete expired login codes");
         }
         // Finished jobs past their hour, with any generated password nobody fetched, even when nobody asks.
         jobs.purge_expired();
@@ -405,6 +459,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::residents::router())
         .merge(routes::cards::router())
         .merge(routes::pki::router())
+        .merge(routes::oidc::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

@@ -83,11 +83,14 @@ pub enum ProblemType {
     CertificateRevoked,
     /// 410: an operator's PKCS#12 bundle was downloaded already (or expired): it is handed out once.
     Pkcs12Gone,
+    /// 409: the business system is not registered as a login client (no redirect URIs), so it can have no
+    /// client secret.
+    LoginNotConfigured,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 44] = [
+    pub const ALL: [ProblemType; 45] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -132,6 +135,7 @@ impl ProblemType {
         ProblemType::CsrSubjectMismatch,
         ProblemType::CertificateRevoked,
         ProblemType::Pkcs12Gone,
+        ProblemType::LoginNotConfigured,
     ];
 
     /// The `type` as sent.
@@ -181,6 +185,7 @@ impl ProblemType {
             ProblemType::CsrSubjectMismatch => "/problems/csr-subject-mismatch",
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
             ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
+            ProblemType::LoginNotConfigured => "/problems/login-not-configured",
         }
     }
 }
@@ -759,6 +764,7 @@ mod tests {
             "/problems/csr-subject-mismatch",
             "/problems/certificate-revoked",
             "/problems/pkcs12-gone",
+            "/problems/login-not-configured",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

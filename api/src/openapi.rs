@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, cards, health, jobs, municipalities, operator_csv, operators, pki, registry, resident_settings,
-    residents, sessions,
+    business_systems, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki, registry,
+    resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -46,6 +46,8 @@ use crate::routes::{
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
         pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
         pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
+        oidc::discovery, oidc::jwks, oidc::authorize_get, oidc::authorize_post, oidc::token, oidc::show_client,
+        oidc::configure_client, oidc::issue_secret,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -109,7 +111,13 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 4] = ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12"];
+const NO_COMMAND: [&str; 6] =
+    ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12", "oidcLogin", "oidcToken"];
+
+/// The OpenID Connect endpoints answer errors as the protocol says (an HTML page, a redirect, an OAuth 2.0 JSON
+/// error): the error answers they document keep their own content; only what the server's layers add (413, 500,
+/// 503) is problem+json.
+const PROTOCOL_ERRORS: [&str; 3] = ["oidcAuthorize", "oidcLogin", "oidcToken"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
 /// large body with 413: the registry import (`routes::registry`).
@@ -200,6 +208,9 @@ fn complete_operation(method: &str, op: &mut Map<String, Value>) {
     if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
         for (status, response) in responses.iter_mut() {
             if status.starts_with('4') || status.starts_with('5') {
+                if PROTOCOL_ERRORS.contains(&id.as_str()) && response.get("content").is_some() {
+                    continue;
+                }
                 if str_of(response, "description").is_empty() {
                     response["description"] = json!(describe(status));
                 }
@@ -392,7 +403,13 @@ mod tests {
     fn every_error_is_problem_json_with_the_problem_schema() {
         let doc = document();
         for (name, op) in operations(&doc) {
+            let protocol = PROTOCOL_ERRORS.contains(&op["operationId"].as_str().unwrap_or_default());
             for (status, response) in op["responses"].as_object().unwrap() {
+                // The OpenID Connect endpoints answer their own errors as the protocol says; what the server's
+                // layers answer for them (413, 500, 503) is problem+json like everywhere.
+                if protocol && !["413", "415", "500", "503"].contains(&status.as_str()) {
+                    continue;
+                }
                 if status.starts_with('4') || status.starts_with('5') {
                     let types: Vec<&String> = response["content"].as_object().unwrap().keys().collect();
                     assert_eq!(types, [PROBLEM_JSON], "{name} {status}");

@@ -78,6 +78,9 @@ pub struct Settings {
     pub pki: PkiSettings,
     /// HTTPS and mutual TLS on the listener (all `None`: plain HTTP, the default on loopback).
     pub tls: TlsSettings,
+    /// How long an ID token cardap issues to a business system is valid (OpenID Connect; the issuer is
+    /// `pki.public_base_url`, else this server's own address).
+    pub id_token_lifetime: Duration,
 }
 
 /// The listener's TLS files, as configured (see [`crate::tls`]).
@@ -145,6 +148,7 @@ impl fmt::Debug for Settings {
             .field("imports", &self.imports)
             .field("pki", &self.pki)
             .field("tls", &self.tls)
+            .field("id_token_lifetime", &self.id_token_lifetime)
             .finish()
     }
 }
@@ -192,6 +196,7 @@ impl Default for Settings {
             imports: ImportLimits::default(),
             pki: PkiSettings::default(),
             tls: TlsSettings::default(),
+            id_token_lifetime: Duration::from_secs(300),
         }
     }
 }
@@ -698,6 +703,19 @@ pub const KEYS: &[Key] = &[
         help: "How long a CRL is valid (its nextUpdate); it is made anew after half of that, and at every revocation",
         set: |d, raw| {
             d.settings.pki.crl_validity = Duration::from_secs(raw.positive::<u64>()?.checked_mul(3600)?);
+            Some(())
+        },
+    },
+    Key {
+        file: "oidc.id_token_seconds",
+        env: "CARDAP_OIDC_ID_TOKEN_SECONDS",
+        flag: "oidc-id-token-seconds",
+        form: "a whole number of seconds, 30 to 3600",
+        help: "How long an ID token issued to a business system is valid: a revoked operator is out of every business system within this time",
+        set: |d, raw| {
+            let seconds = raw.positive::<u64>()?;
+            (30..=3600).contains(&seconds).then_some(())?;
+            d.settings.id_token_lifetime = Duration::from_secs(seconds);
             Some(())
         },
     },

@@ -10,6 +10,7 @@ use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
+use cardap_commands::oidc::LoginProvider;
 use cardap_commands::operators::Operators;
 use cardap_commands::pki::Pki;
 use cardap_commands::residents::ResidentServices;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub jobs: Jobs<ApiError>,
     /// The internal CA: certificates issued, revoked, reissued; the chain and the CRL.
     pub pki: Pki,
+    /// Login to business systems through cardap (OpenID Connect provider).
+    pub oidc: LoginProvider,
 }
 
 impl AppState {

@@ -201,6 +201,25 @@ impl Access {
         password: Secret,
         client: Option<IpAddr>,
     ) -> std::result::Result<NewSession, LoginError> {
+        let operator = self.check_password(municipality, operator_id, password, client).await?;
+        let mut session = self.open_session(operator.key).await?;
+        session.password_change_required =
+            self.credentials.password_change_required(operator.key).await.map_err(AccessFailure::from)?;
+        tracing::info!(operator = %operator.key, "login");
+        Ok(session)
+    }
+
+    /// The checks of a password login without the session: the throttle, one Argon2id verification, the lock
+    /// and the record of the attempt (a success resets the failures). The operator may act when it answers
+    /// `Ok`. Used by [`Access::login`] and by the login form of business systems (`crate::oidc`), which starts
+    /// no cardap session.
+    pub async fn check_password(
+        &self,
+        municipality: Option<&str>,
+        operator_id: &str,
+        password: Secret,
+        client: Option<IpAddr>,
+    ) -> std::result::Result<OperatorRow, LoginError> {
         let name = Attempter::Login(format!("{}/{}", municipality.unwrap_or(""), operator_id.trim()));
         let attempters: Vec<Attempter> = client.map(Attempter::Address).into_iter().chain([name.clone()]).collect();
         if let Err(retry_after) = self.throttle.check(&attempters) {
@@ -271,11 +290,7 @@ impl Access {
             Err(CommandError::Store(e)) => return Err(AccessFailure::Store(e).into()),
             Err(e) => return Err(AccessFailure::Internal(e.to_string()).into()),
         }
-        let mut session = self.open_session(operator.key).await?;
-        session.password_change_required =
-            self.credentials.password_change_required(operator.key).await.map_err(AccessFailure::from)?;
-        tracing::info!(operator = %operator.key, "login");
-        Ok(session)
+        Ok(operator)
     }
 
     async fn open_session(&self, operator: OperatorKey) -> std::result::Result<NewSession, AccessFailure> {
@@ -702,7 +717,7 @@ pub fn login_stream(municipality: Option<&MunicipalityCode>, operator_id: &Opera
 }
 
 /// The acting operator as the use cases know him.
-fn session_of(operator: OperatorRow, password_change_required: bool, method: AuthMethod) -> SessionOf {
+pub(crate) fn session_of(operator: OperatorRow, password_change_required: bool, method: AuthMethod) -> SessionOf {
     SessionOf {
         actor: Actor {
             operator: operator.key,

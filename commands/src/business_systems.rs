@@ -203,6 +203,24 @@ impl BusinessSystems {
         }
     }
 
+    /// Runs a command on the business system's stream (the login client's registration, `crate::oidc`).
+    pub(crate) async fn execute(
+        &self,
+        ctx: &CommandContext,
+        id: &BusinessId,
+        if_match: Option<u64>,
+        command: BusinessSystemCommand,
+    ) -> Result<Executed<BusinessSystem>> {
+        self.run(ctx, id, None, if_match, command).await
+    }
+
+    /// Read-your-writes for a write made elsewhere (a transaction of `crate::oidc`).
+    pub(crate) async fn settle_at(&self, checkpoint: Option<cardap_store::Checkpoint>) {
+        if let Some(checkpoint) = checkpoint {
+            self.views.wait_for_view(checkpoint, view::NAME).await;
+        }
+    }
+
     async fn run(
         &self,
         ctx: &CommandContext,

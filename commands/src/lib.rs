@@ -38,6 +38,7 @@ pub mod imports;
 mod internal_ids;
 pub mod jobs;
 pub mod municipalities;
+pub mod oidc;
 pub mod operator_migration;
 pub mod operators;
 pub mod passwords;

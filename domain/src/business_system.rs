@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use crate::aggregate::decode_payload;
 use crate::contact::{Email, Phone, Text100, Url, string_newtype};
 use crate::ids::parse_text;
-use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
+use crate::login_client::LoginClient;
+use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError, Timestamp};
 
 /// The stream id of a business system: its 業務ID.
 pub fn stream_key(id: &BusinessId) -> String {
@@ -203,6 +204,16 @@ pub enum BusinessSystemCommand {
     Withdraw {
         municipality: MunicipalityCode,
     },
+    /// Register (or change) the system as a login client of cardap (業務ログイン認証); the same registration
+    /// yields no event.
+    ConfigureLogin {
+        client: LoginClient,
+    },
+    /// A new client secret replaces the old one (its hash is stored with the event, never in it); only for a
+    /// system registered as a login client.
+    IssueLoginSecret {
+        at: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +223,8 @@ pub enum BusinessSystemEvent {
     Retired,
     MunicipalityPermitted { municipality: MunicipalityCode },
     MunicipalityWithdrawn { municipality: MunicipalityCode },
+    LoginConfigured { client: LoginClient },
+    LoginSecretIssued { at: Timestamp },
 }
 
 const REGISTERED: &str = "BusinessSystemRegistered";
@@ -219,6 +232,8 @@ const UPDATED: &str = "BusinessSystemUpdated";
 const RETIRED: &str = "BusinessSystemRetired";
 const PERMITTED: &str = "SharedUsePermitted";
 const WITHDRAWN: &str = "SharedUseWithdrawn";
+const LOGIN_CONFIGURED: &str = "BusinessSystemLoginConfigured";
+const LOGIN_SECRET_ISSUED: &str = "BusinessSystemLoginSecretIssued";
 
 /// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
 mod v1 {
@@ -282,6 +297,16 @@ mod v1 {
     pub(super) struct SharedUse {
         pub municipality: MunicipalityCode,
     }
+
+    #[derive(Deserialize)]
+    pub(super) struct LoginConfigured {
+        pub client: crate::login_client::LoginClientV1,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct LoginSecretIssued {
+        pub at: Timestamp,
+    }
 }
 
 impl DomainEvent for BusinessSystemEvent {
@@ -292,6 +317,8 @@ impl DomainEvent for BusinessSystemEvent {
             Self::Retired => RETIRED,
             Self::MunicipalityPermitted { .. } => PERMITTED,
             Self::MunicipalityWithdrawn { .. } => WITHDRAWN,
+            Self::LoginConfigured { .. } => LOGIN_CONFIGURED,
+            Self::LoginSecretIssued { .. } => LOGIN_SECRET_ISSUED,
         }
     }
 
@@ -309,6 +336,8 @@ impl DomainEvent for BusinessSystemEvent {
             Self::MunicipalityPermitted { municipality } | Self::MunicipalityWithdrawn { municipality } => {
                 json!({ "municipality": municipality.as_str() })
             }
+            Self::LoginConfigured { client } => json!({ "client": client.encode() }),
+            Self::LoginSecretIssued { at } => json!({ "at": at }),
         }
     }
 
@@ -334,6 +363,14 @@ impl DomainEvent for BusinessSystemEvent {
                 let v1::SharedUse { municipality } = decode_payload(event_type, event_version, payload)?;
                 Self::MunicipalityWithdrawn { municipality }
             }
+            (LOGIN_CONFIGURED, 1) => {
+                let v1::LoginConfigured { client } = decode_payload(event_type, event_version, payload)?;
+                Self::LoginConfigured { client: client.into() }
+            }
+            (LOGIN_SECRET_ISSUED, 1) => {
+                let v1::LoginSecretIssued { at } = decode_payload(event_type, event_version, payload)?;
+                Self::LoginSecretIssued { at }
+            }
             _ => return Err(EventDecodeError::unknown(event_type, event_version)),
         })
     }
@@ -354,6 +391,8 @@ pub enum BusinessSystemError {
     /// Registering without (or changing to a profile that clears) any of the three required URLs; lists each.
     #[error("required: {}", fields(.0))]
     UrlsRequired(Vec<RequiredUrl>),
+    #[error("the business system is not registered as a login client: register its redirect URIs first")]
+    LoginNotConfigured,
 }
 
 fn fields(urls: &[RequiredUrl]) -> String {
@@ -369,6 +408,9 @@ impl crate::message::Localized for BusinessSystemError {
             Self::BuiltInCannotBeRetired => "標準の業務システム（業務ID 00・01・02）は廃止できません",
             Self::NotPermitted => "この市町村・任意団体は共同利用を許可されていません",
             Self::UrlsRequired(_) => "業務トップURL・オペレータ管理URL・パーソナライズURLは必須項目です",
+            Self::LoginNotConfigured => {
+                "この業務システムはログイン連携（リダイレクトURI）が登録されていません。先に登録してください"
+            }
         };
         text.to_owned()
     }
@@ -381,6 +423,10 @@ pub struct BusinessSystemState {
     retired: bool,
     /// Emptied on retirement: a retired system permits nobody.
     permitted: BTreeSet<MunicipalityCode>,
+    /// Its registration as a login client of cardap, if any.
+    login: Option<LoginClient>,
+    /// When its current client secret was issued.
+    login_secret_issued: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +455,16 @@ impl BusinessSystemState {
     /// The municipalities permitted to use the system now, in code order; empty once retired.
     pub fn permitted(&self) -> &BTreeSet<MunicipalityCode> {
         &self.permitted
+    }
+
+    /// Its registration as a login client (業務ログイン認証), if any.
+    pub fn login(&self) -> Option<&LoginClient> {
+        self.login.as_ref()
+    }
+
+    /// When its current client secret was issued; `None`: it has none.
+    pub fn login_secret_issued(&self) -> Option<Timestamp> {
+        self.login_secret_issued
     }
 
     /// Whether `municipality` may use the system now (never once it is retired).
@@ -469,6 +525,10 @@ impl Aggregate for BusinessSystem {
                 Ok(vec![E::MunicipalityWithdrawn { municipality }])
             }
             C::Withdraw { .. } => Err(BusinessSystemError::NotPermitted),
+            C::ConfigureLogin { client } if state.login.as_ref() == Some(&client) => Ok(vec![]),
+            C::ConfigureLogin { client } => Ok(vec![E::LoginConfigured { client }]),
+            C::IssueLoginSecret { .. } if state.login.is_none() => Err(BusinessSystemError::LoginNotConfigured),
+            C::IssueLoginSecret { at } => Ok(vec![E::LoginSecretIssued { at }]),
         }
     }
 
@@ -489,6 +549,8 @@ impl Aggregate for BusinessSystem {
             (E::MunicipalityWithdrawn { municipality }, _) => {
                 state.permitted.remove(municipality);
             }
+            (E::LoginConfigured { client }, _) => state.login = Some(client.clone()),
+            (E::LoginSecretIssued { at }, _) => state.login_secret_issued = Some(*at),
             // A change to a stream that was never registered cannot be stored; there is nothing to change.
             (E::Updated { .. }, None) => {}
         }
@@ -551,6 +613,33 @@ mod tests {
     fn builtin(id: BusinessId) -> E {
         let (id, profile) = builtin_profiles().into_iter().find(|(b, _)| *b == id).unwrap();
         E::Registered { id, profile }
+    }
+
+    fn login_client() -> LoginClient {
+        let uri = crate::login_client::RedirectUri::parse("https://portal.example.jp/oidc/callback").unwrap();
+        LoginClient::new(vec![uri]).unwrap()
+    }
+
+    #[test]
+    fn a_login_client_is_registered_once_and_a_secret_needs_one() {
+        let at = Timestamp::from_unix(1_700_000_000);
+        given::<BusinessSystem>([registered()])
+            .when(C::IssueLoginSecret { at })
+            .then_err(BusinessSystemError::LoginNotConfigured);
+        let state = given::<BusinessSystem>([registered()])
+            .when(C::ConfigureLogin { client: login_client() })
+            .then([E::LoginConfigured { client: login_client() }]);
+        assert_eq!(state.login(), Some(&login_client()));
+        given::<BusinessSystem>([registered(), E::LoginConfigured { client: login_client() }])
+            .when(C::ConfigureLogin { client: login_client() })
+            .then([]);
+        let state = given::<BusinessSystem>([registered(), E::LoginConfigured { client: login_client() }])
+            .when(C::IssueLoginSecret { at })
+            .then([E::LoginSecretIssued { at }]);
+        assert_eq!(state.login_secret_issued(), Some(at));
+        given::<BusinessSystem>([registered(), E::Retired])
+            .when(C::ConfigureLogin { client: login_client() })
+            .then_err(BusinessSystemError::Retired);
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub enum ParseError {
     InvalidEmail,
     #[error("not an http:// or https:// URL (half-width characters without spaces)")]
     InvalidUrl,
+    #[error(
+        "not a redirect URI: an https:// URL (or http:// to localhost, 127.0.0.1 or [::1]) without #fragment or user@, half-width characters without spaces"
+    )]
+    InvalidRedirectUri,
     #[error("the value must be full-width katakana (ァ-ヶ, ー, ・, full-width space); {ch:?} is not")]
     NotFullWidthKatakana { ch: char },
     #[error("the value must be full-width text; {ch:?} is not full-width")]
@@ -97,6 +101,11 @@ impl crate::message::Localized for ParseError {
             }
             Self::InvalidEmail => "メールアドレスの形式が正しくありません（例: taro@example.jp）".to_owned(),
             Self::InvalidUrl => "http:// または https:// で始まるURLを半角で入力してください".to_owned(),
+            Self::InvalidRedirectUri => {
+                "リダイレクトURIは https:// で始まるURL（localhost・127.0.0.1・[::1] は http:// も可）を半角で、\
+                 #以降と user@ を含めずに入力してください"
+                    .to_owned()
+            }
             Self::NotFullWidthKatakana { ch } if *ch == ' ' => {
                 "全角カタカナで入力してください（半角スペースは使用できません）".to_owned()
             }

@@ -11,6 +11,7 @@ pub mod certificate;
 pub mod contact;
 pub mod ids;
 pub mod local_settings;
+pub mod login_client;
 pub mod message;
 pub mod municipality;
 pub mod operator;

@@ -100,6 +100,15 @@ impl View for BusinessSystems {
                 .execute(&mut *conn)
                 .await
             }
+            // The login client's registration is read from the stream by the login use cases; the resource's
+            // ETag (its version) still moves.
+            BusinessSystemEvent::LoginConfigured { .. } | BusinessSystemEvent::LoginSecretIssued { .. } => {
+                sqlx::query("UPDATE rm_business_systems SET version = $1 WHERE business_id = $2")
+                    .bind(version)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+            }
             BusinessSystemEvent::MunicipalityWithdrawn { municipality } => {
                 sqlx::query("UPDATE rm_business_systems SET version = $1 WHERE business_id = $2")
                     .bind(version)

@@ -35,6 +35,9 @@ pub enum Companion {
     /// A private key of the internal CA (`name`: `issuing` or `root`), already sealed under the master key
     /// (base64 of [`crate::MasterKey::seal_secret`]'s output): stored with `CaCreated`, never in clear.
     StoreCaKey { name: String, sealed: String, at: DateTime<Utc> },
+    /// A business system's new client secret (its SHA-256, hex) replaces the old one: stored with
+    /// `BusinessSystemLoginSecretIssued`.
+    SetLoginSecret { business_id: String, hash: String, at: DateTime<Utc> },
 }
 
 impl std::fmt::Debug for Companion {
@@ -55,6 +58,11 @@ impl std::fmt::Debug for Companion {
             Companion::StoreCaKey { name, at, .. } => {
                 f.debug_struct("StoreCaKey").field("name", name).field("at", at).finish_non_exhaustive()
             }
+            Companion::SetLoginSecret { business_id, at, .. } => f
+                .debug_struct("SetLoginSecret")
+                .field("business_id", business_id)
+                .field("at", at)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -68,6 +76,9 @@ const REMEMBER_HASH: &str =
 const END_SESSIONS: &str = "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0";
 const END_OTHER_SESSIONS: &str =
     "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0 AND token_hash <> $2";
+const SET_LOGIN_SECRET: &str = "INSERT INTO login_client_secrets (business_id, secret_hash, issued_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (business_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+     issued_at = excluded.issued_at";
 const STORE_CA_KEY: &str = "INSERT INTO ca_keys (name, sealed_key, created_at) VALUES ($1, $2, $3)";
 const FORGET: [&str; 3] = [
     "DELETE FROM credentials WHERE operator_key = $1",
@@ -122,6 +133,15 @@ macro_rules! write_companions {
                     sqlx::query(STORE_CA_KEY)
                         .bind(name.clone())
                         .bind(sealed.clone())
+                        .bind(at.to_rfc3339())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::SetLoginSecret { business_id, hash, at } => {
+                    sqlx::query(SET_LOGIN_SECRET)
+                        .bind(business_id.clone())
+                        .bind(hash.clone())
                         .bind(at.to_rfc3339())
                         .execute(&mut *$conn)
                         .await

@@ -14,6 +14,7 @@
 
 mod credentials;
 mod database;
+mod login;
 mod postgres;
 mod sealed;
 mod snapshots;
@@ -24,6 +25,7 @@ mod wakeup;
 
 pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};
+pub use login::{CodeRow, LoginGrants, Taken};
 pub use postgres::PostgresEventStore;
 pub use sealed::{SEALING_SCHEME, SealedEventStore};
 pub use snapshots::Snapshot;

@@ -600,7 +600,7 @@ async fn permitted_entry(state: &AppState, code: String) -> Result<PermittedMuni
     Ok(PermittedMunicipality { code: entry.code, name: entry.name })
 }
 
-fn domain_error(e: BusinessSystemError) -> ApiError {
+pub(crate) fn domain_error(e: BusinessSystemError) -> ApiError {
     let text = Text::of(&e);
     match e {
         BusinessSystemError::AlreadyRegistered => ApiError::already_exists(text),
@@ -610,6 +610,7 @@ fn domain_error(e: BusinessSystemError) -> ApiError {
             ApiError::state_conflict(ProblemType::BuiltinBusinessSystem, text)
         }
         BusinessSystemError::NotPermitted => ApiError::state_conflict(ProblemType::SharedUseNotPermitted, text),
+        BusinessSystemError::LoginNotConfigured => ApiError::state_conflict(ProblemType::LoginNotConfigured, text),
         BusinessSystemError::UrlsRequired(missing) => ApiError::validation(
             missing
                 .into_iter()

@@ -5,6 +5,7 @@ pub mod cards;
 pub mod health;
 pub mod jobs;
 pub mod municipalities;
+pub mod oidc;
 pub mod operator_csv;
 pub mod operators;
 pub mod pki;
