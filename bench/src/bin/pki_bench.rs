@@ -1,7 +1,9 @@
 //! Certificate issuance benchmark (issue 10): certificates issued per second from P-256 CSRs, through the signing
 //! core (the CSR read and its signature verified, a certificate signed by the issuing CA: target ≥ 500/s, PASS or
 //! MISS), and through the HTTP use case (`POST /api/v1/business-systems/{id}/certificates`: the same, plus the
-//! `CertificateIssued` append and the read model) with 1 and 8 concurrent clients, in-process (no network).
+//! `CertificateIssued` append and the read model) with 1 and 8 concurrent clients, in-process (no network); then
+//! OpenID Connect code exchanges per second (`POST /oidc/token`: client secret, code taken once, PKCE, the
+//! operator's permission checked again, an ES256 ID token signed), with 1 and 8 concurrent business-system clients.
 //!
 //! Run: `scripts/bench` (every benchmark), or
 //! `cargo run --release -p cardap-bench --bin pki-bench -- [--database-url postgres://…] [--count 2000]`
@@ -114,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         let per_second = csrs.len() as f64 / started.elapsed().as_secs_f64();
         println!("HTTP use case, {clients} client(s): {per_second:.0} certificates/s ({} issued)", csrs.len());
     }
+    oidc_exchanges(&router, &admin, args.count).await?;
     drop(router);
     drop(application);
     if args.database_url.is_none() {
@@ -160,4 +163,76 @@ async fn post(
     let status = response.status();
     response.into_body().collect().await?;
     Ok(status)
+}
+
+/// OpenID Connect: `count` codes for the system administrator (his session at cardap, no form), then exchanged
+/// for ID tokens by 1 and 8 concurrent clients.
+async fn oidc_exchanges(router: &axum::Router, admin: &str, count: usize) -> anyhow::Result<()> {
+    const REDIRECT: &str = "https://b05.example.jp/oidc/callback";
+    let body = serde_json::json!({ "redirect_uris": [REDIRECT] }).to_string();
+    let request = Request::put("/api/v1/business-systems/05/login-client")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {admin}"))
+        .body(Body::from(body))?;
+    let response = router.clone().oneshot(request).await?;
+    anyhow::ensure!(response.status() == StatusCode::OK, "registering the login client failed: {}", response.status());
+    let request = Request::post("/api/v1/business-systems/05/login-client/secret")
+        .header("authorization", format!("Bearer {admin}"))
+        .body(Body::empty())?;
+    let response = router.clone().oneshot(request).await?;
+    anyhow::ensure!(response.status() == StatusCode::CREATED, "issuing the secret failed: {}", response.status());
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let secret = serde_json::from_slice::<serde_json::Value>(&bytes)?["client_secret"]
+        .as_str()
+        .context("a client secret")?
+        .to_owned();
+    // One verifier for all: its S256 challenge.
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    for clients in [1, 8] {
+        let mut codes = Vec::with_capacity(count);
+        for i in 0..count {
+            let uri = format!(
+                "/oidc/authorize?response_type=code&client_id=05&scope=openid&state=s{i}&nonce=n{i}\
+                 &code_challenge={challenge}&code_challenge_method=S256&redirect_uri={}",
+                REDIRECT.replace(':', "%3A").replace('/', "%2F")
+            );
+            let request = Request::get(uri).header("authorization", format!("Bearer {admin}")).body(Body::empty())?;
+            let response = router.clone().oneshot(request).await?;
+            let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let code = location.split(['?', '&']).find_map(|p| p.strip_prefix("code=")).context("a code")?;
+            codes.push(code.to_owned());
+        }
+        let codes = Arc::new(codes);
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = vec![];
+        for _ in 0..clients {
+            let (router, codes, next, secret) = (router.clone(), codes.clone(), next.clone(), secret.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(code) = codes.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                    let form = format!(
+                        "grant_type=authorization_code&code={code}&code_verifier={verifier}&client_id=05\
+                         &client_secret={secret}&redirect_uri={}",
+                        REDIRECT.replace(':', "%3A").replace('/', "%2F")
+                    );
+                    let request = Request::post("/oidc/token")
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(Body::from(form))?;
+                    let response = router.clone().oneshot(request).await?;
+                    let status = response.status();
+                    response.into_body().collect().await?;
+                    anyhow::ensure!(status == StatusCode::OK, "the exchange failed: {status}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let per_second = count as f64 / started.elapsed().as_secs_f64();
+        println!("OIDC code exchanges, {clients} client(s): {per_second:.0}/s ({count} ID tokens)");
+    }
+    Ok(())
 }
