@@ -13,6 +13,7 @@ use cardap_domain::certificate::{
 };
 use cardap_domain::contact::Text100;
 use cardap_domain::local_settings::LocalSettingsEvent;
+use cardap_domain::login_client::{LoginClient, LoginKeysEvent, RedirectUri, SigningKey};
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
 use cardap_domain::operator::{ClaimEvent, InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
 use cardap_domain::registry::RegistryEvent;
@@ -83,6 +84,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<RegistryEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<CertificateEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<AuthorityEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<LoginKeysEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -157,6 +159,11 @@ fn every_event_type_and_version_has_a_golden_file() {
         BusinessSystemEvent::Retired,
         BusinessSystemEvent::MunicipalityPermitted { municipality: code.clone() },
         BusinessSystemEvent::MunicipalityWithdrawn { municipality: code },
+        BusinessSystemEvent::LoginConfigured {
+            client: LoginClient::new(vec![RedirectUri::parse("https://b10.example.jp/oidc/callback").unwrap()])
+                .unwrap(),
+        },
+        BusinessSystemEvent::LoginSecretIssued { at: Timestamp::from_unix(1_700_000_000) },
     ];
     let operator_key = OperatorKey::from_uuid(Uuid::nil());
     let claim = [
@@ -181,6 +188,12 @@ fn every_event_type_and_version_has_a_golden_file() {
         CertificateEvent::Revoked { reason: RevocationReason::Superseded, at },
     ];
     let authority = [AuthorityEvent::Created { root_der: vec![0x30, 0x00], issuing_der: vec![0x30, 0x00], at }];
+    let login_keys = [LoginKeysEvent::SigningKeyCreated(SigningKey {
+        kid: "k1".to_owned(),
+        x: "x".to_owned(),
+        y: "y".to_owned(),
+        at,
+    })];
     let kinds = municipality
         .iter()
         .map(|e| (e.event_type(), e.event_version()))
@@ -189,6 +202,7 @@ fn every_event_type_and_version_has_a_golden_file() {
         .chain(business_system.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(certificate.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(authority.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(login_keys.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);
