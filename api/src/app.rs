@@ -122,6 +122,7 @@ pub async fn start_login_provider(
     master: &MasterKey,
     access: &Access,
     business_systems: &BusinessSystems,
+    pki: &Pki,
     settings: &Settings,
     local: SocketAddr,
 ) -> Result<LoginProvider, StartError> {
@@ -137,6 +138,7 @@ pub async fn start_login_provider(
         master.clone(),
         access.clone(),
         business_systems.clone(),
+        pki.clone(),
         OidcSettings { issuer, id_token_lifetime: settings.id_token_lifetime },
     );
     provider.start().await.map_err(|e| StartError::Failed(format!("the ID-token signing key cannot start: {e}")))?;
@@ -263,6 +265,7 @@ impl Application {
             &master,
             &access,
             &business_systems,
+            &pki,
             &settings,
             listener.local_addr().map_err(StartError::io("cannot listen"))?,
         )

@@ -49,6 +49,7 @@ use crate::business_systems::{BusinessSystems, stream as business_stream};
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, Executed};
 use crate::passwords::Secret;
+use crate::pki::Pki;
 use crate::{Clock, CommandContext};
 
 const KEYS_NAMESPACE: Uuid = Uuid::from_u128(0x6361_7264_6170_4f49_4443_6b65_7973_0001);
@@ -91,6 +92,8 @@ pub struct LoginProvider {
     read: ReadModels,
     access: Access,
     systems: BusinessSystems,
+    /// Which business system a client certificate belongs to (`tls_client_auth`).
+    pki: Pki,
     settings: OidcSettings,
     signer: Arc<RwLock<Option<Arc<Signer>>>>,
 }
@@ -282,6 +285,7 @@ impl LoginProvider {
         master: MasterKey,
         access: Access,
         systems: BusinessSystems,
+        pki: Pki,
         settings: OidcSettings,
     ) -> Self {
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
@@ -295,6 +299,7 @@ impl LoginProvider {
             read,
             access,
             systems,
+            pki,
             settings,
             signer: Arc::new(RwLock::new(None)),
         }
@@ -389,7 +394,7 @@ impl LoginProvider {
             "grant_types_supported": ["authorization_code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "tls_client_auth"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": ["openid"],
             "claims_supported": [
@@ -551,39 +556,17 @@ impl LoginProvider {
         Ok(self.authorize(checked, &who).await)
     }
 
-    /// Exchanges a code for an ID token (RFC 6749 §4.1.3, OpenID Connect Core §3.1.3).
+    /// Exchanges a code for an ID token (RFC 6749 §4.1.3, OpenID Connect Core §3.1.3). The business system
+    /// authenticates with its client secret (HTTP Basic, or in the form), or with its business server
+    /// certificate as the TLS client certificate (`tls_client_auth`, RFC 8705 §2.1: `client_id` in the form,
+    /// `certificate` the verified DER of the connection's client certificate).
     pub async fn exchange(
         &self,
         request: TokenRequest,
         basic: Option<(String, String)>,
+        certificate: Option<&[u8]>,
     ) -> Result<TokenResponse, TokenError> {
-        // The client first: Basic, or both in the form — never both ways.
-        let (client_id, secret) = match (basic, &request.client_secret) {
-            (Some(_), Some(_)) => {
-                return Err(TokenError::InvalidRequest("the client authenticated twice (Basic and form)".to_owned()));
-            }
-            (Some(pair), None) => pair,
-            (None, Some(secret)) => (request.client_id.clone().unwrap_or_default(), secret.clone()),
-            (None, None) => {
-                return Err(TokenError::InvalidClient(
-                    "client authentication required (client_secret_basic or client_secret_post)".to_owned(),
-                ));
-            }
-        };
-        let stored = match BusinessId::parse(&client_id) {
-            Ok(id) => {
-                self.grants.client_secret_hash(id.as_str()).await.map_err(|e| TokenError::Internal(e.to_string()))?
-            }
-            Err(_) => None,
-        };
-        let given = sha256_hex(&secret);
-        let known = stored.as_deref().is_some_and(|h| {
-            #[allow(deprecated)]
-            ring::constant_time::verify_slices_are_equal(h.as_bytes(), given.as_bytes()).is_ok()
-        });
-        if !known {
-            return Err(TokenError::InvalidClient("unknown client or wrong client secret".to_owned()));
-        }
+        let client_id = self.client_authenticated(&request, basic, certificate).await?;
         if request.grant_type.as_deref() != Some("authorization_code") {
             return Err(TokenError::UnsupportedGrantType);
         }
@@ -615,6 +598,54 @@ impl LoginProvider {
             return Err(TokenError::InvalidGrant("code_verifier does not match the code_challenge".to_owned()));
         }
         self.id_token_for(&row, now).await
+    }
+
+    /// The business system that authenticated: by its secret (Basic or form, never both), else by its
+    /// certificate.
+    async fn client_authenticated(
+        &self,
+        request: &TokenRequest,
+        basic: Option<(String, String)>,
+        certificate: Option<&[u8]>,
+    ) -> Result<String, TokenError> {
+        let failed = |e: &dyn std::fmt::Display| TokenError::Internal(e.to_string());
+        let (client_id, secret) = match (basic, &request.client_secret) {
+            (Some(_), Some(_)) => {
+                return Err(TokenError::InvalidRequest("the client authenticated twice (Basic and form)".to_owned()));
+            }
+            (Some(pair), None) => pair,
+            (None, Some(secret)) => (request.client_id.clone().unwrap_or_default(), secret.clone()),
+            (None, None) => {
+                let presenting = match certificate {
+                    Some(der) => self.pki.business_system_presenting(der).await.map_err(|e| failed(&e))?,
+                    None => None,
+                };
+                return match (presenting, request.client_id.as_deref()) {
+                    (Some(id), Some(client_id)) if id.as_str() == client_id => Ok(client_id.to_owned()),
+                    (Some(id), _) => Err(TokenError::InvalidClient(format!(
+                        "the client certificate is business system {id}'s, not client_id's"
+                    ))),
+                    (None, _) => Err(TokenError::InvalidClient(
+                        "client authentication required: client_secret_basic, client_secret_post, or \
+                         tls_client_auth with the business system's server certificate"
+                            .to_owned(),
+                    )),
+                };
+            }
+        };
+        let stored = match BusinessId::parse(&client_id) {
+            Ok(id) => self.grants.client_secret_hash(id.as_str()).await.map_err(|e| failed(&e))?,
+            Err(_) => None,
+        };
+        let given = sha256_hex(&secret);
+        let known = stored.as_deref().is_some_and(|h| {
+            #[allow(deprecated)]
+            ring::constant_time::verify_slices_are_equal(h.as_bytes(), given.as_bytes()).is_ok()
+        });
+        if !known {
+            return Err(TokenError::InvalidClient("unknown client or wrong client secret".to_owned()));
+        }
+        Ok(client_id)
     }
 
     /// The ID token of a taken code, if its operator still may use the business system now.

@@ -63,6 +63,7 @@ async fn world(backend: Backend) -> World {
 
 /// The business system's HTTP client for the back channel (discovery, JWKS, token): no redirects (SSRF).
 fn rp_http() -> reqwest::Client {
+    cardap_tests::install_crypto_provider();
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 

@@ -264,7 +264,163 @@ async fn certificates_of_cardaps_own_ca_log_in_until_revoked(backend: Backend) {
 
 const CHIYODA: &str = "131016";
 
+/// A reqwest client over rustls (ring) trusting only this installation's root, presenting `client` (a PEM chain
+/// and its key) when given.
+fn reqwest_client(pki: &Pki, client: Option<(&Path, &Path)>) -> cardap_tests::reqwest::Client {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.root_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    // ring, the workspace's one provider (deprecated only for lacking post-quantum key exchange; see api/src/tls.rs).
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cardap_tests::reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .redirect(cardap_tests::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The listener driven with reqwest (rustls on ring) as a Rust business system or agent would: a valid operator
+/// certificate is accepted and names its operator, none means password mode, a revoked one is refused.
+async fn reqwest_with_and_without_a_client_certificate(backend: Backend) {
+    let pki = Pki::new();
+    let app = spawn_app_with(backend, |s| s.tls = pki.settings()).await;
+    let url = format!("https://127.0.0.1:{}/api/v1/me", app.socket_addr.port());
+    let anonymous = reqwest_client(&pki, None).get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let client = reqwest_client(&pki, Some((&pki.admin_cert, &pki.admin_key)));
+    let me = client.get(&url).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<serde_json::Value>().await.unwrap()["operator_id"], "admin");
+
+    let revoked = [Revoked { serial: pki.admin_serial.clone(), at: Utc::now(), reason: Reason::KeyCompromise }];
+    let now = Utc::now();
+    std::fs::write(&pki.crl, pki.issuing.crl(&revoked, 2, now, now + chrono::Duration::days(1)).unwrap()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // A new connection each time: the revoked certificate must fail its handshake.
+        let fresh = reqwest_client(&pki, Some((&pki.admin_cert, &pki.admin_key)));
+        if fresh.get(&url).send().await.is_err() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the revoked certificate is still accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A business system authenticates to cardap with its business server certificate as the client certificate:
+/// at the token endpoint it needs no secret (tls_client_auth); another holder's certificate is not its.
+async fn a_business_system_authenticates_with_its_server_certificate(backend: Backend) {
+    let pki = Pki::new();
+    let mut tls = pki.settings();
+    (tls.client_ca_file, tls.crl_file) = (None, None);
+    let app = spawn_app_with(backend, |s| s.tls = tls).await;
+    let (login, code) = curl_json(
+        &pki,
+        &app,
+        "POST",
+        "/api/v1/sessions",
+        None,
+        &json!({"operator_id": "admin", "password": "AdminPassw0rd"}),
+    );
+    assert_eq!(code, "201", "{login}");
+    let admin = serde_json::from_str::<serde_json::Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();
+    let system = cardap_tests::business_system("05", "施設予約");
+    let (answer, code) = curl_json(&pki, &app, "POST", "/api/v1/business-systems", Some(&admin), &system);
+    assert_eq!(code, "201", "{answer}");
+    let redirect = "https://b05.example.jp/oidc/callback";
+    let (answer, code) = curl_json(
+        &pki,
+        &app,
+        "PUT",
+        "/api/v1/business-systems/05/login-client",
+        Some(&admin),
+        &json!({ "redirect_uris": [redirect] }),
+    );
+    assert_eq!(code, "200", "{answer}");
+    // Its server certificate, from its CSR (CN = the host of its URLs).
+    let key = pki.dir.path().join("b05.key");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj"])
+        .arg("/C=JP/O=南江戸市/CN=b05.example.jp")
+        .arg("-keyout")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csr_pem = String::from_utf8(out.stdout).unwrap();
+    let (issued, code) = curl_json(
+        &pki,
+        &app,
+        "POST",
+        "/api/v1/business-systems/05/certificates",
+        Some(&admin),
+        &json!({ "csr": csr_pem }),
+    );
+    assert_eq!(code, "201", "{issued}");
+    let issued: serde_json::Value = serde_json::from_str(&issued).unwrap();
+    let cert = write(pki.dir.path(), "b05.pem", issued["certificate"].as_str().unwrap());
+
+    // A code for the system administrator (his session at cardap).
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let code_for = || async {
+        let authorize = format!(
+            "https://127.0.0.1:{}/oidc/authorize?response_type=code&client_id=05&scope=openid&state=s\
+             &code_challenge={challenge}&code_challenge_method=S256&redirect_uri={}",
+            app.socket_addr.port(),
+            redirect.replace(':', "%3A").replace('/', "%2F")
+        );
+        let back = reqwest_client(&pki, None).get(&authorize).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(back.status(), 303);
+        let location = back.headers()["location"].to_str().unwrap().to_owned();
+        location.split(['?', '&']).find_map(|p| p.strip_prefix("code=")).unwrap().to_owned()
+    };
+    let token_url = format!("https://127.0.0.1:{}/oidc/token", app.socket_addr.port());
+    let form = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+            ("redirect_uri", redirect.to_owned()),
+            ("client_id", "05".to_owned()),
+        ]
+    };
+    // Its certificate and no secret: the ID token.
+    let code = code_for().await;
+    let answer = reqwest_client(&pki, Some((&cert, &key))).post(&token_url).form(&form(&code)).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(body["id_token"].is_string(), "{body}");
+    // No certificate and no secret: invalid_client.
+    let code = code_for().await;
+    let answer = reqwest_client(&pki, None).post(&token_url).form(&form(&code)).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    // Its certificate names 05 only: as client 06 it authenticates nobody.
+    let mut other = form(&code);
+    other[4].1 = "06".to_owned();
+    let answer = reqwest_client(&pki, Some((&cert, &key))).post(&token_url).form(&other).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    assert_eq!(answer.json::<serde_json::Value>().await.unwrap()["error"], "invalid_client");
+}
+
 on_both_backends!(
     an_operator_certificate_logs_him_in_and_no_certificate_means_password_mode,
     certificates_of_cardaps_own_ca_log_in_until_revoked,
+    reqwest_with_and_without_a_client_certificate,
+    a_business_system_authenticates_with_its_server_certificate,
 );

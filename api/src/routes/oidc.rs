@@ -199,7 +199,8 @@ pub struct OAuthError {
 #[utoipa::path(post, operation_id = "oidcToken", path = "/oidc/token", tag = "login",
     request_body(content = Object, content_type = "application/x-www-form-urlencoded",
         description = "`grant_type=authorization_code`, `code`, `redirect_uri`, `code_verifier`; the client \
-            authenticates with HTTP Basic (業務ID, client secret) or `client_id` + `client_secret` in the form",
+            authenticates with HTTP Basic (業務ID, client secret), `client_id` + `client_secret` in the form, or \
+            `client_id` alone over mutual TLS with its business server certificate (tls_client_auth)",
         example = json!({"grant_type": "authorization_code", "code": "SplxlOBeZQQYbYS6WxSbIA",
             "redirect_uri": "https://portal.example.jp/oidc/callback",
             "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "client_id": "05", "client_secret": "secret"})),
@@ -210,7 +211,12 @@ pub struct OAuthError {
             the operator may no longer use the business system), `invalid_request`, `unsupported_grant_type`"),
         (status = 401, body = OAuthError, content_type = "application/json",
             description = "`invalid_client`: unknown business system or wrong client secret")))]
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<crate::tls::PeerCertificate>>,
+    body: Bytes,
+) -> Response {
     let request: TokenRequest = match serde_urlencoded::from_bytes(&body) {
         Ok(request) => request,
         Err(e) => return oauth_error(&TokenError::InvalidRequest(format!("the form cannot be read: {e}"))),
@@ -229,7 +235,8 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
                 |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
             Some((decode(id)?, decode(secret)?))
         });
-    match state.oidc.exchange(request, basic).await {
+    let certificate = peer.as_ref().map(|Extension(p)| &p.0[..]);
+    match state.oidc.exchange(request, basic, certificate).await {
         Ok(answer) => {
             let mut response = Json(TokenAnswer {
                 access_token: answer.access_token,

@@ -532,6 +532,20 @@ impl Pki {
         Ok(row)
     }
 
+    /// The business system whose server certificate (業務サーバ証明書, also its client certificate) `der` is: one
+    /// this CA issued to it and that is not revoked. The TLS listener checked the chain, the validity and the CRL
+    /// already; this ties the certificate to its holder. `None` for anything else (an operator's certificate, an
+    /// unknown one).
+    pub async fn business_system_presenting(&self, der: &[u8]) -> Result<Option<BusinessId>> {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Ok(None) };
+        let Ok(serial) = CertificateSerial::parse(&hex::encode(cert.raw_serial())) else { return Ok(None) };
+        let Some(row) = view::get(self.read.pool(), &serial).await.map_err(internal)? else { return Ok(None) };
+        if row.kind != "business-server" || row.revoked_at.is_some() || row.der != der {
+            return Ok(None);
+        }
+        Ok(BusinessId::parse(&row.holder).ok())
+    }
+
     /// The certificates of a holder, newest first.
     pub async fn certificates_of(&self, holder: &Holder) -> Result<Vec<CertificateRow>> {
         view::of_holder(self.read.pool(), holder).await.map_err(internal)
