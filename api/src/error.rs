@@ -83,11 +83,15 @@ pub enum ProblemType {
     CertificateRevoked,
     /// 410: an operator's PKCS#12 bundle was downloaded already (or expired): it is handed out once.
     Pkcs12Gone,
+    /// 422: a card's MAC over what it holds does not verify (another card, or data altered on the way).
+    CardConfirmationInvalid,
+    /// 409: the card's local area was created by another municipality.
+    CardOfAnotherMunicipality,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 44] = [
+    pub const ALL: [ProblemType; 46] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -132,6 +136,8 @@ impl ProblemType {
         ProblemType::CsrSubjectMismatch,
         ProblemType::CertificateRevoked,
         ProblemType::Pkcs12Gone,
+        ProblemType::CardConfirmationInvalid,
+        ProblemType::CardOfAnotherMunicipality,
     ];
 
     /// The `type` as sent.
@@ -181,6 +187,8 @@ impl ProblemType {
             ProblemType::CsrSubjectMismatch => "/problems/csr-subject-mismatch",
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
             ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
+            ProblemType::CardConfirmationInvalid => "/problems/card-confirmation-invalid",
+            ProblemType::CardOfAnotherMunicipality => "/problems/card-of-another-municipality",
         }
     }
 }
@@ -437,6 +445,16 @@ impl ApiError {
             "パスワードは一度だけ表示します。分からなくなったオペレータは管理者がパスワードを再設定してください",
             "passwords are shown once; an administrator resets the password of an operator who lost it",
         ))
+    }
+
+    /// A card's MAC over what it holds that does not verify (422 `/problems/card-confirmation-invalid`).
+    pub fn card_confirmation_invalid(detail: Text) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::CardConfirmationInvalid,
+            Text::new("カードの応答を検証できません", "The card's answer does not verify"),
+        )
+        .with_detail(detail)
     }
 
     /// Something handed out once is gone (410 `kind`).
@@ -759,6 +777,8 @@ mod tests {
             "/problems/csr-subject-mismatch",
             "/problems/certificate-revoked",
             "/problems/pkcs12-gone",
+            "/problems/card-confirmation-invalid",
+            "/problems/card-of-another-municipality",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

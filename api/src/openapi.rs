@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, cards, health, jobs, municipalities, operator_csv, operators, pki, registry, resident_settings,
-    residents, sessions,
+    business_systems, card_writes, cards, health, jobs, municipalities, operator_csv, operators, pki, registry,
+    resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -42,7 +42,7 @@ use crate::routes::{
         resident_settings::show, resident_settings::replace,
         residents::register, residents::search, residents::show, residents::change, residents::move_out,
         cards::register_card, cards::show, cards::local_area, cards::install, cards::remove, cards::suspend,
-        cards::resume, cards::abolish, cards::ap_counts,
+        cards::resume, cards::abolish, cards::ap_counts, card_writes::prepare, card_writes::record,
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
         pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
         pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
@@ -109,7 +109,8 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 4] = ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12"];
+const NO_COMMAND: [&str; 5] =
+    ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12", "prepareCardWrite"];
 
 /// Operations that stream their body under limits of their own (reported in the answer) instead of refusing a
 /// large body with 413: the registry import (`routes::registry`).
