@@ -161,6 +161,11 @@ impl CardWrites {
         CardWrites { residents, keys }
     }
 
+    /// The key of card `fid`, for its issuance only (`cardap card-key`, the tests' emulated cards).
+    pub fn card_key(&self, fid: &CardFid) -> [u8; 32] {
+        self.keys.card_key(fid)
+    }
+
     /// Decides `write` on card `fid` of `code` and answers the image the card is to commit, with cardap's MAC
     /// over the card's `challenge`. Appends nothing: [`CardWrites::record_card_state`] does, once the card
     /// confirms.
