@@ -55,7 +55,10 @@ impl AccessError {
             E::NoReadersAvailable => AccessError::NoReader,
             E::NoService | E::ServiceStopped => AccessError::NoService,
             E::ReaderUnavailable | E::UnknownReader => AccessError::ReaderGone(reader.to_owned()),
-            E::RemovedCard | E::ResetCard | E::NoSmartcard => AccessError::CardRemoved,
+            // vpcd reports a card pulled out in the middle of a command as a failed transaction.
+            E::RemovedCard | E::ResetCard | E::NoSmartcard | E::NotTransacted | E::UnpoweredCard => {
+                AccessError::CardRemoved
+            }
             E::Timeout => AccessError::Timeout(Duration::ZERO),
             other => AccessError::Pcsc(other),
         }
@@ -129,11 +132,20 @@ impl Readers {
     /// Connects to the card in `reader`.
     pub fn connect(&self, reader: &str) -> Result<PcscCard, AccessError> {
         let name = CString::new(reader).map_err(|_| AccessError::ReaderGone(reader.to_owned()))?;
-        let card = self
-            .ctx
-            .connect(name.as_c_str(), pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
-            .map_err(|e| AccessError::of(e, reader))?;
-        Ok(PcscCard { card, reader: reader.to_owned() })
+        // Right after a card is inserted (again), pcscd may still be negotiating its protocol: a few retries.
+        let mut attempts = 0;
+        loop {
+            match self.ctx.connect(name.as_c_str(), pcsc::ShareMode::Shared, pcsc::Protocols::ANY) {
+                Ok(card) => return Ok(PcscCard { card, reader: reader.to_owned() }),
+                Err(pcsc::Error::ProtoMismatch | pcsc::Error::ResetCard | pcsc::Error::NotTransacted)
+                    if attempts < 20 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(AccessError::of(e, reader)),
+            }
+        }
     }
 
     /// The name as PC/SC wants it.
@@ -164,7 +176,8 @@ impl Transport for PcscCard {
         let mut buffer = [0_u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         let answer =
             self.card.transmit(&command.to_bytes(), &mut buffer).map_err(|e| AccessError::of(e, &self.reader))?;
-        Response::parse(answer).map_err(|_| AccessError::Data("a response shorter than its status word".into()))
+        // No status word at all: the card left in the middle of the command (vpcd answers nothing then).
+        Response::parse(answer).map_err(|_| AccessError::CardRemoved)
     }
 }
 
