@@ -41,7 +41,12 @@ pub fn serve(card: &Mutex<Card>, mut stream: TcpStream, pull_out: PullOut) -> io
         let mut len = [0_u8; 2];
         match stream.read_exact(&mut len) {
             Ok(()) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+                ) =>
+            {
                 return Ok(Ended::Closed);
             }
             Err(e) => return Err(e),
