@@ -3,6 +3,7 @@
 
 use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::card_writes::{CardKeys, CardWrites};
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
@@ -271,7 +272,9 @@ impl Application {
         )
         .await?;
         runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), oidc.clone(), shutdown_rx.clone())));
+        let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
         let state = AppState {
+            card_writes,
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems,
             oidc,
@@ -461,6 +464,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::resident_settings::router())
         .merge(routes::residents::router())
         .merge(routes::cards::router())
+        .merge(routes::card_writes::router())
         .merge(routes::pki::router())
         .merge(routes::oidc::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.

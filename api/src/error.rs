@@ -86,11 +86,15 @@ pub enum ProblemType {
     /// 409: the business system is not registered as a login client (no redirect URIs), so it can have no
     /// client secret.
     LoginNotConfigured,
+    /// 422: a card's MAC over what it holds does not verify (another card, or data altered on the way).
+    CardConfirmationInvalid,
+    /// 409: the card's local area was created by another municipality.
+    CardOfAnotherMunicipality,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 45] = [
+    pub const ALL: [ProblemType; 47] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -136,6 +140,8 @@ impl ProblemType {
         ProblemType::CertificateRevoked,
         ProblemType::Pkcs12Gone,
         ProblemType::LoginNotConfigured,
+        ProblemType::CardConfirmationInvalid,
+        ProblemType::CardOfAnotherMunicipality,
     ];
 
     /// The `type` as sent.
@@ -186,6 +192,8 @@ impl ProblemType {
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
             ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
             ProblemType::LoginNotConfigured => "/problems/login-not-configured",
+            ProblemType::CardConfirmationInvalid => "/problems/card-confirmation-invalid",
+            ProblemType::CardOfAnotherMunicipality => "/problems/card-of-another-municipality",
         }
     }
 }
@@ -442,6 +450,16 @@ impl ApiError {
             "パスワードは一度だけ表示します。分からなくなったオペレータは管理者がパスワードを再設定してください",
             "passwords are shown once; an administrator resets the password of an operator who lost it",
         ))
+    }
+
+    /// A card's MAC over what it holds that does not verify (422 `/problems/card-confirmation-invalid`).
+    pub fn card_confirmation_invalid(detail: Text) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::CardConfirmationInvalid,
+            Text::new("カードの応答を検証できません", "The card's answer does not verify"),
+        )
+        .with_detail(detail)
     }
 
     /// Something handed out once is gone (410 `kind`).
@@ -765,6 +783,8 @@ mod tests {
             "/problems/certificate-revoked",
             "/problems/pkcs12-gone",
             "/problems/login-not-configured",
+            "/problems/card-confirmation-invalid",
+            "/problems/card-of-another-municipality",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

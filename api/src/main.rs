@@ -1,5 +1,5 @@
-//! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild`, `ca init|export-root` and
-//! `audit verify`.
+//! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild`, `ca init|export-root`,
+//! `card-key` and `audit verify`.
 //!
 //! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
 //! the command) and `--config PATH`; `Settings::load` lays them over the configuration file and the `CARDAP_*`
@@ -42,6 +42,13 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// Issuance of a card (personalization, as the card's issuer does it): print the local-area key of the card
+    /// `FID` (hex), derived from the master key, for the card emulator's card file (`card_key`). No route answers
+    /// it; the card agent never holds it.
+    CardKey {
+        /// The card's FID.
+        fid: String,
     },
     /// The audit trail.
     Audit {
@@ -166,6 +173,13 @@ async fn run(cli: Cli) -> Result<(), StartError> {
                 Verdict::Intact { .. } => Ok(()),
                 _ => Err(StartError::Tampered),
             }
+        }
+        Command::CardKey { fid } => {
+            let fid = cardap_domain::resident::CardFid::parse(&fid)
+                .map_err(|_| StartError::Failed("the FID must be 1 to 32 half-width letters and digits".to_owned()))?;
+            let keys = cardap_commands::card_writes::CardKeys::new(&master_key(&settings)?);
+            println!("{}", hex::encode(keys.card_key(&fid)));
+            Ok(())
         }
         Command::Ca { command: CaCommand::Init } => {
             let db = open_database(&settings).await?;

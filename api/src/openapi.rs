@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki, registry,
+    business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki, registry,
     resident_settings, residents, sessions,
 };
 
@@ -42,7 +42,7 @@ use crate::routes::{
         resident_settings::show, resident_settings::replace,
         residents::register, residents::search, residents::show, residents::change, residents::move_out,
         cards::register_card, cards::show, cards::local_area, cards::install, cards::remove, cards::suspend,
-        cards::resume, cards::abolish, cards::ap_counts,
+        cards::resume, cards::abolish, cards::ap_counts, card_writes::prepare, card_writes::record,
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,
         pki::reissue_business, pki::issue_operator, pki::list_operator, pki::show_operator, pki::revoke_operator,
         pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
@@ -111,8 +111,15 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 6] =
-    ["logout", "lookupRegistry", "takeJobPasswords", "takeOperatorPkcs12", "oidcLogin", "oidcToken"];
+const NO_COMMAND: [&str; 7] = [
+    "logout",
+    "lookupRegistry",
+    "takeJobPasswords",
+    "takeOperatorPkcs12",
+    "prepareCardWrite",
+    "oidcLogin",
+    "oidcToken",
+];
 
 /// The OpenID Connect endpoints answer errors as the protocol says (an HTML page, a redirect, an OAuth 2.0 JSON
 /// error): the error answers they document keep their own content; only what the server's layers add (413, 500,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cardap_commands::Views;
 use cardap_commands::access::Access;
 use cardap_commands::business_systems::BusinessSystems;
+use cardap_commands::card_writes::CardWrites;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Resident service registration (residents, cards, settings, registry import) over `store`.
     pub residents: ResidentServices,
+    /// Writing the card through the card agent: cardap's MACs and the events the card confirms.
+    pub card_writes: CardWrites,
     /// Login, sessions and passwords.
     pub access: Access,
     /// 市町村設定.

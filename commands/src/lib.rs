@@ -29,6 +29,7 @@ pub mod access;
 pub mod authz;
 pub mod bootstrap;
 pub mod business_systems;
+pub mod card_writes;
 pub mod clock;
 mod context;
 pub mod engine;

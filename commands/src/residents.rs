@@ -114,6 +114,11 @@ impl ResidentServices {
         ResidentServices { store, read, views, draw }
     }
 
+    /// The random part of a new 標準ID.
+    pub(crate) fn draw_standard_id(&self) -> u64 {
+        (self.draw)()
+    }
+
     /// The read models the resident queries answer from.
     pub fn read(&self) -> &ReadModels {
         &self.read
@@ -470,7 +475,7 @@ fn resident_error(e: ResidentError) -> CommandError<RegistrationError> {
     CommandError::Domain(RegistrationError::Resident(e))
 }
 
-fn card_error(e: CardError) -> CommandError<RegistrationError> {
+pub(crate) fn card_error(e: CardError) -> CommandError<RegistrationError> {
     CommandError::Domain(RegistrationError::Card(e))
 }
 
@@ -481,7 +486,7 @@ fn check_if_match(if_match: Option<u64>, current: u64) -> Result<()> {
     }
 }
 
-fn snapshot(card: Option<RegisteredCard>, version: u64) -> Result<CardSnapshot> {
+pub(crate) fn snapshot(card: Option<RegisteredCard>, version: u64) -> Result<CardSnapshot> {
     match card {
         Some(card) => Ok(CardSnapshot { card, version }),
         None => refused(RegistrationError::CardNotFound),
@@ -514,11 +519,15 @@ fn resident_snapshot(state: ResidentState, version: u64) -> Result<ResidentSnaps
 }
 
 /// The state after `events`, as the decision's answer (no second read of the stream just written).
-fn after<A: Aggregate>(loaded: crate::Loaded<A>, events: &[A::Event]) -> (A::State, u64) {
+pub(crate) fn after<A: Aggregate>(loaded: crate::Loaded<A>, events: &[A::Event]) -> (A::State, u64) {
     (events.iter().fold(loaded.state, A::evolve), loaded.version + events.len() as u64)
 }
 
-async fn load_card(tx: &mut Tx, code: &MunicipalityCode, fid: &CardFid) -> Result<(crate::Loaded<Card>, StreamId)> {
+pub(crate) async fn load_card(
+    tx: &mut Tx,
+    code: &MunicipalityCode,
+    fid: &CardFid,
+) -> Result<(crate::Loaded<Card>, StreamId)> {
     let stream = stream_of::<Card>(&card::stream_key(fid));
     let loaded = tx.load::<Card, RegistrationError>(&stream).await?;
     match &loaded.state.registered {
@@ -544,7 +553,7 @@ async fn permitted_among<'a>(
     Ok(permitted)
 }
 
-async fn offer<'a>(
+pub(crate) async fn offer<'a>(
     tx: &mut Tx,
     code: &MunicipalityCode,
     settings: &LocalSettingsState,

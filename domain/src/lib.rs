@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod business_system;
 pub mod card;
+pub mod card_area;
 pub mod cells;
 pub mod certificate;
 pub mod contact;

@@ -155,6 +155,17 @@ impl MasterKey {
         open_with(&self.key, nonce.try_into().ok()?, label.as_bytes(), ciphertext.to_vec())
     }
 
+    /// A secret derived from the master key for one purpose (`label`): HMAC-SHA-256 of the label under the master
+    /// key (HKDF's extract-and-expand in one step, for a single 32-byte output). It exists only in memory, as
+    /// sealed as the master key itself: whoever has one has the other. The card keys of the local-area profile
+    /// derive from `cardap card keys v1` (`cardap_commands::card_writes`).
+    pub fn derive_secret(&self, label: &str) -> [u8; KEY_LEN] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.bytes);
+        let mut out = [0_u8; KEY_LEN];
+        out.copy_from_slice(ring::hmac::sign(&key, label.as_bytes()).as_ref());
+        out
+    }
+
     fn read_file(path: &Path) -> Result<MasterKey, MasterKeyError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io { path: path.to_owned(), source })?;

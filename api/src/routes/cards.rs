@@ -109,7 +109,7 @@ pub struct ApCounts {
     pub items: Vec<ApCount>,
 }
 
-fn view(s: &CardSnapshot) -> CardView {
+pub(crate) fn view(s: &CardSnapshot) -> CardView {
     CardView {
         fid: s.card.fid.to_string(),
         resident_id: s.card.resident_id.to_string(),
@@ -171,15 +171,19 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
     }
 }
 
-fn mapped(e: CommandError<RegistrationError>, business_ids: &[BusinessId]) -> ApiError {
+pub(crate) fn mapped(e: CommandError<RegistrationError>, business_ids: &[BusinessId]) -> ApiError {
     command_error(e, |d| registration_error(d, business_ids))
 }
 
-fn fid_in_path(fid: &str) -> Result<CardFid, ApiError> {
+pub(crate) fn fid_in_path(fid: &str) -> Result<CardFid, ApiError> {
     CardFid::parse(fid).map_err(|_| ApiError::not_found())
 }
 
-async fn answered(state: &AppState, snapshot: &CardSnapshot, checkpoint: Option<cardap_store::Checkpoint>) -> Response {
+pub(crate) async fn answered(
+    state: &AppState,
+    snapshot: &CardSnapshot,
+    checkpoint: Option<cardap_store::Checkpoint>,
+) -> Response {
     if let Some(checkpoint) = checkpoint {
         // A card decision also changes its resident (card attached, detached): both views answer for it.
         state.residents.card_shown(checkpoint).await;

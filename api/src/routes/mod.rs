@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per area, and the request metadata every command takes from its headers.
 
 pub mod business_systems;
+pub mod card_writes;
 pub mod cards;
 pub mod health;
 pub mod jobs;
