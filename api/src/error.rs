@@ -83,11 +83,21 @@ pub enum ProblemType {
     CertificateRevoked,
     /// 410: an operator's PKCS#12 bundle was downloaded already (or expired): it is handed out once.
     Pkcs12Gone,
+    /// 403: the password was right, but the operator's municipality requires him to log in biometrically (or with
+    /// his operator certificate).
+    BiometricRequired,
+    /// 422: the authenticator's model (AAGUID) is not on the municipality's allow-list.
+    AuthenticatorModelNotAllowed,
+    /// 422: the authenticator's answer to a registration does not verify (challenge, origin, user verification,
+    /// attestation).
+    AuthenticatorNotVerified,
+    /// 409: the operator has as many authenticators as he may.
+    TooManyAuthenticators,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 44] = [
+    pub const ALL: [ProblemType; 48] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -132,6 +142,10 @@ impl ProblemType {
         ProblemType::CsrSubjectMismatch,
         ProblemType::CertificateRevoked,
         ProblemType::Pkcs12Gone,
+        ProblemType::BiometricRequired,
+        ProblemType::AuthenticatorModelNotAllowed,
+        ProblemType::AuthenticatorNotVerified,
+        ProblemType::TooManyAuthenticators,
     ];
 
     /// The `type` as sent.
@@ -181,6 +195,10 @@ impl ProblemType {
             ProblemType::CsrSubjectMismatch => "/problems/csr-subject-mismatch",
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
             ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
+            ProblemType::BiometricRequired => "/problems/biometric-required",
+            ProblemType::AuthenticatorModelNotAllowed => "/problems/authenticator-model-not-allowed",
+            ProblemType::AuthenticatorNotVerified => "/problems/authenticator-not-verified",
+            ProblemType::TooManyAuthenticators => "/problems/too-many-authenticators",
         }
     }
 }
@@ -511,6 +529,33 @@ impl ApiError {
         .with_detail(detail)
     }
 
+    /// The password was right, but this operator must log in biometrically (his municipality's policy).
+    pub fn biometric_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::BiometricRequired,
+            Text::new(
+                "このオペレータは生体認証でログインしてください",
+                "This operator must log in biometrically",
+            ),
+        )
+        .with_detail(Text::new(
+            "市町村・任意団体の設定により、パスワードではログインできません。生体認証（またはオペレータ証明書）でログインしてください",
+            "the municipality requires biometric login for this operator: log in with his authenticator (or his \
+             operator certificate), not a password",
+        ))
+    }
+
+    /// A refusal about an authenticator (422 or 409 `kind`), with what to do in `detail`.
+    pub fn authenticator(status: StatusCode, kind: ProblemType, detail: Text) -> Self {
+        Self::new(
+            status,
+            kind,
+            Text::new("認証器（生体認証装置）を登録できません", "The authenticator cannot be registered"),
+        )
+        .with_detail(detail)
+    }
+
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -759,6 +804,10 @@ mod tests {
             "/problems/csr-subject-mismatch",
             "/problems/certificate-revoked",
             "/problems/pkcs12-gone",
+            "/problems/biometric-required",
+            "/problems/authenticator-model-not-allowed",
+            "/problems/authenticator-not-verified",
+            "/problems/too-many-authenticators",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -576,8 +576,17 @@ impl Operator {
                 Err(OperatorError::TooManyAuthenticators { max: MAX_AUTHENTICATORS })
             }
             C::RegisterAuthenticator { authenticator, at, .. } => {
-                let NewAuthenticator { credential_id, public_key, aaguid, sign_count, label } = authenticator;
-                Ok(vec![E::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at }])
+                let NewAuthenticator { credential_id, public_key, aaguid, sign_count, backup_eligible, label } =
+                    authenticator;
+                Ok(vec![E::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                }])
             }
             C::RemoveAuthenticator { credential_id, at } if op.authenticators.contains_key(&credential_id) => {
                 Ok(vec![E::AuthenticatorRemoved { credential_id, at }])
@@ -695,7 +704,15 @@ impl Aggregate for Operator {
             E::InternalIdRemoved { business_id } => {
                 r.internal_ids.remove(business_id);
             }
-            E::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at } => {
+            E::AuthenticatorRegistered {
+                credential_id,
+                public_key,
+                aaguid,
+                sign_count,
+                backup_eligible,
+                label,
+                at,
+            } => {
                 r.authenticators.insert(
                     credential_id.clone(),
                     RegisteredAuthenticator {
@@ -703,6 +720,7 @@ impl Aggregate for Operator {
                         public_key: public_key.clone(),
                         aaguid: *aaguid,
                         sign_count: *sign_count,
+                        backup_eligible: *backup_eligible,
                         label: label.clone(),
                         registered_at: *at,
                     },
@@ -1469,6 +1487,7 @@ mod tests {
             public_key: CosePublicKey::from_bytes(vec![0xa5, n]).unwrap(),
             aaguid: vein(),
             sign_count: 3,
+            backup_eligible: false,
             label: AuthenticatorLabel::parse("窓口3番 指静脈").unwrap(),
         }
     }
@@ -1482,8 +1501,8 @@ mod tests {
     }
 
     fn registered_reader(n: u8) -> E {
-        let NewAuthenticator { credential_id, public_key, aaguid, sign_count, label } = reader(n);
-        E::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at: t(1) }
+        let NewAuthenticator { credential_id, public_key, aaguid, sign_count, backup_eligible, label } = reader(n);
+        E::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, backup_eligible, label, at: t(1) }
     }
 
     fn register_reader(n: u8, allowed_models: Vec<Aaguid>) -> C {

@@ -159,6 +159,7 @@ fn every_event_type_and_version_has_a_golden_file() {
             public_key: CosePublicKey::from_bytes(vec![0xa5]).unwrap(),
             aaguid: Aaguid::UNKNOWN,
             sign_count: 0,
+            backup_eligible: false,
             label: AuthenticatorLabel::parse("指静脈").unwrap(),
             at,
         },

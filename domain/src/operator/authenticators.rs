@@ -211,6 +211,9 @@ pub struct NewAuthenticator {
     /// The signature counter the authenticator reported at registration: every later assertion must count past it
     /// (unless the authenticator keeps no counter, then it stays 0).
     pub sign_count: u32,
+    /// The authenticator said the credential may be copied to other devices (a synchronised passkey): it must say
+    /// the same at every login (WebAuthn §6.1 BE flag).
+    pub backup_eligible: bool,
     pub label: AuthenticatorLabel,
 }
 
@@ -222,6 +225,7 @@ pub struct RegisteredAuthenticator {
     pub aaguid: Aaguid,
     /// The counter at registration (the baseline; the counters of logins are on his login stream).
     pub sign_count: u32,
+    pub backup_eligible: bool,
     pub label: AuthenticatorLabel,
     pub registered_at: Timestamp,
 }

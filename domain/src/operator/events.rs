@@ -77,6 +77,8 @@ pub enum OperatorEvent {
         aaguid: Aaguid,
         /// The signature counter at registration: later assertions must count past it.
         sign_count: u32,
+        /// A credential that may be synchronised to other devices (WebAuthn BE flag).
+        backup_eligible: bool,
         label: AuthenticatorLabel,
         at: Timestamp,
     },
@@ -235,6 +237,7 @@ mod v1 {
         pub public_key: CosePublicKey,
         pub aaguid: Aaguid,
         pub sign_count: u32,
+        pub backup_eligible: bool,
         pub label: AuthenticatorLabel,
         pub at: Timestamp,
     }
@@ -339,11 +342,20 @@ impl DomainEvent for OperatorEvent {
                 "role": role.as_ref().map(Text100::as_str),
             }),
             Self::InternalIdRemoved { business_id } => json!({ "business_id": business_id.as_str() }),
-            Self::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at } => json!({
+            Self::AuthenticatorRegistered {
+                credential_id,
+                public_key,
+                aaguid,
+                sign_count,
+                backup_eligible,
+                label,
+                at,
+            } => json!({
                 "credential_id": credential_id.to_string(),
                 "public_key": String::from(public_key.clone()),
                 "aaguid": aaguid.to_string(),
                 "sign_count": sign_count,
+                "backup_eligible": backup_eligible,
                 "label": label.as_str(),
                 "at": at.unix(),
             }),
@@ -423,9 +435,24 @@ impl DomainEvent for OperatorEvent {
                 Self::InternalIdRemoved { business_id }
             }
             (AUTHENTICATOR_REGISTERED, 1) => {
-                let v1::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at } =
-                    decode_payload(t, v, payload)?;
-                Self::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, label, at }
+                let v1::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                } = decode_payload(t, v, payload)?;
+                Self::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                }
             }
             (AUTHENTICATOR_REMOVED, 1) => {
                 let v1::AuthenticatorRemoved { credential_id, at } = decode_payload(t, v, payload)?;
