@@ -257,6 +257,18 @@ impl Biometrics {
         if let Some(actor) = &ctx.actor {
             authorize(actor, &permission)?;
         }
+        let stream = operator_stream(Some(code), operator_id);
+        // A retry of a finish that went through (the same `Idempotency-Key`): its result, not a used-up ceremony.
+        if let Some(outcome) = self.store.command_outcome(ctx.command_id).await? {
+            let loaded =
+                self.operator(code, operator_id).await.map_err(|e| e.map_domain(AuthenticatorError::Operator))?;
+            return Ok(Executed {
+                state: loaded.state,
+                version: loaded.version,
+                events: vec![],
+                outcome: Some(outcome),
+            });
+        }
         let now = self.access.clock().now();
         let unknown = || CommandError::Domain(AuthenticatorError::UnknownCeremony);
         let payload = self.ceremonies.take(id, REGISTRATION, now.timestamp()).await?.ok_or_else(unknown)?;
@@ -283,10 +295,12 @@ impl Biometrics {
             backup_eligible: credential.backup_eligible,
             label: ceremony.label,
         };
-        let allowed_models = self.policy(code).await.map_err(|e| e.map_domain(|e| internal_error(&e)))?;
-        let allowed_models = allowed_models.state.allowed_models().iter().copied().collect();
+        let allowed_models = match self.policy(code).await {
+            Ok(policy) => policy.state.allowed_models().iter().copied().collect(),
+            Err(CommandError::Store(e)) => return Err(CommandError::Store(e)),
+            Err(e) => return Err(internal(e)),
+        };
         let command = OperatorCommand::RegisterAuthenticator { authenticator, at: timestamp(now), allowed_models };
-        let stream = operator_stream(Some(code), operator_id);
         let executed = CommandHandler::<Operator>::new(self.store.clone())
             .execute(ctx, &permission, &stream, Some(code.clone()), None, command)
             .await
@@ -380,14 +394,17 @@ impl Biometrics {
         if let Err(retry_after) = self.access.throttle().check(&attempters(client, &login)) {
             return Err(LoginError::Throttled { retry_after });
         }
-        let operator = self.acting(municipality, operator_id).await?;
+        let (named, operator) = self.acting(municipality, operator_id).await?;
         let mut passkeys = vec![];
-        if let Some((code, id)) = &operator {
+        // The stream of whoever the name names is read, known or not: the same work either way.
+        if let Some((code, id)) = &named {
             let op = CommandHandler::<Operator>::new(self.store.clone())
                 .load(&operator_stream(code.as_ref(), id))
                 .await
                 .map_err(failure)?;
-            for authenticator in op.state.authenticators() {
+            let authenticators: Vec<&RegisteredAuthenticator> =
+                if operator.is_some() { op.state.authenticators().collect() } else { vec![] };
+            for authenticator in authenticators {
                 match passkey_of(authenticator) {
                     Ok(p) => passkeys.push(p),
                     Err(e) => {
@@ -500,22 +517,24 @@ impl Biometrics {
         self.ceremonies.purge(self.access.clock().timestamp().unix()).await
     }
 
-    /// The operator a login names, if he exists and may act now.
+    /// The login a name gives when it parses, and the same login again when its operator exists and may act now.
     async fn acting(
         &self,
         municipality: Option<&str>,
         operator_id: &str,
-    ) -> std::result::Result<Option<(Option<MunicipalityCode>, OperatorId)>, AccessFailure> {
+    ) -> std::result::Result<(Login, Login), AccessFailure> {
         let municipality = match municipality {
             Some(code) => match MunicipalityCode::parse(code) {
                 Ok(code) => Some(code),
-                Err(_) => return Ok(None),
+                Err(_) => return Ok((None, None)),
             },
             None => None,
         };
-        let Ok(id) = OperatorId::parse(operator_id) else { return Ok(None) };
+        let Ok(id) = OperatorId::parse(operator_id) else { return Ok((None, None)) };
         let row = operators::find_by_login(self.read.pool(), municipality.as_ref(), &id).await?;
-        Ok(self.access.still_acting(row).await?.map(|_| (municipality, id)))
+        let acting = self.access.still_acting(row).await?.is_some();
+        let named = Some((municipality, id));
+        Ok((named.clone(), named.filter(|_| acting)))
     }
 
     /// Decides a verified assertion on the operator's streams: his authenticators (his stream) and his login record
@@ -573,6 +592,9 @@ pub fn policy_stream(code: &MunicipalityCode) -> StreamId {
     crate::ids::stream_of::<BiometricPolicy>(&biometric_policy::stream_key(code))
 }
 
+/// A municipality (`None`: the system administrator's) and an operator ID, parsed.
+type Login = Option<(Option<MunicipalityCode>, OperatorId)>;
+
 /// Whose failures a biometric login counts: the client's address and the login name as typed.
 fn attempters(client: Option<IpAddr>, login: &str) -> Vec<Attempter> {
     client.map(Attempter::Address).into_iter().chain([Attempter::Login(login.to_owned())]).collect()
@@ -621,10 +643,6 @@ fn timestamp(t: DateTime<Utc>) -> Timestamp {
 
 fn internal<E: std::error::Error + 'static>(e: impl std::fmt::Display) -> CommandError<E> {
     CommandError::Internal(e.to_string())
-}
-
-fn internal_error(e: &BiometricPolicyError) -> AuthenticatorError {
-    AuthenticatorError::NotVerified(e.to_string())
 }
 
 fn failure(e: CommandError<OperatorError>) -> AccessFailure {

@@ -79,7 +79,12 @@ async fn begin_registration(app: &TestApp, manager: &str, operator_id: &str) -> 
 async fn register(app: &TestApp, manager: &str, operator_id: &str, token: &mut SoftToken) -> Reply {
     let (finish, options) = begin_registration(app, manager, operator_id).await;
     let answer = token.do_registration(origin(app), options).expect("the authenticator registers");
-    app.post(&finish, Some(manager), &serde_json::to_value(answer).unwrap()).await
+    finish_with_key(app, manager, &finish, &serde_json::to_value(answer).unwrap()).await
+}
+
+/// Finishes a registration with an `Idempotency-Key` (the finish path itself).
+fn finish_with_key(app: &TestApp, manager: &str, finish: &str, answer: &Value) -> impl Future<Output = Reply> + use<> {
+    app.send_with(Method::POST, finish, Some(manager), &[("idempotency-key", finish)], Some(answer))
 }
 
 /// Begins a biometric login; panics unless it answers 201. Returns the challenge id and the request options.
@@ -139,13 +144,21 @@ async fn the_manager_registers_an_authenticator_and_the_operator_logs_in_with_it
     assert_eq!(event.payload["credential_id"], credential_id.as_str());
     assert_eq!(event.payload["aaguid"], softtoken::AAGUID.to_string());
     assert!(event.payload["public_key"].as_str().is_some_and(|k| !k.is_empty()), "{}", event.payload);
+    // A retry of a finish that went through (its answer lost) gets the same answer; without the key it is used up.
+    let (finish, options) = begin_registration(&app, &manager, "OP0502").await;
+    let answer = serde_json::to_value(reader().do_registration(origin(&app), options).unwrap()).unwrap();
+    let first = finish_with_key(&app, &manager, &finish, &answer).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let retried = finish_with_key(&app, &manager, &finish, &answer).await;
+    assert_eq!((retried.status, retried.json()), (StatusCode::CREATED, first.json()));
+    app.post(&finish, Some(&manager), &answer).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
     let listed = app.get(&authenticators_path(CHIYODA, "OP0501"), Some(&manager)).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
     assert_eq!(listed.json()["items"][0]["credential_id"], credential_id.as_str());
 
     // The operator logs in: municipality + operator ID, then his authenticator.
     let (challenge, options) = begin_login(&app, CHIYODA, "OP0501").await;
-    assert_eq!(credential_ids(&options), [credential_id.clone()]);
+    assert_eq!(credential_ids(&options), std::slice::from_ref(&credential_id));
     assert_eq!(options["publicKey"]["userVerification"], "required");
     let credential = assert_with(&app, &mut token, options);
     let login = finish_login(&app, &challenge, &credential).await;

@@ -156,7 +156,8 @@ pub async fn begin_registration(
 /// `navigator.credentials.create()` gave, binary fields base64url). It is verified — challenge, origin, RP ID,
 /// user verification, the attestation statement's signature when there is one — and its model (AAGUID) must be
 /// on the municipality's allow-list, if it has one. A registration is finished once: a second finish, an expired
-/// one (`webauthn.challenge_seconds`) or one begun by another manager is `404`.
+/// one (`webauthn.challenge_seconds`) or one begun by another manager is `404` — but a retry with the same
+/// `Idempotency-Key` gets the first answer.
 #[utoipa::path(post, operation_id = "finishAuthenticatorRegistration",
     path = "/api/v1/municipalities/{code}/operators/{operator_id}/authenticators/registrations/{registration_id}/finish",
     tag = "biometrics",
@@ -165,7 +166,8 @@ pub async fn begin_registration(
         example = json!({"id": "3q2-7wABAgMEBQYHCAkKCw", "rawId": "3q2-7wABAgMEBQYHCAkKCw", "type": "public-key",
             "response": {"attestationObject": "o2NmbXRkbm9uZWdhdHRTdG10oGhhdXRoRGF0YVjE",
                 "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0"}, "extensions": {}})),
-    params(("code" = String, Path), ("operator_id" = String, Path), ("registration_id" = String, Path)),
+    params(("code" = String, Path), ("operator_id" = String, Path), ("registration_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key gets the first answer")),
     security(("bearer" = [])),
     responses((status = 201, body = AuthenticatorView),
         (status = 403, body = ProblemDetails, description = "`/problems/forbidden`: not an operations manager of \
