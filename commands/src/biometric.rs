@@ -502,9 +502,12 @@ impl Biometrics {
             }
             Err(CommandError::Domain(OperatorError::Locked { until })) => Err(LoginError::Locked { until }),
             Err(CommandError::Domain(e)) => {
-                // Removed meanwhile, or revoked: the assertion logs nobody in.
+                // Removed meanwhile (a failed login like any other), or revoked (nothing is recorded against him).
                 tracing::info!(operator = %row.key, reason = %e, "biometric login refused");
                 throttle.failed(&who);
+                if e == OperatorError::AuthenticatorNotRegistered {
+                    self.access.record_failure(municipality, operator_id, now);
+                }
                 Err(LoginError::InvalidCredentials)
             }
             Err(CommandError::Store(e)) => Err(AccessFailure::Store(e).into()),

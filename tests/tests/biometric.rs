@@ -294,6 +294,8 @@ async fn the_municipality_chooses_the_models_and_a_deleted_authenticator_no_long
     finish_login(&app, &challenge, &credential)
         .await
         .problem(StatusCode::UNAUTHORIZED, "/problems/invalid-credentials");
+    // … and counts as a failed login of his.
+    app.wait_for_operator_events(Some(CHIYODA), "OP0501", "OperatorLoginFailed", 1).await;
     let (_, options) = begin_login(&app, CHIYODA, "OP0501").await;
     assert!(!credential_ids(&options).contains(&credential_id), "a deleted credential is not asked for");
     assert_eq!(app.get(&authenticators_path(CHIYODA, "OP0501"), Some(&manager)).await.json()["items"], json!([]));
