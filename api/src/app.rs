@@ -2,6 +2,7 @@
 //! runners), the router with its middleware, and graceful shutdown with a drain timeout.
 
 use cardap_commands::access::{Access, AccessPolicy};
+use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::{CardKeys, CardWrites};
 use cardap_commands::imports::Imports;
@@ -23,7 +24,8 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
-    CredentialStore, Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError, redact,
+    CeremonyStore, CredentialStore, Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError,
+    redact,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -258,6 +260,19 @@ impl Application {
         let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
         let access = Access::new(store.clone(), read.clone(), credentials, clock.clone(), views.clone(), policy);
         let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
+        let port = listener.local_addr().map_err(StartError::io("cannot listen"))?.port();
+        let relying_party = settings.biometric(port).map_err(StartError::Failed)?;
+        let biometrics = Biometrics::new(
+            store.clone(),
+            read.clone(),
+            views.clone(),
+            access.clone(),
+            Arc::new(CeremonyStore::new(read.pool().clone())),
+            &relying_party,
+            &master.derive_key("cardap webauthn fake credential IDs"),
+        )
+        .map_err(|e| StartError::Failed(format!("biometric login: {e}")))?;
+        tracing::info!(rp_id = %relying_party.rp_id, origin = %relying_party.origin, "biometric login (WebAuthn)");
         let business_systems = BusinessSystems::new(store.clone(), read.clone(), views.clone());
         let oidc = start_login_provider(
             &store,
@@ -271,7 +286,13 @@ impl Application {
             listener.local_addr().map_err(StartError::io("cannot listen"))?,
         )
         .await?;
-        runners.push(tokio::spawn(purge_sessions(access.clone(), jobs.clone(), oidc.clone(), shutdown_rx.clone())));
+        runners.push(tokio::spawn(purge_sessions(
+            access.clone(),
+            biometrics.clone(),
+            jobs.clone(),
+            oidc.clone(),
+            shutdown_rx.clone(),
+        )));
         let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
         let state = AppState {
             card_writes,
@@ -281,6 +302,7 @@ impl Application {
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
+            biometrics,
             views: views.clone(),
             status: Status::new(store.clone(), views.clone()),
             imports: Imports::new(settings.imports),
@@ -405,10 +427,12 @@ async fn hard_stop_guard(
 /// How often sessions that can never be used again are deleted.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Deletes ended, expired and idle sessions, and drops the import jobs kept past their time, at start and then
-/// every [`SESSION_PURGE_EVERY`], until shutdown.
+/// Deletes ended, expired and idle sessions, expired WebAuthn ceremonies and expired login codes of business
+/// systems, and drops the import jobs kept past their time, at start and then every [`SESSION_PURGE_EVERY`], until
+/// shutdown.
 async fn purge_sessions(
     access: Access,
+    biometrics: Biometrics,
     jobs: Jobs<ApiError>,
     oidc: LoginProvider,
     mut shutdown: watch::Receiver<bool>,
@@ -418,6 +442,9 @@ async fn purge_sessions(
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "ended and expired sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete ended and expired sessions"),
+        }
+        if let Err(e) = biometrics.purge_ceremonies().await {
+            tracing::warn!(error = %e, "could not delete expired WebAuthn ceremonies");
         }
         // Expired login codes of business systems.
         if let Err(e) = oidc.purge().await {
@@ -456,6 +483,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
         .merge(routes::sessions::router())
+        .merge(routes::biometrics::router())
         .merge(routes::municipalities::router())
         .merge(routes::business_systems::router())
         .merge(routes::operators::router())

@@ -90,11 +90,21 @@ pub enum ProblemType {
     CardConfirmationInvalid,
     /// 409: the card's local area was created by another municipality.
     CardOfAnotherMunicipality,
+    /// 403: the password was right, but the operator's municipality requires him to log in biometrically (or with
+    /// his operator certificate).
+    BiometricRequired,
+    /// 422: the authenticator's model (AAGUID) is not on the municipality's allow-list.
+    AuthenticatorModelNotAllowed,
+    /// 422: the authenticator's answer to a registration does not verify (challenge, origin, user verification,
+    /// attestation).
+    AuthenticatorNotVerified,
+    /// 409: the operator has as many authenticators as he may.
+    TooManyAuthenticators,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 47] = [
+    pub const ALL: [ProblemType; 51] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -142,6 +152,10 @@ impl ProblemType {
         ProblemType::LoginNotConfigured,
         ProblemType::CardConfirmationInvalid,
         ProblemType::CardOfAnotherMunicipality,
+        ProblemType::BiometricRequired,
+        ProblemType::AuthenticatorModelNotAllowed,
+        ProblemType::AuthenticatorNotVerified,
+        ProblemType::TooManyAuthenticators,
     ];
 
     /// The `type` as sent.
@@ -194,6 +208,10 @@ impl ProblemType {
             ProblemType::LoginNotConfigured => "/problems/login-not-configured",
             ProblemType::CardConfirmationInvalid => "/problems/card-confirmation-invalid",
             ProblemType::CardOfAnotherMunicipality => "/problems/card-of-another-municipality",
+            ProblemType::BiometricRequired => "/problems/biometric-required",
+            ProblemType::AuthenticatorModelNotAllowed => "/problems/authenticator-model-not-allowed",
+            ProblemType::AuthenticatorNotVerified => "/problems/authenticator-not-verified",
+            ProblemType::TooManyAuthenticators => "/problems/too-many-authenticators",
         }
     }
 }
@@ -534,6 +552,33 @@ impl ApiError {
         .with_detail(detail)
     }
 
+    /// The password was right, but this operator must log in biometrically (his municipality's policy).
+    pub fn biometric_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ProblemType::BiometricRequired,
+            Text::new(
+                "このオペレータは生体認証でログインしてください",
+                "This operator must log in biometrically",
+            ),
+        )
+        .with_detail(Text::new(
+            "市町村・任意団体の設定により、パスワードではログインできません。生体認証（またはオペレータ証明書）でログインしてください",
+            "the municipality requires biometric login for this operator: log in with his authenticator (or his \
+             operator certificate), not a password",
+        ))
+    }
+
+    /// A refusal about an authenticator (422 or 409 `kind`), with what to do in `detail`.
+    pub fn authenticator(status: StatusCode, kind: ProblemType, detail: Text) -> Self {
+        Self::new(
+            status,
+            kind,
+            Text::new("認証器（生体認証装置）を登録できません", "The authenticator cannot be registered"),
+        )
+        .with_detail(detail)
+    }
+
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -785,6 +830,10 @@ mod tests {
             "/problems/login-not-configured",
             "/problems/card-confirmation-invalid",
             "/problems/card-of-another-municipality",
+            "/problems/biometric-required",
+            "/problems/authenticator-model-not-allowed",
+            "/problems/authenticator-not-verified",
+            "/problems/too-many-authenticators",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki, registry,
-    resident_settings, residents, sessions,
+    biometrics, business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki,
+    registry, resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,9 @@ use crate::routes::{
     paths(
         health::healthz, health::readyz,
         sessions::login, sessions::logout, sessions::me, sessions::change_own_password,
+        biometrics::begin_login, biometrics::finish_login,
+        biometrics::begin_registration, biometrics::finish_registration, biometrics::list, biometrics::remove,
+        biometrics::show_policy, biometrics::set_policy,
         operators::register, operators::list, operators::show, operators::change, operators::revoke, operators::unlock,
         operators::end_sessions, operators::reset_password, operators::bulk_passwords, operators::assign_internal_id,
         operators::remove_internal_id,
@@ -75,7 +78,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Path parameters by name: the same name is the same domain value on every route (its `parse` decides the
 /// pattern; a value that does not parse is answered 404).
-const PATH_PARAMETERS: [(&str, &str, &str, &str); 9] = [
+const PATH_PARAMETERS: [(&str, &str, &str, &str); 11] = [
     // name, pattern, example, description
     (
         "code",
@@ -91,11 +94,18 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 9] = [
     ("job_id", "", "0190a6c2-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "A job's id, from the `202` that started it"),
     ("endpoint", "^[a-z0-9-]{1,32}$", "api", "The name of one of cardap's own TLS endpoints"),
     ("serial", "^([0-9a-fA-F]{2}){1,20}$", "4f1c0e5b9d2a7c3e8b6f1a0d2c4e6f80", "A certificate's serial number, hex"),
+    (
+        "registration_id",
+        "",
+        "0190a6c2-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        "An authenticator registration in progress, from the `201` that began it",
+    ),
+    ("credential_id", "^[A-Za-z0-9_-]{1,1364}$", "3q2-7wABAgMEBQYHCAkKCw", "A WebAuthn credential ID, base64url"),
 ];
 
 /// What a create operation returns that other operations take as a path parameter (an operation that starts a
 /// job: its `202`).
-const CREATED_IDS: [(&str, &str, &str, &str); 6] = [
+const CREATED_IDS: [(&str, &str, &str, &str); 7] = [
     // operationId, path parameter, where its value is in the body, the status of that body
     ("registerMunicipality", "code", "/code", "201"),
     ("registerBusinessSystem", "business_id", "/business_id", "201"),
@@ -103,6 +113,7 @@ const CREATED_IDS: [(&str, &str, &str, &str); 6] = [
     ("registerResident", "resident_id", "/resident_id", "201"),
     ("registerCard", "fid", "/fid", "201"),
     ("importOperators", "job_id", "/job_id", "202"),
+    ("beginAuthenticatorRegistration", "registration_id", "/registration_id", "201"),
 ];
 
 /// Create operations that take another's new id in their body: (creator, target, body field, where the id is in
@@ -111,7 +122,7 @@ const BODY_LINKS: [(&str, &str, &str, &str); 1] = [("registerResident", "registe
 
 /// Writes that append no event, so no concurrent change can make them answer 409 `/problems/conflict` (a login
 /// does: it records the attempt on the operator).
-const NO_COMMAND: [&str; 7] = [
+const NO_COMMAND: [&str; 9] = [
     "logout",
     "lookupRegistry",
     "takeJobPasswords",
@@ -119,6 +130,8 @@ const NO_COMMAND: [&str; 7] = [
     "prepareCardWrite",
     "oidcLogin",
     "oidcToken",
+    "beginAuthenticatorRegistration",
+    "beginBiometricLogin",
 ];
 
 /// The OpenID Connect endpoints answer errors as the protocol says (an HTML page, a redirect, an OAuth 2.0 JSON

@@ -81,6 +81,25 @@ pub struct Settings {
     /// How long an ID token cardap issues to a business system is valid (OpenID Connect; the issuer is
     /// `pki.public_base_url`, else this server's own address).
     pub id_token_lifetime: Duration,
+    /// Biometric login (WebAuthn): the relying party ID and origin, how long a challenge may be answered.
+    pub webauthn: WebauthnSettings,
+}
+
+/// The WebAuthn relying party as configured; [`Settings::biometric`] fills in what is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnSettings {
+    /// `None`: the host of the origin.
+    pub rp_id: Option<String>,
+    /// `None`: `pki.public_base_url`, else `http://localhost:<port>` (`https` with TLS) of the listener.
+    pub origin: Option<String>,
+    /// How long a registration or login challenge may be answered.
+    pub challenge_ttl: Duration,
+}
+
+impl Default for WebauthnSettings {
+    fn default() -> Self {
+        WebauthnSettings { rp_id: None, origin: None, challenge_ttl: Duration::from_secs(300) }
+    }
 }
 
 /// The listener's TLS files, as configured (see [`crate::tls`]).
@@ -149,6 +168,7 @@ impl fmt::Debug for Settings {
             .field("pki", &self.pki)
             .field("tls", &self.tls)
             .field("id_token_lifetime", &self.id_token_lifetime)
+            .field("webauthn", &self.webauthn)
             .finish()
     }
 }
@@ -197,6 +217,7 @@ impl Default for Settings {
             pki: PkiSettings::default(),
             tls: TlsSettings::default(),
             id_token_lifetime: Duration::from_secs(300),
+            webauthn: WebauthnSettings::default(),
         }
     }
 }
@@ -262,6 +283,30 @@ impl Settings {
             draft.settings.master_key = Some(key);
         }
         Ok(draft.finish())
+    }
+
+    /// The relying party of biometric login for a server listening on `port`: `webauthn.origin`, else
+    /// `pki.public_base_url`, else `http://localhost:<port>` (`https://` when TLS is configured; browsers treat
+    /// `localhost` as secure); `webauthn.rp_id`, else the origin's host. An error names what does not fit.
+    pub fn biometric(&self, port: u16) -> Result<cardap_commands::biometric::BiometricSettings, String> {
+        use cardap_commands::biometric::Url;
+        let scheme = if self.tls.cert_file.is_some() { "https" } else { "http" };
+        let text = match (&self.webauthn.origin, &self.pki.public_base_url) {
+            (Some(origin), _) => origin.clone(),
+            (None, Some(base)) => base.clone(),
+            (None, None) => format!("{scheme}://localhost:{port}"),
+        };
+        let origin = Url::parse(&text).map_err(|e| format!("webauthn.origin {text:?}: {e}"))?;
+        let host = origin.domain().ok_or_else(|| {
+            format!("webauthn.origin {text:?} must name a domain (browsers refuse WebAuthn on an IP address)")
+        })?;
+        let rp_id = self.webauthn.rp_id.clone().unwrap_or_else(|| host.to_owned());
+        Ok(cardap_commands::biometric::BiometricSettings {
+            rp_id,
+            origin,
+            rp_name: self.pki.name.clone(),
+            ceremony_ttl: self.webauthn.challenge_ttl,
+        })
     }
 
     /// The master key: `master_key` when given, else the key file (created with a new key when missing).
@@ -771,6 +816,51 @@ pub const KEYS: &[Key] = &[
         help: "How often the TLS files are looked at; a changed one is taken into use without a restart",
         set: |d, raw| {
             d.settings.tls.reload = Duration::from_secs(raw.positive()?);
+            Some(())
+        },
+    },
+    Key {
+        file: "webauthn.rp_id",
+        env: "CARDAP_WEBAUTHN_RP_ID",
+        flag: "webauthn-rp-id",
+        form: "a domain name such as cardap.example.jp",
+        help: "Biometric login: the WebAuthn relying party ID (default: the host of webauthn.origin); never change it once authenticators are registered",
+        set: |d, raw| {
+            let id = raw.text()?.trim().to_ascii_lowercase();
+            let ok = !id.is_empty()
+                && id.len() <= 253
+                && id.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            ok.then_some(())?;
+            d.settings.webauthn.rp_id = Some(id);
+            Some(())
+        },
+    },
+    Key {
+        file: "webauthn.origin",
+        env: "CARDAP_WEBAUTHN_ORIGIN",
+        flag: "webauthn-origin",
+        form: "an https:// (or http://localhost) URL without path, e.g. https://cardap.example.jp",
+        help: "Biometric login: the origin the terminals' browsers load cardap from (default: pki.public_base_url, else http://localhost:<port>)",
+        set: |d, raw| {
+            let url = raw.text()?.trim().trim_end_matches('/');
+            let ok = (url.starts_with("https://") || url.starts_with("http://localhost"))
+                && url.len() > "https://".len()
+                && !url.contains(['?', '#', ' '])
+                && !url["https://".len()..].contains('/');
+            ok.then_some(())?;
+            d.settings.webauthn.origin = Some(url.to_owned());
+            Some(())
+        },
+    },
+    Key {
+        file: "webauthn.challenge_seconds",
+        env: "CARDAP_WEBAUTHN_CHALLENGE_SECONDS",
+        flag: "webauthn-challenge-seconds",
+        form: "a whole number of seconds from 30 to 3600",
+        help: "Biometric login: how long a registration or login challenge may be answered (used once), seconds",
+        set: |d, raw| {
+            let seconds: u64 = raw.number().filter(|n| (30..=3600).contains(n))?;
+            d.settings.webauthn.challenge_ttl = Duration::from_secs(seconds);
             Some(())
         },
     },

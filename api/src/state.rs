@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cardap_commands::Views;
 use cardap_commands::access::Access;
+use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::CardWrites;
 use cardap_commands::imports::Imports;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub card_writes: CardWrites,
     /// Login, sessions and passwords.
     pub access: Access,
+    /// Biometric login: authenticators (生体情報登録), the municipalities' biometric policies, WebAuthn login.
+    pub biometrics: Biometrics,
     /// 市町村設定.
     pub municipalities: Municipalities,
     /// 業務システム設定 and shared use.

@@ -73,6 +73,10 @@ pub enum LoginError {
     /// checked or recorded).
     #[error("too many failed logins; wait before trying again")]
     Throttled { retry_after: Duration },
+    /// The password was right, but his municipality requires him to log in biometrically (or with his operator
+    /// certificate): no session. Told only after a right password, so it says no more than a login would.
+    #[error("this operator must log in biometrically")]
+    BiometricRequired,
     #[error(transparent)]
     Failed(#[from] AccessFailure),
 }
@@ -202,9 +206,7 @@ impl Access {
         client: Option<IpAddr>,
     ) -> std::result::Result<NewSession, LoginError> {
         let operator = self.check_password(municipality, operator_id, password, client).await?;
-        let mut session = self.open_session(operator.key).await?;
-        session.password_change_required =
-            self.credentials.password_change_required(operator.key).await.map_err(AccessFailure::from)?;
+        let session = self.open_session(operator.key, AuthMethod::Password).await?;
         tracing::info!(operator = %operator.key, "login");
         Ok(session)
     }
@@ -275,7 +277,16 @@ impl Access {
             return Err(LoginError::InvalidCredentials);
         }
         self.throttle.succeeded(&name);
-        // The password is right: the lock decides (a temporary lock that has run out simply passes).
+        // The password is right: his municipality may require him to log in biometrically instead.
+        if let Some(code) = &municipality
+            && crate::biometric::requires_biometric(&self.store, code, &operator_id)
+                .await
+                .map_err(AccessFailure::from)?
+        {
+            tracing::info!(operator = %operator.key, "password login refused: biometric login required");
+            return Err(LoginError::BiometricRequired);
+        }
+        // The lock decides (a temporary lock that has run out simply passes).
         let ctx = CommandContext::system(CommandId::generate());
         let step = self.login_step(
             &ctx,
@@ -293,7 +304,17 @@ impl Access {
         Ok(operator)
     }
 
-    async fn open_session(&self, operator: OperatorKey) -> std::result::Result<NewSession, AccessFailure> {
+    /// The failed-login counters of this node (per address and per login name).
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// A new session of `operator`, proved by `method`, and whether his password must be changed first.
+    pub(crate) async fn open_session(
+        &self,
+        operator: OperatorKey,
+        method: AuthMethod,
+    ) -> std::result::Result<NewSession, AccessFailure> {
         let mut raw = [0_u8; 32];
         getrandom::fill(&mut raw).map_err(|e| HashingError::Failed(e.to_string()))?;
         let token = URL_SAFE_NO_PAD.encode(raw);
@@ -302,22 +323,22 @@ impl Access {
             .map_err(|e| StoreError::Corrupt(format!("session lifetime: {e}")))?;
         let expires_at = now + absolute;
         self.credentials
-            .create_session(
-                &token_hash(&token),
-                operator,
-                AuthMethod::Password,
-                now.timestamp(),
-                expires_at.timestamp(),
-            )
+            .create_session(&token_hash(&token), operator, method, now.timestamp(), expires_at.timestamp())
             .await?;
-        Ok(NewSession { token: Secret::new(token), expires_at, password_change_required: false })
+        let password_change_required = self.credentials.password_change_required(operator).await?;
+        Ok(NewSession { token: Secret::new(token), expires_at, password_change_required })
     }
 
     /// Records a failed login without making the answer wait for it. Failures that arrive together contend for
     /// the operator's stream: each is retried (with jitter) until it is recorded, so a burst cannot outrun the
     /// lockout. A lock leaves his sessions alone. The system administrator's lock is never permanent (nobody
     /// could lift it).
-    fn record_failure(&self, municipality: Option<MunicipalityCode>, operator_id: OperatorId, at: Timestamp) {
+    pub(crate) fn record_failure(
+        &self,
+        municipality: Option<MunicipalityCode>,
+        operator_id: OperatorId,
+        at: Timestamp,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
             let mut policy = this.policy.lockout;
@@ -364,10 +385,11 @@ impl Access {
         let (operator, logins) = (operator_stream(municipality, operator_id), login_stream(municipality, operator_id));
         let (operator, logins) = (&operator, &logins);
         let permissions = std::slice::from_ref(permission);
+        let command = &command;
         let done = transact(&self.store, ctx, permissions, municipality.cloned(), |mut tx: Tx| async move {
             let op = tx.load::<Operator, OperatorError>(operator).await?;
             let login = load_logins(&mut tx, logins, &op).await?;
-            let events = login.state.decide(command).map_err(CommandError::Domain)?;
+            let events = login.state.decide(command.clone()).map_err(CommandError::Domain)?;
             tx.append_snapshotted::<OperatorLogins>(logins, &login, &events);
             Ok((events, tx))
         })
@@ -399,7 +421,7 @@ impl Access {
 
     /// `operator` if he may still act. A revoked operator's sessions and certificates stop at once, and so do
     /// those of an abolished municipality's. A lock does not stop them: it stops new password logins only.
-    async fn still_acting(
+    pub(crate) async fn still_acting(
         &self,
         operator: Option<OperatorRow>,
     ) -> std::result::Result<Option<OperatorRow>, AccessFailure> {
@@ -453,7 +475,7 @@ impl Access {
     }
 
     /// Whether `municipality` (an operator's; `None` for the system administrator) has been abolished.
-    async fn municipality_abolished(
+    pub(crate) async fn municipality_abolished(
         &self,
         municipality: Option<&MunicipalityCode>,
     ) -> std::result::Result<bool, AccessFailure> {
@@ -694,7 +716,7 @@ impl Access {
 /// An operator's login record (`op` is his operator stream, loaded in the same decision): from its own stream,
 /// read from its last snapshot, or — while that stream is empty — from the bookkeeping his operator stream held
 /// before the split.
-async fn load_logins(
+pub(crate) async fn load_logins(
     tx: &mut Tx,
     logins: &StreamId,
     op: &Loaded<Operator>,

@@ -177,6 +177,9 @@ pub enum Permission {
     ViewResidentSettings(MunicipalityCode),
     /// Issue, revoke and reissue the certificates of cardap's own TLS endpoints (SSL通信用証明書: システム管理 only).
     ManageTlsCertificates,
+    /// 生体情報登録: register and delete the authenticators of a municipality's operators, and set its biometric
+    /// policy (運用管理部門, or the system administrator for every municipality).
+    ManageBiometrics(MunicipalityCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,6 +290,10 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
             allowed(admin || actor.has_role(Role::OperationsManager))
         }
         Permission::ViewResidentSettings(code) => visible(code),
+        Permission::ManageBiometrics(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::OperationsManager))
+        }
     }
 }
 
@@ -375,6 +382,8 @@ mod tests {
             (Permission::ManageInternalIds(code(OTHER), certificates),["A", "H", "H", "H", "H"]),
             (Permission::MigrateOperators,                            ["A", "F", "F", "F", "F"]),
             (Permission::ManageTlsCertificates,                       ["A", "F", "F", "F", "F"]),
+            (Permission::ManageBiometrics(code(OWN)),                 ["A", "A", "F", "F", "F"]),
+            (Permission::ManageBiometrics(code(OTHER)),               ["A", "H", "H", "H", "H"]),
             (Permission::ChangeOwnPassword,                           ["A", "A", "A", "A", "A"]),
             (Permission::ReadHistory(code(OWN)),                      ["A", "F", "F", "F", "A"]),
             (Permission::ReadHistory(code(OTHER)),                    ["A", "H", "H", "H", "H"]),

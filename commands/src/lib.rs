@@ -3,6 +3,9 @@
 //!
 //! - [`access`]: log in, authenticate a session, log out, change one's password; reset, bulk-reset, revoke, unlock;
 //!   failed logins throttled per client address and login name ([`throttle`]).
+//! - [`biometric`]: biometric login (生体認証) with WebAuthn — register and delete an operator's authenticators
+//!   (生体情報登録), the municipality's biometric policy (required for whom, which authenticator models), log in
+//!   with an assertion.
 //! - [`municipalities`]: register, change, abolish (市町村設定).
 //! - [`business_systems`]: register, update, retire; permit and withdraw shared use (共同利用).
 //! - [`operators`]: register one or a batch (with 業務内IDs and kept hashes), check a batch before registering it
@@ -27,6 +30,7 @@
 
 pub mod access;
 pub mod authz;
+pub mod biometric;
 pub mod bootstrap;
 pub mod business_systems;
 pub mod card_writes;

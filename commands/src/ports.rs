@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use cardap_domain::OperatorKey;
 use cardap_domain::operator::AuthMethod;
-use cardap_store::{CredentialStore, SessionRow, StoreError};
+use cardap_store::{CeremonyStore, CredentialStore, SessionRow, StoreError};
+use uuid::Uuid;
 
 /// Password hashes, their history, and sessions (only a token's hash).
 #[async_trait]
@@ -86,5 +87,31 @@ impl Credentials for CredentialStore {
 
     async fn purge_sessions(&self, now: i64, idle_since: i64) -> Result<u64, StoreError> {
         CredentialStore::purge_sessions(self, now, idle_since).await
+    }
+}
+
+/// WebAuthn ceremonies in progress (biometric login), shared by every node: each is taken once at most.
+#[async_trait]
+pub trait Ceremonies: Send + Sync + std::fmt::Debug {
+    /// Keeps a ceremony of `kind` until `expires_at` (Unix seconds).
+    async fn put(&self, id: Uuid, kind: &str, payload: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// The ceremony, removed in the same step; `None` when unknown, taken already, of another kind or expired.
+    async fn take(&self, id: Uuid, kind: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// Deletes the expired ceremonies; how many.
+    async fn purge(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl Ceremonies for CeremonyStore {
+    async fn put(&self, id: Uuid, kind: &str, payload: &str, expires_at: i64) -> Result<(), StoreError> {
+        CeremonyStore::put(self, id, kind, payload, expires_at).await
+    }
+
+    async fn take(&self, id: Uuid, kind: &str, now: i64) -> Result<Option<String>, StoreError> {
+        CeremonyStore::take(self, id, kind, now).await
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        CeremonyStore::purge(self, now).await
     }
 }

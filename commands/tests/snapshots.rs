@@ -87,9 +87,10 @@ impl EventStore for Counting {
 /// One login fact through the engine, the way `Access` records it; the events it appended.
 async fn record(store: &Arc<dyn EventStore>, stream: &StreamId, command: LoginCommand) -> Vec<OperatorEvent> {
     let ctx = CommandContext::system(CommandId::generate());
+    let command = &command;
     let done = transact(&store.clone(), &ctx, &[Permission::ChangeOwnPassword], None, |mut tx: Tx| async move {
         let login = tx.load_snapshotted::<OperatorLogins, OperatorError>(stream).await?;
-        let events = login.state.decide(command).map_err(CommandError::Domain)?;
+        let events = login.state.decide(command.clone()).map_err(CommandError::Domain)?;
         tx.append_snapshotted::<OperatorLogins>(stream, &login, &events);
         Ok((events, tx))
     })

@@ -76,6 +76,10 @@ pub enum ParseError {
         "an association has no 全国地方公共団体コード: register it with an association ID (A followed by 5 digits, e.g. A00001)"
     )]
     NotAnAssociationId,
+    #[error("not base64url (A-Z, a-z, 0-9, - and _, without padding)")]
+    NotBase64Url,
+    #[error("not an AAGUID: a UUID such as 0fb9bcbc-a0d4-4042-bbb0-559bc1631e28")]
+    InvalidAaguid,
 }
 
 impl crate::message::Localized for ParseError {
@@ -132,6 +136,10 @@ impl crate::message::Localized for ParseError {
             Self::NotAnAssociationId => {
                 "任意団体は全国地方公共団体コードではなく任意団体ID（「A」と半角数字5桁、例: A00001）で登録してください"
                     .to_owned()
+            }
+            Self::NotBase64Url => "base64url（半角英数字・-・_、パディングなし）で入力してください".to_owned(),
+            Self::InvalidAaguid => {
+                "AAGUIDはUUIDの形式（例: 0fb9bcbc-a0d4-4042-bbb0-559bc1631e28）で入力してください".to_owned()
             }
         }
     }

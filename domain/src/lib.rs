@@ -4,6 +4,7 @@
 //! What a decision needs (the time, a looked-up fact) arrives inside the command.
 
 pub mod aggregate;
+pub mod biometric_policy;
 pub mod business_system;
 pub mod card;
 pub mod card_area;

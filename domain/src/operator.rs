@@ -1,6 +1,7 @@
 //! The `Operator` aggregate (オペレータ, 手引き I 2.1): registration with the management information and the
 //! permitted business systems, profile and role changes, password changes and resets, revocation (失効),
-//! business-internal IDs (業務内ID), and failed logins that lock him out. The claim that keeps a 業務内ID to one
+//! business-internal IDs (業務内ID), his authenticators for biometric login (生体情報登録, `authenticators`), and
+//! failed logins that lock him out. The claim that keeps a 業務内ID to one
 //! operator per municipality and business system is its own small aggregate (`claim`).
 //!
 //! An operator's stream is keyed by his login (municipality + オペレータID), so that login is unique by
@@ -12,6 +13,7 @@
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
+pub mod authenticators;
 mod claim;
 mod events;
 mod login;
@@ -22,6 +24,10 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+pub use authenticators::{
+    Aaguid, AuthenticatorLabel, CosePublicKey, CredentialId, MAX_AUTHENTICATORS, NewAuthenticator,
+    RegisteredAuthenticator,
+};
 pub use claim::{ClaimCommand, ClaimEvent, ClaimState, InternalIdClaim, claim_stream_key};
 pub use events::OperatorEvent;
 pub use login::{AuthMethod, LockoutPolicy, Password, PasswordPolicy};
@@ -146,6 +152,17 @@ pub enum OperatorCommand {
     RemoveInternalId {
         business_id: BusinessId,
     },
+    /// 生体情報登録: an authenticator whose registration ceremony WebAuthn verified.
+    RegisterAuthenticator {
+        authenticator: NewAuthenticator,
+        at: Timestamp,
+        /// Fact: the authenticator models his municipality allows (its biometric policy); empty: any.
+        allowed_models: Vec<Aaguid>,
+    },
+    RemoveAuthenticator {
+        credential_id: CredentialId,
+        at: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +199,15 @@ pub enum OperatorError {
     /// the operator as he stands (already registered, revoked, locked …) always comes alone.
     #[error("{} problems with the operator", .0.len())]
     Refused(Vec<OperatorError>),
+    /// His municipality allows only some authenticator models (fingerprint or vein readers), and not this one.
+    #[error("authenticator model {0} is not one the municipality allows")]
+    AuthenticatorModelNotAllowed(Aaguid),
+    #[error("this authenticator is already registered for the operator")]
+    AuthenticatorAlreadyRegistered,
+    #[error("no authenticator with this credential ID is registered for the operator")]
+    AuthenticatorNotRegistered,
+    #[error("an operator may have at most {max} authenticators")]
+    TooManyAuthenticators { max: usize },
 }
 
 impl OperatorError {
@@ -230,6 +256,12 @@ impl crate::message::Localized for OperatorError {
             Self::BusinessSystemNotPermitted(_) => "このオペレータに許可されていない業務システムです",
             Self::InternalIdTaken(_) => "この業務内IDは他のオペレータに割り当てられています",
             Self::Refused(all) => return format!("オペレータの登録内容に{}件の誤りがあります", all.len()),
+            Self::AuthenticatorModelNotAllowed(_) => {
+                "この認証器（生体認証装置）の機種は、この市町村・任意団体では使用が認められていません"
+            }
+            Self::AuthenticatorAlreadyRegistered => "この認証器は既に登録されています",
+            Self::AuthenticatorNotRegistered => "この認証器は登録されていません",
+            Self::TooManyAuthenticators { max } => return format!("認証器は1人{max}台まで登録できます"),
         };
         text.to_owned()
     }
@@ -255,6 +287,8 @@ struct Registered {
     /// Login bookkeeping recorded on this stream before it moved to [`OperatorLogins`]: the seed of the
     /// operator's login stream while that is still empty.
     login: LoginState,
+    /// His authenticators for biometric login, by credential ID.
+    authenticators: BTreeMap<CredentialId, RegisteredAuthenticator>,
 }
 
 static NO_INTERNAL_IDS: BTreeMap<BusinessId, InternalIdAssignment> = BTreeMap::new();
@@ -352,6 +386,41 @@ impl OperatorState {
 
     pub fn last_login_at(&self) -> Option<Timestamp> {
         self.registered.as_ref().and_then(|r| r.login.last_login_at())
+    }
+
+    /// His authenticators for biometric login, in credential ID order; none when not registered.
+    pub fn authenticators(&self) -> impl Iterator<Item = &RegisteredAuthenticator> {
+        self.registered.iter().flat_map(|r| r.authenticators.values())
+    }
+
+    pub fn authenticator(&self, credential_id: &CredentialId) -> Option<&RegisteredAuthenticator> {
+        self.registered.as_ref().and_then(|r| r.authenticators.get(credential_id))
+    }
+
+    /// A biometric login (手引き I 2.1(4)(b)) whose assertion WebAuthn verified with `credential_id`, decided on
+    /// his login record `login` (the events go to his login stream): only an active operator, only with an
+    /// authenticator still registered for him, and its signature counter must move past the last one seen
+    /// ([`LoginCommand::RecordBiometricLogin`]).
+    pub fn decide_biometric_login(
+        &self,
+        login: &LoginState,
+        at: Timestamp,
+        credential_id: &CredentialId,
+        sign_count: u32,
+        policy: LockoutPolicy,
+    ) -> Result<Vec<OperatorEvent>, OperatorError> {
+        let op = self.registered.as_ref().ok_or(OperatorError::NotRegistered)?;
+        if op.revoked {
+            return Err(OperatorError::Revoked);
+        }
+        let registered = op.authenticators.get(credential_id).ok_or(OperatorError::AuthenticatorNotRegistered)?;
+        login.decide(LoginCommand::RecordBiometricLogin {
+            at,
+            credential_id: credential_id.clone(),
+            sign_count,
+            baseline: registered.sign_count,
+            policy,
+        })
     }
 }
 
@@ -493,6 +562,36 @@ impl Operator {
                 Ok(vec![E::InternalIdRemoved { business_id }])
             }
             C::RemoveInternalId { .. } => Err(OperatorError::InternalIdNotAssigned),
+            C::RegisterAuthenticator { authenticator, .. }
+                if op.authenticators.contains_key(&authenticator.credential_id) =>
+            {
+                Err(OperatorError::AuthenticatorAlreadyRegistered)
+            }
+            C::RegisterAuthenticator { authenticator, allowed_models, .. }
+                if !allowed_models.is_empty() && !allowed_models.contains(&authenticator.aaguid) =>
+            {
+                Err(OperatorError::AuthenticatorModelNotAllowed(authenticator.aaguid))
+            }
+            C::RegisterAuthenticator { .. } if op.authenticators.len() >= MAX_AUTHENTICATORS => {
+                Err(OperatorError::TooManyAuthenticators { max: MAX_AUTHENTICATORS })
+            }
+            C::RegisterAuthenticator { authenticator, at, .. } => {
+                let NewAuthenticator { credential_id, public_key, aaguid, sign_count, backup_eligible, label } =
+                    authenticator;
+                Ok(vec![E::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                }])
+            }
+            C::RemoveAuthenticator { credential_id, at } if op.authenticators.contains_key(&credential_id) => {
+                Ok(vec![E::AuthenticatorRemoved { credential_id, at }])
+            }
+            C::RemoveAuthenticator { .. } => Err(OperatorError::AuthenticatorNotRegistered),
         }
     }
 }
@@ -572,6 +671,7 @@ impl Aggregate for Operator {
                 revoked: false,
                 password_changed_at: None,
                 login: LoginState::default(),
+                authenticators: BTreeMap::new(),
             });
             return state;
         }
@@ -589,7 +689,12 @@ impl Aggregate for Operator {
                 r.revoked = true;
                 r.login.evolve(event);
             }
-            E::LoginFailed { .. } | E::LoggedIn { .. } | E::Locked { .. } | E::Unlocked => r.login.evolve(event),
+            E::LoginFailed { .. }
+            | E::LoggedIn { .. }
+            | E::Locked { .. }
+            | E::Unlocked
+            | E::AuthenticatorUsed { .. }
+            | E::SignCountRegressed { .. } => r.login.evolve(event),
             E::InternalIdAssigned { business_id, internal_id, role } => {
                 r.internal_ids.insert(
                     business_id.clone(),
@@ -598,6 +703,31 @@ impl Aggregate for Operator {
             }
             E::InternalIdRemoved { business_id } => {
                 r.internal_ids.remove(business_id);
+            }
+            E::AuthenticatorRegistered {
+                credential_id,
+                public_key,
+                aaguid,
+                sign_count,
+                backup_eligible,
+                label,
+                at,
+            } => {
+                r.authenticators.insert(
+                    credential_id.clone(),
+                    RegisteredAuthenticator {
+                        credential_id: credential_id.clone(),
+                        public_key: public_key.clone(),
+                        aaguid: *aaguid,
+                        sign_count: *sign_count,
+                        backup_eligible: *backup_eligible,
+                        label: label.clone(),
+                        registered_at: *at,
+                    },
+                );
+            }
+            E::AuthenticatorRemoved { credential_id, .. } => {
+                r.authenticators.remove(credential_id);
             }
         }
         state
@@ -1349,6 +1479,142 @@ mod tests {
             .then_err(OperatorError::InternalIdNotAssigned);
     }
 
+    // ---- authenticators (生体情報登録) ----
+
+    fn reader(n: u8) -> NewAuthenticator {
+        NewAuthenticator {
+            credential_id: CredentialId::from_bytes(vec![n; 32]).unwrap(),
+            public_key: CosePublicKey::from_bytes(vec![0xa5, n]).unwrap(),
+            aaguid: vein(),
+            sign_count: 3,
+            backup_eligible: false,
+            label: AuthenticatorLabel::parse("窓口3番 指静脈").unwrap(),
+        }
+    }
+
+    fn vein() -> Aaguid {
+        Aaguid::parse("0fb9bcbc-a0d4-4042-bbb0-559bc1631e28").unwrap()
+    }
+
+    fn fingerprint() -> Aaguid {
+        Aaguid::parse("ee882879-721c-4913-9775-3dfcce97072a").unwrap()
+    }
+
+    fn registered_reader(n: u8) -> E {
+        let NewAuthenticator { credential_id, public_key, aaguid, sign_count, backup_eligible, label } = reader(n);
+        E::AuthenticatorRegistered { credential_id, public_key, aaguid, sign_count, backup_eligible, label, at: t(1) }
+    }
+
+    fn register_reader(n: u8, allowed_models: Vec<Aaguid>) -> C {
+        C::RegisterAuthenticator { authenticator: reader(n), at: t(1), allowed_models }
+    }
+
+    #[test]
+    fn register_an_authenticator() {
+        let state = given::<Operator>([clerk()]).when(register_reader(1, vec![])).then([registered_reader(1)]);
+        let registered: Vec<&RegisteredAuthenticator> = state.authenticators().collect();
+        assert_eq!(registered.len(), 1);
+        assert_eq!((registered[0].aaguid, registered[0].sign_count, registered[0].registered_at), (vein(), 3, t(1)));
+    }
+
+    #[test]
+    fn register_an_authenticator_of_an_allowed_model() {
+        given::<Operator>([clerk()]).when(register_reader(1, vec![fingerprint(), vein()])).then([registered_reader(1)]);
+    }
+
+    #[test]
+    fn register_an_authenticator_of_a_model_the_municipality_does_not_allow_is_refused() {
+        given::<Operator>([clerk()])
+            .when(register_reader(1, vec![fingerprint()]))
+            .then_err(OperatorError::AuthenticatorModelNotAllowed(vein()));
+    }
+
+    #[test]
+    fn register_the_same_authenticator_twice_is_refused() {
+        given::<Operator>([clerk(), registered_reader(1)])
+            .when(register_reader(1, vec![]))
+            .then_err(OperatorError::AuthenticatorAlreadyRegistered);
+    }
+
+    #[test]
+    fn register_more_authenticators_than_allowed_is_refused() {
+        let history: Vec<E> = std::iter::once(clerk()).chain((1..=10).map(registered_reader)).collect();
+        given::<Operator>(history)
+            .when(register_reader(11, vec![]))
+            .then_err(OperatorError::TooManyAuthenticators { max: MAX_AUTHENTICATORS });
+    }
+
+    #[test]
+    fn register_an_authenticator_for_a_revoked_operator_is_refused() {
+        given::<Operator>([clerk(), E::Revoked { at: t(0) }])
+            .when(register_reader(1, vec![]))
+            .then_err(OperatorError::Revoked);
+    }
+
+    #[test]
+    fn remove_an_authenticator() {
+        let id = reader(1).credential_id;
+        let state = given::<Operator>([clerk(), registered_reader(1), registered_reader(2)])
+            .when(C::RemoveAuthenticator { credential_id: id.clone(), at: t(2) })
+            .then([E::AuthenticatorRemoved { credential_id: id.clone(), at: t(2) }]);
+        assert!(state.authenticator(&id).is_none());
+        assert_eq!(state.authenticators().count(), 1);
+    }
+
+    #[test]
+    fn remove_an_authenticator_that_is_not_registered_is_refused() {
+        given::<Operator>([clerk()])
+            .when(C::RemoveAuthenticator { credential_id: reader(1).credential_id, at: t(2) })
+            .then_err(OperatorError::AuthenticatorNotRegistered);
+    }
+
+    #[test]
+    fn a_new_registration_after_revocation_starts_without_authenticators() {
+        let state = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2) }, clerk()]);
+        assert_eq!(state.authenticators().count(), 0);
+    }
+
+    // ---- biometric login (decided on his login record) ----
+
+    fn biometric(state: &OperatorState, login: &LoginState, n: u8, sign_count: u32) -> Result<Vec<E>, OperatorError> {
+        state.decide_biometric_login(login, t(5), &reader(n).credential_id, sign_count, LockoutPolicy::default())
+    }
+
+    #[test]
+    fn a_biometric_login_counts_past_the_registered_counter() {
+        let state = Operator::fold(&[clerk(), registered_reader(1)]);
+        let id = reader(1).credential_id;
+        assert_eq!(
+            biometric(&state, &LoginState::default(), 1, 4),
+            Ok(vec![
+                E::AuthenticatorUsed { at: t(5), credential_id: id.clone(), sign_count: 4 },
+                E::LoggedIn { at: t(5) }
+            ])
+        );
+        assert_eq!(
+            biometric(&state, &LoginState::default(), 1, 3),
+            Ok(vec![
+                E::SignCountRegressed { at: t(5), credential_id: id, sign_count: 3, last_sign_count: 3 },
+                E::LoginFailed { at: t(5), failures_in_row: 1 },
+            ]),
+            "the counter of the registration is the baseline"
+        );
+    }
+
+    #[test]
+    fn a_biometric_login_with_a_removed_authenticator_or_as_a_revoked_operator_is_refused() {
+        let id = reader(1).credential_id;
+        let removed =
+            Operator::fold(&[clerk(), registered_reader(1), E::AuthenticatorRemoved { credential_id: id, at: t(2) }]);
+        assert_eq!(biometric(&removed, &LoginState::default(), 1, 9), Err(OperatorError::AuthenticatorNotRegistered));
+        let revoked = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2) }]);
+        assert_eq!(biometric(&revoked, &LoginState::default(), 1, 9), Err(OperatorError::Revoked));
+        assert_eq!(
+            biometric(&OperatorState::default(), &LoginState::default(), 1, 9),
+            Err(OperatorError::NotRegistered)
+        );
+    }
+
     #[test]
     fn errors_have_japanese_messages() {
         let errors = [
@@ -1365,6 +1631,10 @@ mod tests {
             OperatorError::BusinessSystemNotPermitted(own()),
             OperatorError::Refused(vec![OperatorError::NoRoles, OperatorError::BusinessSystemNotUsable(own())]),
             OperatorError::InternalIdTaken(own()),
+            OperatorError::AuthenticatorModelNotAllowed(vein()),
+            OperatorError::AuthenticatorAlreadyRegistered,
+            OperatorError::AuthenticatorNotRegistered,
+            OperatorError::TooManyAuthenticators { max: MAX_AUTHENTICATORS },
         ];
         for e in &errors {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cardap_domain::biometric_policy::{BiometricPolicyEvent, BiometricRequirement};
 use cardap_domain::business_system::{BusinessSystemEvent, BusinessSystemName, BusinessSystemProfile};
 use cardap_domain::card::{CardEvent, StandardIdEvent};
 use cardap_domain::certificate::{
@@ -15,7 +16,10 @@ use cardap_domain::contact::Text100;
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::login_client::{LoginClient, LoginKeysEvent, RedirectUri, SigningKey};
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
-use cardap_domain::operator::{ClaimEvent, InternalId, OperatorEvent, OperatorId, OperatorName, OperatorProfile, Role};
+use cardap_domain::operator::{
+    Aaguid, AuthenticatorLabel, ClaimEvent, CosePublicKey, CredentialId, InternalId, OperatorEvent, OperatorId,
+    OperatorName, OperatorProfile, Role,
+};
 use cardap_domain::registry::RegistryEvent;
 use cardap_domain::resident::ResidentEvent;
 use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
@@ -85,6 +89,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<CertificateEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<AuthorityEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<LoginKeysEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<BiometricPolicyEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -151,7 +156,30 @@ fn every_event_type_and_version_has_a_golden_file() {
             role: Some(Text100::parse("窓口交付").unwrap()),
         },
         OperatorEvent::InternalIdRemoved { business_id: BusinessId::LIBRARY },
+        OperatorEvent::AuthenticatorRegistered {
+            credential_id: CredentialId::from_bytes(vec![1; 16]).unwrap(),
+            public_key: CosePublicKey::from_bytes(vec![0xa5]).unwrap(),
+            aaguid: Aaguid::UNKNOWN,
+            sign_count: 0,
+            backup_eligible: false,
+            label: AuthenticatorLabel::parse("指静脈").unwrap(),
+            at,
+        },
+        OperatorEvent::AuthenticatorRemoved { credential_id: CredentialId::from_bytes(vec![1; 16]).unwrap(), at },
+        OperatorEvent::AuthenticatorUsed {
+            at,
+            credential_id: CredentialId::from_bytes(vec![1; 16]).unwrap(),
+            sign_count: 2,
+        },
+        OperatorEvent::SignCountRegressed {
+            at,
+            credential_id: CredentialId::from_bytes(vec![1; 16]).unwrap(),
+            sign_count: 1,
+            last_sign_count: 2,
+        },
     ];
+    let biometric_policy =
+        [BiometricPolicyEvent::Set { required: BiometricRequirement::All, allowed_models: Default::default(), at }];
     let profile = BusinessSystemProfile::named(BusinessSystemName::parse("施設予約").unwrap());
     let business_system = [
         BusinessSystemEvent::Registered { id: BusinessId::parse("10").unwrap(), profile: profile.clone() },
@@ -203,6 +231,7 @@ fn every_event_type_and_version_has_a_golden_file() {
         .chain(certificate.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(authority.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(login_keys.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(biometric_policy.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);

@@ -167,7 +167,13 @@ impl View for OperatorDirectory {
                 .await
                 .map_err(db)?;
             }
-            OperatorEvent::PasswordChanged { .. } | OperatorEvent::LoginFailed { .. } => {
+            // Authenticators are listed from his stream itself; the directory only follows his version.
+            OperatorEvent::PasswordChanged { .. }
+            | OperatorEvent::LoginFailed { .. }
+            | OperatorEvent::AuthenticatorRegistered { .. }
+            | OperatorEvent::AuthenticatorRemoved { .. }
+            | OperatorEvent::AuthenticatorUsed { .. }
+            | OperatorEvent::SignCountRegressed { .. } => {
                 touch(conn, version, &at, &key).await?;
             }
         }

@@ -12,6 +12,7 @@
 //! [`SealedEventStore`] decorates either store with crypto-shredding: the `personal` part of payloads is sealed
 //! under a per-subject data key from the [`KeyVault`], and destroying that key erases it wherever events go.
 
+mod ceremonies;
 mod credentials;
 mod database;
 mod login;
@@ -23,6 +24,7 @@ mod types;
 mod vault;
 mod wakeup;
 
+pub use ceremonies::CeremonyStore;
 pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};
 pub use login::{CodeRow, LoginGrants, Taken};

@@ -13,7 +13,7 @@ use crate::{StoreError, StreamId, to_i64, to_u64};
 /// The state of one stream after its event `version`, in the shape `kind` names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    /// The state's shape and its version (`operator_login/1`): a reader of another shape ignores the snapshot.
+    /// The state's shape and its version (`operator_login/2`): a reader of another shape ignores the snapshot.
     pub kind: String,
     /// The stream version the state includes.
     pub version: u64,

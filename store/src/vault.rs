@@ -145,6 +145,16 @@ impl MasterKey {
         Ok(out)
     }
 
+    /// A key for one purpose, derived from the master key (HMAC-SHA-256 keyed with it over `label`): the same on
+    /// every node that has the master key, another for every label, and telling nothing of the master key.
+    pub fn derive_key(&self, label: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.bytes);
+        let tag = ring::hmac::sign(&key, label.as_bytes());
+        let mut out = [0_u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// The secret [`MasterKey::seal_secret`] sealed under `label`, or `None` when this is not the master key it
     /// was sealed with, the label differs, or the bytes were altered.
     pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Option<Vec<u8>> {

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per area, and the request metadata every command takes from its headers.
 
+pub mod biometrics;
 pub mod business_systems;
 pub mod card_writes;
 pub mod cards;

@@ -123,7 +123,8 @@ pub async fn authorize_get(
         (status = 303, description = "Back to the business system with `code` (or an OAuth `error`), `state` and `iss`"),
         (status = 400, description = "Unknown client or unregistered redirect URI", content_type = "text/html"),
         (status = 401, description = "Wrong municipality, operator ID or password: the form again", content_type = "text/html"),
-        (status = 403, description = "The operator is locked: the form again", content_type = "text/html"),
+        (status = 403, description = "The operator is locked, or must log in biometrically (or with his operator \
+            certificate): the form again", content_type = "text/html"),
         (status = 429, description = "Too many failed logins: the form again, with `Retry-After`", content_type = "text/html")))]
 pub async fn authorize_post(
     State(state): State<AppState>,
@@ -151,6 +152,11 @@ pub async fn authorize_post(
                 LoginError::Locked { .. } => {
                     (StatusCode::FORBIDDEN, "このオペレータはロックされています。管理者に連絡してください。", None)
                 }
+                LoginError::BiometricRequired => (
+                    StatusCode::FORBIDDEN,
+                    "このオペレータは生体認証（またはオペレータ証明書）でのログインが必要です。",
+                    None,
+                ),
                 LoginError::Throttled { retry_after } => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "ログインの失敗が続いたため、しばらく待ってから再度お試しください。",

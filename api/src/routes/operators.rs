@@ -399,7 +399,12 @@ pub fn domain_error(e: OperatorError) -> ApiError {
         OperatorError::NotRegistered => ApiError::not_found(),
         OperatorError::Revoked => ApiError::state_conflict(ProblemType::OperatorRevoked, text),
         OperatorError::Locked { .. } => ApiError::state_conflict(ProblemType::OperatorLocked, text),
-        OperatorError::InternalIdNotAssigned => ApiError::not_found(),
+        OperatorError::InternalIdNotAssigned | OperatorError::AuthenticatorNotRegistered => ApiError::not_found(),
+        OperatorError::AuthenticatorAlreadyRegistered => ApiError::already_exists(text),
+        OperatorError::TooManyAuthenticators { .. } => {
+            ApiError::state_conflict(ProblemType::TooManyAuthenticators, text)
+        }
+        OperatorError::AuthenticatorModelNotAllowed(_) => ApiError::validation(vec![FieldError::new("/", text)]),
         OperatorError::NoRoles
         | OperatorError::SystemAdminHasNoMunicipality
         | OperatorError::MunicipalityRequired

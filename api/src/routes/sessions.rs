@@ -94,9 +94,13 @@ pub struct Me {
 /// doubles the wait before the next attempt (1 s, 2 s, 4 s … 15 min), and an attempt that comes too early is
 /// answered `429` `/problems/too-many-attempts` with `Retry-After`, before any password is checked. While the
 /// operator is locked every password is answered `operator-locked`; a lock stops new logins only, his running
-/// sessions go on.
+/// sessions go on. An operator whose municipality requires biometric login is answered `403`
+/// `/problems/biometric-required` after a right password (a wrong one is answered as always).
 #[utoipa::path(post, operation_id = "login", path = "/api/v1/sessions", tag = "sessions", request_body = Login,
     responses((status = 201, body = SessionCreated), (status = 401, body = ProblemDetails),
+        (status = 403, body = ProblemDetails, description = "`/problems/biometric-required`: the password is right, \
+            but the operator's municipality requires him to log in biometrically (`POST /api/v1/sessions/biometric`) \
+            or with his operator certificate"),
         (status = 413, body = ProblemDetails), (status = 422, body = ProblemDetails),
         (status = 429, body = ProblemDetails, description = "`/problems/too-many-attempts`: too many failed logins \
             from this address or for this operator; retry after `Retry-After` seconds"),
@@ -109,15 +113,11 @@ pub async fn login(
 ) -> Result<impl IntoResponse, ApiError> {
     let client = peer.map(|Extension(ConnectInfo(address))| address.ip());
     let password = Secret::new(body.password);
-    let session = state.access.login(body.municipality.as_deref(), &body.operator_id, password, client).await.map_err(
-        |e| match e {
-            LoginError::InvalidCredentials => ApiError::invalid_credentials(),
-            LoginError::Locked { until } => locked(until),
-            LoginError::Busy => ApiError::busy(),
-            LoginError::Throttled { retry_after } => ApiError::too_many_attempts(retry_after),
-            LoginError::Failed(f) => f.into(),
-        },
-    )?;
+    let session = state
+        .access
+        .login(body.municipality.as_deref(), &body.operator_id, password, client)
+        .await
+        .map_err(login_error)?;
     Ok((
         StatusCode::CREATED,
         Json(SessionCreated {
@@ -126,6 +126,18 @@ pub async fn login(
             password_change_required: session.password_change_required,
         }),
     ))
+}
+
+/// A refused login (password or biometric), as the client is told.
+pub fn login_error(e: LoginError) -> ApiError {
+    match e {
+        LoginError::InvalidCredentials => ApiError::invalid_credentials(),
+        LoginError::Locked { until } => locked(until),
+        LoginError::Busy => ApiError::busy(),
+        LoginError::Throttled { retry_after } => ApiError::too_many_attempts(retry_after),
+        LoginError::BiometricRequired => ApiError::biometric_required(),
+        LoginError::Failed(f) => f.into(),
+    }
 }
 
 fn locked(until: Option<Timestamp>) -> ApiError {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::authenticators::{Aaguid, AuthenticatorLabel, CosePublicKey, CredentialId};
 use super::values::{Extension, InternalId, OperatorId, OperatorName, OperatorProfile, Role};
 use crate::aggregate::decode_payload;
 use crate::contact::{Email, Phone, Sex, Text100, Text200};
@@ -68,6 +69,39 @@ pub enum OperatorEvent {
     InternalIdRemoved {
         business_id: BusinessId,
     },
+    /// 生体情報登録: an authenticator whose registration ceremony (user verification, attestation) was verified. Its
+    /// public key only: the private key and the biometric template never leave the authenticator.
+    AuthenticatorRegistered {
+        credential_id: CredentialId,
+        public_key: CosePublicKey,
+        aaguid: Aaguid,
+        /// The signature counter at registration: later assertions must count past it.
+        sign_count: u32,
+        /// A credential that may be synchronised to other devices (WebAuthn BE flag).
+        backup_eligible: bool,
+        label: AuthenticatorLabel,
+        at: Timestamp,
+    },
+    /// The authenticator no longer logs him in.
+    AuthenticatorRemoved {
+        credential_id: CredentialId,
+        at: Timestamp,
+    },
+    /// On his login stream, before `LoggedIn`: a biometric login with this authenticator and its counter.
+    AuthenticatorUsed {
+        at: Timestamp,
+        credential_id: CredentialId,
+        sign_count: u32,
+    },
+    /// On his login stream: a valid assertion whose signature counter did not move past the last one seen — the
+    /// authenticator may have been cloned. The login was refused (and counted as failed).
+    SignCountRegressed {
+        at: Timestamp,
+        credential_id: CredentialId,
+        sign_count: u32,
+        /// The highest counter seen before (registration or login).
+        last_sign_count: u32,
+    },
 }
 
 pub(super) const REGISTERED: &str = "OperatorRegistered";
@@ -82,6 +116,10 @@ pub(super) const LOCKED: &str = "OperatorLocked";
 pub(super) const UNLOCKED: &str = "OperatorUnlocked";
 pub(super) const INTERNAL_ID_ASSIGNED: &str = "OperatorInternalIdAssigned";
 pub(super) const INTERNAL_ID_REMOVED: &str = "OperatorInternalIdRemoved";
+pub(super) const AUTHENTICATOR_REGISTERED: &str = "OperatorAuthenticatorRegistered";
+pub(super) const AUTHENTICATOR_REMOVED: &str = "OperatorAuthenticatorRemoved";
+pub(super) const AUTHENTICATOR_USED: &str = "OperatorAuthenticatorUsed";
+pub(super) const SIGN_COUNT_REGRESSED: &str = "OperatorAuthenticatorCounterRegressed";
 
 /// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
 mod v1 {
@@ -191,6 +229,42 @@ mod v1 {
     pub(super) struct InternalIdRemoved {
         pub business_id: BusinessId,
     }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct AuthenticatorRegistered {
+        pub credential_id: CredentialId,
+        pub public_key: CosePublicKey,
+        pub aaguid: Aaguid,
+        pub sign_count: u32,
+        pub backup_eligible: bool,
+        pub label: AuthenticatorLabel,
+        pub at: Timestamp,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct AuthenticatorRemoved {
+        pub credential_id: CredentialId,
+        pub at: Timestamp,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct AuthenticatorUsed {
+        pub at: Timestamp,
+        pub credential_id: CredentialId,
+        pub sign_count: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct SignCountRegressed {
+        pub at: Timestamp,
+        pub credential_id: CredentialId,
+        pub sign_count: u32,
+        pub last_sign_count: u32,
+    }
 }
 
 mod v2 {
@@ -226,6 +300,10 @@ impl DomainEvent for OperatorEvent {
             Self::Unlocked => UNLOCKED,
             Self::InternalIdAssigned { .. } => INTERNAL_ID_ASSIGNED,
             Self::InternalIdRemoved { .. } => INTERNAL_ID_REMOVED,
+            Self::AuthenticatorRegistered { .. } => AUTHENTICATOR_REGISTERED,
+            Self::AuthenticatorRemoved { .. } => AUTHENTICATOR_REMOVED,
+            Self::AuthenticatorUsed { .. } => AUTHENTICATOR_USED,
+            Self::SignCountRegressed { .. } => SIGN_COUNT_REGRESSED,
         }
     }
 
@@ -264,6 +342,37 @@ impl DomainEvent for OperatorEvent {
                 "role": role.as_ref().map(Text100::as_str),
             }),
             Self::InternalIdRemoved { business_id } => json!({ "business_id": business_id.as_str() }),
+            Self::AuthenticatorRegistered {
+                credential_id,
+                public_key,
+                aaguid,
+                sign_count,
+                backup_eligible,
+                label,
+                at,
+            } => json!({
+                "credential_id": credential_id.to_string(),
+                "public_key": String::from(public_key.clone()),
+                "aaguid": aaguid.to_string(),
+                "sign_count": sign_count,
+                "backup_eligible": backup_eligible,
+                "label": label.as_str(),
+                "at": at.unix(),
+            }),
+            Self::AuthenticatorRemoved { credential_id, at } => {
+                json!({ "credential_id": credential_id.to_string(), "at": at.unix() })
+            }
+            Self::AuthenticatorUsed { at, credential_id, sign_count } => json!({
+                "at": at.unix(),
+                "credential_id": credential_id.to_string(),
+                "sign_count": sign_count,
+            }),
+            Self::SignCountRegressed { at, credential_id, sign_count, last_sign_count } => json!({
+                "at": at.unix(),
+                "credential_id": credential_id.to_string(),
+                "sign_count": sign_count,
+                "last_sign_count": last_sign_count,
+            }),
         }
     }
 
@@ -324,6 +433,39 @@ impl DomainEvent for OperatorEvent {
             (INTERNAL_ID_REMOVED, 1) => {
                 let v1::InternalIdRemoved { business_id } = decode_payload(t, v, payload)?;
                 Self::InternalIdRemoved { business_id }
+            }
+            (AUTHENTICATOR_REGISTERED, 1) => {
+                let v1::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                } = decode_payload(t, v, payload)?;
+                Self::AuthenticatorRegistered {
+                    credential_id,
+                    public_key,
+                    aaguid,
+                    sign_count,
+                    backup_eligible,
+                    label,
+                    at,
+                }
+            }
+            (AUTHENTICATOR_REMOVED, 1) => {
+                let v1::AuthenticatorRemoved { credential_id, at } = decode_payload(t, v, payload)?;
+                Self::AuthenticatorRemoved { credential_id, at }
+            }
+            (AUTHENTICATOR_USED, 1) => {
+                let v1::AuthenticatorUsed { at, credential_id, sign_count } = decode_payload(t, v, payload)?;
+                Self::AuthenticatorUsed { at, credential_id, sign_count }
+            }
+            (SIGN_COUNT_REGRESSED, 1) => {
+                let v1::SignCountRegressed { at, credential_id, sign_count, last_sign_count } =
+                    decode_payload(t, v, payload)?;
+                Self::SignCountRegressed { at, credential_id, sign_count, last_sign_count }
             }
             _ => return Err(EventDecodeError::unknown(event_type, event_version)),
         })

@@ -6,8 +6,11 @@
 //! such events from before this split, fold them with the same [`LoginState`]. The time and the policy arrive in
 //! the command.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::operator::authenticators::{CredentialId, counter_regressed};
 use crate::operator::{LockoutPolicy, OperatorError, OperatorEvent};
 use crate::{Aggregate, Snapshotted, Timestamp};
 
@@ -21,6 +24,8 @@ pub struct LoginState {
     /// `Some(None)`: locked until unlocked; `Some(Some(t))`: locked until `t` (possibly past already).
     lock: Option<Option<Timestamp>>,
     last_login_at: Option<Timestamp>,
+    /// The highest signature counter each authenticator showed in a biometric login.
+    sign_counts: BTreeMap<CredentialId, u32>,
 }
 
 /// The snapshot form of a [`LoginState`], [`OperatorLogins::SNAPSHOT_KIND`]: a change of these fields changes that
@@ -33,15 +38,28 @@ struct LoginSnapshot {
     locked: bool,
     locked_until: Option<Timestamp>,
     last_login_at: Option<Timestamp>,
+    /// Credential ID (base64url) → the highest signature counter seen in a biometric login.
+    sign_counts: BTreeMap<CredentialId, u32>,
 }
 
 /// A login fact to record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginCommand {
     /// A login with his ID and a wrong password.
     RecordFailure { at: Timestamp, policy: LockoutPolicy },
     /// A login with the right password; refused while he is locked.
     RecordLogin { at: Timestamp },
+    /// A biometric login whose assertion WebAuthn verified (signature, user verification, challenge, origin):
+    /// refused while he is locked; a signature counter that does not move past the last one seen (`baseline`, the
+    /// counter at registration, or a later login's) is recorded as [`OperatorEvent::SignCountRegressed`] and
+    /// counted as a failed login.
+    RecordBiometricLogin {
+        at: Timestamp,
+        credential_id: CredentialId,
+        sign_count: u32,
+        baseline: u32,
+        policy: LockoutPolicy,
+    },
     /// An administrator lifts a lock and forgets the failures and lockouts so far; nothing when not locked.
     Unlock,
     /// A revocation: whatever was recorded is forgotten, so a registration after it starts afresh.
@@ -75,6 +93,11 @@ impl LoginState {
         self.last_login_at
     }
 
+    /// The highest signature counter this authenticator showed in a biometric login (0: none yet).
+    pub fn sign_count(&self, credential_id: &CredentialId) -> u32 {
+        self.sign_counts.get(credential_id).copied().unwrap_or(0)
+    }
+
     /// Whether there is anything an unlock would forget.
     pub fn is_clean(&self) -> bool {
         self.lock.is_none() && self.failures_in_row == 0 && self.lockouts == 0
@@ -97,6 +120,18 @@ impl LoginState {
                 Err(OperatorError::Locked { until: self.lock.flatten() })
             }
             LoginCommand::RecordLogin { at } => Ok(vec![E::LoggedIn { at }]),
+            LoginCommand::RecordBiometricLogin { at, .. } if self.is_locked_at(at) => {
+                Err(OperatorError::Locked { until: self.lock.flatten() })
+            }
+            LoginCommand::RecordBiometricLogin { at, credential_id, sign_count, baseline, policy } => {
+                let last_sign_count = baseline.max(self.sign_count(&credential_id));
+                if counter_regressed(last_sign_count, sign_count) {
+                    let regressed = E::SignCountRegressed { at, credential_id, sign_count, last_sign_count };
+                    let failed = self.decide(LoginCommand::RecordFailure { at, policy })?;
+                    return Ok(std::iter::once(regressed).chain(failed).collect());
+                }
+                Ok(vec![E::AuthenticatorUsed { at, credential_id, sign_count }, E::LoggedIn { at }])
+            }
             LoginCommand::Unlock if self.lock.is_none() => Ok(vec![]),
             LoginCommand::Forget if self.is_clean() => Ok(vec![]),
             LoginCommand::Unlock | LoginCommand::Forget => Ok(vec![E::Unlocked]),
@@ -124,6 +159,10 @@ impl LoginState {
                 self.failures_in_row = 0;
             }
             E::Revoked { .. } => self.lock = None,
+            E::AuthenticatorUsed { credential_id, sign_count, .. } => {
+                let seen = self.sign_counts.entry(credential_id.clone()).or_insert(0);
+                *seen = (*seen).max(*sign_count);
+            }
             _ => {}
         }
     }
@@ -155,7 +194,7 @@ impl Aggregate for OperatorLogins {
 /// A login stream gets one event per failed login for as long as anyone guesses: every failure stays on it for the
 /// auditors, and a login decision folds only the events after the last snapshot.
 impl Snapshotted for OperatorLogins {
-    const SNAPSHOT_KIND: &'static str = "operator_login/1";
+    const SNAPSHOT_KIND: &'static str = "operator_login/2";
     const SNAPSHOT_EVERY: u64 = 16;
 
     fn to_snapshot(state: &LoginState) -> serde_json::Value {
@@ -165,6 +204,7 @@ impl Snapshotted for OperatorLogins {
             locked: state.lock.is_some(),
             locked_until: state.lock.flatten(),
             last_login_at: state.last_login_at,
+            sign_counts: state.sign_counts.clone(),
         };
         // Plain numbers and booleans always serialize; `Null` would only make the next reader fold from the start.
         serde_json::to_value(form).unwrap_or(serde_json::Value::Null)
@@ -177,6 +217,7 @@ impl Snapshotted for OperatorLogins {
             lockouts: form.lockouts,
             lock: form.locked.then_some(form.locked_until),
             last_login_at: form.last_login_at,
+            sign_counts: form.sign_counts,
         })
     }
 }
@@ -188,6 +229,69 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_unix(1_700_000_000 + s)
+    }
+
+    fn cred() -> CredentialId {
+        CredentialId::from_bytes(vec![1, 2, 3]).unwrap()
+    }
+
+    fn biometric(at: Timestamp, sign_count: u32, baseline: u32) -> LoginCommand {
+        LoginCommand::RecordBiometricLogin {
+            at,
+            credential_id: cred(),
+            sign_count,
+            baseline,
+            policy: LockoutPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn given_a_registered_counter_when_a_login_counts_past_it_then_it_is_recorded_with_the_login() {
+        let state = given::<OperatorLogins>([]).when(biometric(t(1), 4, 3)).then([
+            OperatorEvent::AuthenticatorUsed { at: t(1), credential_id: cred(), sign_count: 4 },
+            OperatorEvent::LoggedIn { at: t(1) },
+        ]);
+        assert_eq!(state.sign_count(&cred()), 4);
+        // The next login must count past 4, whatever the registration said.
+        given::<OperatorLogins>([OperatorEvent::AuthenticatorUsed { at: t(1), credential_id: cred(), sign_count: 4 }])
+            .when(biometric(t(2), 4, 3))
+            .then([
+                OperatorEvent::SignCountRegressed {
+                    at: t(2),
+                    credential_id: cred(),
+                    sign_count: 4,
+                    last_sign_count: 4,
+                },
+                OperatorEvent::LoginFailed { at: t(2), failures_in_row: 1 },
+            ]);
+    }
+
+    #[test]
+    fn given_a_counter_when_an_assertion_goes_backwards_then_it_is_recorded_and_counts_as_a_failure() {
+        let failures: Vec<OperatorEvent> =
+            (1..=4).map(|n| OperatorEvent::LoginFailed { at: t(0), failures_in_row: n }).collect();
+        given::<OperatorLogins>(failures).when(biometric(t(1), 2, 9)).then([
+            OperatorEvent::SignCountRegressed { at: t(1), credential_id: cred(), sign_count: 2, last_sign_count: 9 },
+            OperatorEvent::LoginFailed { at: t(1), failures_in_row: 5 },
+            OperatorEvent::Locked { at: t(1), until: Some(t(901)) },
+        ]);
+    }
+
+    #[test]
+    fn given_an_authenticator_without_a_counter_then_every_login_passes() {
+        given::<OperatorLogins>([OperatorEvent::AuthenticatorUsed { at: t(1), credential_id: cred(), sign_count: 0 }])
+            .when(biometric(t(2), 0, 0))
+            .then([
+                OperatorEvent::AuthenticatorUsed { at: t(2), credential_id: cred(), sign_count: 0 },
+                OperatorEvent::LoggedIn { at: t(2) },
+            ]);
+    }
+
+    #[test]
+    fn given_a_lock_when_a_valid_assertion_comes_then_it_is_refused() {
+        given::<OperatorLogins>([OperatorEvent::Locked { at: t(0), until: None }])
+            .when(biometric(t(1), 5, 0))
+            .then_err(OperatorError::Locked { until: None });
     }
 
     #[test]
@@ -235,22 +339,23 @@ mod tests {
         assert_eq!(again, state);
         // Decisions after the snapshot are the decisions after the whole history.
         let command = LoginCommand::RecordFailure { at: t(904), policy };
-        assert_eq!(again.decide(command), state.decide(command));
+        assert_eq!(again.decide(command.clone()), state.decide(command));
     }
 
     #[test]
     fn the_snapshot_form_is_the_one_its_kind_names() {
-        // Saved snapshots of kind `operator_login/1` have this form: a change here must change SNAPSHOT_KIND, or
-        // old snapshots would be read as the new shape.
+        // Saved snapshots of kind `operator_login/2` have this form: a change here must change SNAPSHOT_KIND, or
+        // old snapshots would be read as the new shape (`operator_login/1` had no `sign_counts`).
         let state = OperatorLogins::fold(&[
             OperatorEvent::LoggedIn { at: t(0) },
             OperatorEvent::Locked { at: t(2), until: None },
+            OperatorEvent::AuthenticatorUsed { at: t(3), credential_id: cred(), sign_count: 7 },
         ]);
-        assert_eq!(OperatorLogins::SNAPSHOT_KIND, "operator_login/1");
+        assert_eq!(OperatorLogins::SNAPSHOT_KIND, "operator_login/2");
         assert_eq!(
             OperatorLogins::to_snapshot(&state),
             serde_json::json!({"failures_in_row": 0, "lockouts": 1, "locked": true, "locked_until": null,
-                "last_login_at": 1_700_000_000})
+                "last_login_at": 1_700_000_000, "sign_counts": {"AQID": 7}})
         );
         assert_eq!(OperatorLogins::from_snapshot(serde_json::json!({"failures": 3})), None);
     }
