@@ -19,8 +19,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_domain::operator::{
-    self, AuthMethod, LockoutPolicy, LoginCommand, Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId,
-    OperatorLogins, Password, PasswordPolicy,
+    self, AuthMethod, LockoutPolicy, LoginCommand, LoginState, Operator, OperatorCommand, OperatorError, OperatorEvent,
+    OperatorId, OperatorLogins, OperatorState, Password, PasswordPolicy,
 };
 use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
 use cardap_projections::municipalities;
@@ -382,14 +382,30 @@ impl Access {
         operator_id: &OperatorId,
         command: LoginCommand,
     ) -> Result<Vec<OperatorEvent>, OperatorError> {
-        let (operator, logins) = (operator_stream(municipality, operator_id), login_stream(municipality, operator_id));
-        let (operator, logins) = (&operator, &logins);
         let permissions = std::slice::from_ref(permission);
-        let command = &command;
+        self.decide_on_logins(ctx, permissions, municipality, operator_id, |_, login| login.decide(command.clone()))
+            .await
+    }
+
+    /// Decides on the operator's login stream with his own stream's state beside it (a biometric login needs his
+    /// authenticators), appends there, and waits for the views.
+    pub(crate) async fn decide_on_logins<F>(
+        &self,
+        ctx: &CommandContext,
+        permissions: &[Permission],
+        municipality: Option<&MunicipalityCode>,
+        operator_id: &OperatorId,
+        decide: F,
+    ) -> Result<Vec<OperatorEvent>, OperatorError>
+    where
+        F: Fn(&OperatorState, &LoginState) -> std::result::Result<Vec<OperatorEvent>, OperatorError> + Sync,
+    {
+        let (operator, logins) = (operator_stream(municipality, operator_id), login_stream(municipality, operator_id));
+        let (operator, logins, decide) = (&operator, &logins, &decide);
         let done = transact(&self.store, ctx, permissions, municipality.cloned(), |mut tx: Tx| async move {
             let op = tx.load::<Operator, OperatorError>(operator).await?;
             let login = load_logins(&mut tx, logins, &op).await?;
-            let events = login.state.decide(command.clone()).map_err(CommandError::Domain)?;
+            let events = decide(&op.state, &login.state).map_err(CommandError::Domain)?;
             tx.append_snapshotted::<OperatorLogins>(logins, &login, &events);
             Ok((events, tx))
         })

@@ -36,7 +36,7 @@ use cardap_domain::biometric_policy::{
 };
 use cardap_domain::operator::{
     Aaguid, AuthMethod, AuthenticatorLabel, CosePublicKey, CredentialId, MAX_AUTHENTICATORS, NewAuthenticator,
-    Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, OperatorLogins, RegisteredAuthenticator,
+    Operator, OperatorCommand, OperatorError, OperatorEvent, OperatorId, RegisteredAuthenticator,
 };
 use cardap_domain::{MunicipalityCode, OperatorKey, Timestamp};
 use cardap_projections::{ReadModels, operators};
@@ -55,10 +55,9 @@ use webauthn_rs_core::proto::{
 
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential, Url};
 
-use crate::access::{Access, AccessFailure, LoginError, NewSession, load_logins, login_stream, operator_stream};
+use crate::access::{Access, AccessFailure, LoginError, NewSession, operator_stream};
 use crate::authz::{Permission, authorize};
 use crate::context::CommandContext;
-use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler, Executed, Loaded};
 use crate::ports::Ceremonies;
 use crate::throttle::Attempter;
@@ -551,28 +550,16 @@ impl Biometrics {
         at: Timestamp,
     ) -> Result<Vec<OperatorEvent>, OperatorError> {
         let ctx = CommandContext::system(CommandId::generate());
-        let (operator, logins) = (operator_stream(municipality, operator_id), login_stream(municipality, operator_id));
-        let (operator, logins) = (&operator, &logins);
         let mut policy = self.access.policy.lockout;
         if municipality.is_none() {
             // Nobody could lift a permanent lock of the system administrator.
             policy.max_lockouts = 0;
         }
-        let done = transact(&self.store, &ctx, &[], municipality.cloned(), |mut tx: Tx| async move {
-            let op = tx.load::<Operator, OperatorError>(operator).await?;
-            let login = load_logins(&mut tx, logins, &op).await?;
-            let events = op
-                .state
-                .decide_biometric_login(&login.state, at, credential_id, sign_count, policy)
-                .map_err(CommandError::Domain)?;
-            tx.append_snapshotted::<OperatorLogins>(logins, &login, &events);
-            Ok((events, tx))
-        })
-        .await?;
-        if let Some(checkpoint) = done.checkpoint {
-            self.views.wait_for_view(checkpoint, operators::NAME).await;
-        }
-        Ok(done.value.unwrap_or_default())
+        self.access
+            .decide_on_logins(&ctx, &[], municipality, operator_id, |op, login| {
+                op.decide_biometric_login(login, at, credential_id, sign_count, policy)
+            })
+            .await
     }
 }
 

@@ -202,6 +202,14 @@ fn curl_json(
     (body.to_owned(), code.to_owned())
 }
 
+/// The system administrator's session token, logged in over HTTPS with his password.
+fn admin_token_over_https(pki: &Pki, app: &TestApp) -> String {
+    let body = json!({"operator_id": "admin", "password": "AdminPassw0rd"});
+    let (login, code) = curl_json(pki, app, "POST", "/api/v1/sessions", None, &body);
+    assert_eq!(code, "201", "{login}");
+    serde_json::from_str::<serde_json::Value>(&login).unwrap()["token"].as_str().unwrap().to_owned()
+}
+
 /// Without a client CA file, the listener trusts cardap's own CA: an operator certificate it issued logs its
 /// operator in, and once it is revoked, the next CRL shuts it out within the reload interval — no file, no restart.
 async fn certificates_of_cardaps_own_ca_log_in_until_revoked(backend: Backend) {
@@ -209,16 +217,7 @@ async fn certificates_of_cardaps_own_ca_log_in_until_revoked(backend: Backend) {
     let mut tls = pki.settings();
     (tls.client_ca_file, tls.crl_file) = (None, None);
     let app = spawn_app_with(backend, |s| s.tls = tls).await;
-    let (login, code) = curl_json(
-        &pki,
-        &app,
-        "POST",
-        "/api/v1/sessions",
-        None,
-        &json!({"operator_id": "admin", "password": "AdminPassw0rd"}),
-    );
-    assert_eq!(code, "201", "{login}");
-    let admin = serde_json::from_str::<serde_json::Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();
+    let admin = admin_token_over_https(&pki, &app);
     let (answer, code) = curl_json(
         &pki,
         &app,
@@ -329,16 +328,7 @@ async fn a_business_system_authenticates_with_its_server_certificate(backend: Ba
     let mut tls = pki.settings();
     (tls.client_ca_file, tls.crl_file) = (None, None);
     let app = spawn_app_with(backend, |s| s.tls = tls).await;
-    let (login, code) = curl_json(
-        &pki,
-        &app,
-        "POST",
-        "/api/v1/sessions",
-        None,
-        &json!({"operator_id": "admin", "password": "AdminPassw0rd"}),
-    );
-    assert_eq!(code, "201", "{login}");
-    let admin = serde_json::from_str::<serde_json::Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();
+    let admin = admin_token_over_https(&pki, &app);
     let system = cardap_tests::business_system("05", "施設予約");
     let (answer, code) = curl_json(&pki, &app, "POST", "/api/v1/business-systems", Some(&admin), &system);
     assert_eq!(code, "201", "{answer}");

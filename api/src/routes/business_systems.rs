@@ -575,7 +575,7 @@ fn optional<T>(
 }
 
 /// A business ID from the path; anything that is no business ID is "not found".
-fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
+pub(crate) fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
     BusinessId::parse(business_id).map_err(|_| ApiError::not_found())
 }
 

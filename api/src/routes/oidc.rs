@@ -29,6 +29,7 @@ use utoipa::ToSchema;
 use crate::auth::{Authenticated, Secret};
 use crate::error::{ApiError, FieldError, ProblemDetails, command_error};
 use crate::json::ApiJson;
+use crate::routes::business_systems::path_id;
 use crate::routes::{RequestMeta, etag, if_match};
 use crate::state::AppState;
 
@@ -442,10 +443,6 @@ pub struct IssuedClientSecret {
     pub client_id: String,
     /// Shown only in this answer; cardap keeps only its hash.
     pub client_secret: String,
-}
-
-fn path_id(business_id: &str) -> Result<BusinessId, ApiError> {
-    BusinessId::parse(business_id).map_err(|_| ApiError::not_found())
 }
 
 fn view(

@@ -25,6 +25,15 @@ fn base64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// `bytes` if there are 1..=`max` of them.
+fn bounded(bytes: Vec<u8>, max: usize) -> Result<Vec<u8>, ParseError> {
+    match bytes.len() {
+        0 => Err(ParseError::Empty),
+        n if n > max => Err(ParseError::TooLong { max }),
+        _ => Ok(bytes),
+    }
+}
+
 fn from_base64url(s: &str) -> Result<Vec<u8>, ParseError> {
     let s = s.trim();
     if s.is_empty() {
@@ -43,11 +52,7 @@ impl CredentialId {
     pub const MAX_BYTES: usize = 1023;
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, ParseError> {
-        match bytes.len() {
-            0 => Err(ParseError::Empty),
-            n if n > Self::MAX_BYTES => Err(ParseError::TooLong { max: Self::MAX_BYTES }),
-            _ => Ok(Self(bytes)),
-        }
+        bounded(bytes, Self::MAX_BYTES).map(Self)
     }
 
     /// From its base64url text (padding tolerated).
@@ -96,11 +101,7 @@ impl CosePublicKey {
     pub const MAX_BYTES: usize = 2048;
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, ParseError> {
-        match bytes.len() {
-            0 => Err(ParseError::Empty),
-            n if n > Self::MAX_BYTES => Err(ParseError::TooLong { max: Self::MAX_BYTES }),
-            _ => Ok(Self(bytes)),
-        }
+        bounded(bytes, Self::MAX_BYTES).map(Self)
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
