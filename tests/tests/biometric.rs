@@ -191,6 +191,52 @@ async fn the_manager_registers_an_authenticator_and_the_operator_logs_in_with_it
     assert_eq!(nobody["publicKey"]["userVerification"], "required");
 }
 
+/// A business system that logs the operator in through cardap (OpenID Connect) is told he proved himself
+/// biometrically: `auth_method` `biometric`, `amr` `hwk` + `user`.
+async fn a_business_system_is_told_the_login_was_biometric(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, manager) = chiyoda(&app).await;
+    let redirect = "http://127.0.0.1:9/oidc/callback";
+    let client = "/api/v1/business-systems/01/login-client";
+    let reply = app.put(client, Some(&admin), &json!({ "redirect_uris": [redirect] })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let secret = app.post_empty(&format!("{client}/secret"), Some(&admin)).await.json()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut token = reader();
+    assert_eq!(register(&app, &manager, "OP0501", &mut token).await.status, StatusCode::CREATED);
+    let session = log_in(&app, "OP0501", &mut token).await.json()["token"].as_str().unwrap().to_owned();
+
+    let (verifier, challenge) =
+        ("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    let authorize = format!(
+        "/oidc/authorize?response_type=code&client_id=01&scope=openid&code_challenge={challenge}\
+         &code_challenge_method=S256&redirect_uri={}",
+        redirect.replace(':', "%3A").replace('/', "%2F")
+    );
+    let back = app.get(&authorize, Some(&session)).await;
+    assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.text);
+    let location = back.header("location").unwrap();
+    let code = location.split(['?', '&']).find_map(|p| p.strip_prefix("code=")).unwrap().to_owned();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier),
+        ("redirect_uri", redirect),
+        ("client_id", "01"),
+        ("client_secret", secret.as_str()),
+    ];
+    let tokens = send(app.client.post(app.url("/oidc/token")).form(&form)).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text);
+    let id_token = tokens.json()["id_token"].as_str().unwrap().to_owned();
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(id_token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["auth_method"], "biometric");
+    assert_eq!(claims["amr"], json!(["hwk", "user"]));
+    assert_eq!(claims["operator_id"], "OP0501");
+}
+
 async fn refused_assertions_count_as_failed_logins_until_throttled(backend: Backend) {
     // A clock that stands still: the throttle's waits do not run out during the test.
     let app = spawn_app_with_clock(backend, |_| {}).await;
@@ -411,6 +457,7 @@ async fn only_the_municipalitys_operations_manager_registers(backend: Backend) {
 
 on_both_backends!(
     the_manager_registers_an_authenticator_and_the_operator_logs_in_with_it,
+    a_business_system_is_told_the_login_was_biometric,
     refused_assertions_count_as_failed_logins_until_throttled,
     the_municipality_chooses_the_models_and_a_deleted_authenticator_no_longer_logs_in,
     a_revoked_operator_gets_nothing,
