@@ -5,6 +5,7 @@ use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::{CardKeys, CardWrites};
+use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
@@ -299,6 +300,7 @@ impl Application {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems,
             oidc,
+            history: History::new(store.clone(), read.clone()),
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
@@ -495,6 +497,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::card_writes::router())
         .merge(routes::pki::router())
         .merge(routes::oidc::router())
+        .merge(routes::audit::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

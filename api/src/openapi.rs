@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    biometrics, business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv, operators, pki,
-    registry, resident_settings, residents, sessions,
+    audit, biometrics, business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv,
+    operators, pki, registry, resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ use crate::routes::{
         pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
         oidc::discovery, oidc::jwks, oidc::authorize_get, oidc::authorize_post, oidc::token, oidc::show_client,
         oidc::configure_client, oidc::issue_secret,
+        audit::events,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,

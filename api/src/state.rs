@@ -9,6 +9,7 @@ use cardap_commands::access::Access;
 use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::CardWrites;
+use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::municipalities::Municipalities;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub pki: Pki,
     /// Login to business systems through cardap (OpenID Connect provider).
     pub oidc: LoginProvider,
+    /// Operator history for auditors.
+    pub history: History,
 }
 
 impl AppState {

@@ -38,6 +38,7 @@ pub mod clock;
 mod context;
 pub mod engine;
 mod handler;
+pub mod history;
 pub mod ids;
 pub mod imports;
 mod internal_ids;

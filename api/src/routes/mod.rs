@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per area, and the request metadata every command takes from its headers.
 
+pub mod audit;
 pub mod biometrics;
 pub mod business_systems;
 pub mod card_writes;
@@ -41,10 +42,16 @@ pub struct RequestMeta {
 impl RequestMeta {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let get = |name: &str| {
-            headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(|v| {
-                // Bounded: these end up in every event's metadata.
-                v.chars().take(200).collect::<String>()
-            })
+            // UTF-8, not only ASCII: a terminal is named as the municipality names it (窓口3番).
+            headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && !v.chars().any(char::is_control))
+                .map(|v| {
+                    // Bounded: these end up in every event's metadata.
+                    v.chars().take(200).collect::<String>()
+                })
         };
         RequestMeta {
             idempotency_key: get("idempotency-key"),

@@ -1,0 +1,211 @@
+//! Operator history for auditors: `GET /api/v1/audit/events`, streamed as NDJSON (or CSV with `Accept:
+//! text/csv`) page by page, never loaded whole. The rules of the query are in `cardap_commands::history`.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cardap_commands::history::{History, HistoryLine, HistoryQuery};
+use cardap_domain::MunicipalityCode;
+use cardap_domain::operator::OperatorId;
+use cardap_store::Checkpoint;
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Authenticated;
+use crate::error::{ApiError, FieldError, ProblemDetails};
+use crate::i18n::Text;
+use crate::state::AppState;
+
+/// Lines per chunk of the answer.
+const PAGE: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/audit/events", get(events))
+}
+
+/// The filters; all optional but `municipality` (the system administrator may leave it out for every
+/// municipality and the installation's own events).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// The municipality's code.
+    pub municipality: Option<String>,
+    /// Only what this operator (of `municipality`) did.
+    pub operator_id: Option<String>,
+    /// Only what concerns this resident.
+    pub resident_id: Option<String>,
+    /// From this instant (RFC 3339), inclusive.
+    pub from: Option<String>,
+    /// Up to this instant (RFC 3339), exclusive.
+    pub to: Option<String>,
+}
+
+/// One line of the history (NDJSON; the same columns in CSV, `changes` as JSON text).
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"position": 42, "recorded_at": "2026-12-05T10:00:00Z", "municipality": "131016",
+    "operator_id": "OP0501", "operator_key": "5f0c…", "terminal": "窓口3番", "type": "ResidentRegistered",
+    "stream": "resident/0193…", "changes": {"personal": {"kana_name": {"family": "ヤマダ", "given": "タロウ"}}}}))]
+#[allow(dead_code)] // documents the line; the line itself is `cardap_commands::history::HistoryLine`
+pub struct HistoryLineSchema {
+    pub position: u64,
+    pub recorded_at: String,
+    pub municipality: Option<String>,
+    pub operator_id: Option<String>,
+    pub operator_key: Option<String>,
+    pub terminal: Option<String>,
+    #[schema(rename = "type")]
+    pub event_type: String,
+    pub stream: String,
+    #[schema(value_type = Object)]
+    pub changes: serde_json::Value,
+}
+
+fn parse(params: HistoryParams) -> Result<HistoryQuery, ApiError> {
+    let mut errors = vec![];
+    let municipality = params
+        .municipality
+        .as_deref()
+        .map(MunicipalityCode::parse)
+        .transpose()
+        .map_err(|e| errors.push(FieldError::parse("municipality", &e)))
+        .ok()
+        .flatten();
+    let operator_id = params
+        .operator_id
+        .as_deref()
+        .map(OperatorId::parse)
+        .transpose()
+        .map_err(|e| errors.push(FieldError::parse("operator_id", &e)))
+        .ok()
+        .flatten();
+    let mut instant = |name: &str, value: Option<&str>| match value.map(DateTime::parse_from_rfc3339).transpose() {
+        Ok(at) => at.map(|t| t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(FieldError::new(
+                name,
+                Text::new(
+                    "日時は RFC 3339 形式（例: 2026-12-05T10:00:00+09:00）で指定してください",
+                    "an instant in RFC 3339 form, e.g. 2026-12-05T10:00:00+09:00",
+                ),
+            ));
+            None
+        }
+    };
+    let from = instant("from", params.from.as_deref());
+    let to = instant("to", params.to.as_deref());
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let resident_id = params.resident_id.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    Ok(HistoryQuery { municipality, operator_id, resident_id, from, to })
+}
+
+/// The history of a municipality (its auditors, the system administrator), or of everything (the system
+/// administrator), in the global order: each line the position, when, where, who (operator ID and terminal), the
+/// event type, its stream and what changed. Logins, failed logins, lockouts, certificates, imports are events too.
+#[utoipa::path(get, operation_id = "auditEvents", path = "/api/v1/audit/events", tag = "audit",
+    params(HistoryParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "NDJSON, one line per event (CSV with `Accept: text/csv`), streamed",
+            content((HistoryLineSchema = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 403, body = ProblemDetails, description = "Not an auditor of this municipality (nor the system \
+            administrator); every municipality at once is for the system administrator"),
+        (status = 404, body = ProblemDetails, description = "Another municipality's history")))]
+pub async fn events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    Query(params): Query<HistoryParams>,
+) -> Result<Response, ApiError> {
+    let query = parse(params)?;
+    let history = state.history.clone();
+    history.authorize(&auth.actor, &query)?;
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv") && !v.contains("application/x-ndjson"));
+    // The first page before answering: a failing database is still a proper error.
+    let mut names = HashMap::new();
+    let first = history.page(&query, Checkpoint::START, PAGE, &mut names).await?;
+    let mut head = if csv { csv_header() } else { vec![] };
+    head.extend(render(&first.lines, csv));
+    let pages = Pages { history, query, names, next: first.next, csv };
+    let body =
+        stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next));
+    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        // Personal data: not for shared caches.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+struct Pages {
+    history: History,
+    query: HistoryQuery,
+    names: HashMap<cardap_domain::OperatorKey, Option<String>>,
+    next: Option<Checkpoint>,
+    csv: bool,
+}
+
+async fn next(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
+    let after = pages.next.take()?;
+    match pages.history.page(&pages.query, after, PAGE, &mut pages.names).await {
+        Ok(page) => {
+            pages.next = page.next;
+            let chunk = Bytes::from(render(&page.lines, pages.csv));
+            Some((Ok(chunk), pages))
+        }
+        Err(e) => {
+            // The answer has begun: the client sees a cut-off body, the log says why.
+            tracing::error!(error = %e, "audit history stopped");
+            Some((Err(std::io::Error::other(e.to_string())), pages))
+        }
+    }
+}
+
+const COLUMNS: [&str; 9] =
+    ["position", "recorded_at", "municipality", "operator_id", "operator_key", "terminal", "type", "stream", "changes"];
+
+fn csv_header() -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(vec![]);
+    let _ = writer.write_record(COLUMNS);
+    writer.into_inner().unwrap_or_default()
+}
+
+fn render(lines: &[HistoryLine], csv: bool) -> Vec<u8> {
+    if csv {
+        let mut writer = csv::Writer::from_writer(vec![]);
+        for line in lines {
+            let _ = writer.write_record([
+                line.position.to_string(),
+                line.recorded_at.to_rfc3339(),
+                line.municipality.clone().unwrap_or_default(),
+                line.operator_id.clone().unwrap_or_default(),
+                line.operator_key.clone().unwrap_or_default(),
+                line.terminal.clone().unwrap_or_default(),
+                line.event_type.clone(),
+                line.stream.clone(),
+                line.changes.to_string(),
+            ]);
+        }
+        return writer.into_inner().unwrap_or_default();
+    }
+    let mut out = vec![];
+    for line in lines {
+        if let Ok(json) = serde_json::to_vec(line) {
+            out.extend(json);
+            out.push(b'\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,140 @@
+//! Operator history for auditors (issue 12, point 2): `GET /api/v1/audit/events` streams who did what to whom,
+//! when and from which terminal, in the global order — as NDJSON or CSV — filtered by operator, resident and time;
+//! an auditor sees his municipality's history only (another's is 404), a clerk none. Both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use cardap_tests::reqwest::{Method, StatusCode};
+use cardap_tests::serde_json::{Value, json};
+use cardap_tests::{
+    Backend, TestApp, on_both_backends, operator_with_password, resident_body, residents_path, spawn_app,
+};
+
+const CHIYODA: &str = "131016";
+const MINATO: &str = "131032";
+const PASSWORD: &str = "Passw0rdForAudit";
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// 千代田区 with an auditor and a clerk, 港区 with a clerk; the clerk of 千代田区 registers a resident from 窓口3番
+/// and mistypes his password once. Returns the administrator's, the auditor's and the clerk's tokens and the
+/// resident's id.
+async fn world(app: &TestApp) -> (String, String, String, String) {
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    app.register_municipality(&admin, MINATO, "港区", 2).await;
+    let chiyoda = json!([
+        operator_with_password("AUD01", PASSWORD, &["auditor"], &[]),
+        operator_with_password("OP0501", PASSWORD, &["clerk"], &[]),
+    ]);
+    app.add_operators(&admin, CHIYODA, &chiyoda).await;
+    app.add_operators(&admin, MINATO, &operator_with_password("OP0601", PASSWORD, &["clerk"], &[])).await;
+    let clerk = app.login(Some(CHIYODA), "OP0501", PASSWORD).await;
+    let reply = app
+        .send_with(
+            Method::POST,
+            &residents_path(CHIYODA),
+            Some(&clerk),
+            &[("x-cardap-terminal", "窓口3番")],
+            Some(&resident_body("ヤマダ", "タロウ", "4030303")),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let resident = reply.json()["resident_id"].as_str().unwrap().to_owned();
+    let failed = app.try_login(Some(CHIYODA), "OP0501", "WrongPassw0rd").await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+    let minato = app.login(Some(MINATO), "OP0601", PASSWORD).await;
+    let reply = app.post(&residents_path(MINATO), Some(&minato), &resident_body("スズキ", "ハナコ", "4020202")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let auditor = app.login(Some(CHIYODA), "AUD01", PASSWORD).await;
+    (admin, auditor, clerk, resident)
+}
+
+/// The history as NDJSON lines, once the failed login (recorded in the background) is in.
+async fn history(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let path = format!("/api/v1/audit/events?{query}");
+    for _ in 0..50 {
+        let reply = app.get(&path, Some(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+        let lines = lines(&reply.text);
+        if query.contains("resident_id") || lines.iter().any(|l| l["type"] == "OperatorLoginFailed") {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the failed login never appeared in the history");
+}
+
+async fn an_auditor_replays_who_did_what_to_whom(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_admin, auditor, _clerk, resident) = world(&app).await;
+
+    let all = history(&app, &auditor, &format!("municipality={CHIYODA}")).await;
+    let positions: Vec<u64> = all.iter().map(|l| l["position"].as_u64().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in the global order: {positions:?}");
+    assert!(all.iter().all(|l| l["municipality"] == CHIYODA), "only 千代田区's: {all:?}");
+    let registered = all.iter().find(|l| l["type"] == "ResidentRegistered").expect("the registration");
+    assert_eq!(registered["operator_id"], "OP0501");
+    assert_eq!(registered["terminal"], "窓口3番");
+    assert_eq!(registered["stream"], format!("resident/{resident}"));
+    assert_eq!(registered["changes"]["personal"]["kana_name"]["family"], "ヤマダ", "{registered}");
+    assert!(all.iter().any(|l| l["type"] == "OperatorLoginFailed" && l["stream"].as_str().unwrap().contains("OP0501")));
+    assert!(!all.iter().any(|l| l.to_string().contains("スズキ")), "nothing of 港区");
+
+    // Every action of OP0501, and what happened to him (the failed login), and nothing of the auditor.
+    let his = history(&app, &auditor, &format!("municipality={CHIYODA}&operator_id=OP0501")).await;
+    assert!(his.iter().any(|l| l["type"] == "ResidentRegistered"));
+    assert!(his.iter().any(|l| l["type"] == "OperatorLoginFailed"));
+    assert!(!his.iter().any(|l| l["stream"].as_str().unwrap().contains("AUD01")), "{his:?}");
+    // What concerns the resident.
+    let about = history(&app, &auditor, &format!("municipality={CHIYODA}&resident_id={resident}")).await;
+    assert_eq!(about.iter().map(|l| l["type"].as_str().unwrap()).collect::<Vec<_>>(), ["ResidentRegistered"]);
+    // A time range that ends before everything: nothing.
+    let none =
+        history(&app, &auditor, &format!("municipality={CHIYODA}&to=2000-01-01T00:00:00Z&resident_id={resident}"))
+            .await;
+    assert!(none.is_empty());
+
+    // CSV: a header and the same events.
+    let reply = app
+        .send_with(
+            Method::GET,
+            &format!("/api/v1/audit/events?municipality={CHIYODA}&resident_id={resident}"),
+            Some(&auditor),
+            &[("accept", "text/csv")],
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.header("content-type").unwrap().starts_with("text/csv"));
+    let mut rows = reply.text.lines();
+    assert_eq!(
+        rows.next(),
+        Some("position,recorded_at,municipality,operator_id,operator_key,terminal,type,stream,changes")
+    );
+    let row = rows.next().unwrap();
+    assert!(row.contains("ResidentRegistered") && row.contains("OP0501") && row.contains("窓口3番"), "{row}");
+}
+
+async fn nobody_reads_another_municipalitys_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, auditor, clerk, _) = world(&app).await;
+    let other = app.get(&format!("/api/v1/audit/events?municipality={MINATO}"), Some(&auditor)).await;
+    other.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    let everything = app.get("/api/v1/audit/events", Some(&auditor)).await;
+    everything.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let clerk = app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}"), Some(&clerk)).await;
+    clerk.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let bad = app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}&from=yesterday"), Some(&auditor)).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.error_fields(), ["from"]);
+    // The system administrator sees everything, both municipalities.
+    let all = history(&app, &admin, "").await;
+    assert!(all.iter().any(|l| l["municipality"] == MINATO) && all.iter().any(|l| l["municipality"] == CHIYODA));
+    let minato = app.get(&format!("/api/v1/audit/events?municipality={MINATO}"), Some(&admin)).await;
+    assert!(lines(&minato.text).iter().all(|l| l["municipality"] == MINATO) && !minato.text.is_empty());
+}
+
+on_both_backends!(an_auditor_replays_who_did_what_to_whom, nobody_reads_another_municipalitys_history);
