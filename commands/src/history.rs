@@ -9,6 +9,11 @@
 //! and terminal from its metadata). Logins, failed logins and lockouts are events of the operators' login streams
 //! and appear like any other. Reads the event store (personal data unsealed as for any use case) and the operator
 //! directory; writes nothing.
+//!
+//! Also the state as of an instant (issue 12, point 3): an operator's stream replayed up to then — his roles,
+//! permitted business systems, 業務内IDs, whether he was revoked or locked — and "what could he do on date D": those
+//! of his business systems his municipality was permitted (共同利用) and that were in service then, each
+//! business system's stream replayed up to the same instant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -176,6 +181,102 @@ impl History {
             changes: event.payload,
         }))
     }
+}
+
+/// An operator as he stood at an instant, and what he could use then.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorAsOf {
+    pub at: DateTime<Utc>,
+    /// His stream's version then (0: not registered yet).
+    pub version: u64,
+    pub registered: bool,
+    pub revoked: bool,
+    /// Locked out of new password logins at that instant.
+    pub locked: bool,
+    pub roles: Vec<String>,
+    /// His permitted business systems (許可業務).
+    pub business_systems: Vec<String>,
+    /// Those he could use then: permitted ∩ his municipality's shared use then ∩ in service then (none while
+    /// revoked).
+    pub usable_business_systems: Vec<String>,
+    /// His 業務内IDs then: (business ID, 業務内ID, that system's role).
+    pub internal_ids: Vec<(String, String, Option<String>)>,
+}
+
+impl History {
+    /// The operator `operator_id` of `municipality` as of `at`, and what he could use then; `None` when no such
+    /// operator was ever registered. Call `authorize(actor, &Permission::ReadHistory(municipality))` first.
+    pub async fn operator_as_of(
+        &self,
+        municipality: &MunicipalityCode,
+        operator_id: &OperatorId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<OperatorAsOf>, QueryError> {
+        use cardap_domain::business_system::BusinessSystem;
+        use cardap_domain::operator::Operator;
+        let operator =
+            replay::<Operator>(&self.store, &crate::access::operator_stream(Some(municipality), operator_id), at)
+                .await?;
+        let Some((state, version)) = operator else { return Ok(None) };
+        let mut usable = vec![];
+        if state.is_active() {
+            for id in state.business_systems() {
+                let stream = crate::business_systems::stream(id);
+                let Some((system, _)) = replay::<BusinessSystem>(&self.store, &stream, at).await? else { continue };
+                if system.is_registered() && !system.is_retired() && system.permits(municipality) {
+                    usable.push(id.as_str().to_owned());
+                }
+            }
+        }
+        Ok(Some(OperatorAsOf {
+            at,
+            version,
+            registered: state.is_registered(),
+            revoked: state.is_revoked(),
+            locked: state.is_locked_at(cardap_domain::Timestamp::from_unix(at.timestamp())),
+            roles: state.roles().iter().map(|r| r.as_str().to_owned()).collect(),
+            business_systems: state.business_systems().iter().map(|b| b.as_str().to_owned()).collect(),
+            usable_business_systems: usable,
+            internal_ids: state
+                .internal_ids()
+                .iter()
+                .map(|(b, a)| {
+                    (
+                        b.as_str().to_owned(),
+                        a.internal_id.as_str().to_owned(),
+                        a.role.as_ref().map(|r| r.as_str().to_owned()),
+                    )
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// An aggregate's state folded from its events recorded up to `at` (inclusive), and the version reached; `None`
+/// when the stream has no events at all.
+async fn replay<A: cardap_domain::Aggregate>(
+    store: &Arc<dyn EventStore>,
+    stream: &cardap_store::StreamId,
+    at: DateTime<Utc>,
+) -> Result<Option<(A::State, u64)>, QueryError> {
+    let events = store.read_stream(stream, 1).await?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut state = A::State::default();
+    let mut version = 0;
+    for event in events.into_iter().take_while(|e| e.recorded_at <= at) {
+        let decoded =
+            <A::Event as cardap_domain::DomainEvent>::decode(&event.event_type, event.event_version, &event.payload)
+                .map_err(|e| QueryError::Event {
+                    projection: "history",
+                    event: event.event_type.clone(),
+                    reason: e.to_string(),
+                })?;
+        state = A::evolve(state, &decoded);
+        version = event.version;
+    }
+    Ok(Some((state, version)))
 }
 
 /// Whether the operator did it, or it happened to his own streams (his logins, failed logins and locks are

@@ -137,4 +137,55 @@ async fn nobody_reads_another_municipalitys_history(backend: Backend) {
     assert!(lines(&minato.text).iter().all(|l| l["municipality"] == MINATO) && !minato.text.is_empty());
 }
 
-on_both_backends!(an_auditor_replays_who_did_what_to_whom, nobody_reads_another_municipalitys_history);
+/// "What could operator X do on date D": his stream and his business systems' replayed up to then.
+async fn what_an_operator_could_do_on_a_given_date(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, auditor, clerk, _) = world(&app).await;
+    let now = || {
+        let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        t.replace('+', "%2B")
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(50));
+    app.permit(&admin, "01", CHIYODA).await;
+    app.add_operators(&admin, CHIYODA, &operator_with_password("OP0502", PASSWORD, &["clerk"], &["01"])).await;
+    pause().await;
+    let permitted = now();
+    pause().await;
+    app.withdraw(&admin, "01", CHIYODA).await;
+    pause().await;
+    let withdrawn = now();
+    pause().await;
+    let revoke = format!("/api/v1/municipalities/{CHIYODA}/operators/OP0502/revoke");
+    assert!(app.post_empty(&revoke, Some(&admin)).await.status.is_success());
+    pause().await;
+    let revoked = now();
+    let as_of = |at: &str| format!("/api/v1/municipalities/{CHIYODA}/operators/OP0502/as-of?at={at}");
+
+    let then = app.get(&as_of(&permitted), Some(&auditor)).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.text);
+    let then = then.json();
+    assert_eq!((then["registered"].clone(), then["revoked"].clone()), (json!(true), json!(false)));
+    assert_eq!(then["business_systems"], json!(["01"]));
+    assert_eq!(then["usable_business_systems"], json!(["01"]));
+    let then = app.get(&as_of(&withdrawn), Some(&auditor)).await.json();
+    assert_eq!(then["business_systems"], json!(["01"]), "still permitted to him");
+    assert_eq!(then["usable_business_systems"], json!([]), "but no longer to his municipality");
+    let then = app.get(&as_of(&revoked), Some(&auditor)).await.json();
+    assert_eq!(then["revoked"], json!(true));
+    let before = app.get(&as_of("2000-01-01T00:00:00Z"), Some(&auditor)).await.json();
+    assert_eq!((before["registered"].clone(), before["version"].clone()), (json!(false), json!(0)));
+
+    let nobody = format!("/api/v1/municipalities/{CHIYODA}/operators/NOBODY/as-of?at={revoked}");
+    app.get(&nobody, Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    let other = format!("/api/v1/municipalities/{MINATO}/operators/OP0601/as-of?at={revoked}");
+    app.get(&other, Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    app.get(&as_of(&revoked), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let missing = app.get(&format!("/api/v1/municipalities/{CHIYODA}/operators/OP0502/as-of"), Some(&auditor)).await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+on_both_backends!(
+    an_auditor_replays_who_did_what_to_whom,
+    nobody_reads_another_municipalitys_history,
+    what_an_operator_could_do_on_a_given_date,
+);

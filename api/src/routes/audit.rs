@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +16,7 @@ use cardap_domain::operator::OperatorId;
 use cardap_store::Checkpoint;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authenticated;
@@ -27,7 +28,9 @@ use crate::state::AppState;
 const PAGE: usize = 200;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/audit/events", get(events))
+    Router::new()
+        .route("/api/v1/audit/events", get(events))
+        .route("/api/v1/municipalities/{code}/operators/{operator_id}/as-of", get(operator_as_of))
 }
 
 /// The filters; all optional but `municipality` (the system administrator may leave it out for every
@@ -208,4 +211,89 @@ fn render(lines: &[HistoryLine], csv: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The instant to look at.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AsOfParams {
+    /// RFC 3339, e.g. `2026-04-01T09:00:00+09:00`.
+    pub at: Option<String>,
+}
+
+/// An operator as he stood at an instant, and what he could use then.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"at": "2026-04-01T00:00:00Z", "version": 3, "registered": true, "revoked": false,
+    "locked": false, "roles": ["clerk"], "business_systems": ["01", "02"], "usable_business_systems": ["01"],
+    "internal_ids": [{"business_id": "02", "internal_id": "L0042", "role": "司書"}]}))]
+pub struct OperatorAsOfView {
+    pub at: String,
+    /// His stream's version then (0: not registered yet).
+    pub version: u64,
+    pub registered: bool,
+    pub revoked: bool,
+    /// Locked out of new password logins at that instant.
+    pub locked: bool,
+    pub roles: Vec<String>,
+    /// His permitted business systems (許可業務) then.
+    pub business_systems: Vec<String>,
+    /// Those he could use then: permitted ∩ his municipality's shared use then ∩ in service then.
+    pub usable_business_systems: Vec<String>,
+    pub internal_ids: Vec<InternalIdThen>,
+}
+
+/// A 業務内ID held at the instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InternalIdThen {
+    pub business_id: String,
+    pub internal_id: String,
+    pub role: Option<String>,
+}
+
+/// What operator X could do on date D (auditors of his municipality, the system administrator): his stream and
+/// those of his business systems replayed up to `at`.
+#[utoipa::path(get, operation_id = "operatorAsOf", path = "/api/v1/municipalities/{code}/operators/{operator_id}/as-of",
+    tag = "audit",
+    params(("code" = String, Path), ("operator_id" = String, Path), AsOfParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = OperatorAsOfView),
+        (status = 403, body = ProblemDetails, description = "Not an auditor of this municipality"),
+        (status = 404, body = ProblemDetails, description = "Another municipality, or not an operator ID"),
+        (status = 422, body = ProblemDetails, description = "`at` missing or not RFC 3339")))]
+pub async fn operator_as_of(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, operator_id)): Path<(String, String)>,
+    Query(params): Query<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
+    let operator_id = OperatorId::parse(&operator_id).map_err(|_| ApiError::not_found())?;
+    cardap_commands::authorize(&auth.actor, &cardap_commands::Permission::ReadHistory(code.clone()))?;
+    let at = params.at.as_deref().map(DateTime::parse_from_rfc3339).and_then(Result::ok).ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "at",
+            Text::new(
+                "日時（at）を RFC 3339 形式（例: 2026-04-01T09:00:00+09:00）で指定してください",
+                "at: an instant in RFC 3339 form, e.g. 2026-04-01T09:00:00+09:00",
+            ),
+        )])
+    })?;
+    let then = state.history.operator_as_of(&code, &operator_id, at.with_timezone(&Utc)).await?;
+    let then = then.ok_or_else(ApiError::not_found)?;
+    Ok(Json(OperatorAsOfView {
+        at: then.at.to_rfc3339(),
+        version: then.version,
+        registered: then.registered,
+        revoked: then.revoked,
+        locked: then.locked,
+        roles: then.roles,
+        business_systems: then.business_systems,
+        usable_business_systems: then.usable_business_systems,
+        internal_ids: then
+            .internal_ids
+            .into_iter()
+            .map(|(business_id, internal_id, role)| InternalIdThen { business_id, internal_id, role })
+            .collect(),
+    })
+    .into_response())
 }
