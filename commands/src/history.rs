@@ -252,6 +252,60 @@ impl History {
     }
 }
 
+/// A business system's shared use (共同利用) as it stood at an instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedUseAsOf {
+    pub at: DateTime<Utc>,
+    pub version: u64,
+    pub registered: bool,
+    pub retired: bool,
+    /// The municipalities permitted then that the caller may see (all for the system administrator, else his own
+    /// when it was).
+    pub permitted_municipalities: Vec<String>,
+}
+
+impl History {
+    /// The shared use of business system `id` as of `at`, as `actor` may see it: every municipality for the
+    /// system administrator; for an auditor, whether his own municipality was permitted. `None`: never registered;
+    /// `Err(Forbidden)` for anyone else.
+    pub async fn shared_use_as_of(
+        &self,
+        actor: &Actor,
+        id: &cardap_domain::BusinessId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SharedUseAsOf>, crate::CommandError<std::convert::Infallible>> {
+        use cardap_domain::business_system::BusinessSystem;
+        let own = match (&actor.municipality, actor.is_system_admin()) {
+            (_, true) => None,
+            (Some(code), false) => {
+                authorize(actor, &Permission::ReadHistory(code.clone()))?;
+                Some(code.clone())
+            }
+            (None, false) => return Err(AuthzError::Forbidden.into()),
+        };
+        let stream = crate::business_systems::stream(id);
+        let Some((state, version)) = replay::<BusinessSystem>(&self.store, &stream, at)
+            .await
+            .map_err(|e| crate::CommandError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let permitted = state
+            .permitted()
+            .iter()
+            .filter(|code| own.as_ref().is_none_or(|own| own == *code))
+            .map(|code| code.as_str().to_owned())
+            .collect();
+        Ok(Some(SharedUseAsOf {
+            at,
+            version,
+            registered: state.is_registered(),
+            retired: state.is_retired(),
+            permitted_municipalities: permitted,
+        }))
+    }
+}
+
 /// An aggregate's state folded from its events recorded up to `at` (inclusive), and the version reached; `None`
 /// when the stream has no events at all.
 async fn replay<A: cardap_domain::Aggregate>(

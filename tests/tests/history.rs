@@ -175,6 +175,17 @@ async fn what_an_operator_could_do_on_a_given_date(backend: Backend) {
     let before = app.get(&as_of("2000-01-01T00:00:00Z"), Some(&auditor)).await.json();
     assert_eq!((before["registered"].clone(), before["version"].clone()), (json!(false), json!(0)));
 
+    // 共同利用 as of then: the auditor sees whether his municipality could use 01; the administrator sees all.
+    let shared = |at: &str| format!("/api/v1/business-systems/01/as-of?at={at}");
+    let then = app.get(&shared(&permitted), Some(&auditor)).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.text);
+    assert_eq!(then.json()["permitted_municipalities"], json!([CHIYODA]));
+    assert_eq!(app.get(&shared(&withdrawn), Some(&auditor)).await.json()["permitted_municipalities"], json!([]));
+    assert_eq!(app.get(&shared(&permitted), Some(&admin)).await.json()["permitted_municipalities"], json!([CHIYODA]));
+    app.get(&shared(&permitted), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let unknown = format!("/api/v1/business-systems/77/as-of?at={permitted}");
+    app.get(&unknown, Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+
     let nobody = format!("/api/v1/municipalities/{CHIYODA}/operators/NOBODY/as-of?at={revoked}");
     app.get(&nobody, Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
     let other = format!("/api/v1/municipalities/{MINATO}/operators/OP0601/as-of?at={revoked}");

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/audit/events", get(events))
         .route("/api/v1/municipalities/{code}/operators/{operator_id}/as-of", get(operator_as_of))
+        .route("/api/v1/business-systems/{business_id}/as-of", get(shared_use_as_of))
 }
 
 /// The filters; all optional but `municipality` (the system administrator may leave it out for every
@@ -269,16 +270,8 @@ pub async fn operator_as_of(
     let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
     let operator_id = OperatorId::parse(&operator_id).map_err(|_| ApiError::not_found())?;
     cardap_commands::authorize(&auth.actor, &cardap_commands::Permission::ReadHistory(code.clone()))?;
-    let at = params.at.as_deref().map(DateTime::parse_from_rfc3339).and_then(Result::ok).ok_or_else(|| {
-        ApiError::validation(vec![FieldError::new(
-            "at",
-            Text::new(
-                "日時（at）を RFC 3339 形式（例: 2026-04-01T09:00:00+09:00）で指定してください",
-                "at: an instant in RFC 3339 form, e.g. 2026-04-01T09:00:00+09:00",
-            ),
-        )])
-    })?;
-    let then = state.history.operator_as_of(&code, &operator_id, at.with_timezone(&Utc)).await?;
+    let at = instant_at(&params)?;
+    let then = state.history.operator_as_of(&code, &operator_id, at).await?;
     let then = then.ok_or_else(ApiError::not_found)?;
     Ok(Json(OperatorAsOfView {
         at: then.at.to_rfc3339(),
@@ -294,6 +287,67 @@ pub async fn operator_as_of(
             .into_iter()
             .map(|(business_id, internal_id, role)| InternalIdThen { business_id, internal_id, role })
             .collect(),
+    })
+    .into_response())
+}
+
+/// The required `at`.
+fn instant_at(params: &AsOfParams) -> Result<DateTime<Utc>, ApiError> {
+    let at = params.at.as_deref().map(DateTime::parse_from_rfc3339).and_then(Result::ok);
+    at.map(|t| t.with_timezone(&Utc)).ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "at",
+            Text::new(
+                "日時（at）を RFC 3339 形式（例: 2026-04-01T09:00:00+09:00）で指定してください",
+                "at: an instant in RFC 3339 form, e.g. 2026-04-01T09:00:00+09:00",
+            ),
+        )])
+    })
+}
+
+/// A business system's shared use as it stood at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"at": "2026-04-01T00:00:00Z", "version": 4, "registered": true, "retired": false,
+    "permitted_municipalities": ["131016"]}))]
+pub struct SharedUseAsOfView {
+    pub at: String,
+    pub version: u64,
+    pub registered: bool,
+    pub retired: bool,
+    /// The municipalities permitted then (for an auditor: his own, if it was).
+    pub permitted_municipalities: Vec<String>,
+}
+
+/// Which municipalities could use a business system at an instant (共同利用 as of then): the system
+/// administrator sees them all, an auditor whether his own municipality could.
+#[utoipa::path(get, operation_id = "sharedUseAsOf", path = "/api/v1/business-systems/{business_id}/as-of",
+    tag = "audit",
+    params(("business_id" = String, Path, description = "業務ID"), AsOfParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = SharedUseAsOfView),
+        (status = 403, body = ProblemDetails, description = "Neither the system administrator nor an auditor"),
+        (status = 404, body = ProblemDetails, description = "No such business system"),
+        (status = 422, body = ProblemDetails, description = "`at` missing or not RFC 3339")))]
+pub async fn shared_use_as_of(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(business_id): Path<String>,
+    Query(params): Query<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let id = crate::routes::business_systems::path_id(&business_id)?;
+    let at = instant_at(&params)?;
+    let then = state
+        .history
+        .shared_use_as_of(&auth.actor, &id, at)
+        .await
+        .map_err(|e| crate::error::command_error(e, |never: std::convert::Infallible| match never {}))?;
+    let then = then.ok_or_else(ApiError::not_found)?;
+    Ok(Json(SharedUseAsOfView {
+        at: then.at.to_rfc3339(),
+        version: then.version,
+        registered: then.registered,
+        retired: then.retired,
+        permitted_municipalities: then.permitted_municipalities,
     })
     .into_response())
 }
