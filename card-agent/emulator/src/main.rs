@@ -62,7 +62,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Out for a moment, as a hand would take it: pcscd finishes with it before it goes in again.
+        std::thread::sleep(vpcd::SETTLE);
     }
     ExitCode::SUCCESS
 }
