@@ -62,8 +62,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        // Out for a moment, as a hand would take it: pcscd finishes with it before it goes in again.
-        std::thread::sleep(vpcd::SETTLE);
+        // Out for a moment, as a hand would take it: vpcd notices it gone at its next poll (~0.4 s), then pcscd
+        // finishes with it (SETTLE) before it goes in again. The emulator cannot see the reader: twice SETTLE.
+        std::thread::sleep(vpcd::SETTLE * 2);
     }
     ExitCode::SUCCESS
 }
