@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cardap_api::settings::TlsSettings;
-use cardap_card_access::{AccessError, CardReader, Readers, Transport};
+use cardap_card_access::{AccessError, CardReader, Readers};
 use cardap_card_agent::{Agent, AgentError, Outcome, PinPrompt, Request, Server, ServerConfig, Step};
-use cardap_card_emulator::vpcd::{self, Inserted, PullOut};
+use cardap_card_emulator::vpcd::{self, Ended, Inserted, PullOut};
 use cardap_card_emulator::{Card, CardData};
 use cardap_card_profile::{AreaImage, Command as Apdu, commit_message};
 use cardap_commands::pki::ca::{self, Profile, Serial};
@@ -122,22 +122,25 @@ fn card(counter: &Counter, fid: &str, state: Option<PathBuf>) -> Arc<Mutex<Card>
 
 fn insert(card: &Arc<Mutex<Card>>, after_apdus: Option<u64>) -> Inserted {
     let inserted = vpcd::insert(card.clone(), VPCD, PullOut { after_apdus }, Duration::from_secs(10)).unwrap();
+    // vpcd takes the connection only once it has noticed the card before it gone; the reader was seen empty
+    // in between (`take_out`), so the card pcscd shows present from then on is this one.
+    assert!(inserted.wait_taken(Duration::from_secs(10)), "vpcd never took the card");
     let readers = Readers::establish().unwrap();
     let reader = readers.pick(None).unwrap();
     readers.wait_for_card(&reader, Duration::from_secs(10)).unwrap();
-    // Ready once it answers (pcscd powers it up after it shows as present); the probe's APDU is not counted
-    // against a pull-out (it runs on a connection of its own only when no pull-out is asked).
-    if after_apdus.is_none() {
-        for _ in 0..50 {
-            if readers.connect(&reader).and_then(|mut c| c.transmit(&Apdu::select_aid(&[0xA0]))).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    } else {
-        std::thread::sleep(Duration::from_millis(300));
-    }
     inserted
+}
+
+/// Takes the card out (if it has not pulled itself out), waits until pcscd shows the reader empty and lets pcscd
+/// finish with it; how the card's connection ended.
+fn take_out(inserted: Inserted) -> Ended {
+    let ended = inserted.remove().unwrap();
+    let readers = Readers::establish().unwrap();
+    let reader = readers.pick(None).unwrap();
+    readers.wait_for_removal(&reader, Duration::from_secs(10)).unwrap();
+    // pcscd powers the card that left down a moment later; vpcd would hand that to the next card mid-flow.
+    std::thread::sleep(vpcd::SETTLE);
+    ended
 }
 
 /// Answers from a script, then gives up.
@@ -239,7 +242,7 @@ async fn the_whole_flow_registers_the_resident_and_writes_the_area_and_two_aps(b
     let (removed, _) = run_agent(&counter.config, request, vec![]).await;
     assert_eq!(removed.unwrap().card["aps"].as_array().unwrap().len(), 1);
     assert_consistent(&counter, &card, "0A1B2C3D").await;
-    let _ = inserted.remove();
+    take_out(inserted);
 }
 
 async fn a_wrong_pin_tells_the_tries_left_and_a_blocked_pin_says_so(backend: Backend) {
@@ -259,17 +262,11 @@ async fn a_wrong_pin_tells_the_tries_left_and_a_blocked_pin_says_so(backend: Bac
     assert!(matches!(result, Err(AgentError::PinBlocked)), "{result:?}");
     // Nothing was registered, nothing written.
     assert_consistent(&counter, &card, "0A1B2C3E").await;
-    let _ = inserted.remove();
+    take_out(inserted);
 }
 
 async fn a_card_pulled_out_at_any_step_is_unchanged_or_whole_and_the_next_insertion_reconciles(backend: Backend) {
     if !reader_available("pull_out") {
-        return;
-    }
-    // Unfinished (issue 13): pull-outs after APDUs 1–8 recover; after APDU 9 the next insertion meets a 6A82 not
-    // yet explained. Run with CARDAP_TEST_PULL_OUT=1 while that is worked on.
-    if std::env::var_os("CARDAP_TEST_PULL_OUT").is_none() {
-        eprintln!("pull_out: skipped: set CARDAP_TEST_PULL_OUT=1 (known failure after APDU 9, being worked on)");
         return;
     }
     let counter = counter(backend).await;
@@ -281,18 +278,14 @@ async fn a_card_pulled_out_at_any_step_is_unchanged_or_whole_and_the_next_insert
         eprintln!("pull-out after APDU {n}");
         let inserted = insert(&card, Some(n));
         let (first, _) = run_agent(&counter.config, two_aps(), vec!["1234"]).await;
-        // Pulled out by itself, or (the flow finished first) pulled out now.
-        let _ = inserted.remove();
-        // vpcd notices the closed connection on its next poll of the reader.
-        std::thread::sleep(Duration::from_millis(800));
+        // Pulled out by itself after APDU n, or (the flow finished first) pulled out now.
+        let ended = take_out(inserted);
         let done = first.is_ok();
         if let Err(e) = &first {
-            // Pulled out during the flow, or before the agent connected (the test's own connect).
-            assert!(
-                matches!(e, AgentError::PulledOut { .. } | AgentError::Card(AccessError::CardRemoved)),
-                "after {n} APDUs: {e:?}"
-            );
+            // The agent talked to this card from its first APDU: the pull-out fell inside the flow.
+            assert!(matches!(e, AgentError::PulledOut { .. }), "after {n} APDUs: {e:?}");
             assert!(e.to_string().contains("pulled out"), "{e}");
+            assert_eq!(ended, Ended::PulledOut, "after {n} APDUs");
         }
         // Whatever the moment, the area is whole (or absent), never half-written.
         let area = card.lock().unwrap().area();
@@ -303,7 +296,7 @@ async fn a_card_pulled_out_at_any_step_is_unchanged_or_whole_and_the_next_insert
         reconciled_a_lost_confirmation |=
             steps.iter().any(|s| matches!(s, Step::Reconciled { outcome, .. } if outcome == "recorded"));
         assert_consistent(&counter, &card, &fid).await;
-        let _ = inserted.remove();
+        take_out(inserted);
         if done {
             break;
         }
@@ -351,7 +344,7 @@ async fn other_municipalities_cards_bad_readers_and_an_unreachable_server_are_to
     down.url = "https://127.0.0.1:9".into();
     let (result, _) = run_agent(&down, two_aps(), vec!["1234"]).await;
     assert!(matches!(&result, Err(AgentError::ServerUnreachable(_))), "{result:?}");
-    let _ = inserted.remove();
+    take_out(inserted);
 
     // An unknown card (registered nowhere): its local area is absent, the access module says so.
     let fresh = self::card(&counter, "0C0C0C0C", None);
@@ -361,14 +354,13 @@ async fn other_municipalities_cards_bad_readers_and_an_unreachable_server_are_to
         .unwrap()
         .unwrap();
     assert!(read.is_none(), "no local area yet");
-    let _ = inserted.remove();
+    take_out(inserted);
 
     // A reader that is not connected (unplugged).
     let gone =
         tokio::task::spawn_blocking(|| Readers::establish()?.pick(Some("Unplugged Reader 00 00"))).await.unwrap();
     assert!(matches!(gone, Err(AccessError::ReaderGone(_))), "{gone:?}");
     // No card in the reader.
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let none = tokio::task::spawn_blocking(|| {
         let readers = Readers::establish()?;
         let reader = readers.pick(None)?;

@@ -129,6 +129,29 @@ impl Readers {
         }
     }
 
+    /// Waits until `reader` holds no card (at most `timeout`): the card taken out, and PC/SC knows it.
+    pub fn wait_for_removal(&self, reader: &str, timeout: Duration) -> Result<(), AccessError> {
+        let name = CString::new(reader).map_err(|_| AccessError::ReaderGone(reader.to_owned()))?;
+        let mut states = [pcsc::ReaderState::new(name.as_c_str(), pcsc::State::UNAWARE)];
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.ctx.get_status_change(left, &mut states) {
+                Ok(()) => {}
+                Err(pcsc::Error::Timeout) => return Err(AccessError::Timeout(timeout)),
+                Err(e) => return Err(AccessError::of(e, reader)),
+            }
+            let state = states[0].event_state();
+            if state.intersects(pcsc::State::UNKNOWN | pcsc::State::UNAVAILABLE) {
+                return Err(AccessError::ReaderGone(reader.to_owned()));
+            }
+            if state.contains(pcsc::State::EMPTY) {
+                return Ok(());
+            }
+            states[0].sync_current_state();
+        }
+    }
+
     /// Connects to the card in `reader`.
     pub fn connect(&self, reader: &str) -> Result<PcscCard, AccessError> {
         let name = CString::new(reader).map_err(|_| AccessError::ReaderGone(reader.to_owned()))?;

@@ -62,7 +62,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Out for a moment, as a hand would take it: vpcd notices it gone at its next poll (~0.4 s), then pcscd
+        // finishes with it (SETTLE) before it goes in again. The emulator cannot see the reader: twice SETTLE.
+        std::thread::sleep(vpcd::SETTLE * 2);
     }
     ExitCode::SUCCESS
 }

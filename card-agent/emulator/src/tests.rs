@@ -171,3 +171,71 @@ fn card_files_are_checked() {
     assert!(matches!(Card::open(bad, None), Err(EmulatorError::Pin)));
     assert!(!format!("{:?}", data()).contains("1234\""));
 }
+
+/// A stand-in for vpcd: the frames it sends, the frames it reads back.
+mod vpcd_side {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::vpcd::{self, ATR, Ended, PullOut};
+
+    fn frame(stream: &mut TcpStream, payload: &[u8]) {
+        let mut out = (payload.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        stream.write_all(&out).unwrap();
+    }
+
+    fn answer(stream: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0_u8; 2];
+        stream.read_exact(&mut len).unwrap();
+        let mut payload = vec![0_u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut payload).unwrap();
+        payload
+    }
+
+    #[test]
+    fn a_card_is_taken_once_vpcd_talks_to_it_and_a_reset_connection_is_a_card_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let card = Arc::new(Mutex::new(Card::open(data(), None).unwrap()));
+        let inserted =
+            vpcd::insert(card, listener.local_addr().unwrap(), PullOut::default(), Duration::from_secs(5)).unwrap();
+        // Connected, but vpcd still busy with the card before: not taken yet.
+        assert!(!inserted.wait_taken(Duration::from_millis(100)));
+        let (mut vpcd, _) = listener.accept().unwrap();
+        frame(&mut vpcd, &[0x04]);
+        assert_eq!(answer(&mut vpcd), ATR);
+        assert!(inserted.wait_taken(Duration::from_secs(5)));
+        frame(&mut vpcd, &[0x01]);
+        frame(&mut vpcd, &Command::select_aid(&AID_LOCAL_AREA).to_bytes());
+        assert_eq!(answer(&mut vpcd), [0x90, 0x00]);
+        // vpcd drops the connection with the ATR unread (the kernel answers with a reset): the card is out, not
+        // an error.
+        frame(&mut vpcd, &[0x04]);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(vpcd);
+        assert_eq!(inserted.wait().unwrap(), Ended::Closed);
+    }
+
+    #[test]
+    fn a_card_pulled_out_after_n_apdus_processes_the_nth_and_never_answers_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let card = Arc::new(Mutex::new(Card::open(data(), None).unwrap()));
+        let pull_out = PullOut { after_apdus: Some(2) };
+        let inserted =
+            vpcd::insert(card.clone(), listener.local_addr().unwrap(), pull_out, Duration::from_secs(5)).unwrap();
+        let (mut vpcd, _) = listener.accept().unwrap();
+        frame(&mut vpcd, &[0x01]);
+        frame(&mut vpcd, &Command::select_aid(&AID_TEXT_AP).to_bytes());
+        assert_eq!(answer(&mut vpcd), [0x90, 0x00]);
+        frame(&mut vpcd, &Command::select_ef(EF_TEXT_PIN).to_bytes());
+        frame(&mut vpcd, &Command::verify(Some(b"0000")).to_bytes());
+        let mut rest = vec![];
+        let _ = vpcd.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "the second APDU was answered");
+        assert_eq!(inserted.wait().unwrap(), Ended::PulledOut);
+        assert_eq!(card.lock().unwrap().pin_tries_left(), PIN_TRIES, "the third APDU never reached the card");
+    }
+}
