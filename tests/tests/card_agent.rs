@@ -107,8 +107,13 @@ async fn counter(backend: Backend) -> Counter {
 
 /// A person's card, personalized with the key cardap derives for its FID.
 fn card(counter: &Counter, fid: &str, state: Option<PathBuf>) -> Arc<Mutex<Card>> {
+    Arc::new(Mutex::new(Card::open(card_data(counter, fid), state).unwrap()))
+}
+
+/// What such a card holds.
+fn card_data(counter: &Counter, fid: &str) -> CardData {
     let key = counter.app.state.card_writes.card_key(&CardFid::parse(fid).unwrap());
-    let data = CardData {
+    CardData {
         fid: fid.into(),
         pin: "1234".into(),
         card_key: hex::encode(key),
@@ -116,8 +121,8 @@ fn card(counter: &Counter, fid: &str, state: Option<PathBuf>) -> Arc<Mutex<Card>
         address: "東京都千代田区千代田1-1".into(),
         birth_date: "19890107".into(),
         sex: "1".into(),
-    };
-    Arc::new(Mutex::new(Card::open(data, state).unwrap()))
+        not_my_number_card: false,
+    }
 }
 
 fn insert(card: &Arc<Mutex<Card>>, after_apdus: Option<u64>) -> Inserted {
@@ -354,6 +359,19 @@ async fn other_municipalities_cards_bad_readers_and_an_unreachable_server_are_to
         .unwrap()
         .unwrap();
     assert!(read.is_none(), "no local area yet");
+    take_out(inserted);
+
+    // An IC card that is no My Number card: told so before anything is asked or written; cardap knows nothing of it.
+    let mut stranger = card_data(&counter, "0D0D0D0D");
+    stranger.not_my_number_card = true;
+    let stranger = Arc::new(Mutex::new(Card::open(stranger, None).unwrap()));
+    let inserted = insert(&stranger, None);
+    let (result, steps) = run_agent(&counter.config, two_aps(), vec!["1234"]).await;
+    assert!(matches!(&result, Err(AgentError::Card(AccessError::NotMyNumberCard))), "{result:?}");
+    assert!(!steps.iter().any(|s| matches!(s, Step::CardRead { .. })), "nothing read: {steps:?}");
+    let known =
+        counter.app.get(&format!("/api/v1/municipalities/{CHIYODA}/cards/0D0D0D0D"), Some(&counter.admin)).await;
+    assert_eq!(known.status, StatusCode::NOT_FOUND);
     take_out(inserted);
 
     // A reader that is not connected (unplugged).

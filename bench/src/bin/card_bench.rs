@@ -171,6 +171,7 @@ fn card(app: &TestApp, fid: &str) -> Result<Arc<Mutex<Card>>> {
         address: "東京都千代田区千代田1-1".into(),
         birth_date: "19890107".into(),
         sex: "1".into(),
+        not_my_number_card: false,
     };
     Ok(Arc::new(Mutex::new(Card::open(data, None)?)))
 }

@@ -44,6 +44,10 @@ pub struct CardData {
     pub birth_date: String,
     /// ISO 5218 digit.
     pub sex: String,
+    /// A card that is no My Number card (an IC card of something else): it has no text input assistance AP. For
+    /// trying the agent's answer to one; absent in a card file means a My Number card.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_my_number_card: bool,
 }
 
 impl fmt::Debug for CardData {
@@ -217,7 +221,7 @@ impl Card {
         match c.p1 {
             0x04 => {
                 let df = match c.data.as_slice() {
-                    aid if aid == AID_TEXT_AP => Df::TextAp,
+                    aid if aid == AID_TEXT_AP && !self.data.not_my_number_card => Df::TextAp,
                     aid if aid == AID_LOCAL_AREA => Df::LocalArea,
                     _ => return Response::status(sw::FILE_NOT_FOUND),
                 };

@@ -20,6 +20,7 @@ fn data() -> CardData {
         address: "東京都千代田区千代田1-1".into(),
         birth_date: "19890107".into(),
         sex: "1".into(),
+        not_my_number_card: false,
     }
 }
 
