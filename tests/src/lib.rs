@@ -111,6 +111,47 @@ pub struct TestApp {
     _dir: Option<TempDir>,
 }
 
+/// `openssl <args> <path>`'s standard output; panics when it fails.
+pub fn openssl(args: &[&str], path: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("openssl").args(args).arg(path).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The server on HTTPS (mutual TLS on the same port, cardap's own CA trusted for client certificates), its
+/// certificate for `localhost` and 127.0.0.1 issued by a new test CA whose root is written to `dir/root.pem`;
+/// `address` is the `https://` URL and `client` trusts that root. Returns the app and the root's path.
+pub async fn spawn_https_app(backend: Backend, dir: &std::path::Path) -> (TestApp, std::path::PathBuf) {
+    use cardap_commands::pki::ca::{self, Profile, Serial};
+    let now = chrono::Utc::now();
+    let issuing = ca::create("cardap https test", now).expect("a test CA");
+    let root = dir.join("root.pem");
+    std::fs::write(&root, issuing.root.cert_pem()).expect("root.pem written");
+    let server_key = dir.join("server.key");
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"], &server_key);
+    let request = cardap_commands::pki::csr::parse(&openssl(&["req", "-new", "-subj", "/CN=x", "-key"], &server_key))
+        .expect("the server's CSR");
+    let ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    let profile = Profile::Tls { dns_names: vec!["localhost".into()], ips };
+    let serial = Serial::random().expect("a serial");
+    let cert = issuing.issuing.issue(&request.spki_der, &profile, &serial, None, now).expect("the server certificate");
+    let server_pem = dir.join("server.pem");
+    let chain = format!("{}{}", ca::pem("CERTIFICATE", &cert), issuing.issuing.cert_pem());
+    std::fs::write(&server_pem, chain).expect("server.pem written");
+    let tls = cardap_api::settings::TlsSettings {
+        cert_file: Some(server_pem),
+        key_file: Some(server_key),
+        client_ca_file: None,
+        crl_file: None,
+        reload: Duration::from_secs(60),
+    };
+    let mut app = spawn_app_with(backend, |s| s.tls = tls).await;
+    app.address = format!("https://127.0.0.1:{}", app.socket_addr.port());
+    let root_cert = reqwest::Certificate::from_pem(&std::fs::read(&root).expect("root.pem")).expect("a root");
+    app.client = reqwest::Client::builder().add_root_certificate(root_cert).build().expect("an HTTPS client");
+    (app, root)
+}
+
 /// Makes ring the process's rustls provider (the workspace's one; reqwest's TLS in the tests is built without a
 /// provider of its own). Idempotent.
 pub fn install_crypto_provider() {

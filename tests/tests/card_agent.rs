@@ -4,25 +4,20 @@
 //! without it these tests say so and pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cardap_api::settings::TlsSettings;
 use cardap_card_access::{AccessError, CardReader, Readers};
 use cardap_card_agent::{Agent, AgentError, Outcome, PinPrompt, Request, Server, ServerConfig, Step};
 use cardap_card_emulator::vpcd::{self, Ended, Inserted, PullOut};
 use cardap_card_emulator::{Card, CardData};
 use cardap_card_profile::{AreaImage, Command as Apdu, commit_message};
-use cardap_commands::pki::ca::{self, Profile, Serial};
-use cardap_commands::pki::csr;
 use cardap_domain::resident::CardFid;
 use cardap_domain::{BusinessId, MunicipalityCode};
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, TestApp, on_both_backends, resident_settings_path, spawn_app_with};
-use chrono::Utc;
+use cardap_tests::{Backend, TestApp, on_both_backends, openssl, resident_settings_path, spawn_https_app};
 
 const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
@@ -41,12 +36,6 @@ fn reader_available(test: &str) -> bool {
     false
 }
 
-fn openssl(args: &[&str], path: &Path) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).arg(path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
 /// An installation with HTTPS (server certificate from a test CA), cardap's own CA trusted for clients, Chiyoda
 /// offering APs 01 and 02 (no presets), and a clerk with an operator certificate issued through the API.
 struct Counter {
@@ -58,28 +47,7 @@ struct Counter {
 
 async fn counter(backend: Backend) -> Counter {
     let dir = tempfile::tempdir().unwrap();
-    let now = Utc::now();
-    let issuing = ca::create("card agent test", now).unwrap();
-    let root = dir.path().join("root.pem");
-    std::fs::write(&root, issuing.root.cert_pem()).unwrap();
-    let server_key = dir.path().join("server.key");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"], &server_key);
-    let request = csr::parse(&openssl(&["req", "-new", "-subj", "/CN=x", "-key"], &server_key)).unwrap();
-    let profile = Profile::Tls { dns_names: vec!["localhost".into()], ips: vec!["127.0.0.1".parse().unwrap()] };
-    let cert = issuing.issuing.issue(&request.spki_der, &profile, &Serial::random().unwrap(), None, now).unwrap();
-    let server_pem = dir.path().join("server.pem");
-    std::fs::write(&server_pem, format!("{}{}", ca::pem("CERTIFICATE", &cert), issuing.issuing.cert_pem())).unwrap();
-    let tls = TlsSettings {
-        cert_file: Some(server_pem),
-        key_file: Some(server_key),
-        client_ca_file: None,
-        crl_file: None,
-        reload: Duration::from_secs(60),
-    };
-    let mut app = spawn_app_with(backend, |s| s.tls = tls).await;
-    app.address = format!("https://127.0.0.1:{}", app.socket_addr.port());
-    let root_cert = cardap_tests::reqwest::Certificate::from_pem(&std::fs::read(&root).unwrap()).unwrap();
-    app.client = cardap_tests::reqwest::Client::builder().add_root_certificate(root_cert).build().unwrap();
+    let (app, root) = spawn_https_app(backend, dir.path()).await;
 
     let admin = app.admin_token().await;
     for (code, name, order) in [(CHIYODA, "千代田区", 1), (SAPPORO, "札幌市", 2)] {

@@ -21,17 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use cardap_api::settings::TlsSettings;
 use cardap_card_access::{CardReader, Readers};
 use cardap_card_agent::{Agent, PinPrompt, Request, Server, ServerConfig};
 use cardap_card_emulator::vpcd::{self, Inserted, PullOut};
 use cardap_card_emulator::{Card, CardData};
-use cardap_commands::pki::ca::{self, Profile, Serial};
-use cardap_commands::pki::csr;
 use cardap_domain::resident::CardFid;
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, TestApp, resident_settings_path, spawn_app_with};
+use cardap_tests::{Backend, TestApp, resident_settings_path};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -115,28 +112,7 @@ fn openssl(args: &[&str], path: &Path) -> Result<Vec<u8>> {
 /// cardap with HTTPS (server certificate from a test CA), Chiyoda offering APs 01 and 02, and a clerk with an
 /// operator certificate issued through the API: the agent's configuration.
 async fn counter(backend: Backend, dir: &Path) -> Result<(TestApp, ServerConfig)> {
-    let now = chrono::Utc::now();
-    let issuing = ca::create("card bench", now)?;
-    let root = dir.join("root.pem");
-    std::fs::write(&root, issuing.root.cert_pem())?;
-    let server_key = dir.join("server.key");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"], &server_key)?;
-    let request = csr::parse(&openssl(&["req", "-new", "-subj", "/CN=x", "-key"], &server_key)?)?;
-    let profile = Profile::Tls { dns_names: vec!["localhost".into()], ips: vec!["127.0.0.1".parse()?] };
-    let cert = issuing.issuing.issue(&request.spki_der, &profile, &Serial::random()?, None, now)?;
-    let server_pem = dir.join("server.pem");
-    std::fs::write(&server_pem, format!("{}{}", ca::pem("CERTIFICATE", &cert), issuing.issuing.cert_pem()))?;
-    let tls = TlsSettings {
-        cert_file: Some(server_pem),
-        key_file: Some(server_key),
-        client_ca_file: None,
-        crl_file: None,
-        reload: Duration::from_secs(60),
-    };
-    let mut app = spawn_app_with(backend, |s| s.tls = tls).await;
-    app.address = format!("https://127.0.0.1:{}", app.socket_addr.port());
-    let root_cert = cardap_tests::reqwest::Certificate::from_pem(&std::fs::read(&root)?)?;
-    app.client = cardap_tests::reqwest::Client::builder().add_root_certificate(root_cert).build()?;
+    let (app, root) = cardap_tests::spawn_https_app(backend, dir).await;
 
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;

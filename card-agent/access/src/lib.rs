@@ -108,29 +108,24 @@ impl Readers {
 
     /// Waits until a card is in `reader` (at most `timeout`).
     pub fn wait_for_card(&self, reader: &str, timeout: Duration) -> Result<(), AccessError> {
-        let name = CString::new(reader).map_err(|_| AccessError::ReaderGone(reader.to_owned()))?;
-        let mut states = [pcsc::ReaderState::new(name.as_c_str(), pcsc::State::UNAWARE)];
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.ctx.get_status_change(left, &mut states) {
-                Ok(()) => {}
-                Err(pcsc::Error::Timeout) => return Err(AccessError::Timeout(timeout)),
-                Err(e) => return Err(AccessError::of(e, reader)),
-            }
-            let state = states[0].event_state();
-            if state.intersects(pcsc::State::UNKNOWN | pcsc::State::UNAVAILABLE) {
-                return Err(AccessError::ReaderGone(reader.to_owned()));
-            }
-            if state.contains(pcsc::State::PRESENT) && !state.contains(pcsc::State::MUTE) {
-                return Ok(());
-            }
-            states[0].sync_current_state();
-        }
+        self.wait_until(reader, timeout, |state| {
+            state.contains(pcsc::State::PRESENT) && !state.contains(pcsc::State::MUTE)
+        })
     }
 
     /// Waits until `reader` holds no card (at most `timeout`): the card taken out, and PC/SC knows it.
     pub fn wait_for_removal(&self, reader: &str, timeout: Duration) -> Result<(), AccessError> {
+        self.wait_until(reader, timeout, |state| state.contains(pcsc::State::EMPTY))
+    }
+
+    /// Follows `reader`'s state changes until `reached` holds (at most `timeout`); a reader that goes away is
+    /// `ReaderGone`.
+    fn wait_until(
+        &self,
+        reader: &str,
+        timeout: Duration,
+        reached: impl Fn(pcsc::State) -> bool,
+    ) -> Result<(), AccessError> {
         let name = CString::new(reader).map_err(|_| AccessError::ReaderGone(reader.to_owned()))?;
         let mut states = [pcsc::ReaderState::new(name.as_c_str(), pcsc::State::UNAWARE)];
         let deadline = std::time::Instant::now() + timeout;
@@ -145,7 +140,7 @@ impl Readers {
             if state.intersects(pcsc::State::UNKNOWN | pcsc::State::UNAVAILABLE) {
                 return Err(AccessError::ReaderGone(reader.to_owned()));
             }
-            if state.contains(pcsc::State::EMPTY) {
+            if reached(state) {
                 return Ok(());
             }
             states[0].sync_current_state();
