@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_tests::reqwest::{self, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, TestApp, business_system, on_both_backends, operator_path, operator_with_password, operators_path,
-    spawn_app, with_check_digit,
+    Backend, TestApp, business_system, on_both_backends, operator_path, operator_with_password, spawn_app,
+    with_check_digit,
 };
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
@@ -311,7 +311,6 @@ async fn an_operator_revoked_after_the_code_gets_no_token(backend: Backend) {
     let flow = start(&meta, &w.secret);
     let back = log_in_on_form(&w.app, &flow, &w.code, "OP0503", PASSWORD).await;
     assert_eq!(param(&location_query(&back), "error").as_deref(), Some("access_denied"));
-    let _ = operators_path(&w.code);
 }
 
 async fn only_the_system_administrator_registers_login_clients(backend: Backend) {

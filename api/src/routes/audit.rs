@@ -180,6 +180,7 @@ async fn next(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)
 const COLUMNS: [&str; 9] =
     ["position", "recorded_at", "municipality", "operator_id", "operator_key", "terminal", "type", "stream", "changes"];
 
+// The CSV writer writes into memory: its results cannot fail but for a broken record, which these are not.
 fn csv_header() -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(vec![]);
     let _ = writer.write_record(COLUMNS);
