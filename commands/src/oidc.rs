@@ -652,8 +652,11 @@ impl LoginProvider {
     async fn id_token_for(&self, row: &CodeRow, now: i64) -> Result<TokenResponse, TokenError> {
         let failed = |e: &dyn std::fmt::Display| TokenError::Internal(e.to_string());
         let operator = directory::get(self.read.pool(), row.operator).await.map_err(|e| failed(&e))?;
-        let Some(operator) = operator.filter(|o| !o.revoked) else {
-            return Err(TokenError::InvalidGrant("the operator has been revoked".to_owned()));
+        // Revoked, or his municipality abolished, since the code was issued: no token.
+        let Some(operator) = self.access.still_acting(operator).await.map_err(|e| failed(&e))? else {
+            return Err(TokenError::InvalidGrant(
+                "the operator may no longer act (revoked, or municipality abolished)".to_owned(),
+            ));
         };
         let password_change_required =
             self.credentials.password_change_required(operator.key).await.map_err(|e| failed(&e))?;

@@ -311,6 +311,20 @@ async fn an_operator_revoked_after_the_code_gets_no_token(backend: Backend) {
     let flow = start(&meta, &w.secret);
     let back = log_in_on_form(&w.app, &flow, &w.code, "OP0503", PASSWORD).await;
     assert_eq!(param(&location_query(&back), "error").as_deref(), Some("access_denied"));
+    // His municipality abolished between the code and its exchange: no token either.
+    w.app.permit(&w.admin, "05", &w.code).await;
+    let flow = start(&meta, &w.secret);
+    let back = log_in_on_form(&w.app, &flow, &w.code, "OP0503", PASSWORD).await;
+    let code = param(&location_query(&back), "code").unwrap();
+    let reply = w.app.post_empty(&format!("/api/v1/municipalities/{}/abolish", w.code), Some(&w.admin)).await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    let refused = client(&meta, &w.secret)
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
+        .request_async(&rp_http())
+        .await;
+    assert!(format!("{refused:?}").contains("invalid_grant"), "{refused:?}");
 }
 
 async fn only_the_system_administrator_registers_login_clients(backend: Backend) {
