@@ -71,8 +71,12 @@ pub struct HistoryLine {
 #[derive(Debug)]
 pub struct HistoryPage {
     pub lines: Vec<HistoryLine>,
-    pub next: Option<Checkpoint>,
+    pub next: Option<HistoryCursor>,
 }
+
+/// Where a history page ends: opaque to the caller, who hands it back for the next page.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryCursor(Checkpoint);
 
 /// The history queries over one event store.
 #[derive(Debug, Clone)]
@@ -96,11 +100,12 @@ impl History {
         }
     }
 
-    /// Up to about `limit` lines after `after`, in the global order. Call [`History::authorize`] first.
+    /// Up to about `limit` lines after `after` (`None`: from the start), in the global order. Call
+    /// [`History::authorize`] first.
     pub async fn page(
         &self,
         query: &HistoryQuery,
-        after: Checkpoint,
+        after: Option<HistoryCursor>,
         limit: usize,
         names: &mut HashMap<OperatorKey, Option<String>>,
     ) -> Result<HistoryPage, QueryError> {
@@ -109,7 +114,7 @@ impl History {
             None => ReadFilter::All,
         };
         let mut lines = vec![];
-        let mut at = after;
+        let mut at = after.map_or(Checkpoint::START, |c| c.0);
         loop {
             let events = self.store.read_all(at, SCAN, &filter).await?;
             let Some(last) = events.last() else { return Ok(HistoryPage { lines, next: None }) };
@@ -124,7 +129,7 @@ impl History {
                 return Ok(HistoryPage { lines, next: None });
             }
             if lines.len() >= limit {
-                return Ok(HistoryPage { lines, next: Some(at) });
+                return Ok(HistoryPage { lines, next: Some(HistoryCursor(at)) });
             }
         }
     }

@@ -15,7 +15,7 @@ use cardap_tests::{
     Backend, TestApp, business_system, on_both_backends, operator_path, operator_with_password, spawn_app,
     with_check_digit,
 };
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreTokenResponse};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, TokenResponse,
@@ -147,6 +147,22 @@ fn client(
     .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned()).unwrap())
 }
 
+/// The business system exchanges `code` with its secret and the flow's PKCE verifier; an error as its debug text.
+async fn exchange(
+    meta: &CoreProviderMetadata,
+    secret: &str,
+    code: String,
+    flow: &Flow,
+) -> Result<CoreTokenResponse, String> {
+    client(meta, secret)
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
+        .request_async(&rp_http())
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
 /// The custom claims of a verified ID token.
 fn payload(id_token: &str) -> Value {
     let part = id_token.split('.').nth(1).unwrap();
@@ -271,12 +287,7 @@ async fn bad_requests_get_no_code_and_no_token(backend: Backend) {
     assert_eq!(reply.json()["error"], "invalid_client");
     assert!(reply.header("www-authenticate").is_some());
     // ...and that code still works for the right secret (a failed client authentication spends nothing).
-    let ok = client(&meta, &w.secret)
-        .exchange_code(AuthorizationCode::new(code))
-        .unwrap()
-        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
-        .request_async(&rp_http())
-        .await;
+    let ok = exchange(&meta, &w.secret, code, &flow).await;
     assert!(ok.is_ok(), "{ok:?}");
 
     // An operator not permitted for 05: access_denied, no code.
@@ -297,12 +308,7 @@ async fn an_operator_revoked_after_the_code_gets_no_token(backend: Backend) {
     let code = param(&location_query(&back), "code").unwrap();
     let reply = w.app.post_empty(&format!("{}/revoke", operator_path(&w.code, "OP0501")), Some(&w.admin)).await;
     assert!(reply.status.is_success(), "{}", reply.text);
-    let refused = client(&meta, &w.secret)
-        .exchange_code(AuthorizationCode::new(code))
-        .unwrap()
-        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
-        .request_async(&rp_http())
-        .await;
+    let refused = exchange(&meta, &w.secret, code, &flow).await;
     assert!(format!("{refused:?}").contains("invalid_grant"), "{refused:?}");
     // Withdrawing shared use ends it for everyone of the municipality, too.
     let body = operator_with_password("OP0503", PASSWORD, &["clerk"], &["05"]);
@@ -318,12 +324,7 @@ async fn an_operator_revoked_after_the_code_gets_no_token(backend: Backend) {
     let code = param(&location_query(&back), "code").unwrap();
     let reply = w.app.post_empty(&format!("/api/v1/municipalities/{}/abolish", w.code), Some(&w.admin)).await;
     assert!(reply.status.is_success(), "{}", reply.text);
-    let refused = client(&meta, &w.secret)
-        .exchange_code(AuthorizationCode::new(code))
-        .unwrap()
-        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
-        .request_async(&rp_http())
-        .await;
+    let refused = exchange(&meta, &w.secret, code, &flow).await;
     assert!(format!("{refused:?}").contains("invalid_grant"), "{refused:?}");
 }
 
@@ -356,12 +357,7 @@ async fn only_the_system_administrator_registers_login_clients(backend: Backend)
     let flow = start(&meta, &w.secret);
     let back = log_in_on_form(&w.app, &flow, &w.code, "OP0501", PASSWORD).await;
     let code = param(&location_query(&back), "code").unwrap();
-    let old = client(&meta, &w.secret)
-        .exchange_code(AuthorizationCode::new(code))
-        .unwrap()
-        .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.secret().clone()))
-        .request_async(&rp_http())
-        .await;
+    let old = exchange(&meta, &w.secret, code, &flow).await;
     assert!(format!("{old:?}").contains("invalid_client"), "{old:?}");
 }
 

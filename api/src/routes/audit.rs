@@ -10,10 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cardap_commands::history::{History, HistoryLine, HistoryQuery};
+use cardap_commands::history::{History, HistoryCursor, HistoryLine, HistoryQuery};
 use cardap_domain::MunicipalityCode;
 use cardap_domain::operator::OperatorId;
-use cardap_store::Checkpoint;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -138,7 +137,7 @@ pub async fn events(
         .is_some_and(|v| v.contains("text/csv") && !v.contains("application/x-ndjson"));
     // The first page before answering: a failing database is still a proper error.
     let mut names = HashMap::new();
-    let first = history.page(&query, Checkpoint::START, PAGE, &mut names).await?;
+    let first = history.page(&query, None, PAGE, &mut names).await?;
     let mut head = if csv { csv_header() } else { vec![] };
     head.extend(render(&first.lines, csv));
     let pages = Pages { history, query, names, next: first.next, csv };
@@ -157,13 +156,13 @@ struct Pages {
     history: History,
     query: HistoryQuery,
     names: HashMap<cardap_domain::OperatorKey, Option<String>>,
-    next: Option<Checkpoint>,
+    next: Option<HistoryCursor>,
     csv: bool,
 }
 
 async fn next(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
     let after = pages.next.take()?;
-    match pages.history.page(&pages.query, after, PAGE, &mut pages.names).await {
+    match pages.history.page(&pages.query, Some(after), PAGE, &mut pages.names).await {
         Ok(page) => {
             pages.next = page.next;
             let chunk = Bytes::from(render(&page.lines, pages.csv));
