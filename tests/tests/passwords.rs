@@ -36,10 +36,18 @@ async fn a_reset_cut_off_at_any_point_happens_whole_or_not_at_all(backend: Backe
             task.abort();
         }
         let _ = task.await;
-        let events = app.operator_events(Some("131016"), "OP0501").await;
-        let now_resets = events.iter().filter(|e| e.event_type == "OperatorPasswordChanged").count();
-        let now_hash = credentials.password_hash(clerk.key).await.unwrap();
-        let me = app.get("/api/v1/me", Some(&token)).await.status;
+        // An aborted request may still commit a moment later (SQLite's worker thread finishes a COMMIT it was already
+        // sent), so read the events and the session between two reads of the hash that agree: all three commit
+        // together, so what was read while the hash stood still belongs with that hash.
+        let (now_resets, now_hash, me) = loop {
+            let before = credentials.password_hash(clerk.key).await.unwrap();
+            let events = app.operator_events(Some("131016"), "OP0501").await;
+            let me = app.get("/api/v1/me", Some(&token)).await.status;
+            let after = credentials.password_hash(clerk.key).await.unwrap();
+            if before == after {
+                break (events.iter().filter(|e| e.event_type == "OperatorPasswordChanged").count(), after, me);
+            }
+        };
         if now_resets == resets {
             assert_eq!(now_hash, hash, "attempt {attempt}: no event, yet the hash changed");
             assert_eq!(me, StatusCode::OK, "attempt {attempt}: no event, yet the session ended");
