@@ -23,6 +23,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
+use cardap_projections::audit::heads::read_head_file;
+use cardap_projections::audit::{AuditChain, AuditKey, AuditPublicKey, HeadSigner, SignedHead, Verdict};
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
     CeremonyStore, CredentialStore, Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError,
@@ -162,6 +164,88 @@ pub fn master_key(settings: &Settings) -> Result<MasterKey, StartError> {
     Ok(key)
 }
 
+/// The chain a node keeps over the events as stored (personal data sealed: the store without its decorator); it
+/// signs heads when an audit key file is configured, creating the key when missing.
+pub fn audit_chain(db: &Database, read: &ReadModels, settings: &Settings) -> Result<AuditChain, StartError> {
+    let chain = AuditChain::new(read.pool().clone(), db.event_store());
+    let Some(path) = &settings.audit.key_file else {
+        return Ok(chain);
+    };
+    let (key, created) = AuditKey::load_or_create(path).map_err(ProjectionError::from)?;
+    if created {
+        tracing::warn!(
+            path = %path.display(),
+            public_key = %key.public(),
+            "created a new audit key: give its public key (cardap audit public-key) to the auditors, and keep the \
+             head file out of the database administrator's reach"
+        );
+    }
+    let signer =
+        HeadSigner { key: Arc::new(key), file: settings.audit.head_file.clone(), every: settings.audit.head_every };
+    Ok(chain.signing(signer))
+}
+
+/// What `cardap audit verify` found: the verdict, and the signed heads it checked.
+#[derive(Debug)]
+pub struct AuditReport {
+    pub verdict: Verdict,
+    pub heads: Vec<SignedHead>,
+}
+
+impl AuditReport {
+    pub fn intact(&self) -> bool {
+        matches!(self.verdict, Verdict::Intact { .. })
+    }
+}
+
+impl std::fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.verdict)?;
+        match (self.intact(), self.heads.last()) {
+            (true, None) => write!(f, "no signed head checked: only the chain itself was verified"),
+            (true, Some(last)) => write!(
+                f,
+                "{} signed heads checked, the last at position {} signed {}",
+                self.heads.len(),
+                last.seq,
+                last.signed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            (false, _) => write!(f, "the audit chain does not verify"),
+        }
+    }
+}
+
+/// `cardap audit verify`: recomputes the chain, then checks it against the signed heads (of `head_file`, else those
+/// in the database) with `public_keys` (base64), else with the public half of the configured audit key file.
+pub async fn verify_audit(
+    settings: &Settings,
+    head_file: Option<&std::path::Path>,
+    public_keys: &[String],
+) -> Result<AuditReport, StartError> {
+    let db = open_database(settings).await?;
+    let read = ReadModels::connect(&settings.database_url, 4)?;
+    // Verification signs nothing: the chain without a signer.
+    let chain = AuditChain::new(read.pool().clone(), db.event_store());
+    let heads = match head_file {
+        Some(file) => read_head_file(file).map_err(ProjectionError::from)?,
+        None => chain.heads().await?,
+    };
+    let keys = match (&settings.audit.key_file, public_keys.is_empty()) {
+        (_, false) => public_keys.iter().map(|k| AuditPublicKey::parse(k)).collect::<Result<_, _>>(),
+        (Some(path), true) if !heads.is_empty() => AuditKey::load(path).map(|k| vec![k.public().clone()]),
+        _ => Ok(Vec::new()),
+    }
+    .map_err(ProjectionError::from)?;
+    if keys.is_empty() && !heads.is_empty() {
+        return Err(StartError::Failed(
+            "there are signed heads to check but no audit public key: give --public-key or configure audit.key_file"
+                .to_owned(),
+        ));
+    }
+    let verdict = chain.verify_against(&heads, &keys).await?;
+    Ok(AuditReport { verdict, heads })
+}
+
 /// Creates a missing data directory (and its parents) readable by its owner only; an existing one is left as it is.
 pub fn owner_only_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -241,9 +325,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut progress = Vec::new();
         let mut runners = Vec::new();
-        // The audit chain is over the events as stored (personal data sealed): the store without its decorator.
-        let chain = cardap_projections::audit::AuditChain::new(read.pool().clone(), db.event_store());
-        runners.push(tokio::spawn(chain.run(shutdown_rx.clone())));
+        runners.push(tokio::spawn(audit_chain(&db, &read, &settings)?.run(shutdown_rx.clone())));
         for runner in read.runners(store.clone()) {
             progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));

@@ -1,5 +1,5 @@
 //! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild`, `ca init|export-root`,
-//! `card-key` and `audit verify`.
+//! `card-key` and `audit verify|public-key`.
 //!
 //! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
 //! the command) and `--config PATH`; `Settings::load` lays them over the configuration file and the `CARDAP_*`
@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cardap_api::app::{Application, StartError, master_key, open_database, sealed_store, shutdown_signal, start_ca};
+use cardap_api::app::{
+    Application, StartError, master_key, open_database, sealed_store, shutdown_signal, start_ca, verify_audit,
+};
 use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
-use cardap_projections::ReadModels;
-use cardap_projections::audit::Verdict;
+use cardap_projections::audit::AuditKey;
+use cardap_projections::{ProjectionError, ReadModels};
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -60,8 +62,20 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain over the sealed events (a running server seals new ones within seconds) and name
-    /// the first event that was altered, removed or moved (exit status 2 then).
-    Verify,
+    /// the first event that was altered, removed or moved; then check it against the signed heads (the head file
+    /// given, else those kept in the database) with the audit public key. Exit status 2 when anything is wrong.
+    Verify {
+        /// A head file (JSON lines, as the server appends to `audit.head_file`); default: the heads kept in the
+        /// database.
+        #[arg(long, value_name = "FILE")]
+        heads: Option<PathBuf>,
+        /// An audit public key (base64, as `cardap audit public-key` prints it); repeat it for the keys of several
+        /// nodes. Default: the public half of the configured audit key file.
+        #[arg(long = "public-key", value_name = "BASE64")]
+        public_keys: Vec<String>,
+    },
+    /// Print the public half of the audit key (creating the key file when missing), for the auditors.
+    PublicKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,16 +177,20 @@ async fn run(cli: Cli) -> Result<(), StartError> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify } => {
-            let db = open_database(&settings).await?;
-            let read = ReadModels::connect(&settings.database_url, 4)?;
-            let chain = cardap_projections::audit::AuditChain::new(read.pool().clone(), db.event_store());
-            let verdict = chain.verify().await?;
-            println!("{verdict}");
-            match verdict {
-                Verdict::Intact { .. } => Ok(()),
-                _ => Err(StartError::Tampered),
-            }
+        Command::Audit { command: AuditCommand::Verify { heads, public_keys } } => {
+            let report = verify_audit(&settings, heads.as_deref(), &public_keys).await?;
+            println!("{report}");
+            if report.intact() { Ok(()) } else { Err(StartError::Tampered) }
+        }
+        Command::Audit { command: AuditCommand::PublicKey } => {
+            let path = settings
+                .audit
+                .key_file
+                .as_ref()
+                .ok_or_else(|| StartError::Failed("no audit key file is configured (audit.key_file)".to_owned()))?;
+            let (key, _) = AuditKey::load_or_create(path).map_err(ProjectionError::from)?;
+            println!("{}", key.public());
+            Ok(())
         }
         Command::CardKey { fid } => {
             let fid = cardap_domain::resident::CardFid::parse(&fid)

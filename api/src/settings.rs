@@ -83,6 +83,31 @@ pub struct Settings {
     pub id_token_lifetime: Duration,
     /// Biometric login (WebAuthn): the relying party ID and origin, how long a challenge may be answered.
     pub webauthn: WebauthnSettings,
+    /// The audit chain's signed heads: the audit key's file, the head file they are exported to, how often.
+    pub audit: AuditSettings,
+}
+
+/// Where the audit key and the exported heads live (`None`: no heads are signed; the chain alone is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The audit key (Ed25519, created with a new key when missing; mode 0600). Default `<data_dir>/audit.key`.
+    pub key_file: Option<PathBuf>,
+    /// Each signed head is appended here as a JSON line: put it where the database administrator cannot rewrite
+    /// it (an append-only file, a log collector). Default `<data_dir>/audit-heads.jsonl`.
+    pub head_file: Option<PathBuf>,
+    /// How often the chain's head is signed (and once more at shutdown).
+    pub head_every: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        let data_dir = Path::new(DEFAULT_DATA_DIR);
+        AuditSettings {
+            key_file: Some(data_dir.join("audit.key")),
+            head_file: Some(data_dir.join("audit-heads.jsonl")),
+            head_every: Duration::from_secs(300),
+        }
+    }
 }
 
 /// The WebAuthn relying party as configured; [`Settings::biometric`] fills in what is left out.
@@ -169,6 +194,7 @@ impl fmt::Debug for Settings {
             .field("tls", &self.tls)
             .field("id_token_lifetime", &self.id_token_lifetime)
             .field("webauthn", &self.webauthn)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -218,6 +244,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             id_token_lifetime: Duration::from_secs(300),
             webauthn: WebauthnSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -235,6 +262,8 @@ impl Settings {
             drain_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
             master_key: MasterKey::from_base64("Y2FyZGFwLXRlc3Qta2V5LW5vdC1mb3ItcHJvZHVjdGk=").ok(),
+            // No key file in the working directory; a test that signs heads names its own.
+            audit: AuditSettings { key_file: None, head_file: None, ..AuditSettings::default() },
             ..Settings::default()
         }
     }
@@ -752,6 +781,41 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        file: "audit.key_file",
+        env: "CARDAP_AUDIT_KEY_FILE",
+        flag: "audit-key-file",
+        form: "a file path",
+        help: "The audit key that signs the audit chain's heads (Ed25519, created when missing); default <data-dir>/audit.key",
+        set: |d, raw| {
+            d.audit_key_file = Some(PathBuf::from(raw.text().filter(|t| !t.is_empty())?));
+            Some(())
+        },
+    },
+    Key {
+        file: "audit.head_file",
+        env: "CARDAP_AUDIT_HEAD_FILE",
+        flag: "audit-head-file",
+        form: "a file path",
+        help: "Where each signed head of the audit chain is appended (JSON lines), out of the database administrator's reach; default <data-dir>/audit-heads.jsonl",
+        set: |d, raw| {
+            d.audit_head_file = Some(PathBuf::from(raw.text().filter(|t| !t.is_empty())?));
+            Some(())
+        },
+    },
+    Key {
+        file: "audit.head_seconds",
+        env: "CARDAP_AUDIT_HEAD_SECONDS",
+        flag: "audit-head-seconds",
+        form: "a whole number of seconds, 1 to 86400",
+        help: "How often the audit chain's head is signed with the audit key",
+        set: |d, raw| {
+            let seconds = raw.positive::<u64>()?;
+            (1..=86_400).contains(&seconds).then_some(())?;
+            d.settings.audit.head_every = Duration::from_secs(seconds);
+            Some(())
+        },
+    },
+    Key {
         file: "oidc.id_token_seconds",
         env: "CARDAP_OIDC_ID_TOKEN_SECONDS",
         flag: "oidc-id-token-seconds",
@@ -923,6 +987,8 @@ struct Draft {
     data_dir: PathBuf,
     database_url: Option<String>,
     master_key_file: Option<PathBuf>,
+    audit_key_file: Option<PathBuf>,
+    audit_head_file: Option<PathBuf>,
 }
 
 impl Draft {
@@ -959,6 +1025,11 @@ impl Draft {
         Settings {
             database_url: self.database_url.unwrap_or_else(|| sqlite_url(&data_dir)),
             master_key_file: self.master_key_file.unwrap_or_else(|| data_dir.join("master.key")),
+            audit: AuditSettings {
+                key_file: Some(self.audit_key_file.unwrap_or_else(|| data_dir.join("audit.key"))),
+                head_file: Some(self.audit_head_file.unwrap_or_else(|| data_dir.join("audit-heads.jsonl"))),
+                ..self.settings.audit
+            },
             ..self.settings
         }
     }

@@ -76,14 +76,18 @@ fn the_data_directory_moves_the_default_database_and_key_file_but_not_given_ones
     let s = Settings::load(&sources(None, &[("CARDAP_DATA_DIR", "/srv/cardap")], &[])).unwrap();
     assert_eq!(s.database_url, "sqlite:///srv/cardap/cardap.db");
     assert_eq!(s.master_key_file, Path::new("/srv/cardap/master.key"));
+    assert_eq!(s.audit.key_file.as_deref(), Some(Path::new("/srv/cardap/audit.key")));
+    assert_eq!(s.audit.head_file.as_deref(), Some(Path::new("/srv/cardap/audit-heads.jsonl")));
     let s = Settings::load(&sources(
         None,
         &[("CARDAP_DATA_DIR", "/srv/cardap"), ("CARDAP_DATABASE_URL", "postgres://db/cardap")],
-        &[("master-key-file", "/etc/cardap/key")],
+        &[("master-key-file", "/etc/cardap/key"), ("audit-head-file", "/var/log/cardap/heads.jsonl")],
     ))
     .unwrap();
     assert_eq!(s.database_url, "postgres://db/cardap");
     assert_eq!(s.master_key_file, Path::new("/etc/cardap/key"));
+    assert_eq!(s.audit.key_file.as_deref(), Some(Path::new("/srv/cardap/audit.key")));
+    assert_eq!(s.audit.head_file.as_deref(), Some(Path::new("/var/log/cardap/heads.jsonl")));
 }
 
 #[test]

@@ -9,8 +9,11 @@
 //! metadata, municipality, operator, recorded_at]`, with object keys in sorted order (serde_json's map) and the
 //! time in RFC 3339 with microseconds.
 //!
-//! Not yet here: signed checkpoints with a dedicated audit key, exported where the database administrator cannot
-//! rewrite them (so that someone who rewrites events *and* the chain is caught too), and the read access log.
+//! Someone who rewrites events *and* recomputes the chain is caught by the signed heads ([`heads`]): at intervals
+//! the sealer signs the chain's last link with the audit key and exports the signed head to a file the database
+//! administrator cannot rewrite; [`AuditChain::verify_against`] checks the chain against them.
+//!
+//! Not yet here: the read access log in the chain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 
 use crate::ProjectionError;
+
+pub mod heads;
+
+pub use heads::{AuditKey, AuditKeyError, AuditPublicKey, SignedHead};
 
 /// Events sealed per round, and read per page while verifying.
 const PAGE: usize = 1000;
@@ -47,6 +54,14 @@ pub enum Verdict {
     Missing { seq: u64, event_id: String },
     /// The event sealed at `seq` is still in the log, but not in its place (its order was changed).
     Reordered { seq: u64, event_id: String },
+    /// The head signed at chain position `seq` was not signed by any of the given audit keys (a forged or altered
+    /// head, or the wrong key given).
+    Unsigned { seq: u64, key_id: String },
+    /// The chain verifies in itself, but its hash at `seq` is not the one signed then: events after position
+    /// `after` up to `seq` were rewritten and the chain recomputed.
+    Rewritten { after: u64, seq: u64 },
+    /// The chain ends at position `ends`, before the head signed at `seq`: its tail was cut off with its links.
+    Truncated { ends: u64, seq: u64 },
 }
 
 impl std::fmt::Display for Verdict {
@@ -60,6 +75,18 @@ impl std::fmt::Display for Verdict {
             Verdict::Reordered { seq, event_id } => {
                 write!(f, "REORDERED: event {event_id} (chain position {seq}) is no longer in its place")
             }
+            Verdict::Unsigned { seq, key_id } => write!(
+                f,
+                "UNSIGNED: the head at chain position {seq} (key {key_id}) was not signed by the given audit key"
+            ),
+            Verdict::Rewritten { after, seq } => write!(
+                f,
+                "REWRITTEN: the chain at position {seq} is not the one signed; events after position {after} up to \
+                 {seq} were changed and the chain recomputed"
+            ),
+            Verdict::Truncated { ends, seq } => {
+                write!(f, "TRUNCATED: the chain ends at position {ends}, before the head signed at position {seq}")
+            }
         }
     }
 }
@@ -69,11 +96,84 @@ impl std::fmt::Display for Verdict {
 pub struct AuditChain {
     pool: AnyPool,
     store: Arc<dyn EventStore>,
+    signer: Option<HeadSigner>,
+}
+
+/// How the running sealer signs heads: with `key`, at most every `every`, each head appended to `file` too.
+#[derive(Debug, Clone)]
+pub struct HeadSigner {
+    pub key: Arc<AuditKey>,
+    pub file: Option<std::path::PathBuf>,
+    pub every: Duration,
 }
 
 impl AuditChain {
     pub fn new(pool: AnyPool, store: Arc<dyn EventStore>) -> Self {
-        AuditChain { pool, store }
+        AuditChain { pool, store, signer: None }
+    }
+
+    /// The chain whose [`Self::run`] also signs heads.
+    pub fn signing(self, signer: HeadSigner) -> Self {
+        AuditChain { signer: Some(signer), ..self }
+    }
+
+    /// Signs the chain's last link with `key` at `now` unless a head at that position exists; the new head (also
+    /// appended to `file` when given), or `None` when there was nothing new to sign. Two nodes signing at once
+    /// keep one head: the other's insert is ignored and it exports nothing.
+    pub async fn sign_head(
+        &self,
+        key: &AuditKey,
+        file: Option<&std::path::Path>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<SignedHead>, ProjectionError> {
+        let Some(last) = self.last().await? else {
+            return Ok(None);
+        };
+        let head = key.sign(last.seq, &last.hash, now);
+        let inserted = sqlx::query(
+            "INSERT INTO audit_heads (seq, hash, signed_at, key_id, signature) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(to_i64(head.seq))
+        .bind(&head.hash)
+        .bind(head.signed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(&head.key_id)
+        .bind(&head.signature)
+        .execute(&self.pool)
+        .await
+        .map_err(ProjectionError::from_sqlx)?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(file) = file {
+            heads::append_head(file, &head)?;
+        }
+        tracing::info!(seq = head.seq, hash = %head.hash, key_id = %head.key_id, "signed the audit chain's head");
+        Ok(Some(head))
+    }
+
+    /// The signed heads kept in the database, in chain order.
+    pub async fn heads(&self) -> Result<Vec<SignedHead>, ProjectionError> {
+        let rows = sqlx::query("SELECT seq, hash, signed_at, key_id, signature FROM audit_heads ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ProjectionError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = |what: String| ProjectionError::Store(cardap_store::StoreError::Corrupt(what));
+                let seq: i64 = row.try_get("seq").map_err(ProjectionError::from_sqlx)?;
+                let signed_at: String = row.try_get("signed_at").map_err(ProjectionError::from_sqlx)?;
+                Ok(SignedHead {
+                    seq: u64::try_from(seq).map_err(|_| corrupt(format!("audit_heads.seq {seq}")))?,
+                    hash: row.try_get("hash").map_err(ProjectionError::from_sqlx)?,
+                    signed_at: chrono::DateTime::parse_from_rfc3339(&signed_at)
+                        .map_err(|e| corrupt(format!("audit_heads.signed_at: {e}")))?
+                        .with_timezone(&chrono::Utc),
+                    key_id: row.try_get("key_id").map_err(ProjectionError::from_sqlx)?,
+                    signature: row.try_get("signature").map_err(ProjectionError::from_sqlx)?,
+                })
+            })
+            .collect()
     }
 
     /// Seals the events committed since the last link, a page at a time; how many were sealed.
@@ -112,31 +212,72 @@ impl AuditChain {
         }
     }
 
-    /// Seals new events as they come, until `stop`.
+    /// Seals new events as they come, until `stop`; with a signer, signs the head at most every `every` and once
+    /// more when stopped.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut wake = self.store.wakeups();
+        let mut next_head = tokio::time::Instant::now();
         loop {
             // Wake-ups from before this round are covered by it.
             wake.mark_seen();
             if let Err(e) = self.extend().await {
                 tracing::warn!(error = %e, "the audit chain could not be extended; trying again");
             }
+            if let Some(signer) = self.signer.as_ref().filter(|_| tokio::time::Instant::now() >= next_head) {
+                self.sign_logged(signer).await;
+                next_head = tokio::time::Instant::now() + signer.every;
+            }
             tokio::select! {
                 _ = wake.wait(Duration::from_secs(5)) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    if let Some(signer) = &self.signer {
+                        // What was committed before the stop is sealed and signed.
+                        if let Err(e) = self.extend().await {
+                            tracing::warn!(error = %e, "the audit chain could not be extended at shutdown");
+                        }
+                        self.sign_logged(signer).await;
+                    }
+                    return;
+                }
             }
+        }
+    }
+
+    async fn sign_logged(&self, signer: &HeadSigner) {
+        if let Err(e) = self.sign_head(&signer.key, signer.file.as_deref(), chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "the audit chain's head could not be signed; trying again later");
         }
     }
 
     /// Recomputes the chain from the events, in the global order, and compares it with every stored link.
     pub async fn verify(&self) -> Result<Verdict, ProjectionError> {
+        self.verify_against(&[], &[]).await
+    }
+
+    /// [`Self::verify`], and checks the chain against signed `heads` (from the database or a head file): each
+    /// must be signed by one of `keys`, and the chain must pass through every signed hash.
+    pub async fn verify_against(
+        &self,
+        heads: &[SignedHead],
+        keys: &[AuditPublicKey],
+    ) -> Result<Verdict, ProjectionError> {
+        if let Some(forged) = heads.iter().find(|h| !h.signed_by(keys)) {
+            return Ok(Verdict::Unsigned { seq: forged.seq, key_id: forged.key_id.clone() });
+        }
+        let mut heads: Vec<&SignedHead> = heads.iter().collect();
+        heads.sort_by_key(|h| h.seq);
+        let mut heads = heads.into_iter().peekable();
+        let mut signed_up_to = 0;
         let mut hash = GENESIS;
         let mut after = Checkpoint::START;
         let mut seq = 0_u64;
         loop {
             let links = self.links(seq, PAGE).await?;
             if links.is_empty() {
-                return Ok(Verdict::Intact { events: seq });
+                return Ok(match heads.find(|h| h.seq > seq) {
+                    Some(head) => Verdict::Truncated { ends: seq, seq: head.seq },
+                    None => Verdict::Intact { events: seq },
+                });
             }
             let events = self.store.read_all(after, links.len(), &ReadFilter::All).await?;
             for (i, link) in links.iter().enumerate() {
@@ -150,6 +291,13 @@ impl AuditChain {
                 hash = self::link(&hash, event);
                 if hex::encode(hash) != link.hash {
                     return Ok(Verdict::Altered { seq: link.seq, event_id: link.event_id.clone() });
+                }
+                while let Some(head) = heads.next_if(|h| h.seq <= link.seq) {
+                    // A head between two links (none is signed there) is a head the chain never had.
+                    if head.seq != link.seq || head.hash != link.hash {
+                        return Ok(Verdict::Rewritten { after: signed_up_to, seq: head.seq });
+                    }
+                    signed_up_to = head.seq;
                 }
                 after = event.checkpoint;
                 seq = link.seq;

@@ -33,6 +33,9 @@ pub enum ProjectionError {
     Event { projection: &'static str, event: String, reason: String },
     #[error("timed out waiting for the read models to catch up")]
     Timeout,
+    /// The audit key or the head file (the audit chain's signed heads).
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::AuditKeyError),
 }
 
 impl ProjectionError {

@@ -37,7 +37,7 @@ pub use types::{
     NewEvent, OpenTransaction, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
     TypedRead,
 };
-pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError};
+pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError, read_or_create_private_file};
 pub use wakeup::Wakeups;
 
 use async_trait::async_trait;

@@ -94,44 +94,14 @@ impl MasterKey {
     }
 
     /// Reads the base64 key file at `path`, or creates it (mode 0600, parent folders as needed) with a new key.
-    /// Returns the key and whether it was created now. Concurrent callers end with one file and one key: the file
-    /// is written under a temporary name and linked into place, never over an existing one.
+    /// Returns the key and whether it was created now. Concurrent callers end with one file and one key (see
+    /// [`read_or_create_private_file`]).
     pub fn load_or_create(path: impl AsRef<Path>) -> Result<(MasterKey, bool), MasterKeyError> {
         let path = path.as_ref();
-        let io = |source| MasterKeyError::Io { path: path.to_owned(), source };
-        match Self::read_file(path) {
-            Ok(key) => return Ok((key, false)),
-            Err(MasterKeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let key = Self::generate()?;
-        let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut suffix = [0_u8; 8];
-        SystemRandom::new().fill(&mut suffix).map_err(|_| MasterKeyError::Random)?;
-        let temp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ));
-        let written = write_private(&temp, format!("{}\n", STANDARD.encode(key.bytes)).as_bytes());
-        let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
-        // The temporary name is only a step; a failure to remove it changes nothing for the key.
-        let _ = std::fs::remove_file(&temp);
-        match linked {
-            Ok(()) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    // Best effort: make the new name durable too.
-                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-                }
-                tracing::info!(path = %path.display(), "created a new master key file");
-                Ok((key, true))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::read_file(path)?, false)),
-            Err(e) => Err(io(e)),
-        }
+        let fresh = format!("{}\n", STANDARD.encode(Self::generate()?.bytes));
+        let (text, created) = read_or_create_private_file(path, "master key", &fresh)
+            .map_err(|source| MasterKeyError::Io { path: path.to_owned(), source })?;
+        Ok((Self::from_base64(&text)?, created))
     }
 
     /// Seals a secret that is kept outside the event log (the CA's private keys) under the master key itself:
@@ -176,23 +146,60 @@ impl MasterKey {
         out
     }
 
-    fn read_file(path: &Path) -> Result<MasterKey, MasterKeyError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io { path: path.to_owned(), source })?;
-        #[cfg(unix)]
-        if let Ok(meta) = std::fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "the master key file can be read by other users: chmod 600 it");
-            }
-        }
-        Self::from_base64(&text)
-    }
-
     fn from_bytes(bytes: [u8; KEY_LEN]) -> Result<MasterKey, MasterKeyError> {
         let key = aes_key(&bytes).ok_or(MasterKeyError::WrongLength(KEY_LEN))?;
         Ok(MasterKey { bytes, key })
     }
+}
+
+/// Reads the secret file at `path` (a key file: the master key, the audit key), or creates it with `fresh` (mode
+/// 0600, parent folders as needed); the text and whether it was created now. Concurrent callers end with one file:
+/// it is written under a temporary name and linked into place, never over an existing one. `what` names the file
+/// in the log lines (a warning when other users may read it); the contents are never logged.
+pub fn read_or_create_private_file(path: &Path, what: &str, fresh: &str) -> std::io::Result<(String, bool)> {
+    match read_private(path, what) {
+        Ok(text) => return Ok((text, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path.file_name().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut suffix = [0_u8; 8];
+    SystemRandom::new().fill(&mut suffix).map_err(|_| std::io::Error::other("the system random generator failed"))?;
+    let temp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    let linked = write_private(&temp, fresh.as_bytes()).and_then(|()| std::fs::hard_link(&temp, path));
+    // The temporary name is only a step; a failure to remove it changes nothing for the key.
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Best effort: make the new name durable too.
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            tracing::info!(path = %path.display(), "created a new {what} file");
+            Ok((fresh.to_owned(), true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((read_private(path, what)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_private(path: &Path, what: &str) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the {what} file can be read by other users: chmod 600 it");
+        }
+    }
+    Ok(text)
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

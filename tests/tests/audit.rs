@@ -1,14 +1,20 @@
 //! The tamper-evident chain (issue 12, point 5): a running server seals every event into a hash chain, and
 //! verification names the first event a database administrator altered, deleted, moved or cut off — each change
-//! made directly in the database, as he would. Both backends.
+//! made directly in the database, as he would. A database administrator who also recomputes the chain, or cuts
+//! off its links too, is caught by the heads signed with the audit key (kept out of the database, and exported to
+//! a head file); a head not signed by the given key fails verification loudly. Both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use cardap_projections::audit::{AuditChain, Verdict};
+use cardap_api::app::verify_audit;
+use cardap_api::settings::AuditSettings;
+use cardap_projections::audit::AuditChain;
+use cardap_projections::audit::heads::read_head_file;
+use cardap_projections::audit::{AuditKey, AuditPublicKey, SignedHead, Verdict};
 use cardap_store::Database;
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app};
+use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app, spawn_app_with};
 
 const CHIYODA: &str = "131016";
 
@@ -63,20 +69,25 @@ async fn an_untouched_log_verifies(backend: Backend) {
     assert_eq!(chain.verify().await.unwrap(), Verdict::Intact { events: sealed });
 }
 
-async fn an_altered_payload_is_named(backend: Backend) {
-    let (app, chain, _) = sealed_history(backend).await;
+/// Adds a field to the payload of the event at `offset` in the global order.
+async fn alter_payload(app: &TestApp, backend: Backend, offset: u32) {
     let sql = match backend {
         Backend::Postgres => format!(
             "UPDATE events SET payload = (payload::jsonb || '{{\"tampered\": true}}'::jsonb)::json \
              WHERE global_position = {}",
-            nth(backend, 3)
+            nth(backend, offset)
         ),
         Backend::Sqlite => format!(
             "UPDATE events SET payload = json_set(payload, '$.tampered', json('true')) WHERE global_position = {}",
-            nth(backend, 3)
+            nth(backend, offset)
         ),
     };
-    tamper(&app, &sql).await;
+    tamper(app, &sql).await;
+}
+
+async fn an_altered_payload_is_named(backend: Backend) {
+    let (app, chain, _) = sealed_history(backend).await;
+    alter_payload(&app, backend, 3).await;
     assert!(matches!(chain.verify().await.unwrap(), Verdict::Altered { seq: 4, .. }));
 }
 
@@ -107,9 +118,9 @@ async fn two_swapped_events_are_named(backend: Backend) {
     assert!(matches!(verdict, Verdict::Reordered { seq: 3, .. }), "{verdict}");
 }
 
-async fn a_cut_off_tail_is_named(backend: Backend) {
-    let (app, chain, sealed) = sealed_history(backend).await;
-    let keep = u32::try_from(sealed - 2).unwrap();
+/// Deletes the events from `keep` on in the global order (the tail).
+async fn cut_off_events(app: &TestApp, backend: Backend, keep: u64) {
+    let keep = u32::try_from(keep).unwrap();
     let sql = match backend {
         Backend::Postgres => format!(
             "DELETE FROM events WHERE (transaction_id, global_position) >= \
@@ -118,9 +129,119 @@ async fn a_cut_off_tail_is_named(backend: Backend) {
         ),
         Backend::Sqlite => format!("DELETE FROM events WHERE global_position >= {}", nth(backend, keep)),
     };
-    tamper(&app, &sql).await;
+    tamper(app, &sql).await;
+}
+
+async fn a_cut_off_tail_is_named(backend: Backend) {
+    let (app, chain, sealed) = sealed_history(backend).await;
+    cut_off_events(&app, backend, sealed - 2).await;
     let verdict = chain.verify().await.unwrap();
     assert!(matches!(verdict, Verdict::Missing { seq, .. } if seq == sealed - 1), "{verdict}");
+}
+
+/// The audit key (in a directory of its own, as on a server) and the head of `chain` signed with it, exported to
+/// the head file too.
+async fn signed_head(chain: &AuditChain) -> (tempfile::TempDir, AuditKey, SignedHead) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = AuditKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+    let head = chain.sign_head(&key, Some(&dir.path().join("heads.jsonl")), chrono::Utc::now()).await.unwrap();
+    (dir, key, head.expect("a head over the sealed events"))
+}
+
+async fn a_rewritten_and_rechained_log_is_caught_by_the_signed_head(backend: Backend) {
+    let (app, chain, sealed) = sealed_history(backend).await;
+    let (dir, key, head) = signed_head(&chain).await;
+    assert_eq!(head.seq, sealed);
+    let keys = [key.public().clone()];
+    assert_eq!(
+        chain.verify_against(&chain.heads().await.unwrap(), &keys).await.unwrap(),
+        Verdict::Intact { events: sealed }
+    );
+
+    // He alters an event and recomputes the whole chain over the altered log: the chain alone now verifies.
+    alter_payload(&app, backend, 3).await;
+    tamper(&app, "DELETE FROM audit_chain").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // The server's own sealer may be rebuilding it at the same moment; one of the two wins.
+    while chain.extend().await.is_err() || chain.verify().await.unwrap() != (Verdict::Intact { events: sealed }) {
+        assert!(tokio::time::Instant::now() < deadline, "the chain was not recomputed: the chain alone is fooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The head signed before is not his chain's: from the database and from the exported file alike.
+    let rewritten = Verdict::Rewritten { after: 0, seq: sealed };
+    assert_eq!(chain.verify_against(&chain.heads().await.unwrap(), &keys).await.unwrap(), rewritten);
+    let exported = read_head_file(&dir.path().join("heads.jsonl")).unwrap();
+    assert_eq!(exported, [head]);
+    assert_eq!(chain.verify_against(&exported, &keys).await.unwrap(), rewritten);
+}
+
+async fn a_tail_cut_off_with_its_links_is_caught_by_the_signed_head(backend: Backend) {
+    let (app, chain, sealed) = sealed_history(backend).await;
+    let (_dir, key, _) = signed_head(&chain).await;
+    cut_off_events(&app, backend, sealed - 2).await;
+    tamper(&app, &format!("DELETE FROM audit_chain WHERE seq > {}", sealed - 2)).await;
+    assert_eq!(chain.verify().await.unwrap(), Verdict::Intact { events: sealed - 2 }, "the chain alone is fooled");
+    let verdict = chain.verify_against(&chain.heads().await.unwrap(), &[key.public().clone()]).await.unwrap();
+    assert_eq!(verdict, Verdict::Truncated { ends: sealed - 2, seq: sealed });
+}
+
+async fn a_head_not_signed_by_the_given_key_fails_loudly(backend: Backend) {
+    let (app, chain, sealed) = sealed_history(backend).await;
+    let (dir, key, head) = signed_head(&chain).await;
+    let (other, _) = AuditKey::load_or_create(&dir.path().join("other.key")).unwrap();
+    let unsigned = Verdict::Unsigned { seq: sealed, key_id: head.key_id.clone() };
+    assert_eq!(chain.verify_against(&chain.heads().await.unwrap(), &[other.public().clone()]).await.unwrap(), unsigned);
+
+    // A head rewritten in the database to match a recomputed chain carries a signature that no longer fits.
+    tamper(&app, &format!("UPDATE audit_heads SET hash = '{}'", "0".repeat(64))).await;
+    assert_eq!(chain.verify_against(&chain.heads().await.unwrap(), &[key.public().clone()]).await.unwrap(), unsigned);
+    assert!(AuditPublicKey::parse("not a key").is_err());
+}
+
+async fn a_server_signs_heads_into_its_head_file_and_verify_checks_them(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, head_file) = (dir.path().join("audit.key"), dir.path().join("audit-heads.jsonl"));
+    let audit = AuditSettings {
+        key_file: Some(key_file.clone()),
+        head_file: Some(head_file.clone()),
+        head_every: Duration::from_secs(1),
+    };
+    let app = spawn_app_with(backend, |s| s.audit = audit).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let events = app.event_count().await as u64;
+    // Within a few rounds the server has sealed every event and signed a head over them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let heads = loop {
+        let heads = if head_file.exists() { read_head_file(&head_file).unwrap() } else { Vec::new() };
+        if heads.last().is_some_and(|h| h.seq >= events) {
+            break heads;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no head over the {events} events was signed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the audit key is readable by its owner only");
+    }
+    let key = AuditKey::load(&key_file).unwrap();
+
+    // `cardap audit verify` with the head file and the public key, and with the database's heads and the key file.
+    let report = verify_audit(&app.settings, Some(&head_file), &[key.public().to_string()]).await.unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(report.heads.len() >= heads.len());
+    let report = verify_audit(&app.settings, None, &[]).await.unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(report.to_string().contains("signed heads checked"), "{report}");
+
+    // With another key's public half it fails, naming the head.
+    let (other, _) = AuditKey::load_or_create(&dir.path().join("other.key")).unwrap();
+    let report = verify_audit(&app.settings, Some(&head_file), &[other.public().to_string()]).await.unwrap();
+    assert!(matches!(report.verdict, Verdict::Unsigned { .. }), "{report}");
+    assert!(report.to_string().contains("UNSIGNED"), "{report}");
 }
 
 on_both_backends!(
@@ -129,4 +250,8 @@ on_both_backends!(
     a_deleted_event_is_named,
     two_swapped_events_are_named,
     a_cut_off_tail_is_named,
+    a_rewritten_and_rechained_log_is_caught_by_the_signed_head,
+    a_tail_cut_off_with_its_links_is_caught_by_the_signed_head,
+    a_head_not_signed_by_the_given_key_fails_loudly,
+    a_server_signs_heads_into_its_head_file_and_verify_checks_them,
 );
