@@ -51,7 +51,7 @@ use crate::routes::{
         pki::issue_operator_pkcs12, pki::take_pkcs12, pki::issue_tls, pki::list_tls, pki::show_tls, pki::delete_tls, pki::reissue_tls,
         oidc::discovery, oidc::jwks, oidc::authorize_get, oidc::authorize_post, oidc::token, oidc::show_client,
         oidc::configure_client, oidc::issue_secret,
-        audit::events, audit::operator_as_of, audit::shared_use_as_of,
+        audit::events, audit::operator_as_of, audit::shared_use_as_of, audit::resident_as_of, audit::card_as_of,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,

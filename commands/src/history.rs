@@ -13,7 +13,8 @@
 //! Also the state as of an instant (issue 12, point 3): an operator's stream replayed up to then — his roles,
 //! permitted business systems, 業務内IDs, whether he was revoked or locked — and "what could he do on date D": those
 //! of his business systems his municipality was permitted (共同利用) and that were in service then, each
-//! business system's stream replayed up to the same instant.
+//! business system's stream replayed up to the same instant. Likewise a resident (his personal data as it was
+//! then, or erased if his key is gone since) and a card (status, local area, APs) of the municipality.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -253,6 +254,43 @@ impl History {
                     )
                 })
                 .collect(),
+        }))
+    }
+}
+
+impl History {
+    /// The resident `id` of `municipality` as he stood at `at` (his stream replayed up to then), with the version
+    /// reached; `None` when he was not registered in that municipality by then. Call
+    /// `authorize(actor, &Permission::ReadHistory(municipality))` first.
+    pub async fn resident_as_of(
+        &self,
+        municipality: &MunicipalityCode,
+        id: &cardap_domain::resident::ResidentId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::residents::ResidentSnapshot>, QueryError> {
+        use cardap_domain::resident::{self, Resident};
+        let stream = crate::ids::stream_of::<Resident>(&resident::stream_key(id));
+        let then = replay::<Resident>(&self.store, &stream, at).await?;
+        Ok(then.and_then(|(state, version)| {
+            let resident = state.registered.filter(|r| r.municipality == *municipality)?;
+            Some(crate::residents::ResidentSnapshot { resident, version })
+        }))
+    }
+
+    /// The card `fid` of `municipality` as it stood at `at`; `None` when it was not registered there by then.
+    /// Call `authorize(actor, &Permission::ReadHistory(municipality))` first.
+    pub async fn card_as_of(
+        &self,
+        municipality: &MunicipalityCode,
+        fid: &cardap_domain::resident::CardFid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::residents::CardSnapshot>, QueryError> {
+        use cardap_domain::card::{self, Card};
+        let stream = crate::ids::stream_of::<Card>(&card::stream_key(fid));
+        let then = replay::<Card>(&self.store, &stream, at).await?;
+        Ok(then.and_then(|(state, version)| {
+            let card = state.registered.filter(|c| c.municipality == *municipality)?;
+            Some(crate::residents::CardSnapshot { card, version })
         }))
     }
 }

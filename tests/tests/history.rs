@@ -195,8 +195,77 @@ async fn what_an_operator_could_do_on_a_given_date(backend: Backend) {
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Now, in RFC 3339 with microseconds, escaped for a query string; and a pause so that it lies strictly between
+/// the events before and after it.
+async fn instant() -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    t
+}
+
+async fn a_resident_and_his_card_as_they_stood_then(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, auditor, clerk, taro) = world(&app).await;
+    let registered = instant().await;
+    let path = format!("{}/{taro}", residents_path(CHIYODA));
+    let changed = app.patch(&path, Some(&clerk), None, &json!({"occupation": "自営業"})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let reply = app
+        .post(
+            &format!("/api/v1/municipalities/{CHIYODA}/cards"),
+            Some(&clerk),
+            &json!({"fid": "FID0001", "resident_id": taro}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let card_registered = instant().await;
+    let card = format!("/api/v1/municipalities/{CHIYODA}/cards/FID0001");
+    assert!(app.post_empty(&format!("{card}/local-area"), Some(&clerk)).await.status.is_success());
+    let area_created = instant().await;
+    assert!(app.post_empty(&format!("{card}/suspend"), Some(&clerk)).await.status.is_success());
+    let suspended = instant().await;
+
+    let resident_then = |at: &str| format!("{path}/as-of?at={at}");
+    let then = app.get(&resident_then(&registered), Some(&auditor)).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.text);
+    let then = then.json()["resident"].clone();
+    assert_eq!(then["kana_name"], json!({"family": "ヤマダ", "given": "タロウ"}));
+    assert_eq!(
+        (then["occupation"].clone(), then["active_fid"].clone(), then["version"].clone()),
+        (Value::Null, Value::Null, json!(1))
+    );
+    let then = app.get(&resident_then(&card_registered), Some(&auditor)).await.json()["resident"].clone();
+    assert_eq!((then["occupation"].clone(), then["active_fid"].clone()), (json!("自営業"), json!("FID0001")));
+    let before = app.get(&resident_then("2000-01-01T00:00:00Z"), Some(&auditor)).await;
+    before.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+
+    let card_then = |at: &str| format!("{card}/as-of?at={at}");
+    let then = app.get(&card_then(&card_registered), Some(&auditor)).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.text);
+    let then = then.json()["card"].clone();
+    assert_eq!(
+        (then["status"].clone(), then["local_area"].clone(), then["resident_id"].clone()),
+        (json!("in_use"), json!(false), json!(taro))
+    );
+    let then = app.get(&card_then(&area_created), Some(&auditor)).await.json()["card"].clone();
+    assert_eq!((then["status"].clone(), then["local_area"].clone()), (json!("in_use"), json!(true)));
+    let then = app.get(&card_then(&suspended), Some(&auditor)).await.json()["card"].clone();
+    assert_eq!(then["status"], json!("suspended"));
+    app.get(&card_then(&registered), Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+
+    // A clerk is no auditor; another municipality's path is not found; `at` is required.
+    app.get(&resident_then(&suspended), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    app.get(&card_then(&suspended), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+    let elsewhere = format!("/api/v1/municipalities/{MINATO}/residents/{taro}/as-of?at={suspended}");
+    app.get(&elsewhere, Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    let missing = app.get(&format!("{path}/as-of"), Some(&auditor)).await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 on_both_backends!(
     an_auditor_replays_who_did_what_to_whom,
     nobody_reads_another_municipalitys_history,
     what_an_operator_could_do_on_a_given_date,
+    a_resident_and_his_card_as_they_stood_then,
 );

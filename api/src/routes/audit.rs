@@ -1,5 +1,6 @@
 //! Operator history for auditors: `GET /api/v1/audit/events`, streamed as NDJSON (or CSV with `Accept:
-//! text/csv`) page by page, never loaded whole. The rules of the query are in `cardap_commands::history`.
+//! text/csv`) page by page, never loaded whole; and the state as of an instant of an operator, a business
+//! system's shared use, a resident and a card. The rules of the queries are in `cardap_commands::history`.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/audit/events", get(events))
         .route("/api/v1/municipalities/{code}/operators/{operator_id}/as-of", get(operator_as_of))
         .route("/api/v1/business-systems/{business_id}/as-of", get(shared_use_as_of))
+        .route("/api/v1/municipalities/{code}/residents/{resident_id}/as-of", get(resident_as_of))
+        .route("/api/v1/municipalities/{code}/cards/{fid}/as-of", get(card_as_of))
 }
 
 /// The filters; all optional but `municipality` (the system administrator may leave it out for every
@@ -289,6 +292,71 @@ pub async fn operator_as_of(
             .collect(),
     })
     .into_response())
+}
+
+/// A resident as he stood at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResidentAsOfView {
+    pub at: String,
+    /// As the resident is shown, with the personal data he had then (`erased` when his key is destroyed since)
+    /// and his stream's version then.
+    pub resident: crate::routes::residents::ResidentView,
+}
+
+/// A resident as he stood at an instant (auditors of his municipality, the system administrator): his stream
+/// replayed up to `at`.
+#[utoipa::path(get, operation_id = "residentAsOf", path = "/api/v1/municipalities/{code}/residents/{resident_id}/as-of",
+    tag = "audit",
+    params(("code" = String, Path), ("resident_id" = String, Path), AsOfParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = ResidentAsOfView),
+        (status = 403, body = ProblemDetails, description = "Not an auditor of this municipality"),
+        (status = 404, body = ProblemDetails, description = "Another municipality, or not registered here by then"),
+        (status = 422, body = ProblemDetails, description = "`at` missing or not RFC 3339")))]
+pub async fn resident_as_of(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, resident_id)): Path<(String, String)>,
+    Query(params): Query<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
+    let id = crate::routes::residents::resident_in_path(&resident_id)?;
+    cardap_commands::authorize(&auth.actor, &cardap_commands::Permission::ReadHistory(code.clone()))?;
+    let at = instant_at(&params)?;
+    let then = state.history.resident_as_of(&code, &id, at).await?.ok_or_else(ApiError::not_found)?;
+    Ok(Json(ResidentAsOfView { at: at.to_rfc3339(), resident: crate::routes::residents::view(&then) }).into_response())
+}
+
+/// A card as it stood at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardAsOfView {
+    pub at: String,
+    /// As the card is shown, with its status, local area and APs then and its stream's version then.
+    pub card: crate::routes::cards::CardView,
+}
+
+/// A card as it stood at an instant (auditors of its municipality, the system administrator): its stream
+/// replayed up to `at`.
+#[utoipa::path(get, operation_id = "cardAsOf", path = "/api/v1/municipalities/{code}/cards/{fid}/as-of",
+    tag = "audit",
+    params(("code" = String, Path), ("fid" = String, Path), AsOfParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = CardAsOfView),
+        (status = 403, body = ProblemDetails, description = "Not an auditor of this municipality"),
+        (status = 404, body = ProblemDetails, description = "Another municipality, or not registered here by then"),
+        (status = 422, body = ProblemDetails, description = "`at` missing or not RFC 3339")))]
+pub async fn card_as_of(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, fid)): Path<(String, String)>,
+    Query(params): Query<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let code = crate::routes::municipality_in_path(&state, &auth, &code).await?;
+    let fid = crate::routes::cards::fid_in_path(&fid)?;
+    cardap_commands::authorize(&auth.actor, &cardap_commands::Permission::ReadHistory(code.clone()))?;
+    let at = instant_at(&params)?;
+    let then = state.history.card_as_of(&code, &fid, at).await?.ok_or_else(ApiError::not_found)?;
+    Ok(Json(CardAsOfView { at: at.to_rfc3339(), card: crate::routes::cards::view(&then) }).into_response())
 }
 
 /// The required `at`.

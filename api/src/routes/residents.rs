@@ -571,7 +571,7 @@ async fn custom_field_refusals(
     Ok(settings.check_custom_fields(custom, registering).err().map(custom_field_errors).unwrap_or_default())
 }
 
-fn resident_in_path(resident_id: &str) -> Result<ResidentId, ApiError> {
+pub(crate) fn resident_in_path(resident_id: &str) -> Result<ResidentId, ApiError> {
     ResidentId::parse(resident_id).map_err(|_| ApiError::not_found())
 }
 
