@@ -110,9 +110,23 @@ impl History {
         limit: usize,
         names: &mut HashMap<OperatorKey, Option<String>>,
     ) -> Result<HistoryPage, QueryError> {
-        let filter = match &query.municipality {
-            Some(code) => ReadFilter::Municipality(code.clone()),
-            None => ReadFilter::All,
+        let filter = match (&query.operator_id, &query.municipality) {
+            // One operator's history: his own events and those on his streams, through the operator index and
+            // within the time range, not the whole municipality's log.
+            (Some(id), code) => ReadFilter::Actor {
+                operator: OperatorKey::for_login(code.as_ref(), id),
+                streams: vec![
+                    crate::access::operator_stream(code.as_ref(), id),
+                    cardap_store::StreamId::of(
+                        <operator::OperatorLogins as cardap_domain::Aggregate>::STREAM_TYPE,
+                        &operator::stream_key(code.as_ref(), id),
+                    ),
+                ],
+                since: query.from,
+                until: query.to,
+            },
+            (None, Some(code)) => ReadFilter::Municipality(code.clone()),
+            (None, None) => ReadFilter::All,
         };
         let mut lines = vec![];
         let mut at = after.map_or(Checkpoint::START, |c| c.0);

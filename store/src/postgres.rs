@@ -160,6 +160,16 @@ const READ_OPERATOR: &str = "SELECT global_position, transaction_id::text::bigin
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
+/// An operator's history: by him or on his streams, optionally between two instants (`$6`, `$7`).
+const READ_ACTOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE (operator_id = $4 OR stream_id = ANY($5)) \
+       AND ($6::timestamptz IS NULL OR recorded_at >= $6) AND ($7::timestamptz IS NULL OR recorded_at < $7) \
+       AND (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
 /// The PostgreSQL event store. Cheap to clone; the background tasks stop when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
@@ -390,6 +400,14 @@ impl EventStore for PostgresEventStore {
                 sqlx::query(READ_MUNICIPALITY).bind(tx).bind(pos).bind(limit).bind(code.as_str().to_owned())
             }
             ReadFilter::Operator(op) => sqlx::query(READ_OPERATOR).bind(tx).bind(pos).bind(limit).bind(op.as_uuid()),
+            ReadFilter::Actor { operator, streams, since, until } => sqlx::query(READ_ACTOR)
+                .bind(tx)
+                .bind(pos)
+                .bind(limit)
+                .bind(operator.as_uuid())
+                .bind(streams.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>())
+                .bind(*since)
+                .bind(*until),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()

@@ -164,6 +164,17 @@ impl EventStore for SqliteEventStore {
             .bind(op.as_uuid())
             .bind(pos)
             .bind(limit),
+            // The time bounds are left to the caller here: times are text, and an installation on SQLite is small.
+            ReadFilter::Actor { operator, streams, .. } => sqlx::query(
+                "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+                 event_type, event_version, payload, metadata, recorded_at FROM events \
+                 WHERE (operator_id = ? OR stream_id IN (SELECT value FROM json_each(?))) AND global_position > ? \
+                 ORDER BY global_position LIMIT ?",
+            )
+            .bind(operator.as_uuid())
+            .bind(serde_json::Value::from(streams.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string())
+            .bind(pos)
+            .bind(limit),
         };
         let rows = query.fetch_all(&self.reader).await.map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()

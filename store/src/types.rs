@@ -320,6 +320,15 @@ pub enum ReadFilter {
     All,
     Municipality(MunicipalityCode),
     Operator(OperatorKey),
+    /// An operator's history: the events he did (his key in the metadata) or that happened on one of `streams`
+    /// (his own), recorded in `[since, until)` when given. The time bounds only narrow the read (an index range
+    /// on PostgreSQL); a caller that needs them exact checks them too.
+    Actor {
+        operator: OperatorKey,
+        streams: Vec<StreamId>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    },
 }
 
 /// Figures for health checks and metrics.

@@ -220,6 +220,12 @@ async fn read_all_pages_and_filters(b: Backend) {
     let by_bob = read_everything(b.store.as_ref(), &ReadFilter::Operator(bob)).await;
     assert_eq!(by_bob.len(), 5);
     assert!(by_bob.iter().all(|e| e.metadata.operator == Some(bob)));
+    // Bob's history: what he did and what the system did on his stream, in the global order, in pages.
+    let actor = ReadFilter::Actor { operator: bob, streams: vec![stream("system")], since: None, until: None };
+    let of_bob = read_everything(b.store.as_ref(), &actor).await;
+    assert_eq!(of_bob.len(), 10);
+    assert!(of_bob.windows(2).all(|w| w[0].checkpoint < w[1].checkpoint));
+    assert!(of_bob.iter().all(|e| e.metadata.operator == Some(bob) || e.stream_id == stream("system")));
 
     let first_page = b.store.read_all(Checkpoint::START, 4, &ReadFilter::All).await.unwrap();
     assert_eq!(first_page.len(), 4);

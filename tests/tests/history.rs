@@ -88,6 +88,34 @@ async fn an_auditor_replays_who_did_what_to_whom(backend: Backend) {
     assert!(his.iter().any(|l| l["type"] == "ResidentRegistered"));
     assert!(his.iter().any(|l| l["type"] == "OperatorLoginFailed"));
     assert!(!his.iter().any(|l| l["stream"].as_str().unwrap().contains("AUD01")), "{his:?}");
+    // His history within a time range: what lies in it only (on PostgreSQL the range narrows the index read too).
+    let at = |line: &Value| chrono::DateTime::parse_from_rfc3339(line["recorded_at"].as_str().unwrap()).unwrap();
+    let failed = his.iter().find(|l| l["type"] == "OperatorLoginFailed").unwrap();
+    let query = |from: chrono::DateTime<chrono::FixedOffset>, to: chrono::DateTime<chrono::FixedOffset>| {
+        let instant = |t: chrono::DateTime<chrono::FixedOffset>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")
+        };
+        format!(
+            "/api/v1/audit/events?municipality={CHIYODA}&operator_id=OP0501&from={}&to={}",
+            instant(from),
+            instant(to)
+        )
+    };
+    let types = |reply: cardap_tests::Reply| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        lines(&reply.text).iter().map(|l| l["type"].as_str().unwrap().to_owned()).collect()
+    };
+    let millisecond = chrono::Duration::milliseconds(1);
+    let then = types(app.get(&query(at(registered), at(registered) + millisecond), Some(&auditor)).await);
+    assert!(
+        then.contains(&"ResidentRegistered".to_owned()) && !then.contains(&"OperatorLoginFailed".to_owned()),
+        "{then:?}"
+    );
+    let then = types(app.get(&query(at(failed), at(failed) + millisecond), Some(&auditor)).await);
+    assert!(
+        then.contains(&"OperatorLoginFailed".to_owned()) && !then.contains(&"ResidentRegistered".to_owned()),
+        "{then:?}"
+    );
     // What concerns the resident.
     let about = history(&app, &auditor, &format!("municipality={CHIYODA}&resident_id={resident}")).await;
     assert_eq!(about.iter().map(|l| l["type"].as_str().unwrap()).collect::<Vec<_>>(), ["ResidentRegistered"]);
