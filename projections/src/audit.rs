@@ -332,15 +332,15 @@ impl AuditChain {
     ) {
         let (mut seq, mut after) = (0_u64, Checkpoint::START);
         loop {
-            let page = async {
-                let links = self.links(seq, PAGE).await?;
-                let events = match links.len() {
-                    0 => Vec::new(),
-                    n => self.store.read_all(after, n, &ReadFilter::All).await?,
-                };
-                Ok((links, events))
-            }
-            .await;
+            // The links and the events after the last page's, read at once (a chain longer than the log shows up
+            // as fewer events than links; events beyond the chain are cut off to the links' count).
+            let page = tokio::try_join!(self.links(seq, PAGE), async {
+                self.store.read_all(after, PAGE, &ReadFilter::All).await.map_err(ProjectionError::from)
+            })
+            .map(|(links, mut events)| {
+                events.truncate(links.len());
+                (links, events)
+            });
             let last = match &page {
                 Ok((links, events)) => links.last().map(|l| (l.seq, events.last().map(|e| e.checkpoint))),
                 Err(_) => None,
