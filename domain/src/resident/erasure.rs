@@ -75,6 +75,9 @@ string_newtype!(ErasureReference);
 pub struct RetentionPeriod(u32);
 
 impl RetentionPeriod {
+    /// Five years (1826 days): a common 文書保存年限.
+    pub const FIVE_YEARS: RetentionPeriod = RetentionPeriod(1826);
+
     pub fn days(days: u32) -> Result<Self, ParseError> {
         if days == 0 {
             return Err(ParseError::OutOfRange { min: 1, max: i64::from(u32::MAX) });
