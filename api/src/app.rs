@@ -4,8 +4,8 @@
 use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
-use cardap_commands::erasure::Erasure;
 use cardap_commands::card_writes::{CardKeys, CardWrites};
+use cardap_commands::erasure::Erasure;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;

@@ -16,8 +16,7 @@ use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
     Backend, TestApp, card_path, cards_path, eventually, on_both_backends, register_clerk, register_operator,
-    registry_import_path, resident_body, resident_path, residents_path, spawn_app, spawn_app_on,
-    spawn_app_with_clock,
+    registry_import_path, resident_body, resident_path, residents_path, spawn_app, spawn_app_on, spawn_app_with_clock,
 };
 
 /// 千代田区 and 札幌市.
@@ -101,7 +100,8 @@ async fn erased_after_the_move_out_and_the_retention_period_nothing_of_him_is_fo
     // He was prefilled from the registry; another resident of the same municipality stays as he is.
     let file = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n\
                 000000001,山田 太郎,ヤマダ タロウ,3450101,1,100-0001,東京都千代田区千代田１－１\r\n";
-    let reply = app.post_bytes(&registry_import_path(A), Some(&manager_a), "text/csv; charset=UTF-8", file.into()).await;
+    let reply =
+        app.post_bytes(&registry_import_path(A), Some(&manager_a), "text/csv; charset=UTF-8", file.into()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let mut body = resident_body("ヤマダ", "タロウ", "3450101");
     body["registry_key"] = json!("000000001");
@@ -155,7 +155,10 @@ async fn erased_after_the_move_out_and_the_retention_period_nothing_of_him_is_fo
     assert_eq!(his[4].payload, retention_expired());
     let entry_stream = StreamId::new("registry_entry", &format!("{A}.000000001")).unwrap();
     let entry = app.state.store.read_stream(&entry_stream, 1).await.unwrap();
-    assert_eq!(entry.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), ["RegistryEntryImported", "RegistryEntryErased"]);
+    assert_eq!(
+        entry.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["RegistryEntryImported", "RegistryEntryErased"]
+    );
     assert_eq!(entry[0].payload["personal"], Value::Null);
     // The other resident still reads in full.
     let shown = app.get(&resident_path(A, &other), Some(&admin)).await.json();

@@ -23,8 +23,8 @@ use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{CustomFieldError, CustomValue, FieldKey};
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
-    Address, CardFid, EraDate, Erasable, KanaName, KanjiName, NamePatch, Occupation, PersonName, PersonalChanges,
-    ErasureReason, ErasureReference, PersonalData, PostalCode, ResidentError, ResidentId,
+    Address, CardFid, EraDate, Erasable, ErasureReason, ErasureReference, KanaName, KanjiName, NamePatch, Occupation,
+    PersonName, PersonalChanges, PersonalData, PostalCode, ResidentError, ResidentId,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
 use serde::{Deserialize, Serialize};
