@@ -4,9 +4,9 @@
 //!
 //! Owns `rm_residents`. Personal data arrives already unsealed; when the resident's data key was destroyed it
 //! arrives as `Erased`, and then every personal column of the row is set to NULL (`erased = 1`) while ids, the
-//! card link and the status stay. `ResidentErased` (消去) blanks the row in place the same way and also drops his
-//! registry key and card link. A search never finds an erased resident (there is nothing to match him by).
-//! Must not log personal data. Every query is confined to one municipality.
+//! card link and the status stay. `ResidentErased` (消去, his erasure decided) deletes his row in place: nothing
+//! about him — not even his registry key or card link — is left to find. Must not log personal data. Every query
+//! is confined to one municipality.
 
 use std::collections::BTreeMap;
 
@@ -128,18 +128,9 @@ impl View for ResidentRegister {
             .bind(version)
             .bind(at)
             .bind(id),
-            // Erased (消去): every personal column blanked in place, and the registry link and card link dropped,
-            // so that neither his registry key nor a card FID leads to him any more.
-            ResidentEvent::Erased { .. } => sqlx::query(
-                "UPDATE rm_residents SET kana_family = NULL, kana_given = NULL, kana_search = '', \
-                 kanji_family = NULL, kanji_given = NULL, birth_date = NULL, sex = NULL, postal_code = NULL, \
-                 address1 = NULL, address2 = NULL, phone = NULL, email = NULL, occupation = NULL, \
-                 custom_fields = NULL, registry_key = NULL, active_fid = NULL, erased = 1, version = $1, \
-                 updated_at = $2 WHERE resident_id = $3",
-            )
-            .bind(version)
-            .bind(at)
-            .bind(id),
+            // Erased (消去): his row goes, in place (no rebuild), so that no search — by kana, birth date, his card's
+            // FID — and no registry key leads to him any more. A rebuild ends the same way.
+            ResidentEvent::Erased { .. } => sqlx::query("DELETE FROM rm_residents WHERE resident_id = $1").bind(id),
             ResidentEvent::MovedOut => sqlx::query(
                 "UPDATE rm_residents SET moved_out = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
             )
@@ -396,7 +387,7 @@ pub async fn search(
     let limit = search.limit.clamp(1, MAX_PAGE);
     let prefix = search.kana_prefix.as_deref().map(normalize_prefix).filter(|p| !p.is_empty());
     // Only fixed fragments and placeholders go into the SQL; every value is bound.
-    let mut sql = format!("SELECT {COLUMNS} FROM rm_residents r WHERE r.municipality = $1 AND r.erased = 0");
+    let mut sql = format!("SELECT {COLUMNS} FROM rm_residents r WHERE r.municipality = $1");
     let mut n = 1;
     let mut param = || {
         n += 1;
