@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use cardap_domain::operator::Role;
-use cardap_domain::resident::RetentionPeriod;
+use cardap_domain::resident::{ErasureReason, ErasureReference, ResidentEvent, RetentionPeriod};
 use cardap_projections::audit::{AuditChain, Verdict};
-use cardap_store::{Database, StreamId};
+use cardap_store::{Database, ExpectedVersion, Metadata, NewEvent, StreamId};
 use cardap_tests::reqwest::{Method, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
@@ -260,8 +260,39 @@ async fn a_second_node_stops_showing_him_without_a_restart(backend: Backend) {
     assert!(history_of(&node_a, &admin, &id).await.contains("ResidentErased"));
 }
 
+/// The erase use case appends the event, then destroys the key; a process that dies in between leaves the event
+/// without the destruction. Here the event is appended the way the use case does, and nobody destroys the key: the
+/// erasure follower of the running node does.
+async fn an_erasure_cut_short_before_its_key_was_destroyed_is_finished(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = municipalities(&app).await;
+    let id = register(&app, &admin, A, &resident_body("ヤマダ", "タロウ", "3450101")).await;
+    let subject = StreamId::new("resident", &id).unwrap();
+    let db = Database::connect(&app.settings.database_url, 2).await.unwrap();
+    let vault = db.key_vault(app.settings.master_key.clone().unwrap()).unwrap();
+    assert_eq!(vault.get(std::slice::from_ref(&subject)).await.unwrap().len(), 1, "he has a data key");
+
+    let erased = ResidentEvent::Erased {
+        reason: ErasureReason::Request { reference: ErasureReference::parse("R8-SOMU-0123").unwrap() },
+    };
+    app.state
+        .store
+        .append(&subject, ExpectedVersion::Exact(1), vec![NewEvent::from_domain(&erased)], &Metadata::system())
+        .await
+        .unwrap();
+
+    eventually(Duration::from_secs(15), "the erasure follower to destroy his key", || async {
+        vault.clear_cache();
+        vault.get(std::slice::from_ref(&subject)).await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    let his = app.state.store.read_stream(&subject, 1).await.unwrap();
+    assert_eq!(his[0].payload["personal"], Value::Null, "{}", his[0].payload);
+}
+
 on_both_backends!(
     erased_after_the_move_out_and_the_retention_period_nothing_of_him_is_found,
     each_refusal_has_its_own_answer,
-    a_second_node_stops_showing_him_without_a_restart
+    a_second_node_stops_showing_him_without_a_restart,
+    an_erasure_cut_short_before_its_key_was_destroyed_is_finished
 );
