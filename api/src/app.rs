@@ -5,6 +5,7 @@ use cardap_commands::access::{Access, AccessPolicy};
 use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::{CardKeys, CardWrites};
+use cardap_commands::erasure::Erasure;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
@@ -25,10 +26,11 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
 use cardap_projections::audit::heads::read_head_file;
 use cardap_projections::audit::{AuditChain, AuditKey, AuditPublicKey, HeadSigner, SignedHead, Verdict};
+use cardap_projections::erasure::KeyShredder;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
-    CeremonyStore, CredentialStore, Database, EventStore, MasterKey, MasterKeyError, SealedEventStore, StoreError,
-    redact,
+    CeremonyStore, CredentialStore, Database, EventStore, KeyVault, MasterKey, MasterKeyError, SealedEventStore,
+    StoreError, redact,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,6 +89,15 @@ fn random_u64() -> u64 {
 /// The event store every part of the server uses: personal data sealed under the residents' data keys, which
 /// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
 pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn EventStore>, StartError> {
+    Ok(sealed_store_and_vault(db, master).await?.0)
+}
+
+/// [`sealed_store`] and the key vault it seals with (one per process: it holds this node's key cache), for the
+/// erase use case and the erasure follower that destroy keys through it.
+pub async fn sealed_store_and_vault(
+    db: &Database,
+    master: &MasterKey,
+) -> Result<(Arc<dyn EventStore>, Arc<KeyVault>), StartError> {
     let vault = db.key_vault(master.clone())?;
     vault.check_master_key().await.map_err(|e| {
         StartError::Failed(format!(
@@ -94,7 +105,7 @@ pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn E
              (CARDAP_MASTER_KEY or master_key.file): {e}"
         ))
     })?;
-    Ok(Arc::new(SealedEventStore::new(db.event_store(), vault)))
+    Ok((Arc::new(SealedEventStore::new(db.event_store(), vault.clone())), vault))
 }
 
 /// The internal CA of this installation, loaded (its issuing key unsealed under `master`) or created now.
@@ -315,7 +326,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let db = open_database(&settings).await?;
         let master = master_key(&settings)?;
-        let store = sealed_store(&db, &master).await?;
+        let (store, vault) = sealed_store_and_vault(&db, &master).await?;
         let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
         if let Err(e) = read.catch_up(store.clone()).await {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");
@@ -326,6 +337,10 @@ impl Application {
         let mut progress = Vec::new();
         let mut runners = Vec::new();
         runners.push(tokio::spawn(audit_chain(&db, &read, &settings)?.run(shutdown_rx.clone())));
+        // Every node follows the erasures itself: it finishes a destruction a dead process left undone, and its own
+        // key cache stops opening an erased resident's data.
+        let shredder = KeyShredder::new(read.pool().clone(), db.event_store(), vault.clone());
+        runners.push(tokio::spawn(shredder.run(shutdown_rx.clone())));
         for runner in read.runners(store.clone()) {
             progress.push((runner.name(), runner.progress()));
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
@@ -383,6 +398,7 @@ impl Application {
             business_systems,
             oidc,
             history: History::new(store.clone(), read.clone()),
+            erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,

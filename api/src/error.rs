@@ -100,11 +100,15 @@ pub enum ProblemType {
     AuthenticatorNotVerified,
     /// 409: the operator has as many authenticators as he may.
     TooManyAuthenticators,
+    /// 409: the resident has not moved out, and an erasure without a documented request waits for the move-out.
+    ResidentNotMovedOut,
+    /// 409: the retention period after the resident's move-out has not passed; the detail says from when.
+    RetentionNotPassed,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 51] = [
+    pub const ALL: [ProblemType; 53] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -156,6 +160,8 @@ impl ProblemType {
         ProblemType::AuthenticatorModelNotAllowed,
         ProblemType::AuthenticatorNotVerified,
         ProblemType::TooManyAuthenticators,
+        ProblemType::ResidentNotMovedOut,
+        ProblemType::RetentionNotPassed,
     ];
 
     /// The `type` as sent.
@@ -212,6 +218,8 @@ impl ProblemType {
             ProblemType::AuthenticatorModelNotAllowed => "/problems/authenticator-model-not-allowed",
             ProblemType::AuthenticatorNotVerified => "/problems/authenticator-not-verified",
             ProblemType::TooManyAuthenticators => "/problems/too-many-authenticators",
+            ProblemType::ResidentNotMovedOut => "/problems/resident-not-moved-out",
+            ProblemType::RetentionNotPassed => "/problems/retention-not-passed",
         }
     }
 }
@@ -481,6 +489,11 @@ impl ApiError {
     }
 
     /// Something handed out once is gone (410 `kind`).
+    /// 410 with its own title: the resource is gone for good (an erased resident).
+    pub fn gone_as(kind: ProblemType, title: Text, detail: Text) -> Self {
+        Self::new(StatusCode::GONE, kind, title).with_detail(detail)
+    }
+
     pub fn gone(kind: ProblemType, detail: Text) -> Self {
         Self::new(StatusCode::GONE, kind, Text::new("取得済みです", "Handed out already")).with_detail(detail)
     }
@@ -834,6 +847,8 @@ mod tests {
             "/problems/authenticator-model-not-allowed",
             "/problems/authenticator-not-verified",
             "/problems/too-many-authenticators",
+            "/problems/resident-not-moved-out",
+            "/problems/retention-not-passed",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -44,6 +44,7 @@ use crate::routes::{
         business_systems::retire, business_systems::permitted, business_systems::permit, business_systems::withdraw,
         resident_settings::show, resident_settings::replace,
         residents::register, residents::search, residents::show, residents::change, residents::move_out,
+        residents::erase,
         cards::register_card, cards::show, cards::local_area, cards::install, cards::remove, cards::suspend,
         cards::resume, cards::abolish, cards::ap_counts, card_writes::prepare, card_writes::record,
         pki::chain, pki::crl, pki::issue_business, pki::list_business, pki::show_business, pki::revoke_business,

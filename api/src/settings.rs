@@ -23,6 +23,7 @@ use cardap_commands::imports::ImportLimits;
 use cardap_commands::pki::PkiSettings;
 use cardap_commands::throttle::ThrottlePolicy;
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
+use cardap_domain::resident::RetentionPeriod;
 use cardap_store::{MasterKey, MasterKeyError, redact};
 
 use crate::auth::{Secret, SessionPolicy};
@@ -35,6 +36,9 @@ pub const CONFIG_ENV: &str = "CARDAP_CONFIG";
 pub const BOOTSTRAP_PASSWORD_ENV: &str = "CARDAP_BOOTSTRAP_PASSWORD";
 /// The variable holding the master key itself, base64 of 32 bytes (environment only: a secret).
 pub const MASTER_KEY_ENV: &str = "CARDAP_MASTER_KEY";
+
+/// The retention period after a move-out when none is configured: 5 years.
+pub const DEFAULT_ERASURE_RETENTION: RetentionPeriod = RetentionPeriod::FIVE_YEARS;
 
 /// Everything the server is configured with. Its `Debug` shows no secret: the bootstrap password and the master
 /// key print as `***`, and so does a password in the database URL.
@@ -85,6 +89,9 @@ pub struct Settings {
     pub webauthn: WebauthnSettings,
     /// The audit chain's signed heads: the audit key's file, the head file they are exported to, how often.
     pub audit: AuditSettings,
+    /// How long a moved-out resident's personal data is kept before it may be erased (消去) without a documented
+    /// request: the municipality's retention period (文書保存年限). 5 years (1826 days) by default.
+    pub erasure_retention: RetentionPeriod,
 }
 
 /// Where the audit key and the exported heads live (`None`: no heads are signed; the chain alone is kept).
@@ -195,6 +202,7 @@ impl fmt::Debug for Settings {
             .field("id_token_lifetime", &self.id_token_lifetime)
             .field("webauthn", &self.webauthn)
             .field("audit", &self.audit)
+            .field("erasure_retention", &self.erasure_retention)
             .finish()
     }
 }
@@ -245,6 +253,7 @@ impl Default for Settings {
             id_token_lifetime: Duration::from_secs(300),
             webauthn: WebauthnSettings::default(),
             audit: AuditSettings::default(),
+            erasure_retention: DEFAULT_ERASURE_RETENTION,
         }
     }
 }
@@ -825,6 +834,19 @@ pub const KEYS: &[Key] = &[
             let seconds = raw.positive::<u64>()?;
             (30..=3600).contains(&seconds).then_some(())?;
             d.settings.id_token_lifetime = Duration::from_secs(seconds);
+            Some(())
+        },
+    },
+    Key {
+        file: "erasure.retention_days",
+        env: "CARDAP_ERASURE_RETENTION_DAYS",
+        flag: "erasure-retention-days",
+        form: "a whole number of days, 1 to 36500",
+        help: "How long a moved-out resident's personal data is kept before it may be erased without a documented request (the municipality's retention period)",
+        set: |d, raw| {
+            let days = raw.positive::<u32>()?;
+            (1..=36_500).contains(&days).then_some(())?;
+            d.settings.erasure_retention = RetentionPeriod::days(days).ok()?;
             Some(())
         },
     },

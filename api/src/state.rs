@@ -9,6 +9,7 @@ use cardap_commands::access::Access;
 use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::CardWrites;
+use cardap_commands::erasure::Erasure;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub oidc: LoginProvider,
     /// Operator history for auditors.
     pub history: History,
+    /// 消去: erase a resident for good (his erasure event, then his data keys destroyed).
+    pub erasure: Erasure,
 }
 
 impl AppState {

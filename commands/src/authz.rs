@@ -175,6 +175,9 @@ pub enum Permission {
     ConfigureResidentServices(MunicipalityCode),
     /// Read the municipality's settings for resident registration (every operator of it).
     ViewResidentSettings(MunicipalityCode),
+    /// 消去: erase a resident's personal data for good (運用管理部門, or the system administrator for every
+    /// municipality; never a clerk or an auditor).
+    EraseResidents(MunicipalityCode),
     /// Issue, revoke and reissue the certificates of cardap's own TLS endpoints (SSL通信用証明書: システム管理 only).
     ManageTlsCertificates,
     /// 生体情報登録: register and delete the authenticators of a municipality's operators, and set its biometric
@@ -290,6 +293,10 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
             allowed(admin || actor.has_role(Role::OperationsManager))
         }
         Permission::ViewResidentSettings(code) => visible(code),
+        Permission::EraseResidents(code) => {
+            visible(code)?;
+            allowed(admin || actor.has_role(Role::OperationsManager))
+        }
         Permission::ManageBiometrics(code) => {
             visible(code)?;
             allowed(admin || actor.has_role(Role::OperationsManager))
@@ -397,6 +404,8 @@ mod tests {
             (Permission::ConfigureResidentServices(code(OWN)),        ["A", "A", "F", "F", "F"]),
             (Permission::ConfigureResidentServices(code(OTHER)),      ["A", "H", "H", "H", "H"]),
             (Permission::ViewResidentSettings(code(OWN)),             ["A", "A", "A", "A", "A"]),
+            (Permission::EraseResidents(code(OWN)),                   ["A", "A", "F", "F", "F"]),
+            (Permission::EraseResidents(code(OTHER)),                 ["A", "H", "H", "H", "H"]),
             (Permission::ViewResidentSettings(code(OTHER)),           ["A", "H", "H", "H", "H"]),
         ];
         for (permission, expected) in table {

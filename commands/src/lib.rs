@@ -17,6 +17,8 @@
 //!   stopped when the importing operator's session ends.
 //! - [`imports`]: how many imports run at once, per municipality and on the server (admission, turned away when
 //!   full); [`jobs`]: imports that run in the background as jobs (progress, outcome, generated passwords once).
+//! - [`erasure`]: erase a resident for good (消去: after his move-out and the retention period, or on a
+//!   documented request) — the erasure event, then his data keys destroyed.
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`status`]: is the event store answering (readiness, metrics).
 //! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
@@ -37,6 +39,7 @@ pub mod card_writes;
 pub mod clock;
 mod context;
 pub mod engine;
+pub mod erasure;
 mod handler;
 pub mod history;
 pub mod ids;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use cardap_domain::OperatorKey;
 use cardap_domain::operator::AuthMethod;
-use cardap_store::{CeremonyStore, CredentialStore, SessionRow, StoreError};
+use cardap_store::{CeremonyStore, CredentialStore, KeyVault, SessionRow, StoreError, StreamId};
 use uuid::Uuid;
 
 /// Password hashes, their history, and sessions (only a token's hash).
@@ -113,5 +113,19 @@ impl Ceremonies for CeremonyStore {
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
         CeremonyStore::purge(self, now).await
+    }
+}
+
+/// The data keys of crypto-shredding, as erasure needs them: destroy one for good.
+#[async_trait]
+pub trait DataKeys: Send + Sync + std::fmt::Debug {
+    /// Destroys the data key of `subject` (a stream id) for good; idempotent.
+    async fn destroy(&self, subject: &StreamId) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl DataKeys for KeyVault {
+    async fn destroy(&self, subject: &StreamId) -> Result<(), StoreError> {
+        KeyVault::destroy(self, subject).await
     }
 }

@@ -492,6 +492,8 @@ impl ResidentServices {
                                 Some(registry::RegistryEvent::Changed { changes }) => {
                                     RowOutcome::Changed(changes.known().map(changed_fields).unwrap_or_default())
                                 }
+                                // An import never erases (only the erasure of its resident does).
+                                Some(registry::RegistryEvent::Erased) => RowOutcome::Refused(RegistryError::Erased),
                             };
                             for e in &events {
                                 *state = RegistryEntry::evolve(std::mem::take(state), e);

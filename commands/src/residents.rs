@@ -471,7 +471,7 @@ impl ResidentServices {
     }
 }
 
-fn resident_error(e: ResidentError) -> CommandError<RegistrationError> {
+pub(crate) fn resident_error(e: ResidentError) -> CommandError<RegistrationError> {
     CommandError::Domain(RegistrationError::Resident(e))
 }
 
@@ -493,7 +493,7 @@ pub(crate) fn snapshot(card: Option<RegisteredCard>, version: u64) -> Result<Car
     }
 }
 
-async fn load_resident_state(
+pub(crate) async fn load_resident_state(
     tx: &mut Tx,
     code: &MunicipalityCode,
     id: &ResidentId,

@@ -151,16 +151,29 @@ impl RegistryChanges {
 pub enum RegistryCommand {
     /// One row of a registry file.
     Import { municipality: MunicipalityCode, key: RegistryKey, facts: RegistryFacts },
+    /// The resident registered from this entry was erased (消去): the entry's facts go with him. No event when the
+    /// entry was never imported or is erased already.
+    Erase,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryEvent {
-    Imported { municipality: MunicipalityCode, key: RegistryKey, facts: Erasable<RegistryFacts> },
-    Changed { changes: Erasable<RegistryChanges> },
+    Imported {
+        municipality: MunicipalityCode,
+        key: RegistryKey,
+        facts: Erasable<RegistryFacts>,
+    },
+    Changed {
+        changes: Erasable<RegistryChanges>,
+    },
+    /// The entry's facts are erased for good (its data key is destroyed right after). No personal data: the
+    /// payload is `{}`.
+    Erased,
 }
 
 const IMPORTED: &str = "RegistryEntryImported";
 const CHANGED: &str = "RegistryEntryChanged";
+const ERASED: &str = "RegistryEntryErased";
 
 mod v1 {
     use super::*;
@@ -176,6 +189,10 @@ mod v1 {
     pub(super) struct Changed {
         pub personal: Option<RegistryChanges>,
     }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Erased {}
 }
 
 impl DomainEvent for RegistryEvent {
@@ -183,6 +200,7 @@ impl DomainEvent for RegistryEvent {
         match self {
             Self::Imported { .. } => IMPORTED,
             Self::Changed { .. } => CHANGED,
+            Self::Erased => ERASED,
         }
     }
 
@@ -200,6 +218,7 @@ impl DomainEvent for RegistryEvent {
             Self::Changed { changes } => json!({
                 "personal": changes.known().map(|c| serde_json::to_value(c).unwrap_or(Value::Object(Map::new()))),
             }),
+            Self::Erased => json!({}),
         }
     }
 
@@ -213,6 +232,10 @@ impl DomainEvent for RegistryEvent {
             (CHANGED, 1) => {
                 let v1::Changed { personal } = decode_payload(event_type, event_version, payload)?;
                 Ok(Self::Changed { changes: Erasable::from_option(personal) })
+            }
+            (ERASED, 1) => {
+                let v1::Erased {} = decode_payload(event_type, event_version, payload)?;
+                Ok(Self::Erased)
             }
             _ => Err(EventDecodeError::unknown(event_type, event_version)),
         }
@@ -257,7 +280,15 @@ impl Aggregate for RegistryEntry {
     const STREAM_TYPE: &'static str = "registry_entry";
 
     fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error> {
-        let RegistryCommand::Import { municipality, key, facts } = command;
+        let (municipality, key, facts) = match command {
+            RegistryCommand::Import { municipality, key, facts } => (municipality, key, facts),
+            RegistryCommand::Erase => {
+                return Ok(match &state.entry {
+                    Some((_, _, Erasable::Known(_))) => vec![RegistryEvent::Erased],
+                    _ => vec![],
+                });
+            }
+        };
         match &state.entry {
             None => Ok(vec![RegistryEvent::Imported { municipality, key, facts: Erasable::Known(facts) }]),
             Some((_, _, Erasable::Erased)) => Err(RegistryError::Erased),
@@ -283,7 +314,8 @@ impl Aggregate for RegistryEntry {
                     _ => Erasable::Erased,
                 };
             }
-            (RegistryEvent::Changed { .. }, None) => {}
+            (RegistryEvent::Erased, Some((_, _, facts))) => *facts = Erasable::Erased,
+            (RegistryEvent::Changed { .. } | RegistryEvent::Erased, None) => {}
         }
         state
     }
@@ -327,6 +359,24 @@ mod tests {
 
     fn erased() -> E {
         E::Imported { municipality: chiyoda(), key: key(), facts: Erasable::Erased }
+    }
+
+    #[test]
+    fn erase_an_entry_with_its_resident() {
+        let state = given::<RegistryEntry>([imported()]).when(C::Erase).then([E::Erased]);
+        assert_eq!(state.facts(), None);
+        // Erased, it takes no import again.
+        given::<RegistryEntry>([imported(), E::Erased]).when(import(facts())).then_err(RegistryError::Erased);
+        assert_eq!(E::Erased.encode(), json!({}));
+        assert_eq!(RegistryEvent::decode(ERASED, 1, &json!({})), Ok(E::Erased));
+        assert!(RegistryEvent::decode(ERASED, 1, &json!({ "name": "山田" })).is_err());
+    }
+
+    #[test]
+    fn erase_an_entry_never_imported_or_erased_already_records_nothing() {
+        given::<RegistryEntry>([]).when(C::Erase).then([]);
+        given::<RegistryEntry>([imported(), E::Erased]).when(C::Erase).then([]);
+        given::<RegistryEntry>([erased()]).when(C::Erase).then([]);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
+mod erasure;
 mod personal;
 mod values;
 
+pub use erasure::{ErasureReason, ErasureReference, RetentionPeriod};
 pub(crate) use personal::parse_full_width_text;
 pub use personal::{Address, Erasable, NamePatch, PersonName, PersonalChanges, PersonalData};
 pub use values::*;
@@ -24,7 +26,7 @@ use uuid::Uuid;
 
 use crate::aggregate::decode_payload;
 use crate::registry::RegistryKey;
-use crate::{Aggregate, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
+use crate::{Aggregate, DomainEvent, EventDecodeError, MunicipalityCode, ParseError, Timestamp};
 
 /// A resident's identity in cardap (利用者ID): a UUID chosen when he is registered, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,6 +91,9 @@ pub enum ResidentCommand {
     AttachCard { fid: CardFid },
     /// The card `fid` was abolished; no event if it is not his active card.
     DetachCard { fid: CardFid },
+    /// 消去: erase his personal data for good. `at` is now; `moved_out_at` when his move-out was recorded (looked
+    /// up by the use case; the retention period runs from it); `retention` the configured retention period.
+    Erase { reason: ErasureReason, at: Timestamp, moved_out_at: Option<Timestamp>, retention: RetentionPeriod },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,13 @@ pub enum ResidentEvent {
     CardDetached {
         fid: CardFid,
     },
+    /// His personal data is erased for good (its data key is destroyed right after): every later read of his
+    /// earlier events sees `Erasable::Erased`. Carries no personal data, so it stays readable and a replication
+    /// feed can forward it as it is (`ResidentErased` v1: `{"reason": "retention_expired"}` or
+    /// `{"reason": "request", "reference": "<document number>"}`).
+    Erased {
+        reason: ErasureReason,
+    },
 }
 
 const REGISTERED: &str = "ResidentRegistered";
@@ -117,6 +129,7 @@ const FIELDS_CHANGED: &str = "ResidentFieldsChanged";
 const MOVED_OUT: &str = "ResidentMovedOut";
 const CARD_ATTACHED: &str = "ResidentCardAttached";
 const CARD_DETACHED: &str = "ResidentCardDetached";
+const ERASED: &str = "ResidentErased";
 
 /// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
 mod v1 {
@@ -143,6 +156,13 @@ mod v1 {
 
     #[derive(Deserialize)]
     pub(super) struct MovedOut {}
+
+    #[derive(Deserialize)]
+    #[serde(tag = "reason", rename_all = "snake_case", deny_unknown_fields)]
+    pub(super) enum Erased {
+        RetentionExpired,
+        Request { reference: ErasureReference },
+    }
 }
 
 impl DomainEvent for ResidentEvent {
@@ -153,6 +173,7 @@ impl DomainEvent for ResidentEvent {
             Self::MovedOut => MOVED_OUT,
             Self::CardAttached { .. } => CARD_ATTACHED,
             Self::CardDetached { .. } => CARD_DETACHED,
+            Self::Erased { .. } => ERASED,
         }
     }
 
@@ -171,6 +192,10 @@ impl DomainEvent for ResidentEvent {
             Self::FieldsChanged { changes } => json!({ "personal": changes.known().map(PersonalChanges::to_json) }),
             Self::MovedOut => json!({}),
             Self::CardAttached { fid } | Self::CardDetached { fid } => json!({ "fid": fid.as_str() }),
+            Self::Erased { reason: ErasureReason::RetentionExpired } => json!({ "reason": "retention_expired" }),
+            Self::Erased { reason: ErasureReason::Request { reference } } => {
+                json!({ "reason": "request", "reference": reference.as_str() })
+            }
         }
     }
 
@@ -206,6 +231,10 @@ impl DomainEvent for ResidentEvent {
                 let v1::Card { fid } = decode_payload(event_type, event_version, payload)?;
                 Self::CardDetached { fid }
             }
+            (ERASED, 1) => match decode_payload(event_type, event_version, payload)? {
+                v1::Erased::RetentionExpired => Self::Erased { reason: ErasureReason::RetentionExpired },
+                v1::Erased::Request { reference } => Self::Erased { reason: ErasureReason::Request { reference } },
+            },
             _ => return Err(EventDecodeError::unknown(event_type, event_version)),
         })
     }
@@ -225,6 +254,15 @@ pub enum ResidentError {
     AlreadyHasCard(CardFid),
     #[error("the resident still has the active card {0}; abolish it before the move-out")]
     CardStillActive(CardFid),
+    #[error("the resident still has the active card {0}; abolish it before the erasure")]
+    ErasureCardActive(CardFid),
+    #[error("the resident has not moved out: before a move-out only a documented request erases him")]
+    NotMovedOut,
+    /// `until`: the first moment the erasure is allowed.
+    #[error("the retention period after the move-out has not passed; erasure is possible from {}", until.date_text())]
+    RetentionNotPassed { until: Timestamp },
+    #[error("the resident has already been erased")]
+    AlreadyErased,
 }
 
 impl crate::message::Localized for ResidentError {
@@ -240,6 +278,17 @@ impl crate::message::Localized for ResidentError {
             Self::CardStillActive(fid) => {
                 format!("運用中のカード（FID {fid}）があるため転出できません。先にカードを廃止してください")
             }
+            Self::ErasureCardActive(fid) => {
+                format!("運用中のカード（FID {fid}）があるため消去できません。先にカードを廃止してください")
+            }
+            Self::NotMovedOut => {
+                "この利用者は転出していません。転出前の消去は文書による請求（参照番号）がある場合に限られます"
+                    .to_owned()
+            }
+            Self::RetentionNotPassed { until } => {
+                format!("転出後の保存期間が経過していません。{}以降に消去できます", until.date_text())
+            }
+            Self::AlreadyErased => "この利用者は既に消去されています".to_owned(),
         }
     }
 }
@@ -258,6 +307,8 @@ pub struct RegisteredResident {
     pub personal: Erasable<PersonalData>,
     pub moved_out: bool,
     pub active_card: Option<CardFid>,
+    /// He was erased (`ResidentErased`): nothing about him may be recorded or shown any more.
+    pub erased: bool,
 }
 
 #[derive(Debug)]
@@ -287,6 +338,10 @@ impl Aggregate for Resident {
             C::Register { .. } => Err(ResidentError::AlreadyRegistered),
             C::DetachCard { fid } if r.active_card.as_ref() == Some(&fid) => Ok(vec![E::CardDetached { fid }]),
             C::DetachCard { .. } => Ok(vec![]),
+            C::Erase { reason, at, moved_out_at, retention } => {
+                Self::decide_erasure(r, reason, at, moved_out_at, retention)
+            }
+            _ if r.erased => Err(ResidentError::Erased),
             _ if r.moved_out => Err(ResidentError::MovedOut),
             C::Change { changes } => Self::decide(
                 state,
@@ -331,6 +386,7 @@ impl Aggregate for Resident {
                     personal: personal.clone(),
                     moved_out: false,
                     active_card: None,
+                    erased: false,
                 });
             }
             (E::FieldsChanged { changes }, Some(r)) => {
@@ -342,10 +398,45 @@ impl Aggregate for Resident {
             (E::MovedOut, Some(r)) => r.moved_out = true,
             (E::CardAttached { fid }, Some(r)) => r.active_card = Some(fid.clone()),
             (E::CardDetached { fid }, Some(r)) if r.active_card.as_ref() == Some(fid) => r.active_card = None,
+            (E::Erased { .. }, Some(r)) => {
+                r.personal = Erasable::Erased;
+                r.registry_key = None;
+                r.erased = true;
+            }
             // Events of a stream that was never registered cannot be stored; nothing to change.
             _ => {}
         }
         state
+    }
+}
+
+impl Resident {
+    /// 消去: refused while he has an active card, before his move-out unless it is a documented request, before
+    /// the retention period since his move-out has passed, and when he was erased already.
+    fn decide_erasure(
+        r: &RegisteredResident,
+        reason: ErasureReason,
+        at: Timestamp,
+        moved_out_at: Option<Timestamp>,
+        retention: RetentionPeriod,
+    ) -> Result<Vec<ResidentEvent>, ResidentError> {
+        if r.erased {
+            return Err(ResidentError::AlreadyErased);
+        }
+        if let Some(fid) = &r.active_card {
+            return Err(ResidentError::ErasureCardActive(fid.clone()));
+        }
+        if reason == ErasureReason::RetentionExpired {
+            if !r.moved_out {
+                return Err(ResidentError::NotMovedOut);
+            }
+            // A move-out whose time is unknown counts from now: the period is never cut short.
+            let until = moved_out_at.unwrap_or(at).plus_seconds(retention.seconds());
+            if at < until {
+                return Err(ResidentError::RetentionNotPassed { until });
+            }
+        }
+        Ok(vec![ResidentEvent::Erased { reason }])
     }
 }
 
@@ -464,6 +555,7 @@ mod tests {
             C::MoveOut,
             C::AttachCard { fid: fid("0A1B") },
             C::DetachCard { fid: fid("0A1B") },
+            erase(request(), 0),
         ] {
             given::<Resident>([]).when(command).then_err(ResidentError::NotRegistered);
         }
@@ -704,6 +796,129 @@ mod tests {
         assert!(state.registered.is_none());
     }
 
+    const MOVED_AT: Timestamp = Timestamp::from_unix(1_700_000_000);
+    const DAY: i64 = 86_400;
+
+    fn retention() -> RetentionPeriod {
+        RetentionPeriod::days(30).unwrap()
+    }
+
+    fn request() -> ErasureReason {
+        ErasureReason::Request { reference: ErasureReference::parse("R8-SOMU-0123").unwrap() }
+    }
+
+    /// Erase for `reason`, decided `days_after` the move-out at [`MOVED_AT`].
+    fn erase(reason: ErasureReason, days_after: i64) -> C {
+        C::Erase {
+            reason,
+            at: MOVED_AT.plus_seconds(days_after * DAY),
+            moved_out_at: Some(MOVED_AT),
+            retention: retention(),
+        }
+    }
+
+    fn erased(reason: ErasureReason) -> E {
+        E::Erased { reason }
+    }
+
+    #[test]
+    fn erase_once_the_retention_period_after_the_move_out_has_passed() {
+        let state = given::<Resident>([registered(), E::MovedOut])
+            .when(erase(ErasureReason::RetentionExpired, 30))
+            .then([erased(ErasureReason::RetentionExpired)]);
+        let r = resident(&state);
+        assert!(r.erased);
+        assert_eq!(r.personal, Erasable::Erased);
+        assert_eq!(r.registry_key, None, "his registry link says nothing about him any more");
+    }
+
+    #[test]
+    fn erase_on_a_documented_request_before_the_move_out() {
+        given::<Resident>([registered()]).when(erase(request(), -400)).then([erased(request())]);
+        // After an abolished card too.
+        given::<Resident>([registered(), attached("0A1B"), E::CardDetached { fid: fid("0A1B") }])
+            .when(erase(request(), 0))
+            .then([erased(request())]);
+    }
+
+    #[test]
+    fn erase_with_an_active_card_is_refused() {
+        for reason in [request(), ErasureReason::RetentionExpired] {
+            given::<Resident>([registered(), attached("0A1B")])
+                .when(erase(reason, 400))
+                .then_err(ResidentError::ErasureCardActive(fid("0A1B")));
+        }
+    }
+
+    #[test]
+    fn erase_before_the_move_out_without_a_request_is_refused() {
+        given::<Resident>([registered()])
+            .when(erase(ErasureReason::RetentionExpired, 400))
+            .then_err(ResidentError::NotMovedOut);
+    }
+
+    #[test]
+    fn erase_before_the_retention_period_has_passed_is_refused() {
+        let until = MOVED_AT.plus_seconds(30 * DAY);
+        given::<Resident>([registered(), E::MovedOut])
+            .when(erase(ErasureReason::RetentionExpired, 29))
+            .then_err(ResidentError::RetentionNotPassed { until });
+        given::<Resident>([registered(), E::MovedOut])
+            .when(C::Erase {
+                reason: ErasureReason::RetentionExpired,
+                at: until.plus_seconds(-1),
+                moved_out_at: Some(MOVED_AT),
+                retention: retention(),
+            })
+            .then_err(ResidentError::RetentionNotPassed { until });
+        // A move-out whose time is unknown counts from now.
+        given::<Resident>([registered(), E::MovedOut])
+            .when(C::Erase {
+                reason: ErasureReason::RetentionExpired,
+                at: until,
+                moved_out_at: None,
+                retention: retention(),
+            })
+            .then_err(ResidentError::RetentionNotPassed { until: until.plus_seconds(30 * DAY) });
+    }
+
+    #[test]
+    fn erase_twice_is_refused() {
+        for reason in [request(), ErasureReason::RetentionExpired] {
+            given::<Resident>([registered(), E::MovedOut, erased(request())])
+                .when(erase(reason, 400))
+                .then_err(ResidentError::AlreadyErased);
+        }
+    }
+
+    #[test]
+    fn nothing_is_recorded_about_an_erased_resident() {
+        let history = [registered(), erased(request())];
+        for command in [
+            C::Change { changes: PersonalChanges { sex: Some(Sex::Female), ..Default::default() } },
+            C::MoveOut,
+            C::AttachCard { fid: fid("0A1B") },
+        ] {
+            given::<Resident>(history.clone()).when(command).then_err(ResidentError::Erased);
+        }
+        given::<Resident>(history).when(register()).then_err(ResidentError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn the_erasure_payload_carries_no_personal_data() {
+        assert_eq!(erased(ErasureReason::RetentionExpired).encode(), json!({ "reason": "retention_expired" }));
+        assert_eq!(erased(request()).encode(), json!({ "reason": "request", "reference": "R8-SOMU-0123" }));
+        assert_eq!(erased(request()).event_type(), "ResidentErased");
+        for bad in [
+            json!({}),
+            json!({ "reason": "request" }),
+            json!({ "reason": "other" }),
+            json!({ "reason": "request", "reference": "山田" }),
+        ] {
+            assert!(matches!(ResidentEvent::decode(ERASED, 1, &bad), Err(EventDecodeError::Payload { .. })), "{bad}");
+        }
+    }
+
     #[test]
     fn the_payloads_have_the_documented_shape() {
         assert_eq!(
@@ -833,10 +1048,16 @@ mod tests {
             ResidentError::Erased,
             ResidentError::AlreadyHasCard(fid("0A1B")),
             ResidentError::CardStillActive(fid("0A1B")),
+            ResidentError::ErasureCardActive(fid("0A1B")),
+            ResidentError::NotMovedOut,
+            ResidentError::RetentionNotPassed { until: Timestamp::from_unix(1_796_482_800) },
+            ResidentError::AlreadyErased,
         ] {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty(), "{e:?}");
         }
         assert!(ResidentError::CardStillActive(fid("0A1B")).message_ja().contains("0A1B"));
+        let until = ResidentError::RetentionNotPassed { until: Timestamp::from_unix(1_796_482_800) };
+        assert!(until.message_ja().contains("2026-12-06") && until.to_string().contains("2026-12-06"));
     }
 
     #[test]

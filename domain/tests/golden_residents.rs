@@ -16,8 +16,8 @@ use cardap_domain::local_settings::{
 };
 use cardap_domain::registry::{FullName, RegistryChanges, RegistryEvent, RegistryFacts, RegistryKey};
 use cardap_domain::resident::{
-    Address, CardFid, EraDate, Erasable, KanaName, KanjiName, Occupation, PersonName, PersonalChanges, PersonalData,
-    PostalCode, ResidentEvent, ResidentId,
+    Address, CardFid, EraDate, Erasable, ErasureReason, ErasureReference, KanaName, KanjiName, Occupation, PersonName,
+    PersonalChanges, PersonalData, PostalCode, ResidentEvent, ResidentId,
 };
 use cardap_domain::{BusinessId, DomainEvent, MunicipalityCode};
 use serde_json::Value;
@@ -140,6 +140,13 @@ fn resident_events() -> Vec<(&'static str, ResidentEvent)> {
         ("ResidentMovedOut_v1", ResidentEvent::MovedOut),
         ("ResidentCardAttached_v1", ResidentEvent::CardAttached { fid: fid() }),
         ("ResidentCardDetached_v1", ResidentEvent::CardDetached { fid: fid() }),
+        ("ResidentErased_v1", ResidentEvent::Erased { reason: ErasureReason::RetentionExpired }),
+        (
+            "ResidentErased_v1.request",
+            ResidentEvent::Erased {
+                reason: ErasureReason::Request { reference: ErasureReference::parse("R8-SOMU-0123").unwrap() },
+            },
+        ),
     ]
 }
 
@@ -187,6 +194,7 @@ fn registry_events() -> Vec<(&'static str, RegistryEvent)> {
         ("RegistryEntryImported_v1.erased", imported(Erasable::Erased)),
         ("RegistryEntryChanged_v1", RegistryEvent::Changed { changes: Erasable::Known(changes) }),
         ("RegistryEntryChanged_v1.erased", RegistryEvent::Changed { changes: Erasable::Erased }),
+        ("RegistryEntryErased_v1", RegistryEvent::Erased),
     ]
 }
 
@@ -240,6 +248,7 @@ fn resident_variant(e: &ResidentEvent) -> usize {
         ResidentEvent::MovedOut => 2,
         ResidentEvent::CardAttached { .. } => 3,
         ResidentEvent::CardDetached { .. } => 4,
+        ResidentEvent::Erased { .. } => 5,
     }
 }
 
@@ -265,6 +274,7 @@ fn registry_variant(e: &RegistryEvent) -> usize {
     match e {
         RegistryEvent::Imported { .. } => 0,
         RegistryEvent::Changed { .. } => 1,
+        RegistryEvent::Erased => 2,
     }
 }
 
@@ -282,10 +292,10 @@ fn assert_every_variant<E: DomainEvent>(events: Vec<(&'static str, E)>, variant:
 #[test]
 fn every_variant_has_a_golden_file_and_personal_data_an_erased_one() {
     assert_every_variant(local_settings_events(), local_settings_variant, 1);
-    assert_every_variant(resident_events(), resident_variant, 5);
+    assert_every_variant(resident_events(), resident_variant, 6);
     assert_every_variant(card_events(), card_variant, 7);
     assert_every_variant(standard_id_events(), standard_id_variant, 1);
-    assert_every_variant(registry_events(), registry_variant, 2);
+    assert_every_variant(registry_events(), registry_variant, 3);
     let erased: BTreeSet<&str> = resident_events()
         .into_iter()
         .map(|(file, _)| file)

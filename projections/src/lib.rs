@@ -9,6 +9,7 @@ pub mod audit;
 pub mod business_systems;
 pub mod cards;
 pub mod certificates;
+pub mod erasure;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;

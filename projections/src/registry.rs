@@ -4,7 +4,8 @@
 //!
 //! Owns `rm_registry_entries`. An import pushes up to a million `RegistryEntryImported` through it, so every
 //! event is one statement. The facts are personal data: once an entry's data key was destroyed they arrive as
-//! `Erased` and the row keeps only its key, `erased = 1` and its version. Every query is confined to one
+//! `Erased` and the row keeps only its key, `erased = 1` and its version; `RegistryEntryErased` (its resident was
+//! erased) blanks the row in place the same way, without a rebuild. Every query is confined to one
 //! municipality. Must not log the facts.
 
 use std::collections::HashMap;
@@ -60,6 +61,19 @@ impl View for RegistryView {
                 .bind(f.and_then(|f| f.address.as_ref()).map(|v| v.as_str().to_owned()))
                 .bind(i64::from(f.is_none()))
                 .bind(version)
+            }
+            RegistryEvent::Erased => {
+                let Some((municipality, key)) = recorded.key().split_once('.') else {
+                    return Err(recorded.error("stream key is not <municipality>.<registry key>"));
+                };
+                sqlx::query(
+                    "UPDATE rm_registry_entries SET name = NULL, kana = NULL, birth_date = NULL, sex = NULL, \
+                     postal_code = NULL, address = NULL, erased = 1, version = $1 \
+                     WHERE municipality = $2 AND registry_key = $3",
+                )
+                .bind(version)
+                .bind(municipality.to_owned())
+                .bind(key.to_owned())
             }
             RegistryEvent::Changed { changes } => {
                 let Some((municipality, key)) = recorded.key().split_once('.') else {

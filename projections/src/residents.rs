@@ -4,7 +4,9 @@
 //!
 //! Owns `rm_residents`. Personal data arrives already unsealed; when the resident's data key was destroyed it
 //! arrives as `Erased`, and then every personal column of the row is set to NULL (`erased = 1`) while ids, the
-//! card link and the status stay. Must not log personal data. Every query is confined to one municipality.
+//! card link and the status stay. `ResidentErased` (消去, his erasure decided) deletes his row in place: nothing
+//! about him — not even his registry key or card link — is left to find. Must not log personal data. Every query
+//! is confined to one municipality.
 
 use std::collections::BTreeMap;
 
@@ -126,6 +128,9 @@ impl View for ResidentRegister {
             .bind(version)
             .bind(at)
             .bind(id),
+            // Erased (消去): his row goes, in place (no rebuild), so that no search — by kana, birth date, his card's
+            // FID — and no registry key leads to him any more. A rebuild ends the same way.
+            ResidentEvent::Erased { .. } => sqlx::query("DELETE FROM rm_residents WHERE resident_id = $1").bind(id),
             ResidentEvent::MovedOut => sqlx::query(
                 "UPDATE rm_residents SET moved_out = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
             )

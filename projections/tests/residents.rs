@@ -281,6 +281,41 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
     assert_eq!(all.rows.len(), 2, "erased residents are still listed (ids, card, status)");
 }
 
+/// 消去: the erasure events purge the rows in place — his resident row goes (no search, no card FID, no registry
+/// key leads to him), the registry entry keeps only its key — while others stay as they are.
+async fn erasure_events_purge_the_rows_in_place(b: Backend) {
+    let code = chiyoda();
+    let (him, other) = (new_id(), new_id());
+    b.registry(&code, "0001", &[imported(&code, "0001", facts("山田　太郎", "3640107", Sex::Male))]).await;
+    b.registry(&code, "0002", &[imported(&code, "0002", facts("山田　花子", "3640107", Sex::Female))]).await;
+    b.resident(him, &[registered(him, &code, person(("ヤマダ", "タロウ"), ("山田", "太郎"), "3640107"))]).await;
+    b.resident(other, &[registered(other, &code, person(("ヤマダ", "ハナコ"), ("山田", "花子"), "3640107"))]).await;
+    b.card("ERASE2", &[CardEvent::Registered { fid: fid("ERASE2"), municipality: code.clone(), resident_id: him }])
+        .await;
+    b.catch_up().await;
+    assert_eq!(residents::search(b.read.pool(), &code, &search(Some("ヤマダ"))).await.unwrap().rows.len(), 2);
+
+    b.append(
+        Resident::STREAM_TYPE,
+        &him.to_string(),
+        vec![NewEvent::new("ResidentErased", 1, json!({ "reason": "request", "reference": "R8-0001" }))],
+    )
+    .await;
+    b.append(RegistryEntry::STREAM_TYPE, "131016.0001", vec![NewEvent::new("RegistryEntryErased", 1, json!({}))]).await;
+    b.catch_up().await;
+
+    assert_eq!(residents::get(b.read.pool(), &code, &him).await.unwrap(), None);
+    let by_kana = residents::search(b.read.pool(), &code, &search(Some("ヤマダ"))).await.unwrap();
+    assert_eq!(by_kana.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![other]);
+    let by_card = ResidentSearch { fid: Some(fid("ERASE2")), limit: 10, ..ResidentSearch::default() };
+    assert!(residents::search(b.read.pool(), &code, &by_card).await.unwrap().rows.is_empty());
+    let entry = registry::get(b.read.pool(), &code, &RegistryKey::parse("0001").unwrap()).await.unwrap().unwrap();
+    assert!(entry.erased && entry.facts.is_none(), "{entry:?}");
+    assert_eq!(entry.version, 2);
+    let kept = registry::get(b.read.pool(), &code, &RegistryKey::parse("0002").unwrap()).await.unwrap().unwrap();
+    assert!(!kept.erased && kept.facts.is_some());
+}
+
 async fn card_lifecycle_aps_and_counts(b: Backend) {
     let code = chiyoda();
     let (a, c) = (new_id(), new_id());
@@ -644,6 +679,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn erased_events_null_the_personal_columns() {
                 super::erased_events_null_the_personal_columns(super::$backend().await).await;
+            }
+            #[tokio::test]
+            async fn erasure_events_purge_the_rows_in_place() {
+                super::erasure_events_purge_the_rows_in_place(super::$backend().await).await;
             }
             #[tokio::test]
             async fn card_lifecycle_aps_and_counts() {

@@ -1,5 +1,6 @@
 //! `/api/v1/municipalities/{code}/residents`: 利用者登録 (手引き I 1.1) at the counter — register a resident,
-//! search (利用者検索: kana prefix, birth date, card FID), read, change (a merge) and move out.
+//! search (利用者検索: kana prefix, birth date, card FID), read, change (a merge) and move out; and 消去 (erase
+//! him for good: the operations manager's, `POST …/erase`). An erased resident is `410` `/problems/resident-erased`.
 //!
 //! Owns the HTTP shape of a resident, the validation of every field (all problems of a body reported together,
 //! each at its JSON pointer with the clerk's message), the resident id derived from the command id (so a retry
@@ -22,8 +23,8 @@ use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{CustomFieldError, CustomValue, FieldKey};
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
-    Address, CardFid, EraDate, Erasable, KanaName, KanjiName, NamePatch, Occupation, PersonName, PersonalChanges,
-    PersonalData, PostalCode, ResidentError, ResidentId,
+    Address, CardFid, EraDate, Erasable, ErasureReason, ErasureReference, KanaName, KanjiName, NamePatch, Occupation,
+    PersonName, PersonalChanges, PersonalData, PostalCode, ResidentError, ResidentId,
 };
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
-use crate::json::{ApiJson, ApiQuery};
+use crate::json::{ApiJson, ApiQuery, DeferredJson};
 use crate::paging;
 use crate::routes::municipality_in_path;
 use crate::routes::{RequestMeta, etag, if_match};
@@ -45,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/municipalities/{code}/residents", get(search).post(register))
         .route("/api/v1/municipalities/{code}/residents/{resident_id}", get(show).patch(change))
         .route("/api/v1/municipalities/{code}/residents/{resident_id}/move-out", post(move_out))
+        .route("/api/v1/municipalities/{code}/residents/{resident_id}/erase", post(erase))
 }
 
 /// Namespace of resident ids derived from command ids: the same command (a retry) names the same resident.
@@ -549,8 +551,25 @@ pub fn resident_error(e: ResidentError) -> ApiError {
         ResidentError::MovedOut => ApiError::state_conflict(ProblemType::ResidentMovedOut, text),
         ResidentError::Erased => ApiError::state_conflict(ProblemType::ResidentErased, text),
         ResidentError::AlreadyHasCard(_) => ApiError::state_conflict(ProblemType::ResidentHasCard, text),
-        ResidentError::CardStillActive(_) => ApiError::state_conflict(ProblemType::CardStillActive, text),
+        ResidentError::CardStillActive(_) | ResidentError::ErasureCardActive(_) => {
+            ApiError::state_conflict(ProblemType::CardStillActive, text)
+        }
+        ResidentError::NotMovedOut => ApiError::state_conflict(ProblemType::ResidentNotMovedOut, text),
+        ResidentError::RetentionNotPassed { .. } => ApiError::state_conflict(ProblemType::RetentionNotPassed, text),
+        ResidentError::AlreadyErased => ApiError::state_conflict(ProblemType::ResidentErased, text),
     }
+}
+
+/// The answer to a read of an erased resident: he is gone for good.
+fn gone_erased() -> ApiError {
+    ApiError::gone_as(
+        ProblemType::ResidentErased,
+        Text::new("消去済みの利用者です", "The resident has been erased"),
+        Text::new(
+            "この利用者の個人情報は消去されました。照会・変更はできません",
+            "This resident's personal data was erased for good; he can be neither read nor changed",
+        ),
+    )
 }
 
 fn mapped(e: cardap_commands::CommandError<RegistrationError>) -> ApiError {
@@ -676,7 +695,8 @@ pub async fn search(
     security(("bearer" = [])),
     responses((status = 200, body = ResidentView, headers(("ETag" = String))),
         (status = 401, body = ProblemDetails), (status = 403, body = ProblemDetails),
-        (status = 404, body = ProblemDetails)))]
+        (status = 404, body = ProblemDetails),
+        (status = 410, body = ProblemDetails, description = "`/problems/resident-erased`: he was erased (消去)")))]
 pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -686,6 +706,9 @@ pub async fn show(
     authorize(&auth.actor, &Permission::ViewResidents(code.clone()))?;
     let id = resident_in_path(&resident_id)?;
     let snapshot = state.residents.resident(&code, &id).await.map_err(mapped)?;
+    if snapshot.resident.erased {
+        return Err(gone_erased());
+    }
     Ok((etag(snapshot.version), Json(view(&snapshot))).into_response())
 }
 
@@ -759,6 +782,129 @@ pub async fn move_out(
     Ok(answered(&state, &snapshot, checkpoint).await)
 }
 
+// ---- erasure ------------------------------------------------------------------------------------------------
+
+/// 消去 request: why the resident is erased.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "request", "reference": "R8-SOMU-0123"}))]
+pub struct ErasureInput {
+    /// `retention_expired`: he moved out and the retention period (`erasure.retention_days`) has passed since;
+    /// `request`: a documented request (本人の申出・文書による請求), allowed before the move-out too.
+    #[serde(default)]
+    #[schema(example = "retention_expired")]
+    pub reason: Option<String>,
+    /// With `request` (required there, refused otherwise): the request document's reference number — half-width
+    /// letters, digits and `-_/.#`, up to 40 characters. It stays readable for good: never a name or an address.
+    #[serde(default)]
+    #[schema(example = "R8-SOMU-0123")]
+    pub reference: Option<String>,
+}
+
+redacted_debug!(ErasureInput);
+
+/// What an erasure did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErasureView {
+    pub resident_id: String,
+    /// Always `true`: his personal data is gone for good, here and wherever the events went.
+    pub erased: bool,
+    /// `retention_expired` or `request`; `null` when this answers a retry of an erasure already applied.
+    pub reason: Option<String>,
+    /// The documented request's reference, with `request`.
+    pub reference: Option<String>,
+}
+
+fn parse_erasure(body: &ErasureInput) -> Result<ErasureReason, ApiError> {
+    let mut c = Check::default();
+    let reference = c.optional("/reference", body.reference.as_deref(), ErasureReference::parse).flatten();
+    let reason = match (body.reason.as_deref().map(str::trim), reference) {
+        (Some("retention_expired"), None) => Some(ErasureReason::RetentionExpired),
+        (Some("retention_expired"), Some(_)) => {
+            c.errors.push(FieldError::new(
+                "/reference",
+                Text::new(
+                    "参照番号は文書による請求（request）の場合にだけ指定します",
+                    "a reference is given only with the reason `request`",
+                ),
+            ));
+            None
+        }
+        (Some("request"), Some(reference)) => Some(ErasureReason::Request { reference }),
+        (Some("request"), None) => {
+            if c.errors.is_empty() {
+                c.errors.push(FieldError::required("/reference"));
+            }
+            None
+        }
+        (None, _) => {
+            c.errors.push(FieldError::required("/reason"));
+            None
+        }
+        (Some(_), _) => {
+            c.errors.push(FieldError::new(
+                "/reason",
+                Text::new(
+                    "消去の理由は retention_expired（転出後の保存期間経過）または request（文書による請求）です",
+                    "the reason is `retention_expired` (retention period after the move-out) or `request` \
+                     (a documented request)",
+                ),
+            ));
+            None
+        }
+    };
+    match reason {
+        Some(reason) if c.errors.is_empty() => Ok(reason),
+        _ => Err(ApiError::validation(c.errors)),
+    }
+}
+
+/// 消去: erase a resident's personal data for good (crypto-shredding: his data key is destroyed; the events stay,
+/// his personal data in them reads as `null` everywhere). The operations manager of the municipality or the
+/// system administrator; a clerk or an auditor gets `403`. Refused while he has an active card (`409`
+/// `/problems/card-still-active`), before his move-out unless it is a documented request (`409`
+/// `/problems/resident-not-moved-out`), before the retention period since the move-out has passed (`409`
+/// `/problems/retention-not-passed`, the detail names the date), and when he is erased already (`409`
+/// `/problems/resident-erased`). Afterwards `GET` of him answers `410`, no search finds him, and the registry
+/// entry he was registered from is erased with him.
+#[utoipa::path(post, operation_id = "eraseResident",
+    path = "/api/v1/municipalities/{code}/residents/{resident_id}/erase", tag = "residents",
+    request_body = ErasureInput,
+    params(("code" = String, Path, description = "全国地方公共団体コード"), ("resident_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key erases nothing twice")),
+    security(("bearer" = [])),
+    responses((status = 200, body = ErasureView),
+        (status = 400, body = ProblemDetails), (status = 401, body = ProblemDetails),
+        (status = 403, body = ProblemDetails), (status = 404, body = ProblemDetails),
+        (status = 409, body = ProblemDetails, description = "`/problems/card-still-active`, \
+            `/problems/resident-not-moved-out`, `/problems/retention-not-passed`, `/problems/resident-erased`"),
+        (status = 422, body = ProblemDetails, description = "`/reason`, `/reference`")))]
+pub async fn erase(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((code, resident_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: DeferredJson,
+) -> Result<Response, ApiError> {
+    let code = municipality_in_path(&state, &auth, &code).await?;
+    authorize(&auth.actor, &Permission::EraseResidents(code.clone()))?;
+    let id = resident_in_path(&resident_id)?;
+    let reason = parse_erasure(&body.parse::<ErasureInput>().await?)?;
+    let meta = RequestMeta::from_headers(&headers);
+    let ctx = meta.context(&auth, "residents.erase", &format!("{code}/{id}"));
+    let (erased, checkpoint) = state.erasure.erase(&ctx, &code, &id, reason).await.map_err(mapped)?;
+    if checkpoint.is_some() {
+        state.metrics.commands_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Json(ErasureView {
+        resident_id: erased.resident_id.to_string(),
+        erased: true,
+        reason: erased.reason.as_ref().map(|r| r.kind().to_owned()),
+        reference: erased.reason.as_ref().and_then(|r| r.reference()).map(|r| r.as_str().to_owned()),
+    })
+    .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -778,6 +924,7 @@ mod tests {
                 personal: Erasable::Erased,
                 moved_out: true,
                 active_card: Some(CardFid::parse("FID0001").unwrap()),
+                erased: false,
             },
             version: 5,
         };
