@@ -16,6 +16,7 @@ use cardap_commands::municipalities::Municipalities;
 use cardap_commands::oidc::LoginProvider;
 use cardap_commands::operators::Operators;
 use cardap_commands::pki::Pki;
+use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub oidc: LoginProvider,
     /// Operator history for auditors.
     pub history: History,
+    /// The read access log (who read which residents) and the bulk-read alert threshold.
+    pub reads: ReadAccess,
 }
 
 impl AppState {

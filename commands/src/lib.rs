@@ -18,6 +18,8 @@
 //! - [`imports`]: how many imports run at once, per municipality and on the server (admission, turned away when
 //!   full); [`jobs`]: imports that run in the background as jobs (progress, outcome, generated passwords once).
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
+//! - [`read_access`]: the read access log — every read of residents' personal data recorded before it is
+//!   answered, queried by auditors — and the municipality's bulk-read alert threshold.
 //! - [`status`]: is the event store answering (readiness, metrics).
 //! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
 //!
@@ -50,6 +52,7 @@ pub mod operators;
 pub mod passwords;
 pub mod pki;
 pub mod ports;
+pub mod read_access;
 pub mod registry;
 pub mod registry_import;
 pub mod residents;

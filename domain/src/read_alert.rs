@@ -78,7 +78,9 @@ pub enum ReadAlertError {
 impl crate::message::Localized for ReadAlertError {
     fn message_ja(&self) -> String {
         match self {
-            Self::OutOfRange { max } => format!("しきい値は1時間あたり1〜{max}人で指定してください（警告しない場合は null）"),
+            Self::OutOfRange { max } => {
+                format!("しきい値は1時間あたり1〜{max}人で指定してください（警告しない場合は null）")
+            }
         }
     }
 }
