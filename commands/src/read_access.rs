@@ -138,6 +138,9 @@ pub struct LogPage<L> {
 #[derive(Debug, Clone, Copy)]
 pub struct LogCursor(u64);
 
+/// The thresholds this node uses, by municipality, with when each was read.
+type ThresholdCache = Arc<Mutex<HashMap<MunicipalityCode, (Instant, Option<u32>)>>>;
+
 /// Operator login IDs by key, remembered across the pages of one answer.
 pub type OperatorNames = HashMap<OperatorKey, Option<String>>;
 
@@ -148,7 +151,7 @@ pub struct ReadAccess {
     store: Arc<dyn EventStore>,
     read: ReadModels,
     clock: Arc<dyn Clock>,
-    thresholds: Arc<Mutex<HashMap<MunicipalityCode, (Instant, Option<u32>)>>>,
+    thresholds: ThresholdCache,
     alerts_raised: Arc<AtomicU64>,
 }
 

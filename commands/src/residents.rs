@@ -258,8 +258,10 @@ impl ResidentServices {
 
     // ---- residents ------------------------------------------------------------------------------------------
 
-    /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`.
-    pub(crate) async fn resident(&self, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
+    /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`. Records nothing: for
+    /// what is no operator's read (the answer of a write that was already applied, tests); an operator reads
+    /// through [`ResidentServices::read_resident`].
+    pub async fn resident(&self, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
         let mut tx = Tx::new(self.store.clone());
         load_resident(&mut tx, code, id).await
     }
