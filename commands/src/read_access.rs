@@ -25,7 +25,10 @@
 //!   recorded (queryable by the auditors), logged at WARN (operator key, municipality, counts) and counted
 //!   (`cardap_read_alerts_total`) — once per operator per hour: no second alert while one raised less than an hour
 //!   ago stands. The check adds up the hour's `subject_count` first (cheap, an upper bound) and only counts
-//!   distinct ids when that sum passes N. The threshold is cached per node for [`THRESHOLD_TTL`]: a change made on
+//!   distinct ids when that sum passes N; and then not again while the last count on this node plus everything
+//!   he read since stays at most N (an upper bound too), so a clerk who keeps searching the same residents is not
+//!   recounted at every read. Two reads that cross the threshold at the same moment on two connections may both
+//!   record an alert. The threshold is cached per node for [`THRESHOLD_TTL`]: a change made on
 //!   another node takes effect here within that time (at once on the node that made it).
 
 use std::collections::HashMap;
@@ -141,6 +144,9 @@ pub struct LogCursor(u64);
 /// The thresholds this node uses, by municipality, with when each was read.
 type ThresholdCache = Arc<Mutex<HashMap<MunicipalityCode, (Instant, Option<u32>)>>>;
 
+/// The last count of distinct residents, by municipality and operator: when (Unix milliseconds), how many.
+type CountCache = Arc<Mutex<HashMap<(MunicipalityCode, OperatorKey), (i64, u64)>>>;
+
 /// Operator login IDs by key, remembered across the pages of one answer.
 pub type OperatorNames = HashMap<OperatorKey, Option<String>>;
 
@@ -152,6 +158,9 @@ pub struct ReadAccess {
     read: ReadModels,
     clock: Arc<dyn Clock>,
     thresholds: ThresholdCache,
+    /// The last count of distinct residents per operator on this node (when, how many), so that re-reading the
+    /// same residents does not count them all again at every read.
+    counted: CountCache,
     alerts_raised: Arc<AtomicU64>,
 }
 
@@ -183,6 +192,7 @@ impl ReadAccess {
             read,
             clock,
             thresholds: Arc::default(),
+            counted: Arc::default(),
             alerts_raised: Arc::default(),
         }
     }
@@ -236,7 +246,20 @@ impl ReadAccess {
         {
             return Ok(());
         }
+        let key = (code.clone(), operator);
+        let counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner).get(&key).copied();
+        if let Some((at, distinct)) = counted
+            && at > since
+        {
+            // No more distinct residents now than then, plus all he read since (the same millisecond again: a
+            // read recorded just after that count is not missed).
+            let since_count = self.log.read_since(code.as_str(), operator, at - 1).await?;
+            if distinct + since_count <= threshold {
+                return Ok(());
+            }
+        }
         let distinct = self.log.distinct_read_since(code.as_str(), operator, since).await?;
+        self.counted.lock().unwrap_or_else(PoisonError::into_inner).insert(key, (now, distinct));
         if distinct <= threshold {
             return Ok(());
         }

@@ -289,6 +289,15 @@ async fn bulk_reads_over_the_threshold_raise_one_alert(backend: Backend) {
         app.client.get(format!("{}/metrics", app.metrics_address)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "cardap_read_alerts_total 1"), "{metrics}");
 
+    // OP0502 reads a resident he read before (still three), then a fourth: now his alert too.
+    read(&app, &w.other_clerk, &resident_path(CHIYODA, &w.residents[1])).await;
+    let his = format!("{alerts_query}&operator_id=OP0502");
+    assert!(log(&app, &w.auditor, "/api/v1/audit/access-alerts", &his).await.is_empty());
+    read(&app, &w.other_clerk, &resident_path(CHIYODA, &w.residents[3])).await;
+    let alerts = log(&app, &w.auditor, "/api/v1/audit/access-alerts", &his).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["distinct_residents"], 4);
+
     // Who set the threshold is in the history.
     let history =
         log(&app, &w.auditor, "/api/v1/audit/events", &format!("municipality={CHIYODA}&operator_id=MGR01")).await;
