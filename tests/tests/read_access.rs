@@ -306,7 +306,33 @@ async fn bulk_reads_over_the_threshold_raise_one_alert(backend: Backend) {
     assert_eq!(set[0]["changes"]["residents_per_hour"], 3);
 }
 
+/// More records than one page of the answer (200): all of them, each once, in order.
+async fn a_long_log_streams_page_by_page(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let w = world(&app).await;
+    let reads = 450;
+    for i in 0..reads {
+        let resident = &w.residents[i % w.residents.len()];
+        let reply = app.get(&resident_path(CHIYODA, resident), Some(&w.clerk)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    let lines = log(&app, &w.auditor, "/api/v1/audit/access", &format!("municipality={CHIYODA}")).await;
+    assert_eq!(lines.len(), reads);
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|s| s[0] < s[1]), "each once, in order");
+    let his = log(
+        &app,
+        &w.auditor,
+        "/api/v1/audit/access",
+        &format!("municipality={CHIYODA}&resident_id={}", w.residents[4]),
+    )
+    .await;
+    assert_eq!(his.len(), reads / w.residents.len());
+}
+
 on_both_backends!(
+    a_long_log_streams_page_by_page,
     an_auditor_sees_who_read_which_residents,
     the_log_is_for_the_municipalitys_auditors_and_holds_no_personal_data,
     bulk_reads_over_the_threshold_raise_one_alert,
