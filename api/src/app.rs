@@ -13,6 +13,7 @@ use cardap_commands::municipalities::Municipalities;
 use cardap_commands::oidc::{LoginProvider, OidcSettings};
 use cardap_commands::operators::Operators;
 use cardap_commands::pki::{CaStarted, Pki};
+use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_commands::{Clock, SystemClock, Views};
@@ -346,7 +347,9 @@ impl Application {
             runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
         let views = Views::new(progress);
-        let residents = ResidentServices::new(store.clone(), read.clone(), views.clone(), Arc::new(random_u64));
+        let reads = ReadAccess::new(store.clone(), read.clone(), clock.clone());
+        let residents =
+            ResidentServices::new(store.clone(), read.clone(), views.clone(), Arc::new(random_u64), reads.clone());
         let policy = AccessPolicy {
             sessions: settings.sessions,
             passwords: settings.passwords,
@@ -399,6 +402,7 @@ impl Application {
             oidc,
             history: History::new(store.clone(), read.clone()),
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
+            reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
             residents,
             access,
@@ -596,6 +600,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::pki::router())
         .merge(routes::oidc::router())
         .merge(routes::audit::router())
+        .merge(routes::read_access::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

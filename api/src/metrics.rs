@@ -1,5 +1,5 @@
-//! Prometheus metrics (`GET /metrics`): request counts by status class, commands applied, and per-projection
-//! checkpoints and lag. Plain counters: nothing here may slow a request.
+//! Prometheus metrics (`GET /metrics`): request counts by status class, commands applied, bulk-read alerts raised,
+//! and per-projection checkpoints and lag. Plain counters: nothing here may slow a request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,12 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# HELP cardap_commands_applied_total Commands that appended events.");
     let _ = writeln!(out, "# TYPE cardap_commands_applied_total counter");
     let _ = writeln!(out, "cardap_commands_applied_total {}", state.metrics.commands_applied.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP cardap_read_alerts_total Bulk-read alerts raised (one operator over his municipality's threshold)."
+    );
+    let _ = writeln!(out, "# TYPE cardap_read_alerts_total counter");
+    let _ = writeln!(out, "cardap_read_alerts_total {}", state.reads.alerts_raised());
     let _ = writeln!(out, "# HELP cardap_projection_position Global position each read model has applied.");
     let _ = writeln!(out, "# TYPE cardap_projection_position gauge");
     for (name, progress) in state.views.progress() {

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
     audit, biometrics, business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv,
-    operators, pki, registry, resident_settings, residents, sessions,
+    operators, pki, read_access, registry, resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -53,6 +53,7 @@ use crate::routes::{
         oidc::discovery, oidc::jwks, oidc::authorize_get, oidc::authorize_post, oidc::token, oidc::show_client,
         oidc::configure_client, oidc::issue_secret,
         audit::events, audit::operator_as_of, audit::shared_use_as_of, audit::resident_as_of, audit::card_as_of,
+        read_access::access, read_access::alerts, read_access::show_policy, read_access::set_policy,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,

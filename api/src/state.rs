@@ -17,6 +17,7 @@ use cardap_commands::municipalities::Municipalities;
 use cardap_commands::oidc::LoginProvider;
 use cardap_commands::operators::Operators;
 use cardap_commands::pki::Pki;
+use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub history: History,
     /// 消去: erase a resident for good (his erasure event, then his data keys destroyed).
     pub erasure: Erasure,
+    /// The read access log (who read which residents) and the bulk-read alert threshold.
+    pub reads: ReadAccess,
 }
 
 impl AppState {

@@ -183,6 +183,8 @@ pub enum Permission {
     /// 生体情報登録: register and delete the authenticators of a municipality's operators, and set its biometric
     /// policy (運用管理部門, or the system administrator for every municipality).
     ManageBiometrics(MunicipalityCode),
+    /// Set the municipality's bulk-read alert threshold (大量閲覧の警告: 運用管理部門, or the system administrator).
+    ConfigureReadAlerts(MunicipalityCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,11 +295,9 @@ pub fn authorize(actor: &Actor, permission: &Permission) -> Result<(), AuthzErro
             allowed(admin || actor.has_role(Role::OperationsManager))
         }
         Permission::ViewResidentSettings(code) => visible(code),
-        Permission::EraseResidents(code) => {
-            visible(code)?;
-            allowed(admin || actor.has_role(Role::OperationsManager))
-        }
-        Permission::ManageBiometrics(code) => {
+        Permission::EraseResidents(code)
+        | Permission::ManageBiometrics(code)
+        | Permission::ConfigureReadAlerts(code) => {
             visible(code)?;
             allowed(admin || actor.has_role(Role::OperationsManager))
         }
@@ -391,6 +391,8 @@ mod tests {
             (Permission::ManageTlsCertificates,                       ["A", "F", "F", "F", "F"]),
             (Permission::ManageBiometrics(code(OWN)),                 ["A", "A", "F", "F", "F"]),
             (Permission::ManageBiometrics(code(OTHER)),               ["A", "H", "H", "H", "H"]),
+            (Permission::ConfigureReadAlerts(code(OWN)),              ["A", "A", "F", "F", "F"]),
+            (Permission::ConfigureReadAlerts(code(OTHER)),            ["A", "H", "H", "H", "H"]),
             (Permission::ChangeOwnPassword,                           ["A", "A", "A", "A", "A"]),
             (Permission::ReadHistory(code(OWN)),                      ["A", "F", "F", "F", "A"]),
             (Permission::ReadHistory(code(OTHER)),                    ["A", "H", "H", "H", "H"]),

@@ -20,6 +20,8 @@
 //! - [`erasure`]: erase a resident for good (消去: after his move-out and the retention period, or on a
 //!   documented request) — the erasure event, then his data keys destroyed.
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
+//! - [`read_access`]: the read access log — every read of residents' personal data recorded before it is
+//!   answered, queried by auditors — and the municipality's bulk-read alert threshold.
 //! - [`status`]: is the event store answering (readiness, metrics).
 //! - [`bootstrap`]: first start (the system administrator, the built-in business systems).
 //!
@@ -53,6 +55,7 @@ pub mod operators;
 pub mod passwords;
 pub mod pki;
 pub mod ports;
+pub mod read_access;
 pub mod registry;
 pub mod registry_import;
 pub mod residents;

@@ -35,6 +35,7 @@ use crate::authz::Permission;
 use crate::context::CommandContext;
 use crate::engine::{Transacted, Tx, transact};
 use crate::handler::CommandError;
+use crate::read_access::{ReadAccess, ReadOperation};
 use crate::views::Views;
 
 /// Why a registration step was refused.
@@ -101,6 +102,8 @@ pub struct ResidentServices {
     /// A registry import answers once the read models show it.
     views: Views,
     draw: StandardIdDraw,
+    /// Every read of personal data is recorded here before it is answered.
+    reads: ReadAccess,
 }
 
 impl std::fmt::Debug for ResidentServices {
@@ -110,8 +113,19 @@ impl std::fmt::Debug for ResidentServices {
 }
 
 impl ResidentServices {
-    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, views: Views, draw: StandardIdDraw) -> Self {
-        ResidentServices { store, read, views, draw }
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        read: ReadModels,
+        views: Views,
+        draw: StandardIdDraw,
+        reads: ReadAccess,
+    ) -> Self {
+        ResidentServices { store, read, views, draw, reads }
+    }
+
+    /// The read access log the reads of this service are recorded in.
+    pub fn reads(&self) -> &ReadAccess {
+        &self.reads
     }
 
     /// The random part of a new 標準ID.
@@ -126,13 +140,37 @@ impl ResidentServices {
 
     // ---- queries --------------------------------------------------------------------------------------------
 
-    /// 利用者検索: one page of the municipality's residents matching `search`, by kana then resident id.
-    pub async fn search(
+    /// 利用者検索 by `ctx`'s operator (clerks, auditors): one page of the municipality's residents matching
+    /// `search`, by kana then resident id; the residents of the page are recorded in the read access log first.
+    pub async fn search_residents(
         &self,
+        ctx: &CommandContext,
         code: &MunicipalityCode,
         search: &ResidentSearch,
-    ) -> std::result::Result<ResidentPage, QueryError> {
-        cardap_projections::residents::search(self.read.pool(), code, search).await
+    ) -> Result<ResidentPage> {
+        authorize_read(ctx, Permission::ViewResidents(code.clone()))?;
+        let page = cardap_projections::residents::search(self.read.pool(), code, search).await.map_err(query_failed)?;
+        let ids: Vec<ResidentId> = page.rows.iter().map(|r| r.resident_id).collect();
+        self.reads.record(ctx, code, ReadOperation::ResidentSearch, &ids, &[]).await?;
+        Ok(page)
+    }
+
+    /// One resident of `code` as `ctx`'s operator reads him (clerks, auditors), recorded in the read access log
+    /// first; another municipality's resident is `ResidentNotFound`.
+    pub async fn read_resident(
+        &self,
+        ctx: &CommandContext,
+        code: &MunicipalityCode,
+        id: &ResidentId,
+    ) -> Result<ResidentSnapshot> {
+        authorize_read(ctx, Permission::ViewResidents(code.clone()))?;
+        let snapshot = self.resident(code, id).await?;
+        // An erased resident is answered as such: nothing personal is shown, so nothing is recorded.
+        if snapshot.resident.erased {
+            return Err(resident_error(ResidentError::Erased));
+        }
+        self.reads.record(ctx, code, ReadOperation::ResidentRead, &[*id], &[]).await?;
+        Ok(snapshot)
     }
 
     /// How many cards of the municipality (not abolished) carry each AP, in business-ID order.
@@ -224,7 +262,9 @@ impl ResidentServices {
 
     // ---- residents ------------------------------------------------------------------------------------------
 
-    /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`.
+    /// Loads a resident of `code`; another municipality's resident is `ResidentNotFound`. Records nothing: for
+    /// what is no operator's read (the answer of a write that was already applied, tests); an operator reads
+    /// through [`ResidentServices::read_resident`].
     pub async fn resident(&self, code: &MunicipalityCode, id: &ResidentId) -> Result<ResidentSnapshot> {
         let mut tx = Tx::new(self.store.clone());
         load_resident(&mut tx, code, id).await
@@ -468,6 +508,23 @@ impl ResidentServices {
             None => self.card(code, fid).await?,
         };
         Ok((snapshot, done.checkpoint))
+    }
+}
+
+/// A read needs an operator who holds `permission` (an action of the system itself reads nothing personal).
+pub(crate) fn authorize_read(ctx: &CommandContext, permission: Permission) -> Result<()> {
+    let actor = ctx.actor.as_ref().ok_or(crate::AuthzError::Forbidden)?;
+    crate::authorize(actor, &permission)?;
+    Ok(())
+}
+
+/// A failed query of a read model, as a use case's failure.
+pub(crate) fn query_failed<E: std::error::Error + 'static>(e: QueryError) -> CommandError<E> {
+    match e {
+        QueryError::Store(s) => CommandError::Store(s),
+        QueryError::Unavailable(e) => CommandError::Store(cardap_store::StoreError::Unavailable(e)),
+        QueryError::Database(e) => CommandError::Store(cardap_store::StoreError::Database(e)),
+        other => CommandError::Internal(other.to_string()),
     }
 }
 

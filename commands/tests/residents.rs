@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::{CardAction, RegistrationError, ResidentServices, StandardIdDraw};
 use cardap_commands::{CommandContext, CommandError, CommandHandler, Permission, Views};
 use cardap_domain::business_system::{self, BusinessSystem, BusinessSystemCommand};
@@ -94,12 +95,9 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
             .await
             .unwrap();
     }
-    let services = ResidentServices::new(
-        store.clone(),
-        ReadModels::connect("sqlite::memory:", 1).unwrap(),
-        Views::default(),
-        draw,
-    );
+    let read = ReadModels::connect("sqlite::memory:", 1).unwrap();
+    let reads = ReadAccess::new(store.clone(), read.clone(), Arc::new(cardap_commands::SystemClock));
+    let services = ResidentServices::new(store.clone(), read, Views::default(), draw, reads);
     let settings = LocalSettingsValue {
         custom_fields: vec![],
         catalog: BTreeSet::from([BusinessId::LIBRARY]),

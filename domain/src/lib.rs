@@ -18,6 +18,7 @@ pub mod message;
 pub mod municipality;
 pub mod operator;
 pub mod patch;
+pub mod read_alert;
 pub mod registry;
 pub mod resident;
 pub mod time;

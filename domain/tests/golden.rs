@@ -20,6 +20,7 @@ use cardap_domain::operator::{
     Aaguid, AuthenticatorLabel, ClaimEvent, CosePublicKey, CredentialId, InternalId, OperatorEvent, OperatorId,
     OperatorName, OperatorProfile, Role,
 };
+use cardap_domain::read_alert::ReadAlertEvent;
 use cardap_domain::registry::RegistryEvent;
 use cardap_domain::resident::ResidentEvent;
 use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
@@ -90,6 +91,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<AuthorityEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<LoginKeysEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<BiometricPolicyEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<ReadAlertEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -180,6 +182,7 @@ fn every_event_type_and_version_has_a_golden_file() {
     ];
     let biometric_policy =
         [BiometricPolicyEvent::Set { required: BiometricRequirement::All, allowed_models: Default::default(), at }];
+    let read_alert = [ReadAlertEvent::Set { residents_per_hour: Some(50), at }];
     let profile = BusinessSystemProfile::named(BusinessSystemName::parse("施設予約").unwrap());
     let business_system = [
         BusinessSystemEvent::Registered { id: BusinessId::parse("10").unwrap(), profile: profile.clone() },
@@ -232,6 +235,7 @@ fn every_event_type_and_version_has_a_golden_file() {
         .chain(authority.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(login_keys.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(biometric_policy.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(read_alert.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);

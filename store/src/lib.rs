@@ -11,7 +11,10 @@
 //!
 //! [`SealedEventStore`] decorates either store with crypto-shredding: the `personal` part of payloads is sealed
 //! under a per-subject data key from the [`KeyVault`], and destroying that key erases it wherever events go.
+//!
+//! Beside the events: the read access log ([`AccessLogStore`]), append-only rows of who read which residents.
 
+mod access_log;
 mod ceremonies;
 mod credentials;
 mod database;
@@ -24,6 +27,7 @@ mod types;
 mod vault;
 mod wakeup;
 
+pub use access_log::{AccessLogStore, NewReadAccess, ReadAccessFilter, ReadAccessRow, ReadAlertRow};
 pub use ceremonies::CeremonyStore;
 pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};

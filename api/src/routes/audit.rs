@@ -73,7 +73,8 @@ pub struct HistoryLineSchema {
     pub changes: serde_json::Value,
 }
 
-fn parse(params: HistoryParams) -> Result<HistoryQuery, ApiError> {
+/// The history's filters, read (the read access log reads them the same way).
+pub(crate) fn parse_history(params: HistoryParams) -> Result<HistoryQuery, ApiError> {
     let mut errors = vec![];
     let municipality = params
         .municipality
@@ -131,7 +132,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(params): Query<HistoryParams>,
 ) -> Result<Response, ApiError> {
-    let query = parse(params)?;
+    let query = parse_history(params)?;
     let history = state.history.clone();
     history.authorize(&auth.actor, &query)?;
     let csv = headers

@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod operator_csv;
 pub mod operators;
 pub mod pki;
+pub mod read_access;
 pub mod registry;
 pub mod resident_settings;
 pub mod residents;

@@ -13,7 +13,8 @@
 //!   its operator's session still permits it, and
 //!   stops (a problem line, `"aborted": true`) when he logged out, his session expired or he was revoked.
 //! - `GET …/registry/{registry_key}` and `POST …/registry/lookup`: an entry shaped like a registration draft,
-//!   from `ResidentServices::registry_entry` and `registry_matches`.
+//!   from `ResidentServices::read_registry_entry` and `lookup_registry`, which record the read in the read
+//!   access log.
 //!
 //! Owns the HTTP of these routes, the report (its lines and their schemas) and the draft. What a registry file
 //! looks like and its parser are `file`'s; reading a CSV (charsets, the streamed body, row
@@ -52,6 +53,7 @@ use crate::import::body::BodySource;
 use crate::import::{self, CsvRows, declared_charset};
 use crate::routes::RequestMeta;
 use crate::routes::municipality_in_path;
+use crate::routes::residents::registration_error;
 use crate::state::AppState;
 
 mod file;
@@ -513,11 +515,18 @@ pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((code, registry_key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::RegisterResidents(code.clone()))?;
     let key = RegistryKey::parse(&registry_key).map_err(|_| ApiError::not_found())?;
-    let entry = state.residents.registry_entry(&code, &key).await?.ok_or_else(ApiError::not_found)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.read", &format!("{code}/{key}"));
+    let entry = state
+        .residents
+        .read_registry_entry(&ctx, &code, &key)
+        .await
+        .map_err(|e| command_error(e, |d| registration_error(d, &[])))?
+        .ok_or_else(ApiError::not_found)?;
     let facts = entry.facts.ok_or_else(|| {
         ApiError::not_found().with_detail(Text::new(
             "この住基レコードの個人情報は消去されています",
@@ -574,6 +583,7 @@ pub async fn lookup(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(code): Path<String>,
+    headers: HeaderMap,
     body: crate::json::DeferredJson,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
@@ -588,7 +598,12 @@ pub async fn lookup(
         return Err(ApiError::validation(errors));
     };
     let address = body.address.as_deref().and_then(|a| Address::parse(a).ok());
-    let matches = state.residents.registry_matches(&code, &name, &birth_date, sex, address.as_ref()).await?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.lookup", code.as_str());
+    let matches = state
+        .residents
+        .lookup_registry(&ctx, &code, (&name, &birth_date, sex), address.as_ref())
+        .await
+        .map_err(|e| command_error(e, |d| registration_error(d, &[])))?;
     let items = matches.iter().map(|(key, facts)| RegistryDraft::of(key, facts)).collect();
     Ok((no_store(), Json(RegistryMatches { items })).into_response())
 }

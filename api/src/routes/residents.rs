@@ -6,7 +6,8 @@
 //! each at its JSON pointer with the clerk's message), the resident id derived from the command id (so a retry
 //! with the same `Idempotency-Key` registers nobody twice), and the mapping of every registration refusal to a
 //! status and a stable problem `type`. Writes and single reads go through `ResidentServices` (the event store);
-//! searches read the resident register. Residents of another municipality do not exist for the caller (404).
+//! searches read the resident register. Every read and search is recorded in the read access log by its use case
+//! (the terminal from `X-Cardap-Terminal`). Residents of another municipality do not exist for the caller (404).
 //! Never logs personal data: the bodies' `Debug` shows no field values.
 //!
 //! Length: the resident's request, answer and search types with their OpenAPI annotations, and the parsing of
@@ -662,6 +663,7 @@ pub async fn search(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(code): Path<String>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<ResidentQuery>,
 ) -> Result<Json<ResidentPage>, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
@@ -684,7 +686,8 @@ pub async fn search(
         return Err(ApiError::validation(c.errors));
     }
     let search = ResidentSearch { kana_prefix, birth_date, fid, after, limit: u32::try_from(limit).unwrap_or(100) };
-    let page = state.residents.search(&code, &search).await?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "residents.search", code.as_str());
+    let page = state.residents.search_residents(&ctx, &code, &search).await.map_err(mapped)?;
     let next_cursor = page.next.as_ref().map(paging::encode_cursor).transpose()?;
     Ok(Json(ResidentPage { items: page.rows.into_iter().map(row_view).collect(), next_cursor }))
 }
@@ -701,14 +704,16 @@ pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((code, resident_id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
     authorize(&auth.actor, &Permission::ViewResidents(code.clone()))?;
     let id = resident_in_path(&resident_id)?;
-    let snapshot = state.residents.resident(&code, &id).await.map_err(mapped)?;
-    if snapshot.resident.erased {
-        return Err(gone_erased());
-    }
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "residents.read", &format!("{code}/{id}"));
+    let snapshot = state.residents.read_resident(&ctx, &code, &id).await.map_err(|e| match e {
+        cardap_commands::CommandError::Domain(RegistrationError::Resident(ResidentError::Erased)) => gone_erased(),
+        e => mapped(e),
+    })?;
     Ok((etag(snapshot.version), Json(view(&snapshot))).into_response())
 }
 
