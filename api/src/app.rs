@@ -235,9 +235,10 @@ pub async fn verify_audit(
     public_keys: &[String],
 ) -> Result<AuditReport, StartError> {
     let db = open_database(settings).await?;
-    let read = ReadModels::connect(&settings.database_url, 4)?;
+    // Verification needs no master key: it reads the chain's own table, not a sealed read model.
+    let pool = cardap_projections::connect_pool(&settings.database_url, 4)?;
     // Verification signs nothing: the chain without a signer.
-    let chain = AuditChain::new(read.pool().clone(), db.event_store());
+    let chain = AuditChain::new(pool, db.event_store());
     let heads = match head_file {
         Some(file) => read_head_file(file).map_err(ProjectionError::from)?,
         None => chain.heads().await?,
@@ -328,7 +329,7 @@ impl Application {
         let db = open_database(&settings).await?;
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
-        let read = ReadModels::connect(&settings.database_url, settings.max_connections)?;
+        let read = ReadModels::connect(&settings.database_url, settings.max_connections, vault.clone())?;
         if let Err(e) = read.catch_up(store.clone()).await {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");
         }

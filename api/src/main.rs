@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cardap_api::app::{
-    Application, StartError, master_key, open_database, sealed_store, shutdown_signal, start_ca, verify_audit,
+    Application, StartError, master_key, open_database, sealed_store_and_vault, shutdown_signal, start_ca, verify_audit,
 };
 use cardap_api::settings::{CONFIG_ENV, KEYS, Settings, Sources};
 use cardap_projections::audit::AuditKey;
@@ -202,8 +202,8 @@ async fn run(cli: Cli) -> Result<(), StartError> {
         Command::Ca { command: CaCommand::Init } => {
             let db = open_database(&settings).await?;
             let master = master_key(&settings)?;
-            let store = sealed_store(&db, &master).await?;
-            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let (store, vault) = sealed_store_and_vault(&db, &master).await?;
+            let read = ReadModels::connect(&settings.database_url, 4, vault)?;
             let clock: std::sync::Arc<dyn cardap_commands::Clock> = std::sync::Arc::new(cardap_commands::SystemClock);
             let pki = start_ca(&store, &read, &cardap_commands::Views::default(), clock, &master, &settings).await?;
             print!("{}", pki.chain_pem().map_err(|e| StartError::Failed(e.to_string()))?);
@@ -212,8 +212,8 @@ async fn run(cli: Cli) -> Result<(), StartError> {
         Command::Ca { command: CaCommand::ExportRoot { out, remove } } => {
             let db = open_database(&settings).await?;
             let master = master_key(&settings)?;
-            let store = sealed_store(&db, &master).await?;
-            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let (store, vault) = sealed_store_and_vault(&db, &master).await?;
+            let read = ReadModels::connect(&settings.database_url, 4, vault)?;
             let clock: std::sync::Arc<dyn cardap_commands::Clock> = std::sync::Arc::new(cardap_commands::SystemClock);
             let pki = start_ca(&store, &read, &cardap_commands::Views::default(), clock, &master, &settings).await?;
             let failed =
@@ -238,8 +238,8 @@ async fn run(cli: Cli) -> Result<(), StartError> {
         }
         Command::Projections { command } => {
             let db = open_database(&settings).await?;
-            let store = sealed_store(&db, &master_key(&settings)?).await?;
-            let read = ReadModels::connect(&settings.database_url, 4)?;
+            let (store, vault) = sealed_store_and_vault(&db, &master_key(&settings)?).await?;
+            let read = ReadModels::connect(&settings.database_url, 4, vault)?;
             match command {
                 ProjectionCommand::List => {
                     for p in read.projections() {

@@ -60,7 +60,7 @@ impl ResidentServices {
         code: &MunicipalityCode,
         key: &RegistryKey,
     ) -> Result<Option<RegistryEntryRow>, QueryError> {
-        view::get(self.read().pool(), code, key).await
+        view::get(self.read().pool(), self.read().sealer(), code, key).await
     }
 
     /// The entries of the registry of `code` with the same birth date and sex as a card's and the same name once
@@ -74,7 +74,7 @@ impl ResidentServices {
         sex: Sex,
         address: Option<&Address>,
     ) -> Result<Vec<(RegistryKey, RegistryFacts)>, QueryError> {
-        let rows = view::find_by_facts(self.read().pool(), code, birth_date, name, sex).await?;
+        let rows = view::find_by_facts(self.read().pool(), self.read().sealer(), code, birth_date, name, sex).await?;
         let address = address.map(|a| compact(a.as_str()));
         let mut matches: Vec<(bool, (RegistryKey, RegistryFacts))> = rows
             .into_iter()

@@ -236,7 +236,7 @@ impl ResidentServices {
         }
         let mut seen = HashSet::with_capacity(rows.len());
         let keys: Vec<RegistryKey> = rows.iter().filter(|r| seen.insert(&r.key)).map(|r| r.key.clone()).collect();
-        let known: KnownEntries = view::versions(self.read().pool(), code, &keys)
+        let known: KnownEntries = view::versions(self.read().pool(), self.read().sealer(), code, &keys)
             .await?
             .into_iter()
             .map(|(key, entry)| (String::from(key), entry))

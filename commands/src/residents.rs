@@ -141,7 +141,8 @@ impl ResidentServices {
     // ---- queries --------------------------------------------------------------------------------------------
 
     /// 利用者検索 by `ctx`'s operator (clerks, auditors): one page of the municipality's residents matching
-    /// `search`, by kana then resident id; the residents of the page are recorded in the read access log first.
+    /// `search`, pages in resident-id order, each sorted by kana; the residents of the page are recorded in the read
+    /// access log first.
     pub async fn search_residents(
         &self,
         ctx: &CommandContext,
@@ -149,7 +150,7 @@ impl ResidentServices {
         search: &ResidentSearch,
     ) -> Result<ResidentPage> {
         authorize_read(ctx, Permission::ViewResidents(code.clone()))?;
-        let page = cardap_projections::residents::search(self.read.pool(), code, search).await.map_err(query_failed)?;
+        let page = cardap_projections::residents::search(self.read.pool(), self.read.sealer(), code, search).await.map_err(query_failed)?;
         let ids: Vec<ResidentId> = page.rows.iter().map(|r| r.resident_id).collect();
         self.reads.record(ctx, code, ReadOperation::ResidentSearch, &ids, &[]).await?;
         Ok(page)

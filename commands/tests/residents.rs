@@ -95,7 +95,13 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
             .await
             .unwrap();
     }
-    let read = ReadModels::connect("sqlite::memory:", 1).unwrap();
+    // These tests read no resident read model: a vault on an empty database is enough for its sealer.
+    let vault = Database::connect("sqlite::memory:", 1)
+        .await
+        .unwrap()
+        .key_vault(cardap_store::MasterKey::generate().unwrap())
+        .unwrap();
+    let read = ReadModels::connect("sqlite::memory:", 1, vault).unwrap();
     let reads = ReadAccess::new(store.clone(), read.clone(), Arc::new(cardap_commands::SystemClock));
     let services = ResidentServices::new(store.clone(), read, Views::default(), draw, reads);
     let settings = LocalSettingsValue {

@@ -16,15 +16,17 @@ pub mod operators;
 pub mod registry;
 pub mod residents;
 mod runner;
+pub mod sealing;
 mod typed;
 
 pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
+pub use sealing::RowSealer;
 pub use typed::{Recorded, Typed, View};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardap_store::{Checkpoint, EventStore};
+use cardap_store::{Checkpoint, EventStore, KeyVault};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
@@ -32,19 +34,28 @@ use sqlx::any::AnyPoolOptions;
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     pool: AnyPool,
+    sealer: RowSealer,
     projections: Vec<Arc<dyn Projection>>,
+}
+
+/// Opens a read-model pool on `url` (lazily: the server starts even while the database is down), for a tool that
+/// reads a read model without running the projections (`cardap audit verify`).
+pub fn connect_pool(url: &str, max_connections: u32) -> Result<AnyPool, ProjectionError> {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url)
+        .map_err(ProjectionError::from_sqlx)
 }
 
 impl ReadModels {
     /// Opens the read-model pool on the same database as the event store (lazily: the server starts even
-    /// while the database is down).
-    pub fn connect(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(url)
-            .map_err(ProjectionError::from_sqlx)?;
+    /// while the database is down). The personal columns of the resident register and of the registry are
+    /// sealed with the data keys of `vault` (the process's one, shared with the sealed event store).
+    pub fn connect(url: &str, max_connections: u32, vault: Arc<KeyVault>) -> Result<Self, ProjectionError> {
+        let pool = connect_pool(url, max_connections)?;
+        let sealer = RowSealer::new(vault);
         Ok(ReadModels {
             pool,
             projections: vec![
@@ -52,12 +63,18 @@ impl ReadModels {
                 Arc::new(Typed(operators::OperatorDirectory)),
                 Arc::new(Typed(business_systems::BusinessSystems)),
                 Arc::new(Typed(local_settings::LocalSettingsView)),
-                Arc::new(Typed(residents::ResidentRegister)),
+                Arc::new(Typed(residents::ResidentRegister::new(sealer.clone()))),
                 Arc::new(Typed(cards::CardRegister)),
-                Arc::new(Typed(registry::RegistryView)),
+                Arc::new(Typed(registry::RegistryView::new(sealer.clone()))),
                 Arc::new(Typed(certificates::Certificates)),
             ],
+            sealer,
         })
+    }
+
+    /// What opens the sealed personal columns and makes search tokens (for the resident and registry queries).
+    pub fn sealer(&self) -> &RowSealer {
+        &self.sealer
     }
 
     pub fn pool(&self) -> &AnyPool {

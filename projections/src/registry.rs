@@ -3,33 +3,51 @@
 //! rows with to tell new, unchanged and changed entries apart.
 //!
 //! Owns `rm_registry_entries`. An import pushes up to a million `RegistryEntryImported` through it, so every
-//! event is one statement. The facts are personal data: once an entry's data key was destroyed they arrive as
-//! `Erased` and the row keeps only its key, `erased = 1` and its version; `RegistryEntryErased` (its resident was
-//! erased) blanks the row in place the same way, without a rebuild. Every query is confined to one
-//! municipality. Must not log the facts.
+//! event is one statement. The facts are personal data and are never stored in clear (issue 12, point 7): they
+//! are one column, `facts`, sealed under the entry's own data key (the key of its events) with AAD
+//! `rm_registry_entries/<municipality>.<registry key>` ([`RowSealer`]); the lookup by the facts read from a card
+//! goes through `birth_token`, a blind index (HMAC under the search key) of the birth date tied to the
+//! municipality, and compares name and sex in memory among the few entries of that day. The registry key (宛名番号)
+//! is an identifier and stays in clear. Once an entry's data key was destroyed its facts arrive as `Erased` and
+//! the row keeps only its key, `erased = 1` and its version; `RegistryEntryErased` (its resident was erased)
+//! blanks the row in place the same way, without a rebuild. Every query is confined to one municipality. Must not
+//! log the facts.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cardap_domain::contact::Sex;
-use cardap_domain::registry::{FullName, RegistryEntry, RegistryEvent, RegistryFacts, RegistryKey};
-use cardap_domain::resident::{Address, EraDate, Erasable, KanaName, PostalCode};
+use cardap_domain::registry::{self, FullName, RegistryEntry, RegistryEvent, RegistryFacts, RegistryKey};
+use cardap_domain::resident::{EraDate, Erasable};
 use cardap_domain::{Aggregate, MunicipalityCode};
+use cardap_store::{DataKey, StreamId};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::ProjectionError;
+use crate::sealing::RowSealer;
 use crate::typed::{Recorded, View};
 
 /// Builds `rm_registry_entries`.
 #[derive(Debug)]
-pub struct RegistryView;
+pub struct RegistryView {
+    sealer: RowSealer,
+}
+
+impl RegistryView {
+    pub fn new(sealer: RowSealer) -> Self {
+        RegistryView { sealer }
+    }
+}
 
 pub const NAME: &str = "registry";
 
 /// The most keys one `versions` statement looks up; more are looked up in several.
 pub const VERSIONS_BATCH: usize = 1000;
+
+/// The token kind of the birth date.
+const BIRTH: &str = "registry-birth-date";
 
 #[async_trait]
 impl View for RegistryView {
@@ -44,81 +62,71 @@ impl View for RegistryView {
         recorded: &Recorded<'_>,
     ) -> Result<(), ProjectionError> {
         let version = recorded.version();
+        let subject = recorded.stream_id();
+        let aad = aad(recorded.key());
         let query = match decoded {
             RegistryEvent::Imported { municipality, key, facts } => {
-                let f = facts.known();
+                let sealed = match facts.known() {
+                    Some(f) => match self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject) {
+                        Some(k) => Some((
+                            RowSealer::seal(&k, &aad, f)?,
+                            self.sealer.token(municipality.as_str(), BIRTH, f.birth_date.as_str()),
+                        )),
+                        None => None,
+                    },
+                    None => None,
+                };
+                let erased = i64::from(sealed.is_none());
+                let (facts, token) = sealed.unzip();
                 sqlx::query(
-                    "INSERT INTO rm_registry_entries (municipality, registry_key, name, kana, birth_date, sex, \
-                     postal_code, address, erased, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, \
+                     version) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(municipality.as_str().to_owned())
                 .bind(key.as_str().to_owned())
-                .bind(f.map(|f| f.name.as_str().to_owned()))
-                .bind(f.and_then(|f| f.kana.as_ref()).map(|v| v.as_str().to_owned()))
-                .bind(f.map(|f| f.birth_date.as_str().to_owned()))
-                .bind(f.map(|f| f.sex.code()))
-                .bind(f.and_then(|f| f.postal_code.as_ref()).map(|v| v.as_str().to_owned()))
-                .bind(f.and_then(|f| f.address.as_ref()).map(|v| v.as_str().to_owned()))
-                .bind(i64::from(f.is_none()))
+                .bind(facts)
+                .bind(token)
+                .bind(erased)
                 .bind(version)
             }
-            RegistryEvent::Erased => {
-                let Some((municipality, key)) = recorded.key().split_once('.') else {
-                    return Err(recorded.error("stream key is not <municipality>.<registry key>"));
-                };
-                sqlx::query(
-                    "UPDATE rm_registry_entries SET name = NULL, kana = NULL, birth_date = NULL, sex = NULL, \
-                     postal_code = NULL, address = NULL, erased = 1, version = $1 \
-                     WHERE municipality = $2 AND registry_key = $3",
+            RegistryEvent::Erased | RegistryEvent::Changed { changes: Erasable::Erased } => {
+                let (municipality, key) = split(recorded)?;
+                blank(version, municipality, key)
+            }
+            RegistryEvent::Changed { changes: Erasable::Known(c) } => {
+                let (municipality, key) = split(recorded)?;
+                let current = sqlx::query(
+                    "SELECT facts FROM rm_registry_entries WHERE municipality = $1 AND registry_key = $2",
                 )
-                .bind(version)
-                .bind(municipality.to_owned())
-                .bind(key.to_owned())
-            }
-            RegistryEvent::Changed { changes } => {
-                let Some((municipality, key)) = recorded.key().split_once('.') else {
-                    return Err(recorded.error("stream key is not <municipality>.<registry key>"));
+                .bind(municipality.clone())
+                .bind(key.clone())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(ProjectionError::from_sqlx)?;
+                let Some(current) = current else {
+                    return Err(recorded.error("a change of an entry that was never imported"));
                 };
-                let (municipality, key) = (municipality.to_owned(), key.to_owned());
-                match changes {
-                    Erasable::Known(c) => {
-                        fn optional<T: AsRef<str>>(v: &Option<Option<T>>) -> (i64, Option<String>) {
-                            match v {
-                                Some(v) => (1, v.as_ref().map(|v| v.as_ref().to_owned())),
-                                None => (0, None),
-                            }
-                        }
-                        let kana = optional(&c.kana.as_ref().map(|v| v.as_ref().map(|v| v.as_str())));
-                        let postal = optional(&c.postal_code.as_ref().map(|v| v.as_ref().map(|v| v.as_str())));
-                        let address = optional(&c.address.as_ref().map(|v| v.as_ref().map(|v| v.as_str())));
+                let blob: Option<Vec<u8>> = current.try_get("facts").map_err(ProjectionError::Database)?;
+                let data_key = match blob {
+                    Some(_) => self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject),
+                    None => None,
+                };
+                match (blob, data_key) {
+                    (Some(blob), Some(k)) => {
+                        let facts: RegistryFacts = RowSealer::open(&k, &aad, &blob)?;
+                        let facts = c.apply_to(facts);
                         sqlx::query(
-                            "UPDATE rm_registry_entries SET name = COALESCE($1, name), \
-                             kana = CASE WHEN $2 = 1 THEN $3 ELSE kana END, birth_date = COALESCE($4, birth_date), \
-                             sex = COALESCE($5, sex), postal_code = CASE WHEN $6 = 1 THEN $7 ELSE postal_code END, \
-                             address = CASE WHEN $8 = 1 THEN $9 ELSE address END, version = $10 \
-                             WHERE municipality = $11 AND registry_key = $12",
+                            "UPDATE rm_registry_entries SET facts = $1, birth_token = $2, version = $3 \
+                             WHERE municipality = $4 AND registry_key = $5",
                         )
-                        .bind(c.name.map(String::from))
-                        .bind(kana.0)
-                        .bind(kana.1)
-                        .bind(c.birth_date.map(String::from))
-                        .bind(c.sex.map(|s| s.code()))
-                        .bind(postal.0)
-                        .bind(postal.1)
-                        .bind(address.0)
-                        .bind(address.1)
+                        .bind(RowSealer::seal(&k, &aad, &facts)?)
+                        .bind(self.sealer.token(&municipality, BIRTH, facts.birth_date.as_str()))
                         .bind(version)
                         .bind(municipality)
                         .bind(key)
                     }
-                    Erasable::Erased => sqlx::query(
-                        "UPDATE rm_registry_entries SET name = NULL, kana = NULL, birth_date = NULL, sex = NULL, \
-                         postal_code = NULL, address = NULL, erased = 1, version = $1 \
-                         WHERE municipality = $2 AND registry_key = $3",
-                    )
-                    .bind(version)
-                    .bind(municipality)
-                    .bind(key),
+                    // Already erased, or its key went meanwhile.
+                    _ => blank(version, municipality, key),
                 }
             }
         };
@@ -130,6 +138,30 @@ impl View for RegistryView {
         sqlx::query("DELETE FROM rm_registry_entries").execute(conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
+}
+
+/// (municipality, registry key) of the event's stream.
+fn split(recorded: &Recorded<'_>) -> Result<(String, String), ProjectionError> {
+    match recorded.key().split_once('.') {
+        Some((municipality, key)) => Ok((municipality.to_owned(), key.to_owned())),
+        None => Err(recorded.error("stream key is not <municipality>.<registry key>")),
+    }
+}
+
+/// Blanks an entry: its facts and its token go, its key and version stay.
+fn blank<'q>(version: i64, municipality: String, key: String) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "UPDATE rm_registry_entries SET facts = NULL, birth_token = NULL, erased = 1, version = $1 \
+         WHERE municipality = $2 AND registry_key = $3",
+    )
+    .bind(version)
+    .bind(municipality)
+    .bind(key)
+}
+
+/// The AAD of an entry's sealed facts (`stream key` = `<municipality>.<registry key>`).
+fn aad(stream_key: &str) -> String {
+    format!("rm_registry_entries/{stream_key}")
 }
 
 /// One registry entry.
@@ -144,12 +176,12 @@ pub struct RegistryEntryRow {
     pub version: i64,
 }
 
-const SELECT: &str = "SELECT municipality, registry_key, name, kana, birth_date, sex, postal_code, address, erased, \
-     version FROM rm_registry_entries";
+const SELECT: &str = "SELECT municipality, registry_key, facts, erased, version FROM rm_registry_entries";
 
 /// The entry `key` of `municipality`.
 pub async fn get(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     key: &RegistryKey,
 ) -> Result<Option<RegistryEntryRow>, ProjectionError> {
@@ -159,33 +191,37 @@ pub async fn get(
         .fetch_optional(pool)
         .await
         .map_err(ProjectionError::from_sqlx)?;
-    r.as_ref().map(row).transpose()
+    Ok(open_rows(sealer, r.into_iter().collect()).await?.pop())
 }
 
 /// The entries of `municipality` matching the facts read from a card: the same birth date and sex, and the same
 /// name once spaces are removed on both sides (the registry separates family and given name by a full-width
-/// space, a card's text may not). In registry-key order.
+/// space, a card's text may not). In registry-key order. The birth date's token finds the entries of that day;
+/// they are opened and compared in memory.
 pub async fn find_by_facts(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     birth_date: &EraDate,
     name: &FullName,
     sex: Sex,
 ) -> Result<Vec<RegistryEntryRow>, ProjectionError> {
     // FullName has made every space the full-width one.
-    let compact: String = name.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+    let compact = |n: &FullName| n.as_str().chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let wanted = compact(name);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE municipality = $1 AND birth_date = $2 AND sex = $3 AND replace(name, '\u{3000}', '') = $4 \
-         ORDER BY registry_key"
+        "{SELECT} WHERE birth_token = $1 AND municipality = $2 ORDER BY registry_key"
     )))
+    .bind(sealer.token(municipality.as_str(), BIRTH, birth_date.as_str()))
     .bind(municipality.as_str().to_owned())
-    .bind(birth_date.as_str().to_owned())
-    .bind(sex.code())
-    .bind(compact)
     .fetch_all(pool)
     .await
     .map_err(ProjectionError::from_sqlx)?;
-    rows.iter().map(row).collect()
+    let mut rows = open_rows(sealer, rows).await?;
+    rows.retain(|r| {
+        r.facts.as_ref().is_some_and(|f| f.birth_date == *birth_date && f.sex == sex && compact(&f.name) == wanted)
+    });
+    Ok(rows)
 }
 
 /// For each of `keys` that `municipality` has: its stream version and its facts (`None` once erased). Keys it
@@ -193,6 +229,7 @@ pub async fn find_by_facts(
 /// up to a few fixed sizes (repeating a key) so that the statements stay few and prepared.
 pub async fn versions(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     keys: &[RegistryKey],
 ) -> Result<HashMap<RegistryKey, (u64, Option<RegistryFacts>)>, ProjectionError> {
@@ -214,8 +251,7 @@ pub async fn versions(
             query = query.bind(key.as_str().to_owned());
         }
         let rows = query.fetch_all(pool).await.map_err(ProjectionError::from_sqlx)?;
-        for r in &rows {
-            let entry = row(r)?;
+        for entry in open_rows(sealer, rows).await? {
             let version = u64::try_from(entry.version).map_err(|e| bad("version", &e))?;
             out.insert(entry.registry_key, (version, entry.facts));
         }
@@ -227,32 +263,46 @@ fn bad(what: &str, e: &dyn std::fmt::Display) -> ProjectionError {
     ProjectionError::Database(sqlx::Error::Decode(format!("rm_registry_entries.{what}: {e}").into()))
 }
 
-fn row(r: &AnyRow) -> Result<RegistryEntryRow, ProjectionError> {
+/// The entries of `rows`, in the same order, their facts opened with one key fetch for all. An entry whose key
+/// was destroyed reads as erased.
+async fn open_rows(sealer: &RowSealer, rows: Vec<AnyRow>) -> Result<Vec<RegistryEntryRow>, ProjectionError> {
     let get = ProjectionError::Database;
-    let s = |c: &str| r.try_get::<Option<String>, _>(c).map_err(get);
-    let municipality: String = r.try_get("municipality").map_err(get)?;
-    let key: String = r.try_get("registry_key").map_err(get)?;
-    let erased = r.try_get::<i64, _>("erased").map_err(get)? != 0;
-    let facts = match (erased, s("name")?, s("birth_date")?, s("sex")?) {
-        (false, Some(name), Some(birth_date), Some(sex)) => Some(RegistryFacts {
-            name: FullName::parse(&name).map_err(|e| bad("name", &e))?,
-            kana: s("kana")?.map(|v| KanaName::parse(&v)).transpose().map_err(|e| bad("kana", &e))?,
-            birth_date: EraDate::parse(&birth_date).map_err(|e| bad("birth_date", &e))?,
-            sex: Sex::parse(&sex).map_err(|e| bad("sex", &e))?,
-            postal_code: s("postal_code")?
-                .map(|v| PostalCode::parse(&v))
-                .transpose()
-                .map_err(|e| bad("postal_code", &e))?,
-            address: s("address")?.map(|v| Address::parse(&v)).transpose().map_err(|e| bad("address", &e))?,
-        }),
-        (false, ..) => return Err(bad("name", &"missing on an entry that is not erased")),
-        (true, ..) => None,
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let municipality: String = r.try_get("municipality").map_err(get)?;
+        let key: String = r.try_get("registry_key").map_err(get)?;
+        let municipality = MunicipalityCode::parse(&municipality).map_err(|e| bad("municipality", &e))?;
+        let key = RegistryKey::parse(&key).map_err(|e| bad("registry_key", &e))?;
+        let stream_key = registry::stream_key(&municipality, &key);
+        let subject = StreamId::new(RegistryEntry::STREAM_TYPE, &stream_key).map_err(|e| bad("registry_key", &e))?;
+        ids.push((municipality, key, stream_key, subject));
+    }
+    let subjects: Vec<StreamId> = ids.iter().map(|(.., s)| s.clone()).collect();
+    let keys = sealer.keys(&subjects).await?;
+    rows.iter()
+        .zip(ids)
+        .map(|(r, (municipality, key, stream_key, subject))| row(r, municipality, key, &stream_key, keys.get(&subject)))
+        .collect()
+}
+
+fn row(
+    r: &AnyRow,
+    municipality: MunicipalityCode,
+    registry_key: RegistryKey,
+    stream_key: &str,
+    key: Option<&DataKey>,
+) -> Result<RegistryEntryRow, ProjectionError> {
+    let get = ProjectionError::Database;
+    let sealed: Option<Vec<u8>> = r.try_get("facts").map_err(get)?;
+    let facts: Option<RegistryFacts> = match (sealed, key) {
+        (Some(sealed), Some(key)) => Some(RowSealer::open(key, &aad(stream_key), &sealed)?),
+        _ => None,
     };
     Ok(RegistryEntryRow {
-        municipality: MunicipalityCode::parse(&municipality).map_err(|e| bad("municipality", &e))?,
-        registry_key: RegistryKey::parse(&key).map_err(|e| bad("registry_key", &e))?,
+        municipality,
+        registry_key,
+        erased: facts.is_none(),
         facts,
-        erased,
         version: r.try_get("version").map_err(get)?,
     })
 }

@@ -2,11 +2,19 @@
 //! personal data, registry link, move-out, active card and version, and the searches the 利用者検索 screen runs
 //! (kana prefix, birth date, card FID) in keyset pages.
 //!
-//! Owns `rm_residents`. Personal data arrives already unsealed; when the resident's data key was destroyed it
-//! arrives as `Erased`, and then every personal column of the row is set to NULL (`erased = 1`) while ids, the
-//! card link and the status stay. `ResidentErased` (消去, his erasure decided) deletes his row in place: nothing
-//! about him — not even his registry key or card link — is left to find. Must not log personal data. Every query
-//! is confined to one municipality.
+//! Owns `rm_residents` and its blind index `rm_resident_tokens`. No personal value is stored in clear (issue 12,
+//! point 7): his personal data is one column, `personal`, sealed under his own data key (the key of his events)
+//! with AAD `rm_residents/<resident id>` ([`RowSealer`]); searches go through tokens (HMAC under the search key)
+//! of every prefix of his kana name (family || given, no spaces, the first [`MAX_PREFIX`] characters) and of his
+//! birth date, each tied to his municipality. A search therefore pages in resident-id order (keyset on the id);
+//! each page is shown sorted by kana. Ids, the registry key (an identifier), the card link and the status stay in
+//! clear; so does the FID in `rm_cards` (a card's number, not a name, address, birth date or contact).
+//!
+//! Personal data arrives already unsealed; when the resident's data key was destroyed it arrives as `Erased`
+//! (or his key is gone by the time it is applied), and then `personal` is NULL (`erased = 1`) and his tokens go,
+//! while ids, the card link and the status stay. `ResidentErased` (消去, his erasure decided) deletes his row and
+//! tokens in place: nothing about him — not even his registry key or card link — is left to find. Must not log
+//! personal data. Every query is confined to one municipality.
 
 use std::collections::BTreeMap;
 
@@ -14,25 +22,42 @@ use async_trait::async_trait;
 use cardap_domain::local_settings::{CustomValue, FieldKey};
 use cardap_domain::registry::RegistryKey;
 use cardap_domain::resident::{
-    CardFid, EraDate, Erasable, KanaName, PersonName, PersonalChanges, PersonalData, Resident, ResidentEvent,
-    ResidentId,
+    CardFid, EraDate, Erasable, KanaName, PersonName, PersonalData, Resident, ResidentEvent, ResidentId,
 };
 use cardap_domain::{Aggregate, MunicipalityCode};
+use cardap_store::{DataKey, StreamId};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::ProjectionError;
+use crate::sealing::RowSealer;
 use crate::typed::{Recorded, View};
 
-/// Builds `rm_residents`.
+/// Builds `rm_residents` and `rm_resident_tokens`.
 #[derive(Debug)]
-pub struct ResidentRegister;
+pub struct ResidentRegister {
+    sealer: RowSealer,
+}
+
+impl ResidentRegister {
+    pub fn new(sealer: RowSealer) -> Self {
+        ResidentRegister { sealer }
+    }
+}
 
 pub const NAME: &str = "residents";
 
 /// The largest page a search returns.
 pub const MAX_PAGE: u32 = 1000;
+
+/// The longest kana prefix with its own token. A longer typed prefix is searched by its first `MAX_PREFIX`
+/// characters and the opened names are compared with the whole of it (such a page may hold fewer rows).
+pub const MAX_PREFIX: usize = 20;
+
+/// Token kinds.
+const KANA: &str = "kana-prefix";
+const BIRTH: &str = "birth-date";
 
 #[async_trait]
 impl View for ResidentRegister {
@@ -49,88 +74,79 @@ impl View for ResidentRegister {
         let version = recorded.version();
         let at = recorded.at();
         let id = recorded.key().to_owned();
+        let subject = recorded.stream_id();
         let query = match decoded {
             ResidentEvent::Registered { id, municipality, registry_key, personal } => {
-                let p = match &personal {
-                    Erasable::Known(data) => Columns::of(data).map_err(|e| recorded.error(e))?,
-                    Erasable::Erased => Columns::default(),
+                let id = id.to_string();
+                let key = match personal.known() {
+                    Some(_) => self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject),
+                    None => None,
                 };
+                let sealed = match (personal.known(), &key) {
+                    (Some(data), Some(key)) => Some(RowSealer::seal(key, &aad(&id), data)?),
+                    _ => None,
+                };
+                let tokens = match (personal.known(), &sealed) {
+                    (Some(data), Some(_)) => self.tokens(municipality.as_str(), data),
+                    _ => Vec::new(),
+                };
+                write_tokens(conn, &id, &tokens).await?;
                 sqlx::query(
-                    "INSERT INTO rm_residents (municipality, resident_id, kana_family, kana_given, kana_search, \
-                     kanji_family, kanji_given, birth_date, sex, postal_code, address1, address2, phone, email, \
-                     occupation, custom_fields, registry_key, moved_out, active_fid, erased, version, registered_at, \
-                     updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 0, NULL, $18, \
-                     $19, $20, $20)",
+                    "INSERT INTO rm_residents (municipality, resident_id, personal, registry_key, moved_out, \
+                     active_fid, erased, version, registered_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 0, NULL, $5, $6, $7, $7)",
                 )
                 .bind(municipality.as_str().to_owned())
-                .bind(id.to_string())
-                .bind(p.kana_family)
-                .bind(p.kana_given)
-                .bind(p.kana_search)
-                .bind(p.kanji_family)
-                .bind(p.kanji_given)
-                .bind(p.birth_date)
-                .bind(p.sex)
-                .bind(p.postal_code)
-                .bind(p.address1)
-                .bind(p.address2)
-                .bind(p.phone)
-                .bind(p.email)
-                .bind(p.occupation)
-                .bind(p.custom_fields)
+                .bind(id)
+                .bind(sealed.clone())
                 .bind(registry_key.map(String::from))
-                .bind(i64::from(personal.known().is_none()))
+                .bind(i64::from(sealed.is_none()))
                 .bind(version)
                 .bind(at)
             }
             ResidentEvent::FieldsChanged { changes: Erasable::Known(c) } => {
-                let c = ChangeColumns::of(&c).map_err(|e| recorded.error(e))?;
-                // One statement: unchanged fields keep their value (COALESCE for required fields, a flag for
-                // optional ones, whose change may be a clear); custom fields are merged as a JSON merge patch
-                // in which `null` removes a key (stored values are never null).
-                let sql = if is_postgres(conn) {
-                    sql_change("jsonb_strip_nulls(custom_fields::jsonb || $20::jsonb)::text")
-                } else {
-                    sql_change("json_patch(custom_fields, $20)")
+                let current = sqlx::query("SELECT municipality, personal FROM rm_residents WHERE resident_id = $1")
+                    .bind(id.clone())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(ProjectionError::from_sqlx)?;
+                let Some(current) = current else {
+                    return Err(recorded.error("a change of a resident who is not registered"));
                 };
-                sqlx::query(sql)
-                    .bind(c.kana_family)
-                    .bind(c.kana_given)
-                    .bind(c.kana_search)
-                    .bind(c.kanji_family)
-                    .bind(c.kanji_given)
-                    .bind(c.birth_date)
-                    .bind(c.sex)
-                    .bind(c.postal_code.0)
-                    .bind(c.postal_code.1)
-                    .bind(c.address1.0)
-                    .bind(c.address1.1)
-                    .bind(c.address2.0)
-                    .bind(c.address2.1)
-                    .bind(c.phone.0)
-                    .bind(c.phone.1)
-                    .bind(c.email.0)
-                    .bind(c.email.1)
-                    .bind(c.occupation.0)
-                    .bind(c.occupation.1)
-                    .bind(c.custom_patch)
-                    .bind(version)
-                    .bind(at)
-                    .bind(id)
+                let municipality: String = current.try_get("municipality").map_err(ProjectionError::Database)?;
+                let blob: Option<Vec<u8>> = current.try_get("personal").map_err(ProjectionError::Database)?;
+                let key = match blob {
+                    Some(_) => self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject),
+                    None => None,
+                };
+                match (blob, key) {
+                    (Some(blob), Some(key)) => {
+                        let data: PersonalData = RowSealer::open(&key, &aad(&id), &blob)?;
+                        let searched_before = (data.kana_name.clone(), data.birth_date.clone());
+                        let data = c.apply_to(data);
+                        if (data.kana_name.clone(), data.birth_date.clone()) != searched_before {
+                            write_tokens(conn, &id, &self.tokens(&municipality, &data)).await?;
+                        }
+                        sqlx::query(
+                            "UPDATE rm_residents SET personal = $1, version = $2, updated_at = $3 \
+                             WHERE resident_id = $4",
+                        )
+                        .bind(RowSealer::seal(&key, &aad(&id), &data)?)
+                        .bind(version)
+                        .bind(at)
+                        .bind(id)
+                    }
+                    // Already erased, or his key went meanwhile: nothing personal is kept.
+                    _ => erase_personal(conn, &id, version, at).await?,
+                }
             }
-            ResidentEvent::FieldsChanged { changes: Erasable::Erased } => sqlx::query(
-                "UPDATE rm_residents SET kana_family = NULL, kana_given = NULL, kana_search = '', \
-                 kanji_family = NULL, kanji_given = NULL, birth_date = NULL, sex = NULL, postal_code = NULL, \
-                 address1 = NULL, address2 = NULL, phone = NULL, email = NULL, occupation = NULL, \
-                 custom_fields = NULL, erased = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
-            )
-            .bind(version)
-            .bind(at)
-            .bind(id),
+            ResidentEvent::FieldsChanged { changes: Erasable::Erased } => erase_personal(conn, &id, version, at).await?,
             // Erased (消去): his row goes, in place (no rebuild), so that no search — by kana, birth date, his card's
             // FID — and no registry key leads to him any more. A rebuild ends the same way.
-            ResidentEvent::Erased { .. } => sqlx::query("DELETE FROM rm_residents WHERE resident_id = $1").bind(id),
+            ResidentEvent::Erased { .. } => {
+                write_tokens(conn, &id, &[]).await?;
+                sqlx::query("DELETE FROM rm_residents WHERE resident_id = $1").bind(id)
+            }
             ResidentEvent::MovedOut => sqlx::query(
                 "UPDATE rm_residents SET moved_out = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
             )
@@ -158,30 +174,71 @@ impl View for ResidentRegister {
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_residents").execute(conn).await.map_err(ProjectionError::from_sqlx)?;
+        for table in ["rm_resident_tokens", "rm_residents"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *conn)
+                .await
+                .map_err(ProjectionError::from_sqlx)?;
+        }
         Ok(())
     }
 }
 
-fn is_postgres(conn: &AnyConnection) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("PostgreSQL")
+impl ResidentRegister {
+    /// The tokens a resident is found by: every prefix of his kana name and his birth date.
+    fn tokens(&self, municipality: &str, data: &PersonalData) -> Vec<Vec<u8>> {
+        let name = kana_search_key(data.kana_name.family.as_str(), data.kana_name.given.as_str());
+        let mut tokens: Vec<Vec<u8>> = prefixes(&name).map(|p| self.sealer.token(municipality, KANA, p)).collect();
+        tokens.push(self.sealer.token(municipality, BIRTH, data.birth_date.as_str()));
+        tokens
+    }
 }
 
-/// The change statement with the backend's JSON merge of `$20` into `custom_fields`.
-fn sql_change(merge: &'static str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!(
-        "UPDATE rm_residents SET kana_family = COALESCE($1, kana_family), kana_given = COALESCE($2, kana_given), \
-         kana_search = COALESCE($3, kana_search), kanji_family = COALESCE($4, kanji_family), \
-         kanji_given = COALESCE($5, kanji_given), birth_date = COALESCE($6, birth_date), sex = COALESCE($7, sex), \
-         postal_code = CASE WHEN $8 = 1 THEN $9 ELSE postal_code END, \
-         address1 = CASE WHEN $10 = 1 THEN $11 ELSE address1 END, \
-         address2 = CASE WHEN $12 = 1 THEN $13 ELSE address2 END, \
-         phone = CASE WHEN $14 = 1 THEN $15 ELSE phone END, \
-         email = CASE WHEN $16 = 1 THEN $17 ELSE email END, \
-         occupation = CASE WHEN $18 = 1 THEN $19 ELSE occupation END, \
-         custom_fields = CASE WHEN $20 IS NULL THEN custom_fields ELSE {merge} END, \
-         version = $21, updated_at = $22 WHERE resident_id = $23"
-    ))
+/// Every prefix of `name` up to [`MAX_PREFIX`] characters, shortest first.
+fn prefixes(name: &str) -> impl Iterator<Item = &str> {
+    name.char_indices().skip(1).map(|(i, _)| i).chain([name.len()]).take(MAX_PREFIX).map(|end| &name[..end])
+}
+
+/// The AAD of a resident's sealed row.
+fn aad(resident_id: &str) -> String {
+    format!("rm_residents/{resident_id}")
+}
+
+/// Replaces the resident's tokens with `tokens` (none: he is found by nothing any more).
+async fn write_tokens(conn: &mut AnyConnection, resident_id: &str, tokens: &[Vec<u8>]) -> Result<(), ProjectionError> {
+    sqlx::query("DELETE FROM rm_resident_tokens WHERE resident_id = $1")
+        .bind(resident_id.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(ProjectionError::from_sqlx)?;
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let values = (0..tokens.len()).map(|i| format!("(${}, $1)", i + 2)).collect::<Vec<_>>().join(", ");
+    // Tokens are distinct (another prefix length or kind each), so the statement never repeats a key.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO rm_resident_tokens (token, resident_id) VALUES {values}"
+    )))
+    .bind(resident_id.to_owned());
+    for token in tokens {
+        query = query.bind(token.clone());
+    }
+    query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+    Ok(())
+}
+
+/// The statement that blanks a resident's personal data (his key is gone) and drops his tokens first.
+async fn erase_personal<'q>(
+    conn: &mut AnyConnection,
+    id: &str,
+    version: i64,
+    at: String,
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, ProjectionError> {
+    write_tokens(conn, id, &[]).await?;
+    Ok(sqlx::query("UPDATE rm_residents SET personal = NULL, erased = 1, version = $1, updated_at = $2 WHERE resident_id = $3")
+        .bind(version)
+        .bind(at)
+        .bind(id.to_owned()))
 }
 
 /// The search key of a kana name: family and given name joined without separator, spaces removed, so that a
@@ -194,101 +251,6 @@ pub fn kana_search_key(family: &str, given: &str) -> String {
 fn normalize_prefix(prefix: &str) -> String {
     let compact: String = prefix.chars().filter(|c| !c.is_whitespace()).collect();
     KanaName::parse(&compact).map(String::from).unwrap_or(compact)
-}
-
-/// The personal columns of a registration; all `None` (and `kana_search` empty) once erased.
-#[derive(Default)]
-struct Columns {
-    kana_family: Option<String>,
-    kana_given: Option<String>,
-    kana_search: String,
-    kanji_family: Option<String>,
-    kanji_given: Option<String>,
-    birth_date: Option<String>,
-    sex: Option<String>,
-    postal_code: Option<String>,
-    address1: Option<String>,
-    address2: Option<String>,
-    phone: Option<String>,
-    email: Option<String>,
-    occupation: Option<String>,
-    custom_fields: Option<String>,
-}
-
-fn text<T: AsRef<str>>(v: &Option<T>) -> Option<String> {
-    v.as_ref().map(|v| v.as_ref().to_owned())
-}
-
-impl Columns {
-    fn of(p: &PersonalData) -> Result<Self, serde_json::Error> {
-        Ok(Columns {
-            kana_family: Some(p.kana_name.family.as_str().to_owned()),
-            kana_given: Some(p.kana_name.given.as_str().to_owned()),
-            kana_search: kana_search_key(p.kana_name.family.as_str(), p.kana_name.given.as_str()),
-            kanji_family: Some(p.kanji_name.family.as_str().to_owned()),
-            kanji_given: Some(p.kanji_name.given.as_str().to_owned()),
-            birth_date: Some(p.birth_date.as_str().to_owned()),
-            sex: Some(p.sex.code().to_owned()),
-            postal_code: p.postal_code.as_ref().map(|v| v.as_str().to_owned()),
-            address1: p.address1.as_ref().map(|v| v.as_str().to_owned()),
-            address2: p.address2.as_ref().map(|v| v.as_str().to_owned()),
-            phone: p.phone.as_ref().map(|v| v.as_str().to_owned()),
-            email: p.email.as_ref().map(|v| v.as_str().to_owned()),
-            occupation: p.occupation.as_ref().map(|v| v.as_str().to_owned()),
-            custom_fields: Some(serde_json::to_string(&p.custom_fields)?),
-        })
-    }
-}
-
-/// An optional field of a change: (1 if it changes, its new value).
-type Optional = (i64, Option<String>);
-
-/// The parameters of the change statement: `None` = unchanged.
-struct ChangeColumns {
-    kana_family: Option<String>,
-    kana_given: Option<String>,
-    kana_search: Option<String>,
-    kanji_family: Option<String>,
-    kanji_given: Option<String>,
-    birth_date: Option<String>,
-    sex: Option<String>,
-    postal_code: Optional,
-    address1: Optional,
-    address2: Optional,
-    phone: Optional,
-    email: Optional,
-    occupation: Optional,
-    /// JSON merge patch of the custom fields (`null` removes a key).
-    custom_patch: Option<String>,
-}
-
-impl ChangeColumns {
-    fn of(c: &PersonalChanges) -> Result<Self, serde_json::Error> {
-        fn optional<T: AsRef<str>>(v: &Option<Option<T>>) -> Optional {
-            match v {
-                Some(v) => (1, text(v)),
-                None => (0, None),
-            }
-        }
-        let custom_patch =
-            if c.custom_fields.is_empty() { None } else { Some(serde_json::to_string(&c.custom_fields)?) };
-        Ok(ChangeColumns {
-            kana_family: c.kana_name.as_ref().map(|n| n.family.as_str().to_owned()),
-            kana_given: c.kana_name.as_ref().map(|n| n.given.as_str().to_owned()),
-            kana_search: c.kana_name.as_ref().map(|n| kana_search_key(n.family.as_str(), n.given.as_str())),
-            kanji_family: c.kanji_name.as_ref().map(|n| n.family.as_str().to_owned()),
-            kanji_given: c.kanji_name.as_ref().map(|n| n.given.as_str().to_owned()),
-            birth_date: c.birth_date.as_ref().map(|d| d.as_str().to_owned()),
-            sex: c.sex.map(|s| s.code().to_owned()),
-            postal_code: optional(&c.postal_code.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            address1: optional(&c.address1.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            address2: optional(&c.address2.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            phone: optional(&c.phone.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            email: optional(&c.email.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            occupation: optional(&c.occupation.as_ref().map(|v| v.as_ref().map(|v| v.as_str()))),
-            custom_patch,
-        })
-    }
 }
 
 /// A resident as the screens and the API show him. Every personal field is `None` once erased.
@@ -321,11 +283,10 @@ pub struct ResidentRow {
     pub updated_at: String,
 }
 
-/// Where a search page ends: the last row's place in the order (kana_search, resident_id). Opaque to clients:
-/// the API encodes it as it likes and hands it back as `after`.
+/// Where a search page ends: the last resident id of the page in the search's order (resident id). Opaque to
+/// clients: the API encodes it as it likes and hands it back as `after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidentCursor {
-    pub kana_search: String,
     pub resident_id: ResidentId,
 }
 
@@ -347,18 +308,19 @@ pub struct ResidentSearch {
 /// One page of a search.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResidentPage {
+    /// Sorted by kana name (then resident id) within the page; pages follow each other in resident-id order.
     pub rows: Vec<ResidentRow>,
     /// The cursor of the next page, `None` on the last one.
     pub next: Option<ResidentCursor>,
 }
 
-const COLUMNS: &str = "r.resident_id, r.municipality, r.kana_family, r.kana_given, r.kana_search, r.kanji_family, \
-     r.kanji_given, r.birth_date, r.sex, r.postal_code, r.address1, r.address2, r.phone, r.email, r.occupation, \
-     r.custom_fields, r.registry_key, r.moved_out, r.active_fid, r.erased, r.version, r.registered_at, r.updated_at";
+const COLUMNS: &str = "r.resident_id, r.municipality, r.personal, r.registry_key, r.moved_out, r.active_fid, \
+     r.erased, r.version, r.registered_at, r.updated_at";
 
 /// A resident of `municipality`.
 pub async fn get(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     id: &ResidentId,
 ) -> Result<Option<ResidentRow>, ProjectionError> {
@@ -370,125 +332,154 @@ pub async fn get(
     .fetch_optional(pool)
     .await
     .map_err(ProjectionError::from_sqlx)?;
-    r.as_ref().map(|r| row(r).map(|(row, _)| row)).transpose()
+    Ok(open_rows(sealer, r.into_iter().collect()).await?.pop())
 }
 
-/// 利用者検索: the residents of `municipality` matching `search`, ordered by (kana, resident id), one page.
+/// 利用者検索: the residents of `municipality` matching `search`, one page in resident-id order (keyset on the
+/// id), the page itself sorted by kana name.
 ///
-/// Each condition is an index range: the kana prefix is `kana_search >= p AND kana_search < p || U+10FFFF` on
-/// (municipality, kana_search, resident_id), the birth date uses (municipality, birth_date, kana_search,
-/// resident_id), the FID goes through the card's primary key. The statement holds only the conditions given,
-/// so each combination gets a plan that uses them (no `$n IS NULL OR …`).
+/// The kana prefix and the birth date are each one token of `rm_resident_tokens` (primary key (token,
+/// resident_id): an index range already in keyset order); both = the first token's range with the second one
+/// checked per row; the FID goes through the card's primary key; no condition lists the municipality through
+/// (municipality, resident_id). The statement holds only the conditions given (no `$n IS NULL OR …`).
 pub async fn search(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     search: &ResidentSearch,
 ) -> Result<ResidentPage, ProjectionError> {
     let limit = search.limit.clamp(1, MAX_PAGE);
     let prefix = search.kana_prefix.as_deref().map(normalize_prefix).filter(|p| !p.is_empty());
+    let code = municipality.as_str();
+    let mut tokens = Vec::new();
+    if let Some(p) = &prefix {
+        let indexed = prefixes(p).last().unwrap_or(p);
+        tokens.push(sealer.token(code, KANA, indexed));
+    }
+    if let Some(date) = &search.birth_date {
+        tokens.push(sealer.token(code, BIRTH, date.as_str()));
+    }
     // Only fixed fragments and placeholders go into the SQL; every value is bound.
-    let mut sql = format!("SELECT {COLUMNS} FROM rm_residents r WHERE r.municipality = $1");
-    let mut n = 1;
+    let mut sql = match tokens.len() {
+        0 => format!("SELECT {COLUMNS}, r.resident_id AS k FROM rm_residents r WHERE r.municipality = $1"),
+        _ => format!(
+            "SELECT {COLUMNS}, t.resident_id AS k FROM rm_resident_tokens t \
+             JOIN rm_residents r ON r.resident_id = t.resident_id WHERE t.token = $2 AND r.municipality = $1"
+        ),
+    };
+    let key = if tokens.is_empty() { "r.resident_id" } else { "t.resident_id" };
+    let mut n = 1 + tokens.len().min(1);
     let mut param = || {
         n += 1;
         n
     };
-    if prefix.is_some() {
-        let (lo, hi) = (param(), param());
-        sql.push_str(&format!(" AND r.kana_search >= ${lo} AND r.kana_search < ${hi}"));
-    }
-    if search.birth_date.is_some() {
-        sql.push_str(&format!(" AND r.birth_date = ${}", param()));
+    for _ in tokens.iter().skip(1) {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM rm_resident_tokens t2 WHERE t2.token = ${} AND t2.resident_id = {key})",
+            param()
+        ));
     }
     if search.fid.is_some() {
         sql.push_str(&format!(
-            " AND r.resident_id = (SELECT c.resident_id FROM rm_cards c WHERE c.fid = ${} AND c.municipality = $1)",
+            " AND {key} = (SELECT c.resident_id FROM rm_cards c WHERE c.fid = ${} AND c.municipality = $1)",
             param()
         ));
     }
     if search.after.is_some() {
-        let (k, id) = (param(), param());
-        sql.push_str(&format!(" AND (r.kana_search, r.resident_id) > (${k}, ${id})"));
+        sql.push_str(&format!(" AND {key} > ${}", param()));
     }
-    sql.push_str(&format!(" ORDER BY r.kana_search, r.resident_id LIMIT ${}", param()));
+    sql.push_str(&format!(" ORDER BY {key} LIMIT ${}", param()));
 
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(municipality.as_str().to_owned());
-    if let Some(p) = prefix {
-        // Every name starting with p sorts at or after p and before p followed by the largest code point.
-        let upper = format!("{p}\u{10FFFF}");
-        // After a cursor the range starts at the cursor's key (implied by the keyset condition): SQLite takes
-        // only one range on the column, and this one skips the pages already seen.
-        let lower = match &search.after {
-            Some(after) if after.kana_search > p => after.kana_search.clone(),
-            _ => p,
-        };
-        query = query.bind(lower).bind(upper);
-    }
-    if let Some(date) = &search.birth_date {
-        query = query.bind(date.as_str().to_owned());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(code.to_owned());
+    for token in tokens {
+        query = query.bind(token);
     }
     if let Some(fid) = &search.fid {
         query = query.bind(fid.as_str().to_owned());
     }
     if let Some(after) = &search.after {
-        query = query.bind(after.kana_search.clone()).bind(after.resident_id.to_string());
+        query = query.bind(after.resident_id.to_string());
     }
     // One more than a page tells whether there is a next one.
-    let rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await.map_err(ProjectionError::from_sqlx)?;
-    let mut rows = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+    let mut rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await.map_err(ProjectionError::from_sqlx)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next = if more {
-        rows.last()
-            .map(|(r, kana_search)| ResidentCursor { kana_search: kana_search.clone(), resident_id: r.resident_id })
-    } else {
-        None
-    };
-    Ok(ResidentPage { rows: rows.into_iter().map(|(r, _)| r).collect(), next })
+    let mut rows = open_rows(sealer, rows).await?;
+    let next = if more { rows.last().map(|r| ResidentCursor { resident_id: r.resident_id }) } else { None };
+    // A prefix longer than the indexed one: the opened names tell the rest.
+    if let Some(p) = prefix.filter(|p| p.chars().count() > MAX_PREFIX) {
+        rows.retain(|r| r.kana_name.as_ref().is_some_and(|k| kana_search_key(&k.family, &k.given).starts_with(&p)));
+    }
+    rows.sort_by_cached_key(|r| {
+        (r.kana_name.as_ref().map(|k| kana_search_key(&k.family, &k.given)).unwrap_or_default(), r.resident_id)
+    });
+    Ok(ResidentPage { rows, next })
 }
 
 fn bad(what: &str, e: &dyn std::fmt::Display) -> ProjectionError {
     ProjectionError::Database(sqlx::Error::Decode(format!("rm_residents.{what}: {e}").into()))
 }
 
-/// A row and its `kana_search` (the cursor's key).
-fn row(r: &AnyRow) -> Result<(ResidentRow, String), ProjectionError> {
+/// The rows as the API shows them, in the same order, their personal data opened with one key fetch for all.
+/// A row whose key was destroyed reads as erased.
+async fn open_rows(sealer: &RowSealer, rows: Vec<AnyRow>) -> Result<Vec<ResidentRow>, ProjectionError> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get("resident_id").map_err(ProjectionError::Database)?;
+        ids.push(ResidentId::parse(&id).map_err(|e| bad("resident_id", &e))?);
+    }
+    let subjects: Vec<StreamId> = ids.iter().map(subject).collect::<Result<_, _>>()?;
+    let keys = sealer.keys(&subjects).await?;
+    rows.iter().zip(&subjects).map(|(r, s)| row(r, keys.get(s))).collect()
+}
+
+/// A resident's subject: his stream.
+fn subject(id: &ResidentId) -> Result<StreamId, ProjectionError> {
+    StreamId::new(Resident::STREAM_TYPE, &id.to_string()).map_err(|e| bad("resident_id", &e))
+}
+
+fn row(r: &AnyRow, key: Option<&DataKey>) -> Result<ResidentRow, ProjectionError> {
     let get = ProjectionError::Database;
     let s = |c: &str| r.try_get::<Option<String>, _>(c).map_err(get);
-    let name = |family: Option<String>, given: Option<String>| match (family, given) {
-        (Some(family), Some(given)) => Some(PersonName { family, given }),
-        _ => None,
-    };
     let id: String = r.try_get("resident_id").map_err(get)?;
     let municipality: String = r.try_get("municipality").map_err(get)?;
-    let custom_fields = s("custom_fields")?
-        .map(|j| serde_json::from_str::<BTreeMap<FieldKey, CustomValue>>(&j))
-        .transpose()
-        .map_err(|e| bad("custom_fields", &e))?;
-    let row = ResidentRow {
+    let sealed: Option<Vec<u8>> = r.try_get("personal").map_err(get)?;
+    let personal: Option<PersonalData> = match (sealed, key) {
+        (Some(sealed), Some(key)) => Some(RowSealer::open(key, &aad(&id), &sealed)?),
+        _ => None,
+    };
+    let p = personal.as_ref();
+    let text = |v: Option<&str>| v.map(str::to_owned);
+    Ok(ResidentRow {
         resident_id: ResidentId::parse(&id).map_err(|e| bad("resident_id", &e))?,
         municipality: MunicipalityCode::parse(&municipality).map_err(|e| bad("municipality", &e))?,
-        kana_name: name(s("kana_family")?, s("kana_given")?),
-        kanji_name: name(s("kanji_family")?, s("kanji_given")?),
-        birth_date: s("birth_date")?,
-        sex: s("sex")?,
-        postal_code: s("postal_code")?,
-        address1: s("address1")?,
-        address2: s("address2")?,
-        phone: s("phone")?,
-        email: s("email")?,
-        occupation: s("occupation")?,
-        custom_fields,
+        kana_name: p.map(|p| PersonName {
+            family: p.kana_name.family.as_str().to_owned(),
+            given: p.kana_name.given.as_str().to_owned(),
+        }),
+        kanji_name: p.map(|p| PersonName {
+            family: p.kanji_name.family.as_str().to_owned(),
+            given: p.kanji_name.given.as_str().to_owned(),
+        }),
+        birth_date: p.map(|p| p.birth_date.as_str().to_owned()),
+        sex: p.map(|p| p.sex.code().to_owned()),
+        postal_code: text(p.and_then(|p| p.postal_code.as_ref()).map(|v| v.as_str())),
+        address1: text(p.and_then(|p| p.address1.as_ref()).map(|v| v.as_str())),
+        address2: text(p.and_then(|p| p.address2.as_ref()).map(|v| v.as_str())),
+        phone: text(p.and_then(|p| p.phone.as_ref()).map(|v| v.as_str())),
+        email: text(p.and_then(|p| p.email.as_ref()).map(|v| v.as_str())),
+        occupation: text(p.and_then(|p| p.occupation.as_ref()).map(|v| v.as_str())),
+        custom_fields: p.map(|p| p.custom_fields.clone()),
         registry_key: s("registry_key")?
             .map(|k| RegistryKey::parse(&k))
             .transpose()
             .map_err(|e| bad("registry_key", &e))?,
         moved_out: r.try_get::<i64, _>("moved_out").map_err(get)? != 0,
         active_fid: s("active_fid")?.map(|f| CardFid::parse(&f)).transpose().map_err(|e| bad("active_fid", &e))?,
-        erased: r.try_get::<i64, _>("erased").map_err(get)? != 0,
+        // Erased in the row, or his key destroyed since (on another node, say): nothing personal can be read.
+        erased: personal.is_none(),
         version: r.try_get("version").map_err(get)?,
         registered_at: r.try_get("registered_at").map_err(get)?,
         updated_at: r.try_get("updated_at").map_err(get)?,
-    };
-    Ok((row, r.try_get("kana_search").map_err(get)?))
+    })
 }

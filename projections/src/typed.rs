@@ -44,6 +44,11 @@ impl Recorded<'_> {
         self.event.stream_id.key()
     }
 
+    /// The stream: the subject whose data key sealed the event's personal data.
+    pub fn stream_id(&self) -> &cardap_store::StreamId {
+        &self.event.stream_id
+    }
+
     pub fn stream_type(&self) -> &str {
         &self.event.stream_type
     }

@@ -26,6 +26,13 @@ use cardap_store::{Database, EventStore, ExpectedVersion, Metadata, NewEvent, St
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The event store as the server has it: personal data sealed under the subjects' keys, which the read models
+/// open with the same vault.
+async fn sealed(db: &Database) -> (Arc<dyn EventStore>, Arc<cardap_store::KeyVault>) {
+    let vault = db.key_vault(cardap_store::MasterKey::generate().unwrap()).unwrap();
+    (Arc::new(cardap_store::SealedEventStore::new(db.event_store(), vault.clone())), vault)
+}
+
 struct Backend {
     store: Arc<dyn EventStore>,
     read: ReadModels,
@@ -36,7 +43,8 @@ async fn postgres() -> Backend {
     let url = cardap_testkit::fresh_postgres_url().await;
     let db = Database::connect(&url, 10).await.unwrap();
     db.migrate().await.unwrap();
-    Backend { store: db.event_store(), read: ReadModels::connect(&url, 5).unwrap(), _dir: None }
+    let (store, vault) = sealed(&db).await;
+    Backend { store, read: ReadModels::connect(&url, 5, vault).unwrap(), _dir: None }
 }
 
 async fn sqlite() -> Backend {
@@ -44,7 +52,8 @@ async fn sqlite() -> Backend {
     let url = cardap_testkit::fresh_sqlite_url(dir.path());
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    Backend { store: db.event_store(), read: ReadModels::connect(&url, 4).unwrap(), _dir: Some(dir) }
+    let (store, vault) = sealed(&db).await;
+    Backend { store, read: ReadModels::connect(&url, 4, vault).unwrap(), _dir: Some(dir) }
 }
 
 impl Backend {
@@ -155,7 +164,7 @@ async fn registration_changes_and_move_out_are_reflected(b: Backend) {
     )
     .await;
     b.catch_up().await;
-    let row = residents::get(b.read.pool(), &code, &id).await.unwrap().unwrap();
+    let row = residents::get(b.read.pool(), b.read.sealer(), &code, &id).await.unwrap().unwrap();
     assert_eq!(row.kana_name, Some(PersonName { family: "ヤマダ".to_owned(), given: "タロウ".to_owned() }));
     assert_eq!(row.kanji_name, Some(PersonName { family: "山田".to_owned(), given: "太郎".to_owned() }));
     assert_eq!(row.birth_date.as_deref(), Some("3640107"));
@@ -188,7 +197,7 @@ async fn registration_changes_and_move_out_are_reflected(b: Backend) {
         PersonalChanges { occupation: Some(Some(Occupation::parse("教員").unwrap())), ..PersonalChanges::default() };
     b.resident(id, &[ResidentEvent::FieldsChanged { changes: Erasable::Known(only_occupation) }]).await;
     b.catch_up().await;
-    let row = residents::get(b.read.pool(), &code, &id).await.unwrap().unwrap();
+    let row = residents::get(b.read.pool(), b.read.sealer(), &code, &id).await.unwrap().unwrap();
     assert_eq!(kana(&row), "ヤマダジロウ");
     assert_eq!(row.kanji_name.as_ref().unwrap().given, "太郎", "the kanji name was not in the change");
     assert_eq!(row.phone.as_deref(), Some("090-1234-5678"));
@@ -206,21 +215,21 @@ async fn registration_changes_and_move_out_are_reflected(b: Backend) {
         ]))
     );
     assert_eq!(row.version, 3);
-    let found = residents::search(b.read.pool(), &code, &search(Some("ヤマダジ"))).await.unwrap();
+    let found = residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダジ"))).await.unwrap();
     assert_eq!(found.rows.len(), 1, "the search key follows the kana change");
-    assert!(residents::search(b.read.pool(), &code, &search(Some("ヤマダタ"))).await.unwrap().rows.is_empty());
+    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダタ"))).await.unwrap().rows.is_empty());
 
     b.resident(id, &[ResidentEvent::CardAttached { fid: fid("CARD1") }]).await;
     b.catch_up().await;
-    let row = residents::get(b.read.pool(), &code, &id).await.unwrap().unwrap();
+    let row = residents::get(b.read.pool(), b.read.sealer(), &code, &id).await.unwrap().unwrap();
     assert_eq!(row.active_fid, Some(fid("CARD1")));
     b.resident(id, &[ResidentEvent::CardDetached { fid: fid("CARD1") }, ResidentEvent::MovedOut]).await;
     b.catch_up().await;
-    let row = residents::get(b.read.pool(), &code, &id).await.unwrap().unwrap();
+    let row = residents::get(b.read.pool(), b.read.sealer(), &code, &id).await.unwrap().unwrap();
     assert_eq!((row.active_fid.clone(), row.moved_out, row.version), (None, true, 6));
     assert_eq!(row.phone.as_deref(), Some("090-1234-5678"), "moving out keeps the data");
 
-    assert!(residents::get(b.read.pool(), &sapporo(), &id).await.unwrap().is_none(), "another municipality's");
+    assert!(residents::get(b.read.pool(), b.read.sealer(), &sapporo(), &id).await.unwrap().is_none(), "another municipality's");
 }
 
 async fn erased_events_null_the_personal_columns(b: Backend) {
@@ -237,7 +246,7 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
     b.card("ERASE1", &[CardEvent::Registered { fid: fid("ERASE1"), municipality: code.clone(), resident_id: known }])
         .await;
     b.catch_up().await;
-    assert_eq!(residents::search(b.read.pool(), &code, &search(Some("サトウ"))).await.unwrap().rows.len(), 1);
+    assert_eq!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ"))).await.unwrap().rows.len(), 1);
 
     // The erasure is recorded as a change whose personal part is null (as is every event once the key is gone).
     b.append(
@@ -262,7 +271,7 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
     b.catch_up().await;
 
     for (id, version, active) in [(known, 3, Some(fid("ERASE1"))), (gone, 1, None)] {
-        let row = residents::get(b.read.pool(), &code, &id).await.unwrap().unwrap();
+        let row = residents::get(b.read.pool(), b.read.sealer(), &code, &id).await.unwrap().unwrap();
         assert!(row.erased);
         assert_eq!((row.kana_name.clone(), row.kanji_name.clone()), (None, None));
         assert_eq!((row.birth_date.clone(), row.sex.clone(), row.postal_code.clone()), (None, None, None));
@@ -271,13 +280,13 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
         assert_eq!((row.resident_id, row.version, row.active_fid.clone()), (id, version, active));
         assert!(!row.moved_out);
     }
-    let gone_row = residents::get(b.read.pool(), &code, &gone).await.unwrap().unwrap();
+    let gone_row = residents::get(b.read.pool(), b.read.sealer(), &code, &gone).await.unwrap().unwrap();
     assert_eq!(gone_row.registry_key.as_ref().map(|k| k.as_str()), Some("000999"), "the link stays");
-    assert!(residents::search(b.read.pool(), &code, &search(Some("サトウ"))).await.unwrap().rows.is_empty());
+    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ"))).await.unwrap().rows.is_empty());
     let by_card = ResidentSearch { fid: Some(fid("ERASE1")), limit: 10, ..ResidentSearch::default() };
-    let found = residents::search(b.read.pool(), &code, &by_card).await.unwrap();
+    let found = residents::search(b.read.pool(), b.read.sealer(), &code, &by_card).await.unwrap();
     assert_eq!(found.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![known], "found by his card");
-    let all = residents::search(b.read.pool(), &code, &search(None)).await.unwrap();
+    let all = residents::search(b.read.pool(), b.read.sealer(), &code, &search(None)).await.unwrap();
     assert_eq!(all.rows.len(), 2, "erased residents are still listed (ids, card, status)");
 }
 
@@ -293,7 +302,7 @@ async fn erasure_events_purge_the_rows_in_place(b: Backend) {
     b.card("ERASE2", &[CardEvent::Registered { fid: fid("ERASE2"), municipality: code.clone(), resident_id: him }])
         .await;
     b.catch_up().await;
-    assert_eq!(residents::search(b.read.pool(), &code, &search(Some("ヤマダ"))).await.unwrap().rows.len(), 2);
+    assert_eq!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダ"))).await.unwrap().rows.len(), 2);
 
     b.append(
         Resident::STREAM_TYPE,
@@ -304,15 +313,15 @@ async fn erasure_events_purge_the_rows_in_place(b: Backend) {
     b.append(RegistryEntry::STREAM_TYPE, "131016.0001", vec![NewEvent::new("RegistryEntryErased", 1, json!({}))]).await;
     b.catch_up().await;
 
-    assert_eq!(residents::get(b.read.pool(), &code, &him).await.unwrap(), None);
-    let by_kana = residents::search(b.read.pool(), &code, &search(Some("ヤマダ"))).await.unwrap();
+    assert_eq!(residents::get(b.read.pool(), b.read.sealer(), &code, &him).await.unwrap(), None);
+    let by_kana = residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダ"))).await.unwrap();
     assert_eq!(by_kana.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![other]);
     let by_card = ResidentSearch { fid: Some(fid("ERASE2")), limit: 10, ..ResidentSearch::default() };
-    assert!(residents::search(b.read.pool(), &code, &by_card).await.unwrap().rows.is_empty());
-    let entry = registry::get(b.read.pool(), &code, &RegistryKey::parse("0001").unwrap()).await.unwrap().unwrap();
+    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &by_card).await.unwrap().rows.is_empty());
+    let entry = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0001").unwrap()).await.unwrap().unwrap();
     assert!(entry.erased && entry.facts.is_none(), "{entry:?}");
     assert_eq!(entry.version, 2);
-    let kept = registry::get(b.read.pool(), &code, &RegistryKey::parse("0002").unwrap()).await.unwrap().unwrap();
+    let kept = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0002").unwrap()).await.unwrap().unwrap();
     assert!(!kept.erased && kept.facts.is_some());
 }
 
@@ -427,45 +436,51 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
     .await;
     b.catch_up().await;
     let pool = b.read.pool();
+    let sealer = b.read.sealer();
     let names = |rows: &[ResidentRow]| rows.iter().map(kana).collect::<Vec<_>>();
 
-    let page = residents::search(pool, &code, &search(Some("ヤマダ"))).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &search(Some("ヤマダ"))).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマダイスケ", "ヤマダタケシ", "ヤマダタロウ", "ヤマダハナコ"]);
     assert_eq!(page.next, None);
-    let page = residents::search(pool, &code, &search(Some("ヤマダタ"))).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &search(Some("ヤマダタ"))).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマダタケシ", "ヤマダタロウ"], "a prefix running into the given name");
-    let page = residents::search(pool, &code, &search(Some("ヤマダ　タロ"))).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &search(Some("ヤマダ　タロ"))).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマダタロウ"], "spaces in the prefix are ignored");
-    let page = residents::search(pool, &code, &search(Some("ﾔﾏﾓﾄ"))).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &search(Some("ﾔﾏﾓﾄ"))).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマモトイチロウ"], "half-width kana is made full-width");
-    let page = residents::search(pool, &code, &search(Some("ヤマ"))).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &search(Some("ヤマ"))).await.unwrap();
     assert_eq!(page.rows.len(), 6);
-    assert!(residents::search(pool, &code, &search(Some("ヤマダロ"))).await.unwrap().rows.is_empty());
+    assert!(residents::search(pool, sealer, &code, &search(Some("ヤマダロ"))).await.unwrap().rows.is_empty());
 
     let by_date = ResidentSearch { birth_date: Some(date("3640107")), limit: 100, ..ResidentSearch::default() };
-    let page = residents::search(pool, &code, &by_date).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &by_date).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマダタケシ", "ヤマダタロウ", "ヤマモトイチロウ"]);
     let both = ResidentSearch { kana_prefix: Some("ヤマダ".to_owned()), ..by_date.clone() };
-    assert_eq!(names(&residents::search(pool, &code, &both).await.unwrap().rows), ["ヤマダタケシ", "ヤマダタロウ"]);
+    assert_eq!(names(&residents::search(pool, sealer, &code, &both).await.unwrap().rows), ["ヤマダタケシ", "ヤマダタロウ"]);
 
     let by_fid = ResidentSearch { fid: Some(fid("SEARCH1")), limit: 100, ..ResidentSearch::default() };
-    let page = residents::search(pool, &code, &by_fid).await.unwrap();
+    let page = residents::search(pool, sealer, &code, &by_fid).await.unwrap();
     assert_eq!(page.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![ids[4]]);
     let wrong = ResidentSearch { kana_prefix: Some("スズキ".to_owned()), ..by_fid.clone() };
-    assert!(residents::search(pool, &code, &wrong).await.unwrap().rows.is_empty(), "conditions are combined");
+    assert!(residents::search(pool, sealer, &code, &wrong).await.unwrap().rows.is_empty(), "conditions are combined");
     let unknown = ResidentSearch { fid: Some(fid("NOSUCH")), limit: 100, ..ResidentSearch::default() };
-    assert!(residents::search(pool, &code, &unknown).await.unwrap().rows.is_empty());
+    assert!(residents::search(pool, sealer, &code, &unknown).await.unwrap().rows.is_empty());
 
-    // Pages of 3 through everything: no duplicates, no gaps, the same order as one big page.
-    let everything = residents::search(pool, &code, &search(None)).await.unwrap().rows;
+    // Pages of 3 through everything: no duplicates, no gaps. Pages follow each other in resident-id order (the
+    // blind index cannot sort by name); each page, and so one big page, is sorted by kana.
+    let everything = residents::search(pool, sealer, &code, &search(None)).await.unwrap().rows;
     assert_eq!(everything.len(), 28);
     for (prefix, size) in [(None, 3), (Some("タナカ"), 7), (Some("ヤマ"), 2)] {
         let mut paged: Vec<ResidentRow> = Vec::new();
         let mut after: Option<ResidentCursor> = None;
         loop {
             let s = ResidentSearch { kana_prefix: prefix.map(str::to_owned), after, limit: size, ..Default::default() };
-            let page = residents::search(pool, &code, &s).await.unwrap();
+            let page = residents::search(pool, sealer, &code, &s).await.unwrap();
             assert!(page.rows.len() <= size as usize);
+            let names: Vec<String> = page.rows.iter().map(kana).collect();
+            assert!(names.is_sorted(), "a page is sorted by kana: {names:?}");
+            let last_before = paged.iter().map(|r| r.resident_id).max();
+            assert!(page.rows.iter().all(|r| last_before.is_none_or(|l| r.resident_id > l)), "keyset on the id");
             paged.extend(page.rows);
             // The cursor is meant to travel through the API as an opaque token.
             let token = page.next.map(|c| serde_json::to_string(&c).unwrap());
@@ -474,8 +489,10 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
                 break;
             }
         }
-        let expected: Vec<&ResidentRow> =
+        let mut expected: Vec<&ResidentRow> =
             everything.iter().filter(|r| prefix.is_none_or(|p| kana(r).starts_with(p))).collect();
+        expected.sort_by_key(|r| r.resident_id);
+        paged.sort_by_key(|r| r.resident_id);
         assert_eq!(paged.iter().collect::<Vec<_>>(), expected, "{prefix:?} in pages of {size}");
     }
     let ordered: Vec<String> = everything.iter().map(kana).collect();
@@ -486,12 +503,12 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
     // Isolation: the same searches for another municipality see only its own rows, or nothing.
     let other = MunicipalityCode::parse("271004").unwrap();
     for s in [search(Some("ヤマダ")), by_date.clone(), by_fid.clone(), search(None)] {
-        assert!(residents::search(pool, &other, &s).await.unwrap().rows.is_empty());
+        assert!(residents::search(pool, sealer, &other, &s).await.unwrap().rows.is_empty());
     }
-    let theirs = residents::search(pool, &sapporo(), &search(None)).await.unwrap().rows;
+    let theirs = residents::search(pool, sealer, &sapporo(), &search(None)).await.unwrap().rows;
     assert_eq!(theirs.len(), PEOPLE.len());
     assert!(theirs.iter().all(|r| r.municipality == sapporo()));
-    assert!(residents::search(pool, &sapporo(), &by_fid).await.unwrap().rows.is_empty(), "the card is Chiyoda's");
+    assert!(residents::search(pool, sealer, &sapporo(), &by_fid).await.unwrap().rows.is_empty(), "the card is Chiyoda's");
 }
 
 fn facts(name: &str, birth: &str, sex: Sex) -> RegistryFacts {
@@ -535,54 +552,55 @@ async fn registry_entries_imports_changes_and_versions(b: Backend) {
     .await;
     b.catch_up().await;
     let pool = b.read.pool();
+    let sealer = b.read.sealer();
 
-    let one = registry::get(pool, &code, &k("0001")).await.unwrap().unwrap();
+    let one = registry::get(pool, sealer, &code, &k("0001")).await.unwrap().unwrap();
     assert_eq!((one.version, one.erased), (1, false));
     assert_eq!(one.facts, Some(facts("山田　太郎", "3640107", Sex::Male)));
-    let two = registry::get(pool, &code, &k("0002")).await.unwrap().unwrap();
+    let two = registry::get(pool, sealer, &code, &k("0002")).await.unwrap().unwrap();
     let mut expected = facts("佐藤　花子", "3640107", Sex::Female);
     expected.address = None;
     assert_eq!((two.version, two.facts.clone()), (2, Some(expected.clone())));
-    let three = registry::get(pool, &code, &k("0003")).await.unwrap().unwrap();
+    let three = registry::get(pool, sealer, &code, &k("0003")).await.unwrap().unwrap();
     assert_eq!((three.version, three.erased, three.facts), (2, true, None));
-    assert!(registry::get(pool, &code, &k("0404")).await.unwrap().is_none());
+    assert!(registry::get(pool, sealer, &code, &k("0404")).await.unwrap().is_none());
 
-    let versions = registry::versions(pool, &code, &[k("0001"), k("0002"), k("0003"), k("0404")]).await.unwrap();
+    let versions = registry::versions(pool, sealer, &code, &[k("0001"), k("0002"), k("0003"), k("0404")]).await.unwrap();
     assert_eq!(versions.len(), 3);
     assert_eq!(versions[&k("0001")], (1, Some(facts("山田　太郎", "3640107", Sex::Male))));
     assert_eq!(versions[&k("0002")], (2, Some(expected)));
     assert_eq!(versions[&k("0003")], (2, None));
     // More keys than one statement takes.
     let many: Vec<RegistryKey> = (0..2345).map(|i| k(&format!("{i:04}"))).collect();
-    let found = registry::versions(pool, &code, &many).await.unwrap();
+    let found = registry::versions(pool, sealer, &code, &many).await.unwrap();
     assert_eq!(found.keys().map(|k| k.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from(["0001", "0002", "0003"]));
-    let theirs = registry::versions(pool, &sapporo(), &[k("0001"), k("0002")]).await.unwrap();
+    let theirs = registry::versions(pool, sealer, &sapporo(), &[k("0001"), k("0002")]).await.unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[&k("0001")].1.as_ref().unwrap().name.as_str(), "札幌　太郎");
-    assert!(registry::versions(pool, &code, &[]).await.unwrap().is_empty());
+    assert!(registry::versions(pool, sealer, &code, &[]).await.unwrap().is_empty());
 
     // Lookup by the facts read from a card: spaces do not matter, birth date and sex must match exactly.
     for name in ["山田　太郎", "山田 太郎", "山田太郎"] {
-        let found = registry::find_by_facts(pool, &code, &date("3640107"), &FullName::parse(name).unwrap(), Sex::Male)
+        let found = registry::find_by_facts(pool, sealer, &code, &date("3640107"), &FullName::parse(name).unwrap(), Sex::Male)
             .await
             .unwrap();
         assert_eq!(found.iter().map(|e| e.registry_key.as_str()).collect::<Vec<_>>(), ["0001"], "{name}");
     }
     let name = FullName::parse("山田太郎").unwrap();
-    assert!(registry::find_by_facts(pool, &code, &date("3640107"), &name, Sex::Female).await.unwrap().is_empty());
-    assert!(registry::find_by_facts(pool, &code, &date("3640106"), &name, Sex::Male).await.unwrap().is_empty());
+    assert!(registry::find_by_facts(pool, sealer, &code, &date("3640107"), &name, Sex::Female).await.unwrap().is_empty());
+    assert!(registry::find_by_facts(pool, sealer, &code, &date("3640106"), &name, Sex::Male).await.unwrap().is_empty());
     let old_name = FullName::parse("山田花子").unwrap();
     assert!(
-        registry::find_by_facts(pool, &code, &date("3640107"), &old_name, Sex::Female).await.unwrap().is_empty(),
+        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &old_name, Sex::Female).await.unwrap().is_empty(),
         "the changed name is the one that counts"
     );
     let found =
-        registry::find_by_facts(pool, &sapporo(), &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
+        registry::find_by_facts(pool, sealer, &sapporo(), &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
             .await
             .unwrap();
     assert_eq!(found.len(), 1);
     assert!(
-        registry::find_by_facts(pool, &code, &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
+        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
             .await
             .unwrap()
             .is_empty()
@@ -654,7 +672,7 @@ async fn a_rebuild_reproduces_the_same_rows(b: Backend) {
         .await;
     }
     b.catch_up().await;
-    let before = residents::search(b.read.pool(), &code, &search(None)).await.unwrap();
+    let before = residents::search(b.read.pool(), b.read.sealer(), &code, &search(None)).await.unwrap();
     let counts = cards::ap_counts(b.read.pool(), &code).await.unwrap();
     assert_eq!(counts, vec![(bid("01"), PEOPLE.len() as u64)]);
     for name in ["residents", "cards"] {
@@ -662,10 +680,10 @@ async fn a_rebuild_reproduces_the_same_rows(b: Backend) {
         let runner = cardap_projections::ProjectionRunner::new(b.store.clone(), b.read.pool().clone(), projection);
         runner.reset().await.unwrap();
     }
-    assert!(residents::search(b.read.pool(), &code, &search(None)).await.unwrap().rows.is_empty());
+    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(None)).await.unwrap().rows.is_empty());
     assert!(cards::ap_counts(b.read.pool(), &code).await.unwrap().is_empty());
     b.catch_up().await;
-    assert_eq!(residents::search(b.read.pool(), &code, &search(None)).await.unwrap(), before);
+    assert_eq!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(None)).await.unwrap(), before);
     assert_eq!(cards::ap_counts(b.read.pool(), &code).await.unwrap(), counts);
 }
 

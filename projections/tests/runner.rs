@@ -15,6 +15,13 @@ use cardap_projections::ReadModels;
 use cardap_projections::municipalities::{self, MunicipalityRow, Visible};
 use cardap_store::{Checkpoint, CommandId, Database, EventStore, StreamId};
 
+/// The event store as the server has it: personal data sealed under the subjects' keys, which the read models
+/// open with the same vault.
+async fn sealed(db: &Database) -> (Arc<dyn EventStore>, Arc<cardap_store::KeyVault>) {
+    let vault = db.key_vault(cardap_store::MasterKey::generate().unwrap()).unwrap();
+    (Arc::new(cardap_store::SealedEventStore::new(db.event_store(), vault.clone())), vault)
+}
+
 struct Backend {
     store: Arc<dyn EventStore>,
     read: ReadModels,
@@ -25,7 +32,8 @@ async fn postgres() -> Backend {
     let url = cardap_testkit::fresh_postgres_url().await;
     let db = Database::connect(&url, 10).await.unwrap();
     db.migrate().await.unwrap();
-    Backend { store: db.event_store(), read: ReadModels::connect(&url, 5).unwrap(), _dir: None }
+    let (store, vault) = sealed(&db).await;
+    Backend { store, read: ReadModels::connect(&url, 5, vault).unwrap(), _dir: None }
 }
 
 async fn sqlite() -> Backend {
@@ -33,7 +41,8 @@ async fn sqlite() -> Backend {
     let url = cardap_testkit::fresh_sqlite_url(dir.path());
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    Backend { store: db.event_store(), read: ReadModels::connect(&url, 4).unwrap(), _dir: Some(dir) }
+    let (store, vault) = sealed(&db).await;
+    Backend { store, read: ReadModels::connect(&url, 4, vault).unwrap(), _dir: Some(dir) }
 }
 
 /// Registers `n` municipalities (valid codes 13xxx + check digit) and renames every other one.

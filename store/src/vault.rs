@@ -255,6 +255,27 @@ impl DataKey {
     pub(crate) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], ciphertext: Vec<u8>) -> Option<Vec<u8>> {
         open_with(&self.0, nonce, aad, ciphertext)
     }
+
+    /// Seals a value kept outside the event log under this subject's key (a read model's personal columns):
+    /// AES-256-GCM with a fresh random nonce, as `nonce || ciphertext || tag`. `aad` says where the value belongs
+    /// (table and row), so that it cannot be moved to another row.
+    pub fn seal_value(&self, aad: &[u8], plaintext: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let (nonce, mut sealed) = self.seal(aad, plaintext)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.append(&mut sealed);
+        Ok(out)
+    }
+
+    /// The value [`DataKey::seal_value`] sealed with `aad`, or `None` when it was altered, belongs to another row
+    /// or was sealed under another key.
+    pub fn open_value(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        self.open(nonce.try_into().ok()?, aad, ciphertext.to_vec())
+    }
 }
 
 /// What the cache knows of a subject. A destroyed key is destroyed for good, so that is cached too; a subject
@@ -422,6 +443,42 @@ impl KeyVault {
     /// Drops every cached key.
     pub fn clear_cache(&self) {
         self.lock_cache().clear();
+    }
+
+    /// A key for one purpose derived from the master key ([`MasterKey::derive_key`]), e.g. the search key of
+    /// the read models' blind indexes.
+    pub fn derive_key(&self, label: &str) -> [u8; KEY_LEN] {
+        self.master.derive_key(label)
+    }
+
+    /// What this process's cache knows of `subjects`, without any IO: `Some(key)`, `None` for a destroyed key;
+    /// subjects it does not know are absent (look them up with [`KeyVault::adopt`]).
+    pub fn cached(&self, subjects: &[StreamId]) -> HashMap<StreamId, Option<DataKey>> {
+        let cache = self.lock_cache();
+        subjects
+            .iter()
+            .filter_map(|s| {
+                cache.get(s.as_str()).map(|c| match c {
+                    Cached::Key(key) => (s.clone(), Some(key.clone())),
+                    Cached::Destroyed => (s.clone(), None),
+                })
+            })
+            .collect()
+    }
+
+    /// Unwraps (and caches) a `personal_data_keys` row the caller read itself, inside its own transaction (a
+    /// projection: on SQLite it must not wait for the event store's writer while it holds the write lock).
+    /// `wrapped` is the row's `wrapped_key`: `None` once destroyed.
+    pub fn adopt(&self, subject: &StreamId, wrapped: Option<Vec<u8>>) -> Result<Option<DataKey>, StoreError> {
+        let entry = match wrapped {
+            Some(wrapped) => Cached::Key(self.unwrap_key(subject.as_str(), wrapped)?),
+            None => Cached::Destroyed,
+        };
+        self.remember([(subject.as_str().to_owned(), entry.clone())]);
+        Ok(match entry {
+            Cached::Key(key) => Some(key),
+            Cached::Destroyed => None,
+        })
     }
 
     /// Cached entries first, then one read for the misses and, with `create`, one batch creation for the subjects

@@ -651,7 +651,8 @@ pub async fn register(
     Ok(response)
 }
 
-/// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match), ordered by kana name.
+/// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match): pages in resident-id order,
+/// each page sorted by kana name (names are searched through blind indexes, which cannot sort them).
 #[utoipa::path(get, operation_id = "searchResidents",
     path = "/api/v1/municipalities/{code}/residents", tag = "residents",
     params(("code" = String, Path, description = "全国地方公共団体コード"), ResidentQuery),

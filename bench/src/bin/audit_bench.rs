@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use cardap_api::app::{open_database, sealed_store};
+use cardap_api::app::{open_database, sealed_store_and_vault};
 use cardap_api::settings::Settings;
 use cardap_commands::history::{History, HistoryQuery};
 use cardap_domain::operator::OperatorId;
@@ -56,8 +56,8 @@ async fn main() -> Result<()> {
     let settings = Settings::for_tests(args.database_url.clone());
     let db = open_database(&settings).await.context("open and migrate the database")?;
     let master = MasterKey::generate().context("a master key")?;
-    let store = sealed_store(&db, &master).await?;
-    let read = ReadModels::connect(&args.database_url, 4)?;
+    let (store, vault) = sealed_store_and_vault(&db, &master).await?;
+    let read = ReadModels::connect(&args.database_url, 4, vault)?;
     let pool = sqlx::PgPool::connect(&args.database_url).await?;
 
     let codes = municipalities();

@@ -1,0 +1,108 @@
+//! Personal data at rest in the read models (issue 12, point 7): the sealed column of a row and the keyed blind
+//! indexes its searches go through.
+//!
+//! Owns [`RowSealer`]: sealing a row's personal fields as one blob under the subject's own data key (the key of
+//! his events, from the [`KeyVault`]; AAD = table and row key, so a blob cannot be moved to another row), opening
+//! the blobs of a page with one key fetch, and the search tokens: HMAC-SHA-256 under a search key derived from
+//! the master key (`cardap read-model search index v1`) over `municipality 0x1f kind 0x1f value`, cut to
+//! [`TOKEN_LEN`] bytes. Without the master key a copy of the database shows neither the fields nor what the
+//! tokens stand for; a destroyed data key leaves a blob nobody can open (the row reads as erased).
+//!
+//! Must not: log or put into an error a plaintext, a key, or the value a token was made of.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cardap_store::{DataKey, KeyVault, StoreError, StreamId};
+use ring::hmac;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{AnyConnection, Row};
+
+use crate::ProjectionError;
+
+/// Bytes of a search token: 128 bits are plenty against collisions in one municipality.
+pub const TOKEN_LEN: usize = 16;
+
+/// The label the search key is derived under; a new version means new tokens (a rebuild).
+const SEARCH_KEY_LABEL: &str = "cardap read-model search index v1";
+
+/// Seals and opens read-model rows and makes their search tokens. Cheap to clone (shares the vault).
+#[derive(Clone)]
+pub struct RowSealer {
+    vault: Arc<KeyVault>,
+    search: hmac::Key,
+}
+
+impl std::fmt::Debug for RowSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowSealer(<redacted>)")
+    }
+}
+
+impl RowSealer {
+    /// Seals with the data keys of `vault` (share the process's one: it holds the key cache).
+    pub fn new(vault: Arc<KeyVault>) -> Self {
+        let search = hmac::Key::new(hmac::HMAC_SHA256, &vault.derive_key(SEARCH_KEY_LABEL));
+        RowSealer { vault, search }
+    }
+
+    /// The blind index token of `value` as a `kind` of search in `municipality`.
+    pub fn token(&self, municipality: &str, kind: &str, value: &str) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.search);
+        for (i, part) in [municipality, kind, value].into_iter().enumerate() {
+            if i > 0 {
+                ctx.update(&[0x1f]);
+            }
+            ctx.update(part.as_bytes());
+        }
+        ctx.sign().as_ref()[..TOKEN_LEN].to_vec()
+    }
+
+    /// The data keys of `subjects` for a projection, read inside its transaction `conn` when this process has
+    /// not cached them (never through the vault's own pool: on SQLite that would wait for the event store's
+    /// writer while this transaction holds the write lock). Destroyed and unknown subjects are absent.
+    pub async fn keys_in(
+        &self,
+        conn: &mut AnyConnection,
+        subjects: &[StreamId],
+    ) -> Result<HashMap<StreamId, DataKey>, ProjectionError> {
+        let cached = self.vault.cached(subjects);
+        let mut keys: HashMap<StreamId, DataKey> =
+            cached.iter().filter_map(|(s, k)| k.clone().map(|k| (s.clone(), k))).collect();
+        for subject in subjects.iter().filter(|s| !cached.contains_key(*s)) {
+            let row = sqlx::query("SELECT wrapped_key FROM personal_data_keys WHERE subject = $1")
+                .bind(subject.as_str().to_owned())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(ProjectionError::from_sqlx)?;
+            let Some(row) = row else { continue };
+            let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(ProjectionError::Database)?;
+            if let Some(key) = self.vault.adopt(subject, wrapped)? {
+                keys.insert(subject.clone(), key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The data keys of `subjects` for a query (one batch for those not cached). Destroyed and unknown subjects
+    /// are absent: their rows read as erased.
+    pub async fn keys(&self, subjects: &[StreamId]) -> Result<HashMap<StreamId, DataKey>, ProjectionError> {
+        Ok(self.vault.get(subjects).await?)
+    }
+
+    /// `value` as JSON sealed under `key` for the row `aad`.
+    pub fn seal<T: Serialize>(key: &DataKey, aad: &str, value: &T) -> Result<Vec<u8>, ProjectionError> {
+        let plaintext = serde_json::to_vec(value)
+            .map_err(|_| ProjectionError::Store(StoreError::Corrupt(format!("the personal data of {aad} is not JSON"))))?;
+        Ok(key.seal_value(aad.as_bytes(), plaintext)?)
+    }
+
+    /// The value [`RowSealer::seal`] sealed for the row `aad`. A blob that does not open under the subject's key
+    /// (altered, moved from another row) is an error, never silently erased data.
+    pub fn open<T: DeserializeOwned>(key: &DataKey, aad: &str, sealed: &[u8]) -> Result<T, ProjectionError> {
+        let corrupt = |what: &str| ProjectionError::Store(StoreError::Corrupt(format!("the sealed row {aad} {what}")));
+        let plaintext = key.open_value(aad.as_bytes(), sealed).ok_or_else(|| corrupt("does not open under its key"))?;
+        serde_json::from_slice(&plaintext).map_err(|_| corrupt("does not hold the expected fields"))
+    }
+}
