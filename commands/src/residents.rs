@@ -150,7 +150,9 @@ impl ResidentServices {
         search: &ResidentSearch,
     ) -> Result<ResidentPage> {
         authorize_read(ctx, Permission::ViewResidents(code.clone()))?;
-        let page = cardap_projections::residents::search(self.read.pool(), self.read.sealer(), code, search).await.map_err(query_failed)?;
+        let page = cardap_projections::residents::search(self.read.pool(), self.read.sealer(), code, search)
+            .await
+            .map_err(query_failed)?;
         let ids: Vec<ResidentId> = page.rows.iter().map(|r| r.resident_id).collect();
         self.reads.record(ctx, code, ReadOperation::ResidentSearch, &ids, &[]).await?;
         Ok(page)

@@ -96,7 +96,9 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
             .unwrap();
     }
     // These tests read no resident read model: a vault on an empty database is enough for its sealer.
-    let vault = Database::connect("sqlite::memory:", 1)
+    // (A database of its own, in a directory removed when this returns: the vault is never asked for a key.)
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Database::connect(&cardap_testkit::fresh_sqlite_url(dir.path()), 1)
         .await
         .unwrap()
         .key_vault(cardap_store::MasterKey::generate().unwrap())

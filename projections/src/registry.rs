@@ -95,14 +95,13 @@ impl View for RegistryView {
             }
             RegistryEvent::Changed { changes: Erasable::Known(c) } => {
                 let (municipality, key) = split(recorded)?;
-                let current = sqlx::query(
-                    "SELECT facts FROM rm_registry_entries WHERE municipality = $1 AND registry_key = $2",
-                )
-                .bind(municipality.clone())
-                .bind(key.clone())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(ProjectionError::from_sqlx)?;
+                let current =
+                    sqlx::query("SELECT facts FROM rm_registry_entries WHERE municipality = $1 AND registry_key = $2")
+                        .bind(municipality.clone())
+                        .bind(key.clone())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(ProjectionError::from_sqlx)?;
                 let Some(current) = current else {
                     return Err(recorded.error("a change of an entry that was never imported"));
                 };
@@ -149,7 +148,11 @@ fn split(recorded: &Recorded<'_>) -> Result<(String, String), ProjectionError> {
 }
 
 /// Blanks an entry: its facts and its token go, its key and version stay.
-fn blank<'q>(version: i64, municipality: String, key: String) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+fn blank<'q>(
+    version: i64,
+    municipality: String,
+    key: String,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "UPDATE rm_registry_entries SET facts = NULL, birth_token = NULL, erased = 1, version = $1 \
          WHERE municipality = $2 AND registry_key = $3",

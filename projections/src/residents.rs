@@ -140,7 +140,9 @@ impl View for ResidentRegister {
                     _ => erase_personal(conn, &id, version, at).await?,
                 }
             }
-            ResidentEvent::FieldsChanged { changes: Erasable::Erased } => erase_personal(conn, &id, version, at).await?,
+            ResidentEvent::FieldsChanged { changes: Erasable::Erased } => {
+                erase_personal(conn, &id, version, at).await?
+            }
             // Erased (消去): his row goes, in place (no rebuild), so that no search — by kana, birth date, his card's
             // FID — and no registry key leads to him any more. A rebuild ends the same way.
             ResidentEvent::Erased { .. } => {
@@ -235,10 +237,12 @@ async fn erase_personal<'q>(
     at: String,
 ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, ProjectionError> {
     write_tokens(conn, id, &[]).await?;
-    Ok(sqlx::query("UPDATE rm_residents SET personal = NULL, erased = 1, version = $1, updated_at = $2 WHERE resident_id = $3")
-        .bind(version)
-        .bind(at)
-        .bind(id.to_owned()))
+    Ok(sqlx::query(
+        "UPDATE rm_residents SET personal = NULL, erased = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
+    )
+    .bind(version)
+    .bind(at)
+    .bind(id.to_owned()))
 }
 
 /// The search key of a kana name: family and given name joined without separator, spaces removed, so that a

@@ -93,8 +93,9 @@ impl RowSealer {
 
     /// `value` as JSON sealed under `key` for the row `aad`.
     pub fn seal<T: Serialize>(key: &DataKey, aad: &str, value: &T) -> Result<Vec<u8>, ProjectionError> {
-        let plaintext = serde_json::to_vec(value)
-            .map_err(|_| ProjectionError::Store(StoreError::Corrupt(format!("the personal data of {aad} is not JSON"))))?;
+        let plaintext = serde_json::to_vec(value).map_err(|_| {
+            ProjectionError::Store(StoreError::Corrupt(format!("the personal data of {aad} is not JSON")))
+        })?;
         Ok(key.seal_value(aad.as_bytes(), plaintext)?)
     }
 

@@ -217,7 +217,13 @@ async fn registration_changes_and_move_out_are_reflected(b: Backend) {
     assert_eq!(row.version, 3);
     let found = residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダジ"))).await.unwrap();
     assert_eq!(found.rows.len(), 1, "the search key follows the kana change");
-    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダタ"))).await.unwrap().rows.is_empty());
+    assert!(
+        residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダタ")))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
 
     b.resident(id, &[ResidentEvent::CardAttached { fid: fid("CARD1") }]).await;
     b.catch_up().await;
@@ -229,7 +235,10 @@ async fn registration_changes_and_move_out_are_reflected(b: Backend) {
     assert_eq!((row.active_fid.clone(), row.moved_out, row.version), (None, true, 6));
     assert_eq!(row.phone.as_deref(), Some("090-1234-5678"), "moving out keeps the data");
 
-    assert!(residents::get(b.read.pool(), b.read.sealer(), &sapporo(), &id).await.unwrap().is_none(), "another municipality's");
+    assert!(
+        residents::get(b.read.pool(), b.read.sealer(), &sapporo(), &id).await.unwrap().is_none(),
+        "another municipality's"
+    );
 }
 
 async fn erased_events_null_the_personal_columns(b: Backend) {
@@ -246,7 +255,10 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
     b.card("ERASE1", &[CardEvent::Registered { fid: fid("ERASE1"), municipality: code.clone(), resident_id: known }])
         .await;
     b.catch_up().await;
-    assert_eq!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ"))).await.unwrap().rows.len(), 1);
+    assert_eq!(
+        residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ"))).await.unwrap().rows.len(),
+        1
+    );
 
     // The erasure is recorded as a change whose personal part is null (as is every event once the key is gone).
     b.append(
@@ -282,7 +294,13 @@ async fn erased_events_null_the_personal_columns(b: Backend) {
     }
     let gone_row = residents::get(b.read.pool(), b.read.sealer(), &code, &gone).await.unwrap().unwrap();
     assert_eq!(gone_row.registry_key.as_ref().map(|k| k.as_str()), Some("000999"), "the link stays");
-    assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ"))).await.unwrap().rows.is_empty());
+    assert!(
+        residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("サトウ")))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
     let by_card = ResidentSearch { fid: Some(fid("ERASE1")), limit: 10, ..ResidentSearch::default() };
     let found = residents::search(b.read.pool(), b.read.sealer(), &code, &by_card).await.unwrap();
     assert_eq!(found.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![known], "found by his card");
@@ -302,7 +320,10 @@ async fn erasure_events_purge_the_rows_in_place(b: Backend) {
     b.card("ERASE2", &[CardEvent::Registered { fid: fid("ERASE2"), municipality: code.clone(), resident_id: him }])
         .await;
     b.catch_up().await;
-    assert_eq!(residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダ"))).await.unwrap().rows.len(), 2);
+    assert_eq!(
+        residents::search(b.read.pool(), b.read.sealer(), &code, &search(Some("ヤマダ"))).await.unwrap().rows.len(),
+        2
+    );
 
     b.append(
         Resident::STREAM_TYPE,
@@ -318,10 +339,16 @@ async fn erasure_events_purge_the_rows_in_place(b: Backend) {
     assert_eq!(by_kana.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), vec![other]);
     let by_card = ResidentSearch { fid: Some(fid("ERASE2")), limit: 10, ..ResidentSearch::default() };
     assert!(residents::search(b.read.pool(), b.read.sealer(), &code, &by_card).await.unwrap().rows.is_empty());
-    let entry = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0001").unwrap()).await.unwrap().unwrap();
+    let entry = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0001").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(entry.erased && entry.facts.is_none(), "{entry:?}");
     assert_eq!(entry.version, 2);
-    let kept = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0002").unwrap()).await.unwrap().unwrap();
+    let kept = registry::get(b.read.pool(), b.read.sealer(), &code, &RegistryKey::parse("0002").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!kept.erased && kept.facts.is_some());
 }
 
@@ -456,7 +483,10 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
     let page = residents::search(pool, sealer, &code, &by_date).await.unwrap();
     assert_eq!(names(&page.rows), ["ヤマダタケシ", "ヤマダタロウ", "ヤマモトイチロウ"]);
     let both = ResidentSearch { kana_prefix: Some("ヤマダ".to_owned()), ..by_date.clone() };
-    assert_eq!(names(&residents::search(pool, sealer, &code, &both).await.unwrap().rows), ["ヤマダタケシ", "ヤマダタロウ"]);
+    assert_eq!(
+        names(&residents::search(pool, sealer, &code, &both).await.unwrap().rows),
+        ["ヤマダタケシ", "ヤマダタロウ"]
+    );
 
     let by_fid = ResidentSearch { fid: Some(fid("SEARCH1")), limit: 100, ..ResidentSearch::default() };
     let page = residents::search(pool, sealer, &code, &by_fid).await.unwrap();
@@ -508,7 +538,10 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
     let theirs = residents::search(pool, sealer, &sapporo(), &search(None)).await.unwrap().rows;
     assert_eq!(theirs.len(), PEOPLE.len());
     assert!(theirs.iter().all(|r| r.municipality == sapporo()));
-    assert!(residents::search(pool, sealer, &sapporo(), &by_fid).await.unwrap().rows.is_empty(), "the card is Chiyoda's");
+    assert!(
+        residents::search(pool, sealer, &sapporo(), &by_fid).await.unwrap().rows.is_empty(),
+        "the card is Chiyoda's"
+    );
 }
 
 fn facts(name: &str, birth: &str, sex: Sex) -> RegistryFacts {
@@ -565,7 +598,8 @@ async fn registry_entries_imports_changes_and_versions(b: Backend) {
     assert_eq!((three.version, three.erased, three.facts), (2, true, None));
     assert!(registry::get(pool, sealer, &code, &k("0404")).await.unwrap().is_none());
 
-    let versions = registry::versions(pool, sealer, &code, &[k("0001"), k("0002"), k("0003"), k("0404")]).await.unwrap();
+    let versions =
+        registry::versions(pool, sealer, &code, &[k("0001"), k("0002"), k("0003"), k("0404")]).await.unwrap();
     assert_eq!(versions.len(), 3);
     assert_eq!(versions[&k("0001")], (1, Some(facts("山田　太郎", "3640107", Sex::Male))));
     assert_eq!(versions[&k("0002")], (2, Some(expected)));
@@ -581,29 +615,48 @@ async fn registry_entries_imports_changes_and_versions(b: Backend) {
 
     // Lookup by the facts read from a card: spaces do not matter, birth date and sex must match exactly.
     for name in ["山田　太郎", "山田 太郎", "山田太郎"] {
-        let found = registry::find_by_facts(pool, sealer, &code, &date("3640107"), &FullName::parse(name).unwrap(), Sex::Male)
-            .await
-            .unwrap();
+        let found =
+            registry::find_by_facts(pool, sealer, &code, &date("3640107"), &FullName::parse(name).unwrap(), Sex::Male)
+                .await
+                .unwrap();
         assert_eq!(found.iter().map(|e| e.registry_key.as_str()).collect::<Vec<_>>(), ["0001"], "{name}");
     }
     let name = FullName::parse("山田太郎").unwrap();
-    assert!(registry::find_by_facts(pool, sealer, &code, &date("3640107"), &name, Sex::Female).await.unwrap().is_empty());
+    assert!(
+        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &name, Sex::Female).await.unwrap().is_empty()
+    );
     assert!(registry::find_by_facts(pool, sealer, &code, &date("3640106"), &name, Sex::Male).await.unwrap().is_empty());
     let old_name = FullName::parse("山田花子").unwrap();
     assert!(
-        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &old_name, Sex::Female).await.unwrap().is_empty(),
-        "the changed name is the one that counts"
-    );
-    let found =
-        registry::find_by_facts(pool, sealer, &sapporo(), &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
-            .await
-            .unwrap();
-    assert_eq!(found.len(), 1);
-    assert!(
-        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &FullName::parse("札幌太郎").unwrap(), Sex::Male)
+        registry::find_by_facts(pool, sealer, &code, &date("3640107"), &old_name, Sex::Female)
             .await
             .unwrap()
-            .is_empty()
+            .is_empty(),
+        "the changed name is the one that counts"
+    );
+    let found = registry::find_by_facts(
+        pool,
+        sealer,
+        &sapporo(),
+        &date("3640107"),
+        &FullName::parse("札幌太郎").unwrap(),
+        Sex::Male,
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(
+        registry::find_by_facts(
+            pool,
+            sealer,
+            &code,
+            &date("3640107"),
+            &FullName::parse("札幌太郎").unwrap(),
+            Sex::Male
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 

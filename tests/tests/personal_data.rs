@@ -7,13 +7,13 @@
 
 use cardap_domain::operator::Role;
 use cardap_store::{Checkpoint, Database, ReadFilter, RecordedEvent, StreamId};
-use sqlx::Row;
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
 use cardap_tests::{
     Backend, TestApp, card_path, cards_path, on_both_backends, register_operator, registry_import_path, resident_body,
     resident_path, residents_path, spawn_app, spawn_app_on,
 };
+use sqlx::Row;
 
 const CHIYODA: &str = "131016";
 
@@ -190,7 +190,9 @@ async fn dump_every_table(app: &TestApp) -> String {
                         Ok(v) => String::from_utf8_lossy(&v.unwrap_or_default()).into_owned(),
                         Err(_) => match row.try_get::<Option<i64>, _>(i) {
                             Ok(v) => v.map(|v| v.to_string()).unwrap_or_default(),
-                            Err(_) => row.try_get::<Option<f64>, _>(i).unwrap().map(|v| v.to_string()).unwrap_or_default(),
+                            Err(_) => {
+                                row.try_get::<Option<f64>, _>(i).unwrap().map(|v| v.to_string()).unwrap_or_default()
+                            }
                         },
                     },
                 };
@@ -254,7 +256,8 @@ async fn a_raw_copy_of_the_database_shows_nobodys_personal_data(backend: Backend
     // The clerk still reads and finds them through the server.
     let shown = app.get(&resident_path(CHIYODA, &id), Some(&admin)).await.json();
     assert_eq!(shown["address1"], "福井県敦賀市鷹巣町３－３", "{shown}");
-    for query in ["kana_prefix=ミナミ", "birth_date=3630405", "kana_prefix=ミナミカワヨシツネ&birth_date=3630405"] {
+    for query in ["kana_prefix=ミナミ", "birth_date=3630405", "kana_prefix=ミナミカワヨシツネ&birth_date=3630405"]
+    {
         let found = app.get(&format!("{}?{query}", residents_path(CHIYODA)), Some(&admin)).await.json();
         assert_eq!(found["items"][0]["resident_id"], id.as_str(), "{query}: {found}");
     }
