@@ -400,7 +400,7 @@ impl Application {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems,
             oidc,
-            history: History::new(store.clone(), read.clone()),
+            history: History::new(store.clone(), read.clone(), reads.clone()),
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),

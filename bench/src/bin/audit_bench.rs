@@ -118,7 +118,13 @@ async fn main() -> Result<()> {
         verdict_mark(rate >= 200_000.0)
     );
 
-    let history = History::new(store, read);
+    let reads = cardap_commands::read_access::ReadAccess::new(
+        store.clone(),
+        read.clone(),
+        std::sync::Arc::new(cardap_commands::SystemClock),
+    );
+    let history = History::new(store, read, reads);
+    let ctx = cardap_commands::CommandContext::system(cardap_store::CommandId::generate());
     let june = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().context("a date")?;
     let july = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).single().context("a date")?;
     let mut first = Vec::with_capacity(args.queries);
@@ -135,11 +141,11 @@ async fn main() -> Result<()> {
         };
         let mut names = HashMap::new();
         let started = Instant::now();
-        let mut page = history.page(&query, None, 200, &mut names).await?;
+        let mut page = history.page(&ctx, &query, None, 200, &mut names).await?;
         first.push(started.elapsed());
         lines += page.lines.len();
         while let Some(next) = page.next {
-            page = history.page(&query, Some(next), 200, &mut names).await?;
+            page = history.page(&ctx, &query, Some(next), 200, &mut names).await?;
             lines += page.lines.len();
         }
         whole.push(started.elapsed());
