@@ -46,6 +46,9 @@ struct Link {
     hash: String,
 }
 
+/// A page of the chain's links and the events in their places, as the verifier's reader sends it.
+type Page = Result<(Vec<Link>, Vec<RecordedEvent>), ProjectionError>;
+
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -326,10 +329,7 @@ impl AuditChain {
 
     /// Sends the chain's links a page at a time with the events in their places (as many as there are links, or
     /// fewer when the log ends first), until an empty page; stops when the receiver is gone or on an error.
-    async fn read_pages(
-        self,
-        pages: tokio::sync::mpsc::Sender<Result<(Vec<Link>, Vec<RecordedEvent>), ProjectionError>>,
-    ) {
+    async fn read_pages(self, pages: tokio::sync::mpsc::Sender<Page>) {
         let (mut seq, mut after) = (0_u64, Checkpoint::START);
         loop {
             // The links and the events after the last page's, read at once (a chain longer than the log shows up
