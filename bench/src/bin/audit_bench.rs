@@ -61,14 +61,14 @@ async fn main() -> Result<()> {
     let pool = sqlx::PgPool::connect(&args.database_url).await?;
 
     let codes = municipalities();
-    let operators: Vec<(MunicipalityCode, OperatorId, OperatorKey)> = (0..OPERATORS)
-        .map(|j| {
-            let code = codes[usize::try_from(j % 10).unwrap_or(0)].clone();
-            let id = OperatorId::parse(&format!("OP{j:04}")).expect("an operator ID");
-            let key = OperatorKey::for_login(Some(&code), &id);
-            (code, id, key)
-        })
-        .collect();
+    ensure!(codes.len() == 10, "ten municipality codes");
+    let mut operators: Vec<(MunicipalityCode, OperatorId, OperatorKey)> = Vec::new();
+    for j in 0..OPERATORS {
+        let code = codes[usize::try_from(j % 10)?].clone();
+        let id = OperatorId::parse(&format!("OP{j:04}")).map_err(|e| anyhow::anyhow!("an operator ID: {e}"))?;
+        let key = OperatorKey::for_login(Some(&code), &id);
+        operators.push((code, id, key));
+    }
 
     let started = Instant::now();
     let year = 365.0 * 86_400.0 / args.events as f64;
