@@ -136,10 +136,7 @@ pub async fn events(
     let query = parse_history(params)?;
     let history = state.history.clone();
     history.authorize(&auth.actor, &query)?;
-    let csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/csv") && !v.contains("application/x-ndjson"));
+    let csv = crate::routes::read_access::wants_csv(&headers);
     // The first page before answering: a failing database is still a proper error.
     let mut names = HashMap::new();
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "audit.events", "");
