@@ -26,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
 use cardap_projections::audit::heads::read_head_file;
-use cardap_projections::audit::{AuditChain, AuditKey, AuditPublicKey, HeadSigner, SignedHead, Verdict};
+use cardap_projections::audit::{AuditChain, AuditKey, AuditPublicKey, HeadSigner, ReadsVerdict, SignedHead, Verdict};
 use cardap_projections::erasure::KeyShredder;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
@@ -197,22 +197,27 @@ pub fn audit_chain(db: &Database, read: &ReadModels, settings: &Settings) -> Res
     Ok(chain.signing(signer))
 }
 
-/// What `cardap audit verify` found: the verdict, and the signed heads it checked.
+/// What `cardap audit verify` found: the events' chain's verdict, the read access log's (`None` when the heads'
+/// signatures already failed), and the signed heads it checked.
 #[derive(Debug)]
 pub struct AuditReport {
     pub verdict: Verdict,
+    pub reads: Option<ReadsVerdict>,
     pub heads: Vec<SignedHead>,
 }
 
 impl AuditReport {
     pub fn intact(&self) -> bool {
-        matches!(self.verdict, Verdict::Intact { .. })
+        matches!(self.verdict, Verdict::Intact { .. }) && self.reads.as_ref().is_some_and(ReadsVerdict::is_intact)
     }
 }
 
 impl std::fmt::Display for AuditReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.verdict)?;
+        if let Some(reads) = &self.reads {
+            writeln!(f, "{reads}")?;
+        }
         match (self.intact(), self.heads.last()) {
             (true, None) => write!(f, "no signed head checked: only the chain itself was verified"),
             (true, Some(last)) => write!(
@@ -256,7 +261,14 @@ pub async fn verify_audit(
         ));
     }
     let verdict = chain.verify_against(&heads, &keys).await?;
-    Ok(AuditReport { verdict, heads })
+    let reads = match verdict {
+        Verdict::Unsigned { .. } => None,
+        _ => {
+            let signed: Vec<(u64, String)> = heads.iter().map(|h| (h.reads_seq, h.reads_hash.clone())).collect();
+            Some(chain.reads().verify(&signed).await?)
+        }
+    };
+    Ok(AuditReport { verdict, reads, heads })
 }
 
 /// Creates a missing data directory (and its parents) readable by its owner only; an existing one is left as it is.
@@ -401,7 +413,7 @@ impl Application {
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems,
             oidc,
-            history: History::new(store.clone(), read.clone()),
+            history: History::new(store.clone(), read.clone(), reads.clone()),
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),

@@ -29,6 +29,8 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::authz::{Actor, AuthzError, Permission, authorize};
+use crate::context::CommandContext;
+use crate::read_access::{ReadAccess, ReadOperation};
 
 /// How many events are read from the store at a time.
 const SCAN: usize = 500;
@@ -80,15 +82,23 @@ pub struct HistoryPage {
 pub struct HistoryCursor(Checkpoint);
 
 /// The history queries over one event store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct History {
     store: Arc<dyn EventStore>,
     read: ReadModels,
+    reads: ReadAccess,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").finish_non_exhaustive()
+    }
 }
 
 impl History {
-    pub fn new(store: Arc<dyn EventStore>, read: ReadModels) -> Self {
-        History { store, read }
+    /// `reads`: the read access log, where the personal data a page or an as-of answer shows is recorded.
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, reads: ReadAccess) -> Self {
+        History { store, read, reads }
     }
 
     /// Whether `actor` may ask `query`: the history of a municipality is for its auditors and the system
@@ -101,9 +111,42 @@ impl History {
         }
     }
 
-    /// Up to about `limit` lines after `after` (`None`: from the start), in the global order. Call
-    /// [`History::authorize`] first.
+    /// Up to about `limit` lines after `after` (`None`: from the start), in the global order, the residents whose
+    /// personal data the page shows recorded in the read access log as `ctx`'s read. Call [`History::authorize`]
+    /// first.
     pub async fn page(
+        &self,
+        ctx: &CommandContext,
+        query: &HistoryQuery,
+        after: Option<HistoryCursor>,
+        limit: usize,
+        names: &mut HashMap<OperatorKey, Option<String>>,
+    ) -> Result<HistoryPage, QueryError> {
+        let page = self.unrecorded_page(query, after, limit, names).await?;
+        // Per municipality: the residents whose registration or change (with personal data) the page shows.
+        let mut shown: HashMap<&str, Vec<cardap_domain::resident::ResidentId>> = HashMap::new();
+        for line in &page.lines {
+            // Personal data is the payload's `personal` (the sealing convention), unsealed for the page.
+            let personal = line.changes.get("personal").is_some_and(|p| !p.is_null());
+            let resident = line
+                .stream
+                .strip_prefix("resident/")
+                .and_then(|id| cardap_domain::resident::ResidentId::parse(id).ok());
+            if let (true, Some(resident), Some(code)) = (personal, resident, line.municipality.as_deref()) {
+                let ids = shown.entry(code).or_default();
+                if !ids.contains(&resident) {
+                    ids.push(resident);
+                }
+            }
+        }
+        for (code, residents) in shown {
+            let Ok(code) = MunicipalityCode::parse(code) else { continue };
+            self.reads.record(ctx, &code, ReadOperation::History, &residents, &[]).await?;
+        }
+        Ok(page)
+    }
+
+    async fn unrecorded_page(
         &self,
         query: &HistoryQuery,
         after: Option<HistoryCursor>,
@@ -274,10 +317,12 @@ impl History {
 
 impl History {
     /// The resident `id` of `municipality` as he stood at `at` (his stream replayed up to then), with the version
-    /// reached; `None` when he was not registered in that municipality by then. Call
-    /// `authorize(actor, &Permission::ReadHistory(municipality))` first.
+    /// reached, recorded in the read access log as `ctx`'s read when it shows his personal data; `None` when he was
+    /// not registered in that municipality by then. Call `authorize(actor, &Permission::ReadHistory(municipality))`
+    /// first.
     pub async fn resident_as_of(
         &self,
+        ctx: &CommandContext,
         municipality: &MunicipalityCode,
         id: &cardap_domain::resident::ResidentId,
         at: DateTime<Utc>,
@@ -285,10 +330,14 @@ impl History {
         use cardap_domain::resident::{self, Resident};
         let stream = crate::ids::stream_of::<Resident>(&resident::stream_key(id));
         let then = replay::<Resident>(&self.store, &stream, at).await?;
-        Ok(then.and_then(|(state, version)| {
+        let then = then.and_then(|(state, version)| {
             let resident = state.registered.filter(|r| r.municipality == *municipality)?;
             Some(crate::residents::ResidentSnapshot { resident, version })
-        }))
+        });
+        if then.as_ref().is_some_and(|t| matches!(t.resident.personal, cardap_domain::resident::Erasable::Known(_))) {
+            self.reads.record(ctx, municipality, ReadOperation::ResidentAsOf, &[*id], &[]).await?;
+        }
+        Ok(then)
     }
 
     /// The card `fid` of `municipality` as it stood at `at`; `None` when it was not registered there by then.

@@ -1,7 +1,8 @@
 //! The read access log (issue 12, point 4): every read of a resident's personal data — who, when, from which
 //! terminal, through which operation, which residents — recorded by the use cases that read it
 //! ([`ResidentServices`](crate::residents::ResidentServices)' `read_resident`, `search_residents`,
-//! `read_registry_entry`, `lookup_registry`), queried by auditors like the history, and the municipality's
+//! `read_registry_entry`, `lookup_registry`; the history's pages and a resident as of an instant, in
+//! `history`), queried by auditors like the history, and the municipality's
 //! bulk-read alert.
 //!
 //! Owns what a record holds and when it is written, the alert's window and rule, the threshold setting (an event,
@@ -69,6 +70,10 @@ pub enum ReadOperation {
     RegistryRead,
     /// カード読み取りからの呼び出し: the registry entries matching a card's four facts.
     RegistryLookup,
+    /// An auditor's page of the history whose changes show residents' personal data (those residents).
+    History,
+    /// An auditor's look at a resident as he stood at an instant.
+    ResidentAsOf,
 }
 
 impl ReadOperation {
@@ -78,6 +83,8 @@ impl ReadOperation {
             ReadOperation::ResidentSearch => "resident.search",
             ReadOperation::RegistryRead => "registry.read",
             ReadOperation::RegistryLookup => "registry.lookup",
+            ReadOperation::History => "audit.history",
+            ReadOperation::ResidentAsOf => "resident.as_of",
         }
     }
 }

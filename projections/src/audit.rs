@@ -13,7 +13,7 @@
 //! the sealer signs the chain's last link with the audit key and exports the signed head to a file the database
 //! administrator cannot rewrite; [`AuditChain::verify_against`] checks the chain against them.
 //!
-//! Not yet here: the read access log in the chain.
+//! The read access log has a chain of its own ([`reads`]), sealed by the same runner; each signed head covers both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +25,10 @@ use sqlx::{AnyPool, Row};
 use crate::ProjectionError;
 
 pub mod heads;
+pub mod reads;
 
 pub use heads::{AuditKey, AuditKeyError, AuditPublicKey, SignedHead};
+pub use reads::{ReadsChain, ReadsVerdict};
 
 /// Events sealed per round, and read per page while verifying.
 const PAGE: usize = 1000;
@@ -45,6 +47,9 @@ struct Link {
     checkpoint: Checkpoint,
     hash: String,
 }
+
+/// A page of the chain's links and the events in their places, as the verifier's reader sends it.
+type Page = Result<(Vec<Link>, Vec<RecordedEvent>), ProjectionError>;
 
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +104,7 @@ impl std::fmt::Display for Verdict {
 pub struct AuditChain {
     pool: AnyPool,
     store: Arc<dyn EventStore>,
+    reads: ReadsChain,
     signer: Option<HeadSigner>,
 }
 
@@ -112,7 +118,12 @@ pub struct HeadSigner {
 
 impl AuditChain {
     pub fn new(pool: AnyPool, store: Arc<dyn EventStore>) -> Self {
-        AuditChain { pool, store, signer: None }
+        AuditChain { reads: ReadsChain::new(pool.clone()), pool, store, signer: None }
+    }
+
+    /// The chain over the read access log, kept beside this one.
+    pub fn reads(&self) -> &ReadsChain {
+        &self.reads
     }
 
     /// The chain whose [`Self::run`] also signs heads.
@@ -120,25 +131,32 @@ impl AuditChain {
         AuditChain { signer: Some(signer), ..self }
     }
 
-    /// Signs the chain's last link with `key` at `now` unless a head at that position exists; the new head (also
-    /// appended to `file` when given), or `None` when there was nothing new to sign. Two nodes signing at once
-    /// keep one head: the other's insert is ignored and it exports nothing.
+    /// Signs the last links of both chains (events and read access log) with `key` at `now` unless a head at
+    /// those positions exists; the new head (also appended to `file` when given), or `None` when there was nothing
+    /// new to sign. Two nodes signing at once keep one head: the other's insert is ignored and it exports nothing.
     pub async fn sign_head(
         &self,
         key: &AuditKey,
         file: Option<&std::path::Path>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<SignedHead>, ProjectionError> {
-        let Some(last) = self.last().await? else {
-            return Ok(None);
+        let (seq, hash) = match self.last().await? {
+            Some(last) => (last.seq, last.hash),
+            None => (0, hex::encode(GENESIS)),
         };
-        let head = key.sign(last.seq, &last.hash, now);
+        let (reads_seq, reads_hash) = self.reads.head().await?;
+        if seq == 0 && reads_seq == 0 {
+            return Ok(None);
+        }
+        let head = key.sign((seq, &hash), (reads_seq, &reads_hash), now);
         let inserted = sqlx::query(
-            "INSERT INTO audit_heads (seq, hash, signed_at, key_id, signature) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (seq) DO NOTHING",
+            "INSERT INTO audit_heads (seq, hash, reads_seq, reads_hash, signed_at, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq, reads_seq) DO NOTHING",
         )
         .bind(to_i64(head.seq))
         .bind(&head.hash)
+        .bind(to_i64(head.reads_seq))
+        .bind(&head.reads_hash)
         .bind(head.signed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .bind(&head.key_id)
         .bind(&head.signature)
@@ -157,18 +175,24 @@ impl AuditChain {
 
     /// The signed heads kept in the database, in chain order.
     pub async fn heads(&self) -> Result<Vec<SignedHead>, ProjectionError> {
-        let rows = sqlx::query("SELECT seq, hash, signed_at, key_id, signature FROM audit_heads ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ProjectionError::from_sqlx)?;
+        let rows = sqlx::query(
+            "SELECT seq, hash, reads_seq, reads_hash, signed_at, key_id, signature FROM audit_heads ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ProjectionError::from_sqlx)?;
         rows.iter()
             .map(|row| {
                 let corrupt = |what: String| ProjectionError::Store(cardap_store::StoreError::Corrupt(what));
                 let seq: i64 = row.try_get("seq").map_err(ProjectionError::from_sqlx)?;
+                let reads_seq: i64 = row.try_get("reads_seq").map_err(ProjectionError::from_sqlx)?;
                 let signed_at: String = row.try_get("signed_at").map_err(ProjectionError::from_sqlx)?;
                 Ok(SignedHead {
                     seq: u64::try_from(seq).map_err(|_| corrupt(format!("audit_heads.seq {seq}")))?,
                     hash: row.try_get("hash").map_err(ProjectionError::from_sqlx)?,
+                    reads_seq: u64::try_from(reads_seq)
+                        .map_err(|_| corrupt(format!("audit_heads.reads_seq {reads_seq}")))?,
+                    reads_hash: row.try_get("reads_hash").map_err(ProjectionError::from_sqlx)?,
                     signed_at: chrono::DateTime::parse_from_rfc3339(&signed_at)
                         .map_err(|e| corrupt(format!("audit_heads.signed_at: {e}")))?
                         .with_timezone(&chrono::Utc),
@@ -236,6 +260,9 @@ impl AuditChain {
             if let Err(e) = self.extend().await {
                 tracing::warn!(error = %e, "the audit chain could not be extended; trying again");
             }
+            if let Err(e) = self.reads.extend().await {
+                tracing::warn!(error = %e, "the read access log's chain could not be extended; trying again");
+            }
             if let Some(signer) = self.signer.as_ref().filter(|_| tokio::time::Instant::now() >= next_head) {
                 self.sign_logged(signer).await;
                 next_head = tokio::time::Instant::now() + signer.every;
@@ -247,6 +274,9 @@ impl AuditChain {
                         // What was committed before the stop is sealed and signed.
                         if let Err(e) = self.extend().await {
                             tracing::warn!(error = %e, "the audit chain could not be extended at shutdown");
+                        }
+                        if let Err(e) = self.reads.extend().await {
+                            tracing::warn!(error = %e, "the read access log's chain could not be extended at shutdown");
                         }
                         self.sign_logged(signer).await;
                     }
@@ -277,7 +307,8 @@ impl AuditChain {
         if let Some(forged) = heads.iter().find(|h| !h.signed_by(keys)) {
             return Ok(Verdict::Unsigned { seq: forged.seq, key_id: forged.key_id.clone() });
         }
-        let mut heads: Vec<&SignedHead> = heads.iter().collect();
+        // A head signed before the first event (seq 0) says nothing about the events' chain.
+        let mut heads: Vec<&SignedHead> = heads.iter().filter(|h| h.seq > 0).collect();
         heads.sort_by_key(|h| h.seq);
         let mut heads = heads.into_iter().peekable();
         let mut signed_up_to = 0;
@@ -326,10 +357,7 @@ impl AuditChain {
 
     /// Sends the chain's links a page at a time with the events in their places (as many as there are links, or
     /// fewer when the log ends first), until an empty page; stops when the receiver is gone or on an error.
-    async fn read_pages(
-        self,
-        pages: tokio::sync::mpsc::Sender<Result<(Vec<Link>, Vec<RecordedEvent>), ProjectionError>>,
-    ) {
+    async fn read_pages(self, pages: tokio::sync::mpsc::Sender<Page>) {
         let (mut seq, mut after) = (0_u64, Checkpoint::START);
         loop {
             // The links and the events after the last page's, read at once (a chain longer than the log shows up

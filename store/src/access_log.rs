@@ -118,50 +118,9 @@ impl AccessLogStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ReadAccessRow>, StoreError> {
-        let mut sql = format!("SELECT {LOG_COLUMNS} FROM read_access_log WHERE seq > $1");
-        let mut n = 1;
-        let mut next = |column: &str, op: &str| {
-            n += 1;
-            format!(" AND {column} {op} ${n}")
-        };
-        let mut texts = vec![];
-        let mut numbers = vec![];
-        if let Some(m) = &filter.municipality {
-            sql += &next("municipality", "=");
-            texts.push(m.clone());
-        }
-        if let Some(o) = &filter.operator {
-            sql += &next("operator_key", "=");
-            texts.push(o.to_string());
-        }
-        if let Some(r) = &filter.resident {
-            // A resident id is a UUID: no LIKE wildcard and no space in it, and every id in the column has its
-            // length, so the pattern matches a whole id of the column or nothing.
-            sql += &next("residents", "LIKE");
-            texts.push(format!("%{r}%"));
-        }
-        if let Some(from) = filter.from {
-            sql += &next("recorded_at", ">=");
-            numbers.push(from);
-        }
-        if let Some(to) = filter.to {
-            sql += &next("recorded_at", "<");
-            numbers.push(to);
-        }
-        n += 1;
-        sql += &format!(" ORDER BY seq LIMIT ${n}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::to_i64(after)?);
-        for t in texts {
-            query = query.bind(t);
-        }
-        for v in numbers {
-            query = query.bind(v);
-        }
-        let rows = query
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows = self
+            .filtered(format!("SELECT {LOG_COLUMNS} FROM read_access_log"), "recorded_at", true, filter, after, limit)
+            .await?;
         rows.iter().map(log_row).collect()
     }
 
@@ -253,14 +212,38 @@ impl AccessLogStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ReadAlertRow>, StoreError> {
-        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM read_access_alerts WHERE seq > $1");
+        let rows = self
+            .filtered(
+                format!("SELECT {ALERT_COLUMNS} FROM read_access_alerts"),
+                "raised_at",
+                false,
+                filter,
+                after,
+                limit,
+            )
+            .await?;
+        rows.iter().map(alert_row).collect()
+    }
+
+    /// The rows of `select` (`SELECT … FROM <table>`) after `after` (a `seq`) matching `filter` — its instants
+    /// against `time_column`, its resident only when `by_resident` — in `seq` order, at most `limit`.
+    async fn filtered(
+        &self,
+        select: String,
+        time_column: &str,
+        by_resident: bool,
+        filter: &ReadAccessFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut sql = format!("{select} WHERE seq > $1");
         let mut n = 1;
-        let mut texts = vec![];
-        let mut numbers = vec![];
         let mut next = |column: &str, op: &str| {
             n += 1;
             format!(" AND {column} {op} ${n}")
         };
+        let mut texts = vec![];
+        let mut numbers = vec![];
         if let Some(m) = &filter.municipality {
             sql += &next("municipality", "=");
             texts.push(m.clone());
@@ -269,12 +252,18 @@ impl AccessLogStore {
             sql += &next("operator_key", "=");
             texts.push(o.to_string());
         }
+        if let Some(r) = filter.resident.as_ref().filter(|_| by_resident) {
+            // A resident id is a UUID: no LIKE wildcard and no space in it, and every id in the column has its
+            // length, so the pattern matches a whole id of the column or nothing.
+            sql += &next("residents", "LIKE");
+            texts.push(format!("%{r}%"));
+        }
         if let Some(from) = filter.from {
-            sql += &next("raised_at", ">=");
+            sql += &next(time_column, ">=");
             numbers.push(from);
         }
         if let Some(to) = filter.to {
-            sql += &next("raised_at", "<");
+            sql += &next(time_column, "<");
             numbers.push(to);
         }
         n += 1;
@@ -286,12 +275,7 @@ impl AccessLogStore {
         for v in numbers {
             query = query.bind(v);
         }
-        let rows = query
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(alert_row).collect()
+        query.bind(i64::try_from(limit).unwrap_or(i64::MAX)).fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)
     }
 }
 

@@ -11,7 +11,7 @@ use cardap_api::app::verify_audit;
 use cardap_api::settings::AuditSettings;
 use cardap_projections::audit::AuditChain;
 use cardap_projections::audit::heads::read_head_file;
-use cardap_projections::audit::{AuditKey, AuditPublicKey, SignedHead, Verdict};
+use cardap_projections::audit::{AuditKey, AuditPublicKey, ReadsVerdict, SignedHead, Verdict};
 use cardap_store::Database;
 use cardap_tests::serde_json::json;
 use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app, spawn_app_with};
@@ -244,6 +244,85 @@ async fn a_server_signs_heads_into_its_head_file_and_verify_checks_them(backend:
     assert!(report.to_string().contains("UNSIGNED"), "{report}");
 }
 
+/// A clerk of 千代田区 who registered a resident and read him `reads` times: rows of the read access log.
+async fn reads_on_record(app: &TestApp, reads: usize) {
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let clerk = cardap_tests::operator_with_password("OP0501", "Passw0rdForAudit", &["clerk"], &[]);
+    app.add_operators(&admin, CHIYODA, &clerk).await;
+    let clerk = app.login(Some(CHIYODA), "OP0501", "Passw0rdForAudit").await;
+    let body = cardap_tests::resident_body("ヤマダ", "タロウ", "4030303");
+    let reply = app.post(&cardap_tests::residents_path(CHIYODA), Some(&clerk), &body).await;
+    assert_eq!(reply.status, cardap_tests::reqwest::StatusCode::CREATED, "{}", reply.text);
+    let path = format!("{}/{}", cardap_tests::residents_path(CHIYODA), reply.json()["resident_id"].as_str().unwrap());
+    for _ in 0..reads {
+        assert!(app.get(&path, Some(&clerk)).await.status.is_success());
+    }
+}
+
+/// Seals the read access log (the server's own sealer may do it at the same moment; one of the two wins) until
+/// its chain verifies over `rows` rows.
+async fn reads_sealed(chain: &AuditChain, rows: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while chain.reads().extend().await.is_err()
+        || chain.reads().verify(&[]).await.unwrap() != (ReadsVerdict::Intact { rows })
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the read access log was not sealed over {rows} rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn every_change_to_the_read_access_log_is_named(backend: Backend) {
+    let app = spawn_app(backend).await;
+    reads_on_record(&app, 4).await;
+    let db = Database::connect(&app.settings.database_url, 2).await.unwrap();
+    let chain = AuditChain::new(app.state.read.pool().clone(), db.event_store());
+    reads_sealed(&chain, 4).await;
+    let (_dir, key, head) = signed_head(&chain).await;
+    assert_eq!(head.reads_seq, 4);
+    let signed = [(head.reads_seq, head.reads_hash.clone())];
+    // The log refuses changes by trigger; the database administrator removes that first.
+    let unguard = match backend {
+        Backend::Postgres => "ALTER TABLE read_access_log DISABLE TRIGGER USER",
+        Backend::Sqlite => "DROP TRIGGER read_access_log_no_update",
+    };
+    tamper(&app, unguard).await;
+    if backend == Backend::Sqlite {
+        tamper(&app, "DROP TRIGGER read_access_log_no_delete").await;
+    }
+    let second = "(SELECT seq FROM read_access_log ORDER BY seq LIMIT 1 OFFSET 1)";
+
+    // A row said to have read nobody.
+    let residents: String =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT residents FROM read_access_log WHERE seq = {second}")))
+            .fetch_one(app.state.read.pool())
+            .await
+            .unwrap();
+    tamper(&app, &format!("UPDATE read_access_log SET residents = '' WHERE seq = {second}")).await;
+    let verdict = chain.reads().verify(&signed).await.unwrap();
+    assert!(matches!(verdict, ReadsVerdict::Altered { seq: 2, .. }), "{verdict}");
+    tamper(&app, &format!("UPDATE read_access_log SET residents = '{residents}' WHERE seq = {second}")).await;
+    assert_eq!(chain.reads().verify(&signed).await.unwrap(), ReadsVerdict::Intact { rows: 4 });
+
+    // A row deleted.
+    tamper(&app, &format!("DELETE FROM read_access_log WHERE seq = {second}")).await;
+    let verdict = chain.reads().verify(&signed).await.unwrap();
+    assert!(matches!(verdict, ReadsVerdict::Missing { seq: 2, .. }), "{verdict}");
+
+    // The chain recomputed over what is left: it verifies in itself, not against the signed head.
+    tamper(&app, "DELETE FROM read_access_chain").await;
+    reads_sealed(&chain, 3).await;
+    assert_eq!(chain.reads().verify(&signed).await.unwrap(), ReadsVerdict::Truncated { ends: 3, seq: 4 });
+    let report = verify_audit_with(&app, &key).await;
+    assert!(!report.intact(), "{report}");
+    assert!(report.to_string().contains("read access log TRUNCATED"), "{report}");
+}
+
+/// `cardap audit verify` against the heads in the database, with the audit key's public half.
+async fn verify_audit_with(app: &TestApp, key: &AuditKey) -> cardap_api::app::AuditReport {
+    verify_audit(&app.settings, None, &[key.public().to_string()]).await.unwrap()
+}
+
 on_both_backends!(
     an_untouched_log_verifies,
     an_altered_payload_is_named,
@@ -254,4 +333,5 @@ on_both_backends!(
     a_tail_cut_off_with_its_links_is_caught_by_the_signed_head,
     a_head_not_signed_by_the_given_key_fails_loudly,
     a_server_signs_heads_into_its_head_file_and_verify_checks_them,
+    every_change_to_the_read_access_log_is_named,
 );

@@ -282,6 +282,19 @@ async fn a_resident_and_his_card_as_they_stood_then(backend: Backend) {
     assert_eq!(then["status"], json!("suspended"));
     app.get(&card_then(&registered), Some(&auditor)).await.problem(StatusCode::NOT_FOUND, "/problems/not-found");
 
+    // The auditor's looks at his personal data are in the read access log, as are the history pages that showed it.
+    let history =
+        app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}&resident_id={taro}"), Some(&auditor)).await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    let reply =
+        app.get(&format!("/api/v1/audit/access?municipality={CHIYODA}&operator_id=AUD01"), Some(&auditor)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reads = lines(&reply.text);
+    let operations: Vec<&str> = reads.iter().map(|l| l["operation"].as_str().unwrap()).collect();
+    assert_eq!(operations.iter().filter(|o| **o == "resident.as_of").count(), 2, "{operations:?}");
+    assert_eq!(operations.last(), Some(&"audit.history"), "{operations:?}");
+    assert!(reads.iter().all(|l| l["residents"].to_string().contains(&taro)), "{reads:?}");
+
     // A clerk is no auditor; another municipality's path is not found; `at` is required.
     app.get(&resident_then(&suspended), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
     app.get(&card_then(&suspended), Some(&clerk)).await.problem(StatusCode::FORBIDDEN, "/problems/forbidden");

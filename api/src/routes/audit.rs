@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails};
 use crate::i18n::Text;
+use crate::routes::RequestMeta;
 use crate::state::AppState;
 
 /// Lines per chunk of the answer.
@@ -135,16 +136,14 @@ pub async fn events(
     let query = parse_history(params)?;
     let history = state.history.clone();
     history.authorize(&auth.actor, &query)?;
-    let csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/csv") && !v.contains("application/x-ndjson"));
+    let csv = crate::routes::read_access::wants_csv(&headers);
     // The first page before answering: a failing database is still a proper error.
     let mut names = HashMap::new();
-    let first = history.page(&query, None, PAGE, &mut names).await?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "audit.events", "");
+    let first = history.page(&ctx, &query, None, PAGE, &mut names).await?;
     let mut head = if csv { csv_header() } else { vec![] };
     head.extend(render(&first.lines, csv));
-    let pages = Pages { history, query, names, next: first.next, csv };
+    let pages = Pages { history, ctx, query, names, next: first.next, csv };
     let body =
         stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next));
     let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
@@ -158,6 +157,8 @@ pub async fn events(
 
 struct Pages {
     history: History,
+    /// The auditor's read, recorded page by page.
+    ctx: cardap_commands::CommandContext,
     query: HistoryQuery,
     names: HashMap<cardap_domain::OperatorKey, Option<String>>,
     next: Option<HistoryCursor>,
@@ -166,7 +167,7 @@ struct Pages {
 
 async fn next(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
     let after = pages.next.take()?;
-    match pages.history.page(&pages.query, Some(after), PAGE, &mut pages.names).await {
+    match pages.history.page(&pages.ctx, &pages.query, Some(after), PAGE, &mut pages.names).await {
         Ok(page) => {
             pages.next = page.next;
             let chunk = Bytes::from(render(&page.lines, pages.csv));
@@ -317,6 +318,7 @@ pub struct ResidentAsOfView {
 pub async fn resident_as_of(
     State(state): State<AppState>,
     auth: Authenticated,
+    headers: HeaderMap,
     Path((code, resident_id)): Path<(String, String)>,
     Query(params): Query<AsOfParams>,
 ) -> Result<Response, ApiError> {
@@ -324,7 +326,8 @@ pub async fn resident_as_of(
     let id = crate::routes::residents::resident_in_path(&resident_id)?;
     cardap_commands::authorize(&auth.actor, &cardap_commands::Permission::ReadHistory(code.clone()))?;
     let at = instant_at(&params)?;
-    let then = state.history.resident_as_of(&code, &id, at).await?.ok_or_else(ApiError::not_found)?;
+    let ctx = RequestMeta::from_headers(&headers).context(&auth, "residents.as_of", &format!("{code}/{id}"));
+    let then = state.history.resident_as_of(&ctx, &code, &id, at).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(ResidentAsOfView { at: at.to_rfc3339(), resident: crate::routes::residents::view(&then) }).into_response())
 }
 

@@ -101,7 +101,8 @@ fn parse(params: HistoryParams) -> Result<ReadAccessQuery, ApiError> {
     })
 }
 
-fn wants_csv(headers: &HeaderMap) -> bool {
+/// Whether the client asks for CSV rather than NDJSON (`Accept: text/csv`), for the auditors' streams.
+pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

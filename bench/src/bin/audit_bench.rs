@@ -61,14 +61,14 @@ async fn main() -> Result<()> {
     let pool = sqlx::PgPool::connect(&args.database_url).await?;
 
     let codes = municipalities();
-    let operators: Vec<(MunicipalityCode, OperatorId, OperatorKey)> = (0..OPERATORS)
-        .map(|j| {
-            let code = codes[usize::try_from(j % 10).unwrap_or(0)].clone();
-            let id = OperatorId::parse(&format!("OP{j:04}")).expect("an operator ID");
-            let key = OperatorKey::for_login(Some(&code), &id);
-            (code, id, key)
-        })
-        .collect();
+    ensure!(codes.len() == 10, "ten municipality codes");
+    let mut operators: Vec<(MunicipalityCode, OperatorId, OperatorKey)> = Vec::new();
+    for j in 0..OPERATORS {
+        let code = codes[usize::try_from(j % 10)?].clone();
+        let id = OperatorId::parse(&format!("OP{j:04}")).map_err(|e| anyhow::anyhow!("an operator ID: {e}"))?;
+        let key = OperatorKey::for_login(Some(&code), &id);
+        operators.push((code, id, key));
+    }
 
     let started = Instant::now();
     let year = 365.0 * 86_400.0 / args.events as f64;
@@ -118,7 +118,13 @@ async fn main() -> Result<()> {
         verdict_mark(rate >= 200_000.0)
     );
 
-    let history = History::new(store, read);
+    let reads = cardap_commands::read_access::ReadAccess::new(
+        store.clone(),
+        read.clone(),
+        std::sync::Arc::new(cardap_commands::SystemClock),
+    );
+    let history = History::new(store, read, reads);
+    let ctx = cardap_commands::CommandContext::system(cardap_store::CommandId::generate());
     let june = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().context("a date")?;
     let july = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).single().context("a date")?;
     let mut first = Vec::with_capacity(args.queries);
@@ -135,11 +141,11 @@ async fn main() -> Result<()> {
         };
         let mut names = HashMap::new();
         let started = Instant::now();
-        let mut page = history.page(&query, None, 200, &mut names).await?;
+        let mut page = history.page(&ctx, &query, None, 200, &mut names).await?;
         first.push(started.elapsed());
         lines += page.lines.len();
         while let Some(next) = page.next {
-            page = history.page(&query, Some(next), 200, &mut names).await?;
+            page = history.page(&ctx, &query, Some(next), 200, &mut names).await?;
             lines += page.lines.len();
         }
         whole.push(started.elapsed());

@@ -706,6 +706,26 @@ async fn main() -> Result<()> {
     let mut results = searches(&api, &searcher, search_count, &fids).await?;
     let mut all = Latencies(results.iter().flat_map(|(l, _)| l.0.iter().copied()).collect());
     let total_residents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_residents").fetch_one(&pool).await?;
+    // The read access log's part of a search: the one INSERT (and its durable commit) a search page records.
+    let log = cardap_store::AccessLogStore::new(
+        cardap_projections::ReadModels::connect(&args.database_url, 2)?.pool().clone(),
+    );
+    let mut records = Latencies::default();
+    for n in 0..search_count {
+        let read = cardap_store::NewReadAccess {
+            recorded_at: chrono::Utc::now().timestamp_millis(),
+            municipality: MUNICIPALITY.to_owned(),
+            operator: cardap_domain::OperatorKey::from_uuid(uuid::Uuid::now_v7()),
+            terminal: Some("bench".to_owned()),
+            request_id: Some(format!("bench-{n}")),
+            operation: "resident.search",
+            residents: (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect(),
+            registry_keys: vec![],
+        };
+        let started = Instant::now();
+        log.record(&read).await?;
+        records.0.push(started.elapsed());
+    }
 
     server.stop()?;
 
@@ -746,6 +766,13 @@ async fn main() -> Result<()> {
         format!("{} req", all.0.len()),
         ms(all.percentile_ms(0.5)),
         ms(all.percentile_ms(0.99)),
+    );
+    let (record_p50, search_p50) = (records.percentile_ms(0.5), all.percentile_ms(0.5));
+    table_row(
+        "read access log: a search's record (20 ids, one INSERT)",
+        format!("{:.1}% of search p50", 100.0 * record_p50 / search_p50.max(1e-9)),
+        ms(record_p50),
+        ms(records.percentile_ms(0.99)),
     );
     println!(
         "import: the last row line after {:.1} s ({} rows/s), the summary after {:.1} s (it waits ≤ 5 s for the \

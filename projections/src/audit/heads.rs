@@ -1,5 +1,6 @@
-//! Signed heads of the audit chain (issue 12, point 5): at intervals the sealer signs the chain's last link —
-//! `(position, hash, time)` — with the dedicated **audit key**, keeps the signed head in `audit_heads` and appends
+//! Signed heads of the audit chains (issue 12, point 5): at intervals the sealer signs the last links of the
+//! events' chain and of the read access log's chain — `(position, hash)` of each and the time — with the dedicated
+//! **audit key**, keeps the signed head in `audit_heads` and appends
 //! it to a file outside the database. Someone who rewrites events *and* recomputes the chain (a database
 //! administrator) cannot sign the new chain: verification against the signed heads names the stretch he rewrote,
 //! and a tail cut off together with its links is caught by a head signed past the cut.
@@ -8,8 +9,8 @@
 //! (what an auditor verifies with), [`SignedHead`] and its signed message, and the head file (JSON lines, one head
 //! per line, appended and synced; [`read_head_file`] reads it back and names a malformed line).
 //!
-//! The signed message is `cardap audit head v1\n{seq}\n{hash}\n{signed_at}` with the time in RFC 3339 with
-//! microseconds; `key_id` is the first 8 bytes of SHA-256 over the public key, in hex.
+//! The signed message is `cardap audit head v1\n{seq}\n{hash}\n{reads_seq}\n{reads_hash}\n{signed_at}` with the
+//! time in RFC 3339 with microseconds; `key_id` is the first 8 bytes of SHA-256 over the public key, in hex.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -88,13 +89,17 @@ impl AuditKey {
         &self.public
     }
 
-    /// Signs the head `(seq, hash)` at `signed_at`.
-    pub fn sign(&self, seq: u64, hash: &str, signed_at: DateTime<Utc>) -> SignedHead {
+    /// Signs the heads `events` and `reads` (each `(position, hash)`) at `signed_at`.
+    pub fn sign(&self, events: (u64, &str), reads: (u64, &str), signed_at: DateTime<Utc>) -> SignedHead {
         let signed_at = at_micros(signed_at);
-        let signature = self.pair.sign(&message(seq, hash, signed_at));
+        let (seq, hash) = events;
+        let (reads_seq, reads_hash) = reads;
+        let signature = self.pair.sign(&message(seq, hash, reads_seq, reads_hash, signed_at));
         SignedHead {
             seq,
             hash: hash.to_owned(),
+            reads_seq,
+            reads_hash: reads_hash.to_owned(),
             signed_at,
             key_id: self.public.id(),
             signature: STANDARD.encode(signature.as_ref()),
@@ -124,11 +129,14 @@ impl std::fmt::Display for AuditPublicKey {
     }
 }
 
-/// The chain's head at `seq` (its hash, in hex), signed at `signed_at` by the key `key_id`.
+/// The events' chain's head at `seq` and the read access log's chain's at `reads_seq` (their hashes, in hex),
+/// signed at `signed_at` by the key `key_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedHead {
     pub seq: u64,
     pub hash: String,
+    pub reads_seq: u64,
+    pub reads_hash: String,
     pub signed_at: DateTime<Utc>,
     pub key_id: String,
     /// Ed25519, base64.
@@ -141,16 +149,16 @@ impl SignedHead {
         let Ok(signature) = STANDARD.decode(&self.signature) else {
             return false;
         };
-        let message = message(self.seq, &self.hash, self.signed_at);
+        let message = message(self.seq, &self.hash, self.reads_seq, &self.reads_hash, self.signed_at);
         keys.iter()
             .filter(|k| k.id() == self.key_id)
             .any(|k| UnparsedPublicKey::new(&ED25519, k.0).verify(&message, &signature).is_ok())
     }
 }
 
-fn message(seq: u64, hash: &str, signed_at: DateTime<Utc>) -> Vec<u8> {
-    format!("cardap audit head v1\n{seq}\n{hash}\n{}", signed_at.to_rfc3339_opts(SecondsFormat::Micros, true))
-        .into_bytes()
+fn message(seq: u64, hash: &str, reads_seq: u64, reads_hash: &str, signed_at: DateTime<Utc>) -> Vec<u8> {
+    let at = signed_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    format!("cardap audit head v1\n{seq}\n{hash}\n{reads_seq}\n{reads_hash}\n{at}").into_bytes()
 }
 
 /// The time as the message carries it, so that a head read back from a file or the database verifies.
@@ -211,17 +219,19 @@ mod tests {
         assert_eq!(again.public(), key.public(), "the file keeps the key");
         let (other, _) = AuditKey::load_or_create(&dir.path().join("other.key")).unwrap();
 
-        let head = key.sign(42, &"ab".repeat(32), Utc::now());
+        let head = key.sign((42, &"ab".repeat(32)), (7, &"01".repeat(32)), Utc::now());
         assert!(head.signed_by(std::slice::from_ref(key.public())));
         assert!(!head.signed_by(std::slice::from_ref(other.public())), "another key's public half");
         let moved = SignedHead { seq: 43, ..head.clone() };
         assert!(!moved.signed_by(std::slice::from_ref(key.public())), "a head moved to another position");
         let rehashed = SignedHead { hash: "cd".repeat(32), ..head.clone() };
         assert!(!rehashed.signed_by(std::slice::from_ref(key.public())), "a head given another hash");
+        let reads = SignedHead { reads_hash: "cd".repeat(32), ..head.clone() };
+        assert!(!reads.signed_by(std::slice::from_ref(key.public())), "a head given another read log hash");
 
         let file = dir.path().join("heads.jsonl");
         append_head(&file, &head).unwrap();
-        append_head(&file, &key.sign(50, &"ef".repeat(32), Utc::now())).unwrap();
+        append_head(&file, &key.sign((50, &"ef".repeat(32)), (7, &"01".repeat(32)), Utc::now())).unwrap();
         let read = read_head_file(&file).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0], head);
