@@ -707,9 +707,7 @@ async fn main() -> Result<()> {
     let mut all = Latencies(results.iter().flat_map(|(l, _)| l.0.iter().copied()).collect());
     let total_residents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_residents").fetch_one(&pool).await?;
     // The read access log's part of a search: the one INSERT (and its durable commit) a search page records.
-    let log = cardap_store::AccessLogStore::new(
-        cardap_projections::ReadModels::connect(&args.database_url, 2)?.pool().clone(),
-    );
+    let log = cardap_store::AccessLogStore::new(cardap_projections::connect_pool(&args.database_url, 2)?);
     let mut records = Latencies::default();
     for n in 0..search_count {
         let read = cardap_store::NewReadAccess {
