@@ -102,8 +102,9 @@ impl View for RegistryView {
                         .fetch_optional(&mut *conn)
                         .await
                         .map_err(ProjectionError::from_sqlx)?;
+                // No row: nothing to change, as an UPDATE of no row.
                 let Some(current) = current else {
-                    return Err(recorded.error("a change of an entry that was never imported"));
+                    return Ok(());
                 };
                 let blob: Option<Vec<u8>> = current.try_get("facts").map_err(ProjectionError::Database)?;
                 let data_key = match blob {

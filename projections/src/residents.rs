@@ -110,8 +110,9 @@ impl View for ResidentRegister {
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(ProjectionError::from_sqlx)?;
+                // No row (never registered here, or already purged): nothing to change, as an UPDATE of no row.
                 let Some(current) = current else {
-                    return Err(recorded.error("a change of a resident who is not registered"));
+                    return Ok(());
                 };
                 let municipality: String = current.try_get("municipality").map_err(ProjectionError::Database)?;
                 let blob: Option<Vec<u8>> = current.try_get("personal").map_err(ProjectionError::Database)?;
@@ -198,7 +199,7 @@ impl ResidentRegister {
 
 /// Every prefix of `name` up to [`MAX_PREFIX`] characters, shortest first.
 fn prefixes(name: &str) -> impl Iterator<Item = &str> {
-    name.char_indices().skip(1).map(|(i, _)| i).chain([name.len()]).take(MAX_PREFIX).map(|end| &name[..end])
+    name.char_indices().map(|(i, c)| i + c.len_utf8()).take(MAX_PREFIX).map(|end| &name[..end])
 }
 
 /// The AAD of a resident's sealed row.
@@ -486,4 +487,19 @@ fn row(r: &AnyRow, key: Option<&DataKey>) -> Result<ResidentRow, ProjectionError
         registered_at: r.try_get("registered_at").map_err(get)?,
         updated_at: r.try_get("updated_at").map_err(get)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_up_to_the_indexed_length_has_a_token() {
+        assert_eq!(prefixes("ヤマダ").collect::<Vec<_>>(), ["ヤ", "ヤマ", "ヤマダ"]);
+        assert_eq!(prefixes("").count(), 0);
+        let long = "ア".repeat(MAX_PREFIX + 5);
+        let all: Vec<&str> = prefixes(&long).collect();
+        assert_eq!(all.len(), MAX_PREFIX);
+        assert_eq!(all.last().map(|p| p.chars().count()), Some(MAX_PREFIX));
+    }
 }

@@ -36,6 +36,7 @@ async fn sealed(db: &Database) -> (Arc<dyn EventStore>, Arc<cardap_store::KeyVau
 struct Backend {
     store: Arc<dyn EventStore>,
     read: ReadModels,
+    vault: Arc<cardap_store::KeyVault>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -44,7 +45,7 @@ async fn postgres() -> Backend {
     let db = Database::connect(&url, 10).await.unwrap();
     db.migrate().await.unwrap();
     let (store, vault) = sealed(&db).await;
-    Backend { store, read: ReadModels::connect(&url, 5, vault).unwrap(), _dir: None }
+    Backend { store, read: ReadModels::connect(&url, 5, vault.clone()).unwrap(), vault, _dir: None }
 }
 
 async fn sqlite() -> Backend {
@@ -53,7 +54,7 @@ async fn sqlite() -> Backend {
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
     let (store, vault) = sealed(&db).await;
-    Backend { store, read: ReadModels::connect(&url, 4, vault).unwrap(), _dir: Some(dir) }
+    Backend { store, read: ReadModels::connect(&url, 4, vault.clone()).unwrap(), vault, _dir: Some(dir) }
 }
 
 impl Backend {
@@ -740,6 +741,66 @@ async fn a_rebuild_reproduces_the_same_rows(b: Backend) {
     assert_eq!(cards::ap_counts(b.read.pool(), &code).await.unwrap(), counts);
 }
 
+async fn long_names_and_keys_that_are_not_cached(b: Backend) {
+    let code = chiyoda();
+    // 24 characters: longer than the longest prefix with a token of its own.
+    let (long, other) = (new_id(), new_id());
+    b.resident(
+        long,
+        &[registered(
+            long,
+            &code,
+            person(("アイウエオカキクケコサシ", "スセソタチツテトナニヌネ"), ("山田", "太郎"), "4050505"),
+        )],
+    )
+    .await;
+    b.resident(
+        other,
+        &[registered(
+            other,
+            &code,
+            person(("アイウエオカキクケコサシ", "スセソタチツテトナニアア"), ("山田", "次郎"), "4050505"),
+        )],
+    )
+    .await;
+    b.catch_up().await;
+    let (pool, sealer) = (b.read.pool(), b.read.sealer());
+    // A projection finds a key this process has forgotten through its own connection (in its transaction).
+    let subject = StreamId::new(Resident::STREAM_TYPE, &long.to_string()).unwrap();
+    b.vault.clear_cache();
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(sealer.keys_in(&mut conn, std::slice::from_ref(&subject)).await.unwrap().contains_key(&subject));
+
+    let twenty = residents::search(pool, sealer, &code, &search(Some("アイウエオカキクケコサシスセソタチツテト")))
+        .await
+        .unwrap();
+    assert_eq!(twenty.rows.len(), 2);
+    let longer =
+        residents::search(pool, sealer, &code, &search(Some("アイウエオカキクケコサシスセソタチツテトナニヌ")))
+            .await
+            .unwrap();
+    assert_eq!(
+        longer.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(),
+        [long],
+        "the rest is compared once opened"
+    );
+    let whole =
+        residents::search(pool, sealer, &code, &search(Some("アイウエオカキクケコサシスセソタチツテトナニアア")))
+            .await
+            .unwrap();
+    assert_eq!(whole.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>(), [other]);
+
+    // Read with a cold cache, he is all there; once his key is destroyed he reads as erased.
+    b.vault.clear_cache();
+    let row = residents::get(pool, sealer, &code, &long).await.unwrap().unwrap();
+    assert_eq!(row.kana_name.unwrap().given, "スセソタチツテトナニヌネ");
+    b.vault.destroy(&subject).await.unwrap();
+    let row = residents::get(pool, sealer, &code, &long).await.unwrap().unwrap();
+    assert!(row.erased && row.kana_name.is_none() && row.birth_date.is_none(), "{row:?}");
+    b.vault.clear_cache();
+    assert!(sealer.keys_in(&mut conn, std::slice::from_ref(&subject)).await.unwrap().is_empty(), "destroyed");
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -770,6 +831,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn the_settings_row() {
                 super::the_settings_row(super::$backend().await).await;
+            }
+            #[tokio::test]
+            async fn long_names_and_keys_that_are_not_cached() {
+                super::long_names_and_keys_that_are_not_cached(super::$backend().await).await;
             }
             #[tokio::test]
             async fn a_rebuild_reproduces_the_same_rows() {
