@@ -344,7 +344,7 @@ pub async fn get(
 /// id), the page itself sorted by kana name.
 ///
 /// The kana prefix and the birth date are each one token of `rm_resident_tokens` (primary key (token,
-/// resident_id): an index range already in keyset order); both = the first token's range with the second one
+/// resident_id): an index range already in keyset order); both = the birth date's range with the kana token
 /// checked per row; the FID goes through the card's primary key; no condition lists the municipality through
 /// (municipality, resident_id). The statement holds only the conditions given (no `$n IS NULL OR …`).
 pub async fn search(
@@ -356,13 +356,15 @@ pub async fn search(
     let limit = search.limit.clamp(1, MAX_PAGE);
     let prefix = search.kana_prefix.as_deref().map(normalize_prefix).filter(|p| !p.is_empty());
     let code = municipality.as_str();
+    // The first token drives the scan, the others are checked per row: the birth date first, as a day holds few
+    // residents while a short kana prefix may hold a tenth of the municipality.
     let mut tokens = Vec::new();
+    if let Some(date) = &search.birth_date {
+        tokens.push(sealer.token(code, BIRTH, date.as_str()));
+    }
     if let Some(p) = &prefix {
         let indexed = prefixes(p).last().unwrap_or(p);
         tokens.push(sealer.token(code, KANA, indexed));
-    }
-    if let Some(date) = &search.birth_date {
-        tokens.push(sealer.token(code, BIRTH, date.as_str()));
     }
     // Only fixed fragments and placeholders go into the SQL; every value is bound.
     let mut sql = match tokens.len() {

@@ -119,6 +119,7 @@ const SECRETS: &[&str] = &[
     "義経",
     "1008999",
     "福井県敦賀市鷹巣町",
+    "岐阜県郡上市八幡町",
     "ミサキ荘",
     "080-7777-3131",
     "yoshitsune@example.jp",
@@ -133,6 +134,7 @@ const SECRETS: &[&str] = &[
     "アオイ",
     "5918888",
     "和歌山県新宮市熊野川町",
+    "高知県四万十市",
     "3550912",
     "19800912",
     "1980-09-12",
@@ -244,25 +246,46 @@ async fn a_raw_copy_of_the_database_shows_nobodys_personal_data(backend: Backend
         .await
         .login(&app)
         .await;
-    let file = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n\
-                000000777,東雲 葵,シノノメ アオイ,3550912,2,591-8888,和歌山県新宮市熊野川町１－２\r\n";
+    let file = String::from(
+        "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n\
+                000000777,東雲 葵,シノノメ アオイ,3550912,2,591-8888,和歌山県新宮市熊野川町１－２\r\n",
+    );
     let import = app
-        .post_bytes(&registry_import_path(CHIYODA), Some(&manager), "text/csv; charset=UTF-8", file.as_bytes().to_vec())
+        .post_bytes(
+            &registry_import_path(CHIYODA),
+            Some(&manager),
+            "text/csv; charset=UTF-8",
+            file.clone().into_bytes(),
+        )
         .await;
     assert_eq!(import.status, StatusCode::OK, "{}", import.text);
     assert!(import.text.contains("\"imported\":1"), "{}", import.text);
+    // Both change: his new address and the entry's new one are sealed as well.
+    let changed = app
+        .patch(&resident_path(CHIYODA, &id), Some(&admin), None, &json!({"address1": "岐阜県郡上市八幡町島谷７"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let file = file.replace("和歌山県新宮市熊野川町１－２", "高知県四万十市西土佐江川崎４");
+    let import = app
+        .post_bytes(&registry_import_path(CHIYODA), Some(&manager), "text/csv; charset=UTF-8", file.into_bytes())
+        .await;
+    assert!(import.text.contains("\"changed\":1"), "{}", import.text);
     app.state.read.catch_up(app.state.store.clone()).await.unwrap();
 
     // The clerk still reads and finds them through the server.
     let shown = app.get(&resident_path(CHIYODA, &id), Some(&admin)).await.json();
-    assert_eq!(shown["address1"], "福井県敦賀市鷹巣町３－３", "{shown}");
+    assert_eq!(
+        (&shown["address1"], &shown["occupation"]),
+        (&json!("岐阜県郡上市八幡町島谷７"), &json!("鷹匠")),
+        "{shown}"
+    );
     for query in ["kana_prefix=ミナミ", "birth_date=3630405", "kana_prefix=ミナミカワヨシツネ&birth_date=3630405"]
     {
         let found = app.get(&format!("{}?{query}", residents_path(CHIYODA)), Some(&admin)).await.json();
         assert_eq!(found["items"][0]["resident_id"], id.as_str(), "{query}: {found}");
     }
     let entry = app.get(&format!("/api/v1/municipalities/{CHIYODA}/registry/000000777"), Some(&admin)).await;
-    assert!(entry.text.contains("東雲"), "{}", entry.text);
+    assert!(entry.text.contains("東雲") && entry.text.contains("四万十市"), "{}", entry.text);
 
     // A copy of every table holds none of it.
     let dump = dump_every_table(&app).await;
