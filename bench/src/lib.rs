@@ -18,6 +18,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    /// The server's data directory (its audit key and head file), removed when dropped.
+    _data: tempfile::TempDir,
 }
 
 impl Server {
@@ -28,8 +30,11 @@ impl Server {
 
     /// [`Server::start`] with more `CARDAP_*` variables (TLS files, say).
     pub fn start_with(binary: &PathBuf, url: &str, master_key: &str, env: &[(&str, String)]) -> Result<Server> {
+        // Its own data directory: no audit key or head file left in the working directory.
+        let data = tempfile::tempdir().context("a data directory for the server")?;
         let mut child = Command::new(binary)
             .args(["serve", "--database-url", url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .env("CARDAP_DATA_DIR", data.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CARDAP_MASTER_KEY", master_key)
             .env("CARDAP_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
@@ -69,7 +74,7 @@ impl Server {
                 bail!("the server did not report its address within 120 s (see its log above)");
             }
         };
-        Ok(Server { child, address: format!("http://{address}") })
+        Ok(Server { child, address: format!("http://{address}"), _data: data })
     }
 
     pub fn pid(&self) -> u32 {
