@@ -61,9 +61,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain over the sealed events (a running server seals new ones within seconds) and name
-    /// the first event that was altered, removed or moved; then check it against the signed heads (the head file
-    /// given, else those kept in the database) with the audit public key. Exit status 2 when anything is wrong.
+    /// Recompute the hash chains over the sealed events and over the read access log (a running server seals new
+    /// ones within seconds) and name the first event or row that was altered, removed or moved; then check both
+    /// against the signed heads (the head file given, else those kept in the database) with the audit public key.
+    /// Exit status 2 when anything is wrong.
     Verify {
         /// A head file (JSON lines, as the server appends to `audit.head_file`); default: the heads kept in the
         /// database.
