@@ -58,7 +58,7 @@ async fn the_log_holds_no_personal_data_in_clear(backend: Backend) {
 }
 
 async fn destroying_the_key_erases_him_everywhere_and_keeps_the_events(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let mut app = spawn_app(backend).await;
     let (admin, id) = registered(&app).await;
     let (_, other) = {
         let body = resident_body("スズキ", "ハナコ", "4010203");
@@ -77,6 +77,10 @@ async fn destroying_the_key_erases_him_everywhere_and_keeps_the_events(backend: 
     let db = Database::connect(&app.settings.database_url, 2).await.unwrap();
     let vault = db.key_vault(app.settings.master_key.clone().unwrap()).unwrap();
     vault.destroy(&StreamId::new("resident", &id).unwrap()).await.unwrap();
+    // The first node still holds his key in its cache (no erasure event told it: the key was destroyed behind its
+    // back), so it stops before the rebuild below, which its running projection would otherwise race with his
+    // cached key.
+    app.shut_down(std::time::Duration::from_secs(15)).await;
 
     // A node that never saw his key (no cache) answers with his ids only.
     let node = spawn_app_on(app.settings.clone(), None).await;
