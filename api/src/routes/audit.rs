@@ -6,16 +6,14 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cardap_commands::history::{History, HistoryCursor, HistoryLine, HistoryQuery};
 use cardap_domain::MunicipalityCode;
 use cardap_domain::operator::OperatorId;
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -136,23 +134,11 @@ pub async fn events(
     let query = parse_history(params)?;
     let history = state.history.clone();
     history.authorize(&auth.actor, &query)?;
-    let csv = crate::routes::read_access::wants_csv(&headers);
-    // The first page before answering: a failing database is still a proper error.
-    let mut names = HashMap::new();
+    let csv = crate::routes::streamed::wants_csv(&headers);
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "audit.events", "");
-    let first = history.page(&ctx, &query, None, PAGE, &mut names).await?;
-    let mut head = if csv { csv_header() } else { vec![] };
-    head.extend(render(&first.lines, csv));
-    let pages = Pages { history, ctx, query, names, next: first.next, csv };
-    let body =
-        stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next));
-    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        // Personal data: not for shared caches.
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ];
-    Ok((headers, Body::from_stream(body)).into_response())
+    let pages = Pages { history, ctx, query, names: HashMap::new(), csv };
+    let head = if csv { csv_header() } else { vec![] };
+    crate::routes::streamed::streamed(pages, head, csv, "the audit history").await
 }
 
 struct Pages {
@@ -161,23 +147,15 @@ struct Pages {
     ctx: cardap_commands::CommandContext,
     query: HistoryQuery,
     names: HashMap<cardap_domain::OperatorKey, Option<String>>,
-    next: Option<HistoryCursor>,
     csv: bool,
 }
 
-async fn next(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
-    let after = pages.next.take()?;
-    match pages.history.page(&pages.ctx, &pages.query, Some(after), PAGE, &mut pages.names).await {
-        Ok(page) => {
-            pages.next = page.next;
-            let chunk = Bytes::from(render(&page.lines, pages.csv));
-            Some((Ok(chunk), pages))
-        }
-        Err(e) => {
-            // The answer has begun: the client sees a cut-off body, the log says why.
-            tracing::error!(error = %e, "audit history stopped");
-            Some((Err(std::io::Error::other(e.to_string())), pages))
-        }
+impl crate::routes::streamed::Pages for Pages {
+    type Cursor = HistoryCursor;
+
+    async fn fetch(&mut self, after: Option<HistoryCursor>) -> Result<(Vec<u8>, Option<HistoryCursor>), ApiError> {
+        let page = self.history.page(&self.ctx, &self.query, after, PAGE, &mut self.names).await?;
+        Ok((render(&page.lines, self.csv), page.next))
     }
 }
 

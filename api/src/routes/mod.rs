@@ -17,6 +17,7 @@ pub mod registry;
 pub mod resident_settings;
 pub mod residents;
 pub mod sessions;
+pub(crate) mod streamed;
 
 use axum::http::{HeaderMap, header};
 use cardap_commands::{CommandContext, Permission, authorize};

@@ -8,9 +8,8 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,7 +18,6 @@ use cardap_commands::read_access::{
 };
 use cardap_domain::read_alert::{ReadAlertError, ReadAlertState};
 use cardap_domain::resident::ResidentId;
-use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -101,14 +99,6 @@ fn parse(params: HistoryParams) -> Result<ReadAccessQuery, ApiError> {
     })
 }
 
-/// Whether the client asks for CSV rather than NDJSON (`Accept: text/csv`), for the auditors' streams.
-pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/csv") && !v.contains("application/x-ndjson"))
-}
-
 /// Who read which residents' personal data, when, from which terminal, through which operation: every single
 /// read, search page and registry lookup, in the order recorded. A municipality's log is for its auditors and the
 /// system administrator; every municipality's (no `municipality`) for the system administrator only.
@@ -130,7 +120,7 @@ pub async fn access(
 ) -> Result<Response, ApiError> {
     let query = parse(params)?;
     state.reads.authorize(&auth.actor, &query)?;
-    stream_log(state.reads.clone(), query, Log::Reads, wants_csv(&headers)).await
+    stream_log(state.reads.clone(), query, Log::Reads, crate::routes::streamed::wants_csv(&headers)).await
 }
 
 /// The bulk-read alerts: an operator read more distinct residents within an hour than the municipality's
@@ -153,7 +143,7 @@ pub async fn alerts(
 ) -> Result<Response, ApiError> {
     let query = parse(params)?;
     state.reads.authorize(&auth.actor, &query)?;
-    stream_log(state.reads.clone(), query, Log::Alerts, wants_csv(&headers)).await
+    stream_log(state.reads.clone(), query, Log::Alerts, crate::routes::streamed::wants_csv(&headers)).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,13 +156,13 @@ struct Pages {
     reads: ReadAccess,
     query: ReadAccessQuery,
     names: OperatorNames,
-    next: Option<LogCursor>,
     log: Log,
     csv: bool,
 }
 
-impl Pages {
-    /// The page after `after`, rendered, and where the next begins.
+impl crate::routes::streamed::Pages for Pages {
+    type Cursor = LogCursor;
+
     async fn fetch(&mut self, after: Option<LogCursor>) -> Result<(Vec<u8>, Option<LogCursor>), ApiError> {
         Ok(match self.log {
             Log::Reads => {
@@ -188,35 +178,9 @@ impl Pages {
 }
 
 async fn stream_log(reads: ReadAccess, query: ReadAccessQuery, log: Log, csv: bool) -> Result<Response, ApiError> {
-    let mut pages = Pages { reads, query, names: OperatorNames::new(), next: None, log, csv };
-    // The first page before answering: a failing database is still a proper error.
-    let (first, next) = pages.fetch(None).await?;
-    pages.next = next;
-    let mut head = if csv { csv_row(header_of(log)) } else { vec![] };
-    head.extend(first);
-    let body =
-        stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(stream::unfold(pages, next_page));
-    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ];
-    Ok((headers, Body::from_stream(body)).into_response())
-}
-
-async fn next_page(mut pages: Pages) -> Option<(Result<Bytes, std::io::Error>, Pages)> {
-    let after = pages.next.take()?;
-    match pages.fetch(Some(after)).await {
-        Ok((chunk, next)) => {
-            pages.next = next;
-            Some((Ok(Bytes::from(chunk)), pages))
-        }
-        Err(e) => {
-            // The answer has begun: the client sees a cut-off body, the log says why.
-            tracing::error!(error = ?e, "read access log stopped");
-            Some((Err(std::io::Error::other("the read access log stopped")), pages))
-        }
-    }
+    let pages = Pages { reads, query, names: OperatorNames::new(), log, csv };
+    let head = if csv { csv_row(header_of(log)) } else { vec![] };
+    crate::routes::streamed::streamed(pages, head, csv, "the read access log").await
 }
 
 fn header_of(log: Log) -> Vec<String> {
