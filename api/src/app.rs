@@ -372,7 +372,8 @@ impl Application {
         let pki = start_ca(&store, &read, &views, clock.clone(), &master, &settings).await?;
         let credentials = Arc::new(CredentialStore::new(read.pool().clone()));
         let jobs = Jobs::new(clock.clone(), settings.imports.keep_finished);
-        let access = Access::new(store.clone(), read.clone(), credentials, clock.clone(), views.clone(), policy);
+        let keys: Arc<dyn cardap_commands::ports::DataKeys> = vault.clone();
+        let access = Access::new(store.clone(), read.clone(), credentials, clock.clone(), views.clone(), keys, policy);
         let listener = TcpListener::bind(settings.listen).await.map_err(StartError::io("cannot listen"))?;
         let port = listener.local_addr().map_err(StartError::io("cannot listen"))?.port();
         let relying_party = settings.biometric(port).map_err(StartError::Failed)?;

@@ -22,7 +22,7 @@ use cardap_domain::operator::{
     self, AuthMethod, LockoutPolicy, LoginCommand, LoginState, Operator, OperatorCommand, OperatorError, OperatorEvent,
     OperatorId, OperatorLogins, OperatorState, Password, PasswordPolicy,
 };
-use cardap_domain::{Aggregate, MunicipalityCode, OperatorKey, ParseError, Timestamp};
+use cardap_domain::{Aggregate, DomainEvent, MunicipalityCode, OperatorKey, ParseError, Timestamp};
 use cardap_projections::municipalities;
 use cardap_projections::operators::{self, OperatorRow};
 use cardap_projections::{ProjectionError, ReadModels};
@@ -36,7 +36,7 @@ use crate::context::CommandContext;
 use crate::engine::{Tx, transact};
 use crate::handler::{CommandError, CommandHandler, Loaded};
 use crate::passwords::{self, Admission, HashingError, Secret};
-use crate::ports::Credentials;
+use crate::ports::{Credentials, DataKeys};
 use crate::throttle::{Attempter, Throttle, ThrottlePolicy};
 use crate::views::Views;
 
@@ -170,6 +170,8 @@ pub struct Access {
     clock: Arc<dyn Clock>,
     views: Views,
     throttle: Throttle,
+    /// Destroys the key of a revoked operator's management information.
+    keys: Arc<dyn DataKeys>,
     pub policy: AccessPolicy,
 }
 
@@ -177,17 +179,19 @@ type Result<T, E> = std::result::Result<T, CommandError<E>>;
 
 impl Access {
     /// `credentials` is the adapter of the [`Credentials`] port (`cardap_store::CredentialStore` on the read-model
-    /// database, where the companions of the event appends write too).
+    /// database, where the companions of the event appends write too); `keys` destroys the key of a revoked
+    /// operator's management information (the process's key vault).
     pub fn new(
         store: Arc<dyn EventStore>,
         read: ReadModels,
         credentials: Arc<dyn Credentials>,
         clock: Arc<dyn Clock>,
         views: Views,
+        keys: Arc<dyn DataKeys>,
         policy: AccessPolicy,
     ) -> Self {
         let throttle = Throttle::new(policy.throttle, clock.clone());
-        Access { store, read, credentials, clock, views, throttle, policy }
+        Access { store, read, credentials, clock, views, throttle, keys, policy }
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -237,9 +241,11 @@ impl Access {
             _ => None,
         };
         let operator = match &login {
-            Some((municipality, id)) => operators::find_by_login(self.read.pool(), municipality.as_ref(), id)
-                .await
-                .map_err(AccessFailure::from)?,
+            Some((municipality, id)) => {
+                operators::find_by_login(self.read.pool(), self.read.sealer(), municipality.as_ref(), id)
+                    .await
+                    .map_err(AccessFailure::from)?
+            }
             None => None,
         };
         // An operator of an abolished municipality is refused like a revoked one: no password is compared (the
@@ -425,7 +431,7 @@ impl Access {
         let Some(session) = self.credentials.live_session(&hash, now, now.saturating_sub(idle)).await? else {
             return Ok(None);
         };
-        let operator = operators::get(self.read.pool(), session.operator).await?;
+        let operator = operators::get(self.read.pool(), self.read.sealer(), session.operator).await?;
         let Some(operator) = self.still_acting(operator).await? else {
             return Ok(None);
         };
@@ -467,7 +473,8 @@ impl Access {
         let Some((municipality, operator_id)) = crate::pki::operator_named_by(der) else {
             return Ok(None);
         };
-        let operator = operators::find_by_login(self.read.pool(), municipality.as_ref(), &operator_id).await?;
+        let operator =
+            operators::find_by_login(self.read.pool(), self.read.sealer(), municipality.as_ref(), &operator_id).await?;
         let Some(operator) = self.still_acting(operator).await? else {
             return Ok(None);
         };
@@ -663,7 +670,10 @@ impl Access {
     }
 
     /// 失効: revokes an operator. With it, in one transaction, his login record is forgotten (a registration
-    /// after it starts afresh) and his sessions end. Answers his version after the revocation.
+    /// after it starts afresh) and his sessions end. Then his management information is erased (操作者の登録情報を
+    /// 削除): the key of this registration's profile is destroyed — after the event, as for a resident's erasure
+    /// (`crate::erasure`), and made sure of by every node's erasure follower, which also destroys it when this
+    /// process dies in between. His ID, roles and what he did stay. Answers his version after the revocation.
     pub async fn revoke(
         &self,
         ctx: &CommandContext,
@@ -699,15 +709,21 @@ impl Access {
             Ok((op.version + events.len() as u64, tx))
         })
         .await?;
+        // His management information's key: the one the revocation names (also on a retry of this command).
+        let revoked = CommandHandler::<Operator>::new(self.store.clone()).load(operator).await?;
+        let erased = revoked.state.is_revoked().then(|| profile_subject(operator, revoked.state.registration()));
+        if let Some(subject) = erased.flatten()
+            && let Err(e) = self.keys.destroy(&subject).await
+        {
+            // The revocation stands; every node's erasure follower destroys the key it names.
+            tracing::warn!(error = %e, "the revoked operator's profile key is left to the erasure follower");
+        }
         if let Some(checkpoint) = done.checkpoint {
             self.views.wait_for_view(checkpoint, operators::NAME).await;
             // His certificates' revocations: the next CRL lists them.
             self.views.wait_for_view(checkpoint, cardap_projections::certificates::NAME).await;
         }
-        match done.value {
-            Some(version) => Ok(version),
-            None => Ok(CommandHandler::<Operator>::new(self.store.clone()).load(operator).await?.version),
-        }
+        Ok(done.value.unwrap_or(revoked.version))
     }
 
     /// Deletes the sessions that can never be used again (ended, expired, idle too long); how many. Run now and
@@ -727,6 +743,14 @@ impl Access {
     pub async fn password_hash(&self, operator: OperatorKey) -> std::result::Result<Option<String>, AccessFailure> {
         Ok(self.credentials.password_hash(operator).await?)
     }
+}
+
+/// The subject of the key that seals the management information of `registration` on his operator stream, as
+/// the sealed event store and the erasure follower name it; `None` for a registration written before they had keys
+/// of their own (0).
+fn profile_subject(operator: &StreamId, registration: u32) -> Option<StreamId> {
+    let encoded = OperatorEvent::Revoked { at: Timestamp::from_unix(0), registration }.encode();
+    (registration > 0).then(|| cardap_store::personal_subject(operator, &encoded).ok()).flatten()
 }
 
 /// An operator's login record (`op` is his operator stream, loaded in the same decision): from its own stream,

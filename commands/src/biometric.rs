@@ -463,7 +463,7 @@ impl Biometrics {
             return Err(LoginError::InvalidCredentials);
         };
         // As he is now: revoked or of an abolished municipality since the beginning gets nothing.
-        let row = operators::find_by_login(self.read.pool(), municipality.as_ref(), &operator_id)
+        let row = operators::find_by_login(self.read.pool(), self.read.sealer(), municipality.as_ref(), &operator_id)
             .await
             .map_err(AccessFailure::from)?;
         let Some(row) = self.access.still_acting(row).await? else {
@@ -533,7 +533,7 @@ impl Biometrics {
             None => None,
         };
         let Ok(id) = OperatorId::parse(operator_id) else { return Ok((None, None)) };
-        let row = operators::find_by_login(self.read.pool(), municipality.as_ref(), &id).await?;
+        let row = operators::find_by_login(self.read.pool(), self.read.sealer(), municipality.as_ref(), &id).await?;
         let acting = self.access.still_acting(row).await?.is_some();
         let named = Some((municipality, id));
         Ok((named.clone(), named.filter(|_| acting)))

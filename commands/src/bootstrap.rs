@@ -57,7 +57,7 @@ pub async fn ensure_system_admin(
     policy: &PasswordPolicy,
     keep: impl FnOnce(&Secret) -> Result<(), String>,
 ) -> Result<AdminCreated, BootstrapError> {
-    if operators::find_by_login(read.pool(), None, operator_id).await?.is_some() {
+    if operators::find_by_login(read.pool(), read.sealer(), None, operator_id).await?.is_some() {
         return Ok(AdminCreated::Existing);
     }
     let key = OperatorKey::for_login(None, operator_id);

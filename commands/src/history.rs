@@ -224,7 +224,7 @@ impl History {
             Some(key) => match names.get(&key) {
                 Some(name) => name.clone(),
                 None => {
-                    let row = directory::get(self.read.pool(), key).await?;
+                    let row = directory::get(self.read.pool(), self.read.sealer(), key).await?;
                     let name = row.map(|r| r.operator_id);
                     names.insert(key, name.clone());
                     name

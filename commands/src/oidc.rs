@@ -212,7 +212,9 @@ struct IdTokenClaims<'a> {
     amr: Vec<&'static str>,
     /// cardap's name of the method: `password`, `certificate`, `biometric`.
     auth_method: &'static str,
-    name: String,
+    /// 氏名・組織名 (only an operator who may act gets a token, and his management information is not erased).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     /// The municipality's code; `null` for the system administrator.
     municipality: Option<String>,
     operator_id: String,
@@ -651,7 +653,8 @@ impl LoginProvider {
     /// The ID token of a taken code, if its operator still may use the business system now.
     async fn id_token_for(&self, row: &CodeRow, now: i64) -> Result<TokenResponse, TokenError> {
         let failed = |e: &dyn std::fmt::Display| TokenError::Internal(e.to_string());
-        let operator = directory::get(self.read.pool(), row.operator).await.map_err(|e| failed(&e))?;
+        let operator =
+            directory::get(self.read.pool(), self.read.sealer(), row.operator).await.map_err(|e| failed(&e))?;
         // Revoked, or his municipality abolished, since the code was issued: no token.
         let Some(operator) = self.access.still_acting(operator).await.map_err(|e| failed(&e))? else {
             return Err(TokenError::InvalidGrant(

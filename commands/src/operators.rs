@@ -204,12 +204,12 @@ impl Operators {
         code: &MunicipalityCode,
         operator_id: &OperatorId,
     ) -> std::result::Result<Option<OperatorRow>, QueryError> {
-        directory::find_by_login(self.read.pool(), Some(code), operator_id).await
+        directory::find_by_login(self.read.pool(), self.read.sealer(), Some(code), operator_id).await
     }
 
     /// The operator with this key, or `None`.
     pub async fn view(&self, key: OperatorKey) -> std::result::Result<Option<OperatorRow>, QueryError> {
-        directory::get(self.read.pool(), key).await
+        directory::get(self.read.pool(), self.read.sealer(), key).await
     }
 
     /// One page of a municipality's operators matching `filter`, in operator-ID order after `after`, at most
@@ -221,7 +221,7 @@ impl Operators {
         after: Option<&str>,
         limit: i64,
     ) -> std::result::Result<Vec<OperatorRow>, QueryError> {
-        directory::search(self.read.pool(), code, filter, after, limit).await
+        directory::search(self.read.pool(), self.read.sealer(), code, filter, after, limit).await
     }
 
     /// An operator's 業務内IDs as the directory has them: (business id, 業務内ID, that system's role), by

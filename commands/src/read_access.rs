@@ -440,7 +440,7 @@ impl ReadAccess {
         if let Some(name) = names.get(&key) {
             return Ok(name.clone());
         }
-        let name = directory::get(self.read.pool(), key).await?.map(|r| r.operator_id);
+        let name = directory::get(self.read.pool(), self.read.sealer(), key).await?.map(|r| r.operator_id);
         names.insert(key, name.clone());
         Ok(name)
     }

@@ -37,6 +37,7 @@ pub use values::{
 };
 
 use crate::contact::Text100;
+use crate::resident::Erasable;
 use crate::{Aggregate, BusinessId, MunicipalityCode, OperatorKey, Timestamp};
 
 /// The stream id of an operator: his login, `<municipality code>.<operator ID>` (`131016.OP0501`), or
@@ -208,6 +209,10 @@ pub enum OperatorError {
     AuthenticatorNotRegistered,
     #[error("an operator may have at most {max} authenticators")]
     TooManyAuthenticators { max: usize },
+    /// His management information was erased (its key destroyed) while he is registered — a restored database,
+    /// say: a change must give it whole again, starting with the name.
+    #[error("the operator's management information was erased; give it again, with the name")]
+    ProfileErased,
 }
 
 impl OperatorError {
@@ -262,6 +267,7 @@ impl crate::message::Localized for OperatorError {
             Self::AuthenticatorAlreadyRegistered => "この認証器は既に登録されています",
             Self::AuthenticatorNotRegistered => "この認証器は登録されていません",
             Self::TooManyAuthenticators { max } => return format!("認証器は1人{max}台まで登録できます"),
+            Self::ProfileErased => "このオペレータの登録情報は消去されています。氏名・組織名から登録し直してください",
         };
         text.to_owned()
     }
@@ -271,6 +277,8 @@ impl crate::message::Localized for OperatorError {
 #[derive(Debug, Clone, Default)]
 pub struct OperatorState {
     registered: Option<Registered>,
+    /// Registrations of this login so far, revoked ones included: the next one is `registrations + 1`.
+    registrations: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -278,7 +286,10 @@ struct Registered {
     key: OperatorKey,
     municipality: Option<MunicipalityCode>,
     operator_id: OperatorId,
-    profile: OperatorProfile,
+    /// Which registration of his login this is: his management information is sealed under its own key.
+    registration: u32,
+    /// `Erased` once he was revoked (its key destroyed), or when the key is gone for another reason.
+    profile: Erasable<OperatorProfile>,
     roles: Vec<Role>,
     business_systems: Vec<BusinessId>,
     internal_ids: BTreeMap<BusinessId, InternalIdAssignment>,
@@ -321,13 +332,19 @@ impl OperatorState {
         self.registered.as_ref().map(|r| &r.operator_id)
     }
 
-    /// 氏名・組織名; the same as `profile().name`.
+    /// 氏名・組織名; the same as `profile().name`. `None` also once his management information was erased.
     pub fn name(&self) -> Option<&OperatorName> {
-        self.registered.as_ref().map(|r| &r.profile.name)
+        self.profile().map(|p| &p.name)
     }
 
+    /// His management information; `None` when not registered or once it was erased (revocation erases it).
     pub fn profile(&self) -> Option<&OperatorProfile> {
-        self.registered.as_ref().map(|r| &r.profile)
+        self.registered.as_ref().and_then(|r| r.profile.known())
+    }
+
+    /// Which registration of his login the current (or last) one is; 0 when never registered.
+    pub fn registration(&self) -> u32 {
+        self.registered.as_ref().map_or(0, |r| r.registration)
     }
 
     /// The roles as recorded (also for a revoked operator); empty when not registered.
@@ -499,8 +516,10 @@ impl Operator {
 
         match command {
             C::Register { .. } | C::RegisterWithInternalIds { .. } => Err(OperatorError::AlreadyRegistered),
-            C::UpdateProfile { profile } if profile == op.profile => Ok(vec![]),
-            C::UpdateProfile { profile } => Ok(vec![E::ProfileUpdated { profile }]),
+            C::UpdateProfile { profile } if op.profile.known() == Some(&profile) => Ok(vec![]),
+            C::UpdateProfile { profile } => {
+                Ok(vec![E::ProfileUpdated { registration: op.registration, profile: Erasable::Known(profile) }])
+            }
             C::ChangeRoles { roles } => {
                 let roles = checked_roles(roles, op.municipality.as_ref())?;
                 Ok(if roles == op.roles { vec![] } else { vec![E::RolesChanged { roles }] })
@@ -539,12 +558,20 @@ impl Operator {
                 Ok(events)
             }
             C::Patch { profile, roles, business_systems, usable } => {
-                let profile = (!profile.is_empty()).then(|| profile.apply(&op.profile));
+                let profile = match (&op.profile, profile.is_empty()) {
+                    (_, true) => None,
+                    (Erasable::Known(current), false) => Some(profile.apply(current)),
+                    // Nothing to merge with: only a patch that names him can stand for the whole.
+                    (Erasable::Erased, false) => match &profile.name {
+                        Some(name) => Some(profile.apply(&OperatorProfile::named(name.clone()))),
+                        None => return Err(OperatorError::ProfileErased),
+                    },
+                };
                 Self::decide_active(op, C::Change { profile, roles, business_systems, usable })
             }
             C::ChangePassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: false }]),
             C::ResetPassword { at } => Ok(vec![E::PasswordChanged { at, by_administrator: true }]),
-            C::Revoke { at } => Ok(vec![E::Revoked { at }]),
+            C::Revoke { at } => Ok(vec![E::Revoked { at, registration: op.registration }]),
             C::RecordLoginFailure { at, policy } => op.login.decide(LoginCommand::RecordFailure { at, policy }),
             C::RecordLogin { at } => op.login.decide(LoginCommand::RecordLogin { at }),
             C::Unlock => op.login.decide(LoginCommand::Unlock),
@@ -639,8 +666,15 @@ impl Aggregate for Operator {
             ) if !state.is_active() => {
                 let (roles, business_systems) =
                     checked_registration(municipality.as_ref(), roles, business_systems, &internal_ids, &usable)?;
-                let registered =
-                    OperatorEvent::Registered { key, municipality, operator_id, profile, roles, business_systems };
+                let registered = OperatorEvent::Registered {
+                    key,
+                    municipality,
+                    operator_id,
+                    registration: state.registrations + 1,
+                    profile: Erasable::Known(profile),
+                    roles,
+                    business_systems,
+                };
                 let assigned = internal_ids.into_iter().map(|(business_id, a)| OperatorEvent::InternalIdAssigned {
                     business_id,
                     internal_id: a.internal_id,
@@ -658,12 +692,16 @@ impl Aggregate for Operator {
     fn evolve(mut state: Self::State, event: &Self::Event) -> Self::State {
         use OperatorEvent as E;
 
-        if let E::Registered { key, municipality, operator_id, profile, roles, business_systems } = event {
-            // Also a re-registration after revocation: everything starts afresh.
+        if let E::Registered { key, municipality, operator_id, registration, profile, roles, business_systems } = event
+        {
+            // Also a re-registration after revocation: everything starts afresh. Registrations recorded before
+            // they were numbered (0) count on from the ones before.
+            state.registrations = if *registration > 0 { *registration } else { state.registrations + 1 };
             state.registered = Some(Registered {
                 key: *key,
                 municipality: municipality.clone(),
                 operator_id: operator_id.clone(),
+                registration: state.registrations,
                 profile: profile.clone(),
                 roles: roles.clone(),
                 business_systems: business_systems.clone(),
@@ -681,12 +719,15 @@ impl Aggregate for Operator {
         };
         match event {
             E::Registered { .. } => {}
-            E::ProfileUpdated { profile } => r.profile = profile.clone(),
+            E::ProfileUpdated { profile, .. } => r.profile = profile.clone(),
             E::RolesChanged { roles } => r.roles = roles.clone(),
             E::BusinessSystemsChanged { business_systems } => r.business_systems = business_systems.clone(),
             E::PasswordChanged { at, .. } => r.password_changed_at = Some(*at),
             E::Revoked { .. } => {
+                // 失効 erases his registration information (操作者の登録情報を削除): its key is destroyed after
+                // this event; his ID and what he did stay.
                 r.revoked = true;
+                r.profile = Erasable::Erased;
                 r.login.evolve(event);
             }
             E::LoginFailed { .. }
@@ -804,7 +845,8 @@ mod tests {
             key: key(municipality.as_ref()),
             municipality,
             operator_id: op_id(),
-            profile: name_only(),
+            registration: 1,
+            profile: Erasable::Known(name_only()),
             roles,
             business_systems,
         }
@@ -888,7 +930,8 @@ mod tests {
             key: key(chiyoda().as_ref()),
             municipality: chiyoda(),
             operator_id: op_id(),
-            profile: full_profile(),
+            registration: 1,
+            profile: Erasable::Known(full_profile()),
             roles: vec![Role::BusinessAdmin, Role::Clerk],
             business_systems: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
         }]);
@@ -1024,11 +1067,17 @@ mod tests {
             vec![clerk(), assigned(BusinessId::LIBRARY, "1000000010"), E::LoggedIn { at: t(0) }],
             failed(5, t(10)),
             vec![E::Locked { at: t(10), until: Some(t(910)) }, E::LoginFailed { at: t(20), failures_in_row: 1 }],
-            vec![E::Revoked { at: t(30) }],
+            vec![E::Revoked { at: t(30), registration: 1 }],
         ]);
+        // The second registration of his login: his management information gets a key of its own.
+        let mut second = registered(chiyoda(), vec![Role::Auditor], vec![BusinessId::CERTIFICATE_ISSUANCE]);
+        if let E::Registered { registration, .. } = &mut second {
+            *registration = 2;
+        }
         let state = given::<Operator>(history)
             .when(register(chiyoda(), vec![Role::Auditor], vec![BusinessId::CERTIFICATE_ISSUANCE]))
-            .then([registered(chiyoda(), vec![Role::Auditor], vec![BusinessId::CERTIFICATE_ISSUANCE])]);
+            .then([second]);
+        assert_eq!((state.registration(), state.profile()), (2, Some(&name_only())));
         assert!(state.is_active() && !state.is_revoked());
         assert_eq!(state.roles(), [Role::Auditor]);
         assert!(state.internal_ids().is_empty());
@@ -1064,7 +1113,9 @@ mod tests {
     #[test]
     fn any_other_command_after_revocation_is_refused() {
         for command in every_other_command() {
-            given::<Operator>([clerk(), E::Revoked { at: t(0) }]).when(command).then_err(OperatorError::Revoked);
+            given::<Operator>([clerk(), E::Revoked { at: t(0), registration: 1 }])
+                .when(command)
+                .then_err(OperatorError::Revoked);
         }
     }
 
@@ -1074,7 +1125,7 @@ mod tests {
     fn update_the_profile() {
         let state = given::<Operator>([clerk()])
             .when(C::UpdateProfile { profile: full_profile() })
-            .then([E::ProfileUpdated { profile: full_profile() }]);
+            .then([E::ProfileUpdated { registration: 1, profile: Erasable::Known(full_profile()) }]);
         assert_eq!(state.profile(), Some(&full_profile()));
     }
 
@@ -1092,14 +1143,36 @@ mod tests {
         let phone = Phone::parse("03-9999-0000").unwrap();
         let mut expected = full_profile();
         expected.phone = Some(phone.clone());
-        given::<Operator>([clerk(), E::ProfileUpdated { profile: full_profile() }])
+        given::<Operator>([clerk(), E::ProfileUpdated { registration: 1, profile: Erasable::Known(full_profile()) }])
             .when(C::Patch {
                 profile: OperatorProfilePatch { phone: Some(Some(phone)), ..Default::default() },
                 roles: None,
                 business_systems: None,
                 usable: vec![],
             })
-            .then([E::ProfileUpdated { profile: expected }]);
+            .then([E::ProfileUpdated { registration: 1, profile: Erasable::Known(expected) }]);
+    }
+
+    #[test]
+    fn a_patch_of_an_erased_profile_must_give_the_name_and_stands_for_the_whole() {
+        let mut erased = clerk();
+        if let E::Registered { profile, .. } = &mut erased {
+            *profile = Erasable::Erased;
+        }
+        let phone = Phone::parse("03-9999-0000").unwrap();
+        let patch = |profile| C::Patch { profile, roles: None, business_systems: None, usable: vec![] };
+        given::<Operator>([erased.clone()])
+            .when(patch(OperatorProfilePatch { phone: Some(Some(phone.clone())), ..Default::default() }))
+            .then_err(OperatorError::ProfileErased);
+        let mut whole = name_only();
+        whole.phone = Some(phone.clone());
+        given::<Operator>([erased])
+            .when(patch(OperatorProfilePatch {
+                name: Some(name_only().name),
+                phone: Some(Some(phone)),
+                ..Default::default()
+            }))
+            .then([E::ProfileUpdated { registration: 1, profile: Erasable::Known(whole) }]);
     }
 
     #[test]
@@ -1112,7 +1185,10 @@ mod tests {
                 business_systems: None,
                 usable: vec![],
             })
-            .then([E::ProfileUpdated { profile: renamed }, E::RolesChanged { roles: vec![Role::Auditor] }]);
+            .then([
+                E::ProfileUpdated { registration: 1, profile: Erasable::Known(renamed) },
+                E::RolesChanged { roles: vec![Role::Auditor] },
+            ]);
     }
 
     #[test]
@@ -1266,8 +1342,11 @@ mod tests {
     #[test]
     fn revoke_ends_everything_including_a_lock() {
         let history = history([vec![clerk()], failed(5, t(0)), vec![E::Locked { at: t(0), until: None }]]);
-        let state = given::<Operator>(history).when(C::Revoke { at: t(60) }).then([E::Revoked { at: t(60) }]);
+        let state =
+            given::<Operator>(history).when(C::Revoke { at: t(60) }).then([E::Revoked { at: t(60), registration: 1 }]);
         assert!(state.is_registered() && state.is_revoked() && !state.is_active());
+        // 操作者の登録情報を削除: his management information is gone, his ID stays.
+        assert_eq!((state.profile(), state.operator_id()), (None, Some(&op_id())));
         assert!(!state.has_role(Role::Clerk));
         assert_eq!(state.roles(), [Role::Clerk]);
         assert_eq!(state.locked_until(), None);
@@ -1546,7 +1625,7 @@ mod tests {
 
     #[test]
     fn register_an_authenticator_for_a_revoked_operator_is_refused() {
-        given::<Operator>([clerk(), E::Revoked { at: t(0) }])
+        given::<Operator>([clerk(), E::Revoked { at: t(0), registration: 1 }])
             .when(register_reader(1, vec![]))
             .then_err(OperatorError::Revoked);
     }
@@ -1570,7 +1649,7 @@ mod tests {
 
     #[test]
     fn a_new_registration_after_revocation_starts_without_authenticators() {
-        let state = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2) }, clerk()]);
+        let state = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2), registration: 1 }, clerk()]);
         assert_eq!(state.authenticators().count(), 0);
     }
 
@@ -1607,7 +1686,7 @@ mod tests {
         let removed =
             Operator::fold(&[clerk(), registered_reader(1), E::AuthenticatorRemoved { credential_id: id, at: t(2) }]);
         assert_eq!(biometric(&removed, &LoginState::default(), 1, 9), Err(OperatorError::AuthenticatorNotRegistered));
-        let revoked = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2) }]);
+        let revoked = Operator::fold(&[clerk(), registered_reader(1), E::Revoked { at: t(2), registration: 1 }]);
         assert_eq!(biometric(&revoked, &LoginState::default(), 1, 9), Err(OperatorError::Revoked));
         assert_eq!(
             biometric(&OperatorState::default(), &LoginState::default(), 1, 9),

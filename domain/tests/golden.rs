@@ -22,13 +22,14 @@ use cardap_domain::operator::{
 };
 use cardap_domain::read_alert::ReadAlertEvent;
 use cardap_domain::registry::RegistryEvent;
-use cardap_domain::resident::ResidentEvent;
+use cardap_domain::resident::{Erasable, ResidentEvent};
 use cardap_domain::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Released versions that are no longer written but must still decode (upcast on read).
-const OLDER_VERSIONS: [(&str, u32); 1] = [("OperatorRegistered", 1)];
+const OLDER_VERSIONS: [(&str, u32); 4] =
+    [("OperatorRegistered", 1), ("OperatorRegistered", 2), ("OperatorProfileUpdated", 1), ("OperatorRevoked", 1)];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -99,7 +100,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
 }
 
 #[test]
-fn operator_registered_v1_is_upcast_to_v2_with_a_name_only_profile() {
+fn operator_registered_v1_is_upcast_to_v3_with_a_name_only_profile() {
     let event = OperatorEvent::decode("OperatorRegistered", 1, &read_golden("OperatorRegistered", 1)).unwrap();
     assert_eq!(
         event,
@@ -107,13 +108,14 @@ fn operator_registered_v1_is_upcast_to_v2_with_a_name_only_profile() {
             key: OperatorKey::from_uuid(Uuid::from_u128(0x0192_5c4e_6a80_7000_8000_0000_0000_0001)),
             municipality: None,
             operator_id: OperatorId::parse("admin").unwrap(),
-            profile: OperatorProfile::named(OperatorName::parse("システム管理者").unwrap()),
+            registration: 0,
+            profile: Erasable::Known(OperatorProfile::named(OperatorName::parse("システム管理者").unwrap())),
             roles: vec![Role::SystemAdmin],
             business_systems: vec![],
         }
     );
-    assert_eq!(event.event_version(), 2);
-    assert_eq!(event.encode()["profile"]["department"], json!(null));
+    assert_eq!(event.event_version(), 3);
+    assert_eq!(event.encode()["personal"]["department"], json!(null));
 }
 
 #[test]
@@ -139,15 +141,19 @@ fn every_event_type_and_version_has_a_golden_file() {
             key: OperatorKey::from_uuid(Uuid::nil()),
             municipality: None,
             operator_id: OperatorId::parse("admin").unwrap(),
-            profile: OperatorProfile::named(OperatorName::parse("システム管理者").unwrap()),
+            registration: 1,
+            profile: Erasable::Known(OperatorProfile::named(OperatorName::parse("システム管理者").unwrap())),
             roles: vec![Role::SystemAdmin],
             business_systems: vec![],
         },
-        OperatorEvent::ProfileUpdated { profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()) },
+        OperatorEvent::ProfileUpdated {
+            registration: 1,
+            profile: Erasable::Known(OperatorProfile::named(OperatorName::parse("ICS").unwrap())),
+        },
         OperatorEvent::RolesChanged { roles: vec![Role::Clerk] },
         OperatorEvent::BusinessSystemsChanged { business_systems: vec![BusinessId::LIBRARY] },
         OperatorEvent::PasswordChanged { at, by_administrator: false },
-        OperatorEvent::Revoked { at },
+        OperatorEvent::Revoked { at, registration: 1 },
         OperatorEvent::LoginFailed { at, failures_in_row: 1 },
         OperatorEvent::LoggedIn { at },
         OperatorEvent::Locked { at, until: None },

@@ -1,5 +1,7 @@
 //! Erasure made whole on every node (消去, issue 12 point 6): a follower of the event log that, for every
-//! `ResidentErased` and `RegistryEntryErased`, destroys the erased stream's data key.
+//! `ResidentErased` and `RegistryEntryErased`, destroys the erased stream's data key, and for every
+//! `OperatorRevoked` (v2) the key of the registration it names (失効 erases the operator's management
+//! information, issue 12 point 7; subject [`cardap_store::personal_subject`]).
 //!
 //! Owns the `erasure_keys` checkpoint (a row of `projection_checkpoints`) and nothing else: no read model. Why it
 //! exists, twice over:
@@ -15,12 +17,12 @@
 //!   destruction by the erasing node could cache the key again.
 //!
 //! Reads the events as stored (the store *without* the sealing decorator: nothing here needs personal data) and
-//! only the resident and registry streams. Must not log personal data (it sees none) or key material.
+//! only the resident, registry and operator streams. Must not log personal data (it sees none) or key material.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardap_store::{Checkpoint, EventStore, KeyVault};
+use cardap_store::{Checkpoint, EventStore, KeyVault, RecordedEvent, StreamId, personal_subject};
 use sqlx::{AnyPool, Row};
 use tokio::sync::watch;
 
@@ -33,8 +35,24 @@ pub const NAME: &str = "erasure_keys";
 /// replication feed (issue 11) forwards them as they are.
 pub const ERASURE_EVENTS: [&str; 2] = ["ResidentErased", "RegistryEntryErased"];
 
+/// The event after which the key of the operator's registration it names (`personal_key`) must be destroyed.
+pub const OPERATOR_REVOKED: &str = "OperatorRevoked";
+
 /// The stream types those events belong to.
-const STREAM_TYPES: &[&str] = &["resident", "registry_entry"];
+const STREAM_TYPES: &[&str] = &["resident", "registry_entry", "operator"];
+
+/// The data key `event` says to destroy, if any: the erased stream's, or the revoked registration's (an
+/// `OperatorRevoked` written before registrations had keys of their own names none).
+pub fn key_to_destroy(event: &RecordedEvent) -> Result<Option<StreamId>, ProjectionError> {
+    let kind = event.event_type.as_str();
+    if ERASURE_EVENTS.contains(&kind) {
+        return Ok(Some(event.stream_id.clone()));
+    }
+    if kind == OPERATOR_REVOKED && event.payload.get("personal_key").is_some() {
+        return Ok(Some(personal_subject(&event.stream_id, &event.payload)?));
+    }
+    Ok(None)
+}
 
 /// Events read per step.
 const BATCH: usize = 1000;
@@ -111,8 +129,10 @@ impl KeyShredder {
     /// backwards), returns how far the log was looked through.
     pub async fn step(&self, after: Checkpoint) -> Result<Checkpoint, ProjectionError> {
         let read = self.store.read_types(after, BATCH, STREAM_TYPES).await?;
-        for event in read.events.iter().filter(|e| ERASURE_EVENTS.contains(&e.event_type.as_str())) {
-            self.vault.destroy(&event.stream_id).await?;
+        for event in &read.events {
+            if let Some(subject) = key_to_destroy(event)? {
+                self.vault.destroy(&subject).await?;
+            }
         }
         if read.scanned > after {
             self.advance(read.scanned).await?;

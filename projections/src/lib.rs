@@ -60,7 +60,7 @@ impl ReadModels {
             pool,
             projections: vec![
                 Arc::new(Typed(municipalities::MunicipalityList)),
-                Arc::new(Typed(operators::OperatorDirectory)),
+                Arc::new(Typed(operators::OperatorDirectory::new(sealer.clone()))),
                 Arc::new(Typed(business_systems::BusinessSystems)),
                 Arc::new(Typed(local_settings::LocalSettingsView)),
                 Arc::new(Typed(residents::ResidentRegister::new(sealer.clone()))),

@@ -1,19 +1,75 @@
 //! The operator directory (オペレータ情報): who can log in, with which roles and business systems, whether he is
 //! revoked or locked, his management information and his 業務内IDs. Login, authorization, the operator screens
 //! and the CSV export read it.
+//!
+//! His management information (name, department, sex, phone, extension, e-mail, info, extra) is personal data
+//! (issue 12, point 7): `rm_operators.profile` holds it sealed ([`RowSealer`], AAD `rm_operators/<operator
+//! key>`) under the key of his registration (`profile_subject`, the subject the event log seals it under), and
+//! revoking him clears the column while the erasure follower destroys the key. Operators registered before
+//! profiles were sealed per registration (their events hold it in clear) have no subject: their column is sealed
+//! under a key derived from the master key ([`LEGACY_PROFILE_KEY`]). The substring filters of the operator
+//! screens and the export therefore run in memory on the opened rows, page by page, never in SQL.
 
 use async_trait::async_trait;
 use cardap_domain::operator::{Operator, OperatorEvent, OperatorId, OperatorLogins, OperatorProfile, Role};
+use cardap_domain::resident::Erasable;
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode, OperatorKey};
+use cardap_store::{DataKey, StreamId, personal_subject};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use crate::ProjectionError;
+use crate::sealing::RowSealer;
 use crate::typed::{Recorded, View};
+
+/// The label of the key derived from the master key that seals the profiles of operators registered before they
+/// had a key per registration.
+pub const LEGACY_PROFILE_KEY: &str = "cardap rm_operators legacy profile v1";
 
 /// Builds `rm_operators` and `rm_operator_internal_ids`.
 #[derive(Debug)]
-pub struct OperatorDirectory;
+pub struct OperatorDirectory {
+    sealer: RowSealer,
+}
+
+impl OperatorDirectory {
+    pub fn new(sealer: RowSealer) -> Self {
+        OperatorDirectory { sealer }
+    }
+
+    /// `profile` sealed for the row of `key`, with its subject: under the key of the registration the event
+    /// names, or the derived legacy key when it names none. `None` when erased or its key is destroyed.
+    async fn sealed(
+        &self,
+        conn: &mut AnyConnection,
+        recorded: &Recorded<'_>,
+        registration: u32,
+        profile: &Erasable<OperatorProfile>,
+        key: &str,
+    ) -> Result<(Option<String>, Option<Vec<u8>>), ProjectionError> {
+        let Erasable::Known(profile) = profile else { return Ok((None, None)) };
+        let columns = ProfileColumns::of(profile);
+        if registration == 0 {
+            let sealed = RowSealer::seal(&self.sealer.derived_key(LEGACY_PROFILE_KEY)?, &aad(key), &columns)?;
+            return Ok((None, Some(sealed)));
+        }
+        let subject = profile_subject(recorded.stream_id(), registration)?;
+        let keys = self.sealer.keys_in(conn, std::slice::from_ref(&subject)).await?;
+        let sealed = keys.get(&subject).map(|k| RowSealer::seal(k, &aad(key), &columns)).transpose()?;
+        Ok((Some(subject.as_str().to_owned()), sealed))
+    }
+}
+
+/// The subject whose key seals the profile of `registration` on `stream`, as the sealed event store names it.
+fn profile_subject(stream: &StreamId, registration: u32) -> Result<StreamId, ProjectionError> {
+    Ok(personal_subject(stream, &serde_json::json!({ "personal_key": format!("r{registration}") }))?)
+}
+
+fn aad(operator_key: &str) -> String {
+    format!("rm_operators/{operator_key}")
+}
 
 pub const NAME: &str = "operators";
 
@@ -39,36 +95,38 @@ impl View for OperatorDirectory {
         };
         let db = ProjectionError::from_sqlx;
         match decoded {
-            OperatorEvent::Registered { key, municipality, operator_id, profile, roles, business_systems } => {
-                let p = ProfileColumns::of(&profile);
+            OperatorEvent::Registered {
+                key: operator,
+                municipality,
+                operator_id,
+                registration,
+                profile,
+                roles,
+                business_systems,
+            } => {
+                let key = operator.to_string();
+                let (subject, sealed) = self.sealed(conn, recorded, registration, &profile, &key).await?;
                 // A re-registration after revocation replaces the old row: a new decision, a fresh start.
                 sqlx::query("DELETE FROM rm_operators WHERE operator_key = $1")
-                    .bind(key.to_string())
+                    .bind(key.clone())
                     .execute(&mut *conn)
                     .await
                     .map_err(db)?;
                 sqlx::query("DELETE FROM rm_operator_internal_ids WHERE operator_key = $1")
-                    .bind(key.to_string())
+                    .bind(key.clone())
                     .execute(&mut *conn)
                     .await
                     .map_err(db)?;
                 sqlx::query(
-                    "INSERT INTO rm_operators (operator_key, municipality, operator_id, name, department, sex, phone, \
-                     extension, email, info, extra, roles, business_systems, revoked, locked, locked_until, version, \
-                     registered_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, 0, NULL, $14, $15, $15)",
+                    "INSERT INTO rm_operators (operator_key, municipality, operator_id, profile_subject, profile, \
+                     roles, business_systems, revoked, locked, locked_until, version, registered_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, NULL, $8, $9, $9)",
                 )
-                .bind(key.to_string())
+                .bind(key)
                 .bind(municipality.map(|m| m.as_str().to_owned()).unwrap_or_default())
                 .bind(operator_id.as_str().to_owned())
-                .bind(p.name)
-                .bind(p.department)
-                .bind(p.sex)
-                .bind(p.phone)
-                .bind(p.extension)
-                .bind(p.email)
-                .bind(p.info)
-                .bind(p.extra)
+                .bind(subject)
+                .bind(sealed)
                 .bind(join(roles.iter().map(|r| r.as_str())))
                 .bind(join(business_systems.iter().map(|b| b.as_str())))
                 .bind(version)
@@ -77,20 +135,14 @@ impl View for OperatorDirectory {
                 .await
                 .map_err(db)?;
             }
-            OperatorEvent::ProfileUpdated { profile } => {
-                let p = ProfileColumns::of(&profile);
+            OperatorEvent::ProfileUpdated { registration, profile } => {
+                let (subject, sealed) = self.sealed(conn, recorded, registration, &profile, &key).await?;
                 sqlx::query(
-                    "UPDATE rm_operators SET name = $1, department = $2, sex = $3, phone = $4, extension = $5, \
-                     email = $6, info = $7, extra = $8, version = $9, updated_at = $10 WHERE operator_key = $11",
+                    "UPDATE rm_operators SET profile_subject = $1, profile = $2, version = $3, updated_at = $4 \
+                     WHERE operator_key = $5",
                 )
-                .bind(p.name)
-                .bind(p.department)
-                .bind(p.sex)
-                .bind(p.phone)
-                .bind(p.extension)
-                .bind(p.email)
-                .bind(p.info)
-                .bind(p.extra)
+                .bind(subject)
+                .bind(sealed)
                 .bind(version)
                 .bind(at)
                 .bind(key)
@@ -107,8 +159,9 @@ impl View for OperatorDirectory {
             }
             OperatorEvent::Revoked { .. } => {
                 sqlx::query(
-                    "UPDATE rm_operators SET revoked = 1, locked = 0, locked_until = NULL, version = $1, \
-                     updated_at = $2 WHERE operator_key = $3",
+                    // 失効 erases his management information here too (the follower destroys its key).
+                    "UPDATE rm_operators SET revoked = 1, locked = 0, locked_until = NULL, profile_subject = NULL, \
+                     profile = NULL, version = $1, updated_at = $2 WHERE operator_key = $3",
                 )
                 .bind(version)
                 .bind(at)
@@ -265,6 +318,8 @@ async fn touch(conn: &mut AnyConnection, version: i64, at: &str, key: &str) -> R
     Ok(())
 }
 
+/// The sealed column's content: his management information as the directory shows it.
+#[derive(Serialize, Deserialize)]
 struct ProfileColumns {
     name: String,
     department: Option<String>,
@@ -297,7 +352,8 @@ pub struct OperatorRow {
     pub key: OperatorKey,
     pub municipality: Option<MunicipalityCode>,
     pub operator_id: String,
-    pub name: String,
+    /// 氏名・組織名; `None` once erased (a revoked operator).
+    pub name: Option<String>,
     pub department: Option<String>,
     pub sex: Option<String>,
     pub phone: Option<String>,
@@ -323,12 +379,13 @@ impl OperatorRow {
     }
 }
 
-const SELECT: &str = "SELECT operator_key, municipality, operator_id, name, department, sex, phone, extension, email, \
-     info, extra, roles, business_systems, revoked, locked, locked_until, version FROM rm_operators";
+const SELECT: &str = "SELECT operator_key, municipality, operator_id, profile_subject, profile, roles, \
+     business_systems, revoked, locked, locked_until, version FROM rm_operators";
 
 /// Finds an operator by his login: municipality (`None` for the system administrator) and operator ID.
 pub async fn find_by_login(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: Option<&MunicipalityCode>,
     operator_id: &OperatorId,
 ) -> Result<Option<OperatorRow>, ProjectionError> {
@@ -338,17 +395,17 @@ pub async fn find_by_login(
         .fetch_optional(pool)
         .await
         .map_err(ProjectionError::from_sqlx)?;
-    r.as_ref().map(row).transpose()
+    Ok(open_rows(sealer, r.into_iter().collect()).await?.pop())
 }
 
 /// Finds an operator by his key.
-pub async fn get(pool: &AnyPool, key: OperatorKey) -> Result<Option<OperatorRow>, ProjectionError> {
+pub async fn get(pool: &AnyPool, sealer: &RowSealer, key: OperatorKey) -> Result<Option<OperatorRow>, ProjectionError> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE operator_key = $1")))
         .bind(key.to_string())
         .fetch_optional(pool)
         .await
         .map_err(ProjectionError::from_sqlx)?;
-    r.as_ref().map(row).transpose()
+    Ok(open_rows(sealer, r.into_iter().collect()).await?.pop())
 }
 
 /// The filter conditions of the operator export screen (each a substring; all must match).
@@ -363,39 +420,70 @@ pub struct OperatorFilter {
     pub include_revoked: bool,
 }
 
+impl OperatorFilter {
+    /// Whether the opened row matches the conditions on his management information (the operator ID and
+    /// revocation are conditions of the query). An erased field matches no condition on it.
+    fn matches_profile(&self, row: &OperatorRow) -> bool {
+        let holds = |condition: &Option<String>, field: &Option<String>| match condition {
+            None => true,
+            Some(part) => field.as_deref().is_some_and(|f| f.contains(part.as_str())),
+        };
+        holds(&self.name, &row.name)
+            && holds(&self.department, &row.department)
+            && holds(&self.phone, &row.phone)
+            && holds(&self.email, &row.email)
+            && holds(&self.info, &row.info)
+    }
+
+    fn filters_profile(&self) -> bool {
+        [&self.name, &self.department, &self.phone, &self.email, &self.info].iter().any(|c| c.is_some())
+    }
+}
+
+/// Rows read per query while filtering on the sealed management information in memory.
+const SCAN: i64 = 500;
+
 /// A municipality's operators matching `filter`, in operator-ID order, after `after` (paging), at most `limit`.
+/// The conditions on his management information are checked on the opened rows: the directory is read in
+/// operator-ID order, [`SCAN`] rows at a time, until `limit` match or it ends.
 pub async fn search(
     pool: &AnyPool,
+    sealer: &RowSealer,
     municipality: &MunicipalityCode,
     filter: &OperatorFilter,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<OperatorRow>, ProjectionError> {
-    // Substring match that keeps case on both backends (SQLite's LIKE ignores ASCII case; operator IDs don't).
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE municipality = $1 AND operator_id > $2 AND ($3 = 1 OR revoked = 0) \
-         AND ($4 IS NULL OR replace(operator_id, $4, '') <> operator_id) \
-         AND ($5 IS NULL OR replace(name, $5, '') <> name) \
-         AND ($6 IS NULL OR replace(department, $6, '') <> department) \
-         AND ($7 IS NULL OR replace(phone, $7, '') <> phone) \
-         AND ($8 IS NULL OR replace(email, $8, '') <> email) \
-         AND ($9 IS NULL OR replace(info, $9, '') <> info) \
-         ORDER BY operator_id LIMIT $10"
-    )))
-    .bind(municipality.as_str().to_owned())
-    .bind(after.unwrap_or_default().to_owned())
-    .bind(i64::from(filter.include_revoked))
-    .bind(filter.operator_id.clone())
-    .bind(filter.name.clone())
-    .bind(filter.department.clone())
-    .bind(filter.phone.clone())
-    .bind(filter.email.clone())
-    .bind(filter.info.clone())
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-    .map_err(ProjectionError::from_sqlx)?;
-    rows.iter().map(row).collect()
+    let wanted = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+    let scan = if filter.filters_profile() { SCAN } else { limit };
+    let mut found = Vec::new();
+    let mut after = after.unwrap_or_default().to_owned();
+    while found.len() < wanted {
+        // Substring match that keeps case on both backends (SQLite's LIKE ignores ASCII case; operator IDs don't).
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE municipality = $1 AND operator_id > $2 AND ($3 = 1 OR revoked = 0) \
+             AND ($4 IS NULL OR replace(operator_id, $4, '') <> operator_id) ORDER BY operator_id LIMIT $5"
+        )))
+        .bind(municipality.as_str().to_owned())
+        .bind(after.clone())
+        .bind(i64::from(filter.include_revoked))
+        .bind(filter.operator_id.clone())
+        .bind(scan)
+        .fetch_all(pool)
+        .await
+        .map_err(ProjectionError::from_sqlx)?;
+        let read = rows.len();
+        let opened = open_rows(sealer, rows).await?;
+        if let Some(last) = opened.last() {
+            after.clone_from(&last.operator_id);
+        }
+        found.extend(opened.into_iter().filter(|r| filter.matches_profile(r)));
+        if i64::try_from(read).unwrap_or(i64::MAX) < scan {
+            break;
+        }
+    }
+    found.truncate(wanted);
+    Ok(found)
 }
 
 /// An operator's 業務内IDs: (business id, internal id, that system's role).
@@ -480,31 +568,65 @@ pub async fn internal_id_holder_keys(
         .collect()
 }
 
-fn row(r: &sqlx::any::AnyRow) -> Result<OperatorRow, ProjectionError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        ProjectionError::Database(sqlx::Error::Decode(format!("rm_operators.{what}: {e}").into()))
-    };
+/// The rows in the same order, their management information opened with one key fetch for all. A profile whose
+/// key was destroyed reads as erased; one that does not open under its key is an error.
+async fn open_rows(sealer: &RowSealer, rows: Vec<AnyRow>) -> Result<Vec<OperatorRow>, ProjectionError> {
     let get = ProjectionError::Database;
-    let key: String = r.try_get("operator_key").map_err(get)?;
+    let mut subjects = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let subject: Option<String> = r.try_get("profile_subject").map_err(get)?;
+        subjects.push(subject.map(|s| StreamId::parse(&s).map_err(|e| bad("profile_subject", &e))).transpose()?);
+    }
+    let wanted: Vec<StreamId> = subjects.iter().flatten().cloned().collect();
+    let keys = if wanted.is_empty() { Default::default() } else { sealer.keys(&wanted).await? };
+    let legacy = sealer.derived_key(LEGACY_PROFILE_KEY)?;
+    rows.iter()
+        .zip(&subjects)
+        .map(|(r, subject)| {
+            let key = match subject {
+                Some(subject) => keys.get(subject),
+                None => Some(&legacy),
+            };
+            row(r, key)
+        })
+        .collect()
+}
+
+fn bad(what: &str, e: &dyn std::fmt::Display) -> ProjectionError {
+    ProjectionError::Database(sqlx::Error::Decode(format!("rm_operators.{what}: {e}").into()))
+}
+
+fn row(r: &AnyRow, key: Option<&DataKey>) -> Result<OperatorRow, ProjectionError> {
+    let get = ProjectionError::Database;
+    let operator_key: String = r.try_get("operator_key").map_err(get)?;
     let municipality: String = r.try_get("municipality").map_err(get)?;
     let roles: String = r.try_get("roles").map_err(get)?;
     let business_systems: String = r.try_get("business_systems").map_err(get)?;
+    let sealed: Option<Vec<u8>> = r.try_get("profile").map_err(get)?;
+    let profile: Option<ProfileColumns> = match (sealed, key) {
+        (Some(sealed), Some(key)) => Some(RowSealer::open(key, &aad(&operator_key), &sealed)?),
+        _ => None,
+    };
+    let (name, department, sex, phone, extension, email, info, extra) = match profile {
+        Some(p) => (Some(p.name), p.department, p.sex, p.phone, p.extension, p.email, p.info, p.extra),
+        None => Default::default(),
+    };
     Ok(OperatorRow {
-        key: OperatorKey::from_uuid(Uuid::parse_str(&key).map_err(|e| bad("operator_key", &e))?),
+        key: OperatorKey::from_uuid(Uuid::parse_str(&operator_key).map_err(|e| bad("operator_key", &e))?),
         municipality: if municipality.is_empty() {
             None
         } else {
             Some(MunicipalityCode::parse(&municipality).map_err(|e| bad("municipality", &e))?)
         },
         operator_id: r.try_get("operator_id").map_err(get)?,
-        name: r.try_get("name").map_err(get)?,
-        department: r.try_get("department").map_err(get)?,
-        sex: r.try_get("sex").map_err(get)?,
-        phone: r.try_get("phone").map_err(get)?,
-        extension: r.try_get("extension").map_err(get)?,
-        email: r.try_get("email").map_err(get)?,
-        info: r.try_get("info").map_err(get)?,
-        extra: r.try_get("extra").map_err(get)?,
+        name,
+        department,
+        sex,
+        phone,
+        extension,
+        email,
+        info,
+        extra,
         roles: roles.split_whitespace().map(Role::parse).collect::<Result<_, _>>().map_err(|e| bad("roles", &e))?,
         business_systems: business_systems
             .split_whitespace()

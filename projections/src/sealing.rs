@@ -91,6 +91,12 @@ impl RowSealer {
         Ok(self.vault.get(subjects).await?)
     }
 
+    /// A key derived from the master key for `label`, for rows with no subject to be erased with (see
+    /// [`KeyVault::derived_data_key`]).
+    pub fn derived_key(&self, label: &str) -> Result<DataKey, ProjectionError> {
+        Ok(self.vault.derived_data_key(label)?)
+    }
+
     /// `value` as JSON sealed under `key` for the row `aad`.
     pub fn seal<T: Serialize>(key: &DataKey, aad: &str, value: &T) -> Result<Vec<u8>, ProjectionError> {
         let plaintext = serde_json::to_vec(value).map_err(|_| {

@@ -33,7 +33,7 @@ pub use credentials::{Companion, CredentialStore, SessionRow};
 pub use database::{Backend, Database, redact};
 pub use login::{CodeRow, LoginGrants, Taken};
 pub use postgres::PostgresEventStore;
-pub use sealed::{SEALING_SCHEME, SealedEventStore};
+pub use sealed::{SEALING_SCHEME, SealedEventStore, personal_subject};
 pub use snapshots::Snapshot;
 pub use sqlite::SqliteEventStore;
 pub use types::{

@@ -4,7 +4,9 @@
 //!
 //! The convention (domain events are written against it; do not change it):
 //! - A payload that is a JSON object with a top-level `"personal"` that is not `null` is sealed on append. The
-//!   subject (key owner) is the stream id.
+//!   subject (key owner) is the stream id, or — when the payload also has a top-level `"personal_key"` (1 to 32
+//!   ASCII letters, digits or `_`) — `<stream id>#<personal_key>` ([`personal_subject`]): a stream whose personal
+//!   data is erased in parts (an operator's, one key per registration) names the part's key.
 //! - Sealed form: `"personal": {"sealed": "aes-256-gcm/v1", "key": "<subject>", "nonce": "<base64>",
 //!   "ciphertext": "<base64>"}`, standard base64; plaintext = the JSON text of the original value; AAD =
 //!   `"<subject>\n<event id>"` (the event id as a lowercase hyphenated UUID), so a ciphertext cannot be moved to
@@ -43,6 +45,26 @@ pub const SEALING_SCHEME: &str = "aes-256-gcm/v1";
 /// The top-level payload key whose value is personal data.
 const PERSONAL: &str = "personal";
 
+/// The top-level payload key that names, within its stream, the key its personal data is sealed under.
+const PERSONAL_KEY: &str = "personal_key";
+
+/// The subject (data key owner) of the personal data in `payload` of an event of `stream`: the stream, or
+/// `<stream>#<personal_key>` when the payload names a key of its own. The erasure follower destroys the key an
+/// event names with the same function. A `personal_key` that is not 1 to 32 ASCII letters, digits or `_` is
+/// refused as corrupt.
+pub fn personal_subject(stream: &StreamId, payload: &Value) -> Result<StreamId, StoreError> {
+    let Some(key) = payload.get(PERSONAL_KEY) else {
+        return Ok(stream.clone());
+    };
+    let bad = || StoreError::Corrupt(format!("an event of {stream} names no valid personal key"));
+    let key = key.as_str().ok_or_else(bad)?;
+    let valid = (1..=32).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(bad());
+    }
+    StreamId::parse(&format!("{stream}#{key}")).map_err(|_| bad())
+}
+
 /// An [`EventStore`] that seals personal data with the subjects' data keys. Holds no secret of its own.
 #[derive(Debug, Clone)]
 pub struct SealedEventStore {
@@ -60,9 +82,14 @@ impl SealedEventStore {
         &self.vault
     }
 
-    /// Seals the personal data of `events`, all of one subject's stream.
-    fn seal(subject: &StreamId, events: &mut [NewEvent], key: &DataKey) -> Result<(), StoreError> {
+    /// Seals the personal data of `events`, all of `stream`, each under its subject's key from `keys`.
+    fn seal(stream: &StreamId, events: &mut [NewEvent], keys: &HashMap<StreamId, DataKey>) -> Result<(), StoreError> {
         for event in events {
+            if !has_personal(event) {
+                continue;
+            }
+            let subject = &personal_subject(stream, &event.payload)?;
+            let key = key_of(keys, subject)?;
             let Some(personal) = personal_mut(&mut event.payload) else { continue };
             let plaintext = serde_json::to_vec(&*personal).map_err(|_| {
                 StoreError::Corrupt(format!("the personal data of event {} is not JSON", event.event_id))
@@ -144,8 +171,20 @@ enum SealingKeys {
     AlreadyApplied(AppendOutcome),
 }
 
-fn key_of<'a>(keys: &'a HashMap<StreamId, DataKey>, stream: &StreamId) -> Result<&'a DataKey, StoreError> {
-    keys.get(stream).ok_or_else(|| StoreError::Corrupt(format!("the vault returned no data key for {stream}")))
+fn key_of<'a>(keys: &'a HashMap<StreamId, DataKey>, subject: &StreamId) -> Result<&'a DataKey, StoreError> {
+    keys.get(subject).ok_or_else(|| StoreError::Corrupt(format!("the vault returned no data key for {subject}")))
+}
+
+/// The distinct subjects whose keys sealing `events` of `stream` needs, in order of first use.
+fn subjects_of(stream: &StreamId, events: &[NewEvent]) -> Result<Vec<StreamId>, StoreError> {
+    let mut subjects: Vec<StreamId> = Vec::new();
+    for event in events.iter().filter(|e| has_personal(e)) {
+        let subject = personal_subject(stream, &event.payload)?;
+        if !subjects.contains(&subject) {
+            subjects.push(subject);
+        }
+    }
+    Ok(subjects)
 }
 
 /// The payload's personal data, when it has some to seal.
@@ -206,12 +245,13 @@ impl EventStore for SealedEventStore {
         mut events: Vec<NewEvent>,
         metadata: &Metadata,
     ) -> Result<AppendOutcome, StoreError> {
-        if events.iter().any(has_personal) {
-            let keys = match self.sealing_keys(std::slice::from_ref(stream), metadata).await? {
+        let subjects = subjects_of(stream, &events)?;
+        if !subjects.is_empty() {
+            let keys = match self.sealing_keys(&subjects, metadata).await? {
                 SealingKeys::Ready(keys) => keys,
                 SealingKeys::AlreadyApplied(first) => return Ok(first),
             };
-            Self::seal(stream, &mut events, key_of(&keys, stream)?)?;
+            Self::seal(stream, &mut events, &keys)?;
         }
         self.inner.append(stream, expected, events, metadata).await
     }
@@ -222,8 +262,14 @@ impl EventStore for SealedEventStore {
         companions: Vec<Companion>,
         metadata: &Metadata,
     ) -> Result<BatchOutcome, StoreError> {
-        let subjects: Vec<StreamId> =
-            appends.iter().filter(|a| a.events.iter().any(has_personal)).map(|a| a.stream.clone()).collect();
+        let mut subjects: Vec<StreamId> = Vec::new();
+        for append in &appends {
+            for subject in subjects_of(&append.stream, &append.events)? {
+                if !subjects.contains(&subject) {
+                    subjects.push(subject);
+                }
+            }
+        }
         if !subjects.is_empty() {
             let keys = match self.sealing_keys(&subjects, metadata).await? {
                 SealingKeys::Ready(keys) => keys,
@@ -235,8 +281,8 @@ impl EventStore for SealedEventStore {
                     });
                 }
             };
-            for append in appends.iter_mut().filter(|a| a.events.iter().any(has_personal)) {
-                Self::seal(&append.stream, &mut append.events, key_of(&keys, &append.stream)?)?;
+            for append in appends.iter_mut() {
+                Self::seal(&append.stream, &mut append.events, &keys)?;
             }
         }
         self.inner.append_with(appends, companions, metadata).await

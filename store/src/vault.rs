@@ -451,6 +451,15 @@ impl KeyVault {
         self.master.derive_key(label)
     }
 
+    /// A data key derived from the master key for `label`, for values that have no subject of their own to be
+    /// erased with (the management information of operators registered before it was sealed per registration).
+    /// Destroying no subject's key erases it: only losing the master key does.
+    pub fn derived_data_key(&self, label: &str) -> Result<DataKey, StoreError> {
+        aes_key(&self.master.derive_key(label))
+            .map(|key| DataKey(Arc::new(key)))
+            .ok_or(StoreError::Crypto("cannot make an AES-256-GCM key of a derived key"))
+    }
+
     /// What this process's cache knows of `subjects`, without any IO: `Some(key)`, `None` for a destroyed key;
     /// subjects it does not know are absent (look them up with [`KeyVault::adopt`]).
     pub fn cached(&self, subjects: &[StreamId]) -> HashMap<StreamId, Option<DataKey>> {

@@ -449,6 +449,39 @@ async fn concurrent_first_appends_share_one_key(b: Backend) {
     }
 }
 
+/// An operator's stream: each registration's profile under a key of its own (`"personal_key"`).
+fn profile(part: &str, name: &str) -> NewEvent {
+    NewEvent::new("OperatorProfileUpdated", 2, json!({ "personal_key": part, "personal": personal(name) }))
+}
+
+async fn a_named_personal_key_seals_a_part_of_the_stream_that_is_erased_alone(b: Backend) {
+    let s = StreamId::new("operator", "131016.OP0501").unwrap();
+    let (first, second) = (StreamId::parse("operator-131016.OP0501#r1").unwrap(), "operator-131016.OP0501#r2");
+    let m = Metadata::system();
+    b.sealed.append(&s, ExpectedVersion::NoStream, vec![profile("r1", NAME), moved()], &m).await.unwrap();
+    let stored = b.inner.read_stream(&s, 1).await.unwrap();
+    assert_eq!(sealed_personal(&stored[0])["key"], first.as_str(), "sealed under the part's own subject");
+    assert!(!b.raw_payloads().await.iter().any(|p| p.contains("山田")));
+
+    // Erasing the first part: its data reads as erased, the stream goes on with the next part's new key.
+    b.vault.destroy(&first).await.unwrap();
+    let refused = b.sealed.append(&s, ExpectedVersion::Any, vec![profile("r1", "x")], &m).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::Erased { subject } if subject == &first), "{refused:?}");
+    b.sealed.append(&s, ExpectedVersion::Any, vec![profile("r2", "佐藤 花子")], &m).await.unwrap();
+    let read = b.sealed.read_stream(&s, 1).await.unwrap();
+    assert_eq!(read[0].payload, json!({ "personal_key": "r1", "personal": null }));
+    assert_eq!(read[2].payload["personal"], personal("佐藤 花子"));
+    assert_eq!(sealed_personal(&b.inner.read_stream(&s, 3).await.unwrap()[0])["key"], second);
+
+    // A key name that is not a plain word is refused before anything is written.
+    for bad in [json!("r1#x"), json!(""), json!(3), json!("r/1")] {
+        let event = NewEvent::new("OperatorProfileUpdated", 2, json!({ "personal_key": bad, "personal": {"n": 1} }));
+        let err = b.sealed.append(&s, ExpectedVersion::Any, vec![event], &m).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{bad}: {err:?}");
+    }
+    assert_eq!(b.inner.read_stream(&s, 1).await.unwrap().len(), 3);
+}
+
 macro_rules! sealed {
     ($backend:ident) => {
         mod $backend {
@@ -483,6 +516,11 @@ macro_rules! sealed {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_batch_seals_each_stream_under_its_own_subject() {
                 super::a_batch_seals_each_stream_under_its_own_subject(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_named_personal_key_seals_a_part_of_the_stream_that_is_erased_alone() {
+                super::a_named_personal_key_seals_a_part_of_the_stream_that_is_erased_alone(super::$backend().await)
+                    .await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_first_appends_share_one_key() {

@@ -507,8 +507,11 @@ async fn operators_are_found_by_substrings_and_paged(backend: Backend) {
     let revoke = app.post_empty(&format!("{}/revoke", operator_path(CHIYODA, "OP0602")), Some(&admin)).await;
     assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text);
     assert_eq!(search(&app, &admin, &[("name", "郎")]).await.0, ["OP0501", "OP0601"]);
-    let (with_revoked, _) = search(&app, &admin, &[("name", "郎"), ("include_revoked", "true")]).await;
-    assert_eq!(with_revoked, ["OP0501", "OP0601", "OP0602"]);
+    let (with_revoked, _) = search(&app, &admin, &[("include_revoked", "true"), ("operator_id", "OP06")]).await;
+    assert_eq!(with_revoked, ["OP0601", "OP0602"]);
+    // His name went with his revocation (失効 erases the management information): no name matches him any more.
+    let (by_name, _) = search(&app, &admin, &[("name", "郎"), ("include_revoked", "true")]).await;
+    assert_eq!(by_name, ["OP0501", "OP0601"]);
     // Bad paging parameters are the clerk's mistake.
     for bad in ["0", "501", "many"] {
         let reply =
@@ -615,7 +618,14 @@ async fn a_change_refused_in_part_writes_nothing(backend: Backend) {
 async fn a_revoked_operator_can_do_nothing_until_he_is_registered_again(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = chiyoda(&app).await;
-    app.add_operators(&admin, CHIYODA, &operator_with_password("OP0501", "ClerkPassw0rd", &["clerk"], &["01"])).await;
+    let mut first = operator_with_password("OP0501", "ClerkPassw0rd", &["clerk"], &["01"]);
+    first["name"] = json!("窓口 次郎");
+    first["phone"] = json!("03-1111-2222");
+    first["email"] = json!("jiro@example.jp");
+    first["department"] = json!("市民課");
+    app.add_operators(&admin, CHIYODA, &first).await;
+    let changed = app.patch(&operator_path(CHIYODA, "OP0501"), Some(&admin), None, &json!({"info": "窓口担当"})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
     let assigned =
         app.put(&internal_id_path("OP0501", "01"), Some(&admin), &json!({"internal_id": "1000000010"})).await;
     assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.text);
@@ -639,8 +649,29 @@ async fn a_revoked_operator_can_do_nothing_until_he_is_registered_again(backend:
     refused(&app, app.patch(&path, Some(&admin), None, &json!({"department": "税務課"})), StatusCode::CONFLICT, kind)
         .await;
     refused(&app, app.post(&password_path("OP0501"), Some(&admin), &json!({})), StatusCode::CONFLICT, kind).await;
-    // He is on record, out of the default list.
-    assert_eq!(app.get(&path, Some(&admin)).await.json()["revoked"], true);
+    // He is on record, out of the default list — his ID, roles and history, without his management information
+    // (操作者の登録情報を削除): name, department, phone, e-mail and info are erased, in the directory and in the
+    // events his administrators recorded.
+    let shown = app.get(&path, Some(&admin)).await.json();
+    assert_eq!(
+        (&shown["revoked"], &shown["operator_id"], &shown["roles"]),
+        (&json!(true), &json!("OP0501"), &json!(["clerk"]))
+    );
+    for field in ["name", "department", "phone", "email", "info"] {
+        assert_eq!(shown[field], Value::Null, "{field}: {shown}");
+    }
+    let history =
+        app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}&operator_id=OP0501"), Some(&admin)).await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    let lines: Vec<Value> = history.text.lines().map(|l| cardap_tests::serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &str| lines.iter().find(|l| l["type"] == kind).unwrap_or_else(|| panic!("no {kind}: {lines:?}"));
+    assert_eq!(of("OperatorRegistered")["changes"]["operator_id"], "OP0501");
+    assert_eq!(of("OperatorRegistered")["changes"]["personal"], Value::Null);
+    assert_eq!(of("OperatorProfileUpdated")["changes"]["personal"], Value::Null);
+    assert!(lines.iter().any(|l| l["type"] == "OperatorRevoked"), "what was done to him stays: {lines:?}");
+    for erased in ["次郎", "03-1111-2222", "jiro@example.jp", "市民課", "窓口担当"] {
+        assert!(!history.text.contains(erased), "{erased} outlived his revocation: {}", history.text);
+    }
     assert_eq!(search(&app, &admin, &[]).await.0, Vec::<String>::new());
     assert_eq!(search(&app, &admin, &[("include_revoked", "true")]).await.0, ["OP0501"]);
 
@@ -650,6 +681,7 @@ async fn a_revoked_operator_can_do_nothing_until_he_is_registered_again(backend:
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let body = reply.json();
     assert_eq!((body["revoked"].as_bool(), &body["roles"]), (Some(false), &json!(["auditor"])));
+    assert_eq!((&body["name"], &body["phone"]), (&json!("テスト OP0501"), &Value::Null), "his new registration's own");
     assert_eq!((&body["business_systems"], &body["internal_ids"]), (&json!([]), &json!([])));
     let new_token = app.login(Some(CHIYODA), "OP0501", "NewClerkPassw0rd").await;
     assert_eq!(app.get("/api/v1/me", Some(&new_token)).await.json()["roles"], json!(["auditor"]));

@@ -2,13 +2,13 @@
 //! stored sealed under that resident's own data key, and destroying the key makes it unreadable everywhere the
 //! events go — the event log read raw, a new node, a rebuilt read model — while the events themselves stay.
 //! The read models keep it sealed too, so that a raw copy of the database shows nobody's name, address, birth date
-//! or contact. Every test runs on PostgreSQL and on SQLite.
+//! or contact — neither a resident's nor an operator's. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cardap_domain::operator::Role;
-use cardap_store::{Checkpoint, Database, ReadFilter, RecordedEvent, StreamId};
+use cardap_store::{Checkpoint, Database, ExpectedVersion, Metadata, NewEvent, ReadFilter, RecordedEvent, StreamId};
 use cardap_tests::reqwest::StatusCode;
-use cardap_tests::serde_json::json;
+use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
     Backend, TestApp, card_path, cards_path, on_both_backends, register_operator, registry_import_path, resident_body,
     resident_path, residents_path, spawn_app, spawn_app_on,
@@ -142,6 +142,13 @@ const SECRETS: &[&str] = &[
     "3550912",
     "19800912",
     "1980-09-12",
+    // An operator's management information: name, department, phone, e-mail, info (issue 12: sealed per operator).
+    "鷲尾",
+    "隼人",
+    "情報政策課",
+    "03-4444-9191",
+    "hayato@example.jp",
+    "夜間窓口",
 ];
 
 /// Every row of every table, each column as text (bytes read as UTF-8, lossily, so that text stored as bytes shows).
@@ -276,6 +283,19 @@ async fn a_raw_copy_of_the_database_shows_nobodys_personal_data(backend: Backend
     assert!(import.text.contains("\"changed\":1"), "{}", import.text);
     app.state.read.catch_up(app.state.store.clone()).await.unwrap();
 
+    // An operator with his management information, changed once.
+    let op = json!({
+        "operator_id": "OP0777", "password": "OperatorPassw0rd", "name": "鷲尾 隼人", "department": "情報政策課",
+        "phone": "03-4444-9191", "email": "hayato@example.jp", "roles": ["clerk"], "business_systems": [],
+    });
+    let reply = app.post(&format!("/api/v1/municipalities/{CHIYODA}/operators"), Some(&admin), &op).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let op_path = format!("/api/v1/municipalities/{CHIYODA}/operators/OP0777");
+    let reply = app.patch(&op_path, Some(&admin), None, &json!({"info": "夜間窓口"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let found = app.get(&format!("/api/v1/municipalities/{CHIYODA}/operators?name=隼人"), Some(&admin)).await.json();
+    assert_eq!(found["items"][0]["phone"], "03-4444-9191", "{found}");
+
     // The clerk still reads and finds them through the server.
     let shown = app.get(&resident_path(CHIYODA, &id), Some(&admin)).await.json();
     assert_eq!(
@@ -308,7 +328,50 @@ async fn a_raw_copy_of_the_database_shows_nobodys_personal_data(backend: Backend
     }
 }
 
+/// An operator registered before profiles were sealed (`OperatorRegistered` v2, his profile in clear in the log):
+/// the rebuilt directory still shows him, keeps his profile sealed (under a key derived from the master key), and
+/// revoking him erases it there.
+async fn an_operator_registered_before_sealing_is_shown_kept_sealed_and_erased_on_revocation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let code = cardap_domain::MunicipalityCode::parse(CHIYODA).unwrap();
+    let id = cardap_domain::operator::OperatorId::parse("OP0888").unwrap();
+    let key = cardap_domain::OperatorKey::for_login(Some(&code), &id);
+    let legacy = NewEvent::new(
+        "OperatorRegistered",
+        2,
+        json!({
+            "key": key.to_string(), "municipality": CHIYODA, "operator_id": "OP0888",
+            "profile": {"name": "古川 半蔵", "phone": "03-8888-0000", "email": "hanzo@example.jp"},
+            "roles": ["clerk"], "business_systems": [],
+        }),
+    );
+    let db = Database::connect(&app.settings.database_url, 2).await.unwrap();
+    let stream = StreamId::new("operator", &format!("{CHIYODA}.OP0888")).unwrap();
+    db.event_store().append(&stream, ExpectedVersion::NoStream, vec![legacy], &Metadata::system()).await.unwrap();
+    app.state.read.catch_up(app.state.store.clone()).await.unwrap();
+
+    let path = format!("/api/v1/municipalities/{CHIYODA}/operators/OP0888");
+    let shown = app.get(&path, Some(&admin)).await.json();
+    assert_eq!((&shown["name"], &shown["email"]), (&json!("古川 半蔵"), &json!("hanzo@example.jp")), "{shown}");
+    // The rows of the operator directory in the dump: the lines after its header, up to the next table's.
+    let directory = |dump: &str| {
+        let rows = &dump[dump.find("== rm_operators\n").unwrap()..];
+        rows.lines().skip(1).take_while(|l| !l.starts_with("== ")).collect::<Vec<_>>().join("\n")
+    };
+    let before = directory(&dump_every_table(&app).await);
+    assert!(before.contains("OP0888"), "{before}");
+    assert!(!before.contains("半蔵") && !before.contains("hanzo@example.jp"), "in clear in the directory: {before}");
+
+    let revoked = app.post_empty(&format!("{path}/revoke"), Some(&admin)).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    let shown = app.get(&path, Some(&admin)).await.json();
+    assert_eq!((&shown["revoked"], &shown["name"], &shown["email"]), (&json!(true), &Value::Null, &Value::Null));
+}
+
 on_both_backends!(
+    an_operator_registered_before_sealing_is_shown_kept_sealed_and_erased_on_revocation,
     the_log_holds_no_personal_data_in_clear,
     destroying_the_key_erases_him_everywhere_and_keeps_the_events,
     a_raw_copy_of_the_database_shows_nobodys_personal_data

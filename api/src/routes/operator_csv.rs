@@ -641,7 +641,7 @@ fn exported(row: &OperatorRow, internal_ids: &BTreeMap<BusinessId, InternalIdAss
         row.sex.as_deref().map(|s| Sex::parse(s).map_or_else(|_| s.to_owned(), |x| SexCell::format(x).to_owned()));
     [
         row.operator_id.clone(),
-        row.name.clone(),
+        opt(&row.name),
         opt(&row.department),
         sex.unwrap_or_default(),
         opt(&row.phone),

@@ -97,7 +97,9 @@ impl std::fmt::Debug for OperatorInput {
 pub struct OperatorView {
     pub operator_id: String,
     pub municipality: Option<String>,
-    pub name: String,
+    /// 氏名・組織名; `null` once the operator is revoked: 失効 erases his management information (name, department,
+    /// sex, phone, extension, e-mail, info, extra) and keeps his ID, roles and history.
+    pub name: Option<String>,
     pub department: Option<String>,
     pub sex: Option<String>,
     pub phone: Option<String>,
@@ -410,6 +412,7 @@ pub fn domain_error(e: OperatorError) -> ApiError {
         | OperatorError::MunicipalityRequired
         | OperatorError::BusinessSystemNotUsable(_)
         | OperatorError::BusinessSystemNotPermitted(_)
+        | OperatorError::ProfileErased
         | OperatorError::Refused(_) => ApiError::validation(refusal_fields("", e)),
     }
 }
@@ -438,6 +441,7 @@ fn field_of(e: &OperatorError) -> &'static str {
         OperatorError::AlreadyRegistered => "operator_id",
         OperatorError::BusinessSystemNotUsable(_) | OperatorError::BusinessSystemNotPermitted(_) => "business_systems",
         OperatorError::InternalIdTaken(_) => "internal_ids",
+        OperatorError::ProfileErased => "name",
         _ => "roles",
     }
 }

@@ -693,7 +693,7 @@ impl Pki {
 
     /// Refuses a certificate for an operator who is not registered (not found) or revoked.
     async fn operator_may_have_one(&self, code: &MunicipalityCode, operator_id: &OperatorId) -> Result<()> {
-        let operator = operators::find_by_login(self.read.pool(), Some(code), operator_id)
+        let operator = operators::find_by_login(self.read.pool(), self.read.sealer(), Some(code), operator_id)
             .await
             .map_err(internal)?
             .ok_or(CommandError::Domain(PkiError::Certificate(CertificateError::Unknown)))?;
@@ -712,7 +712,7 @@ impl Pki {
         operator_id: &OperatorId,
         spki: &[u8],
     ) -> Result<CertificateRow> {
-        let operator = operators::find_by_login(self.read.pool(), Some(code), operator_id)
+        let operator = operators::find_by_login(self.read.pool(), self.read.sealer(), Some(code), operator_id)
             .await
             .map_err(internal)?
             .ok_or(CommandError::Domain(PkiError::Certificate(CertificateError::Unknown)))?;

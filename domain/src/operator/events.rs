@@ -1,6 +1,15 @@
 //! The operator's events and their stored shapes. No event carries a password, a hash or any other secret.
 //!
-//! `OperatorRegistered` v1 (name only, before profiles and business systems) is upcast to v2 on decode.
+//! `OperatorRegistered` v1 (name only, before profiles and business systems) and v2 (the profile in clear) are
+//! upcast on decode; so are `OperatorProfileUpdated` v1 and `OperatorRevoked` v1.
+//!
+//! His management information (the profile: name, phone, e-mail …) is personal data: from `OperatorRegistered` v3
+//! and `OperatorProfileUpdated` v2 on it is the payload's top-level `personal`, which the sealed event store seals,
+//! and `"personal_key": "r<n>"` names the key it is sealed under: the n-th registration of his login has a key of
+//! its own (subject `<stream id>#r<n>`, see `cardap_store::personal_subject`). `OperatorRevoked` v2 names the
+//! same key: revoking him destroys it (操作者の登録情報を削除), so his earlier profiles read as erased
+//! (`personal: null`) while his ID and what he did stay, and a later registration starts with a new key.
+//! Events written before (v1, v2) keep the profile in clear in the log; they carry registration 0.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,24 +18,31 @@ use super::authenticators::{Aaguid, AuthenticatorLabel, CosePublicKey, Credentia
 use super::values::{Extension, InternalId, OperatorId, OperatorName, OperatorProfile, Role};
 use crate::aggregate::decode_payload;
 use crate::contact::{Email, Phone, Sex, Text100, Text200};
+use crate::resident::Erasable;
 use crate::{BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorEvent {
-    /// `OperatorRegistered` v2; also a re-registration after revocation, which starts the state afresh.
+    /// `OperatorRegistered` v3; also a re-registration after revocation, which starts the state afresh.
     Registered {
         key: OperatorKey,
         /// `None` for the system administrator.
         municipality: Option<MunicipalityCode>,
         operator_id: OperatorId,
-        profile: OperatorProfile,
+        /// Which registration of his login this is (1, 2 … after revocations): the key his profile is sealed
+        /// under. 0 in events written before registrations were numbered (profile in clear).
+        registration: u32,
+        /// `Erased` once his key was destroyed (he was revoked).
+        profile: Erasable<OperatorProfile>,
         /// Deduplicated and sorted.
         roles: Vec<Role>,
         /// 許可業務, deduplicated and sorted.
         business_systems: Vec<BusinessId>,
     },
     ProfileUpdated {
-        profile: OperatorProfile,
+        /// The registration whose key seals it (0 in events written before, in clear).
+        registration: u32,
+        profile: Erasable<OperatorProfile>,
     },
     RolesChanged {
         /// Deduplicated and sorted.
@@ -42,9 +58,12 @@ pub enum OperatorEvent {
         /// `true` for a reset by an administrator (パスワード一括変更 included), `false` when he changed it himself.
         by_administrator: bool,
     },
-    /// 失効: from now on the operator can do nothing, until a new registration.
+    /// 失効: from now on the operator can do nothing, until a new registration. His management information is
+    /// erased with it: the key of `registration` is destroyed after this event.
     Revoked {
         at: Timestamp,
+        /// The registration whose key to destroy; 0 in events written before (nothing sealed to destroy).
+        registration: u32,
     },
     LoginFailed {
         at: Timestamp,
@@ -197,7 +216,7 @@ mod v1 {
         pub by_administrator: bool,
     }
 
-    /// `OperatorRevoked` and `OperatorLoggedIn`.
+    /// `OperatorRevoked` v1 and `OperatorLoggedIn`.
     #[derive(Deserialize)]
     pub(super) struct At {
         pub at: Timestamp,
@@ -270,6 +289,22 @@ mod v1 {
 mod v2 {
     use super::*;
 
+    /// `OperatorProfileUpdated` v2: the profile sealed (`null` once erased).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct ProfileUpdated {
+        pub personal_key: PersonalKey,
+        pub personal: Option<v1::Profile>,
+    }
+
+    /// `OperatorRevoked` v2: names the key to destroy.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Revoked {
+        pub at: Timestamp,
+        pub personal_key: PersonalKey,
+    }
+
     #[derive(Deserialize)]
     pub(super) struct Registered {
         pub key: OperatorKey,
@@ -279,6 +314,43 @@ mod v2 {
         pub roles: Vec<Role>,
         pub business_systems: Vec<BusinessId>,
     }
+}
+
+mod v3 {
+    use super::*;
+
+    /// `OperatorRegistered` v3: the profile sealed (`null` once erased).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Registered {
+        pub key: OperatorKey,
+        pub municipality: Option<MunicipalityCode>,
+        pub operator_id: OperatorId,
+        pub personal_key: PersonalKey,
+        pub personal: Option<v1::Profile>,
+        pub roles: Vec<Role>,
+        pub business_systems: Vec<BusinessId>,
+    }
+}
+
+/// `"personal_key": "r<n>"`: the n-th registration's key (n ≥ 1; `r0` only in an upcast of an event written
+/// before registrations were numbered, which is never appended again).
+#[derive(Debug, Clone, Copy)]
+struct PersonalKey(u32);
+
+impl<'de> Deserialize<'de> for PersonalKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.strip_prefix('r')
+            .filter(|n| *n == "0" || !n.starts_with('0'))
+            .and_then(|n| n.parse().ok())
+            .map(PersonalKey)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a personal key r<n>: {text}")))
+    }
+}
+
+fn personal_key(registration: u32) -> String {
+    format!("r{registration}")
 }
 
 fn business_ids(ids: &[BusinessId]) -> Vec<&str> {
@@ -309,22 +381,29 @@ impl DomainEvent for OperatorEvent {
 
     fn event_version(&self) -> u32 {
         match self {
-            Self::Registered { .. } => 2,
+            Self::Registered { .. } => 3,
+            Self::ProfileUpdated { .. } | Self::Revoked { .. } => 2,
             _ => 1,
         }
     }
 
     fn encode(&self) -> Value {
         match self {
-            Self::Registered { key, municipality, operator_id, profile, roles, business_systems } => json!({
-                "key": key.to_string(),
-                "municipality": municipality.as_ref().map(MunicipalityCode::as_str),
-                "operator_id": operator_id.as_str(),
-                "profile": v1::encode_profile(profile),
-                "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                "business_systems": business_ids(business_systems),
+            Self::Registered { key, municipality, operator_id, registration, profile, roles, business_systems } => {
+                json!({
+                    "key": key.to_string(),
+                    "municipality": municipality.as_ref().map(MunicipalityCode::as_str),
+                    "operator_id": operator_id.as_str(),
+                    "personal_key": personal_key(*registration),
+                    "personal": profile.known().map(v1::encode_profile),
+                    "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    "business_systems": business_ids(business_systems),
+                })
+            }
+            Self::ProfileUpdated { registration, profile } => json!({
+                "personal_key": personal_key(*registration),
+                "personal": profile.known().map(v1::encode_profile),
             }),
-            Self::ProfileUpdated { profile } => json!({ "profile": v1::encode_profile(profile) }),
             Self::RolesChanged { roles } => json!({ "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
             Self::BusinessSystemsChanged { business_systems } => {
                 json!({ "business_systems": business_ids(business_systems) })
@@ -332,7 +411,10 @@ impl DomainEvent for OperatorEvent {
             Self::PasswordChanged { at, by_administrator } => {
                 json!({ "at": at.unix(), "by_administrator": by_administrator })
             }
-            Self::Revoked { at } | Self::LoggedIn { at } => json!({ "at": at.unix() }),
+            Self::Revoked { at, registration } => {
+                json!({ "at": at.unix(), "personal_key": personal_key(*registration) })
+            }
+            Self::LoggedIn { at } => json!({ "at": at.unix() }),
             Self::LoginFailed { at, failures_in_row } => json!({ "at": at.unix(), "failures_in_row": failures_in_row }),
             Self::Locked { at, until } => json!({ "at": at.unix(), "until": until.map(Timestamp::unix) }),
             Self::Unlocked => json!({}),
@@ -382,17 +464,46 @@ impl DomainEvent for OperatorEvent {
             (REGISTERED, 1) => {
                 // Upcast: before v2 an operator had only a name and no business systems.
                 let v1::Registered { key, municipality, operator_id, name, roles } = decode_payload(t, v, payload)?;
-                let profile = OperatorProfile::named(name);
-                Self::Registered { key, municipality, operator_id, profile, roles, business_systems: vec![] }
+                let profile = Erasable::Known(OperatorProfile::named(name));
+                Self::Registered {
+                    key,
+                    municipality,
+                    operator_id,
+                    registration: 0,
+                    profile,
+                    roles,
+                    business_systems: vec![],
+                }
             }
             (REGISTERED, 2) => {
                 let v2::Registered { key, municipality, operator_id, profile, roles, business_systems } =
                     decode_payload(t, v, payload)?;
-                Self::Registered { key, municipality, operator_id, profile: profile.into(), roles, business_systems }
+                let profile = Erasable::Known(profile.into());
+                Self::Registered { key, municipality, operator_id, registration: 0, profile, roles, business_systems }
+            }
+            (REGISTERED, 3) => {
+                let v3::Registered { key, municipality, operator_id, personal_key, personal, roles, business_systems } =
+                    decode_payload(t, v, payload)?;
+                Self::Registered {
+                    key,
+                    municipality,
+                    operator_id,
+                    registration: personal_key.0,
+                    profile: Erasable::from_option(personal.map(Into::into)),
+                    roles,
+                    business_systems,
+                }
             }
             (PROFILE_UPDATED, 1) => {
                 let v1::ProfileUpdated { profile } = decode_payload(t, v, payload)?;
-                Self::ProfileUpdated { profile: profile.into() }
+                Self::ProfileUpdated { registration: 0, profile: Erasable::Known(profile.into()) }
+            }
+            (PROFILE_UPDATED, 2) => {
+                let v2::ProfileUpdated { personal_key, personal } = decode_payload(t, v, payload)?;
+                Self::ProfileUpdated {
+                    registration: personal_key.0,
+                    profile: Erasable::from_option(personal.map(Into::into)),
+                }
             }
             (ROLES_CHANGED, 1) => {
                 let v1::RolesChanged { roles } = decode_payload(t, v, payload)?;
@@ -408,7 +519,11 @@ impl DomainEvent for OperatorEvent {
             }
             (REVOKED, 1) => {
                 let v1::At { at } = decode_payload(t, v, payload)?;
-                Self::Revoked { at }
+                Self::Revoked { at, registration: 0 }
+            }
+            (REVOKED, 2) => {
+                let v2::Revoked { at, personal_key } = decode_payload(t, v, payload)?;
+                Self::Revoked { at, registration: personal_key.0 }
             }
             (LOGIN_FAILED, 1) => {
                 let v1::LoginFailed { at, failures_in_row } = decode_payload(t, v, payload)?;
@@ -494,24 +609,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn registered_v2_has_the_documented_shape() {
-        let event = OperatorEvent::Registered {
+    fn registered_v3() -> OperatorEvent {
+        OperatorEvent::Registered {
             key: key(),
             municipality: Some(MunicipalityCode::parse("131016").unwrap()),
             operator_id: OperatorId::parse("OP0501").unwrap(),
-            profile: full_profile(),
+            registration: 2,
+            profile: Erasable::Known(full_profile()),
             roles: vec![Role::Clerk],
             business_systems: vec![BusinessId::CERTIFICATE_ISSUANCE, BusinessId::LIBRARY],
-        };
-        assert_eq!(event.event_version(), 2);
+        }
+    }
+
+    #[test]
+    fn registered_v3_has_the_documented_shape_with_the_profile_as_its_personal_data() {
+        let event = registered_v3();
+        assert_eq!(event.event_version(), 3);
         assert_eq!(
             event.encode(),
             json!({
                 "key": "01925c4e-6a80-7000-8000-000000000001",
                 "municipality": "131016",
                 "operator_id": "OP0501",
-                "profile": {
+                "personal_key": "r2",
+                "personal": {
                     "name": "ICS",
                     "department": "市民課",
                     "sex": "1",
@@ -525,10 +646,72 @@ mod tests {
                 "business_systems": ["01", "02"],
             })
         );
+        assert_eq!(OperatorEvent::decode(REGISTERED, 3, &event.encode()), Ok(event));
     }
 
     #[test]
-    fn registered_v1_is_upcast_to_v2_with_a_name_only_profile() {
+    fn an_erased_profile_reads_as_erased_and_keeps_the_rest() {
+        let mut payload = registered_v3().encode();
+        payload["personal"] = Value::Null;
+        let OperatorEvent::Registered { registration, profile, operator_id, .. } =
+            OperatorEvent::decode(REGISTERED, 3, &payload).unwrap()
+        else {
+            panic!("not a registration")
+        };
+        assert_eq!((registration, profile, operator_id.as_str()), (2, Erasable::Erased, "OP0501"));
+        let updated = json!({ "personal_key": "r2", "personal": null });
+        assert_eq!(
+            OperatorEvent::decode(PROFILE_UPDATED, 2, &updated),
+            Ok(OperatorEvent::ProfileUpdated { registration: 2, profile: Erasable::Erased })
+        );
+    }
+
+    #[test]
+    fn revoked_v2_names_the_key_it_destroys_and_v1_none() {
+        let event = OperatorEvent::Revoked { at: Timestamp::from_unix(7), registration: 3 };
+        assert_eq!((event.event_version(), event.encode()), (2, json!({ "at": 7, "personal_key": "r3" })));
+        assert_eq!(OperatorEvent::decode(REVOKED, 2, &event.encode()), Ok(event));
+        assert_eq!(
+            OperatorEvent::decode(REVOKED, 1, &json!({ "at": 7 })),
+            Ok(OperatorEvent::Revoked { at: Timestamp::from_unix(7), registration: 0 })
+        );
+        for bad in ["3", "r03", "r", "rx", "r-1", "R1"] {
+            let payload = json!({ "at": 7, "personal_key": bad });
+            assert!(
+                matches!(OperatorEvent::decode(REVOKED, 2, &payload), Err(EventDecodeError::Payload { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn registered_v2_with_the_profile_in_clear_is_upcast_as_registration_0() {
+        let v2 = json!({
+            "key": "01925c4e-6a80-7000-8000-000000000001",
+            "municipality": "131016",
+            "operator_id": "OP0501",
+            "profile": { "name": "ICS", "phone": "03-3333-4444" },
+            "roles": ["clerk"],
+            "business_systems": ["01"],
+        });
+        let mut profile = OperatorProfile::named(OperatorName::parse("ICS").unwrap());
+        profile.phone = Some(Phone::parse("03-3333-4444").unwrap());
+        assert_eq!(
+            OperatorEvent::decode(REGISTERED, 2, &v2),
+            Ok(OperatorEvent::Registered {
+                key: key(),
+                municipality: Some(MunicipalityCode::parse("131016").unwrap()),
+                operator_id: OperatorId::parse("OP0501").unwrap(),
+                registration: 0,
+                profile: Erasable::Known(profile),
+                roles: vec![Role::Clerk],
+                business_systems: vec![BusinessId::CERTIFICATE_ISSUANCE],
+            })
+        );
+    }
+
+    #[test]
+    fn registered_v1_is_upcast_with_a_name_only_profile() {
         let v1 = json!({
             "key": "01925c4e-6a80-7000-8000-000000000001",
             "municipality": null,
@@ -543,12 +726,12 @@ mod tests {
                 key: key(),
                 municipality: None,
                 operator_id: OperatorId::parse("OP0501").unwrap(),
-                profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()),
+                registration: 0,
+                profile: Erasable::Known(OperatorProfile::named(OperatorName::parse("ICS").unwrap())),
                 roles: vec![Role::SystemAdmin],
                 business_systems: vec![],
             }
         );
-        assert_eq!(event.event_version(), 2);
         // A v1 payload is not a v2 one, nor the other way round.
         assert!(matches!(OperatorEvent::decode(REGISTERED, 2, &v1), Err(EventDecodeError::Payload { .. })));
         assert!(matches!(OperatorEvent::decode(REGISTERED, 1, &event.encode()), Err(EventDecodeError::Payload { .. })));
@@ -559,13 +742,16 @@ mod tests {
         let payload = json!({ "profile": { "name": "ICS" } });
         assert_eq!(
             OperatorEvent::decode(PROFILE_UPDATED, 1, &payload),
-            Ok(OperatorEvent::ProfileUpdated { profile: OperatorProfile::named(OperatorName::parse("ICS").unwrap()) })
+            Ok(OperatorEvent::ProfileUpdated {
+                registration: 0,
+                profile: Erasable::Known(OperatorProfile::named(OperatorName::parse("ICS").unwrap()))
+            })
         );
     }
 
     #[test]
     fn decode_refuses_unknown_types_versions_and_bad_payloads() {
-        assert_eq!(OperatorEvent::decode(REGISTERED, 3, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 3)));
+        assert_eq!(OperatorEvent::decode(REGISTERED, 4, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 4)));
         assert_eq!(
             OperatorEvent::decode("OperatorPasswordStored", 1, &json!({})),
             Err(EventDecodeError::unknown("OperatorPasswordStored", 1))
