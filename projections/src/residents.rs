@@ -15,8 +15,13 @@
 //! while ids, the card link and the status stay. `ResidentErased` (消去, his erasure decided) deletes his row and
 //! tokens in place: nothing about him — not even his registry key or card link — is left to find. Must not log
 //! personal data. Every query is confined to one municipality.
+//!
+//! A batch of events is applied set-based ([`View::apply_all`]): new registrations are staged (with the move-out
+//! and card attachment that follow them in the same batch), their keys fetched in one statement, and their rows and
+//! tokens written in multi-row statements; any other event of a staged resident writes the staged ones first, so
+//! the result is the one of applying the events one by one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use cardap_domain::local_settings::{CustomValue, FieldKey};
@@ -176,6 +181,54 @@ impl View for ResidentRegister {
         Ok(())
     }
 
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: Vec<(ResidentEvent, Recorded<'_>)>,
+    ) -> Result<(), ProjectionError> {
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut at_index: HashMap<String, usize> = HashMap::new();
+        for (event, recorded) in events {
+            let version = recorded.version();
+            let pending = at_index.get(recorded.key()).copied();
+            match (event, pending) {
+                (ResidentEvent::Registered { id, municipality, registry_key, personal }, None) => {
+                    at_index.insert(recorded.key().to_owned(), staged.len());
+                    staged.push(Staged {
+                        id: id.to_string(),
+                        subject: recorded.stream_id().clone(),
+                        municipality,
+                        registry_key,
+                        personal,
+                        moved_out: false,
+                        active_fid: None,
+                        version,
+                        registered_at: recorded.at(),
+                        updated_at: recorded.at(),
+                    });
+                }
+                (ResidentEvent::MovedOut, Some(i)) => {
+                    if let Some(row) = staged.get_mut(i) {
+                        (row.moved_out, row.version, row.updated_at) = (true, version, recorded.at());
+                    }
+                }
+                (ResidentEvent::CardAttached { fid }, Some(i)) => {
+                    if let Some(row) = staged.get_mut(i) {
+                        (row.active_fid, row.version, row.updated_at) = (Some(fid), version, recorded.at());
+                    }
+                }
+                (event, pending) => {
+                    if pending.is_some() {
+                        self.write_staged(conn, std::mem::take(&mut staged)).await?;
+                        at_index.clear();
+                    }
+                    self.apply(conn, event, &recorded).await?;
+                }
+            }
+        }
+        self.write_staged(conn, staged).await
+    }
+
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for table in ["rm_resident_tokens", "rm_residents"] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
@@ -194,6 +247,112 @@ impl ResidentRegister {
         let mut tokens: Vec<Vec<u8>> = prefixes(&name).map(|p| self.sealer.token(municipality, KANA, p)).collect();
         tokens.push(self.sealer.token(municipality, BIRTH, data.birth_date.as_str()));
         tokens
+    }
+}
+
+/// A registration of a batch not written yet, with what later events of the same batch changed of its row.
+struct Staged {
+    id: String,
+    subject: StreamId,
+    municipality: MunicipalityCode,
+    registry_key: Option<RegistryKey>,
+    personal: Erasable<PersonalData>,
+    moved_out: bool,
+    active_fid: Option<CardFid>,
+    version: i64,
+    registered_at: String,
+    updated_at: String,
+}
+
+/// Rows per multi-row INSERT of residents (10 parameters each) and of tokens (2 each): well under SQLite's and
+/// PostgreSQL's limits on parameters per statement.
+const RESIDENT_ROWS: usize = 200;
+const TOKEN_ROWS: usize = 1000;
+
+impl ResidentRegister {
+    /// Writes staged registrations as one statement per chunk: their keys fetched together, each row sealed and
+    /// tokenized as [`View::apply`] does for one.
+    async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<Staged>) -> Result<(), ProjectionError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<StreamId> =
+            staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
+        let keys = if subjects.is_empty() { HashMap::new() } else { self.sealer.keys_in(conn, &subjects).await? };
+        let mut rows = Vec::with_capacity(staged.len());
+        let mut tokens: Vec<(Vec<u8>, String)> = Vec::new();
+        for r in staged {
+            let sealed = match (r.personal.known(), keys.get(&r.subject)) {
+                (Some(data), Some(key)) => {
+                    tokens.extend(self.tokens(r.municipality.as_str(), data).into_iter().map(|t| (t, r.id.clone())));
+                    Some(RowSealer::seal(key, &aad(&r.id), data)?)
+                }
+                _ => None,
+            };
+            rows.push((r, sealed));
+        }
+        let ids: Vec<&str> = rows.iter().map(|(r, _)| r.id.as_str()).collect();
+        for chunk in ids.chunks(TOKEN_ROWS) {
+            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM rm_resident_tokens WHERE resident_id IN ({marks})"
+            )));
+            for id in chunk {
+                query = query.bind((*id).to_owned());
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        for chunk in tokens.chunks(TOKEN_ROWS) {
+            let values =
+                (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect::<Vec<_>>().join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO rm_resident_tokens (token, resident_id) VALUES {values}"
+            )));
+            for (token, id) in chunk {
+                query = query.bind(token.clone()).bind(id.clone());
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        for chunk in rows.chunks(RESIDENT_ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let p = |k: usize| format!("${}", 10 * i + k);
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                        p(1),
+                        p(2),
+                        p(3),
+                        p(4),
+                        p(5),
+                        p(6),
+                        p(7),
+                        p(8),
+                        p(9),
+                        p(10)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO rm_residents (municipality, resident_id, personal, registry_key, moved_out, active_fid, \
+                 erased, version, registered_at, updated_at) VALUES {values}"
+            )));
+            for (r, sealed) in chunk {
+                query = query
+                    .bind(r.municipality.as_str().to_owned())
+                    .bind(r.id.clone())
+                    .bind(sealed.clone())
+                    .bind(r.registry_key.clone().map(String::from))
+                    .bind(i64::from(r.moved_out))
+                    .bind(r.active_fid.as_ref().map(|f| f.as_str().to_owned()))
+                    .bind(i64::from(sealed.is_none()))
+                    .bind(r.version)
+                    .bind(r.registered_at.clone())
+                    .bind(r.updated_at.clone());
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        Ok(())
     }
 }
 

@@ -63,6 +63,13 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Applies one event inside the runner's transaction. Events of other aggregates are ignored.
     async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// Applies a batch of events, in order, inside the runner's transaction: by default one by one.
+    async fn apply_batch(&self, conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
     /// Deletes every row of this read model (rebuild).
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
     /// The stream types whose events it applies; the runner then reads only those (`None`: every event).
@@ -153,11 +160,12 @@ impl ProjectionRunner {
     }
 
     /// Applies everything committed before this call, then returns the checkpoint reached. Waits (at most
-    /// [`CATCH_UP_TIMEOUT`]) for events whose delivery an older open transaction still holds back.
+    /// [`CATCH_UP_TIMEOUT`] without progress) for events whose delivery an older open transaction still holds
+    /// back; a long catch-up (a rebuild of millions of events) goes on as long as it moves.
     pub async fn catch_up(&self) -> Result<Checkpoint, ProjectionError> {
         let head = self.store.head().await?;
         let mut wake = self.store.wakeups();
-        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        let mut deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
         loop {
             wake.mark_seen();
             let applied = self.step().await?;
@@ -165,10 +173,11 @@ impl ProjectionRunner {
             if reached >= head {
                 return Ok(reached);
             }
-            if tokio::time::Instant::now() >= deadline {
+            if applied > 0 {
+                deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+            } else if tokio::time::Instant::now() >= deadline {
                 return Err(ProjectionError::Timeout);
-            }
-            if applied == 0 {
+            } else {
                 wake.wait(Duration::from_millis(20)).await;
             }
         }
@@ -224,11 +233,9 @@ impl ProjectionRunner {
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
         // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.
         let locked = lock_checkpoint(&mut tx, self.name()).await?;
-        let mut applied = 0;
-        for event in events.iter().filter(|e| e.checkpoint > locked) {
-            self.projection.apply(&mut tx, event).await?;
-            applied += 1;
-        }
+        let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.checkpoint > locked).collect();
+        let applied = fresh.len();
+        self.projection.apply_batch(&mut tx, &fresh).await?;
         if last > locked {
             sqlx::query(
                 "UPDATE projection_checkpoints SET transaction_id = $1, position = $2, updated_at = $3 WHERE name = $4",

@@ -24,6 +24,9 @@ use crate::ProjectionError;
 /// Bytes of a search token: 128 bits are plenty against collisions in one municipality.
 pub const TOKEN_LEN: usize = 16;
 
+/// Subjects looked up per statement when a projection's batch needs keys this process has not cached.
+const KEY_LOOKUP_CHUNK: usize = 500;
+
 /// The label the search key is derived under; a new version means new tokens (a rebuild).
 const SEARCH_KEY_LABEL: &str = "cardap read-model search index v1";
 
@@ -70,16 +73,27 @@ impl RowSealer {
         let cached = self.vault.cached(subjects);
         let mut keys: HashMap<StreamId, DataKey> =
             cached.iter().filter_map(|(s, k)| k.clone().map(|k| (s.clone(), k))).collect();
-        for subject in subjects.iter().filter(|s| !cached.contains_key(*s)) {
-            let row = sqlx::query("SELECT wrapped_key FROM personal_data_keys WHERE subject = $1")
-                .bind(subject.as_str().to_owned())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(ProjectionError::from_sqlx)?;
-            let Some(row) = row else { continue };
-            let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(ProjectionError::Database)?;
-            if let Some(key) = self.vault.adopt(subject, wrapped)? {
-                keys.insert(subject.clone(), key);
+        let mut missing: Vec<&StreamId> = subjects.iter().filter(|s| !cached.contains_key(*s)).collect();
+        missing.sort();
+        missing.dedup();
+        // One statement per chunk of subjects not cached (a batch of registrations brings hundreds at once).
+        for chunk in missing.chunks(KEY_LOOKUP_CHUNK) {
+            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT subject, wrapped_key FROM personal_data_keys WHERE subject IN ({marks})"
+            )));
+            for subject in chunk {
+                query = query.bind(subject.as_str().to_owned());
+            }
+            let asked: HashMap<&str, &StreamId> = chunk.iter().map(|s| (s.as_str(), *s)).collect();
+            let rows = query.fetch_all(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+            for row in rows {
+                let subject: String = row.try_get("subject").map_err(ProjectionError::Database)?;
+                let Some(subject) = asked.get(subject.as_str()) else { continue };
+                let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(ProjectionError::Database)?;
+                if let Some(key) = self.vault.adopt(subject, wrapped)? {
+                    keys.insert((*subject).clone(), key);
+                }
             }
         }
         Ok(keys)

@@ -27,6 +27,19 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
         recorded: &Recorded<'_>,
     ) -> Result<(), ProjectionError>;
 
+    /// Applies a batch of decoded events, in order, inside the runner's transaction. The default applies them one
+    /// by one; a view with many events of one kind overrides it with set-based statements, with the same result.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: Vec<(Self::Event, Recorded<'_>)>,
+    ) -> Result<(), ProjectionError> {
+        for (event, recorded) in events {
+            self.apply(conn, event, &recorded).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes every row of this read model (rebuild).
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
 }
@@ -90,6 +103,15 @@ impl<V: View> Projection for Typed<V> {
         let recorded = Recorded { name: V::NAME, event };
         let decoded: V::Event = event.decode().map_err(|e| recorded.error(e))?;
         self.0.apply(conn, decoded, &recorded).await
+    }
+
+    async fn apply_batch(&self, conn: &mut AnyConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events.iter().filter(|e| V::STREAM_TYPES.contains(&e.stream_type.as_str())) {
+            let recorded = Recorded { name: V::NAME, event };
+            decoded.push((event.decode().map_err(|e| recorded.error(e))?, recorded));
+        }
+        self.0.apply_all(conn, decoded).await
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {

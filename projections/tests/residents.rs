@@ -801,6 +801,81 @@ async fn long_names_and_keys_that_are_not_cached(b: Backend) {
     assert!(sealer.keys_in(&mut conn, std::slice::from_ref(&subject)).await.unwrap().is_empty(), "destroyed");
 }
 
+/// Every resident of a batch as the register shows him, and what each search token finds.
+async fn register_state(b: &Backend, code: &MunicipalityCode, ids: &[ResidentId]) -> Vec<String> {
+    let mut state = Vec::new();
+    for id in ids {
+        let row = residents::get(b.read.pool(), b.read.sealer(), code, id).await.unwrap();
+        // Without the times: the two registers were written at other instants.
+        state.push(format!(
+            "{id}: {:?}",
+            row.map(|r| (r.kana_name, r.birth_date, r.phone, r.moved_out, r.active_fid, r.erased, r.version))
+        ));
+    }
+    for prefix in ["ア", "アオ", "イ", "カ"] {
+        let found = residents::search(b.read.pool(), b.read.sealer(), code, &search(Some(prefix))).await.unwrap();
+        state.push(format!("{prefix}: {:?}", found.rows.iter().map(|r| r.resident_id).collect::<Vec<_>>()));
+    }
+    state
+}
+
+/// A batch of registrations with the changes, move-outs, card links and erasures that follow them in the same
+/// batch, applied at once (set-based), gives the register the same events applied one by one give.
+async fn a_batch_applied_at_once_equals_the_events_one_by_one(at_once: Backend, one_by_one: Backend) {
+    let code = chiyoda();
+    let ids: Vec<ResidentId> = (0..120).map(|_| new_id()).collect();
+    let mut appends = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let given = ["アオイ", "イチロウ", "カオル"][i % 3];
+        let mut data = person(("アオキ", given), ("青木", "葵"), "3640107");
+        data.phone = Some(Phone::parse("090-1234-5678").unwrap());
+        let mut events = vec![registered(*id, &code, data)];
+        if i % 4 == 0 {
+            events.push(ResidentEvent::CardAttached { fid: fid(&format!("BATCH{i}")) });
+        }
+        if i % 3 == 0 {
+            events.push(ResidentEvent::MovedOut);
+        }
+        if i % 5 == 0 {
+            let changes = PersonalChanges {
+                kana_name: Some(PersonName {
+                    family: KanaName::parse("イシダ").unwrap(),
+                    given: KanaName::parse("カオル").unwrap(),
+                }),
+                ..PersonalChanges::default()
+            };
+            events.push(ResidentEvent::FieldsChanged { changes: Erasable::Known(changes) });
+        }
+        if i % 8 == 0 {
+            events.push(ResidentEvent::CardDetached { fid: fid(&format!("BATCH{i}")) });
+        }
+        if i % 7 == 0 {
+            events.push(ResidentEvent::Erased { reason: cardap_domain::resident::ErasureReason::RetentionExpired });
+        }
+        appends.push((Resident::STREAM_TYPE, id.to_string(), events));
+    }
+    // Interleaved as a busy log has them: resident by resident, then the next step of each.
+    let batch: Vec<cardap_store::StreamAppend> = appends
+        .iter()
+        .map(|(t, k, events)| cardap_store::StreamAppend {
+            stream: StreamId::new(t, k).unwrap(),
+            expected: ExpectedVersion::NoStream,
+            events: events.iter().map(NewEvent::from_domain).collect(),
+        })
+        .collect();
+    at_once.store.append_many(batch, &Metadata::system()).await.unwrap();
+    at_once.catch_up().await;
+    for (t, k, events) in &appends {
+        for event in events {
+            one_by_one.append(t, k, vec![NewEvent::from_domain(event)]).await;
+            one_by_one.catch_up().await;
+        }
+    }
+    let expected = register_state(&one_by_one, &code, &ids).await;
+    assert!(expected.iter().any(|s| s.contains("moved_out") || s.contains("true")), "{expected:?}");
+    assert_eq!(register_state(&at_once, &code, &ids).await, expected);
+}
+
 macro_rules! suite {
     ($backend:ident) => {
         mod $backend {
@@ -835,6 +910,14 @@ macro_rules! suite {
             #[tokio::test]
             async fn long_names_and_keys_that_are_not_cached() {
                 super::long_names_and_keys_that_are_not_cached(super::$backend().await).await;
+            }
+            #[tokio::test]
+            async fn a_batch_applied_at_once_equals_the_events_one_by_one() {
+                super::a_batch_applied_at_once_equals_the_events_one_by_one(
+                    super::$backend().await,
+                    super::$backend().await,
+                )
+                .await;
             }
             #[tokio::test]
             async fn a_rebuild_reproduces_the_same_rows() {
