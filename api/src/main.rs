@@ -256,9 +256,16 @@ async fn run(cli: Cli) -> Result<(), StartError> {
                         )));
                     }
                     for runner in runners {
+                        let started = std::time::Instant::now();
                         runner.reset().await?;
+                        let emptied = started.elapsed();
                         let reached = runner.catch_up().await?;
-                        println!("{}: rebuilt up to {reached}", runner.name());
+                        println!(
+                            "{}: rebuilt up to {reached} (emptied in {:.1} s, rebuilt in {:.1} s)",
+                            runner.name(),
+                            emptied.as_secs_f64(),
+                            (started.elapsed() - emptied).as_secs_f64()
+                        );
                     }
                 }
             }
