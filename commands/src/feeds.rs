@@ -180,7 +180,11 @@ impl Feeds {
     }
 
     /// The system's state now, when `caller` may read the feed `business_id` (its own, registered, in service).
-    async fn open(&self, caller: &BusinessId, business_id: &str) -> Result<(BusinessId, BusinessSystemState), FeedError> {
+    async fn open(
+        &self,
+        caller: &BusinessId,
+        business_id: &str,
+    ) -> Result<(BusinessId, BusinessSystemState), FeedError> {
         let Ok(id) = BusinessId::parse(business_id) else { return Err(FeedError::NotFound) };
         if id != *caller {
             return Err(FeedError::NotFound);

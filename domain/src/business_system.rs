@@ -226,15 +226,30 @@ pub enum BusinessSystemCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusinessSystemEvent {
-    Registered { id: BusinessId, profile: BusinessSystemProfile },
-    Updated { profile: BusinessSystemProfile },
+    Registered {
+        id: BusinessId,
+        profile: BusinessSystemProfile,
+    },
+    Updated {
+        profile: BusinessSystemProfile,
+    },
     Retired,
-    MunicipalityPermitted { municipality: MunicipalityCode },
-    MunicipalityWithdrawn { municipality: MunicipalityCode },
-    LoginConfigured { client: LoginClient },
-    LoginSecretIssued { at: Timestamp },
+    MunicipalityPermitted {
+        municipality: MunicipalityCode,
+    },
+    MunicipalityWithdrawn {
+        municipality: MunicipalityCode,
+    },
+    LoginConfigured {
+        client: LoginClient,
+    },
+    LoginSecretIssued {
+        at: Timestamp,
+    },
     /// The feed carries these fields from now on (items delivered after it).
-    FeedFieldsSet { fields: FeedFields },
+    FeedFieldsSet {
+        fields: FeedFields,
+    },
 }
 
 const REGISTERED: &str = "BusinessSystemRegistered";
@@ -689,7 +704,7 @@ mod tests {
     fn the_feed_fields_start_as_the_default_and_are_set_by_an_event() {
         use FeedField as F;
         let library = builtin(BusinessId::LIBRARY);
-        let state = BusinessSystem::fold(&[library.clone()]);
+        let state = BusinessSystem::fold(std::slice::from_ref(&library));
         assert_eq!(state.feed_fields(), FeedFields::default_for(&BusinessId::LIBRARY));
         assert!(!state.feed_fields_set());
         let more = FeedFields::new([F::KanaName, F::KanjiName, F::StandardId, F::CardStatus, F::Email]);

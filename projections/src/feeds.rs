@@ -93,10 +93,7 @@ fn to_u64(v: i64) -> u64 {
 
 /// The business systems `resident` is entitled to now (as far as this projection has got), with the card carrying
 /// each AP and its municipality, in business-ID order.
-async fn entitled(
-    conn: &mut AnyConnection,
-    resident: &str,
-) -> Result<Vec<(String, String, String)>, ProjectionError> {
+async fn entitled(conn: &mut AnyConnection, resident: &str) -> Result<Vec<(String, String, String)>, ProjectionError> {
     let rows = sqlx::query(
         "SELECT a.business_id, c.fid, c.municipality FROM feed_cards c \
          JOIN feed_card_aps a ON a.fid = c.fid \
@@ -429,10 +426,7 @@ impl Projection for FeedIndex {
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for table in ["feed_items", "feed_members", "feed_permits", "feed_card_aps", "feed_cards"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *conn).await.map_err(db)?;
         }
         Ok(())
     }
@@ -484,16 +478,14 @@ pub async fn items_after(
 
 /// Whether `business`'s feed has an item at `place` (a cursor names one it delivered).
 pub async fn item_exists(pool: &AnyPool, business: &str, place: ItemPlace) -> Result<bool, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT 1 FROM feed_items WHERE business_id = $1 AND tx = $2 AND position = $3 AND ord = $4",
-    )
-    .bind(business.to_owned())
-    .bind(to_i64(place.at.transaction))
-    .bind(to_i64(place.at.position))
-    .bind(to_i64(place.ord))
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
+    let row = sqlx::query("SELECT 1 FROM feed_items WHERE business_id = $1 AND tx = $2 AND position = $3 AND ord = $4")
+        .bind(business.to_owned())
+        .bind(to_i64(place.at.transaction))
+        .bind(to_i64(place.at.position))
+        .bind(to_i64(place.ord))
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
     Ok(row.is_some())
 }
 

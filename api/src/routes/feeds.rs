@@ -178,14 +178,13 @@ pub async fn read(
         return Err(ApiError::validation(errors));
     };
     let request = FeedRequest { request_id: RequestMeta::from_headers(&headers).request_id };
-    let sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if sse {
         let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let cursor = last_event_id.or(params.cursor);
-        let items = state.feeds.follow(&client.0, &business_id, cursor.as_deref(), request).await.map_err(feed_error)?;
+        let items =
+            state.feeds.follow(&client.0, &business_id, cursor.as_deref(), request).await.map_err(feed_error)?;
         let events = items.map(|item| {
             let id = item.id.clone();
             Ok::<_, Infallible>(match Event::default().id(id).json_data(FeedItemView::from(item)) {
