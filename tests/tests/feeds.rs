@@ -388,6 +388,15 @@ async fn entitlement_follows_each_position(backend: Backend) {
     w.install(SAPPORO, "FID0000000000012", &["02"]).await;
     w.until("02", "札幌市's resident in the library", |i| !of(i, &north).is_empty()).await;
     assert!(of(&w.all("05").await, &north).is_empty());
+    // Permitted again: from the permit on he is entitled again, with a snapshot as he stands then (his name as
+    // changed meanwhile) and nothing of the time in between; a reader from the start sees his earlier item again
+    // (the municipality is permitted now).
+    w.app.permit(&w.admin, "05", SAPPORO).await;
+    let items = w.until("05", "札幌市 permitted again", |i| of(i, &north).len() == 2).await;
+    let story = of(&items, &north);
+    assert_eq!(kinds(&items, &north), ["registered", "registered"], "{story:?}");
+    assert_eq!(story[0].1["kana_name"]["given"], "イチロウ");
+    assert_eq!(story[1].1["kana_name"]["given"], "イチ");
 
     // 06 retired: its feed is gone at once, for its own certificate too.
     let reply = w.app.post_empty("/api/v1/business-systems/06/retire", Some(&w.admin)).await;
