@@ -15,8 +15,8 @@
 //!   item as JSON; `Last-Event-ID` (or `cursor`) resumes after that item; a comment every 10 s keeps the
 //!   connection alive; the stream ends when the server shuts down or the system is retired.
 //!
-//! Must not decide what an item holds or who is entitled (that is `cardap_commands::feeds` and the index in
-//! `cardap_projections::feeds`); it authenticates, parses, calls one use case and answers.
+//! Must not decide what an item holds or who is entitled (that is `cardap_commands::feeds` and the feeds' index
+//! among the read models); it authenticates, parses, calls one use case and answers.
 
 use std::convert::Infallible;
 use std::time::Duration;
