@@ -379,7 +379,8 @@ async fn entitlement_follows_each_position(backend: Backend) {
 
     // 札幌市 withdrawn from 05: nothing of it is delivered any more, neither what happened before nor after.
     let north = w.resident_with_card(SAPPORO, "イチロウ", "FID0000000000012", &["05"]).await;
-    w.until("05", "札幌市's resident", |i| !of(i, &north).is_empty()).await;
+    let neighbour = w.resident_with_card(SAPPORO, "ジロウ", "FID0000000000013", &["05"]).await;
+    w.until("05", "札幌市's residents", |i| !of(i, &north).is_empty() && !of(i, &neighbour).is_empty()).await;
     w.app.withdraw(&w.admin, "05", SAPPORO).await;
     let now = w.all("05").await;
     assert!(of(&now, &north).is_empty(), "{now:?}");
@@ -397,6 +398,15 @@ async fn entitlement_follows_each_position(backend: Backend) {
     assert_eq!(kinds(&items, &north), ["registered", "registered"], "{story:?}");
     assert_eq!(story[0].1["kana_name"]["given"], "イチロウ");
     assert_eq!(story[1].1["kana_name"]["given"], "イチ");
+    // One permit, two residents: two items of the same event, numbered in resident-id order.
+    let permit: Vec<&Value> = items.iter().filter(|i| i["municipality"] == SAPPORO).skip(2).collect::<Vec<_>>();
+    let places: Vec<(u64, u64, u64)> = permit.iter().map(|i| place(i["id"].as_str().unwrap())).collect();
+    assert_eq!(places.len(), 2, "{permit:?}");
+    assert_eq!((places[0].0, places[0].1, places[0].2), (places[1].0, places[1].1, 0));
+    assert_eq!(places[1].2, 1);
+    let mut ids = [north.as_str(), neighbour.as_str()];
+    ids.sort_unstable();
+    assert_eq!([permit[0]["resident_id"].as_str().unwrap(), permit[1]["resident_id"].as_str().unwrap()], ids);
 
     // 06 retired: its feed is gone at once, for its own certificate too.
     let reply = w.app.post_empty("/api/v1/business-systems/06/retire", Some(&w.admin)).await;
