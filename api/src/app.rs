@@ -6,6 +6,7 @@ use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::{CardKeys, CardWrites};
 use cardap_commands::erasure::Erasure;
+use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
@@ -409,12 +410,14 @@ impl Application {
             shutdown_rx.clone(),
         )));
         let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
+        let feeds = Feeds::new(store.clone(), read.clone(), pki.clone(), reads.clone());
         let state = AppState {
             card_writes,
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
             business_systems,
             oidc,
             history: History::new(store.clone(), read.clone(), reads.clone()),
+            feeds,
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
@@ -500,8 +503,11 @@ impl Application {
         signal: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        let feeds = self.state.feeds.clone();
         let server = crate::serve::serve(self.listener, self.router, self.connections, self.tls, async move {
             signal.await;
+            // Feed followers (SSE) end their streams, so that the connections can drain.
+            feeds.close();
             let _ = stop_tx.send(true);
         });
         let drain = self.drain_timeout;
@@ -615,6 +621,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::oidc::router())
         .merge(routes::audit::router())
         .merge(routes::read_access::router())
+        .merge(routes::feeds::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

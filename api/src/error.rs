@@ -104,11 +104,13 @@ pub enum ProblemType {
     ResidentNotMovedOut,
     /// 409: the retention period after the resident's move-out has not passed; the detail says from when.
     RetentionNotPassed,
+    /// 400: a feed's `cursor` (or `Last-Event-ID`) names no item of that feed: forged, stale, or another's.
+    InvalidCursor,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 53] = [
+    pub const ALL: [ProblemType; 54] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -162,6 +164,7 @@ impl ProblemType {
         ProblemType::TooManyAuthenticators,
         ProblemType::ResidentNotMovedOut,
         ProblemType::RetentionNotPassed,
+        ProblemType::InvalidCursor,
     ];
 
     /// The `type` as sent.
@@ -220,6 +223,7 @@ impl ProblemType {
             ProblemType::TooManyAuthenticators => "/problems/too-many-authenticators",
             ProblemType::ResidentNotMovedOut => "/problems/resident-not-moved-out",
             ProblemType::RetentionNotPassed => "/problems/retention-not-passed",
+            ProblemType::InvalidCursor => "/problems/invalid-cursor",
         }
     }
 }
@@ -499,6 +503,19 @@ impl ApiError {
     }
 
     /// A certificate request refused (422 `kind`), with what is accepted in `detail`.
+    /// 400 `/problems/invalid-cursor`: a feed's cursor that names no item of that feed.
+    pub fn invalid_cursor() -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidCursor,
+            Text::new("カーソルが正しくありません", "Invalid cursor"),
+        )
+        .with_detail(Text::new(
+            "このフィードの項目を指すカーソルではありません。最後に受け取った項目のIDを指定するか、省略して最初から読んでください",
+            "the cursor names no item of this feed: pass the id of the last item received, or none to read from the start",
+        ))
+    }
+
     pub fn unprocessable(kind: ProblemType, detail: Text) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -849,6 +866,7 @@ mod tests {
             "/problems/too-many-authenticators",
             "/problems/resident-not-moved-out",
             "/problems/retention-not-passed",
+            "/problems/invalid-cursor",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

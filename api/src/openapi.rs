@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    audit, biometrics, business_systems, card_writes, cards, health, jobs, municipalities, oidc, operator_csv,
+    audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, municipalities, oidc, operator_csv,
     operators, pki, read_access, registry, resident_settings, residents, sessions,
 };
 
@@ -54,6 +54,7 @@ use crate::routes::{
         oidc::configure_client, oidc::issue_secret,
         audit::events, audit::operator_as_of, audit::shared_use_as_of, audit::resident_as_of, audit::card_as_of,
         read_access::access, read_access::alerts, read_access::show_policy, read_access::set_policy,
+        feeds::read, feeds::show_fields, feeds::set_fields,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -73,6 +74,8 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // The replication feeds: the business system's server certificate as the TLS client certificate.
+        components.add_security_scheme("mutual_tls", SecurityScheme::MutualTls { description: None, extensions: None });
     }
 }
 

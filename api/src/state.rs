@@ -10,6 +10,7 @@ use cardap_commands::biometric::Biometrics;
 use cardap_commands::business_systems::BusinessSystems;
 use cardap_commands::card_writes::CardWrites;
 use cardap_commands::erasure::Erasure;
+use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub erasure: Erasure,
     /// The read access log (who read which residents) and the bulk-read alert threshold.
     pub reads: ReadAccess,
+    /// The business systems' replication feeds and their field lists.
+    pub feeds: Feeds,
 }
 
 impl AppState {

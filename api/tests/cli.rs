@@ -235,7 +235,8 @@ fn migrate_and_rebuild_run_from_the_command_line() {
             "residents",
             "cards",
             "registry",
-            "certificates"
+            "certificates",
+            "feeds"
         ]
     );
     let rebuilt = run(&["projections", "rebuild", "all"]);
@@ -248,6 +249,7 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         "cards",
         "registry",
         "certificates",
+        "feeds",
     ] {
         assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
     }

@@ -19,6 +19,8 @@
 //!   full); [`jobs`]: imports that run in the background as jobs (progress, outcome, generated passwords once).
 //! - [`erasure`]: erase a resident for good (消去: after his move-out and the retention period, or on a
 //!   documented request) — the erasure event, then his data keys destroyed.
+//! - [`feeds`]: the business systems' replication feeds (a page, a long poll, a follower for SSE; each delivery of
+//!   personal data recorded) and their field lists (データの最小化).
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`read_access`]: the read access log — every read of residents' personal data recorded before it is
 //!   answered, queried by auditors — and the municipality's bulk-read alert threshold.
@@ -42,6 +44,7 @@ pub mod clock;
 mod context;
 pub mod engine;
 pub mod erasure;
+pub mod feeds;
 mod handler;
 pub mod history;
 pub mod ids;

@@ -74,6 +74,8 @@ pub enum ReadOperation {
     History,
     /// An auditor's look at a resident as he stood at an instant.
     ResidentAsOf,
+    /// A business system's replication feed delivered these residents' personal data (`commands::feeds`).
+    FeedDelivery,
 }
 
 impl ReadOperation {
@@ -85,6 +87,7 @@ impl ReadOperation {
             ReadOperation::RegistryLookup => "registry.lookup",
             ReadOperation::History => "audit.history",
             ReadOperation::ResidentAsOf => "resident.as_of",
+            ReadOperation::FeedDelivery => "feed.delivery",
         }
     }
 }

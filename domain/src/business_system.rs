@@ -9,6 +9,9 @@
 //! and none of them can be cleared later. Systems stored before that rule keep their events as they are (the
 //! payload shape is unchanged): the rule is enforced in `decide`, not in the events.
 //!
+//! The feed's field list (データの最小化, what the system's replication feed may carry of a resident) is an event
+//! here too (`SetFeedFields` → `FeedFieldsSet`); its values and defaults are in `feed_fields`.
+//!
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
@@ -19,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::aggregate::decode_payload;
 use crate::contact::{Email, Phone, Text100, Url, string_newtype};
+use crate::feed_fields::{FeedField, FeedFields};
 use crate::ids::parse_text;
 use crate::login_client::LoginClient;
 use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError, Timestamp};
@@ -214,17 +218,38 @@ pub enum BusinessSystemCommand {
     IssueLoginSecret {
         at: Timestamp,
     },
+    /// Replace the feed's field list (データの最小化); the list it has now (set, or its default) yields no event.
+    SetFeedFields {
+        fields: FeedFields,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusinessSystemEvent {
-    Registered { id: BusinessId, profile: BusinessSystemProfile },
-    Updated { profile: BusinessSystemProfile },
+    Registered {
+        id: BusinessId,
+        profile: BusinessSystemProfile,
+    },
+    Updated {
+        profile: BusinessSystemProfile,
+    },
     Retired,
-    MunicipalityPermitted { municipality: MunicipalityCode },
-    MunicipalityWithdrawn { municipality: MunicipalityCode },
-    LoginConfigured { client: LoginClient },
-    LoginSecretIssued { at: Timestamp },
+    MunicipalityPermitted {
+        municipality: MunicipalityCode,
+    },
+    MunicipalityWithdrawn {
+        municipality: MunicipalityCode,
+    },
+    LoginConfigured {
+        client: LoginClient,
+    },
+    LoginSecretIssued {
+        at: Timestamp,
+    },
+    /// The feed carries these fields from now on (items delivered after it).
+    FeedFieldsSet {
+        fields: FeedFields,
+    },
 }
 
 const REGISTERED: &str = "BusinessSystemRegistered";
@@ -234,6 +259,7 @@ const PERMITTED: &str = "SharedUsePermitted";
 const WITHDRAWN: &str = "SharedUseWithdrawn";
 const LOGIN_CONFIGURED: &str = "BusinessSystemLoginConfigured";
 const LOGIN_SECRET_ISSUED: &str = "BusinessSystemLoginSecretIssued";
+const FEED_FIELDS_SET: &str = "BusinessSystemFeedFieldsSet";
 
 /// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
 mod v1 {
@@ -307,6 +333,12 @@ mod v1 {
     pub(super) struct LoginSecretIssued {
         pub at: Timestamp,
     }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct FeedFieldsSet {
+        pub fields: Vec<FeedField>,
+    }
 }
 
 impl DomainEvent for BusinessSystemEvent {
@@ -319,6 +351,7 @@ impl DomainEvent for BusinessSystemEvent {
             Self::MunicipalityWithdrawn { .. } => WITHDRAWN,
             Self::LoginConfigured { .. } => LOGIN_CONFIGURED,
             Self::LoginSecretIssued { .. } => LOGIN_SECRET_ISSUED,
+            Self::FeedFieldsSet { .. } => FEED_FIELDS_SET,
         }
     }
 
@@ -338,6 +371,7 @@ impl DomainEvent for BusinessSystemEvent {
             }
             Self::LoginConfigured { client } => json!({ "client": client.encode() }),
             Self::LoginSecretIssued { at } => json!({ "at": at }),
+            Self::FeedFieldsSet { fields } => json!({ "fields": fields.names() }),
         }
     }
 
@@ -370,6 +404,10 @@ impl DomainEvent for BusinessSystemEvent {
             (LOGIN_SECRET_ISSUED, 1) => {
                 let v1::LoginSecretIssued { at } = decode_payload(event_type, event_version, payload)?;
                 Self::LoginSecretIssued { at }
+            }
+            (FEED_FIELDS_SET, 1) => {
+                let v1::FeedFieldsSet { fields } = decode_payload(event_type, event_version, payload)?;
+                Self::FeedFieldsSet { fields: FeedFields::new(fields) }
             }
             _ => return Err(EventDecodeError::unknown(event_type, event_version)),
         })
@@ -427,6 +465,8 @@ pub struct BusinessSystemState {
     login: Option<LoginClient>,
     /// When its current client secret was issued.
     login_secret_issued: Option<Timestamp>,
+    /// The feed's field list as set; `None`: the default of its business ID.
+    feed_fields: Option<FeedFields>,
 }
 
 #[derive(Debug, Clone)]
@@ -465,6 +505,21 @@ impl BusinessSystemState {
     /// When its current client secret was issued; `None`: it has none.
     pub fn login_secret_issued(&self) -> Option<Timestamp> {
         self.login_secret_issued
+    }
+
+    /// The fields its replication feed may carry now: as set, else the default of its business ID (empty for a
+    /// system never registered).
+    pub fn feed_fields(&self) -> FeedFields {
+        match (&self.feed_fields, self.id()) {
+            (Some(fields), _) => fields.clone(),
+            (None, Some(id)) => FeedFields::default_for(id),
+            (None, None) => FeedFields::default(),
+        }
+    }
+
+    /// Whether the field list was set (`false`: the default applies).
+    pub fn feed_fields_set(&self) -> bool {
+        self.feed_fields.is_some()
     }
 
     /// Whether `municipality` may use the system now (never once it is retired).
@@ -529,6 +584,8 @@ impl Aggregate for BusinessSystem {
             C::ConfigureLogin { client } => Ok(vec![E::LoginConfigured { client }]),
             C::IssueLoginSecret { .. } if state.login.is_none() => Err(BusinessSystemError::LoginNotConfigured),
             C::IssueLoginSecret { at } => Ok(vec![E::LoginSecretIssued { at }]),
+            C::SetFeedFields { fields } if fields == state.feed_fields() => Ok(vec![]),
+            C::SetFeedFields { fields } => Ok(vec![E::FeedFieldsSet { fields }]),
         }
     }
 
@@ -551,6 +608,7 @@ impl Aggregate for BusinessSystem {
             }
             (E::LoginConfigured { client }, _) => state.login = Some(client.clone()),
             (E::LoginSecretIssued { at }, _) => state.login_secret_issued = Some(*at),
+            (E::FeedFieldsSet { fields }, _) => state.feed_fields = Some(fields.clone()),
             // A change to a stream that was never registered cannot be stored; there is nothing to change.
             (E::Updated { .. }, None) => {}
         }
@@ -640,6 +698,62 @@ mod tests {
         given::<BusinessSystem>([registered(), E::Retired])
             .when(C::ConfigureLogin { client: login_client() })
             .then_err(BusinessSystemError::Retired);
+    }
+
+    #[test]
+    fn the_feed_fields_start_as_the_default_and_are_set_by_an_event() {
+        use FeedField as F;
+        let library = builtin(BusinessId::LIBRARY);
+        let state = BusinessSystem::fold(std::slice::from_ref(&library));
+        assert_eq!(state.feed_fields(), FeedFields::default_for(&BusinessId::LIBRARY));
+        assert!(!state.feed_fields_set());
+        let more = FeedFields::new([F::KanaName, F::KanjiName, F::StandardId, F::CardStatus, F::Email]);
+        let state = given::<BusinessSystem>([library.clone()])
+            .when(C::SetFeedFields { fields: more.clone() })
+            .then([E::FeedFieldsSet { fields: more.clone() }]);
+        assert_eq!(state.feed_fields(), more);
+        assert!(state.feed_fields_set());
+        // Fewer fields, down to none: the list is replaced as a whole.
+        given::<BusinessSystem>([library.clone(), E::FeedFieldsSet { fields: more.clone() }])
+            .when(C::SetFeedFields { fields: FeedFields::default() })
+            .then([E::FeedFieldsSet { fields: FeedFields::default() }]);
+    }
+
+    #[test]
+    fn setting_the_feed_fields_it_has_now_changes_nothing() {
+        let library = builtin(BusinessId::LIBRARY);
+        given::<BusinessSystem>([library.clone()])
+            .when(C::SetFeedFields { fields: FeedFields::default_for(&BusinessId::LIBRARY) })
+            .then([]);
+        let some = FeedFields::new([FeedField::KanaName]);
+        given::<BusinessSystem>([library, E::FeedFieldsSet { fields: some.clone() }])
+            .when(C::SetFeedFields { fields: some })
+            .then([]);
+    }
+
+    #[test]
+    fn the_feed_fields_of_an_unregistered_or_retired_system_cannot_be_set() {
+        let fields = FeedFields::new([FeedField::KanaName]);
+        given::<BusinessSystem>([])
+            .when(C::SetFeedFields { fields: fields.clone() })
+            .then_err(BusinessSystemError::NotRegistered);
+        given::<BusinessSystem>([registered(), E::Retired])
+            .when(C::SetFeedFields { fields })
+            .then_err(BusinessSystemError::Retired);
+    }
+
+    #[test]
+    fn feed_fields_set_has_the_documented_shape() {
+        let fields = FeedFields::new([FeedField::StandardId, FeedField::KanaName]);
+        let payload = E::FeedFieldsSet { fields: fields.clone() }.encode();
+        assert_eq!(payload, json!({ "fields": ["kana_name", "standard_id"] }));
+        assert_eq!(BusinessSystemEvent::decode(FEED_FIELDS_SET, 1, &payload), Ok(E::FeedFieldsSet { fields }));
+        for bad in [json!({ "fields": ["my_number"] }), json!({}), json!({ "fields": [], "extra": 1 })] {
+            assert!(matches!(
+                BusinessSystemEvent::decode(FEED_FIELDS_SET, 1, &bad),
+                Err(EventDecodeError::Payload { .. })
+            ));
+        }
     }
 
     #[test]

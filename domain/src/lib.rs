@@ -11,6 +11,7 @@ pub mod card_area;
 pub mod cells;
 pub mod certificate;
 pub mod contact;
+pub mod feed_fields;
 pub mod ids;
 pub mod local_settings;
 pub mod login_client;

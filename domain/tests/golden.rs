@@ -13,6 +13,7 @@ use cardap_domain::certificate::{
     AuthorityEvent, CertificateEvent, CertificateSerial, Holder, IssuedCertificate, RevocationReason,
 };
 use cardap_domain::contact::Text100;
+use cardap_domain::feed_fields::{FeedField, FeedFields};
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::login_client::{LoginClient, LoginKeysEvent, RedirectUri, SigningKey};
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
@@ -201,6 +202,9 @@ fn every_event_type_and_version_has_a_golden_file() {
                 .unwrap(),
         },
         BusinessSystemEvent::LoginSecretIssued { at: Timestamp::from_unix(1_700_000_000) },
+        BusinessSystemEvent::FeedFieldsSet {
+            fields: FeedFields::new([FeedField::KanaName, FeedField::KanjiName, FeedField::StandardId]),
+        },
     ];
     let operator_key = OperatorKey::from_uuid(Uuid::nil());
     let claim = [

@@ -100,9 +100,11 @@ impl View for BusinessSystems {
                 .execute(&mut *conn)
                 .await
             }
-            // The login client's registration is read from the stream by the login use cases; the resource's
-            // ETag (its version) still moves.
-            BusinessSystemEvent::LoginConfigured { .. } | BusinessSystemEvent::LoginSecretIssued { .. } => {
+            // The login client's registration and the feed's field list are read from the stream by their use
+            // cases; the resource's ETag (its version) still moves.
+            BusinessSystemEvent::LoginConfigured { .. }
+            | BusinessSystemEvent::LoginSecretIssued { .. }
+            | BusinessSystemEvent::FeedFieldsSet { .. } => {
                 sqlx::query("UPDATE rm_business_systems SET version = $1 WHERE business_id = $2")
                     .bind(version)
                     .bind(id)

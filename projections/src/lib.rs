@@ -10,6 +10,7 @@ pub mod business_systems;
 pub mod cards;
 pub mod certificates;
 pub mod erasure;
+pub mod feeds;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;
@@ -67,6 +68,7 @@ impl ReadModels {
                 Arc::new(Typed(cards::CardRegister)),
                 Arc::new(Typed(registry::RegistryView::new(sealer.clone()))),
                 Arc::new(Typed(certificates::Certificates)),
+                Arc::new(feeds::FeedIndex),
             ],
             sealer,
         })

@@ -5,6 +5,7 @@ pub mod biometrics;
 pub mod business_systems;
 pub mod card_writes;
 pub mod cards;
+pub mod feeds;
 pub mod health;
 pub mod jobs;
 pub mod municipalities;
