@@ -19,8 +19,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
     audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, library_links, municipalities, oidc,
-    operator_csv,
-    operators, pki, read_access, registry, resident_settings, residents, sessions,
+    operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]

@@ -29,11 +29,13 @@
 
 use std::sync::Arc;
 
+use cardap_domain::BusinessId;
 use cardap_domain::business_system::BusinessSystem;
 use cardap_domain::card::{self, Card, CardStatus, StandardId, StandardIdAllocation, StandardIdEvent};
 use cardap_domain::feed_fields::FeedField;
-use cardap_domain::library_link::{self, LibraryId, LibraryLink, LibraryLinkCommand, LibraryLinkError, StandardIdStanding};
-use cardap_domain::BusinessId;
+use cardap_domain::library_link::{
+    self, LibraryId, LibraryLink, LibraryLinkCommand, LibraryLinkError, StandardIdStanding,
+};
 use cardap_projections::{ReadModels, library_links};
 use cardap_store::{EventStore, StoreError, StreamId};
 
@@ -133,7 +135,10 @@ impl Library {
     }
 
     /// Where `standard_id` stands now, and the status of the card carrying it.
-    async fn standing(&self, standard_id: &StandardId) -> Result<(StandardIdStanding, Option<CardStatus>), LibraryError> {
+    async fn standing(
+        &self,
+        standard_id: &StandardId,
+    ) -> Result<(StandardIdStanding, Option<CardStatus>), LibraryError> {
         let allocation = stream_of::<StandardIdAllocation>(&card::allocation_stream_key(standard_id));
         let Some(first) = self.store.read_stream(&allocation, 1).await?.into_iter().next() else {
             return Ok((StandardIdStanding::Unknown, None));
@@ -244,7 +249,14 @@ impl Library {
         let id = self.library(caller, business_id).await?;
         let (linked, _, _) = self.find(&id, &standard_id).await?.ok_or(LibraryError::NotFound)?;
         self.links
-            .execute(ctx, &Permission::ViewBusinessSystems, &link_stream(&id, &linked), None, None, LibraryLinkCommand::Unlink)
+            .execute(
+                ctx,
+                &Permission::ViewBusinessSystems,
+                &link_stream(&id, &linked),
+                None,
+                None,
+                LibraryLinkCommand::Unlink,
+            )
             .await?;
         Ok(())
     }

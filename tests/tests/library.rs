@@ -131,7 +131,8 @@ impl World {
         let path = card_path(CHIYODA, fid);
         let reply = self.app.post_empty(&format!("{path}/local-area"), Some(&self.chiyoda)).await;
         assert!(reply.status.is_success(), "{}", reply.text);
-        let reply = self.app.post(&format!("{path}/aps"), Some(&self.chiyoda), &json!({ "business_ids": ["02"] })).await;
+        let reply =
+            self.app.post(&format!("{path}/aps"), Some(&self.chiyoda), &json!({ "business_ids": ["02"] })).await;
         assert!(reply.status.is_success(), "{}", reply.text);
         let aps = reply.json()["aps"].clone();
         let library = aps.as_array().unwrap().iter().find(|a| a["business_id"] == "02").unwrap();
