@@ -330,9 +330,11 @@ impl Feeds {
             let Ok(municipality) = MunicipalityCode::parse(&row.municipality) else { continue };
             if row.kind == kind::STANDARD_ID_REPLACED {
                 // Entitled by the library's link, not by shared use (a card of any municipality): the two 標準IDs
-                // only, and the resident's id only where the system serves his municipality.
+                // only (while its list still grants the 標準ID), and the resident's id only where the system serves
+                // his municipality. No personal field: nothing for the read access log.
                 let pool = self.read.pool();
-                if let Some((old, new)) = library_links::replacement(pool, id.as_str(), row.place).await? {
+                let granted = fields.contains(FeedField::StandardId);
+                if granted && let Some((old, new)) = library_links::replacement(pool, id.as_str(), row.place).await? {
                     let resident_id = if state.permits(&municipality) { row.resident_id } else { String::new() };
                     items.push(FeedItem {
                         id: item_id(row.place),

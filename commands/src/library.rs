@@ -26,6 +26,9 @@
 //! - **Reissue**: a link is never moved; the feeds' index tells the library the new 標準ID (`standard_id_replaced`)
 //!   and resolves its link through the replacement, so a lookup (or an unlink) by the new 標準ID finds the link
 //!   made with the old one — a link made with the new one itself comes first.
+//! - **In the log**: a link's events carry no operator and no municipality in their metadata (an act of the library
+//!   system, not of a municipality's clerk); the terminal names the business system (`business-system 05`). An
+//!   `Idempotency-Key` makes a retried `PUT`/`DELETE` apply once.
 
 use std::sync::Arc;
 
