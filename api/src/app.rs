@@ -10,6 +10,7 @@ use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
+use cardap_commands::library::Library;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::oidc::{LoginProvider, OidcSettings};
 use cardap_commands::operators::Operators;
@@ -418,6 +419,7 @@ impl Application {
             oidc,
             history: History::new(store.clone(), read.clone(), reads.clone()),
             feeds,
+            library: Library::new(store.clone(), read.clone()),
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
@@ -622,6 +624,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::audit::router())
         .merge(routes::read_access::router())
         .merge(routes::feeds::router())
+        .merge(routes::library_links::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

@@ -106,11 +106,13 @@ pub enum ProblemType {
     RetentionNotPassed,
     /// 400: a feed's `cursor` (or `Last-Event-ID`) names no item of that feed: forged, stale, or another's.
     InvalidCursor,
+    /// 422: a library link's 標準ID is on no card's library AP (never handed out, or its AP removed).
+    UnknownStandardId,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 54] = [
+    pub const ALL: [ProblemType; 55] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -165,6 +167,7 @@ impl ProblemType {
         ProblemType::ResidentNotMovedOut,
         ProblemType::RetentionNotPassed,
         ProblemType::InvalidCursor,
+        ProblemType::UnknownStandardId,
     ];
 
     /// The `type` as sent.
@@ -224,6 +227,7 @@ impl ProblemType {
             ProblemType::ResidentNotMovedOut => "/problems/resident-not-moved-out",
             ProblemType::RetentionNotPassed => "/problems/retention-not-passed",
             ProblemType::InvalidCursor => "/problems/invalid-cursor",
+            ProblemType::UnknownStandardId => "/problems/unknown-standard-id",
         }
     }
 }
@@ -514,6 +518,16 @@ impl ApiError {
             "このフィードの項目を指すカーソルではありません。最後に受け取った項目のIDを指定するか、省略して最初から読んでください",
             "the cursor names no item of this feed: pass the id of the last item received, or none to read from the start",
         ))
+    }
+
+    /// 422 `/problems/unknown-standard-id`: a library link's 標準ID is on no card's library AP.
+    pub fn unknown_standard_id(detail: Text) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::UnknownStandardId,
+            Text::new("標準IDが見つかりません", "Unknown 標準ID"),
+        )
+        .with_detail(detail)
     }
 
     pub fn unprocessable(kind: ProblemType, detail: Text) -> Self {
@@ -867,6 +881,7 @@ mod tests {
             "/problems/resident-not-moved-out",
             "/problems/retention-not-passed",
             "/problems/invalid-cursor",
+            "/problems/unknown-standard-id",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

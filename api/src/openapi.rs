@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, municipalities, oidc, operator_csv,
-    operators, pki, read_access, registry, resident_settings, residents, sessions,
+    audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, library_links, municipalities, oidc,
+    operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions,
 };
 
 #[derive(OpenApi)]
@@ -55,6 +55,7 @@ use crate::routes::{
         audit::events, audit::operator_as_of, audit::shared_use_as_of, audit::resident_as_of, audit::card_as_of,
         read_access::access, read_access::alerts, read_access::show_policy, read_access::set_policy,
         feeds::read, feeds::show_fields, feeds::set_fields,
+        library_links::link, library_links::lookup, library_links::unlink,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
@@ -84,7 +85,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Path parameters by name: the same name is the same domain value on every route (its `parse` decides the
 /// pattern; a value that does not parse is answered 404).
-const PATH_PARAMETERS: [(&str, &str, &str, &str); 11] = [
+const PATH_PARAMETERS: [(&str, &str, &str, &str); 12] = [
     // name, pattern, example, description
     (
         "code",
@@ -107,6 +108,7 @@ const PATH_PARAMETERS: [(&str, &str, &str, &str); 11] = [
         "An authenticator registration in progress, from the `201` that began it",
     ),
     ("credential_id", "^[A-Za-z0-9_-]{1,1364}$", "3q2-7wABAgMEBQYHCAkKCw", "A WebAuthn credential ID, base64url"),
+    ("standard_id", "^([0-9]{6}|A[0-9]{5})[0-9]{10}$", "1310161234567890", "標準ID (the card's library AP)"),
 ];
 
 /// What a create operation returns that other operations take as a path parameter (an operation that starts a

@@ -14,6 +14,7 @@ use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
 use cardap_commands::jobs::Jobs;
+use cardap_commands::library::Library;
 use cardap_commands::municipalities::Municipalities;
 use cardap_commands::oidc::LoginProvider;
 use cardap_commands::operators::Operators;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub reads: ReadAccess,
     /// The business systems' replication feeds and their field lists.
     pub feeds: Feeds,
+    /// The library links (図書館: 標準ID ↔ 図書ID).
+    pub library: Library,
 }
 
 impl AppState {

@@ -39,8 +39,8 @@ use cardap_domain::card::{Card, CardState};
 use cardap_domain::feed_fields::{FeedField, FeedFields};
 use cardap_domain::resident::{CardFid, Erasable, Resident, ResidentEvent, ResidentId, ResidentState};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_projections::ReadModels;
 use cardap_projections::feeds::{self as index, ItemPlace, ItemRow, kind};
+use cardap_projections::{ReadModels, library_links};
 use cardap_store::{Checkpoint, CommandId, CorrelationId, EventStore, RecordedEvent, StoreError};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Map, Value, json};
@@ -92,7 +92,7 @@ pub struct FeedItem {
     /// Stable; also the cursor after it.
     pub id: String,
     /// `registered`, `changed`, `card_suspended`, `card_resumed`, `card_abolished`, `ap_removed`, `moved_out`,
-    /// `erased`.
+    /// `erased`, `standard_id_replaced` (to a library system: a reissued card's new 標準ID replaces one it linked).
     pub kind: String,
     pub municipality: String,
     pub resident_id: String,
@@ -328,6 +328,24 @@ impl Feeds {
         let mut personal: BTreeMap<String, Vec<ResidentId>> = BTreeMap::new();
         for row in rows {
             let Ok(municipality) = MunicipalityCode::parse(&row.municipality) else { continue };
+            if row.kind == kind::STANDARD_ID_REPLACED {
+                // Entitled by the library's link, not by shared use (a card of any municipality): the two 標準IDs
+                // only (while its list still grants the 標準ID), and the resident's id only where the system serves
+                // his municipality. No personal field: nothing for the read access log.
+                let pool = self.read.pool();
+                let granted = fields.contains(FeedField::StandardId);
+                if granted && let Some((old, new)) = library_links::replacement(pool, id.as_str(), row.place).await? {
+                    let resident_id = if state.permits(&municipality) { row.resident_id } else { String::new() };
+                    items.push(FeedItem {
+                        id: item_id(row.place),
+                        kind: row.kind,
+                        municipality: row.municipality,
+                        resident_id,
+                        data: json!({ "old_standard_id": old, "new_standard_id": new }),
+                    });
+                }
+                continue;
+            }
             // Withdrawn (or retired) since the item was indexed: nothing of that municipality any more.
             if !state.permits(&municipality) {
                 continue;

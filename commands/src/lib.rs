@@ -21,6 +21,8 @@
 //!   documented request) — the erasure event, then his data keys destroyed.
 //! - [`feeds`]: the business systems' replication feeds (a page, a long poll, a follower for SSE; each delivery of
 //!   personal data recorded) and their field lists (データの最小化).
+//! - [`library`]: the library link (図書館): a library system links a 標準ID to its 図書ID, looks it up (also by a
+//!   reissued card's new 標準ID), unlinks.
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`read_access`]: the read access log — every read of residents' personal data recorded before it is
 //!   answered, queried by auditors — and the municipality's bulk-read alert threshold.
@@ -51,6 +53,7 @@ pub mod ids;
 pub mod imports;
 mod internal_ids;
 pub mod jobs;
+pub mod library;
 pub mod municipalities;
 pub mod oidc;
 pub mod operator_migration;

@@ -80,6 +80,8 @@ pub enum ParseError {
     NotBase64Url,
     #[error("not an AAGUID: a UUID such as 0fb9bcbc-a0d4-4042-bbb0-559bc1631e28")]
     InvalidAaguid,
+    #[error("not a library user number (図書ID): 1 to 32 half-width letters, digits and hyphens")]
+    InvalidLibraryId,
 }
 
 impl crate::message::Localized for ParseError {
@@ -140,6 +142,9 @@ impl crate::message::Localized for ParseError {
             Self::NotBase64Url => "base64url（半角英数字・-・_、パディングなし）で入力してください".to_owned(),
             Self::InvalidAaguid => {
                 "AAGUIDはUUIDの形式（例: 0fb9bcbc-a0d4-4042-bbb0-559bc1631e28）で入力してください".to_owned()
+            }
+            Self::InvalidLibraryId => {
+                "図書ID（利用者番号）は半角英数字とハイフンの1〜32文字で入力してください".to_owned()
             }
         }
     }

@@ -14,6 +14,7 @@ use cardap_domain::certificate::{
 };
 use cardap_domain::contact::Text100;
 use cardap_domain::feed_fields::{FeedField, FeedFields};
+use cardap_domain::library_link::{LibraryId, LibraryLinkEvent};
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::login_client::{LoginClient, LoginKeysEvent, RedirectUri, SigningKey};
 use cardap_domain::municipality::{DisplayOrder, MunicipalityEvent, MunicipalityKind, MunicipalityName};
@@ -94,6 +95,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<LoginKeysEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<BiometricPolicyEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<ReadAlertEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<LibraryLinkEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -190,6 +192,15 @@ fn every_event_type_and_version_has_a_golden_file() {
     let biometric_policy =
         [BiometricPolicyEvent::Set { required: BiometricRequirement::All, allowed_models: Default::default(), at }];
     let read_alert = [ReadAlertEvent::Set { residents_per_hour: Some(50), at }];
+    let standard_id = cardap_domain::card::StandardId::new(&code, 1234567890);
+    let library_link = [
+        LibraryLinkEvent::Linked {
+            business_id: BusinessId::LIBRARY,
+            standard_id: standard_id.clone(),
+            library_id: LibraryId::parse("0001234").unwrap(),
+        },
+        LibraryLinkEvent::Unlinked { business_id: BusinessId::LIBRARY, standard_id },
+    ];
     let profile = BusinessSystemProfile::named(BusinessSystemName::parse("施設予約").unwrap());
     let business_system = [
         BusinessSystemEvent::Registered { id: BusinessId::parse("10").unwrap(), profile: profile.clone() },
@@ -246,6 +257,7 @@ fn every_event_type_and_version_has_a_golden_file() {
         .chain(login_keys.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(biometric_policy.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(read_alert.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(library_link.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {
         let path = golden_path(event_type, version);

@@ -17,6 +17,8 @@
 //!   gives `ap_removed` or `card_abolished`, the last item until he is entitled again;
 //! - a withdrawal of shared use or the system's retirement ends it without an item: nothing of that municipality
 //!   (or system) follows;
+//! - a library system that linked a 標準ID gets `standard_id_replaced` when a reissued card's new 標準ID replaces
+//!   it, whatever municipality the card is of: the link, not shared use, entitles it (`crate::library_links`);
 //! - `moved_out` and `erased` are also given to a system whose feed carried him before, when his entitlement ended
 //!   on his side (his card must be abolished before either can happen) and the municipality is still permitted:
 //!   they carry no personal data and tell the system to drop what it keeps of him.
@@ -27,17 +29,19 @@
 use async_trait::async_trait;
 use cardap_domain::business_system::{BusinessSystem, BusinessSystemEvent};
 use cardap_domain::card::{Card, CardEvent};
+use cardap_domain::library_link::LibraryLink;
 use cardap_domain::resident::{Resident, ResidentEvent};
 use cardap_domain::{Aggregate, DomainEvent};
 use cardap_store::{Checkpoint, RecordedEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::{Projection, ProjectionError};
+use crate::{Projection, ProjectionError, library_links};
 
 pub const NAME: &str = "feeds";
 
-const STREAM_TYPES: &[&str] = &[Resident::STREAM_TYPE, Card::STREAM_TYPE, BusinessSystem::STREAM_TYPE];
+const STREAM_TYPES: &[&str] =
+    &[Resident::STREAM_TYPE, Card::STREAM_TYPE, BusinessSystem::STREAM_TYPE, LibraryLink::STREAM_TYPE];
 
 /// What an item says happened (the feed's `type`).
 pub mod kind {
@@ -49,9 +53,21 @@ pub mod kind {
     pub const AP_REMOVED: &str = "ap_removed";
     pub const MOVED_OUT: &str = "moved_out";
     pub const ERASED: &str = "erased";
+    /// To a library system that linked a 標準ID: the card was reissued and this new 標準ID replaces it
+    /// (`crate::library_links`).
+    pub const STANDARD_ID_REPLACED: &str = "standard_id_replaced";
     /// Every kind, as documented.
-    pub const ALL: [&str; 8] =
-        [REGISTERED, CHANGED, CARD_SUSPENDED, CARD_RESUMED, CARD_ABOLISHED, AP_REMOVED, MOVED_OUT, ERASED];
+    pub const ALL: [&str; 9] = [
+        REGISTERED,
+        CHANGED,
+        CARD_SUSPENDED,
+        CARD_RESUMED,
+        CARD_ABOLISHED,
+        AP_REMOVED,
+        MOVED_OUT,
+        ERASED,
+        STANDARD_ID_REPLACED,
+    ];
 }
 
 /// Builds the feeds' index.
@@ -211,7 +227,7 @@ impl FeedIndex {
             // No AP yet: nobody is entitled by a registration alone.
             return Ok(());
         }
-        let Some((resident, _)) = card_holder(conn, &fid).await? else {
+        let Some((resident, holder_municipality)) = card_holder(conn, &fid).await? else {
             return Err(ProjectionError::event(NAME, event, "an event of a card that was never registered"));
         };
         let before = entitled(conn, &resident).await?;
@@ -277,7 +293,7 @@ impl FeedIndex {
             insert_item(conn, event, item).await?;
             set_member(conn, business, &resident, municipality, card, false).await?;
         }
-        Ok(())
+        library_links::apply_card(conn, event, &decoded, &fid, &resident, &holder_municipality).await
     }
 
     async fn apply_business_system(
@@ -420,12 +436,14 @@ impl Projection for FeedIndex {
             t if t == Card::STREAM_TYPE => self.apply_card(conn, event, decode(event)?).await,
             t if t == BusinessSystem::STREAM_TYPE => self.apply_business_system(conn, event, decode(event)?).await,
             t if t == Resident::STREAM_TYPE => self.apply_resident(conn, event, decode(event)?).await,
+            t if t == LibraryLink::STREAM_TYPE => library_links::apply_link(conn, &decode(event)?).await,
             _ => Ok(()),
         }
     }
 
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        for table in ["feed_items", "feed_members", "feed_permits", "feed_card_aps", "feed_cards"] {
+        let tables = ["feed_items", "feed_members", "feed_permits", "feed_card_aps", "feed_cards"];
+        for table in tables.into_iter().chain(library_links::TABLES) {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *conn).await.map_err(db)?;
         }
         Ok(())

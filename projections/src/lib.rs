@@ -11,6 +11,7 @@ pub mod cards;
 pub mod certificates;
 pub mod erasure;
 pub mod feeds;
+pub mod library_links;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;

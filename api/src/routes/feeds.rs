@@ -97,7 +97,9 @@ pub struct FeedItemView {
     /// `registered` (the first item of a newly entitled resident: every field of the list as he stands),
     /// `changed` (the listed fields that changed), `card_suspended`, `card_resumed`, `card_abolished` and
     /// `ap_removed` (the last item until he is entitled again), `moved_out`, `erased` (no personal data: drop
-    /// what you keep of him).
+    /// what you keep of him); to a library system, `standard_id_replaced` (`data`: `old_standard_id`,
+    /// `new_standard_id`: a reissued card's new 標準ID replaces one it linked; the link follows, and
+    /// `resident_id` is empty unless the system serves the card's municipality).
     #[serde(rename = "type")]
     pub kind: String,
     /// The resident's municipality (全国地方公共団体コード or association ID).

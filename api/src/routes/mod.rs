@@ -8,6 +8,7 @@ pub mod cards;
 pub mod feeds;
 pub mod health;
 pub mod jobs;
+pub mod library_links;
 pub mod municipalities;
 pub mod oidc;
 pub mod operator_csv;
