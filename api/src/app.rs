@@ -17,6 +17,7 @@ use cardap_commands::pki::{CaStarted, Pki};
 use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
+use cardap_commands::webhooks::{Pusher, Webhooks};
 use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use cardap_projections::erasure::KeyShredder;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
     CeremonyStore, CredentialStore, Database, EventStore, KeyVault, MasterKey, MasterKeyError, SealedEventStore,
-    StoreError, redact,
+    StoreError, WebhookStore, redact,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -411,6 +412,18 @@ impl Application {
         )));
         let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
         let feeds = Feeds::new(store.clone(), read.clone(), pki.clone(), reads.clone());
+        let webhooks = Webhooks::new(
+            store.clone(),
+            business_systems.clone(),
+            feeds.clone(),
+            WebhookStore::new(read.pool().clone()),
+            master.clone(),
+            clock.clone(),
+        );
+        let transport = crate::webhook_transport::HttpTransport::new()
+            .map_err(|e| StartError::Failed(format!("the webhook client: {e}")))?;
+        let pusher = Pusher::new(webhooks.clone(), Arc::new(transport), settings.webhook_push);
+        runners.push(tokio::spawn(pusher.run(shutdown_rx.clone())));
         let state = AppState {
             card_writes,
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
@@ -418,6 +431,7 @@ impl Application {
             oidc,
             history: History::new(store.clone(), read.clone(), reads.clone()),
             feeds,
+            webhooks,
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
@@ -622,6 +636,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::audit::router())
         .merge(routes::read_access::router())
         .merge(routes::feeds::router())
+        .merge(routes::webhooks::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

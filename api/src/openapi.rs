@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
     audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, municipalities, oidc, operator_csv,
-    operators, pki, read_access, registry, resident_settings, residents, sessions,
+    operators, pki, read_access, registry, resident_settings, residents, sessions, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -55,6 +55,7 @@ use crate::routes::{
         audit::events, audit::operator_as_of, audit::shared_use_as_of, audit::resident_as_of, audit::card_as_of,
         read_access::access, read_access::alerts, read_access::show_policy, read_access::set_policy,
         feeds::read, feeds::show_fields, feeds::set_fields,
+        webhooks::set, webhooks::remove, webhooks::issue_secret,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,

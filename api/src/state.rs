@@ -68,6 +68,8 @@ pub struct AppState {
     pub reads: ReadAccess,
     /// The business systems' replication feeds and their field lists.
     pub feeds: Feeds,
+    /// The webhook push of the feeds: URLs and signing secrets (the pusher runs beside the server).
+    pub webhooks: cardap_commands::webhooks::Webhooks,
 }
 
 impl AppState {

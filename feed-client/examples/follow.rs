@@ -70,11 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .execute(&db)
     .await?;
-    let client = FeedClient::new(
-        http,
-        FeedConfig::new(args.url, args.business_id),
-        FileCursorStore::new(args.cursor_file),
-    );
+    let client =
+        FeedClient::new(http, FeedConfig::new(args.url, args.business_id), FileCursorStore::new(args.cursor_file));
     let mut handler = |item: FeedItem| {
         let db = db.clone();
         async move {

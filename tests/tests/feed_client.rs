@@ -144,8 +144,10 @@ fn follow(client: FeedClient<FileCursorStore>) -> Follower {
 
 impl Follower {
     async fn until(&self, what: &str, count: usize) {
-        eventually(Duration::from_secs(30), what, || async { (self.items.lock().unwrap().len() >= count).then_some(()) })
-            .await;
+        eventually(Duration::from_secs(30), what, || async {
+            (self.items.lock().unwrap().len() >= count).then_some(())
+        })
+        .await;
     }
 
     async fn finish(self) -> Vec<String> {
@@ -219,12 +221,10 @@ async fn a_cursor_the_feed_does_not_know_stops_the_client(backend: Backend) {
     let cursor = w.dir.path().join("05.cursor");
     std::fs::write(&cursor, "999999-999999-0\n").unwrap();
     let mut handler = collector(&Arc::new(Mutex::new(vec![])));
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(30),
-        w.client(&cursor).follow(&mut handler, std::future::pending()),
-    )
-    .await
-    .expect("the client stops by itself");
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), w.client(&cursor).follow(&mut handler, std::future::pending()))
+            .await
+            .expect("the client stops by itself");
     match outcome {
         Err(FollowError::Refused { status: 400, problem_type, .. }) => {
             assert_eq!(problem_type, "/problems/invalid-cursor");
