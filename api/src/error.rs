@@ -158,7 +158,6 @@ impl ProblemType {
         ProblemType::CertificateRevoked,
         ProblemType::Pkcs12Gone,
         ProblemType::LoginNotConfigured,
-        ProblemType::WebhookNotConfigured,
         ProblemType::CardConfirmationInvalid,
         ProblemType::CardOfAnotherMunicipality,
         ProblemType::BiometricRequired,
@@ -168,6 +167,7 @@ impl ProblemType {
         ProblemType::ResidentNotMovedOut,
         ProblemType::RetentionNotPassed,
         ProblemType::InvalidCursor,
+        ProblemType::WebhookNotConfigured,
     ];
 
     /// The `type` as sent.
@@ -871,6 +871,7 @@ mod tests {
             "/problems/resident-not-moved-out",
             "/problems/retention-not-passed",
             "/problems/invalid-cursor",
+            "/problems/webhook-not-configured",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();
