@@ -340,6 +340,12 @@ impl Application {
 
     /// [`Application::build`] with the clock every use case reads (tests move a [`cardap_commands::ManualClock`]).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        // On the heap: the start holds every service across its awaits, and a caller that starts several nodes
+        // at once (`tokio::join!` in a test) would otherwise hold them all on one thread's stack.
+        Box::pin(Self::start(settings, clock)).await
+    }
+
+    async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let db = open_database(&settings).await?;
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
