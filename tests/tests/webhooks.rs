@@ -207,6 +207,16 @@ async fn a_failing_receiver_gets_every_item_once_in_order_after_retries(backend:
         let sig = r.headers["x-cardap-signature"].strip_prefix("sha256=").unwrap();
         ring::hmac::verify(&key, &r.body, &hex::decode(sig).unwrap()).expect("a valid signature");
     }
+
+    // Pushed personal data is in the read access log, as a page read by the system would be.
+    let log = w.app.get(&format!("/api/v1/audit/access?municipality={CHIYODA}"), Some(&w.admin)).await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let deliveries: Vec<Value> = log.ndjson().into_iter().filter(|l| l["operation"] == "feed.delivery").collect();
+    for resident in &residents {
+        let logged = deliveries.iter().any(|l| l["residents"].as_array().unwrap().iter().any(|r| r == resident));
+        assert!(logged, "{resident}: {deliveries:?}");
+    }
+    assert!(deliveries.iter().all(|l| l["terminal"] == "business-system 05"), "{deliveries:?}");
 }
 
 /// 05's receiver never answers; 06's gets its items meanwhile, each once.
