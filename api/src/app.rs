@@ -18,6 +18,7 @@ use cardap_commands::pki::{CaStarted, Pki};
 use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
+use cardap_commands::webhooks::{Pusher, Webhooks};
 use cardap_commands::{Clock, SystemClock, Views};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use cardap_projections::erasure::KeyShredder;
 use cardap_projections::{ProjectionError, ReadModels};
 use cardap_store::{
     CeremonyStore, CredentialStore, Database, EventStore, KeyVault, MasterKey, MasterKeyError, SealedEventStore,
-    StoreError, redact,
+    StoreError, WebhookStore, redact,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -340,6 +341,12 @@ impl Application {
 
     /// [`Application::build`] with the clock every use case reads (tests move a [`cardap_commands::ManualClock`]).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        // On the heap: the start holds every service across its awaits, and a caller that starts several nodes
+        // at once (`tokio::join!` in a test) would otherwise hold them all on one thread's stack.
+        Box::pin(Self::start(settings, clock)).await
+    }
+
+    async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let db = open_database(&settings).await?;
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
@@ -412,6 +419,18 @@ impl Application {
         )));
         let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
         let feeds = Feeds::new(store.clone(), read.clone(), pki.clone(), reads.clone());
+        let webhooks = Webhooks::new(
+            store.clone(),
+            business_systems.clone(),
+            feeds.clone(),
+            WebhookStore::new(read.pool().clone()),
+            master.clone(),
+            clock.clone(),
+        );
+        let transport = crate::webhook_transport::HttpTransport::new()
+            .map_err(|e| StartError::Failed(format!("the webhook client: {e}")))?;
+        let pusher = Pusher::new(webhooks.clone(), Arc::new(transport), settings.webhook_push);
+        runners.push(tokio::spawn(pusher.run(shutdown_rx.clone())));
         let state = AppState {
             card_writes,
             municipalities: Municipalities::new(store.clone(), read.clone(), views.clone()),
@@ -420,6 +439,7 @@ impl Application {
             history: History::new(store.clone(), read.clone(), reads.clone()),
             feeds,
             library: Library::new(store.clone(), read.clone()),
+            webhooks,
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
             operators: Operators::new(store.clone(), read.clone(), access.clone(), views.clone()),
@@ -625,6 +645,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::read_access::router())
         .merge(routes::feeds::router())
         .merge(routes::library_links::router())
+        .merge(routes::webhooks::router())
         // Every route above; the registry import (below) reads its streamed body under its own stall limit.
         .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
         .merge(routes::registry::router())

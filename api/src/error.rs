@@ -86,6 +86,8 @@ pub enum ProblemType {
     /// 409: the business system is not registered as a login client (no redirect URIs), so it can have no
     /// client secret.
     LoginNotConfigured,
+    /// 409: the business system has no webhook URL, so it can have no webhook signing secret.
+    WebhookNotConfigured,
     /// 422: a card's MAC over what it holds does not verify (another card, or data altered on the way).
     CardConfirmationInvalid,
     /// 409: the card's local area was created by another municipality.
@@ -112,7 +114,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 55] = [
+    pub const ALL: [ProblemType; 56] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -168,6 +170,7 @@ impl ProblemType {
         ProblemType::RetentionNotPassed,
         ProblemType::InvalidCursor,
         ProblemType::UnknownStandardId,
+        ProblemType::WebhookNotConfigured,
     ];
 
     /// The `type` as sent.
@@ -218,6 +221,7 @@ impl ProblemType {
             ProblemType::CertificateRevoked => "/problems/certificate-revoked",
             ProblemType::Pkcs12Gone => "/problems/pkcs12-gone",
             ProblemType::LoginNotConfigured => "/problems/login-not-configured",
+            ProblemType::WebhookNotConfigured => "/problems/webhook-not-configured",
             ProblemType::CardConfirmationInvalid => "/problems/card-confirmation-invalid",
             ProblemType::CardOfAnotherMunicipality => "/problems/card-of-another-municipality",
             ProblemType::BiometricRequired => "/problems/biometric-required",
@@ -882,6 +886,7 @@ mod tests {
             "/problems/retention-not-passed",
             "/problems/invalid-cursor",
             "/problems/unknown-standard-id",
+            "/problems/webhook-not-configured",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

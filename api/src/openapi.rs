@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
     audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, library_links, municipalities, oidc,
-    operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions,
+    operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -56,6 +56,7 @@ use crate::routes::{
         read_access::access, read_access::alerts, read_access::show_policy, read_access::set_policy,
         feeds::read, feeds::show_fields, feeds::set_fields,
         library_links::link, library_links::lookup, library_links::unlink,
+        webhooks::set, webhooks::remove, webhooks::issue_secret,
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,

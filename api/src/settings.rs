@@ -92,6 +92,9 @@ pub struct Settings {
     /// How long a moved-out resident's personal data is kept before it may be erased (消去) without a documented
     /// request: the municipality's retention period (文書保存年限). 5 years (1826 days) by default.
     pub erasure_retention: RetentionPeriod,
+    /// The webhook pusher's retries (capped exponential backoff with jitter), timeout and lease; the defaults
+    /// (1 s doubling to 5 min, 10 s per POST) are not configurable yet.
+    pub webhook_push: cardap_commands::webhooks::PushPolicy,
 }
 
 /// Where the audit key and the exported heads live (`None`: no heads are signed; the chain alone is kept).
@@ -203,6 +206,7 @@ impl fmt::Debug for Settings {
             .field("webauthn", &self.webauthn)
             .field("audit", &self.audit)
             .field("erasure_retention", &self.erasure_retention)
+            .field("webhook_push", &self.webhook_push)
             .finish()
     }
 }
@@ -254,6 +258,7 @@ impl Default for Settings {
             webauthn: WebauthnSettings::default(),
             audit: AuditSettings::default(),
             erasure_retention: DEFAULT_ERASURE_RETENTION,
+            webhook_push: cardap_commands::webhooks::PushPolicy::default(),
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct AppState {
     pub feeds: Feeds,
     /// The library links (図書館: 標準ID ↔ 図書ID).
     pub library: Library,
+    /// The webhook push of the feeds: URLs and signing secrets (the pusher runs beside the server).
+    pub webhooks: cardap_commands::webhooks::Webhooks,
 }
 
 impl AppState {

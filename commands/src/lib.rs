@@ -68,6 +68,7 @@ pub mod residents;
 pub mod status;
 pub mod throttle;
 pub mod views;
+pub mod webhooks;
 
 pub use authz::{Actor, AuthzError, Permission, authorize};
 pub use clock::{Clock, ManualClock, SystemClock};

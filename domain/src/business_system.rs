@@ -12,6 +12,10 @@
 //! The feed's field list (データの最小化, what the system's replication feed may carry of a resident) is an event
 //! here too (`SetFeedFields` → `FeedFieldsSet`); its values and defaults are in `feed_fields`.
 //!
+//! The optional webhook push of the feed: its URL (`SetWebhook` → `WebhookSet`, `RemoveWebhook` →
+//! `WebhookRemoved`) and the issuance of its signing secret (`IssueWebhookSecret` → `WebhookSecretIssued`; the
+//! secret itself is sealed and stored beside the event, never in it).
+//!
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
@@ -25,6 +29,7 @@ use crate::contact::{Email, Phone, Text100, Url, string_newtype};
 use crate::feed_fields::{FeedField, FeedFields};
 use crate::ids::parse_text;
 use crate::login_client::LoginClient;
+use crate::webhook::WebhookUrl;
 use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError, Timestamp};
 
 /// The stream id of a business system: its 業務ID.
@@ -222,6 +227,17 @@ pub enum BusinessSystemCommand {
     SetFeedFields {
         fields: FeedFields,
     },
+    /// Push the feed to this URL (replacing the one set before); the same URL yields no event.
+    SetWebhook {
+        url: WebhookUrl,
+    },
+    /// Stop pushing the feed; without a webhook, no event.
+    RemoveWebhook,
+    /// A new signing secret replaces the old one (sealed and stored with the event, never in it); only for a
+    /// system with a webhook.
+    IssueWebhookSecret {
+        at: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +266,14 @@ pub enum BusinessSystemEvent {
     FeedFieldsSet {
         fields: FeedFields,
     },
+    /// The feed is pushed to this URL from now on.
+    WebhookSet {
+        url: WebhookUrl,
+    },
+    WebhookRemoved,
+    WebhookSecretIssued {
+        at: Timestamp,
+    },
 }
 
 const REGISTERED: &str = "BusinessSystemRegistered";
@@ -260,6 +284,9 @@ const WITHDRAWN: &str = "SharedUseWithdrawn";
 const LOGIN_CONFIGURED: &str = "BusinessSystemLoginConfigured";
 const LOGIN_SECRET_ISSUED: &str = "BusinessSystemLoginSecretIssued";
 const FEED_FIELDS_SET: &str = "BusinessSystemFeedFieldsSet";
+const WEBHOOK_SET: &str = "BusinessSystemWebhookSet";
+const WEBHOOK_REMOVED: &str = "BusinessSystemWebhookRemoved";
+const WEBHOOK_SECRET_ISSUED: &str = "BusinessSystemWebhookSecretIssued";
 
 /// Stored payload shapes, one per `(event_type, version)`; never edit a released one.
 mod v1 {
@@ -339,6 +366,22 @@ mod v1 {
     pub(super) struct FeedFieldsSet {
         pub fields: Vec<FeedField>,
     }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct WebhookSet {
+        pub url: WebhookUrl,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct WebhookRemoved {}
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct WebhookSecretIssued {
+        pub at: Timestamp,
+    }
 }
 
 impl DomainEvent for BusinessSystemEvent {
@@ -352,6 +395,9 @@ impl DomainEvent for BusinessSystemEvent {
             Self::LoginConfigured { .. } => LOGIN_CONFIGURED,
             Self::LoginSecretIssued { .. } => LOGIN_SECRET_ISSUED,
             Self::FeedFieldsSet { .. } => FEED_FIELDS_SET,
+            Self::WebhookSet { .. } => WEBHOOK_SET,
+            Self::WebhookRemoved => WEBHOOK_REMOVED,
+            Self::WebhookSecretIssued { .. } => WEBHOOK_SECRET_ISSUED,
         }
     }
 
@@ -372,6 +418,9 @@ impl DomainEvent for BusinessSystemEvent {
             Self::LoginConfigured { client } => json!({ "client": client.encode() }),
             Self::LoginSecretIssued { at } => json!({ "at": at }),
             Self::FeedFieldsSet { fields } => json!({ "fields": fields.names() }),
+            Self::WebhookSet { url } => json!({ "url": url.as_str() }),
+            Self::WebhookRemoved => json!({}),
+            Self::WebhookSecretIssued { at } => json!({ "at": at }),
         }
     }
 
@@ -409,6 +458,18 @@ impl DomainEvent for BusinessSystemEvent {
                 let v1::FeedFieldsSet { fields } = decode_payload(event_type, event_version, payload)?;
                 Self::FeedFieldsSet { fields: FeedFields::new(fields) }
             }
+            (WEBHOOK_SET, 1) => {
+                let v1::WebhookSet { url } = decode_payload(event_type, event_version, payload)?;
+                Self::WebhookSet { url }
+            }
+            (WEBHOOK_REMOVED, 1) => {
+                let v1::WebhookRemoved {} = decode_payload(event_type, event_version, payload)?;
+                Self::WebhookRemoved
+            }
+            (WEBHOOK_SECRET_ISSUED, 1) => {
+                let v1::WebhookSecretIssued { at } = decode_payload(event_type, event_version, payload)?;
+                Self::WebhookSecretIssued { at }
+            }
             _ => return Err(EventDecodeError::unknown(event_type, event_version)),
         })
     }
@@ -431,6 +492,8 @@ pub enum BusinessSystemError {
     UrlsRequired(Vec<RequiredUrl>),
     #[error("the business system is not registered as a login client: register its redirect URIs first")]
     LoginNotConfigured,
+    #[error("the business system has no webhook: register its URL first")]
+    WebhookNotSet,
 }
 
 fn fields(urls: &[RequiredUrl]) -> String {
@@ -449,6 +512,7 @@ impl crate::message::Localized for BusinessSystemError {
             Self::LoginNotConfigured => {
                 "この業務システムはログイン連携（リダイレクトURI）が登録されていません。先に登録してください"
             }
+            Self::WebhookNotSet => "この業務システムにはWebhookのURLが登録されていません。先に登録してください",
         };
         text.to_owned()
     }
@@ -467,6 +531,10 @@ pub struct BusinessSystemState {
     login_secret_issued: Option<Timestamp>,
     /// The feed's field list as set; `None`: the default of its business ID.
     feed_fields: Option<FeedFields>,
+    /// Where its feed is pushed, if anywhere.
+    webhook: Option<WebhookUrl>,
+    /// When the webhook's current signing secret was issued.
+    webhook_secret_issued: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +577,15 @@ impl BusinessSystemState {
 
     /// The fields its replication feed may carry now: as set, else the default of its business ID (empty for a
     /// system never registered).
+    /// Where the feed is pushed (`None`: it is only read).
+    pub fn webhook(&self) -> Option<&WebhookUrl> {
+        self.webhook.as_ref()
+    }
+
+    pub fn webhook_secret_issued(&self) -> Option<Timestamp> {
+        self.webhook_secret_issued
+    }
+
     pub fn feed_fields(&self) -> FeedFields {
         match (&self.feed_fields, self.id()) {
             (Some(fields), _) => fields.clone(),
@@ -586,6 +663,12 @@ impl Aggregate for BusinessSystem {
             C::IssueLoginSecret { at } => Ok(vec![E::LoginSecretIssued { at }]),
             C::SetFeedFields { fields } if fields == state.feed_fields() => Ok(vec![]),
             C::SetFeedFields { fields } => Ok(vec![E::FeedFieldsSet { fields }]),
+            C::SetWebhook { url } if state.webhook.as_ref() == Some(&url) => Ok(vec![]),
+            C::SetWebhook { url } => Ok(vec![E::WebhookSet { url }]),
+            C::RemoveWebhook if state.webhook.is_none() => Ok(vec![]),
+            C::RemoveWebhook => Ok(vec![E::WebhookRemoved]),
+            C::IssueWebhookSecret { .. } if state.webhook.is_none() => Err(BusinessSystemError::WebhookNotSet),
+            C::IssueWebhookSecret { at } => Ok(vec![E::WebhookSecretIssued { at }]),
         }
     }
 
@@ -609,6 +692,9 @@ impl Aggregate for BusinessSystem {
             (E::LoginConfigured { client }, _) => state.login = Some(client.clone()),
             (E::LoginSecretIssued { at }, _) => state.login_secret_issued = Some(*at),
             (E::FeedFieldsSet { fields }, _) => state.feed_fields = Some(fields.clone()),
+            (E::WebhookSet { url }, _) => state.webhook = Some(url.clone()),
+            (E::WebhookRemoved, _) => state.webhook = None,
+            (E::WebhookSecretIssued { at }, _) => state.webhook_secret_issued = Some(*at),
             // A change to a stream that was never registered cannot be stored; there is nothing to change.
             (E::Updated { .. }, None) => {}
         }
@@ -698,6 +784,45 @@ mod tests {
         given::<BusinessSystem>([registered(), E::Retired])
             .when(C::ConfigureLogin { client: login_client() })
             .then_err(BusinessSystemError::Retired);
+    }
+
+    fn webhook(url: &str) -> WebhookUrl {
+        WebhookUrl::parse(url).unwrap()
+    }
+
+    #[test]
+    fn a_webhook_is_set_changed_and_removed_by_events() {
+        let hook = webhook("https://b05.example.jp/cardap");
+        let state = given::<BusinessSystem>([registered()])
+            .when(C::SetWebhook { url: hook.clone() })
+            .then([E::WebhookSet { url: hook.clone() }]);
+        assert_eq!(state.webhook(), Some(&hook));
+        let set = E::WebhookSet { url: hook.clone() };
+        given::<BusinessSystem>([registered(), set.clone()]).when(C::SetWebhook { url: hook.clone() }).then([]);
+        let other = webhook("https://b05.example.jp/cardap/v2");
+        given::<BusinessSystem>([registered(), set.clone()])
+            .when(C::SetWebhook { url: other.clone() })
+            .then([E::WebhookSet { url: other }]);
+        let state =
+            given::<BusinessSystem>([registered(), set.clone()]).when(C::RemoveWebhook).then([E::WebhookRemoved]);
+        assert_eq!(state.webhook(), None);
+        given::<BusinessSystem>([registered()]).when(C::RemoveWebhook).then([]);
+        given::<BusinessSystem>([registered(), E::Retired])
+            .when(C::SetWebhook { url: hook })
+            .then_err(BusinessSystemError::Retired);
+    }
+
+    #[test]
+    fn a_webhook_secret_needs_a_webhook() {
+        let at = Timestamp::from_unix(1_700_000_000);
+        given::<BusinessSystem>([registered()])
+            .when(C::IssueWebhookSecret { at })
+            .then_err(BusinessSystemError::WebhookNotSet);
+        let set = E::WebhookSet { url: webhook("http://127.0.0.1:8080/hook") };
+        let state = given::<BusinessSystem>([registered(), set])
+            .when(C::IssueWebhookSecret { at })
+            .then([E::WebhookSecretIssued { at }]);
+        assert_eq!(state.webhook_secret_issued(), Some(at));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod read_alert;
 pub mod registry;
 pub mod resident;
 pub mod time;
+pub mod webhook;
 
 pub use aggregate::{Aggregate, DomainEvent, EventDecodeError, Snapshotted};
 pub use ids::{BusinessId, MunicipalityCode, OperatorKey, ParseError};

@@ -216,6 +216,11 @@ fn every_event_type_and_version_has_a_golden_file() {
         BusinessSystemEvent::FeedFieldsSet {
             fields: FeedFields::new([FeedField::KanaName, FeedField::KanjiName, FeedField::StandardId]),
         },
+        BusinessSystemEvent::WebhookSet {
+            url: cardap_domain::webhook::WebhookUrl::parse("https://b10.example.jp/cardap/feed").unwrap(),
+        },
+        BusinessSystemEvent::WebhookRemoved,
+        BusinessSystemEvent::WebhookSecretIssued { at: Timestamp::from_unix(1_700_000_000) },
     ];
     let operator_key = OperatorKey::from_uuid(Uuid::nil());
     let claim = [

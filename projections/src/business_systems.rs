@@ -104,7 +104,10 @@ impl View for BusinessSystems {
             // cases; the resource's ETag (its version) still moves.
             BusinessSystemEvent::LoginConfigured { .. }
             | BusinessSystemEvent::LoginSecretIssued { .. }
-            | BusinessSystemEvent::FeedFieldsSet { .. } => {
+            | BusinessSystemEvent::FeedFieldsSet { .. }
+            | BusinessSystemEvent::WebhookSet { .. }
+            | BusinessSystemEvent::WebhookRemoved
+            | BusinessSystemEvent::WebhookSecretIssued { .. } => {
                 sqlx::query("UPDATE rm_business_systems SET version = $1 WHERE business_id = $2")
                     .bind(version)
                     .bind(id)

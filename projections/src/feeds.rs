@@ -368,7 +368,10 @@ impl FeedIndex {
             | BusinessSystemEvent::Updated { .. }
             | BusinessSystemEvent::LoginConfigured { .. }
             | BusinessSystemEvent::LoginSecretIssued { .. }
-            | BusinessSystemEvent::FeedFieldsSet { .. } => {}
+            | BusinessSystemEvent::FeedFieldsSet { .. }
+            | BusinessSystemEvent::WebhookSet { .. }
+            | BusinessSystemEvent::WebhookRemoved
+            | BusinessSystemEvent::WebhookSecretIssued { .. } => {}
         }
         Ok(())
     }

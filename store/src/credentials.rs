@@ -38,6 +38,9 @@ pub enum Companion {
     /// A business system's new client secret (its SHA-256, hex) replaces the old one: stored with
     /// `BusinessSystemLoginSecretIssued`.
     SetLoginSecret { business_id: String, hash: String, at: DateTime<Utc> },
+    /// A business system's new webhook signing secret, sealed under the master key (base64), replaces the old
+    /// one: stored with `BusinessSystemWebhookSecretIssued` (table of `crate::webhooks`).
+    SetWebhookSecret { business_id: String, sealed: String, at: DateTime<Utc> },
 }
 
 impl std::fmt::Debug for Companion {
@@ -58,6 +61,11 @@ impl std::fmt::Debug for Companion {
             Companion::StoreCaKey { name, at, .. } => {
                 f.debug_struct("StoreCaKey").field("name", name).field("at", at).finish_non_exhaustive()
             }
+            Companion::SetWebhookSecret { business_id, at, .. } => f
+                .debug_struct("SetWebhookSecret")
+                .field("business_id", business_id)
+                .field("at", at)
+                .finish_non_exhaustive(),
             Companion::SetLoginSecret { business_id, at, .. } => f
                 .debug_struct("SetLoginSecret")
                 .field("business_id", business_id)
@@ -78,6 +86,9 @@ const END_OTHER_SESSIONS: &str =
     "UPDATE sessions SET ended = 1 WHERE operator_key = $1 AND ended = 0 AND token_hash <> $2";
 const SET_LOGIN_SECRET: &str = "INSERT INTO login_client_secrets (business_id, secret_hash, issued_at) \
      VALUES ($1, $2, $3) ON CONFLICT (business_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+     issued_at = excluded.issued_at";
+const SET_WEBHOOK_SECRET: &str = "INSERT INTO webhook_secrets (business_id, sealed, issued_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (business_id) DO UPDATE SET sealed = excluded.sealed, \
      issued_at = excluded.issued_at";
 const STORE_CA_KEY: &str = "INSERT INTO ca_keys (name, sealed_key, created_at) VALUES ($1, $2, $3)";
 const FORGET: [&str; 3] = [
@@ -142,6 +153,15 @@ macro_rules! write_companions {
                     sqlx::query(SET_LOGIN_SECRET)
                         .bind(business_id.clone())
                         .bind(hash.clone())
+                        .bind(at.to_rfc3339())
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Companion::SetWebhookSecret { business_id, sealed, at } => {
+                    sqlx::query(SET_WEBHOOK_SECRET)
+                        .bind(business_id.clone())
+                        .bind(sealed.clone())
                         .bind(at.to_rfc3339())
                         .execute(&mut *$conn)
                         .await

@@ -26,6 +26,7 @@ mod sqlite;
 mod types;
 mod vault;
 mod wakeup;
+mod webhooks;
 
 pub use access_log::{AccessLogStore, NewReadAccess, ReadAccessFilter, ReadAccessRow, ReadAlertRow};
 pub use ceremonies::CeremonyStore;
@@ -43,6 +44,7 @@ pub use types::{
 };
 pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError, read_or_create_private_file};
 pub use wakeup::Wakeups;
+pub use webhooks::{PushRow, WebhookStore};
 
 use async_trait::async_trait;
 

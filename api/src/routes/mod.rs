@@ -20,6 +20,7 @@ pub mod resident_settings;
 pub mod residents;
 pub mod sessions;
 pub(crate) mod streamed;
+pub mod webhooks;
 
 use axum::http::{HeaderMap, header};
 use cardap_commands::{CommandContext, Permission, authorize};
