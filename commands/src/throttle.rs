@@ -79,8 +79,9 @@ impl Throttle {
 
     /// `Err(wait)` when any of `who` must wait before trying again.
     pub fn check(&self, who: &[Attempter]) -> Result<(), Duration> {
-        let now = self.clock.now();
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        // The time is read under the lock: a failure counted meanwhile by a concurrent login cannot be "later".
+        let now = self.clock.now();
         let wait = who
             .iter()
             .filter_map(|w| counters.get(w))
@@ -113,8 +114,12 @@ impl Throttle {
                 Attempter::Address(_) => self.policy.free_per_address,
                 Attempter::Login(_) => self.policy.free_per_login,
             };
-            let counter =
-                counters.entry(w.clone()).or_insert(Counter { failures: 0, last_failure: now, not_before: now });
+            // A new counter holds nobody back until it is past its free failures.
+            let counter = counters.entry(w.clone()).or_insert(Counter {
+                failures: 0,
+                last_failure: now,
+                not_before: DateTime::<Utc>::MIN_UTC,
+            });
             if now - counter.last_failure >= forget {
                 counter.failures = 0;
             }
@@ -159,6 +164,16 @@ mod tests {
             clock.advance(chrono::Duration::seconds(expected as i64));
             assert_eq!(t.check(&who), Ok(()), "after {expected} s he may try again");
         }
+    }
+
+    #[test]
+    fn given_failures_within_the_free_ones_then_nobody_waits_even_when_checked_a_moment_earlier() {
+        // A concurrent login read the time just before this failure was counted: it must not be held back.
+        let (t, clock) = throttle();
+        let who = [Attempter::Address("192.0.2.7".parse().unwrap()), Attempter::Login("131016/OP0501".into())];
+        t.failed(&who);
+        clock.advance(chrono::Duration::milliseconds(-5));
+        assert_eq!(t.check(&who), Ok(()));
     }
 
     #[test]
