@@ -13,8 +13,9 @@
 //! - **Written before the answer, or no answer.** A use case records its read after it found what it will answer
 //!   and before it returns it; if the record cannot be written, the read fails ([`CommandError::Store`]). No
 //!   batching: a batch that has not flushed when the process dies would have answered personal data without a
-//!   record. The cost is one single-row INSERT per read operation — a search page of a hundred residents is one
-//!   row holding the hundred ids (`residents`, space-separated), not a hundred rows.
+//!   record. The cost is one single-row INSERT per read operation, one round trip and its durable commit (no
+//!   liveness ping before it: `AccessLogStore::record`) — a search page of a hundred residents is one row holding
+//!   the hundred ids (`residents`, space-separated), not a hundred rows.
 //! - **Which operations.** `resident.read` (one resident), `resident.search` (the ids of the page returned; a page
 //!   with nobody on it records nothing, as it showed nobody's data), `registry.read` (an entry of the imported
 //!   registry by its key) and `registry.lookup` (the entries matching a card's four facts), recorded by registry

@@ -5,9 +5,14 @@
 //!
 //! The chain is over the events *as stored* (read from the event store without the sealing decorator): a
 //! resident's personal data is hashed sealed, so destroying his key (erasure) leaves the chain verifying.
-//! Canonical bytes: the JSON array `[event_id, stream_id, stream_type, version, event_type, event_version, payload,
-//! metadata, municipality, operator, recorded_at]`, with object keys in sorted order (serde_json's map) and the
-//! time in RFC 3339 with microseconds.
+//! Canonical bytes ([`canonical`]): the JSON array `[event_id, stream_id, stream_type, version, event_type,
+//! event_version, payload, metadata, municipality, operator, recorded_at]`, with object keys in sorted order
+//! (serde_json's map) and the time in RFC 3339 with microseconds. Both the sealer and the verifier build them from
+//! the payload's text as stored, without parsing it into a `Value` where the text allows.
+//!
+//! The verifier streams the links and the events (one statement per chunk of each, the next chunk's links read
+//! while this chunk's events come) on a reader task, and hashes on its own task: on a 2-core server the database,
+//! the reader and the hashing run side by side.
 //!
 //! Someone who rewrites events *and* recomputes the chain is caught by the signed heads ([`heads`]): at intervals
 //! the sealer signs the chain's last link with the audit key and exports the signed head to a file the database
@@ -18,20 +23,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardap_store::{Checkpoint, EventStore, ReadFilter, RecordedEvent};
+use cardap_store::{Checkpoint, EventStore, ReadFilter, StoreError, StoredEvent};
+use futures_util::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 
 use crate::ProjectionError;
 
+mod canonical;
 pub mod heads;
 pub mod reads;
 
 pub use heads::{AuditKey, AuditKeyError, AuditPublicKey, SignedHead};
 pub use reads::{ReadsChain, ReadsVerdict};
 
-/// Events sealed per round, and read per page while verifying.
+/// Events sealed per round, and handed from the verifier's reader to its hashing per page.
 const PAGE: usize = 1000;
+
+/// Links the verifier reads per statement, and events per statement after them: few statements, and none holds
+/// its snapshot for long.
+const CHUNK: usize = 20_000;
+
+/// How the verifier reads: links per statement (`chunk`), and links with their events per page handed to the
+/// hashing (`page`).
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    chunk: usize,
+    page: usize,
+}
 
 /// Links written per statement while sealing (five parameters each).
 const INSERT_ROWS: usize = 200;
@@ -48,8 +67,17 @@ struct Link {
     hash: String,
 }
 
+/// A link as the verifier reads it: without its event id, which only names an event that does not verify (the
+/// hash covers the event's id, so a link whose hash matches is of that event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sealed {
+    seq: u64,
+    /// The stored hash, `None` when its text is not the lowercase hex of 32 bytes (no recomputed hash matches it).
+    hash: Option<[u8; 32]>,
+}
+
 /// A page of the chain's links and the events in their places, as the verifier's reader sends it.
-type Page = Result<(Vec<Link>, Vec<RecordedEvent>), ProjectionError>;
+type Page = Result<(Vec<Sealed>, Vec<StoredEvent>), ProjectionError>;
 
 /// What verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +134,7 @@ pub struct AuditChain {
     store: Arc<dyn EventStore>,
     reads: ReadsChain,
     signer: Option<HeadSigner>,
+    reading: Reading,
 }
 
 /// How the running sealer signs heads: with `key`, at most every `every`, each head appended to `file` too.
@@ -118,7 +147,14 @@ pub struct HeadSigner {
 
 impl AuditChain {
     pub fn new(pool: AnyPool, store: Arc<dyn EventStore>) -> Self {
-        AuditChain { reads: ReadsChain::new(pool.clone()), pool, store, signer: None }
+        let reading = Reading { chunk: CHUNK, page: PAGE };
+        AuditChain { reads: ReadsChain::new(pool.clone()), pool, store, signer: None, reading }
+    }
+
+    /// The chain whose verifier reads `chunk` links per statement and hands them on `page` at a time (at least
+    /// one each): small sizes let a test cross those boundaries with a short log.
+    pub fn verifying_in_chunks(self, chunk: usize, page: usize) -> Self {
+        AuditChain { reading: Reading { chunk: chunk.max(1), page: page.max(1) }, ..self }
     }
 
     /// The chain over the read access log, kept beside this one.
@@ -210,8 +246,9 @@ impl AuditChain {
             None => (0, GENESIS, Checkpoint::START),
         };
         let mut sealed = 0;
+        let mut canonical = Vec::new();
         loop {
-            let events = self.store.read_all(after, PAGE, &ReadFilter::All).await?;
+            let events: Vec<StoredEvent> = self.store.stored_events(after, PAGE).try_collect().await?;
             let Some(last) = events.last() else {
                 return Ok(sealed);
             };
@@ -230,7 +267,7 @@ impl AuditChain {
                 );
                 let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for event in rows {
-                    hash = link(&hash, event);
+                    hash = link(&hash, event, &mut canonical)?;
                     n += 1;
                     insert = insert
                         .bind(to_i64(n))
@@ -314,6 +351,7 @@ impl AuditChain {
         let mut signed_up_to = 0;
         let mut hash = GENESIS;
         let mut seq = 0_u64;
+        let mut canonical = Vec::new();
         // The next pages are read while this one is hashed.
         let (pages, mut next) = tokio::sync::mpsc::channel(2);
         let reader = tokio::spawn(self.clone().read_pages(pages));
@@ -334,18 +372,23 @@ impl AuditChain {
             for (i, link) in links.iter().enumerate() {
                 let Some(event) = events.get(i) else {
                     // The log ends before the chain: its tail was cut off.
-                    return Ok(Verdict::Missing { seq: link.seq, event_id: link.event_id.clone() });
+                    let event_id = self.sealed_event_id(link.seq).await?;
+                    return Ok(Verdict::Missing { seq: link.seq, event_id });
                 };
-                if event.event_id.to_string() != link.event_id {
-                    return self.misplaced(link).await;
+                let next = self::link(&hash, event, &mut canonical)?;
+                if link.hash != Some(next) {
+                    // Another event in the sealed one's place (moved or deleted), or the sealed one altered.
+                    let event_id = self.sealed_event_id(link.seq).await?;
+                    let mut id = uuid::Uuid::encode_buffer();
+                    if *event.event_id.as_uuid().hyphenated().encode_lower(&mut id) != event_id {
+                        return self.misplaced(link.seq, event_id).await;
+                    }
+                    return Ok(Verdict::Altered { seq: link.seq, event_id });
                 }
-                hash = self::link(&hash, event);
-                if hex::encode(hash) != link.hash {
-                    return Ok(Verdict::Altered { seq: link.seq, event_id: link.event_id.clone() });
-                }
+                hash = next;
                 while let Some(head) = heads.next_if(|h| h.seq <= link.seq) {
                     // A head between two links (none is signed there) is a head the chain never had.
-                    if head.seq != link.seq || head.hash != link.hash {
+                    if head.seq != link.seq || head.hash != hex::encode(hash) {
                         return Ok(Verdict::Rewritten { after: signed_up_to, seq: head.seq });
                     }
                     signed_up_to = head.seq;
@@ -357,46 +400,101 @@ impl AuditChain {
 
     /// Sends the chain's links a page at a time with the events in their places (as many as there are links, or
     /// fewer when the log ends first), until an empty page; stops when the receiver is gone or on an error.
+    ///
+    /// A chunk's links are read whole before its events are asked for (and the next chunk's while these events
+    /// come): a link the sealer wrote names an event it had read, so the events' later snapshot sees it too, even
+    /// while a running server seals more.
     async fn read_pages(self, pages: tokio::sync::mpsc::Sender<Page>) {
-        let (mut seq, mut after) = (0_u64, Checkpoint::START);
+        let (chunks, mut next_chunk) = tokio::sync::mpsc::channel(1);
+        let _stop_reading = AbortOnDrop(tokio::spawn(self.clone().read_links(chunks)));
+        let mut after = Checkpoint::START;
         loop {
-            // The links and the events after the last page's, read at once (a chain longer than the log shows up
-            // as fewer events than links; events beyond the chain are cut off to the links' count).
-            let page = tokio::try_join!(self.links(seq, PAGE), async {
-                self.store.read_all(after, PAGE, &ReadFilter::All).await.map_err(ProjectionError::from)
-            })
-            .map(|(links, mut events)| {
-                events.truncate(links.len());
-                (links, events)
-            });
-            let last = match &page {
-                Ok((links, events)) => links.last().map(|l| (l.seq, events.last().map(|e| e.checkpoint))),
-                Err(_) => None,
+            let links = match next_chunk.recv().await {
+                Some(Ok(links)) => links,
+                Some(Err(e)) => {
+                    let _ = pages.send(Err(e)).await;
+                    return;
+                }
+                None => {
+                    let stopped = StoreError::Corrupt("the audit chain's link reader stopped".into());
+                    let _ = pages.send(Err(stopped.into())).await;
+                    return;
+                }
             };
-            if pages.send(page).await.is_err() {
+            if links.is_empty() {
+                let _ = pages.send(Ok((links, Vec::new()))).await;
                 return;
             }
-            match last {
-                Some((link, Some(checkpoint))) => (seq, after) = (link, checkpoint),
-                // The end of the chain, an error, or a log that ended first: the verifier stops there.
-                _ => return,
+            let mut events = self.store.stored_events(after, links.len());
+            let mut links = links.into_iter().peekable();
+            while links.peek().is_some() {
+                let page: Vec<Sealed> = links.by_ref().take(self.reading.page).collect();
+                let mut placed = Vec::with_capacity(page.len());
+                while placed.len() < page.len() {
+                    match events.next().await {
+                        Some(Ok(event)) => placed.push(event),
+                        Some(Err(e)) => {
+                            let _ = pages.send(Err(e.into())).await;
+                            return;
+                        }
+                        None => break,
+                    }
+                }
+                // The log ended before the chain: the verifier stops there.
+                let ended = placed.len() < page.len();
+                if let Some(last) = placed.last() {
+                    after = last.checkpoint;
+                }
+                if pages.send(Ok((page, placed))).await.is_err() || ended {
+                    return;
+                }
             }
         }
     }
 
-    /// The event sealed as `link` is not the one in its place: still in the log elsewhere (moved), or gone.
-    async fn misplaced(&self, link: &Link) -> Result<Verdict, ProjectionError> {
+    /// Sends the chain's links a chunk at a time, until an empty chunk; stops when the receiver is gone or on an
+    /// error.
+    async fn read_links(self, chunks: tokio::sync::mpsc::Sender<Result<Vec<Sealed>, ProjectionError>>) {
+        let mut seq = 0;
+        loop {
+            let chunk = self.sealed(seq, self.reading.chunk).await;
+            let last = match &chunk {
+                Ok(links) => links.last().map(|l| l.seq),
+                Err(_) => None,
+            };
+            if chunks.send(chunk).await.is_err() {
+                return;
+            }
+            match last {
+                Some(last) => seq = last,
+                None => return,
+            }
+        }
+    }
+
+    /// The event sealed at `seq` (`event_id`) is not the one in its place: still in the log elsewhere (moved), or
+    /// gone.
+    async fn misplaced(&self, seq: u64, event_id: String) -> Result<Verdict, ProjectionError> {
         let mut after = Checkpoint::START;
         loop {
             let events = self.store.read_all(after, PAGE, &ReadFilter::All).await?;
             let Some(last) = events.last() else {
-                return Ok(Verdict::Missing { seq: link.seq, event_id: link.event_id.clone() });
+                return Ok(Verdict::Missing { seq, event_id });
             };
-            if events.iter().any(|e| e.event_id.to_string() == link.event_id) {
-                return Ok(Verdict::Reordered { seq: link.seq, event_id: link.event_id.clone() });
+            if events.iter().any(|e| e.event_id.to_string() == event_id) {
+                return Ok(Verdict::Reordered { seq, event_id });
             }
             after = last.checkpoint;
         }
+    }
+
+    /// The id of the event the link at `seq` was sealed over.
+    async fn sealed_event_id(&self, seq: u64) -> Result<String, ProjectionError> {
+        sqlx::query_scalar("SELECT event_id FROM audit_chain WHERE seq = $1")
+            .bind(to_i64(seq))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ProjectionError::from_sqlx)
     }
 
     async fn last(&self) -> Result<Option<Link>, ProjectionError> {
@@ -409,18 +507,44 @@ impl AuditChain {
         row.map(|r| link_of(&r)).transpose()
     }
 
-    async fn links(&self, after_seq: u64, limit: usize) -> Result<Vec<Link>, ProjectionError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, transaction_id, global_position, hash FROM audit_chain WHERE seq > $1 \
-             ORDER BY seq LIMIT $2",
-        )
-        .bind(to_i64(after_seq))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(ProjectionError::from_sqlx)?;
-        rows.iter().map(link_of).collect()
+    /// Up to `limit` links after position `after_seq`, as the verifier compares them.
+    async fn sealed(&self, after_seq: u64, limit: usize) -> Result<Vec<Sealed>, ProjectionError> {
+        sqlx::query("SELECT seq, hash FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(to_i64(after_seq))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch(&self.pool)
+            .map(|row| {
+                let row = row.map_err(ProjectionError::from_sqlx)?;
+                let seq: i64 = row.try_get(0).map_err(ProjectionError::from_sqlx)?;
+                let hash: &str = row.try_get(1).map_err(ProjectionError::from_sqlx)?;
+                Ok(Sealed {
+                    seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit_chain.seq {seq}")))?,
+                    hash: lowercase_hex(hash),
+                })
+            })
+            .try_collect()
+            .await
     }
+}
+
+/// The 32 bytes whose lowercase hex (as the sealer writes it) `text` is; `None` for any other text.
+fn lowercase_hex(text: &str) -> Option<[u8; 32]> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            _ => None,
+        }
+    }
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(bytes)
 }
 
 fn link_of(row: &sqlx::any::AnyRow) -> Result<Link, ProjectionError> {
@@ -437,32 +561,15 @@ fn link_of(row: &sqlx::any::AnyRow) -> Result<Link, ProjectionError> {
     })
 }
 
-/// The next hash of the chain: SHA-256 over the previous one and the event's canonical bytes.
-pub fn link(previous: &[u8; 32], event: &RecordedEvent) -> [u8; 32] {
+/// The next hash of the chain: SHA-256 over the previous one and the event's canonical bytes (built in
+/// `canonical`, a buffer kept from one event to the next).
+fn link(previous: &[u8; 32], event: &StoredEvent, canonical: &mut Vec<u8>) -> Result<[u8; 32], StoreError> {
+    canonical::write(event, canonical)
+        .map_err(|e| StoreError::Corrupt(format!("event {}: payload: {e}", event.event_id)))?;
     let mut digest = Sha256::new();
     digest.update(previous);
-    digest.update(canonical(event));
-    digest.finalize().into()
-}
-
-/// The event's canonical bytes (see the module comment): a tuple serializes as the JSON array, the payload
-/// without a copy; the metadata goes through a `Value` so that its keys are sorted.
-fn canonical(event: &RecordedEvent) -> Vec<u8> {
-    let metadata = serde_json::to_value(&event.metadata).unwrap_or(serde_json::Value::Null);
-    let form = (
-        event.event_id.to_string(),
-        event.stream_id.as_str(),
-        &event.stream_type,
-        event.version,
-        &event.event_type,
-        event.event_version,
-        &event.payload,
-        metadata,
-        event.metadata.municipality.as_ref().map(|m| m.as_str()),
-        event.metadata.operator.map(|o| o.to_string()),
-        event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    );
-    serde_json::to_vec(&form).unwrap_or_default()
+    digest.update(&canonical[..]);
+    Ok(digest.finalize().into())
 }
 
 /// Aborts the task when dropped (the verifier's page reader, when the verifier returns early).
@@ -488,45 +595,16 @@ fn to_i64(n: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
-    use cardap_store::{EventId, Metadata, StreamId};
 
-    /// The canonical form is the chain's definition: chains sealed before must keep verifying. Its bytes are
-    /// those of the JSON array the module comment names, built here the long way.
     #[test]
-    fn the_canonical_bytes_are_the_documented_json_array() {
-        let mut metadata = Metadata::system();
-        metadata.terminal = Some("窓口3番".into());
-        metadata.municipality = cardap_domain::MunicipalityCode::parse("131016").ok();
-        metadata.operator = Some(cardap_domain::OperatorKey::from_uuid(uuid::Uuid::now_v7()));
-        let event = RecordedEvent {
-            event_id: EventId::generate(),
-            stream_id: StreamId::of("resident", "0193-abc"),
-            stream_type: "resident".into(),
-            version: 3,
-            checkpoint: Checkpoint { transaction: 7, position: 42 },
-            event_type: "ResidentFieldsChanged".into(),
-            event_version: 1,
-            payload: serde_json::json!({"z": 1, "a": {"y": [1, 2.5, null], "b": "ヤマダ"}}),
-            metadata,
-            recorded_at: chrono::Utc::now(),
-        };
-        let documented = serde_json::json!([
-            event.event_id.to_string(),
-            event.stream_id.as_str(),
-            event.stream_type,
-            event.version,
-            event.event_type,
-            event.event_version,
-            event.payload,
-            serde_json::to_value(&event.metadata).unwrap(),
-            "131016",
-            event.metadata.operator.map(|o| o.to_string()),
-            event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ]);
-        assert_eq!(String::from_utf8(canonical(&event)).unwrap(), documented.to_string());
-        let text = String::from_utf8(canonical(&event)).unwrap();
-        assert!(text.contains(r#"{"a":{"b":"ヤマダ","y":[1,2.5,null]},"z":1}"#), "keys sorted, compact: {text}");
+    fn a_link_hash_is_read_only_as_the_sealer_writes_it() {
+        let hash: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37));
+        assert_eq!(lowercase_hex(&hex::encode(hash)), Some(hash));
+        assert_eq!(lowercase_hex(&hex::encode_upper(hash)), None, "upper case is not what was sealed");
+        assert_eq!(lowercase_hex(&hex::encode(&hash[..31])), None);
+        assert_eq!(lowercase_hex(&format!("{}0", hex::encode(hash))), None);
+        assert_eq!(lowercase_hex(&format!("{}g", &hex::encode(hash)[..63])), None);
+        assert_eq!(lowercase_hex(""), None);
     }
 }

@@ -89,25 +89,44 @@ impl AccessLogStore {
         AccessLogStore { pool }
     }
 
-    /// Appends one record; it is durable when this returns.
+    /// Appends one record; it is durable when this returns (its own transaction, committed).
+    ///
+    /// Every read of personal data waits for this, so it takes one round trip: an idle connection is taken as it
+    /// is, without the pool's liveness ping before it (another round trip). A connection found broken (the
+    /// database restarted since) fails the INSERT without an answer; the record is then written again through the
+    /// pool, which replaces the dead connection. If the first INSERT had committed all the same (the connection
+    /// broke between the commit and its answer), the read is in the log twice with the same request id: never
+    /// missing.
     pub async fn record(&self, read: &NewReadAccess) -> Result<(), StoreError> {
         let count = i64::try_from(read.residents.len() + read.registry_keys.len()).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO read_access_log (recorded_at, municipality, operator_key, terminal, request_id, operation, \
-             subject_count, residents, registry_keys) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(read.recorded_at)
-        .bind(read.municipality.clone())
-        .bind(read.operator.to_string())
-        .bind(read.terminal.clone())
-        .bind(read.request_id.clone())
-        .bind(read.operation)
-        .bind(count)
-        .bind(read.residents.join(" "))
-        .bind(read.registry_keys.join(" "))
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let (residents, registry_keys) = (read.residents.join(" "), read.registry_keys.join(" "));
+        let insert = || {
+            sqlx::query(
+                "INSERT INTO read_access_log (recorded_at, municipality, operator_key, terminal, request_id, \
+                 operation, subject_count, residents, registry_keys) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(read.recorded_at)
+            .bind(read.municipality.clone())
+            .bind(read.operator.to_string())
+            .bind(read.terminal.clone())
+            .bind(read.request_id.clone())
+            .bind(read.operation)
+            .bind(count)
+            .bind(residents.clone())
+            .bind(registry_keys.clone())
+        };
+        if let Some(mut idle) = self.pool.try_acquire() {
+            match insert().execute(&mut *idle).await.map_err(StoreError::from_sqlx) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Unavailable(e)) => {
+                    // Not returned to the pool: it may be the broken one.
+                    idle.close_on_drop();
+                    tracing::debug!(error = %e, "an idle connection failed the read access record; writing it again");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        insert().execute(&self.pool).await.map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 

@@ -39,14 +39,15 @@ pub use snapshots::Snapshot;
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
-    NewEvent, OpenTransaction, ReadFilter, RecordedEvent, StoreHealth, StreamAppend, StreamId, StreamIdError,
-    TypedRead,
+    NewEvent, OpenTransaction, ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamAppend, StreamId,
+    StreamIdError, TypedRead,
 };
 pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError, read_or_create_private_file};
 pub use wakeup::Wakeups;
 pub use webhooks::{PushRow, WebhookStore};
 
 use async_trait::async_trait;
+use futures_util::stream::{BoxStream, StreamExt};
 
 /// Failures of the event store, as the layers above need to tell them apart.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +157,23 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         limit: usize,
         filter: &ReadFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events after `after` in global order as stored ([`StoredEvent`]: the payload's JSON text,
+    /// unparsed), streamed as the database sends them (one statement; the caller decodes while the database still
+    /// sends): for a reader of every event that needs no parsed payload (the audit chain). Never skips a
+    /// late-committing event, as `read_all`. This default reads them with `read_all` and writes each payload back
+    /// out as text.
+    fn stored_events(&self, after: Checkpoint, limit: usize) -> BoxStream<'_, Result<StoredEvent, StoreError>> {
+        futures_util::stream::once(async move { self.read_all(after, limit, &ReadFilter::All).await })
+            .flat_map(|page| {
+                let page: Vec<Result<StoredEvent, StoreError>> = match page {
+                    Ok(events) => events.into_iter().map(|e| Ok(StoredEvent::from(e))).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures_util::stream::iter(page)
+            })
+            .boxed()
+    }
 
     /// Up to `limit` events of the given stream types after `after`, and how far the log was looked through, so
     /// that a reader interested in a few aggregates (a projection) neither ships nor parses the others. Never

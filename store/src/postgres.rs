@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::Notify;
@@ -32,8 +33,8 @@ use uuid::Uuid;
 
 use crate::credentials::{self, Companion};
 use crate::types::{
-    AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
-    RecordedEvent, StoreHealth, StreamId,
+    AppendOutcome, BatchOutcome, Checkpoint, CommandId, Envelope, EventId, ExpectedVersion, Metadata, NewEvent,
+    ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamId,
 };
 use crate::types::{OpenTransaction, StreamAppend, TypedRead};
 use crate::wakeup::{WakeupSender, Wakeups};
@@ -127,6 +128,15 @@ const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint 
 
 const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
      stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events \
+     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, global_position LIMIT $3";
+
+/// `READ_ALL` with the payload as the text the `json` column keeps (a binary-coercible cast: no conversion).
+const READ_STORED: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, \
+     recorded_at \
      FROM events \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -411,6 +421,23 @@ impl EventStore for PostgresEventStore {
         };
         let rows = query.fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
         rows.iter().map(decode_row).collect()
+    }
+
+    fn stored_events(&self, after: Checkpoint, limit: usize) -> BoxStream<'_, Result<StoredEvent, StoreError>> {
+        let position = match to_i64(after.position) {
+            Ok(position) => position,
+            Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
+        };
+        sqlx::query(READ_STORED)
+            .bind(after.transaction.to_string())
+            .bind(position)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch(&self.pool)
+            .map(|row| {
+                let row = row.map_err(StoreError::from_sqlx)?;
+                Ok(decode_envelope(&row)?.stored(row.try_get(10).map_err(corrupt)?))
+            })
+            .boxed()
     }
 
     async fn read_types(
@@ -704,6 +731,11 @@ async fn command_outcome_on(
 /// Decodes a row of `SELECT global_position, tx, event_id, stream_id, stream_type, version, municipality,
 /// operator_id, event_type, event_version, payload, metadata, recorded_at` by position (the hot path of read_all).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    Ok(decode_envelope(row)?.recorded(row.try_get(10).map_err(corrupt)?))
+}
+
+/// Everything of such a row but its payload (column 10).
+fn decode_envelope(row: &PgRow) -> Result<Envelope, StoreError> {
     let municipality: Option<String> = row.try_get(6).map_err(corrupt)?;
     let municipality = municipality
         .map(|m| MunicipalityCode::parse(&m))
@@ -714,7 +746,7 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     metadata.municipality = municipality;
     metadata.operator = operator.map(OperatorKey::from_uuid);
     let event_version: i32 = row.try_get(9).map_err(corrupt)?;
-    Ok(RecordedEvent {
+    Ok(Envelope {
         event_id: EventId::from_uuid(row.try_get(2).map_err(corrupt)?),
         stream_id: StreamId::from_stored(row.try_get(3).map_err(corrupt)?),
         stream_type: row.try_get(4).map_err(corrupt)?,
@@ -725,7 +757,6 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         },
         event_type: row.try_get(8).map_err(corrupt)?,
         event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        payload: row.try_get(10).map_err(corrupt)?,
         metadata,
         recorded_at: row.try_get::<DateTime<Utc>, _>(12).map_err(corrupt)?,
     })

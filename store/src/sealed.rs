@@ -27,13 +27,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::stream::BoxStream;
 use ring::aead::NONCE_LEN;
 use serde_json::{Map, Value, json};
 
 use crate::credentials::Companion;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
-    RecordedEvent, StoreHealth, StreamAppend, StreamId, TypedRead,
+    RecordedEvent, StoreHealth, StoredEvent, StreamAppend, StreamId, TypedRead,
 };
 use crate::vault::{DataKey, KeyVault};
 use crate::wakeup::Wakeups;
@@ -314,6 +315,11 @@ impl EventStore for SealedEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_all(after, limit, filter).await?;
         self.unseal(events).await
+    }
+
+    /// Forwarded as it is: the events as stored, personal data sealed (what the audit chain hashes).
+    fn stored_events(&self, after: Checkpoint, limit: usize) -> BoxStream<'_, Result<StoredEvent, StoreError>> {
+        self.inner.stored_events(after, limit)
     }
 
     async fn read_types(

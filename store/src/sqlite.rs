@@ -7,6 +7,8 @@
 use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
@@ -14,8 +16,8 @@ use uuid::Uuid;
 use crate::credentials::{self, Companion};
 use crate::types::StreamAppend;
 use crate::types::{
-    AppendOutcome, BatchOutcome, Checkpoint, CommandId, EventId, ExpectedVersion, Metadata, NewEvent, ReadFilter,
-    RecordedEvent, StoreHealth, StreamId, TypedRead,
+    AppendOutcome, BatchOutcome, Checkpoint, CommandId, Envelope, EventId, ExpectedVersion, Metadata, NewEvent,
+    ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamId, TypedRead,
 };
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
@@ -180,6 +182,26 @@ impl EventStore for SqliteEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    fn stored_events(&self, after: Checkpoint, limit: usize) -> BoxStream<'_, Result<StoredEvent, StoreError>> {
+        let position = match to_i64(after.position) {
+            Ok(position) => position,
+            Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
+        };
+        sqlx::query(
+            "SELECT global_position, event_id, stream_id, stream_type, version, municipality, operator_id, \
+             event_type, event_version, payload, metadata, recorded_at FROM events \
+             WHERE global_position > ? ORDER BY global_position LIMIT ?",
+        )
+        .bind(position)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch(&self.reader)
+        .map(|row| {
+            let row = row.map_err(StoreError::from_sqlx)?;
+            Ok(decode_envelope(&row)?.stored(row.try_get("payload").map_err(corrupt)?))
+        })
+        .boxed()
+    }
+
     async fn read_types(
         &self,
         after: Checkpoint,
@@ -336,6 +358,13 @@ async fn outcome_of(
 }
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let payload: String = row.try_get("payload").map_err(corrupt)?;
+    let payload = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(decode_envelope(row)?.recorded(payload))
+}
+
+/// Everything of an event's row but its payload.
+fn decode_envelope(row: &SqliteRow) -> Result<Envelope, StoreError> {
     let stream_id: String = row.try_get("stream_id").map_err(corrupt)?;
     let municipality: Option<String> = row.try_get("municipality").map_err(corrupt)?;
     let municipality = municipality
@@ -343,7 +372,6 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("municipality: {e}")))?;
     let operator: Option<Uuid> = row.try_get("operator_id").map_err(corrupt)?;
-    let payload: String = row.try_get("payload").map_err(corrupt)?;
     let metadata: String = row.try_get("metadata").map_err(corrupt)?;
     let mut metadata: Metadata =
         serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
@@ -351,7 +379,7 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     metadata.operator = operator.map(OperatorKey::from_uuid);
     let event_version: i64 = row.try_get("event_version").map_err(corrupt)?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(corrupt)?;
-    Ok(RecordedEvent {
+    Ok(Envelope {
         event_id: EventId::from_uuid(row.try_get("event_id").map_err(corrupt)?),
         stream_id: StreamId::from_stored(stream_id),
         stream_type: row.try_get("stream_type").map_err(corrupt)?,
@@ -359,7 +387,6 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         checkpoint: Checkpoint { transaction: 0, position: to_u64(row.try_get("global_position").map_err(corrupt)?)? },
         event_type: row.try_get("event_type").map_err(corrupt)?,
         event_version: u32::try_from(event_version).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         metadata,
         recorded_at,
     })

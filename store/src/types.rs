@@ -274,6 +274,124 @@ impl RecordedEvent {
     }
 }
 
+/// An event as stored, its payload left as the JSON text the database returns: for a reader that hashes every
+/// event and needs no `Value` of it (the audit chain builds its canonical bytes from the text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event_id: EventId,
+    pub stream_id: StreamId,
+    pub stream_type: String,
+    /// Position in its stream, from 1.
+    pub version: u64,
+    /// Place in the global order.
+    pub checkpoint: Checkpoint,
+    pub event_type: String,
+    pub event_version: u32,
+    /// The payload's JSON text as stored (on PostgreSQL the `json` column keeps the text it was given), unparsed.
+    pub payload: String,
+    /// Includes the municipality and operator columns.
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<RecordedEvent> for StoredEvent {
+    /// The payload written back out as JSON text (what a store without a text path of its own hands out).
+    fn from(event: RecordedEvent) -> Self {
+        let RecordedEvent {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            recorded_at,
+        } = event;
+        StoredEvent {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            payload: payload.to_string(),
+            metadata,
+            recorded_at,
+        }
+    }
+}
+
+/// What a backend decodes of an event's row besides its payload: a [`RecordedEvent`] or a [`StoredEvent`] once
+/// the payload is added (parsed or as text).
+pub(crate) struct Envelope {
+    pub event_id: EventId,
+    pub stream_id: StreamId,
+    pub stream_type: String,
+    pub version: u64,
+    pub checkpoint: Checkpoint,
+    pub event_type: String,
+    pub event_version: u32,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl Envelope {
+    pub fn recorded(self, payload: Value) -> RecordedEvent {
+        let Envelope {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            metadata,
+            recorded_at,
+        } = self;
+        RecordedEvent {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            recorded_at,
+        }
+    }
+
+    pub fn stored(self, payload: String) -> StoredEvent {
+        let Envelope {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            metadata,
+            recorded_at,
+        } = self;
+        StoredEvent {
+            event_id,
+            stream_id,
+            stream_type,
+            version,
+            checkpoint,
+            event_type,
+            event_version,
+            payload,
+            metadata,
+            recorded_at,
+        }
+    }
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {

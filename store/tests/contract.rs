@@ -11,8 +11,9 @@ use std::time::Duration;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use cardap_store::{
     Checkpoint, CommandId, CorrelationId, Database, EventStore, ExpectedVersion, Metadata, NewEvent,
-    PostgresEventStore, ReadFilter, SqliteEventStore, StoreError, StreamAppend, StreamId,
+    PostgresEventStore, ReadFilter, SqliteEventStore, StoreError, StoredEvent, StreamAppend, StreamId,
 };
+use futures_util::TryStreamExt;
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -232,6 +233,33 @@ async fn read_all_pages_and_filters(b: Backend) {
     let rest = b.store.read_all(first_page[3].checkpoint, 100, &ReadFilter::All).await.unwrap();
     assert_eq!(rest.len(), 16);
     assert_eq!(rest[0].event_id, all[4].event_id);
+}
+
+/// `stored_events`: the events `read_all` returns, in the same order and pages, each payload as the JSON text the
+/// store keeps (the text it was given: serde_json's compact form).
+async fn stored_events_are_the_events_as_stored(b: Backend) {
+    let alice = OperatorKey::from_uuid(Uuid::now_v7());
+    for i in 0..4 {
+        let payload = json!({"z": i, "a": {"note": "窓口 \"東\"\n", "f": 2.5, "list": [1, null, true]}});
+        let new = vec![NewEvent::new("Tested", 1, payload), NewEvent::new("Tested", 2, json!([]))];
+        let metadata = metadata_for(Some("131016"), Some(alice));
+        b.store.append(&stream(&format!("s{i}")), ExpectedVersion::Any, new, &metadata).await.unwrap();
+        b.store.append(&stream("system"), ExpectedVersion::Any, events(1, "s"), &Metadata::system()).await.unwrap();
+    }
+    let recorded = read_everything(b.store.as_ref(), &ReadFilter::All).await;
+    assert_eq!(recorded.len(), 12);
+    let stored: Vec<StoredEvent> = b.store.stored_events(Checkpoint::START, 100).try_collect().await.unwrap();
+    assert_eq!(stored.len(), recorded.len());
+    for (stored, recorded) in stored.iter().zip(&recorded) {
+        assert_eq!(stored.payload, recorded.payload.to_string(), "the payload's text as stored");
+        assert_eq!(*stored, StoredEvent::from(recorded.clone()));
+    }
+    let first: Vec<StoredEvent> = b.store.stored_events(Checkpoint::START, 5).try_collect().await.unwrap();
+    assert_eq!(first[..], stored[..5]);
+    let rest: Vec<StoredEvent> = b.store.stored_events(first[4].checkpoint, 100).try_collect().await.unwrap();
+    assert_eq!(rest[..], stored[5..]);
+    let none: Vec<StoredEvent> = b.store.stored_events(stored[11].checkpoint, 100).try_collect().await.unwrap();
+    assert!(none.is_empty());
 }
 
 async fn readers_are_woken_by_an_append(b: Backend) {
@@ -469,6 +497,10 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn read_all_pages_and_filters() {
                 super::read_all_pages_and_filters(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn stored_events_are_the_events_as_stored() {
+                super::stored_events_are_the_events_as_stored(super::$backend().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_batch_is_all_or_nothing() {

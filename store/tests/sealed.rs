@@ -14,6 +14,7 @@ use cardap_store::{
     Metadata, NewEvent, ReadFilter, RecordedEvent, SEALING_SCHEME, SealedEventStore, StoreError, StreamAppend,
     StreamId,
 };
+use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 use sqlx::sqlite::SqlitePoolOptions;
 use tempfile::TempDir;
@@ -194,6 +195,12 @@ async fn the_stored_payload_holds_no_plaintext(b: Backend) {
     assert!(STANDARD.decode(envelope["ciphertext"].as_str().unwrap()).unwrap().len() > 16);
     assert_eq!(stored[0].payload["municipality"], "131016");
     assert_eq!(stored[1].payload, moved_payload(), "an event without personal data is stored as it is");
+
+    // The events as stored (what the audit chain hashes) are the sealed ones, asked of the decorator too.
+    read_everything(b.sealed.as_ref()).await;
+    let texts: Vec<String> =
+        b.sealed.stored_events(Checkpoint::START, 10).map_ok(|e| e.payload).try_collect().await.unwrap();
+    assert_eq!(texts, raw);
 }
 
 fn moved_payload() -> Value {

@@ -12,7 +12,7 @@ use cardap_api::settings::AuditSettings;
 use cardap_projections::audit::AuditChain;
 use cardap_projections::audit::heads::read_head_file;
 use cardap_projections::audit::{AuditKey, AuditPublicKey, ReadsVerdict, SignedHead, Verdict};
-use cardap_store::Database;
+use cardap_store::{Checkpoint, Database, ReadFilter};
 use cardap_tests::serde_json::json;
 use cardap_tests::{Backend, TestApp, on_both_backends, spawn_app, spawn_app_with};
 
@@ -59,14 +59,34 @@ fn nth(backend: Backend, offset: u32) -> String {
     }
 }
 
+/// The ids of the log's events in the global order, as the chain sealed them (read before any tampering).
+async fn event_ids(app: &TestApp) -> Vec<String> {
+    let db = Database::connect(&app.settings.database_url, 2).await.unwrap();
+    let events = db.event_store().read_all(Checkpoint::START, 10_000, &ReadFilter::All).await.unwrap();
+    events.iter().map(|e| e.event_id.to_string()).collect()
+}
+
 async fn tamper(app: &TestApp, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(app.state.read.pool()).await.unwrap();
+}
+
+/// The verdict of `chain`, which must be the same when the verifier reads in chunks of 3 links handed on 2 at a
+/// time (the boundaries a long log crosses, with a short one).
+async fn verdict(chain: &AuditChain) -> Verdict {
+    let verdict = chain.verify().await.unwrap();
+    let in_chunks = chain.clone().verifying_in_chunks(3, 2).verify().await.unwrap();
+    assert_eq!(in_chunks, verdict, "read in small chunks");
+    verdict
 }
 
 async fn an_untouched_log_verifies(backend: Backend) {
     let (_app, chain, sealed) = sealed_history(backend).await;
     assert!(sealed > 5);
-    assert_eq!(chain.verify().await.unwrap(), Verdict::Intact { events: sealed });
+    assert_eq!(verdict(&chain).await, Verdict::Intact { events: sealed });
+    for (chunk, page) in [(1, 1), (1, 5), (5, 1), (4, 4), (usize::try_from(sealed).unwrap(), 1000)] {
+        let small = chain.clone().verifying_in_chunks(chunk, page);
+        assert_eq!(small.verify().await.unwrap(), Verdict::Intact { events: sealed }, "chunks of {chunk}, {page}");
+    }
 }
 
 /// Adds a field to the payload of the event at `offset` in the global order.
@@ -87,18 +107,21 @@ async fn alter_payload(app: &TestApp, backend: Backend, offset: u32) {
 
 async fn an_altered_payload_is_named(backend: Backend) {
     let (app, chain, _) = sealed_history(backend).await;
+    let ids = event_ids(&app).await;
     alter_payload(&app, backend, 3).await;
-    assert!(matches!(chain.verify().await.unwrap(), Verdict::Altered { seq: 4, .. }));
+    assert_eq!(verdict(&chain).await, Verdict::Altered { seq: 4, event_id: ids[3].clone() });
 }
 
 async fn a_deleted_event_is_named(backend: Backend) {
     let (app, chain, _) = sealed_history(backend).await;
+    let ids = event_ids(&app).await;
     tamper(&app, &format!("DELETE FROM events WHERE global_position = {}", nth(backend, 2))).await;
-    assert!(matches!(chain.verify().await.unwrap(), Verdict::Missing { seq: 3, .. }));
+    assert_eq!(verdict(&chain).await, Verdict::Missing { seq: 3, event_id: ids[2].clone() });
 }
 
 async fn two_swapped_events_are_named(backend: Backend) {
     let (app, chain, _) = sealed_history(backend).await;
+    let ids = event_ids(&app).await;
     let (third, fourth) = (nth(backend, 2), nth(backend, 3));
     // The third and fourth rows trade their event ids: each event now stands in the other's place.
     let mut tx = app.state.read.pool().begin().await.unwrap();
@@ -114,8 +137,7 @@ async fn two_swapped_events_are_named(backend: Backend) {
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
     }
     tx.commit().await.unwrap();
-    let verdict = chain.verify().await.unwrap();
-    assert!(matches!(verdict, Verdict::Reordered { seq: 3, .. }), "{verdict}");
+    assert_eq!(verdict(&chain).await, Verdict::Reordered { seq: 3, event_id: ids[2].clone() });
 }
 
 /// Deletes the events from `keep` on in the global order (the tail).
@@ -134,9 +156,10 @@ async fn cut_off_events(app: &TestApp, backend: Backend, keep: u64) {
 
 async fn a_cut_off_tail_is_named(backend: Backend) {
     let (app, chain, sealed) = sealed_history(backend).await;
+    let ids = event_ids(&app).await;
     cut_off_events(&app, backend, sealed - 2).await;
-    let verdict = chain.verify().await.unwrap();
-    assert!(matches!(verdict, Verdict::Missing { seq, .. } if seq == sealed - 1), "{verdict}");
+    let event_id = ids[usize::try_from(sealed).unwrap() - 2].clone();
+    assert_eq!(verdict(&chain).await, Verdict::Missing { seq: sealed - 1, event_id });
 }
 
 /// The audit key (in a directory of its own, as on a server) and the head of `chain` signed with it, exported to

@@ -12,7 +12,7 @@ use cardap_tests::{
     Backend, TestApp, on_both_backends, operator_with_password, registry_import_path, resident_body, resident_path,
     residents_path, spawn_app,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 const CHIYODA: &str = "131016";
 const MINATO: &str = "131032";
@@ -337,3 +337,55 @@ on_both_backends!(
     the_log_is_for_the_municipalitys_auditors_and_holds_no_personal_data,
     bulk_reads_over_the_threshold_raise_one_alert,
 );
+
+/// PostgreSQL: a read right after the database dropped the server's connections (a restart, a failover) is
+/// still answered and recorded. A record takes an idle connection without the pool's liveness ping; the one it
+/// takes here is dead, so the record is written again on a fresh connection, and the read waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_the_database_dropped_its_connections_is_still_recorded() {
+    let app = spawn_app(Backend::Postgres).await;
+    let w = world(&app).await;
+    let url = &app.settings.database_url;
+    // A log over a pool of one connection: the record after the drop can only find the dead one idle.
+    let log = cardap_store::AccessLogStore::new(cardap_projections::connect_pool(url, 1).unwrap());
+    let record = |request: &str| cardap_store::NewReadAccess {
+        recorded_at: 1_700_000_000_000,
+        municipality: CHIYODA.to_owned(),
+        operator: cardap_domain::OperatorKey::from_uuid(uuid::Uuid::nil()),
+        terminal: Some(TERMINAL.to_owned()),
+        request_id: Some(request.to_owned()),
+        operation: "resident.read",
+        residents: vec![w.residents[0].clone()],
+        registry_keys: vec![],
+    };
+    log.record(&record("before-the-drop")).await.unwrap();
+
+    let mut admin = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(dropped.len() >= 2, "the server's and the log's connections were dropped: {dropped:?}");
+
+    log.record(&record("after-the-drop")).await.unwrap();
+    let reply = app.get(&resident_path(CHIYODA, &w.residents[1]), Some(&w.clerk)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT request_id FROM read_access_log WHERE request_id IN ('before-the-drop', 'after-the-drop') ORDER BY seq",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ["before-the-drop", "after-the-drop"], "each once");
+    let lines = log_of(&app, &w, &w.residents[1]).await;
+    assert_eq!(lines.len(), 1, "the server's read after the drop is in the log: {lines:?}");
+}
+
+/// The auditor's lines of the log about `resident`.
+async fn log_of(app: &TestApp, w: &World, resident: &str) -> Vec<Value> {
+    log(app, &w.auditor, "/api/v1/audit/access", &format!("municipality={CHIYODA}&resident_id={resident}")).await
+}
