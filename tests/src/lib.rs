@@ -736,3 +736,56 @@ pub fn business_system(business_id: &str, name: &str) -> Value {
         "personalize_url": format!("https://b{business_id}.example.jp/me"),
     })
 }
+
+/// A reqwest client that trusts `root` (PEM) and presents `identity` (certificate and key PEM files) when given:
+/// rustls on ring, the workspace's one provider.
+pub fn tls_client(root: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    // ring, the workspace's one provider (deprecated only for lacking post-quantum key exchange; see api/src/tls.rs).
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder().use_preconfigured_tls(config).build().unwrap()
+}
+
+/// Business system `id`'s server certificate (from a CSR made by `openssl`, CN `b<id>.example.jp`, the host of its
+/// URLs), issued by cardap's CA into `dir`, and a client presenting it that trusts `root`.
+pub async fn business_client(
+    app: &TestApp,
+    admin: &str,
+    dir: &std::path::Path,
+    root: &std::path::Path,
+    id: &str,
+) -> reqwest::Client {
+    let key = dir.join(format!("b{id}.key"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj"])
+        .arg(format!("/C=JP/O=test/CN=b{id}.example.jp"))
+        .arg("-keyout")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csr = String::from_utf8(out.stdout).unwrap();
+    let path = format!("/api/v1/business-systems/{id}/certificates");
+    let reply = app.post(&path, Some(admin), &json!({ "csr": csr })).await;
+    assert_eq!(reply.status, reqwest::StatusCode::CREATED, "{}", reply.text);
+    let cert = dir.join(format!("b{id}.pem"));
+    std::fs::write(&cert, reply.json()["certificate"].as_str().unwrap()).unwrap();
+    tls_client(root, Some((&cert, &key)))
+}

@@ -9,8 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use cardap_domain::card::CardEvent;
@@ -19,8 +17,8 @@ use cardap_store::{Database, ExpectedVersion, Metadata, NewEvent, StreamId};
 use cardap_tests::reqwest::{self, StatusCode};
 use cardap_tests::serde_json::{Value, json};
 use cardap_tests::{
-    Backend, TestApp, business_system, card_path, cards_path, eventually, on_both_backends, resident_body,
-    resident_path, resident_settings_path, residents_path, spawn_https_app,
+    Backend, TestApp, business_client, business_system, card_path, cards_path, eventually, on_both_backends,
+    resident_body, resident_path, resident_settings_path, residents_path, spawn_https_app, tls_client,
 };
 
 /// 千代田区: permitted 01, 02, 05 and 06.
@@ -40,50 +38,6 @@ struct World {
     /// Without a client certificate.
     anonymous: reqwest::Client,
     _dir: tempfile::TempDir,
-}
-
-fn tls_client(root: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(root).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    // ring, the workspace's one provider (deprecated only for lacking post-quantum key exchange; see api/src/tls.rs).
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => {
-            let chain: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().map(Result::unwrap).collect();
-            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder().use_preconfigured_tls(config).build().unwrap()
-}
-
-/// Business system `id`'s server certificate (from a CSR whose CN is the host of its URLs), and a client with it.
-async fn business_client(app: &TestApp, admin: &str, dir: &Path, root: &Path, id: &str) -> reqwest::Client {
-    let key = dir.join(format!("b{id}.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj"])
-        .arg(format!("/C=JP/O=test/CN=b{id}.example.jp"))
-        .arg("-keyout")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let csr = String::from_utf8(out.stdout).unwrap();
-    let path = format!("/api/v1/business-systems/{id}/certificates");
-    let reply = app.post(&path, Some(admin), &json!({ "csr": csr })).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let cert: PathBuf = dir.join(format!("b{id}.pem"));
-    std::fs::write(&cert, reply.json()["certificate"].as_str().unwrap()).unwrap();
-    tls_client(root, Some((&cert, &key)))
 }
 
 async fn world(backend: Backend) -> World {
