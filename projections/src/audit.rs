@@ -354,9 +354,8 @@ impl AuditChain {
         let mut canonical = Vec::new();
         // The next pages are read while this one is hashed.
         let (pages, mut next) = tokio::sync::mpsc::channel(2);
-        let reader = tokio::spawn(self.clone().read_pages(pages));
-        let _stop_reading = AbortOnDrop(reader);
-        loop {
+        let reader = AbortOnDrop(tokio::spawn(self.clone().read_pages(pages)));
+        let (seq, found) = 'pages: loop {
             let Some(page) = next.recv().await else {
                 return Err(ProjectionError::Store(cardap_store::StoreError::Corrupt(
                     "the audit chain's reader stopped".into(),
@@ -372,18 +371,11 @@ impl AuditChain {
             for (i, link) in links.iter().enumerate() {
                 let Some(event) = events.get(i) else {
                     // The log ends before the chain: its tail was cut off.
-                    let event_id = self.sealed_event_id(link.seq).await?;
-                    return Ok(Verdict::Missing { seq: link.seq, event_id });
+                    break 'pages (link.seq, None);
                 };
                 let next = self::link(&hash, event, &mut canonical)?;
                 if link.hash != Some(next) {
-                    // Another event in the sealed one's place (moved or deleted), or the sealed one altered.
-                    let event_id = self.sealed_event_id(link.seq).await?;
-                    let mut id = uuid::Uuid::encode_buffer();
-                    if *event.event_id.as_uuid().hyphenated().encode_lower(&mut id) != event_id {
-                        return self.misplaced(link.seq, event_id).await;
-                    }
-                    return Ok(Verdict::Altered { seq: link.seq, event_id });
+                    break 'pages (link.seq, Some(event.event_id));
                 }
                 hash = next;
                 while let Some(head) = heads.next_if(|h| h.seq <= link.seq) {
@@ -395,6 +387,17 @@ impl AuditChain {
                 }
                 seq = link.seq;
             }
+        };
+        // The link at `seq` does not verify: the reader stops (its connections go back) and the sealed event is
+        // named, by the event id its link keeps.
+        drop(reader);
+        let event_id = self.sealed_event_id(seq).await?;
+        match found {
+            // Another event in the sealed one's place (moved or deleted)...
+            Some(found) if found.to_string() != event_id => self.misplaced(seq, event_id).await,
+            // ...or the sealed one, altered.
+            Some(_) => Ok(Verdict::Altered { seq, event_id }),
+            None => Ok(Verdict::Missing { seq, event_id }),
         }
     }
 
