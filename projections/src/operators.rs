@@ -579,13 +579,17 @@ async fn open_rows(sealer: &RowSealer, rows: Vec<AnyRow>) -> Result<Vec<Operator
     }
     let wanted: Vec<StreamId> = subjects.iter().flatten().cloned().collect();
     let keys = if wanted.is_empty() { Default::default() } else { sealer.keys(&wanted).await? };
-    let legacy = sealer.derived_key(LEGACY_PROFILE_KEY)?;
+    // Derived only when a row needs it (an operator registered before profiles had keys of their own).
+    let legacy = match subjects.iter().any(Option::is_none) {
+        true => Some(sealer.derived_key(LEGACY_PROFILE_KEY)?),
+        false => None,
+    };
     rows.iter()
         .zip(&subjects)
         .map(|(r, subject)| {
             let key = match subject {
                 Some(subject) => keys.get(subject),
-                None => Some(&legacy),
+                None => legacy.as_ref(),
             };
             row(r, key)
         })
