@@ -48,7 +48,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes;
 pub use crate::settings::Settings;
-use crate::settings::SettingsError;
+use crate::settings::{ProjectionRunners, SettingsError};
 use crate::state::AppState;
 
 /// Why the server, or a maintenance command, could not start or stopped with an error: each says what failed.
@@ -351,7 +351,9 @@ impl Application {
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
         let read = ReadModels::connect(&settings.database_url, settings.max_connections, vault.clone())?;
-        if let Err(e) = read.catch_up(store.clone()).await {
+        if settings.projection_runners == ProjectionRunners::Here
+            && let Err(e) = read.catch_up(store.clone()).await
+        {
             tracing::warn!(error = %e, "read models are still catching up; serving anyway");
         }
         crate::bootstrap::run(&store, &read, &settings).await?;
@@ -366,7 +368,10 @@ impl Application {
         runners.push(tokio::spawn(shredder.run(shutdown_rx.clone())));
         for runner in read.runners(store.clone()) {
             progress.push((runner.name(), runner.progress()));
-            runners.push(tokio::spawn(runner.run(shutdown_rx.clone())));
+            runners.push(match settings.projection_runners {
+                ProjectionRunners::Here => tokio::spawn(runner.run(shutdown_rx.clone())),
+                ProjectionRunners::Elsewhere => tokio::spawn(runner.watch(shutdown_rx.clone())),
+            });
         }
         let views = Views::new(progress);
         let reads = ReadAccess::new(store.clone(), read.clone(), clock.clone());

@@ -1,4 +1,4 @@
-//! The `cardap` binary: `serve` (the default), `migrate`, `projections list|rebuild`, `ca init|export-root`,
+//! The `cardap` binary: `serve` (the default), `project`, `migrate`, `projections list|rebuild`, `ca init|export-root`,
 //! `card-key` and `audit verify|public-key`.
 //!
 //! Its flags are the settings of [`cardap_api::settings::KEYS`] (one flag per setting, accepted before or after
@@ -35,6 +35,10 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Build the read models (the projection runners) without serving HTTP, for servers started with
+    /// `projections.runners = "elsewhere"`. Several may run, on any nodes: each event is applied once. Stops on
+    /// SIGTERM or Ctrl-C.
+    Project,
     /// Read-model maintenance.
     Projections {
         #[command(subcommand)]
@@ -99,10 +103,14 @@ enum CaCommand {
 
 #[derive(Debug, Subcommand)]
 enum ProjectionCommand {
-    /// Empty a read model (or all) and rebuild it from the event log.
+    /// Rebuild a read model (or all) from the event log, blue/green: the new version is built beside the live one,
+    /// which keeps answering, and replaces it once caught up. Safe while servers run.
     Rebuild {
         /// The projection's name (`municipalities`, `operators`), or `all`.
         name: String,
+        /// Empty the live read model and rebuild it in place instead (it answers partially until caught up).
+        #[arg(long)]
+        in_place: bool,
     },
     /// List the projections.
     List,
@@ -173,6 +181,22 @@ async fn run(cli: Cli) -> Result<(), StartError> {
     let settings = Settings::load(&sources)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => Application::build(settings).await?.run_until(shutdown_signal()).await,
+        Command::Project => {
+            let db = open_database(&settings).await?;
+            let (store, vault) = sealed_store_and_vault(&db, &master_key(&settings)?).await?;
+            let read = ReadModels::connect(&settings.database_url, settings.max_connections, vault)?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let runners: Vec<_> =
+                read.runners(store).into_iter().map(|r| tokio::spawn(r.run(stopped.clone()))).collect();
+            tracing::info!(projections = runners.len(), "building the read models");
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            for runner in runners {
+                let _ = runner.await;
+            }
+            tracing::info!("projection runners stopped");
+            Ok(())
+        }
         Command::Migrate => {
             open_database(&settings).await?;
             tracing::info!("migrations applied");
@@ -247,13 +271,29 @@ async fn run(cli: Cli) -> Result<(), StartError> {
                         println!("{}", p.name());
                     }
                 }
-                ProjectionCommand::Rebuild { name } => {
+                ProjectionCommand::Rebuild { name, in_place } => {
                     let runners: Vec<_> =
-                        read.runners(store).into_iter().filter(|r| name == "all" || r.name() == name).collect();
+                        read.runners(store.clone()).into_iter().filter(|r| name == "all" || r.name() == name).collect();
                     if runners.is_empty() {
                         return Err(StartError::Failed(format!(
                             "no projection named {name:?} (try `cardap projections list`)"
                         )));
+                    }
+                    if !in_place {
+                        for runner in runners {
+                            let events = store.head().await.map_err(|e| StartError::Failed(e.to_string()))?;
+                            let Some(rebuilt) = read.rebuild(store.clone(), runner.name()).await else { continue };
+                            let rebuilt = rebuilt?;
+                            println!(
+                                "{}: rebuilt beside the live one up to {} in {:.1} s, switched in {:.2} s (log head \
+                                 was {events})",
+                                runner.name(),
+                                rebuilt.reached,
+                                rebuilt.built.as_secs_f64(),
+                                rebuilt.switched.as_secs_f64()
+                            );
+                        }
+                        return Ok(());
                     }
                     for runner in runners {
                         let started = std::time::Instant::now();

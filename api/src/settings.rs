@@ -95,6 +95,19 @@ pub struct Settings {
     /// The webhook pusher's retries (capped exponential backoff with jitter), timeout and lease; the defaults
     /// (1 s doubling to 5 min, 10 s per POST) are not configurable yet.
     pub webhook_push: cardap_commands::webhooks::PushPolicy,
+    /// Who builds the read models: this server's own runners (the default), or a `cardap project` process (then
+    /// this server only follows their progress, for read-your-writes and the lag).
+    pub projection_runners: ProjectionRunners,
+}
+
+/// Where the projection runners run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProjectionRunners {
+    /// Inside `cardap serve`.
+    #[default]
+    Here,
+    /// In a `cardap project` process (one or more, on any node).
+    Elsewhere,
 }
 
 /// Where the audit key and the exported heads live (`None`: no heads are signed; the chain alone is kept).
@@ -207,6 +220,7 @@ impl fmt::Debug for Settings {
             .field("audit", &self.audit)
             .field("erasure_retention", &self.erasure_retention)
             .field("webhook_push", &self.webhook_push)
+            .field("projection_runners", &self.projection_runners)
             .finish()
     }
 }
@@ -259,6 +273,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             erasure_retention: DEFAULT_ERASURE_RETENTION,
             webhook_push: cardap_commands::webhooks::PushPolicy::default(),
+            projection_runners: ProjectionRunners::Here,
         }
     }
 }
@@ -852,6 +867,21 @@ pub const KEYS: &[Key] = &[
             let days = raw.positive::<u32>()?;
             (1..=36_500).contains(&days).then_some(())?;
             d.settings.erasure_retention = RetentionPeriod::days(days).ok()?;
+            Some(())
+        },
+    },
+    Key {
+        file: "projections.runners",
+        env: "CARDAP_PROJECTION_RUNNERS",
+        flag: "projection-runners",
+        form: "`here` (cardap serve builds the read models) or `elsewhere` (a `cardap project` process does)",
+        help: "Who builds the read models: this server (here) or a `cardap project` process (elsewhere)",
+        set: |d, raw| {
+            d.settings.projection_runners = match raw.text()? {
+                "here" => ProjectionRunners::Here,
+                "elsewhere" => ProjectionRunners::Elsewhere,
+                _ => return None,
+            };
             Some(())
         },
     },

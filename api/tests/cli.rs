@@ -19,15 +19,21 @@ fn free_port() -> u16 {
 
 /// Starts `cardap serve` in `dir` and returns the child and its stderr lines as they come.
 fn serve(dir: &std::path::Path, port: u16) -> (Child, mpsc::Receiver<String>) {
+    start(dir, &["serve", "--listen", &format!("127.0.0.1:{port}")], &[])
+}
+
+/// Starts `cardap <args>` in `dir` (its default configuration: `./cardap-data`) with the variables `env`.
+fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         // Parallel servers: each its own /metrics port.
         .env("CARDAP_METRICS_LISTEN", "127.0.0.1:0")
         .current_dir(dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env_remove("CARDAP_DATABASE_URL")
         .env_remove("CARDAP_BOOTSTRAP_PASSWORD")
         .env_remove("CARDAP_CONFIG")
         .env("CARDAP_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -178,6 +184,38 @@ fn serve_with_no_configuration_keeps_its_data_in_a_sqlite_file() {
 }
 
 #[test]
+fn cardap_project_builds_the_read_models_of_a_server_that_runs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let password = [("CARDAP_BOOTSTRAP_PASSWORD", "AdminPassw0rd1")];
+    let listen = format!("127.0.0.1:{port}");
+    let (server, _server_log) =
+        start(dir.path(), &["serve", "--listen", &listen, "--projection-runners", "elsewhere"], &password);
+    wait_healthy(port);
+    let token = token_of(&login(port, "AdminPassw0rd1"));
+    let chiyoda = r#"{"code":"131016","name":"千代田区","kind":"municipality","display_order":1}"#;
+    let created = call(port, "POST", "/api/v1/municipalities", &token, chiyoda);
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    // The server builds no read model: the list does not show it yet.
+    let listed = call(port, "GET", "/api/v1/municipalities", &token, "");
+    assert!(listed.starts_with("HTTP/1.1 200") && !listed.contains("131016"), "{listed}");
+
+    // `cardap project` on the same data builds it; the server shows it.
+    let (project, lines) = start(dir.path(), &["project"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !call(port, "GET", "/api/v1/municipalities", &token, "").contains("131016") {
+        assert!(
+            Instant::now() < deadline,
+            "cardap project did not build the list: {:?}",
+            lines.try_iter().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(project);
+    terminate(server);
+}
+
+#[test]
 fn migrate_and_rebuild_run_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/c.db", dir.path().display());
@@ -240,6 +278,7 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         ]
     );
     let rebuilt = run(&["projections", "rebuild", "all"]);
+    let in_place = run(&["projections", "rebuild", "all", "--in-place"]);
     for name in [
         "municipalities",
         "operators",
@@ -251,7 +290,8 @@ fn migrate_and_rebuild_run_from_the_command_line() {
         "certificates",
         "feeds",
     ] {
-        assert!(rebuilt.contains(&format!("{name}: rebuilt")), "{rebuilt}");
+        assert!(rebuilt.contains(&format!("{name}: rebuilt beside the live one")), "{rebuilt}");
+        assert!(in_place.contains(&format!("{name}: rebuilt up to")), "{in_place}");
     }
     let out = Command::new(BIN)
         // Parallel servers: each its own /metrics port.

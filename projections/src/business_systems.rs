@@ -21,6 +21,7 @@ impl View for BusinessSystems {
     type Event = BusinessSystemEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[BusinessSystem::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_shared_use", "rm_business_systems"];
 
     async fn apply(
         &self,
@@ -129,12 +130,6 @@ impl View for BusinessSystems {
             }
         };
         result.map_err(ProjectionError::from_sqlx)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_shared_use").execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-        sqlx::query("DELETE FROM rm_business_systems").execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

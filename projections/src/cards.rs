@@ -29,6 +29,7 @@ impl View for CardRegister {
     type Event = CardEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Card::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_ap_counts", "rm_card_aps", "rm_cards"];
 
     async fn apply(
         &self,
@@ -125,13 +126,6 @@ impl View for CardRegister {
             }
             CardEvent::Suspended => set_status(conn, CardStatus::Suspended, version, at, fid).await?,
             CardEvent::Resumed => set_status(conn, CardStatus::InUse, version, at, fid).await?,
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        for sql in ["DELETE FROM rm_ap_counts", "DELETE FROM rm_card_aps", "DELETE FROM rm_cards"] {
-            sqlx::query(sql).execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         }
         Ok(())
     }

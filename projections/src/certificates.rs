@@ -36,6 +36,7 @@ impl View for Certificates {
     type Event = CertificateEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Certificate::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_certificates"];
 
     async fn apply(
         &self,
@@ -73,11 +74,6 @@ impl View for Certificates {
                 .await,
             };
         result.map_err(ProjectionError::from_sqlx)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_certificates").execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

@@ -444,14 +444,22 @@ impl Projection for FeedIndex {
         }
     }
 
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        let tables = ["feed_items", "feed_members", "feed_permits", "feed_card_aps", "feed_cards"];
-        for table in tables.into_iter().chain(library_links::TABLES) {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *conn).await.map_err(db)?;
-        }
-        Ok(())
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
     }
 }
+
+/// The index's tables, the library links' among them.
+const TABLES: &[&str] = &[
+    "feed_items",
+    "feed_members",
+    "feed_permits",
+    "feed_card_aps",
+    "feed_cards",
+    "feed_standard_id_replacements",
+    "feed_library_links",
+    "feed_standard_ids",
+];
 
 // ---- the queries of the feed ----
 

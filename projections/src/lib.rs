@@ -15,12 +15,14 @@ pub mod library_links;
 pub mod local_settings;
 pub mod municipalities;
 pub mod operators;
+mod rebuild;
 pub mod registry;
 pub mod residents;
 mod runner;
 pub mod sealing;
 mod typed;
 
+pub use rebuild::Rebuilt;
 pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
 pub use sealing::RowSealer;
 pub use typed::{Recorded, Typed, View};
@@ -36,6 +38,8 @@ use sqlx::any::AnyPoolOptions;
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     pool: AnyPool,
+    /// The database's URL (a blue/green rebuild opens its own connections).
+    url: String,
     sealer: RowSealer,
     projections: Vec<Arc<dyn Projection>>,
 }
@@ -60,6 +64,7 @@ impl ReadModels {
         let sealer = RowSealer::new(vault);
         Ok(ReadModels {
             pool,
+            url: url.to_owned(),
             projections: vec![
                 Arc::new(Typed(municipalities::MunicipalityList)),
                 Arc::new(Typed(operators::OperatorDirectory::new(sealer.clone()))),
@@ -97,13 +102,20 @@ impl ReadModels {
         self.projections.iter().map(|p| ProjectionRunner::new(store.clone(), self.pool.clone(), p.clone())).collect()
     }
 
-    /// Applies everything up to the current head for every projection, then returns (start-up, CLI, tests).
+    /// Applies everything up to the current head for every projection, all at once, then returns (start-up, CLI,
+    /// tests).
     pub async fn catch_up(&self, store: Arc<dyn EventStore>) -> Result<Checkpoint, ProjectionError> {
-        let mut last = Checkpoint::START;
-        for runner in self.runners(store) {
-            last = last.max(runner.catch_up().await?);
-        }
-        Ok(last)
+        let runners = self.runners(store);
+        let reached = futures_util::future::try_join_all(runners.iter().map(ProjectionRunner::catch_up)).await?;
+        Ok(reached.into_iter().max().unwrap_or(Checkpoint::START))
+    }
+
+    /// Rebuilds the read model `name` blue/green: a new version is built beside the live one from the start of the
+    /// log and replaces it once caught up, while the live one keeps answering (see [`rebuild`]'s comment). `None`
+    /// when no projection has that name.
+    pub async fn rebuild(&self, store: Arc<dyn EventStore>, name: &str) -> Option<Result<Rebuilt, ProjectionError>> {
+        let projection = self.projection(name)?;
+        Some(rebuild::rebuild_beside(&self.pool, &self.url, store, projection).await)
     }
 }
 

@@ -32,9 +32,6 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The tables this part owns, for the index's reset.
-pub(crate) const TABLES: [&str; 3] = ["feed_standard_id_replacements", "feed_library_links", "feed_standard_ids"];
-
 /// Follows a card event (after the index applied it): 標準IDs handed out, ended, and replaced on a reissue. The
 /// `standard_id_replaced` items are numbered from 1 per library system (0 is the card event's own item).
 pub(crate) async fn apply_card(

@@ -24,6 +24,7 @@ impl View for LocalSettingsView {
     type Event = LocalSettingsEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[LocalSettings::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_local_settings"];
 
     async fn apply(
         &self,
@@ -48,11 +49,6 @@ impl View for LocalSettingsView {
         .execute(&mut *conn)
         .await
         .map_err(ProjectionError::from_sqlx)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_local_settings").execute(conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ impl View for MunicipalityList {
     type Event = MunicipalityEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Municipality::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_municipalities"];
 
     async fn apply(
         &self,
@@ -64,11 +65,6 @@ impl View for MunicipalityList {
             }
         };
         query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_municipalities").execute(conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

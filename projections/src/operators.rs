@@ -78,6 +78,7 @@ impl View for OperatorDirectory {
     type Event = OperatorEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Operator::STREAM_TYPE, OperatorLogins::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_operator_internal_ids", "rm_operators"];
 
     async fn apply(
         &self,
@@ -230,15 +231,6 @@ impl View for OperatorDirectory {
                 touch(conn, version, &at, &key).await?;
             }
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_operator_internal_ids")
-            .execute(&mut *conn)
-            .await
-            .map_err(ProjectionError::from_sqlx)?;
-        sqlx::query("DELETE FROM rm_operators").execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

@@ -54,6 +54,7 @@ impl View for RegistryView {
     type Event = RegistryEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[RegistryEntry::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_registry_entries"];
 
     async fn apply(
         &self,
@@ -131,11 +132,6 @@ impl View for RegistryView {
             }
         };
         query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_registry_entries").execute(conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }

@@ -69,6 +69,7 @@ impl View for ResidentRegister {
     type Event = ResidentEvent;
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Resident::STREAM_TYPE];
+    const TABLES: &'static [&'static str] = &["rm_resident_tokens", "rm_residents"];
 
     async fn apply(
         &self,
@@ -227,16 +228,6 @@ impl View for ResidentRegister {
             }
         }
         self.write_staged(conn, staged).await
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        for table in ["rm_resident_tokens", "rm_residents"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *conn)
-                .await
-                .map_err(ProjectionError::from_sqlx)?;
-        }
-        Ok(())
     }
 }
 

@@ -70,8 +70,18 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
-    /// Deletes every row of this read model (rebuild).
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+    /// The tables this read model owns and nothing else writes.
+    fn tables(&self) -> &'static [&'static str];
+    /// Deletes every row of this read model (rebuild in place).
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        for table in self.tables() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *conn)
+                .await
+                .map_err(ProjectionError::from_sqlx)?;
+        }
+        Ok(())
+    }
     /// The stream types whose events it applies; the runner then reads only those (`None`: every event).
     fn stream_types(&self) -> Option<&'static [&'static str]> {
         None
@@ -159,18 +169,61 @@ impl ProjectionRunner {
         }
     }
 
+    /// Follows the read model built by another process (`cardap project`) instead of building it: its progress is
+    /// the stored checkpoint, or past it when nothing of its stream types follows it, so read-your-writes and the
+    /// lag in `/readyz` and `/metrics` work on a node that runs no projection.
+    pub async fn watch(self, mut shutdown: watch::Receiver<bool>) {
+        let mut wake = self.store.wakeups();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            wake.mark_seen();
+            match self.built_elsewhere().await {
+                Ok(reached) => {
+                    self.progress.send_if_modified(|c| {
+                        let changed = *c != reached;
+                        *c = reached;
+                        changed
+                    });
+                }
+                Err(e) => tracing::warn!(projection = self.name(), error = %e, "cannot read the read model's progress"),
+            }
+            tokio::select! {
+                _ = wake.wait(POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// How far the read model stands, as another process built it.
+    async fn built_elsewhere(&self) -> Result<Checkpoint, ProjectionError> {
+        let stored = self.stored_checkpoint().await?;
+        let Some(types) = self.projection.stream_types() else {
+            return Ok(stored);
+        };
+        let next = self.store.read_types(stored, 1, types).await?;
+        Ok(if next.events.is_empty() { stored.max(next.scanned) } else { stored })
+    }
+
     /// Applies everything committed before this call, then returns the checkpoint reached. Waits (at most
     /// [`CATCH_UP_TIMEOUT`] without progress) for events whose delivery an older open transaction still holds
     /// back; a long catch-up (a rebuild of millions of events) goes on as long as it moves.
     pub async fn catch_up(&self) -> Result<Checkpoint, ProjectionError> {
         let head = self.store.head().await?;
+        self.catch_up_to(head).await
+    }
+
+    /// Applies everything up to `target` (at least), then returns the checkpoint reached; gives up after
+    /// [`CATCH_UP_TIMEOUT`] without progress.
+    pub(crate) async fn catch_up_to(&self, target: Checkpoint) -> Result<Checkpoint, ProjectionError> {
         let mut wake = self.store.wakeups();
         let mut deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
         loop {
             wake.mark_seen();
             let applied = self.step().await?;
             let reached = *self.progress.borrow();
-            if reached >= head {
+            if reached >= target {
                 return Ok(reached);
             }
             if applied > 0 {
@@ -268,7 +321,10 @@ impl ProjectionRunner {
 
 /// Locks (PostgreSQL: row lock until commit; SQLite: the write lock) and returns the stored checkpoint,
 /// creating the row at the start if the projection never ran.
-async fn lock_checkpoint(conn: &mut AnyConnection, name: &'static str) -> Result<Checkpoint, ProjectionError> {
+pub(crate) async fn lock_checkpoint(
+    conn: &mut AnyConnection,
+    name: &'static str,
+) -> Result<Checkpoint, ProjectionError> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, 0, 0, $2) \
          ON CONFLICT (name) DO NOTHING",

@@ -40,8 +40,9 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Deletes every row of this read model (rebuild).
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+    /// The tables this view owns and nothing else writes (emptied by a rebuild in place, built beside the live
+    /// ones by a blue/green rebuild).
+    const TABLES: &'static [&'static str];
 }
 
 /// What a view may know of an event besides its content: where and when it was recorded.
@@ -114,7 +115,7 @@ impl<V: View> Projection for Typed<V> {
         self.0.apply_all(conn, decoded).await
     }
 
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        self.0.reset(conn).await
+    fn tables(&self) -> &'static [&'static str] {
+        V::TABLES
     }
 }
