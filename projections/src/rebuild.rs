@@ -22,7 +22,7 @@ use cardap_store::{Checkpoint, EventStore};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
-use crate::runner::lock_checkpoint;
+use crate::runner::{REBUILD_BATCH, lock_checkpoint};
 use crate::{Projection, ProjectionError, ProjectionRunner};
 
 /// How long the switch waits for a reader holding a live table before it gives way (and tries again).
@@ -62,9 +62,10 @@ pub(crate) async fn rebuild_beside(
     } else {
         Space::sqlite(live, url, projection.as_ref()).await?
     };
-    let runner = ProjectionRunner::new(store, space.pool.clone(), projection.clone());
+    let runner = ProjectionRunner::new(store, space.pool.clone(), projection.clone()).with_batch(REBUILD_BATCH);
     let result = async {
         runner.catch_up().await?;
+        space.make_durable(projection.as_ref()).await?;
         let built = started.elapsed();
         let reached = space.switch(live, &runner, projection.as_ref()).await?;
         Ok(Rebuilt { reached, built, switched: started.elapsed() - built })
@@ -103,7 +104,7 @@ impl Space {
             exec(
                 &mut tx,
                 format!(
-                    "CREATE TABLE {to} (LIKE {from} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+                    "CREATE UNLOGGED TABLE {to} (LIKE {from} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
                      INCLUDING STORAGE)"
                 ),
             )
@@ -144,6 +145,8 @@ impl Space {
             }
         }
         tx.commit().await.map_err(db)?;
+        // Unlogged tables and commits not waited for: a crash loses only the build, which is discarded anyway; the
+        // tables are made durable before the switch, whose commit is.
         let path = format!("SET search_path TO {schema}, {live_schema}");
         let pool = AnyPoolOptions::new()
             .max_connections(2)
@@ -151,7 +154,8 @@ impl Space {
             .after_connect(move |conn, _| {
                 let path = path.clone();
                 Box::pin(async move {
-                    sqlx::query(sqlx::AssertSqlSafe(path)).execute(conn).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(path)).execute(&mut *conn).await?;
+                    sqlx::query("SET synchronous_commit TO off").execute(&mut *conn).await?;
                     Ok(())
                 })
             })
@@ -204,6 +208,18 @@ impl Space {
         }
         drop(conn);
         Ok(Space { pool, kind: Kind::Sqlite { file } })
+    }
+
+    /// Makes the built tables durable (PostgreSQL: they were built unlogged; `SET LOGGED` writes each to the WAL in
+    /// one pass, indexes included).
+    async fn make_durable(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
+        if let Kind::Postgres { schema, .. } = &self.kind {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            for table in projection.tables().iter().copied().chain(["projection_checkpoints"]) {
+                exec(&mut conn, format!("ALTER TABLE {schema}.{table} SET LOGGED")).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Catches the new version up to the live one under the live checkpoint's lock, then makes it the live one.

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 /// Events read per transaction.
 const BATCH: usize = 500;
+/// Events read per transaction by a rebuild's runner (nobody waits for its single events).
+pub(crate) const REBUILD_BATCH: usize = 5_000;
 /// How long `catch_up` waits for events held back by an open transaction.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The safety-net poll when no wake-up arrives.
@@ -113,6 +115,8 @@ pub struct ProjectionRunner {
     pool: AnyPool,
     projection: Arc<dyn Projection>,
     progress: watch::Sender<Checkpoint>,
+    /// Events read per transaction.
+    batch: usize,
     /// How far this runner has looked through the log without anything to apply, and the stored checkpoint that
     /// was based on: when the stored checkpoint changes (another node, a rebuild by another process), it is
     /// forgotten.
@@ -126,12 +130,19 @@ impl ProjectionRunner {
             pool,
             projection,
             progress: watch::channel(Checkpoint::START).0,
+            batch: BATCH,
             scanned: std::sync::Mutex::new((Checkpoint::START, Checkpoint::START)),
         }
     }
 
     pub fn name(&self) -> &'static str {
         self.projection.name()
+    }
+
+    /// The same runner reading `batch` events per transaction.
+    pub(crate) fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
     }
 
     pub fn progress(&self) -> Progress {
@@ -265,11 +276,11 @@ impl ProjectionRunner {
         };
         let (events, scanned) = match self.projection.stream_types() {
             Some(types) => {
-                let read = self.store.read_types(stored, BATCH, types).await?;
+                let read = self.store.read_types(stored, self.batch, types).await?;
                 (read.events, read.scanned)
             }
             None => {
-                let events = self.store.read_all(stored, BATCH, &ReadFilter::All).await?;
+                let events = self.store.read_all(stored, self.batch, &ReadFilter::All).await?;
                 let scanned = events.last().map_or(stored, |e| e.checkpoint);
                 (events, scanned)
             }

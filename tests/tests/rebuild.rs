@@ -170,6 +170,14 @@ async fn a_blue_green_rebuild_keeps_answering_and_ends_equal(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(left, 0, "a rebuild schema is left");
+        // Built unlogged for speed, the read models switched to are durable (they survive a crash of PostgreSQL).
+        let unlogged: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class WHERE relpersistence = 'u' AND relnamespace = current_schema()::regnamespace",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(unlogged.is_empty(), "read models left unlogged: {unlogged:?}");
     } else {
         let url = &app.settings.database_url;
         let file = std::path::PathBuf::from(url.trim_start_matches("sqlite://").split('?').next().unwrap());
