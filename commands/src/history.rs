@@ -241,7 +241,7 @@ impl History {
             terminal: event.metadata.terminal.clone(),
             event_type: event.event_type.clone(),
             stream: format!("{}/{}", event.stream_type, event.stream_id.key()),
-            changes: event.payload,
+            changes: event.payload.into_value(),
         }))
     }
 }

@@ -39,7 +39,7 @@ pub use snapshots::Snapshot;
 pub use sqlite::SqliteEventStore;
 pub use types::{
     AppendOutcome, BatchOutcome, CausationId, Checkpoint, CommandId, CorrelationId, EventId, ExpectedVersion, Metadata,
-    NewEvent, OpenTransaction, ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamAppend, StreamId,
+    NewEvent, OpenTransaction, Payload, ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamAppend, StreamId,
     StreamIdError, TypedRead,
 };
 pub use vault::{DataKey, KEY_CACHE_CAPACITY, KeyVault, MasterKey, MasterKeyError, read_or_create_private_file};

@@ -36,7 +36,7 @@ use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, Envelope, EventId, ExpectedVersion, Metadata, NewEvent,
     ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamId,
 };
-use crate::types::{OpenTransaction, StreamAppend, TypedRead};
+use crate::types::{OpenTransaction, Payload, StreamAppend, TypedRead};
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
 
@@ -123,11 +123,11 @@ SELECT (SELECT array_agg(cur.v ORDER BY req.idx) FROM req JOIN cur USING (stream
 "#;
 
 const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
 
 const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -143,28 +143,28 @@ const READ_STORED: &str = "SELECT global_position, transaction_id::text::bigint 
      ORDER BY transaction_id, global_position LIMIT $3";
 
 const READ_TYPES: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE stream_type = ANY($4) AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
 const READ_ONE_TYPE: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE stream_type = ($4::text[])[1] AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
 const READ_MUNICIPALITY: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE municipality = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY transaction_id, global_position LIMIT $3";
 
 const READ_OPERATOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE operator_id = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -172,7 +172,7 @@ const READ_OPERATOR: &str = "SELECT global_position, transaction_id::text::bigin
 
 /// An operator's history: by him or on his streams, optionally between two instants (`$6`, `$7`).
 const READ_ACTOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
      WHERE (operator_id = $4 OR stream_id = ANY($5)) \
        AND ($6::timestamptz IS NULL OR recorded_at >= $6) AND ($7::timestamptz IS NULL OR recorded_at < $7) \
@@ -731,7 +731,8 @@ async fn command_outcome_on(
 /// Decodes a row of `SELECT global_position, tx, event_id, stream_id, stream_type, version, municipality,
 /// operator_id, event_type, event_version, payload, metadata, recorded_at` by position (the hot path of read_all).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    Ok(decode_envelope(row)?.recorded(row.try_get(10).map_err(corrupt)?))
+    let payload: String = row.try_get(10).map_err(corrupt)?;
+    Ok(decode_envelope(row)?.recorded(Payload::from_text(payload)))
 }
 
 /// Everything of such a row but its payload (column 10).

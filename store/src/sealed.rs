@@ -211,6 +211,10 @@ struct Envelope {
 impl Envelope {
     /// The envelope of a recorded event, `None` when its `personal` is absent, `null` or not sealed.
     fn of(event: &RecordedEvent) -> Result<Option<Envelope>, StoreError> {
+        // Most events have no personal data: their payload is not even parsed.
+        if !event.payload.may_contain(PERSONAL) {
+            return Ok(None);
+        }
         let Some(sealed) = event.payload.get(PERSONAL).and_then(Value::as_object).filter(|p| p.contains_key("sealed"))
         else {
             return Ok(None);

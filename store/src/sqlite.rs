@@ -14,11 +14,11 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
 use crate::credentials::{self, Companion};
-use crate::types::StreamAppend;
 use crate::types::{
     AppendOutcome, BatchOutcome, Checkpoint, CommandId, Envelope, EventId, ExpectedVersion, Metadata, NewEvent,
     ReadFilter, RecordedEvent, StoreHealth, StoredEvent, StreamId, TypedRead,
 };
+use crate::types::{Payload, StreamAppend};
 use crate::wakeup::{WakeupSender, Wakeups};
 use crate::{EventStore, Snapshot, StoreError, corrupt, to_i64, to_u64};
 
@@ -359,8 +359,7 @@ async fn outcome_of(
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let payload: String = row.try_get("payload").map_err(corrupt)?;
-    let payload = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(decode_envelope(row)?.recorded(payload))
+    Ok(decode_envelope(row)?.recorded(Payload::from_text(payload)))
 }
 
 /// Everything of an event's row but its payload.

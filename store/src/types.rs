@@ -261,10 +261,117 @@ pub struct RecordedEvent {
     pub checkpoint: Checkpoint,
     pub event_type: String,
     pub event_version: u32,
-    pub payload: Value,
+    /// Parsed when first looked at (`Deref` to a `Value`).
+    pub payload: Payload,
     /// Includes the municipality and operator columns.
     pub metadata: Metadata,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// An event's payload as read from the log: the JSON text the database returned, parsed into a [`Value`] only when
+/// something first looks at it (a reader that routes, counts or skips events by their envelope never parses it).
+/// Dereferences to the `Value`; changing it through `DerefMut` drops the text.
+#[derive(Clone, Default)]
+pub struct Payload {
+    text: Option<Box<str>>,
+    value: std::sync::OnceLock<Value>,
+}
+
+impl Payload {
+    /// A payload read as text (valid JSON: the stores only ever write `Value`s; a text that does not parse reads as
+    /// `null`, which no event decodes, so the reader names the event).
+    pub fn from_text(text: impl Into<Box<str>>) -> Self {
+        Payload { text: Some(text.into()), value: std::sync::OnceLock::new() }
+    }
+
+    /// The payload's JSON text: as read when still unparsed and unchanged, else written out.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.text {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(self.value().to_string()),
+        }
+    }
+
+    /// Whether the payload may have `key` as an object key: `false` only when its unparsed text does not hold it
+    /// at all (the stores write keys as they are, never escaped), without parsing it.
+    pub fn may_contain(&self, key: &str) -> bool {
+        match (&self.text, self.value.get()) {
+            (Some(text), None) => text.contains(&format!("\"{key}\"")),
+            _ => true,
+        }
+    }
+
+    /// The parsed payload.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| parse(self.text.as_deref()))
+    }
+
+    /// The parsed payload, taken out.
+    pub fn into_value(self) -> Value {
+        let _ = self.value();
+        self.value.into_inner().unwrap_or(Value::Null)
+    }
+}
+
+fn parse(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
+}
+
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        Payload { text: None, value: std::sync::OnceLock::from(value) }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl std::ops::DerefMut for Payload {
+    fn deref_mut(&mut self) -> &mut Value {
+        let text = self.text.take();
+        if self.value.get().is_none() {
+            self.value = std::sync::OnceLock::from(parse(text.as_deref()));
+        }
+        match self.value.get_mut() {
+            Some(value) => value,
+            None => unreachable!("the value was set just above"),
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl PartialEq<Value> for Payload {
+    fn eq(&self, other: &Value) -> bool {
+        self.value() == other
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.value(), f)
+    }
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
 }
 
 impl RecordedEvent {
@@ -317,7 +424,7 @@ impl From<RecordedEvent> for StoredEvent {
             checkpoint,
             event_type,
             event_version,
-            payload: payload.to_string(),
+            payload: payload.text().into_owned(),
             metadata,
             recorded_at,
         }
@@ -339,7 +446,7 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    pub fn recorded(self, payload: Value) -> RecordedEvent {
+    pub fn recorded(self, payload: Payload) -> RecordedEvent {
         let Envelope {
             event_id,
             stream_id,
@@ -472,4 +579,42 @@ pub struct OpenTransaction {
     pub state: Option<String>,
     /// Milliseconds since the transaction began.
     pub age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_payload_keeps_the_text_it_was_read_as_until_it_is_changed() {
+        // Key order and spacing as stored (the audit chain hashes this text): a look does not rewrite it.
+        let payload = Payload::from_text(r#"{"b": 1, "a": [true]}"#);
+        assert_eq!(payload["a"][0], true);
+        assert_eq!(payload.text(), r#"{"b": 1, "a": [true]}"#);
+        assert_eq!(payload, serde_json::json!({"a": [true], "b": 1}));
+
+        let mut changed = payload.clone();
+        changed["b"] = serde_json::json!(2);
+        assert_eq!(changed.text(), r#"{"a":[true],"b":2}"#, "a changed payload is written out anew");
+        assert_eq!(payload["b"], 1, "the clone it came from is unchanged");
+        assert_eq!(changed.into_value(), serde_json::json!({"a": [true], "b": 2}));
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_reads_as_null_which_no_event_decodes() {
+        let payload = Payload::from_text("{not json");
+        assert!(payload.is_null());
+        assert_eq!(payload.text(), "{not json", "the text stays for whoever names the event");
+    }
+
+    #[test]
+    fn whether_a_key_may_be_there_is_told_without_parsing() {
+        let payload = Payload::from_text(r#"{"personal": {"sealed": "x"}, "n": "personally"}"#);
+        assert!(payload.may_contain("personal"));
+        assert!(!payload.may_contain("person"), "only a whole key counts");
+        assert!(payload.value.get().is_none(), "nothing was parsed");
+        assert!(Payload::from(serde_json::json!({})).may_contain("personal"), "a parsed payload is simply looked at");
+    }
 }

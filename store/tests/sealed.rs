@@ -355,9 +355,11 @@ async fn payloads_without_personal_data_pass_untouched(b: Backend) {
     let new: Vec<NewEvent> = payloads.iter().map(|p| NewEvent::new("Other", 1, p.clone())).collect();
     b.sealed.append(&s, ExpectedVersion::NoStream, new, &Metadata::system()).await.unwrap();
 
-    let stored: Vec<Value> = b.inner.read_stream(&s, 1).await.unwrap().into_iter().map(|e| e.payload).collect();
+    let stored: Vec<Value> =
+        b.inner.read_stream(&s, 1).await.unwrap().into_iter().map(|e| e.payload.into_value()).collect();
     assert_eq!(stored, payloads, "stored as given");
-    let read: Vec<Value> = b.sealed.read_stream(&s, 1).await.unwrap().into_iter().map(|e| e.payload).collect();
+    let read: Vec<Value> =
+        b.sealed.read_stream(&s, 1).await.unwrap().into_iter().map(|e| e.payload.into_value()).collect();
     assert_eq!(read, payloads, "read as stored");
     assert_eq!(b.key_rows().await, 0, "no data key is made for a stream without personal data");
 }

@@ -58,7 +58,7 @@ async fn wait_for_lock(app: &TestApp, admin: &str, n: usize) -> Value {
         (shown["locked"] == true).then_some(())
     })
     .await;
-    locks[n - 1].payload.clone()
+    locks[n - 1].payload.value().clone()
 }
 
 /// The operator as the administrator sees him.

@@ -922,7 +922,7 @@ async fn an_operator_changes_his_own_password(backend: Backend) {
     app.login(Some(CHIYODA), "OP0501", "NewPassw0rd1").await;
     let events = app.operator_events(Some(CHIYODA), "OP0501").await;
     let changed: Vec<&Value> =
-        events.iter().filter(|e| e.event_type == "OperatorPasswordChanged").map(|e| &e.payload).collect();
+        events.iter().filter(|e| e.event_type == "OperatorPasswordChanged").map(|e| e.payload.value()).collect();
     assert_eq!(changed.len(), 1, "only the change that went through is recorded");
     assert_eq!(changed[0]["by_administrator"], false);
     // The system administrator, who belongs to no municipality, too.
