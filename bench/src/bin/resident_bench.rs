@@ -13,8 +13,9 @@
 //!    `append_many` through the same sealed event store the server uses (same master key), the server's
 //!    projections catch up (polled on `rm_residents` / `rm_cards`), then ~2,000 searches by kana prefix, birth
 //!    date and FID with random values are timed one at a time (p50/p99 per kind);
-//! 4. **rebuild events/s**: with the server stopped, `cardap projections rebuild residents` empties the resident
-//!    register and rebuilds it from the log (every resident event); events/s over its whole run.
+//! 4. **rebuild events/s**: with the server stopped, `cardap projections rebuild residents` builds a new resident
+//!    register beside the live one from the log (every resident event) and switches to it (blue/green); events/s
+//!    over its whole run.
 //!
 //! Targets (printed with PASS/MISS): import ≥ 20,000 rows/s, peak RSS < 200 MB, search p99 < 20 ms.
 //!
