@@ -370,8 +370,14 @@ impl Application {
         }
         let views = Views::new(progress);
         let reads = ReadAccess::new(store.clone(), read.clone(), clock.clone());
-        let residents =
-            ResidentServices::new(store.clone(), read.clone(), views.clone(), Arc::new(random_u64), reads.clone());
+        let residents = ResidentServices::new(
+            store.clone(),
+            read.clone(),
+            views.clone(),
+            Arc::new(random_u64),
+            reads.clone(),
+            clock.clone(),
+        );
         let policy = AccessPolicy {
             sessions: settings.sessions,
             passwords: settings.passwords,

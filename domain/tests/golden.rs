@@ -33,8 +33,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Released versions that are no longer written but must still decode (upcast on read).
-const OLDER_VERSIONS: [(&str, u32); 4] =
-    [("OperatorRegistered", 1), ("OperatorRegistered", 2), ("OperatorProfileUpdated", 1), ("OperatorRevoked", 1)];
+const OLDER_VERSIONS: [(&str, u32); 5] = [
+    ("OperatorRegistered", 1),
+    ("OperatorRegistered", 2),
+    ("OperatorProfileUpdated", 1),
+    ("OperatorRevoked", 1),
+    ("CardApInstalled", 1),
+];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

@@ -606,6 +606,7 @@ async fn nothing_is_lost_under_concurrent_writers_with_a_transaction_held_open(b
     let event = NewEvent::from_domain(&CardEvent::ApInstalled {
         business_id: BusinessId::parse("05").unwrap(),
         standard_id: None,
+        consent: None,
     });
     let metadata = Metadata { municipality: Some(MunicipalityCode::parse(CHIYODA).unwrap()), ..Metadata::system() };
     let hold = Duration::from_millis(2500);
