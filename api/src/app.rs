@@ -9,6 +9,7 @@ use cardap_commands::erasure::Erasure;
 use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
+use cardap_commands::issuance_service::IssuanceServices;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::library::Library;
 use cardap_commands::municipalities::Municipalities;
@@ -375,8 +376,14 @@ impl Application {
         }
         let views = Views::new(progress);
         let reads = ReadAccess::new(store.clone(), read.clone(), clock.clone());
-        let residents =
-            ResidentServices::new(store.clone(), read.clone(), views.clone(), Arc::new(random_u64), reads.clone());
+        let residents = ResidentServices::new(
+            store.clone(),
+            read.clone(),
+            views.clone(),
+            Arc::new(random_u64),
+            reads.clone(),
+            clock.clone(),
+        );
         let policy = AccessPolicy {
             sessions: settings.sessions,
             passwords: settings.passwords,
@@ -444,6 +451,7 @@ impl Application {
             history: History::new(store.clone(), read.clone(), reads.clone()),
             feeds,
             library: Library::new(store.clone(), read.clone()),
+            issuance: IssuanceServices::new(store.clone(), clock.clone()),
             webhooks,
             erasure: Erasure::new(store.clone(), views.clone(), vault, clock.clone(), settings.erasure_retention),
             reads,
@@ -648,6 +656,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .merge(routes::oidc::router())
         .merge(routes::audit::router())
         .merge(routes::read_access::router())
+        .merge(routes::issuance_service::router())
         .merge(routes::feeds::router())
         .merge(routes::library_links::router())
         .merge(routes::webhooks::router())

@@ -110,11 +110,14 @@ pub enum ProblemType {
     InvalidCursor,
     /// 422: a library link's 標準ID is on no card's library AP (never handed out, or its AP removed).
     UnknownStandardId,
+    /// 422: the certificate issuance AP (`01`) is installed only with the resident's consent to his user info going
+    /// to the issuance server (`issuance_consent: true`); nothing was written.
+    ConsentRequired,
 }
 
 impl ProblemType {
     /// Every problem type, for the OpenAPI document and its tests.
-    pub const ALL: [ProblemType; 56] = [
+    pub const ALL: [ProblemType; 57] = [
         ProblemType::Validation,
         ProblemType::MalformedRequest,
         ProblemType::UnsupportedMediaType,
@@ -171,6 +174,7 @@ impl ProblemType {
         ProblemType::InvalidCursor,
         ProblemType::UnknownStandardId,
         ProblemType::WebhookNotConfigured,
+        ProblemType::ConsentRequired,
     ];
 
     /// The `type` as sent.
@@ -232,6 +236,7 @@ impl ProblemType {
             ProblemType::RetentionNotPassed => "/problems/retention-not-passed",
             ProblemType::InvalidCursor => "/problems/invalid-cursor",
             ProblemType::UnknownStandardId => "/problems/unknown-standard-id",
+            ProblemType::ConsentRequired => "/problems/consent-required",
         }
     }
 }
@@ -532,6 +537,18 @@ impl ApiError {
             Text::new("標準IDが見つかりません", "Unknown 標準ID"),
         )
         .with_detail(detail)
+    }
+
+    /// 422 `/problems/consent-required`: AP `01` without the resident's consent; `field` names where to give it.
+    pub fn consent_required(field: &str, detail: Text) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::ConsentRequired,
+            Text::new("本人の同意が必要です", "The resident's consent is required"),
+        )
+        .with_detail(detail.clone());
+        e.0.errors = vec![FieldError::new(field, detail)];
+        e
     }
 
     pub fn unprocessable(kind: ProblemType, detail: Text) -> Self {
@@ -887,6 +904,7 @@ mod tests {
             "/problems/invalid-cursor",
             "/problems/unknown-standard-id",
             "/problems/webhook-not-configured",
+            "/problems/consent-required",
         ];
 
         let catalogue: Vec<&str> = ProblemType::ALL.iter().map(|t| t.as_str()).collect();

@@ -21,27 +21,30 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim();
-                m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
-            });
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(ApiError::unsupported_media_type("application/json"));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large()
-            } else {
-                ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
-            }
-        })?;
-        parse(&bytes).map(ApiJson)
+        parse(&body_bytes(req, state).await?).map(ApiJson)
     }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `…+json`).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|m| {
+        let m = m.trim();
+        m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
+    })
+}
+
+/// The whole body, within the server's body limit.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large()
+        } else {
+            ApiError::malformed(Text::new("本文を読み取れません", format!("cannot read the body: {e}")), vec![])
+        }
+    })
 }
 
 /// A JSON request body that is read only when the handler asks for it, after the path was authorized: a caller who
@@ -61,6 +64,20 @@ impl DeferredJson {
     /// Reads and parses the body now, with the same checks and answers as [`ApiJson`].
     pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
         ApiJson::<T>::from_request(self.0, &()).await.map(|ApiJson(t)| t)
+    }
+
+    /// Like [`DeferredJson::parse`], for an optional body: none (or whitespace only) is `None`, whatever the
+    /// `Content-Type`; anything else must be JSON.
+    pub async fn parse_optional<T: DeserializeOwned>(self) -> Result<Option<T>, ApiError> {
+        let json = is_json(self.0.headers());
+        let bytes = body_bytes(self.0, &()).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !json {
+            return Err(ApiError::unsupported_media_type("application/json"));
+        }
+        parse(&bytes).map(Some)
     }
 }
 

@@ -18,8 +18,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ProblemDetails, ProblemField, ProblemType};
 use crate::routes::{
-    audit, biometrics, business_systems, card_writes, cards, feeds, health, jobs, library_links, municipalities, oidc,
-    operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions, webhooks,
+    audit, biometrics, business_systems, card_writes, cards, feeds, health, issuance_service, jobs, library_links,
+    municipalities, oidc, operator_csv, operators, pki, read_access, registry, resident_settings, residents, sessions,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -39,7 +40,7 @@ use crate::routes::{
         jobs::show, jobs::take_passwords,
         registry::import, registry::show, registry::lookup,
         municipalities::list, municipalities::register, municipalities::show, municipalities::change,
-        municipalities::abolish,
+        municipalities::abolish, issuance_service::show, issuance_service::replace,
         business_systems::list, business_systems::register, business_systems::show, business_systems::update,
         business_systems::retire, business_systems::permitted, business_systems::permit, business_systems::withdraw,
         resident_settings::show, resident_settings::replace,

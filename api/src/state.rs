@@ -13,6 +13,7 @@ use cardap_commands::erasure::Erasure;
 use cardap_commands::feeds::Feeds;
 use cardap_commands::history::History;
 use cardap_commands::imports::Imports;
+use cardap_commands::issuance_service::IssuanceServices;
 use cardap_commands::jobs::Jobs;
 use cardap_commands::library::Library;
 use cardap_commands::municipalities::Municipalities;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub feeds: Feeds,
     /// The library links (図書館: 標準ID ↔ 図書ID).
     pub library: Library,
+    /// The municipalities' issuance services (証明書等自動交付: certificates, hours, closed periods).
+    pub issuance: IssuanceServices,
     /// The webhook push of the feeds: URLs and signing secrets (the pusher runs beside the server).
     pub webhooks: cardap_commands::webhooks::Webhooks,
 }

@@ -29,6 +29,9 @@ pub struct Request {
     pub remove: Vec<String>,
     /// The resident's kana name (`姓 名`, full-width), for a registration the registry cannot prefill.
     pub kana: Option<String>,
+    /// The resident's answer about his user info going to the certificate issuance server, which AP `01` needs
+    /// (installed, or a preset of the local area): `Some(true)` consents, `Some(false)` declines, `None` not asked.
+    pub issuance_consent: Option<bool>,
 }
 
 /// Asks the resident for his PIN. `None`: he gives up.
@@ -123,6 +126,10 @@ pub enum AgentError {
     Server(ServerError),
     #[error("the card refused the write ({0:04X}); nothing was written")]
     WriteRefused(u16),
+    #[error(
+        "the certificate issuance AP (01) needs the resident's consent to his user info going to the issuance server: ask him, then run again with --issuance-consent true (or false if he declines); nothing was written to the card"
+    )]
+    ConsentRequired,
 }
 
 impl From<ServerError> for AgentError {
@@ -133,6 +140,9 @@ impl From<ServerError> for AgentError {
                 AgentError::OtherMunicipality("its local area was created by another municipality".into())
             }
             ServerError::Problem { ref kind, .. } if kind == "/problems/local-area-missing" => AgentError::NoLocalArea,
+            ServerError::Problem { ref kind, .. } if kind == "/problems/consent-required" => {
+                AgentError::ConsentRequired
+            }
             other => AgentError::Server(other),
         }
     }
@@ -145,6 +155,8 @@ pub struct Agent<'a, T: Transport> {
     pub progress: &'a mut dyn FnMut(Step),
     /// The step under way, for the message when the card is pulled out.
     doing: &'static str,
+    /// The resident's answer about AP `01` ([`Request::issuance_consent`]), sent with every write and record.
+    issuance_consent: Option<bool>,
 }
 
 impl<T: Transport> fmt::Debug for Agent<'_, T> {
@@ -155,7 +167,7 @@ impl<T: Transport> fmt::Debug for Agent<'_, T> {
 
 impl<'a, T: Transport> Agent<'a, T> {
     pub fn new(card: CardReader<T>, server: &'a Server, progress: &'a mut dyn FnMut(Step)) -> Self {
-        Agent { card, server, progress, doing: "starting" }
+        Agent { card, server, progress, doing: "starting", issuance_consent: None }
     }
 
     fn card_error(&self, e: AccessError) -> AgentError {
@@ -176,6 +188,7 @@ impl<'a, T: Transport> Agent<'a, T> {
 
     /// The whole flow for the card in the reader.
     pub fn run(&mut self, request: &Request, pin: &mut dyn PinPrompt) -> Result<Outcome, AgentError> {
+        self.issuance_consent = request.issuance_consent;
         self.doing = "asking cardap who is logged in";
         let me = self.server.me()?;
         let code = me["municipality"].as_str().unwrap_or_default().to_owned();
@@ -332,7 +345,7 @@ impl<'a, T: Transport> Agent<'a, T> {
             return Err(AgentError::Card(AccessError::Data("READ STATE answered too little".into())));
         }
         let (image, mac) = state.split_at(state.len() - MAC_LEN);
-        let answer = self.server.record_state(code, fid, image, &nonce, mac)?;
+        let answer = self.server.record_state(code, fid, image, &nonce, mac, self.issuance_consent)?;
         let outcome = answer["outcome"].as_str().unwrap_or_default().to_owned();
         (self.progress)(Step::Reconciled { outcome: outcome.clone(), recorded: recorded(&answer) });
         if outcome == "card_outdated" {
@@ -353,7 +366,7 @@ impl<'a, T: Transport> Agent<'a, T> {
         self.doing = doing;
         self.ok(&Command::select_aid(&AID_LOCAL_AREA))?;
         let challenge = self.ok(&Command::get_challenge())?;
-        let (image, mac) = self.server.prepare_write(code, fid, &challenge, action, ids)?;
+        let (image, mac) = self.server.prepare_write(code, fid, &challenge, action, ids, self.issuance_consent)?;
         for stage in Command::stages(&image) {
             self.ok(&stage)?;
         }
@@ -363,7 +376,8 @@ impl<'a, T: Transport> Agent<'a, T> {
             return Err(AgentError::WriteRefused(answer.sw));
         }
         self.doing = "recording the write on cardap";
-        let recorded_now = self.server.record_state(code, fid, &image, &challenge, &answer.data)?;
+        let recorded_now =
+            self.server.record_state(code, fid, &image, &challenge, &answer.data, self.issuance_consent)?;
         (self.progress)(Step::Written { what: action.to_owned(), recorded: recorded(&recorded_now) });
         Ok(())
     }

@@ -44,6 +44,10 @@ struct Args {
     /// The resident's kana name (姓 名), when the registry has none.
     #[arg(long)]
     kana: Option<String>,
+    /// The resident's answer, for the certificate issuance AP (01), about his user info going to the issuance
+    /// server: true (he consents; recorded with the install) or false (he declines). AP 01 needs it.
+    #[arg(long)]
+    issuance_consent: Option<bool>,
     /// Seconds to wait for a card.
     #[arg(long, default_value_t = 60)]
     wait: u64,
@@ -117,7 +121,12 @@ fn main() -> ExitCode {
     };
     let mut progress = |step: cardap_card_agent::Step| eprintln!("  ✓ {step}");
     let mut agent = Agent::new(CardReader::new(card), &server, &mut progress);
-    let request = Request { install: args.install, remove: args.remove, kana: args.kana };
+    let request = Request {
+        install: args.install,
+        remove: args.remove,
+        kana: args.kana,
+        issuance_consent: args.issuance_consent,
+    };
     match agent.run(&request, &mut TerminalPin) {
         Ok(outcome) => {
             println!("{}", serde_json::to_string_pretty(&outcome.card).unwrap_or_default());

@@ -175,7 +175,8 @@ impl Server {
         }
     }
 
-    /// The card's write authorized: the image and cardap's COMMIT MAC.
+    /// The card's write authorized: the image and cardap's COMMIT MAC. `issuance_consent`: the resident's answer
+    /// for AP `01`.
     pub fn prepare_write(
         &self,
         code: &str,
@@ -183,8 +184,10 @@ impl Server {
         challenge: &[u8],
         action: &str,
         business_ids: &[String],
+        issuance_consent: Option<bool>,
     ) -> Result<(Vec<u8>, Vec<u8>), ServerError> {
-        let body = json!({"challenge": hex::encode(challenge), "action": action, "business_ids": business_ids});
+        let body = json!({"challenge": hex::encode(challenge), "action": action, "business_ids": business_ids,
+            "issuance_consent": issuance_consent});
         let answer = self.post(&format!("/api/v1/municipalities/{code}/cards/{fid}/card-writes"), &body)?;
         let bytes = |k: &str| {
             answer
@@ -196,7 +199,8 @@ impl Server {
         Ok((bytes("image")?, bytes("commit_mac")?))
     }
 
-    /// What the card holds, with its MAC: cardap's record compared and (maybe) brought up to the card.
+    /// What the card holds, with its MAC: cardap's record compared and (maybe) brought up to the card, recording
+    /// the resident's answer for an AP `01` it installs.
     pub fn record_state(
         &self,
         code: &str,
@@ -204,8 +208,10 @@ impl Server {
         image: &[u8],
         nonce: &[u8],
         mac: &[u8],
+        issuance_consent: Option<bool>,
     ) -> Result<Value, ServerError> {
-        let body = json!({"image": hex::encode(image), "nonce": hex::encode(nonce), "mac": hex::encode(mac)});
+        let body = json!({"image": hex::encode(image), "nonce": hex::encode(nonce), "mac": hex::encode(mac),
+            "issuance_consent": issuance_consent});
         self.post(&format!("/api/v1/municipalities/{code}/cards/{fid}/card-state"), &body)
     }
 }

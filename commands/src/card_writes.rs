@@ -11,13 +11,20 @@
 //!   the events are appended now (rolled forward); otherwise cardap moved on since → the card is outdated and
 //!   is to be rewritten (a `Sync` write). The install events are appended only here, after the card confirmed.
 //!
+//! AP `01` (certificate issuance) needs the resident's consent here as at the counter: the clerk's answer comes
+//! with the write it authorizes and again with the card's confirmation that records it (`issuance_consent`, as
+//! `ResidentServices::card_action` takes it); an image holding an AP `01` that cardap has not recorded, confirmed
+//! without consent, is not rolled forward (cardap's record wins, the card is rewritten).
+//!
 //! Owns the card keys: each card's key is HMAC-SHA-256 of its FID under a secret derived from the master key
 //! ([`CardKeys`]); neither ever leaves cardap (the card emulator gets its key at issuance, `cardap card-key`).
 //! Must not log a key, a MAC or an image.
 
 use std::collections::BTreeMap;
 
-use cardap_domain::card::{self, ApInstall, Card, CardCommand, CardEvent, CardState, StandardId, StandardIdAllocation};
+use cardap_domain::card::{
+    self, ApInstall, Card, CardCommand, CardEvent, CardState, ConsentAnswer, StandardId, StandardIdAllocation,
+};
 use cardap_domain::card_area::{AreaImage, commit_message, state_message};
 use cardap_domain::local_settings::{self, LocalSettings};
 use cardap_domain::resident::CardFid;
@@ -70,11 +77,16 @@ impl CardKeys {
     }
 }
 
-/// What a write to the card is for.
+/// What a write to the card is for; `issuance_consent` as `residents::CardAction` takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardWrite {
-    CreateLocalArea,
-    InstallAps(Vec<BusinessId>),
+    CreateLocalArea {
+        issuance_consent: Option<bool>,
+    },
+    InstallAps {
+        business_ids: Vec<BusinessId>,
+        issuance_consent: Option<bool>,
+    },
     RemoveAp(BusinessId),
     /// Write cardap's record onto the card (after reconciliation found the card outdated).
     Sync,
@@ -178,11 +190,11 @@ impl CardWrites {
         write: CardWrite,
     ) -> Result<PreparedWrite> {
         let permissions = match &write {
-            CardWrite::InstallAps(ids) => {
+            CardWrite::InstallAps { business_ids: ids, .. } => {
                 ids.iter().map(|id| Permission::ManageCardAp(code.clone(), id.clone())).collect()
             }
             CardWrite::RemoveAp(id) => vec![Permission::ManageCardAp(code.clone(), id.clone())],
-            CardWrite::CreateLocalArea | CardWrite::Sync => vec![Permission::RegisterResidents(code.clone())],
+            CardWrite::CreateLocalArea { .. } | CardWrite::Sync => vec![Permission::RegisterResidents(code.clone())],
         };
         authorize_all(ctx, &permissions)?;
         if challenge.is_empty() || challenge.len() > MAX_CHALLENGE {
@@ -197,7 +209,7 @@ impl CardWrites {
         };
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
         let command = match &write {
-            CardWrite::CreateLocalArea => {
+            CardWrite::CreateLocalArea { issuance_consent } => {
                 let settings =
                     tx.load::<LocalSettings, RegistrationError>(&settings_stream).await.map_err(registration)?;
                 let presets = settings.state.settings.presets.clone();
@@ -205,13 +217,18 @@ impl CardWrites {
                 Some(CardCommand::CreateLocalArea {
                     presets: presets.into_iter().map(with_standard_id).collect(),
                     offer,
+                    consent: self.residents.consent_answer(ctx, *issuance_consent),
                 })
             }
-            CardWrite::InstallAps(ids) => {
+            CardWrite::InstallAps { business_ids: ids, issuance_consent } => {
                 let settings =
                     tx.load::<LocalSettings, RegistrationError>(&settings_stream).await.map_err(registration)?;
                 let offer = offer(&mut tx, code, &settings.state, ids.iter()).await.map_err(registration)?;
-                Some(CardCommand::InstallAps { aps: ids.iter().cloned().map(with_standard_id).collect(), offer })
+                Some(CardCommand::InstallAps {
+                    aps: ids.iter().cloned().map(with_standard_id).collect(),
+                    offer,
+                    consent: self.residents.consent_answer(ctx, *issuance_consent),
+                })
             }
             CardWrite::RemoveAp(id) => Some(CardCommand::RemoveAp { business_id: id.clone() }),
             CardWrite::Sync => None,
@@ -237,12 +254,14 @@ impl CardWrites {
 
     /// Checks the card's MAC over the image it holds and brings cardap's record and the card together (see the
     /// module comment): nothing, the events of an unrecorded write appended now, or "the card is outdated".
+    /// `issuance_consent` is the resident's answer about AP `01`, for an image that installs it.
     pub async fn record_card_state(
         &self,
         ctx: &CommandContext,
         code: &MunicipalityCode,
         fid: &CardFid,
         proof: &CardStateProof,
+        issuance_consent: Option<bool>,
     ) -> Result<(Reconciled, CardSnapshot, Option<Checkpoint>)> {
         authorize_all(ctx, &[Permission::RegisterResidents(code.clone())])?;
         if proof.nonce.is_empty() || proof.nonce.len() > MAX_CHALLENGE {
@@ -280,6 +299,7 @@ impl CardWrites {
             permissions.push(Permission::ManageCardAp(code.clone(), id));
         }
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
+        let consent = self.residents.consent_answer(ctx, issuance_consent);
         let (image, settings_stream) = (&image, &settings_stream);
         let done = transact(self.residents.store(), ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
             let (card, card_stream) = load_card(&mut tx, code, fid).await.map_err(registration)?;
@@ -291,7 +311,7 @@ impl CardWrites {
             let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await.map_err(registration)?;
             let ids: Vec<BusinessId> = image.aps.keys().cloned().collect();
             let offer = offer(&mut tx, code, &settings.state, ids.iter()).await.map_err(registration)?;
-            let Some(events) = roll_forward(&card.state, image, &offer) else {
+            let Some(events) = roll_forward(&card.state, image, &offer, consent) else {
                 let version = card.version;
                 return Ok(((None, snapshot(card.state.registered, version).map_err(registration)?), tx));
             };
@@ -350,12 +370,17 @@ fn changed_aps(
 }
 
 /// The events that bring `state` to what `image` holds, each decided by the card's own rules; `None` when a rule
-/// refuses one (e.g. an AP no longer permitted): cardap's record wins then.
-fn roll_forward(state: &CardState, image: &AreaImage, offer: &card::ApOffer) -> Option<Vec<CardEvent>> {
+/// refuses one (e.g. an AP no longer permitted, or AP `01` without consent): cardap's record wins then.
+fn roll_forward(
+    state: &CardState,
+    image: &AreaImage,
+    offer: &card::ApOffer,
+    consent: ConsentAnswer,
+) -> Option<Vec<CardEvent>> {
     let registered = state.registered.as_ref()?;
     let mut commands = Vec::new();
     if !registered.local_area {
-        commands.push(CardCommand::CreateLocalArea { presets: vec![], offer: offer.clone() });
+        commands.push(CardCommand::CreateLocalArea { presets: vec![], offer: offer.clone(), consent });
     }
     for (id, standard_id) in &registered.aps {
         if image.aps.get(id) != Some(standard_id) {
@@ -369,7 +394,7 @@ fn roll_forward(state: &CardState, image: &AreaImage, offer: &card::ApOffer) -> 
         .map(|(id, s)| ApInstall { business_id: id.clone(), standard_id: s.clone() })
         .collect();
     if !new.is_empty() {
-        commands.push(CardCommand::InstallAps { aps: new, offer: offer.clone() });
+        commands.push(CardCommand::InstallAps { aps: new, offer: offer.clone(), consent });
     }
     let mut state = state.clone();
     let mut events = Vec::new();

@@ -27,6 +27,10 @@
 //!   `changed` only the listed fields that changed (an item whose changes are all unlisted is skipped); the card
 //!   items the card status; `ap_removed`, `moved_out` and `erased` no personal data. A resident erased since gives
 //!   no personal data in any item.
+//! - **The issuance service.** An `issuance_service` item (the certificate issuance system's only) is about no
+//!   resident: its `data` is the municipality's issuance service as it stood at the item's place (its
+//!   `issuance_service` stream folded up to there; the defaults until set), and it is delivered only while the
+//!   system still serves the municipality, like every item.
 //! - **Audit.** Every page (or SSE batch) that delivers personal data is recorded in the read access log
 //!   (`feed.delivery`, one record per municipality, the business system as the terminal) before it is answered.
 
@@ -37,6 +41,7 @@ use std::time::Duration;
 use cardap_domain::business_system::{BusinessSystem, BusinessSystemCommand, BusinessSystemError, BusinessSystemState};
 use cardap_domain::card::{Card, CardState};
 use cardap_domain::feed_fields::{FeedField, FeedFields};
+use cardap_domain::issuance_service::{IssuanceService, IssuanceServiceEvent};
 use cardap_domain::resident::{CardFid, Erasable, Resident, ResidentEvent, ResidentId, ResidentState};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_projections::feeds::{self as index, ItemPlace, ItemRow, kind};
@@ -92,10 +97,13 @@ pub struct FeedItem {
     /// Stable; also the cursor after it.
     pub id: String,
     /// `registered`, `changed`, `card_suspended`, `card_resumed`, `card_abolished`, `ap_removed`, `moved_out`,
-    /// `erased`, `standard_id_replaced` (to a library system: a reissued card's new 標準ID replaces one it linked).
+    /// `erased`, `standard_id_replaced` (to a library system: a reissued card's new 標準ID replaces one it linked),
+    /// `issuance_service` (to the certificate issuance system: a municipality's issuance service).
     pub kind: String,
     pub municipality: String,
-    pub resident_id: String,
+    /// `None` for an item about no resident (`issuance_service`); empty in a `standard_id_replaced` item for a
+    /// library that does not serve the card's municipality.
+    pub resident_id: Option<String>,
     /// Only the fields of the system's list.
     pub data: Value,
 }
@@ -324,6 +332,7 @@ impl Feeds {
         let fields = state.feed_fields();
         let mut residents: HashMap<String, Vec<(RecordedEvent, ResidentEvent)>> = HashMap::new();
         let mut cards: HashMap<String, Vec<(RecordedEvent, cardap_domain::card::CardEvent)>> = HashMap::new();
+        let mut services: HashMap<String, Vec<(RecordedEvent, IssuanceServiceEvent)>> = HashMap::new();
         let mut items = Vec::with_capacity(rows.len());
         let mut personal: BTreeMap<String, Vec<ResidentId>> = BTreeMap::new();
         for row in rows {
@@ -340,7 +349,7 @@ impl Feeds {
                         id: item_id(row.place),
                         kind: row.kind,
                         municipality: row.municipality,
-                        resident_id,
+                        resident_id: Some(resident_id),
                         data: json!({ "old_standard_id": old, "new_standard_id": new }),
                     });
                 }
@@ -348,6 +357,22 @@ impl Feeds {
             }
             // Withdrawn (or retired) since the item was indexed: nothing of that municipality any more.
             if !state.permits(&municipality) {
+                continue;
+            }
+            if row.kind == kind::ISSUANCE_SERVICE {
+                // The service as it stood at the item's place; nothing personal.
+                if !services.contains_key(&row.municipality) {
+                    let stream = crate::issuance_service::stream(&municipality);
+                    services.insert(row.municipality.clone(), decoded(self.store.read_stream(&stream, 1).await?)?);
+                }
+                let history = services.get(&row.municipality).map(Vec::as_slice).unwrap_or_default();
+                items.push(FeedItem {
+                    id: item_id(row.place),
+                    kind: row.kind,
+                    municipality: row.municipality,
+                    resident_id: None,
+                    data: state_at::<IssuanceService>(history, row.place.at).current().to_json(),
+                });
                 continue;
             }
             let Ok(resident_id) = ResidentId::parse(&row.resident_id) else { continue };
@@ -372,7 +397,7 @@ impl Feeds {
                 id: item_id(row.place),
                 kind: row.kind,
                 municipality: row.municipality,
-                resident_id: row.resident_id,
+                resident_id: Some(row.resident_id),
                 data: Value::Object(data),
             });
         }

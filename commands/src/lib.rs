@@ -23,6 +23,8 @@
 //!   personal data recorded) and their field lists (データの最小化).
 //! - [`library`]: the library link (図書館): a library system links a 標準ID to its 図書ID, looks it up (also by a
 //!   reissued card's new 標準ID), unlinks.
+//! - [`issuance_service`]: the municipality's issuance service (証明書等自動交付: certificates, hours, closed
+//!   periods), which the certificate issuance system's feed carries.
 //! - [`registry`]: the registry entries 利用者登録 prefills from (by registry key, by the facts read from a card).
 //! - [`read_access`]: the read access log — every read of residents' personal data recorded before it is
 //!   answered, queried by auditors — and the municipality's bulk-read alert threshold.
@@ -52,6 +54,7 @@ pub mod history;
 pub mod ids;
 pub mod imports;
 mod internal_ids;
+pub mod issuance_service;
 pub mod jobs;
 pub mod library;
 pub mod municipalities;

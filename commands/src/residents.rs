@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use cardap_domain::business_system::{self, BusinessSystem};
 use cardap_domain::card::{
-    self, ApInstall, ApOffer, Card, CardCommand, CardError, RegisteredCard, StandardId, StandardIdAllocation,
-    StandardIdCommand,
+    self, ApInstall, ApOffer, Card, CardCommand, CardError, ConsentAnswer, ConsentRecord, RegisteredCard, StandardId,
+    StandardIdAllocation, StandardIdCommand,
 };
 use cardap_domain::local_settings::{
     self, CustomFieldError, LocalSettings, LocalSettingsCommand, LocalSettingsError, LocalSettingsState,
@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 
 use crate::QueryError;
 use crate::authz::Permission;
+use crate::clock::Clock;
 use crate::context::CommandContext;
 use crate::engine::{Transacted, Tx, transact};
 use crate::handler::CommandError;
@@ -80,11 +81,13 @@ pub struct ResidentSnapshot {
     pub version: u64,
 }
 
-/// What a card operation asks for.
+/// What a card operation asks for. `issuance_consent` is the resident's answer, as the clerk gives it, about his
+/// user info going to the certificate issuance server (AP `01`): `None` not asked, `Some(false)` declined,
+/// `Some(true)` given — recorded with the install, with the time and the clerk (`card::ConsentAnswer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardAction {
-    CreateLocalArea,
-    InstallAps(Vec<BusinessId>),
+    CreateLocalArea { issuance_consent: Option<bool> },
+    InstallAps { business_ids: Vec<BusinessId>, issuance_consent: Option<bool> },
     RemoveAp(BusinessId),
     Suspend,
     Resume,
@@ -104,6 +107,8 @@ pub struct ResidentServices {
     draw: StandardIdDraw,
     /// Every read of personal data is recorded here before it is answered.
     reads: ReadAccess,
+    /// When a resident's consent was recorded.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for ResidentServices {
@@ -119,8 +124,22 @@ impl ResidentServices {
         views: Views,
         draw: StandardIdDraw,
         reads: ReadAccess,
+        clock: Arc<dyn Clock>,
     ) -> Self {
-        ResidentServices { store, read, views, draw, reads }
+        ResidentServices { store, read, views, draw, reads, clock }
+    }
+
+    /// The resident's answer about AP `01` (`None` not asked, `Some(false)` declined, `Some(true)` given), recorded
+    /// now by `ctx`'s operator when given.
+    pub(crate) fn consent_answer(&self, ctx: &CommandContext, answer: Option<bool>) -> ConsentAnswer {
+        match answer {
+            None => ConsentAnswer::NotAsked,
+            Some(false) => ConsentAnswer::Declined,
+            Some(true) => ConsentAnswer::Given(ConsentRecord {
+                at: self.clock.timestamp(),
+                operator: ctx.actor.as_ref().map(|a| a.operator),
+            }),
+        }
     }
 
     /// The read access log the reads of this service are recorded in.
@@ -437,13 +456,19 @@ impl ResidentServices {
         action: CardAction,
     ) -> Result<(CardSnapshot, Option<cardap_store::Checkpoint>)> {
         let permissions = match &action {
-            CardAction::InstallAps(ids) => {
+            CardAction::InstallAps { business_ids: ids, .. } => {
                 ids.iter().map(|id| Permission::ManageCardAp(code.clone(), id.clone())).collect::<Vec<_>>()
             }
             CardAction::RemoveAp(id) => vec![Permission::ManageCardAp(code.clone(), id.clone())],
             _ => vec![Permission::RegisterResidents(code.clone())],
         };
         let settings_stream = stream_of::<LocalSettings>(&local_settings::stream_key(code));
+        let consent = match &action {
+            CardAction::CreateLocalArea { issuance_consent } | CardAction::InstallAps { issuance_consent, .. } => {
+                self.consent_answer(ctx, *issuance_consent)
+            }
+            _ => ConsentAnswer::NotAsked,
+        };
         let (draw, settings_stream, action) = (&self.draw, &settings_stream, &action);
         let done = transact(&self.store, ctx, &permissions, Some(code.clone()), |mut tx: Tx| async move {
             let (card, card_stream) = load_card(&mut tx, code, fid).await?;
@@ -457,19 +482,21 @@ impl ResidentServices {
                 ApInstall { business_id, standard_id }
             };
             let command = match &action {
-                CardAction::CreateLocalArea => {
+                CardAction::CreateLocalArea { .. } => {
                     let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
                     let presets = settings.state.settings.presets.clone();
                     let offer = offer(&mut tx, code, &settings.state, presets.iter()).await?;
                     CardCommand::CreateLocalArea {
                         presets: presets.into_iter().map(&mut with_standard_id).collect(),
                         offer,
+                        consent,
                     }
                 }
-                CardAction::InstallAps(ids) => {
+                CardAction::InstallAps { business_ids: ids, .. } => {
                     let settings = tx.load::<LocalSettings, RegistrationError>(settings_stream).await?;
                     let offer = offer(&mut tx, code, &settings.state, ids.iter()).await?;
-                    CardCommand::InstallAps { aps: ids.iter().cloned().map(&mut with_standard_id).collect(), offer }
+                    let aps = ids.iter().cloned().map(&mut with_standard_id).collect();
+                    CardCommand::InstallAps { aps, offer, consent }
                 }
                 CardAction::RemoveAp(id) => CardCommand::RemoveAp { business_id: id.clone() },
                 CardAction::Suspend => CardCommand::Suspend,

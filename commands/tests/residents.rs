@@ -104,8 +104,9 @@ async fn services(store: &Arc<dyn EventStore>, draw: StandardIdDraw) -> Resident
         .key_vault(cardap_store::MasterKey::generate().unwrap())
         .unwrap();
     let read = ReadModels::connect("sqlite::memory:", 1, vault).unwrap();
-    let reads = ReadAccess::new(store.clone(), read.clone(), Arc::new(cardap_commands::SystemClock));
-    let services = ResidentServices::new(store.clone(), read, Views::default(), draw, reads);
+    let clock: Arc<dyn cardap_commands::Clock> = Arc::new(cardap_commands::SystemClock);
+    let reads = ReadAccess::new(store.clone(), read.clone(), clock.clone());
+    let services = ResidentServices::new(store.clone(), read, Views::default(), draw, reads, clock);
     let settings = LocalSettingsValue {
         custom_fields: vec![],
         catalog: BTreeSet::from([BusinessId::LIBRARY]),
@@ -159,11 +160,10 @@ async fn a_standard_id_collision_is_drawn_again(setup: Setup) {
     for card in ["LIBA", "LIBB"] {
         let id = resident(&services).await;
         services.register_card(&ctx(), &chiyoda(), &fid(card), &id).await.unwrap();
-        services.card_action(&ctx(), &chiyoda(), &fid(card), None, CardAction::CreateLocalArea).await.unwrap();
-        let (done, _) = services
-            .card_action(&ctx(), &chiyoda(), &fid(card), None, CardAction::InstallAps(vec![BusinessId::LIBRARY]))
-            .await
-            .unwrap();
+        let area = CardAction::CreateLocalArea { issuance_consent: None };
+        services.card_action(&ctx(), &chiyoda(), &fid(card), None, area).await.unwrap();
+        let install = CardAction::InstallAps { business_ids: vec![BusinessId::LIBRARY], issuance_consent: None };
+        let (done, _) = services.card_action(&ctx(), &chiyoda(), &fid(card), None, install).await.unwrap();
         installed.push(done.card.aps[&BusinessId::LIBRARY].clone().unwrap().to_string());
     }
     assert_eq!(installed, ["1310160000000042", "1310160000000043"]);

@@ -10,7 +10,8 @@
 //! payload shape is unchanged): the rule is enforced in `decide`, not in the events.
 //!
 //! The feed's field list (データの最小化, what the system's replication feed may carry of a resident) is an event
-//! here too (`SetFeedFields` → `FeedFieldsSet`); its values and defaults are in `feed_fields`.
+//! here too (`SetFeedFields` → `FeedFieldsSet`); its values and defaults are in `feed_fields`. The certificate
+//! issuance system's list always keeps the card status: the kiosk refuses a suspended or abolished card by it.
 //!
 //! The optional webhook push of the feed: its URL (`SetWebhook` → `WebhookSet`, `RemoveWebhook` →
 //! `WebhookRemoved`) and the issuance of its signing secret (`IssueWebhookSecret` → `WebhookSecretIssued`; the
@@ -494,6 +495,11 @@ pub enum BusinessSystemError {
     LoginNotConfigured,
     #[error("the business system has no webhook: register its URL first")]
     WebhookNotSet,
+    /// A field list for the certificate issuance system (`01`) without `card_status`.
+    #[error(
+        "the certificate issuance system's field list must keep card_status: the kiosk refuses a suspended or abolished card by it"
+    )]
+    CardStatusRequired,
 }
 
 fn fields(urls: &[RequiredUrl]) -> String {
@@ -513,6 +519,9 @@ impl crate::message::Localized for BusinessSystemError {
                 "この業務システムはログイン連携（リダイレクトURI）が登録されていません。先に登録してください"
             }
             Self::WebhookNotSet => "この業務システムにはWebhookのURLが登録されていません。先に登録してください",
+            Self::CardStatusRequired => {
+                "証明書等自動交付の連携項目からカード運用状態は外せません（一時停止・廃止のカードをキオスク端末で拒否するため）"
+            }
         };
         text.to_owned()
     }
@@ -661,6 +670,11 @@ impl Aggregate for BusinessSystem {
             C::ConfigureLogin { client } => Ok(vec![E::LoginConfigured { client }]),
             C::IssueLoginSecret { .. } if state.login.is_none() => Err(BusinessSystemError::LoginNotConfigured),
             C::IssueLoginSecret { at } => Ok(vec![E::LoginSecretIssued { at }]),
+            C::SetFeedFields { fields }
+                if current.id == BusinessId::CERTIFICATE_ISSUANCE && !fields.contains(FeedField::CardStatus) =>
+            {
+                Err(BusinessSystemError::CardStatusRequired)
+            }
             C::SetFeedFields { fields } if fields == state.feed_fields() => Ok(vec![]),
             C::SetFeedFields { fields } => Ok(vec![E::FeedFieldsSet { fields }]),
             C::SetWebhook { url } if state.webhook.as_ref() == Some(&url) => Ok(vec![]),
@@ -854,6 +868,23 @@ mod tests {
         given::<BusinessSystem>([library, E::FeedFieldsSet { fields: some.clone() }])
             .when(C::SetFeedFields { fields: some })
             .then([]);
+    }
+
+    #[test]
+    fn the_certificate_issuance_systems_list_keeps_the_card_status() {
+        let issuance = builtin(BusinessId::CERTIFICATE_ISSUANCE);
+        given::<BusinessSystem>([issuance.clone()])
+            .when(C::SetFeedFields { fields: FeedFields::new([FeedField::KanaName, FeedField::BirthDate]) })
+            .then_err(BusinessSystemError::CardStatusRequired);
+        let fewer = FeedFields::new([FeedField::KanaName, FeedField::CardStatus]);
+        given::<BusinessSystem>([issuance])
+            .when(C::SetFeedFields { fields: fewer.clone() })
+            .then([E::FeedFieldsSet { fields: fewer }]);
+        // Any other system's list may leave it out.
+        let none = FeedFields::new([FeedField::KanaName]);
+        given::<BusinessSystem>([builtin(BusinessId::LIBRARY)])
+            .when(C::SetFeedFields { fields: none.clone() })
+            .then([E::FeedFieldsSet { fields: none }]);
     }
 
     #[test]
@@ -1162,6 +1193,7 @@ mod tests {
             BusinessSystemError::BuiltInCannotBeRetired,
             BusinessSystemError::NotPermitted,
             BusinessSystemError::UrlsRequired(vec![RequiredUrl::Top]),
+            BusinessSystemError::CardStatusRequired,
         ] {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty());
         }

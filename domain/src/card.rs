@@ -10,6 +10,12 @@
 //! What the municipality offers and may use arrives in the command (`ApOffer`); the random part of a 標準ID is
 //! drawn by the caller.
 //!
+//! The certificate issuance AP (`01`, 証明書等自動交付, 手引き I 1.2) is installed only with the resident's consent to
+//! his user info going to the issuance server (証明発行サーバ) through its replication feed: the clerk records it with
+//! the install (`ConsentAnswer::Given`, when and by which operator), and `CardApInstalled` v2 carries it. An install
+//! recorded before (v1) was made under the paper application of the earlier process: its consent counts as given
+//! (`IssuanceConsent::OnPaper`).
+//!
 //! Length: about half of this file is its given/when/then tests, one per branch of `decide`; the code is under 600
 //! lines.
 
@@ -21,7 +27,9 @@ use serde_json::{Value, json};
 
 use crate::aggregate::decode_payload;
 use crate::resident::{CardFid, ResidentId};
-use crate::{Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, ParseError};
+use crate::{
+    Aggregate, BusinessId, DomainEvent, EventDecodeError, MunicipalityCode, OperatorKey, ParseError, Timestamp,
+};
 
 /// The stream id of a card: its FID (in upper case, as `CardFid` holds it: one card, one stream).
 pub fn stream_key(fid: &CardFid) -> String {
@@ -125,6 +133,36 @@ pub struct ApInstall {
     pub standard_id: Option<StandardId>,
 }
 
+/// The resident's consent, given at the counter: when the clerk recorded it, and which operator did (`None`: an
+/// action of the system itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub at: Timestamp,
+    pub operator: Option<OperatorKey>,
+}
+
+/// The resident's consent to his user info going to the certificate issuance server, as an install of AP `01`
+/// carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceConsent {
+    /// Given at the counter and recorded with the install.
+    Recorded(ConsentRecord),
+    /// An install recorded before cardap recorded consent (`CardApInstalled` v1): the resident consented on the
+    /// paper application of the process then in use, so it counts as given.
+    OnPaper,
+}
+
+/// What an install request says of the resident's consent to his user info going to the issuance server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsentAnswer {
+    /// The request says nothing: AP `01` is refused ([`CardError::ConsentRequired`]), a preset `01` included.
+    #[default]
+    NotAsked,
+    /// The resident declined: AP `01` is refused, and a preset `01` is left out of a new local area.
+    Declined,
+    Given(ConsentRecord),
+}
+
 /// The looked-up facts an install is checked against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApOffer {
@@ -142,15 +180,18 @@ pub enum CardCommand {
         municipality: MunicipalityCode,
         resident_id: ResidentId,
     },
-    /// 地域住民向け領域設定; the municipality's preset APs that it may still use are installed with it.
+    /// 地域住民向け領域設定; the municipality's preset APs that it may still use are installed with it (a preset
+    /// `01` needs the resident's answer: given, it is installed; declined, left out; not asked, the area is refused).
     CreateLocalArea {
         presets: Vec<ApInstall>,
         offer: ApOffer,
+        consent: ConsentAnswer,
     },
-    /// カードAP搭載: several APs at once, all or none.
+    /// カードAP搭載: several APs at once, all or none (`01` only with the resident's consent).
     InstallAps {
         aps: Vec<ApInstall>,
         offer: ApOffer,
+        consent: ConsentAnswer,
     },
     RemoveAp {
         business_id: BusinessId,
@@ -162,10 +203,21 @@ pub enum CardCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardEvent {
-    Registered { fid: CardFid, municipality: MunicipalityCode, resident_id: ResidentId },
+    Registered {
+        fid: CardFid,
+        municipality: MunicipalityCode,
+        resident_id: ResidentId,
+    },
     LocalAreaCreated,
-    ApInstalled { business_id: BusinessId, standard_id: Option<StandardId> },
-    ApRemoved { business_id: BusinessId },
+    /// `CardApInstalled` v2; `consent` is the resident's consent for AP `01` (and `None` for every other AP).
+    ApInstalled {
+        business_id: BusinessId,
+        standard_id: Option<StandardId>,
+        consent: Option<IssuanceConsent>,
+    },
+    ApRemoved {
+        business_id: BusinessId,
+    },
     Suspended,
     Resumed,
     Abolished,
@@ -204,6 +256,44 @@ mod v1 {
     pub(super) struct Empty {}
 }
 
+mod v2 {
+    use super::*;
+
+    /// `CardApInstalled` v2: v1 with the resident's consent (`null` for every AP but `01`).
+    #[derive(Deserialize)]
+    pub(super) struct ApInstalled {
+        pub business_id: BusinessId,
+        pub standard_id: Option<StandardId>,
+        pub issuance_consent: Option<Consent>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "given", rename_all = "snake_case", deny_unknown_fields)]
+    pub(super) enum Consent {
+        AtCounter { at: Timestamp, operator: Option<OperatorKey> },
+        OnPaper,
+    }
+
+    pub(super) fn encode_consent(consent: Option<&IssuanceConsent>) -> Value {
+        match consent {
+            None => Value::Null,
+            Some(IssuanceConsent::Recorded(ConsentRecord { at, operator })) => {
+                json!({ "given": "at_counter", "at": at.unix(), "operator": operator })
+            }
+            Some(IssuanceConsent::OnPaper) => json!({ "given": "on_paper" }),
+        }
+    }
+
+    impl From<Consent> for IssuanceConsent {
+        fn from(c: Consent) -> Self {
+            match c {
+                Consent::AtCounter { at, operator } => IssuanceConsent::Recorded(ConsentRecord { at, operator }),
+                Consent::OnPaper => IssuanceConsent::OnPaper,
+            }
+        }
+    }
+}
+
 impl DomainEvent for CardEvent {
     fn event_type(&self) -> &'static str {
         match self {
@@ -218,7 +308,10 @@ impl DomainEvent for CardEvent {
     }
 
     fn event_version(&self) -> u32 {
-        1
+        match self {
+            Self::ApInstalled { .. } => 2,
+            _ => 1,
+        }
     }
 
     fn encode(&self) -> Value {
@@ -228,9 +321,11 @@ impl DomainEvent for CardEvent {
                 "municipality": municipality.as_str(),
                 "resident_id": resident_id,
             }),
-            Self::ApInstalled { business_id, standard_id } => {
-                json!({ "business_id": business_id.as_str(), "standard_id": standard_id })
-            }
+            Self::ApInstalled { business_id, standard_id, consent } => json!({
+                "business_id": business_id.as_str(),
+                "standard_id": standard_id,
+                "issuance_consent": v2::encode_consent(consent.as_ref()),
+            }),
             Self::ApRemoved { business_id } => json!({ "business_id": business_id.as_str() }),
             Self::LocalAreaCreated | Self::Suspended | Self::Resumed | Self::Abolished => json!({}),
         }
@@ -246,7 +341,14 @@ impl DomainEvent for CardEvent {
             }
             (AP_INSTALLED, 1) => {
                 let v1::ApInstalled { business_id, standard_id } = decode_payload(event_type, event_version, payload)?;
-                Self::ApInstalled { business_id, standard_id }
+                // Installed under the paper process: the certificate issuance AP's consent counts as given.
+                let consent = (business_id == BusinessId::CERTIFICATE_ISSUANCE).then_some(IssuanceConsent::OnPaper);
+                Self::ApInstalled { business_id, standard_id, consent }
+            }
+            (AP_INSTALLED, 2) => {
+                let v2::ApInstalled { business_id, standard_id, issuance_consent } =
+                    decode_payload(event_type, event_version, payload)?;
+                Self::ApInstalled { business_id, standard_id, consent: issuance_consent.map(Into::into) }
             }
             (AP_REMOVED, 1) => {
                 let v1::ApRemoved { business_id } = decode_payload(event_type, event_version, payload)?;
@@ -295,6 +397,12 @@ pub enum CardError {
     ApNotInstalled(BusinessId),
     #[error("AP {0}: the library AP needs a 標準ID, and no other AP takes one")]
     StandardIdMismatch(BusinessId),
+    /// AP `01` without the resident's consent to his user info going to the certificate issuance server.
+    #[error(
+        "the certificate issuance AP (01) is installed only with the resident's consent to his user info going to \
+         the issuance server: ask him, and send issuance_consent: true"
+    )]
+    ConsentRequired,
     /// Every AP of one install that is refused, each with its place in the request (from 0) and why, so that the
     /// clerk hears of all of them at once.
     #[error("{} of the APs are refused", .0.len())]
@@ -319,6 +427,10 @@ impl crate::message::Localized for CardError {
             Self::ApAlreadyInstalled(b) => format!("業務ID {b} のカードAPは既に搭載されています"),
             Self::ApNotInstalled(b) => format!("業務ID {b} のカードAPは搭載されていません"),
             Self::StandardIdMismatch(b) => format!("業務ID {b}: 標準IDは図書館APにのみ割り当てます"),
+            Self::ConsentRequired => "証明書等自動交付のカードAP（業務ID 01）は、利用者情報を証明発行サーバへ提供する\
+                ことへの本人の同意がなければ搭載できません。本人に確認し、同意を得たうえで issuance_consent に true を\
+                指定してください"
+                .to_owned(),
             Self::ApsRefused(refused) => format!("{}件のカードAPを搭載できません", refused.len()),
         }
     }
@@ -341,8 +453,14 @@ pub struct RegisteredCard {
     pub aps: BTreeMap<BusinessId, Option<StandardId>>,
 }
 
-/// Checks one AP to install against the card and the offer.
-fn check_install(card: &RegisteredCard, ap: &ApInstall, offer: &ApOffer) -> Result<(), CardError> {
+/// Checks one AP to install against the card, the offer and the resident's consent (asked last: only of an AP that
+/// could be installed otherwise).
+fn check_install(
+    card: &RegisteredCard,
+    ap: &ApInstall,
+    offer: &ApOffer,
+    consent: ConsentAnswer,
+) -> Result<(), CardError> {
     let id = &ap.business_id;
     if !offer.permitted.contains(id) {
         return Err(CardError::ApNotPermitted(id.clone()));
@@ -356,11 +474,21 @@ fn check_install(card: &RegisteredCard, ap: &ApInstall, offer: &ApOffer) -> Resu
     if (*id == BusinessId::LIBRARY) != ap.standard_id.is_some() {
         return Err(CardError::StandardIdMismatch(id.clone()));
     }
+    if *id == BusinessId::CERTIFICATE_ISSUANCE && !matches!(consent, ConsentAnswer::Given(_)) {
+        return Err(CardError::ConsentRequired);
+    }
     Ok(())
 }
 
-fn installed(ap: ApInstall) -> CardEvent {
-    CardEvent::ApInstalled { business_id: ap.business_id, standard_id: ap.standard_id }
+/// The install of a checked AP; AP `01` carries the consent it was checked with.
+fn installed(ap: ApInstall, consent: ConsentAnswer) -> CardEvent {
+    let consent = match consent {
+        ConsentAnswer::Given(record) if ap.business_id == BusinessId::CERTIFICATE_ISSUANCE => {
+            Some(IssuanceConsent::Recorded(record))
+        }
+        _ => None,
+    };
+    CardEvent::ApInstalled { business_id: ap.business_id, standard_id: ap.standard_id, consent }
 }
 
 #[derive(Debug)]
@@ -409,29 +537,33 @@ impl Aggregate for Card {
             C::RemoveAp { business_id } => Err(CardError::ApNotInstalled(business_id)),
             _ if suspended => Err(CardError::Suspended),
             C::CreateLocalArea { .. } if card.local_area => Err(CardError::LocalAreaExists),
-            C::CreateLocalArea { presets, offer } => {
+            C::CreateLocalArea { presets, offer, consent } => {
                 let mut events = vec![E::LocalAreaCreated];
                 let mut seen = BTreeSet::new();
-                events.extend(
-                    presets
-                        .into_iter()
-                        .filter(|ap| seen.insert(ap.business_id.clone()))
-                        // A preset the municipality may no longer use is skipped, not refused: the settings
-                        // can lag a withdrawal of shared use, and the card must still get its area.
-                        .filter(|ap| check_install(card, ap, &offer).is_ok())
-                        .map(installed),
-                );
+                for ap in presets.into_iter().filter(|ap| seen.insert(ap.business_id.clone())) {
+                    match check_install(card, &ap, &offer, consent) {
+                        Ok(()) => events.push(installed(ap, consent)),
+                        // The preset 01 would be installed, and the resident was not asked: the clerk asks first.
+                        Err(CardError::ConsentRequired) if consent == ConsentAnswer::NotAsked => {
+                            return Err(CardError::ConsentRequired);
+                        }
+                        // A preset the municipality may no longer use is skipped, not refused: the settings can lag
+                        // a withdrawal of shared use, and the card must still get its area. So is a preset 01 the
+                        // resident declined.
+                        Err(_) => {}
+                    }
+                }
                 Ok(events)
             }
             C::InstallAps { .. } if !card.local_area => Err(CardError::LocalAreaMissing),
             C::InstallAps { aps, .. } if aps.is_empty() => Err(CardError::NoAps),
-            C::InstallAps { aps, offer } => {
+            C::InstallAps { aps, offer, consent } => {
                 // Every refused AP, not only the first: the clerk fixes them all in one go.
                 let mut seen = BTreeSet::new();
                 let mut refused = vec![];
                 for (index, ap) in aps.iter().enumerate() {
                     let checked = if seen.insert(ap.business_id.clone()) {
-                        check_install(card, ap, &offer)
+                        check_install(card, ap, &offer, consent)
                     } else {
                         Err(CardError::DuplicateAp(ap.business_id.clone()))
                     };
@@ -442,7 +574,7 @@ impl Aggregate for Card {
                 if !refused.is_empty() {
                     return Err(CardError::ApsRefused(refused));
                 }
-                Ok(aps.into_iter().map(installed).collect())
+                Ok(aps.into_iter().map(|ap| installed(ap, consent)).collect())
             }
         }
     }
@@ -461,7 +593,7 @@ impl Aggregate for Card {
                 });
             }
             (E::LocalAreaCreated, Some(c)) => c.local_area = true,
-            (E::ApInstalled { business_id, standard_id }, Some(c)) => {
+            (E::ApInstalled { business_id, standard_id, .. }, Some(c)) => {
                 c.aps.insert(business_id.clone(), standard_id.clone());
             }
             (E::ApRemoved { business_id }, Some(c)) => {
@@ -597,9 +729,19 @@ mod tests {
         ApInstall { business_id, standard_id }
     }
 
+    /// The resident's consent, recorded by operator 7 at 2023-11-14T22:13:20Z.
+    fn consent() -> ConsentRecord {
+        ConsentRecord {
+            at: Timestamp::from_unix(1_700_000_000),
+            operator: Some(OperatorKey::from_uuid(Uuid::from_u128(7))),
+        }
+    }
+
+    /// An AP installed by a request with the resident's consent: `01` carries it.
     fn installed_ap(s: &str) -> E {
         let ApInstall { business_id, standard_id } = ap(s);
-        E::ApInstalled { business_id, standard_id }
+        let consent = (business_id == BusinessId::CERTIFICATE_ISSUANCE).then_some(IssuanceConsent::Recorded(consent()));
+        E::ApInstalled { business_id, standard_id, consent }
     }
 
     /// The municipality offers 01, 02, 10 and 11 and may use 01, 02, 10 and 12.
@@ -615,14 +757,24 @@ mod tests {
         E::Registered { fid: fid(), municipality: chiyoda(), resident_id: resident() }
     }
 
+    /// An install with the resident's consent.
     fn install(list: &[&str]) -> C {
-        C::InstallAps { aps: list.iter().map(|s| ap(s)).collect(), offer: offer() }
+        install_with(list, ConsentAnswer::Given(consent()))
+    }
+
+    fn install_with(list: &[&str], consent: ConsentAnswer) -> C {
+        C::InstallAps { aps: list.iter().map(|s| ap(s)).collect(), offer: offer(), consent }
+    }
+
+    /// The local area with `presets`, the resident's answer being `consent`.
+    fn local_area(presets: Vec<ApInstall>, consent: ConsentAnswer) -> C {
+        C::CreateLocalArea { presets, offer: offer(), consent }
     }
 
     /// Every command, for the branches that refuse them all alike.
     fn every_command() -> Vec<C> {
         vec![
-            C::CreateLocalArea { presets: vec![ap("01")], offer: offer() },
+            local_area(vec![ap("01")], ConsentAnswer::Given(consent())),
             install(&["01"]),
             C::RemoveAp { business_id: bid("01") },
             C::Suspend,
@@ -758,7 +910,7 @@ mod tests {
             .when(install(&["01"]))
             .then_err(CardError::Suspended);
         given::<Card>([registered(), E::Suspended])
-            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
+            .when(local_area(vec![], ConsentAnswer::NotAsked))
             .then_err(CardError::Suspended);
         // Suspension is reported before the missing local area and the empty list.
         given::<Card>([registered(), E::Suspended]).when(install(&[])).then_err(CardError::Suspended);
@@ -766,16 +918,15 @@ mod tests {
 
     #[test]
     fn create_the_local_area() {
-        let state = given::<Card>([registered()])
-            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
-            .then([E::LocalAreaCreated]);
+        let state =
+            given::<Card>([registered()]).when(local_area(vec![], ConsentAnswer::NotAsked)).then([E::LocalAreaCreated]);
         assert!(card(&state).local_area && card(&state).aps.is_empty());
     }
 
     #[test]
     fn create_the_local_area_twice_is_refused() {
         given::<Card>([registered(), E::LocalAreaCreated])
-            .when(C::CreateLocalArea { presets: vec![], offer: offer() })
+            .when(local_area(vec![], ConsentAnswer::NotAsked))
             .then_err(CardError::LocalAreaExists);
     }
 
@@ -790,7 +941,7 @@ mod tests {
             ApInstall { business_id: bid("10"), standard_id: Some(standard_id(1)) }, // 標準ID on a non-library AP
             ap("00"),
         ];
-        let state = given::<Card>([registered()]).when(C::CreateLocalArea { presets, offer: offer() }).then([
+        let state = given::<Card>([registered()]).when(local_area(presets, ConsentAnswer::Given(consent()))).then([
             E::LocalAreaCreated,
             installed_ap("01"),
             installed_ap("02"),
@@ -802,10 +953,10 @@ mod tests {
     #[test]
     fn the_library_preset_without_a_standard_id_is_skipped() {
         given::<Card>([registered()])
-            .when(C::CreateLocalArea {
-                presets: vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }, ap("10")],
-                offer: offer(),
-            })
+            .when(local_area(
+                vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }, ap("10")],
+                ConsentAnswer::NotAsked,
+            ))
             .then([E::LocalAreaCreated, installed_ap("10")]);
     }
 
@@ -888,6 +1039,7 @@ mod tests {
             .when(C::InstallAps {
                 aps: vec![ApInstall { business_id: BusinessId::LIBRARY, standard_id: None }],
                 offer: offer(),
+                consent: ConsentAnswer::NotAsked,
             })
             .then_err(CardError::ApsRefused(vec![(0, CardError::StandardIdMismatch(BusinessId::LIBRARY))]));
     }
@@ -898,8 +1050,59 @@ mod tests {
             .when(C::InstallAps {
                 aps: vec![ApInstall { business_id: bid("01"), standard_id: Some(standard_id(7)) }],
                 offer: offer(),
+                consent: ConsentAnswer::Given(consent()),
             })
             .then_err(CardError::ApsRefused(vec![(0, CardError::StandardIdMismatch(bid("01")))]));
+    }
+
+    #[test]
+    fn the_certificate_issuance_ap_is_installed_with_the_residents_consent() {
+        let state = given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install(&["10", "01"]))
+            .then([installed_ap("10"), installed_ap("01")]);
+        assert_eq!(card(&state).aps.keys().collect::<Vec<_>>(), [&bid("01"), &bid("10")]);
+    }
+
+    #[test]
+    fn the_certificate_issuance_ap_without_consent_is_refused_all_or_none() {
+        for answer in [ConsentAnswer::NotAsked, ConsentAnswer::Declined] {
+            given::<Card>([registered(), E::LocalAreaCreated])
+                .when(install_with(&["10", "01"], answer))
+                .then_err(CardError::ApsRefused(vec![(1, CardError::ConsentRequired)]));
+        }
+        // Other APs need no consent.
+        given::<Card>([registered(), E::LocalAreaCreated])
+            .when(install_with(&["10", "02"], ConsentAnswer::NotAsked))
+            .then([installed_ap("10"), installed_ap("02")]);
+        // Consent is asked last: an AP 01 that could not be installed anyway says why.
+        given::<Card>([registered(), E::LocalAreaCreated, installed_ap("01")])
+            .when(install_with(&["01"], ConsentAnswer::NotAsked))
+            .then_err(CardError::ApsRefused(vec![(0, CardError::ApAlreadyInstalled(bid("01")))]));
+    }
+
+    #[test]
+    fn a_preset_certificate_issuance_ap_needs_the_residents_answer() {
+        let presets = || vec![ap("01"), ap("10")];
+        given::<Card>([registered()])
+            .when(local_area(presets(), ConsentAnswer::NotAsked))
+            .then_err(CardError::ConsentRequired);
+        // Declined: the area and the other presets, without 01.
+        given::<Card>([registered()])
+            .when(local_area(presets(), ConsentAnswer::Declined))
+            .then([E::LocalAreaCreated, installed_ap("10")]);
+        given::<Card>([registered()]).when(local_area(presets(), ConsentAnswer::Given(consent()))).then([
+            E::LocalAreaCreated,
+            installed_ap("01"),
+            installed_ap("10"),
+        ]);
+        // A preset 01 the municipality may no longer use is skipped without asking.
+        given::<Card>([registered()])
+            .when(C::CreateLocalArea {
+                presets: presets(),
+                offer: ApOffer { catalog: ids(&["01", "10"]), permitted: ids(&["10"]) },
+                consent: ConsentAnswer::NotAsked,
+            })
+            .then([E::LocalAreaCreated, installed_ap("10")]);
     }
 
     #[test]
@@ -935,8 +1138,19 @@ mod tests {
                 json!({ "fid": "0A1B2C3D4E5F", "municipality": "131016",
                         "resident_id": "01925c4e-6a80-7000-8000-000000000042" }),
             ),
-            (installed_ap("02"), json!({ "business_id": "02", "standard_id": "1310161234567890" })),
-            (installed_ap("01"), json!({ "business_id": "01", "standard_id": null })),
+            (
+                installed_ap("02"),
+                json!({ "business_id": "02", "standard_id": "1310161234567890", "issuance_consent": null }),
+            ),
+            (
+                installed_ap("01"),
+                json!({ "business_id": "01", "standard_id": null, "issuance_consent":
+                        { "given": "at_counter", "at": 1_700_000_000, "operator": "00000000-0000-0000-0000-000000000007" } }),
+            ),
+            (
+                E::ApInstalled { business_id: bid("01"), standard_id: None, consent: Some(IssuanceConsent::OnPaper) },
+                json!({ "business_id": "01", "standard_id": null, "issuance_consent": { "given": "on_paper" } }),
+            ),
             (E::ApRemoved { business_id: bid("01") }, json!({ "business_id": "01" })),
             (E::LocalAreaCreated, json!({})),
             (E::Suspended, json!({})),
@@ -944,9 +1158,10 @@ mod tests {
             (E::Abolished, json!({})),
         ] {
             assert_eq!(event.encode(), payload, "{event:?}");
-            assert_eq!(CardEvent::decode(event.event_type(), 1, &payload), Ok(event));
+            assert_eq!(CardEvent::decode(event.event_type(), event.event_version(), &payload), Ok(event));
         }
         assert_eq!(CardEvent::decode(REGISTERED, 2, &json!({})), Err(EventDecodeError::unknown(REGISTERED, 2)));
+        assert_eq!(CardEvent::decode(AP_INSTALLED, 3, &json!({})), Err(EventDecodeError::unknown(AP_INSTALLED, 3)));
         for (event_type, payload) in [
             (REGISTERED, json!({ "fid": "0A1B", "municipality": "131017", "resident_id": resident() })),
             (AP_INSTALLED, json!({ "business_id": "02", "standard_id": "1310171234567890" })),
@@ -957,6 +1172,25 @@ mod tests {
                 matches!(CardEvent::decode(event_type, 1, &payload), Err(EventDecodeError::Payload { .. })),
                 "{event_type} {payload}"
             );
+        }
+        for payload in [
+            json!({ "business_id": "01", "standard_id": null, "issuance_consent": { "given": "orally" } }),
+            json!({ "business_id": "01", "standard_id": null, "issuance_consent": { "given": "at_counter" } }),
+        ] {
+            assert!(
+                matches!(CardEvent::decode(AP_INSTALLED, 2, &payload), Err(EventDecodeError::Payload { .. })),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_install_recorded_before_consent_was_recorded_counts_as_consented_on_paper() {
+        for (business_id, consent) in [("01", Some(IssuanceConsent::OnPaper)), ("10", None)] {
+            let v1 = json!({ "business_id": business_id, "standard_id": null });
+            let event = CardEvent::decode(AP_INSTALLED, 1, &v1).unwrap();
+            assert_eq!(event, E::ApInstalled { business_id: bid(business_id), standard_id: None, consent });
+            assert_eq!(event.event_version(), 2);
         }
     }
 
@@ -987,6 +1221,7 @@ mod tests {
             CardError::ApAlreadyInstalled(b.clone()),
             CardError::ApNotInstalled(b.clone()),
             CardError::StandardIdMismatch(b.clone()),
+            CardError::ConsentRequired,
             CardError::ApsRefused(vec![(0, CardError::ApNotInCatalog(b))]),
         ] {
             assert!(!e.message_ja().is_empty() && !e.to_string().is_empty(), "{e:?}");

@@ -82,6 +82,10 @@ pub enum ParseError {
     InvalidAaguid,
     #[error("not a library user number (図書ID): 1 to 32 half-width letters, digits and hyphens")]
     InvalidLibraryId,
+    #[error("not a time of day: HH:MM in half-width digits, 00:00 to 24:00 (e.g. 06:30)")]
+    InvalidTimeOfDay,
+    #[error("not a day of the year: MM-DD in half-width digits, a date that exists (e.g. 12-29)")]
+    InvalidMonthDay,
 }
 
 impl crate::message::Localized for ParseError {
@@ -145,6 +149,12 @@ impl crate::message::Localized for ParseError {
             }
             Self::InvalidLibraryId => {
                 "図書ID（利用者番号）は半角英数字とハイフンの1〜32文字で入力してください".to_owned()
+            }
+            Self::InvalidTimeOfDay => {
+                "時刻は半角で「時:分」（00:00〜24:00、例: 06:30）の形式で入力してください".to_owned()
+            }
+            Self::InvalidMonthDay => {
+                "日付は半角で「月-日」（例: 12-29）の形式で、存在する日付を入力してください".to_owned()
             }
         }
     }

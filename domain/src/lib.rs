@@ -13,6 +13,7 @@ pub mod certificate;
 pub mod contact;
 pub mod feed_fields;
 pub mod ids;
+pub mod issuance_service;
 pub mod library_link;
 pub mod local_settings;
 pub mod login_client;

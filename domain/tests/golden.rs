@@ -14,6 +14,9 @@ use cardap_domain::certificate::{
 };
 use cardap_domain::contact::Text100;
 use cardap_domain::feed_fields::{FeedField, FeedFields};
+use cardap_domain::issuance_service::{
+    Certificate, ClosedPeriod, IssuanceServiceEvent, IssuanceServiceValue, MonthDay, TimeOfDay,
+};
 use cardap_domain::library_link::{LibraryId, LibraryLinkEvent};
 use cardap_domain::local_settings::LocalSettingsEvent;
 use cardap_domain::login_client::{LoginClient, LoginKeysEvent, RedirectUri, SigningKey};
@@ -30,8 +33,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Released versions that are no longer written but must still decode (upcast on read).
-const OLDER_VERSIONS: [(&str, u32); 4] =
-    [("OperatorRegistered", 1), ("OperatorRegistered", 2), ("OperatorProfileUpdated", 1), ("OperatorRevoked", 1)];
+const OLDER_VERSIONS: [(&str, u32); 5] = [
+    ("OperatorRegistered", 1),
+    ("OperatorRegistered", 2),
+    ("OperatorProfileUpdated", 1),
+    ("OperatorRevoked", 1),
+    ("CardApInstalled", 1),
+];
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -96,6 +104,7 @@ fn every_golden_file_decodes_and_re_encodes_unchanged() {
             .or_else(|| round_trip::<BiometricPolicyEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<ReadAlertEvent>(event_type, version, &payload))
             .or_else(|| round_trip::<LibraryLinkEvent>(event_type, version, &payload))
+            .or_else(|| round_trip::<IssuanceServiceEvent>(event_type, version, &payload))
             .unwrap_or_else(|| panic!("{stem}: no event enum knows this type and version"));
         checked += 1;
     }
@@ -119,6 +128,28 @@ fn operator_registered_v1_is_upcast_to_v3_with_a_name_only_profile() {
     );
     assert_eq!(event.event_version(), 3);
     assert_eq!(event.encode()["personal"]["department"], json!(null));
+}
+
+#[test]
+fn a_municipalitys_issuance_service_reads_back_as_written() {
+    let payload = read_golden("MunicipalityIssuanceServiceSet", 1);
+    let event = IssuanceServiceEvent::decode("MunicipalityIssuanceServiceSet", 1, &payload).unwrap();
+    let day = |s: &str| MonthDay::parse(s).unwrap();
+    assert_eq!(
+        event,
+        IssuanceServiceEvent::Set {
+            value: IssuanceServiceValue {
+                certificates: vec![Certificate::Juminhyo, Certificate::Inkan, Certificate::Koseki],
+                opens: TimeOfDay::parse("07:00").unwrap(),
+                closes: TimeOfDay::parse("21:00").unwrap(),
+                closed_periods: vec![
+                    ClosedPeriod { from: day("12-29"), to: day("01-03") },
+                    ClosedPeriod { from: day("08-13"), to: day("08-16") },
+                ],
+            },
+            at: Timestamp::from_unix(1_700_000_000),
+        }
+    );
 }
 
 #[test]
@@ -192,6 +223,7 @@ fn every_event_type_and_version_has_a_golden_file() {
     let biometric_policy =
         [BiometricPolicyEvent::Set { required: BiometricRequirement::All, allowed_models: Default::default(), at }];
     let read_alert = [ReadAlertEvent::Set { residents_per_hour: Some(50), at }];
+    let issuance_service = [IssuanceServiceEvent::Set { value: IssuanceServiceValue::default(), at }];
     let standard_id = cardap_domain::card::StandardId::new(&code, 1234567890);
     let library_link = [
         LibraryLinkEvent::Linked {
@@ -262,6 +294,7 @@ fn every_event_type_and_version_has_a_golden_file() {
         .chain(login_keys.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(biometric_policy.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(read_alert.iter().map(|e| (e.event_type(), e.event_version())))
+        .chain(issuance_service.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(library_link.iter().map(|e| (e.event_type(), e.event_version())))
         .chain(OLDER_VERSIONS);
     for (event_type, version) in kinds {

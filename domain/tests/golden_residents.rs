@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use cardap_domain::card::{CardEvent, StandardId, StandardIdEvent};
+use cardap_domain::card::{CardEvent, ConsentRecord, IssuanceConsent, StandardId, StandardIdEvent};
 use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{
     CustomFieldDefinition, CustomFieldType, CustomValue, FieldKey, FieldLabel, LocalSettingsEvent, LocalSettingsValue,
@@ -19,7 +19,7 @@ use cardap_domain::resident::{
     Address, CardFid, EraDate, Erasable, ErasureReason, ErasureReference, KanaName, KanjiName, Occupation, PersonName,
     PersonalChanges, PersonalData, PostalCode, ResidentEvent, ResidentId,
 };
-use cardap_domain::{BusinessId, DomainEvent, MunicipalityCode};
+use cardap_domain::{BusinessId, DomainEvent, MunicipalityCode, OperatorKey, Timestamp};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -34,6 +34,19 @@ fn check<E: DomainEvent + PartialEq>(file: &str, expected: &E) {
     let decoded = E::decode(expected.event_type(), expected.event_version(), &payload);
     assert_eq!(decoded.as_ref(), Ok(expected), "{file} decodes to another value");
     assert_eq!(expected.encode(), payload, "{file} is not what the value encodes to");
+}
+
+/// Reads `golden/<file>.json`, a released older version (`<EventType>_v<N>[.<variant>]`), and checks it decodes to
+/// `expected`, a value of the current version.
+#[track_caller]
+fn check_upcast<E: DomainEvent + PartialEq>(file: &str, expected: &E) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{file}.json"));
+    let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let name = file.split_once('.').map_or(file, |(name, _variant)| name);
+    let (event_type, version) = name.rsplit_once("_v").unwrap();
+    let version: u32 = version.parse().unwrap();
+    assert!(version < expected.event_version(), "{file} is not an older version");
+    assert_eq!(E::decode(event_type, version, &payload).as_ref(), Ok(expected), "{file} upcasts to another value");
 }
 
 fn chiyoda() -> MunicipalityCode {
@@ -158,13 +171,54 @@ fn card_events() -> Vec<(&'static str, CardEvent)> {
         ),
         ("CardLocalAreaCreated_v1", CardEvent::LocalAreaCreated),
         (
-            "CardApInstalled_v1",
-            CardEvent::ApInstalled { business_id: BusinessId::LIBRARY, standard_id: Some(standard_id()) },
+            "CardApInstalled_v2",
+            CardEvent::ApInstalled {
+                business_id: BusinessId::LIBRARY,
+                standard_id: Some(standard_id()),
+                consent: None,
+            },
         ),
+        (
+            "CardApInstalled_v2.consent",
+            CardEvent::ApInstalled {
+                business_id: BusinessId::CERTIFICATE_ISSUANCE,
+                standard_id: None,
+                consent: Some(IssuanceConsent::Recorded(ConsentRecord {
+                    at: Timestamp::from_unix(1_700_000_000),
+                    operator: Some(OperatorKey::from_uuid(Uuid::from_u128(0x0192_a1b2_0000_7000_8000_0000_0000_000a))),
+                })),
+            },
+        ),
+        ("CardApInstalled_v2.on_paper", certificate_issuance_on_paper()),
         ("CardApRemoved_v1", CardEvent::ApRemoved { business_id: BusinessId::LIBRARY }),
         ("CardSuspended_v1", CardEvent::Suspended),
         ("CardResumed_v1", CardEvent::Resumed),
         ("CardAbolished_v1", CardEvent::Abolished),
+    ]
+}
+
+/// AP 01 as installed before consent was recorded: given on paper.
+fn certificate_issuance_on_paper() -> CardEvent {
+    CardEvent::ApInstalled {
+        business_id: BusinessId::CERTIFICATE_ISSUANCE,
+        standard_id: None,
+        consent: Some(IssuanceConsent::OnPaper),
+    }
+}
+
+/// The card events of older versions: each golden file decodes (upcast) to this current value.
+fn older_card_events() -> Vec<(&'static str, CardEvent)> {
+    vec![
+        (
+            "CardApInstalled_v1",
+            CardEvent::ApInstalled {
+                business_id: BusinessId::LIBRARY,
+                standard_id: Some(standard_id()),
+                consent: None,
+            },
+        ),
+        // Installed under the paper process: the consent counts as given.
+        ("CardApInstalled_v1.certificate_issuance", certificate_issuance_on_paper()),
     ]
 }
 
@@ -216,6 +270,9 @@ fn resident_golden_files() {
 fn card_golden_files() {
     for (file, event) in card_events() {
         check(file, &event);
+    }
+    for (file, event) in older_card_events() {
+        check_upcast(file, &event);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Follows a business system's cardap feed into a SQLite file: one row per resident, upserted by resident id
 //! (a `registered`/`changed` item merges its fields into the row, `ap_removed`/`moved_out`/`erased` deletes it),
-//! so an item delivered twice leaves the same row. The cursor is kept in a file beside the database.
+//! so an item delivered twice leaves the same row; the certificate issuance system's `issuance_service` items (a
+//! municipality's certificates and hours) are kept one row per municipality. The cursor is kept in a file beside the
+//! database.
 //!
 //! ```sh
 //! cargo run -p cardap-feed-client --example follow -- --url https://cardap.example.jp --business-id 05 \
@@ -37,8 +39,22 @@ struct Args {
     cursor_file: PathBuf,
 }
 
-/// Applies one item: an upsert (or a delete) by resident id.
+/// Applies one item: an upsert (or a delete) by resident id; a municipality's issuance service (an item about no
+/// resident) replaces the one kept of that municipality.
 async fn apply(db: &SqlitePool, item: &FeedItem) -> Result<(), sqlx::Error> {
+    if !item.is_about_a_resident() {
+        sqlx::query(
+            "INSERT INTO municipalities (municipality, kind, data, last_item) VALUES (?, ?, ?, ?)
+             ON CONFLICT (municipality, kind) DO UPDATE SET data = excluded.data, last_item = excluded.last_item",
+        )
+        .bind(&item.municipality)
+        .bind(&item.kind)
+        .bind(item.data.to_string())
+        .bind(&item.id)
+        .execute(db)
+        .await?;
+        return Ok(());
+    }
     if item.ends_entitlement() {
         sqlx::query("DELETE FROM residents WHERE resident_id = ?").bind(&item.resident_id).execute(db).await?;
         return Ok(());
@@ -64,12 +80,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http = tls_client(&std::fs::read(&args.ca)?, &std::fs::read(&args.cert)?, &std::fs::read(&args.key)?)?;
     let options = SqliteConnectOptions::new().filename(&args.db).create_if_missing(true);
     let db = SqlitePool::connect_with(options).await?;
-    sqlx::query(
+    for table in [
         "CREATE TABLE IF NOT EXISTS residents (resident_id TEXT PRIMARY KEY, municipality TEXT NOT NULL,
            data TEXT NOT NULL, last_item TEXT NOT NULL)",
-    )
-    .execute(&db)
-    .await?;
+        "CREATE TABLE IF NOT EXISTS municipalities (municipality TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+           last_item TEXT NOT NULL, PRIMARY KEY (municipality, kind))",
+    ] {
+        sqlx::query(table).execute(&db).await?;
+    }
     let client =
         FeedClient::new(http, FeedConfig::new(args.url, args.business_id), FileCursorStore::new(args.cursor_file));
     let mut handler = |item: FeedItem| {

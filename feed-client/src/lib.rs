@@ -37,12 +37,15 @@ pub struct FeedItem {
     /// Stable; the cursor after this item.
     pub id: String,
     /// `registered`, `changed`, `card_suspended`, `card_resumed`, `card_abolished`, `ap_removed`, `moved_out`,
-    /// `erased`.
+    /// `erased`; to a library system `standard_id_replaced`; to the certificate issuance system `issuance_service`
+    /// (a municipality's certificates, service hours and closed periods: about no resident).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The resident's municipality (全国地方公共団体コード).
+    /// The resident's municipality (全国地方公共団体コード), or the one an `issuance_service` item is about.
     pub municipality: String,
-    /// The key to upsert by.
+    /// The key to upsert by; empty for an item about no resident (`issuance_service`, which cardap sends with
+    /// `resident_id: null`): see [`FeedItem::is_about_a_resident`].
+    #[serde(deserialize_with = "null_as_empty")]
     pub resident_id: String,
     /// The fields of the system's field list (for `changed`, the ones that changed).
     pub data: serde_json::Value,
@@ -54,6 +57,17 @@ impl FeedItem {
     pub fn ends_entitlement(&self) -> bool {
         matches!(self.kind.as_str(), "ap_removed" | "moved_out" | "erased")
     }
+
+    /// Whether this item is about a resident (to upsert by `resident_id`); an `issuance_service` item is about a
+    /// municipality (`municipality`), and `data` is its service to keep as a whole.
+    pub fn is_about_a_resident(&self) -> bool {
+        !self.resident_id.is_empty()
+    }
+}
+
+/// A `resident_id` of `null` (an item about no resident) reads as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,6 +414,24 @@ impl<S: CursorStore> FeedClient<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_item_about_no_resident_reads_with_an_empty_resident_id() {
+        let item: FeedItem = serde_json::from_value(serde_json::json!({
+            "id": "812-40-1", "type": "issuance_service", "municipality": "131016", "resident_id": null,
+            "data": {"certificates": ["juminhyo", "inkan"], "opens": "06:30", "closes": "23:00",
+                     "closed_periods": [{"from": "12-29", "to": "01-03"}]}
+        }))
+        .unwrap();
+        assert!(!item.is_about_a_resident() && !item.ends_entitlement());
+        assert_eq!(item.resident_id, "");
+        let resident: FeedItem = serde_json::from_value(serde_json::json!({
+            "id": "812-40-0", "type": "registered", "municipality": "131016",
+            "resident_id": "0190a6c2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", "data": {}
+        }))
+        .unwrap();
+        assert!(resident.is_about_a_resident());
+    }
 
     #[tokio::test]
     async fn a_cursor_file_keeps_the_last_cursor_and_replaces_it_whole() {

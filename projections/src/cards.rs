@@ -70,7 +70,7 @@ impl View for CardRegister {
                     .await
                     .map_err(db)?;
             }
-            CardEvent::ApInstalled { business_id, standard_id } => {
+            CardEvent::ApInstalled { business_id, standard_id, .. } => {
                 sqlx::query(
                     "INSERT INTO rm_card_aps (fid, business_id, standard_id, installed_at) VALUES ($1, $2, $3, $4)",
                 )

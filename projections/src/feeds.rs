@@ -23,15 +23,23 @@
 //!   on his side (his card must be abolished before either can happen) and the municipality is still permitted:
 //!   they carry no personal data and tell the system to drop what it keeps of him.
 //!
+//! The certificate issuance system (`01`) also learns each municipality it serves (1.2, issue 11 point 3): an
+//! `issuance_service` item, about no resident, when a municipality permitted to use `01` sets its issuance service
+//! (`MunicipalityIssuanceServiceSet`), and when a municipality becomes permitted to use `01` — numbered after that
+//! permit's residents, so the ids of the items a permit gave before are unchanged — so that a reader from the start
+//! always learns a municipality's service with its first residents or before them. Its content is the service as it
+//! stood at that place (the defaults until set), built at delivery like every item's. No other system gets one.
+//!
 //! Items are written by one runner transaction at a time (the checkpoint row is locked), in checkpoint order, so a
 //! reader paging by `(tx, position, ord)` never sees a later item before an earlier one.
 
 use async_trait::async_trait;
 use cardap_domain::business_system::{BusinessSystem, BusinessSystemEvent};
 use cardap_domain::card::{Card, CardEvent};
+use cardap_domain::issuance_service::{IssuanceService, IssuanceServiceEvent};
 use cardap_domain::library_link::LibraryLink;
 use cardap_domain::resident::{Resident, ResidentEvent};
-use cardap_domain::{Aggregate, DomainEvent};
+use cardap_domain::{Aggregate, BusinessId, DomainEvent};
 use cardap_store::{Checkpoint, RecordedEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -40,8 +48,13 @@ use crate::{Projection, ProjectionError, library_links};
 
 pub const NAME: &str = "feeds";
 
-const STREAM_TYPES: &[&str] =
-    &[Resident::STREAM_TYPE, Card::STREAM_TYPE, BusinessSystem::STREAM_TYPE, LibraryLink::STREAM_TYPE];
+const STREAM_TYPES: &[&str] = &[
+    Resident::STREAM_TYPE,
+    Card::STREAM_TYPE,
+    BusinessSystem::STREAM_TYPE,
+    LibraryLink::STREAM_TYPE,
+    IssuanceService::STREAM_TYPE,
+];
 
 /// What an item says happened (the feed's `type`).
 pub mod kind {
@@ -56,8 +69,11 @@ pub mod kind {
     /// To a library system that linked a 標準ID: the card was reissued and this new 標準ID replaces it
     /// (`crate::library_links`).
     pub const STANDARD_ID_REPLACED: &str = "standard_id_replaced";
+    /// To the certificate issuance system (`01`): a municipality's issuance service (certificates, hours, closed
+    /// periods), about no resident.
+    pub const ISSUANCE_SERVICE: &str = "issuance_service";
     /// Every kind, as documented.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         REGISTERED,
         CHANGED,
         CARD_SUSPENDED,
@@ -67,6 +83,7 @@ pub mod kind {
         MOVED_OUT,
         ERASED,
         STANDARD_ID_REPLACED,
+        ISSUANCE_SERVICE,
     ];
 }
 
@@ -87,6 +104,7 @@ pub struct ItemRow {
     pub place: ItemPlace,
     pub kind: String,
     pub municipality: String,
+    /// Empty for an item about no resident (`issuance_service`).
     pub resident_id: String,
     /// The card carrying the system's AP (when the item is about a card, or the resident has one).
     pub fid: Option<String>,
@@ -187,6 +205,11 @@ async fn set_member(
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// An `issuance_service` item of `municipality` (about no resident).
+fn issuance_service_item<'a>(business: &'a str, ord: u64, municipality: &'a str) -> NewItem<'a> {
+    NewItem { business, ord, kind: kind::ISSUANCE_SERVICE, municipality, resident: "", fid: None }
 }
 
 /// The resident a card is registered to now (as far as this projection has got), with its municipality.
@@ -341,6 +364,12 @@ impl FeedIndex {
                     insert_item(conn, event, item).await?;
                     set_member(conn, &business, &resident, &code, &fid, true).await?;
                 }
+                // The issuance server learns the municipality's service with its residents (after them: the ids of
+                // the items a permit gave before the service was delivered stay the same).
+                if business == BusinessId::CERTIFICATE_ISSUANCE.as_str() {
+                    let ord = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+                    insert_item(conn, event, issuance_service_item(&business, ord, &code)).await?;
+                }
             }
             BusinessSystemEvent::MunicipalityWithdrawn { municipality } => {
                 for sql in [
@@ -372,6 +401,29 @@ impl FeedIndex {
             | BusinessSystemEvent::WebhookSet { .. }
             | BusinessSystemEvent::WebhookRemoved
             | BusinessSystemEvent::WebhookSecretIssued { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A municipality's issuance service set: an item for the certificate issuance system while it serves the
+    /// municipality.
+    async fn apply_issuance_service(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+        decoded: IssuanceServiceEvent,
+    ) -> Result<(), ProjectionError> {
+        let IssuanceServiceEvent::Set { .. } = decoded;
+        let code = event.stream_id.key().to_owned();
+        let business = BusinessId::CERTIFICATE_ISSUANCE.as_str();
+        let permitted = sqlx::query("SELECT 1 FROM feed_permits WHERE business_id = $1 AND municipality = $2")
+            .bind(business.to_owned())
+            .bind(code.clone())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        if permitted.is_some() {
+            insert_item(conn, event, issuance_service_item(business, 0, &code)).await?;
         }
         Ok(())
     }
@@ -440,6 +492,7 @@ impl Projection for FeedIndex {
             t if t == BusinessSystem::STREAM_TYPE => self.apply_business_system(conn, event, decode(event)?).await,
             t if t == Resident::STREAM_TYPE => self.apply_resident(conn, event, decode(event)?).await,
             t if t == LibraryLink::STREAM_TYPE => library_links::apply_link(conn, &decode(event)?).await,
+            t if t == IssuanceService::STREAM_TYPE => self.apply_issuance_service(conn, event, decode(event)?).await,
             _ => Ok(()),
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use cardap_domain::card::{Card, CardEvent, CardStatus, StandardId};
+use cardap_domain::card::{Card, CardEvent, CardStatus, IssuanceConsent, StandardId};
 use cardap_domain::contact::{Email, Phone, Sex};
 use cardap_domain::local_settings::{
     CustomFieldDefinition, CustomFieldType, CustomValue, FieldKey, FieldLabel, LocalSettings, LocalSettingsEvent,
@@ -362,8 +362,12 @@ async fn card_lifecycle_aps_and_counts(b: Backend) {
         &[
             CardEvent::Registered { fid: fid("FID1"), municipality: code.clone(), resident_id: a },
             CardEvent::LocalAreaCreated,
-            CardEvent::ApInstalled { business_id: bid("01"), standard_id: None },
-            CardEvent::ApInstalled { business_id: bid("02"), standard_id: Some(library.clone()) },
+            CardEvent::ApInstalled {
+                business_id: bid("01"),
+                standard_id: None,
+                consent: Some(IssuanceConsent::OnPaper),
+            },
+            CardEvent::ApInstalled { business_id: bid("02"), standard_id: Some(library.clone()), consent: None },
         ],
     )
     .await;
@@ -372,7 +376,11 @@ async fn card_lifecycle_aps_and_counts(b: Backend) {
         &[
             CardEvent::Registered { fid: fid("FID2"), municipality: code.clone(), resident_id: c },
             CardEvent::LocalAreaCreated,
-            CardEvent::ApInstalled { business_id: bid("01"), standard_id: None },
+            CardEvent::ApInstalled {
+                business_id: bid("01"),
+                standard_id: None,
+                consent: Some(IssuanceConsent::OnPaper),
+            },
         ],
     )
     .await;
@@ -382,7 +390,11 @@ async fn card_lifecycle_aps_and_counts(b: Backend) {
         &[
             CardEvent::Registered { fid: fid("FID3"), municipality: sapporo(), resident_id: new_id() },
             CardEvent::LocalAreaCreated,
-            CardEvent::ApInstalled { business_id: bid("01"), standard_id: None },
+            CardEvent::ApInstalled {
+                business_id: bid("01"),
+                standard_id: None,
+                consent: Some(IssuanceConsent::OnPaper),
+            },
         ],
     )
     .await;
@@ -720,7 +732,11 @@ async fn a_rebuild_reproduces_the_same_rows(b: Backend) {
             &[
                 CardEvent::Registered { fid: fid(&card), municipality: code.clone(), resident_id: id },
                 CardEvent::LocalAreaCreated,
-                CardEvent::ApInstalled { business_id: bid("01"), standard_id: None },
+                CardEvent::ApInstalled {
+                    business_id: bid("01"),
+                    standard_id: None,
+                    consent: Some(IssuanceConsent::OnPaper),
+                },
             ],
         )
         .await;

@@ -149,7 +149,12 @@ async fn run_agent(
 }
 
 fn two_aps() -> Request {
-    Request { install: vec!["01".into(), "02".into()], remove: vec![], kana: Some("ヤマダ タロウ".into()) }
+    Request {
+        install: vec!["01".into(), "02".into()],
+        remove: vec![],
+        kana: Some("ヤマダ タロウ".into()),
+        issuance_consent: Some(true),
+    }
 }
 
 /// cardap's record and the card say the same.
@@ -211,10 +216,40 @@ async fn the_whole_flow_registers_the_resident_and_writes_the_area_and_two_aps(b
     assert!(!steps.iter().any(|s| matches!(s, Step::Written { .. })), "{steps:?}");
 
     // Removing an AP through the card.
-    let request = Request { install: vec![], remove: vec!["01".into()], kana: None };
+    let request = Request { install: vec![], remove: vec!["01".into()], kana: None, issuance_consent: None };
     let (removed, _) = run_agent(&counter.config, request, vec![]).await;
     assert_eq!(removed.unwrap().card["aps"].as_array().unwrap().len(), 1);
     assert_consistent(&counter, &card, "0A1B2C3D").await;
+    take_out(inserted);
+}
+
+/// The certificate issuance AP through the card agent needs the resident's consent as at the counter: without it
+/// cardap refuses to authorize the write, the agent says what to do and the card gets nothing; with it, AP 01 is
+/// written and recorded.
+async fn the_certificate_issuance_ap_needs_the_residents_consent_through_the_agent_too(backend: Backend) {
+    if !reader_available("consent") {
+        return;
+    }
+    let counter = counter(backend).await;
+    let card = card(&counter, "0A1B2C3F", None);
+    let inserted = insert(&card, None);
+    let only_01 = |issuance_consent| Request {
+        install: vec!["01".into()],
+        remove: vec![],
+        kana: Some("ヤマダ タロウ".into()),
+        issuance_consent,
+    };
+    let (result, steps) = run_agent(&counter.config, only_01(None), vec!["1234"]).await;
+    assert!(matches!(result, Err(AgentError::ConsentRequired)), "{result:?}");
+    assert!(result.unwrap_err().to_string().contains("--issuance-consent"));
+    assert!(!steps.iter().any(|s| matches!(s, Step::Written { what, .. } if what == "install_aps")), "{steps:?}");
+    assert_consistent(&counter, &card, "0A1B2C3F").await;
+    let path = format!("/api/v1/municipalities/{CHIYODA}/cards/0A1B2C3F");
+    assert_eq!(counter.app.get(&path, Some(&counter.admin)).await.json()["aps"], json!([]));
+
+    let (outcome, _) = run_agent(&counter.config, only_01(Some(true)), vec![]).await;
+    assert_eq!(outcome.unwrap().card["aps"], json!([{"business_id": "01"}]));
+    assert_consistent(&counter, &card, "0A1B2C3F").await;
     take_out(inserted);
 }
 
@@ -360,6 +395,7 @@ async fn other_municipalities_cards_bad_readers_and_an_unreachable_server_are_to
 on_both_backends!(
     the_whole_flow_registers_the_resident_and_writes_the_area_and_two_aps,
     a_wrong_pin_tells_the_tries_left_and_a_blocked_pin_says_so,
+    the_certificate_issuance_ap_needs_the_residents_consent_through_the_agent_too,
     a_card_pulled_out_at_any_step_is_unchanged_or_whole_and_the_next_insertion_reconciles,
     other_municipalities_cards_bad_readers_and_an_unreachable_server_are_told_apart,
 );

@@ -89,8 +89,22 @@ fn action(
     app.send_with(Method::POST, &format!("{}/{action}", card_path(code, fid)), Some(token), headers, None)
 }
 
+/// `POST …/cards/{fid}/local-area` with the resident's consent for the preset AP 01.
+fn local_area(
+    app: &TestApp,
+    token: &str,
+    code: &str,
+    fid: &str,
+    headers: &[(&str, &str)],
+) -> impl Future<Output = Reply> + use<> {
+    let path = format!("{}/local-area", card_path(code, fid));
+    app.send_with(Method::POST, &path, Some(token), headers, Some(&json!({"issuance_consent": true})))
+}
+
+/// `POST …/cards/{fid}/aps`, with the resident's consent for AP 01 (ignored by the others).
 fn install(app: &TestApp, token: &str, code: &str, fid: &str, ids: &[&str]) -> impl Future<Output = Reply> + use<> {
-    app.post(&format!("{}/aps", card_path(code, fid)), Some(token), &json!({"business_ids": ids}))
+    let body = json!({"business_ids": ids, "issuance_consent": true});
+    app.post(&format!("{}/aps", card_path(code, fid)), Some(token), &body)
 }
 
 fn remove(app: &TestApp, token: &str, code: &str, fid: &str, id: &str) -> impl Future<Output = Reply> + use<> {
@@ -166,7 +180,7 @@ async fn the_whole_clerk_workflow(backend: Backend) {
     .await;
 
     // The local area brings the presets; the library AP gets its 標準ID.
-    let with_area = ok(&action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[("if-match", "\"1\"")]).await);
+    let with_area = ok(&local_area(&app, &clerk, CHIYODA, "FID0001", &[("if-match", "\"1\"")]).await);
     assert_eq!(with_area["local_area"], true);
     assert_eq!(aps(&with_area), ["01", "02"]);
     assert_eq!(with_area["aps"][0], json!({"business_id": "01"}), "only the library AP has a 標準ID");
@@ -175,7 +189,7 @@ async fn the_whole_clerk_workflow(backend: Backend) {
     assert!(standard_id.starts_with(CHIYODA) && standard_id.bytes().all(|b| b.is_ascii_digit()), "{standard_id}");
     refused(
         &app,
-        action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[]),
+        local_area(&app, &clerk, CHIYODA, "FID0001", &[]),
         StatusCode::CONFLICT,
         "/problems/local-area-exists",
     )
@@ -249,7 +263,7 @@ async fn the_whole_clerk_workflow(backend: Backend) {
         .await;
     let second = register_card(&app, &clerk, CHIYODA, "FID0002", &taro).await;
     assert_eq!(second["status"], "in_use");
-    let second = ok(&action(&app, &clerk, CHIYODA, "FID0002", "local-area", &[]).await);
+    let second = ok(&local_area(&app, &clerk, CHIYODA, "FID0002", &[]).await);
     let new_id = second["aps"][1]["standard_id"].as_str().unwrap();
     assert_ne!(new_id, standard_id, "a 標準ID is never reused");
     assert_eq!(app.get(&resident_path(CHIYODA, &taro), Some(&clerk)).await.json()["active_fid"], "FID0002");
@@ -272,7 +286,7 @@ async fn a_card_moves_with_its_holder_once_released(backend: Backend) {
     let clerk_b = app.clerk_token(&admin, SAPPORO, "CL0002", &["01", "02", "10", "11"]).await;
     let taro = register_resident(&app, &clerk_a, CHIYODA, "タロウ").await;
     register_card(&app, &clerk_a, CHIYODA, "FID0001", &taro).await;
-    ok(&action(&app, &clerk_a, CHIYODA, "FID0001", "local-area", &[]).await);
+    ok(&local_area(&app, &clerk_a, CHIYODA, "FID0001", &[]).await);
     let taro_in_b = register_resident(&app, &clerk_b, SAPPORO, "タロウ").await;
 
     // Still A's: B cannot take it, and cannot tell from the answer where it is.
@@ -287,7 +301,7 @@ async fn a_card_moves_with_its_holder_once_released(backend: Backend) {
     let moved = register_card(&app, &clerk_b, SAPPORO, "FID0001", &taro_in_b).await;
     assert_eq!((&moved["status"], &moved["local_area"], &moved["aps"]), (&json!("in_use"), &json!(false), &json!([])));
     assert_eq!(moved["resident_id"], taro_in_b.as_str());
-    let with_area = ok(&action(&app, &clerk_b, SAPPORO, "FID0001", "local-area", &[]).await);
+    let with_area = ok(&local_area(&app, &clerk_b, SAPPORO, "FID0001", &[]).await);
     assert_eq!(aps(&with_area), ["01", "02"]);
     assert!(with_area["aps"][1]["standard_id"].as_str().unwrap().starts_with(SAPPORO), "{with_area}");
     // A no longer has it: not shown, not acted on, not counted.
@@ -321,7 +335,7 @@ async fn bad_requests_name_the_field_and_write_nothing(backend: Backend) {
     assert_eq!(reply.error_message("/resident_id"), "この市町村に該当する利用者が登録されていません");
 
     register_card(&app, &clerk, CHIYODA, "FID0001", &taro).await;
-    ok(&action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[]).await);
+    ok(&local_area(&app, &clerk, CHIYODA, "FID0001", &[]).await);
     let aps_path = format!("{}/aps", card_path(CHIYODA, "FID0001"));
     for (body, fields) in [
         (json!({"business_ids": []}), vec!["/business_ids"]),
@@ -383,7 +397,7 @@ async fn if_match_and_idempotency_key_hold_for_cards(backend: Backend) {
     assert_eq!(app.event_count().await, before + 2, "registered once");
 
     // A local area retried with its key: the presets (and a 標準ID) once.
-    let area = || action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[("idempotency-key", "c-0002")]);
+    let area = || local_area(&app, &clerk, CHIYODA, "FID0001", &[("idempotency-key", "c-0002")]);
     let created = ok(&area().await);
     let before = app.event_count().await;
     assert_eq!(ok(&area().await), created);
@@ -491,7 +505,7 @@ async fn an_associations_cards_get_a_standard_id_from_its_association_id(backend
     let taro = register_resident(&app, &clerk, NISHI_KANTO, "タロウ").await;
     register_card(&app, &clerk, NISHI_KANTO, "FID0001", &taro).await;
 
-    let with_area = ok(&action(&app, &clerk, NISHI_KANTO, "FID0001", "local-area", &[]).await);
+    let with_area = ok(&local_area(&app, &clerk, NISHI_KANTO, "FID0001", &[]).await);
 
     assert_eq!(aps(&with_area), ["01", "02"]);
     let standard_id = with_area["aps"][1]["standard_id"].as_str().expect("a 標準ID");
@@ -531,7 +545,7 @@ async fn cards_of_another_municipality_do_not_exist(backend: Backend) {
     let clerk_b = app.clerk_token(&admin, SAPPORO, "CL0002", &["01", "02", "10", "11"]).await;
     let taro = register_resident(&app, &clerk_a, CHIYODA, "タロウ").await;
     register_card(&app, &clerk_a, CHIYODA, "FID0001", &taro).await;
-    ok(&action(&app, &clerk_a, CHIYODA, "FID0001", "local-area", &[]).await);
+    ok(&local_area(&app, &clerk_a, CHIYODA, "FID0001", &[]).await);
     let not_found = app.get(&card_path(SAPPORO, "FID9999"), Some(&clerk_b)).await;
     not_found.problem(StatusCode::NOT_FOUND, "/problems/not-found");
 
@@ -581,7 +595,7 @@ async fn a_clerk_installs_only_the_aps_of_his_business_systems(backend: Backend)
     let taro = register_resident(&app, &clerk, CHIYODA, "タロウ").await;
     register_card(&app, &clerk, CHIYODA, "FID0001", &taro).await;
     // The local area brings every preset, the library's too: that is the municipality's decision.
-    assert_eq!(aps(&ok(&action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[]).await)), ["01", "02"]);
+    assert_eq!(aps(&ok(&local_area(&app, &clerk, CHIYODA, "FID0001", &[]).await)), ["01", "02"]);
 
     refused(&app, remove(&app, &clerk, CHIYODA, "FID0001", "02"), StatusCode::FORBIDDEN, "/problems/forbidden").await;
     let other = register_resident(&app, &clerk, CHIYODA, "ハナコ").await;
@@ -589,7 +603,7 @@ async fn a_clerk_installs_only_the_aps_of_his_business_systems(backend: Backend)
     let mut settings = settings();
     settings["presets"] = json!([]);
     ok(&app.put(&resident_settings_path(CHIYODA), Some(&admin), &settings).await);
-    ok(&action(&app, &clerk, CHIYODA, "FID0002", "local-area", &[]).await);
+    ok(&local_area(&app, &clerk, CHIYODA, "FID0002", &[]).await);
     refused(
         &app,
         install(&app, &clerk, CHIYODA, "FID0002", &["10", "02"]),
@@ -614,7 +628,7 @@ async fn an_ap_whose_shared_use_was_withdrawn_cannot_be_installed(backend: Backe
     app.withdraw(&admin, "11", CHIYODA).await;
 
     // The preset library AP is skipped, not refused: the card still gets its area.
-    let card = ok(&action(&app, &clerk, CHIYODA, "FID0001", "local-area", &[]).await);
+    let card = ok(&local_area(&app, &clerk, CHIYODA, "FID0001", &[]).await);
     assert_eq!(aps(&card), ["01"]);
 
     let reply = invalid(
@@ -631,6 +645,87 @@ async fn an_ap_whose_shared_use_was_withdrawn_cannot_be_installed(backend: Backe
 }
 
 /// Every route of this area is in the OpenAPI document, with its bodies and their examples.
+/// 1.2 カード管理・利用者情報登録: the certificate issuance AP (01) goes on a card only with the resident's consent to
+/// his user info going to the issuance server. Without it the install and a local area that would bring the preset
+/// 01 are refused (422 `/problems/consent-required`, in Japanese or English) and nothing is written; a resident who
+/// declines gets his area without 01; given, the consent is recorded in the install event, with when and by which
+/// clerk, for the auditors to see.
+async fn the_certificate_issuance_ap_needs_the_residents_consent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (admin, clerk) = chiyoda(&app).await;
+    let taro = register_resident(&app, &clerk, CHIYODA, "タロウ").await;
+    register_card(&app, &clerk, CHIYODA, "FID0001", &taro).await;
+    let area_path = format!("{}/local-area", card_path(CHIYODA, "FID0001"));
+
+    // The preset 01 and nobody asked the resident: no area, no event.
+    let reply = refused(
+        &app,
+        app.post_empty(&area_path, Some(&clerk)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/consent-required",
+    )
+    .await;
+    assert_eq!(reply.error_fields(), ["/issuance_consent"]);
+    assert!(reply.error_message("/issuance_consent").contains("同意"), "{}", reply.text);
+    let english = app.send_with(Method::POST, &area_path, Some(&clerk), &[("accept-language", "en")], None).await;
+    english.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/consent-required");
+    assert!(english.json()["detail"].as_str().unwrap().contains("consent"), "{}", english.text);
+    assert_eq!(ok(&app.get(&card_path(CHIYODA, "FID0001"), Some(&clerk)).await)["local_area"], false);
+
+    // He declines: the area with the library's preset, without 01.
+    let declined = ok(&app.post(&area_path, Some(&clerk), &json!({"issuance_consent": false})).await);
+    assert_eq!((&declined["local_area"], aps(&declined)), (&json!(true), vec!["02".to_owned()]));
+
+    // Installing 01 without his consent, or with his refusal, is refused whole (10 is not installed either).
+    let aps_path = format!("{}/aps", card_path(CHIYODA, "FID0001"));
+    for body in
+        [json!({"business_ids": ["10", "01"]}), json!({"business_ids": ["10", "01"], "issuance_consent": false})]
+    {
+        let reply = refused(
+            &app,
+            app.post(&aps_path, Some(&clerk), &body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/consent-required",
+        )
+        .await;
+        assert_eq!(reply.error_fields(), ["/issuance_consent"], "{body}");
+    }
+    // A request that is wrong otherwise says that first.
+    invalid(&app, app.post(&aps_path, Some(&admin), &json!({"business_ids": ["01", "12"]})), &["/business_ids/1"])
+        .await;
+    // Other APs need no consent.
+    assert_eq!(aps(&ok(&app.post(&aps_path, Some(&clerk), &json!({"business_ids": ["10"]})).await)), ["02", "10"]);
+
+    // He consents: 01 is installed, and the install event records his consent, when, and by which clerk.
+    let installed =
+        ok(&app.post(&aps_path, Some(&clerk), &json!({"business_ids": ["01"], "issuance_consent": true})).await);
+    assert_eq!(aps(&installed), ["01", "02", "10"]);
+    let history = app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}"), Some(&admin)).await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    let installs: Vec<Value> = history
+        .ndjson()
+        .into_iter()
+        .filter(|l| l["type"] == "CardApInstalled" && l["changes"]["business_id"] == "01")
+        .collect();
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    let consent = &installs[0]["changes"]["issuance_consent"];
+    assert_eq!(consent["given"], "at_counter", "{consent}");
+    assert_eq!(installs[0]["operator_id"], "CL0001");
+    assert_eq!(consent["operator"], installs[0]["operator_key"], "the clerk who recorded it");
+    assert!(consent["at"].as_i64().is_some_and(|at| at > 1_700_000_000), "{consent}");
+    let others: Vec<Value> = history
+        .ndjson()
+        .into_iter()
+        .filter(|l| l["type"] == "CardApInstalled" && l["changes"]["business_id"] != "01")
+        .collect();
+    assert!(others.iter().all(|l| l["changes"]["issuance_consent"].is_null()), "{others:?}");
+
+    // A local area with the preset 01 and his consent brings it at once.
+    let hanako = register_resident(&app, &clerk, CHIYODA, "ハナコ").await;
+    register_card(&app, &clerk, CHIYODA, "FID0002", &hanako).await;
+    assert_eq!(aps(&ok(&local_area(&app, &clerk, CHIYODA, "FID0002", &[]).await)), ["01", "02"]);
+}
+
 async fn the_routes_are_documented(backend: Backend) {
     let app = spawn_app(backend).await;
 
@@ -654,6 +749,10 @@ async fn the_routes_are_documented(backend: Backend) {
         assert!(schema.is_object() && schema["example"].is_object(), "schema and example: {schema}");
     }
     assert!(doc["components"]["schemas"]["CardApView"].is_object());
+    assert!(doc["components"]["schemas"]["ApsInput"]["properties"]["issuance_consent"].is_object());
+    assert!(doc["components"]["schemas"]["LocalAreaInput"]["properties"]["issuance_consent"].is_object());
+    let responses = &doc["paths"]["/api/v1/municipalities/{code}/cards/{fid}/aps"]["post"]["responses"]["422"];
+    assert!(responses["description"].as_str().is_some_and(|d| d.contains("/problems/consent-required")), "{responses}");
 }
 
 on_both_backends!(
@@ -668,5 +767,6 @@ on_both_backends!(
     cards_of_another_municipality_do_not_exist,
     a_clerk_installs_only_the_aps_of_his_business_systems,
     an_ap_whose_shared_use_was_withdrawn_cannot_be_installed,
+    the_certificate_issuance_ap_needs_the_residents_consent,
     the_routes_are_documented,
 );

@@ -3,9 +3,10 @@
 //! without the AP, a municipality after its withdrawal, a retired system), entitlement at each position (an AP
 //! removed and installed again, card suspended/resumed/abolished, moved out, erased), minimisation (the library's
 //! default list; a change of the list applies to what is delivered after it), the audit record of each delivery,
-//! forged and stale cursors, a long poll woken by an append, SSE with `Last-Event-ID` and its end at shutdown, and
-//! the feed under concurrent writers while a transaction is held open past later commits. Every test runs on
-//! PostgreSQL and on SQLite.
+//! forged and stale cursors, a long poll woken by an append, SSE with `Last-Event-ID` and its end at shutdown, the
+//! feed under concurrent writers while a transaction is held open past later commits, and what the certificate
+//! issuance system (`01`) learns of each municipality it serves (its issuance service) and of every card (its
+//! status). Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +28,7 @@ const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
 
 /// A server on HTTPS with mutual TLS, two municipalities, the municipalities' own systems 05 and 06, and a client
-/// per business system (02, 05, 06) that presents that system's business server certificate.
+/// per business system (01, 02, 05, 06) that presents that system's business server certificate.
 struct World {
     app: TestApp,
     admin: String,
@@ -48,11 +49,12 @@ async fn world(backend: Backend) -> World {
         let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system(id, name)).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     }
-    // The library needs a URL for the CN of its server certificate.
-    let reply = app
-        .patch("/api/v1/business-systems/02", Some(&admin), None, &json!({ "top_url": "https://b02.example.jp/" }))
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    // The built-in certificate issuance system and library need a URL for the CN of their server certificates.
+    for id in ["01", "02"] {
+        let url = json!({ "top_url": format!("https://b{id}.example.jp/") });
+        let reply = app.patch(&format!("/api/v1/business-systems/{id}"), Some(&admin), None, &url).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
     for (code, name, order, systems) in
         [(CHIYODA, "千代田区", 1, ["01", "02", "05", "06"].as_slice()), (SAPPORO, "札幌市", 2, ["02", "05"].as_slice())]
     {
@@ -67,7 +69,7 @@ async fn world(backend: Backend) -> World {
     let chiyoda = app.clerk_token(&admin, CHIYODA, "CL0001", &["01", "02", "05", "06"]).await;
     let sapporo = app.clerk_token(&admin, SAPPORO, "CL0002", &["02", "05"]).await;
     let mut clients = BTreeMap::new();
-    for id in ["02", "05", "06"] {
+    for id in ["01", "02", "05", "06"] {
         clients.insert(id, business_client(&app, &admin, dir.path(), &root, id).await);
     }
     let anonymous = tls_client(&root, None);
@@ -104,9 +106,11 @@ impl World {
         id
     }
 
+    /// Installs `aps`, with the resident's consent for AP 01 (ignored by the others).
     async fn install(&self, code: &str, fid: &str, aps: &[&str]) {
         let path = format!("{}/aps", card_path(code, fid));
-        let reply = self.app.post(&path, Some(self.clerk(code)), &json!({ "business_ids": aps })).await;
+        let body = json!({ "business_ids": aps, "issuance_consent": true });
+        let reply = self.app.post(&path, Some(self.clerk(code)), &body).await;
         assert!(reply.status.is_success(), "{}", reply.text);
     }
 
@@ -606,6 +610,7 @@ async fn nothing_is_lost_under_concurrent_writers_with_a_transaction_held_open(b
     let event = NewEvent::from_domain(&CardEvent::ApInstalled {
         business_id: BusinessId::parse("05").unwrap(),
         standard_id: None,
+        consent: None,
     });
     let metadata = Metadata { municipality: Some(MunicipalityCode::parse(CHIYODA).unwrap()), ..Metadata::system() };
     let hold = Duration::from_millis(2500);
@@ -660,6 +665,110 @@ async fn nothing_is_lost_under_concurrent_writers_with_a_transaction_held_open(b
     assert_eq!(all_ids, followed_ids);
 }
 
+/// The `issuance_service` items of `items`: (municipality, data).
+fn services(items: &[Value]) -> Vec<(String, Value)> {
+    items
+        .iter()
+        .filter(|i| i["type"] == "issuance_service")
+        .map(|i| (i["municipality"].as_str().unwrap().to_owned(), i["data"].clone()))
+        .collect()
+}
+
+fn service_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{code}/issuance-service")
+}
+
+/// The certificate issuance system (01) learns each municipality it serves (1.2, issue 11 point 3): its feed starts
+/// with 千代田区's issuance service (the defaults: 千代田区 was permitted before anything was set), tells every change of
+/// it, and a municipality's service as set when it becomes permitted — also again, after its residents, when it is
+/// permitted anew — never while it is withdrawn; every resident item says the card's status, so a suspended or
+/// abolished card is refused at the kiosk; 01's field list keeps that status; no other system gets these items;
+/// and a rebuild of the index gives every item back with the same id.
+async fn the_issuance_server_learns_each_municipalitys_service_and_every_card_status(backend: Backend) {
+    let w = world(backend).await;
+    let defaults = json!({"certificates": ["juminhyo", "inkan"], "opens": "06:30", "closes": "23:00",
+                          "closed_periods": [{"from": "12-29", "to": "01-03"}]});
+    let items = w.until("01", "千代田区's service", |i| !i.is_empty()).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        (&items[0]["type"], &items[0]["municipality"], &items[0]["resident_id"]),
+        (&json!("issuance_service"), &json!(CHIYODA), &Value::Null)
+    );
+    assert_eq!(items[0]["data"], defaults);
+
+    // Every item of a resident says his card's status: registered, suspended, resumed, abolished.
+    let taro = w.resident_with_card(CHIYODA, "タロウ", "FID0000000000051", &["01"]).await;
+    let hanako = w.resident_with_card(CHIYODA, "ハナコ", "FID0000000000052", &["01"]).await;
+    for action in ["suspend", "resume", "abolish"] {
+        w.card_action(CHIYODA, "FID0000000000051", action).await;
+    }
+    let items = w.until("01", "タロウ's card", |i| kinds(i, &taro).len() == 4).await;
+    let story = of(&items, &taro);
+    assert_eq!(kinds(&items, &taro), ["registered", "card_suspended", "card_resumed", "card_abolished"]);
+    assert_eq!(keys(&story[0].1), set(&["kana_name", "kanji_name", "birth_date", "sex", "card_status"]));
+    assert_eq!(story[0].1["card_status"], "in_use");
+    assert_eq!(story[1].1, json!({ "card_status": "suspended" }));
+    assert_eq!(story[2].1, json!({ "card_status": "in_use" }));
+    assert_eq!(story[3].1, json!({ "card_status": "abolished" }));
+    assert_eq!(of(&items, &hanako)[0].1["card_status"], "in_use");
+
+    // 千代田区 sets its own service: the feed tells it; its first item still says what stood then.
+    let own = json!({"certificates": ["juminhyo", "inkan", "koseki"], "opens": "07:00", "closes": "21:00",
+                     "closed_periods": [{"from": "12-29", "to": "01-03"}, {"from": "08-13", "to": "08-16"}]});
+    let reply = w.app.put(&service_path(CHIYODA), Some(&w.admin), &own).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let items = w.until("01", "千代田区's own service", |i| services(i).len() == 2).await;
+    assert_eq!(services(&items), [(CHIYODA.to_owned(), defaults.clone()), (CHIYODA.to_owned(), own.clone())]);
+
+    // 札幌市 sets its service while it may not use 01: nothing; permitted, 01 learns its service as set.
+    let sapporo = json!({"certificates": ["juminhyo"], "opens": "08:00", "closes": "20:00", "closed_periods": []});
+    let reply = w.app.put(&service_path(SAPPORO), Some(&w.admin), &sapporo).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    w.app.permit(&w.admin, "01", SAPPORO).await;
+    let items = w.until("01", "札幌市's service", |i| services(i).len() == 3).await;
+    assert_eq!(services(&items)[2], (SAPPORO.to_owned(), sapporo));
+
+    // 千代田区 withdrawn from 01: a change of its service meanwhile reaches nobody; permitted again, 01 learns ハナコ
+    // (her card still carries 01) and the service as it stands, from the same permit, the service after her.
+    w.app.withdraw(&w.admin, "01", CHIYODA).await;
+    let mut meanwhile = own.clone();
+    meanwhile["closes"] = json!("22:00");
+    let reply = w.app.put(&service_path(CHIYODA), Some(&w.admin), &meanwhile).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    w.app.permit(&w.admin, "01", CHIYODA).await;
+    let items = w.until("01", "千代田区 permitted again", |i| of(i, &hanako).len() == 2).await;
+    let chiyoda_services: Vec<Value> =
+        services(&items).into_iter().filter(|(m, _)| m == CHIYODA).map(|(_, d)| d).collect();
+    assert_eq!(chiyoda_services, [defaults, own, meanwhile], "the change while withdrawn gave no item of its own");
+    let last = &items[items.len() - 2..];
+    assert_eq!((&last[0]["type"], &last[0]["resident_id"]), (&json!("registered"), &json!(hanako)));
+    assert_eq!((&last[1]["type"], &last[1]["municipality"]), (&json!("issuance_service"), &json!(CHIYODA)));
+    let (permit, service) = (place(last[0]["id"].as_str().unwrap()), place(last[1]["id"].as_str().unwrap()));
+    assert_eq!((permit.0, permit.1, permit.2 + 1), service, "one permit: its residents, then the service");
+
+    // 01's field list keeps the card status.
+    let fields = json!({ "fields": ["kana_name", "kanji_name"] });
+    let refused = w.app.put("/api/v1/business-systems/01/feed-fields", Some(&w.admin), &fields).await;
+    refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(refused.error_fields(), ["/fields"]);
+
+    // No other system is told any municipality's service.
+    w.resident_with_card(CHIYODA, "ジロウ", "FID0000000000053", &["02", "05", "06"]).await;
+    for system in ["02", "05", "06"] {
+        let items = w.until(system, "ジロウ", |i| !i.is_empty()).await;
+        assert!(services(&items).is_empty(), "{system}: {items:?}");
+    }
+
+    // The index rebuilt from the log (as migration 0024 does on upgrade): the same items with the same ids.
+    let before: Vec<(Value, Value)> =
+        w.all("01").await.into_iter().map(|i| (i["id"].clone(), i["type"].clone())).collect();
+    let runners = w.app.state.read.runners(w.app.state.store.clone());
+    runners.iter().find(|r| r.name() == "feeds").unwrap().reset().await.unwrap();
+    let after = w.until("01", "the rebuilt index", |i| i.len() == before.len()).await;
+    let after: Vec<(Value, Value)> = after.into_iter().map(|i| (i["id"].clone(), i["type"].clone())).collect();
+    assert_eq!(after, before);
+}
+
 on_both_backends!(
     a_system_reads_only_its_own_residents_and_fields,
     entitlement_follows_each_position,
@@ -667,4 +776,5 @@ on_both_backends!(
     a_long_poll_is_woken_by_an_append,
     sse_resumes_with_last_event_id_and_ends_at_shutdown,
     nothing_is_lost_under_concurrent_writers_with_a_transaction_held_open,
+    the_issuance_server_learns_each_municipalitys_service_and_every_card_status,
 );

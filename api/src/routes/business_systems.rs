@@ -612,6 +612,7 @@ pub(crate) fn domain_error(e: BusinessSystemError) -> ApiError {
         BusinessSystemError::NotPermitted => ApiError::state_conflict(ProblemType::SharedUseNotPermitted, text),
         BusinessSystemError::LoginNotConfigured => ApiError::state_conflict(ProblemType::LoginNotConfigured, text),
         BusinessSystemError::WebhookNotSet => ApiError::state_conflict(ProblemType::WebhookNotConfigured, text),
+        BusinessSystemError::CardStatusRequired => ApiError::validation(vec![FieldError::new("/fields", text)]),
         BusinessSystemError::UrlsRequired(missing) => ApiError::validation(
             missing
                 .into_iter()

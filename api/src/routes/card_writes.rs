@@ -41,7 +41,8 @@ pub fn router() -> Router<AppState> {
 /// A write the card agent asks cardap to authorize.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"challenge": "0011223344556677", "action": "install_aps", "business_ids": ["01", "02"]}))]
+#[schema(example = json!({"challenge": "0011223344556677", "action": "install_aps", "business_ids": ["01", "02"],
+    "issuance_consent": true}))]
 pub struct CardWriteInput {
     /// The card's answer to GET CHALLENGE (hex, 1–32 bytes).
     pub challenge: String,
@@ -50,6 +51,11 @@ pub struct CardWriteInput {
     pub action: String,
     #[serde(default)]
     pub business_ids: Option<Vec<String>>,
+    /// The resident's consent to his user info going to the certificate issuance server, for AP `01` (installed, or
+    /// a preset of `create_local_area`), as `POST …/cards/{fid}/aps` and `…/local-area` take it; send the same with
+    /// the card's confirmation (`card-state`), which records it.
+    #[serde(default)]
+    pub issuance_consent: Option<bool>,
 }
 
 /// What the card agent sends to the card: STAGE of `image`, then COMMIT with `commit_mac`.
@@ -72,6 +78,10 @@ pub struct CardStateInput {
     pub nonce: String,
     /// The card's MAC (hex, 32 bytes).
     pub mac: String,
+    /// The resident's consent for AP `01`, recorded with it when the image installs it (as in `card-writes`);
+    /// without it an AP `01` cardap has not recorded is not recorded (`card_outdated`: write a `sync`).
+    #[serde(default)]
+    pub issuance_consent: Option<bool>,
 }
 
 /// One change recorded from the card.
@@ -124,7 +134,8 @@ fn write_error(e: CommandError<CardWriteError>, ids: &[BusinessId]) -> ApiError 
         (status = 409, body = ProblemDetails, description = "`/problems/local-area-missing`, \
             `/problems/local-area-exists`, `/problems/ap-already-installed`, `/problems/ap-not-installed`, \
             `/problems/card-suspended`, `/problems/card-abolished`"),
-        (status = 422, body = ProblemDetails, description = "`/challenge`, `/action`, `/business_ids`")))]
+        (status = 422, body = ProblemDetails, description = "`/challenge`, `/action`, `/business_ids`; \
+            `/problems/consent-required`: AP `01` without `issuance_consent: true`")))]
 pub async fn prepare(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -145,8 +156,10 @@ pub async fn prepare(
         }
     }
     let write = match (body.action.as_str(), ids.as_slice()) {
-        ("create_local_area", _) => Some(CardWrite::CreateLocalArea),
-        ("install_aps", _) => Some(CardWrite::InstallAps(ids.clone())),
+        ("create_local_area", _) => Some(CardWrite::CreateLocalArea { issuance_consent: body.issuance_consent }),
+        ("install_aps", _) => {
+            Some(CardWrite::InstallAps { business_ids: ids.clone(), issuance_consent: body.issuance_consent })
+        }
         ("remove_ap", [id]) => Some(CardWrite::RemoveAp(id.clone())),
         ("remove_ap", _) => {
             errors.push(FieldError::new(
@@ -216,8 +229,11 @@ pub async fn record(
     }
     let meta = RequestMeta::from_headers(&headers);
     let ctx = meta.context(&auth, "cards.card_state", &format!("{code}/{fid}"));
-    let (outcome, snapshot, checkpoint) =
-        state.card_writes.record_card_state(&ctx, &code, &fid, &proof).await.map_err(|e| write_error(e, &[]))?;
+    let (outcome, snapshot, checkpoint) = state
+        .card_writes
+        .record_card_state(&ctx, &code, &fid, &proof, body.issuance_consent)
+        .await
+        .map_err(|e| write_error(e, &[]))?;
     let (outcome, recorded) = match outcome {
         Reconciled::InAgreement => ("in_agreement", vec![]),
         Reconciled::CardOutdated => ("card_outdated", vec![]),

@@ -4,8 +4,9 @@
 //!
 //! Owns the HTTP shape of a card and the mapping of every card refusal to a status and a stable problem `type`:
 //! 409 for the card's or resident's state, 422 naming the AP by its index for what the request itself asks
-//! wrongly, 404 for a card of another municipality (exactly as for one that does not exist). The decisions are
-//! `ResidentServices`; the AP counts come from the card register.
+//! wrongly, 422 `/problems/consent-required` for the certificate issuance AP (`01`, 手引き I 1.2) without the
+//! resident's consent (`issuance_consent`), 404 for a card of another municipality (exactly as for one that does
+//! not exist). The decisions are `ResidentServices`; the AP counts come from the card register.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,7 +25,7 @@ use utoipa::ToSchema;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, FieldError, ProblemDetails, ProblemType, command_error};
 use crate::i18n::Text;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, DeferredJson};
 use crate::routes::municipality_in_path;
 use crate::routes::residents::registration_error;
 use crate::routes::{RequestMeta, etag, if_match};
@@ -60,11 +61,28 @@ pub struct CardInput {
 /// APs to install at once, all or none.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"business_ids": ["01", "02"]}))]
+#[schema(example = json!({"business_ids": ["01", "02"], "issuance_consent": true}))]
 pub struct ApsInput {
     /// Business ids of the card APs: in the municipality's catalog, permitted to it, and to the clerk (許可業務).
     #[serde(default)]
     pub business_ids: Option<Vec<String>>,
+    /// The resident's consent to his user info (the fields of the certificate issuance system's feed) going to the
+    /// issuance server (証明発行サーバ): `true` is recorded with the install of AP `01` (when, and by this clerk);
+    /// without it AP `01` is refused (422 `/problems/consent-required`). Other APs ignore it.
+    #[serde(default)]
+    pub issuance_consent: Option<bool>,
+}
+
+/// The local area's optional body: the resident's answer for a preset AP `01`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"issuance_consent": true}))]
+pub struct LocalAreaInput {
+    /// For a preset certificate issuance AP (`01`): `true` installs it with the resident's consent recorded (when,
+    /// and by this clerk), `false` (he declined) leaves it out; without it, a preset `01` that would be installed
+    /// refuses the whole request (422 `/problems/consent-required`). Without a preset `01`, ignored.
+    #[serde(default)]
+    pub issuance_consent: Option<bool>,
 }
 
 /// One AP on a card.
@@ -153,7 +171,9 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
         }
         // The server pairs 標準IDs with the library AP itself; a mismatch is its own bug.
         CardError::StandardIdMismatch(_) => ApiError::internal(e),
-        // What the clerk can fix in his request (422, every such AP by its place); else what the card refuses.
+        CardError::ConsentRequired => ApiError::consent_required("/issuance_consent", text),
+        // What the clerk can fix in his request (422, every such AP by its place), then the consent he must ask
+        // for; else what the card refuses.
         CardError::ApsRefused(refused) => {
             let fixable: Vec<FieldError> = refused
                 .iter()
@@ -162,8 +182,10 @@ pub fn card_error(e: CardError, business_ids: &[BusinessId]) -> ApiError {
                 })
                 .map(|(i, e)| FieldError::new(format!("/business_ids/{i}"), Text::of(&e)))
                 .collect();
+            let consent = refused.iter().any(|(_, e)| *e == CardError::ConsentRequired);
             match refused.into_iter().next() {
                 _ if !fixable.is_empty() => ApiError::validation(fixable),
+                _ if consent => card_error(CardError::ConsentRequired, business_ids),
                 Some((_, first)) => card_error(first, business_ids),
                 None => ApiError::internal("an install refused without a reason"),
             }
@@ -290,7 +312,7 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let fid = fid_in_path(fid)?;
     let ids = match &action {
-        CardAction::InstallAps(ids) => ids.clone(),
+        CardAction::InstallAps { business_ids, .. } => business_ids.clone(),
         CardAction::RemoveAp(id) => vec![id.clone()],
         _ => vec![],
     };
@@ -312,9 +334,12 @@ async fn clerk_of(state: &AppState, auth: &Authenticated, code: &str) -> Result<
 }
 
 /// 地域住民向け領域設定: creates the local resident area; the municipality's preset APs it may still use are
-/// installed with it (the library AP with a fresh 標準ID).
+/// installed with it (the library AP with a fresh 標準ID). The body is optional: a preset certificate issuance AP
+/// (`01`) needs the resident's answer (`issuance_consent`).
 #[utoipa::path(post, operation_id = "createLocalArea",
     path = "/api/v1/municipalities/{code}/cards/{fid}/local-area", tag = "cards",
+    request_body(content = Option<LocalAreaInput>, description = "Optional; none is `{}`",
+        example = json!({"issuance_consent": true})),
     params(("code" = String, Path, description = "全国地方公共団体コード"), ("fid" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if it changed since"),
         ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key changes nothing")),
@@ -324,15 +349,20 @@ async fn clerk_of(state: &AppState, auth: &Authenticated, code: &str) -> Result<
         (status = 409, body = ProblemDetails,
             description = "`/problems/local-area-exists`, `/problems/card-suspended`, \
             `/problems/card-abolished`"),
-        (status = 412, body = ProblemDetails)))]
+        (status = 412, body = ProblemDetails),
+        (status = 422, body = ProblemDetails, description = "`/problems/consent-required`: a preset AP `01` and no \
+            `issuance_consent`")))]
 pub async fn local_area(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((code, fid)): Path<(String, String)>,
     headers: HeaderMap,
+    body: DeferredJson,
 ) -> Result<Response, ApiError> {
     let code = clerk_of(&state, &auth, &code).await?;
-    act(&state, &auth, &headers, code, &fid, "local_area", CardAction::CreateLocalArea).await
+    let body: LocalAreaInput = body.parse_optional().await?.unwrap_or_default();
+    let action = CardAction::CreateLocalArea { issuance_consent: body.issuance_consent };
+    act(&state, &auth, &headers, code, &fid, "local_area", action).await
 }
 
 /// カードAP搭載: several APs at once, all or none. Each must be in the municipality's catalog and permitted to it
@@ -349,7 +379,8 @@ pub async fn local_area(
             `/problems/ap-already-installed`, `/problems/card-suspended`, `/problems/card-abolished`"),
         (status = 412, body = ProblemDetails),
         (status = 422, body = ProblemDetails, description = "`/business_ids/{i}`: not in the catalog, not permitted, \
-            given twice; `/business_ids`: none given")))]
+            given twice; `/business_ids`: none given; `/problems/consent-required`: AP `01` without \
+            `issuance_consent: true`")))]
 pub async fn install(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -380,7 +411,8 @@ pub async fn install(
         authorize(&auth.actor, &Permission::ManageCardAp(code.clone(), id.clone()))?;
     }
     // The decision names every refused AP at once (a card that cannot take APs at all says so first, 409).
-    act(&state, &auth, &headers, code, &fid, "install_aps", CardAction::InstallAps(ids)).await
+    let action = CardAction::InstallAps { business_ids: ids, issuance_consent: body.issuance_consent };
+    act(&state, &auth, &headers, code, &fid, "install_aps", action).await
 }
 
 /// Remove one AP (the clerk must be permitted its business system).

@@ -99,12 +99,17 @@ pub struct FeedItemView {
     /// `ap_removed` (the last item until he is entitled again), `moved_out`, `erased` (no personal data: drop
     /// what you keep of him); to a library system, `standard_id_replaced` (`data`: `old_standard_id`,
     /// `new_standard_id`: a reissued card's new 標準ID replaces one it linked; the link follows, and
-    /// `resident_id` is empty unless the system serves the card's municipality).
+    /// `resident_id` is empty unless the system serves the card's municipality); to the certificate issuance system,
+    /// `issuance_service` (about no resident, `resident_id` `null`; `data`: the municipality's issuance service as it
+    /// stood then — `certificates` (codes), `opens`, `closes` (`HH:MM`), `closed_periods` (`[{from, to}]`, `MM-DD`) —
+    /// when it is set and when the municipality becomes permitted to use `01`).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The resident's municipality (全国地方公共団体コード or association ID).
+    /// The resident's municipality (全国地方公共団体コード or association ID); of an `issuance_service` item, the
+    /// municipality whose service it is.
     pub municipality: String,
-    pub resident_id: String,
+    /// `null` for an item about no resident (`issuance_service`).
+    pub resident_id: Option<String>,
     /// Only the fields of the system's field list (`kana_name`, `kanji_name`, `birth_date`, `sex`,
     /// `postal_code`, `address1`, `address2`, `phone`, `email`, `occupation`, `custom_fields`, `standard_id`,
     /// `card_status`), in the resident API's shapes.
@@ -229,7 +234,8 @@ pub struct FeedFieldsView {
 pub struct SetFeedFields {
     /// Any of `kana_name`, `kanji_name`, `birth_date`, `sex`, `postal_code`, `address1`, `address2`, `phone`,
     /// `email`, `occupation`, `custom_fields`, `standard_id`, `card_status`; an empty list sends ids and item types
-    /// only.
+    /// only. The certificate issuance system's (`01`) keeps `card_status`: its kiosks refuse a suspended or
+    /// abolished card by it.
     pub fields: Vec<String>,
 }
 
@@ -267,7 +273,8 @@ pub async fn show_fields(
         (status = 403, body = ProblemDetails, description = "Only the system administrator"),
         (status = 404, body = ProblemDetails, description = "No such business system"),
         (status = 409, body = ProblemDetails, description = "`/problems/business-system-retired`"),
-        (status = 422, body = ProblemDetails, description = "An unknown field name, named by its index (`/fields/2`)")))]
+        (status = 422, body = ProblemDetails, description = "An unknown field name, named by its index (`/fields/2`); \
+            `/fields`: the certificate issuance system's (`01`) list without `card_status`")))]
 pub async fn set_fields(
     State(state): State<AppState>,
     auth: Authenticated,

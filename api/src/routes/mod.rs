@@ -7,6 +7,7 @@ pub mod card_writes;
 pub mod cards;
 pub mod feeds;
 pub mod health;
+pub mod issuance_service;
 pub mod jobs;
 pub mod library_links;
 pub mod municipalities;

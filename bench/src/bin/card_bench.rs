@@ -189,10 +189,12 @@ async fn run_agent(config: &ServerConfig) -> Result<(Duration, cardap_tests::ser
         let reader = readers.pick(None)?;
         let card = readers.connect(&reader)?;
         let mut progress = |_| {};
-        let request =
-            Request {
-                install: vec!["01".into(), "02".into()], remove: vec![], kana: Some("ヤマダ タロウ".into())
-            };
+        let request = Request {
+            install: vec!["01".into(), "02".into()],
+            remove: vec![],
+            kana: Some("ヤマダ タロウ".into()),
+            issuance_consent: Some(true),
+        };
         let outcome = Agent::new(CardReader::new(card), &server, &mut progress).run(&request, &mut Pin)?;
         Ok((started.elapsed(), outcome.card))
     })
