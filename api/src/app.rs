@@ -641,6 +641,7 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
+        .merge(crate::ui::router())
         .merge(routes::sessions::router())
         .merge(routes::biometrics::router())
         .merge(routes::municipalities::router())

@@ -17,6 +17,7 @@ pub mod serve;
 pub mod settings;
 pub mod state;
 pub mod tls;
+pub mod ui;
 pub mod webhook_transport;
 
 pub use app::{Application, StartError, app};

@@ -60,7 +60,7 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let Some(tls) = tls else {
-                serve_connection(TokioIo::new(stream), router, peer, None, limits, watcher).await;
+                serve_connection(TokioIo::new(stream), router, peer, None, false, limits, watcher).await;
                 drop(slot);
                 return;
             };
@@ -69,7 +69,7 @@ pub async fn serve(
                 Ok(Ok(stream)) => {
                     let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let certificate = certificate.map(|der| PeerCertificate(Arc::from(der.as_ref())));
-                    serve_connection(TokioIo::new(stream), router, peer, certificate, limits, watcher).await;
+                    serve_connection(TokioIo::new(stream), router, peer, certificate, true, limits, watcher).await;
                 }
                 // A refused certificate, a plain-HTTP client, a scan: nothing to answer.
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "a TLS handshake failed"),
@@ -82,13 +82,18 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Serves one connection's requests, each with the peer's address (login throttling per client address) and, on a
-/// mutual-TLS connection, its client certificate.
+/// Whether a request came over TLS (the UI's session cookie is `Secure` then).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls(pub bool);
+
+/// Serves one connection's requests, each with the peer's address (login throttling per client address), whether
+/// it came over TLS ([`OverTls`]) and, on a mutual-TLS connection, its client certificate.
 async fn serve_connection<I>(
     io: TokioIo<I>,
     router: Router,
     peer: std::net::SocketAddr,
     certificate: Option<PeerCertificate>,
+    over_tls: bool,
     limits: ConnectionLimits,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -98,6 +103,7 @@ async fn serve_connection<I>(
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(true);
     let service = router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(OverTls(over_tls));
         if let Some(certificate) = &certificate {
             request.extensions_mut().insert(certificate.clone());
         }

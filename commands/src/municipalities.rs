@@ -61,6 +61,13 @@ impl Municipalities {
         municipalities::list(self.read.pool(), &visible, after, fetch, include_abolished).await
     }
 
+    /// The municipalities an operator may log in to, in display order (the login screen's 市町村 selection; no
+    /// session needed): code and name of each that is not abolished.
+    pub async fn login_choices(&self) -> std::result::Result<Vec<(String, String)>, QueryError> {
+        let rows = municipalities::list(self.read.pool(), &Visible::All, None, 1_000, false).await?;
+        Ok(rows.into_iter().map(|m| (m.code, m.name)).collect())
+    }
+
     /// The municipality as the read model shows it, or `None` when it was never registered.
     pub async fn view(&self, code: &MunicipalityCode) -> std::result::Result<Option<MunicipalityRow>, QueryError> {
         municipalities::get(self.read.pool(), code).await

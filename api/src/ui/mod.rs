@@ -1,0 +1,279 @@
+//! The clerk web UI under `/ui/` (issue 14): server-rendered Japanese pages over the same use cases as the API
+//! (`cardap_commands`), served by `cardap serve` on the same port; `/` redirects there.
+//!
+//! Owns the UI's routes, its cookie session and its page security:
+//! - **Session**: the login form opens an ordinary operator session (the same use case as `POST /api/v1/sessions`,
+//!   throttle and lock included) and keeps its token in the cookie `cardap_session` (`HttpOnly`,
+//!   `SameSite=Strict`, `Path=/ui`, `Secure` when the connection is TLS); a page without a live session goes to the
+//!   login form.
+//! - **CSRF**: every form that changes something carries a token derived from the session token (SHA-256 under a
+//!   fixed label: unguessable without the `HttpOnly` cookie) and is refused with 403 without it; a login or logout
+//!   posted from another origin (`Origin` or `Sec-Fetch-Site`) is refused as well.
+//! - **Headers of every page**: a strict Content-Security-Policy (nothing inline, nothing from another origin: the
+//!   one stylesheet is served from the binary), no framing, no referrer, no caching, no MIME sniffing.
+//!
+//! The HTML is in [`pages`]; no SQL, no store and no rule of the domain here.
+
+mod pages;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, middleware};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cardap_commands::access::{LoginError, Presented, SessionOf};
+use cardap_commands::passwords::Secret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::serve::OverTls;
+use crate::state::AppState;
+
+/// The session cookie.
+const COOKIE: &str = "cardap_session";
+/// The Content-Security-Policy of every page: only this origin's stylesheet and images, forms to this origin.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(top))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/assets/app.css", get(stylesheet))
+        .layer(middleware::map_response(security_headers))
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("app.css"))
+}
+
+/// The operator of a live UI session (from the cookie); without one, the login form.
+struct UiSession {
+    session: SessionOf,
+    token: Secret,
+}
+
+impl UiSession {
+    fn csrf(&self) -> String {
+        csrf_token(&self.token)
+    }
+}
+
+impl FromRequestParts<AppState> for UiSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let to_login = || Redirect::to("/ui/login").into_response();
+        let Some(token) = session_cookie(&parts.headers) else { return Err(to_login()) };
+        match state.access.authenticate(&token).await {
+            Ok(Some(session)) => Ok(UiSession { session, token }),
+            Ok(None) => Err(to_login()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the UI could not check a session");
+                Err(unavailable())
+            }
+        }
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<Secret> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| Secret::new(value))
+}
+
+/// The CSRF token of a session: SHA-256 of the session token under a fixed label, base64url.
+fn csrf_token(token: &Secret) -> String {
+    let digest = Sha256::new().chain_update(b"cardap ui csrf\n").chain_update(token.expose().as_bytes()).finalize();
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// Whether a form's CSRF token is the session's (compared in constant time).
+fn csrf_ok(session: &UiSession, given: &str) -> bool {
+    let expected = session.csrf();
+    expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// A request that a page of another origin made the browser send.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return true;
+    }
+    let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    origin != "null" && origin.split_once("://").map(|(_, rest)| rest) != Some(host)
+}
+
+fn set_cookie(value: &str, tls: bool, max_age: Option<i64>) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
+    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    let cookie = format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict{secure}{age}");
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("cardap_session=; Path=/ui; Max-Age=0"))
+}
+
+fn over_tls(tls: Option<Extension<OverTls>>) -> bool {
+    tls.is_some_and(|Extension(OverTls(on))| on)
+}
+
+fn page(markup: maud::Markup) -> Response {
+    Html(markup.into_string()).into_response()
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        page(pages::message("ただいま利用できません", "しばらくしてから再度お試しください。")),
+    )
+        .into_response()
+}
+
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        page(pages::message("この操作は受け付けられません", "画面を読み込み直してから、もう一度操作してください。")),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoginFields {
+    #[serde(default)]
+    municipality: String,
+    #[serde(default)]
+    operator_id: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The login form (市町村 selection + オペレータID + パスワード).
+async fn login_form(State(state): State<AppState>) -> Response {
+    match state.municipalities.login_choices().await {
+        Ok(choices) => page(pages::login(&choices, "", "", None)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the login form could not list the municipalities");
+            unavailable()
+        }
+    }
+}
+
+/// Logs in from the form; the session's token goes into the cookie, never into the page.
+async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    tls: Option<Extension<OverTls>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if cross_site(&headers) {
+        return forbidden();
+    }
+    let fields: LoginFields = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let municipality = Some(fields.municipality.trim()).filter(|m| !m.is_empty());
+    let client = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    let result =
+        state.access.login(municipality, &fields.operator_id, Secret::new(fields.password.as_str()), client).await;
+    let (status, why) = match result {
+        Ok(session) => {
+            let age = (session.expires_at - chrono::Utc::now()).num_seconds().max(0);
+            let cookie = set_cookie(session.token.expose(), over_tls(tls), Some(age));
+            return (
+                StatusCode::SEE_OTHER,
+                [(header::SET_COOKIE, cookie), (header::LOCATION, HeaderValue::from_static("/ui/"))],
+            )
+                .into_response();
+        }
+        Err(LoginError::InvalidCredentials) => {
+            (StatusCode::OK, "市町村、オペレータID またはパスワードが正しくありません。")
+        }
+        Err(LoginError::Locked { .. }) => (
+            StatusCode::OK,
+            "ログインに続けて失敗したため、このオペレータIDはしばらくロックされています。時間をおいてから、または管理者に解除を依頼してください。",
+        ),
+        Err(LoginError::Throttled { .. }) => {
+            (StatusCode::TOO_MANY_REQUESTS, "ログインの試行が多すぎます。しばらくしてから再度お試しください。")
+        }
+        Err(LoginError::BiometricRequired) => (StatusCode::OK, "このオペレータは生体認証でログインする設定です。"),
+        Err(LoginError::Busy | LoginError::Failed(_)) => return unavailable(),
+    };
+    let choices = state.municipalities.login_choices().await.unwrap_or_default();
+    let typed = pages::login(&choices, municipality.unwrap_or(""), fields.operator_id.trim(), Some(why));
+    (status, page(typed)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Ends the session (with the form's CSRF token) and clears the cookie.
+async fn logout(
+    State(state): State<AppState>,
+    tls: Option<Extension<OverTls>>,
+    headers: HeaderMap,
+    ui: UiSession,
+    body: Bytes,
+) -> Response {
+    let form: CsrfField = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    if cross_site(&headers) || !csrf_ok(&ui, &form.csrf) {
+        return forbidden();
+    }
+    if let Err(e) = state.access.logout(&Presented::Token(ui.token)).await {
+        tracing::warn!(error = %e, "the UI could not end a session");
+        return unavailable();
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, set_cookie("", over_tls(tls), Some(0))),
+            (header::LOCATION, HeaderValue::from_static("/ui/login")),
+        ],
+    )
+        .into_response()
+}
+
+/// The operator's top page: who he is and the business systems he may use now, with their links.
+async fn top(State(state): State<AppState>, ui: UiSession) -> Response {
+    match state.business_systems.usable_now(&ui.session.actor).await {
+        Ok(systems) => page(pages::top(&ui.session, &ui.csrf(), &systems)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the top page could not list the business systems");
+            unavailable()
+        }
+    }
+}

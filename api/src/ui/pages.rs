@@ -1,0 +1,149 @@
+//! The UI's pages as HTML (maud: checked at compile time, every value escaped): the layout, the login form, the
+//! operator's top page and the one-message page. No script, no inline style (the Content-Security-Policy forbids
+//! both); every field has its label, and the order of the fields is the order of work.
+
+use cardap_commands::access::SessionOf;
+use cardap_projections::business_systems::BusinessSystemRow;
+use maud::{DOCTYPE, Markup, html};
+
+/// A page: the header (with the operator and the logout button when logged in) and `body`.
+fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="ja" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — cardap" }
+                link rel="stylesheet" href="/ui/assets/app.css";
+            }
+            body {
+                header {
+                    h1 { "カードAP搭載システム" }
+                    @if let Some((session, csrf)) = signed_in {
+                        span { "オペレータ: " (session.operator_id) }
+                        form method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "ログアウト" }
+                        }
+                    }
+                }
+                main { h2 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The login form: 市町村 (none: the system administrator), オペレータID, パスワード. What was typed (never the
+/// password) is kept after a refusal, with the reason above the form.
+pub fn login(
+    municipalities: &[(String, String)],
+    municipality: &str,
+    operator_id: &str,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        "ログイン",
+        None,
+        html! {
+            @if let Some(error) = error {
+                p.error role="alert" id="login-error" { (error) }
+            }
+            form method="post" action="/ui/login" {
+                label for="municipality" { "市町村" }
+                select id="municipality" name="municipality" {
+                    option value="" selected[municipality.is_empty()] { "（システム管理者）" }
+                    @for (code, name) in municipalities {
+                        option value=(code) selected[code == municipality] { (name) " (" (code) ")" }
+                    }
+                }
+                label for="operator_id" { "オペレータID" }
+                input id="operator_id" name="operator_id" type="text" autocomplete="username" required
+                    value=(operator_id) autofocus[operator_id.is_empty()];
+                label for="password" { "パスワード" }
+                input id="password" name="password" type="password" autocomplete="current-password" required
+                    autofocus[!operator_id.is_empty()];
+                div { button type="submit" { "ログイン" } }
+            }
+        },
+    )
+}
+
+/// The operator's top page: the business systems he may use now, each with its links.
+pub fn top(session: &SessionOf, csrf: &str, systems: &[BusinessSystemRow]) -> Markup {
+    let municipality = session.actor.municipality.as_ref().map(|m| m.to_string());
+    layout(
+        "トップ",
+        Some((session, csrf)),
+        html! {
+            p {
+                "オペレータID: " strong { (session.operator_id) }
+                @if let Some(code) = &municipality { " / 市町村コード: " strong { (code) } }
+                @else { " / システム管理者" }
+            }
+            @if session.actor.password_change_required {
+                p.error role="alert" { "初期パスワードのままです。パスワードを変更するまで業務は利用できません。" }
+            }
+            h3 { "利用できる業務" }
+            @if systems.is_empty() {
+                p.muted { "いま利用できる業務はありません。" }
+            } @else {
+                ul.systems {
+                    @for system in systems {
+                        li {
+                            strong { (system.name) } " " span.muted { "(" (system.business_id) ")" }
+                            @if let Some(url) = safe_link(system.top_url.as_deref()) {
+                                br; a href=(url) { "業務トップ" }
+                            }
+                            @if let Some(url) = safe_link(system.operator_admin_url.as_deref()) {
+                                br; a href=(url) { "オペレータ管理" }
+                            }
+                            @if let Some(url) = safe_link(system.personalize_url.as_deref()) {
+                                br; a href=(url) { "パーソナライズ" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A page with one message (an error the user can act on).
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(title, None, html! { p { (text) } p { a href="/ui/" { "トップへ" } } })
+}
+
+/// A business system's link, only when it is http(s): never a `javascript:` or `data:` URL in a page.
+fn safe_link(url: Option<&str>) -> Option<&str> {
+    url.filter(|u| {
+        let lower = u.trim_start().to_ascii_lowercase();
+        lower.starts_with("https://") || lower.starts_with("http://")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn what_was_typed_is_escaped_and_kept_but_never_the_password() {
+        let page =
+            login(&[("131016".into(), "千代田区".into())], "131016", "<script>x</script>", Some("だめ")).into_string();
+        assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "{page}");
+        assert!(!page.contains("<script"), "{page}");
+        assert!(page.contains(r#"<option value="131016" selected>千代田区 (131016)</option>"#), "{page}");
+        assert!(page.contains(r#"<label for="password">パスワード</label>"#));
+        assert!(!page.contains("style="), "no inline style: the CSP forbids it");
+    }
+
+    #[test]
+    fn only_http_links_are_shown() {
+        assert_eq!(safe_link(Some("https://lib.example.jp/")), Some("https://lib.example.jp/"));
+        assert_eq!(safe_link(Some(" JavaScript:alert(1)")), None);
+        assert_eq!(safe_link(Some("data:text/html,x")), None);
+        assert_eq!(safe_link(None), None);
+    }
+}

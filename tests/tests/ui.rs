@@ -1,0 +1,191 @@
+//! The clerk web UI's first screens over HTTP (issue 14): `/` leads to the login form; the form logs a clerk in
+//! with the same rules as the API and keeps the session in an `HttpOnly`, `SameSite=Strict` cookie; the top page
+//! lists the business systems he may use now; logging out needs the page's CSRF token; every page carries a strict
+//! Content-Security-Policy and no inline script or style. Every test runs on PostgreSQL and on SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use cardap_tests::reqwest::{self, StatusCode, header};
+use cardap_tests::{Backend, TestApp, business_system, on_both_backends, spawn_app};
+
+const CHIYODA: &str = "131016";
+
+/// A browser-like client that does not follow redirects (the tests look at each one) and keeps no cookies.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+struct Page {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    text: String,
+}
+
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> Page {
+    let mut request = browser().get(app.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = request.send().await.unwrap();
+    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
+}
+
+async fn post(app: &TestApp, path: &str, cookie: Option<&str>, form: &[(&str, &str)], origin: Option<&str>) -> Page {
+    let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    let mut request =
+        browser().post(app.url(path)).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    let response = request.send().await.unwrap();
+    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn location(page: &Page) -> &str {
+    page.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn set_cookie(page: &Page) -> Option<String> {
+    page.headers.get(header::SET_COOKIE).map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// The value of `name="csrf"` in a page.
+fn csrf(page: &Page) -> String {
+    let at = page.text.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
+    page.text[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Every page: the strict policy, and nothing it would have to allow.
+fn assert_strict(page: &Page) {
+    let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).expect("a Content-Security-Policy").to_str().unwrap();
+    for directive in ["default-src 'none'", "style-src 'self'", "form-action 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{directive} missing: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("http"), "{csp}");
+    assert_eq!(page.headers.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+    assert_eq!(page.headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    assert!(!page.text.contains("<script") && !page.text.contains("style="), "inline script or style");
+}
+
+/// 千代田区, permitted to use the library (02); a clerk permitted 02.
+async fn chiyoda_with_a_clerk(app: &TestApp) {
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system("05", "子育て支援")).await;
+    assert!(reply.status.is_success(), "{}", reply.text);
+    app.permit(&admin, "02", CHIYODA).await;
+    app.permit(&admin, "05", CHIYODA).await;
+    app.clerk_token(&admin, CHIYODA, "clerk01", &["02"]).await;
+}
+
+async fn the_root_leads_to_the_login_form(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+
+    let root = get(&app, "/", None).await;
+    assert_eq!((root.status, location(&root)), (StatusCode::SEE_OTHER, "/ui/"));
+    let ui = get(&app, "/ui/", None).await;
+    assert_eq!((ui.status, location(&ui)), (StatusCode::SEE_OTHER, "/ui/login"), "no session: the login form");
+    let form = get(&app, "/ui/login", None).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert_strict(&form);
+    assert!(form.text.contains(r#"<html lang="ja">"#));
+    assert!(form.text.contains("千代田区 (131016)"), "the municipality to choose: {}", form.text);
+    for label in ["市町村", "オペレータID", "パスワード"] {
+        assert!(form.text.contains(&format!(">{label}</label>")), "{label} has its label");
+    }
+    let css = get(&app, "/ui/assets/app.css", None).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.headers.get(header::CONTENT_TYPE).unwrap(), "text/css; charset=utf-8");
+}
+
+async fn a_clerk_logs_in_sees_his_systems_and_logs_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    chiyoda_with_a_clerk(&app).await;
+
+    // A wrong password: the form again, with the reason and what he typed (never the password), and no cookie.
+    let refused = post(
+        &app,
+        "/ui/login",
+        None,
+        &[("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "nope")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::OK);
+    assert!(refused.text.contains("パスワードが正しくありません"), "{}", refused.text);
+    assert!(refused.text.contains(r#"value="clerk01""#) && !refused.text.contains("nope"), "{}", refused.text);
+    assert!(refused.text.contains(r#"<option value="131016" selected>"#), "{}", refused.text);
+    assert!(set_cookie(&refused).is_none());
+
+    // The right one: a session cookie the page's scripts cannot read and no other site's request carries.
+    let login = post(
+        &app,
+        "/ui/login",
+        None,
+        &[("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")],
+        None,
+    )
+    .await;
+    assert_eq!((login.status, location(&login)), (StatusCode::SEE_OTHER, "/ui/"));
+    let cookie = set_cookie(&login).expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP on loopback: {cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let token = pair.split_once('=').unwrap().1.to_owned();
+
+    // The top page: him, and the systems he may use now (02, which he is permitted; not 05).
+    let top = get(&app, "/ui/", Some(&pair)).await;
+    assert_eq!(top.status, StatusCode::OK, "{}", top.text);
+    assert_strict(&top);
+    assert!(top.text.contains("clerk01") && top.text.contains("131016"), "{}", top.text);
+    assert!(top.text.contains("(02)"), "the library: {}", top.text);
+    assert!(!top.text.contains("子育て支援"), "a system he is not permitted: {}", top.text);
+    assert!(!top.text.contains(&token), "the session token is never in a page");
+
+    // Logging out needs the page's CSRF token, from this site.
+    let forged = post(&app, "/ui/logout", Some(&pair), &[("csrf", "guessed")], None).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let elsewhere = post(&app, "/ui/logout", Some(&pair), &[("csrf", &csrf(&top))], Some("https://evil.example")).await;
+    assert_eq!(elsewhere.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, "/ui/", Some(&pair)).await.status, StatusCode::OK, "still logged in");
+
+    let out = post(&app, "/ui/logout", Some(&pair), &[("csrf", &csrf(&top))], None).await;
+    assert_eq!((out.status, location(&out)), (StatusCode::SEE_OTHER, "/ui/login"));
+    assert!(set_cookie(&out).unwrap().contains("Max-Age=0"), "the cookie is cleared");
+    let after = get(&app, "/ui/", Some(&pair)).await;
+    assert_eq!((after.status, location(&after)), (StatusCode::SEE_OTHER, "/ui/login"));
+    let api = app.get("/api/v1/me", Some(&token)).await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED, "the session itself ended: {}", api.text);
+}
+
+async fn a_login_posted_from_another_site_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    chiyoda_with_a_clerk(&app).await;
+    let form = [("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")];
+    let refused = post(&app, "/ui/login", None, &form, Some("https://evil.example")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(set_cookie(&refused).is_none());
+    let same = post(&app, "/ui/login", None, &form, Some(app.url("").trim_end_matches('/'))).await;
+    assert_eq!(same.status, StatusCode::SEE_OTHER, "from the UI itself: {}", same.text);
+}
+
+on_both_backends!(
+    the_root_leads_to_the_login_form,
+    a_clerk_logs_in_sees_his_systems_and_logs_out,
+    a_login_posted_from_another_site_is_refused
+);
