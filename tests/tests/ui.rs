@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cardap_tests::reqwest::{self, StatusCode, header};
-use cardap_tests::{Backend, TestApp, business_system, on_both_backends, spawn_app};
+use cardap_tests::serde_json::json;
+use cardap_tests::{Backend, TestApp, business_system, on_both_backends, resident_body, residents_path, spawn_app};
 
 const CHIYODA: &str = "131016";
+const SAPPORO: &str = "011002";
 
 /// A browser-like client that does not follow redirects (the tests look at each one) and keeps no cookies.
 fn browser() -> reqwest::Client {
@@ -184,7 +186,49 @@ async fn a_login_posted_from_another_site_is_refused(backend: Backend) {
     assert_eq!(same.status, StatusCode::SEE_OTHER, "from the UI itself: {}", same.text);
 }
 
+/// Logs `clerk01` of 千代田区 in through the form; returns the cookie pair.
+async fn logged_in(app: &TestApp) -> String {
+    let form = [("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")];
+    let login = post(app, "/ui/login", None, &form, None).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
+    set_cookie(&login).unwrap().split(';').next().unwrap().to_owned()
+}
+
+async fn a_clerk_searches_his_own_residents_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    chiyoda_with_a_clerk(&app).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, SAPPORO, "札幌市", 2).await;
+    for (code, kanji) in [(CHIYODA, "千代田"), (SAPPORO, "札幌")] {
+        let mut body = resident_body("ヤマダ", "タロウ", "3450101");
+        body["kanji_name"] = json!({"family": kanji, "given": "太郎"});
+        let reply = app.post(&residents_path(code), Some(&admin), &body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let cookie = logged_in(&app).await;
+
+    let empty = get(&app, "/ui/residents", Some(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_strict(&empty);
+    assert!(!empty.text.contains("<table"), "nothing listed before a search");
+
+    let found = get(&app, &format!("/ui/residents?kana_prefix={}", urlencode("ヤマ")), Some(&cookie)).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+    assert!(found.text.contains("千代田 太郎") && found.text.contains("昭和45年1月1日"), "{}", found.text);
+    assert!(!found.text.contains("札幌"), "another municipality's resident: {}", found.text);
+    assert!(found.text.contains("1件"), "{}", found.text);
+
+    // A birth date that is no date: the message next to the field, what he typed kept, no search.
+    let typo =
+        get(&app, &format!("/ui/residents?kana_prefix={}&birth_date=3451399", urlencode("ヤマ")), Some(&cookie)).await;
+    assert_eq!(typo.status, StatusCode::OK);
+    assert!(typo.text.contains(r#"id="birth_date-note" role="alert""#), "{}", typo.text);
+    assert!(typo.text.contains(r#"value="3451399""#) && typo.text.contains(r#"value="ヤマ""#), "{}", typo.text);
+    assert!(!typo.text.contains("<table"), "no search with a bad field");
+}
+
 on_both_backends!(
+    a_clerk_searches_his_own_residents_only,
     the_root_leads_to_the_login_form,
     a_clerk_logs_in_sees_his_systems_and_logs_out,
     a_login_posted_from_another_site_is_refused

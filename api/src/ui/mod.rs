@@ -29,8 +29,11 @@ use axum::routing::{get, post};
 use axum::{Extension, middleware};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cardap_commands::CommandContext;
 use cardap_commands::access::{LoginError, Presented, SessionOf};
 use cardap_commands::passwords::Secret;
+use cardap_commands::residents::ResidentSearch;
+use cardap_domain::resident::{CardFid, EraDate, KanaName};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -50,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/", get(top))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
+        .route("/ui/residents", get(residents))
         .route("/ui/assets/app.css", get(stylesheet))
         .layer(middleware::map_response(security_headers))
 }
@@ -265,6 +269,76 @@ async fn logout(
         ],
     )
         .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SearchFields {
+    #[serde(default)]
+    kana_prefix: String,
+    #[serde(default)]
+    birth_date: String,
+    #[serde(default)]
+    fid: String,
+}
+
+/// 利用者検索: the residents of the operator's own municipality by kana prefix, birth date (`EYYMMDD`) or FID (the
+/// same use case as `GET …/residents`, recorded in the read access log). Each field's problem is shown next to it
+/// and what was typed stays in the form; with no condition only the form is shown.
+async fn residents(State(state): State<AppState>, ui: UiSession, query: axum::extract::RawQuery) -> Response {
+    let fields: SearchFields = serde_urlencoded::from_str(query.0.as_deref().unwrap_or("")).unwrap_or_default();
+    let Some(code) = ui.session.actor.municipality.clone() else {
+        return page(pages::message("利用者検索", "利用者検索は市町村のオペレータが使います。"));
+    };
+    let typed = |s: &str| Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
+    let mut errors = pages::FieldErrors::default();
+    let kana_prefix = typed(&fields.kana_prefix).and_then(|p| {
+        let compact: String = p.chars().filter(|c| !c.is_whitespace()).collect();
+        KanaName::parse(&compact)
+            .map(String::from)
+            .map_err(|_| errors.add("kana_prefix", "カタカナで入力してください（半角カナも可）。"))
+            .ok()
+    });
+    let birth_date = typed(&fields.birth_date).and_then(|d| {
+        EraDate::parse(&d)
+            .map_err(|_| {
+                errors.add("birth_date", "元号の数字と年月日の7桁で入力してください（例: 3450101 = 昭和45年1月1日）。")
+            })
+            .ok()
+    });
+    let fid = typed(&fields.fid)
+        .and_then(|f| CardFid::parse(&f).map_err(|_| errors.add("fid", "カードのFIDを正しく入力してください。")).ok());
+    let asked = kana_prefix.is_some() || birth_date.is_some() || fid.is_some();
+    let found = if asked && errors.is_empty() {
+        let search = ResidentSearch { kana_prefix, birth_date, fid, after: None, limit: 100 };
+        let ctx = CommandContext {
+            actor: Some(ui.session.actor.clone()),
+            command_id: cardap_store::CommandId::generate(),
+            correlation_id: cardap_store::CorrelationId::generate(),
+            causation_id: None,
+            terminal: None,
+            request_id: None,
+        };
+        match state.residents.search_residents(&ctx, &code, &search).await {
+            Ok(page) => Some((page.rows, page.next.is_some())),
+            Err(cardap_commands::CommandError::Unauthorized(_)) => {
+                return page(pages::message("利用者検索", "利用者検索の権限がありません。"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the UI could not search residents");
+                return unavailable();
+            }
+        }
+    } else {
+        None
+    };
+    let form = pages::SearchForm { kana_prefix: &fields.kana_prefix, birth_date: &fields.birth_date, fid: &fields.fid };
+    page(pages::residents(
+        &ui.session,
+        &ui.csrf(),
+        &form,
+        &errors,
+        found.as_ref().map(|(rows, more)| (rows.as_slice(), *more)),
+    ))
 }
 
 /// The operator's top page: who he is and the business systems he may use now, with their links.

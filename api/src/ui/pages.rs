@@ -3,6 +3,8 @@
 //! both); every field has its label, and the order of the fields is the order of work.
 
 use cardap_commands::access::SessionOf;
+use cardap_commands::residents::ResidentRow;
+use cardap_domain::resident::EraDate;
 use cardap_projections::business_systems::BusinessSystemRow;
 use maud::{DOCTYPE, Markup, html};
 
@@ -21,6 +23,7 @@ fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> M
                 header {
                     h1 { "カードAP搭載システム" }
                     @if let Some((session, csrf)) = signed_in {
+                        nav { a href="/ui/" { "トップ" } " " a href="/ui/residents" { "利用者検索" } }
                         span { "オペレータ: " (session.operator_id) }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -100,6 +103,93 @@ pub fn top(session: &SessionOf, csrf: &str, systems: &[BusinessSystemRow]) -> Ma
                             }
                             @if let Some(url) = safe_link(system.personalize_url.as_deref()) {
                                 br; a href=(url) { "パーソナライズ" }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The problems of a form, by field name, in Japanese.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<(&'static str, &'static str)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &'static str, message: &'static str) {
+        self.0.push((field, message));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn of(&self, field: &str) -> Option<&'static str> {
+        self.0.iter().find(|(f, _)| *f == field).map(|(_, m)| *m)
+    }
+}
+
+/// What the clerk typed into the search form.
+#[derive(Debug)]
+pub struct SearchForm<'a> {
+    pub kana_prefix: &'a str,
+    pub birth_date: &'a str,
+    pub fid: &'a str,
+}
+
+/// One text field with its label, what was typed, and its problem right under it (tied by `aria-describedby`).
+fn text_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors) -> Markup {
+    let error = errors.of(name);
+    let described = format!("{name}-note");
+    html! {
+        label for=(name) { (label) }
+        input id=(name) name=(name) type="text" value=(value) aria-describedby=(described)
+            aria-invalid=[error.map(|_| "true")];
+        @if let Some(error) = error {
+            span.field-error id=(described) role="alert" { (error) }
+        } @else {
+            span.muted id=(described) { (hint) }
+        }
+    }
+}
+
+/// 利用者検索: the form (what was typed kept, each problem next to its field) and, when searched, the residents.
+pub fn residents(
+    session: &SessionOf,
+    csrf: &str,
+    form: &SearchForm<'_>,
+    errors: &FieldErrors,
+    found: Option<(&[ResidentRow], bool)>,
+) -> Markup {
+    layout(
+        "利用者検索",
+        Some((session, csrf)),
+        html! {
+            form method="get" action="/ui/residents" {
+                (text_field("kana_prefix", "カナ氏名（前方一致）", form.kana_prefix, "例: ヤマダ", errors))
+                (text_field("birth_date", "生年月日", form.birth_date, "元号の数字と年月日の7桁（例: 3450101）", errors))
+                (text_field("fid", "カードFID", form.fid, "カードのFID", errors))
+                div { button type="submit" { "検索" } }
+            }
+            @if let Some((rows, more)) = found {
+                @if rows.is_empty() {
+                    p role="status" { "該当する利用者はいません。" }
+                } @else {
+                    p role="status" { (rows.len()) "件" @if more { "（先頭の100件。条件を絞ってください）" } }
+                    table {
+                        thead { tr { th scope="col" { "カナ氏名" } th scope="col" { "漢字氏名" } th scope="col" { "生年月日" }
+                            th scope="col" { "カードFID" } th scope="col" { "状態" } th scope="col" { "利用者ID" } } }
+                        tbody {
+                            @for r in rows {
+                                tr {
+                                    td { @if let Some(n) = &r.kana_name { (n.family) " " (n.given) } }
+                                    td { @if let Some(n) = &r.kanji_name { (n.family) " " (n.given) } }
+                                    td { @if let Some(d) = r.birth_date.as_deref().and_then(|d| EraDate::parse(d).ok()) { (d.label_ja()) } }
+                                    td { @if let Some(fid) = &r.active_fid { (fid.as_str()) } }
+                                    td { @if r.erased { "消去済み" } @else if r.moved_out { "転出" } @else { "—" } }
+                                    td { code { (r.resident_id) } }
+                                }
                             }
                         }
                     }
