@@ -348,6 +348,9 @@ impl Application {
     }
 
     async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        // Before the database: a webhook CA file that cannot be used stops the start at once, naming it.
+        let transport = crate::webhook_transport::HttpTransport::new(settings.webhook.ca_file.as_deref())
+            .map_err(|e| StartError::Failed(format!("the webhook client: {e}")))?;
         let db = open_database(&settings).await?;
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
@@ -439,9 +442,7 @@ impl Application {
             master.clone(),
             clock.clone(),
         );
-        let transport = crate::webhook_transport::HttpTransport::new()
-            .map_err(|e| StartError::Failed(format!("the webhook client: {e}")))?;
-        let pusher = Pusher::new(webhooks.clone(), Arc::new(transport), settings.webhook_push);
+        let pusher = Pusher::new(webhooks.clone(), Arc::new(transport), settings.webhook.push);
         runners.push(tokio::spawn(pusher.run(shutdown_rx.clone())));
         let state = AppState {
             card_writes,

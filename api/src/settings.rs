@@ -22,6 +22,7 @@ use std::time::Duration;
 use cardap_commands::imports::ImportLimits;
 use cardap_commands::pki::PkiSettings;
 use cardap_commands::throttle::ThrottlePolicy;
+use cardap_commands::webhooks::PushPolicy;
 use cardap_domain::operator::{LockoutPolicy, OperatorId, Password, PasswordPolicy};
 use cardap_domain::resident::RetentionPeriod;
 use cardap_store::{MasterKey, MasterKeyError, redact};
@@ -92,9 +93,9 @@ pub struct Settings {
     /// How long a moved-out resident's personal data is kept before it may be erased (消去) without a documented
     /// request: the municipality's retention period (文書保存年限). 5 years (1826 days) by default.
     pub erasure_retention: RetentionPeriod,
-    /// The webhook pusher's retries (capped exponential backoff with jitter), timeout and lease; the defaults
-    /// (1 s doubling to 5 min, 10 s per POST) are not configurable yet.
-    pub webhook_push: cardap_commands::webhooks::PushPolicy,
+    /// The webhook push of the feeds: its retries, the time one POST may take, and the CAs its receivers'
+    /// certificates may chain to besides the system's own.
+    pub webhook: WebhookSettings,
     /// Who builds the read models: this server's own runners (the default), or a `cardap project` process (then
     /// this server only follows their progress, for read-your-writes and the lag).
     pub projection_runners: ProjectionRunners,
@@ -109,6 +110,24 @@ pub enum ProjectionRunners {
     /// In a `cardap project` process (one or more, on any node).
     Elsewhere,
 }
+
+/// The webhook pusher as configured (`[webhook]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookSettings {
+    /// Retries (capped exponential backoff with jitter), the timeout of one POST, the lease between nodes.
+    pub push: PushPolicy,
+    /// CA certificates (PEM) trusted for `https://` receivers in addition to the system's bundle: a business
+    /// system whose server certificate comes from a private CA (an LGWAN-side or in-house one).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The bounds of `webhook.timeout_ms`: at least 100 ms (a receiver over a network needs that), at most 30 s, so
+/// that a node's lease on a system's push (60 s, renewed before each POST) outlasts the POST.
+pub const WEBHOOK_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
+/// The bounds of `webhook.initial_backoff_ms` (10 ms to 10 minutes).
+pub const WEBHOOK_INITIAL_BACKOFF_MS: std::ops::RangeInclusive<u64> = 10..=600_000;
+/// The bounds of `webhook.max_backoff_ms` (10 ms to 1 day), and never below the initial backoff.
+pub const WEBHOOK_MAX_BACKOFF_MS: std::ops::RangeInclusive<u64> = 10..=86_400_000;
 
 /// Where the audit key and the exported heads live (`None`: no heads are signed; the chain alone is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +238,7 @@ impl fmt::Debug for Settings {
             .field("webauthn", &self.webauthn)
             .field("audit", &self.audit)
             .field("erasure_retention", &self.erasure_retention)
-            .field("webhook_push", &self.webhook_push)
+            .field("webhook", &self.webhook)
             .field("projection_runners", &self.projection_runners)
             .finish()
     }
@@ -272,7 +291,7 @@ impl Default for Settings {
             webauthn: WebauthnSettings::default(),
             audit: AuditSettings::default(),
             erasure_retention: DEFAULT_ERASURE_RETENTION,
-            webhook_push: cardap_commands::webhooks::PushPolicy::default(),
+            webhook: WebhookSettings::default(),
             projection_runners: ProjectionRunners::Here,
         }
     }
@@ -339,6 +358,14 @@ impl Settings {
                 found: None,
             })?;
             draft.settings.master_key = Some(key);
+        }
+        let push = &draft.settings.webhook.push;
+        if push.max_backoff < push.initial_backoff {
+            return Err(SettingsError::Inconsistent(format!(
+                "webhook.max_backoff_ms ({} ms) is below webhook.initial_backoff_ms ({} ms)",
+                push.max_backoff.as_millis(),
+                push.initial_backoff.as_millis()
+            )));
         }
         Ok(draft.finish())
     }
@@ -454,6 +481,9 @@ pub enum SettingsError {
     UnknownKey { path: PathBuf, key: String },
     #[error("`{key}` in {}: a secret is not read from the configuration file; set {env} instead", path.display())]
     SecretInFile { path: PathBuf, key: String, env: &'static str },
+    /// Two settings that do not fit together, both named.
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("{origin}: expected {expected}{}", found.as_ref().map(|f| format!(", found {f}")).unwrap_or_default())]
     Invalid {
         origin: Origin,
@@ -982,6 +1012,53 @@ pub const KEYS: &[Key] = &[
         set: |d, raw| {
             let seconds: u64 = raw.number().filter(|n| (30..=3600).contains(n))?;
             d.settings.webauthn.challenge_ttl = Duration::from_secs(seconds);
+            Some(())
+        },
+    },
+    Key {
+        file: "webhook.timeout_ms",
+        env: "CARDAP_WEBHOOK_TIMEOUT_MS",
+        flag: "webhook-timeout-ms",
+        form: "a whole number of milliseconds, 100 to 30000",
+        help: "Webhook push: how long one POST to a business system's receiver may take before it counts as failed, ms",
+        set: |d, raw| {
+            let ms: u64 = raw.number().filter(|n| WEBHOOK_TIMEOUT_MS.contains(n))?;
+            d.settings.webhook.push.timeout = Duration::from_millis(ms);
+            Some(())
+        },
+    },
+    Key {
+        file: "webhook.initial_backoff_ms",
+        env: "CARDAP_WEBHOOK_INITIAL_BACKOFF_MS",
+        flag: "webhook-initial-backoff-ms",
+        form: "a whole number of milliseconds, 10 to 600000",
+        help: "Webhook push: the wait before the first retry of a failed item, doubled per failure, ms",
+        set: |d, raw| {
+            let ms: u64 = raw.number().filter(|n| WEBHOOK_INITIAL_BACKOFF_MS.contains(n))?;
+            d.settings.webhook.push.initial_backoff = Duration::from_millis(ms);
+            Some(())
+        },
+    },
+    Key {
+        file: "webhook.max_backoff_ms",
+        env: "CARDAP_WEBHOOK_MAX_BACKOFF_MS",
+        flag: "webhook-max-backoff-ms",
+        form: "a whole number of milliseconds, 10 to 86400000, not below webhook.initial_backoff_ms",
+        help: "Webhook push: the longest wait between two attempts (before up to a quarter more of jitter), ms",
+        set: |d, raw| {
+            let ms: u64 = raw.number().filter(|n| WEBHOOK_MAX_BACKOFF_MS.contains(n))?;
+            d.settings.webhook.push.max_backoff = Duration::from_millis(ms);
+            Some(())
+        },
+    },
+    Key {
+        file: "webhook.ca_file",
+        env: "CARDAP_WEBHOOK_CA_FILE",
+        flag: "webhook-ca-file",
+        form: "a file path",
+        help: "Webhook push: CA certificates (PEM) trusted for https:// receivers, in addition to the system's CA bundle",
+        set: |d, raw| {
+            d.settings.webhook.ca_file = Some(PathBuf::from(raw.text().filter(|t| !t.is_empty())?));
             Some(())
         },
     },

@@ -1,9 +1,12 @@
 //! The HTTP adapter of the webhook pusher's port (`cardap_commands::webhooks::WebhookTransport`): one POST per
-//! item over HTTP/1.1 (hyper), on a new connection each time, TLS by rustls on ring for `https://` URLs trusting
-//! the system's CA bundle (`SSL_CERT_FILE`, else `/etc/ssl/certs/ca-certificates.crt`).
+//! item over HTTP/1.1 (hyper), on a new connection each time, TLS by rustls on ring for `https://` URLs. A
+//! receiver's certificate must chain to the system's CA bundle (`SSL_CERT_FILE`, else
+//! `/etc/ssl/certs/ca-certificates.crt`) or to a CA of `webhook.ca_file` (PEM), and name the URL's host; anything
+//! else fails the handshake, which counts as a failed attempt (retried, the push cursor stays).
 //!
 //! Must not decide anything about retries or what is sent: it answers the status, or why there was none.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +24,26 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport trusting the system's CA bundle (none readable: no https webhook verifies, http still works).
-    pub fn new() -> Result<Self, String> {
+    /// A transport trusting the system's CA bundle (none readable: only `extra` and http) and the CA
+    /// certificates of the PEM file `extra`, which must be readable and hold at least one.
+    pub fn new(extra: Option<&Path>) -> Result<Self, String> {
         let bundle = std::env::var_os("SSL_CERT_FILE")
             .map_or_else(|| std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Into::into);
         let mut roots = rustls::RootCertStore::empty();
         if let Ok(iter) = CertificateDer::pem_file_iter(&bundle) {
             for cert in iter.flatten() {
                 let _ = roots.add(cert);
+            }
+        }
+        if let Some(path) = extra {
+            let named = |e: &dyn std::fmt::Display| format!("webhook.ca_file {}: {e}", path.display());
+            let mut added = 0;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| named(&e))? {
+                roots.add(cert.map_err(|e| named(&e))?).map_err(|e| named(&e))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(named(&"no CERTIFICATE in it"));
             }
         }
         // ring, the workspace's one provider (deprecated only for lacking post-quantum key exchange; see tls.rs).

@@ -172,3 +172,43 @@ fn the_example_file_at_the_repository_root_gives_the_defaults() {
         assert!(text.contains(&format!("[{section}]")) && text.contains(&format!("{name} =")), "{}", key.file);
     }
 }
+
+#[test]
+fn the_webhook_push_takes_its_timeout_backoff_and_ca_file_within_bounds() {
+    let d = Settings::load(&Sources::default()).unwrap();
+    assert_eq!(d.webhook.push.timeout, Duration::from_secs(10));
+    assert_eq!(d.webhook.push.initial_backoff, Duration::from_secs(1));
+    assert_eq!(d.webhook.push.max_backoff, Duration::from_secs(300));
+    assert_eq!(d.webhook.ca_file, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "[webhook]\ntimeout_ms = 1500\ninitial_backoff_ms = 50\nmax_backoff_ms = 400\nca_file = \"/etc/cardap/ca.pem\"\n",
+    );
+    let s = Settings::load(&sources(Some(&file), &[("CARDAP_WEBHOOK_MAX_BACKOFF_MS", "800")], &[])).unwrap();
+    assert_eq!(s.webhook.push.timeout, Duration::from_millis(1500));
+    assert_eq!(s.webhook.push.initial_backoff, Duration::from_millis(50));
+    assert_eq!(s.webhook.push.max_backoff, Duration::from_millis(800), "the variable over the file");
+    assert_eq!(s.webhook.ca_file.as_deref(), Some(Path::new("/etc/cardap/ca.pem")));
+
+    for (flag, value, expected) in [
+        ("webhook-timeout-ms", "99", "100 to 30000"),
+        ("webhook-timeout-ms", "30001", "100 to 30000"),
+        ("webhook-initial-backoff-ms", "0", "10 to 600000"),
+        ("webhook-max-backoff-ms", "86400001", "10 to 86400000"),
+        ("webhook-max-backoff-ms", "1s", "10 to 86400000"),
+    ] {
+        let err = Settings::load(&sources(None, &[], &[(flag, value)])).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("--{flag}: expected")) && err.contains(expected), "{flag}={value}: {err}");
+    }
+    let err = Settings::load(&sources(
+        None,
+        &[("CARDAP_WEBHOOK_INITIAL_BACKOFF_MS", "5000"), ("CARDAP_WEBHOOK_MAX_BACKOFF_MS", "1000")],
+        &[],
+    ))
+    .unwrap_err();
+    assert!(matches!(err, SettingsError::Inconsistent(_)), "{err:?}");
+    let err = err.to_string();
+    assert!(err.contains("webhook.max_backoff_ms") && err.contains("webhook.initial_backoff_ms"), "{err}");
+}

@@ -7,8 +7,11 @@
 //! isolation and read-access record as a page it reads itself) and POSTs the items one by one, in order, to its
 //! URL with `X-Cardap-Signature: sha256=<hex HMAC-SHA-256 of the body>` and `X-Cardap-Item-Id`. A 2xx advances
 //! the system's push cursor; a timeout or anything else is retried after a capped exponential backoff with
-//! jitter. Every system is pushed by a task of its own, so a slow or failing receiver holds up nobody else; a
-//! lease on the system's push row (`cardap_store::WebhookStore`) keeps two nodes from pushing it at once.
+//! jitter ([`PushPolicy`]). Every system is pushed by a task of its own, so a slow or failing receiver holds up
+//! nobody else; a lease on the system's push row (`cardap_store::WebhookStore`), renewed with every acknowledged
+//! item and longer than two POSTs, keeps two nodes from pushing it at once. A node that stops gives its leases
+//! back between two items, or keeps one to run out when it cut a POST off (the receiver may still be handling
+//! it).
 //!
 //! Must not speak HTTP itself (the [`WebhookTransport`] port, whose adapter is in `cardap-api`) nor decide what an
 //! item holds (that is `feeds`).
@@ -49,14 +52,17 @@ pub trait WebhookTransport: Send + Sync + std::fmt::Debug {
 /// Retry and lease settings of the pusher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushPolicy {
-    /// The first retry's delay; doubled per failure up to `max_backoff` (then a random part of it is taken off).
+    /// The wait before the first retry of a failed item; doubled per failure up to `max_backoff`, and each wait
+    /// lengthened by a random part of up to a quarter of it (jitter). Never shorter than this.
     pub initial_backoff: Duration,
+    /// The longest wait between two attempts, before its jitter.
     pub max_backoff: Duration,
     /// How long one POST may take.
     pub timeout: Duration,
     /// How often the pusher looks for systems with a webhook and new items.
     pub interval: Duration,
-    /// How long a node's lease on a system's push lasts without renewal.
+    /// How long a node's lease on a system's push lasts without renewal (it is renewed with every acknowledged
+    /// item); never less than twice `timeout`, so that no POST outlives the lease it was sent under.
     pub lease: Duration,
 }
 
@@ -73,15 +79,20 @@ impl Default for PushPolicy {
 }
 
 impl PushPolicy {
-    /// The delay after `failures` consecutive failures: `min(initial × 2^(n-1), max)`, of which a random part up to
-    /// a half is taken off (jitter, so that receivers that come back are not hit by every node at once).
+    /// The wait after `failures` consecutive failures: `min(initial × 2^(n-1), max)`, plus a random part of up to
+    /// a quarter of it (jitter, so that receivers that come back are not hit by every system's retry at once).
     pub fn backoff(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(20);
         let delay = self.initial_backoff.saturating_mul(1u32 << exp).min(self.max_backoff);
         let mut bytes = [0u8; 4];
         let random = getrandom::fill(&mut bytes).map(|()| u32::from_le_bytes(bytes)).unwrap_or(0);
-        let half = delay / 2;
-        delay - half.mul_f64(f64::from(random) / f64::from(u32::MAX))
+        delay + (delay / 4).mul_f64(f64::from(random) / f64::from(u32::MAX))
+    }
+
+    /// The lease a node takes: `lease`, but at least twice the POST timeout.
+    fn lease_ms(&self) -> i64 {
+        let lease = self.lease.max(self.timeout.saturating_mul(2));
+        i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -124,6 +135,8 @@ pub struct Webhooks {
     hooks: WebhookStore,
     master: MasterKey,
     clock: Arc<dyn Clock>,
+    /// This node's name in the push leases (new at every start).
+    node: Arc<str>,
 }
 
 impl Webhooks {
@@ -135,7 +148,26 @@ impl Webhooks {
         master: MasterKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Webhooks { systems: CommandHandler::new(store.clone()), store, business_systems, feeds, hooks, master, clock }
+        Webhooks {
+            systems: CommandHandler::new(store.clone()),
+            store,
+            business_systems,
+            feeds,
+            hooks,
+            master,
+            clock,
+            node: uuid::Uuid::new_v4().to_string().into(),
+        }
+    }
+
+    /// This node's name in the push leases.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The node whose lease on `id`'s push is running now, if any.
+    pub async fn pushed_by(&self, id: &BusinessId) -> Result<Option<String>, String> {
+        self.hooks.holder(id.as_str(), self.now_ms()).await.map_err(|e| e.to_string())
     }
 
     /// Pushes the system's feed to `url` from now on (the system administrator).
@@ -207,22 +239,24 @@ impl Webhooks {
     }
 }
 
+/// How long a stopping pusher waits for its tasks to give their leases back before it aborts them.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Pushes every system's feed to its webhook until `shutdown` turns true; one task per system with a webhook.
 #[derive(Debug)]
 pub struct Pusher {
     webhooks: Webhooks,
     transport: Arc<dyn WebhookTransport>,
     policy: PushPolicy,
-    /// This node's name in the leases.
-    node: String,
 }
 
 impl Pusher {
     pub fn new(webhooks: Webhooks, transport: Arc<dyn WebhookTransport>, policy: PushPolicy) -> Self {
-        Pusher { webhooks, transport, policy, node: uuid::Uuid::new_v4().to_string() }
+        Pusher { webhooks, transport, policy }
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(node = %self.webhooks.node(), "webhook pusher started");
         let this = Arc::new(self);
         let busy: Arc<Mutex<HashSet<BusinessId>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
@@ -234,9 +268,9 @@ impl Pusher {
                         if !busy.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone()) {
                             continue;
                         }
-                        let (this, busy) = (this.clone(), busy.clone());
+                        let (this, busy, stop) = (this.clone(), busy.clone(), shutdown.clone());
                         tasks.spawn(async move {
-                            if let Err(e) = this.push(&id).await {
+                            if let Err(e) = this.push(&id, stop).await {
                                 tracing::warn!(business_id = %id.as_str(), error = %e, "webhook push");
                             }
                             busy.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
@@ -251,24 +285,26 @@ impl Pusher {
                 () = tokio::time::sleep(this.policy.interval) => {}
             }
         }
+        // The tasks see the shutdown too: each gives its lease back between two items (or keeps it, to run out,
+        // when a POST was cut off), so that another node takes over at once after a graceful stop.
+        let _ = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
     }
 
     /// One round for one system: when it has a webhook and a secret, and its push is due and not another node's,
-    /// POSTs what its feed has after the push cursor, in order, until done or an attempt fails.
-    async fn push(&self, id: &BusinessId) -> Result<(), String> {
+    /// POSTs what its feed has after the push cursor, in order, until done, an attempt fails, the lease is lost or
+    /// the node stops.
+    async fn push(&self, id: &BusinessId, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let w = &self.webhooks;
+        let node = w.node();
         let state = w.business_systems.current(id).await.map_err(|e| e.to_string())?.state;
         let Some(url) = state.webhook().cloned() else { return Ok(()) };
         let Some(secret) = w.secret(id).await? else { return Ok(()) };
-        let lease = i64::try_from(self.policy.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease = self.policy.lease_ms();
         loop {
             let now = w.now_ms();
-            let Some(row) = w
-                .hooks
-                .lease(id.as_str(), &self.node, now, now.saturating_add(lease))
-                .await
-                .map_err(|e| e.to_string())?
+            let Some(row) =
+                w.hooks.lease(id.as_str(), node, now, now.saturating_add(lease)).await.map_err(|e| e.to_string())?
             else {
                 return Ok(());
             };
@@ -278,17 +314,21 @@ impl Pusher {
                 Ok(page) => page,
                 // Retired, or its cursor is gone (a feed rebuilt elsewhere): nothing to push.
                 Err(FeedError::NotFound | FeedError::InvalidCursor) => {
-                    w.hooks.release(id.as_str(), &self.node).await.map_err(|e| e.to_string())?;
+                    w.hooks.release(id.as_str(), node).await.map_err(|e| e.to_string())?;
                     return Ok(());
                 }
                 Err(e) => return Err(e.to_string()),
             };
             if page.items.is_empty() {
-                w.hooks.release(id.as_str(), &self.node).await.map_err(|e| e.to_string())?;
+                w.hooks.release(id.as_str(), node).await.map_err(|e| e.to_string())?;
                 return Ok(());
             }
             let mut failures = row.failures;
             for item in &page.items {
+                if *stop.borrow() {
+                    w.hooks.release(id.as_str(), node).await.map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
                 let body = serde_json::to_vec(&item_json(item)).map_err(|e| e.to_string())?;
                 let headers = [
                     ("content-type", "application/json".to_owned()),
@@ -296,10 +336,24 @@ impl Pusher {
                     ("x-cardap-item-id", item.id.clone()),
                     ("x-cardap-business-id", id.as_str().to_owned()),
                 ];
-                let answer = self.transport.post(url.as_str(), &headers, body, self.policy.timeout).await;
+                let answer = tokio::select! {
+                    answer = self.transport.post(url.as_str(), &headers, body, self.policy.timeout) => answer,
+                    // Cut off: the receiver may still be handling it, so the lease is kept until it runs out
+                    // (after the POST's timeout would have): no other node pushes this system meanwhile.
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                };
                 match answer {
                     Ok(status) if (200..300).contains(&status) => {
-                        w.hooks.advance(id.as_str(), &self.node, &item.id).await.map_err(|e| e.to_string())?;
+                        let now = w.now_ms();
+                        let until = now.saturating_add(lease);
+                        let held =
+                            w.hooks.advance(id.as_str(), node, &item.id, until).await.map_err(|e| e.to_string())?;
+                        if !held {
+                            // Another node took the push over (this one's lease ran out): it goes on from the
+                            // cursor it finds, and this item may come once more.
+                            tracing::info!(business_id = %id.as_str(), "webhook push lease lost; stopping this round");
+                            return Ok(());
+                        }
                         failures = 0;
                     }
                     failed => {
@@ -308,7 +362,7 @@ impl Pusher {
                         let next = w.now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                         tracing::info!(business_id = %id.as_str(), item = %item.id, ?failed, failures, ?delay,
                             "webhook delivery failed; retrying later");
-                        w.hooks.failed(id.as_str(), &self.node, failures, next).await.map_err(|e| e.to_string())?;
+                        w.hooks.failed(id.as_str(), node, failures, next).await.map_err(|e| e.to_string())?;
                         return Ok(());
                     }
                 }
@@ -330,17 +384,26 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_its_cap_with_jitter() {
+    fn backoff_doubles_up_to_its_cap_and_jitter_only_lengthens_it() {
         let p = PushPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             ..Default::default()
         };
-        let d = p.backoff(1);
-        assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
-        let d = p.backoff(4);
-        assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(800), "{d:?}");
-        let d = p.backoff(1000);
-        assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+        for _ in 0..100 {
+            let d = p.backoff(1);
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(125), "{d:?}");
+            let d = p.backoff(4);
+            assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1000), "{d:?}");
+            let d = p.backoff(1000);
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2500), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn the_lease_outlasts_two_posts() {
+        let p = PushPolicy { timeout: Duration::from_secs(30), lease: Duration::from_secs(10), ..Default::default() };
+        assert_eq!(p.lease_ms(), 60_000);
+        assert_eq!(PushPolicy::default().lease_ms(), 60_000);
     }
 }

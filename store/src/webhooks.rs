@@ -72,19 +72,36 @@ impl WebhookStore {
             .map_err(StoreError::from_sqlx)
     }
 
-    /// The webhook acknowledged everything up to `cursor`: it becomes the push cursor and the failures end.
-    pub async fn advance(&self, business_id: &str, node: &str, cursor: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE webhook_pushes SET cursor = $1, failures = 0, next_attempt = 0 \
-             WHERE business_id = $2 AND leased_by = $3",
+    /// The webhook acknowledged everything up to `cursor`: it becomes the push cursor, the failures end and
+    /// `node`'s lease is renewed until `until` (unix ms). False when another node has taken the push over (this
+    /// node's lease ran out): nothing is written.
+    pub async fn advance(&self, business_id: &str, node: &str, cursor: &str, until: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_pushes SET cursor = $1, failures = 0, next_attempt = 0, leased_until = $2 \
+             WHERE business_id = $3 AND leased_by = $4",
         )
         .bind(cursor.to_owned())
+        .bind(until)
         .bind(business_id.to_owned())
         .bind(node.to_owned())
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The node whose lease on `business_id`'s push runs at `now` (unix ms), if any.
+    pub async fn holder(&self, business_id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT leased_by FROM webhook_pushes WHERE business_id = $1 AND leased_until >= $2 \
+             AND leased_by IS NOT NULL",
+        )
+        .bind(business_id.to_owned())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.map(|r| r.try_get::<String, _>(0)).transpose().map_err(StoreError::from_sqlx)
     }
 
     /// An attempt failed: counts it, sets when to try next (unix ms) and gives the lease back.
