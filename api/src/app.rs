@@ -433,7 +433,10 @@ impl Application {
             shutdown_rx.clone(),
         )));
         let card_writes = CardWrites::new(residents.clone(), CardKeys::new(&master));
-        let feeds = Feeds::new(store.clone(), read.clone(), pki.clone(), reads.clone());
+        let index = views
+            .of(cardap_projections::feeds::NAME)
+            .ok_or_else(|| StartError::Failed("the feeds' index has no runner".into()))?;
+        let feeds = Feeds::new(store.clone(), read.clone(), pki.clone(), reads.clone(), index);
         let webhooks = Webhooks::new(
             store.clone(),
             business_systems.clone(),

@@ -45,7 +45,7 @@ use cardap_domain::issuance_service::{IssuanceService, IssuanceServiceEvent};
 use cardap_domain::resident::{CardFid, Erasable, Resident, ResidentEvent, ResidentId, ResidentState};
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
 use cardap_projections::feeds::{self as index, ItemPlace, ItemRow, kind};
-use cardap_projections::{ReadModels, library_links};
+use cardap_projections::{Progress, ReadModels, library_links};
 use cardap_store::{Checkpoint, CommandId, CorrelationId, EventStore, RecordedEvent, StoreError};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Map, Value, json};
@@ -68,11 +68,8 @@ pub const MAX_LIMIT: usize = 500;
 const FOLLOW_BATCH: usize = 100;
 /// How long an SSE follower waits for new items before it looks again (the system's state included).
 const FOLLOW_WAIT: Duration = Duration::from_secs(10);
-/// The safety-net poll while waiting without a wake-up.
+/// The safety-net poll while waiting for the index to move (a rebuild elsewhere, a lost notification).
 const POLL: Duration = Duration::from_millis(500);
-/// After a wake-up the index may still be applying the append: look again this often for a short while.
-const AFTER_WAKE: Duration = Duration::from_millis(20);
-const AFTER_WAKE_FOR: Duration = Duration::from_secs(2);
 
 /// Why a feed could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -160,18 +157,24 @@ pub struct Feeds {
     pki: Pki,
     reads: ReadAccess,
     systems: CommandHandler<BusinessSystem>,
+    /// How far this node's runner of the feeds' index has got: a waiting reader looks again as soon as it moves
+    /// (its items are committed by then), not at the append, which the index has not applied yet.
+    indexed: Progress,
     /// Set when the server begins to shut down: followers end their streams.
     closing: Arc<watch::Sender<bool>>,
 }
 
 impl Feeds {
-    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, pki: Pki, reads: ReadAccess) -> Self {
+    /// The feeds over the sealed `store` and the read models; `index` is the progress of this node's runner of
+    /// the feeds' index (`cardap_projections::feeds::NAME`).
+    pub fn new(store: Arc<dyn EventStore>, read: ReadModels, pki: Pki, reads: ReadAccess, index: Progress) -> Self {
         Feeds {
             systems: CommandHandler::new(store.clone()),
             store,
             read,
             pki,
             reads,
+            indexed: index,
             closing: Arc::new(watch::channel(false).0),
         }
     }
@@ -292,30 +295,27 @@ impl Feeds {
         deadline: tokio::time::Instant,
         request: &FeedRequest,
     ) -> Result<FeedPage, FeedError> {
-        let mut wake = self.store.wakeups();
+        let mut indexed = self.indexed.clone();
         let mut closing = self.closing.subscribe();
-        let mut woken_at: Option<tokio::time::Instant> = None;
         loop {
-            wake.mark_seen();
-            // The system's state at this very read: permits and field list as they are now.
-            let (_, state) = self.open(id, id.as_str()).await?;
+            // Read before the index is: whatever it commits after this read moves it past `seen`.
+            let seen = indexed.current();
             let rows = index::items_after(self.read.pool(), id.as_str(), after, limit).await?;
-            if let Some(last) = rows.last() {
-                after = Some(last.place);
-            }
-            let items = self.deliver(id, &state, rows, request).await?;
+            let items = match rows.last() {
+                Some(last) => {
+                    after = Some(last.place);
+                    // The system's state after this read: permits and field list as they are now.
+                    let (_, state) = self.open(id, id.as_str()).await?;
+                    self.deliver(id, &state, rows, request).await?
+                }
+                None => vec![],
+            };
             let now = tokio::time::Instant::now();
             if !items.is_empty() || now >= deadline || *closing.borrow() {
                 return Ok(FeedPage { items, next_cursor: after.map(item_id) });
             }
-            let recently_woken = woken_at.is_some_and(|at| now.duration_since(at) < AFTER_WAKE_FOR);
-            let nap = if recently_woken { AFTER_WAKE } else { POLL }.min(deadline - now);
             tokio::select! {
-                woke = wake.wait(nap) => {
-                    if woke {
-                        woken_at = Some(tokio::time::Instant::now());
-                    }
-                }
+                _ = indexed.wait_past(seen, POLL.min(deadline - now)) => {}
                 _ = closing.changed() => {}
             }
         }
@@ -330,8 +330,7 @@ impl Feeds {
         request: &FeedRequest,
     ) -> Result<Vec<FeedItem>, FeedError> {
         let fields = state.feed_fields();
-        let mut residents: HashMap<String, Vec<(RecordedEvent, ResidentEvent)>> = HashMap::new();
-        let mut cards: HashMap<String, Vec<(RecordedEvent, cardap_domain::card::CardEvent)>> = HashMap::new();
+        let (residents, cards) = self.histories(state, &rows).await?;
         let mut services: HashMap<String, Vec<(RecordedEvent, IssuanceServiceEvent)>> = HashMap::new();
         let mut items = Vec::with_capacity(rows.len());
         let mut personal: BTreeMap<String, Vec<ResidentId>> = BTreeMap::new();
@@ -376,17 +375,6 @@ impl Feeds {
                 continue;
             }
             let Ok(resident_id) = ResidentId::parse(&row.resident_id) else { continue };
-            if !residents.contains_key(&row.resident_id) {
-                let stream = stream_of::<Resident>(&row.resident_id);
-                residents.insert(row.resident_id.clone(), decoded(self.store.read_stream(&stream, 1).await?)?);
-            }
-            if let Some(fid) = &row.fid
-                && !cards.contains_key(fid)
-            {
-                let key = CardFid::parse(fid).map_err(|e| FeedError::Internal(format!("card {fid}: {e}")))?;
-                let stream = stream_of::<Card>(&cardap_domain::card::stream_key(&key));
-                cards.insert(fid.clone(), decoded(self.store.read_stream(&stream, 1).await?)?);
-            }
             let history = residents.get(&row.resident_id).map(Vec::as_slice).unwrap_or_default();
             let card = row.fid.as_ref().and_then(|f| cards.get(f)).map(Vec::as_slice).unwrap_or_default();
             let Some(data) = content(id, &fields, &row, history, card) else { continue };
@@ -419,6 +407,46 @@ impl Feeds {
         Ok(items)
     }
 
+    /// The histories of the residents and cards `rows` name (of municipalities `state` permits), each decoded
+    /// in version order, by resident id and by FID: every stream in one read of the store.
+    async fn histories(&self, state: &BusinessSystemState, rows: &[ItemRow]) -> Result<Histories, FeedError> {
+        let mut residents: HashMap<String, String> = HashMap::new();
+        let mut cards: HashMap<String, String> = HashMap::new();
+        let mut streams = Vec::new();
+        for row in rows {
+            let permitted = MunicipalityCode::parse(&row.municipality).is_ok_and(|m| state.permits(&m));
+            // A 標準ID replacement needs no history; a municipality's issuance service is about no resident.
+            if row.kind == kind::STANDARD_ID_REPLACED || row.kind == kind::ISSUANCE_SERVICE || !permitted {
+                continue;
+            }
+            let stream = stream_of::<Resident>(&row.resident_id);
+            if !residents.contains_key(stream.as_str()) {
+                residents.insert(stream.as_str().to_owned(), row.resident_id.clone());
+                streams.push(stream);
+            }
+            if let Some(fid) = &row.fid {
+                let key = CardFid::parse(fid).map_err(|e| FeedError::Internal(format!("card {fid}: {e}")))?;
+                let stream = stream_of::<Card>(&cardap_domain::card::stream_key(&key));
+                if !cards.contains_key(stream.as_str()) {
+                    cards.insert(stream.as_str().to_owned(), fid.clone());
+                    streams.push(stream);
+                }
+            }
+        }
+        let mut by_resident: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+        let mut by_card: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+        for event in self.store.read_streams(&streams).await? {
+            if let Some(resident) = residents.get(event.stream_id.as_str()) {
+                by_resident.entry(resident.clone()).or_default().push(event);
+            } else if let Some(fid) = cards.get(event.stream_id.as_str()) {
+                by_card.entry(fid.clone()).or_default().push(event);
+            }
+        }
+        let residents = by_resident.into_iter().map(|(k, v)| Ok((k, decoded(v)?))).collect::<Result<_, FeedError>>()?;
+        let cards = by_card.into_iter().map(|(k, v)| Ok((k, decoded(v)?))).collect::<Result<_, FeedError>>()?;
+        Ok((residents, cards))
+    }
+
     // ---- the field list (システム管理) ----
 
     /// The field list of a business system (the system administrator); `None` when it was never registered.
@@ -448,6 +476,12 @@ impl Feeds {
         self.systems.execute(ctx, &Permission::ManageBusinessSystems, &system_stream(id), None, if_match, command).await
     }
 }
+
+/// Decoded events by resident id, and by card FID.
+type Histories = (
+    HashMap<String, Vec<(RecordedEvent, ResidentEvent)>>,
+    HashMap<String, Vec<(RecordedEvent, cardap_domain::card::CardEvent)>>,
+);
 
 /// Decodes a stream's events (in version order), keeping each one's place.
 fn decoded<E: cardap_domain::DomainEvent>(events: Vec<RecordedEvent>) -> Result<Vec<(RecordedEvent, E)>, FeedError> {

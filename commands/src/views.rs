@@ -39,6 +39,11 @@ impl Views {
         }
     }
 
+    /// The progress of the read model `name` on this node, if it runs here.
+    pub fn of(&self, name: &str) -> Option<Progress> {
+        self.progress.iter().find(|(n, _)| *n == name).map(|(_, p)| p.clone())
+    }
+
     /// The progress of every read model, by name (for metrics).
     pub fn progress(&self) -> &[(&'static str, Progress)] {
         &self.progress

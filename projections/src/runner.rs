@@ -21,6 +21,18 @@ pub(crate) const REBUILD_BATCH: usize = 5_000;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The safety-net poll when no wake-up arrives.
 const POLL: Duration = Duration::from_secs(1);
+/// The first look again at events an older open transaction holds back (no wake-up comes when it ends); doubled
+/// while they stay held back, up to [`POLL`], so that a transaction left open for long costs little.
+const HELD_BACK_POLL: Duration = Duration::from_millis(5);
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Events applied (or 1 when only the scanned mark moved).
+    applied: usize,
+    /// Committed events lie past what the step could see (see `cardap_store::TypedRead::held_back`).
+    held_back: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -106,6 +118,12 @@ impl Progress {
     pub fn current(&self) -> Checkpoint {
         *self.0.borrow()
     }
+
+    /// Waits until the projection has got past `seen`, or `max`: true when it has (its rows for what lies past
+    /// `seen` are committed by then).
+    pub async fn wait_past(&mut self, seen: Checkpoint, max: Duration) -> bool {
+        matches!(tokio::time::timeout(max, self.0.wait_for(|c| *c > seen)).await, Ok(Ok(_)))
+    }
 }
 
 /// Runs one projection.
@@ -154,20 +172,26 @@ impl ProjectionRunner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut wake = self.store.wakeups();
         let mut backoff = Duration::from_millis(100);
+        let mut held_back_poll = HELD_BACK_POLL;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             wake.mark_seen();
             match self.step().await {
-                Ok(0) => {
+                Ok(Step { applied: 0, held_back }) => {
                     backoff = Duration::from_millis(100);
+                    let nap = if held_back { held_back_poll } else { POLL };
+                    held_back_poll = if held_back { (held_back_poll * 2).min(POLL) } else { HELD_BACK_POLL };
                     tokio::select! {
-                        _ = wake.wait(POLL) => {}
+                        _ = wake.wait(nap) => {}
                         _ = shutdown.changed() => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    held_back_poll = HELD_BACK_POLL;
+                }
                 Err(e) => {
                     tracing::warn!(projection = self.name(), error = %e, "projection paused; retrying");
                     tokio::select! {
@@ -232,7 +256,7 @@ impl ProjectionRunner {
         let mut deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
         loop {
             wake.mark_seen();
-            let applied = self.step().await?;
+            let applied = self.step().await?.applied;
             let reached = *self.progress.borrow();
             if reached >= target {
                 return Ok(reached);
@@ -263,8 +287,9 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied.
-    async fn step(&self) -> Result<usize, ProjectionError> {
+    /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied, and
+    /// whether committed events are still held back.
+    async fn step(&self) -> Result<Step, ProjectionError> {
         // Where this node has looked through the log without finding anything to apply (not stored: a restart
         // only looks through it again).
         let stored_now = self.stored_checkpoint().await?;
@@ -274,15 +299,15 @@ impl ProjectionRunner {
             // it (or a rebuild reset it), this runner's view of what it applied is stale; look again from there.
             if stored_now == base { stored_now.max(scanned) } else { stored_now }
         };
-        let (events, scanned) = match self.projection.stream_types() {
+        let (events, scanned, held_back) = match self.projection.stream_types() {
             Some(types) => {
                 let read = self.store.read_types(stored, self.batch, types).await?;
-                (read.events, read.scanned)
+                (read.events, read.scanned, read.held_back)
             }
             None => {
                 let events = self.store.read_all(stored, self.batch, &ReadFilter::All).await?;
                 let scanned = events.last().map_or(stored, |e| e.checkpoint);
-                (events, scanned)
+                (events, scanned, false)
             }
         };
         let Some(last) = events.last().map(|e| e.checkpoint) else {
@@ -292,9 +317,18 @@ impl ProjectionRunner {
                 *c = scanned;
                 changed
             });
-            return Ok(usize::from(scanned > stored));
+            return Ok(Step { applied: usize::from(scanned > stored), held_back });
         };
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
+        if tx.backend_name().eq_ignore_ascii_case("PostgreSQL") {
+            // A read model is derived from the durable log and its checkpoint commits with its rows: a crash that
+            // loses this commit loses both, and the batch is applied again. So it need not wait for its WAL flush
+            // (an fsync per batch per read model, in the way of every reader waiting for it).
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+                .execute(&mut *tx)
+                .await
+                .map_err(ProjectionError::from_sqlx)?;
+        }
         // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.
         let locked = lock_checkpoint(&mut tx, self.name()).await?;
         let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.checkpoint > locked).collect();
@@ -317,7 +351,7 @@ impl ProjectionRunner {
         let reached = last.max(locked).max(scanned);
         *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = (last.max(locked), reached);
         self.progress.send_replace(reached);
-        Ok(applied.max(usize::from(last > stored)))
+        Ok(Step { applied: applied.max(usize::from(last > stored)), held_back })
     }
 
     async fn stored_checkpoint(&self) -> Result<Checkpoint, ProjectionError> {

@@ -142,6 +142,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// The events of one stream with `version >= from_version`, in version order.
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Every event of each of `streams`, grouped by stream and in version order within each (the groups in no
+    /// particular order): for a reader that needs many whole streams at once (a feed page builds its items from
+    /// the streams of every resident and card it names). This default reads them one by one.
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut all = Vec::new();
+        for stream in streams {
+            all.extend(self.read_stream(stream, 1).await?);
+        }
+        Ok(all)
+    }
+
     /// The latest saved [`Snapshot`] of `stream`, if any (of whatever shape: the caller checks its `kind`).
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
 
@@ -187,7 +198,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         let events = self.read_all(after, limit, &ReadFilter::All).await?;
         let scanned = events.last().map_or(after, |e| e.checkpoint);
         let events = events.into_iter().filter(|e| stream_types.contains(&e.stream_type.as_str())).collect();
-        Ok(TypedRead { events, scanned })
+        Ok(TypedRead { events, scanned, held_back: false })
     }
 
     /// How many committed events lie after `after`, counting at most `cap`, whether or not a reader may see them

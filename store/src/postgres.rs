@@ -126,6 +126,11 @@ const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint 
      stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
 
+/// Every event of several streams in one statement ([`EventStore::read_streams`]).
+const READ_STREAMS: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version";
+
 const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
      stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events \
@@ -387,6 +392,15 @@ impl EventStore for PostgresEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<RecordedEvent>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let rows = sqlx::query(READ_STREAMS).bind(&ids).fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         crate::snapshots::load_pg(&self.pool, stream).await
     }
@@ -448,11 +462,15 @@ impl EventStore for PostgresEventStore {
     ) -> Result<TypedRead, StoreError> {
         // Every transaction older than this xmin has finished: the query (whose own snapshot's xmin is at least
         // this) sees all their events, so when it returns less than a page, the log is looked through up to the
-        // last possible event of the transaction just below it.
-        let xmin: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        // last possible event of the transaction just below it. Events of transactions from xmin on that have
+        // committed are held back (an older one is still open): said in the same round trip.
+        let (xmin, held_back): (i64, bool) = sqlx::query_as(
+            "SELECT x::text::bigint, EXISTS (SELECT 1 FROM events WHERE transaction_id >= x) \
+             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) AS horizon",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         // One type (every projection): a range of `events_by_stream_type`, already in global order.
         let statement = if stream_types.len() == 1 { READ_ONE_TYPE } else { READ_TYPES };
         let rows = sqlx::query(statement)
@@ -467,7 +485,8 @@ impl EventStore for PostgresEventStore {
         let last = events.last().map_or(after, |e| e.checkpoint);
         let below_xmin = Checkpoint { transaction: to_u64(xmin)?.saturating_sub(1), position: i64::MAX as u64 };
         let scanned = if events.len() < limit { last.max(below_xmin) } else { last };
-        Ok(TypedRead { events, scanned })
+        let held_back = held_back && events.len() < limit;
+        Ok(TypedRead { events, scanned, held_back })
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

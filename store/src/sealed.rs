@@ -302,6 +302,11 @@ impl EventStore for SealedEventStore {
         self.unseal(events).await
     }
 
+    async fn read_streams(&self, streams: &[StreamId]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_streams(streams).await?;
+        self.unseal(events).await
+    }
+
     /// Forwarded as it is: snapshots are only taken of streams without personal data.
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         self.inner.snapshot(stream).await
@@ -333,7 +338,7 @@ impl EventStore for SealedEventStore {
         stream_types: &[&'static str],
     ) -> Result<TypedRead, StoreError> {
         let read = self.inner.read_types(after, limit, stream_types).await?;
-        Ok(TypedRead { events: self.unseal(read.events).await?, scanned: read.scanned })
+        Ok(TypedRead { events: self.unseal(read.events).await?, ..read })
     }
 
     async fn count_after(&self, after: Checkpoint, cap: u64) -> Result<u64, StoreError> {

@@ -226,7 +226,8 @@ impl EventStore for SqliteEventStore {
         let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
         let last = events.last().map_or(after, |e| e.checkpoint);
         let scanned = if events.len() < limit { last.max(head) } else { last };
-        Ok(TypedRead { events, scanned })
+        // One writer: positions commit in order, nothing is ever held back.
+        Ok(TypedRead { events, scanned, held_back: false })
     }
 
     async fn head(&self) -> Result<Checkpoint, StoreError> {

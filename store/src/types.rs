@@ -536,6 +536,10 @@ pub struct TypedRead {
     /// How far the log was looked through: no event of those types at or before it is missing from `events`
     /// (or lay before `after`). A reader continues after it, even when `events` is empty.
     pub scanned: Checkpoint,
+    /// Events committed past `scanned` that an older transaction still open holds back from readers (PostgreSQL:
+    /// a transaction of a later xid commits first). No wake-up comes when that older transaction ends, so a
+    /// reader that wants them soon looks again shortly.
+    pub held_back: bool,
 }
 
 /// Which events `read_all` returns.

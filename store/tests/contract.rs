@@ -139,6 +139,30 @@ async fn appends_and_reads_back_in_order(b: Backend) {
     assert!(b.store.read_stream(&stream("missing"), 1).await.unwrap().is_empty());
 }
 
+/// Several whole streams in one read: every event of each asked stream, in version order within it, nothing of
+/// another stream, and nothing for a stream that does not exist.
+async fn read_streams_gives_each_stream_whole_and_in_order(b: Backend) {
+    let m = Metadata::system();
+    for (key, n) in [("a", 3), ("b", 2), ("c", 4)] {
+        b.store.append(&stream(key), ExpectedVersion::NoStream, events(n, key), &m).await.unwrap();
+    }
+    b.store.append(&stream("a"), ExpectedVersion::Exact(3), events(1, "a"), &m).await.unwrap();
+    let asked = [stream("c"), stream("a"), stream("missing")];
+    let read = b.store.read_streams(&asked).await.unwrap();
+    let mut by_stream: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in &read {
+        by_stream.entry(e.stream_id.to_string()).or_default().push(e.version);
+    }
+    assert_eq!(by_stream.len(), 2, "{by_stream:?}");
+    assert_eq!(by_stream[stream("a").as_str()], [1, 2, 3, 4]);
+    assert_eq!(by_stream[stream("c").as_str()], [1, 2, 3, 4]);
+    for e in &read {
+        let one = b.store.read_stream(&e.stream_id, e.version).await.unwrap();
+        assert_eq!(one.first(), Some(e), "the same event as read_stream gives");
+    }
+    assert!(b.store.read_streams(&[]).await.unwrap().is_empty());
+}
+
 async fn expected_version_mismatch_is_a_conflict_and_writes_nothing(b: Backend) {
     let s = stream("b");
     let m = Metadata::system();
@@ -497,6 +521,10 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn read_all_pages_and_filters() {
                 super::read_all_pages_and_filters(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn read_streams_gives_each_stream_whole_and_in_order() {
+                super::read_streams_gives_each_stream_whole_and_in_order(super::$backend().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn stored_events_are_the_events_as_stored() {

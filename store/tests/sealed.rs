@@ -162,8 +162,9 @@ async fn personal_data_reads_back_as_written(b: Backend) {
 
     let by_stream = b.sealed.read_stream(&s, 1).await.unwrap();
     let by_all = read_everything(b.sealed.as_ref()).await;
+    let by_streams = b.sealed.read_streams(std::slice::from_ref(&s)).await.unwrap();
 
-    for read in [&by_stream, &by_all] {
+    for read in [&by_stream, &by_all, &by_streams] {
         assert_eq!(read.len(), 3);
         for (r, n) in read.iter().zip(&new) {
             assert_eq!(r.event_id, n.event_id);
