@@ -128,7 +128,7 @@ const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint 
 
 /// Every event of several streams in one statement ([`EventStore::read_streams`]).
 const READ_STREAMS: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload, metadata, recorded_at \
+     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
      FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version";
 
 const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
@@ -748,7 +748,7 @@ async fn command_outcome_on(
 }
 
 /// Decodes a row of `SELECT global_position, tx, event_id, stream_id, stream_type, version, municipality,
-/// operator_id, event_type, event_version, payload, metadata, recorded_at` by position (the hot path of read_all).
+/// operator_id, event_type, event_version, payload::text, metadata, recorded_at` by position (the hot path of read_all).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let payload: String = row.try_get(10).map_err(corrupt)?;
     Ok(decode_envelope(row)?.recorded(Payload::from_text(payload)))
