@@ -25,7 +25,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use cardap_domain::business_system::{BusinessSystem, BusinessSystemCommand, BusinessSystemError};
 use cardap_domain::webhook::WebhookUrl;
 use cardap_domain::{Aggregate, BusinessId, Timestamp};
-use cardap_store::{Companion, EventStore, MasterKey, WebhookStore};
+use cardap_store::{Companion, EventStore, MasterKey, StoreError, WebhookStore};
 use tokio::sync::watch;
 
 use crate::authz::Permission;
@@ -166,8 +166,8 @@ impl Webhooks {
     }
 
     /// The node whose lease on `id`'s push is running now, if any.
-    pub async fn pushed_by(&self, id: &BusinessId) -> Result<Option<String>, String> {
-        self.hooks.holder(id.as_str(), self.now_ms()).await.map_err(|e| e.to_string())
+    pub async fn pushed_by(&self, id: &BusinessId) -> Result<Option<String>, StoreError> {
+        self.hooks.holder(id.as_str(), self.now_ms()).await
     }
 
     /// Pushes the system's feed to `url` from now on (the system administrator).
