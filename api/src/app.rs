@@ -309,12 +309,7 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartError> 
 
 /// The directory of a SQLite database file URL (`sqlite://dir/file.db`, `sqlite:dir/file.db`), if it names one.
 fn sqlite_directory(url: &str) -> Option<std::path::PathBuf> {
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.starts_with(":memory:") {
-        return None;
-    }
-    std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()).map(std::path::Path::to_path_buf)
+    cardap_store::sqlite_file(url)?.parent().filter(|d| !d.as_os_str().is_empty()).map(std::path::Path::to_path_buf)
 }
 
 /// A built server, bound to its port, with its projection runners started.

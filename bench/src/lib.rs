@@ -1,5 +1,6 @@
 //! What the benchmarks that measure the real server share: the release `cardap` binary run as a child process
-//! ([`Server`]), and its bootstrap administrator's password.
+//! ([`Server`]), its bootstrap administrator's password, and the metadata of events a benchmark appends itself
+//! ([`bench_metadata`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -8,6 +9,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+
+/// The metadata of a batch of events a benchmark appends straight to the store for `municipality`, named by
+/// `terminal` (the benchmark).
+pub fn bench_metadata(municipality: &cardap_domain::MunicipalityCode, terminal: &str) -> cardap_store::Metadata {
+    cardap_store::Metadata {
+        command_id: None,
+        correlation_id: cardap_store::CorrelationId::generate(),
+        causation_id: None,
+        municipality: Some(municipality.clone()),
+        operator: None,
+        terminal: Some(terminal.to_owned()),
+        request_id: None,
+    }
+}
 
 /// The system administrator's password of every benchmark server.
 pub const ADMIN_PASSWORD: &str = "BenchAdminPassw0rd";

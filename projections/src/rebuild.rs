@@ -165,7 +165,8 @@ impl Space {
     }
 
     async fn sqlite(live: &AnyPool, url: &str, projection: &dyn Projection) -> Result<Space, ProjectionError> {
-        let live_file = sqlite_file(url).ok_or_else(|| failed("a blue/green rebuild needs a SQLite database file"))?;
+        let live_file = cardap_store::sqlite_file(url)
+            .ok_or_else(|| failed("a blue/green rebuild needs a SQLite database file"))?;
         let mut file = live_file.clone().into_os_string();
         file.push(format!(".rebuild-{}", projection.name()));
         let file = std::path::PathBuf::from(file);
@@ -351,13 +352,6 @@ fn lock_timed_out(e: &ProjectionError) -> bool {
         return false;
     };
     d.code().as_deref() == Some("55P03")
-}
-
-/// The file of a SQLite URL (`sqlite://dir/file.db?…`, `sqlite:file.db`).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.starts_with(":memory:")).then(|| std::path::PathBuf::from(path))
 }
 
 fn remove_sqlite_files(file: &std::path::Path) {

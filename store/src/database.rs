@@ -177,6 +177,14 @@ impl Database {
 }
 
 /// The URL without its password, for logs and messages.
+/// The file of a SQLite database URL (`sqlite://dir/file.db?…`, `sqlite:file.db`), if it names one (not
+/// `:memory:`).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
 pub fn redact(url: &str) -> String {
     let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

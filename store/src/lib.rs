@@ -31,7 +31,7 @@ mod webhooks;
 pub use access_log::{AccessLogStore, NewReadAccess, ReadAccessFilter, ReadAccessRow, ReadAlertRow};
 pub use ceremonies::CeremonyStore;
 pub use credentials::{Companion, CredentialStore, SessionRow};
-pub use database::{Backend, Database, redact};
+pub use database::{Backend, Database, redact, sqlite_file};
 pub use login::{CodeRow, LoginGrants, Taken};
 pub use postgres::PostgresEventStore;
 pub use sealed::{SEALING_SCHEME, SealedEventStore, personal_subject};

@@ -41,9 +41,7 @@ use cardap_domain::resident::{
     ResidentId,
 };
 use cardap_domain::{Aggregate, BusinessId, MunicipalityCode};
-use cardap_store::{
-    CorrelationId, Database, EventStore, ExpectedVersion, MasterKey, Metadata, NewEvent, StreamAppend, StreamId,
-};
+use cardap_store::{Database, EventStore, ExpectedVersion, MasterKey, NewEvent, StreamAppend, StreamId};
 use clap::Parser;
 use futures_util::StreamExt;
 use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
@@ -636,15 +634,7 @@ async fn populate(store: Arc<dyn EventStore>, count: u64) -> Result<()> {
                 for i in from..to {
                     appends.extend(entitled_resident(&code, &system, i)?);
                 }
-                let metadata = Metadata {
-                    command_id: None,
-                    correlation_id: CorrelationId::generate(),
-                    causation_id: None,
-                    municipality: Some(code.clone()),
-                    operator: None,
-                    terminal: Some("feed-bench".to_owned()),
-                    request_id: None,
-                };
+                let metadata = cardap_bench::bench_metadata(&code, "feed-bench");
                 store.append_many(appends, &metadata).await?;
             }
             anyhow::Ok(())

@@ -46,9 +46,7 @@ use cardap_domain::resident::{
     Resident, ResidentEvent, ResidentId,
 };
 use cardap_domain::{Aggregate, MunicipalityCode};
-use cardap_store::{
-    CorrelationId, Database, EventStore, ExpectedVersion, MasterKey, Metadata, NewEvent, StreamAppend, StreamId,
-};
+use cardap_store::{Database, EventStore, ExpectedVersion, MasterKey, NewEvent, StreamAppend, StreamId};
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -436,15 +434,7 @@ async fn populate(store: Arc<dyn EventStore>, count: u64) -> Result<Vec<String>>
                 for i in from..to {
                     appends.extend(resident_appends(&code, i, &mut fids)?);
                 }
-                let metadata = Metadata {
-                    command_id: None,
-                    correlation_id: CorrelationId::generate(),
-                    causation_id: None,
-                    municipality: Some(code.clone()),
-                    operator: None,
-                    terminal: Some("resident-bench".to_owned()),
-                    request_id: None,
-                };
+                let metadata = cardap_bench::bench_metadata(&code, "resident-bench");
                 store.append_many(appends, &metadata).await?;
                 let total = done.fetch_add(to - from, Ordering::Relaxed) + (to - from);
                 if total % 100_000 < POPULATE_BATCH {
