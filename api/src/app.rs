@@ -636,33 +636,21 @@ async fn body_read_limit(
 /// [`app`] with the body-read limit of `limits`.
 pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let api = api_routes(limits);
+    // The clerk UI calls the same routes in process (its field errors are the API's pointers and messages).
+    let in_process = crate::ui::InProcessApi::new(
+        api.clone()
+            .fallback(|| async { crate::error::ApiError::not_found() })
+            .layer(axum::middleware::from_fn(crate::i18n::layer))
+            .layer(DefaultBodyLimit::max(1024 * 1024))
+            .with_state(state.clone()),
+    );
     let router = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
-        .merge(crate::ui::router())
-        .merge(routes::sessions::router())
-        .merge(routes::biometrics::router())
-        .merge(routes::municipalities::router())
-        .merge(routes::business_systems::router())
-        .merge(routes::operators::router())
-        .merge(routes::operator_csv::router())
-        .merge(routes::jobs::router())
-        .merge(routes::resident_settings::router())
-        .merge(routes::residents::router())
-        .merge(routes::cards::router())
-        .merge(routes::card_writes::router())
-        .merge(routes::pki::router())
-        .merge(routes::oidc::router())
-        .merge(routes::audit::router())
-        .merge(routes::read_access::router())
-        .merge(routes::issuance_service::router())
-        .merge(routes::feeds::router())
-        .merge(routes::library_links::router())
-        .merge(routes::webhooks::router())
-        // Every route above; the registry import (below) reads its streamed body under its own stall limit.
-        .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
-        .merge(routes::registry::router())
+        .merge(crate::ui::router(in_process))
+        .merge(api)
         .fallback(|| async { crate::error::ApiError::not_found() })
         .method_not_allowed_fallback(|| async { crate::error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::count))
@@ -689,6 +677,34 @@ pub fn app_with_limits(state: AppState, limits: &crate::settings::ConnectionLimi
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The API's routes (the `/api/v1` resources, the CA's and the login provider's), without the server's outer
+/// layers: served by the server and called in process by the clerk UI.
+fn api_routes(limits: &crate::settings::ConnectionLimits) -> Router<AppState> {
+    Router::new()
+        .merge(routes::sessions::router())
+        .merge(routes::biometrics::router())
+        .merge(routes::municipalities::router())
+        .merge(routes::business_systems::router())
+        .merge(routes::operators::router())
+        .merge(routes::operator_csv::router())
+        .merge(routes::jobs::router())
+        .merge(routes::resident_settings::router())
+        .merge(routes::residents::router())
+        .merge(routes::cards::router())
+        .merge(routes::card_writes::router())
+        .merge(routes::pki::router())
+        .merge(routes::oidc::router())
+        .merge(routes::audit::router())
+        .merge(routes::read_access::router())
+        .merge(routes::issuance_service::router())
+        .merge(routes::feeds::router())
+        .merge(routes::library_links::router())
+        .merge(routes::webhooks::router())
+        // Every route above; the registry import (below) reads its streamed body under its own stall limit.
+        .layer(axum::middleware::from_fn_with_state(limits.body_read, body_read_limit))
+        .merge(routes::registry::router())
 }
 
 /// Every answer of the API may carry personal data, a password or an operator's permissions: none of it is for a

@@ -12,9 +12,16 @@
 //! - **Headers of every page**: a strict Content-Security-Policy (nothing inline, nothing from another origin: the
 //!   one stylesheet is served from the binary), no framing, no referrer, no caching, no MIME sniffing.
 //!
-//! The HTML is in [`pages`]; no SQL, no store and no rule of the domain here.
+//! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module
+//! ([`residents`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
+//! store and no rule of the domain here.
 
+mod api;
+mod form;
 mod pages;
+mod residents;
+
+pub use api::InProcessApi;
 
 use std::net::SocketAddr;
 
@@ -29,11 +36,8 @@ use axum::routing::{get, post};
 use axum::{Extension, middleware};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cardap_commands::CommandContext;
 use cardap_commands::access::{LoginError, Presented, SessionOf};
 use cardap_commands::passwords::Secret;
-use cardap_commands::residents::ResidentSearch;
-use cardap_domain::resident::{CardFid, EraDate, KanaName};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -46,15 +50,26 @@ const COOKIE: &str = "cardap_session";
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
                    base-uri 'none'";
 
-pub fn router() -> Router<AppState> {
+/// The UI's routes; `api` is the HTTP API's router, which the screens call in process.
+pub fn router(api: InProcessApi) -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(top))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
-        .route("/ui/residents", get(residents))
+        .route("/ui/residents", get(residents::search))
+        .route("/ui/residents/new", get(residents::register_form).post(residents::register))
+        .route("/ui/residents/{id}", get(residents::show))
+        .route("/ui/residents/{id}/card", post(residents::register_card))
+        .route("/ui/cards/{fid}/local-area", post(residents::local_area))
+        .route("/ui/cards/{fid}/aps", post(residents::install))
+        .route("/ui/cards/{fid}/aps/remove", post(residents::remove))
+        .route("/ui/cards/{fid}/confirm/{action}", get(residents::confirm))
+        .route("/ui/cards/{fid}/{action}", post(residents::card_action))
         .route("/ui/assets/app.css", get(stylesheet))
+        .route("/ui/{*rest}", get(|| async { not_found() }))
+        .layer(Extension(api))
         .layer(middleware::map_response(security_headers))
 }
 
@@ -77,13 +92,13 @@ async fn stylesheet() -> impl IntoResponse {
 }
 
 /// The operator of a live UI session (from the cookie); without one, the login form.
-struct UiSession {
-    session: SessionOf,
-    token: Secret,
+pub(super) struct UiSession {
+    pub session: SessionOf,
+    pub token: Secret,
 }
 
 impl UiSession {
-    fn csrf(&self) -> String {
+    pub fn csrf(&self) -> String {
         csrf_token(&self.token)
     }
 }
@@ -123,7 +138,7 @@ fn csrf_token(token: &Secret) -> String {
 }
 
 /// Whether a form's CSRF token is the session's (compared in constant time).
-fn csrf_ok(session: &UiSession, given: &str) -> bool {
+pub(super) fn csrf_ok(session: &UiSession, given: &str) -> bool {
     let expected = session.csrf();
     expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -154,11 +169,11 @@ fn over_tls(tls: Option<Extension<OverTls>>) -> bool {
     tls.is_some_and(|Extension(OverTls(on))| on)
 }
 
-fn page(markup: maud::Markup) -> Response {
+pub(super) fn page(markup: maud::Markup) -> Response {
     Html(markup.into_string()).into_response()
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         page(pages::message("ただいま利用できません", "しばらくしてから再度お試しください。")),
@@ -166,12 +181,37 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-fn forbidden() -> Response {
+pub(super) fn forbidden() -> Response {
     (
         StatusCode::FORBIDDEN,
         page(pages::message("この操作は受け付けられません", "画面を読み込み直してから、もう一度操作してください。")),
     )
         .into_response()
+}
+
+/// What a change refused under `If-Match` (412) says: the data changed since the page was shown.
+pub(super) const CHANGED_MEANWHILE: &str =
+    "表示している間に、ほかの人がこのデータを変更しました。最新の内容を確認してから、もう一度操作してください。";
+
+/// A page the address names nothing on, or another municipality's (the API's 404, shown).
+pub(super) fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, page(pages::message("見つかりません", "指定されたページまたはデータは見つかりません。")))
+        .into_response()
+}
+
+/// The page for what the API refused outright (not a field of the form): a session that ended goes to the login
+/// form, another municipality's data is "not found", a change made meanwhile by someone else says so.
+pub(super) fn refused(problem: &api::Problem) -> Response {
+    match problem.status {
+        StatusCode::UNAUTHORIZED => Redirect::to("/ui/login").into_response(),
+        StatusCode::NOT_FOUND => not_found(),
+        StatusCode::PRECONDITION_FAILED => {
+            (StatusCode::PRECONDITION_FAILED, page(pages::message("ほかの操作で変更されています", CHANGED_MEANWHILE)))
+                .into_response()
+        }
+        status if status.is_server_error() => unavailable(),
+        status => (status, page(pages::message("この操作はできません", problem.summary()))).into_response(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,76 +309,6 @@ async fn logout(
         ],
     )
         .into_response()
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct SearchFields {
-    #[serde(default)]
-    kana_prefix: String,
-    #[serde(default)]
-    birth_date: String,
-    #[serde(default)]
-    fid: String,
-}
-
-/// 利用者検索: the residents of the operator's own municipality by kana prefix, birth date (`EYYMMDD`) or FID (the
-/// same use case as `GET …/residents`, recorded in the read access log). Each field's problem is shown next to it
-/// and what was typed stays in the form; with no condition only the form is shown.
-async fn residents(State(state): State<AppState>, ui: UiSession, query: axum::extract::RawQuery) -> Response {
-    let fields: SearchFields = serde_urlencoded::from_str(query.0.as_deref().unwrap_or("")).unwrap_or_default();
-    let Some(code) = ui.session.actor.municipality.clone() else {
-        return page(pages::message("利用者検索", "利用者検索は市町村のオペレータが使います。"));
-    };
-    let typed = |s: &str| Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
-    let mut errors = pages::FieldErrors::default();
-    let kana_prefix = typed(&fields.kana_prefix).and_then(|p| {
-        let compact: String = p.chars().filter(|c| !c.is_whitespace()).collect();
-        KanaName::parse(&compact)
-            .map(String::from)
-            .map_err(|_| errors.add("kana_prefix", "カタカナで入力してください（半角カナも可）。"))
-            .ok()
-    });
-    let birth_date = typed(&fields.birth_date).and_then(|d| {
-        EraDate::parse(&d)
-            .map_err(|_| {
-                errors.add("birth_date", "元号の数字と年月日の7桁で入力してください（例: 3450101 = 昭和45年1月1日）。")
-            })
-            .ok()
-    });
-    let fid = typed(&fields.fid)
-        .and_then(|f| CardFid::parse(&f).map_err(|_| errors.add("fid", "カードのFIDを正しく入力してください。")).ok());
-    let asked = kana_prefix.is_some() || birth_date.is_some() || fid.is_some();
-    let found = if asked && errors.is_empty() {
-        let search = ResidentSearch { kana_prefix, birth_date, fid, after: None, limit: 100 };
-        let ctx = CommandContext {
-            actor: Some(ui.session.actor.clone()),
-            command_id: cardap_store::CommandId::generate(),
-            correlation_id: cardap_store::CorrelationId::generate(),
-            causation_id: None,
-            terminal: None,
-            request_id: None,
-        };
-        match state.residents.search_residents(&ctx, &code, &search).await {
-            Ok(page) => Some((page.rows, page.next.is_some())),
-            Err(cardap_commands::CommandError::Unauthorized(_)) => {
-                return page(pages::message("利用者検索", "利用者検索の権限がありません。"));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the UI could not search residents");
-                return unavailable();
-            }
-        }
-    } else {
-        None
-    };
-    let form = pages::SearchForm { kana_prefix: &fields.kana_prefix, birth_date: &fields.birth_date, fid: &fields.fid };
-    page(pages::residents(
-        &ui.session,
-        &ui.csrf(),
-        &form,
-        &errors,
-        found.as_ref().map(|(rows, more)| (rows.as_slice(), *more)),
-    ))
 }
 
 /// The operator's top page: who he is and the business systems he may use now, with their links.

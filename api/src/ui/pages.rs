@@ -8,8 +8,10 @@ use cardap_domain::resident::EraDate;
 use cardap_projections::business_systems::BusinessSystemRow;
 use maud::{DOCTYPE, Markup, html};
 
+use super::form::{FieldErrors, id_of};
+
 /// A page: the header (with the operator and the logout button when logged in) and `body`.
-fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> Markup {
+pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="ja" {
@@ -23,7 +25,13 @@ fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> M
                 header {
                     h1 { "カードAP搭載システム" }
                     @if let Some((session, csrf)) = signed_in {
-                        nav { a href="/ui/" { "トップ" } " " a href="/ui/residents" { "利用者検索" } }
+                        nav aria-label="メニュー" {
+                            a href="/ui/" { "トップ" }
+                            a href="/ui/residents" { "利用者検索" }
+                            a href="/ui/residents/new" { "利用者登録" }
+                            a href="/ui/registry/import" { "住基データ取込" }
+                            a href="/ui/operators" { "オペレータ" }
+                        }
                         span { "オペレータ: " (session.operator_id) }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -112,21 +120,81 @@ pub fn top(session: &SessionOf, csrf: &str, systems: &[BusinessSystemRow]) -> Ma
     )
 }
 
-/// The problems of a form, by field name, in Japanese.
-#[derive(Debug, Default)]
-pub struct FieldErrors(Vec<(&'static str, &'static str)>);
+/// One text field with its label, what was typed, and its problems right under it (tied by `aria-describedby`).
+pub fn text_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors) -> Markup {
+    input_field(name, label, value, hint, errors, Input::Text { required: false })
+}
 
-impl FieldErrors {
-    pub fn add(&mut self, field: &'static str, message: &'static str) {
-        self.0.push((field, message));
+/// What kind of input a field is.
+pub enum Input<'a> {
+    Text {
+        required: bool,
+    },
+    /// A choice among `(value, label)`, with an empty first option unless required and chosen.
+    Select {
+        options: &'a [(String, String)],
+        required: bool,
+    },
+}
+
+/// A field of a form: its label (with 必須 when required), the input keeping what was typed, and its problems (or
+/// its hint) under it, tied by `aria-describedby`; a field with a problem is `aria-invalid`.
+pub fn input_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors, input: Input<'_>) -> Markup {
+    let id = id_of(name);
+    let problems = errors.of_field(name);
+    let described = format!("{id}-note");
+    let invalid = (!problems.is_empty()).then_some("true");
+    let required = match input {
+        Input::Text { required } | Input::Select { required, .. } => required,
+    };
+    html! {
+        div.field {
+            label for=(id) { (label) @if required { " " span.required { "必須" } } }
+            @match input {
+                Input::Text { .. } => {
+                    input id=(id) name=(name) type="text" value=(value) aria-describedby=(described)
+                        aria-invalid=[invalid] aria-required=[required.then_some("true")];
+                }
+                Input::Select { options, .. } => {
+                    select id=(id) name=(name) aria-describedby=(described) aria-invalid=[invalid]
+                        aria-required=[required.then_some("true")] {
+                        @if !required || value.is_empty() { option value="" { "（選択してください）" } }
+                        @for (v, l) in options { option value=(v) selected[v == value] { (l) } }
+                    }
+                }
+            }
+            @if problems.is_empty() {
+                span.muted id=(described) { (hint) }
+            } @else {
+                span.field-error id=(described) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
+            }
+        }
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+/// The problems of a refused form, above it (read out at once: `role="alert"`).
+pub fn error_summary(errors: &FieldErrors) -> Markup {
+    html! {
+        @if !errors.is_empty() {
+            div.error-summary role="alert" {
+                @for message in &errors.general { p { (message) } }
+                @if errors.general.is_empty() { p { "入力内容に誤りがあります。各項目の表示を確認してください。" } }
+            }
+        }
     }
+}
 
-    fn of(&self, field: &str) -> Option<&'static str> {
-        self.0.iter().find(|(f, _)| *f == field).map(|(_, m)| *m)
+/// What a change did, above the page (`role="status"`).
+pub fn notice(text: Option<&str>) -> Markup {
+    html! { @if let Some(text) = text { p.notice role="status" { (text) } } }
+}
+
+/// The hidden fields of every form that changes something: the CSRF token and the form's `Idempotency-Key` (a
+/// double click sends the same key twice, and the API applies it once).
+pub fn form_keys(csrf: &str, idempotency_key: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(csrf);
+        input type="hidden" name="idempotency_key" value=(idempotency_key);
     }
 }
 
@@ -136,22 +204,6 @@ pub struct SearchForm<'a> {
     pub kana_prefix: &'a str,
     pub birth_date: &'a str,
     pub fid: &'a str,
-}
-
-/// One text field with its label, what was typed, and its problem right under it (tied by `aria-describedby`).
-fn text_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors) -> Markup {
-    let error = errors.of(name);
-    let described = format!("{name}-note");
-    html! {
-        label for=(name) { (label) }
-        input id=(name) name=(name) type="text" value=(value) aria-describedby=(described)
-            aria-invalid=[error.map(|_| "true")];
-        @if let Some(error) = error {
-            span.field-error id=(described) role="alert" { (error) }
-        } @else {
-            span.muted id=(described) { (hint) }
-        }
-    }
 }
 
 /// 利用者検索: the form (what was typed kept, each problem next to its field) and, when searched, the residents.
@@ -188,7 +240,7 @@ pub fn residents(
                                     td { @if let Some(d) = r.birth_date.as_deref().and_then(|d| EraDate::parse(d).ok()) { (d.label_ja()) } }
                                     td { @if let Some(fid) = &r.active_fid { (fid.as_str()) } }
                                     td { @if r.erased { "消去済み" } @else if r.moved_out { "転出" } @else { "—" } }
-                                    td { code { (r.resident_id) } }
+                                    td { a href={ "/ui/residents/" (r.resident_id) } { code { (r.resident_id) } } }
                                 }
                             }
                         }
