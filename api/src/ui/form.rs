@@ -86,6 +86,11 @@ pub fn insert(root: &mut Map<String, Value>, name: &str, value: Value) {
     }
 }
 
+/// A fresh `Idempotency-Key` for a form (rendered into it; a double click sends it twice, the API applies once).
+pub fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// The element id of a field named `name`.
 pub fn id_of(name: &str) -> String {
     format!("f-{}", name.replace('.', "-"))

@@ -18,10 +18,9 @@ use cardap_domain::resident::{CardFid, EraDate, KanaName};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
 use super::api::{Answer, Call, InProcessApi, segment};
-use super::form::{FieldErrors, Form, insert};
+use super::form::{FieldErrors, Form, insert, new_key};
 use super::pages::{self, Input, error_summary, form_keys, input_field, layout, notice, text_field};
 use super::{UiSession, csrf_ok, forbidden, page, refused, unavailable};
 use crate::state::AppState;
@@ -298,11 +297,6 @@ fn draft_label(draft: &Value) -> String {
         .map(|d| d.label_ja())
         .unwrap_or_default();
     format!("{}（{}） {}", name("kanji_name"), name("kana_name"), birth)
-}
-
-/// A fresh `Idempotency-Key` for a form.
-pub fn new_key() -> String {
-    Uuid::new_v4().to_string()
 }
 
 /// Puts a registry draft into the registration form.
