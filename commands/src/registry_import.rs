@@ -111,6 +111,13 @@ pub enum RowReport<U> {
     Unread(U),
 }
 
+impl<U> RowReport<U> {
+    /// The row was not imported (unreadable, or refused by the decision).
+    pub fn is_error(&self) -> bool {
+        matches!(self, RowReport::Unread(_) | RowReport::Decided { outcome: RowOutcome::Refused(_), .. })
+    }
+}
+
 /// Rows counted by what became of them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ImportCounts {

@@ -95,7 +95,53 @@ pub fn router() -> Router<AppState> {
 pub enum ImportLine {
     Row(ImportRowReport),
     Problem(ImportProblemLine),
+    /// With `?progress=true`: after every batch.
+    Progress(ImportProgressLine),
     Summary(ImportSummaryLine),
+}
+
+/// How far the import is (`?progress=true`): after each batch of rows, for a progress bar.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportProgressLine {
+    pub progress: ImportProgress,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+pub struct ImportProgress {
+    /// Data rows decided so far (imported, changed, unchanged or refused).
+    pub rows: u64,
+    /// Rows refused so far.
+    pub errors: u64,
+}
+
+/// The import's query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportOptions {
+    /// `true`: a `{"progress": {"rows", "errors"}}` line after every batch (1,000 rows), for a progress bar.
+    #[serde(default)]
+    pub progress: Option<bool>,
+}
+
+impl ImportOptions {
+    /// Read after the municipality in the path was checked (another municipality's import is 404 first).
+    fn parse(query: Option<&str>) -> Result<ImportOptions, ApiError> {
+        let mut options = ImportOptions::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match (name.as_ref(), value.as_ref()) {
+                ("progress", "true") => options.progress = Some(true),
+                ("progress", "false") => options.progress = Some(false),
+                ("progress", _) => {
+                    return Err(ApiError::validation(vec![FieldError::new(
+                        "progress",
+                        Text::new("true または false を指定してください", "expected true or false"),
+                    )]));
+                }
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// A row that was imported, changed or refused (unchanged rows get no line).
@@ -178,6 +224,8 @@ struct Report {
     code: MunicipalityCode,
     layout: Layout,
     lang: Lang,
+    /// A progress line after every batch.
+    progress: bool,
 }
 
 /// 住基データ取り込み: import a file of the resident registry, streamed, with a report per row.
@@ -228,7 +276,7 @@ struct Report {
     request_body(content = String, content_type = "text/csv",
         description = "CSV, UTF-8 (with or without BOM) or Shift_JIS, header row first",
         example = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n000123456,山田 太郎,ヤマダ タロウ,3640107,1,100-0001,東京都千代田区千代田１－１\r\n"),
-    params(("code" = String, Path)),
+    params(("code" = String, Path), ImportOptions),
     security(("bearer" = [])),
     responses(
         (status = 200, content_type = "application/x-ndjson", body = ImportLine,
@@ -248,10 +296,12 @@ pub async fn import(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(code): Path<String>,
+    query: axum::extract::RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let code = municipality_in_path(&state, &auth, &code).await?;
+    let options = ImportOptions::parse(query.0.as_deref())?;
     let permission = Permission::ConfigureResidentServices(code.clone());
     authorize(&auth.actor, &permission)?;
     let declared = declared_charset(&headers)?;
@@ -273,7 +323,7 @@ pub async fn import(
 
     // The use case gives every batch a fresh command id: a re-import is idempotent by itself.
     let ctx = RequestMeta::from_headers(&headers).context(&auth, "registry.import", code.as_str());
-    let report = Report { code, layout, lang: Lang::current() };
+    let report = Report { code, layout, lang: Lang::current(), progress: options.progress == Some(true) };
     let (report_tx, report_rx) = mpsc::channel::<Result<Bytes, io::Error>>(REPORT_CHUNKS);
     let (access, credential) = (state.access.clone(), auth.credential.clone());
     let guard = Guard {
@@ -323,8 +373,14 @@ async fn run_import<G, GFut>(
     let forward = async {
         // Owned here, so that it is dropped (and the import stops) as soon as the client is gone.
         let mut outcomes = outcomes_rx;
+        let mut progress = ImportProgress::default();
         while let Some(outcome) = outcomes.recv().await {
-            let lines = report.lines(outcome);
+            progress.rows += outcome.rows.len() as u64;
+            progress.errors += outcome.rows.iter().filter(|(_, r)| r.is_error()).count() as u64;
+            let mut lines = report.lines(outcome);
+            if report.progress {
+                push_line(&mut lines, &ImportLine::Progress(ImportProgressLine { progress }));
+            }
             if !lines.is_empty() && out.send(Ok(Bytes::from(lines))).await.is_err() {
                 return true;
             }
