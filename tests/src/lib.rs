@@ -7,7 +7,7 @@
 //! Use [`on_both_backends!`] to run every test once per backend.
 //!
 //! Length: the harness and the helpers every area's tests share (servers, requests, operators, the registry,
-//! residents); the import jobs' helpers are in `jobs`.
+//! residents); the import jobs' helpers are in `jobs`, the browser tests' headless Chromium in `browser`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -34,6 +34,8 @@ pub use serde_json;
 
 mod jobs;
 pub use jobs::{Imported, Refusal, job_path, operator_import_path};
+
+pub mod browser;
 
 /// The bootstrap system administrator of [`Settings::for_tests`].
 pub const ADMIN: &str = "admin";
