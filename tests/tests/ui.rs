@@ -352,7 +352,106 @@ async fn a_clerk_registers_a_resident_and_sets_up_his_card(backend: Backend) {
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 }
 
+/// Logs `operator_id` of 千代田区 in through the form; returns the cookie pair.
+async fn logged_in_as(app: &TestApp, operator_id: &str) -> String {
+    let form = [("municipality", CHIYODA), ("operator_id", operator_id), ("password", "ClerkPassw0rd")];
+    let login = post(app, "/ui/login", None, &form, None).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
+    set_cookie(&login).unwrap().split(';').next().unwrap().to_owned()
+}
+
+/// A `multipart/form-data` body of `fields` (name, value) and the file last.
+fn multipart(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "cardapUiBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
+    }
+    body.extend(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"juki.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n"
+        )
+        .bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    let manager = cardap_tests::operator_with_password("manager01", "ClerkPassw0rd", &["operations_manager"], &[]);
+    app.add_operators(&admin, CHIYODA, &manager).await;
+    let cookie = logged_in_as(&app, "manager01").await;
+
+    let form = get(&app, "/ui/registry/import", Some(&cookie)).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+    assert!(form.text.contains(r#"enctype="multipart/form-data""#), "{}", form.text);
+
+    // 2,500 rows, the 1,202nd of which (row 1,203 counting the header) has no date.
+    let mut file = String::from("宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n");
+    for i in 0..2500 {
+        let birth = if i == 1201 { "" } else { "3450101" };
+        file.push_str(&format!(
+            "{:09},山田 太郎{i},ヤマダ タロウ,{birth},1,100-0001,東京都千代田区千代田1-{i}\r\n",
+            i + 1
+        ));
+    }
+    let (content_type, body) = multipart(&[("csrf", &csrf(&form)), ("charset", "UTF-8")], file.as_bytes());
+    let reply = browser()
+        .post(app.url("/ui/registry/import"))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let text = reply.text().await.unwrap();
+    // A progress line after every batch of 1,000 rows, then the summary; the refused row named.
+    let done: Vec<&str> =
+        text.split(r#"<strong class="rows-done">"#).skip(1).map(|s| s.split('<').next().unwrap()).collect();
+    assert_eq!(done, ["1000", "2000", "2500", "2500"], "{text}");
+    assert!(text.contains("<strong>1203行目</strong>（宛名番号 000001202）"), "{text}");
+    assert!(text.contains(r#"<th scope="row">新規</th><td>2499</td>"#), "{text}");
+    assert!(text.contains(r#"<th scope="row">エラー</th><td>1</td>"#), "{text}");
+    assert!(text.ends_with("</html>"), "the page is whole: {text}");
+
+    // Without the page's CSRF token nothing is read.
+    let (content_type, body) = multipart(&[("csrf", "forged"), ("charset", "UTF-8")], file.as_bytes());
+    let forged = browser()
+        .post(app.url("/ui/registry/import"))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    // A file without the required columns: the API's reason, on the form.
+    let (content_type, body) =
+        multipart(&[("csrf", &csrf(&form)), ("charset", "UTF-8")], "氏名,性別\r\nx,1\r\n".as_bytes());
+    let bad = browser()
+        .post(app.url("/ui/registry/import"))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = bad.text().await.unwrap();
+    assert!(bad.contains("error-summary") && bad.contains("宛名番号"), "{bad}");
+}
+
 on_both_backends!(
+    a_manager_imports_a_registry_file_and_watches_its_progress,
     a_clerk_registers_a_resident_and_sets_up_his_card,
     a_clerk_searches_his_own_residents_only,
     the_root_leads_to_the_login_form,

@@ -19,6 +19,7 @@
 mod api;
 mod form;
 mod pages;
+mod registry;
 mod residents;
 
 pub use api::InProcessApi;
@@ -67,6 +68,10 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui/cards/{fid}/aps/remove", post(residents::remove))
         .route("/ui/cards/{fid}/confirm/{action}", get(residents::confirm))
         .route("/ui/cards/{fid}/{action}", post(residents::card_action))
+        .route(
+            "/ui/registry/import",
+            get(registry::form).post(registry::import).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/{*rest}", get(|| async { not_found() }))
         .layer(Extension(api))
