@@ -1,4 +1,4 @@
-//! A real headless Chromium for the clerk UI's browser tests, driven through WebDriver (fantoccini) by Debian's
+//! A real headless Chromium for the clerk UI's browser tests, driven through WebDriver (our own client, [`webdriver`]) by Debian's
 //! `chromedriver`: one chromedriver on a free port and one fresh browser profile per [`Browser`], so tests run in
 //! parallel; both end with it. The few moves a clerk makes (open a page, type, choose, press a button, use the
 //! keyboard), what he sees (text, focus, screenshots), and an automated accessibility check (axe-core, vendored in
@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::actions::{InputSource, KeyAction, KeyActions};
-use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-pub use fantoccini::key::Key;
+pub mod webdriver;
+
+pub use webdriver::{Element, Key};
+use webdriver::{KeyAction, Locator, WebDriver};
 
 /// Debian's `chromium` and `chromium-driver` (installed by `scripts/browser`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -54,7 +53,7 @@ pub fn browser_available(test: &str) -> bool {
 /// chromedriver's process group).
 #[derive(Debug)]
 pub struct Browser {
-    client: Client,
+    client: WebDriver,
     /// `None` once ended (and reaped: only then may its id name another process).
     driver: Option<Child>,
     /// chromedriver's log and the browser's profile; removed after both ended.
@@ -116,10 +115,7 @@ impl Browser {
                 let _ = driver.wait();
                 continue;
             }
-            let client = match ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities(&profile))
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
+            let client = match WebDriver::new_session(&format!("http://127.0.0.1:{port}"), capabilities(&profile)).await
             {
                 Ok(client) => client,
                 Err(e) => {
@@ -133,7 +129,7 @@ impl Browser {
     }
 
     /// The underlying WebDriver client, for what these helpers do not cover.
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &WebDriver {
         &self.client
     }
 
@@ -144,7 +140,7 @@ impl Browser {
 
     /// The address of the page shown now.
     pub async fn url(&self) -> String {
-        self.client.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| format!("(no URL: {e})"))
+        self.client.current_url().await.unwrap_or_else(|e| format!("(no URL: {e})"))
     }
 
     /// The form field whose `id` or `name` is `field`, waited for.
@@ -162,13 +158,23 @@ impl Browser {
     /// Chooses the option whose `value` is `value` in the select `field` (by `id` or `name`).
     pub async fn select(&self, field: &str, value: &str) {
         let element = self.field(field).await;
-        element.select_by_value(value).await.unwrap_or_else(|e| panic!("choose {value:?} in {field}: {e}"));
+        assert!(!value.contains('"'), "an option value with a quote: {value}");
+        let option = element.find(Locator::Css(&format!(r#"option[value="{value}"]"#))).await;
+        let chosen = match option {
+            Ok(option) => option.click().await,
+            Err(e) => Err(e),
+        };
+        chosen.unwrap_or_else(|e| panic!("choose {value:?} in {field}: {e}"));
     }
 
     /// What the field `field` (by `id` or `name`) holds now.
     pub async fn value(&self, field: &str) -> String {
         let element = self.field(field).await;
-        element.prop("value").await.ok().flatten().unwrap_or_default()
+        match element.property("value").await {
+            Ok(Value::String(value)) => value,
+            Ok(_) => String::new(),
+            Err(e) => panic!("read the value of {field}: {e}"),
+        }
     }
 
     /// Clicks the button labelled `label` (its visible text) and waits for what it loads.
@@ -198,17 +204,26 @@ impl Browser {
 
     /// Like [`Browser::wait_for`], with its own timeout.
     pub async fn wait_for_within(&self, css: &str, timeout: Duration) -> Element {
-        match self.client.wait().at_most(timeout).for_element(Locator::Css(css)).await {
-            Ok(element) => element,
-            Err(e) => panic!("waited {timeout:?} for {css} ({e}) on {}:\n{}", self.url().await, self.body().await),
-        }
+        self.wait_until_found(Locator::Css(css), css, timeout).await
     }
 
     async fn wait_for_xpath(&self, xpath: &str, what: &str) -> Element {
-        match self.client.wait().at_most(WAIT).for_element(Locator::XPath(xpath)).await {
-            Ok(element) => element,
-            Err(e) => panic!("waited {WAIT:?} for {what:?} ({e}) on {}:\n{}", self.url().await, self.body().await),
-        }
+        self.wait_until_found(Locator::XPath(xpath), &format!("{what:?}"), WAIT).await
+    }
+
+    /// Looks for `locator` every 250 ms until found or `timeout` passed; any error but "no such element" ends it.
+    async fn wait_until_found(&self, locator: Locator<'_>, what: &str, timeout: Duration) -> Element {
+        let deadline = Instant::now() + timeout;
+        let error = loop {
+            match self.client.find(locator).await {
+                Ok(element) => return element,
+                Err(e) if e.is_no_such_element() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => break e,
+            }
+        };
+        panic!("waited {timeout:?} for {what} ({error}) on {}:\n{}", self.url().await, self.body().await)
     }
 
     /// The page's visible text (for failure messages).
@@ -223,26 +238,19 @@ impl Browser {
     /// actions: the key events a person's keyboard sends). Special keys go in as [`Key`] chars, e.g.
     /// `format!("clerk01{}", Key::Tab)`.
     pub async fn keyboard(&self, keys: &str) {
-        let mut actions = KeyActions::new("keyboard".into());
-        for key in keys.chars() {
-            actions = actions.then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
-        }
-        self.perform(actions, keys).await;
+        let actions: Vec<KeyAction> = keys.chars().flat_map(|key| [KeyAction::Down(key), KeyAction::Up(key)]).collect();
+        self.perform(&actions, keys).await;
     }
 
     /// Shift+Tab: the focus moves back by one.
     pub async fn shift_tab(&self) {
         let (shift, tab) = (char::from(Key::Shift), char::from(Key::Tab));
-        let actions = KeyActions::new("keyboard".into())
-            .then(KeyAction::Down { value: shift })
-            .then(KeyAction::Down { value: tab })
-            .then(KeyAction::Up { value: tab })
-            .then(KeyAction::Up { value: shift });
-        self.perform(actions, "Shift+Tab").await;
+        let actions = [KeyAction::Down(shift), KeyAction::Down(tab), KeyAction::Up(tab), KeyAction::Up(shift)];
+        self.perform(&actions, "Shift+Tab").await;
     }
 
-    async fn perform(&self, actions: KeyActions, what: &str) {
-        self.client.perform_actions(actions).await.unwrap_or_else(|e| panic!("press {what:?}: {e}"));
+    async fn perform(&self, actions: &[KeyAction], what: &str) {
+        self.client.perform_key_actions(actions).await.unwrap_or_else(|e| panic!("press {what:?}: {e}"));
         self.client.release_actions().await.unwrap_or_else(|e| panic!("release the keys after {what:?}: {e}"));
     }
 
@@ -334,7 +342,7 @@ impl Browser {
 
     /// Ends the browser session cleanly, then chromedriver.
     pub async fn quit(mut self) {
-        let _ = self.client.clone().close().await;
+        let _ = self.client.delete_session().await;
         end_group(&mut self.driver);
     }
 }
@@ -357,7 +365,7 @@ fn end_group(driver: &mut Option<Child>) {
 
 /// The session's capabilities: Debian's chromium, headless, with a fresh profile; no network of its own (the
 /// machine's closed network refuses it, and a test needs none), in Japanese, at the screenshots' size.
-fn capabilities(profile: &Path) -> serde_json::Map<String, Value> {
+fn capabilities(profile: &Path) -> Value {
     let (width, height) = WINDOW;
     let args = [
         "--headless=new".to_owned(),
@@ -373,11 +381,10 @@ fn capabilities(profile: &Path) -> serde_json::Map<String, Value> {
         "--lang=ja".to_owned(),
         format!("--user-data-dir={}", profile.display()),
     ];
-    let caps = json!({
+    json!({
         "browserName": "chrome",
         "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-    });
-    caps.as_object().cloned().expect("a JSON object literal")
+    })
 }
 
 /// A loopback port nobody listens on right now.
