@@ -191,6 +191,33 @@ impl Browser {
         link.click().await.unwrap_or_else(|e| panic!("click the link {text}: {e}"));
     }
 
+    /// Clicks the field `field` (by `id` or `name`): a checkbox or radio button.
+    pub async fn click(&self, field: &str) {
+        let element = self.field(field).await;
+        element.click().await.unwrap_or_else(|e| panic!("click the field {field}: {e}"));
+    }
+
+    /// Puts the file at `path` into the file input `field` (by `id` or `name`), as choosing it would.
+    pub async fn upload(&self, field: &str, path: &std::path::Path) {
+        let element = self.field(field).await;
+        let path = path.to_str().expect("a UTF-8 path");
+        element.send_keys(path).await.unwrap_or_else(|e| panic!("choose the file {path} in {field}: {e}"));
+    }
+
+    /// The text content of every element `css` (drawn or not: a hidden element's too), in page order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let elements = self.client.find_all(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        let mut texts = Vec::with_capacity(elements.len());
+        for element in elements {
+            match element.property("textContent").await {
+                Ok(Value::String(text)) => texts.push(text.trim().to_owned()),
+                Ok(_) => texts.push(String::new()),
+                Err(e) => panic!("read the text of {css}: {e}"),
+            }
+        }
+        texts
+    }
+
     /// The visible text of the element `css`, waited for.
     pub async fn text(&self, css: &str) -> String {
         let element = self.wait_for(css).await;

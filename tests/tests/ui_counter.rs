@@ -172,7 +172,10 @@ async fn a_manager_imports_a_registry_file_and_watches_the_progress() {
     let mut file = String::from("宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n");
     for i in 0..5000 {
         let birth = if i == 3000 { "3451399" } else { "3450101" };
-        file.push_str(&format!("{:09},山田 太郎{i},ヤマダ タロウ,{birth},1,100-0001,東京都千代田区千代田1-{i}\r\n", i + 1));
+        file.push_str(&format!(
+            "{:09},山田 太郎{i},ヤマダ タロウ,{birth},1,100-0001,東京都千代田区千代田1-{i}\r\n",
+            i + 1
+        ));
     }
     std::fs::write(&path, file).unwrap();
 

@@ -16,6 +16,10 @@
 //! ([`residents`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
 //! store and no rule of the domain here.
 
+// A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
+// once: boxing it would only add an allocation to every `?`.
+#![allow(clippy::result_large_err)]
+
 mod api;
 mod form;
 mod pages;

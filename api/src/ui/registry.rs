@@ -175,7 +175,7 @@ fn streamed(ui: &UiSession, answer: Body, read: Arc<AtomicU64>, total: Option<u6
         if !send(head).await {
             return;
         }
-        let mut report = Report { listed: 0, total };
+        let mut report = Report { listed: 0, bars: 0, total };
         let mut lines = answer.into_data_stream();
         let mut pending = Vec::new();
         while let Some(chunk) = lines.next().await {
@@ -203,6 +203,8 @@ fn streamed(ui: &UiSession, answer: Body, read: Arc<AtomicU64>, total: Option<u6
 /// What the streamed page has said so far.
 struct Report {
     listed: u64,
+    /// Progress lines so far (each bar has its own id for its label).
+    bars: u64,
     /// The upload's size, when the browser said it.
     total: Option<u64>,
 }
@@ -217,8 +219,9 @@ impl Report {
         if let Some(summary) = line.get("summary") {
             let n = |k: &str| summary.get(k).and_then(Value::as_u64).unwrap_or(0);
             let aborted = summary.get("aborted").and_then(Value::as_bool) == Some(true);
+            let bar = self.bar(n("rows"), n("errors"), self.total.unwrap_or(read), true);
             return html! {
-                (self.bar(n("rows"), n("errors"), self.total.unwrap_or(read), true))
+                (bar)
                 table.facts.summary {
                     caption { @if aborted { "取込は途中で止まりました（それまでの行は取り込まれています。同じファイルを再度取り込めます）" } @else { "取込結果" } }
                     tbody {
@@ -253,15 +256,17 @@ impl Report {
         html! {}
     }
 
-    fn bar(&self, rows: u64, errors: u64, read: u64, done: bool) -> Markup {
+    fn bar(&mut self, rows: u64, errors: u64, read: u64, done: bool) -> Markup {
+        self.bars += 1;
+        let id = format!("import-progress-{}", self.bars);
         let percent = self.total.filter(|t| *t > 0).map(|t| (read.min(t) * 100 / t).min(100));
         html! {
             div.progress {
-                label for="import-progress" { @if done { "完了" } @else { "取込中" } }
+                label for=(id) { @if done { "完了" } @else { "取込中" } }
                 @match (done, percent) {
-                    (true, _) => { progress id="import-progress" value="100" max="100" { "100%" } }
-                    (false, Some(p)) => { progress id="import-progress" value=(p) max="100" { (p) "%" } }
-                    (false, None) => { progress id="import-progress" { "取込中" } }
+                    (true, _) => { progress id=(id) value="100" max="100" { "100%" } }
+                    (false, Some(p)) => { progress id=(id) value=(p) max="100" { (p) "%" } }
+                    (false, None) => { progress id=(id) { "取込中" } }
                 }
                 p.progress-text { "処理済み " strong.rows-done { (rows) } " 行、エラー " strong.errors-so-far { (errors) } " 件" }
             }

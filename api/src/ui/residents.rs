@@ -588,6 +588,10 @@ fn resident_page(
             (notice(done))
             @if r.get("erased").and_then(Value::as_bool) == Some(true) { p.error { "この利用者の個人情報は消去されています。" } }
             @if r.get("moved_out").and_then(Value::as_bool) == Some(true) { p.error { "この利用者は転出済みです。" } }
+            (error_summary(errors))
+            div.resident {
+            section aria-labelledby="facts-title" {
+            h3 id="facts-title" { "利用者情報" }
             table.facts {
                 tbody {
                     tr { th scope="row" { "利用者ID" } td { code { (id) } } }
@@ -600,7 +604,7 @@ fn resident_page(
                     }
                 }
             }
-            (error_summary(errors))
+            }
             section aria-labelledby="card-title" {
                 h3 id="card-title" { "カード" }
                 @match &data.card {
@@ -613,6 +617,7 @@ fn resident_page(
                     }
                     Some(card) => { (card_section(&csrf, data, card, errors)) }
                 }
+            }
             }
         },
     )
@@ -763,7 +768,7 @@ pub async fn register_card(
     let body = json!({"fid": form.get("fid").trim(), "resident_id": id});
     let path = format!("/api/v1/municipalities/{code}/cards");
     let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
-    back_to_resident(&api, &ui, &code, &id, answer, "card", &["fid", "resident_id"], &form).await
+    back_to_resident(&api, &ui, (&code, &id), answer, "card", &["fid", "resident_id"], &form).await
 }
 
 /// After a change of the resident's card: his page with `done`, or the same page with the problem next to its
@@ -771,8 +776,7 @@ pub async fn register_card(
 async fn back_to_resident(
     api: &InProcessApi,
     ui: &UiSession,
-    code: &str,
-    resident_id: &str,
+    (code, resident_id): (&str, &str),
     answer: Answer,
     done: &str,
     fields: &[&str],
@@ -838,7 +842,7 @@ pub async fn local_area(
     };
     let path = format!("/api/v1/municipalities/{code}/cards/{}/local-area", segment(&fid));
     let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
-    back_to_resident(&api, &ui, &code, &owner, answer, "area", &["issuance_consent"], &form).await
+    back_to_resident(&api, &ui, (&code, &owner), answer, "area", &["issuance_consent"], &form).await
 }
 
 /// カードAP搭載: the chosen APs at once (all or none, as the API installs them).
@@ -867,7 +871,8 @@ pub async fn install(
     }
     let path = format!("/api/v1/municipalities/{code}/cards/{}/aps", segment(&fid));
     let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
-    back_to_resident(&api, &ui, &code, &owner, answer, "installed", &["business_ids", "issuance_consent"], &form).await
+    back_to_resident(&api, &ui, (&code, &owner), answer, "installed", &["business_ids", "issuance_consent"], &form)
+        .await
 }
 
 /// カードAP削除: each chosen AP removed in turn, and the result per AP.
@@ -983,7 +988,7 @@ pub async fn card_action(
     let path = format!("/api/v1/municipalities/{code}/cards/{}/{action}", segment(&fid));
     let call = Call::post(&path, json!({})).idempotent(form.idempotency_key()).if_match(form.version());
     let answer = api.call(&ui.token, call).await;
-    back_to_resident(&api, &ui, &code, &owner, answer, done, &[], &form).await
+    back_to_resident(&api, &ui, (&code, &owner), answer, done, &[], &form).await
 }
 
 #[cfg(test)]
