@@ -16,10 +16,12 @@
 //! ([`residents`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
 //! store and no rule of the domain here.
 
+mod admin;
 mod api;
 mod form;
 mod pages;
 mod residents;
+mod settings;
 
 pub use api::InProcessApi;
 
@@ -67,6 +69,8 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui/cards/{fid}/aps/remove", post(residents::remove))
         .route("/ui/cards/{fid}/confirm/{action}", get(residents::confirm))
         .route("/ui/cards/{fid}/{action}", post(residents::card_action))
+        .merge(admin::routes())
+        .merge(settings::routes())
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/{*rest}", get(|| async { not_found() }))
         .layer(Extension(api))

@@ -50,6 +50,7 @@ fn sexes() -> Vec<(String, String)> {
 }
 
 /// The operator's municipality, or the page saying these screens are for municipalities' operators.
+#[allow(clippy::result_large_err)] // the page goes straight back to the browser, once per request
 fn own_municipality(ui: &UiSession, title: &str) -> Result<String, Response> {
     ui.session
         .actor
@@ -768,6 +769,7 @@ pub async fn register_card(
 
 /// After a change of the resident's card: his page with `done`, or the same page with the problem next to its
 /// field (the fields the form had are `fields`).
+#[allow(clippy::too_many_arguments)] // the change's answer and everything the page shown again needs
 async fn back_to_resident(
     api: &InProcessApi,
     ui: &UiSession,
