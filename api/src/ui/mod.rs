@@ -13,18 +13,20 @@
 //!   one stylesheet is served from the binary), no framing, no referrer, no caching, no MIME sniffing.
 //!
 //! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module
-//! ([`residents`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
+//! ([`residents`], [`registry`], [`admin`], [`settings`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
 //! store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
 // once: boxing it would only add an allocation to every `?`.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod api;
 mod form;
 mod pages;
 mod registry;
 mod residents;
+mod settings;
 
 pub use api::InProcessApi;
 
@@ -76,6 +78,8 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
             "/ui/registry/import",
             get(registry::form).post(registry::import).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .merge(admin::routes())
+        .merge(settings::routes())
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/{*rest}", get(|| async { not_found() }))
         .layer(Extension(api))

@@ -31,6 +31,8 @@ pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) 
                             a href="/ui/residents/new" { "利用者登録" }
                             a href="/ui/registry/import" { "住基データ取込" }
                             a href="/ui/operators" { "オペレータ" }
+                            a href="/ui/settings" { "市町村設定" }
+                            a href="/ui/admin" { "システム管理" }
                         }
                         span { "オペレータ: " (session.operator_id) }
                         form method="post" action="/ui/logout" {
