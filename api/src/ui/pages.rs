@@ -4,6 +4,7 @@
 
 use cardap_commands::access::SessionOf;
 use cardap_commands::residents::ResidentRow;
+use cardap_commands::{Actor, Permission, authorize};
 use cardap_domain::resident::EraDate;
 use cardap_projections::business_systems::BusinessSystemRow;
 use maud::{DOCTYPE, Markup, html};
@@ -22,17 +23,12 @@ pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) 
                 link rel="stylesheet" href="/ui/assets/app.css";
             }
             body {
+                a.skip-link href="#main" { "本文へ移動" }
                 header {
                     h1 { "カードAP搭載システム" }
                     @if let Some((session, csrf)) = signed_in {
                         nav aria-label="メニュー" {
-                            a href="/ui/" { "トップ" }
-                            a href="/ui/residents" { "利用者検索" }
-                            a href="/ui/residents/new" { "利用者登録" }
-                            a href="/ui/registry/import" { "住基データ取込" }
-                            a href="/ui/operators" { "オペレータ" }
-                            a href="/ui/settings" { "市町村設定" }
-                            a href="/ui/admin" { "システム管理" }
+                            @for (href, label) in menu(&session.actor) { a href=(href) { (label) } }
                         }
                         span { "オペレータ: " (session.operator_id) }
                         form method="post" action="/ui/logout" {
@@ -41,10 +37,38 @@ pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) 
                         }
                     }
                 }
-                main { h2 { (title) } (body) }
+                main id="main" tabindex="-1" { h2 { (title) } (body) }
             }
         }
     }
+}
+
+/// The menu's links the operator may use (the same permissions the API checks; a link he may not use is left
+/// out, and its page would refuse him anyway).
+fn menu(actor: &Actor) -> Vec<(&'static str, &'static str)> {
+    let may = |p: Permission| authorize(actor, &p).is_ok();
+    let mut links = vec![("/ui/", "トップ")];
+    if let Some(code) = actor.municipality.clone() {
+        if may(Permission::ViewResidents(code.clone())) {
+            links.push(("/ui/residents", "利用者検索"));
+        }
+        if may(Permission::RegisterResidents(code.clone())) {
+            links.push(("/ui/residents/new", "利用者登録"));
+        }
+        if may(Permission::ConfigureResidentServices(code.clone())) {
+            links.push(("/ui/registry/import", "住基データ取込"));
+        }
+        if may(Permission::ViewOperators(code.clone())) {
+            links.push(("/ui/operators", "オペレータ"));
+        }
+        if may(Permission::ConfigureResidentServices(code)) {
+            links.push(("/ui/settings", "市町村設定"));
+        }
+    }
+    if may(Permission::ManageMunicipalities) {
+        links.extend([("/ui/operators", "オペレータ"), ("/ui/settings", "市町村設定"), ("/ui/admin", "システム管理")]);
+    }
+    links
 }
 
 /// The login form: 市町村 (none: the system administrator), オペレータID, パスワード. What was typed (never the
