@@ -22,6 +22,7 @@
 
 mod admin;
 mod api;
+mod biometric;
 mod form;
 mod pages;
 mod registry;
@@ -54,8 +55,8 @@ use crate::state::AppState;
 /// The session cookie.
 const COOKIE: &str = "cardap_session";
 /// The Content-Security-Policy of every page: only this origin's stylesheet and images, forms to this origin.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
-                   base-uri 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The UI's routes; `api` is the HTTP API's router, which the screens call in process.
 pub fn router(api: InProcessApi) -> Router<AppState> {
@@ -64,6 +65,8 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(top))
         .route("/ui/login", get(login_form).post(login))
+        .route("/ui/login/biometric/challenges", post(biometric::challenge))
+        .route("/ui/login/biometric", post(biometric::login))
         .route("/ui/logout", post(logout))
         .route("/ui/residents", get(residents::search))
         .route("/ui/residents/new", get(residents::register_form).post(residents::register))
@@ -81,6 +84,7 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .merge(admin::routes())
         .merge(settings::routes())
         .route("/ui/assets/app.css", get(stylesheet))
+        .route("/ui/assets/webauthn.js", get(script))
         .route("/ui/{*rest}", get(|| async { not_found() }))
         .layer(Extension(api))
         .layer(middleware::map_response(security_headers))
@@ -100,8 +104,13 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
+/// The one script: biometric login on the login form (progressive: the form works without it).
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("assets/webauthn.js"))
+}
+
 async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("app.css"))
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("assets/app.css"))
 }
 
 /// The operator of a live UI session (from the cookie); without one, the login form.
@@ -157,7 +166,7 @@ pub(super) fn csrf_ok(session: &UiSession, given: &str) -> bool {
 }
 
 /// A request that a page of another origin made the browser send.
-fn cross_site(headers: &HeaderMap) -> bool {
+pub(super) fn cross_site(headers: &HeaderMap) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if matches!(fetch_site, Some("cross-site" | "same-site")) {
         return true;
@@ -178,7 +187,7 @@ fn set_cookie(value: &str, tls: bool, max_age: Option<i64>) -> HeaderValue {
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("cardap_session=; Path=/ui; Max-Age=0"))
 }
 
-fn over_tls(tls: Option<Extension<OverTls>>) -> bool {
+pub(super) fn over_tls(tls: Option<Extension<OverTls>>) -> bool {
     tls.is_some_and(|Extension(OverTls(on))| on)
 }
 
@@ -266,30 +275,43 @@ async fn login(
         state.access.login(municipality, &fields.operator_id, Secret::new(fields.password.as_str()), client).await;
     let (status, why) = match result {
         Ok(session) => {
-            let age = (session.expires_at - chrono::Utc::now()).num_seconds().max(0);
-            let cookie = set_cookie(session.token.expose(), over_tls(tls), Some(age));
+            let cookie = signed_in(&session, over_tls(tls));
             return (
                 StatusCode::SEE_OTHER,
                 [(header::SET_COOKIE, cookie), (header::LOCATION, HeaderValue::from_static("/ui/"))],
             )
                 .into_response();
         }
-        Err(LoginError::InvalidCredentials) => {
-            (StatusCode::OK, "市町村、オペレータID またはパスワードが正しくありません。")
-        }
-        Err(LoginError::Locked { .. }) => (
-            StatusCode::OK,
-            "ログインに続けて失敗したため、このオペレータIDはしばらくロックされています。時間をおいてから、または管理者に解除を依頼してください。",
-        ),
-        Err(LoginError::Throttled { .. }) => {
-            (StatusCode::TOO_MANY_REQUESTS, "ログインの試行が多すぎます。しばらくしてから再度お試しください。")
-        }
-        Err(LoginError::BiometricRequired) => (StatusCode::OK, "このオペレータは生体認証でログインする設定です。"),
-        Err(LoginError::Busy | LoginError::Failed(_)) => return unavailable(),
+        Err(e) => match refusal(&e) {
+            Some(why) => why,
+            None => return unavailable(),
+        },
     };
     let choices = state.municipalities.login_choices().await.unwrap_or_default();
     let typed = pages::login(&choices, municipality.unwrap_or(""), fields.operator_id.trim(), Some(why));
     (status, page(typed)).into_response()
+}
+
+/// What a refused login says (with its status); `None` when the server could not decide (busy, failing).
+pub(super) fn refusal(e: &LoginError) -> Option<(StatusCode, &'static str)> {
+    Some(match e {
+        LoginError::InvalidCredentials => (StatusCode::OK, "市町村、オペレータID またはパスワードが正しくありません。"),
+        LoginError::Locked { .. } => (
+            StatusCode::OK,
+            "ログインに続けて失敗したため、このオペレータIDはしばらくロックされています。時間をおいてから、または管理者に解除を依頼してください。",
+        ),
+        LoginError::Throttled { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "ログインの試行が多すぎます。しばらくしてから再度お試しください。")
+        }
+        LoginError::BiometricRequired => (StatusCode::OK, "このオペレータは生体認証でログインする設定です。"),
+        LoginError::Busy | LoginError::Failed(_) => return None,
+    })
+}
+
+/// The session cookie of a new session and where the browser goes next.
+pub(super) fn signed_in(session: &cardap_commands::access::NewSession, tls: bool) -> HeaderValue {
+    let age = (session.expires_at - chrono::Utc::now()).num_seconds().max(0);
+    set_cookie(session.token.expose(), tls, Some(age))
 }
 
 #[derive(Debug, Default, Deserialize)]

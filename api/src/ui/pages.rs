@@ -101,7 +101,13 @@ pub fn login(
                 input id="password" name="password" type="password" autocomplete="current-password" required
                     autofocus[!operator_id.is_empty()];
                 div { button type="submit" { "ログイン" } }
+                // Shown by the script when the browser can use an authenticator (WebAuthn).
+                div.biometric {
+                    button.secondary type="button" id="biometric-login" hidden { "生体認証でログイン" }
+                    p id="biometric-status" role="status" aria-live="polite" {}
+                }
             }
+            script src="/ui/assets/webauthn.js" defer {}
         },
     )
 }

@@ -194,6 +194,12 @@ impl WebDriver {
         self.post("/execute/async", json!({ "script": script, "args": args })).await
     }
 
+    /// Adds a virtual authenticator (WebAuthn's WebDriver extension) with these options (`protocol`,
+    /// `transport`, `hasResidentKey`, `hasUserVerification`, `isUserVerified`, …); its id.
+    pub async fn add_virtual_authenticator(&self, options: Value) -> Result<String, Error> {
+        string(self.post("/webauthn/authenticator", options).await?)
+    }
+
     /// The window's viewport as a PNG.
     pub async fn screenshot(&self) -> Result<Vec<u8>, Error> {
         let encoded = string(self.get("/screenshot").await?)?;
