@@ -18,6 +18,7 @@
 
 mod api;
 mod form;
+mod operators;
 mod pages;
 mod residents;
 
@@ -67,6 +68,7 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui/cards/{fid}/aps/remove", post(residents::remove))
         .route("/ui/cards/{fid}/confirm/{action}", get(residents::confirm))
         .route("/ui/cards/{fid}/{action}", post(residents::card_action))
+        .merge(operators::routes())
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/{*rest}", get(|| async { not_found() }))
         .layer(Extension(api))
