@@ -13,8 +13,8 @@
 //!   one stylesheet is served from the binary), no framing, no referrer, no caching, no MIME sniffing.
 //!
 //! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module
-//! ([`residents`], [`registry`], [`admin`], [`settings`]); what a screen changes or shows goes through the HTTP API in process ([`api`]). No SQL, no
-//! store and no rule of the domain here.
+//! ([`residents`], [`registry`], [`operators`], [`admin`], [`settings`], [`biometric`]); what a screen changes or
+//! shows goes through the HTTP API in process ([`api`]). No SQL, no store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
 // once: boxing it would only add an allocation to every `?`.
@@ -24,6 +24,7 @@ mod admin;
 mod api;
 mod biometric;
 mod form;
+mod operators;
 mod pages;
 mod registry;
 mod residents;
@@ -83,6 +84,7 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         )
         .merge(admin::routes())
         .merge(settings::routes())
+        .merge(operators::routes())
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/assets/webauthn.js", get(script))
         .route("/ui/{*rest}", get(|| async { not_found() }))

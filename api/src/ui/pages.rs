@@ -13,6 +13,17 @@ use super::form::{FieldErrors, id_of};
 
 /// A page: the header (with the operator and the logout button when logged in) and `body`.
 pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> Markup {
+    layout_refreshing(title, signed_in, None, body)
+}
+
+/// [`layout`] for a page that reloads itself every `refresh` seconds while something runs (an import job):
+/// `<meta http-equiv="refresh">`, which the Content-Security-Policy allows, and no script.
+pub fn layout_refreshing(
+    title: &str,
+    signed_in: Option<(&SessionOf, &str)>,
+    refresh: Option<u32>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="ja" {
@@ -21,6 +32,7 @@ pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " — cardap" }
                 link rel="stylesheet" href="/ui/assets/app.css";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
             }
             body {
                 a.skip-link href="#main" { "本文へ移動" }

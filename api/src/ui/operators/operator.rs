@@ -1,0 +1,653 @@
+//! One operator's page and what is done to him: the change of his management information, roles and 許可業務
+//! under `If-Match` (a change by someone else meanwhile is shown with the data of now, never overwritten), 失効
+//! after a confirmation, ロック解除, password reset (a generated one shown once, printable), ending his sessions,
+//! 業務内ID per business system; and パスワード一括変更 of the operators chosen in the list.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde_json::{Map, Value, json};
+
+use super::super::api::{Answer, Call, InProcessApi, segment};
+use super::super::form::{FieldErrors, Form, id_of, new_key};
+use super::super::pages::{Input, error_summary, form_keys, input_field, layout, notice, text_field};
+use super::super::{CHANGED_MEANWHILE, UiSession, csrf_ok, forbidden, page, refused};
+use super::{
+    PROFILE, Scope, checkboxes, items, password_field, passwords_page, profile_fields, query, role_label, roles, scope,
+    state_label, strings, text, usable_systems,
+};
+
+/// What a change left to say on the operator's page (`?done=`), from a fixed list: nothing typed is echoed.
+fn done_text(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "registered" => "オペレータを登録しました。",
+        "changed" => "登録内容を変更しました。",
+        "revoked" => "オペレータを失効させました。",
+        "unlocked" => "ロックを解除しました。",
+        "password" => "パスワードを再設定しました。このオペレータのログイン中のセッションは終了しました。",
+        "sessions" => "このオペレータのログイン中のセッションをすべて終了しました。",
+        "internal_id" => "業務内IDを設定しました。",
+        "internal_id_removed" => "業務内IDを削除しました。",
+        _ => return None,
+    })
+}
+
+/// The fields of the change form and of the other forms of the page (their problems' places).
+const FIELDS: [&str; 14] = [
+    "name",
+    "department",
+    "sex",
+    "phone",
+    "extension",
+    "email",
+    "info",
+    "extra",
+    "roles",
+    "business_systems",
+    "password",
+    "business_id",
+    "internal_id",
+    "role",
+];
+
+/// The operator as the API shows him (404 for another municipality's, as in the API).
+async fn load(api: &InProcessApi, ui: &UiSession, scope: &Scope, id: &str) -> Result<Answer, Response> {
+    let answer = api.call(&ui.token, Call::get(&scope.api_of(id))).await;
+    match answer.problem() {
+        None => Ok(answer),
+        Some(p) => Err(refused(&p)),
+    }
+}
+
+/// The operator's data as the change form's values.
+fn as_form(operator: &Value) -> Form {
+    let mut pairs = form_urlencoded::Serializer::new(String::new());
+    for field in PROFILE {
+        pairs.append_pair(field, text(operator, field));
+    }
+    for list in ["roles", "business_systems"] {
+        for value in strings(operator, list) {
+            pairs.append_pair(list, &value);
+        }
+    }
+    Form::parse(pairs.finish().as_bytes())
+}
+
+/// What the operator's page shows besides the operator.
+struct Shown<'a> {
+    /// The change form's values: his data, or what was typed into it.
+    change: &'a Form,
+    /// The version the change form (and every form under `If-Match`) carries.
+    version: Option<u64>,
+    /// What was typed into the other forms (業務内ID).
+    typed: &'a Form,
+    errors: &'a FieldErrors,
+    done: Option<&'a str>,
+}
+
+fn operator_page(
+    ui: &UiSession,
+    scope: &Scope,
+    operator: &Answer,
+    systems: &[(String, String)],
+    shown: &Shown<'_>,
+) -> Markup {
+    let o = &operator.body;
+    let id = text(o, "operator_id");
+    let csrf = ui.csrf();
+    let base = format!("/ui/operators/{}", segment(id));
+    let version = shown.version.map(|v| v.to_string()).unwrap_or_default();
+    let revoked = o.get("revoked").and_then(Value::as_bool) == Some(true);
+    let locked = o.get("locked").and_then(Value::as_bool) == Some(true);
+    let held = strings(o, "business_systems");
+    // His 許可業務 that the municipality may no longer use stay choosable: unchecked only on purpose.
+    let mut options = systems.to_vec();
+    for b in &held {
+        if !options.iter().any(|(v, _)| v == b) {
+            options.push((b.clone(), format!("{b}（この市町村では利用できません）")));
+        }
+    }
+    let internal_ids = o.get("internal_ids").and_then(Value::as_array).cloned().unwrap_or_default();
+    let system_choices: Vec<(String, String)> = held
+        .iter()
+        .map(|b| (b.clone(), options.iter().find(|(v, _)| v == b).map_or(b.clone(), |(_, l)| l.clone())))
+        .collect();
+    let errors = shown.errors;
+    layout(
+        &format!("オペレータ {id}"),
+        Some((&ui.session, &csrf)),
+        html! {
+            (notice(shown.done))
+            table.facts {
+                tbody {
+                    tr { th scope="row" { "オペレータID" } td { code { (id) } } }
+                    tr { th scope="row" { "市町村" } td { (scope.code) } }
+                    tr { th scope="row" { "状態" } td {
+                        (state_label(o))
+                        @if let Some(until) = o.get("locked_until").and_then(Value::as_str) { "（" (until) " まで）" }
+                    } }
+                    tr { th scope="row" { "役割" } td { (strings(o, "roles").iter().map(|r| role_label(r)).collect::<Vec<_>>().join("、")) } }
+                    tr { th scope="row" { "許可業務" } td { (held.join(" ")) } }
+                }
+            }
+            (error_summary(errors))
+            @if revoked {
+                p.error { "このオペレータは失効しています。変更はできません（同じオペレータIDで新たに登録することはできます）。" }
+            } @else {
+                section aria-labelledby="change-title" {
+                    h3 id="change-title" { "登録内容の変更" }
+                    form method="post" action=(base) novalidate {
+                        (form_keys(&csrf, &new_key()))
+                        (scope.hidden())
+                        input type="hidden" name="version" value=(version);
+                        input type="hidden" name="shown_roles" value=(strings(o, "roles").join(" "));
+                        input type="hidden" name="shown_business_systems" value=(held.join(" "));
+                        (profile_fields("", shown.change, errors))
+                        (checkboxes("roles", "役割（1つ以上）", &roles(), &shown.change.all("roles"),
+                            "自分の役割・許可業務は変更できません", errors))
+                        (checkboxes("business_systems", "許可業務", &options, &shown.change.all("business_systems"),
+                            "この市町村が利用できる業務システム", errors))
+                        div { button type="submit" { "変更" } }
+                    }
+                }
+                section aria-labelledby="password-title" {
+                    h3 id="password-title" { "パスワードの再設定" }
+                    form method="post" action={ (base) "/password" } novalidate {
+                        (form_keys(&csrf, &new_key()))
+                        (scope.hidden())
+                        (password_field("password", "新しいパスワード", errors))
+                        div { button type="submit" { "パスワードを再設定" } }
+                    }
+                }
+                section aria-labelledby="login-title" {
+                    h3 id="login-title" { "ログイン" }
+                    @if locked {
+                        form method="post" action={ (base) "/unlock" } {
+                            (form_keys(&csrf, &new_key()))
+                            (scope.hidden())
+                            p { "ログインの失敗が続いたため、ロックされています。" }
+                            button type="submit" { "ロックを解除" }
+                        }
+                    }
+                    form method="post" action={ (base) "/sessions" } {
+                        (form_keys(&csrf, &new_key()))
+                        (scope.hidden())
+                        button.secondary type="submit" { "ログイン中のセッションをすべて終了" }
+                    }
+                }
+                section aria-labelledby="internal-title" {
+                    h3 id="internal-title" { "業務内ID" }
+                    @if internal_ids.is_empty() { p.muted { "業務内IDは設定されていません。" } } @else {
+                        table {
+                            thead { tr { th scope="col" { "業務ID" } th scope="col" { "業務内ID" } th scope="col" { "業務内の役割" } th scope="col" { "削除" } } }
+                            tbody {
+                                @for entry in &internal_ids {
+                                    @let b = text(entry, "business_id");
+                                    tr {
+                                        td { (b) } td { code { (text(entry, "internal_id")) } } td { (text(entry, "role")) }
+                                        td {
+                                            form method="post" action={ (base) "/internal-ids/" (segment(b)) "/remove" } {
+                                                (form_keys(&csrf, &new_key()))
+                                                (scope.hidden())
+                                                input type="hidden" name="version" value=(version);
+                                                button.secondary type="submit" aria-label={ "業務 " (b) " の業務内IDを削除" } { "削除" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if system_choices.is_empty() {
+                        p.muted { "許可業務がないため、業務内IDは設定できません。" }
+                    } @else {
+                        form method="post" action={ (base) "/internal-ids" } novalidate {
+                            (form_keys(&csrf, &new_key()))
+                            (scope.hidden())
+                            input type="hidden" name="version" value=(version);
+                            (input_field("business_id", "業務", shown.typed.get("business_id"), "許可業務のうちの1つ", errors,
+                                Input::Select { options: &system_choices, required: true }))
+                            (input_field("internal_id", "業務内ID", shown.typed.get("internal_id"), "その業務システムでのID（半角英数字）",
+                                errors, Input::Text { required: true }))
+                            (text_field("role", "業務内の役割", shown.typed.get("role"), "任意", errors))
+                            div { button type="submit" { "業務内IDを設定" } }
+                        }
+                    }
+                }
+                section aria-labelledby="revoke-title" {
+                    h3 id="revoke-title" { "失効" }
+                    p { a href=(scope.href(&format!("{base}/revoke?{}", query(&[("version", &version)])))) { "このオペレータを失効させる…" } }
+                }
+            }
+            p { a href=(scope.href("/ui/operators")) { "オペレータ一覧へ" } }
+        },
+    )
+}
+
+/// The operator's page with his data of now (`done`: what was just done).
+async fn show_now(
+    api: &InProcessApi,
+    ui: &UiSession,
+    scope: &Scope,
+    id: &str,
+    status: StatusCode,
+    errors: &FieldErrors,
+    done: Option<&str>,
+) -> Response {
+    let operator = match load(api, ui, scope, id).await {
+        Ok(o) => o,
+        Err(page) => return page,
+    };
+    let systems = match usable_systems(api, ui, &scope.code).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let change = as_form(&operator.body);
+    let shown = Shown { change: &change, version: operator.version, typed: &Form::default(), errors, done };
+    (status, page(operator_page(ui, scope, &operator, &systems, &shown))).into_response()
+}
+
+/// The operator's page (`?done=` says what was just done).
+pub async fn show(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    raw: RawQuery,
+) -> Response {
+    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
+    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators").await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    show_now(&api, &ui, &scope, &id, StatusCode::OK, &FieldErrors::default(), done_text(q.get("done"))).await
+}
+
+/// What was typed into the form that was posted: the change form, or another form of the operator's page.
+enum Typed<'a> {
+    Change(&'a Form),
+    Other(&'a Form),
+}
+
+/// After a change of the operator: his page with `done`; refused for a field or a rule, his page with the problem
+/// next to its field and what was typed; changed by someone else meanwhile (412), his page of now with that
+/// message.
+async fn after(
+    api: &InProcessApi,
+    ui: &UiSession,
+    scope: &Scope,
+    id: &str,
+    answer: Answer,
+    done: &str,
+    typed: Typed<'_>,
+) -> Response {
+    let Some(problem) = answer.problem() else {
+        return Redirect::to(&format!("{}&done={done}", scope.operator_href(id))).into_response();
+    };
+    if problem.status == StatusCode::PRECONDITION_FAILED {
+        let mut errors = FieldErrors::default();
+        errors.general.push(CHANGED_MEANWHILE.to_owned());
+        return show_now(api, ui, scope, id, StatusCode::PRECONDITION_FAILED, &errors, None).await;
+    }
+    if !matches!(problem.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT | StatusCode::FORBIDDEN) {
+        return refused(&problem);
+    }
+    let errors = FieldErrors::of(&problem, &FIELDS);
+    let operator = match load(api, ui, scope, id).await {
+        Ok(o) => o,
+        Err(page) => return page,
+    };
+    let systems = match usable_systems(api, ui, &scope.code).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let now = as_form(&operator.body);
+    let (change, version, typed) = match typed {
+        Typed::Change(form) => (form, form.version(), form),
+        Typed::Other(form) => (&now, operator.version, form),
+    };
+    let shown = Shown { change, version, typed, errors: &errors, done: None };
+    (problem.status, page(operator_page(ui, scope, &operator, &systems, &shown))).into_response()
+}
+
+/// A posted form of the operator's page: its CSRF token checked, and its municipality.
+async fn posted(api: &InProcessApi, ui: &UiSession, body: &[u8]) -> Result<(Form, Scope), Response> {
+    let form = Form::parse(body);
+    if !csrf_ok(ui, form.csrf()) {
+        return Err(forbidden());
+    }
+    let scope = scope(api, ui, form.get("municipality"), "/ui/operators").await?;
+    Ok((form, scope))
+}
+
+/// Whether the checked `list` differs from what the page showed (`shown_{list}`): only a change is sent, as
+/// nobody may change his own roles or 許可業務 even to what they are.
+fn changed_list(form: &Form, list: &str) -> Option<Vec<String>> {
+    let mut chosen: Vec<String> = form.all(list).into_iter().map(str::to_owned).collect();
+    let mut shown: Vec<String> = form.get(&format!("shown_{list}")).split_whitespace().map(str::to_owned).collect();
+    let wanted = chosen.clone();
+    chosen.sort();
+    shown.sort();
+    (chosen != shown).then_some(wanted)
+}
+
+/// The PATCH of the change form: every field of the management information (blank clears it; the name is
+/// required), roles and 許可業務 when they were changed.
+fn change_json(form: &Form) -> Value {
+    let mut body = Map::new();
+    for field in PROFILE {
+        let value = match form.value(field) {
+            Some(v) => Value::String(v.to_owned()),
+            None if field == "name" => Value::String(String::new()),
+            None => Value::Null,
+        };
+        body.insert(field.to_owned(), value);
+    }
+    for list in ["roles", "business_systems"] {
+        if let Some(values) = changed_list(form, list) {
+            body.insert(list.to_owned(), json!(values));
+        }
+    }
+    Value::Object(body)
+}
+
+/// Changes the operator at the version the page showed (`If-Match`).
+pub async fn change(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let path = scope.api_of(&id);
+    let call = Call::post(&path, change_json(&form))
+        .method(Method::PATCH)
+        .idempotent(form.idempotency_key())
+        .if_match(form.version());
+    let answer = api.call(&ui.token, call).await;
+    after(&api, &ui, &scope, &id, answer, "changed", Typed::Change(&form)).await
+}
+
+/// 失効's confirmation: what it does, and the button that does it at the version the page showed.
+pub async fn revoke_confirm(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    raw: RawQuery,
+) -> Response {
+    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
+    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators").await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let operator = match load(&api, &ui, &scope, &id).await {
+        Ok(o) => o,
+        Err(page) => return page,
+    };
+    let version = match q.version() {
+        Some(v) => v.to_string(),
+        None => operator.version.map(|v| v.to_string()).unwrap_or_default(),
+    };
+    let csrf = ui.csrf();
+    page(layout(
+        "オペレータの失効",
+        Some((&ui.session, &csrf)),
+        html! {
+            p { "オペレータ " strong { (id) } "（" (operator.str("/name")) "）を失効させます。" }
+            p.error {
+                "失効させると、このオペレータはログインも操作もできなくなり、氏名・部門・連絡先などの管理情報は消去されます。"
+                "元には戻せません（同じオペレータIDで新たに登録することはできます）。"
+            }
+            form method="post" action={ "/ui/operators/" (segment(&id)) "/revoke" } {
+                (form_keys(&csrf, &new_key()))
+                (scope.hidden())
+                input type="hidden" name="version" value=(version);
+                p.actions {
+                    button type="submit" { "失効させる" }
+                }
+            }
+            p { a href=(scope.operator_href(&id)) { "やめる" } }
+        },
+    ))
+}
+
+/// 失効 (confirmed), at the version the page showed.
+pub async fn revoke(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let path = format!("{}/revoke", scope.api_of(&id));
+    let call = Call::post(&path, json!({})).idempotent(form.idempotency_key()).if_match(form.version());
+    let answer = api.call(&ui.token, call).await;
+    after(&api, &ui, &scope, &id, answer, "revoked", Typed::Other(&form)).await
+}
+
+/// ロック解除.
+pub async fn unlock(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let path = format!("{}/unlock", scope.api_of(&id));
+    let answer = api.call(&ui.token, Call::post(&path, json!({})).idempotent(form.idempotency_key())).await;
+    after(&api, &ui, &scope, &id, answer, "unlocked", Typed::Other(&form)).await
+}
+
+/// Ends every session of the operator.
+pub async fn end_sessions(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let path = format!("{}/sessions", scope.api_of(&id));
+    let answer = api.call(&ui.token, Call::get(&path).method(Method::DELETE).idempotent(form.idempotency_key())).await;
+    after(&api, &ui, &scope, &id, answer, "sessions", Typed::Other(&form)).await
+}
+
+/// Resets the operator's password: the one typed, or a generated one shown this once.
+pub async fn reset_password(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let chosen = form.get("password");
+    let body = if chosen.is_empty() { json!({}) } else { json!({ "password": chosen }) };
+    let path = format!("{}/password", scope.api_of(&id));
+    let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
+    if answer.ok()
+        && let Some(password) = answer.body.get("password").and_then(Value::as_str)
+    {
+        let rows = [(id.clone(), String::new(), password.to_owned())];
+        let intro = format!("オペレータ {id} のパスワードを再設定しました。ログイン中のセッションは終了しました。");
+        return page(passwords_page(&ui, "パスワードの再設定", &intro, &rows, &scope.operator_href(&id)));
+    }
+    // A password typed is never shown again.
+    after(&api, &ui, &scope, &id, answer, "password", Typed::Other(&Form::default())).await
+}
+
+/// Assigns the 業務内ID typed for the chosen business system.
+pub async fn assign_internal_id(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let Some(business_id) = form.value("business_id") else {
+        let mut errors = FieldErrors::default();
+        errors.add("business_id", "業務を選んでください。");
+        return show_now(&api, &ui, &scope, &id, StatusCode::UNPROCESSABLE_ENTITY, &errors, None).await;
+    };
+    let path = format!("{}/internal-ids/{}", scope.api_of(&id), segment(business_id));
+    let mut body = json!({ "internal_id": form.get("internal_id").trim() });
+    if let Some(role) = form.value("role") {
+        body["role"] = json!(role);
+    }
+    let call = Call::post(&path, body).method(Method::PUT).idempotent(form.idempotency_key()).if_match(form.version());
+    let answer = api.call(&ui.token, call).await;
+    after(&api, &ui, &scope, &id, answer, "internal_id", Typed::Other(&form)).await
+}
+
+/// Removes the operator's 業務内ID in one business system.
+pub async fn remove_internal_id(
+    Extension(api): Extension<InProcessApi>,
+    ui: UiSession,
+    Path((id, business_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let path = format!("{}/internal-ids/{}", scope.api_of(&id), segment(&business_id));
+    let call = Call::get(&path).method(Method::DELETE).idempotent(form.idempotency_key()).if_match(form.version());
+    let answer = api.call(&ui.token, call).await;
+    after(&api, &ui, &scope, &id, answer, "internal_id_removed", Typed::Other(&Form::default())).await
+}
+
+// ---- パスワード一括変更 ------------------------------------------------------------------------------------------
+
+/// The confirmation of a bulk password change: the operators chosen (each with its problem, after a refusal).
+fn bulk_page(
+    ui: &UiSession,
+    scope: &Scope,
+    chosen: &[&str],
+    problems: &[Vec<String>],
+    general: &FieldErrors,
+) -> Markup {
+    let csrf = ui.csrf();
+    layout(
+        "パスワードの一括変更",
+        Some((&ui.session, &csrf)),
+        html! {
+            (error_summary(general))
+            @if chosen.is_empty() {
+                p { "パスワードを変更するオペレータが選ばれていません。一覧で選んでください。" }
+            } @else {
+                p { "次の" (chosen.len()) "人のパスワードを新しく生成します。1人でも変更できなければ、誰のパスワードも変更しません。"
+                    "新しいパスワードは次の画面に一度だけ表示されます。ログイン中のセッションは終了します。" }
+                form method="post" action="/ui/operators/passwords" {
+                    (form_keys(&csrf, &new_key()))
+                    (scope.hidden())
+                    ul {
+                        @for (i, id) in chosen.iter().enumerate() {
+                            li {
+                                input type="hidden" name="operator_ids" value=(id);
+                                code { (id) }
+                                @for p in problems.get(i).map(Vec::as_slice).unwrap_or_default() {
+                                    " " span.field-error id=(id_of(&format!("operator_ids.{i}"))) { (p) }
+                                }
+                            }
+                        }
+                    }
+                    button type="submit" { "パスワードを一括変更" }
+                }
+            }
+            p { a href=(scope.href("/ui/operators")) { "オペレータ一覧へ" } }
+        },
+    )
+}
+
+/// パスワード一括変更's confirmation of the operators chosen in the list.
+pub async fn bulk_confirm(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
+    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
+    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators").await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    page(bulk_page(&ui, &scope, &q.all("operator_ids"), &[], &FieldErrors::default()))
+}
+
+/// パスワード一括変更: new generated passwords for the chosen operators, all or none, shown this once.
+pub async fn bulk_passwords(Extension(api): Extension<InProcessApi>, ui: UiSession, body: Bytes) -> Response {
+    let (form, scope) = match posted(&api, &ui, &body).await {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let chosen = form.all("operator_ids");
+    let path = format!("{}/passwords", scope.api());
+    let call = Call::post(&path, json!({ "operator_ids": chosen })).idempotent(form.idempotency_key());
+    let answer = api.call(&ui.token, call).await;
+    match answer.problem() {
+        None => {
+            let changed = items(&answer.body);
+            let rows: Vec<(String, String, String)> = changed
+                .iter()
+                .filter_map(|item| {
+                    let password = item.get("password").and_then(Value::as_str)?;
+                    Some((text(item, "operator_id").to_owned(), String::new(), password.to_owned()))
+                })
+                .collect();
+            let intro = format!("{}人のパスワードを変更しました。", changed.len());
+            page(passwords_page(&ui, "パスワードの一括変更", &intro, &rows, &scope.href("/ui/operators")))
+        }
+        Some(p) if p.status == StatusCode::UNPROCESSABLE_ENTITY || p.status == StatusCode::FORBIDDEN => {
+            let mut problems = vec![Vec::new(); chosen.len()];
+            let mut general = FieldErrors::default();
+            general.general.push(p.summary().to_owned());
+            for error in &p.errors {
+                let index = error.field.strip_prefix("/operator_ids/").and_then(|i| i.parse::<usize>().ok());
+                match index.and_then(|i| problems.get_mut(i)) {
+                    Some(list) => list.push(error.message.clone()),
+                    None => general.general.push(error.message.clone()),
+                }
+            }
+            (p.status, page(bulk_page(&ui, &scope, &chosen, &problems, &general))).into_response()
+        }
+        Some(p) => refused(&p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_outcomes_are_said() {
+        assert_eq!(done_text("revoked"), Some("オペレータを失効させました。"));
+        assert_eq!(done_text("<script>"), None);
+    }
+
+    #[test]
+    fn a_change_clears_blank_fields_and_sends_only_changed_lists() {
+        let form = Form::parse(
+            "name=%E7%AA%93%E5%8F%A3&phone=&roles=clerk&roles=auditor&shown_roles=auditor+clerk\
+             &business_systems=01&shown_business_systems=01+02"
+                .as_bytes(),
+        );
+        let body = change_json(&form);
+        assert_eq!(body["name"], "窓口");
+        assert_eq!(body["phone"], Value::Null);
+        assert!(body.get("roles").is_none(), "the same roles in another order are no change");
+        assert_eq!(body["business_systems"], json!(["01"]));
+    }
+}
