@@ -218,6 +218,24 @@ impl Browser {
         texts
     }
 
+    /// Waits up to 20 s for the element `css` to show `needle` in its text: what a script writes there, or the
+    /// next page's (a form just sent, the old page may still be shown).
+    pub async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            // The page may be replaced while it is read (a form just sent): read it again then.
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{css} never said {needle:?}; it says {text:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The visible text of the element `css`, waited for.
     pub async fn text(&self, css: &str) -> String {
         let element = self.wait_for(css).await;

@@ -101,27 +101,23 @@ async fn a_clerk_registers_a_resident_and_sets_up_his_card() {
     browser.fill("kana_name.family", "ﾔﾏﾀﾞ").await;
     browser.select("custom_fields.school_district", "第一").await;
     browser.click_button("登録").await;
-    browser.wait_for("p.notice").await;
-    assert_eq!(browser.text("p.notice").await, "利用者を登録しました。");
+    browser.wait_for_text("p.notice", "利用者を登録しました。").await;
     let facts = browser.text("table.facts").await;
     assert!(facts.contains("ヤマダ タロウ") && facts.contains("学区") && facts.contains("第一"), "{facts}");
 
     // カード登録, then the local area: the preset library AP is named before, installed with it.
     browser.fill("fid", "ui0000000001").await;
     browser.click_button("カード登録").await;
-    browser.wait_for("p.notice").await;
-    assert_eq!(browser.text("p.notice").await, "カードを登録しました。");
+    browser.wait_for_text("p.notice", "カードを登録しました。").await;
     assert!(browser.text("main").await.contains("02 図書館"), "the preset is shown");
     browser.click_button("領域を作成").await;
-    browser.wait_for("p.notice").await;
-    assert_eq!(browser.text("p.notice").await, "地域住民向け領域を作成しました。");
+    browser.wait_for_text("p.notice", "地域住民向け領域を作成しました。").await;
 
     // Two APs at once.
     browser.click("ap-05").await;
     browser.click("ap-06").await;
     browser.click_button("選んだカードAPを搭載").await;
-    browser.wait_for("p.notice").await;
-    assert_eq!(browser.text("p.notice").await, "カードAPを搭載しました。");
+    browser.wait_for_text("p.notice", "カードAPを搭載しました。").await;
     let installed = browser.texts("section table tbody tr td:first-child").await;
     assert_eq!(installed, ["02", "05", "06"], "the card's APs");
     browser.screenshot("card").await;
@@ -198,5 +194,44 @@ async fn a_manager_imports_a_registry_file_and_watches_the_progress() {
     assert!(browser.text("table.summary").await.contains("4999"), "imported");
     browser.screenshot("registry-import").await;
     browser.assert_accessible("the registry import's report").await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_imports_an_operator_csv_and_sees_the_bad_row_named() {
+    if !browser_available("a_manager_imports_an_operator_csv_and_sees_the_bad_row_named") {
+        return;
+    }
+    let app = two_municipalities().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("operators.csv");
+    // Row 3 (counting the header) has a full-width telephone number.
+    std::fs::write(
+        &bad,
+        "オペレータID,氏名・組織名,連絡先電話\r\nCSV01,取込 太郎,03-1111-2222\r\nCSV02,取込 花子,０３-１１１１-２２２２\r\n",
+    )
+    .unwrap();
+
+    let browser = Browser::start().await;
+    log_in(&browser, &app, CHIYODA, "manager01").await;
+    browser.click_link("オペレータ").await;
+    browser.wait_for("main table, main p").await;
+    browser.screenshot("operators").await;
+    browser.assert_accessible("the operator list").await;
+    browser.goto(&app.url("/ui/operators/import")).await;
+    browser.upload("file", &bad).await;
+    browser.click_button("取り込む").await;
+
+    // The job page follows the import and then names the bad row and its column; nobody was registered.
+    browser.wait_for("div.error-summary").await;
+    let rows = browser.texts("main table tbody tr").await;
+    assert_eq!(rows.len(), 1, "one bad row: {rows:?}");
+    assert!(rows[0].starts_with('3') && rows[0].contains("連絡先電話"), "row 3, its column: {rows:?}");
+    assert!(browser.text("div.error-summary").await.contains("1人も登録していません"));
+    browser.screenshot("operator-import-error").await;
+    browser.assert_accessible("the operator import's report").await;
+    let admin = app.admin_token().await;
+    let reply = app.get(&format!("/api/v1/municipalities/{CHIYODA}/operators/CSV01"), Some(&admin)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "all or nothing");
     browser.quit().await;
 }
