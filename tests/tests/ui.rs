@@ -419,7 +419,7 @@ async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Bac
     // A progress line after every batch of 1,000 rows, then the summary; the refused row named.
     let done: Vec<&str> =
         text.split(r#"<strong class="rows-done">"#).skip(1).map(|s| s.split('<').next().unwrap()).collect();
-    assert_eq!(done, ["1000", "2000", "2500", "2500"], "{text}");
+    assert_eq!(done, ["0", "1000", "2000", "2500", "2500"], "{text}");
     assert!(text.contains("<strong>1203行目</strong>（宛名番号 000001202）"), "{text}");
     assert!(text.contains(r#"<th scope="row">新規</th><td>2499</td>"#), "{text}");
     assert!(text.contains(r#"<th scope="row">エラー</th><td>1</td>"#), "{text}");

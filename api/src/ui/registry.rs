@@ -158,8 +158,7 @@ fn streamed(ui: &UiSession, answer: Body, read: Arc<AtomicU64>, total: Option<u6
         "住基データ取込",
         Some((&ui.session, &csrf)),
         html! {
-            p role="status" { "取込中です。このページを閉じないでください。" }
-            div.import-log { (PreEscaped(STREAM_HERE)) }
+            div.import-log role="status" { (PreEscaped(STREAM_HERE)) }
             p { a href="/ui/registry/import" { "別のファイルを取り込む" } }
         },
     )
@@ -172,10 +171,11 @@ fn streamed(ui: &UiSession, answer: Body, read: Arc<AtomicU64>, total: Option<u6
             async move { tx.send(Ok(Bytes::from(text))).await.is_ok() }
         };
         // Some browsers wait for a few hundred bytes before they draw: the head is long enough.
-        if !send(head).await {
+        let mut report = Report { listed: 0, bars: 0, total };
+        // The first bar (no row yet), hidden as soon as the next one comes.
+        if !send(head + &report.bar(0, 0, 0, false).into_string()).await {
             return;
         }
-        let mut report = Report { listed: 0, bars: 0, total };
         let mut lines = answer.into_data_stream();
         let mut pending = Vec::new();
         while let Some(chunk) = lines.next().await {
@@ -268,6 +268,7 @@ impl Report {
                     (false, Some(p)) => { progress id=(id) value=(p) max="100" { (p) "%" } }
                     (false, None) => { progress id=(id) { "取込中" } }
                 }
+                @if !done { p { "取込中です。このページを閉じないでください。" } }
                 p.progress-text { "処理済み " strong.rows-done { (rows) } " 行、エラー " strong.errors-so-far { (errors) } " 件" }
             }
         }
