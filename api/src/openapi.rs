@@ -61,7 +61,7 @@ use crate::routes::{
     ),
     components(schemas(
         ProblemDetails, ProblemField, registry::ImportRowReport, registry::ImportProblemLine,
-        registry::ImportSummaryLine,
+        registry::ImportSummaryLine, registry::ImportProgressLine, registry::ImportProgress,
     )),
     modifiers(&BearerAuth),
 )]

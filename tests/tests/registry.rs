@@ -260,6 +260,37 @@ async fn a_file_of_several_batches_is_reported_in_file_order(backend: Backend) {
     assert_eq!(rows[2_499], (2_501, "000000010".into(), "changed".into()), "a key seen in an earlier batch");
     assert_eq!(counts(&lines), (2_600, 2_598, 1, 0, 1));
     assert_eq!(app.event_count().await, before + 2_599);
+    assert!(lines.iter().all(|l| l.get("progress").is_none()), "progress lines only when asked");
+}
+
+/// `?progress=true`: a line after every batch with the rows decided and refused so far (for a progress bar), in
+/// order among the row lines; the summary still ends the report. A bad value is named.
+async fn progress_lines_follow_each_batch_when_asked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let team = setup(&app).await;
+    let mut file = String::from("registry_key,name,kana,birth_date,sex,postal_code,address\n");
+    for i in 1..=2_100_u32 {
+        let date = if i == 1_200 || i == 2_050 { "3641399" } else { "3640107" };
+        file.push_str(&format!("{i:09},試験 太郎,シケン タロウ,{date},1,100-0001,東京都千代田区千代田１\n"));
+    }
+    let path = format!("{}?progress=true", registry_import_path(A));
+    let reply = app.post_bytes(&path, Some(&team.manager), UTF8, file.into_bytes()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let lines = reply.ndjson();
+    let progress: Vec<(u64, u64)> = lines
+        .iter()
+        .filter_map(|l| l.get("progress"))
+        .map(|p| (p["rows"].as_u64().unwrap(), p["errors"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(progress, [(1_000, 0), (2_000, 1), (2_100, 2)]);
+    let second_bar = lines.iter().position(|l| l.get("progress").is_some_and(|p| p["rows"] == 2_000)).unwrap();
+    assert_eq!(lines[second_bar - 1]["row"], 2_001, "after its batch: rows 1,002–2,001 (the header is row 1)");
+    assert!(lines.last().unwrap().get("summary").is_some(), "the summary ends it");
+
+    let bad = format!("{}?progress=maybe", registry_import_path(A));
+    let reply = app.post_bytes(&bad, Some(&team.manager), UTF8, "registry_key,name\n".into()).await;
+    reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation");
+    assert_eq!(reply.error_fields(), ["progress"]);
 }
 
 async fn prefill_by_key_and_by_the_facts_of_a_card_stays_in_its_municipality(backend: Backend) {
@@ -439,11 +470,20 @@ async fn the_routes_are_documented(backend: Backend) {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
     }
     let import = doc["paths"]["/api/v1/municipalities/{code}/registry/import"]["post"].to_string();
-    for documented in ["application/x-ndjson", "住基ネットCS", "既存住基システム", "kanji_family", "宛名番号"]
+    for documented in
+        ["application/x-ndjson", "住基ネットCS", "既存住基システム", "kanji_family", "宛名番号", "progress"]
     {
         assert!(import.contains(documented), "{documented} is documented");
     }
-    for schema in ["ImportLine", "ImportRowReport", "ImportSummary", "RegistryDraft", "CardFacts", "RegistryMatches"] {
+    for schema in [
+        "ImportLine",
+        "ImportRowReport",
+        "ImportSummary",
+        "ImportProgressLine",
+        "RegistryDraft",
+        "CardFacts",
+        "RegistryMatches",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
 }
@@ -452,6 +492,7 @@ on_both_backends!(
     both_layouts_in_utf8_and_shift_jis_are_imported_with_a_report_per_row,
     reimport_changes_nothing_and_a_changed_row_becomes_one_change_event,
     a_file_of_several_batches_is_reported_in_file_order,
+    progress_lines_follow_each_batch_when_asked,
     prefill_by_key_and_by_the_facts_of_a_card_stays_in_its_municipality,
     only_the_operations_manager_imports_and_a_bad_file_is_refused_whole,
     the_report_streams_while_the_file_is_still_uploading,
