@@ -234,3 +234,51 @@ async fn a_manager_imports_an_operator_csv_and_sees_the_bad_row_named() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "all or nothing");
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_replays_what_a_clerk_did_and_read() {
+    if !browser_available("an_auditor_replays_what_a_clerk_did_and_read") {
+        return;
+    }
+    let app = two_municipalities().await;
+    let admin = app.admin_token().await;
+    let auditor = operator_with_password("auditor01", "ClerkPassw0rd", &["auditor"], &[]);
+    app.add_operators(&admin, CHIYODA, &auditor).await;
+    // clerk01 registers a resident and searches for him.
+    let clerk = app.login(Some(CHIYODA), "clerk01", "ClerkPassw0rd").await;
+    let mut taro = resident_body("ヤマダ", "タロウ", "3450101");
+    taro["custom_fields"] = json!({"school_district": "第一"});
+    let reply = app.post(&residents_path(CHIYODA), Some(&clerk), &taro).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let resident = reply.json()["resident_id"].as_str().unwrap().to_owned();
+    let found = app.get(&format!("{}?kana_prefix=%E3%83%A4%E3%83%9E", residents_path(CHIYODA)), Some(&clerk)).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.text);
+
+    let browser = Browser::start().await;
+    log_in(&browser, &app, CHIYODA, "auditor01").await;
+    browser.click_link("監査").await;
+    browser.wait_for("form[action='/ui/audit']").await;
+    browser.fill("operator_id", "clerk01").await;
+    browser.click_button("表示").await;
+    browser.wait_for("table.audit").await;
+    let rows = browser.texts("table.audit tbody tr").await;
+    assert!(rows.iter().any(|r| r.contains("ResidentRegistered") && r.contains("clerk01")), "{rows:?}");
+    assert!(rows.iter().all(|r| r.contains("clerk01")), "only his: {rows:?}");
+    browser.screenshot("audit").await;
+    browser.assert_accessible("the operator history").await;
+
+    // The read access log: his search, with the resident it returned.
+    browser.select("log", "access").await;
+    browser.click_button("表示").await;
+    browser.wait_for_text("#log-title", "参照記録").await;
+    let reads = browser.texts("table.audit tbody tr").await;
+    assert!(reads.iter().any(|r| r.contains("clerk01") && r.contains(&resident)), "{reads:?}");
+    browser.assert_accessible("the read access log").await;
+
+    // A period that is no date is named next to its field.
+    browser.fill("from", "12月1日").await;
+    browser.click_button("表示").await;
+    browser.wait_for(".error-summary").await;
+    assert!(browser.text("#f-from-note").await.contains("年-月-日"));
+    browser.quit().await;
+}

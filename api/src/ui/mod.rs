@@ -10,11 +10,12 @@
 //!   fixed label: unguessable without the `HttpOnly` cookie) and is refused with 403 without it; a login or logout
 //!   posted from another origin (`Origin` or `Sec-Fetch-Site`) is refused as well.
 //! - **Headers of every page**: a strict Content-Security-Policy (nothing inline, nothing from another origin: the
-//!   one stylesheet is served from the binary), no framing, no referrer, no caching, no MIME sniffing.
+//!   stylesheet and the one script, the login form's biometric button, are served from the binary), no framing,
+//!   no referrer, no caching, no MIME sniffing.
 //!
-//! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module
-//! ([`residents`], [`registry`], [`operators`], [`admin`], [`settings`], [`biometric`]); what a screen changes or
-//! shows goes through the HTTP API in process ([`api`]). No SQL, no store and no rule of the domain here.
+//! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module ([`residents`],
+//! [`registry`], [`operators`], [`admin`], [`settings`], [`audit`], [`biometric`]); what a screen changes or shows
+//! goes through the HTTP API in process ([`api`]). No SQL, no store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
 // once: boxing it would only add an allocation to every `?`.
@@ -22,6 +23,7 @@
 
 mod admin;
 mod api;
+mod audit;
 mod biometric;
 mod form;
 mod operators;
@@ -85,6 +87,8 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .merge(admin::routes())
         .merge(settings::routes())
         .merge(operators::routes())
+        .route("/ui/audit", get(audit::show))
+        .route("/ui/audit/export", get(audit::export))
         .route("/ui/assets/app.css", get(stylesheet))
         .route("/ui/assets/webauthn.js", get(script))
         .route("/ui/{*rest}", get(|| async { not_found() }))

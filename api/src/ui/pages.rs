@@ -73,12 +73,20 @@ fn menu(actor: &Actor) -> Vec<(&'static str, &'static str)> {
         if may(Permission::ViewOperators(code.clone())) {
             links.push(("/ui/operators", "オペレータ"));
         }
-        if may(Permission::ConfigureResidentServices(code)) {
+        if may(Permission::ConfigureResidentServices(code.clone())) {
             links.push(("/ui/settings", "市町村設定"));
+        }
+        if may(Permission::ReadHistory(code)) {
+            links.push(("/ui/audit", "監査"));
         }
     }
     if may(Permission::ManageMunicipalities) {
-        links.extend([("/ui/operators", "オペレータ"), ("/ui/settings", "市町村設定"), ("/ui/admin", "システム管理")]);
+        links.extend([
+            ("/ui/operators", "オペレータ"),
+            ("/ui/settings", "市町村設定"),
+            ("/ui/audit", "監査"),
+            ("/ui/admin", "システム管理"),
+        ]);
     }
     links
 }
