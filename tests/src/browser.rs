@@ -1,7 +1,7 @@
 //! A real headless Chromium for the clerk UI's browser tests, driven through WebDriver (our own client, [`webdriver`]) by Debian's
 //! `chromedriver`: one chromedriver on a free port and one fresh browser profile per [`Browser`], so tests run in
-//! parallel; both end with it. The few moves a clerk makes (open a page, type, choose, press a button, use the
-//! keyboard), what he sees (text, focus, screenshots), and an automated accessibility check (axe-core, vendored in
+//! parallel; both end with it. The few moves a clerk makes (open a page, type, choose, press a button, log in
+//! through the form, use the keyboard), what he sees (text, focus, screenshots), and an automated accessibility check (axe-core, vendored in
 //! `tests/assets/`, run in the same browser).
 //!
 //! Owns test support only: it never reaches into the server, and it never runs unless [`browser_available`] says
@@ -182,6 +182,14 @@ impl Browser {
         assert!(!label.contains('\''), "a button label with a quote: {label}");
         let button = self.wait_for_xpath(&format!("//button[normalize-space()='{label}']"), label).await;
         button.click().await.unwrap_or_else(|e| panic!("click the button {label}: {e}"));
+    }
+
+    /// Fills the login form of the page shown (市町村, オペレータID, パスワード) and sends it.
+    pub async fn log_in(&self, municipality: &str, operator_id: &str, password: &str) {
+        self.select("municipality", municipality).await;
+        self.fill("operator_id", operator_id).await;
+        self.fill("password", password).await;
+        self.click_button("ログイン").await;
     }
 
     /// Clicks the link whose visible text is `text` and waits for what it loads.

@@ -7,7 +7,8 @@
 //! Use [`on_both_backends!`] to run every test once per backend.
 //!
 //! Length: the harness and the helpers every area's tests share (servers, requests, operators, the registry,
-//! residents); the import jobs' helpers are in `jobs`, the browser tests' headless Chromium in `browser`.
+//! residents); the import jobs' helpers are in `jobs`, the browser tests' headless Chromium in `browser`, the clerk
+//! UI's pages over HTTP (and the set-ups of its tests) in `ui`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -36,6 +37,7 @@ mod jobs;
 pub use jobs::{Imported, Refusal, job_path, operator_import_path};
 
 pub mod browser;
+pub mod ui;
 
 /// The bootstrap system administrator of [`Settings::for_tests`].
 pub const ADMIN: &str = "admin";

@@ -4,93 +4,22 @@
 //! Content-Security-Policy and no inline script or style. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cardap_tests::reqwest::{self, StatusCode, header};
+use cardap_tests::reqwest::{StatusCode, header};
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, TestApp, business_system, on_both_backends, resident_body, residents_path, spawn_app};
+use cardap_tests::ui::{
+    Page, assert_strict, csrf, get, hidden, location, logged_in, offering, post, post_from, post_multipart,
+    school_district_settings, set_cookie, urlencode,
+};
+use cardap_tests::{Backend, TestApp, on_both_backends, resident_body, residents_path, spawn_app};
 
 const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
-
-/// A browser-like client that does not follow redirects (the tests look at each one) and keeps no cookies.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-struct Page {
-    status: StatusCode,
-    headers: header::HeaderMap,
-    text: String,
-}
-
-async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> Page {
-    let mut request = browser().get(app.url(path));
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = request.send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-async fn post(app: &TestApp, path: &str, cookie: Option<&str>, form: &[(&str, &str)], origin: Option<&str>) -> Page {
-    let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-    let mut request =
-        browser().post(app.url(path)).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    if let Some(origin) = origin {
-        request = request.header(header::ORIGIN, origin);
-    }
-    let response = request.send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn location(page: &Page) -> &str {
-    page.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-fn set_cookie(page: &Page) -> Option<String> {
-    page.headers.get(header::SET_COOKIE).map(|v| v.to_str().unwrap().to_owned())
-}
-
-/// The value of `name="csrf"` in a page.
-fn csrf(page: &Page) -> String {
-    let at = page.text.find(r#"name="csrf" value=""#).expect("a CSRF field") + r#"name="csrf" value=""#.len();
-    page.text[at..].split('"').next().unwrap().to_owned()
-}
-
-/// Every page: the strict policy, and nothing it would have to allow.
-fn assert_strict(page: &Page) {
-    let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).expect("a Content-Security-Policy").to_str().unwrap();
-    for directive in ["default-src 'none'", "style-src 'self'", "form-action 'self'", "frame-ancestors 'none'"] {
-        assert!(csp.contains(directive), "{directive} missing: {csp}");
-    }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("http"), "{csp}");
-    assert_eq!(page.headers.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
-    assert_eq!(page.headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
-    // The one script is the binary's own file (the login form's biometric button); never one inline.
-    let scripts = page.text.matches("<script").count();
-    let own = page.text.matches(r#"<script src="/ui/assets/webauthn.js" defer></script>"#).count();
-    assert!(scripts == own && !page.text.contains("style="), "inline script or style");
-}
 
 /// 千代田区, permitted to use the library (02); a clerk permitted 02.
 async fn chiyoda_with_a_clerk(app: &TestApp) {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
-    let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system("05", "子育て支援")).await;
-    assert!(reply.status.is_success(), "{}", reply.text);
-    app.permit(&admin, "02", CHIYODA).await;
-    app.permit(&admin, "05", CHIYODA).await;
+    offering(app, &admin, CHIYODA, &[("05", "子育て支援")]).await;
     app.clerk_token(&admin, CHIYODA, "clerk01", &["02"]).await;
 }
 
@@ -99,11 +28,11 @@ async fn the_root_leads_to_the_login_form(backend: Backend) {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
 
-    let root = get(&app, "/", None).await;
+    let root = get(&app, "/", "").await;
     assert_eq!((root.status, location(&root)), (StatusCode::SEE_OTHER, "/ui/"));
-    let ui = get(&app, "/ui/", None).await;
+    let ui = get(&app, "/ui/", "").await;
     assert_eq!((ui.status, location(&ui)), (StatusCode::SEE_OTHER, "/ui/login"), "no session: the login form");
-    let form = get(&app, "/ui/login", None).await;
+    let form = get(&app, "/ui/login", "").await;
     assert_eq!(form.status, StatusCode::OK);
     assert_strict(&form);
     assert!(form.text.contains(r#"<html lang="ja">"#));
@@ -111,7 +40,7 @@ async fn the_root_leads_to_the_login_form(backend: Backend) {
     for label in ["市町村", "オペレータID", "パスワード"] {
         assert!(form.text.contains(&format!(">{label}</label>")), "{label} has its label");
     }
-    let css = get(&app, "/ui/assets/app.css", None).await;
+    let css = get(&app, "/ui/assets/app.css", "").await;
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.headers.get(header::CONTENT_TYPE).unwrap(), "text/css; charset=utf-8");
 }
@@ -121,14 +50,9 @@ async fn a_clerk_logs_in_sees_his_systems_and_logs_out(backend: Backend) {
     chiyoda_with_a_clerk(&app).await;
 
     // A wrong password: the form again, with the reason and what he typed (never the password), and no cookie.
-    let refused = post(
-        &app,
-        "/ui/login",
-        None,
-        &[("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "nope")],
-        None,
-    )
-    .await;
+    let refused =
+        post(&app, "/ui/login", "", &[("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "nope")])
+            .await;
     assert_eq!(refused.status, StatusCode::OK);
     assert!(refused.text.contains("パスワードが正しくありません"), "{}", refused.text);
     assert!(refused.text.contains(r#"value="clerk01""#) && !refused.text.contains("nope"), "{}", refused.text);
@@ -139,9 +63,8 @@ async fn a_clerk_logs_in_sees_his_systems_and_logs_out(backend: Backend) {
     let login = post(
         &app,
         "/ui/login",
-        None,
+        "",
         &[("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")],
-        None,
     )
     .await;
     assert_eq!((login.status, location(&login)), (StatusCode::SEE_OTHER, "/ui/"));
@@ -154,7 +77,7 @@ async fn a_clerk_logs_in_sees_his_systems_and_logs_out(backend: Backend) {
     let token = pair.split_once('=').unwrap().1.to_owned();
 
     // The top page: him, and the systems he may use now (02, which he is permitted; not 05).
-    let top = get(&app, "/ui/", Some(&pair)).await;
+    let top = get(&app, "/ui/", &pair).await;
     assert_eq!(top.status, StatusCode::OK, "{}", top.text);
     assert_strict(&top);
     assert!(top.text.contains("clerk01") && top.text.contains("131016"), "{}", top.text);
@@ -163,16 +86,16 @@ async fn a_clerk_logs_in_sees_his_systems_and_logs_out(backend: Backend) {
     assert!(!top.text.contains(&token), "the session token is never in a page");
 
     // Logging out needs the page's CSRF token, from this site.
-    let forged = post(&app, "/ui/logout", Some(&pair), &[("csrf", "guessed")], None).await;
+    let forged = post(&app, "/ui/logout", &pair, &[("csrf", "guessed")]).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    let elsewhere = post(&app, "/ui/logout", Some(&pair), &[("csrf", &csrf(&top))], Some("https://evil.example")).await;
+    let elsewhere = post_from(&app, "/ui/logout", &pair, &[("csrf", &csrf(&top))], "https://evil.example").await;
     assert_eq!(elsewhere.status, StatusCode::FORBIDDEN);
-    assert_eq!(get(&app, "/ui/", Some(&pair)).await.status, StatusCode::OK, "still logged in");
+    assert_eq!(get(&app, "/ui/", &pair).await.status, StatusCode::OK, "still logged in");
 
-    let out = post(&app, "/ui/logout", Some(&pair), &[("csrf", &csrf(&top))], None).await;
+    let out = post(&app, "/ui/logout", &pair, &[("csrf", &csrf(&top))]).await;
     assert_eq!((out.status, location(&out)), (StatusCode::SEE_OTHER, "/ui/login"));
     assert!(set_cookie(&out).unwrap().contains("Max-Age=0"), "the cookie is cleared");
-    let after = get(&app, "/ui/", Some(&pair)).await;
+    let after = get(&app, "/ui/", &pair).await;
     assert_eq!((after.status, location(&after)), (StatusCode::SEE_OTHER, "/ui/login"));
     let api = app.get("/api/v1/me", Some(&token)).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED, "the session itself ended: {}", api.text);
@@ -182,19 +105,16 @@ async fn a_login_posted_from_another_site_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     chiyoda_with_a_clerk(&app).await;
     let form = [("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")];
-    let refused = post(&app, "/ui/login", None, &form, Some("https://evil.example")).await;
+    let refused = post_from(&app, "/ui/login", "", &form, "https://evil.example").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(set_cookie(&refused).is_none());
-    let same = post(&app, "/ui/login", None, &form, Some(app.url("").trim_end_matches('/'))).await;
+    let same = post_from(&app, "/ui/login", "", &form, app.url("").trim_end_matches('/')).await;
     assert_eq!(same.status, StatusCode::SEE_OTHER, "from the UI itself: {}", same.text);
 }
 
-/// Logs `clerk01` of 千代田区 in through the form; returns the cookie pair.
-async fn logged_in(app: &TestApp) -> String {
-    let form = [("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")];
-    let login = post(app, "/ui/login", None, &form, None).await;
-    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
-    set_cookie(&login).unwrap().split(';').next().unwrap().to_owned()
+/// Logs `operator_id` of 千代田区 in through the form; returns the cookie pair.
+async fn logged_in_as(app: &TestApp, operator_id: &str) -> String {
+    logged_in(app, CHIYODA, operator_id, "ClerkPassw0rd").await
 }
 
 async fn a_clerk_searches_his_own_residents_only(backend: Backend) {
@@ -208,33 +128,25 @@ async fn a_clerk_searches_his_own_residents_only(backend: Backend) {
         let reply = app.post(&residents_path(code), Some(&admin), &body).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     }
-    let cookie = logged_in(&app).await;
+    let cookie = logged_in_as(&app, "clerk01").await;
 
-    let empty = get(&app, "/ui/residents", Some(&cookie)).await;
+    let empty = get(&app, "/ui/residents", &cookie).await;
     assert_eq!(empty.status, StatusCode::OK);
     assert_strict(&empty);
     assert!(!empty.text.contains("<table"), "nothing listed before a search");
 
-    let found = get(&app, &format!("/ui/residents?kana_prefix={}", urlencode("ヤマ")), Some(&cookie)).await;
+    let found = get(&app, &format!("/ui/residents?kana_prefix={}", urlencode("ヤマ")), &cookie).await;
     assert_eq!(found.status, StatusCode::OK, "{}", found.text);
     assert!(found.text.contains("千代田 太郎") && found.text.contains("昭和45年1月1日"), "{}", found.text);
     assert!(!found.text.contains("札幌"), "another municipality's resident: {}", found.text);
     assert!(found.text.contains("1件"), "{}", found.text);
 
     // A birth date that is no date: the message next to the field, what he typed kept, no search.
-    let typo =
-        get(&app, &format!("/ui/residents?kana_prefix={}&birth_date=3451399", urlencode("ヤマ")), Some(&cookie)).await;
+    let typo = get(&app, &format!("/ui/residents?kana_prefix={}&birth_date=3451399", urlencode("ヤマ")), &cookie).await;
     assert_eq!(typo.status, StatusCode::OK);
     assert!(typo.text.contains(r#"class="field-error" id="f-birth_date-note""#), "{}", typo.text);
     assert!(typo.text.contains(r#"value="3451399""#) && typo.text.contains(r#"value="ヤマ""#), "{}", typo.text);
     assert!(!typo.text.contains("<table"), "no search with a bad field");
-}
-
-/// The value of the hidden `name` field of a page's first form that has one.
-fn hidden(page: &Page, name: &str) -> String {
-    let needle = format!(r#"name="{name}" value=""#);
-    let at = page.text.find(&needle).unwrap_or_else(|| panic!("no {name} field: {}", page.text)) + needle.len();
-    page.text[at..].split('"').next().unwrap().to_owned()
 }
 
 /// 千代田区 offering the library (02, a preset of the local area) and two systems of its own (05, 06), with a
@@ -242,19 +154,8 @@ fn hidden(page: &Page, name: &str) -> String {
 async fn chiyoda_with_settings(app: &TestApp) -> String {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
-    for (id, name) in [("05", "子育て支援"), ("06", "健康ポイント")] {
-        let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system(id, name)).await;
-        assert!(reply.status.is_success(), "{}", reply.text);
-    }
-    for id in ["02", "05", "06"] {
-        app.permit(&admin, id, CHIYODA).await;
-    }
-    let settings = json!({
-        "custom_fields": [{"key": "school_district", "label": "学区", "type": "choice",
-                           "options": ["第一", "第二"], "required": true}],
-        "catalog": ["02", "05", "06"],
-        "presets": ["02"],
-    });
+    offering(app, &admin, CHIYODA, &[("05", "子育て支援"), ("06", "健康ポイント")]).await;
+    let settings = school_district_settings();
     let reply = app.put(&cardap_tests::resident_settings_path(CHIYODA), Some(&admin), &settings).await;
     assert!(reply.status.is_success(), "{}", reply.text);
     app.clerk_token(&admin, CHIYODA, "clerk01", &["02", "05", "06"]).await;
@@ -264,9 +165,9 @@ async fn chiyoda_with_settings(app: &TestApp) -> String {
 async fn a_clerk_registers_a_resident_and_sets_up_his_card(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = chiyoda_with_settings(&app).await;
-    let cookie = logged_in(&app).await;
+    let cookie = logged_in_as(&app, "clerk01").await;
 
-    let form = get(&app, "/ui/residents/new", Some(&cookie)).await;
+    let form = get(&app, "/ui/residents/new", &cookie).await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text);
     assert_strict(&form);
     assert!(form.text.contains(r#"<label for="f-custom_fields-school_district">学区"#), "{}", form.text);
@@ -285,7 +186,7 @@ async fn a_clerk_registers_a_resident_and_sets_up_his_card(backend: Backend) {
         ("sex", "1"),
         ("address1", "東京都千代田区千代田1-1"),
     ];
-    let refused = post(&app, "/ui/residents/new", Some(&cookie), &fields, None).await;
+    let refused = post(&app, "/ui/residents/new", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert!(refused.text.contains(r#"class="field-error" id="f-kana_name-family-note""#), "{}", refused.text);
     assert!(
@@ -299,36 +200,36 @@ async fn a_clerk_registers_a_resident_and_sets_up_his_card(backend: Backend) {
     // Fixed (half-width kana accepted, as the API converts it); a double click registers one resident.
     fields[2] = ("kana_name.family", "ﾔﾏﾀﾞ");
     fields.push(("custom_fields.school_district", "第一"));
-    let first = post(&app, "/ui/residents/new", Some(&cookie), &fields, None).await;
+    let first = post(&app, "/ui/residents/new", &cookie, &fields).await;
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.text);
-    let second = post(&app, "/ui/residents/new", Some(&cookie), &fields, None).await;
+    let second = post(&app, "/ui/residents/new", &cookie, &fields).await;
     assert_eq!(location(&second), location(&first), "the same resident");
     let found = app.get(&format!("{}?kana_prefix=ヤマダ", residents_path(CHIYODA)), Some(&admin)).await;
     assert_eq!(found.json()["items"].as_array().unwrap().len(), 1, "registered once: {}", found.text);
 
     let resident_url = location(&first).split('?').next().unwrap().to_owned();
-    let shown = get(&app, location(&first), Some(&cookie)).await;
+    let shown = get(&app, location(&first), &cookie).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
     assert!(shown.text.contains("利用者を登録しました") && shown.text.contains("ヤマダ タロウ"), "{}", shown.text);
     assert!(shown.text.contains(r#"<th scope="row">学区</th><td>第一</td>"#), "the custom field: {}", shown.text);
 
     // カード登録 → 地域住民向け領域 (the preset 02 shown, installed with it) → two APs at once.
     let card = [("csrf", csrf.as_str()), ("idempotency_key", "k-card"), ("fid", "ui0000000001")];
-    let registered = post(&app, &format!("{resident_url}/card"), Some(&cookie), &card, None).await;
+    let registered = post(&app, &format!("{resident_url}/card"), &cookie, &card).await;
     assert_eq!(registered.status, StatusCode::SEE_OTHER, "{}", registered.text);
-    let page = get(&app, location(&registered), Some(&cookie)).await;
+    let page = get(&app, location(&registered), &cookie).await;
     assert!(page.text.contains("カードを登録しました") && page.text.contains("UI0000000001"), "{}", page.text);
     assert!(page.text.contains("02 図書館"), "the preset is shown: {}", page.text);
 
     let area = [("csrf", csrf.as_str()), ("idempotency_key", "k-area")];
-    let created = post(&app, "/ui/cards/UI0000000001/local-area", Some(&cookie), &area, None).await;
+    let created = post(&app, "/ui/cards/UI0000000001/local-area", &cookie, &area).await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text);
-    let page = get(&app, location(&created), Some(&cookie)).await;
+    let page = get(&app, location(&created), &cookie).await;
     assert!(page.text.contains("地域住民向け領域を作成しました"), "{}", page.text);
     assert!(page.text.contains(r#"id="ap-05""#) && page.text.contains(r#"id="ap-06""#), "{}", page.text);
 
     let aps = [("csrf", csrf.as_str()), ("idempotency_key", "k-aps"), ("business_ids", "05"), ("business_ids", "06")];
-    let installed = post(&app, "/ui/cards/UI0000000001/aps", Some(&cookie), &aps, None).await;
+    let installed = post(&app, "/ui/cards/UI0000000001/aps", &cookie, &aps).await;
     assert_eq!(installed.status, StatusCode::SEE_OTHER, "{}", installed.text);
     let card = app.get(&format!("/api/v1/municipalities/{CHIYODA}/cards/UI0000000001"), Some(&admin)).await;
     let card = card.json();
@@ -336,52 +237,29 @@ async fn a_clerk_registers_a_resident_and_sets_up_his_card(backend: Backend) {
     assert_eq!(ids, ["02", "05", "06"], "{card}");
 
     // Suspend, confirmed, at the version shown; a stale page is told someone else changed the card.
-    let page = get(&app, &resident_url, Some(&cookie)).await;
+    let page = get(&app, &resident_url, &cookie).await;
     let at = page.text.find("/confirm/suspend?version=").unwrap() + "/confirm/suspend?version=".len();
     let version: String = page.text[at..].chars().take_while(char::is_ascii_digit).collect();
-    let confirm = get(&app, &format!("/ui/cards/UI0000000001/confirm/suspend?version={version}"), Some(&cookie)).await;
+    let confirm = get(&app, &format!("/ui/cards/UI0000000001/confirm/suspend?version={version}"), &cookie).await;
     assert!(confirm.text.contains("カードの一時停止を実行"), "{}", confirm.text);
     let suspend = [("csrf", csrf.as_str()), ("idempotency_key", "k-s"), ("version", version.as_str())];
-    let done = post(&app, "/ui/cards/UI0000000001/suspend", Some(&cookie), &suspend, None).await;
+    let done = post(&app, "/ui/cards/UI0000000001/suspend", &cookie, &suspend).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
     let stale = [("csrf", csrf.as_str()), ("idempotency_key", "k-a"), ("version", version.as_str())];
-    let refused = post(&app, "/ui/cards/UI0000000001/abolish", Some(&cookie), &stale, None).await;
+    let refused = post(&app, "/ui/cards/UI0000000001/abolish", &cookie, &stale).await;
     assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED, "{}", refused.text);
     assert!(refused.text.contains("ほかの人がこのデータを変更しました"), "{}", refused.text);
     assert!(refused.text.contains("一時停止中"), "the card as it is now: {}", refused.text);
 
     // Another municipality's resident or card is not found, as in the API.
-    let other = get(&app, "/ui/residents/00000000-0000-0000-0000-000000000000", Some(&cookie)).await;
+    let other = get(&app, "/ui/residents/00000000-0000-0000-0000-000000000000", &cookie).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 }
 
-/// Logs `operator_id` of 千代田区 in through the form; returns the cookie pair.
-async fn logged_in_as(app: &TestApp, operator_id: &str) -> String {
-    let form = [("municipality", CHIYODA), ("operator_id", operator_id), ("password", "ClerkPassw0rd")];
-    let login = post(app, "/ui/login", None, &form, None).await;
-    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
-    set_cookie(&login).unwrap().split(';').next().unwrap().to_owned()
-}
-
-/// A `multipart/form-data` body of `fields` (name, value) and the file last.
-fn multipart(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "cardapUiBoundary7MA4YWxkTrZu0gW";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
-        );
-    }
-    body.extend(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"juki.csv\"\r\n\
-             Content-Type: text/csv\r\n\r\n"
-        )
-        .bytes(),
-    );
-    body.extend_from_slice(file);
-    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+/// Uploads a registry file (UTF-8) through the import form, with the CSRF token `csrf`.
+async fn import(app: &TestApp, cookie: &str, csrf: &str, file: &[u8]) -> Page {
+    let fields = [("csrf", csrf), ("charset", "UTF-8")];
+    post_multipart(app, "/ui/registry/import", cookie, &fields, Some(("juki.csv", file))).await
 }
 
 async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Backend) {
@@ -392,7 +270,7 @@ async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Bac
     app.add_operators(&admin, CHIYODA, &manager).await;
     let cookie = logged_in_as(&app, "manager01").await;
 
-    let form = get(&app, "/ui/registry/import", Some(&cookie)).await;
+    let form = get(&app, "/ui/registry/import", &cookie).await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text);
     assert!(form.text.contains(r#"enctype="multipart/form-data""#), "{}", form.text);
 
@@ -405,17 +283,9 @@ async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Bac
             i + 1
         ));
     }
-    let (content_type, body) = multipart(&[("csrf", &csrf(&form)), ("charset", "UTF-8")], file.as_bytes());
-    let reply = browser()
-        .post(app.url("/ui/registry/import"))
-        .header(header::COOKIE, &cookie)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), StatusCode::OK);
-    let text = reply.text().await.unwrap();
+    let reply = import(&app, &cookie, &csrf(&form), file.as_bytes()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text;
     // A progress line after every batch of 1,000 rows, then the summary; the refused row named.
     let done: Vec<&str> =
         text.split(r#"<strong class="rows-done">"#).skip(1).map(|s| s.split('<').next().unwrap()).collect();
@@ -426,30 +296,13 @@ async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Bac
     assert!(text.ends_with("</html>"), "the page is whole: {text}");
 
     // Without the page's CSRF token nothing is read.
-    let (content_type, body) = multipart(&[("csrf", "forged"), ("charset", "UTF-8")], file.as_bytes());
-    let forged = browser()
-        .post(app.url("/ui/registry/import"))
-        .header(header::COOKIE, &cookie)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let forged = import(&app, &cookie, "forged", file.as_bytes()).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
 
     // A file without the required columns: the API's reason, on the form.
-    let (content_type, body) =
-        multipart(&[("csrf", &csrf(&form)), ("charset", "UTF-8")], "氏名,性別\r\nx,1\r\n".as_bytes());
-    let bad = browser()
-        .post(app.url("/ui/registry/import"))
-        .header(header::COOKIE, &cookie)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let bad = bad.text().await.unwrap();
+    let bad = import(&app, &cookie, &csrf(&form), "氏名,性別\r\nx,1\r\n".as_bytes()).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = bad.text;
     assert!(bad.contains("error-summary") && bad.contains("宛名番号"), "{bad}");
 }
 

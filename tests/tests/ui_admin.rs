@@ -5,96 +5,17 @@
 //! the data. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cardap_tests::reqwest::{self, StatusCode, header};
+use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
-use cardap_tests::{
-    Backend, TestApp, business_system, on_both_backends, operator_with_password, resident_settings_path, spawn_app,
-};
+use cardap_tests::ui::{assert_strict, field_error, get, hidden, keys, location, logged_in, offering, post};
+use cardap_tests::{Backend, TestApp, on_both_backends, operator_with_password, resident_settings_path, spawn_app};
 
 const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
 const CHANGED_MEANWHILE: &str = "ほかの人がこのデータを変更しました";
 
-/// A browser-like client that does not follow redirects (the tests look at each one) and keeps no cookies.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-struct Page {
-    status: StatusCode,
-    headers: header::HeaderMap,
-    text: String,
-}
-
-async fn get(app: &TestApp, path: &str, cookie: &str) -> Page {
-    let response = browser().get(app.url(path)).header(header::COOKIE, cookie).send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-async fn post(app: &TestApp, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
-    let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-    let mut request =
-        browser().post(app.url(path)).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = request.send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn location(page: &Page) -> &str {
-    page.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-/// The value of the first hidden (or other) field `name` of a page.
-fn hidden(page: &Page, name: &str) -> String {
-    let needle = format!(r#"name="{name}" value=""#);
-    let at = page.text.find(&needle).unwrap_or_else(|| panic!("no {name} field: {}", page.text)) + needle.len();
-    page.text[at..].split('"').next().unwrap().to_owned()
-}
-
-/// Every page: the strict policy, and nothing it would have to allow.
-fn assert_strict(page: &Page) {
-    let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).expect("a Content-Security-Policy").to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
-    // The one script is the binary's own file (the login form's biometric button); never one inline.
-    let scripts = page.text.matches("<script").count();
-    let own = page.text.matches(r#"<script src="/ui/assets/webauthn.js" defer></script>"#).count();
-    assert!(scripts == own && !page.text.contains("style="), "inline script or style");
-}
-
-/// The message of a field, as the page shows it next to the field (`id="f-…-note"`).
-fn field_error<'a>(page: &'a Page, id: &str) -> &'a str {
-    let needle = format!(r#"class="field-error" id="{id}-note">"#);
-    let at = page.text.find(&needle).unwrap_or_else(|| panic!("no error at {id}: {}", page.text)) + needle.len();
-    page.text[at..].split('<').next().unwrap()
-}
-
-/// Logs in through the form (municipality "" for the system administrator); returns the cookie pair.
-async fn logged_in(app: &TestApp, municipality: &str, operator_id: &str, password: &str) -> String {
-    let form = [("municipality", municipality), ("operator_id", operator_id), ("password", password)];
-    let login = post(app, "/ui/login", None, &form).await;
-    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
-    let cookie = login.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
-}
-
 async fn administrator(app: &TestApp) -> String {
     logged_in(app, "", "admin", "AdminPassw0rd").await
-}
-
-/// A form's hidden keys: its CSRF token and Idempotency-Key.
-fn keys(page: &Page) -> (String, String) {
-    (hidden(page, "csrf"), hidden(page, "idempotency_key"))
 }
 
 async fn the_administrator_registers_reorders_and_abolishes_municipalities(backend: Backend) {
@@ -122,7 +43,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
         ("name", "千代田区"),
         ("display_order", "1"),
     ];
-    let refused = post(&app, "/ui/admin/municipalities/new", Some(&cookie), &fields).await;
+    let refused = post(&app, "/ui/admin/municipalities/new", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert!(!field_error(&refused, "f-code").is_empty());
     assert!(!refused.text.contains(r#"class="field-error" id="f-name-note""#), "only the code is wrong");
@@ -130,7 +51,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
     assert_ne!(hidden(&refused, "idempotency_key"), key, "a fresh key for the form shown again");
 
     fields[3] = ("code", CHIYODA);
-    let registered = post(&app, "/ui/admin/municipalities/new", Some(&cookie), &fields).await;
+    let registered = post(&app, "/ui/admin/municipalities/new", &cookie, &fields).await;
     assert_eq!(registered.status, StatusCode::SEE_OTHER, "{}", registered.text);
     let list = get(&app, location(&registered), &cookie).await;
     assert!(list.text.contains("市町村・任意団体を登録しました") && list.text.contains("千代田区"), "{}", list.text);
@@ -145,7 +66,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
         ("name", "札幌市"),
         ("display_order", "2"),
     ];
-    assert_eq!(post(&app, "/ui/admin/municipalities/new", Some(&cookie), &sapporo).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(post(&app, "/ui/admin/municipalities/new", &cookie, &sapporo).await.status, StatusCode::SEE_OTHER);
     let list = get(&app, "/ui/admin/municipalities", &cookie).await;
     assert!(list.text.find("千代田区").unwrap() < list.text.find("札幌市").unwrap(), "display order: {}", list.text);
 
@@ -162,7 +83,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
         ("name", "千代田区"),
         ("display_order", "3"),
     ];
-    let changed = post(&app, &format!("/ui/admin/municipalities/{CHIYODA}"), Some(&cookie), &change).await;
+    let changed = post(&app, &format!("/ui/admin/municipalities/{CHIYODA}"), &cookie, &change).await;
     assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.text);
     let list = get(&app, location(&changed), &cookie).await;
     assert!(list.text.contains("市町村・任意団体を変更しました"), "{}", list.text);
@@ -176,7 +97,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
         ("name", "新千代田区"),
         ("display_order", "1"),
     ];
-    let refused = post(&app, &format!("/ui/admin/municipalities/{CHIYODA}"), Some(&cookie), &stale).await;
+    let refused = post(&app, &format!("/ui/admin/municipalities/{CHIYODA}"), &cookie, &stale).await;
     assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED, "{}", refused.text);
     assert!(refused.text.contains(CHANGED_MEANWHILE), "{}", refused.text);
     assert!(
@@ -194,7 +115,7 @@ async fn the_administrator_registers_reorders_and_abolishes_municipalities(backe
     let version = hidden(&confirm, "version");
     let (csrf, key) = keys(&confirm);
     let abolish = [("csrf", csrf.as_str()), ("idempotency_key", key.as_str()), ("version", version.as_str())];
-    let done = post(&app, &format!("/ui/admin/municipalities/{SAPPORO}/abolish"), Some(&cookie), &abolish).await;
+    let done = post(&app, &format!("/ui/admin/municipalities/{SAPPORO}/abolish"), &cookie, &abolish).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
     let list = get(&app, location(&done), &cookie).await;
     assert!(list.text.contains("市町村・任意団体を廃止しました"), "{}", list.text);
@@ -221,13 +142,13 @@ async fn the_administrator_registers_a_business_system_and_permits_its_shared_us
         ("operator_admin_url", "https://b05.example.jp/operators"),
         ("personalize_url", ""),
     ];
-    let refused = post(&app, "/ui/admin/business-systems/new", Some(&cookie), &fields).await;
+    let refused = post(&app, "/ui/admin/business-systems/new", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert!(field_error(&refused, "f-personalize_url").contains("パーソナライズURL"), "{}", refused.text);
     assert!(refused.text.contains(r#"value="https://b05.example.jp/operators""#), "{}", refused.text);
 
     fields[6] = ("personalize_url", "https://b05.example.jp/me");
-    let registered = post(&app, "/ui/admin/business-systems/new", Some(&cookie), &fields).await;
+    let registered = post(&app, "/ui/admin/business-systems/new", &cookie, &fields).await;
     assert_eq!(registered.status, StatusCode::SEE_OTHER, "{}", registered.text);
     let list = get(&app, location(&registered), &cookie).await;
     assert!(list.text.contains("業務システムを登録しました") && list.text.contains("子育て支援"), "{}", list.text);
@@ -244,7 +165,7 @@ async fn the_administrator_registers_a_business_system_and_permits_its_shared_us
         ("personalize_url", "https://b05.example.jp/me"),
     ];
     change.extend(texts);
-    let changed = post(&app, "/ui/admin/business-systems/05", Some(&cookie), &change).await;
+    let changed = post(&app, "/ui/admin/business-systems/05", &cookie, &change).await;
     assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.text);
     let shown = app.get("/api/v1/business-systems/05", Some(&admin)).await.json();
     assert_eq!(
@@ -261,7 +182,7 @@ async fn the_administrator_registers_a_business_system_and_permits_its_shared_us
     let version = hidden(&shared, "version");
     let permit =
         [("csrf", csrf.as_str()), ("idempotency_key", key.as_str()), ("version", version.as_str()), ("code", CHIYODA)];
-    let permitted = post(&app, "/ui/admin/business-systems/05/municipalities", Some(&cookie), &permit).await;
+    let permitted = post(&app, "/ui/admin/business-systems/05/municipalities", &cookie, &permit).await;
     assert_eq!(permitted.status, StatusCode::SEE_OTHER, "{}", permitted.text);
     let shared = get(&app, location(&permitted), &cookie).await;
     assert!(shared.text.contains("共同利用を許可しました"), "{}", shared.text);
@@ -276,7 +197,7 @@ async fn the_administrator_registers_a_business_system_and_permits_its_shared_us
     assert!(confirm.text.contains("取り消しを実行") && confirm.text.contains("千代田区"), "{}", confirm.text);
     let (csrf, key) = keys(&confirm);
     let withdraw = [("csrf", csrf.as_str()), ("idempotency_key", key.as_str()), ("version", version.as_str())];
-    let withdrawn = post(&app, &withdraw_url, Some(&cookie), &withdraw).await;
+    let withdrawn = post(&app, &withdraw_url, &cookie, &withdraw).await;
     assert_eq!(withdrawn.status, StatusCode::SEE_OTHER, "{}", withdrawn.text);
     let shared = get(&app, location(&withdrawn), &cookie).await;
     assert!(shared.text.contains("共同利用の許可を取り消しました"), "{}", shared.text);
@@ -289,10 +210,7 @@ async fn the_administrator_registers_a_business_system_and_permits_its_shared_us
 async fn chiyoda_with_a_manager(app: &TestApp) -> String {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
-    let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system("05", "子育て支援")).await;
-    assert!(reply.status.is_success(), "{}", reply.text);
-    app.permit(&admin, "02", CHIYODA).await;
-    app.permit(&admin, "05", CHIYODA).await;
+    offering(app, &admin, CHIYODA, &[("05", "子育て支援")]).await;
     let manager = operator_with_password("manager01", "ManagerPassw0rd", &["operations_manager"], &[]);
     app.add_operators(&admin, CHIYODA, &manager).await;
     app.clerk_token(&admin, CHIYODA, "clerk01", &["02", "05"]).await;
@@ -334,7 +252,7 @@ async fn a_manager_adds_a_custom_field_and_chooses_the_catalog_and_presets(backe
         ("presets", "05"),
         ("action", "save"),
     ];
-    let refused = post(&app, "/ui/settings", Some(&cookie), &fields).await;
+    let refused = post(&app, "/ui/settings", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert_strict(&refused);
     assert!(!field_error(&refused, "f-custom_fields-0-key").is_empty());
@@ -350,7 +268,7 @@ async fn a_manager_adds_a_custom_field_and_chooses_the_catalog_and_presets(backe
     // More empty rows, without saving (no script: the form is shown again).
     let mut more = fields.clone();
     *more.last_mut().unwrap() = ("action", "add_rows");
-    let added = post(&app, "/ui/settings", Some(&cookie), &more).await;
+    let added = post(&app, "/ui/settings", &cookie, &more).await;
     assert_eq!(added.status, StatusCode::OK, "{}", added.text);
     assert!(added.text.contains(r#"name="custom_fields.6.key""#) && added.text.contains("まだ保存されていません"));
     assert!(added.text.contains(r#"value="School District""#), "{}", added.text);
@@ -359,7 +277,7 @@ async fn a_manager_adds_a_custom_field_and_chooses_the_catalog_and_presets(backe
 
     fields[5] = ("custom_fields.0.key", "school_district");
     fields.insert(14, ("catalog", "05"));
-    let saved = post(&app, "/ui/settings", Some(&cookie), &fields).await;
+    let saved = post(&app, "/ui/settings", &cookie, &fields).await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
     let shown = get(&app, location(&saved), &cookie).await;
     assert!(shown.text.contains("市町村設定を保存しました"), "{}", shown.text);
@@ -386,7 +304,7 @@ async fn a_manager_adds_a_custom_field_and_chooses_the_catalog_and_presets(backe
 
     // The page shown before that save: refused, with the settings as they are now.
     fields[1] = ("idempotency_key", "k-stale");
-    let stale = post(&app, "/ui/settings", Some(&cookie), &fields).await;
+    let stale = post(&app, "/ui/settings", &cookie, &fields).await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.text);
     assert!(stale.text.contains(CHANGED_MEANWHILE) && stale.text.contains(r#"value="school_district""#));
     assert_ne!(hidden(&stale, "version"), version);
@@ -424,7 +342,7 @@ async fn the_settings_are_the_managers_of_that_municipality_only(backend: Backen
         ("rows", "0"),
         ("action", "save"),
     ];
-    let refused = post(&app, "/ui/settings", Some(&manager), &overwrite).await;
+    let refused = post(&app, "/ui/settings", &manager, &overwrite).await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.text);
     let settings = app.get(&resident_settings_path(SAPPORO), Some(&admin)).await.json();
     assert_eq!(settings["custom_fields"][0]["label"], "札幌の区", "unchanged: {settings}");

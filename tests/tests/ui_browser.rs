@@ -12,7 +12,8 @@
 use cardap_tests::browser::{Browser, Key, browser_available};
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
-use cardap_tests::{Backend, TestApp, business_system, resident_body, residents_path, spawn_app};
+use cardap_tests::ui::offering;
+use cardap_tests::{Backend, TestApp, resident_body, residents_path, spawn_app};
 
 const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
@@ -24,10 +25,7 @@ async fn chiyoda_with_a_clerk_and_a_resident() -> TestApp {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
     app.register_municipality(&admin, SAPPORO, "札幌市", 2).await;
-    let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system("05", "子育て支援")).await;
-    assert!(reply.status.is_success(), "{}", reply.text);
-    app.permit(&admin, "02", CHIYODA).await;
-    app.permit(&admin, "05", CHIYODA).await;
+    offering(&app, &admin, CHIYODA, &[("05", "子育て支援")]).await;
     app.clerk_token(&admin, CHIYODA, "clerk01", &["02"]).await;
     for (code, kanji) in [(CHIYODA, "千代田"), (SAPPORO, "札幌")] {
         let mut body = resident_body("ヤマダ", "タロウ", "3450101");
@@ -54,10 +52,7 @@ async fn a_clerk_logs_in_sees_his_systems_and_finds_a_resident() {
     browser.screenshot("login").await;
     browser.assert_accessible("the login form").await;
 
-    browser.select("municipality", CHIYODA).await;
-    browser.fill("operator_id", "clerk01").await;
-    browser.fill("password", "ClerkPassw0rd").await;
-    browser.click_button("ログイン").await;
+    browser.log_in(CHIYODA, "clerk01", "ClerkPassw0rd").await;
 
     // The top page: him, his municipality, and only the systems he may use now.
     browser.wait_for("ul.systems").await;
@@ -100,10 +95,7 @@ async fn a_wrong_password_shows_why_and_keeps_what_he_typed() {
     let browser = Browser::start().await;
     browser.goto(&app.url("/ui/login")).await;
 
-    browser.select("municipality", CHIYODA).await;
-    browser.fill("operator_id", "clerk01").await;
-    browser.fill("password", "nope").await;
-    browser.click_button("ログイン").await;
+    browser.log_in(CHIYODA, "clerk01", "nope").await;
 
     let error = browser.text("#login-error").await;
     assert!(error.contains("パスワードが正しくありません"), "{error}");

@@ -12,9 +12,9 @@
 use cardap_tests::browser::{Browser, browser_available};
 use cardap_tests::reqwest::StatusCode;
 use cardap_tests::serde_json::json;
+use cardap_tests::ui::{offering, school_district_settings};
 use cardap_tests::{
-    Backend, TestApp, business_system, operator_with_password, resident_body, resident_settings_path, residents_path,
-    spawn_app,
+    Backend, TestApp, operator_with_password, resident_body, resident_settings_path, residents_path, spawn_app,
 };
 
 const CHIYODA: &str = "131016";
@@ -28,21 +28,9 @@ async fn two_municipalities() -> TestApp {
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
     app.register_municipality(&admin, SAPPORO, "札幌市", 2).await;
-    for (id, name) in [("05", "子育て支援"), ("06", "健康ポイント")] {
-        let reply = app.post("/api/v1/business-systems", Some(&admin), &business_system(id, name)).await;
-        assert!(reply.status.is_success(), "{}", reply.text);
-    }
-    for id in ["02", "05", "06"] {
-        app.permit(&admin, id, CHIYODA).await;
-    }
+    offering(&app, &admin, CHIYODA, &[("05", "子育て支援"), ("06", "健康ポイント")]).await;
     app.permit(&admin, "02", SAPPORO).await;
-    let settings = json!({
-        "custom_fields": [{"key": "school_district", "label": "学区", "type": "choice",
-                           "options": ["第一", "第二"], "required": true}],
-        "catalog": ["02", "05", "06"],
-        "presets": ["02"],
-    });
-    let reply = app.put(&resident_settings_path(CHIYODA), Some(&admin), &settings).await;
+    let reply = app.put(&resident_settings_path(CHIYODA), Some(&admin), &school_district_settings()).await;
     assert!(reply.status.is_success(), "{}", reply.text);
     app.clerk_token(&admin, CHIYODA, "clerk01", &["02", "05", "06"]).await;
     app.clerk_token(&admin, SAPPORO, "clerk01", &["02"]).await;
@@ -57,10 +45,7 @@ async fn two_municipalities() -> TestApp {
 
 async fn log_in(browser: &Browser, app: &TestApp, municipality: &str, operator_id: &str) {
     browser.goto(&app.url("/ui/login")).await;
-    browser.select("municipality", municipality).await;
-    browser.fill("operator_id", operator_id).await;
-    browser.fill("password", "ClerkPassw0rd").await;
-    browser.click_button("ログイン").await;
+    browser.log_in(municipality, operator_id, "ClerkPassw0rd").await;
     browser.wait_for("ul.systems, main p.muted").await;
 }
 

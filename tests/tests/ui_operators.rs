@@ -9,8 +9,12 @@
 
 use std::time::Duration;
 
-use cardap_tests::reqwest::{self, StatusCode, header};
+use cardap_tests::reqwest::{StatusCode, header};
 use cardap_tests::serde_json::{Value, json};
+use cardap_tests::ui::{
+    Page, assert_problem_at, assert_strict, browser, get, hidden, link, location, logged_in, passwords, post,
+    post_multipart, urlencode,
+};
 use cardap_tests::{Backend, TestApp, on_both_backends, operator_path, operator_with_password, spawn_app};
 
 /// 千代田区 (may use 01 and 02) and 札幌市 (01).
@@ -18,121 +22,9 @@ const A: &str = "131016";
 const B: &str = "011002";
 const MANAGER_PASSWORD: &str = "ManagerPassw0rd";
 
-/// A browser-like client that does not follow redirects (the tests look at each one) and keeps no cookies.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-struct Page {
-    status: StatusCode,
-    headers: header::HeaderMap,
-    text: String,
-}
-
-async fn get(app: &TestApp, path: &str, cookie: &str) -> Page {
-    let response = browser().get(app.url(path)).header(header::COOKIE, cookie).send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-async fn post(app: &TestApp, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
-    let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-    let mut request =
-        browser().post(app.url(path)).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = request.send().await.unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-/// [`post`] of owned fields, with the session's cookie.
-async fn post_owned(app: &TestApp, path: &str, cookie: &str, form: Vec<(&str, String)>) -> Page {
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    post(app, path, Some(cookie), &form).await
-}
-
-/// A `multipart/form-data` POST, as a browser sends the upload form: the text fields in order, then the file.
+/// The CSV import's upload form, as a browser sends it: the text `fields` in order, then the file.
 async fn upload(app: &TestApp, cookie: &str, fields: &[(&str, &str)], file: Option<&[u8]>) -> Page {
-    let boundary = "----cardapUiOperatorsBoundary7MA4YWxk";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
-        );
-    }
-    if let Some(file) = file {
-        body.extend(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"operators.csv\"\r\n\
-                 Content-Type: text/csv\r\n\r\n"
-            )
-            .bytes(),
-        );
-        body.extend(file);
-        body.extend(b"\r\n");
-    }
-    body.extend(format!("--{boundary}--\r\n").bytes());
-    let response = browser()
-        .post(app.url("/ui/operators/import"))
-        .header(header::COOKIE, cookie)
-        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    Page { status: response.status(), headers: response.headers().clone(), text: response.text().await.unwrap() }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn location(page: &Page) -> &str {
-    page.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-/// The value of the hidden `name` field of a page's first form that has one.
-fn hidden(page: &Page, name: &str) -> String {
-    let needle = format!(r#"name="{name}" value=""#);
-    let at = page.text.find(&needle).unwrap_or_else(|| panic!("no {name} field: {}", page.text)) + needle.len();
-    page.text[at..].split('"').next().unwrap().to_owned()
-}
-
-/// The `href` of the link with this text.
-fn link(page: &Page, text: &str) -> String {
-    let end = page.text.find(&format!("\">{text}</a>")).unwrap_or_else(|| panic!("no link {text}: {}", page.text));
-    let start = page.text[..end].rfind("href=\"").unwrap() + "href=\"".len();
-    page.text[start..end].replace("&amp;", "&")
-}
-
-/// The passwords a page shows (`<code class="password">`).
-fn passwords(page: &Page) -> Vec<String> {
-    page.text
-        .split(r#"<code class="password">"#)
-        .skip(1)
-        .map(|rest| rest.split("</code>").next().unwrap().to_owned())
-        .collect()
-}
-
-/// Every page: the strict policy, and nothing it would have to allow.
-fn assert_strict(page: &Page) {
-    let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).expect("a Content-Security-Policy").to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
-    // The one script is the binary's own file (the login form's biometric button); never one inline.
-    let scripts = page.text.matches("<script").count();
-    let own = page.text.matches(r#"<script src="/ui/assets/webauthn.js" defer></script>"#).count();
-    assert!(scripts == own && !page.text.contains("style="), "inline script or style");
-}
-
-/// Asserts that the field `id` (`f-phone`) shows a problem right under it.
-#[track_caller]
-fn assert_problem_at(page: &Page, id: &str) {
-    assert!(page.text.contains(&format!(r#"class="field-error" id="{id}-note""#)), "no problem at {id}: {}", page.text);
+    post_multipart(app, "/ui/operators/import", cookie, fields, file.map(|f| ("operators.csv", f))).await
 }
 
 /// 千代田区 (01, 02) and 札幌市 (01); an operations manager of each (千代田区's holds the roles and systems he
@@ -150,15 +42,6 @@ async fn setup(app: &TestApp) -> String {
     admin
 }
 
-/// Logs an operator in through the form; returns the cookie pair.
-async fn logged_in(app: &TestApp, municipality: &str, operator_id: &str, password: &str) -> String {
-    let form = [("municipality", municipality), ("operator_id", operator_id), ("password", password)];
-    let login = post(app, "/ui/login", None, &form).await;
-    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text);
-    let cookie = login.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
-    cookie.split(';').next().unwrap().to_owned()
-}
-
 async fn manager(app: &TestApp) -> String {
     logged_in(app, A, "MGR01", MANAGER_PASSWORD).await
 }
@@ -168,6 +51,16 @@ async fn registered(app: &TestApp, admin: &str, code: &str, id: &str, department
     let mut body = operator_with_password(id, "ClerkPassw0rd", &["clerk"], &["01"]);
     body["department"] = json!(department);
     app.add_operators(admin, code, &body).await;
+}
+
+/// [`setup`] with 千代田区's operator CIV01 (市民課), and its manager logged in: the app, the system administrator's
+/// token and the manager's cookie.
+async fn with_civ01(backend: Backend) -> (TestApp, String, String) {
+    let app = spawn_app(backend).await;
+    let admin = setup(&app).await;
+    registered(&app, &admin, A, "CIV01", "市民課").await;
+    let cookie = manager(&app).await;
+    (app, admin, cookie)
 }
 
 async fn operator(app: &TestApp, admin: &str, code: &str, id: &str) -> Value {
@@ -204,7 +97,7 @@ async fn a_manager_registers_an_operator_after_a_validation_error(backend: Backe
         ("roles", "clerk"),
         ("business_systems", "01"),
     ];
-    let refused = post(&app, "/ui/operators/new", Some(&cookie), &fields).await;
+    let refused = post(&app, "/ui/operators/new", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert_problem_at(&refused, "f-name");
     assert_problem_at(&refused, "f-phone");
@@ -216,7 +109,7 @@ async fn a_manager_registers_an_operator_after_a_validation_error(backend: Backe
     // Fixed: registered, and his generated password shown on a printable page, this once.
     fields[4] = ("name", "窓口 太郎");
     fields[6] = ("phone", "03-1234-5678");
-    let done = post(&app, "/ui/operators/new", Some(&cookie), &fields).await;
+    let done = post(&app, "/ui/operators/new", &cookie, &fields).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     assert_strict(&done);
     assert!(done.text.contains("一度だけ表示されます") && done.text.contains("窓口 太郎"), "{}", done.text);
@@ -229,7 +122,7 @@ async fn a_manager_registers_an_operator_after_a_validation_error(backend: Backe
     );
 
     // Sent again (a double click, a reload): the same operator, and no password any more.
-    let again = post(&app, "/ui/operators/new", Some(&cookie), &fields).await;
+    let again = post(&app, "/ui/operators/new", &cookie, &fields).await;
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.text);
     let page = get(&app, location(&again), &cookie).await;
     assert!(page.text.contains("オペレータを登録しました") && page.text.contains("窓口 太郎"), "{}", page.text);
@@ -259,7 +152,7 @@ async fn a_batch_is_registered_all_at_once_or_its_bad_row_named(backend: Backend
         ("2.email", "not-an-email"),
         ("2.roles", "clerk"),
     ];
-    let refused = post(&app, "/ui/operators/batch", Some(&cookie), &fields).await;
+    let refused = post(&app, "/ui/operators/batch", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert_problem_at(&refused, "f-2-email");
     assert!(!refused.text.contains(r#"class="field-error" id="f-0-email-note""#), "the first row is right");
@@ -267,7 +160,7 @@ async fn a_batch_is_registered_all_at_once_or_its_bad_row_named(backend: Backend
     assert_eq!(app.get(&operator_path(A, "BAT01"), Some(&admin)).await.status, StatusCode::NOT_FOUND);
 
     fields[9] = ("2.email", "saburo@example.jp");
-    let done = post(&app, "/ui/operators/batch", Some(&cookie), &fields).await;
+    let done = post(&app, "/ui/operators/batch", &cookie, &fields).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     assert!(done.text.contains("2人のオペレータを登録しました"), "{}", done.text);
     let shown = passwords(&done);
@@ -314,10 +207,7 @@ async fn the_list_is_filtered_and_paged(backend: Backend) {
 }
 
 async fn a_change_applies_under_if_match_and_a_stale_page_is_told(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let admin = setup(&app).await;
-    registered(&app, &admin, A, "CIV01", "市民課").await;
-    let cookie = manager(&app).await;
+    let (app, admin, cookie) = with_civ01(backend).await;
 
     let shown = get(&app, "/ui/operators/CIV01", &cookie).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
@@ -337,7 +227,8 @@ async fn a_change_applies_under_if_match_and_a_stale_page_is_told(backend: Backe
             ("roles", "clerk".to_owned()),
             ("business_systems", "01".to_owned()),
         ];
-        post_owned(&app, "/ui/operators/CIV01", &cookie, fields.to_vec())
+        let (app, cookie) = (&app, &cookie);
+        async move { post(app, "/ui/operators/CIV01", cookie, &fields).await }
     };
 
     let changed = change("税務課", "k-change-1").await;
@@ -359,10 +250,7 @@ async fn a_change_applies_under_if_match_and_a_stale_page_is_told(backend: Backe
 }
 
 async fn revoking_is_confirmed_first(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let admin = setup(&app).await;
-    registered(&app, &admin, A, "CIV01", "市民課").await;
-    let cookie = manager(&app).await;
+    let (app, admin, cookie) = with_civ01(backend).await;
 
     let shown = get(&app, "/ui/operators/CIV01", &cookie).await;
     let confirm = get(&app, &link(&shown, "このオペレータを失効させる…"), &cookie).await;
@@ -380,7 +268,7 @@ async fn revoking_is_confirmed_first(backend: Backend) {
         ("municipality", A.to_owned()),
         ("version", hidden(&confirm, "version")),
     ];
-    let revoked = post_owned(&app, "/ui/operators/CIV01/revoke", &cookie, fields.to_vec()).await;
+    let revoked = post(&app, "/ui/operators/CIV01/revoke", &cookie, &fields).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.text);
     let page = get(&app, location(&revoked), &cookie).await;
     assert!(page.text.contains("オペレータを失効させました") && page.text.contains("失効しています"), "{}", page.text);
@@ -388,16 +276,13 @@ async fn revoking_is_confirmed_first(backend: Backend) {
 }
 
 async fn a_password_reset_shows_the_new_password_once(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let admin = setup(&app).await;
-    registered(&app, &admin, A, "CIV01", "市民課").await;
-    let cookie = manager(&app).await;
+    let (app, _, cookie) = with_civ01(backend).await;
     let shown = get(&app, "/ui/operators/CIV01", &cookie).await;
     let csrf = hidden(&shown, "csrf");
 
     // One that breaks the rules: next to the field, never echoed.
     let short = [("csrf", csrf.as_str()), ("idempotency_key", "k-pw-1"), ("municipality", A), ("password", "Sh0rt")];
-    let refused = post(&app, "/ui/operators/CIV01/password", Some(&cookie), &short).await;
+    let refused = post(&app, "/ui/operators/CIV01/password", &cookie, &short).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert_problem_at(&refused, "f-password");
     assert!(!refused.text.contains("Sh0rt"), "{}", refused.text);
@@ -405,14 +290,14 @@ async fn a_password_reset_shows_the_new_password_once(backend: Backend) {
 
     // Blank: generated, shown this once.
     let generate = [("csrf", csrf.as_str()), ("idempotency_key", "k-pw-2"), ("municipality", A), ("password", "")];
-    let reset = post(&app, "/ui/operators/CIV01/password", Some(&cookie), &generate).await;
+    let reset = post(&app, "/ui/operators/CIV01/password", &cookie, &generate).await;
     assert_eq!(reset.status, StatusCode::OK, "{}", reset.text);
     assert!(reset.text.contains("一度だけ表示されます"), "{}", reset.text);
     let [password] = passwords(&reset).try_into().expect("one password");
     app.login(Some(A), "CIV01", &password).await;
     let again = get(&app, "/ui/operators/CIV01", &cookie).await;
     assert!(!again.text.contains(&password), "never shown again");
-    let retried = post(&app, "/ui/operators/CIV01/password", Some(&cookie), &generate).await;
+    let retried = post(&app, "/ui/operators/CIV01/password", &cookie, &generate).await;
     assert!(!retried.text.contains(&password), "not by a retry either: {}", retried.text);
     app.login(Some(A), "CIV01", &password).await;
 }
@@ -435,7 +320,7 @@ async fn a_bulk_password_change_shows_each_new_password_once(backend: Backend) {
         ("operator_ids", "CIV01".to_owned()),
         ("operator_ids", "CIV02".to_owned()),
     ];
-    let done = post_owned(&app, "/ui/operators/passwords", &cookie, fields.to_vec()).await;
+    let done = post(&app, "/ui/operators/passwords", &cookie, &fields).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     let shown = passwords(&done);
     assert_eq!(shown.len(), 2, "{}", done.text);
@@ -500,13 +385,13 @@ async fn a_csv_import_names_the_bad_row_then_imports_a_good_file(backend: Backen
     assert!(passwords(&succeeded).is_empty(), "not before he asks");
     assert_eq!(operator(&app, &admin, A, "CSV02").await["name"], "髙橋 花子");
     let take = [("csrf", csrf.as_str()), ("idempotency_key", "k-take")];
-    let shown = post(&app, &format!("{job}/passwords"), Some(&cookie), &take).await;
+    let shown = post(&app, &format!("{job}/passwords"), &cookie, &take).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
     assert!(shown.text.contains("一度だけ表示されます"), "{}", shown.text);
     let generated = passwords(&shown);
     assert_eq!(generated.len(), 2, "rows 2 and 4 had none: {}", shown.text);
     app.login(Some(A), "CSV03", &generated[1]).await;
-    let again = post(&app, &format!("{job}/passwords"), Some(&cookie), &take).await;
+    let again = post(&app, &format!("{job}/passwords"), &cookie, &take).await;
     assert_eq!(again.status, StatusCode::GONE, "{}", again.text);
     assert!(passwords(&again).is_empty());
     let after = get(&app, &job, &cookie).await;
@@ -556,19 +441,16 @@ async fn another_municipalitys_operators_are_not_found(backend: Backend) {
         assert!(!page.text.contains("BOP01") && !page.text.contains("市民課"), "{path}: {}", page.text);
     }
     let revoke = [("csrf", csrf.as_str()), ("idempotency_key", "k-r"), ("municipality", B), ("version", "1")];
-    let refused = post(&app, "/ui/operators/BOP01/revoke", Some(&cookie), &revoke).await;
+    let refused = post(&app, "/ui/operators/BOP01/revoke", &cookie, &revoke).await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.text);
     let reset = [("csrf", csrf.as_str()), ("idempotency_key", "k-p"), ("municipality", B), ("password", "")];
-    let refused = post(&app, "/ui/operators/BOP01/password", Some(&cookie), &reset).await;
+    let refused = post(&app, "/ui/operators/BOP01/password", &cookie, &reset).await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.text);
     assert_eq!(operator(&app, &admin, B, "BOP01").await["revoked"], false);
 }
 
 async fn an_internal_id_is_set_and_removed(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let admin = setup(&app).await;
-    registered(&app, &admin, A, "CIV01", "市民課").await;
-    let cookie = manager(&app).await;
+    let (app, admin, cookie) = with_civ01(backend).await;
     let shown = get(&app, "/ui/operators/CIV01", &cookie).await;
     let (csrf, version) = (hidden(&shown, "csrf"), hidden(&shown, "version"));
     assert!(shown.text.contains(r#"<label for="f-internal_id">業務内ID"#), "{}", shown.text);
@@ -583,13 +465,13 @@ async fn an_internal_id_is_set_and_removed(backend: Backend) {
         ("internal_id", "１０００".to_owned()),
         ("role", "窓口担当".to_owned()),
     ];
-    let refused = post_owned(&app, "/ui/operators/CIV01/internal-ids", &cookie, fields.clone()).await;
+    let refused = post(&app, "/ui/operators/CIV01/internal-ids", &cookie, &fields).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
     assert_problem_at(&refused, "f-internal_id");
     assert!(refused.text.contains(r#"value="１０００""#) && refused.text.contains(r#"value="窓口担当""#));
 
     fields[5].1 = "1000000010".to_owned();
-    let set = post_owned(&app, "/ui/operators/CIV01/internal-ids", &cookie, fields).await;
+    let set = post(&app, "/ui/operators/CIV01/internal-ids", &cookie, &fields).await;
     assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.text);
     let page = get(&app, location(&set), &cookie).await;
     assert!(
@@ -605,7 +487,7 @@ async fn an_internal_id_is_set_and_removed(backend: Backend) {
         ("municipality", A.to_owned()),
         ("version", hidden(&page, "version")),
     ];
-    let removed = post_owned(&app, "/ui/operators/CIV01/internal-ids/01/remove", &cookie, remove.to_vec()).await;
+    let removed = post(&app, "/ui/operators/CIV01/internal-ids/01/remove", &cookie, &remove).await;
     assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.text);
     let page = get(&app, location(&removed), &cookie).await;
     assert!(page.text.contains("業務内IDを削除しました") && !page.text.contains("1000000010"), "{}", page.text);
@@ -634,7 +516,7 @@ async fn the_system_administrator_migrates_operators(backend: Backend) {
         ("to", B.to_owned()),
         ("operator_ids", "CIV01".to_owned()),
     ];
-    let done = post_owned(&app, "/ui/operator-migrations", &cookie, fields.to_vec()).await;
+    let done = post(&app, "/ui/operator-migrations", &cookie, &fields).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     assert!(done.text.contains("1人のオペレータを 011002 に移行しました"), "{}", done.text);
     assert!(done.text.contains("<td>CIV01</td><td>01</td><td>02</td>"), "02 is not used in 札幌市: {}", done.text);
@@ -643,7 +525,7 @@ async fn the_system_administrator_migrates_operators(backend: Backend) {
     // Again (a new form): he is in the target already, said above the form, and nothing migrated.
     let mut again = fields.to_vec();
     again[1].1 = "k-migrate-again".to_owned();
-    let refused = post_owned(&app, "/ui/operator-migrations", &cookie, again).await;
+    let refused = post(&app, "/ui/operator-migrations", &cookie, &again).await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
     assert!(refused.text.contains("移行先に既に登録されているオペレータID") && refused.text.contains("CIV01"));
 }

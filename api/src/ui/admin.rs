@@ -13,102 +13,54 @@ use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, RawQuery};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cardap_commands::{Permission, authorize};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::api::{Answer, Call, InProcessApi, Problem, segment};
+use super::api::{Answer, Call, InProcessApi, Problem, flag, segment, text};
+use super::flow::{Done, ON_THE_FORM, after_change, all_items, municipalities, one, problems};
 use super::form::{FieldErrors, Form, new_key};
-use super::pages::{self, Input, error_summary, form_keys, input_field, layout, notice};
-use super::{CHANGED_MEANWHILE, UiSession, csrf_ok, forbidden, page, refused};
+use super::pages::{self, Confirmation, Input, confirmation, error_summary, form_keys, input_field, notice, options};
+use super::{Posted, Reply, UiSession, page};
 use crate::state::AppState;
 
 /// The system administration screens' routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui/admin", get(index))
-        .route("/ui/admin/municipalities", get(municipalities))
+        .route("/ui/admin/municipalities", get(municipality_list))
         .route("/ui/admin/municipalities/new", get(municipality_form).post(register_municipality))
         .route("/ui/admin/municipalities/{code}", get(municipality_edit).post(change_municipality))
-        .route("/ui/admin/municipalities/{code}/abolish", get(confirm_abolish).post(abolish))
+        .route("/ui/admin/municipalities/{code}/abolish", get(confirm_ending::<Abolish>).post(end::<Abolish>))
         .route("/ui/admin/business-systems", get(business_systems))
         .route("/ui/admin/business-systems/new", get(system_form).post(register_system))
         .route("/ui/admin/business-systems/{id}", get(system_edit).post(change_system))
-        .route("/ui/admin/business-systems/{id}/retire", get(confirm_retire).post(retire))
+        .route("/ui/admin/business-systems/{id}/retire", get(confirm_ending::<Retire>).post(end::<Retire>))
         .route("/ui/admin/business-systems/{id}/municipalities", get(shared_use).post(permit))
         .route("/ui/admin/business-systems/{id}/municipalities/{code}/withdraw", get(confirm_withdraw).post(withdraw))
 }
 
 /// These screens are the system administrator's: anyone else gets a page saying so (403), before any call.
-fn refusal(ui: &UiSession, permission: &Permission) -> Option<Response> {
-    authorize(&ui.session.actor, permission).err().map(|_| {
+fn allowed(ui: &UiSession, permission: &Permission) -> Result<(), Response> {
+    authorize(&ui.session.actor, permission).map_err(|_| {
         let text = "この画面はシステム管理者が使います。";
         (StatusCode::FORBIDDEN, page(pages::message("システム管理", text))).into_response()
     })
 }
 
-/// What a change left to say on the list it returns to (`?done=`), from a fixed list: nothing typed is echoed.
-fn done_text(done: &str) -> Option<&'static str> {
-    Some(match done {
-        "registered" => "市町村・任意団体を登録しました。",
-        "changed" => "市町村・任意団体を変更しました。",
-        "abolished" => "市町村・任意団体を廃止しました。",
-        "system-registered" => "業務システムを登録しました。",
-        "system-changed" => "業務システムを変更しました。",
-        "retired" => "業務システムを廃止しました。",
-        "permitted" => "共同利用を許可しました。",
-        "withdrawn" => "共同利用の許可を取り消しました。",
-        _ => return None,
-    })
-}
-
-fn done_of(query: &RawQuery) -> Option<&'static str> {
-    done_text(Form::parse(query.0.as_deref().unwrap_or("").as_bytes()).get("done"))
-}
-
-/// Every item of a paged API list (following `next_cursor`), with the first page's version (`ETag`).
-async fn all_items(api: &InProcessApi, ui: &UiSession, path: &str) -> Result<(Vec<Value>, Option<u64>), Response> {
-    let mut items = Vec::new();
-    let mut version = None;
-    let mut cursor: Option<String> = None;
-    // A bound on the pages read, against an API that would never say it is done.
-    for _ in 0..100 {
-        let at = match &cursor {
-            None => path.to_owned(),
-            Some(c) => format!("{path}{}cursor={}", if path.contains('?') { '&' } else { '?' }, segment(c)),
-        };
-        let answer = api.call(&ui.token, Call::get(&at)).await;
-        if let Some(problem) = answer.problem() {
-            return Err(refused(&problem));
-        }
-        version = version.or(answer.version);
-        items.extend(answer.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default());
-        match answer.body.get("next_cursor").and_then(Value::as_str) {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    Ok((items, version))
-}
-
-/// One resource of the API (with its version), or the page for its refusal.
-async fn one(api: &InProcessApi, ui: &UiSession, path: &str) -> Result<Answer, Response> {
-    let answer = api.call(&ui.token, Call::get(path)).await;
-    match answer.problem() {
-        None => Ok(answer),
-        Some(problem) => Err(refused(&problem)),
-    }
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn flag(value: &Value, key: &str) -> bool {
-    value.get(key).and_then(Value::as_bool) == Some(true)
-}
+/// What a change left to say on the list it returns to (`?done=`).
+const DONE: Done = Done(&[
+    ("registered", "市町村・任意団体を登録しました。"),
+    ("changed", "市町村・任意団体を変更しました。"),
+    ("abolished", "市町村・任意団体を廃止しました。"),
+    ("system-registered", "業務システムを登録しました。"),
+    ("system-changed", "業務システムを変更しました。"),
+    ("retired", "業務システムを廃止しました。"),
+    ("permitted", "共同利用を許可しました。"),
+    ("withdrawn", "共同利用の許可を取り消しました。"),
+]);
 
 /// A form's number as the API's JSON: a number when it is one, else the text as typed (the API then names the
 /// field), or nothing when blank.
@@ -117,28 +69,16 @@ fn number(form: &Form, name: &str) -> Option<Value> {
     Some(typed.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(typed.to_owned())))
 }
 
-/// The problems of a refused change, placed at `fields`; under `If-Match` a 412 says the data changed meanwhile.
-fn problems(problem: &Problem, fields: &[&str]) -> FieldErrors {
-    let mut errors = FieldErrors::of(problem, fields);
-    if problem.status == StatusCode::PRECONDITION_FAILED {
-        errors.general = vec![CHANGED_MEANWHILE.to_owned()];
-    }
-    errors
-}
-
-/// Whether a refusal belongs on the form (fields, a conflict, a change meanwhile) rather than on a page of its own.
-fn shown_on_form(problem: &Problem) -> bool {
-    matches!(problem.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED)
+/// The version a page showed, for its hidden field.
+fn version_field(version: Option<u64>) -> String {
+    version.map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// システム管理: what the system administrator manages here.
-async fn index(ui: UiSession) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
-    page(layout(
+async fn index(ui: UiSession) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
+    Ok(page(ui.layout(
         "システム管理",
-        Some((&ui.session, &ui.csrf())),
         html! {
             ul {
                 li { a href="/ui/admin/municipalities" { "市町村設定" } " — 市町村・任意団体の登録、名称・表示順の変更、廃止" }
@@ -146,14 +86,10 @@ async fn index(ui: UiSession) -> Response {
                 li { a href="/ui/admin/business-systems" { "共同利用業務設定" } " — 業務システムごとに利用を許可する市町村" }
             }
         },
-    ))
+    )))
 }
 
 // ---- 市町村設定 -------------------------------------------------------------------------------------------------
-
-fn kinds() -> Vec<(String, String)> {
-    vec![("municipality".to_owned(), "市町村".to_owned()), ("association".to_owned(), "任意団体".to_owned())]
-}
 
 fn kind_label(kind: &str) -> &'static str {
     match kind {
@@ -163,20 +99,19 @@ fn kind_label(kind: &str) -> &'static str {
     }
 }
 
+/// A municipality of the API.
+fn municipality_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{}", segment(code))
+}
+
 /// 市町村設定: every municipality and association in display order (the abolished ones marked), with their actions.
-async fn municipalities(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
-    let (rows, _) = match all_items(&api, &ui, "/api/v1/municipalities?limit=500&include_abolished=true").await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    page(layout(
+async fn municipality_list(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
+    let (rows, _) = all_items(&api, &ui, "/api/v1/municipalities?limit=500&include_abolished=true").await?;
+    Ok(page(ui.layout(
         "市町村設定",
-        Some((&ui.session, &ui.csrf())),
         html! {
-            (notice(done_of(&query)))
+            (notice(DONE.of(&Form::of_query(&query))))
             p { a href="/ui/admin/municipalities/new" { "市町村・任意団体を登録" } }
             @if rows.is_empty() { p.muted { "登録されている市町村はありません。" } } @else {
                 table {
@@ -205,16 +140,15 @@ async fn municipalities(Extension(api): Extension<InProcessApi>, ui: UiSession, 
                 }
             }
         },
-    ))
+    )))
 }
 
 const MUNICIPALITY_FIELDS: [&str; 4] = ["code", "name", "kind", "display_order"];
 
 fn municipality_register_page(ui: &UiSession, form: &Form, errors: &FieldErrors) -> Markup {
-    let kinds = kinds();
-    layout(
+    let kinds = options(&[("municipality", "市町村"), ("association", "任意団体")]);
+    ui.layout(
         "市町村・任意団体の登録",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (error_summary(errors))
             form method="post" action="/ui/admin/municipalities/new" novalidate {
@@ -232,28 +166,16 @@ fn municipality_register_page(ui: &UiSession, form: &Form, errors: &FieldErrors)
     )
 }
 
-async fn municipality_form(ui: UiSession) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
+async fn municipality_form(ui: UiSession) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
     let mut form = Form::default();
     form.set("kind", "municipality");
-    page(municipality_register_page(&ui, &form, &FieldErrors::default()))
+    Ok(page(municipality_register_page(&ui, &form, &FieldErrors::default())))
 }
 
 /// Registers a municipality or association (`POST /api/v1/municipalities` with the form's `Idempotency-Key`).
-async fn register_municipality(
-    Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
+async fn register_municipality(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
     let mut body = Map::new();
     for name in ["code", "name", "kind"] {
         body.insert(name.to_owned(), Value::String(form.get(name).trim().to_owned()));
@@ -261,16 +183,11 @@ async fn register_municipality(
     if let Some(order) = number(&form, "display_order") {
         body.insert("display_order".to_owned(), order);
     }
-    let call = Call::post("/api/v1/municipalities", Value::Object(body)).idempotent(form.idempotency_key());
+    let call = Call::post("/api/v1/municipalities", Value::Object(body)).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    match answer.problem() {
-        None => Redirect::to("/ui/admin/municipalities?done=registered").into_response(),
-        Some(p) if shown_on_form(&p) => {
-            let errors = problems(&p, &MUNICIPALITY_FIELDS);
-            (p.status, page(municipality_register_page(&ui, &form, &errors))).into_response()
-        }
-        Some(p) => refused(&p),
-    }
+    let problem = after_change(&answer, "/ui/admin/municipalities?done=registered", ON_THE_FORM)?;
+    let errors = problems(&problem, &MUNICIPALITY_FIELDS);
+    Ok((problem.status, page(municipality_register_page(&ui, &form, &errors))).into_response())
 }
 
 /// The change form of a municipality: its name and display order as `values` holds them, at `version`.
@@ -282,9 +199,8 @@ fn municipality_edit_page(
     errors: &FieldErrors,
 ) -> Markup {
     let code = text(current, "code");
-    layout(
+    ui.layout(
         "市町村・任意団体の変更",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (error_summary(errors))
             table.facts { tbody {
@@ -295,7 +211,7 @@ fn municipality_edit_page(
             } }
             form method="post" action={ "/ui/admin/municipalities/" (segment(code)) } novalidate {
                 (form_keys(&ui.csrf(), &new_key()))
-                input type="hidden" name="version" value=(version.map(|v| v.to_string()).unwrap_or_default());
+                input type="hidden" name="version" value=(version_field(version));
                 (input_field("name", "名称", values.get("name"), "50文字まで", errors, Input::Text { required: true }))
                 (input_field("display_order", "表示順", values.get("display_order"),
                     "1〜999999。小さいほど一覧の上に表示します", errors, Input::Text { required: true }))
@@ -314,125 +230,71 @@ fn municipality_values(current: &Value) -> Form {
     values
 }
 
-async fn municipality_edit(
-    Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
-    Path(code): Path<String>,
-) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
-    let current = match one(&api, &ui, &format!("/api/v1/municipalities/{}", segment(&code))).await {
-        Ok(answer) => answer,
-        Err(page) => return page,
-    };
+async fn municipality_edit(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(code): Path<String>) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
+    let current = one(&api, &ui, &municipality_path(&code)).await?;
     let values = municipality_values(&current.body);
-    page(municipality_edit_page(&ui, &current.body, &values, current.version, &FieldErrors::default()))
+    Ok(page(municipality_edit_page(&ui, &current.body, &values, current.version, &FieldErrors::default())))
 }
 
 /// Renames and reorders (`PATCH` under `If-Match` at the version the form showed): a change by someone else
 /// meanwhile is shown with the municipality as it is now, never overwritten.
 async fn change_municipality(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
-    let path = format!("/api/v1/municipalities/{}", segment(&code));
+    Posted { ui, form }: Posted,
+) -> Reply {
+    allowed(&ui, &Permission::ManageMunicipalities)?;
+    let path = municipality_path(&code);
     let order = number(&form, "display_order").unwrap_or_else(|| Value::String(String::new()));
     let body = json!({"name": form.get("name").trim(), "display_order": order});
-    let call =
-        Call::post(&path, body).method(Method::PATCH).idempotent(form.idempotency_key()).if_match(form.version());
+    let call = Call::post(&path, body).method(Method::PATCH).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    let Some(problem) = answer.problem() else {
-        return Redirect::to("/ui/admin/municipalities?done=changed").into_response();
-    };
-    if !shown_on_form(&problem) {
-        return refused(&problem);
-    }
+    let problem = after_change(&answer, "/ui/admin/municipalities?done=changed", ON_THE_FORM)?;
     let errors = problems(&problem, &["name", "display_order"]);
-    let current = match one(&api, &ui, &path).await {
-        Ok(answer) => answer,
-        Err(page) => return page,
-    };
-    let markup = if problem.status == StatusCode::PRECONDITION_FAILED {
-        municipality_edit_page(&ui, &current.body, &municipality_values(&current.body), current.version, &errors)
-    } else {
-        municipality_edit_page(&ui, &current.body, &form, form.version(), &errors)
-    };
-    (problem.status, page(markup)).into_response()
+    let (current, values, version) = shown_again(&api, &ui, &path, &problem, None, &form, municipality_values).await?;
+    Ok((problem.status, page(municipality_edit_page(&ui, &current, &values, version, &errors))).into_response())
 }
 
-/// 廃止: what is about to happen, and the button that does it (at the version shown).
-async fn confirm_abolish(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(code): Path<String>) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
+/// What an edit form shows again after a refused change: under 412 the resource as it is now (`path` read again)
+/// with its values and version, for what was typed is stale; else the resource as the change found it (`before`,
+/// or read again) with what was typed, at the version the form carried.
+async fn shown_again(
+    api: &InProcessApi,
+    ui: &UiSession,
+    path: &str,
+    problem: &Problem,
+    before: Option<Answer>,
+    typed: &Form,
+    values: fn(&Value) -> Form,
+) -> Result<(Value, Form, Option<u64>), Response> {
+    if problem.status == StatusCode::PRECONDITION_FAILED {
+        let now = one(api, ui, path).await?;
+        let values = values(&now.body);
+        return Ok((now.body, values, now.version));
     }
-    let current = match one(&api, &ui, &format!("/api/v1/municipalities/{}", segment(&code))).await {
-        Ok(answer) => answer,
-        Err(page) => return page,
+    let shown = match before {
+        Some(before) => before,
+        None => one(api, ui, path).await?,
     };
-    page(abolish_page(&ui, &current.body, current.version, &FieldErrors::default()))
+    Ok((shown.body, typed.clone(), typed.version()))
 }
 
-fn abolish_page(ui: &UiSession, current: &Value, version: Option<u64>, errors: &FieldErrors) -> Markup {
-    let code = text(current, "code");
-    layout(
-        "市町村・任意団体の廃止",
-        Some((&ui.session, &ui.csrf())),
-        html! {
-            (error_summary(errors))
-            p { strong { (text(current, "name")) } "（" (code) "）を廃止します。" }
-            p.error { "廃止した市町村・任意団体は元に戻せません。そのオペレータはログインできなくなります。" }
-            @if !flag(current, "abolished") {
-                form method="post" action={ "/ui/admin/municipalities/" (segment(code)) "/abolish" } {
-                    (form_keys(&ui.csrf(), &new_key()))
-                    input type="hidden" name="version" value=(version.map(|v| v.to_string()).unwrap_or_default());
-                    button type="submit" { "廃止を実行" }
-                }
-            }
-            p { a href="/ui/admin/municipalities" { "やめる" } }
-        },
-    )
-}
+/// 廃止 of a municipality or association.
+struct Abolish;
 
-async fn abolish(
-    Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
-    Path(code): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageMunicipalities) {
-        return page;
-    }
-    let path = format!("/api/v1/municipalities/{}", segment(&code));
-    let action = format!("{path}/abolish");
-    let call = Call::post(&action, json!({})).idempotent(form.idempotency_key()).if_match(form.version());
-    let answer = api.call(&ui.token, call).await;
-    let Some(problem) = answer.problem() else {
-        return Redirect::to("/ui/admin/municipalities?done=abolished").into_response();
+impl Ends for Abolish {
+    const ENDING: Ending = Ending {
+        permission: Permission::ManageMunicipalities,
+        path: municipality_path,
+        id: "code",
+        verb: "abolish",
+        ended: "abolished",
+        list: "/ui/admin/municipalities",
+        title: "市町村・任意団体の廃止",
+        what: |m| html! { strong { (text(m, "name")) } "（" (text(m, "code")) "）を廃止します。" },
+        warning: "廃止した市町村・任意団体は元に戻せません。そのオペレータはログインできなくなります。",
     };
-    if !shown_on_form(&problem) {
-        return refused(&problem);
-    }
-    match one(&api, &ui, &path).await {
-        Ok(current) => {
-            let errors = problems(&problem, &[]);
-            (problem.status, page(abolish_page(&ui, &current.body, current.version, &errors))).into_response()
-        }
-        Err(page) => page,
-    }
 }
 
 // ---- 業務システム設定 -------------------------------------------------------------------------------------------
@@ -450,20 +312,19 @@ const SYSTEM_FIELDS: [(&str, &str, &str, bool); 8] = [
     ("email", "E-Mail", "", false),
 ];
 
+/// A business system of the API.
+fn system_path(id: &str) -> String {
+    format!("/api/v1/business-systems/{}", segment(id))
+}
+
 /// 業務システム設定: every business system (the retired ones marked), with their actions.
-async fn business_systems(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let (rows, _) = match all_items(&api, &ui, "/api/v1/business-systems?include_retired=true").await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    page(layout(
+async fn business_systems(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let (rows, _) = all_items(&api, &ui, "/api/v1/business-systems?include_retired=true").await?;
+    Ok(page(ui.layout(
         "業務システム設定",
-        Some((&ui.session, &ui.csrf())),
         html! {
-            (notice(done_of(&query)))
+            (notice(DONE.of(&Form::of_query(&query))))
             p { a href="/ui/admin/business-systems/new" { "業務システムを登録" } }
             table {
                 caption { "業務ID順に" (rows.len()) "件" }
@@ -490,7 +351,7 @@ async fn business_systems(Extension(api): Extension<InProcessApi>, ui: UiSession
                 }
             }
         },
-    ))
+    )))
 }
 
 fn system_fields(form: &Form, errors: &FieldErrors) -> Markup {
@@ -502,9 +363,8 @@ fn system_fields(form: &Form, errors: &FieldErrors) -> Markup {
 }
 
 fn system_register_page(ui: &UiSession, form: &Form, errors: &FieldErrors) -> Markup {
-    layout(
+    ui.layout(
         "業務システムの登録",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (error_summary(errors))
             form method="post" action="/ui/admin/business-systems/new" novalidate {
@@ -518,39 +378,26 @@ fn system_register_page(ui: &UiSession, form: &Form, errors: &FieldErrors) -> Ma
     )
 }
 
-async fn system_form(ui: UiSession) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    page(system_register_page(&ui, &Form::default(), &FieldErrors::default()))
+async fn system_form(ui: UiSession) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    Ok(page(system_register_page(&ui, &Form::default(), &FieldErrors::default())))
 }
 
 /// Registers a business system (`POST /api/v1/business-systems`): a blank optional field is no value, a blank
 /// required one is named by the API.
-async fn register_system(Extension(api): Extension<InProcessApi>, ui: UiSession, body: axum::body::Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
+async fn register_system(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let mut fields: Vec<&str> = SYSTEM_FIELDS.iter().map(|(n, ..)| *n).collect();
+    fields.push("business_id");
     let mut body = Map::new();
-    for name in std::iter::once("business_id").chain(SYSTEM_FIELDS.iter().map(|(n, ..)| *n)) {
-        body.insert(name.to_owned(), Value::String(form.get(name).trim().to_owned()));
+    for name in &fields {
+        body.insert((*name).to_owned(), Value::String(form.get(name).trim().to_owned()));
     }
-    let call = Call::post("/api/v1/business-systems", Value::Object(body)).idempotent(form.idempotency_key());
+    let call = Call::post("/api/v1/business-systems", Value::Object(body)).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    match answer.problem() {
-        None => Redirect::to("/ui/admin/business-systems?done=system-registered").into_response(),
-        Some(p) if shown_on_form(&p) => {
-            let mut fields: Vec<&str> = SYSTEM_FIELDS.iter().map(|(n, ..)| *n).collect();
-            fields.push("business_id");
-            let errors = problems(&p, &fields);
-            (p.status, page(system_register_page(&ui, &form, &errors))).into_response()
-        }
-        Some(p) => refused(&p),
-    }
+    let problem = after_change(&answer, "/ui/admin/business-systems?done=system-registered", ON_THE_FORM)?;
+    let errors = problems(&problem, &fields);
+    Ok((problem.status, page(system_register_page(&ui, &form, &errors))).into_response())
 }
 
 /// A business system's fields as a form shows them.
@@ -570,15 +417,14 @@ fn system_edit_page(
     errors: &FieldErrors,
 ) -> Markup {
     let id = text(current, "business_id");
-    layout(
+    ui.layout(
         "業務システムの変更",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (error_summary(errors))
             p { "業務ID " code { (id) } @if flag(current, "builtin") { "（組込み）" } }
             form method="post" action={ "/ui/admin/business-systems/" (segment(id)) } novalidate {
                 (form_keys(&ui.csrf(), &new_key()))
-                input type="hidden" name="version" value=(version.map(|v| v.to_string()).unwrap_or_default());
+                input type="hidden" name="version" value=(version_field(version));
                 (system_fields(values, errors))
                 div.actions { button type="submit" { "変更" } a href="/ui/admin/business-systems" { "一覧へ戻る" } }
             }
@@ -586,37 +432,23 @@ fn system_edit_page(
     )
 }
 
-async fn system_edit(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let current = match one(&api, &ui, &format!("/api/v1/business-systems/{}", segment(&id))).await {
-        Ok(answer) => answer,
-        Err(page) => return page,
-    };
-    page(system_edit_page(&ui, &current.body, &system_values(&current.body), current.version, &FieldErrors::default()))
+async fn system_edit(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let current = one(&api, &ui, &system_path(&id)).await?;
+    let values = system_values(&current.body);
+    Ok(page(system_edit_page(&ui, &current.body, &values, current.version, &FieldErrors::default())))
 }
 
 /// Changes a business system (`PATCH` under `If-Match`): only the fields the form changed are sent (a blank one
 /// clears it), so a field the page showed empty, such as a built-in's URL, stays as it is.
 async fn change_system(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let path = format!("/api/v1/business-systems/{}", segment(&id));
-    let before = match one(&api, &ui, &path).await {
-        Ok(answer) => answer,
-        Err(page) => return page,
-    };
+    Posted { ui, form }: Posted,
+) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let path = system_path(&id);
+    let before = one(&api, &ui, &path).await?;
     let mut changes = Map::new();
     for (name, ..) in SYSTEM_FIELDS {
         let typed = form.get(name).trim();
@@ -625,92 +457,102 @@ async fn change_system(
             changes.insert(name.to_owned(), value);
         }
     }
-    let call = Call::post(&path, Value::Object(changes))
-        .method(Method::PATCH)
-        .idempotent(form.idempotency_key())
-        .if_match(form.version());
+    let call = Call::post(&path, Value::Object(changes)).method(Method::PATCH).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    let Some(problem) = answer.problem() else {
-        return Redirect::to("/ui/admin/business-systems?done=system-changed").into_response();
-    };
-    if !shown_on_form(&problem) {
-        return refused(&problem);
-    }
+    let problem = after_change(&answer, "/ui/admin/business-systems?done=system-changed", ON_THE_FORM)?;
     let fields: Vec<&str> = SYSTEM_FIELDS.iter().map(|(n, ..)| *n).collect();
     let errors = problems(&problem, &fields);
-    let markup = if problem.status == StatusCode::PRECONDITION_FAILED {
-        let current = match one(&api, &ui, &path).await {
-            Ok(answer) => answer,
-            Err(page) => return page,
-        };
-        system_edit_page(&ui, &current.body, &system_values(&current.body), current.version, &errors)
-    } else {
-        system_edit_page(&ui, &before.body, &form, form.version(), &errors)
+    let (current, values, version) =
+        shown_again(&api, &ui, &path, &problem, Some(before), &form, system_values).await?;
+    Ok((problem.status, page(system_edit_page(&ui, &current, &values, version, &errors))).into_response())
+}
+
+/// 廃止 of a business system.
+struct Retire;
+
+impl Ends for Retire {
+    const ENDING: Ending = Ending {
+        permission: Permission::ManageBusinessSystems,
+        path: system_path,
+        id: "business_id",
+        verb: "retire",
+        ended: "retired",
+        list: "/ui/admin/business-systems",
+        title: "業務システムの廃止",
+        what: |s| html! { strong { (text(s, "name")) } "（業務ID " (text(s, "business_id")) "）を廃止します。" },
+        warning: "廃止した業務システムは元に戻せません。どの市町村も利用できなくなり、業務IDは再利用できません。",
     };
-    (problem.status, page(markup)).into_response()
 }
 
-fn retire_page(ui: &UiSession, current: &Value, version: Option<u64>, errors: &FieldErrors) -> Markup {
-    let id = text(current, "business_id");
-    layout(
-        "業務システムの廃止",
-        Some((&ui.session, &ui.csrf())),
-        html! {
-            (error_summary(errors))
-            p { strong { (text(current, "name")) } "（業務ID " (id) "）を廃止します。" }
-            p.error { "廃止した業務システムは元に戻せません。どの市町村も利用できなくなり、業務IDは再利用できません。" }
-            @if !flag(current, "retired") {
-                form method="post" action={ "/ui/admin/business-systems/" (segment(id)) "/retire" } {
-                    (form_keys(&ui.csrf(), &new_key()))
-                    input type="hidden" name="version" value=(version.map(|v| v.to_string()).unwrap_or_default());
-                    button type="submit" { "廃止を実行" }
-                }
-            }
-            p { a href="/ui/admin/business-systems" { "やめる" } }
-        },
-    )
+// ---- 廃止 -----------------------------------------------------------------------------------------------------
+
+/// The end (廃止) of a municipality (`…/abolish`) or of a business system (`…/retire`): the same confirmation at the
+/// version shown, then `POST …/{verb}` under `If-Match`, back to the list with `?done={ended}`; refused, the
+/// confirmation again with the resource as it is now.
+struct Ending {
+    permission: Permission,
+    /// The resource in the API, by the id in the address.
+    path: fn(&str) -> String,
+    /// The resource's id field.
+    id: &'static str,
+    verb: &'static str,
+    /// The resource's field that says it has ended, and the `done` of the list.
+    ended: &'static str,
+    /// The screen's list, the resource's UI address under it.
+    list: &'static str,
+    title: &'static str,
+    /// What is about to end, said of the resource.
+    what: fn(&Value) -> Markup,
+    warning: &'static str,
 }
 
-async fn confirm_retire(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    match one(&api, &ui, &format!("/api/v1/business-systems/{}", segment(&id))).await {
-        Ok(current) => page(retire_page(&ui, &current.body, current.version, &FieldErrors::default())),
-        Err(page) => page,
-    }
+/// What ends: its [`Ending`], for the two routes of the confirmation and of the change.
+trait Ends {
+    const ENDING: Ending;
 }
 
-async fn retire(
+fn ending_page(e: &Ending, ui: &UiSession, current: &Value, version: Option<u64>, errors: &FieldErrors) -> Markup {
+    let action = format!("{}/{}/{}", e.list, segment(text(current, e.id)), e.verb);
+    let confirm = Confirmation {
+        title: e.title,
+        what: (e.what)(current),
+        warning: html! { (e.warning) },
+        action: (!flag(current, e.ended)).then_some(action.as_str()),
+        hidden: html! {},
+        version: &version_field(version),
+        button: "廃止を実行",
+        back: e.list,
+    };
+    confirmation(ui, confirm, errors)
+}
+
+/// 廃止's confirmation: what is about to happen, and the button that does it (at the version shown).
+async fn confirm_ending<E: Ends>(
     Extension(api): Extension<InProcessApi>,
     ui: UiSession,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let path = format!("/api/v1/business-systems/{}", segment(&id));
-    let action = format!("{path}/retire");
-    let call = Call::post(&action, json!({})).idempotent(form.idempotency_key()).if_match(form.version());
-    let answer = api.call(&ui.token, call).await;
-    let Some(problem) = answer.problem() else {
-        return Redirect::to("/ui/admin/business-systems?done=retired").into_response();
-    };
-    if !shown_on_form(&problem) {
-        return refused(&problem);
-    }
-    match one(&api, &ui, &path).await {
-        Ok(current) => {
-            let errors = problems(&problem, &[]);
-            (problem.status, page(retire_page(&ui, &current.body, current.version, &errors))).into_response()
-        }
-        Err(page) => page,
-    }
+) -> Reply {
+    let e = &E::ENDING;
+    allowed(&ui, &e.permission)?;
+    let current = one(&api, &ui, &(e.path)(&id)).await?;
+    Ok(page(ending_page(e, &ui, &current.body, current.version, &FieldErrors::default())))
+}
+
+/// 廃止 (confirmed), at the version the page showed.
+async fn end<E: Ends>(
+    Extension(api): Extension<InProcessApi>,
+    Path(id): Path<String>,
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let e = &E::ENDING;
+    allowed(&ui, &e.permission)?;
+    let path = (e.path)(&id);
+    let action = format!("{path}/{}", e.verb);
+    let answer = api.call(&ui.token, Call::post(&action, json!({})).keyed(&form)).await;
+    let problem = after_change(&answer, &format!("{}?done={}", e.list, e.ended), ON_THE_FORM)?;
+    let current = one(&api, &ui, &path).await?;
+    let errors = problems(&problem, &[]);
+    Ok((problem.status, page(ending_page(e, &ui, &current.body, current.version, &errors))).into_response())
 }
 
 // ---- 共同利用業務設定 -------------------------------------------------------------------------------------------
@@ -727,25 +569,29 @@ struct SharedUse {
 }
 
 async fn load_shared_use(api: &InProcessApi, ui: &UiSession, id: &str) -> Result<SharedUse, Response> {
-    let base = format!("/api/v1/business-systems/{}", segment(id));
+    let base = system_path(id);
     let system = one(api, ui, &base).await?;
     let (permitted, version) = all_items(api, ui, &format!("{base}/permitted-municipalities?limit=500")).await?;
-    let (municipalities, _) = all_items(api, ui, "/api/v1/municipalities?limit=500").await?;
-    let offered = municipalities
-        .iter()
-        .filter(|m| !permitted.iter().any(|p| text(p, "code") == text(m, "code")))
-        .map(|m| (text(m, "code").to_owned(), format!("{}（{}）", text(m, "name"), text(m, "code"))))
+    let offered = municipalities(api, ui)
+        .await?
+        .into_iter()
+        .filter(|(code, _)| !permitted.iter().any(|p| text(p, "code") == code))
+        .map(|(code, name)| (code.clone(), format!("{name}（{code}）")))
         .collect();
     Ok(SharedUse { version: version.or(system.version), system: system.body, permitted, offered })
 }
 
+/// The shared-use page of a business system's: under `/ui/admin/business-systems/{id}/municipalities`.
+fn shared_use_base(id: &str) -> String {
+    format!("/ui/admin/business-systems/{}/municipalities", segment(id))
+}
+
 fn shared_use_page(ui: &UiSession, data: &SharedUse, chosen: &str, errors: &FieldErrors, done: Option<&str>) -> Markup {
     let id = text(&data.system, "business_id");
-    let base = format!("/ui/admin/business-systems/{}/municipalities", segment(id));
-    let version = data.version.map(|v| v.to_string()).unwrap_or_default();
-    layout(
+    let base = shared_use_base(id);
+    let version = version_field(data.version);
+    ui.layout(
         &format!("共同利用業務設定: {}（{}）", text(&data.system, "name"), id),
-        Some((&ui.session, &ui.csrf())),
         html! {
             (notice(done))
             (error_summary(errors))
@@ -796,54 +642,35 @@ async fn shared_use(
     ui: UiSession,
     Path(id): Path<String>,
     query: RawQuery,
-) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    match load_shared_use(&api, &ui, &id).await {
-        Ok(data) => page(shared_use_page(&ui, &data, "", &FieldErrors::default(), done_of(&query))),
-        Err(page) => page,
-    }
+) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let data = load_shared_use(&api, &ui, &id).await?;
+    let done = DONE.of(&Form::of_query(&query));
+    Ok(page(shared_use_page(&ui, &data, "", &FieldErrors::default(), done)))
 }
 
-/// After a refused permit or withdrawal: the shared-use page as it is now, with the problem.
-async fn shared_use_refused(api: &InProcessApi, ui: &UiSession, id: &str, problem: &Problem, chosen: &str) -> Response {
-    if !shown_on_form(problem) {
-        return refused(problem);
-    }
-    match load_shared_use(api, ui, id).await {
-        Ok(data) => {
-            let errors = problems(problem, &["code"]);
-            (problem.status, page(shared_use_page(ui, &data, chosen, &errors, None))).into_response()
-        }
-        Err(page) => page,
-    }
+/// After a permit or a withdrawal: the shared-use page with `done`, or as it is now with the problem.
+async fn after_shared_use(
+    api: &InProcessApi,
+    ui: &UiSession,
+    id: &str,
+    answer: &Answer,
+    done: &str,
+    chosen: &str,
+) -> Reply {
+    let problem = after_change(answer, &format!("{}?done={done}", shared_use_base(id)), ON_THE_FORM)?;
+    let data = load_shared_use(api, ui, id).await?;
+    let errors = problems(&problem, &["code"]);
+    Ok((problem.status, page(shared_use_page(ui, &data, chosen, &errors, None))).into_response())
 }
 
 /// Permits the chosen municipality (`POST …/permitted-municipalities` under `If-Match` at the version shown).
-async fn permit(
-    Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let path = format!("/api/v1/business-systems/{}/permitted-municipalities", segment(&id));
-    let call = Call::post(&path, json!({"code": form.get("code").trim()}))
-        .idempotent(form.idempotency_key())
-        .if_match(form.version());
+async fn permit(Extension(api): Extension<InProcessApi>, Path(id): Path<String>, Posted { ui, form }: Posted) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let path = format!("{}/permitted-municipalities", system_path(&id));
+    let call = Call::post(&path, json!({"code": form.get("code").trim()})).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    match answer.problem() {
-        None => Redirect::to(&format!("/ui/admin/business-systems/{}/municipalities?done=permitted", segment(&id)))
-            .into_response(),
-        Some(problem) => shared_use_refused(&api, &ui, &id, &problem, form.get("code")).await,
-    }
+    after_shared_use(&api, &ui, &id, &answer, "permitted", form.get("code")).await
 }
 
 async fn confirm_withdraw(
@@ -851,70 +678,46 @@ async fn confirm_withdraw(
     ui: UiSession,
     Path((id, code)): Path<(String, String)>,
     query: RawQuery,
-) -> Response {
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let query = Form::parse(query.0.as_deref().unwrap_or("").as_bytes());
-    let data = match load_shared_use(&api, &ui, &id).await {
-        Ok(data) => data,
-        Err(page) => return page,
-    };
+) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let query = Form::of_query(&query);
+    let data = load_shared_use(&api, &ui, &id).await?;
     let Some(municipality) = data.permitted.iter().find(|m| text(m, "code") == code) else {
-        return super::not_found();
+        return Err(super::not_found());
     };
     let system_id = text(&data.system, "business_id");
-    let base = format!("/ui/admin/business-systems/{}/municipalities", segment(system_id));
-    page(layout(
-        "共同利用の許可の取り消し",
-        Some((&ui.session, &ui.csrf())),
-        html! {
-            p { strong { (text(municipality, "name")) } "（" (code) "）に対する "
-                strong { (text(&data.system, "name")) } "（業務ID " (system_id) "）の利用の許可を取り消します。" }
-            p.error { "取り消すと、この市町村のオペレータはこの業務を利用できなくなります。" }
-            form method="post" action={ (base) "/" (segment(&code)) "/withdraw" } {
-                (form_keys(&ui.csrf(), &new_key()))
-                input type="hidden" name="version" value=(query.get("version"));
-                button type="submit" { "取り消しを実行" }
-            }
-            p { a href=(base) { "やめる" } }
-        },
-    ))
+    let base = shared_use_base(system_id);
+    let action = format!("{base}/{}/withdraw", segment(&code));
+    let confirm = Confirmation {
+        title: "共同利用の許可の取り消し",
+        what: html! { strong { (text(municipality, "name")) } "（" (code) "）に対する "
+        strong { (text(&data.system, "name")) } "（業務ID " (system_id) "）の利用の許可を取り消します。" },
+        warning: html! { "取り消すと、この市町村のオペレータはこの業務を利用できなくなります。" },
+        action: Some(&action),
+        hidden: html! {},
+        version: query.get("version"),
+        button: "取り消しを実行",
+        back: &base,
+    };
+    Ok(page(confirmation(&ui, confirm, &FieldErrors::default())))
 }
 
 /// Withdraws the municipality's permit (`DELETE …/permitted-municipalities/{code}` under `If-Match`).
 async fn withdraw(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path((id, code)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    if let Some(page) = refusal(&ui, &Permission::ManageBusinessSystems) {
-        return page;
-    }
-    let path = format!("/api/v1/business-systems/{}/permitted-municipalities/{}", segment(&id), segment(&code));
-    let call = Call::get(&path).method(Method::DELETE).idempotent(form.idempotency_key()).if_match(form.version());
+    Posted { ui, form }: Posted,
+) -> Reply {
+    allowed(&ui, &Permission::ManageBusinessSystems)?;
+    let path = format!("{}/permitted-municipalities/{}", system_path(&id), segment(&code));
+    let call = Call::get(&path).method(Method::DELETE).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    match answer.problem() {
-        None => Redirect::to(&format!("/ui/admin/business-systems/{}/municipalities?done=withdrawn", segment(&id)))
-            .into_response(),
-        Some(problem) => shared_use_refused(&api, &ui, &id, &problem, "").await,
-    }
+    after_shared_use(&api, &ui, &id, &answer, "withdrawn", "").await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_known_outcomes_are_said() {
-        assert_eq!(done_text("permitted"), Some("共同利用を許可しました。"));
-        assert_eq!(done_text("<b>x</b>"), None);
-    }
 
     #[test]
     fn a_number_is_sent_as_one_and_anything_else_as_typed() {

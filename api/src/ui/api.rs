@@ -8,7 +8,8 @@
 //! `If-Match` mean on a screen what they mean to an integrator. The UI adds no rule of its own.
 //!
 //! Owns the call (path, method, JSON or raw body, headers) and the reading of its answer: the resource, its
-//! `ETag`, or the problem (`type`, detail and field errors).
+//! `ETag`, or the problem (`type`, detail and field errors), and the fields of a resource as the pages read them
+//! ([`text`], [`flag`], [`strings`], [`items`]).
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -18,6 +19,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use cardap_commands::passwords::Secret;
+
+use super::form::Form;
 
 /// The largest API answer a page reads whole (a page of residents, an operator list).
 const ANSWER_LIMIT: usize = 8 * 1024 * 1024;
@@ -96,6 +99,12 @@ impl<'a> Call<'a> {
     pub fn if_match(mut self, version: Option<u64>) -> Self {
         self.if_match = version;
         self
+    }
+
+    /// The keys of the form that asked for this change: its `Idempotency-Key`, and the version its page showed
+    /// (`If-Match`) when it carries one (every form that changes what its page shows at a version does).
+    pub fn keyed(self, form: &'a Form) -> Self {
+        self.idempotent(form.idempotency_key()).if_match(form.version())
     }
 }
 
@@ -203,4 +212,28 @@ pub fn segment(value: &str) -> String {
         }
     }
     out
+}
+
+/// A string field of a resource, or "".
+pub fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Whether a boolean field of a resource is `true` (absent is `false`).
+pub fn flag(value: &Value, key: &str) -> bool {
+    value.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+/// A field that lists strings (ids, roles), in order; absent, none.
+pub fn strings(value: &Value, key: &str) -> Vec<String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The `items` of a page of a list.
+pub fn items(body: &Value) -> &[Value] {
+    body.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }

@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use cardap_commands::access::LoginError;
 use cardap_commands::biometric::PublicKeyCredential;
 use serde::Deserialize;
 use serde_json::json;
@@ -41,12 +42,31 @@ fn said(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "message": message }))).into_response()
 }
 
+/// Posted from another origin.
+fn elsewhere() -> Response {
+    said(StatusCode::FORBIDDEN, "この操作は受け付けられません。")
+}
+
 fn unreadable() -> Response {
     said(StatusCode::BAD_REQUEST, "生体認証の要求を読み取れませんでした。画面を読み込み直してください。")
 }
 
 fn unavailable() -> Response {
     said(StatusCode::SERVICE_UNAVAILABLE, "ただいま利用できません。しばらくしてから再度お試しください。")
+}
+
+/// A refused login, said as the password form says it (but always with an error status, for the script).
+fn refused(e: &LoginError) -> Response {
+    if let LoginError::InvalidCredentials = e {
+        return said(
+            StatusCode::UNAUTHORIZED,
+            "生体認証で本人を確認できませんでした。登録した認証器で、もう一度お試しください。",
+        );
+    }
+    match refusal(e) {
+        Some((status, why)) => said(if status == StatusCode::OK { StatusCode::UNAUTHORIZED } else { status }, why),
+        None => unavailable(),
+    }
 }
 
 fn client(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<std::net::IpAddr> {
@@ -61,20 +81,13 @@ pub async fn challenge(
     body: Bytes,
 ) -> Response {
     if cross_site(&headers) {
-        return said(StatusCode::FORBIDDEN, "この操作は受け付けられません。");
+        return elsewhere();
     }
     let Ok(begin) = serde_json::from_slice::<Begin>(&body) else { return unreadable() };
     let municipality = Some(begin.municipality.trim()).filter(|m| !m.is_empty());
     match state.biometrics.begin_login(municipality, &begin.operator_id, client(peer)).await {
         Ok(started) => Json(json!({ "challenge_id": started.id, "options": started.options })).into_response(),
-        Err(cardap_commands::access::LoginError::InvalidCredentials) => said(
-            StatusCode::UNAUTHORIZED,
-            "生体認証で本人を確認できませんでした。登録した認証器で、もう一度お試しください。",
-        ),
-        Err(e) => match refusal(&e) {
-            Some((status, why)) => said(if status == StatusCode::OK { StatusCode::UNAUTHORIZED } else { status }, why),
-            None => unavailable(),
-        },
+        Err(e) => refused(&e),
     }
 }
 
@@ -87,7 +100,7 @@ pub async fn login(
     body: Bytes,
 ) -> Response {
     if cross_site(&headers) {
-        return said(StatusCode::FORBIDDEN, "この操作は受け付けられません。");
+        return elsewhere();
     }
     let Ok(finish) = serde_json::from_slice::<Finish>(&body) else { return unreadable() };
     let Ok(assertion) = serde_json::from_value::<PublicKeyCredential>(finish.credential) else { return unreadable() };
@@ -96,13 +109,6 @@ pub async fn login(
             let cookie = signed_in(&session, over_tls(tls));
             ([(header::SET_COOKIE, cookie)], Json(json!({ "location": "/ui/" }))).into_response()
         }
-        Err(cardap_commands::access::LoginError::InvalidCredentials) => said(
-            StatusCode::UNAUTHORIZED,
-            "生体認証で本人を確認できませんでした。登録した認証器で、もう一度お試しください。",
-        ),
-        Err(e) => match refusal(&e) {
-            Some((status, why)) => said(if status == StatusCode::OK { StatusCode::UNAUTHORIZED } else { status }, why),
-            None => unavailable(),
-        },
+        Err(e) => refused(&e),
     }
 }

@@ -1,10 +1,13 @@
 //! The UI's forms: what a submitted form holds, how its fields become the API's JSON body, and the problems the
 //! API named, by field, for the page to show next to each field.
 //!
+//! A page's query string is read the same way ([`Form::of_query`]).
+//!
 //! A field's form name is its JSON pointer in the API's body, written with dots (`kana_name.family` is
 //! `/kana_name/family`), so a problem the API names by pointer finds its field without a table; the element's id is
 //! the same name with `-` for `.` (`f-kana_name-family`).
 
+use axum::extract::RawQuery;
 use serde_json::{Map, Value};
 
 use super::api::Problem;
@@ -16,6 +19,11 @@ pub struct Form(Vec<(String, String)>);
 impl Form {
     pub fn parse(body: &[u8]) -> Form {
         Form(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+    }
+
+    /// The query string of a page's address (`?municipality=…&done=…`), read as a form.
+    pub fn of_query(query: &RawQuery) -> Form {
+        Form::parse(query.0.as_deref().unwrap_or("").as_bytes())
     }
 
     /// The first value of `name`, or "".

@@ -7,15 +7,18 @@
 //!   `SameSite=Strict`, `Path=/ui`, `Secure` when the connection is TLS); a page without a live session goes to the
 //!   login form.
 //! - **CSRF**: every form that changes something carries a token derived from the session token (SHA-256 under a
-//!   fixed label: unguessable without the `HttpOnly` cookie) and is refused with 403 without it; a login or logout
-//!   posted from another origin (`Origin` or `Sec-Fetch-Site`) is refused as well.
+//!   fixed label: unguessable without the `HttpOnly` cookie) and is refused with 403 without it (a posted form is
+//!   read through [`Posted`], which checks it); a login or logout posted from another origin (`Origin` or
+//!   `Sec-Fetch-Site`) is refused as well.
 //! - **Headers of every page**: a strict Content-Security-Policy (nothing inline, nothing from another origin: the
 //!   stylesheet and the one script, the login form's biometric button, are served from the binary), no framing,
 //!   no referrer, no caching, no MIME sniffing.
 //!
-//! The shared HTML (layout, fields, messages) is in [`pages`], each area's screens in their module ([`residents`],
-//! [`registry`], [`operators`], [`admin`], [`settings`], [`audit`], [`biometric`]); what a screen changes or shows
-//! goes through the HTTP API in process ([`api`]). No SQL, no store and no rule of the domain here.
+//! The shared HTML (layout, fields, messages, confirmations) is in [`pages`], a submitted form and its problems in
+//! [`form`], the steps every screen takes around a call (a refusal's page, lists, the way back after a change) in
+//! [`flow`]; each area's screens are in their module ([`residents`], [`registry`], [`operators`], [`admin`],
+//! [`settings`], [`audit`], [`biometric`]); what a screen changes or shows goes through the HTTP API in process
+//! ([`api`]). No SQL, no store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
 // once: boxing it would only add an allocation to every `?`.
@@ -25,6 +28,7 @@ mod admin;
 mod api;
 mod audit;
 mod biometric;
+mod flow;
 mod form;
 mod operators;
 mod pages;
@@ -38,7 +42,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
@@ -49,9 +53,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cardap_commands::access::{LoginError, Presented, SessionOf};
 use cardap_commands::passwords::Secret;
+use maud::Markup;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use self::form::Form;
 use crate::serve::OverTls;
 use crate::state::AppState;
 
@@ -129,6 +135,22 @@ impl UiSession {
     pub fn csrf(&self) -> String {
         csrf_token(&self.token)
     }
+
+    /// A page of his: the layout with his menu and the logout button.
+    pub fn layout(&self, title: &str, body: Markup) -> Markup {
+        pages::layout(title, Some((&self.session, &self.csrf())), body)
+    }
+
+    /// His municipality, for the screens of a municipality's operators (`title`); the system administrator gets
+    /// the page saying so.
+    pub fn own_municipality(&self, title: &str) -> Result<String, Response> {
+        self.session
+            .actor
+            .municipality
+            .as_ref()
+            .map(|m| m.to_string())
+            .ok_or_else(|| page(pages::message(title, "この画面は市町村のオペレータが使います。")))
+    }
 }
 
 impl FromRequestParts<AppState> for UiSession {
@@ -147,6 +169,33 @@ impl FromRequestParts<AppState> for UiSession {
         }
     }
 }
+
+/// A form posted from a page of the UI (`application/x-www-form-urlencoded`): the operator of a live session (else
+/// the login form, as [`UiSession`]) and the form, whose CSRF token is his session's (else the 403 page, before the
+/// handler does anything). The multipart uploads read their token from their own body.
+pub(super) struct Posted {
+    pub ui: UiSession,
+    pub form: Form,
+}
+
+impl FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let ui = UiSession::from_request_parts(&mut parts, state).await?;
+        let body =
+            Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(IntoResponse::into_response)?;
+        let form = Form::parse(&body);
+        if !csrf_ok(&ui, form.csrf()) {
+            return Err(forbidden());
+        }
+        Ok(Posted { ui, form })
+    }
+}
+
+/// What a screen's handler answers: its page, or (`Err`, returned early with `?`) the page of a refusal.
+pub(super) type Reply = Result<Response, Response>;
 
 fn session_cookie(headers: &HeaderMap) -> Option<Secret> {
     headers
@@ -320,22 +369,14 @@ pub(super) fn signed_in(session: &cardap_commands::access::NewSession, tls: bool
     set_cookie(session.token.expose(), tls, Some(age))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct CsrfField {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// Ends the session (with the form's CSRF token) and clears the cookie.
 async fn logout(
     State(state): State<AppState>,
     tls: Option<Extension<OverTls>>,
     headers: HeaderMap,
-    ui: UiSession,
-    body: Bytes,
+    Posted { ui, .. }: Posted,
 ) -> Response {
-    let form: CsrfField = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    if cross_site(&headers) || !csrf_ok(&ui, &form.csrf) {
+    if cross_site(&headers) {
         return forbidden();
     }
     if let Err(e) = state.access.logout(&Presented::Token(ui.token)).await {

@@ -25,10 +25,11 @@ use axum::{Extension, Router};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::api::{Call, InProcessApi, segment};
+use super::api::{InProcessApi, flag, items, segment, strings, text};
+use super::flow::{municipalities, one};
 use super::form::{FieldErrors, Form, id_of};
-use super::pages::{Input, input_field, layout, text_field};
-use super::{UiSession, page, refused};
+use super::pages::{Input, field_note, input_field, options, text_field};
+use super::{Reply, UiSession, page};
 use crate::state::AppState;
 
 /// The operator screens' routes (merged into `ui::router`).
@@ -68,10 +69,7 @@ const ROLES: [(&str, &str); 4] = [
 
 /// 性別 with the operator screen's words (ISO 5218 digits, as the API takes them).
 fn sexes() -> Vec<(String, String)> {
-    [("0", "指定なし"), ("1", "男性"), ("2", "女性"), ("9", "適用不能")]
-        .into_iter()
-        .map(|(v, l)| (v.to_owned(), l.to_owned()))
-        .collect()
+    options(&[("0", "指定なし"), ("1", "男性"), ("2", "女性"), ("9", "適用不能")])
 }
 
 fn role_label(role: &str) -> &str {
@@ -79,7 +77,12 @@ fn role_label(role: &str) -> &str {
 }
 
 fn roles() -> Vec<(String, String)> {
-    ROLES.iter().map(|(v, l)| ((*v).to_owned(), (*l).to_owned())).collect()
+    options(&ROLES)
+}
+
+/// An operator's roles, with the screen's words.
+fn role_labels(operator: &Value) -> String {
+    strings(operator, "roles").iter().map(|r| role_label(r)).collect::<Vec<_>>().join("、")
 }
 
 /// The municipality a screen works in: the operator's own, or (the system administrator) the one he picked.
@@ -126,11 +129,8 @@ async fn scope(api: &InProcessApi, ui: &UiSession, given: &str, back_to: &str) -
         Some(code) if own.as_deref() == Some(code) => return Ok(Scope { code: code.to_owned() }),
         // Another municipality's, or the system administrator's choice: one the API shows him (else its 404).
         Some(code) => {
-            let answer = api.call(&ui.token, Call::get(&format!("/api/v1/municipalities/{}", segment(code)))).await;
-            return match answer.problem() {
-                None => Ok(Scope { code: code.to_owned() }),
-                Some(p) => Err(refused(&p)),
-            };
+            one(api, ui, &format!("/api/v1/municipalities/{}", segment(code))).await?;
+            return Ok(Scope { code: code.to_owned() });
         }
         None => {
             if let Some(own) = own {
@@ -139,9 +139,8 @@ async fn scope(api: &InProcessApi, ui: &UiSession, given: &str, back_to: &str) -
         }
     }
     let municipalities = municipalities(api, ui).await?;
-    Err(page(layout(
+    Err(page(ui.layout(
         "市町村の選択",
-        Some((&ui.session, &ui.csrf())),
         html! {
             p { "オペレータを管理する市町村・任意団体を選んでください。" }
             form method="get" action=(back_to) {
@@ -155,60 +154,6 @@ async fn scope(api: &InProcessApi, ui: &UiSession, given: &str, back_to: &str) -
     )))
 }
 
-/// Every municipality the operator may see, `(code, name)` in the API's order.
-async fn municipalities(api: &InProcessApi, ui: &UiSession) -> Result<Vec<(String, String)>, Response> {
-    let mut all = vec![];
-    let mut cursor = String::new();
-    loop {
-        let path = format!("/api/v1/municipalities?{}", query(&[("limit", "500"), ("cursor", &cursor)]));
-        let answer = api.call(&ui.token, Call::get(&path)).await;
-        if let Some(p) = answer.problem() {
-            return Err(refused(&p));
-        }
-        for item in items(&answer.body) {
-            all.push((text(item, "code").to_owned(), text(item, "name").to_owned()));
-        }
-        match answer.body.get("next_cursor").and_then(Value::as_str) {
-            Some(next) if !next.is_empty() => cursor = next.to_owned(),
-            _ => return Ok(all),
-        }
-    }
-}
-
-/// The business systems municipality `code` may use (shared use), `(business_id, name)`: the systems its
-/// operators can be permitted, as checkboxes.
-async fn usable_systems(api: &InProcessApi, ui: &UiSession, code: &str) -> Result<Vec<(String, String)>, Response> {
-    let systems = api.call(&ui.token, Call::get("/api/v1/business-systems?limit=100")).await;
-    if let Some(p) = systems.problem() {
-        return Err(refused(&p));
-    }
-    let mut usable = vec![];
-    for system in items(&systems.body) {
-        let id = text(system, "business_id");
-        let mut cursor = String::new();
-        loop {
-            let path = format!(
-                "/api/v1/business-systems/{}/permitted-municipalities?{}",
-                segment(id),
-                query(&[("limit", "500"), ("cursor", &cursor)])
-            );
-            let permitted = api.call(&ui.token, Call::get(&path)).await;
-            if let Some(p) = permitted.problem() {
-                return Err(refused(&p));
-            }
-            if items(&permitted.body).iter().any(|m| text(m, "code") == code) {
-                usable.push((id.to_owned(), text(system, "name").to_owned()));
-                break;
-            }
-            match permitted.body.get("next_cursor").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => cursor = next.to_owned(),
-                _ => break,
-            }
-        }
-    }
-    Ok(usable)
-}
-
 /// A query string of the non-empty `pairs`, percent-encoded.
 fn query(pairs: &[(&str, &str)]) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
@@ -218,22 +163,6 @@ fn query(pairs: &[(&str, &str)]) -> String {
         }
     }
     out.finish()
-}
-
-fn items(body: &Value) -> &[Value] {
-    body.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn strings(value: &Value, key: &str) -> Vec<String> {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 /// A group of checkboxes `name` (one per option, each with its label), what is `chosen` checked, and the group's
@@ -260,8 +189,7 @@ fn checkboxes(
                     label for=(each) { (label) }
                 }
             }
-            @if problems.is_empty() { span.muted id=(note) { (hint) } }
-            @else { span.field-error id=(note) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } } }
+            (field_note(&note, hint, &problems))
         }
     }
 }
@@ -279,6 +207,12 @@ const CONTACT: [(&str, &str, &str); 5] = [
 /// Every field of the management information, in the screen's order.
 const PROFILE: [&str; 8] = ["name", "department", "sex", "phone", "extension", "email", "info", "extra"];
 
+/// The fields of an operator where the API may place a problem (their form names without a row's prefix are the
+/// API's): the management information, roles, 許可業務, the password, and `more` of the form at hand.
+fn problem_fields(more: &[&'static str]) -> Vec<&'static str> {
+    PROFILE.into_iter().chain(["roles", "business_systems", "password"]).chain(more.iter().copied()).collect()
+}
+
 /// The management information fields (氏名・組織名 … 付帯情報), each named `{prefix}{field}`, with what `typed`
 /// holds and the problems of each.
 fn profile_fields(prefix: &str, typed: &Form, errors: &FieldErrors) -> Markup {
@@ -294,33 +228,18 @@ fn profile_fields(prefix: &str, typed: &Form, errors: &FieldErrors) -> Markup {
     }
 }
 
-/// A password field (never filled in again after a refusal: a password is not echoed into a page), blank for a
-/// generated one.
+/// A password field (never filled in again after a refusal), blank for a generated one.
 fn password_field(name: &str, label: &str, errors: &FieldErrors) -> Markup {
-    let id = id_of(name);
-    let note = format!("{id}-note");
-    let problems = errors.of_field(name);
-    html! {
-        div.field {
-            label for=(id) { (label) }
-            input id=(id) name=(name) type="password" autocomplete="new-password" aria-describedby=(note)
-                aria-invalid=[(!problems.is_empty()).then_some("true")];
-            @if problems.is_empty() {
-                span.muted id=(note) { "半角英数字。空欄にすると自動で生成し、一度だけ表示します。" }
-            } @else {
-                span.field-error id=(note) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
-            }
-        }
-    }
+    let hint = "半角英数字。空欄にすると自動で生成し、一度だけ表示します。";
+    input_field(name, label, "", hint, errors, Input::Password)
 }
 
 /// A page of new passwords, shown this once: what each operator gets, printable (the menu is not printed), and
 /// the warning that it cannot be shown again.
 fn passwords_page(ui: &UiSession, title: &str, intro: &str, rows: &[(String, String, String)], back: &str) -> Markup {
     let named = rows.iter().any(|(_, name, _)| !name.is_empty());
-    layout(
+    ui.layout(
         title,
-        Some((&ui.session, &ui.csrf())),
         html! {
             p.notice role="status" { (intro) }
             @if rows.is_empty() {
@@ -351,21 +270,14 @@ fn passwords_page(ui: &UiSession, title: &str, intro: &str, rows: &[(String, Str
 /// オペレータ一覧: the filter form (the list's conditions, each a substring), the operators of one page with a
 /// link to each, the next page by the API's cursor; the CSV export with the same conditions; the operators chosen
 /// here go to the bulk password change.
-async fn list(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
-    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
-    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+async fn list(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
+    let q = Form::of_query(&raw);
+    let scope = scope(&api, &ui, q.get("municipality"), "/ui/operators").await?;
     let filters: Vec<(&str, &str)> = FILTERS.iter().map(|(name, _)| (*name, q.get(name).trim())).collect();
     let include_revoked = if q.get("include_revoked") == "true" { "true" } else { "" };
     let mut asked = filters.clone();
     asked.extend([("include_revoked", include_revoked), ("cursor", q.get("cursor")), ("limit", q.get("limit"))]);
-    let path = format!("{}?{}", scope.api(), query(&asked));
-    let answer = api.call(&ui.token, Call::get(&path)).await;
-    if let Some(p) = answer.problem() {
-        return refused(&p);
-    }
+    let answer = one(&api, &ui, &format!("{}?{}", scope.api(), query(&asked))).await?;
     let operators = items(&answer.body);
     let next = answer.body.get("next_cursor").and_then(Value::as_str).filter(|c| !c.is_empty());
     let mut kept = filters.clone();
@@ -378,9 +290,8 @@ async fn list(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQu
     };
     let admin = ui.session.actor.is_system_admin();
     let errors = FieldErrors::default();
-    page(layout(
+    Ok(page(ui.layout(
         &format!("オペレータ一覧（{}）", scope.code),
-        Some((&ui.session, &ui.csrf())),
         html! {
             p.actions {
                 a href=(scope.href("/ui/operators/new")) { "オペレータ登録" }
@@ -426,14 +337,14 @@ async fn list(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQu
                                     @let id = text(o, "operator_id");
                                     @let check = format!("pick-{}", segment(id));
                                     tr {
-                                        td { @if o.get("revoked").and_then(Value::as_bool) != Some(true) {
+                                        td { @if !flag(o, "revoked") {
                                             input type="checkbox" id=(check) name="operator_ids" value=(id);
                                             label.visually-hidden for=(check) { (id) " を選択" }
                                         } }
                                         td { a href=(scope.operator_href(id)) { (id) } }
                                         td { (text(o, "name")) } td { (text(o, "department")) } td { (text(o, "phone")) }
                                         td { (text(o, "email")) } td { (text(o, "info")) }
-                                        td { (strings(o, "roles").iter().map(|r| role_label(r)).collect::<Vec<_>>().join("、")) }
+                                        td { (role_labels(o)) }
                                         td { (strings(o, "business_systems").join(" ")) }
                                         td { (state_label(o)) }
                                     }
@@ -451,7 +362,7 @@ async fn list(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQu
                 }
             }
         },
-    ))
+    )))
 }
 
 /// The list's filters (`GET …/operators`' conditions), with the screen's labels.
@@ -466,18 +377,13 @@ const FILTERS: [(&str, &str); 6] = [
 
 /// 失効 / ロック中 / 有効.
 fn state_label(operator: &Value) -> &'static str {
-    if operator.get("revoked").and_then(Value::as_bool) == Some(true) {
+    if flag(operator, "revoked") {
         "失効"
-    } else if operator.get("locked").and_then(Value::as_bool) == Some(true) {
+    } else if flag(operator, "locked") {
         "ロック中"
     } else {
         "有効"
     }
-}
-
-/// A page with one message for these screens, signed in.
-fn message(ui: &UiSession, title: &str, body: Markup) -> Markup {
-    layout(title, Some((&ui.session, &ui.csrf())), body)
 }
 
 #[cfg(test)]

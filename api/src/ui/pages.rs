@@ -1,6 +1,8 @@
 //! The UI's pages as HTML (maud: checked at compile time, every value escaped): the layout, the login form, the
-//! operator's top page and the one-message page. No script, no inline style (the Content-Security-Policy forbids
-//! both); every field has its label, and the order of the fields is the order of work.
+//! operator's top page, the one-message page, the confirmation before a change that cannot be undone, and the
+//! pieces every form is made of (fields with their notes, the problems above a form, the hidden keys). No script,
+//! no inline style (the Content-Security-Policy forbids both); every field has its label, and the order of the
+//! fields is the order of work.
 
 use cardap_commands::access::SessionOf;
 use cardap_commands::residents::ResidentRow;
@@ -9,7 +11,8 @@ use cardap_domain::resident::EraDate;
 use cardap_projections::business_systems::BusinessSystemRow;
 use maud::{DOCTYPE, Markup, html};
 
-use super::form::{FieldErrors, id_of};
+use super::UiSession;
+use super::form::{FieldErrors, id_of, new_key};
 
 /// A page: the header (with the operator and the logout button when logged in) and `body`.
 pub fn layout(title: &str, signed_in: Option<(&SessionOf, &str)>, body: Markup) -> Markup {
@@ -187,6 +190,12 @@ pub enum Input<'a> {
         options: &'a [(String, String)],
         required: bool,
     },
+    /// Several lines (a list typed one a line, or separated).
+    Textarea {
+        rows: u8,
+    },
+    /// A new password: never filled in again (a password is not echoed into a page).
+    Password,
 }
 
 /// A field of a form: its label (with 必須 when required), the input keeping what was typed, and its problems (or
@@ -198,6 +207,7 @@ pub fn input_field(name: &str, label: &str, value: &str, hint: &str, errors: &Fi
     let invalid = (!problems.is_empty()).then_some("true");
     let required = match input {
         Input::Text { required } | Input::Select { required, .. } => required,
+        Input::Textarea { .. } | Input::Password => false,
     };
     html! {
         div.field {
@@ -214,14 +224,34 @@ pub fn input_field(name: &str, label: &str, value: &str, hint: &str, errors: &Fi
                         @for (v, l) in options { option value=(v) selected[v == value] { (l) } }
                     }
                 }
+                Input::Textarea { rows } => {
+                    textarea id=(id) name=(name) rows=(rows) aria-describedby=(described) aria-invalid=[invalid] { (value) }
+                }
+                Input::Password => {
+                    input id=(id) name=(name) type="password" autocomplete="new-password" aria-describedby=(described)
+                        aria-invalid=[invalid];
+                }
             }
-            @if problems.is_empty() {
-                span.muted id=(described) { (hint) }
-            } @else {
-                span.field-error id=(described) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
-            }
+            (field_note(&described, hint, &problems))
         }
     }
+}
+
+/// What is under a field: its problems (one a line), else its hint; `id` is what the field's `aria-describedby`
+/// names.
+pub fn field_note(id: &str, hint: &str, problems: &[&str]) -> Markup {
+    html! {
+        @if problems.is_empty() {
+            span.muted id=(id) { (hint) }
+        } @else {
+            span.field-error id=(id) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
+        }
+    }
+}
+
+/// The options of a choice, `(value, label)`.
+pub fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(value, label)| ((*value).to_owned(), (*label).to_owned())).collect()
 }
 
 /// The problems of a refused form, above it (read out at once: `role="alert"`).
@@ -303,6 +333,46 @@ pub fn residents(
     )
 }
 
+/// What a confirmation before a change that cannot be undone says and does.
+pub struct Confirmation<'a> {
+    pub title: &'a str,
+    /// What is about to happen.
+    pub what: Markup,
+    /// What cannot be undone.
+    pub warning: Markup,
+    /// Where the form posts; `None` when it is already done (the page then only says what it would do).
+    pub action: Option<&'a str>,
+    /// The form's hidden fields besides its keys and the version (the operator screens' municipality).
+    pub hidden: Markup,
+    /// The version the page showed (`If-Match`).
+    pub version: &'a str,
+    pub button: &'a str,
+    /// Where やめる goes.
+    pub back: &'a str,
+}
+
+/// The confirmation before a change (廃止, 失効, 取り消し, 一時停止…): what it does, the warning, and the button that
+/// does it at the version the page showed; after a refusal, the problems above.
+pub fn confirmation(ui: &UiSession, c: Confirmation<'_>, errors: &FieldErrors) -> Markup {
+    ui.layout(
+        c.title,
+        html! {
+            (error_summary(errors))
+            p { (c.what) }
+            p.error { (c.warning) }
+            @if let Some(action) = c.action {
+                form method="post" action=(action) {
+                    (form_keys(&ui.csrf(), &new_key()))
+                    (c.hidden)
+                    input type="hidden" name="version" value=(c.version);
+                    button type="submit" { (c.button) }
+                }
+            }
+            p { a href=(c.back) { "やめる" } }
+        },
+    )
+}
+
 /// A page with one message (an error the user can act on).
 pub fn message(title: &str, text: &str) -> Markup {
     layout(title, None, html! { p { (text) } p { a href="/ui/" { "トップへ" } } })
@@ -327,7 +397,8 @@ mod tests {
         let page =
             login(&[("131016".into(), "千代田区".into())], "131016", "<script>x</script>", Some("だめ")).into_string();
         assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "{page}");
-        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<script>"), "no inline script: {page}");
+        assert_eq!(page.matches("<script").count(), 1, "only the binary's own webauthn.js: {page}");
         assert!(page.contains(r#"<option value="131016" selected>千代田区 (131016)</option>"#), "{page}");
         assert!(page.contains(r#"<label for="password">パスワード</label>"#));
         assert!(!page.contains("style="), "no inline style: the CSP forbids it");

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 
 use super::api::{Answer, InProcessApi};
 use super::form::FieldErrors;
-use super::pages::{self, Input, error_summary, input_field, layout};
-use super::{UiSession, csrf_ok, forbidden, page, refused};
+use super::pages::{Input, error_summary, input_field, options};
+use super::{Reply, UiSession, csrf_ok, forbidden, page, refused};
 
 /// Upload chunks in flight between the browser's upload and the import.
 const UPLOAD_CHUNKS: usize = 8;
@@ -36,17 +36,13 @@ const LISTED_ERRORS: u64 = 1000;
 const STREAM_HERE: &str = "<!--cardap:stream-->";
 
 fn charsets() -> Vec<(String, String)> {
-    [("UTF-8", "UTF-8"), ("Shift_JIS", "Shift_JIS（Windows の Excel で保存した CSV）")]
-        .into_iter()
-        .map(|(v, l)| (v.to_owned(), l.to_owned()))
-        .collect()
+    options(&[("UTF-8", "UTF-8"), ("Shift_JIS", "Shift_JIS（Windows の Excel で保存した CSV）")])
 }
 
 fn form_page(ui: &UiSession, errors: &FieldErrors, charset: &str) -> Markup {
     let csrf = ui.csrf();
-    layout(
+    ui.layout(
         "住基データ取込",
-        Some((&ui.session, &csrf)),
         html! {
             p { "既存住基システムまたは住基ネットCSから出力したCSVファイルを取り込みます。同じファイルを再度取り込んでも、変わった行だけが反映されます。" }
             (error_summary(errors))
@@ -65,11 +61,9 @@ fn form_page(ui: &UiSession, errors: &FieldErrors, charset: &str) -> Markup {
 }
 
 /// The upload form.
-pub async fn form(ui: UiSession) -> Response {
-    if ui.session.actor.municipality.is_none() {
-        return page(pages::message("住基データ取込", "この画面は市町村のオペレータが使います。"));
-    }
-    page(form_page(&ui, &FieldErrors::default(), "UTF-8"))
+pub async fn form(ui: UiSession) -> Reply {
+    ui.own_municipality("住基データ取込")?;
+    Ok(page(form_page(&ui, &FieldErrors::default(), "UTF-8")))
 }
 
 /// What the form sent before the file.
@@ -87,10 +81,8 @@ pub async fn import(
     ui: UiSession,
     headers: HeaderMap,
     mut multipart: Multipart,
-) -> Response {
-    let Some(code) = ui.session.actor.municipality.as_ref().map(|m| m.to_string()) else {
-        return page(pages::message("住基データ取込", "この画面は市町村のオペレータが使います。"));
-    };
+) -> Reply {
+    let code = ui.own_municipality("住基データ取込")?;
     // A task reads the form: the fields before the file (told at once), then the file's chunks as they arrive,
     // which become the import's body. Dropped, the receiving side stops it.
     let read = Arc::new(AtomicU64::new(0));
@@ -132,37 +124,36 @@ pub async fn import(
     });
     let upload = upload_rx.await.unwrap_or_default();
     if !csrf_ok(&ui, &upload.csrf) {
-        return forbidden();
+        return Err(forbidden());
     }
     let charset = if upload.charset == "Shift_JIS" { "Shift_JIS" } else { "UTF-8" };
     if upload.file.as_deref().is_none_or(str::is_empty) {
         let mut errors = FieldErrors::default();
         errors.general.push("CSVファイルを選んでください。".to_owned());
-        return (StatusCode::UNPROCESSABLE_ENTITY, page(form_page(&ui, &errors, charset))).into_response();
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page(form_page(&ui, &errors, charset))).into_response());
     }
     let body = Body::from_stream(stream::unfold(chunks_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
-    let Some(request) = request(&code, charset, body) else { return super::unavailable() };
+    let Some(request) = request(&code, charset, body) else { return Err(super::unavailable()) };
     let response = api.send(&ui.token, request).await;
     if response.status() != StatusCode::OK {
-        return refused_page(&ui, &Answer::read(response).await, charset);
+        return Ok(refused_page(&ui, &Answer::read(response).await, charset));
     }
     let total = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let body = streamed(&ui, response.into_body(), read, total);
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], body).into_response()
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], body).into_response())
 }
 
 /// The page's stream: the layout's head, then the import's progress and report as they come, then the tail.
 fn streamed(ui: &UiSession, answer: Body, read: Arc<AtomicU64>, total: Option<u64>) -> Body {
-    let csrf = ui.csrf();
-    let shell = layout(
-        "住基データ取込",
-        Some((&ui.session, &csrf)),
-        html! {
-            div.import-log role="status" { (PreEscaped(STREAM_HERE)) }
-            p { a href="/ui/registry/import" { "別のファイルを取り込む" } }
-        },
-    )
-    .into_string();
+    let shell = ui
+        .layout(
+            "住基データ取込",
+            html! {
+                div.import-log role="status" { (PreEscaped(STREAM_HERE)) }
+                p { a href="/ui/registry/import" { "別のファイルを取り込む" } }
+            },
+        )
+        .into_string();
     let (head, tail) = shell.split_once(STREAM_HERE).map(|(h, t)| (h.to_owned(), t.to_owned())).unwrap_or_default();
     let (html_tx, html_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {

@@ -19,10 +19,14 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::api::{Answer, Call, InProcessApi, segment};
+use super::api::{Answer, Call, InProcessApi, items, segment, strings, text};
+use super::flow::{Done, ON_THE_FORM, after_change, one, problem_for_the_form, problems};
 use super::form::{FieldErrors, Form, insert, new_key};
-use super::pages::{self, Input, error_summary, form_keys, input_field, layout, notice, text_field};
-use super::{UiSession, csrf_ok, forbidden, page, refused, unavailable};
+use super::pages::{
+    self, Confirmation, Input, confirmation, error_summary, field_note, form_keys, input_field, notice, options,
+    text_field,
+};
+use super::{Posted, Reply, UiSession, page, refused, unavailable};
 use crate::state::AppState;
 
 /// The fields of 利用者登録 before the custom fields: form name (the API's pointer with dots), label, hint,
@@ -43,20 +47,7 @@ const PERSONAL: [(&str, &str, &str, bool); 11] = [
 
 /// 性別 (ISO 5218).
 fn sexes() -> Vec<(String, String)> {
-    [("1", "男"), ("2", "女"), ("9", "適用不能"), ("0", "不明")]
-        .into_iter()
-        .map(|(v, l)| (v.to_owned(), l.to_owned()))
-        .collect()
-}
-
-/// The operator's municipality, or the page saying these screens are for municipalities' operators.
-fn own_municipality(ui: &UiSession, title: &str) -> Result<String, Response> {
-    ui.session
-        .actor
-        .municipality
-        .as_ref()
-        .map(|m| m.to_string())
-        .ok_or_else(|| page(pages::message(title, "この画面は市町村のオペレータが使います。")))
+    options(&[("1", "男"), ("2", "女"), ("9", "適用不能"), ("0", "不明")])
 }
 
 // ---- 利用者検索 -------------------------------------------------------------------------------------------------
@@ -74,13 +65,10 @@ pub struct SearchFields {
 /// 利用者検索: the residents of the operator's own municipality by kana prefix, birth date (`EYYMMDD`) or FID (the
 /// same use case as `GET …/residents`, recorded in the read access log). Each field's problem is shown next to it
 /// and what was typed stays in the form; with no condition only the form is shown.
-pub async fn search(State(state): State<AppState>, ui: UiSession, query: RawQuery) -> Response {
+pub async fn search(State(state): State<AppState>, ui: UiSession, query: RawQuery) -> Reply {
     let fields: SearchFields = serde_urlencoded::from_str(query.0.as_deref().unwrap_or("")).unwrap_or_default();
-    let code = match own_municipality(&ui, "利用者検索") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let Ok(code) = cardap_domain::MunicipalityCode::parse(&code) else { return unavailable() };
+    let code = ui.own_municipality("利用者検索")?;
+    let Ok(code) = cardap_domain::MunicipalityCode::parse(&code) else { return Err(unavailable()) };
     let typed = |s: &str| Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
     let mut errors = FieldErrors::default();
     let kana_prefix = typed(&fields.kana_prefix).and_then(|p| {
@@ -113,24 +101,24 @@ pub async fn search(State(state): State<AppState>, ui: UiSession, query: RawQuer
         match state.residents.search_residents(&ctx, &code, &search).await {
             Ok(page) => Some((page.rows, page.next.is_some())),
             Err(cardap_commands::CommandError::Unauthorized(_)) => {
-                return page(pages::message("利用者検索", "利用者検索の権限がありません。"));
+                return Err(page(pages::message("利用者検索", "利用者検索の権限がありません。")));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the UI could not search residents");
-                return unavailable();
+                return Err(unavailable());
             }
         }
     } else {
         None
     };
     let form = pages::SearchForm { kana_prefix: &fields.kana_prefix, birth_date: &fields.birth_date, fid: &fields.fid };
-    page(pages::residents(
+    Ok(page(pages::residents(
         &ui.session,
         &ui.csrf(),
         &form,
         &errors,
         found.as_ref().map(|(rows, more)| (rows.as_slice(), *more)),
-    ))
+    )))
 }
 
 // ---- 利用者登録 -------------------------------------------------------------------------------------------------
@@ -183,12 +171,7 @@ impl CustomField {
 
 /// The municipality's resident settings (custom fields, AP catalog, presets) as the API answers them.
 async fn settings(api: &InProcessApi, ui: &UiSession, code: &str) -> Result<Answer, Response> {
-    let path = format!("/api/v1/municipalities/{code}/resident-settings");
-    let answer = api.call(&ui.token, Call::get(&path)).await;
-    match answer.problem() {
-        None => Ok(answer),
-        Some(problem) => Err(refused(&problem)),
-    }
+    one(api, ui, &format!("/api/v1/municipalities/{code}/resident-settings")).await
 }
 
 fn custom_fields(settings: &Answer) -> Vec<CustomField> {
@@ -214,9 +197,8 @@ fn registration_page(ui: &UiSession, p: &RegistrationPage<'_>) -> Markup {
     let form = p.form;
     let sexes = sexes();
     let key = Some(form.idempotency_key()).filter(|k| !k.is_empty()).map(str::to_owned).unwrap_or_else(new_key);
-    layout(
+    ui.layout(
         "利用者登録",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (notice(p.note))
             section aria-labelledby="prefill-title" {
@@ -239,7 +221,7 @@ fn registration_page(ui: &UiSession, p: &RegistrationPage<'_>) -> Markup {
                     p role="status" { "該当する住基データが" (p.matches.len()) "件あります。登録する方を選んでください。" }
                     ul {
                         @for m in p.matches {
-                            @let key = m.get("registry_key").and_then(Value::as_str).unwrap_or("");
+                            @let key = text(m, "registry_key");
                             li { a href={ "/ui/residents/new?by=key&registry_key=" (segment(key)) } {
                                 (draft_label(m)) " （宛名番号 " (key) "）" } }
                         }
@@ -324,16 +306,10 @@ pub async fn register_form(
     Extension(api): Extension<InProcessApi>,
     ui: UiSession,
     query: RawQuery,
-) -> Response {
-    let code = match own_municipality(&ui, "利用者登録") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let mut form = Form::parse(query.0.as_deref().unwrap_or("").as_bytes());
-    let settings = match settings(&api, &ui, &code).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+) -> Reply {
+    let code = ui.own_municipality("利用者登録")?;
+    let mut form = Form::of_query(&query);
+    let settings = settings(&api, &ui, &code).await?;
     let custom = custom_fields(&settings);
     let mut errors = FieldErrors::default();
     let mut matches = Vec::new();
@@ -352,7 +328,7 @@ pub async fn register_form(
                     Some(p) if p.status == StatusCode::NOT_FOUND => {
                         errors.add("registry_key", "この宛名番号の住基データはありません。")
                     }
-                    Some(p) => return refused(&p),
+                    Some(p) => return Err(refused(&p)),
                 }
             }
         },
@@ -369,17 +345,14 @@ pub async fn register_form(
             let path = format!("/api/v1/municipalities/{code}/registry/lookup");
             let answer = api.call(&ui.token, Call::post(&path, Value::Object(facts))).await;
             match answer.problem() {
-                None => {
-                    let items = answer.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-                    match items.as_slice() {
-                        [] => errors.general.push("4情報に該当する住基データはありません。".to_owned()),
-                        [one] => {
-                            prefill(&mut form, one);
-                            note = Some("住基データを読み込みました。内容を確認して登録してください。");
-                        }
-                        _ => matches = items,
+                None => match items(&answer.body) {
+                    [] => errors.general.push("4情報に該当する住基データはありません。".to_owned()),
+                    [one] => {
+                        prefill(&mut form, one);
+                        note = Some("住基データを読み込みました。内容を確認して登録してください。");
                     }
-                }
+                    found => matches = found.to_vec(),
+                },
                 Some(p) if p.status == StatusCode::UNPROCESSABLE_ENTITY => {
                     let fields = ["lookup.name", "lookup.birth_date", "lookup.sex", "lookup.address"];
                     let mut found = FieldErrors::of(&p, &["name", "birth_date", "sex", "address"]);
@@ -390,32 +363,22 @@ pub async fn register_form(
                     }
                     errors.general = std::mem::take(&mut found.general);
                 }
-                Some(p) => return refused(&p),
+                Some(p) => return Err(refused(&p)),
             }
         }
         _ => {}
     }
-    page(registration_page(
+    Ok(page(registration_page(
         &ui,
         &RegistrationPage { form: &form, errors: &errors, custom: &custom, matches: &matches, note },
-    ))
+    )))
 }
 
 /// Registers the resident of the form (`POST …/residents` with the form's `Idempotency-Key`: a double click
 /// registers one resident); refused, the same form again with every problem next to its field.
-pub async fn register(Extension(api): Extension<InProcessApi>, ui: UiSession, body: axum::body::Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "利用者登録") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let settings = match settings(&api, &ui, &code).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    let code = ui.own_municipality("利用者登録")?;
+    let settings = settings(&api, &ui, &code).await?;
     let custom = custom_fields(&settings);
     let mut names: Vec<&str> = PERSONAL.iter().map(|(n, ..)| *n).collect();
     names.extend(["sex", "registry_key"]);
@@ -433,71 +396,44 @@ pub async fn register(Extension(api): Extension<InProcessApi>, ui: UiSession, bo
         insert(root, "custom_fields", Value::Object(values));
     }
     let path = format!("/api/v1/municipalities/{code}/residents");
-    let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
-    match answer.problem() {
-        None => {
-            let id = answer.str("/resident_id");
-            Redirect::to(&format!("/ui/residents/{}?done=registered", segment(id))).into_response()
-        }
-        Some(p) if p.status == StatusCode::UNPROCESSABLE_ENTITY || p.status == StatusCode::CONFLICT => {
-            let mut fields: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-            fields.extend(custom.iter().map(CustomField::name));
-            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let errors = FieldErrors::of(&p, &fields);
-            let markup = registration_page(
-                &ui,
-                &RegistrationPage { form: &form, errors: &errors, custom: &custom, matches: &[], note: None },
-            );
-            (StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response()
-        }
-        Some(p) => refused(&p),
-    }
+    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
+    let on_the_form = [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::CONFLICT];
+    let Some(problem) = problem_for_the_form(&answer, &on_the_form)? else {
+        let id = answer.str("/resident_id");
+        return Ok(Redirect::to(&format!("/ui/residents/{}?done=registered", segment(id))).into_response());
+    };
+    let mut fields: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    fields.extend(custom.iter().map(CustomField::name));
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let errors = FieldErrors::of(&problem, &fields);
+    let markup = registration_page(
+        &ui,
+        &RegistrationPage { form: &form, errors: &errors, custom: &custom, matches: &[], note: None },
+    );
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response())
 }
 
 // ---- the resident and his card -------------------------------------------------------------------------------
 
-/// What a change left to say on the resident's page (`?done=`), from a fixed list: nothing typed is echoed.
-fn done_text(done: &str) -> Option<&'static str> {
-    Some(match done {
-        "registered" => "利用者を登録しました。",
-        "card" => "カードを登録しました。",
-        "area" => "地域住民向け領域を作成しました。",
-        "installed" => "カードAPを搭載しました。",
-        "suspended" => "カードを一時停止しました。",
-        "resumed" => "カードの一時停止を解除しました。",
-        "abolished" => "カードを廃止しました。",
-        _ => return None,
-    })
-}
+/// What a change left to say on the resident's page (`?done=`).
+const DONE: Done = Done(&[
+    ("registered", "利用者を登録しました。"),
+    ("card", "カードを登録しました。"),
+    ("area", "地域住民向け領域を作成しました。"),
+    ("installed", "カードAPを搭載しました。"),
+    ("suspended", "カードを一時停止しました。"),
+    ("resumed", "カードの一時停止を解除しました。"),
+    ("abolished", "カードを廃止しました。"),
+]);
 
 /// Names of the business systems, by id (for the AP lists).
 async fn system_names(api: &InProcessApi, ui: &UiSession) -> Vec<(String, String)> {
     let answer = api.call(&ui.token, Call::get("/api/v1/business-systems")).await;
-    answer
-        .body
-        .get("items")
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .map(|s| {
-                    let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                    (text("business_id"), text("name"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    items(&answer.body).iter().map(|s| (text(s, "business_id").to_owned(), text(s, "name").to_owned())).collect()
 }
 
 fn name_of<'a>(names: &'a [(String, String)], id: &str) -> &'a str {
     names.iter().find(|(b, _)| b == id).map(|(_, n)| n.as_str()).unwrap_or("")
-}
-
-fn ids(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 /// Everything the resident's page shows.
@@ -510,29 +446,23 @@ struct ResidentPage {
     names: Vec<(String, String)>,
 }
 
+/// A card of the municipality, in the API.
+fn card_path(code: &str, fid: &str) -> String {
+    format!("/api/v1/municipalities/{code}/cards/{}", segment(fid))
+}
+
 async fn load_resident(api: &InProcessApi, ui: &UiSession, code: &str, id: &str) -> Result<ResidentPage, Response> {
-    let path = format!("/api/v1/municipalities/{code}/residents/{}", segment(id));
-    let resident = api.call(&ui.token, Call::get(&path)).await;
-    if let Some(p) = resident.problem() {
-        return Err(refused(&p));
-    }
+    let resident = one(api, ui, &format!("/api/v1/municipalities/{code}/residents/{}", segment(id))).await?;
     let card = match resident.body.get("active_fid").and_then(Value::as_str) {
-        Some(fid) => {
-            let path = format!("/api/v1/municipalities/{code}/cards/{}", segment(fid));
-            let card = api.call(&ui.token, Call::get(&path)).await;
-            if let Some(p) = card.problem() {
-                return Err(refused(&p));
-            }
-            Some(card)
-        }
+        Some(fid) => Some(one(api, ui, &card_path(code, fid)).await?),
         None => None,
     };
     let settings = settings(api, ui, code).await?;
     Ok(ResidentPage {
         card,
         custom: custom_fields(&settings),
-        catalog: ids(settings.body.get("catalog")),
-        presets: ids(settings.body.get("presets")),
+        catalog: strings(&settings.body, "catalog"),
+        presets: strings(&settings.body, "presets"),
         names: system_names(api, ui).await,
         resident,
     })
@@ -544,17 +474,11 @@ pub async fn show(
     ui: UiSession,
     Path(id): Path<String>,
     query: RawQuery,
-) -> Response {
-    let code = match own_municipality(&ui, "利用者") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let query = Form::parse(query.0.as_deref().unwrap_or("").as_bytes());
-    let data = match load_resident(&api, &ui, &code, &id).await {
-        Ok(d) => d,
-        Err(page) => return page,
-    };
-    page(resident_page(&ui, &data, done_text(query.get("done")), &FieldErrors::default(), &Form::default()))
+) -> Reply {
+    let code = ui.own_municipality("利用者")?;
+    let data = load_resident(&api, &ui, &code, &id).await?;
+    let done = DONE.of(&Form::of_query(&query));
+    Ok(page(resident_page(&ui, &data, done, &FieldErrors::default(), &Form::default())))
 }
 
 fn resident_page(
@@ -581,9 +505,8 @@ fn resident_page(
     ];
     let custom = r.get("custom_fields").and_then(Value::as_object);
     let title = format!("利用者 {} {}", text("/kanji_name/family"), text("/kanji_name/given"));
-    layout(
+    ui.layout(
         &title,
-        Some((&ui.session, &csrf)),
         html! {
             (notice(done))
             @if r.get("erased").and_then(Value::as_bool) == Some(true) { p.error { "この利用者の個人情報は消去されています。" } }
@@ -689,18 +612,14 @@ fn card_section(csrf: &str, data: &ResidentPage, card: &Answer, errors: &FieldEr
                                 label for={ "ap-" (b) } { (b) " " (name_of(&data.names, b)) }
                             }
                         }
-                        @let problems = errors.of_field("business_ids");
-                        @if problems.is_empty() { span.muted id="f-business_ids-note" { "市町村が提供するカードAPのうち未搭載のもの" } }
-                        @else { span.field-error id="f-business_ids-note" { @for p in &problems { (p) br; } } }
+                        (field_note("f-business_ids-note", "市町村が提供するカードAPのうち未搭載のもの", &errors.of_field("business_ids")))
                     }
                     @if offered.iter().any(|b| b.as_str() == "01") {
                         div.check {
                             input type="checkbox" id="f-issuance_consent" name="issuance_consent" value="true"
                                 aria-describedby="f-issuance_consent-note";
                             label for="f-issuance_consent" { "証明書等自動交付（01）の利用者情報連携に本人が同意した" }
-                            @let problems = errors.of_field("issuance_consent");
-                            @if problems.is_empty() { span.muted id="f-issuance_consent-note" { "01 を搭載するときに必要です" } }
-                            @else { span.field-error id="f-issuance_consent-note" { @for p in &problems { (p) } } }
+                            (field_note("f-issuance_consent-note", "01 を搭載するときに必要です", &errors.of_field("issuance_consent")))
                         }
                     }
                     div { button type="submit" { "選んだカードAPを搭載" } }
@@ -736,7 +655,6 @@ fn card_section(csrf: &str, data: &ResidentPage, card: &Answer, errors: &FieldEr
 
 /// The resident's answer for a preset certificate issuance AP (`01`).
 fn consent_choice(errors: &FieldErrors) -> Markup {
-    let problems = errors.of_field("issuance_consent");
     html! {
         fieldset aria-describedby="f-issuance_consent-note" {
             legend { "証明書等自動交付（01）の利用者情報連携への同意" }
@@ -744,8 +662,7 @@ fn consent_choice(errors: &FieldErrors) -> Markup {
                 label for="consent-yes" { "同意する（01 を搭載）" } }
             div.check { input type="radio" id="consent-no" name="issuance_consent" value="false";
                 label for="consent-no" { "同意しない（01 は搭載しない）" } }
-            @if problems.is_empty() { span.muted id="f-issuance_consent-note" { "本人に確認してください" } }
-            @else { span.field-error id="f-issuance_consent-note" { @for p in &problems { (p) } } }
+            (field_note("f-issuance_consent-note", "本人に確認してください", &errors.of_field("issuance_consent")))
         }
     }
 }
@@ -753,21 +670,13 @@ fn consent_choice(errors: &FieldErrors) -> Markup {
 /// カード登録 for the resident.
 pub async fn register_card(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "カード登録") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let code = ui.own_municipality("カード登録")?;
     let body = json!({"fid": form.get("fid").trim(), "resident_id": id});
     let path = format!("/api/v1/municipalities/{code}/cards");
-    let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
+    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &id), answer, "card", &["fid", "resident_id"], &form).await
 }
 
@@ -781,96 +690,54 @@ async fn back_to_resident(
     done: &str,
     fields: &[&str],
     typed: &Form,
-) -> Response {
-    let Some(problem) = answer.problem() else {
-        return Redirect::to(&format!("/ui/residents/{}?done={done}", segment(resident_id))).into_response();
-    };
-    if !matches!(
-        problem.status,
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED
-    ) {
-        return refused(&problem);
-    }
-    let mut errors = FieldErrors::of(&problem, fields);
-    if problem.status == StatusCode::PRECONDITION_FAILED {
-        errors.general = vec![super::CHANGED_MEANWHILE.to_owned()];
-    }
-    match load_resident(api, ui, code, resident_id).await {
-        Ok(data) => (problem.status, page(resident_page(ui, &data, None, &errors, typed))).into_response(),
-        Err(page) => page,
-    }
+) -> Reply {
+    let to = format!("/ui/residents/{}?done={done}", segment(resident_id));
+    let problem = after_change(&answer, &to, ON_THE_FORM)?;
+    let errors = problems(&problem, fields);
+    let data = load_resident(api, ui, code, resident_id).await?;
+    Ok((problem.status, page(resident_page(ui, &data, None, &errors, typed))).into_response())
 }
 
-/// The card's owner, for the page to go back to.
-async fn card_owner(
-    api: &InProcessApi,
-    ui: &UiSession,
-    code: &str,
-    fid: &str,
-) -> Result<(String, Option<u64>), Response> {
-    let path = format!("/api/v1/municipalities/{code}/cards/{}", segment(fid));
-    let card = api.call(&ui.token, Call::get(&path)).await;
-    match card.problem() {
-        None => Ok((card.str("/resident_id").to_owned(), card.version)),
-        Some(p) => Err(refused(&p)),
-    }
+/// The operator's municipality (for the screen `title`) and the owner of its card `fid`, for the page to go back
+/// to.
+async fn card_of(api: &InProcessApi, ui: &UiSession, title: &str, fid: &str) -> Result<(String, String), Response> {
+    let code = ui.own_municipality(title)?;
+    let card = one(api, ui, &card_path(&code, fid)).await?;
+    let owner = card.str("/resident_id").to_owned();
+    Ok((code, owner))
 }
 
 /// 地域住民向け領域設定 (the presets installed with it; the resident's answer for a preset `01`).
 pub async fn local_area(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(fid): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "地域住民向け領域設定") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let (owner, _) = match card_owner(&api, &ui, &code, &fid).await {
-        Ok(o) => o,
-        Err(page) => return page,
-    };
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let (code, owner) = card_of(&api, &ui, "地域住民向け領域設定", &fid).await?;
     let body = match form.get("issuance_consent") {
         "true" => json!({"issuance_consent": true}),
         "false" => json!({"issuance_consent": false}),
         _ => json!({}),
     };
-    let path = format!("/api/v1/municipalities/{code}/cards/{}/local-area", segment(&fid));
-    let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
+    let path = format!("{}/local-area", card_path(&code, &fid));
+    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, "area", &["issuance_consent"], &form).await
 }
 
 /// カードAP搭載: the chosen APs at once (all or none, as the API installs them).
 pub async fn install(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(fid): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "カードAP搭載") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let (owner, _) = match card_owner(&api, &ui, &code, &fid).await {
-        Ok(o) => o,
-        Err(page) => return page,
-    };
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let (code, owner) = card_of(&api, &ui, "カードAP搭載", &fid).await?;
     let chosen = form.all("business_ids");
     let mut body = json!({"business_ids": chosen});
     if chosen.contains(&"01") {
         body["issuance_consent"] = json!(form.get("issuance_consent") == "true");
     }
-    let path = format!("/api/v1/municipalities/{code}/cards/{}/aps", segment(&fid));
-    let answer = api.call(&ui.token, Call::post(&path, body).idempotent(form.idempotency_key())).await;
+    let path = format!("{}/aps", card_path(&code, &fid));
+    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, "installed", &["business_ids", "issuance_consent"], &form)
         .await
 }
@@ -878,26 +745,14 @@ pub async fn install(
 /// カードAP削除: each chosen AP removed in turn, and the result per AP.
 pub async fn remove(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(fid): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "カードAP削除") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let (owner, _) = match card_owner(&api, &ui, &code, &fid).await {
-        Ok(o) => o,
-        Err(page) => return page,
-    };
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let (code, owner) = card_of(&api, &ui, "カードAP削除", &fid).await?;
     let names = system_names(&api, &ui).await;
     let mut results = Vec::new();
     for business_id in form.all("business_ids") {
-        let path = format!("/api/v1/municipalities/{code}/cards/{}/aps/{}", segment(&fid), segment(business_id));
+        let path = format!("{}/aps/{}", card_path(&code, &fid), segment(business_id));
         let key = format!("{}-{business_id}", form.idempotency_key());
         let answer = api.call(&ui.token, Call::get(&path).method(Method::DELETE).idempotent(&key)).await;
         let outcome = match answer.problem() {
@@ -906,9 +761,8 @@ pub async fn remove(
         };
         results.push((business_id.to_owned(), outcome));
     }
-    let markup = layout(
+    Ok(page(ui.layout(
         "カードAP削除の結果",
-        Some((&ui.session, &ui.csrf())),
         html! {
             @if results.is_empty() { p { "削除するカードAPが選ばれていません。" } } @else {
                 table {
@@ -925,29 +779,26 @@ pub async fn remove(
             }
             p { a href={ "/ui/residents/" (segment(&owner)) } { "利用者の画面へ戻る" } }
         },
-    );
-    page(markup)
+    )))
 }
 
 /// 一時停止・再開・廃止: what is about to happen, and the button that does it.
-pub async fn confirm(ui: UiSession, Path((fid, action)): Path<(String, String)>, query: RawQuery) -> Response {
-    let Some((title, warning)) = action_text(&action) else { return super::not_found() };
-    let query = Form::parse(query.0.as_deref().unwrap_or("").as_bytes());
-    let csrf = ui.csrf();
-    page(layout(
+pub async fn confirm(ui: UiSession, Path((fid, action)): Path<(String, String)>, query: RawQuery) -> Reply {
+    let Some((title, warning)) = action_text(&action) else { return Err(super::not_found()) };
+    let query = Form::of_query(&query);
+    let to = format!("/ui/cards/{}/{action}", segment(&fid));
+    let back = format!("/ui/residents?fid={}", segment(&fid));
+    let confirm = Confirmation {
         title,
-        Some((&ui.session, &csrf)),
-        html! {
-            p { "カードFID " strong { (fid) } " を" (title.trim_start_matches("カードの")) "します。" }
-            p.error { (warning) }
-            form method="post" action={ "/ui/cards/" (segment(&fid)) "/" (action) } {
-                (form_keys(&csrf, &new_key()))
-                input type="hidden" name="version" value=(query.get("version"));
-                button type="submit" { (title) "を実行" }
-            }
-            p { a href={ "/ui/residents?fid=" (segment(&fid)) } { "やめる" } }
-        },
-    ))
+        what: html! { "カードFID " strong { (fid) } " を" (title.trim_start_matches("カードの")) "します。" },
+        warning: html! { (warning) },
+        action: Some(&to),
+        hidden: html! {},
+        version: query.get("version"),
+        button: &format!("{title}を実行"),
+        back: &back,
+    };
+    Ok(page(confirmation(&ui, confirm, &FieldErrors::default())))
 }
 
 fn action_text(action: &str) -> Option<(&'static str, &'static str)> {
@@ -963,30 +814,18 @@ fn action_text(action: &str) -> Option<(&'static str, &'static str)> {
 /// else meanwhile is shown as such, never overwritten.
 pub async fn card_action(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path((fid, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
+    Posted { ui, form }: Posted,
+) -> Reply {
     let done = match action.as_str() {
         "suspend" => "suspended",
         "resume" => "resumed",
         "abolish" => "abolished",
-        _ => return super::not_found(),
+        _ => return Err(super::not_found()),
     };
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let code = match own_municipality(&ui, "カードの運用") {
-        Ok(code) => code,
-        Err(page) => return page,
-    };
-    let (owner, _) = match card_owner(&api, &ui, &code, &fid).await {
-        Ok(o) => o,
-        Err(page) => return page,
-    };
-    let path = format!("/api/v1/municipalities/{code}/cards/{}/{action}", segment(&fid));
-    let call = Call::post(&path, json!({})).idempotent(form.idempotency_key()).if_match(form.version());
+    let (code, owner) = card_of(&api, &ui, "カードの運用", &fid).await?;
+    let path = format!("{}/{action}", card_path(&code, &fid));
+    let call = Call::post(&path, json!({})).keyed(&form);
     let answer = api.call(&ui.token, call).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, done, &[], &form).await
 }
@@ -994,12 +833,6 @@ pub async fn card_action(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_known_outcomes_are_said() {
-        assert_eq!(done_text("installed"), Some("カードAPを搭載しました。"));
-        assert_eq!(done_text("<script>"), None);
-    }
 
     #[test]
     fn a_registry_draft_fills_the_form() {

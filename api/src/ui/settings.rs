@@ -15,17 +15,18 @@ use axum::Extension;
 use axum::Router;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cardap_commands::{AuthzError, Permission, authorize};
 use cardap_domain::MunicipalityCode;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::api::{Call, InProcessApi, segment};
+use super::api::{Call, InProcessApi, segment, strings};
+use super::flow::{Done, ON_THE_FORM, after_change, changed_meanwhile, municipalities, one, permitted_systems};
 use super::form::{FieldErrors, Form, id_of, new_key};
-use super::pages::{self, Input, error_summary, form_keys, input_field, layout, notice};
-use super::{CHANGED_MEANWHILE, UiSession, csrf_ok, forbidden, not_found, page, refused};
+use super::pages::{self, Input, error_summary, field_note, form_keys, input_field, notice, options};
+use super::{Posted, Reply, UiSession, not_found, page};
 use crate::state::AppState;
 
 /// The most custom fields the API takes; the page offers no empty row beyond it.
@@ -42,10 +43,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The custom field types, as the API names them, with their labels.
 fn types() -> Vec<(String, String)> {
-    [("text", "文字"), ("number", "数値（整数）"), ("date", "日付"), ("choice", "選択")]
-        .into_iter()
-        .map(|(v, l)| (v.to_owned(), l.to_owned()))
-        .collect()
+    options(&[("text", "文字"), ("number", "数値（整数）"), ("date", "日付"), ("choice", "選択")])
 }
 
 /// One row of the custom-field editor, as typed (or as the settings hold it).
@@ -170,8 +168,8 @@ impl Editor {
             code: code.to_owned(),
             empty: EMPTY_ROWS.min(MAX_ROWS.saturating_sub(rows.len())),
             rows,
-            catalog: ids(settings.get("catalog")),
-            presets: ids(settings.get("presets")),
+            catalog: strings(settings, "catalog"),
+            presets: strings(settings, "presets"),
             version,
         }
     }
@@ -217,13 +215,6 @@ impl Editor {
     }
 }
 
-fn ids(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
 /// The municipality of the page: the one asked for (`municipality`), else the operator's own; `None` for the
 /// system administrator who has not chosen yet.
 fn municipality_of(ui: &UiSession, asked: &str) -> Option<String> {
@@ -233,189 +224,105 @@ fn municipality_of(ui: &UiSession, asked: &str) -> Option<String> {
         .or_else(|| ui.session.actor.municipality.as_ref().map(|m| m.to_string()))
 }
 
-/// Only who may change the settings gets the editor: another municipality's is "not found", as in the API. The
-/// page for anyone else, `None` for him.
-fn refusal(ui: &UiSession, code: &str) -> Option<Response> {
-    let Ok(code) = MunicipalityCode::parse(code) else { return Some(not_found()) };
+/// Only who may change the settings gets the editor: another municipality's is "not found", as in the API; anyone
+/// else gets the page saying why.
+fn allowed(ui: &UiSession, code: &str) -> Result<(), Response> {
+    let Ok(code) = MunicipalityCode::parse(code) else { return Err(not_found()) };
     let why = match authorize(&ui.session.actor, &Permission::ConfigureResidentServices(code)) {
-        Ok(()) => return None,
-        Err(AuthzError::NotVisible) => return Some(not_found()),
+        Ok(()) => return Ok(()),
+        Err(AuthzError::NotVisible) => return Err(not_found()),
         Err(AuthzError::PasswordChangeRequired) => "初期パスワードのままです。先にパスワードを変更してください。",
         Err(_) => "市町村設定は運用管理部門のオペレータが行います。この画面を使う権限がありません。",
     };
-    Some((StatusCode::FORBIDDEN, page(pages::message("市町村設定", why))).into_response())
+    Err((StatusCode::FORBIDDEN, page(pages::message("市町村設定", why))).into_response())
 }
 
 /// A business system the catalog may offer: its id and name.
 type Offered = Vec<(String, String)>;
 
 /// The business systems permitted to the municipality (shared use), `00` never; with their names.
-async fn permitted_systems(api: &InProcessApi, ui: &UiSession, code: &str) -> Result<Offered, Response> {
-    let systems = api.call(&ui.token, Call::get("/api/v1/business-systems")).await;
-    if let Some(problem) = systems.problem() {
-        return Err(refused(&problem));
-    }
-    let mut offered = Vec::new();
-    for system in systems.body.get("items").and_then(Value::as_array).into_iter().flatten() {
-        let id = system.get("business_id").and_then(Value::as_str).unwrap_or("");
-        if id == ADMINISTRATION || id.is_empty() {
-            continue;
-        }
-        let path = format!("/api/v1/business-systems/{}/permitted-municipalities?limit=500", segment(id));
-        let permitted = api.call(&ui.token, Call::get(&path)).await;
-        if let Some(problem) = permitted.problem() {
-            return Err(refused(&problem));
-        }
-        let items = permitted.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-        if items.iter().any(|m| m.get("code").and_then(Value::as_str) == Some(code)) {
-            let name = system.get("name").and_then(Value::as_str).unwrap_or("");
-            offered.push((id.to_owned(), name.to_owned()));
-        }
-    }
+async fn offered(api: &InProcessApi, ui: &UiSession, code: &str) -> Result<Offered, Response> {
+    let mut offered = permitted_systems(api, ui, code).await?;
+    offered.retain(|(id, _)| id != ADMINISTRATION && !id.is_empty());
     Ok(offered)
 }
 
 /// The settings as they stand (the editor of them), or the page for the API's refusal.
 async fn current(api: &InProcessApi, ui: &UiSession, code: &str) -> Result<Editor, Response> {
-    let path = format!("/api/v1/municipalities/{}/resident-settings", segment(code));
-    let answer = api.call(&ui.token, Call::get(&path)).await;
-    match answer.problem() {
-        None => Ok(Editor::of(code, &answer.body, answer.version)),
-        Some(problem) => Err(refused(&problem)),
-    }
+    let answer = one(api, ui, &settings_path(code)).await?;
+    Ok(Editor::of(code, &answer.body, answer.version))
 }
 
-fn done_text(done: &str) -> Option<&'static str> {
-    match done {
-        "saved" => Some("市町村設定を保存しました。"),
-        _ => None,
-    }
+/// The municipality's resident settings in the API.
+fn settings_path(code: &str) -> String {
+    format!("/api/v1/municipalities/{}/resident-settings", segment(code))
 }
+
+const DONE: Done = Done(&[("saved", "市町村設定を保存しました。")]);
 
 /// 市町村設定: the editor of the municipality's settings (the system administrator first chooses one).
-async fn show(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Response {
-    let query = Form::parse(query.0.as_deref().unwrap_or("").as_bytes());
+async fn show(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Reply {
+    let query = Form::of_query(&query);
     let Some(code) = municipality_of(&ui, query.get("municipality")) else {
         return chooser(&api, &ui).await;
     };
-    if let Some(page) = refusal(&ui, &code) {
-        return page;
-    }
-    let editor = match current(&api, &ui, &code).await {
-        Ok(editor) => editor,
-        Err(page) => return page,
-    };
-    let offered = match permitted_systems(&api, &ui, &code).await {
-        Ok(offered) => offered,
-        Err(page) => return page,
-    };
-    page(settings_page(&ui, &editor, &offered, &FieldErrors::default(), done_text(query.get("done"))))
+    allowed(&ui, &code)?;
+    let editor = current(&api, &ui, &code).await?;
+    let offered = offered(&api, &ui, &code).await?;
+    Ok(page(settings_page(&ui, &editor, &offered, &FieldErrors::default(), DONE.of(&query))))
 }
 
 /// The system administrator's choice of the municipality whose settings he edits.
-async fn chooser(api: &InProcessApi, ui: &UiSession) -> Response {
-    let answer = api.call(&ui.token, Call::get("/api/v1/municipalities?limit=500")).await;
-    if let Some(problem) = answer.problem() {
-        return refused(&problem);
-    }
-    let options: Vec<(String, String)> = answer
-        .body
-        .get("items")
-        .and_then(Value::as_array)
+async fn chooser(api: &InProcessApi, ui: &UiSession) -> Reply {
+    let choices: Vec<(String, String)> = municipalities(api, ui)
+        .await?
         .into_iter()
-        .flatten()
-        .map(|m| {
-            let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-            (text("code"), format!("{}（{}）", text("name"), text("code")))
-        })
+        .map(|(code, name)| (code.clone(), format!("{name}（{code}）")))
         .collect();
-    page(layout(
+    Ok(page(ui.layout(
         "市町村設定",
-        Some((&ui.session, &ui.csrf())),
         html! {
             form method="get" action="/ui/settings" {
                 (input_field("municipality", "市町村・任意団体", "", "設定する市町村を選んでください", &FieldErrors::default(),
-                    Input::Select { options: &options, required: true }))
+                    Input::Select { options: &choices, required: true }))
                 div { button type="submit" { "表示" } }
             }
         },
-    ))
+    )))
 }
 
 /// Saves the whole settings (`PUT` under `If-Match` at the version shown); 空の行を追加 shows the same form with
 /// more empty rows, saving nothing.
-async fn save(Extension(api): Extension<InProcessApi>, ui: UiSession, body: axum::body::Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let Some(code) = municipality_of(&ui, form.get("municipality")) else { return not_found() };
-    if let Some(page) = refusal(&ui, &code) {
-        return page;
-    }
+async fn save(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    let Some(code) = municipality_of(&ui, form.get("municipality")) else { return Err(not_found()) };
+    allowed(&ui, &code)?;
     let mut editor = Editor::typed(&code, &form);
-    let offered = match permitted_systems(&api, &ui, &code).await {
-        Ok(offered) => offered,
-        Err(page) => return page,
-    };
+    let offered = offered(&api, &ui, &code).await?;
     if form.get("action") == "add_rows" {
         editor.empty = (editor.empty + EMPTY_ROWS).min(MAX_ROWS.saturating_sub(editor.rows.len()));
         let note = Some("空の行を追加しました。まだ保存されていません。");
-        return page(settings_page(&ui, &editor, &offered, &FieldErrors::default(), note));
+        return Ok(page(settings_page(&ui, &editor, &offered, &FieldErrors::default(), note)));
     }
-    let path = format!("/api/v1/municipalities/{}/resident-settings", segment(&code));
-    let call = Call::post(&path, editor.body())
-        .method(axum::http::Method::PUT)
-        .idempotent(form.idempotency_key())
-        .if_match(form.version());
+    let path = settings_path(&code);
+    let call = Call::post(&path, editor.body()).method(axum::http::Method::PUT).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    let Some(problem) = answer.problem() else {
-        let to = format!("/ui/settings?municipality={}&done=saved", segment(&code));
-        return Redirect::to(&to).into_response();
+    let to = format!("/ui/settings?municipality={}&done=saved", segment(&code));
+    let problem = after_change(&answer, &to, ON_THE_FORM)?;
+    let (shown, errors) = if problem.status == StatusCode::PRECONDITION_FAILED {
+        (current(&api, &ui, &code).await?, changed_meanwhile())
+    } else {
+        let fields = editor.fields();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let errors = FieldErrors::of(&problem, &fields);
+        (editor, errors)
     };
-    match problem.status {
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT => {
-            let fields = editor.fields();
-            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let errors = FieldErrors::of(&problem, &fields);
-            (problem.status, page(settings_page(&ui, &editor, &offered, &errors, None))).into_response()
-        }
-        StatusCode::PRECONDITION_FAILED => match current(&api, &ui, &code).await {
-            Ok(now) => {
-                let mut errors = FieldErrors::default();
-                errors.general.push(CHANGED_MEANWHILE.to_owned());
-                (problem.status, page(settings_page(&ui, &now, &offered, &errors, None))).into_response()
-            }
-            Err(page) => page,
-        },
-        _ => refused(&problem),
-    }
+    Ok((problem.status, page(settings_page(&ui, &shown, &offered, &errors, None))).into_response())
 }
 
-/// The problems of a field, or its hint, under it (tied by `aria-describedby` to the note's id).
+/// The problems of a field, or its hint, under it (tied by `aria-describedby` to the note's id); nothing when
+/// there is neither.
 fn note(id: &str, hint: &str, problems: &[&str]) -> Markup {
-    html! {
-        @if problems.is_empty() {
-            @if !hint.is_empty() { span.muted id=(id) { (hint) } }
-        } @else {
-            span.field-error id=(id) { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
-        }
-    }
-}
-
-/// A textarea with its label, what was typed and its problems.
-fn textarea_field(name: &str, label: &str, value: &str, hint: &str, errors: &FieldErrors) -> Markup {
-    let id = id_of(name);
-    let described = format!("{id}-note");
-    let problems = errors.of_field(name);
-    html! {
-        div.field {
-            label for=(id) { (label) }
-            textarea id=(id) name=(name) rows="3" aria-describedby=(described)
-                aria-invalid=[(!problems.is_empty()).then_some("true")] { (value) }
-            (note(&described, hint, &problems))
-        }
-    }
+    html! { @if !problems.is_empty() || !hint.is_empty() { (field_note(id, hint, problems)) } }
 }
 
 /// A checkbox with its label (and its problems).
@@ -453,7 +360,8 @@ fn row_fields(i: usize, row: &Row, errors: &FieldErrors, types: &[(String, Strin
             @for (n, label, hint) in hints.iter().skip(2) {
                 (input_field(&name(n), label, row.text(n), hint, errors, Input::Text { required: false }))
             }
-            (textarea_field(&name("options"), "選択肢", &row.options, "型が選択のとき、1行に1つ（50個まで）", errors))
+            (input_field(&name("options"), "選択肢", &row.options, "型が選択のとき、1行に1つ（50個まで）", errors,
+                Input::Textarea { rows: 3 }))
             @let required = field_problems("required");
             @let required: Vec<&str> = required.iter().map(String::as_str).collect();
             (checkbox(&name("required"), "true", "必須（登録時に入力が必要）", row.required, &id_of(&name("required")), &required))
@@ -507,9 +415,8 @@ fn settings_page(
     choices.sort();
     let total = editor.rows.len() + editor.empty;
     let empty = Row::empty();
-    layout(
+    ui.layout(
         "市町村設定",
-        Some((&ui.session, &ui.csrf())),
         html! {
             (notice(done))
             p { "市町村コード: " strong { (editor.code) } }

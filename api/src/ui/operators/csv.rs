@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::super::api::{Answer, Call, InProcessApi, Problem, ProblemField, segment};
+use super::super::api::{Answer, Call, InProcessApi, Problem, ProblemField, flag, items, segment, text};
+use super::super::flow::{accepted, one};
 use super::super::form::{FieldErrors, Form, id_of, new_key};
-use super::super::pages::{error_summary, form_keys, layout, layout_refreshing};
-use super::super::{UiSession, csrf_ok, forbidden, page, refused, unavailable};
-use super::{FILTERS, Scope, items, passwords_page, query, scope, text};
+use super::super::pages::{self, error_summary, field_note, form_keys, layout_refreshing};
+use super::super::{Posted, Reply, UiSession, csrf_ok, forbidden, page, refused, unavailable};
+use super::{FILTERS, Scope, passwords_page, query, scope};
 
 /// The charsets of an import file, as the API's `Content-Type` names them, with the screen's words.
 const CHARSETS: [(&str, &str); 2] = [
@@ -28,9 +29,8 @@ const CHARSETS: [(&str, &str); 2] = [
 fn upload_page(ui: &UiSession, scope: &Scope, charset: &str, errors: &FieldErrors, cells: &[ProblemField]) -> Markup {
     let csrf = ui.csrf();
     let file_problems = errors.of_field("file");
-    layout(
+    ui.layout(
         "オペレータのCSV一括登録",
-        Some((&ui.session, &csrf)),
         html! {
             p { "市町村 " (scope.code) " のオペレータを、CSVファイルからまとめて登録します。"
                 "1行でも誤りがあれば1人も登録せず、誤りのある行と列をすべて表示します。" }
@@ -58,8 +58,7 @@ fn upload_page(ui: &UiSession, scope: &Scope, charset: &str, errors: &FieldError
                     label for=(id_of("file")) { "CSVファイル" " " span.required { "必須" } }
                     input id=(id_of("file")) name="file" type="file" accept=".csv,text/csv" aria-required="true"
                         aria-describedby="f-file-note" aria-invalid=[(!file_problems.is_empty()).then_some("true")];
-                    @if file_problems.is_empty() { span.muted id="f-file-note" { "32MiB・10,000行まで" } }
-                    @else { span.field-error id="f-file-note" { @for p in &file_problems { (p) } } }
+                    (field_note("f-file-note", "32MiB・10,000行まで", &file_problems))
                 }
                 div { button type="submit" { "取り込む" } }
             }
@@ -89,13 +88,9 @@ fn cell_table(cells: &[ProblemField]) -> Markup {
 }
 
 /// The upload form.
-pub async fn upload_form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
-    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
-    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators/import").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    page(upload_page(&ui, &scope, "UTF-8", &FieldErrors::default(), &[]))
+pub async fn upload_form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
+    let scope = scope(&api, &ui, Form::of_query(&raw).get("municipality"), "/ui/operators/import").await?;
+    Ok(page(upload_page(&ui, &scope, "UTF-8", &FieldErrors::default(), &[])))
 }
 
 /// What the upload form sent: its text fields, and the file (read only once the CSRF token before it was
@@ -150,34 +145,29 @@ fn unreadable(status: StatusCode) -> Response {
     } else {
         ("ファイルを受け取れませんでした", "画面を読み込み直してから、もう一度ファイルを選んでください。")
     };
-    (status, page(super::super::pages::message(title, text))).into_response()
+    (status, page(pages::message(title, text))).into_response()
 }
 
 /// Sends the file to the API's import (with the form's `Idempotency-Key`: sent twice, one job); started, the
 /// job's page; refused at once (charset, header row, size, another import running), the form with the problem.
-pub async fn upload(Extension(api): Extension<InProcessApi>, ui: UiSession, mut multipart: Multipart) -> Response {
-    let Upload { form, file } = match read_upload(&ui, &mut multipart).await {
-        Ok(u) => u,
-        Err(page) => return page,
-    };
-    let scope = match scope(&api, &ui, form.get("municipality"), "/ui/operators/import").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn upload(Extension(api): Extension<InProcessApi>, ui: UiSession, mut multipart: Multipart) -> Reply {
+    let Upload { form, file } = read_upload(&ui, &mut multipart).await?;
+    let scope = scope(&api, &ui, form.get("municipality"), "/ui/operators/import").await?;
     let charset = CHARSETS.iter().map(|(c, _)| *c).find(|c| *c == form.get("charset")).unwrap_or("UTF-8");
     let Some(file) = file else {
         let mut errors = FieldErrors::default();
         errors.add("file", "取り込むCSVファイルを選んでください。");
-        return (StatusCode::UNPROCESSABLE_ENTITY, page(upload_page(&ui, &scope, charset, &errors, &[])))
-            .into_response();
+        return Ok(
+            (StatusCode::UNPROCESSABLE_ENTITY, page(upload_page(&ui, &scope, charset, &errors, &[]))).into_response()
+        );
     };
     let request = Request::post(format!("{}/import", scope.api()))
         .header(header::CONTENT_TYPE, format!("text/csv; charset={charset}"))
         .header("idempotency-key", form.idempotency_key())
         .body(Body::from(file));
-    let Ok(request) = request else { return unavailable() };
+    let Ok(request) = request else { return Err(unavailable()) };
     let answer = Answer::read(api.send(&ui.token, request).await).await;
-    match answer.problem() {
+    Ok(match answer.problem() {
         None => {
             let job = answer.str("/job_id");
             Redirect::to(&format!("/ui/jobs/{}", segment(job))).into_response()
@@ -188,7 +178,7 @@ pub async fn upload(Extension(api): Extension<InProcessApi>, ui: UiSession, mut 
             (p.status, page(upload_page(&ui, &scope, charset, &errors, &cells))).into_response()
         }
         Some(p) => refused(&p),
-    }
+    })
 }
 
 /// What a job's phase is called on its page.
@@ -203,18 +193,15 @@ fn phase_label(phase: &str) -> &'static str {
 
 /// An import job's page: while it runs, where it stands (the page reloads itself every second); failed, every
 /// bad row with its column and message; succeeded, the registered rows and the generated passwords (once).
-pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Response {
-    let answer = api.call(&ui.token, Call::get(&format!("/api/v1/jobs/{}", segment(&id)))).await;
-    if let Some(p) = answer.problem() {
-        return refused(&p);
-    }
+pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Reply {
+    let answer = one(&api, &ui, &format!("/api/v1/jobs/{}", segment(&id))).await?;
     let job = &answer.body;
     let scope = Scope { code: text(job, "municipality").to_owned() };
     let progress = job.get("progress").cloned().unwrap_or(Value::Null);
     let number = |key: &str| progress.get(key).and_then(Value::as_u64).unwrap_or(0);
     let csrf = ui.csrf();
     let back = html! { p { a href=(scope.href("/ui/operators")) { "オペレータ一覧へ" } " " a href=(scope.href("/ui/operators/import")) { "別のファイルを取り込む" } } };
-    match text(job, "state") {
+    Ok(match text(job, "state") {
         "running" => page(layout_refreshing(
             "CSV取込の実行中",
             Some((&ui.session, &csrf)),
@@ -242,9 +229,8 @@ pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id
             let problem = Problem::of(status, &outcome);
             let (cells, others): (Vec<ProblemField>, Vec<ProblemField>) =
                 problem.errors.iter().cloned().partition(|e| e.row.is_some());
-            page(layout(
+            page(ui.layout(
                 "CSV取込の結果: 取り込めませんでした",
-                Some((&ui.session, &csrf)),
                 html! {
                     div.error-summary role="alert" {
                         p { "ファイルに誤りがあるため、1人も登録していません。誤りを直してから、ファイル全体をもう一度取り込んでください。" }
@@ -260,9 +246,8 @@ pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id
             let report = job.get("outcome").cloned().unwrap_or(Value::Null);
             let rows = items(&report);
             let passwords = text(&report, "passwords");
-            page(layout(
+            page(ui.layout(
                 "CSV取込の結果: 登録しました",
-                Some((&ui.session, &csrf)),
                 html! {
                     p.notice role="status" { (rows.len()) "人のオペレータを登録しました。" }
                     @match passwords {
@@ -286,7 +271,7 @@ pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id
                                 tr {
                                     td { (item.get("row").and_then(Value::as_u64).unwrap_or(0)) }
                                     td { a href=(scope.operator_href(operator)) { (operator) } }
-                                    td { @if item.get("password_generated").and_then(Value::as_bool) == Some(true) { "自動生成" } @else { "ファイルで指定" } }
+                                    td { @if flag(item, "password_generated") { "自動生成" } @else { "ファイルで指定" } }
                                 }
                             }
                         }
@@ -295,54 +280,44 @@ pub async fn job(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id
                 },
             ))
         }
-    }
+    })
 }
 
 /// The job's generated passwords, this once (the API hands them out once, to the operator who started the job).
 pub async fn job_passwords(
     Extension(api): Extension<InProcessApi>,
-    ui: UiSession,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
+    Posted { ui, form }: Posted,
+) -> Reply {
     let path = format!("/api/v1/jobs/{}/passwords", segment(&id));
-    let answer = api.call(&ui.token, Call::get(&path).method(Method::POST).idempotent(form.idempotency_key())).await;
-    if let Some(p) = answer.problem() {
-        return refused(&p);
-    }
+    let call = Call::get(&path).method(Method::POST).keyed(&form);
+    let answer = accepted(api.call(&ui.token, call).await)?;
     let rows: Vec<(String, String, String)> = items(&answer.body)
         .iter()
         .map(|item| (text(item, "operator_id").to_owned(), String::new(), text(item, "password").to_owned()))
         .collect();
     let intro = format!("CSV取込で生成した{}人分のパスワードです。", rows.len());
-    page(passwords_page(&ui, "生成したパスワード", &intro, &rows, &format!("/ui/jobs/{}", segment(&id))))
+    Ok(page(passwords_page(&ui, "生成したパスワード", &intro, &rows, &format!("/ui/jobs/{}", segment(&id)))))
 }
 
 /// オペレータ情報出力: the operators of the list's conditions as the API's CSV (UTF-8 with BOM, or Shift_JIS),
 /// a download streamed as the API writes it.
-pub async fn export(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
-    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
-    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn export(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
+    let q = Form::of_query(&raw);
+    let scope = scope(&api, &ui, q.get("municipality"), "/ui/operators").await?;
     let mut conditions: Vec<(&str, &str)> = FILTERS.iter().map(|(name, _)| (*name, q.get(name).trim())).collect();
     let include_revoked = if q.get("include_revoked") == "true" { "true" } else { "" };
     conditions.extend([("include_revoked", include_revoked), ("charset", q.get("charset"))]);
     let Ok(request) = Request::get(format!("{}/export?{}", scope.api(), query(&conditions))).body(Body::empty()) else {
-        return unavailable();
+        return Err(unavailable());
     };
     let response = api.send(&ui.token, request).await;
     if response.status() != StatusCode::OK {
         let answer = Answer::read(response).await;
-        return match answer.problem() {
+        return Err(match answer.problem() {
             Some(p) => refused(&p),
             None => unavailable(),
-        };
+        });
     }
     let (parts, body) = response.into_parts();
     let mut download = Response::new(body);
@@ -351,5 +326,5 @@ pub async fn export(Extension(api): Extension<InProcessApi>, ui: UiSession, raw:
             download.headers_mut().insert(name, value.clone());
         }
     }
-    download
+    Ok(download)
 }

@@ -3,17 +3,16 @@
 //! report per operator: the 許可業務 kept, those the target may not use (dropped), the 業務内IDs carried over.
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::super::api::{Call, InProcessApi};
-use super::super::form::{FieldErrors, Form, id_of, new_key};
-use super::super::pages::{Input, error_summary, form_keys, input_field, layout};
-use super::super::{UiSession, csrf_ok, forbidden, page, refused};
-use super::{message, municipalities, strings, text};
+use super::super::api::{Call, InProcessApi, flag, strings, text};
+use super::super::flow::{municipalities, problem_for_the_form};
+use super::super::form::{FieldErrors, Form, new_key};
+use super::super::pages::{Input, error_summary, form_keys, input_field};
+use super::super::{Posted, Reply, UiSession, page};
 
 /// The operator IDs typed (separated by spaces, commas or lines); none means every operator of the source.
 fn typed_ids(form: &Form) -> Vec<&str> {
@@ -31,11 +30,9 @@ fn migration_page(
     key: &str,
 ) -> Markup {
     let options: Vec<(String, String)> = choices.iter().map(|(c, n)| (c.clone(), format!("{n} ({c})"))).collect();
-    let problems = errors.of_field("operator_ids");
-    let id = id_of("operator_ids");
-    layout(
+    let hint = "空白・カンマ・改行で区切って入力。空欄なら、失効していないオペレータ全員を移行します。";
+    ui.layout(
         "オペレータの移行",
-        Some((&ui.session, &ui.csrf())),
         html! {
             p { "移行元の市町村・任意団体のオペレータを、同じオペレータID・管理情報・役割・パスワードのまま移行先に登録します。"
                 "許可業務は移行先が利用できるものだけを引き継ぎます。移行元のオペレータはそのまま残ります。"
@@ -45,16 +42,8 @@ fn migration_page(
                 (form_keys(&ui.csrf(), key))
                 (input_field("from", "移行元", typed.get("from"), "", errors, Input::Select { options: &options, required: true }))
                 (input_field("to", "移行先", typed.get("to"), "", errors, Input::Select { options: &options, required: true }))
-                div.field {
-                    label for=(id) { "移行するオペレータID" }
-                    textarea id=(id) name="operator_ids" rows="5" aria-describedby={ (id) "-note" }
-                        aria-invalid=[(!problems.is_empty()).then_some("true")] { (typed.get("operator_ids")) }
-                    @if problems.is_empty() {
-                        span.muted id={ (id) "-note" } { "空白・カンマ・改行で区切って入力。空欄なら、失効していないオペレータ全員を移行します。" }
-                    } @else {
-                        span.field-error id={ (id) "-note" } { @for (i, p) in problems.iter().enumerate() { @if i > 0 { br; } (p) } }
-                    }
-                }
+                (input_field("operator_ids", "移行するオペレータID", typed.get("operator_ids"), hint, errors,
+                    Input::Textarea { rows: 5 }))
                 div { button type="submit" { "移行する" } }
             }
             p { a href="/ui/operators" { "オペレータ管理へ" } }
@@ -63,87 +52,69 @@ fn migration_page(
 }
 
 /// The system administrator's only: a page saying so for anyone else (the API refuses them too).
-fn only_for_the_administrator(ui: &UiSession) -> Option<Response> {
-    (!ui.session.actor.is_system_admin()).then(|| {
-        let body = html! { p { "オペレータの移行は、システム管理者が行います。" } };
-        (StatusCode::FORBIDDEN, page(message(ui, "オペレータの移行", body))).into_response()
-    })
+fn only_for_the_administrator(ui: &UiSession) -> Result<(), Response> {
+    if ui.session.actor.is_system_admin() {
+        return Ok(());
+    }
+    let body = html! { p { "オペレータの移行は、システム管理者が行います。" } };
+    Err((StatusCode::FORBIDDEN, page(ui.layout("オペレータの移行", body))).into_response())
 }
 
 /// The migration form.
-pub async fn form(Extension(api): Extension<InProcessApi>, ui: UiSession) -> Response {
-    if let Some(refusal) = only_for_the_administrator(&ui) {
-        return refusal;
-    }
-    match municipalities(&api, &ui).await {
-        Ok(choices) => page(migration_page(&ui, &choices, &Form::default(), &FieldErrors::default(), &new_key())),
-        Err(page) => page,
-    }
+pub async fn form(Extension(api): Extension<InProcessApi>, ui: UiSession) -> Reply {
+    only_for_the_administrator(&ui)?;
+    let choices = municipalities(&api, &ui).await?;
+    Ok(page(migration_page(&ui, &choices, &Form::default(), &FieldErrors::default(), &new_key())))
 }
 
 /// Migrates the operators of the form; refused, the form again with each problem next to its field (an operator
 /// ID's problem named with the ID).
-pub async fn migrate(Extension(api): Extension<InProcessApi>, ui: UiSession, body: Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
+pub async fn migrate(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
     let ids = typed_ids(&form);
     let mut request = json!({ "from": form.get("from").trim(), "to": form.get("to").trim() });
     if !ids.is_empty() {
         request["operator_ids"] = json!(ids);
     }
-    let answer = api
-        .call(&ui.token, Call::post("/api/v1/operator-migrations", request).idempotent(form.idempotency_key()))
-        .await;
-    match answer.problem() {
-        None => {
-            let migrated = answer.body.get("migrated").and_then(Value::as_array).cloned().unwrap_or_default();
-            page(layout(
-                "オペレータの移行の結果",
-                Some((&ui.session, &ui.csrf())),
-                html! {
-                    p.notice role="status" { (migrated.len()) "人のオペレータを " (form.get("to")) " に移行しました。" }
-                    table {
-                        thead { tr {
-                            th scope="col" { "オペレータID" } th scope="col" { "許可業務" }
-                            th scope="col" { "引き継がなかった許可業務" } th scope="col" { "業務内IDを引き継いだ業務" }
-                            th scope="col" { "パスワード" }
-                        } }
-                        tbody {
-                            @for m in &migrated {
-                                tr {
-                                    td { (text(m, "operator_id")) }
-                                    td { (strings(m, "business_systems").join(" ")) }
-                                    td { (strings(m, "dropped_business_systems").join(" ")) }
-                                    td { (strings(m, "internal_ids").join(" ")) }
-                                    td { @if m.get("password_kept").and_then(Value::as_bool) == Some(true) { "引き継ぎ" } @else { "なし（再設定が必要）" } }
-                                }
+    let answer = api.call(&ui.token, Call::post("/api/v1/operator-migrations", request).keyed(&form)).await;
+    let on_the_form = [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::CONFLICT];
+    let Some(mut p) = problem_for_the_form(&answer, &on_the_form)? else {
+        let migrated = answer.body.get("migrated").and_then(Value::as_array).cloned().unwrap_or_default();
+        return Ok(page(ui.layout(
+            "オペレータの移行の結果",
+            html! {
+                p.notice role="status" { (migrated.len()) "人のオペレータを " (form.get("to")) " に移行しました。" }
+                table {
+                    thead { tr {
+                        th scope="col" { "オペレータID" } th scope="col" { "許可業務" }
+                        th scope="col" { "引き継がなかった許可業務" } th scope="col" { "業務内IDを引き継いだ業務" }
+                        th scope="col" { "パスワード" }
+                    } }
+                    tbody {
+                        @for m in &migrated {
+                            tr {
+                                td { (text(m, "operator_id")) }
+                                td { (strings(m, "business_systems").join(" ")) }
+                                td { (strings(m, "dropped_business_systems").join(" ")) }
+                                td { (strings(m, "internal_ids").join(" ")) }
+                                td { @if flag(m, "password_kept") { "引き継ぎ" } @else { "なし（再設定が必要）" } }
                             }
                         }
                     }
-                    p { a href={ "/ui/operators?municipality=" (form.get("to")) } { "移行先のオペレータ一覧へ" } }
-                },
-            ))
-        }
-        Some(mut p) if matches!(p.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT) => {
-            for error in &mut p.errors {
-                let at = error.field.strip_prefix("/operator_ids/").and_then(|i| i.parse::<usize>().ok());
-                if let Some(id) = at.and_then(|i| ids.get(i)) {
-                    error.message = format!("{id}: {}", error.message);
                 }
-            }
-            let errors = FieldErrors::of(&p, &["from", "to", "operator_ids"]);
-            match municipalities(&api, &ui).await {
-                Ok(choices) => {
-                    let markup = migration_page(&ui, &choices, &form, &errors, form.idempotency_key());
-                    (p.status, page(markup)).into_response()
-                }
-                Err(page) => page,
-            }
+                p { a href={ "/ui/operators?municipality=" (form.get("to")) } { "移行先のオペレータ一覧へ" } }
+            },
+        )));
+    };
+    for error in &mut p.errors {
+        let at = error.field.strip_prefix("/operator_ids/").and_then(|i| i.parse::<usize>().ok());
+        if let Some(id) = at.and_then(|i| ids.get(i)) {
+            error.message = format!("{id}: {}", error.message);
         }
-        Some(p) => refused(&p),
     }
+    let errors = FieldErrors::of(&p, &["from", "to", "operator_ids"]);
+    let choices = municipalities(&api, &ui).await?;
+    let markup = migration_page(&ui, &choices, &form, &errors, form.idempotency_key());
+    Ok((p.status, page(markup)).into_response())
 }
 
 #[cfg(test)]

@@ -3,41 +3,22 @@
 //! kept (never a password), under the same `Idempotency-Key`; the generated passwords are shown once, printable.
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use serde_json::{Map, Value};
 
-use super::super::api::{Call, InProcessApi, Problem};
+use super::super::api::{Call, InProcessApi, Problem, items, text};
+use super::super::flow::{permitted_systems, problem_for_the_form};
 use super::super::form::{FieldErrors, Form, new_key};
-use super::super::pages::{Input, error_summary, form_keys, input_field, layout};
-use super::super::{UiSession, csrf_ok, forbidden, page, refused};
-use super::{
-    PROFILE, Scope, checkboxes, items, password_field, passwords_page, profile_fields, roles, scope, text,
-    usable_systems,
-};
+use super::super::pages::{Input, error_summary, form_keys, input_field};
+use super::super::{Posted, Reply, UiSession, page};
+use super::{PROFILE, Scope, checkboxes, password_field, passwords_page, problem_fields, profile_fields, roles, scope};
 
 /// Rows of a fresh batch form, and the most one form has.
 const BATCH_ROWS: usize = 5;
 const BATCH_MAX: usize = 20;
-
-/// Every field of a registration (its form name without prefix is the API's field).
-const FIELDS: [&str; 12] = [
-    "operator_id",
-    "password",
-    "name",
-    "department",
-    "sex",
-    "phone",
-    "extension",
-    "email",
-    "info",
-    "extra",
-    "roles",
-    "business_systems",
-];
 
 /// The API's body for the registration named `{prefix}…` in `form`: blank fields left out (the two required ones
 /// sent empty, for the API to name them), the password as typed, roles and 許可業務 as checked.
@@ -63,11 +44,9 @@ fn operator_json(form: &Form, prefix: &str) -> Value {
     Value::Object(body)
 }
 
-/// Whether a refusal belongs on the form (its fields, or what the operator may not give) rather than on a page
-/// of its own.
-fn on_the_form(problem: &Problem) -> bool {
-    matches!(problem.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT | StatusCode::FORBIDDEN)
-}
+/// The refusals a registration form shows on itself: its fields, an ID taken, or what the operator may not give
+/// (403: a role he does not hold himself).
+const ON_THE_FORM: [StatusCode; 3] = [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::CONFLICT, StatusCode::FORBIDDEN];
 
 /// The fields of one operator (`prefix` "" alone, `"3."` in a batch).
 fn operator_fields(prefix: &str, typed: &Form, systems: &[(String, String)], errors: &FieldErrors) -> Markup {
@@ -94,9 +73,8 @@ fn register_page(
     errors: &FieldErrors,
     key: &str,
 ) -> Markup {
-    layout(
+    ui.layout(
         "オペレータ登録",
-        Some((&ui.session, &ui.csrf())),
         html! {
             p { "市町村 " (scope.code) " のオペレータを登録します。" a href=(scope.href("/ui/operators/batch")) { "複数まとめて登録する" } }
             (error_summary(errors))
@@ -112,58 +90,36 @@ fn register_page(
 }
 
 /// オペレータ登録's form (役割 窓口 checked to begin with).
-pub async fn form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
-    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
-    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators/new").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    let systems = match usable_systems(&api, &ui, &scope.code).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
+    let scope = scope(&api, &ui, Form::of_query(&raw).get("municipality"), "/ui/operators/new").await?;
+    let systems = permitted_systems(&api, &ui, &scope.code).await?;
     let mut typed = Form::default();
     typed.set("roles", "clerk");
-    page(register_page(&ui, &scope, &systems, &typed, &FieldErrors::default(), &new_key()))
+    Ok(page(register_page(&ui, &scope, &systems, &typed, &FieldErrors::default(), &new_key())))
 }
 
 /// Registers the operator of the form (with its `Idempotency-Key`: a double click registers him once). Registered,
 /// his generated password is shown this once; refused, the same form with every problem next to its field.
-pub async fn register(Extension(api): Extension<InProcessApi>, ui: UiSession, body: Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let scope = match scope(&api, &ui, form.get("municipality"), "/ui/operators/new").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    let scope = scope(&api, &ui, form.get("municipality"), "/ui/operators/new").await?;
     let path = scope.api();
-    let call = Call::post(&path, operator_json(&form, "")).idempotent(form.idempotency_key());
+    let call = Call::post(&path, operator_json(&form, "")).keyed(&form);
     let answer = api.call(&ui.token, call).await;
-    match answer.problem() {
-        None => {
-            let id = answer.str("/operator_id");
-            match answer.body.get("password").and_then(Value::as_str) {
-                Some(password) => {
-                    let rows = [(id.to_owned(), answer.str("/name").to_owned(), password.to_owned())];
-                    let intro = format!("オペレータ {id} を登録しました。パスワードを自動で生成しました。");
-                    page(passwords_page(&ui, "オペレータ登録の完了", &intro, &rows, &scope.operator_href(id)))
-                }
-                None => Redirect::to(&format!("{}&done=registered", scope.operator_href(id))).into_response(),
+    let Some(problem) = problem_for_the_form(&answer, &ON_THE_FORM)? else {
+        let id = answer.str("/operator_id");
+        return Ok(match answer.body.get("password").and_then(Value::as_str) {
+            Some(password) => {
+                let rows = [(id.to_owned(), answer.str("/name").to_owned(), password.to_owned())];
+                let intro = format!("オペレータ {id} を登録しました。パスワードを自動で生成しました。");
+                page(passwords_page(&ui, "オペレータ登録の完了", &intro, &rows, &scope.operator_href(id)))
             }
-        }
-        Some(p) if on_the_form(&p) => {
-            let systems = match usable_systems(&api, &ui, &scope.code).await {
-                Ok(s) => s,
-                Err(page) => return page,
-            };
-            let errors = FieldErrors::of(&p, &FIELDS);
-            let markup = register_page(&ui, &scope, &systems, &form, &errors, form.idempotency_key());
-            (StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response()
-        }
-        Some(p) => refused(&p),
-    }
+            None => Redirect::to(&format!("{}&done=registered", scope.operator_href(id))).into_response(),
+        });
+    };
+    let systems = permitted_systems(&api, &ui, &scope.code).await?;
+    let errors = FieldErrors::of(&problem, &problem_fields(&["operator_id"]));
+    let markup = register_page(&ui, &scope, &systems, &form, &errors, form.idempotency_key());
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response())
 }
 
 /// How many rows a batch form has (`rows`, 1–20).
@@ -181,9 +137,8 @@ fn batch_page(
     errors: &FieldErrors,
     key: &str,
 ) -> Markup {
-    layout(
+    ui.layout(
         "オペレータの一括登録",
-        Some((&ui.session, &ui.csrf())),
         html! {
             p { "市町村 " (scope.code) " のオペレータを、入力した行の分だけまとめて登録します。"
                 "1人でも誤りがあれば、誰も登録しません。空の行は無視します。" }
@@ -212,35 +167,22 @@ fn batch_page(
 }
 
 /// The batch form (`?rows=` rows, 役割 窓口 checked in each).
-pub async fn batch_form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Response {
-    let q = Form::parse(raw.0.as_deref().unwrap_or("").as_bytes());
-    let scope = match scope(&api, &ui, q.get("municipality"), "/ui/operators/batch").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    let systems = match usable_systems(&api, &ui, &scope.code).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn batch_form(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
+    let q = Form::of_query(&raw);
+    let scope = scope(&api, &ui, q.get("municipality"), "/ui/operators/batch").await?;
+    let systems = permitted_systems(&api, &ui, &scope.code).await?;
     let rows = row_count(&q);
     let mut typed = Form::default();
     for i in 0..rows {
         typed.set(&format!("{i}.roles"), "clerk");
     }
-    page(batch_page(&ui, &scope, &systems, &typed, rows, &FieldErrors::default(), &new_key()))
+    Ok(page(batch_page(&ui, &scope, &systems, &typed, rows, &FieldErrors::default(), &new_key())))
 }
 
 /// Registers the filled rows of the batch form at once (all or none); refused, the form again with each problem
 /// at its row's field.
-pub async fn batch(Extension(api): Extension<InProcessApi>, ui: UiSession, body: Bytes) -> Response {
-    let form = Form::parse(&body);
-    if !csrf_ok(&ui, form.csrf()) {
-        return forbidden();
-    }
-    let scope = match scope(&api, &ui, form.get("municipality"), "/ui/operators/batch").await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+pub async fn batch(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Posted) -> Reply {
+    let scope = scope(&api, &ui, form.get("municipality"), "/ui/operators/batch").await?;
     let rows = row_count(&form);
     // The rows sent, by their place in the form: an empty row is not an operator.
     let filled: Vec<usize> = (0..rows)
@@ -253,41 +195,34 @@ pub async fn batch(Extension(api): Extension<InProcessApi>, ui: UiSession, body:
     } else {
         let list = filled.iter().map(|i| operator_json(&form, &format!("{i}."))).collect();
         let path = scope.api();
-        let call = Call::post(&path, Value::Array(list)).idempotent(form.idempotency_key());
+        let call = Call::post(&path, Value::Array(list)).keyed(&form);
         let answer = api.call(&ui.token, call).await;
-        match answer.problem() {
-            None => {
-                let registered = items(&answer.body);
-                let rows: Vec<(String, String, String)> = registered
-                    .iter()
-                    .filter_map(|o| {
-                        let password = o.get("password").and_then(Value::as_str)?;
-                        Some((text(o, "operator_id").to_owned(), text(o, "name").to_owned(), password.to_owned()))
-                    })
-                    .collect();
-                let intro = format!("{}人のオペレータを登録しました。", registered.len());
-                let back = scope.href("/ui/operators");
-                return page(passwords_page(&ui, "オペレータ一括登録の完了", &intro, &rows, &back));
-            }
-            Some(p) if on_the_form(&p) => {
-                let names = batch_fields(rows);
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                FieldErrors::of(&at_rows(p, &filled), &names)
-            }
-            Some(p) => return refused(&p),
-        }
+        let Some(problem) = problem_for_the_form(&answer, &ON_THE_FORM)? else {
+            let registered = items(&answer.body);
+            let rows: Vec<(String, String, String)> = registered
+                .iter()
+                .filter_map(|o| {
+                    let password = o.get("password").and_then(Value::as_str)?;
+                    Some((text(o, "operator_id").to_owned(), text(o, "name").to_owned(), password.to_owned()))
+                })
+                .collect();
+            let intro = format!("{}人のオペレータを登録しました。", registered.len());
+            let back = scope.href("/ui/operators");
+            return Ok(page(passwords_page(&ui, "オペレータ一括登録の完了", &intro, &rows, &back)));
+        };
+        let names = batch_fields(rows);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        FieldErrors::of(&at_rows(problem, &filled), &names)
     };
-    let systems = match usable_systems(&api, &ui, &scope.code).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+    let systems = permitted_systems(&api, &ui, &scope.code).await?;
     let markup = batch_page(&ui, &scope, &systems, &form, rows, &errors, form.idempotency_key());
-    (StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response()
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page(markup)).into_response())
 }
 
 /// The form names of every row's fields (`3.name`).
 fn batch_fields(rows: usize) -> Vec<String> {
-    (0..rows).flat_map(|i| FIELDS.iter().map(move |f| format!("{i}.{f}"))).collect()
+    let fields = problem_fields(&["operator_id"]);
+    (0..rows).flat_map(|i| fields.iter().map(move |f| format!("{i}.{f}"))).collect()
 }
 
 /// The problem of a batch with each pointer at the row of the form: the API numbers the operators it was sent
