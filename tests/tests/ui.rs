@@ -7,8 +7,8 @@
 use cardap_tests::reqwest::{StatusCode, header};
 use cardap_tests::serde_json::json;
 use cardap_tests::ui::{
-    Page, assert_strict, csrf, get, hidden, location, logged_in, offering, post, post_from, post_multipart,
-    school_district_settings, set_cookie, urlencode,
+    Page, assert_problem_at, assert_strict, csrf, get, hidden, keys, link, location, logged_in, offering, post,
+    post_from, post_multipart, school_district_settings, set_cookie, urlencode,
 };
 use cardap_tests::{Backend, TestApp, on_both_backends, resident_body, residents_path, spawn_app};
 
@@ -306,7 +306,69 @@ async fn a_manager_imports_a_registry_file_and_watches_its_progress(backend: Bac
     assert!(bad.contains("error-summary") && bad.contains("宛名番号"), "{bad}");
 }
 
+/// 利用者情報の変更: the form holds his data as it is; a bad field is named next to it; a blank field is cleared; a
+/// page shown before someone else's change is told so and shows the data of now, never overwriting it.
+async fn a_clerk_changes_a_resident_and_a_stale_page_is_told(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda_with_settings(&app).await;
+    let mut body = resident_body("ヤマダ", "タロウ", "3450101");
+    body["phone"] = json!("03-1234-5678");
+    body["custom_fields"] = json!({"school_district": "第一"});
+    let reply = app.post(&residents_path(CHIYODA), Some(&admin), &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.json()["resident_id"].as_str().unwrap().to_owned();
+    let cookie = logged_in_as(&app, "clerk01").await;
+
+    let shown = get(&app, &format!("/ui/residents/{id}"), &cookie).await;
+    let edit_path = link(&shown, "利用者情報の変更");
+    let form = get(&app, &edit_path, &cookie).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+    assert_strict(&form);
+    assert!(form.text.contains(r#"value="03-1234-5678""#), "his phone: {}", form.text);
+    let version = hidden(&form, "version");
+    let (csrf, key) = keys(&form);
+    let mut fields = vec![
+        ("csrf", csrf.clone()),
+        ("idempotency_key", key),
+        ("version", version.clone()),
+        ("kana_name.family", "やまだ".to_owned()),
+        ("kana_name.given", "タロウ".to_owned()),
+        ("kanji_name.family", "山田".to_owned()),
+        ("kanji_name.given", "太郎".to_owned()),
+        ("birth_date", "3450101".to_owned()),
+        ("sex", "1".to_owned()),
+        ("address1", "東京都千代田区丸の内1-1".to_owned()),
+        ("phone", String::new()),
+        ("custom_fields.school_district", "第二".to_owned()),
+    ];
+    let refused = post(&app, &edit_path, &cookie, &fields).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_problem_at(&refused, "f-kana_name-family");
+    assert!(refused.text.contains("東京都千代田区丸の内1-1"), "what he typed is kept");
+
+    fields[3].1 = "ヤマダ".to_owned();
+    let changed = post(&app, &edit_path, &cookie, &fields).await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.text);
+    let page = get(&app, location(&changed), &cookie).await;
+    assert!(page.text.contains("利用者情報を変更しました"), "{}", page.text);
+    let now = app.get(&format!("{}/{id}", residents_path(CHIYODA)), Some(&admin)).await.json();
+    assert_eq!(now["address1"], "東京都千代田区丸の内１－１", "{now}");
+    assert_eq!(now["phone"], serde_json::Value::Null, "a blank field is cleared: {now}");
+    assert_eq!(now["custom_fields"]["school_district"], "第二");
+
+    // The same page sent again with another change: someone changed him since it was shown.
+    fields[1].1 = "k-second".to_owned();
+    fields[9].1 = "東京都千代田区大手町1-1".to_owned();
+    let stale = post(&app, &edit_path, &cookie, &fields).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.text);
+    assert!(stale.text.contains("ほかの人がこのデータを変更しました"), "{}", stale.text);
+    assert!(stale.text.contains("丸の内") && !stale.text.contains("大手町"), "the data of now: {}", stale.text);
+    let after = app.get(&format!("{}/{id}", residents_path(CHIYODA)), Some(&admin)).await.json();
+    assert_eq!(after["address1"], now["address1"], "nothing overwritten");
+}
+
 on_both_backends!(
+    a_clerk_changes_a_resident_and_a_stale_page_is_told,
     a_manager_imports_a_registry_file_and_watches_its_progress,
     a_clerk_registers_a_resident_and_sets_up_his_card,
     a_clerk_searches_his_own_residents_only,

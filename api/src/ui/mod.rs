@@ -80,6 +80,7 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui/residents", get(residents::search))
         .route("/ui/residents/new", get(residents::register_form).post(residents::register))
         .route("/ui/residents/{id}", get(residents::show))
+        .route("/ui/residents/{id}/edit", get(residents::edit_form).post(residents::edit))
         .route("/ui/residents/{id}/card", post(residents::register_card))
         .route("/ui/cards/{fid}/local-area", post(residents::local_area))
         .route("/ui/cards/{fid}/aps", post(residents::install))

@@ -234,26 +234,7 @@ fn registration_page(ui: &UiSession, p: &RegistrationPage<'_>) -> Markup {
                 form method="post" action="/ui/residents/new" novalidate {
                     (form_keys(&ui.csrf(), &key))
                     input type="hidden" name="registry_key" value=(form.get("registry_key"));
-                    @for (name, label, hint, required) in PERSONAL.iter().take(5) {
-                        (input_field(name, label, form.get(name), hint, p.errors, Input::Text { required: *required }))
-                    }
-                    (input_field("sex", "性別", form.get("sex"), "", p.errors, Input::Select { options: &sexes, required: true }))
-                    @for (name, label, hint, required) in PERSONAL.iter().skip(5) {
-                        (input_field(name, label, form.get(name), hint, p.errors, Input::Text { required: *required }))
-                    }
-                    @if !p.custom.is_empty() {
-                        h4 { "市町村独自項目" }
-                        @for field in p.custom {
-                            @let name = field.name();
-                            @if field.kind == "choice" {
-                                (input_field(&name, &field.label, form.get(&name), &field.hint, p.errors,
-                                    Input::Select { options: &field.options, required: field.required }))
-                            } @else {
-                                (input_field(&name, &field.label, form.get(&name), &field.hint, p.errors,
-                                    Input::Text { required: field.required }))
-                            }
-                        }
-                    }
+                    (personal_fields(form, p.errors, p.custom))
                     @if !form.get("registry_key").is_empty() {
                         p.muted { "宛名番号 " (form.get("registry_key")) " の住基データと関連付けて登録します。" }
                     }
@@ -262,6 +243,49 @@ fn registration_page(ui: &UiSession, p: &RegistrationPage<'_>) -> Markup {
             }
         },
     )
+}
+
+/// The resident's fields of 利用者登録 and 利用者情報の変更: what the form holds, each problem next to its field.
+fn personal_fields(form: &Form, errors: &FieldErrors, custom: &[CustomField]) -> Markup {
+    let sexes = sexes();
+    html! {
+        @for (name, label, hint, required) in PERSONAL.iter().take(5) {
+            (input_field(name, label, form.get(name), hint, errors, Input::Text { required: *required }))
+        }
+        (input_field("sex", "性別", form.get("sex"), "", errors, Input::Select { options: &sexes, required: true }))
+        @for (name, label, hint, required) in PERSONAL.iter().skip(5) {
+            (input_field(name, label, form.get(name), hint, errors, Input::Text { required: *required }))
+        }
+        @if !custom.is_empty() {
+            h4 { "市町村独自項目" }
+            @for field in custom {
+                @let name = field.name();
+                @if field.kind == "choice" {
+                    (input_field(&name, &field.label, form.get(&name), &field.hint, errors,
+                        Input::Select { options: &field.options, required: field.required }))
+                } @else {
+                    (input_field(&name, &field.label, form.get(&name), &field.hint, errors,
+                        Input::Text { required: field.required }))
+                }
+            }
+        }
+    }
+}
+
+/// A custom field's value as the API takes it: a whole number for a number field, else the text.
+fn custom_value(field: &CustomField, value: &str) -> Value {
+    match (field.kind.as_str(), value.parse::<i64>()) {
+        ("number", Ok(n)) => json!(n),
+        _ => Value::String(value.to_owned()),
+    }
+}
+
+/// Every form field of the resident (the API's pointers with dots), custom fields included.
+fn field_names(custom: &[CustomField]) -> Vec<String> {
+    let mut names: Vec<String> = PERSONAL.iter().map(|(n, ..)| (*n).to_owned()).collect();
+    names.push("sex".to_owned());
+    names.extend(custom.iter().map(CustomField::name));
+    names
 }
 
 /// A registry entry in a line: kanji name, kana name, birth date.
@@ -387,11 +411,7 @@ pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form
         let mut values = Map::new();
         for field in &custom {
             let Some(value) = form.value(&field.name()) else { continue };
-            let value = match (field.kind.as_str(), value.parse::<i64>()) {
-                ("number", Ok(n)) => json!(n),
-                _ => Value::String(value.to_owned()),
-            };
-            values.insert(field.key.clone(), value);
+            values.insert(field.key.clone(), custom_value(field, value));
         }
         insert(root, "custom_fields", Value::Object(values));
     }
@@ -418,6 +438,7 @@ pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form
 /// What a change left to say on the resident's page (`?done=`).
 const DONE: Done = Done(&[
     ("registered", "利用者を登録しました。"),
+    ("changed", "利用者情報を変更しました。"),
     ("card", "カードを登録しました。"),
     ("area", "地域住民向け領域を作成しました。"),
     ("installed", "カードAPを搭載しました。"),
@@ -515,6 +536,9 @@ fn resident_page(
             div.resident {
             section aria-labelledby="facts-title" {
             h3 id="facts-title" { "利用者情報" }
+            @if r.get("erased").and_then(Value::as_bool) != Some(true) {
+                p { a href={ "/ui/residents/" (segment(id)) "/edit" } { "利用者情報の変更" } }
+            }
             table.facts {
                 tbody {
                     tr { th scope="row" { "利用者ID" } td { code { (id) } } }
@@ -828,6 +852,87 @@ pub async fn card_action(
     let call = Call::post(&path, json!({})).keyed(&form);
     let answer = api.call(&ui.token, call).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, done, &[], &form).await
+}
+
+// ---- 利用者情報の変更 -----------------------------------------------------------------------------------------
+
+/// The form of a resident as he is now: his fields under their form names, and his version.
+fn as_form(resident: &Answer) -> Form {
+    let mut form = Form::default();
+    for name in PERSONAL.iter().map(|(n, ..)| *n).chain(["sex"]) {
+        let pointer = format!("/{}", name.replace('.', "/"));
+        form.set(name, resident.body.pointer(&pointer).and_then(Value::as_str).unwrap_or(""));
+    }
+    if let Some(custom) = resident.body.get("custom_fields").and_then(Value::as_object) {
+        for (key, value) in custom {
+            form.set(
+                &format!("custom_fields.{key}"),
+                value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string()),
+            );
+        }
+    }
+    form.set("version", resident.version.map(|v| v.to_string()).unwrap_or_default());
+    form
+}
+
+fn edit_page(ui: &UiSession, id: &str, form: &Form, errors: &FieldErrors, custom: &[CustomField]) -> Markup {
+    let key = Some(form.idempotency_key()).filter(|k| !k.is_empty()).map(str::to_owned).unwrap_or_else(new_key);
+    ui.layout(
+        "利用者情報の変更",
+        html! {
+            (error_summary(errors))
+            form method="post" action={ "/ui/residents/" (segment(id)) "/edit" } novalidate {
+                (form_keys(&ui.csrf(), &key))
+                input type="hidden" name="version" value=(form.get("version"));
+                (personal_fields(form, errors, custom))
+                div { button type="submit" { "変更" } }
+            }
+            p { a href={ "/ui/residents/" (segment(id)) } { "やめる" } }
+        },
+    )
+}
+
+/// 利用者情報の変更: the form with his data as it is now.
+pub async fn edit_form(Extension(api): Extension<InProcessApi>, ui: UiSession, Path(id): Path<String>) -> Reply {
+    let code = ui.own_municipality("利用者情報の変更")?;
+    let resident = one(&api, &ui, &format!("/api/v1/municipalities/{code}/residents/{}", segment(&id))).await?;
+    let custom = custom_fields(&settings(&api, &ui, &code).await?);
+    Ok(page(edit_page(&ui, &id, &as_form(&resident), &FieldErrors::default(), &custom)))
+}
+
+/// Changes the resident (`PATCH` under `If-Match` at the version the form showed: a change by someone else since
+/// is shown with his data as it is now, never overwritten). A field left blank is cleared.
+pub async fn edit(
+    Extension(api): Extension<InProcessApi>,
+    Path(id): Path<String>,
+    Posted { ui, form }: Posted,
+) -> Reply {
+    let code = ui.own_municipality("利用者情報の変更")?;
+    let custom = custom_fields(&settings(&api, &ui, &code).await?);
+    let mut body = Map::new();
+    for name in PERSONAL.iter().map(|(n, ..)| *n).chain(["sex"]) {
+        let value = form.value(name).map_or(Value::Null, |v| Value::String(v.to_owned()));
+        insert(&mut body, name, value);
+    }
+    let mut values = Map::new();
+    for field in &custom {
+        values.insert(field.key.clone(), form.value(&field.name()).map_or(Value::Null, |v| custom_value(field, v)));
+    }
+    body.insert("custom_fields".to_owned(), Value::Object(values));
+    let path = format!("/api/v1/municipalities/{code}/residents/{}", segment(&id));
+    let answer = api.call(&ui.token, Call::post(&path, Value::Object(body)).method(Method::PATCH).keyed(&form)).await;
+    let done = format!("/ui/residents/{}?done=changed", segment(&id));
+    let problem = match after_change(&answer, &done, ON_THE_FORM) {
+        Ok(problem) => problem,
+        Err(answer) => return Ok(answer),
+    };
+    let names = field_names(&custom);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let errors = problems(&problem, &names);
+    // Changed meanwhile: his data as it is now (what was typed would undo the other change).
+    let shown =
+        if problem.status == StatusCode::PRECONDITION_FAILED { as_form(&one(&api, &ui, &path).await?) } else { form };
+    Ok((problem.status, page(edit_page(&ui, &id, &shown, &errors, &custom))).into_response())
 }
 
 #[cfg(test)]
