@@ -367,7 +367,48 @@ async fn a_clerk_changes_a_resident_and_a_stale_page_is_told(backend: Backend) {
     assert_eq!(after["address1"], now["address1"], "nothing overwritten");
 }
 
+/// 利用者登録 prefilled from the registry: by 宛名番号, and by the four facts of a card (one entry fills the
+/// form, namesakes are offered to choose from, an unknown key is named next to its field).
+async fn the_registration_form_is_prefilled_from_the_registry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda_with_settings(&app).await;
+    let file = "宛名番号,氏名,カナ氏名,生年月日,性別,郵便番号,住所\r\n\
+                000000001,山田 太郎,ヤマダ タロウ,3640107,1,100-0001,東京都千代田区千代田１－１\r\n\
+                000000002,鈴木 花子,スズキ ハナコ,3640107,2,100-0001,東京都千代田区千代田２－２\r\n\
+                000000003,鈴木 花子,スズキ ハナコ,3640107,2,100-0005,東京都千代田区丸の内１\r\n";
+    let path = format!("/api/v1/municipalities/{CHIYODA}/registry/import");
+    let reply = app.post_bytes(&path, Some(&admin), "text/csv; charset=UTF-8", file.as_bytes().to_vec()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let cookie = logged_in_as(&app, "clerk01").await;
+
+    let by_key = get(&app, "/ui/residents/new?by=key&registry_key=000000001", &cookie).await;
+    assert_eq!(by_key.status, StatusCode::OK, "{}", by_key.text);
+    assert!(by_key.text.contains("住基データを読み込みました"), "{}", by_key.text);
+    for value in ["ヤマダ", "タロウ", "山田", "太郎", "3640107", "100-0001"] {
+        assert!(by_key.text.contains(&format!(r#"value="{value}""#)), "{value} filled in: {}", by_key.text);
+    }
+    assert_eq!(hidden(&by_key, "registry_key"), "000000001", "the registration links the entry");
+
+    let unknown = get(&app, "/ui/residents/new?by=key&registry_key=000000099", &cookie).await;
+    assert_problem_at(&unknown, "f-registry_key");
+
+    let facts = |name: &str| {
+        format!(
+            "/ui/residents/new?by=facts&lookup.name={}&lookup.birth_date=19890107&lookup.sex=2&lookup.address=",
+            urlencode(name)
+        )
+    };
+    let namesakes = get(&app, &facts("鈴木花子"), &cookie).await;
+    assert!(namesakes.text.contains("該当する住基データが2件あります"), "{}", namesakes.text);
+    let chosen =
+        get(&app, &link(&namesakes, "鈴木 花子（スズキ ハナコ） 昭和64年1月7日 （宛名番号 000000003）"), &cookie).await;
+    assert!(chosen.text.contains(r#"value="000000003""#) && chosen.text.contains("丸の内"), "{}", chosen.text);
+    let nobody = get(&app, &facts("佐藤一郎"), &cookie).await;
+    assert!(nobody.text.contains("4情報に該当する住基データはありません"), "{}", nobody.text);
+}
+
 on_both_backends!(
+    the_registration_form_is_prefilled_from_the_registry,
     a_clerk_changes_a_resident_and_a_stale_page_is_told,
     a_manager_imports_a_registry_file_and_watches_its_progress,
     a_clerk_registers_a_resident_and_sets_up_his_card,
