@@ -58,6 +58,19 @@ pub async fn post_from<V: AsRef<str>>(
     Page::read(form_post(app, path, cookie, form).header(header::ORIGIN, origin).send().await.unwrap()).await
 }
 
+/// [`post`] from the counter terminal named `terminal` (`X-Cardap-Terminal`, as the terminal or a proxy in front of
+/// it sets it).
+pub async fn post_at<V: AsRef<str>>(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, V)],
+    terminal: &str,
+) -> Page {
+    let value = header::HeaderValue::from_bytes(terminal.as_bytes()).unwrap();
+    Page::read(form_post(app, path, cookie, form).header("x-cardap-terminal", value).send().await.unwrap()).await
+}
+
 fn form_post<V: AsRef<str>>(app: &TestApp, path: &str, cookie: &str, form: &[(&str, V)]) -> reqwest::RequestBuilder {
     let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v.as_ref()))).collect::<Vec<_>>().join("&");
     let request =

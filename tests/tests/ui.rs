@@ -8,7 +8,7 @@ use cardap_tests::reqwest::{StatusCode, header};
 use cardap_tests::serde_json::json;
 use cardap_tests::ui::{
     Page, assert_problem_at, assert_strict, csrf, get, hidden, keys, link, location, logged_in, offering, post,
-    post_from, post_multipart, school_district_settings, set_cookie, urlencode,
+    post_at, post_from, post_multipart, school_district_settings, set_cookie, urlencode,
 };
 use cardap_tests::{Backend, TestApp, on_both_backends, resident_body, residents_path, spawn_app};
 
@@ -407,7 +407,36 @@ async fn the_registration_form_is_prefilled_from_the_registry(backend: Backend) 
     assert!(nobody.text.contains("4情報に該当する住基データはありません"), "{}", nobody.text);
 }
 
+/// What a screen appends names the counter terminal its page came from, as a call of the API would: the auditor
+/// sees 窓口3番 on the registration.
+async fn a_screens_change_names_its_terminal_in_the_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda_with_settings(&app).await;
+    let cookie = logged_in_as(&app, "clerk01").await;
+    let form = get(&app, "/ui/residents/new", &cookie).await;
+    let (csrf, key) = keys(&form);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("idempotency_key", key.as_str()),
+        ("kana_name.family", "ヤマダ"),
+        ("kana_name.given", "タロウ"),
+        ("kanji_name.family", "山田"),
+        ("kanji_name.given", "太郎"),
+        ("birth_date", "3450101"),
+        ("sex", "1"),
+        ("custom_fields.school_district", "第一"),
+    ];
+    let registered = post_at(&app, "/ui/residents/new", &cookie, &fields, "窓口3番").await;
+    assert_eq!(registered.status, StatusCode::SEE_OTHER, "{}", registered.text);
+    let history =
+        app.get(&format!("/api/v1/audit/events?municipality={CHIYODA}&operator_id=clerk01"), Some(&admin)).await;
+    let lines = history.ndjson();
+    let registration = lines.iter().find(|l| l["type"] == "ResidentRegistered").expect("the registration");
+    assert_eq!(registration["terminal"], "窓口3番", "{registration}");
+}
+
 on_both_backends!(
+    a_screens_change_names_its_terminal_in_the_history,
     the_registration_form_is_prefilled_from_the_registry,
     a_clerk_changes_a_resident_and_a_stale_page_is_told,
     a_manager_imports_a_registry_file_and_watches_its_progress,

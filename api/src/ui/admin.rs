@@ -184,7 +184,7 @@ async fn register_municipality(Extension(api): Extension<InProcessApi>, Posted {
         body.insert("display_order".to_owned(), order);
     }
     let call = Call::post("/api/v1/municipalities", Value::Object(body)).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let problem = after_change(&answer, "/ui/admin/municipalities?done=registered", ON_THE_FORM)?;
     let errors = problems(&problem, &MUNICIPALITY_FIELDS);
     Ok((problem.status, page(municipality_register_page(&ui, &form, &errors))).into_response())
@@ -249,7 +249,7 @@ async fn change_municipality(
     let order = number(&form, "display_order").unwrap_or_else(|| Value::String(String::new()));
     let body = json!({"name": form.get("name").trim(), "display_order": order});
     let call = Call::post(&path, body).method(Method::PATCH).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let problem = after_change(&answer, "/ui/admin/municipalities?done=changed", ON_THE_FORM)?;
     let errors = problems(&problem, &["name", "display_order"]);
     let (current, values, version) = shown_again(&api, &ui, &path, &problem, None, &form, municipality_values).await?;
@@ -394,7 +394,7 @@ async fn register_system(Extension(api): Extension<InProcessApi>, Posted { ui, f
         body.insert((*name).to_owned(), Value::String(form.get(name).trim().to_owned()));
     }
     let call = Call::post("/api/v1/business-systems", Value::Object(body)).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let problem = after_change(&answer, "/ui/admin/business-systems?done=system-registered", ON_THE_FORM)?;
     let errors = problems(&problem, &fields);
     Ok((problem.status, page(system_register_page(&ui, &form, &errors))).into_response())
@@ -458,7 +458,7 @@ async fn change_system(
         }
     }
     let call = Call::post(&path, Value::Object(changes)).method(Method::PATCH).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let problem = after_change(&answer, "/ui/admin/business-systems?done=system-changed", ON_THE_FORM)?;
     let fields: Vec<&str> = SYSTEM_FIELDS.iter().map(|(n, ..)| *n).collect();
     let errors = problems(&problem, &fields);
@@ -548,7 +548,7 @@ async fn end<E: Ends>(
     allowed(&ui, &e.permission)?;
     let path = (e.path)(&id);
     let action = format!("{path}/{}", e.verb);
-    let answer = api.call(&ui.token, Call::post(&action, json!({})).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&action, json!({})).keyed(&form)).await;
     let problem = after_change(&answer, &format!("{}?done={}", e.list, e.ended), ON_THE_FORM)?;
     let current = one(&api, &ui, &path).await?;
     let errors = problems(&problem, &[]);
@@ -669,7 +669,7 @@ async fn permit(Extension(api): Extension<InProcessApi>, Path(id): Path<String>,
     allowed(&ui, &Permission::ManageBusinessSystems)?;
     let path = format!("{}/permitted-municipalities", system_path(&id));
     let call = Call::post(&path, json!({"code": form.get("code").trim()})).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     after_shared_use(&api, &ui, &id, &answer, "permitted", form.get("code")).await
 }
 
@@ -711,7 +711,7 @@ async fn withdraw(
     allowed(&ui, &Permission::ManageBusinessSystems)?;
     let path = format!("{}/permitted-municipalities/{}", system_path(&id), segment(&code));
     let call = Call::get(&path).method(Method::DELETE).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     after_shared_use(&api, &ui, &id, &answer, "withdrawn", "").await
 }
 

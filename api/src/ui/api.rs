@@ -18,7 +18,7 @@ use axum::response::Response;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use cardap_commands::passwords::Secret;
+use super::UiSession;
 
 use super::form::Form;
 
@@ -34,10 +34,14 @@ impl InProcessApi {
         InProcessApi(router)
     }
 
-    /// Sends `request` with the session's token as its bearer; the raw answer (a stream stays a stream).
-    pub async fn send(&self, token: &Secret, mut request: Request<Body>) -> Response {
-        if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+    /// Sends `request` as `ui`'s: the session's token as its bearer, the page's terminal and request id; the raw
+    /// answer (a stream stays a stream).
+    pub(super) async fn send(&self, ui: &UiSession, mut request: Request<Body>) -> Response {
+        if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", ui.token.expose())) {
             request.headers_mut().insert(header::AUTHORIZATION, bearer);
+        }
+        for (name, value) in &ui.forwarded {
+            request.headers_mut().insert(name.clone(), value.clone());
         }
         request.headers_mut().insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("ja"));
         match self.0.clone().oneshot(request).await {
@@ -47,7 +51,7 @@ impl InProcessApi {
     }
 
     /// A JSON call: `body` (if any) as JSON, the answer read whole.
-    pub async fn call(&self, token: &Secret, call: Call<'_>) -> Answer {
+    pub(super) async fn call(&self, ui: &UiSession, call: Call<'_>) -> Answer {
         let mut builder = Request::builder().method(call.method).uri(call.path);
         if let Some(key) = call.idempotency_key.filter(|k| !k.is_empty()) {
             builder = builder.header("idempotency-key", key);
@@ -63,7 +67,7 @@ impl InProcessApi {
             None => Body::empty(),
         };
         let Ok(request) = builder.body(body) else { return Answer::broken() };
-        Answer::read(self.send(token, request).await).await
+        Answer::read(self.send(ui, request).await).await
     }
 }
 
@@ -157,8 +161,6 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
-    /// The stable code, e.g. `/problems/validation`.
-    pub kind: String,
     pub title: String,
     pub detail: String,
     pub errors: Vec<ProblemField>,
@@ -181,7 +183,7 @@ impl Problem {
             .and_then(Value::as_array)
             .map(|errors| errors.iter().map(ProblemField::of).collect())
             .unwrap_or_default();
-        Problem { status, kind: text("type"), title: text("title"), detail: text("detail"), errors }
+        Problem { status, title: text("title"), detail: text("detail"), errors }
     }
 
     /// What the clerk reads above the form: the detail, else the title.

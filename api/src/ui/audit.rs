@@ -88,7 +88,7 @@ pub async fn show(Extension(api): Extension<InProcessApi>, ui: UiSession, query:
         let Ok(request) = Request::get(format!("{path}?{query}")).body(Body::empty()) else {
             return super::unavailable();
         };
-        let response = api.send(&ui.token, request).await;
+        let response = api.send(&ui, request).await;
         if !response.status().is_success() {
             let answer = Answer::read(response).await;
             let Some(problem) = answer.problem() else { return super::unavailable() };
@@ -244,7 +244,7 @@ pub async fn export(Extension(api): Extension<InProcessApi>, ui: UiSession, quer
     else {
         return super::unavailable();
     };
-    let response = api.send(&ui.token, request).await;
+    let response = api.send(&ui, request).await;
     if !response.status().is_success() {
         let answer = Answer::read(response).await;
         return answer.problem().map(|p| refused(&p)).unwrap_or_else(super::unavailable);

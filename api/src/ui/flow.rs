@@ -25,7 +25,7 @@ pub fn accepted(answer: Answer) -> Result<Answer, Response> {
 /// One resource of the API (with its version), or the page of the API's refusal (another municipality's is its
 /// 404).
 pub async fn one(api: &InProcessApi, ui: &UiSession, path: &str) -> Result<Answer, Response> {
-    accepted(api.call(&ui.token, Call::get(path)).await)
+    accepted(api.call(ui, Call::get(path)).await)
 }
 
 /// Every item of a paged API list (following `next_cursor`), with the first page's version (`ETag`).

@@ -44,7 +44,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -130,6 +130,10 @@ async fn stylesheet() -> impl IntoResponse {
 pub(super) struct UiSession {
     pub session: SessionOf,
     pub token: Secret,
+    /// What the page's request said of itself (`X-Cardap-Terminal`, set by the terminal or a proxy in front of
+    /// it, and the request id): passed on to the API's calls, so every event a screen appends names its terminal
+    /// and request as one made through the API would.
+    pub forwarded: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl UiSession {
@@ -161,7 +165,16 @@ impl FromRequestParts<AppState> for UiSession {
         let to_login = || Redirect::to("/ui/login").into_response();
         let Some(token) = session_cookie(&parts.headers) else { return Err(to_login()) };
         match state.access.authenticate(&token).await {
-            Ok(Some(session)) => Ok(UiSession { session, token }),
+            Ok(Some(session)) => {
+                let forwarded = ["x-cardap-terminal", "x-request-id"]
+                    .into_iter()
+                    .filter_map(|name| {
+                        let value = parts.headers.get(name)?.clone();
+                        Some((HeaderName::from_static(name), value))
+                    })
+                    .collect();
+                Ok(UiSession { session, token, forwarded })
+            }
             Ok(None) => Err(to_login()),
             Err(e) => {
                 tracing::warn!(error = %e, "the UI could not check a session");

@@ -134,7 +134,7 @@ pub async fn import(
     }
     let body = Body::from_stream(stream::unfold(chunks_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }));
     let Some(request) = request(&code, charset, body) else { return Err(super::unavailable()) };
-    let response = api.send(&ui.token, request).await;
+    let response = api.send(&ui, request).await;
     if response.status() != StatusCode::OK {
         return Ok(refused_page(&ui, &Answer::read(response).await, charset));
     }

@@ -343,7 +343,7 @@ pub async fn register_form(
             None => errors.add("registry_key", "宛名番号を入力してください。"),
             Some(key) => {
                 let path = format!("/api/v1/municipalities/{code}/registry/{}", segment(&key));
-                let answer = api.call(&ui.token, Call::get(&path)).await;
+                let answer = api.call(&ui, Call::get(&path)).await;
                 match answer.problem() {
                     None => {
                         prefill(&mut form, &answer.body);
@@ -367,7 +367,7 @@ pub async fn register_form(
                 facts.entry(name.to_owned()).or_insert_with(|| Value::String(String::new()));
             }
             let path = format!("/api/v1/municipalities/{code}/registry/lookup");
-            let answer = api.call(&ui.token, Call::post(&path, Value::Object(facts))).await;
+            let answer = api.call(&ui, Call::post(&path, Value::Object(facts))).await;
             match answer.problem() {
                 None => match items(&answer.body) {
                     [] => errors.general.push("4情報に該当する住基データはありません。".to_owned()),
@@ -416,7 +416,7 @@ pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form
         insert(root, "custom_fields", Value::Object(values));
     }
     let path = format!("/api/v1/municipalities/{code}/residents");
-    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&path, body).keyed(&form)).await;
     let on_the_form = [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::CONFLICT];
     let Some(problem) = problem_for_the_form(&answer, &on_the_form)? else {
         let id = answer.str("/resident_id");
@@ -449,7 +449,7 @@ const DONE: Done = Done(&[
 
 /// Names of the business systems, by id (for the AP lists).
 async fn system_names(api: &InProcessApi, ui: &UiSession) -> Vec<(String, String)> {
-    let answer = api.call(&ui.token, Call::get("/api/v1/business-systems")).await;
+    let answer = api.call(ui, Call::get("/api/v1/business-systems")).await;
     items(&answer.body).iter().map(|s| (text(s, "business_id").to_owned(), text(s, "name").to_owned())).collect()
 }
 
@@ -700,7 +700,7 @@ pub async fn register_card(
     let code = ui.own_municipality("カード登録")?;
     let body = json!({"fid": form.get("fid").trim(), "resident_id": id});
     let path = format!("/api/v1/municipalities/{code}/cards");
-    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &id), answer, "card", &["fid", "resident_id"], &form).await
 }
 
@@ -744,7 +744,7 @@ pub async fn local_area(
         _ => json!({}),
     };
     let path = format!("{}/local-area", card_path(&code, &fid));
-    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, "area", &["issuance_consent"], &form).await
 }
 
@@ -761,7 +761,7 @@ pub async fn install(
         body["issuance_consent"] = json!(form.get("issuance_consent") == "true");
     }
     let path = format!("{}/aps", card_path(&code, &fid));
-    let answer = api.call(&ui.token, Call::post(&path, body).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&path, body).keyed(&form)).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, "installed", &["business_ids", "issuance_consent"], &form)
         .await
 }
@@ -778,7 +778,7 @@ pub async fn remove(
     for business_id in form.all("business_ids") {
         let path = format!("{}/aps/{}", card_path(&code, &fid), segment(business_id));
         let key = format!("{}-{business_id}", form.idempotency_key());
-        let answer = api.call(&ui.token, Call::get(&path).method(Method::DELETE).idempotent(&key)).await;
+        let answer = api.call(&ui, Call::get(&path).method(Method::DELETE).idempotent(&key)).await;
         let outcome = match answer.problem() {
             None => Ok(()),
             Some(p) => Err(p.summary().to_owned()),
@@ -850,7 +850,7 @@ pub async fn card_action(
     let (code, owner) = card_of(&api, &ui, "カードの運用", &fid).await?;
     let path = format!("{}/{action}", card_path(&code, &fid));
     let call = Call::post(&path, json!({})).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     back_to_resident(&api, &ui, (&code, &owner), answer, done, &[], &form).await
 }
 
@@ -920,7 +920,7 @@ pub async fn edit(
     }
     body.insert("custom_fields".to_owned(), Value::Object(values));
     let path = format!("/api/v1/municipalities/{code}/residents/{}", segment(&id));
-    let answer = api.call(&ui.token, Call::post(&path, Value::Object(body)).method(Method::PATCH).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post(&path, Value::Object(body)).method(Method::PATCH).keyed(&form)).await;
     let done = format!("/ui/residents/{}?done=changed", segment(&id));
     let problem = match after_change(&answer, &done, ON_THE_FORM) {
         Ok(problem) => problem,

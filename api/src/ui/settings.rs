@@ -305,7 +305,7 @@ async fn save(Extension(api): Extension<InProcessApi>, Posted { ui, form }: Post
     }
     let path = settings_path(&code);
     let call = Call::post(&path, editor.body()).method(axum::http::Method::PUT).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let to = format!("/ui/settings?municipality={}&done=saved", segment(&code));
     let problem = after_change(&answer, &to, ON_THE_FORM)?;
     let (shown, errors) = if problem.status == StatusCode::PRECONDITION_FAILED {

@@ -166,7 +166,7 @@ pub async fn upload(Extension(api): Extension<InProcessApi>, ui: UiSession, mut 
         .header("idempotency-key", form.idempotency_key())
         .body(Body::from(file));
     let Ok(request) = request else { return Err(unavailable()) };
-    let answer = Answer::read(api.send(&ui.token, request).await).await;
+    let answer = Answer::read(api.send(&ui, request).await).await;
     Ok(match answer.problem() {
         None => {
             let job = answer.str("/job_id");
@@ -291,7 +291,7 @@ pub async fn job_passwords(
 ) -> Reply {
     let path = format!("/api/v1/jobs/{}/passwords", segment(&id));
     let call = Call::get(&path).method(Method::POST).keyed(&form);
-    let answer = accepted(api.call(&ui.token, call).await)?;
+    let answer = accepted(api.call(&ui, call).await)?;
     let rows: Vec<(String, String, String)> = items(&answer.body)
         .iter()
         .map(|item| (text(item, "operator_id").to_owned(), String::new(), text(item, "password").to_owned()))
@@ -311,7 +311,7 @@ pub async fn export(Extension(api): Extension<InProcessApi>, ui: UiSession, raw:
     let Ok(request) = Request::get(format!("{}/export?{}", scope.api(), query(&conditions))).body(Body::empty()) else {
         return Err(unavailable());
     };
-    let response = api.send(&ui.token, request).await;
+    let response = api.send(&ui, request).await;
     if response.status() != StatusCode::OK {
         let answer = Answer::read(response).await;
         return Err(match answer.problem() {

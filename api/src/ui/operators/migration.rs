@@ -75,7 +75,7 @@ pub async fn migrate(Extension(api): Extension<InProcessApi>, Posted { ui, form 
     if !ids.is_empty() {
         request["operator_ids"] = json!(ids);
     }
-    let answer = api.call(&ui.token, Call::post("/api/v1/operator-migrations", request).keyed(&form)).await;
+    let answer = api.call(&ui, Call::post("/api/v1/operator-migrations", request).keyed(&form)).await;
     let on_the_form = [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::CONFLICT];
     let Some(mut p) = problem_for_the_form(&answer, &on_the_form)? else {
         let migrated = answer.body.get("migrated").and_then(Value::as_array).cloned().unwrap_or_default();

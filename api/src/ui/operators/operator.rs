@@ -284,7 +284,7 @@ impl HisForm {
     }
 
     async fn send(&self, call: Call<'_>) -> Answer {
-        self.api.call(&self.ui.token, call).await
+        self.api.call(&self.ui, call).await
     }
 
     /// His page of now, `status`, with `errors`.
@@ -501,7 +501,7 @@ pub async fn bulk_passwords(Extension(api): Extension<InProcessApi>, Posted { ui
     let chosen = form.all("operator_ids");
     let path = format!("{}/passwords", scope.api());
     let call = Call::post(&path, json!({ "operator_ids": chosen })).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let Some(p) = problem_for_the_form(&answer, &[StatusCode::UNPROCESSABLE_ENTITY, StatusCode::FORBIDDEN])? else {
         let changed = items(&answer.body);
         let rows: Vec<(String, String, String)> = changed

@@ -104,7 +104,7 @@ pub async fn register(Extension(api): Extension<InProcessApi>, Posted { ui, form
     let scope = scope(&api, &ui, form.get("municipality"), "/ui/operators/new").await?;
     let path = scope.api();
     let call = Call::post(&path, operator_json(&form, "")).keyed(&form);
-    let answer = api.call(&ui.token, call).await;
+    let answer = api.call(&ui, call).await;
     let Some(problem) = problem_for_the_form(&answer, &ON_THE_FORM)? else {
         let id = answer.str("/operator_id");
         return Ok(match answer.body.get("password").and_then(Value::as_str) {
@@ -196,7 +196,7 @@ pub async fn batch(Extension(api): Extension<InProcessApi>, Posted { ui, form }:
         let list = filled.iter().map(|i| operator_json(&form, &format!("{i}."))).collect();
         let path = scope.api();
         let call = Call::post(&path, Value::Array(list)).keyed(&form);
-        let answer = api.call(&ui.token, call).await;
+        let answer = api.call(&ui, call).await;
         let Some(problem) = problem_for_the_form(&answer, &ON_THE_FORM)? else {
             let registered = items(&answer.body);
             let rows: Vec<(String, String, String)> = registered
