@@ -237,5 +237,10 @@ pub fn strings(value: &Value, key: &str) -> Vec<String> {
 
 /// The `items` of a page of a list.
 pub fn items(body: &Value) -> &[Value] {
-    body.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+    items_at(body, "items")
+}
+
+/// The list at `key` of an answer (empty when it has none).
+pub fn items_at<'a>(body: &'a Value, key: &str) -> &'a [Value] {
+    body.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }

@@ -408,12 +408,7 @@ async fn logout(
 }
 
 /// The operator's top page: who he is and the business systems he may use now, with their links.
-async fn top(State(state): State<AppState>, ui: UiSession) -> Response {
-    match state.business_systems.usable_now(&ui.session.actor).await {
-        Ok(systems) => page(pages::top(&ui.session, &ui.csrf(), &systems)),
-        Err(e) => {
-            tracing::warn!(error = %e, "the top page could not list the business systems");
-            unavailable()
-        }
-    }
+async fn top(Extension(api): Extension<InProcessApi>, ui: UiSession) -> Reply {
+    let me = flow::one(&api, &ui, "/api/v1/me").await?;
+    Ok(page(pages::top(&ui.session, &ui.csrf(), api::items_at(&me.body, "business_systems"))))
 }

@@ -5,11 +5,9 @@
 //! fields is the order of work.
 
 use cardap_commands::access::SessionOf;
-use cardap_commands::residents::ResidentRow;
 use cardap_commands::{Actor, Permission, authorize};
-use cardap_domain::resident::EraDate;
-use cardap_projections::business_systems::BusinessSystemRow;
 use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
 
 use super::UiSession;
 use super::form::{FieldErrors, id_of, new_key};
@@ -136,7 +134,7 @@ pub fn login(
 }
 
 /// The operator's top page: the business systems he may use now, each with its links.
-pub fn top(session: &SessionOf, csrf: &str, systems: &[BusinessSystemRow]) -> Markup {
+pub fn top(session: &SessionOf, csrf: &str, systems: &[Value]) -> Markup {
     let municipality = session.actor.municipality.as_ref().map(|m| m.to_string());
     layout(
         "トップ",
@@ -156,15 +154,16 @@ pub fn top(session: &SessionOf, csrf: &str, systems: &[BusinessSystemRow]) -> Ma
             } @else {
                 ul.systems {
                     @for system in systems {
+                        @let text = |key: &str| system.get(key).and_then(Value::as_str);
                         li {
-                            strong { (system.name) } " " span.muted { "(" (system.business_id) ")" }
-                            @if let Some(url) = safe_link(system.top_url.as_deref()) {
+                            strong { (text("name").unwrap_or("")) } " " span.muted { "(" (text("business_id").unwrap_or("")) ")" }
+                            @if let Some(url) = safe_link(text("top_url")) {
                                 br; a href=(url) { "業務トップ" }
                             }
-                            @if let Some(url) = safe_link(system.operator_admin_url.as_deref()) {
+                            @if let Some(url) = safe_link(text("operator_admin_url")) {
                                 br; a href=(url) { "オペレータ管理" }
                             }
-                            @if let Some(url) = safe_link(system.personalize_url.as_deref()) {
+                            @if let Some(url) = safe_link(text("personalize_url")) {
                                 br; a href=(url) { "パーソナライズ" }
                             }
                         }
@@ -294,7 +293,7 @@ pub fn residents(
     csrf: &str,
     form: &SearchForm<'_>,
     errors: &FieldErrors,
-    found: Option<(&[ResidentRow], bool)>,
+    found: Option<(&[Value], bool)>,
 ) -> Markup {
     layout(
         "利用者検索",
@@ -316,13 +315,17 @@ pub fn residents(
                             th scope="col" { "カードFID" } th scope="col" { "状態" } th scope="col" { "利用者ID" } } }
                         tbody {
                             @for r in rows {
+                                @let text = |pointer: &str| r.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+                                @let id = text("/resident_id");
                                 tr {
-                                    td { @if let Some(n) = &r.kana_name { (n.family) " " (n.given) } }
-                                    td { @if let Some(n) = &r.kanji_name { (n.family) " " (n.given) } }
-                                    td { @if let Some(d) = r.birth_date.as_deref().and_then(|d| EraDate::parse(d).ok()) { (d.label_ja()) } }
-                                    td { @if let Some(fid) = &r.active_fid { (fid.as_str()) } }
-                                    td { @if r.erased { "消去済み" } @else if r.moved_out { "転出" } @else { "—" } }
-                                    td { a href={ "/ui/residents/" (r.resident_id) } { code { (r.resident_id) } } }
+                                    td { (text("/kana_name/family")) " " (text("/kana_name/given")) }
+                                    td { (text("/kanji_name/family")) " " (text("/kanji_name/given")) }
+                                    td { (text("/birth_date_label")) }
+                                    td { (text("/active_fid")) }
+                                    td {
+                                        @if r["erased"] == true { "消去済み" } @else if r["moved_out"] == true { "転出" } @else { "—" }
+                                    }
+                                    td { a href={ "/ui/residents/" (id) } { code { (id) } } }
                                 }
                             }
                         }

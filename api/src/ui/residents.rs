@@ -12,9 +12,7 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use cardap_commands::CommandContext;
-use cardap_commands::residents::ResidentSearch;
-use cardap_domain::resident::{CardFid, EraDate, KanaName};
+use cardap_domain::resident::EraDate;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -26,7 +24,7 @@ use super::pages::{
     self, Confirmation, Input, confirmation, error_summary, field_note, form_keys, input_field, notice, options,
     text_field,
 };
-use super::{Posted, Reply, UiSession, page, refused, unavailable};
+use super::{Posted, Reply, UiSession, page, refused};
 use crate::state::AppState;
 
 /// The fields of 利用者登録 before the custom fields: form name (the API's pointer with dots), label, hint,
@@ -62,54 +60,34 @@ pub struct SearchFields {
     fid: String,
 }
 
-/// 利用者検索: the residents of the operator's own municipality by kana prefix, birth date (`EYYMMDD`) or FID (the
-/// same use case as `GET …/residents`, recorded in the read access log). Each field's problem is shown next to it
-/// and what was typed stays in the form; with no condition only the form is shown.
-pub async fn search(State(state): State<AppState>, ui: UiSession, query: RawQuery) -> Reply {
+/// 利用者検索: the residents of the operator's own municipality by kana prefix, birth date (`EYYMMDD`) or FID,
+/// through `GET …/residents` (its parsing and messages, recorded in the read access log with the page's terminal).
+/// Each field's problem is shown next to it and what was typed stays in the form; with no condition only the form
+/// is shown.
+pub async fn search(Extension(api): Extension<InProcessApi>, ui: UiSession, query: RawQuery) -> Reply {
     let fields: SearchFields = serde_urlencoded::from_str(query.0.as_deref().unwrap_or("")).unwrap_or_default();
     let code = ui.own_municipality("利用者検索")?;
-    let Ok(code) = cardap_domain::MunicipalityCode::parse(&code) else { return Err(unavailable()) };
-    let typed = |s: &str| Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
-    let mut errors = FieldErrors::default();
-    let kana_prefix = typed(&fields.kana_prefix).and_then(|p| {
-        let compact: String = p.chars().filter(|c| !c.is_whitespace()).collect();
-        KanaName::parse(&compact)
-            .map(String::from)
-            .map_err(|_| errors.add("kana_prefix", "カタカナで入力してください（半角カナも可）。"))
-            .ok()
-    });
-    let birth_date = typed(&fields.birth_date).and_then(|d| {
-        EraDate::parse(&d)
-            .map_err(|_| {
-                errors.add("birth_date", "元号の数字と年月日の7桁で入力してください（例: 3450101 = 昭和45年1月1日）。")
-            })
-            .ok()
-    });
-    let fid = typed(&fields.fid)
-        .and_then(|f| CardFid::parse(&f).map_err(|_| errors.add("fid", "カードのFIDを正しく入力してください。")).ok());
-    let asked = kana_prefix.is_some() || birth_date.is_some() || fid.is_some();
-    let found = if asked && errors.is_empty() {
-        let search = ResidentSearch { kana_prefix, birth_date, fid, after: None, limit: 100 };
-        let ctx = CommandContext {
-            actor: Some(ui.session.actor.clone()),
-            command_id: cardap_store::CommandId::generate(),
-            correlation_id: cardap_store::CorrelationId::generate(),
-            causation_id: None,
-            terminal: None,
-            request_id: None,
-        };
-        match state.residents.search_residents(&ctx, &code, &search).await {
-            Ok(page) => Some((page.rows, page.next.is_some())),
-            Err(cardap_commands::CommandError::Unauthorized(_)) => {
-                return Err(page(pages::message("利用者検索", "利用者検索の権限がありません。")));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the UI could not search residents");
-                return Err(unavailable());
-            }
+    let conditions = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let typed = [("kana_prefix", &fields.kana_prefix), ("birth_date", &fields.birth_date), ("fid", &fields.fid)];
+        for (name, value) in typed.into_iter().filter(|(_, v)| !v.trim().is_empty()) {
+            query.append_pair(name, value.trim());
         }
-    } else {
+        query.finish()
+    };
+    let mut errors = FieldErrors::default();
+    let found = if conditions.is_empty() {
         None
+    } else {
+        let path = format!("/api/v1/municipalities/{code}/residents?{conditions}&limit=100");
+        let answer = api.call(&ui, Call::get(&path)).await;
+        match problem_for_the_form(&answer, &[StatusCode::UNPROCESSABLE_ENTITY])? {
+            Some(problem) => {
+                errors = FieldErrors::of(&problem, &["kana_prefix", "birth_date", "fid"]);
+                None
+            }
+            None => Some((items(&answer.body).to_vec(), !answer.body["next_cursor"].is_null())),
+        }
     };
     let form = pages::SearchForm { kana_prefix: &fields.kana_prefix, birth_date: &fields.birth_date, fid: &fields.fid };
     Ok(page(pages::residents(
