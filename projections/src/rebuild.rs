@@ -85,8 +85,15 @@ struct Space {
 }
 
 enum Kind {
-    Postgres { live_schema: String, schema: String },
-    Sqlite { file: std::path::PathBuf },
+    /// `after_load`: the statements that create the projection's indexes and keys built after the load.
+    Postgres {
+        live_schema: String,
+        schema: String,
+        after_load: Vec<String>,
+    },
+    Sqlite {
+        file: std::path::PathBuf,
+    },
 }
 
 impl Space {
@@ -99,6 +106,8 @@ impl Space {
         sqlx::query("SET LOCAL search_path TO pg_catalog").execute(&mut *tx).await.map_err(db)?;
         exec(&mut tx, format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
         exec(&mut tx, format!("CREATE SCHEMA {schema}")).await?;
+        let deferred = projection.built_after_load();
+        let mut after_load = Vec::new();
         for table in projection.tables().iter().copied().chain(["projection_checkpoints"]) {
             let (from, to) = (format!("{live_schema}.{table}"), format!("{schema}.{table}"));
             exec(
@@ -120,11 +129,17 @@ impl Space {
             .map_err(db)?;
             for row in constraints {
                 let (name, def): (String, String) = (row.try_get("name").map_err(db)?, row.try_get("def").map_err(db)?);
-                exec(&mut tx, format!("ALTER TABLE {to} ADD CONSTRAINT {name} {def}")).await?;
+                let add = format!("ALTER TABLE {to} ADD CONSTRAINT {name} {def}");
+                if deferred.contains(&name.as_str()) {
+                    after_load.push(add);
+                } else {
+                    exec(&mut tx, add).await?;
+                }
             }
             // Every other index, under its own name.
-            let indexes: Vec<String> = sqlx::query_scalar(
-                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = $1::text::regclass \
+            let indexes = sqlx::query(
+                "SELECT c.relname::text AS name, pg_get_indexdef(i.indexrelid) AS def FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::text::regclass \
                  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) \
                  ORDER BY i.indexrelid",
             )
@@ -132,7 +147,8 @@ impl Space {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-            for def in indexes {
+            for row in indexes {
+                let (name, def): (String, String) = (row.try_get("name").map_err(db)?, row.try_get("def").map_err(db)?);
                 let moved = def.replacen(&format!(" ON {from} "), &format!(" ON {to} "), 1).replacen(
                     &format!(" ON ONLY {from} "),
                     &format!(" ON ONLY {to} "),
@@ -141,8 +157,18 @@ impl Space {
                 if moved == def {
                     return Err(failed(format!("cannot copy the index {def:?}")));
                 }
-                exec(&mut tx, moved).await?;
+                if deferred.contains(&name.as_str()) {
+                    after_load.push(moved);
+                } else {
+                    exec(&mut tx, moved).await?;
+                }
             }
+        }
+        if after_load.len() != deferred.len() {
+            return Err(failed(format!(
+                "{} names indexes to build after the load that its tables do not have: {deferred:?}",
+                projection.name()
+            )));
         }
         tx.commit().await.map_err(db)?;
         // Unlogged tables and commits not waited for: a crash loses only the build, which is discarded anyway; the
@@ -161,7 +187,7 @@ impl Space {
             })
             .connect_lazy(url)
             .map_err(db)?;
-        Ok(Space { pool, kind: Kind::Postgres { live_schema, schema } })
+        Ok(Space { pool, kind: Kind::Postgres { live_schema, schema, after_load } })
     }
 
     async fn sqlite(live: &AnyPool, url: &str, projection: &dyn Projection) -> Result<Space, ProjectionError> {
@@ -175,8 +201,8 @@ impl Space {
         let tables: Vec<&str> = projection.tables().iter().copied().chain(["projection_checkpoints"]).collect();
         let mut definitions = Vec::new();
         for table in &tables {
-            let rows: Vec<String> = sqlx::query_scalar(
-                "SELECT sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL \
+            let rows = sqlx::query(
+                "SELECT name, sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL \
                  ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, name",
             )
             .bind(*table)
@@ -186,7 +212,14 @@ impl Space {
             if rows.is_empty() {
                 return Err(failed(format!("no table {table} in the database")));
             }
-            definitions.extend(rows);
+            for row in rows {
+                let (name, sql): (String, String) = (row.try_get("name").map_err(db)?, row.try_get("sql").map_err(db)?);
+                // The switch copies the rows into the live tables, which have every index: the build file needs
+                // none of those built after the load.
+                if !projection.built_after_load().contains(&name.as_str()) {
+                    definitions.push(sql);
+                }
+            }
         }
         let live_path = live_file.to_string_lossy().into_owned();
         let pool = AnyPoolOptions::new()
@@ -212,12 +245,18 @@ impl Space {
     }
 
     /// Makes the built tables durable (PostgreSQL: they were built unlogged; `SET LOGGED` writes each to the WAL in
-    /// one pass, indexes included).
+    /// one pass, indexes included), then creates the indexes and keys built after the load (each sorted in one
+    /// pass; a key that the rows break fails the rebuild here, before anything is switched).
     async fn make_durable(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
-        if let Kind::Postgres { schema, .. } = &self.kind {
+        if let Kind::Postgres { schema, after_load, .. } = &self.kind {
             let mut conn = self.pool.acquire().await.map_err(db)?;
             for table in projection.tables().iter().copied().chain(["projection_checkpoints"]) {
                 exec(&mut conn, format!("ALTER TABLE {schema}.{table} SET LOGGED")).await?;
+            }
+            // More memory to sort in than a session's default (64 MB), for this one connection.
+            exec(&mut conn, "SET maintenance_work_mem TO '256MB'".to_owned()).await?;
+            for create in after_load {
+                exec(&mut conn, create.clone()).await?;
             }
         }
         Ok(())
@@ -231,7 +270,7 @@ impl Space {
         projection: &dyn Projection,
     ) -> Result<Checkpoint, ProjectionError> {
         match &self.kind {
-            Kind::Postgres { live_schema, schema } => {
+            Kind::Postgres { live_schema, schema, .. } => {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;

@@ -70,6 +70,8 @@ impl View for ResidentRegister {
     const NAME: &'static str = NAME;
     const STREAM_TYPES: &'static [&'static str] = &[Resident::STREAM_TYPE];
     const TABLES: &'static [&'static str] = &["rm_resident_tokens", "rm_residents"];
+    // The search's indexes: writing the register looks rows up only by resident id.
+    const BUILT_AFTER_LOAD: &'static [&'static str] = &["rm_resident_tokens_pkey", "rm_residents_by_municipality"];
 
     async fn apply(
         &self,
@@ -282,17 +284,8 @@ impl ResidentRegister {
             };
             rows.push((r, sealed));
         }
-        let ids: Vec<&str> = rows.iter().map(|(r, _)| r.id.as_str()).collect();
-        for chunk in ids.chunks(TOKEN_ROWS) {
-            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM rm_resident_tokens WHERE resident_id IN ({marks})"
-            )));
-            for id in chunk {
-                query = query.bind((*id).to_owned());
-            }
-            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-        }
+        // A staged resident is a new registration (the first event of his stream, applied once): he has no tokens
+        // yet, so none are deleted first.
         for chunk in tokens.chunks(TOKEN_ROWS) {
             let values =
                 (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect::<Vec<_>>().join(", ");

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 /// Events read per transaction.
 const BATCH: usize = 500;
-/// Events read per transaction by a rebuild's runner (nobody waits for its single events).
+/// Events read per transaction by a rebuild's runner and by a runner behind by more than a batch (nobody waits for
+/// single events of a backlog).
 pub(crate) const REBUILD_BATCH: usize = 5_000;
 /// How long `catch_up` waits for events held back by an open transaction.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,6 +25,44 @@ const POLL: Duration = Duration::from_secs(1);
 /// The first look again at events an older open transaction holds back (no wake-up comes when it ends); doubled
 /// while they stay held back, up to [`POLL`], so that a transaction left open for long costs little.
 const HELD_BACK_POLL: Duration = Duration::from_millis(5);
+
+/// One read of the log for a runner: the events after `from`, how far it looked, whether some are held back.
+struct Batch {
+    from: Checkpoint,
+    events: Vec<RecordedEvent>,
+    scanned: Checkpoint,
+    held_back: bool,
+}
+
+/// The next batch, read while the runner applies the current one (a catch-up of many batches then overlaps the
+/// store's read and decryption with the read model's writes). Dropping it aborts the read.
+struct ReadAhead(tokio::task::JoinHandle<Result<Batch, ProjectionError>>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads up to `batch` events after `from` of `types` (`None`: every event).
+async fn read_batch(
+    store: &dyn EventStore,
+    types: Option<&'static [&'static str]>,
+    from: Checkpoint,
+    batch: usize,
+) -> Result<Batch, ProjectionError> {
+    Ok(match types {
+        Some(types) => {
+            let read = store.read_types(from, batch, types).await?;
+            Batch { from, events: read.events, scanned: read.scanned, held_back: read.held_back }
+        }
+        None => {
+            let events = store.read_all(from, batch, &ReadFilter::All).await?;
+            let scanned = events.last().map_or(from, |e| e.checkpoint);
+            Batch { from, events, scanned, held_back: false }
+        }
+    })
+}
 
 /// What one step did.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +134,12 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
                 .map_err(ProjectionError::from_sqlx)?;
         }
         Ok(())
+    }
+    /// Indexes and keys (by name) of its tables that none of its statements needs while a blue/green rebuild
+    /// builds it (no lookup goes through them, no `ON CONFLICT` names them): the rebuild creates them once the rows
+    /// are in, sorted in one pass, instead of inserting every row into them at random.
+    fn built_after_load(&self) -> &'static [&'static str] {
+        &[]
     }
     /// The stream types whose events it applies; the runner then reads only those (`None`: every event).
     fn stream_types(&self) -> Option<&'static [&'static str]> {
@@ -173,12 +218,13 @@ impl ProjectionRunner {
         let mut wake = self.store.wakeups();
         let mut backoff = Duration::from_millis(100);
         let mut held_back_poll = HELD_BACK_POLL;
+        let mut ahead = None;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             wake.mark_seen();
-            match self.step().await {
+            match self.step(&mut ahead).await {
                 Ok(Step { applied: 0, held_back }) => {
                     backoff = Duration::from_millis(100);
                     let nap = if held_back { held_back_poll } else { POLL };
@@ -254,9 +300,10 @@ impl ProjectionRunner {
     pub(crate) async fn catch_up_to(&self, target: Checkpoint) -> Result<Checkpoint, ProjectionError> {
         let mut wake = self.store.wakeups();
         let mut deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        let mut ahead = None;
         loop {
             wake.mark_seen();
-            let applied = self.step().await?.applied;
+            let applied = self.step(&mut ahead).await?.applied;
             let reached = *self.progress.borrow();
             if reached >= target {
                 return Ok(reached);
@@ -288,8 +335,10 @@ impl ProjectionRunner {
     }
 
     /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied, and
-    /// whether committed events are still held back.
-    async fn step(&self) -> Result<Step, ProjectionError> {
+    /// whether committed events are still held back. After a full batch it starts reading the next one into
+    /// `ahead`, which the next step uses if it starts where that read did and found events (an empty read is done
+    /// again: a wake-up may have come since).
+    async fn step(&self, ahead: &mut Option<ReadAhead>) -> Result<Step, ProjectionError> {
         // Where this node has looked through the log without finding anything to apply (not stored: a restart
         // only looks through it again).
         let stored_now = self.stored_checkpoint().await?;
@@ -299,17 +348,19 @@ impl ProjectionRunner {
             // it (or a rebuild reset it), this runner's view of what it applied is stale; look again from there.
             if stored_now == base { stored_now.max(scanned) } else { stored_now }
         };
-        let (events, scanned, held_back) = match self.projection.stream_types() {
-            Some(types) => {
-                let read = self.store.read_types(stored, self.batch, types).await?;
-                (read.events, read.scanned, read.held_back)
-            }
-            None => {
-                let events = self.store.read_all(stored, self.batch, &ReadFilter::All).await?;
-                let scanned = events.last().map_or(stored, |e| e.checkpoint);
-                (events, scanned, false)
-            }
+        let types = self.projection.stream_types();
+        let prefetched = match ahead.take() {
+            Some(mut read) => match (&mut read.0).await {
+                Ok(Ok(batch)) if batch.from == stored && !batch.events.is_empty() => Some(batch),
+                _ => None,
+            },
+            None => None,
         };
+        let batch = match prefetched {
+            Some(batch) => batch,
+            None => read_batch(self.store.as_ref(), types, stored, self.batch).await?,
+        };
+        let Batch { events, scanned, held_back, .. } = batch;
         let Some(last) = events.last().map(|e| e.checkpoint) else {
             *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = (stored_now, scanned);
             self.progress.send_if_modified(|c| {
@@ -320,7 +371,8 @@ impl ProjectionRunner {
             return Ok(Step { applied: usize::from(scanned > stored), held_back });
         };
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
-        if tx.backend_name().eq_ignore_ascii_case("PostgreSQL") {
+        let postgres = tx.backend_name().eq_ignore_ascii_case("PostgreSQL");
+        if postgres {
             // A read model is derived from the durable log and its checkpoint commits with its rows: a crash that
             // loses this commit loses both, and the batch is applied again. So it need not wait for its WAL flush
             // (an fsync per batch per read model, in the way of every reader waiting for it).
@@ -328,6 +380,14 @@ impl ProjectionRunner {
                 .execute(&mut *tx)
                 .await
                 .map_err(ProjectionError::from_sqlx)?;
+        }
+        // A full batch means a backlog: the next one is read meanwhile, and on PostgreSQL large (a catch-up's
+        // transactions then carry thousands of events each; nobody waits for a single one of them). SQLite keeps
+        // the batch: its transaction holds the one write lock the clerks' appends wait for.
+        if events.len() >= self.batch {
+            let size = if postgres { self.batch.max(REBUILD_BATCH) } else { self.batch };
+            let (store, next) = (self.store.clone(), last.max(scanned));
+            *ahead = Some(ReadAhead(tokio::spawn(async move { read_batch(store.as_ref(), types, next, size).await })));
         }
         // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.
         let locked = lock_checkpoint(&mut tx, self.name()).await?;

@@ -43,6 +43,10 @@ pub trait View: Send + Sync + std::fmt::Debug + 'static {
     /// The tables this view owns and nothing else writes (emptied by a rebuild in place, built beside the live
     /// ones by a blue/green rebuild).
     const TABLES: &'static [&'static str];
+
+    /// Indexes and keys a blue/green rebuild creates after loading the rows (see
+    /// [`Projection::built_after_load`]).
+    const BUILT_AFTER_LOAD: &'static [&'static str] = &[];
 }
 
 /// What a view may know of an event besides its content: where and when it was recorded.
@@ -117,5 +121,9 @@ impl<V: View> Projection for Typed<V> {
 
     fn tables(&self) -> &'static [&'static str] {
         V::TABLES
+    }
+
+    fn built_after_load(&self) -> &'static [&'static str] {
+        V::BUILT_AFTER_LOAD
     }
 }

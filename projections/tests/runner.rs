@@ -141,6 +141,21 @@ async fn two_nodes_running_one_projection_build_one_view(b: Backend) {
     assert_eq!(rows.iter().filter(|r| r.version == 2).count(), 10);
 }
 
+/// A backlog of several batches: the runner reads the next batch while it applies one (and larger ones on
+/// PostgreSQL); two runners racing over it drop what they read ahead once the other has moved the checkpoint.
+async fn a_backlog_of_several_batches_is_applied_once(b: Backend) {
+    write_history(&b.store, 700).await;
+    let a = b.read.runners(b.store.clone()).remove(0);
+    let c = b.read.runners(b.store.clone()).remove(0);
+    let (ra, rc) = tokio::join!(a.catch_up(), c.catch_up());
+    ra.unwrap();
+    rc.unwrap();
+    let rows = rows(&b.read).await;
+    assert_eq!(rows.len(), 700, "every registration of 1,050 events");
+    assert_eq!(rows.iter().filter(|r| r.version == 2).count(), 350, "every rename, after its registration");
+    assert!(rows.iter().filter(|r| r.version == 2).all(|r| r.name.starts_with('新')));
+}
+
 async fn a_rebuild_reproduces_the_same_rows(b: Backend) {
     write_history(&b.store, 8).await;
     b.read.catch_up(b.store.clone()).await.unwrap();
@@ -166,6 +181,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn two_nodes_running_one_projection_build_one_view() {
                 super::two_nodes_running_one_projection_build_one_view(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_backlog_of_several_batches_is_applied_once() {
+                super::a_backlog_of_several_batches_is_applied_once(super::$backend().await).await;
             }
             #[tokio::test]
             async fn a_rebuild_reproduces_the_same_rows() {

@@ -95,6 +95,7 @@ async fn a_blue_green_rebuild_keeps_answering_and_ends_equal(backend: Backend) {
         assert_eq!(card.status, StatusCode::CREATED, "{}", card.text);
     }
     let before = what_the_clerk_sees(&app, &admin).await;
+    let indexes_before = indexes(&app, backend).await;
     assert_eq!(before.0.len(), YAMADA);
     assert_eq!(before.2.len(), 5);
 
@@ -156,6 +157,8 @@ async fn a_blue_green_rebuild_keeps_answering_and_ends_equal(backend: Backend) {
     same(&old(&after.0), &before.0, "the resident list");
     same(&old(&after.1), &before.1, "each resident as shown");
     same(&after.2, &before.2, "the cards");
+    // The indexes and keys a rebuild creates only after loading the rows (the search's) are all there again.
+    assert_eq!(indexes(&app, backend).await, indexes_before, "the read models' indexes after the rebuild");
 
     // The server's own runners go on over the new version.
     let late = register(&app, &admin, "タナカ", "ジロウ", "3450101").await;
@@ -188,6 +191,26 @@ async fn a_blue_green_rebuild_keeps_answering_and_ends_equal(backend: Backend) {
             .filter(|e| e.file_name().to_string_lossy().contains(".rebuild-"))
             .collect();
         assert!(left.is_empty(), "rebuild files left: {left:?}");
+    }
+}
+
+/// Every index of the live schema (PostgreSQL) or the database (SQLite) with its definition.
+async fn indexes(app: &TestApp, backend: Backend) -> Vec<(String, String)> {
+    let url = &app.settings.database_url;
+    if backend == Backend::Postgres {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_as(
+            "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_as("SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
     }
 }
 
