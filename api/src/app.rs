@@ -93,6 +93,9 @@ fn random_u64() -> u64 {
 
 /// The event store every part of the server uses: personal data sealed under the residents' data keys, which
 /// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
+/// How long a start applies the backlog before it serves (see `Application::start`).
+const START_CATCH_UP: Duration = Duration::from_secs(10);
+
 pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn EventStore>, StartError> {
     Ok(sealed_store_and_vault(db, master).await?.0)
 }
@@ -350,10 +353,17 @@ impl Application {
         let master = master_key(&settings)?;
         let (store, vault) = sealed_store_and_vault(&db, &master).await?;
         let read = ReadModels::connect(&settings.database_url, settings.max_connections, vault.clone())?;
-        if settings.projection_runners == ProjectionRunners::Here
-            && let Err(e) = read.catch_up(store.clone()).await
-        {
-            tracing::warn!(error = %e, "read models are still catching up; serving anyway");
+        // A short backlog is applied before the first request; a long one (a restart after a bulk load) is left to
+        // the runners, so that the server answers `/healthz` at once and `/readyz` shows the lag meanwhile.
+        if settings.projection_runners == ProjectionRunners::Here {
+            match tokio::time::timeout(START_CATCH_UP, read.catch_up(store.clone())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "read models are still catching up; serving anyway"),
+                Err(_) => tracing::warn!(
+                    seconds = START_CATCH_UP.as_secs(),
+                    "read models still catching up on a long backlog; serving meanwhile (/readyz shows the lag)"
+                ),
+            }
         }
         crate::bootstrap::run(&store, &read, &settings).await?;
 

@@ -18,11 +18,6 @@ use cardap_projections::audit::AuditKey;
 use cardap_projections::{ProjectionError, ReadModels};
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
-/// mimalloc instead of glibc's allocator: the event reads, projections and imports allocate and free many small
-/// values, and glibc's malloc/free (with its consolidations) took about a third of a rebuild's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "cardap", version, about = "マイナンバーカード カードAP搭載システム (cardap)")]
 struct Cli {

@@ -15,8 +15,7 @@ use tokio::sync::watch;
 
 /// Events read per transaction.
 const BATCH: usize = 500;
-/// Events read per transaction by a rebuild's runner and by a runner behind by more than a batch (nobody waits for
-/// single events of a backlog).
+/// Events read per transaction by a rebuild's runner (nobody waits for its single events).
 pub(crate) const REBUILD_BATCH: usize = 5_000;
 /// How long `catch_up` waits for events held back by an open transaction.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -371,8 +370,7 @@ impl ProjectionRunner {
             return Ok(Step { applied: usize::from(scanned > stored), held_back });
         };
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from_sqlx)?;
-        let postgres = tx.backend_name().eq_ignore_ascii_case("PostgreSQL");
-        if postgres {
+        if tx.backend_name().eq_ignore_ascii_case("PostgreSQL") {
             // A read model is derived from the durable log and its checkpoint commits with its rows: a crash that
             // loses this commit loses both, and the batch is applied again. So it need not wait for its WAL flush
             // (an fsync per batch per read model, in the way of every reader waiting for it).
@@ -381,12 +379,10 @@ impl ProjectionRunner {
                 .await
                 .map_err(ProjectionError::from_sqlx)?;
         }
-        // A full batch means a backlog: the next one is read meanwhile, and on PostgreSQL large (a catch-up's
-        // transactions then carry thousands of events each; nobody waits for a single one of them). SQLite keeps
-        // the batch: its transaction holds the one write lock the clerks' appends wait for.
+        // A full batch means a backlog: the next one is read meanwhile (one batch ahead at most: a server catching
+        // up on a bulk import keeps at most two batches per read model in memory).
         if events.len() >= self.batch {
-            let size = if postgres { self.batch.max(REBUILD_BATCH) } else { self.batch };
-            let (store, next) = (self.store.clone(), last.max(scanned));
+            let (store, next, size) = (self.store.clone(), last.max(scanned), self.batch);
             *ahead = Some(ReadAhead(tokio::spawn(async move { read_batch(store.as_ref(), types, next, size).await })));
         }
         // Lock the checkpoint row and re-read it: another node may have applied this batch meanwhile.

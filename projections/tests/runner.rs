@@ -141,8 +141,8 @@ async fn two_nodes_running_one_projection_build_one_view(b: Backend) {
     assert_eq!(rows.iter().filter(|r| r.version == 2).count(), 10);
 }
 
-/// A backlog of several batches: the runner reads the next batch while it applies one (and larger ones on
-/// PostgreSQL); two runners racing over it drop what they read ahead once the other has moved the checkpoint.
+/// A backlog of several batches: the runner reads the next batch while it applies one; two runners racing over
+/// it drop what they read ahead once the other has moved the checkpoint.
 async fn a_backlog_of_several_batches_is_applied_once(b: Backend) {
     write_history(&b.store, 700).await;
     let a = b.read.runners(b.store.clone()).remove(0);

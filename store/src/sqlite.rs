@@ -3,14 +3,25 @@
 //! SQLite has one writer at a time: appends go through a one-connection writer pool and `BEGIN IMMEDIATE`, so
 //! global positions are assigned and committed in order and `read_all` can follow `global_position` alone.
 //! Readers use their own pool (WAL mode lets them read while the writer writes). Wake-ups are in-process.
+//!
+//! **Group commit.** Concurrent [`EventStore::append`]s queue up; whoever gets the writer connection commits every
+//! append waiting then in one transaction, each under its own savepoint (a conflict or a failure of one rolls back
+//! only its own rows and is answered to it alone), so several appends share one fsync of the WAL. The group runs
+//! in a task of its own: a caller that goes away cannot leave the others without an answer. An append whose caller
+//! went away before its group started is dropped, unwritten.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
+use sqlx::{Connection, Row};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::credentials::{self, Companion};
@@ -28,12 +39,52 @@ pub struct SqliteEventStore {
     writer: SqlitePool,
     reader: SqlitePool,
     wake: WakeupSender,
+    waiting: Arc<Waiting>,
+}
+
+/// Appends waiting for the writer (see the module's comment).
+#[derive(Default)]
+struct Waiting(Mutex<Vec<Pending>>);
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiting")
+    }
+}
+
+impl Waiting {
+    fn push(&self, pending: Pending) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pending);
+    }
+
+    fn take(&self) -> Vec<Pending> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// One append waiting for the writer, and where its answer goes.
+struct Pending {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    metadata: Metadata,
+    gone: Arc<AtomicBool>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Marks an append's caller as gone when its future is dropped (or has returned).
+struct Gone(Arc<AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl SqliteEventStore {
     /// `writer` must be limited to one connection; `reader` may have many.
     pub fn new(writer: SqlitePool, reader: SqlitePool) -> Self {
-        SqliteEventStore { writer, reader, wake: WakeupSender::new() }
+        SqliteEventStore { writer, reader, wake: WakeupSender::new(), waiting: Arc::default() }
     }
 
     /// Appends inside a write transaction that stays open for `hold` before it commits (every other writer
@@ -64,14 +115,36 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
         metadata: &Metadata,
     ) -> Result<AppendOutcome, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
-        let outcome = append_in(&mut tx, stream, expected, &events, metadata, true).await?;
-        if outcome.already_applied || outcome.checkpoint == Checkpoint::START {
-            return Ok(outcome);
+        let (reply, mut answer) = oneshot::channel();
+        let gone = Gone(Arc::new(AtomicBool::new(false)));
+        self.waiting.push(Pending {
+            stream: stream.clone(),
+            expected,
+            events,
+            metadata: metadata.clone(),
+            gone: gone.0.clone(),
+            reply,
+        });
+        // A group that started before the writer came to this append took it with it, and answered it before
+        // giving the writer back; otherwise it is still waiting and this caller commits the group.
+        let conn = self.writer.acquire().await.map_err(StoreError::from_sqlx)?;
+        if let Ok(answered) = answer.try_recv() {
+            return answered;
         }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.wake.wake();
-        Ok(outcome)
+        let group = self.waiting.take();
+        let wake = self.wake.clone();
+        if group.len() == 1 {
+            // Only this caller's append: written here (if the caller goes away, its transaction rolls back).
+            commit_group(conn, group, wake).await;
+        } else {
+            tokio::spawn(commit_group(conn, group, wake))
+                .await
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Protocol(format!("the write task failed: {e}"))))?;
+        }
+        drop(gone);
+        answer.try_recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(sqlx::Error::Protocol("the append was not answered by its group".to_owned())))
+        })
     }
 
     async fn append_with(
@@ -248,6 +321,70 @@ impl EventStore for SqliteEventStore {
     }
 }
 
+/// Commits `group` in one write transaction on the writer connection `conn` and answers each append (see the
+/// module's comment). Appends whose callers are gone are left out.
+async fn commit_group(mut conn: PoolConnection<Sqlite>, group: Vec<Pending>, wake: WakeupSender) {
+    let group: Vec<Pending> = group.into_iter().filter(|p| !p.gone.load(Ordering::SeqCst)).collect();
+    if group.is_empty() {
+        return;
+    }
+    match write_group(&mut conn, &group).await {
+        Ok((results, wrote)) => {
+            if wrote {
+                wake.wake();
+            }
+            for (pending, result) in group.into_iter().zip(results) {
+                let _ = pending.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let mut first = Some(e);
+            for pending in group {
+                let error = match first.take() {
+                    Some(e) => e,
+                    None => StoreError::Unavailable(sqlx::Error::Protocol(
+                        "the write transaction of this append's group failed".to_owned(),
+                    )),
+                };
+                let _ = pending.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// The transaction of [`commit_group`]: each append's result, and whether anything was committed. An error is the
+/// transaction's own (begin, savepoint, commit): nothing of the group was written.
+async fn write_group(
+    conn: &mut sqlx::SqliteConnection,
+    group: &[Pending],
+) -> Result<(Vec<Result<AppendOutcome, StoreError>>, bool), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
+    // One append alone needs no savepoint: its failure rolls the transaction back.
+    let alone = group.len() == 1;
+    let mut results = Vec::with_capacity(group.len());
+    for p in group {
+        if !alone {
+            sqlx::query("SAVEPOINT one_append").execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+        }
+        let result = append_in(&mut tx, &p.stream, p.expected, &p.events, &p.metadata, true).await;
+        if !alone {
+            if result.is_err() {
+                sqlx::query("ROLLBACK TO one_append").execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+            }
+            sqlx::query("RELEASE one_append").execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+        }
+        results.push(result);
+    }
+    let wrote = results.iter().any(|r| matches!(r, Ok(o) if !o.already_applied && o.checkpoint != Checkpoint::START));
+    if wrote {
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+    }
+    Ok((results, wrote))
+}
+
+/// Events per INSERT statement (11 parameters each, far below SQLite's limit).
+const EVENT_ROWS: usize = 100;
+
 /// Checks the command id and the expected version and inserts the events, inside the caller's write transaction.
 async fn append_in(
     conn: &mut sqlx::SqliteConnection,
@@ -284,27 +421,37 @@ async fn append_in(
     let now = Utc::now();
     let mut version = current;
     let mut position = 0_i64;
-    for event in events {
-        version += 1;
-        position = sqlx::query_scalar(
-            "INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id, \
-             event_type, event_version, payload, metadata, recorded_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
-        )
-        .bind(event.event_id.as_uuid())
-        .bind(stream.as_str())
-        .bind(stream.stream_type())
-        .bind(to_i64(version)?)
-        .bind(municipality.as_deref())
-        .bind(operator)
-        .bind(event.event_type.as_str())
-        .bind(i64::from(event.event_version))
-        .bind(event.payload.to_string())
-        .bind(metadata_json.as_str())
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+    // Up to EVENT_ROWS rows per statement; the last row's position is the connection's last rowid (one writer:
+    // nothing else inserts in between).
+    for chunk in events.chunks(EVENT_ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id, event_type, \
+             event_version, payload, metadata, recorded_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for event in chunk {
+            version += 1;
+            query = query
+                .bind(event.event_id.as_uuid())
+                .bind(stream.as_str())
+                .bind(stream.stream_type())
+                .bind(to_i64(version)?)
+                .bind(municipality.as_deref())
+                .bind(operator)
+                .bind(event.event_type.as_str())
+                .bind(i64::from(event.event_version))
+                .bind(event.payload.to_string())
+                .bind(metadata_json.as_str())
+                .bind(now);
+        }
+        position = query.execute(&mut *conn).await.map_err(StoreError::from_sqlx)?.last_insert_rowid();
     }
     if record_command && let Some(command) = metadata.command_id {
         let checkpoint = Checkpoint { transaction: 0, position: to_u64(position)? };

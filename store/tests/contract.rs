@@ -299,6 +299,35 @@ async fn readers_are_woken_by_an_append(b: Backend) {
 }
 
 /// (a) Many tasks append to one stream with expected versions: one winner per version, no gaps, no duplicates.
+/// Concurrent appends, every other one at a wrong version (SQLite commits waiting appends together, each under
+/// its own savepoint): each refused append writes nothing and is told so, and every other one is written whole.
+async fn a_refused_append_among_concurrent_ones_loses_none_of_theirs(b: Backend) {
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = b.store.clone();
+                let s = stream(&format!("mixed-{round}-{i}"));
+                // The odd ones expect a stream that already holds three events.
+                let expected = ExpectedVersion::Exact(if i % 2 == 0 { 0 } else { 3 });
+                tokio::spawn(async move {
+                    (s.clone(), i, store.append(&s, expected, events(3, "mixed"), &Metadata::system()).await)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (s, i, result) = t.await.unwrap();
+            let stored = b.store.read_stream(&s, 1).await.unwrap();
+            if i % 2 == 0 {
+                assert_eq!(result.unwrap().stream_version, 3);
+                assert_eq!(stored.len(), 3, "{s}: an accepted append lost its events");
+            } else {
+                assert!(matches!(result, Err(StoreError::Conflict { actual: 0, .. })), "{s}: {result:?}");
+                assert!(stored.is_empty(), "{s}: a refused append wrote {} events", stored.len());
+            }
+        }
+    }
+}
+
 async fn contended_stream_has_one_winner_per_version(b: Backend) {
     let s = stream("contended");
     let target = 120_u64;
@@ -513,6 +542,10 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn a_repeated_command_is_applied_once() {
                 super::a_repeated_command_is_applied_once(super::$backend().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_refused_append_among_concurrent_ones_loses_none_of_theirs() {
+                super::a_refused_append_among_concurrent_ones_loses_none_of_theirs(super::$backend().await).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_retries_of_one_command_write_once() {
