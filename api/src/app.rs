@@ -91,11 +91,11 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The event store every part of the server uses: personal data sealed under the residents' data keys, which
-/// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
 /// How long a start applies the backlog before it serves (see `Application::start`).
 const START_CATCH_UP: Duration = Duration::from_secs(10);
 
+/// The event store every part of the server uses: personal data sealed under the residents' data keys, which
+/// `master` wraps. Fails when `master` is not the key this database's data keys were wrapped with.
 pub async fn sealed_store(db: &Database, master: &MasterKey) -> Result<Arc<dyn EventStore>, StartError> {
     Ok(sealed_store_and_vault(db, master).await?.0)
 }

@@ -129,13 +129,18 @@ async fn write_history_more(store: &Arc<dyn EventStore>) {
         .unwrap();
 }
 
-async fn two_nodes_running_one_projection_build_one_view(b: Backend) {
-    write_history(&b.store, 20).await;
+/// Two runners of the first projection (two nodes) catching up at once.
+async fn race_two_runners(b: &Backend) {
     let a = b.read.runners(b.store.clone()).remove(0);
     let c = b.read.runners(b.store.clone()).remove(0);
     let (ra, rc) = tokio::join!(a.catch_up(), c.catch_up());
     ra.unwrap();
     rc.unwrap();
+}
+
+async fn two_nodes_running_one_projection_build_one_view(b: Backend) {
+    write_history(&b.store, 20).await;
+    race_two_runners(&b).await;
     let rows = rows(&b.read).await;
     assert_eq!(rows.len(), 20);
     assert_eq!(rows.iter().filter(|r| r.version == 2).count(), 10);
@@ -145,11 +150,7 @@ async fn two_nodes_running_one_projection_build_one_view(b: Backend) {
 /// it drop what they read ahead once the other has moved the checkpoint.
 async fn a_backlog_of_several_batches_is_applied_once(b: Backend) {
     write_history(&b.store, 700).await;
-    let a = b.read.runners(b.store.clone()).remove(0);
-    let c = b.read.runners(b.store.clone()).remove(0);
-    let (ra, rc) = tokio::join!(a.catch_up(), c.catch_up());
-    ra.unwrap();
-    rc.unwrap();
+    race_two_runners(&b).await;
     let rows = rows(&b.read).await;
     assert_eq!(rows.len(), 700, "every registration of 1,050 events");
     assert_eq!(rows.iter().filter(|r| r.version == 2).count(), 350, "every rename, after its registration");
