@@ -37,6 +37,17 @@ struct Batch {
 /// store's read and decryption with the read model's writes). Dropping it aborts the read.
 struct ReadAhead(tokio::task::JoinHandle<Result<Batch, ProjectionError>>);
 
+impl ReadAhead {
+    /// The batch read ahead, if it starts at `from` and holds events (an empty read is done again: a wake-up may
+    /// have come since); a failed read is done again too.
+    async fn starting_at(mut self, from: Checkpoint) -> Option<Batch> {
+        match (&mut self.0).await {
+            Ok(Ok(batch)) if batch.from == from && !batch.events.is_empty() => Some(batch),
+            _ => None,
+        }
+    }
+}
+
 impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.0.abort();
@@ -335,8 +346,7 @@ impl ProjectionRunner {
 
     /// One batch: read after the stored checkpoint, apply in one transaction. Returns how many were applied, and
     /// whether committed events are still held back. After a full batch it starts reading the next one into
-    /// `ahead`, which the next step uses if it starts where that read did and found events (an empty read is done
-    /// again: a wake-up may have come since).
+    /// `ahead`, which the next step uses if it starts where that read did ([`ReadAhead::starting_at`]).
     async fn step(&self, ahead: &mut Option<ReadAhead>) -> Result<Step, ProjectionError> {
         // Where this node has looked through the log without finding anything to apply (not stored: a restart
         // only looks through it again).
@@ -349,10 +359,7 @@ impl ProjectionRunner {
         };
         let types = self.projection.stream_types();
         let prefetched = match ahead.take() {
-            Some(mut read) => match (&mut read.0).await {
-                Ok(Ok(batch)) if batch.from == stored && !batch.events.is_empty() => Some(batch),
-                _ => None,
-            },
+            Some(read) => read.starting_at(stored).await,
             None => None,
         };
         let batch = match prefetched {

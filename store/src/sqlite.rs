@@ -408,13 +408,8 @@ async fn append_in(
     .await
     .map_err(StoreError::from_sqlx)?;
     let done: Option<i64> = row.try_get("last_version").map_err(corrupt)?;
-    if let Some(last_version) = done {
-        let last_position: i64 = row.try_get("last_position").map_err(corrupt)?;
-        return Ok(AppendOutcome {
-            stream_version: to_u64(last_version)?,
-            checkpoint: Checkpoint { transaction: 0, position: to_u64(last_position)? },
-            already_applied: true,
-        });
+    if done.is_some() {
+        return applied_outcome(&row);
     }
     let current = to_u64(row.try_get("current").map_err(corrupt)?)?;
     if let Some(required) = expected.required()
@@ -464,7 +459,7 @@ async fn append_in(
         }
         position = query.execute(&mut *conn).await.map_err(StoreError::from_sqlx)?.last_insert_rowid();
     }
-    if record_command && let Some(command) = metadata.command_id {
+    if let Some(command) = command {
         let checkpoint = Checkpoint { transaction: 0, position: to_u64(position)? };
         record_command_row(&mut *conn, command, stream, version, checkpoint).await?;
     }
@@ -506,14 +501,17 @@ async fn outcome_of(
         .fetch_optional(conn)
         .await
         .map_err(StoreError::from_sqlx)?;
-    row.map(|r| {
-        Ok(AppendOutcome {
-            stream_version: to_u64(r.try_get("last_version").map_err(corrupt)?)?,
-            checkpoint: Checkpoint { transaction: 0, position: to_u64(r.try_get("last_position").map_err(corrupt)?)? },
-            already_applied: true,
-        })
+    row.as_ref().map(applied_outcome).transpose()
+}
+
+/// The outcome of a command applied before, from a row with its `commands` columns `last_version` and
+/// `last_position`.
+fn applied_outcome(row: &SqliteRow) -> Result<AppendOutcome, StoreError> {
+    Ok(AppendOutcome {
+        stream_version: to_u64(row.try_get("last_version").map_err(corrupt)?)?,
+        checkpoint: Checkpoint { transaction: 0, position: to_u64(row.try_get("last_position").map_err(corrupt)?)? },
+        already_applied: true,
     })
-    .transpose()
 }
 
 fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
