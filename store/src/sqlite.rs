@@ -10,6 +10,7 @@
 //! in a task of its own: a caller that goes away cannot leave the others without an answer. An append whose caller
 //! went away before its group started is dropped, unwritten.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -394,9 +395,15 @@ async fn append_in(
     metadata: &Metadata,
     record_command: bool,
 ) -> Result<AppendOutcome, StoreError> {
-    // The command's earlier outcome and the stream's version in one statement (each statement is a round trip to
-    // the connection's thread: a lone writer's append is mostly those).
     let command = metadata.command_id.filter(|_| record_command);
+    if (1..=EVENT_ROWS).contains(&events.len())
+        && let Some(outcome) = insert_if_expected(conn, stream, expected, events, metadata, command).await?
+    {
+        return Ok(outcome);
+    }
+    // Nothing written yet: the command was applied before, the stream is not at the expected version, or the
+    // events are too many for one statement. The command's earlier outcome and the stream's version in one
+    // statement (each statement is a round trip to the connection's thread).
     let row = sqlx::query(
         "SELECT c.last_version, c.last_position, \
          (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?) AS current \
@@ -468,6 +475,72 @@ async fn append_in(
         checkpoint: Checkpoint { transaction: 0, position: to_u64(position)? },
         already_applied: false,
     })
+}
+
+/// The append as one round trip when it goes through: its events inserted only if the command was not applied
+/// before and the stream is at the expected version (checked by the INSERT itself), then its command row, in the
+/// same call (two statements). `None` when the checks kept it from writing anything: the caller finds out why.
+///
+/// Parameters are numbered (`?NNN`) so that both statements can use the shared ones.
+async fn insert_if_expected(
+    conn: &mut sqlx::SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    metadata: &Metadata,
+    command: Option<CommandId>,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    const SHARED: usize = 8;
+    const PER_ROW: usize = 4;
+    let mut sql = String::from(
+        "INSERT INTO events (event_id, stream_id, stream_type, version, municipality, operator_id, event_type, \
+         event_version, payload, metadata, recorded_at) \
+         SELECT v.column1, ?1, ?2, s.cur + v.column2, ?3, ?4, v.column3, v.column4, v.column5, ?5, ?6 \
+         FROM (SELECT coalesce(max(version), 0) AS cur FROM events WHERE stream_id = ?1) AS s, (VALUES ",
+    );
+    for i in 0..events.len() {
+        let p = SHARED + PER_ROW * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}(?{}, {}, ?{}, ?{}, ?{})", p + 1, i + 1, p + 2, p + 3, p + 4);
+    }
+    sql.push_str(
+        ") AS v WHERE (?7 IS NULL OR s.cur = ?7) AND NOT EXISTS (SELECT 1 FROM commands WHERE command_id = ?8) \
+         ORDER BY v.column2 RETURNING global_position, version; \
+         INSERT INTO commands (command_id, stream_id, last_version, transaction_id, last_position, recorded_at) \
+         SELECT ?8, stream_id, version, 0, global_position, ?6 FROM events \
+         WHERE global_position = last_insert_rowid() AND ?8 IS NOT NULL AND changes() > 0",
+    );
+    let required = expected.required().map(to_i64).transpose()?;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(stream.as_str())
+        .bind(stream.stream_type())
+        .bind(metadata.municipality.as_ref().map(|m| m.as_str()))
+        .bind(metadata.operator.map(|o| o.as_uuid()))
+        .bind(metadata.to_json().to_string())
+        .bind(Utc::now())
+        .bind(required)
+        .bind(command.map(|c| c.as_uuid()));
+    for event in events {
+        query = query
+            .bind(event.event_id.as_uuid())
+            .bind(event.event_type.as_str())
+            .bind(i64::from(event.event_version))
+            .bind(event.payload.to_string());
+    }
+    let rows = query.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut last = (0_i64, 0_i64);
+    for row in &rows {
+        let at: (i64, i64) = (row.try_get(0).map_err(corrupt)?, row.try_get(1).map_err(corrupt)?);
+        last = last.max(at);
+    }
+    Ok(Some(AppendOutcome {
+        stream_version: to_u64(last.1)?,
+        checkpoint: Checkpoint { transaction: 0, position: to_u64(last.0)? },
+        already_applied: false,
+    }))
 }
 
 async fn record_command_row(
