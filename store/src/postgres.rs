@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cardap_domain::{MunicipalityCode, OperatorKey};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::Notify;
@@ -122,68 +122,79 @@ SELECT (SELECT array_agg(cur.v ORDER BY req.idx) FROM req JOIN cur USING (stream
        (SELECT max(transaction_id::text::bigint) FROM ins) AS tx
 "#;
 
-const READ_STREAM: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+/// The columns every read of events selects, in the order [`decode_row`] reads them, and `FROM events`. The
+/// transaction id comes as the `xid8` itself, whose binary form is a 64-bit integer (no text conversion per row).
+macro_rules! event_columns {
+    () => {
+        "SELECT global_position, transaction_id AS tx, event_id, stream_id, stream_type, version, municipality, \
+         operator_id, event_type, event_version, payload::text, metadata, recorded_at FROM events"
+    };
+}
+
+const READ_STREAM: &str = concat!(event_columns!(), " WHERE stream_id = $1 AND version >= $2 ORDER BY version");
 
 /// Every event of several streams in one statement ([`EventStore::read_streams`]).
-const READ_STREAMS: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version";
+const READ_STREAMS: &str = concat!(event_columns!(), " WHERE stream_id = ANY($1) ORDER BY stream_id, version");
 
-const READ_ALL: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_ALL: &str = concat!(
+    event_columns!(),
+    " \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
 /// `READ_ALL` with the payload as the text the `json` column keeps (a binary-coercible cast: no conversion).
-const READ_STORED: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, \
-     recorded_at \
-     FROM events \
+const READ_STORED: &str = concat!(
+    event_columns!(),
+    " \
      WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
-const READ_TYPES: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_TYPES: &str = concat!(
+    event_columns!(),
+    " \
      WHERE stream_type = ANY($4) AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
-const READ_ONE_TYPE: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_ONE_TYPE: &str = concat!(
+    event_columns!(),
+    " \
      WHERE stream_type = ($4::text[])[1] AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
-const READ_MUNICIPALITY: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_MUNICIPALITY: &str = concat!(
+    event_columns!(),
+    " \
      WHERE municipality = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
-const READ_OPERATOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_OPERATOR: &str = concat!(
+    event_columns!(),
+    " \
      WHERE operator_id = $4 AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
 /// An operator's history: by him or on his streams, optionally between two instants (`$6`, `$7`).
-const READ_ACTOR: &str = "SELECT global_position, transaction_id::text::bigint AS tx, event_id, stream_id, \
-     stream_type, version, municipality, operator_id, event_type, event_version, payload::text, metadata, recorded_at \
-     FROM events \
+const READ_ACTOR: &str = concat!(
+    event_columns!(),
+    " \
      WHERE (operator_id = $4 OR stream_id = ANY($5)) \
        AND ($6::timestamptz IS NULL OR recorded_at >= $6) AND ($7::timestamptz IS NULL OR recorded_at < $7) \
        AND (transaction_id, global_position) > ($1::text::xid8, $2) \
        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3";
+     ORDER BY transaction_id, global_position LIMIT $3"
+);
 
 /// The PostgreSQL event store. Cheap to clone; the background tasks stop when the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -397,8 +408,7 @@ impl EventStore for PostgresEventStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let rows = sqlx::query(READ_STREAMS).bind(&ids).fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
-        rows.iter().map(decode_row).collect()
+        decoded(sqlx::query(READ_STREAMS).bind(&ids), &self.pool).await
     }
 
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
@@ -433,8 +443,7 @@ impl EventStore for PostgresEventStore {
                 .bind(*since)
                 .bind(*until),
         };
-        let rows = query.fetch_all(&self.pool).await.map_err(StoreError::from_sqlx)?;
-        rows.iter().map(decode_row).collect()
+        decoded(query, &self.pool).await
     }
 
     fn stored_events(&self, after: Checkpoint, limit: usize) -> BoxStream<'_, Result<StoredEvent, StoreError>> {
@@ -473,15 +482,12 @@ impl EventStore for PostgresEventStore {
         .map_err(StoreError::from_sqlx)?;
         // One type (every projection): a range of `events_by_stream_type`, already in global order.
         let statement = if stream_types.len() == 1 { READ_ONE_TYPE } else { READ_TYPES };
-        let rows = sqlx::query(statement)
+        let query = sqlx::query(statement)
             .bind(after.transaction.to_string())
             .bind(to_i64(after.position)?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(stream_types)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+            .bind(stream_types);
+        let events = decoded(query, &self.pool).await?;
         let last = events.last().map_or(after, |e| e.checkpoint);
         let below_xmin = Checkpoint { transaction: to_u64(xmin)?.saturating_sub(1), position: i64::MAX as u64 };
         let scanned = if events.len() < limit { last.max(below_xmin) } else { last };
@@ -747,8 +753,16 @@ async fn command_outcome_on(
     .transpose()
 }
 
-/// Decodes a row of `SELECT global_position, tx, event_id, stream_id, stream_type, version, municipality,
-/// operator_id, event_type, event_version, payload::text, metadata, recorded_at` by position (the hot path of read_all).
+/// The events a query of [`event_columns!`] selects, each decoded as soon as it arrives: decoding a page overlaps
+/// with PostgreSQL producing the rest of it (with `fetch_all`, the two took turns and each core idled meanwhile).
+async fn decoded(
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    pool: &PgPool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    query.fetch(pool).map(|row| decode_row(&row.map_err(StoreError::from_sqlx)?)).try_collect().await
+}
+
+/// Decodes a row of [`event_columns!`] by position (the hot path of read_all).
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let payload: String = row.try_get_unchecked(10).map_err(corrupt)?;
     Ok(decode_envelope(row)?.recorded(Payload::from_text(payload)))
