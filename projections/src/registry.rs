@@ -134,6 +134,96 @@ impl View for RegistryView {
         query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
+
+    /// An import's entries set-based: consecutive `Imported` events (each the first of its stream) are staged,
+    /// their keys fetched together and their rows written in multi-row INSERTs; any other event writes the staged
+    /// ones first and is applied on its own, so the result is the one of applying the events one by one.
+    async fn apply_all(
+        &self,
+        conn: &mut AnyConnection,
+        events: Vec<(RegistryEvent, Recorded<'_>)>,
+    ) -> Result<(), ProjectionError> {
+        let mut staged: Vec<StagedEntry> = Vec::new();
+        for (event, recorded) in events {
+            match event {
+                RegistryEvent::Imported { municipality, key, facts } => staged.push(StagedEntry {
+                    subject: recorded.stream_id().clone(),
+                    aad: aad(recorded.key()),
+                    municipality,
+                    key,
+                    facts,
+                    version: recorded.version(),
+                }),
+                event => {
+                    self.write_staged(conn, std::mem::take(&mut staged)).await?;
+                    self.apply(conn, event, &recorded).await?;
+                }
+            }
+        }
+        self.write_staged(conn, staged).await
+    }
+}
+
+/// An imported entry of a batch not written yet.
+struct StagedEntry {
+    subject: StreamId,
+    aad: String,
+    municipality: MunicipalityCode,
+    key: RegistryKey,
+    facts: Erasable<RegistryFacts>,
+    version: i64,
+}
+
+/// Rows per multi-row INSERT of entries (6 parameters each).
+const ENTRY_ROWS: usize = 500;
+
+impl RegistryView {
+    /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized as
+    /// [`View::apply`] does for one.
+    async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<StagedEntry>) -> Result<(), ProjectionError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<StreamId> =
+            staged.iter().filter(|e| e.facts.known().is_some()).map(|e| e.subject.clone()).collect();
+        let keys = if subjects.is_empty() { HashMap::new() } else { self.sealer.keys_in(conn, &subjects).await? };
+        let mut rows = Vec::with_capacity(staged.len());
+        for e in &staged {
+            let sealed = match (e.facts.known(), keys.get(&e.subject)) {
+                (Some(f), Some(k)) => Some((
+                    RowSealer::seal(k, &e.aad, f)?,
+                    self.sealer.token(e.municipality.as_str(), BIRTH, f.birth_date.as_str()),
+                )),
+                _ => None,
+            };
+            rows.push((e, sealed));
+        }
+        for chunk in rows.chunks(ENTRY_ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let p = 6 * i;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
+                 VALUES {values}"
+            )));
+            for (e, sealed) in chunk {
+                let (facts, token) = sealed.clone().unzip();
+                query = query
+                    .bind(e.municipality.as_str().to_owned())
+                    .bind(e.key.as_str().to_owned())
+                    .bind(facts)
+                    .bind(token)
+                    .bind(i64::from(sealed.is_none()))
+                    .bind(e.version);
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        Ok(())
+    }
 }
 
 /// (municipality, registry key) of the event's stream.

@@ -472,10 +472,17 @@ impl EventStore for PostgresEventStore {
         // Every transaction older than this xmin has finished: the query (whose own snapshot's xmin is at least
         // this) sees all their events, so when it returns less than a page, the log is looked through up to the
         // last possible event of the transaction just below it. Events of transactions from xmin on that have
-        // committed are held back (an older one is still open): said in the same round trip.
+        // committed are held back (an older one is still open): said in the same round trip, by looking for an
+        // event in the gaps between the transactions still in progress (and below the snapshot's xmax). Not by
+        // scanning from xmin: that visited every row the open transactions had written so far, all invisible,
+        // on every poll of every runner (during an import, most of PostgreSQL's time).
         let (xmin, held_back): (i64, bool) = sqlx::query_as(
-            "SELECT x::text::bigint, EXISTS (SELECT 1 FROM events WHERE transaction_id >= x) \
-             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) AS horizon",
+            "WITH snap AS (SELECT pg_current_snapshot() AS s), \
+             busy AS (SELECT xid, coalesce(lead(xid) OVER (ORDER BY xid), pg_snapshot_xmax(s)) AS next \
+                      FROM snap, pg_snapshot_xip(s) AS xid) \
+             SELECT (SELECT pg_snapshot_xmin(s)::text::bigint FROM snap), \
+                    EXISTS (SELECT 1 FROM busy WHERE EXISTS \
+                      (SELECT 1 FROM events WHERE transaction_id > busy.xid AND transaction_id < busy.next))",
         )
         .fetch_one(&self.pool)
         .await
