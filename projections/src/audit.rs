@@ -256,12 +256,7 @@ impl AuditChain {
             let mut n = seq;
             for rows in events.chunks(INSERT_ROWS) {
                 // One statement per chunk of links: `($1, …, $5), ($6, …, $10), …`.
-                let values = (0..rows.len())
-                    .map(|r| {
-                        format!("(${}, ${}, ${}, ${}, ${})", 5 * r + 1, 5 * r + 2, 5 * r + 3, 5 * r + 4, 5 * r + 5)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = crate::values_list(rows.len(), 5);
                 let sql = format!(
                     "INSERT INTO audit_chain (seq, event_id, transaction_id, global_position, hash) VALUES {values}"
                 );

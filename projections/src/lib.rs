@@ -27,12 +27,30 @@ pub use runner::{Progress, Projection, ProjectionError, ProjectionRunner};
 pub use sealing::RowSealer;
 pub use typed::{Recorded, Typed, View};
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cardap_store::{Checkpoint, EventStore, KeyVault};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+
+/// The VALUES of a multi-row INSERT: `rows` rows of `columns` parameters each, numbered from `$1` row by row
+/// (`($1, $2), ($3, $4)` for two rows of two).
+pub(crate) fn values_list(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "${}", row * columns + column + 1);
+        }
+        out.push(')');
+    }
+    out
+}
 
 /// The read-model database and every projection of this build.
 #[derive(Debug, Clone)]
@@ -122,4 +140,14 @@ impl ReadModels {
 /// Current time as stored in read models (RFC 3339, UTC).
 pub(crate) fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_values_list_numbers_its_parameters_row_by_row() {
+        assert_eq!(super::values_list(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(super::values_list(1, 3), "($1, $2, $3)");
+        assert_eq!(super::values_list(0, 3), "");
+    }
 }

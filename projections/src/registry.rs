@@ -199,13 +199,7 @@ impl RegistryView {
             rows.push((e, sealed));
         }
         for chunk in rows.chunks(ENTRY_ROWS) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let p = 6 * i;
-                    format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = crate::values_list(chunk.len(), 6);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
                  VALUES {values}"

@@ -287,8 +287,7 @@ impl ResidentRegister {
         // A staged resident is a new registration (the first event of his stream, applied once): he has no tokens
         // yet, so none are deleted first.
         for chunk in tokens.chunks(TOKEN_ROWS) {
-            let values =
-                (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect::<Vec<_>>().join(", ");
+            let values = crate::values_list(chunk.len(), 2);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO rm_resident_tokens (token, resident_id) VALUES {values}"
             )));
@@ -298,25 +297,7 @@ impl ResidentRegister {
             query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         }
         for chunk in rows.chunks(RESIDENT_ROWS) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let p = |k: usize| format!("${}", 10 * i + k);
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                        p(1),
-                        p(2),
-                        p(3),
-                        p(4),
-                        p(5),
-                        p(6),
-                        p(7),
-                        p(8),
-                        p(9),
-                        p(10)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = crate::values_list(chunk.len(), 10);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO rm_residents (municipality, resident_id, personal, registry_key, moved_out, active_fid, \
                  erased, version, registered_at, updated_at) VALUES {values}"
