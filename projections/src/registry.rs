@@ -186,7 +186,7 @@ impl RegistryView {
         }
         let subjects: Vec<StreamId> =
             staged.iter().filter(|e| e.facts.known().is_some()).map(|e| e.subject.clone()).collect();
-        let keys = if subjects.is_empty() { HashMap::new() } else { self.sealer.keys_in(conn, &subjects).await? };
+        let keys = self.sealer.keys_in(conn, &subjects).await?;
         let mut rows = Vec::with_capacity(staged.len());
         for e in &staged {
             let sealed = match (e.facts.known(), keys.get(&e.subject)) {

@@ -271,7 +271,7 @@ impl ResidentRegister {
         }
         let subjects: Vec<StreamId> =
             staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
-        let keys = if subjects.is_empty() { HashMap::new() } else { self.sealer.keys_in(conn, &subjects).await? };
+        let keys = self.sealer.keys_in(conn, &subjects).await?;
         let mut rows = Vec::with_capacity(staged.len());
         let mut tokens: Vec<(Vec<u8>, String)> = Vec::new();
         for r in staged {

@@ -144,15 +144,6 @@ const READ_ALL: &str = concat!(
      ORDER BY transaction_id, global_position LIMIT $3"
 );
 
-/// `READ_ALL` with the payload as the text the `json` column keeps (a binary-coercible cast: no conversion).
-const READ_STORED: &str = concat!(
-    event_columns!(),
-    " \
-     WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, global_position LIMIT $3"
-);
-
 const READ_TYPES: &str = concat!(
     event_columns!(),
     " \
@@ -451,7 +442,8 @@ impl EventStore for PostgresEventStore {
             Ok(position) => position,
             Err(e) => return futures_util::stream::once(async move { Err(e) }).boxed(),
         };
-        sqlx::query(READ_STORED)
+        // The payload is already the text the `json` column keeps (a binary-coercible cast: no conversion).
+        sqlx::query(READ_ALL)
             .bind(after.transaction.to_string())
             .bind(position)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
