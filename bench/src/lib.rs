@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-
 use serde_json::Value;
 
 /// The metadata of a batch of events a benchmark appends straight to the store for `municipality`, named by
