@@ -160,7 +160,7 @@ impl ResidentServices {
     // ---- queries --------------------------------------------------------------------------------------------
 
     /// 利用者検索 by `ctx`'s operator (clerks, auditors): one page of the municipality's residents matching
-    /// `search`, pages in resident-id order, each sorted by kana; the residents of the page are recorded in the read
+    /// `search`, pages in registration order, each sorted by kana; the residents of the page are recorded in the read
     /// access log first.
     pub async fn search_residents(
         &self,

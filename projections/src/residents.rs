@@ -4,11 +4,14 @@
 //!
 //! Owns `rm_residents` and its blind index `rm_resident_tokens`. No personal value is stored in clear (issue 12,
 //! point 7): his personal data is one column, `personal`, sealed under his own data key (the key of his events)
-//! with AAD `rm_residents/<resident id>` ([`RowSealer`]); searches go through tokens (HMAC under the search key)
-//! of every prefix of his kana name (family || given, no spaces, the first [`MAX_PREFIX`] characters) and of his
-//! birth date, each tied to his municipality. A search therefore pages in resident-id order (keyset on the id);
-//! each page is shown sorted by kana. Ids, the registry key (an identifier), the card link and the status stay in
-//! clear; so does the FID in `rm_cards` (a card's number, not a name, address, birth date or contact).
+//! with AAD `rm_residents/<resident id>` ([`RowSealer`]); searches go through tokens (HMAC under the search key,
+//! cut to a 64-bit integer: [`RowSealer::token64`]) of every prefix of his kana name (family || given, no spaces,
+//! the first [`MAX_PREFIX`] characters) and of his birth date, each tied to his municipality. The index refers to
+//! him by `seq`, the log position of his registration (the same in every rebuild), so that its key is two integers
+//! and the listing by municipality only appends; his row keeps his tokens (`tokens`) to take them out again. A
+//! search therefore pages in registration order (keyset on `seq`); each page is shown sorted by kana. Ids, the
+//! registry key (an identifier), the card link and the status stay in clear; so does the FID in `rm_cards` (a
+//! card's number, not a name, address, birth date or contact).
 //!
 //! Personal data arrives already unsealed; when the resident's data key was destroyed it arrives as `Erased`
 //! (or his key is gone by the time it is applied), and then `personal` is NULL (`erased = 1`) and his tokens go,
@@ -82,48 +85,37 @@ impl View for ResidentRegister {
         let version = recorded.version();
         let at = recorded.at();
         let id = recorded.key().to_owned();
-        let subject = recorded.stream_id();
         let query = match decoded {
             ResidentEvent::Registered { id, municipality, registry_key, personal } => {
-                let id = id.to_string();
-                let key = match personal.known() {
-                    Some(_) => self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject),
-                    None => None,
+                let staged = Staged {
+                    id: id.to_string(),
+                    seq: recorded.position(),
+                    subject: recorded.stream_id().clone(),
+                    municipality,
+                    registry_key,
+                    personal,
+                    moved_out: false,
+                    active_fid: None,
+                    version,
+                    registered_at: at.clone(),
+                    updated_at: at,
                 };
-                let sealed = match (personal.known(), &key) {
-                    (Some(data), Some(key)) => Some(RowSealer::seal(key, &aad(&id), data)?),
-                    _ => None,
-                };
-                let tokens = match (personal.known(), &sealed) {
-                    (Some(data), Some(_)) => self.tokens(municipality.as_str(), data),
-                    _ => Vec::new(),
-                };
-                write_tokens(conn, &id, &tokens).await?;
-                sqlx::query(
-                    "INSERT INTO rm_residents (municipality, resident_id, personal, registry_key, moved_out, \
-                     active_fid, erased, version, registered_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 0, NULL, $5, $6, $7, $7)",
-                )
-                .bind(municipality.as_str().to_owned())
-                .bind(id)
-                .bind(sealed.clone())
-                .bind(registry_key.map(String::from))
-                .bind(i64::from(sealed.is_none()))
-                .bind(version)
-                .bind(at)
+                return self.write_staged(conn, vec![staged]).await;
             }
             ResidentEvent::FieldsChanged { changes: Erasable::Known(c) } => {
-                let current = sqlx::query("SELECT municipality, personal FROM rm_residents WHERE resident_id = $1")
-                    .bind(id.clone())
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(ProjectionError::from_sqlx)?;
+                let current =
+                    sqlx::query("SELECT municipality, seq, personal, tokens FROM rm_residents WHERE resident_id = $1")
+                        .bind(id.clone())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(ProjectionError::from_sqlx)?;
                 // No row (never registered here, or already purged): nothing to change, as an UPDATE of no row.
                 let Some(current) = current else {
                     return Ok(());
                 };
                 let municipality: String = current.try_get("municipality").map_err(ProjectionError::Database)?;
                 let blob: Option<Vec<u8>> = current.try_get("personal").map_err(ProjectionError::Database)?;
+                let subject = recorded.stream_id();
                 let key = match blob {
                     Some(_) => self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject),
                     None => None,
@@ -133,14 +125,16 @@ impl View for ResidentRegister {
                         let data: PersonalData = RowSealer::open(&key, &aad(&id), &blob)?;
                         let searched_before = (data.kana_name.clone(), data.birth_date.clone());
                         let data = c.apply_to(data);
+                        let mut tokens = Indexed::of(&current)?;
                         if (data.kana_name.clone(), data.birth_date.clone()) != searched_before {
-                            write_tokens(conn, &id, &self.tokens(&municipality, &data)).await?;
+                            tokens = tokens.replaced(conn, self.tokens(&municipality, &data)).await?;
                         }
                         sqlx::query(
-                            "UPDATE rm_residents SET personal = $1, version = $2, updated_at = $3 \
-                             WHERE resident_id = $4",
+                            "UPDATE rm_residents SET personal = $1, tokens = $2, version = $3, updated_at = $4 \
+                             WHERE resident_id = $5",
                         )
                         .bind(RowSealer::seal(&key, &aad(&id), &data)?)
+                        .bind(tokens.column())
                         .bind(version)
                         .bind(at)
                         .bind(id)
@@ -155,7 +149,7 @@ impl View for ResidentRegister {
             // Erased (消去): his row goes, in place (no rebuild), so that no search — by kana, birth date, his card's
             // FID — and no registry key leads to him any more. A rebuild ends the same way.
             ResidentEvent::Erased { .. } => {
-                write_tokens(conn, &id, &[]).await?;
+                drop_tokens(conn, &id).await?;
                 sqlx::query("DELETE FROM rm_residents WHERE resident_id = $1").bind(id)
             }
             ResidentEvent::MovedOut => sqlx::query(
@@ -199,6 +193,7 @@ impl View for ResidentRegister {
                     at_index.insert(recorded.key().to_owned(), staged.len());
                     staged.push(Staged {
                         id: id.to_string(),
+                        seq: recorded.position(),
                         subject: recorded.stream_id().clone(),
                         municipality,
                         registry_key,
@@ -235,17 +230,23 @@ impl View for ResidentRegister {
 
 impl ResidentRegister {
     /// The tokens a resident is found by: every prefix of his kana name and his birth date.
-    fn tokens(&self, municipality: &str, data: &PersonalData) -> Vec<Vec<u8>> {
+    fn tokens(&self, municipality: &str, data: &PersonalData) -> Vec<i64> {
         let name = kana_search_key(data.kana_name.family.as_str(), data.kana_name.given.as_str());
-        let mut tokens: Vec<Vec<u8>> = prefixes(&name).map(|p| self.sealer.token(municipality, KANA, p)).collect();
-        tokens.push(self.sealer.token(municipality, BIRTH, data.birth_date.as_str()));
+        let mut tokens: Vec<i64> = prefixes(&name).map(|p| self.sealer.token64(municipality, KANA, p)).collect();
+        tokens.push(self.sealer.token64(municipality, BIRTH, data.birth_date.as_str()));
+        // Distinct (another prefix length or kind each) unless two truncated HMACs collide: the index keeps one.
+        tokens.sort_unstable();
+        tokens.dedup();
         tokens
     }
 }
 
-/// A registration of a batch not written yet, with what later events of the same batch changed of its row.
+/// A registration not written yet (a batch's, or a single one), with what later events of the same batch changed of
+/// its row.
 struct Staged {
     id: String,
+    /// The position of his registration in the log.
+    seq: i64,
     subject: StreamId,
     municipality: MunicipalityCode,
     registry_key: Option<RegistryKey>,
@@ -257,14 +258,14 @@ struct Staged {
     updated_at: String,
 }
 
-/// Rows per multi-row INSERT of residents (10 parameters each) and of tokens (2 each): well under SQLite's and
+/// Rows per multi-row INSERT of residents (12 parameters each) and of tokens (2 each): well under SQLite's and
 /// PostgreSQL's limits on parameters per statement.
 const RESIDENT_ROWS: usize = 200;
 const TOKEN_ROWS: usize = 1000;
 
 impl ResidentRegister {
     /// Writes staged registrations as one statement per chunk: their keys fetched together, each row sealed and
-    /// tokenized as [`View::apply`] does for one.
+    /// tokenized.
     async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<Staged>) -> Result<(), ProjectionError> {
         if staged.is_empty() {
             return Ok(());
@@ -273,40 +274,44 @@ impl ResidentRegister {
             staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
         let mut rows = Vec::with_capacity(staged.len());
-        let mut tokens: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut tokens: Vec<(i64, i64)> = Vec::with_capacity(staged.len() * 10);
         for r in staged {
-            let sealed = match (r.personal.known(), keys.get(&r.subject)) {
+            let (sealed, indexed) = match (r.personal.known(), keys.get(&r.subject)) {
                 (Some(data), Some(key)) => {
-                    tokens.extend(self.tokens(r.municipality.as_str(), data).into_iter().map(|t| (t, r.id.clone())));
-                    Some(RowSealer::seal(key, &aad(&r.id), data)?)
+                    let own = self.tokens(r.municipality.as_str(), data);
+                    tokens.extend(own.iter().map(|t| (*t, r.seq)));
+                    (Some(RowSealer::seal(key, &aad(&r.id), data)?), Indexed { seq: r.seq, tokens: own })
                 }
-                _ => None,
+                _ => (None, Indexed { seq: r.seq, tokens: Vec::new() }),
             };
-            rows.push((r, sealed));
+            rows.push((r, sealed, indexed.column()));
         }
         // A staged resident is a new registration (the first event of his stream, applied once): he has no tokens
-        // yet, so none are deleted first.
+        // yet, so none are deleted first. In key order, the index's inserts walk its pages in one direction.
+        tokens.sort_unstable();
         for chunk in tokens.chunks(TOKEN_ROWS) {
             let values = crate::values_list(chunk.len(), 2);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO rm_resident_tokens (token, resident_id) VALUES {values}"
+                "INSERT INTO rm_resident_tokens (token, seq) VALUES {values}"
             )));
-            for (token, id) in chunk {
-                query = query.bind(token.clone()).bind(id.clone());
+            for (token, seq) in chunk {
+                query = query.bind(*token).bind(*seq);
             }
             query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         }
         for chunk in rows.chunks(RESIDENT_ROWS) {
-            let values = crate::values_list(chunk.len(), 10);
+            let values = crate::values_list(chunk.len(), 12);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO rm_residents (municipality, resident_id, personal, registry_key, moved_out, active_fid, \
-                 erased, version, registered_at, updated_at) VALUES {values}"
+                "INSERT INTO rm_residents (municipality, resident_id, seq, personal, tokens, registry_key, moved_out, \
+                 active_fid, erased, version, registered_at, updated_at) VALUES {values}"
             )));
-            for (r, sealed) in chunk {
+            for (r, sealed, tokens) in chunk {
                 query = query
                     .bind(r.municipality.as_str().to_owned())
                     .bind(r.id.clone())
+                    .bind(r.seq)
                     .bind(sealed.clone())
+                    .bind(tokens.clone())
                     .bind(r.registry_key.clone().map(String::from))
                     .bind(i64::from(r.moved_out))
                     .bind(r.active_fid.as_ref().map(|f| f.as_str().to_owned()))
@@ -331,26 +336,71 @@ fn aad(resident_id: &str) -> String {
     format!("rm_residents/{resident_id}")
 }
 
-/// Replaces the resident's tokens with `tokens` (none: he is found by nothing any more).
-async fn write_tokens(conn: &mut AnyConnection, resident_id: &str, tokens: &[Vec<u8>]) -> Result<(), ProjectionError> {
-    sqlx::query("DELETE FROM rm_resident_tokens WHERE resident_id = $1")
+/// A resident's entries in the blind index: his `seq` and his tokens, as his row's `tokens` column keeps them.
+struct Indexed {
+    seq: i64,
+    tokens: Vec<i64>,
+}
+
+impl Indexed {
+    /// What a row (with its `seq` and `tokens` columns) says is in the index.
+    fn of(row: &AnyRow) -> Result<Indexed, ProjectionError> {
+        let seq: i64 = row.try_get("seq").map_err(ProjectionError::Database)?;
+        let column: Option<Vec<u8>> = row.try_get("tokens").map_err(ProjectionError::Database)?;
+        let column = column.unwrap_or_default();
+        if !column.len().is_multiple_of(8) {
+            return Err(bad("tokens", &format_args!("{} bytes, not a multiple of 8", column.len())));
+        }
+        let tokens = column
+            .chunks_exact(8)
+            .map(|t| i64::from_be_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]))
+            .collect();
+        Ok(Indexed { seq, tokens })
+    }
+
+    /// The row's `tokens` column: 8 bytes per token, big-endian; NULL when none.
+    fn column(&self) -> Option<Vec<u8>> {
+        (!self.tokens.is_empty()).then(|| self.tokens.iter().flat_map(|t| t.to_be_bytes()).collect())
+    }
+
+    /// Takes his tokens out of the index and puts `tokens` in (none: he is found by nothing any more).
+    async fn replaced(self, conn: &mut AnyConnection, tokens: Vec<i64>) -> Result<Indexed, ProjectionError> {
+        if !self.tokens.is_empty() {
+            let marks = (0..self.tokens.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM rm_resident_tokens WHERE seq = $1 AND token IN ({marks})"
+            )))
+            .bind(self.seq);
+            for token in &self.tokens {
+                query = query.bind(*token);
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        if !tokens.is_empty() {
+            let values = (0..tokens.len()).map(|i| format!("(${}, $1)", i + 2)).collect::<Vec<_>>().join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO rm_resident_tokens (token, seq) VALUES {values}"
+            )))
+            .bind(self.seq);
+            for token in &tokens {
+                query = query.bind(*token);
+            }
+            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        }
+        Ok(Indexed { seq: self.seq, tokens })
+    }
+}
+
+/// Takes the resident's tokens out of the blind index (his row's `tokens` column is left to the caller).
+async fn drop_tokens(conn: &mut AnyConnection, resident_id: &str) -> Result<(), ProjectionError> {
+    let row = sqlx::query("SELECT seq, tokens FROM rm_residents WHERE resident_id = $1")
         .bind(resident_id.to_owned())
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(ProjectionError::from_sqlx)?;
-    if tokens.is_empty() {
-        return Ok(());
+    if let Some(row) = row {
+        Indexed::of(&row)?.replaced(conn, Vec::new()).await?;
     }
-    let values = (0..tokens.len()).map(|i| format!("(${}, $1)", i + 2)).collect::<Vec<_>>().join(", ");
-    // Tokens are distinct (another prefix length or kind each), so the statement never repeats a key.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO rm_resident_tokens (token, resident_id) VALUES {values}"
-    )))
-    .bind(resident_id.to_owned());
-    for token in tokens {
-        query = query.bind(token.clone());
-    }
-    query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
     Ok(())
 }
 
@@ -361,9 +411,10 @@ async fn erase_personal<'q>(
     version: i64,
     at: String,
 ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, ProjectionError> {
-    write_tokens(conn, id, &[]).await?;
+    drop_tokens(conn, id).await?;
     Ok(sqlx::query(
-        "UPDATE rm_residents SET personal = NULL, erased = 1, version = $1, updated_at = $2 WHERE resident_id = $3",
+        "UPDATE rm_residents SET personal = NULL, tokens = NULL, erased = 1, version = $1, updated_at = $2 \
+         WHERE resident_id = $3",
     )
     .bind(version)
     .bind(at)
@@ -412,11 +463,11 @@ pub struct ResidentRow {
     pub updated_at: String,
 }
 
-/// Where a search page ends: the last resident id of the page in the search's order (resident id). Opaque to
-/// clients: the API encodes it as it likes and hands it back as `after`.
+/// Where a search page ends: the registration position (`seq`) of the last resident of the page in the search's
+/// order (registration order). Opaque to clients: the API encodes it as it likes and hands it back as `after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidentCursor {
-    pub resident_id: ResidentId,
+    pub seq: i64,
 }
 
 /// The conditions of 利用者検索; all given conditions must match.
@@ -437,7 +488,7 @@ pub struct ResidentSearch {
 /// One page of a search.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResidentPage {
-    /// Sorted by kana name (then resident id) within the page; pages follow each other in resident-id order.
+    /// Sorted by kana name (then resident id) within the page; pages follow each other in registration order.
     pub rows: Vec<ResidentRow>,
     /// The cursor of the next page, `None` on the last one.
     pub next: Option<ResidentCursor>,
@@ -464,13 +515,15 @@ pub async fn get(
     Ok(open_rows(sealer, r.into_iter().collect()).await?.pop())
 }
 
-/// 利用者検索: the residents of `municipality` matching `search`, one page in resident-id order (keyset on the
-/// id), the page itself sorted by kana name.
+/// 利用者検索: the residents of `municipality` matching `search`, one page in registration order (keyset on
+/// `seq`), the page itself sorted by kana name.
 ///
-/// The kana prefix and the birth date are each one token of `rm_resident_tokens` (primary key (token,
-/// resident_id): an index range already in keyset order); both = the birth date's range with the kana token
-/// checked per row; the FID goes through the card's primary key; no condition lists the municipality through
-/// (municipality, resident_id). The statement holds only the conditions given (no `$n IS NULL OR …`).
+/// The kana prefix and the birth date are each one token of `rm_resident_tokens` (primary key (token, seq): an
+/// index range already in keyset order); both = the birth date's range with the kana token checked per row; the
+/// FID goes through the card's primary key; no condition lists the municipality through (municipality, seq). The
+/// statement holds only the conditions given (no `$n IS NULL OR …`). Every row a token found is checked against its
+/// opened data (a truncated HMAC may collide; a prefix longer than the indexed one is compared in full), so such a
+/// page may hold fewer rows than asked, never a wrong one.
 pub async fn search(
     pool: &AnyPool,
     sealer: &RowSealer,
@@ -484,21 +537,21 @@ pub async fn search(
     // residents while a short kana prefix may hold a tenth of the municipality.
     let mut tokens = Vec::new();
     if let Some(date) = &search.birth_date {
-        tokens.push(sealer.token(code, BIRTH, date.as_str()));
+        tokens.push(sealer.token64(code, BIRTH, date.as_str()));
     }
     if let Some(p) = &prefix {
         let indexed = prefixes(p).last().unwrap_or(p);
-        tokens.push(sealer.token(code, KANA, indexed));
+        tokens.push(sealer.token64(code, KANA, indexed));
     }
     // Only fixed fragments and placeholders go into the SQL; every value is bound.
     let mut sql = match tokens.len() {
-        0 => format!("SELECT {COLUMNS}, r.resident_id AS k FROM rm_residents r WHERE r.municipality = $1"),
+        0 => format!("SELECT {COLUMNS}, r.seq AS k FROM rm_residents r WHERE r.municipality = $1"),
         _ => format!(
-            "SELECT {COLUMNS}, t.resident_id AS k FROM rm_resident_tokens t \
-             JOIN rm_residents r ON r.resident_id = t.resident_id WHERE t.token = $2 AND r.municipality = $1"
+            "SELECT {COLUMNS}, t.seq AS k FROM rm_resident_tokens t \
+             JOIN rm_residents r ON r.municipality = $1 AND r.seq = t.seq WHERE t.token = $2"
         ),
     };
-    let key = if tokens.is_empty() { "r.resident_id" } else { "t.resident_id" };
+    let key = if tokens.is_empty() { "r.seq" } else { "t.seq" };
     let mut n = 1 + tokens.len().min(1);
     let mut param = || {
         n += 1;
@@ -506,13 +559,13 @@ pub async fn search(
     };
     for _ in tokens.iter().skip(1) {
         sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM rm_resident_tokens t2 WHERE t2.token = ${} AND t2.resident_id = {key})",
+            " AND EXISTS (SELECT 1 FROM rm_resident_tokens t2 WHERE t2.token = ${} AND t2.seq = {key})",
             param()
         ));
     }
     if search.fid.is_some() {
         sql.push_str(&format!(
-            " AND {key} = (SELECT c.resident_id FROM rm_cards c WHERE c.fid = ${} AND c.municipality = $1)",
+            " AND r.resident_id = (SELECT c.resident_id FROM rm_cards c WHERE c.fid = ${} AND c.municipality = $1)",
             param()
         ));
     }
@@ -529,18 +582,24 @@ pub async fn search(
         query = query.bind(fid.as_str().to_owned());
     }
     if let Some(after) = &search.after {
-        query = query.bind(after.resident_id.to_string());
+        query = query.bind(after.seq);
     }
     // One more than a page tells whether there is a next one.
     let mut rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await.map_err(ProjectionError::from_sqlx)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
+    let next = match rows.last() {
+        Some(last) if more => Some(ResidentCursor { seq: last.try_get("k").map_err(ProjectionError::Database)? }),
+        _ => None,
+    };
     let mut rows = open_rows(sealer, rows).await?;
-    let next = if more { rows.last().map(|r| ResidentCursor { resident_id: r.resident_id }) } else { None };
-    // A prefix longer than the indexed one: the opened names tell the rest.
-    if let Some(p) = prefix.filter(|p| p.chars().count() > MAX_PREFIX) {
-        rows.retain(|r| r.kana_name.as_ref().is_some_and(|k| kana_search_key(&k.family, &k.given).starts_with(&p)));
-    }
+    // What the tokens found, checked against the opened data.
+    let birth = search.birth_date.as_ref().map(|d| d.as_str());
+    rows.retain(|r| {
+        let name = r.kana_name.as_ref().map(|k| kana_search_key(&k.family, &k.given));
+        prefix.as_ref().is_none_or(|p| name.as_ref().is_some_and(|n| n.starts_with(p.as_str())))
+            && birth.is_none_or(|b| r.birth_date.as_deref() == Some(b))
+    });
     rows.sort_by_cached_key(|r| {
         (r.kana_name.as_ref().map(|k| kana_search_key(&k.family, &k.given)).unwrap_or_default(), r.resident_id)
     });

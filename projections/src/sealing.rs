@@ -5,7 +5,7 @@
 //! his events, from the [`KeyVault`]; AAD = table and row key, so a blob cannot be moved to another row), opening
 //! the blobs of a page with one key fetch, and the search tokens: HMAC-SHA-256 under a search key derived from
 //! the master key (`cardap read-model search index v1`) over `municipality 0x1f kind 0x1f value`, cut to
-//! [`TOKEN_LEN`] bytes. Without the master key a copy of the database shows neither the fields nor what the
+//! [`TOKEN_LEN`] bytes (the resident register's: 8 bytes, as an integer). Without the master key a copy of the database shows neither the fields nor what the
 //! tokens stand for; a destroyed data key leaves a blob nobody can open (the row reads as erased).
 //!
 //! Must not: log or put into an error a plaintext, a key, or the value a token was made of.
@@ -52,6 +52,19 @@ impl RowSealer {
 
     /// The blind index token of `value` as a `kind` of search in `municipality`.
     pub fn token(&self, municipality: &str, kind: &str, value: &str) -> Vec<u8> {
+        self.mac(municipality, kind, value).as_ref()[..TOKEN_LEN].to_vec()
+    }
+
+    /// The same token cut to 64 bits, as an integer (the resident register's narrow blind index): the first 8 bytes
+    /// of the HMAC, big-endian. A search through it checks each match against the opened row, so that a collision
+    /// (about 2⁻⁶⁴ per pair of values) can only leave a page a row short, never show a wrong one.
+    pub fn token64(&self, municipality: &str, kind: &str, value: &str) -> i64 {
+        let mut first = [0_u8; 8];
+        first.copy_from_slice(&self.mac(municipality, kind, value).as_ref()[..8]);
+        i64::from_be_bytes(first)
+    }
+
+    fn mac(&self, municipality: &str, kind: &str, value: &str) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.search);
         for (i, part) in [municipality, kind, value].into_iter().enumerate() {
             if i > 0 {
@@ -59,7 +72,7 @@ impl RowSealer {
             }
             ctx.update(part.as_bytes());
         }
-        ctx.sign().as_ref()[..TOKEN_LEN].to_vec()
+        ctx.sign()
     }
 
     /// The data keys of `subjects` for a projection, read inside its transaction `conn` when this process has

@@ -76,6 +76,11 @@ impl Recorded<'_> {
         i64::try_from(self.event.version).unwrap_or(i64::MAX)
     }
 
+    /// Its place in the global order (unique, and the same in every rebuild).
+    pub fn position(&self) -> i64 {
+        i64::try_from(self.event.checkpoint.position).unwrap_or(i64::MAX)
+    }
+
     /// When it was recorded, as the read models store times (RFC 3339, milliseconds, UTC).
     pub fn at(&self) -> String {
         self.event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -472,7 +472,7 @@ async fn residents_are_searched_by_kana_prefix_birth_date_and_fid(backend: Backe
         "the search shows his card"
     );
 
-    // Pages: they follow each other in resident-id order (names are only searchable through their blind index),
+    // Pages: they follow each other in registration order (names are only searchable through their blind index),
     // each page sorted by kana; together they hold every match once.
     let first = search(&app, &clerk, "kana_prefix=ヤマ&limit=2").await;
     assert_eq!(kana(&first).len(), 2);

@@ -651,7 +651,7 @@ pub async fn register(
     Ok(response)
 }
 
-/// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match): pages in resident-id order,
+/// 利用者検索 (kana prefix, birth date, card FID; all given conditions must match): pages in registration order,
 /// each page sorted by kana name (names are searched through blind indexes, which cannot sort them).
 #[utoipa::path(get, operation_id = "searchResidents",
     path = "/api/v1/municipalities/{code}/residents", tag = "residents",
