@@ -18,6 +18,9 @@ use cardap_projections::audit::AuditKey;
 use cardap_projections::{ProjectionError, ReadModels};
 use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "cardap", version, about = "マイナンバーカード カードAP搭載システム (cardap)")]
 struct Cli {

@@ -258,23 +258,41 @@ struct Staged {
     updated_at: String,
 }
 
-/// Rows per multi-row INSERT of residents (12 parameters each) and of tokens (2 each): well under SQLite's and
-/// PostgreSQL's limits on parameters per statement.
-const RESIDENT_ROWS: usize = 200;
-const TOKEN_ROWS: usize = 1000;
+/// Registrations written per pair of statements (one INSERT of their tokens, one of their rows): at most
+/// 100 × ([`MAX_PREFIX`] + 1) × 2 = 4,200 parameters, well under SQLite's and PostgreSQL's limits per statement.
+const GROUP: usize = 100;
+
+/// A group of staged registrations sealed and tokenized, ready to be written.
+struct Prepared {
+    /// (token, seq), in key order: the index's inserts walk its pages in one direction.
+    tokens: Vec<(i64, i64)>,
+    rows: Vec<Ready>,
+}
+
+/// A row ready to be written: the registration, its sealed personal data and its `tokens` column.
+type Ready = (Staged, Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl ResidentRegister {
-    /// Writes staged registrations as one statement per chunk: their keys fetched together, each row sealed and
-    /// tokenized.
-    async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<Staged>) -> Result<(), ProjectionError> {
+    /// Writes staged registrations, a group at a time: their keys fetched together, each row sealed and tokenized.
+    async fn write_staged(&self, conn: &mut AnyConnection, mut staged: Vec<Staged>) -> Result<(), ProjectionError> {
         if staged.is_empty() {
             return Ok(());
         }
         let subjects: Vec<StreamId> =
             staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
+        while !staged.is_empty() {
+            let rest = staged.split_off(staged.len().min(GROUP));
+            self.prepare(&keys, staged)?.write(conn).await?;
+            staged = rest;
+        }
+        Ok(())
+    }
+
+    /// Seals and tokenizes staged registrations (those whose key is gone are written erased, without tokens).
+    fn prepare(&self, keys: &HashMap<StreamId, DataKey>, staged: Vec<Staged>) -> Result<Prepared, ProjectionError> {
+        let mut tokens: Vec<(i64, i64)> = Vec::with_capacity(staged.len() * 12);
         let mut rows = Vec::with_capacity(staged.len());
-        let mut tokens: Vec<(i64, i64)> = Vec::with_capacity(staged.len() * 10);
         for r in staged {
             let (sealed, indexed) = match (r.personal.known(), keys.get(&r.subject)) {
                 (Some(data), Some(key)) => {
@@ -286,42 +304,49 @@ impl ResidentRegister {
             };
             rows.push((r, sealed, indexed.column()));
         }
-        // A staged resident is a new registration (the first event of his stream, applied once): he has no tokens
-        // yet, so none are deleted first. In key order, the index's inserts walk its pages in one direction.
         tokens.sort_unstable();
-        for chunk in tokens.chunks(TOKEN_ROWS) {
-            let values = crate::values_list(chunk.len(), 2);
+        Ok(Prepared { tokens, rows })
+    }
+}
+
+impl Prepared {
+    /// A staged resident is a new registration (the first event of his stream, applied once): he has no tokens yet,
+    /// so none are deleted first.
+    async fn write(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        if !self.tokens.is_empty() {
+            let values = crate::values_list(self.tokens.len(), 2);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO rm_resident_tokens (token, seq) VALUES {values}"
             )));
-            for (token, seq) in chunk {
+            for (token, seq) in &self.tokens {
                 query = query.bind(*token).bind(*seq);
             }
             query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         }
-        for chunk in rows.chunks(RESIDENT_ROWS) {
-            let values = crate::values_list(chunk.len(), 12);
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO rm_residents (municipality, resident_id, seq, personal, tokens, registry_key, moved_out, \
-                 active_fid, erased, version, registered_at, updated_at) VALUES {values}"
-            )));
-            for (r, sealed, tokens) in chunk {
-                query = query
-                    .bind(r.municipality.as_str().to_owned())
-                    .bind(r.id.clone())
-                    .bind(r.seq)
-                    .bind(sealed.clone())
-                    .bind(tokens.clone())
-                    .bind(r.registry_key.clone().map(String::from))
-                    .bind(i64::from(r.moved_out))
-                    .bind(r.active_fid.as_ref().map(|f| f.as_str().to_owned()))
-                    .bind(i64::from(sealed.is_none()))
-                    .bind(r.version)
-                    .bind(r.registered_at.clone())
-                    .bind(r.updated_at.clone());
-            }
-            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        if self.rows.is_empty() {
+            return Ok(());
         }
+        let values = crate::values_list(self.rows.len(), 12);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO rm_residents (municipality, resident_id, seq, personal, tokens, registry_key, moved_out, \
+             active_fid, erased, version, registered_at, updated_at) VALUES {values}"
+        )));
+        for (r, sealed, tokens) in &self.rows {
+            query = query
+                .bind(r.municipality.as_str().to_owned())
+                .bind(r.id.clone())
+                .bind(r.seq)
+                .bind(sealed.clone())
+                .bind(tokens.clone())
+                .bind(r.registry_key.clone().map(String::from))
+                .bind(i64::from(r.moved_out))
+                .bind(r.active_fid.as_ref().map(|f| f.as_str().to_owned()))
+                .bind(i64::from(sealed.is_none()))
+                .bind(r.version)
+                .bind(r.registered_at.clone())
+                .bind(r.updated_at.clone());
+        }
+        query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
         Ok(())
     }
 }
