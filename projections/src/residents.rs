@@ -87,19 +87,7 @@ impl View for ResidentRegister {
         let id = recorded.key().to_owned();
         let query = match decoded {
             ResidentEvent::Registered { id, municipality, registry_key, personal } => {
-                let staged = Staged {
-                    id: id.to_string(),
-                    seq: recorded.position(),
-                    subject: recorded.stream_id().clone(),
-                    municipality,
-                    registry_key,
-                    personal,
-                    moved_out: false,
-                    active_fid: None,
-                    version,
-                    registered_at: at.clone(),
-                    updated_at: at,
-                };
+                let staged = Staged::registered(id, municipality, registry_key, personal, recorded);
                 return self.write_staged(conn, vec![staged]).await;
             }
             ResidentEvent::FieldsChanged { changes: Erasable::Known(c) } => {
@@ -191,19 +179,7 @@ impl View for ResidentRegister {
             match (event, pending) {
                 (ResidentEvent::Registered { id, municipality, registry_key, personal }, None) => {
                     at_index.insert(recorded.key().to_owned(), staged.len());
-                    staged.push(Staged {
-                        id: id.to_string(),
-                        seq: recorded.position(),
-                        subject: recorded.stream_id().clone(),
-                        municipality,
-                        registry_key,
-                        personal,
-                        moved_out: false,
-                        active_fid: None,
-                        version,
-                        registered_at: recorded.at(),
-                        updated_at: recorded.at(),
-                    });
+                    staged.push(Staged::registered(id, municipality, registry_key, personal, &recorded));
                 }
                 (ResidentEvent::MovedOut, Some(i)) => {
                     if let Some(row) = staged.get_mut(i) {
@@ -256,6 +232,31 @@ struct Staged {
     version: i64,
     registered_at: String,
     updated_at: String,
+}
+
+impl Staged {
+    /// His row as his registration (the first event of his stream) makes it.
+    fn registered(
+        id: ResidentId,
+        municipality: MunicipalityCode,
+        registry_key: Option<RegistryKey>,
+        personal: Erasable<PersonalData>,
+        recorded: &Recorded<'_>,
+    ) -> Self {
+        Staged {
+            id: id.to_string(),
+            seq: recorded.position(),
+            subject: recorded.stream_id().clone(),
+            municipality,
+            registry_key,
+            personal,
+            moved_out: false,
+            active_fid: None,
+            version: recorded.version(),
+            registered_at: recorded.at(),
+            updated_at: recorded.at(),
+        }
+    }
 }
 
 /// Registrations written per pair of statements (one INSERT of their tokens, one of their rows): at most
