@@ -560,6 +560,35 @@ async fn searches_by_kana_birth_date_and_fid_in_pages(b: Backend) {
         residents::search(pool, sealer, &sapporo(), &by_fid).await.unwrap().rows.is_empty(),
         "the card is Chiyoda's"
     );
+
+    // Tokens are 64-bit cuts of an HMAC: a collision (made here by hand, スズキジロウ under the tokens of ヤマダ and
+    // of another birth date) leads a search to his row, and the opened row keeps him out of the page.
+    let suzuki: i64 = sqlx::query_scalar("SELECT seq FROM rm_residents WHERE resident_id = $1")
+        .bind(ids[6].to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    for (kind, value, holders) in [("kana-prefix", "ヤマダ", 4), ("birth-date", "3640107", 3)] {
+        let token = sealer.token64(code.as_str(), kind, value);
+        let count =
+            || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_resident_tokens WHERE token = $1").bind(token);
+        assert_eq!(count().fetch_one(pool).await.unwrap(), holders, "the register's own token of {value}");
+        sqlx::query("INSERT INTO rm_resident_tokens (token, seq) VALUES ($1, $2)")
+            .bind(token)
+            .bind(suzuki)
+            .execute(pool)
+            .await
+            .unwrap();
+        assert_eq!(count().fetch_one(pool).await.unwrap(), holders + 1);
+    }
+    let page = residents::search(pool, sealer, &code, &search(Some("ヤマダ"))).await.unwrap();
+    assert_eq!(
+        names(&page.rows),
+        ["ヤマダイスケ", "ヤマダタケシ", "ヤマダタロウ", "ヤマダハナコ"],
+        "no wrong resident"
+    );
+    let page = residents::search(pool, sealer, &code, &by_date).await.unwrap();
+    assert_eq!(names(&page.rows), ["ヤマダタケシ", "ヤマダタロウ", "ヤマモトイチロウ"], "no wrong resident");
 }
 
 fn facts(name: &str, birth: &str, sex: Sex) -> RegistryFacts {
