@@ -5,8 +5,9 @@
 //! his events, from the [`KeyVault`]; AAD = table and row key, so a blob cannot be moved to another row), opening
 //! the blobs of a page with one key fetch, and the search tokens: HMAC-SHA-256 under a search key derived from
 //! the master key (`cardap read-model search index v1`) over `municipality 0x1f kind 0x1f value`, cut to
-//! [`TOKEN_LEN`] bytes (the resident register's: 8 bytes, as an integer). Without the master key a copy of the database shows neither the fields nor what the
-//! tokens stand for; a destroyed data key leaves a blob nobody can open (the row reads as erased).
+//! [`TOKEN_LEN`] bytes (the resident register's: 8 bytes, as an integer). Without the master key a copy of the
+//! database shows neither the fields nor what the tokens stand for; a destroyed data key leaves a blob nobody can
+//! open (the row reads as erased).
 //!
 //! Must not: log or put into an error a plaintext, a key, or the value a token was made of.
 
