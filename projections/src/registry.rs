@@ -67,28 +67,8 @@ impl View for RegistryView {
         let aad = aad(recorded.key());
         let query = match decoded {
             RegistryEvent::Imported { municipality, key, facts } => {
-                let sealed = match facts.known() {
-                    Some(f) => match self.sealer.keys_in(conn, std::slice::from_ref(subject)).await?.remove(subject) {
-                        Some(k) => Some((
-                            RowSealer::seal(&k, &aad, f)?,
-                            self.sealer.token(municipality.as_str(), BIRTH, f.birth_date.as_str()),
-                        )),
-                        None => None,
-                    },
-                    None => None,
-                };
-                let erased = i64::from(sealed.is_none());
-                let (facts, token) = sealed.unzip();
-                sqlx::query(
-                    "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, \
-                     version) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(municipality.as_str().to_owned())
-                .bind(key.as_str().to_owned())
-                .bind(facts)
-                .bind(token)
-                .bind(erased)
-                .bind(version)
+                let entry = StagedEntry::imported(municipality, key, facts, recorded);
+                return self.write_staged(conn, vec![entry]).await;
             }
             RegistryEvent::Erased | RegistryEvent::Changed { changes: Erasable::Erased } => {
                 let (municipality, key) = split(recorded)?;
@@ -146,14 +126,9 @@ impl View for RegistryView {
         let mut staged: Vec<StagedEntry> = Vec::new();
         for (event, recorded) in events {
             match event {
-                RegistryEvent::Imported { municipality, key, facts } => staged.push(StagedEntry {
-                    subject: recorded.stream_id().clone(),
-                    aad: aad(recorded.key()),
-                    municipality,
-                    key,
-                    facts,
-                    version: recorded.version(),
-                }),
+                RegistryEvent::Imported { municipality, key, facts } => {
+                    staged.push(StagedEntry::imported(municipality, key, facts, &recorded))
+                }
                 event => {
                     self.write_staged(conn, std::mem::take(&mut staged)).await?;
                     self.apply(conn, event, &recorded).await?;
@@ -164,7 +139,7 @@ impl View for RegistryView {
     }
 }
 
-/// An imported entry of a batch not written yet.
+/// An imported entry not written yet (a batch's, or a single one).
 struct StagedEntry {
     subject: StreamId,
     aad: String,
@@ -174,12 +149,30 @@ struct StagedEntry {
     version: i64,
 }
 
+impl StagedEntry {
+    /// The row its `Imported` event (the first of its stream) makes.
+    fn imported(
+        municipality: MunicipalityCode,
+        key: RegistryKey,
+        facts: Erasable<RegistryFacts>,
+        recorded: &Recorded<'_>,
+    ) -> Self {
+        StagedEntry {
+            subject: recorded.stream_id().clone(),
+            aad: aad(recorded.key()),
+            municipality,
+            key,
+            facts,
+            version: recorded.version(),
+        }
+    }
+}
+
 /// Rows per multi-row INSERT of entries (6 parameters each).
 const ENTRY_ROWS: usize = 500;
 
 impl RegistryView {
-    /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized as
-    /// [`View::apply`] does for one.
+    /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized.
     async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<StagedEntry>) -> Result<(), ProjectionError> {
         if staged.is_empty() {
             return Ok(());
