@@ -169,10 +169,14 @@ impl StagedEntry {
 }
 
 /// Rows per multi-row INSERT of entries (6 parameters each).
-const ENTRY_ROWS: usize = 500;
+const ENTRY_ROWS: usize = 100;
+
+/// An entry ready to be written: its sealed facts and birth-date token (none when erased or its key is gone).
+type SealedEntry<'a> = (&'a StagedEntry, Option<(Vec<u8>, Vec<u8>)>);
 
 impl RegistryView {
-    /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized.
+    /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized
+    /// while the database writes the rows before it.
     async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<StagedEntry>) -> Result<(), ProjectionError> {
         if staged.is_empty() {
             return Ok(());
@@ -180,8 +184,26 @@ impl RegistryView {
         let subjects: Vec<StreamId> =
             staged.iter().filter(|e| e.facts.known().is_some()).map(|e| e.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
+        let mut chunks = staged.chunks(ENTRY_ROWS);
+        let mut next = chunks.next().map(|chunk| self.sealed(&keys, chunk)).transpose()?;
+        while let Some(rows) = next {
+            let upcoming = chunks.next();
+            let (written, sealed) = tokio::join!(insert_entries(conn, rows), async {
+                upcoming.map(|chunk| self.sealed(&keys, chunk)).transpose()
+            });
+            written?;
+            next = sealed?;
+        }
+        Ok(())
+    }
+
+    fn sealed<'a>(
+        &self,
+        keys: &HashMap<StreamId, DataKey>,
+        staged: &'a [StagedEntry],
+    ) -> Result<Vec<SealedEntry<'a>>, ProjectionError> {
         let mut rows = Vec::with_capacity(staged.len());
-        for e in &staged {
+        for e in staged {
             let sealed = match (e.facts.known(), keys.get(&e.subject)) {
                 (Some(f), Some(k)) => Some((
                     RowSealer::seal(k, &e.aad, f)?,
@@ -191,26 +213,30 @@ impl RegistryView {
             };
             rows.push((e, sealed));
         }
-        for chunk in rows.chunks(ENTRY_ROWS) {
-            let values = crate::values_list(chunk.len(), 6);
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
-                 VALUES {values}"
-            )));
-            for (e, sealed) in chunk {
-                let (facts, token) = sealed.clone().unzip();
-                query = query
-                    .bind(e.municipality.as_str().to_owned())
-                    .bind(e.key.as_str().to_owned())
-                    .bind(facts)
-                    .bind(token)
-                    .bind(i64::from(sealed.is_none()))
-                    .bind(e.version);
-            }
-            query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-        }
-        Ok(())
+        Ok(rows)
     }
+}
+
+/// One multi-row INSERT of entries.
+async fn insert_entries(conn: &mut AnyConnection, rows: Vec<SealedEntry<'_>>) -> Result<(), ProjectionError> {
+    let values = crate::values_list(rows.len(), 6);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
+         VALUES {values}"
+    )));
+    for (e, sealed) in rows {
+        let erased = i64::from(sealed.is_none());
+        let (facts, token) = sealed.unzip();
+        query = query
+            .bind(e.municipality.as_str().to_owned())
+            .bind(e.key.as_str().to_owned())
+            .bind(facts)
+            .bind(token)
+            .bind(erased)
+            .bind(e.version);
+    }
+    query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+    Ok(())
 }
 
 /// (municipality, registry key) of the event's stream.

@@ -264,34 +264,44 @@ impl Staged {
 const GROUP: usize = 100;
 
 /// A group of staged registrations sealed and tokenized, ready to be written.
-struct Prepared {
+struct Prepared<'a> {
     /// (token, seq), in key order: the index's inserts walk its pages in one direction.
     tokens: Vec<(i64, i64)>,
-    rows: Vec<Ready>,
+    rows: Vec<Ready<'a>>,
 }
 
 /// A row ready to be written: the registration, its sealed personal data and its `tokens` column.
-type Ready = (Staged, Option<Vec<u8>>, Option<Vec<u8>>);
+type Ready<'a> = (&'a Staged, Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl ResidentRegister {
     /// Writes staged registrations, a group at a time: their keys fetched together, each row sealed and tokenized.
-    async fn write_staged(&self, conn: &mut AnyConnection, mut staged: Vec<Staged>) -> Result<(), ProjectionError> {
+    async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<Staged>) -> Result<(), ProjectionError> {
         if staged.is_empty() {
             return Ok(());
         }
         let subjects: Vec<StreamId> =
             staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
-        while !staged.is_empty() {
-            let rest = staged.split_off(staged.len().min(GROUP));
-            self.prepare(&keys, staged)?.write(conn).await?;
-            staged = rest;
+        // Each group is sealed and tokenized while the database writes the one before it.
+        let mut groups = staged.chunks(GROUP);
+        let mut next = groups.next().map(|group| self.prepare(&keys, group)).transpose()?;
+        while let Some(current) = next {
+            let upcoming = groups.next();
+            let (written, prepared) = tokio::join!(current.write(conn), async {
+                upcoming.map(|group| self.prepare(&keys, group)).transpose()
+            });
+            written?;
+            next = prepared?;
         }
         Ok(())
     }
 
     /// Seals and tokenizes staged registrations (those whose key is gone are written erased, without tokens).
-    fn prepare(&self, keys: &HashMap<StreamId, DataKey>, staged: Vec<Staged>) -> Result<Prepared, ProjectionError> {
+    fn prepare<'a>(
+        &self,
+        keys: &HashMap<StreamId, DataKey>,
+        staged: &'a [Staged],
+    ) -> Result<Prepared<'a>, ProjectionError> {
         let mut tokens: Vec<(i64, i64)> = Vec::with_capacity(staged.len() * 12);
         let mut rows = Vec::with_capacity(staged.len());
         for r in staged {
@@ -310,10 +320,10 @@ impl ResidentRegister {
     }
 }
 
-impl Prepared {
+impl Prepared<'_> {
     /// A staged resident is a new registration (the first event of his stream, applied once): he has no tokens yet,
     /// so none are deleted first.
-    async fn write(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         if !self.tokens.is_empty() {
             let values = crate::values_list(self.tokens.len(), 2);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -332,17 +342,18 @@ impl Prepared {
             "INSERT INTO rm_residents (municipality, resident_id, seq, personal, tokens, registry_key, moved_out, \
              active_fid, erased, version, registered_at, updated_at) VALUES {values}"
         )));
-        for (r, sealed, tokens) in &self.rows {
+        for (r, sealed, tokens) in self.rows {
+            let erased = i64::from(sealed.is_none());
             query = query
                 .bind(r.municipality.as_str().to_owned())
                 .bind(r.id.clone())
                 .bind(r.seq)
-                .bind(sealed.clone())
-                .bind(tokens.clone())
+                .bind(sealed)
+                .bind(tokens)
                 .bind(r.registry_key.clone().map(String::from))
                 .bind(i64::from(r.moved_out))
                 .bind(r.active_fid.as_ref().map(|f| f.as_str().to_owned()))
-                .bind(i64::from(sealed.is_none()))
+                .bind(erased)
                 .bind(r.version)
                 .bind(r.registered_at.clone())
                 .bind(r.updated_at.clone());

@@ -267,10 +267,12 @@ impl EventStore for SealedEventStore {
         companions: Vec<Companion>,
         metadata: &Metadata,
     ) -> Result<BatchOutcome, StoreError> {
+        // In order of first use, each once (a registry import's batch names about a thousand).
         let mut subjects: Vec<StreamId> = Vec::new();
+        let mut seen: HashSet<StreamId> = HashSet::new();
         for append in &appends {
             for subject in subjects_of(&append.stream, &append.events)? {
-                if !subjects.contains(&subject) {
+                if seen.insert(subject.clone()) {
                     subjects.push(subject);
                 }
             }

@@ -43,8 +43,8 @@ const TAG_LEN: usize = 16;
 /// Not a valid stream id, so no subject can collide with it.
 const MASTER_KEY_CHECK: &str = "__master_key_check__";
 
-/// How many unwrapped data keys (and destroyed subjects) a [`KeyVault`] keeps in memory; the cache is cleared
-/// when it is full. About 100 bytes each.
+/// How many unwrapped data keys (and destroyed subjects) a [`KeyVault`] keeps in memory, about 100 bytes each: two
+/// generations of half as many ([`KeyCache`]).
 pub const KEY_CACHE_CAPACITY: usize = 100_000;
 
 /// Why a master key could not be loaded or made. Never contains key material.
@@ -221,11 +221,39 @@ fn aes_key(bytes: &[u8]) -> Option<LessSafeKey> {
 
 /// AES-256-GCM with a random 96-bit nonce. Returns the nonce and the ciphertext with its tag.
 fn seal_with(key: &LessSafeKey, aad: &[u8], mut in_out: Vec<u8>) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
-    let mut nonce = [0_u8; NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+    let nonce = fresh_nonce()?;
     key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out)
         .map_err(|_| StoreError::Crypto("AES-256-GCM sealing failed"))?;
     Ok((nonce, in_out))
+}
+
+/// Random nonces drawn from the system's generator [`NONCES_PER_DRAW`] at a time (one system call for many seals:
+/// a registry import seals several values per row). A nonce is stored beside its ciphertext and is no secret; what
+/// matters is that it is random, which a buffer of the system generator's output is.
+const NONCES_PER_DRAW: usize = 256;
+
+struct NoncePool {
+    bytes: [u8; NONCE_LEN * NONCES_PER_DRAW],
+    used: usize,
+}
+
+fn fresh_nonce() -> Result<[u8; NONCE_LEN], StoreError> {
+    thread_local! {
+        static POOL: std::cell::RefCell<NoncePool> =
+            const { std::cell::RefCell::new(NoncePool { bytes: [0; NONCE_LEN * NONCES_PER_DRAW], used: usize::MAX }) };
+    }
+    POOL.with_borrow_mut(|pool| {
+        if pool.used >= NONCES_PER_DRAW {
+            SystemRandom::new()
+                .fill(&mut pool.bytes)
+                .map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+            pool.used = 0;
+        }
+        let mut nonce = [0_u8; NONCE_LEN];
+        nonce.copy_from_slice(&pool.bytes[pool.used * NONCE_LEN..(pool.used + 1) * NONCE_LEN]);
+        pool.used += 1;
+        Ok(nonce)
+    })
 }
 
 /// The plaintext, or `None` when the tag does not match (altered, other AAD, other key).
@@ -286,6 +314,51 @@ enum Cached {
     Destroyed,
 }
 
+/// The vault's cache in two generations: new entries go into the young one; when it is full it becomes the old
+/// one (the old one is dropped) and a new young one starts; a hit in the old one moves the entry back into the young
+/// one. So a follower a little behind a writer (a projection behind an import of a million new subjects) still
+/// finds the keys the writer made, where clearing a full cache would lose them all at once.
+#[derive(Default)]
+struct KeyCache {
+    young: HashMap<String, Cached>,
+    old: HashMap<String, Cached>,
+}
+
+impl KeyCache {
+    const GENERATION: usize = KEY_CACHE_CAPACITY / 2;
+
+    fn get(&mut self, subject: &str) -> Option<Cached> {
+        if let Some(entry) = self.young.get(subject) {
+            return Some(entry.clone());
+        }
+        let entry = self.old.remove(subject)?;
+        self.insert(subject.to_owned(), entry.clone());
+        Some(entry)
+    }
+
+    fn insert(&mut self, subject: String, entry: Cached) {
+        if self.young.len() >= Self::GENERATION && !self.young.contains_key(&subject) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.old.remove(&subject);
+        self.young.insert(subject, entry);
+    }
+
+    fn remove(&mut self, subject: &str) {
+        self.young.remove(subject);
+        self.old.remove(subject);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
 #[derive(Clone)]
 enum VaultPool {
     Postgres(PgPool),
@@ -296,7 +369,7 @@ enum VaultPool {
 pub struct KeyVault {
     pool: VaultPool,
     master: MasterKey,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<KeyCache>,
     /// Set once the canary row has been unwrapped by this vault's master key.
     checked: OnceCell<()>,
 }
@@ -340,7 +413,7 @@ impl KeyVault {
     }
 
     fn with_pool(pool: VaultPool, master: MasterKey) -> KeyVault {
-        KeyVault { pool, master, cache: Mutex::new(HashMap::new()), checked: OnceCell::new() }
+        KeyVault { pool, master, cache: Mutex::default(), checked: OnceCell::new() }
     }
 
     /// Checks that the configured master key is the one this database's keys are wrapped with; the first check
@@ -463,7 +536,7 @@ impl KeyVault {
     /// What this process's cache knows of `subjects`, without any IO: `Some(key)`, `None` for a destroyed key;
     /// subjects it does not know are absent (look them up with [`KeyVault::adopt`]).
     pub fn cached(&self, subjects: &[StreamId]) -> HashMap<StreamId, Option<DataKey>> {
-        let cache = self.lock_cache();
+        let mut cache = self.lock_cache();
         subjects
             .iter()
             .filter_map(|s| {
@@ -497,7 +570,7 @@ impl KeyVault {
         let mut found = HashMap::with_capacity(subjects.len());
         let mut misses = Vec::new();
         {
-            let cache = self.lock_cache();
+            let mut cache = self.lock_cache();
             let mut seen = HashSet::new();
             for subject in subjects {
                 let subject = subject.as_str();
@@ -506,7 +579,7 @@ impl KeyVault {
                 }
                 match cache.get(subject) {
                     Some(entry) => {
-                        found.insert(subject.to_owned(), entry.clone());
+                        found.insert(subject.to_owned(), entry);
                     }
                     None => misses.push(subject.to_owned()),
                 }
@@ -519,14 +592,16 @@ impl KeyVault {
         let absent: Vec<String> = misses.iter().filter(|s| !rows.contains_key(*s)).cloned().collect();
         if create && !absent.is_empty() {
             let mut new = Vec::with_capacity(absent.len());
-            for subject in absent {
-                let mut key = vec![0_u8; KEY_LEN];
-                SystemRandom::new()
-                    .fill(&mut key)
-                    .map_err(|_| StoreError::Crypto("the system random generator failed"))?;
-                let wrapped = self.wrap(&subject, key)?;
+            // The new keys' bytes in one call to the system's generator (a batch of an import makes a thousand).
+            let mut bytes = vec![0_u8; KEY_LEN * absent.len()];
+            SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| StoreError::Crypto("the system random generator failed"))?;
+            for (subject, key) in absent.into_iter().zip(bytes.chunks_exact(KEY_LEN)) {
+                let wrapped = self.wrap(&subject, key.to_vec())?;
                 new.push((subject, wrapped));
             }
+            bytes.fill(0);
             // What is stored now may be another node's key for the same subject: that one is used.
             rows.extend(self.insert_missing(new).await?);
         }
@@ -583,24 +658,26 @@ impl KeyVault {
         let (subjects, wrapped): (Vec<String>, Vec<Vec<u8>>) = new.into_iter().unzip();
         match &self.pool {
             VaultPool::Postgres(pool) => {
-                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same subject to commit; the SELECT
-                // that follows (its own snapshot) then sees the winner's row.
-                sqlx::query(
+                // ON CONFLICT DO NOTHING waits for a concurrent insert of the same subject to commit; the rows it
+                // inserted are ours, and the SELECT that follows (its own snapshot) sees the winners' rows of the
+                // others.
+                let inserted: Vec<String> = sqlx::query_scalar(
                     "INSERT INTO personal_data_keys (subject, wrapped_key) \
-                     SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (subject) DO NOTHING",
+                     SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (subject) DO NOTHING RETURNING subject",
                 )
                 .bind(&subjects)
                 .bind(&wrapped)
-                .execute(pool)
+                .fetch_all(pool)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-                self.fetch(&subjects).await
+                self.ours_then_winners(subjects, wrapped, inserted.into_iter().collect()).await
             }
             VaultPool::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)?;
                 let now = Utc::now();
+                let mut inserted = HashSet::new();
                 for (subject, wrapped) in subjects.iter().zip(&wrapped) {
-                    sqlx::query(
+                    let done = sqlx::query(
                         "INSERT INTO personal_data_keys (subject, wrapped_key, created_at) VALUES (?, ?, ?) \
                          ON CONFLICT (subject) DO NOTHING",
                     )
@@ -610,11 +687,37 @@ impl KeyVault {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_sqlx)?;
+                    if done.rows_affected() == 1 {
+                        inserted.insert(subject.clone());
+                    }
                 }
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
-                self.fetch(&subjects).await
+                self.ours_then_winners(subjects, wrapped, inserted).await
             }
         }
+    }
+
+    /// The rows of `subjects` as stored after an insert that skipped those another writer had stored first: the ones
+    /// in `inserted` hold the key made here (`wrapped`), the others are read again (the winners' rows).
+    async fn ours_then_winners(
+        &self,
+        subjects: Vec<String>,
+        wrapped: Vec<Vec<u8>>,
+        inserted: HashSet<String>,
+    ) -> Result<HashMap<String, Option<Vec<u8>>>, StoreError> {
+        let mut rows = HashMap::with_capacity(subjects.len());
+        let mut lost = Vec::new();
+        for (subject, wrapped) in subjects.into_iter().zip(wrapped) {
+            if inserted.contains(&subject) {
+                rows.insert(subject, Some(wrapped));
+            } else {
+                lost.push(subject);
+            }
+        }
+        if !lost.is_empty() {
+            rows.extend(self.fetch(&lost).await?);
+        }
+        Ok(rows)
     }
 
     /// `nonce || ciphertext` of `key` under the master key, AAD = subject.
@@ -650,15 +753,62 @@ impl KeyVault {
     fn remember(&self, entries: impl IntoIterator<Item = (String, Cached)>) {
         let mut cache = self.lock_cache();
         for (subject, entry) in entries {
-            if cache.len() >= KEY_CACHE_CAPACITY && !cache.contains_key(&subject) {
-                cache.clear();
-            }
             cache.insert(subject, entry);
         }
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         // The map is consistent after any panic (single inserts and removes), so a poisoned lock is still usable.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cached, KeyCache};
+
+    fn fill(cache: &mut KeyCache, prefix: &str, count: usize) {
+        for i in 0..count {
+            cache.insert(format!("{prefix}-{i}"), Cached::Destroyed);
+        }
+    }
+
+    #[test]
+    fn nonces_are_never_repeated_across_draws() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * super::NONCES_PER_DRAW {
+            assert!(seen.insert(super::fresh_nonce().expect("a nonce")), "a nonce came twice");
+        }
+        assert!(!seen.contains(&[0_u8; super::NONCE_LEN]));
+    }
+
+    #[test]
+    fn a_key_made_one_generation_ago_is_still_found() {
+        let mut cache = KeyCache::default();
+        cache.insert("first".into(), Cached::Destroyed);
+        fill(&mut cache, "later", KeyCache::GENERATION);
+        assert!(cache.get("first").is_some(), "a full young generation must not drop what it held");
+        assert!(cache.len() <= 2 * KeyCache::GENERATION);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_forgets_the_oldest() {
+        let mut cache = KeyCache::default();
+        cache.insert("first".into(), Cached::Destroyed);
+        fill(&mut cache, "later", 3 * KeyCache::GENERATION);
+        assert!(cache.get("first").is_none());
+        assert!(cache.len() <= 2 * KeyCache::GENERATION);
+    }
+
+    #[test]
+    fn a_hit_in_the_old_generation_keeps_the_key() {
+        let mut cache = KeyCache::default();
+        cache.insert("used".into(), Cached::Destroyed);
+        fill(&mut cache, "a", KeyCache::GENERATION);
+        assert!(cache.get("used").is_some());
+        fill(&mut cache, "b", KeyCache::GENERATION - 1);
+        assert!(cache.get("used").is_some(), "a key used again is moved into the young generation");
+        cache.remove("used");
+        assert!(cache.get("used").is_none());
     }
 }

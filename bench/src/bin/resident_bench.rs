@@ -643,9 +643,16 @@ async fn main() -> Result<()> {
     };
     let total = Instant::now();
 
-    let mut key = [0_u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("random master key: {e}"))?;
-    let master_text = STANDARD.encode(key);
+    // A throwaway master key; RESIDENT_BENCH_MASTER_KEY gives one instead, to profile the database after the run
+    // (`cardap projections rebuild` needs it).
+    let master_text = match std::env::var("RESIDENT_BENCH_MASTER_KEY") {
+        Ok(given) => given,
+        Err(_) => {
+            let mut key = [0_u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("random master key: {e}"))?;
+            STANDARD.encode(key)
+        }
+    };
     let master = MasterKey::from_base64(&master_text)?;
 
     eprintln!("resident-bench: starting {}", binary.display());
