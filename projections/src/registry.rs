@@ -174,6 +174,9 @@ const ENTRY_ROWS: usize = 100;
 /// An entry ready to be written: its sealed facts and birth-date token (none when erased or its key is gone).
 type SealedEntry<'a> = (&'a StagedEntry, Option<(Vec<u8>, Vec<u8>)>);
 
+/// A group of entries ready to be written by one INSERT.
+struct SealedEntries<'a>(Vec<SealedEntry<'a>>);
+
 impl RegistryView {
     /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized
     /// while the database writes the rows before it.
@@ -184,24 +187,14 @@ impl RegistryView {
         let subjects: Vec<StreamId> =
             staged.iter().filter(|e| e.facts.known().is_some()).map(|e| e.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
-        let mut chunks = staged.chunks(ENTRY_ROWS);
-        let mut next = chunks.next().map(|chunk| self.sealed(&keys, chunk)).transpose()?;
-        while let Some(rows) = next {
-            let upcoming = chunks.next();
-            let (written, sealed) = tokio::join!(insert_entries(conn, rows), async {
-                upcoming.map(|chunk| self.sealed(&keys, chunk)).transpose()
-            });
-            written?;
-            next = sealed?;
-        }
-        Ok(())
+        crate::write_groups(conn, &staged, ENTRY_ROWS, |chunk| self.sealed(&keys, chunk)).await
     }
 
     fn sealed<'a>(
         &self,
         keys: &HashMap<StreamId, DataKey>,
         staged: &'a [StagedEntry],
-    ) -> Result<Vec<SealedEntry<'a>>, ProjectionError> {
+    ) -> Result<SealedEntries<'a>, ProjectionError> {
         let mut rows = Vec::with_capacity(staged.len());
         for e in staged {
             let sealed = match (e.facts.known(), keys.get(&e.subject)) {
@@ -213,30 +206,32 @@ impl RegistryView {
             };
             rows.push((e, sealed));
         }
-        Ok(rows)
+        Ok(SealedEntries(rows))
     }
 }
 
-/// One multi-row INSERT of entries.
-async fn insert_entries(conn: &mut AnyConnection, rows: Vec<SealedEntry<'_>>) -> Result<(), ProjectionError> {
-    let values = crate::values_list(rows.len(), 6);
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
-         VALUES {values}"
-    )));
-    for (e, sealed) in rows {
-        let erased = i64::from(sealed.is_none());
-        let (facts, token) = sealed.unzip();
-        query = query
-            .bind(e.municipality.as_str().to_owned())
-            .bind(e.key.as_str().to_owned())
-            .bind(facts)
-            .bind(token)
-            .bind(erased)
-            .bind(e.version);
+impl crate::GroupWrite for SealedEntries<'_> {
+    /// One multi-row INSERT of entries.
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        let values = crate::values_list(self.0.len(), 6);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO rm_registry_entries (municipality, registry_key, facts, birth_token, erased, version) \
+             VALUES {values}"
+        )));
+        for (e, sealed) in self.0 {
+            let erased = i64::from(sealed.is_none());
+            let (facts, token) = sealed.unzip();
+            query = query
+                .bind(e.municipality.as_str().to_owned())
+                .bind(e.key.as_str().to_owned())
+                .bind(facts)
+                .bind(token)
+                .bind(erased)
+                .bind(e.version);
+        }
+        query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
+        Ok(())
     }
-    query.execute(&mut *conn).await.map_err(ProjectionError::from_sqlx)?;
-    Ok(())
 }
 
 /// (municipality, registry key) of the event's stream.

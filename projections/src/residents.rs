@@ -282,18 +282,7 @@ impl ResidentRegister {
         let subjects: Vec<StreamId> =
             staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
         let keys = self.sealer.keys_in(conn, &subjects).await?;
-        // Each group is sealed and tokenized while the database writes the one before it.
-        let mut groups = staged.chunks(GROUP);
-        let mut next = groups.next().map(|group| self.prepare(&keys, group)).transpose()?;
-        while let Some(current) = next {
-            let upcoming = groups.next();
-            let (written, prepared) = tokio::join!(current.write(conn), async {
-                upcoming.map(|group| self.prepare(&keys, group)).transpose()
-            });
-            written?;
-            next = prepared?;
-        }
-        Ok(())
+        crate::write_groups(conn, &staged, GROUP, |group| self.prepare(&keys, group)).await
     }
 
     /// Seals and tokenizes staged registrations (those whose key is gone are written erased, without tokens).
@@ -320,7 +309,7 @@ impl ResidentRegister {
     }
 }
 
-impl Prepared<'_> {
+impl crate::GroupWrite for Prepared<'_> {
     /// A staged resident is a new registration (the first event of his stream, applied once): he has no tokens yet,
     /// so none are deleted first.
     async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
