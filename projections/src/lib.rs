@@ -35,30 +35,6 @@ use cardap_store::{Checkpoint, EventStore, KeyVault};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-/// Rows sealed and ready to be written by one statement (a group of [`write_groups`]).
-pub(crate) trait GroupWrite {
-    async fn write(self, conn: &mut sqlx::AnyConnection) -> Result<(), ProjectionError>;
-}
-
-/// Writes `items` a group of `size` at a time, each group made ready (sealed, tokenized) by `prepare` while the
-/// database writes the group before it: the INSERT's future waits on the socket while the next group is sealed.
-pub(crate) async fn write_groups<'a, T, R: GroupWrite>(
-    conn: &mut sqlx::AnyConnection,
-    items: &'a [T],
-    size: usize,
-    prepare: impl Fn(&'a [T]) -> Result<R, ProjectionError>,
-) -> Result<(), ProjectionError> {
-    let mut groups = items.chunks(size);
-    let mut next = groups.next().map(&prepare).transpose()?;
-    while let Some(ready) = next {
-        let upcoming = groups.next();
-        let (written, prepared) = tokio::join!(ready.write(conn), async { upcoming.map(&prepare).transpose() });
-        written?;
-        next = prepared?;
-    }
-    Ok(())
-}
-
 /// The VALUES of a multi-row INSERT: `rows` rows of `columns` parameters each, numbered from `$1` row by row
 /// (`($1, $2), ($3, $4)` for two rows of two).
 pub(crate) fn values_list(rows: usize, columns: usize) -> String {

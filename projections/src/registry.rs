@@ -26,7 +26,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::ProjectionError;
-use crate::sealing::RowSealer;
+use crate::sealing::{GroupWrite, RowSealer};
 use crate::typed::{Recorded, View};
 
 /// Builds `rm_registry_entries`.
@@ -181,13 +181,15 @@ impl RegistryView {
     /// Writes staged entries: their data keys fetched in one statement per chunk, each row sealed and tokenized
     /// while the database writes the rows before it.
     async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<StagedEntry>) -> Result<(), ProjectionError> {
-        if staged.is_empty() {
-            return Ok(());
-        }
-        let subjects: Vec<StreamId> =
-            staged.iter().filter(|e| e.facts.known().is_some()).map(|e| e.subject.clone()).collect();
-        let keys = self.sealer.keys_in(conn, &subjects).await?;
-        crate::write_groups(conn, &staged, ENTRY_ROWS, |chunk| self.sealed(&keys, chunk)).await
+        self.sealer
+            .write_groups(
+                conn,
+                &staged,
+                ENTRY_ROWS,
+                |e| e.facts.known().map(|_| &e.subject),
+                |keys, chunk| self.sealed(keys, chunk),
+            )
+            .await
     }
 
     fn sealed<'a>(
@@ -210,7 +212,7 @@ impl RegistryView {
     }
 }
 
-impl crate::GroupWrite for SealedEntries<'_> {
+impl GroupWrite for SealedEntries<'_> {
     /// One multi-row INSERT of entries.
     async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         let values = crate::values_list(self.0.len(), 6);

@@ -39,7 +39,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::ProjectionError;
-use crate::sealing::RowSealer;
+use crate::sealing::{GroupWrite, RowSealer};
 use crate::typed::{Recorded, View};
 
 /// Builds `rm_residents` and `rm_resident_tokens`.
@@ -276,13 +276,15 @@ type Ready<'a> = (&'a Staged, Option<Vec<u8>>, Option<Vec<u8>>);
 impl ResidentRegister {
     /// Writes staged registrations, a group at a time: their keys fetched together, each row sealed and tokenized.
     async fn write_staged(&self, conn: &mut AnyConnection, staged: Vec<Staged>) -> Result<(), ProjectionError> {
-        if staged.is_empty() {
-            return Ok(());
-        }
-        let subjects: Vec<StreamId> =
-            staged.iter().filter(|r| r.personal.known().is_some()).map(|r| r.subject.clone()).collect();
-        let keys = self.sealer.keys_in(conn, &subjects).await?;
-        crate::write_groups(conn, &staged, GROUP, |group| self.prepare(&keys, group)).await
+        self.sealer
+            .write_groups(
+                conn,
+                &staged,
+                GROUP,
+                |r| r.personal.known().map(|_| &r.subject),
+                |keys, group| self.prepare(keys, group),
+            )
+            .await
     }
 
     /// Seals and tokenizes staged registrations (those whose key is gone are written erased, without tokens).
@@ -309,7 +311,7 @@ impl ResidentRegister {
     }
 }
 
-impl crate::GroupWrite for Prepared<'_> {
+impl GroupWrite for Prepared<'_> {
     /// A staged resident is a new registration (the first event of his stream, applied once): he has no tokens yet,
     /// so none are deleted first.
     async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {

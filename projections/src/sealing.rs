@@ -3,7 +3,8 @@
 //!
 //! Owns [`RowSealer`]: sealing a row's personal fields as one blob under the subject's own data key (the key of
 //! his events, from the [`KeyVault`]; AAD = table and row key, so a blob cannot be moved to another row), opening
-//! the blobs of a page with one key fetch, and the search tokens: HMAC-SHA-256 under a search key derived from
+//! the blobs of a page with one key fetch, writing a batch's new rows a group at a time (each group sealed while the
+//! one before is written), and the search tokens: HMAC-SHA-256 under a search key derived from
 //! the master key (`cardap read-model search index v1`) over `municipality 0x1f kind 0x1f value`, cut to
 //! [`TOKEN_LEN`] bytes (the resident register's: 8 bytes, as an integer). Without the master key a copy of the
 //! database shows neither the fields nor what the tokens stand for; a destroyed data key leaves a blob nobody can
@@ -30,6 +31,11 @@ const KEY_LOOKUP_CHUNK: usize = 500;
 
 /// The label the search key is derived under; a new version means new tokens (a rebuild).
 const SEARCH_KEY_LABEL: &str = "cardap read-model search index v1";
+
+/// Rows sealed and ready to be written by one statement (a group of [`RowSealer::write_groups`]).
+pub(crate) trait GroupWrite {
+    async fn write(self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
+}
 
 /// Seals and opens read-model rows and makes their search tokens. Cheap to clone (shares the vault).
 #[derive(Clone)]
@@ -111,6 +117,35 @@ impl RowSealer {
             }
         }
         Ok(keys)
+    }
+
+    /// Writes `items` (a batch's new rows) a group of `size` at a time: the data keys of their subjects (`subject`:
+    /// none for a row without personal data) fetched first inside the transaction `conn`, then each group made ready
+    /// (sealed, tokenized) by `prepare` while the database writes the group before it: the INSERT's future waits on
+    /// the socket while the next group is sealed.
+    pub(crate) async fn write_groups<'a, T, R: GroupWrite>(
+        &self,
+        conn: &mut AnyConnection,
+        items: &'a [T],
+        size: usize,
+        subject: impl Fn(&T) -> Option<&StreamId>,
+        prepare: impl Fn(&HashMap<StreamId, DataKey>, &'a [T]) -> Result<R, ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<StreamId> = items.iter().filter_map(|item| subject(item).cloned()).collect();
+        let keys = self.keys_in(conn, &subjects).await?;
+        let mut groups = items.chunks(size);
+        let mut next = groups.next().map(|group| prepare(&keys, group)).transpose()?;
+        while let Some(ready) = next {
+            let upcoming = groups.next();
+            let (written, prepared) =
+                tokio::join!(ready.write(conn), async { upcoming.map(|group| prepare(&keys, group)).transpose() });
+            written?;
+            next = prepared?;
+        }
+        Ok(())
     }
 
     /// The data keys of `subjects` for a query (one batch for those not cached). Destroyed and unknown subjects
