@@ -1,45 +1,33 @@
-//! Biometric login (生体認証) on the login form of the clerk web UI, in a real browser (issue 14): WebDriver's
-//! virtual authenticator stands for the operator's fingerprint reader. The operations manager registers it for the
-//! clerk (the registration ceremony runs in the clerk's browser, as at his terminal), then the clerk logs in with
-//! the 生体認証でログイン button alone: the form's script asks cardap for a challenge, the browser asks the
+//! Biometrics (生体認証) in the clerk web UI (issue 14).
+//!
+//! In a real browser, WebDriver's virtual authenticator standing for the operator's fingerprint reader: the
+//! operations manager, signed in on the clerk's terminal, registers it on the clerk's page (生体情報登録: the
+//! page's script begins, the browser creates the credential, the script finishes), then the clerk logs in with the
+//! 生体認証でログイン button alone: the form's script asks cardap for a challenge, the browser asks the
 //! authenticator, cardap opens the session in the cookie.
 //!
-//! The page is opened as `http://localhost:<port>`: browsers refuse WebAuthn on an IP address, and `localhost` is
-//! the relying party cardap expects by default. Needs the browser (`scripts/test`; without CARDAP_TEST_BROWSER
-//! the test says so and passes, and fails under CI).
+//! Over HTTP without a browser, a software authenticator answering for the terminal's browser: the script's calls
+//! of the operator's page (begin, finish) with their refusals (a bad name next to its field, no CSRF token,
+//! another origin, another municipality's operator), the form posted without the script, and the deletion of an
+//! authenticator on the page, after which it no longer logs in.
+//!
+//! The browser opens the page as `http://localhost:<port>`: browsers refuse WebAuthn on an IP address, and
+//! `localhost` is the relying party cardap expects by default. The browser test needs the browser
+//! (`scripts/test`; without CARDAP_TEST_BROWSER it says so and passes, and fails under CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cardap_tests::browser::{Browser, browser_available};
-use cardap_tests::reqwest::StatusCode;
+use cardap_tests::reqwest::{StatusCode, header};
 use cardap_tests::serde_json::{Value, json};
-use cardap_tests::{Backend, TestApp, operator_with_password, spawn_app};
+use cardap_tests::ui;
+use cardap_tests::{Backend, TestApp, on_both_backends, operator_with_password, spawn_app};
+use webauthn_authenticator_rs::prelude::{
+    CreationChallengeResponse, RequestChallengeResponse, Url, WebauthnAuthenticator,
+};
+use webauthn_authenticator_rs::softtoken::{self, SoftToken};
 
 const CHIYODA: &str = "131016";
-
-/// What a terminal's browser does with the registration options: `navigator.credentials.create()`, and the
-/// answer as JSON with its binary fields in base64url (as cardap reads it).
-const CREATE: &str = r#"
-const options = arguments[0];
-const done = arguments[arguments.length - 1];
-const buffer = (text) => {
-  let b64 = text.replace(/-/g, '+').replace(/_/g, '/');
-  while (b64.length % 4) { b64 += '='; }
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer;
-};
-const text = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)))
-  .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-const publicKey = Object.assign({}, options.publicKey);
-publicKey.challenge = buffer(publicKey.challenge);
-publicKey.user = Object.assign({}, publicKey.user, { id: buffer(publicKey.user.id) });
-if (publicKey.excludeCredentials) {
-  publicKey.excludeCredentials = publicKey.excludeCredentials.map((c) => Object.assign({}, c, { id: buffer(c.id) }));
-}
-navigator.credentials.create({ publicKey }).then((c) => done({
-  id: c.id, rawId: text(c.rawId), type: c.type,
-  response: { attestationObject: text(c.response.attestationObject), clientDataJSON: text(c.response.clientDataJSON) },
-  extensions: {},
-}), (e) => done({ error: String(e) }));
-"#;
+const MINATO: &str = "131032";
 
 async fn chiyoda_with_a_manager_and_a_clerk() -> (TestApp, String) {
     let app = spawn_app(Backend::Sqlite).await;
@@ -70,19 +58,33 @@ async fn a_clerk_logs_in_with_his_registered_authenticator() {
         }))
         .await
         .unwrap();
+    // 生体情報登録 on the clerk's page: the manager, signed in on the clerk's terminal, names the reader and presses
+    // the button; the page's script begins, the browser creates the credential, the script finishes.
     browser.goto(&format!("{local}/ui/login")).await;
+    browser.log_in(CHIYODA, "manager01", "ClerkPassw0rd").await;
+    browser.goto(&format!("{local}/ui/operators/clerk01")).await;
+    browser.wait_for("#biometric-register-button:not([hidden])").await;
+    assert!(
+        browser.texts("#biometric-register-unsupported:not([hidden])").await.is_empty(),
+        "the script hides the note"
+    );
+    browser.click_button("この端末で生体情報を登録").await;
+    assert!(browser.text("#biometric-register-status").await.contains("認証器の名前を入力"), "asks for a name");
+    browser.fill("label", "窓口3番 指静脈リーダー").await;
+    browser.click_button("この端末で生体情報を登録").await;
+    browser.wait_for_text("p.notice", "生体情報を登録しました").await;
+    assert!(browser.text("section[aria-labelledby='biometric-title'] table").await.contains("窓口3番 指静脈リーダー"));
+    browser.assert_accessible("the operator's page with an authenticator").await;
+    // The same reader again: the browser refuses it (it is registered already, the options exclude it), said under
+    // the button; nothing more is registered.
+    browser.fill("label", "もう一度").await;
+    browser.click_button("この端末で生体情報を登録").await;
+    browser.wait_for_text("#biometric-register-status", "登録が完了しませんでした").await;
+    let path = format!("/api/v1/municipalities/{CHIYODA}/operators/clerk01/authenticators");
+    let listed = app.get(&path, Some(&manager)).await;
+    assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1, "{}", listed.text);
+    browser.click_button("ログアウト").await;
     browser.wait_for("form[action='/ui/login']").await;
-
-    // 生体情報登録: the manager begins, the clerk's browser creates the credential, the manager finishes.
-    let path = format!("/api/v1/municipalities/{CHIYODA}/operators/clerk01/authenticators/registrations");
-    let begun = app.post(&path, Some(&manager), &json!({"label": "窓口3番 指静脈リーダー"})).await;
-    assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.text);
-    let begun = begun.json();
-    let created: Value = browser.client().execute_async(CREATE, vec![begun["options"].clone()]).await.unwrap();
-    assert!(created.get("error").is_none(), "the authenticator registers: {created}");
-    let finish = format!("{path}/{}/finish", begun["registration_id"].as_str().unwrap());
-    let finished = app.post(&finish, Some(&manager), &created).await;
-    assert!(finished.status.is_success(), "{}", finished.text);
 
     // The login form: the button appears where WebAuthn works; without an operator ID it asks for one.
     browser.goto(&format!("{local}/ui/login")).await;
@@ -110,4 +112,129 @@ async fn a_clerk_logs_in_with_his_registered_authenticator() {
     browser.wait_for_text("#biometric-status", "生体認証が完了しませんでした").await;
     assert!(browser.url().await.ends_with("/ui/login"));
     browser.quit().await;
+}
+
+on_both_backends!(the_manager_registers_and_deletes_an_authenticator_on_the_operators_page);
+
+/// What the page's script posts (JSON, with the session's cookie), optionally as a page of `origin`; the status
+/// and the JSON answered.
+async fn script_post(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    body: &Value,
+    origin: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = ui::browser().post(app.url(path)).header(header::COOKIE, cookie).json(body);
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A biometric login of `operator_id` of 千代田区 through the API with `token`: the status of the finish.
+async fn biometric_login(app: &TestApp, origin: &Url, operator_id: &str, token: &mut SoftToken) -> StatusCode {
+    let begun = app
+        .post(
+            "/api/v1/sessions/biometric/challenges",
+            None,
+            &json!({"municipality": CHIYODA, "operator_id": operator_id}),
+        )
+        .await;
+    assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.text);
+    let options: RequestChallengeResponse = serde_json::from_value(begun.json()["options"].clone()).unwrap();
+    let Ok(credential) = token.do_authentication(origin.clone(), options) else { return StatusCode::UNAUTHORIZED };
+    let body = json!({"challenge_id": begun.json()["challenge_id"], "credential": credential});
+    app.post("/api/v1/sessions/biometric", None, &body).await.status
+}
+
+/// 生体情報登録 on the clerk's page as its script does it, a software authenticator answering for the terminal's
+/// browser; the refusals of those calls; the form without its script; the deletion on the page.
+async fn the_manager_registers_and_deletes_an_authenticator_on_the_operators_page(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token().await;
+    app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
+    app.register_municipality(&admin, MINATO, "港区", 2).await;
+    for code in [CHIYODA, MINATO] {
+        let operators = json!([
+            operator_with_password("manager01", "ClerkPassw0rd", &["operations_manager"], &[]),
+            operator_with_password("clerk01", "ClerkPassw0rd", &["clerk"], &[]),
+        ]);
+        app.add_operators(&admin, code, &operators).await;
+    }
+    let origin = Url::parse(&format!("http://localhost:{}", app.socket_addr.port())).unwrap();
+    let cookie = ui::logged_in(&app, CHIYODA, "manager01", "ClerkPassw0rd").await;
+    let page = ui::get(&app, "/ui/operators/clerk01", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    ui::assert_strict(&page);
+    assert!(page.text.contains("生体情報は登録されていません。"), "{}", page.text);
+    assert!(page.text.contains(r#"<script src="/ui/assets/webauthn.js" defer></script>"#));
+    let csrf = ui::csrf(&page);
+    let begin = "/ui/operators/clerk01/authenticators/registrations";
+    let keys = |label: &str| json!({"csrf": csrf, "municipality": CHIYODA, "label": label});
+
+    // A name too long is said next to its field; without the page's token, or from another site, nothing begins.
+    let (status, said) = script_post(&app, begin, &cookie, &keys(&"長".repeat(51)), None).await;
+    assert_eq!((status, said["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("label")), "{said}");
+    assert!(!said["message"].as_str().unwrap().is_empty(), "{said}");
+    let forged = json!({"csrf": "forged", "municipality": CHIYODA, "label": "窓口3番"});
+    assert_eq!(script_post(&app, begin, &cookie, &forged, None).await.0, StatusCode::FORBIDDEN);
+    let elsewhere = script_post(&app, begin, &cookie, &keys("窓口3番"), Some("https://evil.example")).await;
+    assert_eq!(elsewhere.0, StatusCode::FORBIDDEN);
+    // Another municipality's manager gets nothing for 千代田区's clerk.
+    let minato = ui::logged_in(&app, MINATO, "manager01", "ClerkPassw0rd").await;
+    let minato_csrf = ui::csrf(&ui::get(&app, "/ui/", &minato).await);
+    let theirs = json!({"csrf": minato_csrf, "municipality": CHIYODA, "label": "窓口3番"});
+    let (status, said) = script_post(&app, begin, &minato, &theirs, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{said}");
+    assert!(said.get("options").is_none(), "{said}");
+
+    // Begun, created by the terminal's authenticator, finished: the page says so and lists it.
+    let (status, begun) = script_post(&app, begin, &cookie, &keys("窓口3番 指静脈リーダー"), None).await;
+    assert_eq!(status, StatusCode::OK, "{begun}");
+    let options: CreationChallengeResponse = serde_json::from_value(begun["options"].clone()).unwrap();
+    let mut token = SoftToken::new(true).unwrap().0;
+    let credential = serde_json::to_value(token.do_registration(origin.clone(), options).unwrap()).unwrap();
+    let finish = format!("{begin}/{}/finish", begun["registration_id"].as_str().unwrap());
+    let body = json!({"csrf": csrf, "municipality": CHIYODA, "credential": credential});
+    let (status, finished) = script_post(&app, &finish, &cookie, &body, None).await;
+    assert_eq!(status, StatusCode::OK, "{finished}");
+    let location = finished["location"].as_str().unwrap();
+    assert_eq!(location, "/ui/operators/clerk01?municipality=131016&done=authenticator");
+    let page = ui::get(&app, location, &cookie).await;
+    assert!(page.text.contains("生体情報を登録しました。"), "{}", page.text);
+    assert!(page.text.contains("窓口3番 指静脈リーダー") && page.text.contains(&softtoken::AAGUID.to_string()));
+    // A finish is used once.
+    let (status, _) = script_post(&app, &finish, &cookie, &body, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(biometric_login(&app, &origin, "clerk01", &mut token).await, StatusCode::CREATED);
+
+    // The form posted without its script says this browser cannot register, and keeps the name typed.
+    let (csrf, key) = ui::keys(&page);
+    let form = [("csrf", csrf.as_str()), ("idempotency_key", &key), ("municipality", CHIYODA), ("label", "窓口4番")];
+    let without = ui::post(&app, "/ui/operators/clerk01/authenticators", &cookie, &form).await;
+    assert_eq!(without.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", without.text);
+    assert!(without.text.contains("このブラウザでは生体情報を登録できません"), "{}", without.text);
+    assert!(without.text.contains(r#"value="窓口4番""#), "{}", without.text);
+
+    // Deleted on the page: it is gone from the page, and it logs him in no more.
+    let listed = app
+        .get(
+            &format!("/api/v1/municipalities/{CHIYODA}/operators/clerk01/authenticators"),
+            Some(&app.login(Some(CHIYODA), "manager01", "ClerkPassw0rd").await),
+        )
+        .await;
+    let credential_id = listed.json()["items"][0]["credential_id"].as_str().unwrap().to_owned();
+    let remove = format!("/ui/operators/clerk01/authenticators/{credential_id}/remove");
+    assert!(page.text.contains(&remove), "the page has the button: {}", page.text);
+    let version = ui::hidden(&page, "version");
+    let form = [("csrf", csrf.as_str()), ("idempotency_key", "rm-1"), ("municipality", CHIYODA), ("version", &version)];
+    let removed = ui::post(&app, &remove, &cookie, &form).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.text);
+    let page = ui::get(&app, ui::location(&removed), &cookie).await;
+    assert!(page.text.contains("認証器を削除しました。"), "{}", page.text);
+    assert!(page.text.contains("生体情報は登録されていません。"), "{}", page.text);
+    assert_ne!(biometric_login(&app, &origin, "clerk01", &mut token).await, StatusCode::CREATED);
 }

@@ -37,7 +37,7 @@ use crate::routes::{RequestMeta, etag, if_match, municipality_in_path};
 use crate::state::AppState;
 
 /// The largest WebAuthn answer accepted (an attestation with a certificate chain is a few KiB).
-const WEBAUTHN_BODY_LIMIT: usize = 64 * 1024;
+pub const WEBAUTHN_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router() -> Router<AppState> {
     let operator = "/api/v1/municipalities/{code}/operators/{operator_id}/authenticators";

@@ -4,7 +4,8 @@
 //! - registration of one operator or of several in one form, the generated passwords shown once, printable
 //!   ([`register`]);
 //! - an operator's page: change under `If-Match`, 失効 (confirmed), ロック解除, password reset, ending his
-//!   sessions, 業務内ID, and パスワード一括変更 for those chosen in the list ([`operator`]);
+//!   sessions, 業務内ID, and パスワード一括変更 for those chosen in the list ([`operator`]); 生体情報登録 and the
+//!   deletion of his authenticators ([`authenticators`]);
 //! - the CSV import as the API's job, followed on a page that reloads itself while it runs ([`csv`]);
 //! - 操作者情報の移行 between municipalities, for the system administrator ([`migration`]).
 //!
@@ -13,6 +14,7 @@
 //! a refused field's message is shown next to that field. Passwords are never put into an address, a cookie or a
 //! later page: only the answer that generated them shows them.
 
+mod authenticators;
 mod csv;
 mod migration;
 mod operator;
@@ -53,6 +55,13 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/operators/{id}/sessions", post(operator::end_sessions))
         .route("/ui/operators/{id}/internal-ids", post(operator::assign_internal_id))
         .route("/ui/operators/{id}/internal-ids/{business_id}/remove", post(operator::remove_internal_id))
+        .route("/ui/operators/{id}/authenticators", post(operator::register_without_script))
+        .route("/ui/operators/{id}/authenticators/registrations", post(authenticators::begin))
+        .route(
+            "/ui/operators/{id}/authenticators/registrations/{registration_id}/finish",
+            post(authenticators::finish).layer(DefaultBodyLimit::max(crate::routes::biometrics::WEBAUTHN_BODY_LIMIT)),
+        )
+        .route("/ui/operators/{id}/authenticators/{credential_id}/remove", post(operator::remove_authenticator))
         .route("/ui/jobs/{id}", get(csv::job))
         .route("/ui/jobs/{id}/passwords", post(csv::job_passwords))
         .route("/ui/operator-migrations", get(migration::form).post(migration::migrate))

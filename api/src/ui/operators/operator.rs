@@ -1,7 +1,8 @@
 //! One operator's page and what is done to him: the change of his management information, roles and 許可業務
 //! under `If-Match` (a change by someone else meanwhile is shown with the data of now, never overwritten), 失効
 //! after a confirmation, ロック解除, password reset (a generated one shown once, printable), ending his sessions,
-//! 業務内ID per business system; and パスワード一括変更 of the operators chosen in the list.
+//! 業務内ID per business system, 生体情報登録 and the deletion of an authenticator ([`super::authenticators`]); and
+//! パスワード一括変更 of the operators chosen in the list.
 
 use std::collections::HashMap;
 
@@ -20,8 +21,8 @@ use super::super::pages::{
 };
 use super::super::{Posted, Reply, UiSession, page};
 use super::{
-    PROFILE, Scope, checkboxes, password_field, passwords_page, problem_fields, profile_fields, query, role_labels,
-    roles, scope, state_label,
+    PROFILE, Scope, authenticators, checkboxes, password_field, passwords_page, problem_fields, profile_fields, query,
+    role_labels, roles, scope, state_label,
 };
 use crate::state::AppState;
 
@@ -35,10 +36,12 @@ const DONE: Done = Done(&[
     ("sessions", "このオペレータのログイン中のセッションをすべて終了しました。"),
     ("internal_id", "業務内IDを設定しました。"),
     ("internal_id_removed", "業務内IDを削除しました。"),
+    (authenticators::REGISTERED, "生体情報を登録しました。この認証器で生体認証のログインができます。"),
+    ("authenticator_removed", "認証器を削除しました。この認証器ではログインできなくなりました。"),
 ]);
 
 /// The fields of the page's other forms besides the change and the password (their problems' places).
-const OTHER_FIELDS: [&str; 3] = ["business_id", "internal_id", "role"];
+const OTHER_FIELDS: [&str; 4] = ["business_id", "internal_id", "role", "label"];
 
 /// The operator as the API shows him (404 for another municipality's, as in the API).
 async fn load(api: &InProcessApi, ui: &UiSession, scope: &Scope, id: &str) -> Result<Answer, Response> {
@@ -65,8 +68,10 @@ struct Shown<'a> {
     change: &'a Form,
     /// The version the change form (and every form under `If-Match`) carries.
     version: Option<u64>,
-    /// What was typed into the other forms (業務内ID).
+    /// What was typed into the other forms (業務内ID, the authenticator's name).
     typed: &'a Form,
+    /// His authenticators (`None`: the API would not list them).
+    authenticators: Option<&'a [Value]>,
     errors: &'a FieldErrors,
     done: Option<&'a str>,
 }
@@ -199,6 +204,7 @@ fn operator_page(
                         }
                     }
                 }
+                (authenticators::section(scope, id, shown.authenticators, &version, &csrf, shown.typed.get("label"), errors))
                 section aria-labelledby="revoke-title" {
                     h3 id="revoke-title" { "失効" }
                     p { a href=(scope.href(&format!("{base}/revoke?{}", query(&[("version", &version)])))) { "このオペレータを失効させる…" } }
@@ -222,7 +228,15 @@ async fn show_now(
     let operator = load(api, ui, scope, id).await?;
     let systems = permitted_systems(api, ui, &scope.code).await?;
     let change = as_form(&operator.body);
-    let shown = Shown { change: &change, version: operator.version, typed: &Form::default(), errors, done };
+    let listed = authenticators::listed(api, ui, scope, id).await;
+    let shown = Shown {
+        change: &change,
+        version: operator.version,
+        typed: &Form::default(),
+        authenticators: listed.as_deref(),
+        errors,
+        done,
+    };
     Ok((status, page(operator_page(ui, scope, &operator, &systems, &shown))).into_response())
 }
 
@@ -308,7 +322,8 @@ impl HisForm {
             Typed::Change(form) => (form, form.version(), form),
             Typed::Other(form) => (&now, operator.version, form),
         };
-        let shown = Shown { change, version, typed, errors: &errors, done: None };
+        let listed = authenticators::listed(api, ui, scope, &self.id).await;
+        let shown = Shown { change, version, typed, authenticators: listed.as_deref(), errors: &errors, done: None };
         Ok((problem.status, page(operator_page(ui, scope, &operator, &systems, &shown))).into_response())
     }
 }
@@ -444,6 +459,37 @@ pub async fn remove_internal_id(Path((_, business_id)): Path<(String, String)>, 
     let path = his.path(&format!("/internal-ids/{}", segment(&business_id)));
     let answer = his.send(Call::get(&path).method(Method::DELETE).keyed(&his.form)).await;
     his.after(answer, "internal_id_removed", Typed::Other(&Form::default())).await
+}
+
+/// Deletes one of his authenticators (the 削除 button of its row), at the version the page showed.
+pub async fn remove_authenticator(Path((_, credential)): Path<(String, String)>, his: HisForm) -> Reply {
+    let path = his.path(&format!("/authenticators/{}", segment(&credential)));
+    let answer = his.send(Call::get(&path).method(Method::DELETE).keyed(&his.form)).await;
+    his.after(answer, "authenticator_removed", Typed::Other(&Form::default())).await
+}
+
+/// The registration form posted without its script (no WebAuthn in this browser, or scripts off): his page says
+/// that this browser cannot register, with the name that was typed.
+pub async fn register_without_script(his: HisForm) -> Reply {
+    let mut errors = FieldErrors::default();
+    errors.general.push(
+        "このブラウザでは生体情報を登録できません。生体認証に対応したブラウザで、スクリプトを有効にして登録してください。"
+            .to_owned(),
+    );
+    let operator = load(&his.api, &his.ui, &his.scope, &his.id).await?;
+    let systems = permitted_systems(&his.api, &his.ui, &his.scope.code).await?;
+    let change = as_form(&operator.body);
+    let listed = authenticators::listed(&his.api, &his.ui, &his.scope, &his.id).await;
+    let shown = Shown {
+        change: &change,
+        version: operator.version,
+        typed: &his.form,
+        authenticators: listed.as_deref(),
+        errors: &errors,
+        done: None,
+    };
+    let page_of = operator_page(&his.ui, &his.scope, &operator, &systems, &shown);
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page(page_of)).into_response())
 }
 
 // ---- パスワード一括変更 ------------------------------------------------------------------------------------------
