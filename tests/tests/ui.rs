@@ -10,7 +10,9 @@ use cardap_tests::ui::{
     Page, assert_problem_at, assert_strict, csrf, get, hidden, keys, link, location, logged_in, offering, post,
     post_at, post_from, post_multipart, school_district_settings, set_cookie, urlencode,
 };
-use cardap_tests::{Backend, TestApp, on_both_backends, resident_body, residents_path, spawn_app};
+use cardap_tests::{
+    Backend, TestApp, on_both_backends, operator_with_password, resident_body, residents_path, spawn_app,
+};
 
 const CHIYODA: &str = "131016";
 const SAPPORO: &str = "011002";
@@ -435,7 +437,125 @@ async fn a_screens_change_names_its_terminal_in_the_history(backend: Backend) {
     assert_eq!(registration["terminal"], "窓口3番", "{registration}");
 }
 
+/// 転出 from the resident's page: refused while his card is active (said on the confirmation), done once it is
+/// abolished. 消去 (`/ui/erasure`): the operations manager's, by 利用者ID; a missing reason or reference is said at
+/// its field, a retention erasure before the period has passed and an id of nobody here are refused; once done,
+/// nothing of him is left to open or find.
+async fn a_resident_moves_out_and_the_manager_erases_him(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = chiyoda_with_settings(&app).await;
+    let manager = operator_with_password("manager01", "ClerkPassw0rd", &["operations_manager"], &[]);
+    app.add_operators(&admin, CHIYODA, &manager).await;
+    let mut body = resident_body("ヤマダ", "タロウ", "3450101");
+    body["custom_fields"] = json!({"school_district": "第一"});
+    let reply = app.post(&residents_path(CHIYODA), Some(&admin), &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let id = reply.json()["resident_id"].as_str().unwrap().to_owned();
+    let resident_url = format!("/ui/residents/{id}");
+    let clerk = logged_in_as(&app, "clerk01").await;
+    let shown = get(&app, &resident_url, &clerk).await;
+    let (csrf, _) = keys(&shown);
+    let card = [("csrf", csrf.as_str()), ("idempotency_key", "k-card"), ("fid", "ui0000000002")];
+    assert_eq!(post(&app, &format!("{resident_url}/card"), &clerk, &card).await.status, StatusCode::SEE_OTHER);
+
+    // The clerk: 転出 is offered, 消去 is not (nor done when posted).
+    let shown = get(&app, &resident_url, &clerk).await;
+    assert!(shown.text.contains("転出・消去") && !shown.text.contains("個人情報を消去する"), "{}", shown.text);
+    let confirm = get(&app, &link(&shown, "転出を登録する…"), &clerk).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.text);
+    assert_strict(&confirm);
+    assert!(confirm.text.contains("ヤマダ") || confirm.text.contains("山田"), "who: {}", confirm.text);
+    let version = hidden(&confirm, "version");
+    let move_out = [("csrf", csrf.as_str()), ("idempotency_key", "k-mo"), ("version", version.as_str())];
+    let refused = post(&app, &format!("{resident_url}/move-out"), &clerk, &move_out).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "his card is still active: {}", refused.text);
+    assert!(refused.text.contains("error-summary") && refused.text.contains("転出を登録"), "{}", refused.text);
+    let clerk_erase = [
+        ("csrf", csrf.as_str()),
+        ("idempotency_key", "k-ce"),
+        ("resident_id", id.as_str()),
+        ("reason", "request"),
+        ("reference", "R8-1"),
+    ];
+    let forbidden = post(&app, "/ui/erasure", &clerk, &clerk_erase).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN, "{}", forbidden.text);
+
+    // His card abolished, 転出 goes through; his page says so and offers it no more.
+    let page = get(&app, &resident_url, &clerk).await;
+    let at = page.text.find("/confirm/abolish?version=").unwrap() + "/confirm/abolish?version=".len();
+    let card_version: String = page.text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let abolish = [("csrf", csrf.as_str()), ("idempotency_key", "k-ab"), ("version", card_version.as_str())];
+    assert_eq!(post(&app, "/ui/cards/UI0000000002/abolish", &clerk, &abolish).await.status, StatusCode::SEE_OTHER);
+    let version = hidden(&get(&app, &format!("{resident_url}/move-out"), &clerk).await, "version");
+    let move_out = [("csrf", csrf.as_str()), ("idempotency_key", "k-mo2"), ("version", version.as_str())];
+    let moved = post(&app, &format!("{resident_url}/move-out"), &clerk, &move_out).await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.text);
+    let page = get(&app, location(&moved), &clerk).await;
+    assert!(page.text.contains("転出を登録しました") && page.text.contains("転出済み"), "{}", page.text);
+    assert!(!page.text.contains("転出を登録する…"), "{}", page.text);
+
+    // The manager (who may erase, not look residents up): 消去 in his menu, the resident named by his 利用者ID.
+    // No reason, a request without its reference, a retention erasure too early, an id of nobody here: refused.
+    let clerk_form = get(&app, &format!("/ui/erasure?resident_id={id}"), &clerk).await;
+    assert_eq!(clerk_form.status, StatusCode::FORBIDDEN, "not the clerk's: {}", clerk_form.text);
+    let cookie = logged_in_as(&app, "manager01").await;
+    let top = get(&app, "/ui/", &cookie).await;
+    assert!(link(&top, "個人情報の消去") == "/ui/erasure", "{}", top.text);
+    let form = get(&app, &format!("/ui/erasure?resident_id={id}"), &cookie).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+    assert_strict(&form);
+    assert!(form.text.contains(&format!(r#"value="{id}""#)), "the id filled in: {}", form.text);
+    let (csrf, _) = keys(&form);
+    let erase = "/ui/erasure";
+    let with = |key: &'static str, reason: &'static str, reference: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("idempotency_key", key.to_owned()),
+            ("resident_id", id.clone()),
+            ("reason", reason.to_owned()),
+            ("reference", reference.to_owned()),
+        ]
+    };
+    let mut none = with("k-e0", "", "");
+    none.retain(|(k, _)| *k != "reason");
+    let none = post(&app, erase, &cookie, &none).await;
+    assert_eq!(none.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", none.text);
+    assert!(none.text.contains(r#"class="field-error" id="f-reason-note""#), "at the reason: {}", none.text);
+    let unreferenced = post(&app, erase, &cookie, &with("k-e1", "request", "")).await;
+    assert_eq!(unreferenced.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unreferenced.text);
+    assert_problem_at(&unreferenced, "f-reference");
+    assert!(unreferenced.text.contains(r#"value="request" checked"#), "the reason stays: {}", unreferenced.text);
+    let too_early = post(&app, erase, &cookie, &with("k-e2", "retention_expired", "")).await;
+    assert_eq!(too_early.status, StatusCode::CONFLICT, "{}", too_early.text);
+    assert!(too_early.text.contains("error-summary"), "{}", too_early.text);
+    let mut nobody = with("k-e4", "request", "R8-SOMU-0123");
+    nobody[2].1 = "00000000-0000-0000-0000-000000000000".to_owned();
+    let nobody = post(&app, erase, &cookie, &nobody).await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND, "{}", nobody.text);
+    assert_problem_at(&nobody, "f-resident_id");
+    let still = app.get(&format!("{}/{id}", residents_path(CHIYODA)), Some(&admin)).await;
+    assert_eq!(still.json()["kana_name"]["family"], "ヤマダ", "nothing erased yet: {}", still.text);
+
+    // A documented request: erased; the form says so, and he is gone from the API and the search.
+    let erased = post(&app, erase, &cookie, &with("k-e3", "request", "R8-SOMU-0123")).await;
+    assert_eq!(
+        (erased.status, location(&erased)),
+        (StatusCode::SEE_OTHER, "/ui/erasure?done=erased"),
+        "{}",
+        erased.text
+    );
+    let done = get(&app, location(&erased), &cookie).await;
+    assert!(done.text.contains("利用者の個人情報を消去しました"), "{}", done.text);
+    let gone = app.get(&format!("{}/{id}", residents_path(CHIYODA)), Some(&admin)).await;
+    assert_eq!(gone.status, StatusCode::GONE, "{}", gone.text);
+    let found = app.get(&format!("{}?kana_prefix=ヤマダ", residents_path(CHIYODA)), Some(&admin)).await;
+    assert_eq!(found.json()["items"], json!([]), "{}", found.text);
+    let page = get(&app, &resident_url, &clerk).await;
+    assert!(!page.text.contains("ヤマダ"), "nothing of him on his page: {}", page.text);
+}
+
 on_both_backends!(
+    a_resident_moves_out_and_the_manager_erases_him,
     a_screens_change_names_its_terminal_in_the_history,
     the_registration_form_is_prefilled_from_the_registry,
     a_clerk_changes_a_resident_and_a_stale_page_is_told,

@@ -17,7 +17,7 @@
 //! The shared HTML (layout, fields, messages, confirmations) is in [`pages`], a submitted form and its problems in
 //! [`form`], the steps every screen takes around a call (a refusal's page, lists, the way back after a change) in
 //! [`flow`]; each area's screens are in their module ([`residents`], [`registry`], [`operators`], [`admin`],
-//! [`settings`], [`audit`], [`biometric`]); what a screen changes or shows goes through the HTTP API in process
+//! [`settings`], [`audit`], [`biometric`], 転出・消去 in [`leaving`]); what a screen changes or shows goes through the HTTP API in process
 //! ([`api`]). No SQL, no store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
@@ -30,6 +30,7 @@ mod audit;
 mod biometric;
 mod flow;
 mod form;
+mod leaving;
 mod operators;
 mod pages;
 mod registry;
@@ -82,6 +83,8 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         .route("/ui/residents/{id}", get(residents::show))
         .route("/ui/residents/{id}/edit", get(residents::edit_form).post(residents::edit))
         .route("/ui/residents/{id}/card", post(residents::register_card))
+        .route("/ui/residents/{id}/move-out", get(leaving::move_out_form).post(leaving::move_out))
+        .route("/ui/erasure", get(leaving::erase_form).post(leaving::erase))
         .route("/ui/cards/{fid}/local-area", post(residents::local_area))
         .route("/ui/cards/{fid}/aps", post(residents::install))
         .route("/ui/cards/{fid}/aps/remove", post(residents::remove))

@@ -77,6 +77,9 @@ fn menu(actor: &Actor) -> Vec<(&'static str, &'static str)> {
         if may(Permission::ConfigureResidentServices(code.clone())) {
             links.push(("/ui/settings", "市町村設定"));
         }
+        if may(Permission::EraseResidents(code.clone())) {
+            links.push(("/ui/erasure", "個人情報の消去"));
+        }
         if may(Permission::ReadHistory(code)) {
             links.push(("/ui/audit", "監査"));
         }

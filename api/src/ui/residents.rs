@@ -1,7 +1,8 @@
 //! The resident screens of the clerk UI, in the source's order of work: 利用者検索, 利用者登録 (every field, the
 //! municipality's custom fields, prefill from the registry by 宛名番号 or by the four facts), and the resident's
 //! page with his card: カード登録, 地域住民向け領域設定 (the presets shown), カードAP搭載 and removal (several at
-//! once, with the result per AP), 一時停止・再開・廃止 with a confirmation.
+//! once, with the result per AP), 一時停止・再開・廃止 with a confirmation; the way to 転出 and 消去
+//! ([`super::leaving`]).
 //!
 //! Owns these pages' routes and HTML. Every change and every read of a resident is one call of the HTTP API in
 //! process (`super::api`): its authorization, parsing and messages are the API's, and a refused field's message is
@@ -423,6 +424,7 @@ const DONE: Done = Done(&[
     ("suspended", "カードを一時停止しました。"),
     ("resumed", "カードの一時停止を解除しました。"),
     ("abolished", "カードを廃止しました。"),
+    ("moved_out", "転出を登録しました。"),
 ]);
 
 /// Names of the business systems, by id (for the AP lists).
@@ -477,11 +479,12 @@ pub async fn show(
     let code = ui.own_municipality("利用者")?;
     let data = load_resident(&api, &ui, &code, &id).await?;
     let done = DONE.of(&Form::of_query(&query));
-    Ok(page(resident_page(&ui, &data, done, &FieldErrors::default(), &Form::default())))
+    Ok(page(resident_page(&ui, &code, &data, done, &FieldErrors::default(), &Form::default())))
 }
 
 fn resident_page(
     ui: &UiSession,
+    code: &str,
     data: &ResidentPage,
     done: Option<&str>,
     errors: &FieldErrors,
@@ -544,6 +547,7 @@ fn resident_page(
                 }
             }
             }
+            (super::leaving::section(ui, code, r))
         },
     )
 }
@@ -697,7 +701,7 @@ async fn back_to_resident(
     let problem = after_change(&answer, &to, ON_THE_FORM)?;
     let errors = problems(&problem, fields);
     let data = load_resident(api, ui, code, resident_id).await?;
-    Ok((problem.status, page(resident_page(ui, &data, None, &errors, typed))).into_response())
+    Ok((problem.status, page(resident_page(ui, code, &data, None, &errors, typed))).into_response())
 }
 
 /// The operator's municipality (for the screen `title`) and the owner of its card `fid`, for the page to go back
