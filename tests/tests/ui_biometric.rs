@@ -30,7 +30,13 @@ const CHIYODA: &str = "131016";
 const MINATO: &str = "131032";
 
 async fn chiyoda_with_a_manager_and_a_clerk() -> (TestApp, String) {
-    let app = spawn_app(Backend::Sqlite).await;
+    chiyoda_with_a_manager_and_a_clerk_on(Backend::Sqlite).await
+}
+
+/// 千代田区 with its operations manager manager01 and its clerk clerk01 (password ClerkPassw0rd), on `backend`;
+/// the manager's API token.
+async fn chiyoda_with_a_manager_and_a_clerk_on(backend: Backend) -> (TestApp, String) {
+    let app = spawn_app(backend).await;
     let admin = app.admin_token().await;
     app.register_municipality(&admin, CHIYODA, "千代田区", 1).await;
     let operators = json!([
@@ -114,7 +120,10 @@ async fn a_clerk_logs_in_with_his_registered_authenticator() {
     browser.quit().await;
 }
 
-on_both_backends!(the_manager_registers_and_deletes_an_authenticator_on_the_operators_page);
+on_both_backends!(
+    the_manager_registers_and_deletes_an_authenticator_on_the_operators_page,
+    the_manager_sets_who_logs_in_biometrically_and_the_read_alert_threshold
+);
 
 /// What the page's script posts (JSON, with the session's cookie), optionally as a page of `origin`; the status
 /// and the JSON answered.
@@ -237,4 +246,94 @@ async fn the_manager_registers_and_deletes_an_authenticator_on_the_operators_pag
     assert!(page.text.contains("認証器を削除しました。"), "{}", page.text);
     assert!(page.text.contains("生体情報は登録されていません。"), "{}", page.text);
     assert_ne!(biometric_login(&app, &origin, "clerk01", &mut token).await, StatusCode::CREATED);
+}
+
+/// 認証・監査の設定: the operations manager's page (not a clerk's); who must log in biometrically and the models
+/// allowed, each refusal at its field and what was typed kept; the clerk listed can no longer log in with his
+/// password; the bulk-read threshold set (full-width digits too), refused out of range, lifted when blank; a page
+/// sent after someone else's change is told so.
+async fn the_manager_sets_who_logs_in_biometrically_and_the_read_alert_threshold(backend: Backend) {
+    let (app, _) = chiyoda_with_a_manager_and_a_clerk_on(backend).await;
+    let clerk = ui::logged_in(&app, CHIYODA, "clerk01", "ClerkPassw0rd").await;
+    assert_eq!(ui::get(&app, "/ui/policies", &clerk).await.status, StatusCode::FORBIDDEN);
+    let cookie = ui::logged_in(&app, CHIYODA, "manager01", "ClerkPassw0rd").await;
+    let top = ui::get(&app, "/ui/", &cookie).await;
+    assert_eq!(ui::link(&top, "認証・監査の設定"), "/ui/policies", "in his menu");
+    let page = ui::get(&app, "/ui/policies", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    ui::assert_strict(&page);
+    assert!(page.text.contains(r#"value="none" checked"#), "nobody required yet: {}", page.text);
+    let (csrf, _) = ui::keys(&page);
+    let version = ui::hidden(&page, "version");
+    let biometric = |key: &str, required: &str, operators: &str, models: &str, version: &str| {
+        [
+            ("csrf", csrf.clone()),
+            ("idempotency_key", key.to_owned()),
+            ("version", version.to_owned()),
+            ("required", required.to_owned()),
+            ("operators", operators.to_owned()),
+            ("allowed_models", models.to_owned()),
+        ]
+    };
+
+    let nobody = ui::post(&app, "/ui/policies/biometric", &cookie, &biometric("k1", "listed", "", "", &version)).await;
+    assert_eq!(nobody.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", nobody.text);
+    ui::assert_problem_at(&nobody, "f-operators");
+    assert!(nobody.text.contains(r#"value="listed" checked"#), "the choice stays: {}", nobody.text);
+    let model =
+        ui::post(&app, "/ui/policies/biometric", &cookie, &biometric("k2", "all", "", "指静脈", &version)).await;
+    assert_eq!(model.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", model.text);
+    ui::assert_problem_at(&model, "f-allowed_models");
+    assert!(model.text.contains("指静脈"), "what was typed stays: {}", model.text);
+
+    let set =
+        ui::post(&app, "/ui/policies/biometric", &cookie, &biometric("k3", "listed", "clerk01\n", "", &version)).await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.text);
+    let page = ui::get(&app, ui::location(&set), &cookie).await;
+    assert!(page.text.contains("生体認証の設定を変更しました。"), "{}", page.text);
+    assert!(
+        page.text.contains(r#"value="listed" checked"#) && page.text.contains(">clerk01</textarea>"),
+        "{}",
+        page.text
+    );
+    let form = [("municipality", CHIYODA), ("operator_id", "clerk01"), ("password", "ClerkPassw0rd")];
+    let refused = ui::post(&app, "/ui/login", "", &form).await;
+    assert!(refused.text.contains("このオペレータは生体認証でログインする設定です。"), "{}", refused.text);
+    assert!(ui::set_cookie(&refused).is_none(), "no session for his password");
+    // The page of before, sent again: someone (this manager) changed the settings since.
+    let stale = ui::post(&app, "/ui/policies/biometric", &cookie, &biometric("k4", "none", "", "", &version)).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.text);
+    assert!(stale.text.contains("ほかの人がこのデータを変更しました"), "{}", stale.text);
+    assert!(stale.text.contains(r#"value="listed" checked"#), "the settings of now: {}", stale.text);
+
+    // The bulk-read threshold: not a number, out of range, full-width digits, then lifted.
+    let threshold_path = format!("/api/v1/municipalities/{CHIYODA}/read-alert-policy");
+    let manager = app.login(Some(CHIYODA), "manager01", "ClerkPassw0rd").await;
+    let alert = |key: &str, value: &str, version: &str| {
+        [
+            ("csrf", csrf.clone()),
+            ("idempotency_key", key.to_owned()),
+            ("version", version.to_owned()),
+            ("residents_per_hour", value.to_owned()),
+        ]
+    };
+    let page = ui::get(&app, "/ui/policies", &cookie).await;
+    let at = page.text.find(r#"action="/ui/policies/read-alert""#).unwrap();
+    let alert_version = ui::hidden(&ui::Page { text: page.text[at..].to_owned(), ..page }, "version");
+    for typed in ["たくさん", "0"] {
+        let bad = ui::post(&app, "/ui/policies/read-alert", &cookie, &alert("k5", typed, &alert_version)).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{typed}: {}", bad.text);
+        ui::assert_problem_at(&bad, "f-residents_per_hour");
+        assert!(bad.text.contains(&format!(r#"value="{typed}""#)), "{}", bad.text);
+    }
+    let set = ui::post(&app, "/ui/policies/read-alert", &cookie, &alert("k6", "５０", &alert_version)).await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.text);
+    assert!(ui::get(&app, ui::location(&set), &cookie).await.text.contains("大量参照アラートのしきい値を変更しました"));
+    let now = app.get(&threshold_path, Some(&manager)).await;
+    assert_eq!(now.json()["residents_per_hour"], 50, "{}", now.text);
+    let version = now.json()["version"].to_string();
+    let lifted = ui::post(&app, "/ui/policies/read-alert", &cookie, &alert("k7", "", &version)).await;
+    assert_eq!(lifted.status, StatusCode::SEE_OTHER, "{}", lifted.text);
+    let now = app.get(&threshold_path, Some(&manager)).await;
+    assert_eq!(now.json()["residents_per_hour"], Value::Null, "{}", now.text);
 }

@@ -17,7 +17,7 @@
 //! The shared HTML (layout, fields, messages, confirmations) is in [`pages`], a submitted form and its problems in
 //! [`form`], the steps every screen takes around a call (a refusal's page, lists, the way back after a change) in
 //! [`flow`]; each area's screens are in their module ([`residents`], [`registry`], [`operators`], [`admin`],
-//! [`settings`], [`audit`], [`biometric`], 転出・消去 in [`leaving`]); what a screen changes or shows goes through the HTTP API in process
+//! [`settings`], [`policies`], [`audit`], [`biometric`], 転出・消去 in [`leaving`]); what a screen changes or shows goes through the HTTP API in process
 //! ([`api`]). No SQL, no store and no rule of the domain here.
 
 // A refused step of a screen is the page to answer (an axum `Response`), built once per request and returned at
@@ -33,6 +33,7 @@ mod form;
 mod leaving;
 mod operators;
 mod pages;
+mod policies;
 mod registry;
 mod residents;
 mod settings;
@@ -96,6 +97,7 @@ pub fn router(api: InProcessApi) -> Router<AppState> {
         )
         .merge(admin::routes())
         .merge(settings::routes())
+        .merge(policies::routes())
         .merge(operators::routes())
         .route("/ui/audit", get(audit::show))
         .route("/ui/audit/export", get(audit::export))

@@ -80,6 +80,9 @@ fn menu(actor: &Actor) -> Vec<(&'static str, &'static str)> {
         if may(Permission::EraseResidents(code.clone())) {
             links.push(("/ui/erasure", "個人情報の消去"));
         }
+        if may(Permission::ManageBiometrics(code.clone())) {
+            links.push(("/ui/policies", "認証・監査の設定"));
+        }
         if may(Permission::ReadHistory(code)) {
             links.push(("/ui/audit", "監査"));
         }
