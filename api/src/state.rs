@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cardap_commands::Checkpoint;
 use cardap_commands::Views;
 use cardap_commands::access::Access;
 use cardap_commands::biometric::Biometrics;
@@ -24,7 +25,7 @@ use cardap_commands::read_access::ReadAccess;
 use cardap_commands::residents::ResidentServices;
 use cardap_commands::status::Status;
 use cardap_projections::ReadModels;
-use cardap_store::{Checkpoint, EventStore};
+use cardap_store::EventStore;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

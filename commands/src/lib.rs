@@ -79,5 +79,10 @@ pub use context::CommandContext;
 pub use handler::{CommandError, CommandHandler, Executed, Loaded, Shown};
 pub use views::Views;
 
+/// What a use case's caller names or is answered with, from the event store: a command's and a correlation's id
+/// (idempotency, tracing), a position in the log (read-your-writes), whether an append recorded something. The
+/// edge takes them from here and needs no store of its own.
+pub use cardap_store::{AppendOutcome, Checkpoint, CommandId, CorrelationId};
+
 /// Why a query of a read model failed (the database, or a row it could not read).
 pub use cardap_projections::ProjectionError as QueryError;

@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use cardap_commands::AppendOutcome;
 use cardap_commands::business_systems::{BusinessSystemRow, PermitError};
 use cardap_commands::{Permission, Shown, authorize};
 use cardap_domain::business_system::{
@@ -34,7 +35,6 @@ use cardap_domain::business_system::{
 };
 use cardap_domain::contact::{Email, Phone, Text100, Url};
 use cardap_domain::{BusinessId, MunicipalityCode, ParseError};
-use cardap_store::AppendOutcome;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

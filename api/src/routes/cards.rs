@@ -204,7 +204,7 @@ pub(crate) fn fid_in_path(fid: &str) -> Result<CardFid, ApiError> {
 pub(crate) async fn answered(
     state: &AppState,
     snapshot: &CardSnapshot,
-    checkpoint: Option<cardap_store::Checkpoint>,
+    checkpoint: Option<cardap_commands::Checkpoint>,
 ) -> Response {
     if let Some(checkpoint) = checkpoint {
         // A card decision also changes its resident (card attached, detached): both views answer for it.

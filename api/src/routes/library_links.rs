@@ -17,10 +17,10 @@ use axum::routing::put;
 use axum::{Json, Router};
 use cardap_commands::CommandContext;
 use cardap_commands::library::{LibraryError, LinkView};
+use cardap_commands::{CommandId, CorrelationId};
 use cardap_domain::BusinessId;
 use cardap_domain::card::StandardId;
 use cardap_domain::library_link::{LibraryId, LibraryLinkError};
-use cardap_store::{CommandId, CorrelationId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

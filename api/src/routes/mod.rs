@@ -25,8 +25,8 @@ pub mod webhooks;
 
 use axum::http::{HeaderMap, header};
 use cardap_commands::{CommandContext, Permission, authorize};
+use cardap_commands::{CommandId, CorrelationId};
 use cardap_domain::MunicipalityCode;
-use cardap_store::{CommandId, CorrelationId};
 use uuid::Uuid;
 
 use crate::auth::Authenticated;

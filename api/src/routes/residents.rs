@@ -598,7 +598,7 @@ pub(crate) fn resident_in_path(resident_id: &str) -> Result<ResidentId, ApiError
 async fn answered(
     state: &AppState,
     snapshot: &ResidentSnapshot,
-    checkpoint: Option<cardap_store::Checkpoint>,
+    checkpoint: Option<cardap_commands::Checkpoint>,
 ) -> Response {
     if let Some(checkpoint) = checkpoint {
         state.residents.resident_shown(checkpoint).await;
