@@ -10,9 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
+use cardap_commands::{AuthzError, Permission, authorize};
+use cardap_domain::MunicipalityCode;
+
 use super::api::{Answer, Call, InProcessApi, Problem, items, segment, text};
 use super::form::{FieldErrors, Form};
-use super::{CHANGED_MEANWHILE, UiSession, refused};
+use super::{CHANGED_MEANWHILE, UiSession, not_found, page, pages, refused};
 
 /// The answer, when the API did what was asked; else the page of its refusal.
 pub fn accepted(answer: Answer) -> Result<Answer, Response> {
@@ -103,6 +106,28 @@ pub fn problem_for_the_form(answer: &Answer, on_the_form: &[StatusCode]) -> Resu
         Some(problem) if on_the_form.contains(&problem.status) => Ok(Some(problem)),
         Some(problem) => Err(refused(&problem)),
     }
+}
+
+/// A screen only for who may do what it does (`permission` in the municipality `code`, the same `authorize` as
+/// the API's): another municipality's is "not found", as in the API; anyone else gets the page `title` saying that
+/// `who` does it.
+pub fn allowed(
+    ui: &UiSession,
+    code: &str,
+    permission: fn(MunicipalityCode) -> Permission,
+    title: &str,
+    who: &str,
+) -> Result<(), Response> {
+    let Ok(code) = MunicipalityCode::parse(code) else { return Err(not_found()) };
+    let why = match authorize(&ui.session.actor, &permission(code)) {
+        Ok(()) => return Ok(()),
+        Err(AuthzError::NotVisible) => return Err(not_found()),
+        Err(AuthzError::PasswordChangeRequired) => {
+            "初期パスワードのままです。先にパスワードを変更してください。".to_owned()
+        }
+        Err(_) => format!("{title}は{who}が行います。この画面を使う権限がありません。"),
+    };
+    Err((StatusCode::FORBIDDEN, page(pages::message(title, &why))).into_response())
 }
 
 /// After a change that returns to a page: done, the redirect to `done` (to answer with at once); else as

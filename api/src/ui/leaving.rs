@@ -20,10 +20,10 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::api::{Call, InProcessApi, segment};
-use super::flow::{ON_THE_FORM, after_change, one, problems};
+use super::flow::{ON_THE_FORM, after_change, allowed, one, problems};
 use super::form::{FieldErrors, Form, new_key};
 use super::pages::{
-    Confirmation, Input, confirmation, error_summary, field_note, form_keys, input_field, message, notice, text_field,
+    Confirmation, Input, confirmation, error_summary, field_note, form_keys, input_field, notice, text_field,
 };
 use super::{Posted, Reply, UiSession, page};
 
@@ -160,10 +160,7 @@ fn erase_page(ui: &UiSession, typed: &Form, errors: &FieldErrors, done: bool) ->
 /// 消去's form (`?resident_id=` fills the id, from the resident's page; `?done=erased` says the last one is done).
 pub async fn erase_form(ui: UiSession, query: RawQuery) -> Reply {
     let code = ui.own_municipality("個人情報の消去")?;
-    if !may_erase(&ui, &code) {
-        let why = "個人情報の消去は運用管理部門のオペレータが行います。この画面を使う権限がありません。";
-        return Err((StatusCode::FORBIDDEN, page(message("個人情報の消去", why))).into_response());
-    }
+    allowed(&ui, &code, Permission::EraseResidents, "個人情報の消去", "運用管理部門のオペレータ")?;
     let q = Form::of_query(&query);
     let mut typed = Form::default();
     typed.set("resident_id", q.get("resident_id"));

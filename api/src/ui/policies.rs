@@ -14,16 +14,15 @@ use axum::extract::RawQuery;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cardap_commands::{AuthzError, Permission, authorize};
-use cardap_domain::MunicipalityCode;
+use cardap_commands::Permission;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::api::{Answer, Call, InProcessApi, strings};
 use super::flow::{Done, ON_THE_FORM, after_change, changed_meanwhile, one, problems};
 use super::form::{FieldErrors, Form, new_key};
-use super::pages::{self, Input, error_summary, field_note, form_keys, input_field, notice};
-use super::{Posted, Reply, UiSession, not_found, page};
+use super::pages::{Input, error_summary, field_note, form_keys, input_field, notice};
+use super::{Posted, Reply, UiSession, page};
 use crate::state::AppState;
 
 /// The page's routes (merged into `ui::router`).
@@ -49,14 +48,7 @@ const REQUIRED: [(&str, &str); 3] = [
 
 /// Only who may change the settings gets the page: anyone else of the municipality the page saying why.
 fn allowed(ui: &UiSession, code: &str) -> Result<(), Response> {
-    let Ok(code) = MunicipalityCode::parse(code) else { return Err(not_found()) };
-    let why = match authorize(&ui.session.actor, &Permission::ManageBiometrics(code)) {
-        Ok(()) => return Ok(()),
-        Err(AuthzError::NotVisible) => return Err(not_found()),
-        Err(AuthzError::PasswordChangeRequired) => "初期パスワードのままです。先にパスワードを変更してください。",
-        Err(_) => "認証・監査の設定は運用管理部門のオペレータが行います。この画面を使う権限がありません。",
-    };
-    Err((StatusCode::FORBIDDEN, page(pages::message("認証・監査の設定", why))).into_response())
+    super::flow::allowed(ui, code, Permission::ManageBiometrics, "認証・監査の設定", "運用管理部門のオペレータ")
 }
 
 fn biometric_path(code: &str) -> String {

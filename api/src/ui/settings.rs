@@ -17,15 +17,14 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cardap_commands::{AuthzError, Permission, authorize};
-use cardap_domain::MunicipalityCode;
+use cardap_commands::Permission;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::api::{Call, InProcessApi, segment, strings};
 use super::flow::{Done, ON_THE_FORM, after_change, changed_meanwhile, municipalities, one, permitted_systems};
 use super::form::{FieldErrors, Form, id_of, new_key};
-use super::pages::{self, Input, error_summary, field_note, form_keys, input_field, notice, options};
+use super::pages::{Input, error_summary, field_note, form_keys, input_field, notice, options};
 use super::{Posted, Reply, UiSession, not_found, page};
 use crate::state::AppState;
 
@@ -227,14 +226,7 @@ fn municipality_of(ui: &UiSession, asked: &str) -> Option<String> {
 /// Only who may change the settings gets the editor: another municipality's is "not found", as in the API; anyone
 /// else gets the page saying why.
 fn allowed(ui: &UiSession, code: &str) -> Result<(), Response> {
-    let Ok(code) = MunicipalityCode::parse(code) else { return Err(not_found()) };
-    let why = match authorize(&ui.session.actor, &Permission::ConfigureResidentServices(code)) {
-        Ok(()) => return Ok(()),
-        Err(AuthzError::NotVisible) => return Err(not_found()),
-        Err(AuthzError::PasswordChangeRequired) => "初期パスワードのままです。先にパスワードを変更してください。",
-        Err(_) => "市町村設定は運用管理部門のオペレータが行います。この画面を使う権限がありません。",
-    };
-    Err((StatusCode::FORBIDDEN, page(pages::message("市町村設定", why))).into_response())
+    super::flow::allowed(ui, code, Permission::ConfigureResidentServices, "市町村設定", "運用管理部門のオペレータ")
 }
 
 /// A business system the catalog may offer: its id and name.

@@ -26,55 +26,35 @@
     return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
   }
 
-  function requestOptions(options) {
+  // The options cardap sent, their binary fields as the browser takes them (`list`: the credentials allowed for a
+  // login, or excluded from a registration).
+  function publicKeyOptions(options, list) {
     var publicKey = Object.assign({}, options.publicKey);
     publicKey.challenge = toBuffer(publicKey.challenge);
-    if (publicKey.allowCredentials) {
-      publicKey.allowCredentials = publicKey.allowCredentials.map(function (c) {
+    if (publicKey.user) {
+      publicKey.user = Object.assign({}, publicKey.user, { id: toBuffer(publicKey.user.id) });
+    }
+    if (publicKey[list]) {
+      publicKey[list] = publicKey[list].map(function (c) {
         return Object.assign({}, c, { id: toBuffer(c.id) });
       });
     }
     return { publicKey: publicKey };
   }
 
-  function creationOptions(options) {
-    var publicKey = Object.assign({}, options.publicKey);
-    publicKey.challenge = toBuffer(publicKey.challenge);
-    publicKey.user = Object.assign({}, publicKey.user, { id: toBuffer(publicKey.user.id) });
-    if (publicKey.excludeCredentials) {
-      publicKey.excludeCredentials = publicKey.excludeCredentials.map(function (c) {
-        return Object.assign({}, c, { id: toBuffer(c.id) });
-      });
-    }
-    return { publicKey: publicKey };
-  }
-
-  function attestation(credential) {
-    var r = credential.response;
+  // The authenticator's answer as cardap reads it: the binary `fields` of its response as base64url (null when
+  // the authenticator left one out).
+  function answer(credential, fields) {
+    var response = {};
+    fields.forEach(function (name) {
+      var value = credential.response[name];
+      response[name] = value ? toText(value) : null;
+    });
     return {
       id: credential.id,
       rawId: toText(credential.rawId),
       type: credential.type,
-      response: {
-        attestationObject: toText(r.attestationObject),
-        clientDataJSON: toText(r.clientDataJSON)
-      },
-      extensions: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {}
-    };
-  }
-
-  function assertion(credential) {
-    var r = credential.response;
-    return {
-      id: credential.id,
-      rawId: toText(credential.rawId),
-      type: credential.type,
-      response: {
-        authenticatorData: toText(r.authenticatorData),
-        clientDataJSON: toText(r.clientDataJSON),
-        signature: toText(r.signature),
-        userHandle: r.userHandle ? toText(r.userHandle) : null
-      },
+      response: response,
       extensions: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {}
     };
   }
@@ -90,6 +70,30 @@
         return { ok: false, json: { message: '応答を読み取れませんでした。画面を読み込み直してください。' } };
       });
     });
+  }
+
+  // One ceremony: cardap begins it, the browser asks the authenticator (the operator touches it), cardap finishes
+  // it and says where to go. A refusal on the way is said in `status`, and the button can be pressed again.
+  function ceremony(button, status, steps) {
+    button.disabled = true;
+    status.textContent = steps.touch;
+    steps.begin()
+      .then(function (begun) {
+        if (!begun.ok) { throw new Error(begun.json.message); }
+        return steps.ask(begun.json).then(function (credential) {
+          return steps.finish(begun.json, credential);
+        }, function () {
+          throw new Error(steps.cancelled);
+        });
+      })
+      .then(function (finished) {
+        if (!finished.ok) { throw new Error(finished.json.message); }
+        window.location.assign(finished.json.location);
+      })
+      .catch(function (error) {
+        status.textContent = error.message || steps.failed;
+        button.disabled = false;
+      });
   }
 
   function register() {
@@ -109,26 +113,20 @@
         return;
       }
       var keys = { csrf: form.elements.csrf.value, municipality: form.elements.municipality.value };
-      button.disabled = true;
-      status.textContent = '操作者本人が認証器に触れてください…';
-      post(form.action + '/registrations', Object.assign({ label: label }, keys))
-        .then(function (begun) {
-          if (!begun.ok) { throw new Error(begun.json.message); }
-          var finish = form.action + '/registrations/' + encodeURIComponent(begun.json.registration_id) + '/finish';
-          return navigator.credentials.create(creationOptions(begun.json.options)).then(function (credential) {
-            return post(finish, Object.assign({ credential: attestation(credential) }, keys));
-          }, function () {
-            throw new Error('認証器での登録が完了しませんでした。もう一度お試しください。');
-          });
-        })
-        .then(function (finished) {
-          if (!finished.ok) { throw new Error(finished.json.message); }
-          window.location.assign(finished.json.location);
-        })
-        .catch(function (error) {
-          status.textContent = error.message || '生体情報を登録できませんでした。';
-          button.disabled = false;
-        });
+      ceremony(button, status, {
+        touch: '操作者本人が認証器に触れてください…',
+        cancelled: '認証器での登録が完了しませんでした。もう一度お試しください。',
+        failed: '生体情報を登録できませんでした。',
+        begin: function () { return post(form.action + '/registrations', Object.assign({ label: label }, keys)); },
+        ask: function (begun) {
+          return navigator.credentials.create(publicKeyOptions(begun.options, 'excludeCredentials'));
+        },
+        finish: function (begun, credential) {
+          var finish = form.action + '/registrations/' + encodeURIComponent(begun.registration_id) + '/finish';
+          var created = answer(credential, ['attestationObject', 'clientDataJSON']);
+          return post(finish, Object.assign({ credential: created }, keys));
+        }
+      });
     });
   }
 
@@ -146,25 +144,21 @@
         form.elements.operator_id.focus();
         return;
       }
-      button.disabled = true;
-      status.textContent = '認証器に触れてください…';
-      post('/ui/login/biometric/challenges', { municipality: form.elements.municipality.value, operator_id: operator })
-        .then(function (begun) {
-          if (!begun.ok) { throw new Error(begun.json.message); }
-          return navigator.credentials.get(requestOptions(begun.json.options)).then(function (credential) {
-            return post('/ui/login/biometric', { challenge_id: begun.json.challenge_id, credential: assertion(credential) });
-          }, function () {
-            throw new Error('生体認証が完了しませんでした。もう一度お試しください。');
-          });
-        })
-        .then(function (finished) {
-          if (!finished.ok) { throw new Error(finished.json.message); }
-          window.location.assign(finished.json.location);
-        })
-        .catch(function (error) {
-          status.textContent = error.message || '生体認証でログインできませんでした。';
-          button.disabled = false;
-        });
+      ceremony(button, status, {
+        touch: '認証器に触れてください…',
+        cancelled: '生体認証が完了しませんでした。もう一度お試しください。',
+        failed: '生体認証でログインできませんでした。',
+        begin: function () {
+          return post('/ui/login/biometric/challenges', { municipality: form.elements.municipality.value, operator_id: operator });
+        },
+        ask: function (begun) {
+          return navigator.credentials.get(publicKeyOptions(begun.options, 'allowCredentials'));
+        },
+        finish: function (begun, credential) {
+          var signed = answer(credential, ['authenticatorData', 'clientDataJSON', 'signature', 'userHandle']);
+          return post('/ui/login/biometric', { challenge_id: begun.challenge_id, credential: signed });
+        }
+      });
     });
   });
 }());

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::super::api::{Answer, Call, InProcessApi, segment, text};
@@ -93,25 +94,26 @@ pub fn section(
     }
 }
 
-/// What the script posts to begin.
+/// What every call of the script carries: the page's CSRF token and municipality.
 #[derive(Debug, Deserialize)]
-struct Begin {
+struct Keys {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     municipality: String,
+}
+
+/// What the script posts to begin (besides its [`Keys`]).
+#[derive(Debug, Deserialize)]
+struct Begin {
     #[serde(default)]
     label: String,
 }
 
-/// What the script posts to finish: the credential as `navigator.credentials.create()` gave it (binary fields
-/// base64url).
+/// What the script posts to finish (besides its [`Keys`]): the credential as `navigator.credentials.create()`
+/// gave it (binary fields base64url).
 #[derive(Debug, Deserialize)]
 struct Finish {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    municipality: String,
     credential: Value,
 }
 
@@ -135,23 +137,26 @@ fn refused(answer: &Answer) -> Response {
     said(problem.status, message, None)
 }
 
-/// The session's checks of a script's call: same origin, the page's CSRF token, and the municipality of the page
-/// (another municipality's is the API's 404).
-async fn checked(
+/// A call of the script, read and checked: its body (`T`), from this origin with the page's CSRF token, and the
+/// municipality of the page (another municipality's is the API's 404).
+async fn accepted<T: DeserializeOwned>(
     api: &InProcessApi,
     ui: &UiSession,
     headers: &HeaderMap,
-    csrf: &str,
-    municipality: &str,
-) -> Result<Scope, Response> {
-    if cross_site(headers) || !csrf_ok(ui, csrf) {
+    body: &[u8],
+) -> Result<(T, Scope), Response> {
+    let (Ok(keys), Ok(call)) = (serde_json::from_slice::<Keys>(body), serde_json::from_slice::<T>(body)) else {
+        return Err(unreadable());
+    };
+    if cross_site(headers) || !csrf_ok(ui, &keys.csrf) {
         return Err(said(StatusCode::FORBIDDEN, "この操作は受け付けられません。画面を読み込み直してください。", None));
     }
-    scope(api, ui, municipality, "/ui/operators").await.map_err(|page| {
+    let scope = scope(api, ui, &keys.municipality, "/ui/operators").await.map_err(|page| {
         let status = page.status();
         let status = if status.is_success() || status.is_redirection() { StatusCode::NOT_FOUND } else { status };
         said(status, "この操作者は見つかりません。", None)
-    })
+    })?;
+    Ok((call, scope))
 }
 
 /// Begins a registration: the API's registration id and the options for `navigator.credentials.create()`.
@@ -162,9 +167,8 @@ pub async fn begin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(begin) = serde_json::from_slice::<Begin>(&body) else { return unreadable() };
-    let scope = match checked(&api, &ui, &headers, &begin.csrf, &begin.municipality).await {
-        Ok(scope) => scope,
+    let (begin, scope) = match accepted::<Begin>(&api, &ui, &headers, &body).await {
+        Ok(accepted) => accepted,
         Err(refusal) => return refusal,
     };
     let path = format!("{}/authenticators/registrations", scope.api_of(&id));
@@ -185,9 +189,8 @@ pub async fn finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(finish) = serde_json::from_slice::<Finish>(&body) else { return unreadable() };
-    let scope = match checked(&api, &ui, &headers, &finish.csrf, &finish.municipality).await {
-        Ok(scope) => scope,
+    let (finish, scope) = match accepted::<Finish>(&api, &ui, &headers, &body).await {
+        Ok(accepted) => accepted,
         Err(refusal) => return refusal,
     };
     let path = format!("{}/authenticators/registrations/{}/finish", scope.api_of(&id), segment(&registration));
