@@ -36,26 +36,27 @@ const REASONS: [(&str, &str); 2] = [
     ("request", "本人の申出・文書による請求があった（転出前でも消去できます）"),
 ];
 
-/// Whether the session may erase residents of `code` (the link is shown only then).
-fn may_erase(ui: &UiSession, code: &str) -> bool {
-    MunicipalityCode::parse(code)
-        .is_ok_and(|code| authorize(&ui.session.actor, &Permission::EraseResidents(code)).is_ok())
+/// Whether the session may do `permission` in the municipality `code` (a link is shown only then).
+fn may(ui: &UiSession, code: &str, permission: fn(MunicipalityCode) -> Permission) -> bool {
+    MunicipalityCode::parse(code).is_ok_and(|code| authorize(&ui.session.actor, &permission(code)).is_ok())
 }
 
-/// The resident's page's section: 転出 while he has not moved out, 消去 for who may erase; nothing once erased.
+/// The resident's page's section: 転出 while he has not moved out, for who registers residents; 消去 for who may
+/// erase; nothing once erased, or when there is nothing he may do.
 pub fn section(ui: &UiSession, code: &str, resident: &Value) -> Markup {
     let id = resident.get("resident_id").and_then(Value::as_str).unwrap_or("");
     let erased = resident.get("erased").and_then(Value::as_bool) == Some(true);
     let moved_out = resident.get("moved_out").and_then(Value::as_bool) == Some(true);
-    let base = format!("/ui/residents/{}", segment(id));
+    let move_out = !erased && !moved_out && may(ui, code, Permission::RegisterResidents);
+    let erase = !erased && may(ui, code, Permission::EraseResidents);
     html! {
-        @if !erased {
+        @if move_out || erase {
             section aria-labelledby="leaving-title" {
                 h3 id="leaving-title" { "転出・消去" }
-                @if !moved_out {
-                    p { a href={ (base) "/move-out" } { "転出を登録する…" } }
+                @if move_out {
+                    p { a href={ "/ui/residents/" (segment(id)) "/move-out" } { "転出を登録する…" } }
                 }
-                @if may_erase(ui, code) {
+                @if erase {
                     p { a href={ "/ui/erasure?resident_id=" (segment(id)) } { "個人情報を消去する…" } }
                 }
             }
