@@ -170,25 +170,24 @@ pub async fn show(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: R
     show_now(&api, &ui, &code, StatusCode::OK, &FieldErrors::default(), DONE.of(&Form::of_query(&raw))).await
 }
 
-/// The refused form again with what was typed (a change meanwhile: the settings of now, saying so); the other
-/// form with the settings of now.
+/// After the form `which` (`biometric`, `read_alert`) was sent: done, the page saying so; refused, that form again
+/// with what was typed (a change meanwhile: the settings of now, saying so) and the other with the settings of now.
 async fn refused_form(
     api: &InProcessApi,
     ui: &UiSession,
     code: &str,
     answer: &Answer,
-    done: &str,
     typed: (&str, &Form),
     fields: &[&str],
 ) -> Reply {
-    let problem = after_change(answer, &format!("/ui/policies?done={done}"), ON_THE_FORM)?;
+    let (which, form) = typed;
+    let problem = after_change(answer, &format!("/ui/policies?done={which}"), ON_THE_FORM)?;
     if problem.status == StatusCode::PRECONDITION_FAILED {
         return show_now(api, ui, code, problem.status, &changed_meanwhile(), None).await;
     }
     let errors = problems(&problem, fields);
     let biometric = biometric_form(&one(api, ui, &biometric_path(code)).await?);
     let read_alert = read_alert_form(&one(api, ui, &read_alert_path(code)).await?);
-    let (which, form) = typed;
     let shown = Shown {
         biometric: if which == "biometric" { form } else { &biometric },
         read_alert: if which == "read_alert" { form } else { &read_alert },
@@ -203,7 +202,7 @@ pub async fn set_biometric(Extension(api): Extension<InProcessApi>, Posted { ui,
     let code = ui.own_municipality("認証・監査の設定")?;
     allowed(&ui, &code)?;
     let required = form.get("required");
-    // The operators typed count only with `listed` (they stay in the form, unsent, for the next time).
+    // The operators typed count only with `listed`: with another choice they are not sent (the API refuses a list).
     let operators = if required == "listed" { listed(form.get("operators")) } else { vec![] };
     let body = json!({
         "required": required,
@@ -213,7 +212,7 @@ pub async fn set_biometric(Extension(api): Extension<InProcessApi>, Posted { ui,
     let path = biometric_path(&code);
     let answer = api.call(&ui, Call::post(&path, body).method(Method::PUT).keyed(&form)).await;
     let fields = ["required", "operators", "allowed_models"];
-    refused_form(&api, &ui, &code, &answer, "biometric", ("biometric", &form), &fields).await
+    refused_form(&api, &ui, &code, &answer, ("biometric", &form), &fields).await
 }
 
 /// 大量参照アラートのしきい値, at the version shown; blank lifts it.
@@ -247,7 +246,7 @@ pub async fn set_read_alert(Extension(api): Extension<InProcessApi>, Posted { ui
     let path = read_alert_path(&code);
     let body = json!({ "residents_per_hour": threshold });
     let answer = api.call(&ui, Call::post(&path, body).method(Method::PUT).keyed(&form)).await;
-    refused_form(&api, &ui, &code, &answer, "read_alert", ("read_alert", &form), &["residents_per_hour"]).await
+    refused_form(&api, &ui, &code, &answer, ("read_alert", &form), &["residents_per_hour"]).await
 }
 
 #[cfg(test)]
