@@ -81,6 +81,9 @@ async fn a_clerk_logs_in_with_his_registered_authenticator() {
     browser.wait_for_text("p.notice", "生体情報を登録しました").await;
     assert!(browser.text("section[aria-labelledby='biometric-title'] table").await.contains("窓口3番 指静脈リーダー"));
     browser.assert_accessible("the operator's page with an authenticator").await;
+    let scroll = "document.getElementById('biometric-title').scrollIntoView()";
+    browser.client().execute(scroll, vec![]).await.unwrap();
+    browser.screenshot("operator-biometric").await;
     // The same reader again: the browser refuses it (it is registered already, the options exclude it), said under
     // the button; nothing more is registered.
     browser.fill("label", "もう一度").await;
@@ -236,6 +239,12 @@ async fn the_manager_registers_and_deletes_an_authenticator_on_the_operators_pag
         )
         .await;
     let credential_id = listed.json()["items"][0]["credential_id"].as_str().unwrap().to_owned();
+    // Its registration time on the page is Japan time (the API's is UTC).
+    let registered = listed.json()["items"][0]["registered_at"].as_str().unwrap().to_owned();
+    let registered = chrono::DateTime::parse_from_rfc3339(&registered).unwrap();
+    let japan = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+    let shown = registered.with_timezone(&japan).format("%Y-%m-%d %H:%M:%S").to_string();
+    assert!(page.text.contains(&format!("<td>{shown}</td>")), "{shown} on the page: {}", page.text);
     let remove = format!("/ui/operators/clerk01/authenticators/{credential_id}/remove");
     assert!(page.text.contains(&remove), "the page has the button: {}", page.text);
     let version = ui::hidden(&page, "version");

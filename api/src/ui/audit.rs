@@ -13,14 +13,14 @@ use axum::body::Body;
 use axum::extract::RawQuery;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
+use chrono::{NaiveDate, Utc};
 use futures_util::StreamExt;
 use maud::{Markup, html};
 use serde_json::Value;
 
 use super::api::{Answer, InProcessApi};
 use super::form::{FieldErrors, Form};
-use super::pages::{self, Input, error_summary, input_field, layout, text_field};
+use super::pages::{self, Input, error_summary, in_japan, input_field, japan, layout, text_field};
 use super::{UiSession, page, refused};
 
 /// Lines shown on the page; the CSV has them all.
@@ -32,10 +32,6 @@ const LOGS: [(&str, &str, &str); 3] = [
     ("access", "/api/v1/audit/access", "参照記録"),
     ("alerts", "/api/v1/audit/access-alerts", "大量参照の警告"),
 ];
-
-fn japan() -> FixedOffset {
-    FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| Utc.fix())
-}
 
 /// A day typed as `YYYY-MM-DD` (or `YYYY/MM/DD`): its first instant in Japan time, RFC 3339.
 fn day_start(day: NaiveDate) -> Option<String> {
@@ -126,12 +122,6 @@ async fn first_lines(body: Body, n: usize) -> (Vec<Value>, bool) {
     (lines, false)
 }
 
-fn when(text: Option<&str>) -> String {
-    text.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&japan()).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
 fn audit_page(
     ui: &UiSession,
     form: &Form,
@@ -184,7 +174,7 @@ fn audit_page(
                                     thead { tr { th scope="col" { "日時" } th scope="col" { "市町村" } th scope="col" { "オペレータ" }
                                         th scope="col" { "端末" } th scope="col" { "操作" } th scope="col" { "参照した利用者" } th scope="col" { "宛名番号" } } }
                                     tbody { @for line in lines { tr {
-                                        td { (when(line.get("recorded_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
+                                        td { (in_japan(line.get("recorded_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
                                         td { (operator(line)) } td { (text(line, "terminal")) } td { (text(line, "operation")) }
                                         td { (list(line, "residents")) } td { (list(line, "registry_keys")) }
                                     } } }
@@ -193,8 +183,8 @@ fn audit_page(
                                     thead { tr { th scope="col" { "日時" } th scope="col" { "市町村" } th scope="col" { "オペレータ" }
                                         th scope="col" { "期間の始まり" } th scope="col" { "参照した人数" } th scope="col" { "しきい値" } } }
                                     tbody { @for line in lines { tr {
-                                        td { (when(line.get("raised_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
-                                        td { (operator(line)) } td { (when(line.get("window_start").and_then(Value::as_str))) }
+                                        td { (in_japan(line.get("raised_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
+                                        td { (operator(line)) } td { (in_japan(line.get("window_start").and_then(Value::as_str))) }
                                         td { (line.get("distinct_residents").and_then(Value::as_u64).unwrap_or(0)) }
                                         td { (line.get("threshold").and_then(Value::as_u64).unwrap_or(0)) }
                                     } } }
@@ -203,7 +193,7 @@ fn audit_page(
                                     thead { tr { th scope="col" { "日時" } th scope="col" { "市町村" } th scope="col" { "オペレータ" }
                                         th scope="col" { "端末" } th scope="col" { "種別" } th scope="col" { "対象" } th scope="col" { "内容" } } }
                                     tbody { @for line in lines { tr {
-                                        td { (when(line.get("recorded_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
+                                        td { (in_japan(line.get("recorded_at").and_then(Value::as_str))) } td { (text(line, "municipality")) }
                                         td { (operator(line)) } td { (text(line, "terminal")) } td { (text(line, "type")) }
                                         td { code { (text(line, "stream")) } } td { code.changes { (changes(line)) } }
                                     } } }

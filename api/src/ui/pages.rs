@@ -6,6 +6,7 @@
 
 use cardap_commands::access::SessionOf;
 use cardap_commands::{Actor, Permission, authorize};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
@@ -393,6 +394,18 @@ fn safe_link(url: Option<&str>) -> Option<&str> {
         let lower = u.trim_start().to_ascii_lowercase();
         lower.starts_with("https://") || lower.starts_with("http://")
     })
+}
+
+/// Japan time (UTC+9, no daylight saving): the screens show times and count days in it.
+pub fn japan() -> FixedOffset {
+    FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| Utc.fix())
+}
+
+/// A time the API gives (RFC 3339) as the screens show it: Japan time, `YYYY-MM-DD HH:MM:SS`; "" when absent.
+pub fn in_japan(text: Option<&str>) -> String {
+    text.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&japan()).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::super::api::{Answer, Call, InProcessApi, segment, text};
 use super::super::form::{FieldErrors, new_key};
-use super::super::pages::{form_keys, text_field};
+use super::super::pages::{form_keys, in_japan, text_field};
 use super::super::{UiSession, cross_site, csrf_ok};
 use super::{Scope, scope};
 
@@ -55,14 +55,14 @@ pub fn section(
                 Some([]) => p.muted { "生体情報は登録されていません。" },
                 Some(list) => table {
                     thead { tr {
-                        th scope="col" { "名前" } th scope="col" { "登録日時" } th scope="col" { "機種（AAGUID）" }
+                        th scope="col" { "名前" } th scope="col" { "登録日時（日本時間）" } th scope="col" { "機種（AAGUID）" }
                         th scope="col" { "削除" }
                     } }
                     tbody {
                         @for a in list {
                             @let name = text(a, "label");
                             tr {
-                                td { (name) } td { (text(a, "registered_at")) } td { code { (text(a, "aaguid")) } }
+                                td { (name) } td { (in_japan(a.get("registered_at").and_then(Value::as_str))) } td { code { (text(a, "aaguid")) } }
                                 td {
                                     form method="post" action={ (base) "/" (segment(text(a, "credential_id"))) "/remove" } {
                                         (form_keys(csrf, &new_key()))

@@ -17,7 +17,7 @@ use super::super::api::{Answer, Call, InProcessApi, flag, items, segment, string
 use super::super::flow::{Done, after_change, changed_meanwhile, one, permitted_systems, problem_for_the_form};
 use super::super::form::{FieldErrors, Form, id_of, new_key};
 use super::super::pages::{
-    Confirmation, Input, confirmation, error_summary, form_keys, input_field, notice, text_field,
+    Confirmation, Input, confirmation, error_summary, form_keys, in_japan, input_field, notice, text_field,
 };
 use super::super::{Posted, Reply, UiSession, page};
 use super::{
@@ -114,7 +114,7 @@ fn operator_page(
                     tr { th scope="row" { "市町村" } td { (scope.code) } }
                     tr { th scope="row" { "状態" } td {
                         (state_label(o))
-                        @if let Some(until) = o.get("locked_until").and_then(Value::as_str) { "（" (until) " まで）" }
+                        @if let Some(until) = o.get("locked_until").and_then(Value::as_str) { "（" (in_japan(Some(until))) " まで）" }
                     } }
                     tr { th scope="row" { "役割" } td { (role_labels(o)) } }
                     tr { th scope="row" { "許可業務" } td { (held.join(" ")) } }
