@@ -68,6 +68,7 @@ async fn a_clerk_logs_in_with_his_registered_authenticator() {
     // the button; the page's script begins, the browser creates the credential, the script finishes.
     browser.goto(&format!("{local}/ui/login")).await;
     browser.log_in(CHIYODA, "manager01", "ClerkPassw0rd").await;
+    browser.wait_for("ul.systems, main p.muted").await;
     browser.goto(&format!("{local}/ui/operators/clerk01")).await;
     browser.wait_for("#biometric-register-button:not([hidden])").await;
     assert!(
@@ -173,6 +174,7 @@ async fn the_manager_registers_and_deletes_an_authenticator_on_the_operators_pag
         let operators = json!([
             operator_with_password("manager01", "ClerkPassw0rd", &["operations_manager"], &[]),
             operator_with_password("clerk01", "ClerkPassw0rd", &["clerk"], &[]),
+            operator_with_password("auditor01", "ClerkPassw0rd", &["auditor"], &[]),
         ]);
         app.add_operators(&admin, code, &operators).await;
     }
@@ -218,6 +220,12 @@ async fn the_manager_registers_and_deletes_an_authenticator_on_the_operators_pag
     let page = ui::get(&app, location, &cookie).await;
     assert!(page.text.contains("生体情報を登録しました。"), "{}", page.text);
     assert!(page.text.contains("窓口3番 指静脈リーダー") && page.text.contains(&softtoken::AAGUID.to_string()));
+    // An auditor sees his authenticators, and nothing to register or delete them with.
+    let auditor = ui::logged_in(&app, CHIYODA, "auditor01", "ClerkPassw0rd").await;
+    let seen = ui::get(&app, "/ui/operators/clerk01", &auditor).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+    assert!(seen.text.contains("窓口3番 指静脈リーダー"), "{}", seen.text);
+    assert!(!seen.text.contains("biometric-register") && !seen.text.contains("/remove\""), "{}", seen.text);
     // A finish is used once.
     let (status, _) = script_post(&app, &finish, &cookie, &body, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -15,6 +15,8 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cardap_commands::{Permission, authorize};
+use cardap_domain::MunicipalityCode;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -35,17 +37,22 @@ pub async fn listed(api: &InProcessApi, ui: &UiSession, scope: &Scope, id: &str)
     answer.ok().then(|| answer.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
 }
 
-/// The section of the operator's page: his authenticators, each deletable at the page's `version`, and the
-/// registration form (`label`: what was typed into it).
+/// The section of the operator's page: his authenticators and, for who may manage them (`ui`: the operations
+/// manager, the system administrator), each one's 削除 at the page's `version` and the registration form
+/// (`label`: what was typed into it).
 pub fn section(
+    ui: &UiSession,
     scope: &Scope,
     id: &str,
     authenticators: Option<&[Value]>,
     version: &str,
-    csrf: &str,
     label: &str,
     errors: &FieldErrors,
 ) -> Markup {
+    let manage = MunicipalityCode::parse(&scope.code)
+        .is_ok_and(|code| authorize(&ui.session.actor, &Permission::ManageBiometrics(code)).is_ok());
+    let csrf = ui.csrf();
+    let csrf = csrf.as_str();
     let base = format!("/ui/operators/{}/authenticators", segment(id));
     html! {
         section aria-labelledby="biometric-title" {
@@ -56,19 +63,21 @@ pub fn section(
                 Some(list) => table {
                     thead { tr {
                         th scope="col" { "名前" } th scope="col" { "登録日時（日本時間）" } th scope="col" { "機種（AAGUID）" }
-                        th scope="col" { "削除" }
+                        @if manage { th scope="col" { "削除" } }
                     } }
                     tbody {
                         @for a in list {
                             @let name = text(a, "label");
                             tr {
                                 td { (name) } td { (in_japan(a.get("registered_at").and_then(Value::as_str))) } td { code { (text(a, "aaguid")) } }
-                                td {
-                                    form method="post" action={ (base) "/" (segment(text(a, "credential_id"))) "/remove" } {
-                                        (form_keys(csrf, &new_key()))
-                                        (scope.hidden())
-                                        input type="hidden" name="version" value=(version);
-                                        button.secondary type="submit" aria-label={ "認証器 " (name) " を削除" } { "削除" }
+                                @if manage {
+                                    td {
+                                        form method="post" action={ (base) "/" (segment(text(a, "credential_id"))) "/remove" } {
+                                            (form_keys(csrf, &new_key()))
+                                            (scope.hidden())
+                                            input type="hidden" name="version" value=(version);
+                                            button.secondary type="submit" aria-label={ "認証器 " (name) " を削除" } { "削除" }
+                                        }
                                     }
                                 }
                             }
@@ -76,20 +85,22 @@ pub fn section(
                     }
                 },
             }
-            form id="biometric-register" method="post" action=(base) novalidate {
-                (form_keys(csrf, &new_key()))
-                (scope.hidden())
-                (text_field("label", "認証器の名前", label, "1〜50文字（例: 窓口3番 指静脈リーダー）", errors))
-                p.muted {
-                    "この操作者の端末で、この画面から登録します。ボタンを押したあと、操作者本人が認証器に触れてください。"
+            @if manage {
+                form id="biometric-register" method="post" action=(base) novalidate {
+                    (form_keys(csrf, &new_key()))
+                    (scope.hidden())
+                    (text_field("label", "認証器の名前", label, "1〜50文字（例: 窓口3番 指静脈リーダー）", errors))
+                    p.muted {
+                        "この操作者の端末で、この画面から登録します。ボタンを押したあと、操作者本人が認証器に触れてください。"
+                    }
+                    p id="biometric-register-unsupported" {
+                        "このブラウザでは生体情報を登録できません（生体認証に対応したブラウザで、スクリプトを有効にしてください）。"
+                    }
+                    div { button type="submit" id="biometric-register-button" hidden { "この端末で生体情報を登録" } }
+                    p id="biometric-register-status" role="status" aria-live="polite" {}
                 }
-                p id="biometric-register-unsupported" {
-                    "このブラウザでは生体情報を登録できません（生体認証に対応したブラウザで、スクリプトを有効にしてください）。"
-                }
-                div { button type="submit" id="biometric-register-button" hidden { "この端末で生体情報を登録" } }
-                p id="biometric-register-status" role="status" aria-live="polite" {}
+                script src="/ui/assets/webauthn.js" defer {}
             }
-            script src="/ui/assets/webauthn.js" defer {}
         }
     }
 }

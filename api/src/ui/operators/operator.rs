@@ -204,7 +204,7 @@ fn operator_page(
                         }
                     }
                 }
-                (authenticators::section(scope, id, shown.authenticators, &version, &csrf, shown.typed.get("label"), errors))
+                (authenticators::section(ui, scope, id, shown.authenticators, &version, shown.typed.get("label"), errors))
                 section aria-labelledby="revoke-title" {
                     h3 id="revoke-title" { "失効" }
                     p { a href=(scope.href(&format!("{base}/revoke?{}", query(&[("version", &version)])))) { "このオペレータを失効させる…" } }
