@@ -108,6 +108,11 @@ pub fn problem_for_the_form(answer: &Answer, on_the_form: &[StatusCode]) -> Resu
     }
 }
 
+/// Whether the session may do `permission` in the municipality `code` (a link or a form is shown only then).
+pub fn may(ui: &UiSession, code: &str, permission: fn(MunicipalityCode) -> Permission) -> bool {
+    MunicipalityCode::parse(code).is_ok_and(|code| authorize(&ui.session.actor, &permission(code)).is_ok())
+}
+
 /// A screen only for who may do what it does (`permission` in the municipality `code`, the same `authorize` as
 /// the API's): another municipality's is "not found", as in the API; anyone else gets the page `title` saying that
 /// `who` does it.

@@ -14,13 +14,12 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use cardap_commands::{Permission, authorize};
-use cardap_domain::MunicipalityCode;
+use cardap_commands::Permission;
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::api::{Call, InProcessApi, segment};
-use super::flow::{ON_THE_FORM, after_change, allowed, one, problems};
+use super::flow::{ON_THE_FORM, after_change, allowed, may, one, problems};
 use super::form::{FieldErrors, Form, new_key};
 use super::pages::{
     Confirmation, Input, confirmation, error_summary, field_note, form_keys, input_field, notice, text_field,
@@ -28,18 +27,13 @@ use super::pages::{
 use super::{Posted, Reply, UiSession, page};
 
 /// What 消去's form says after an erasure (`/ui/erasure?done=erased`).
-pub const ERASED: &str = "利用者の個人情報を消去しました。もとに戻すことはできません。";
+const ERASED: &str = "利用者の個人情報を消去しました。もとに戻すことはできません。";
 
 /// The reasons of 消去, as the API names them, with the form's words.
 const REASONS: [(&str, &str); 2] = [
     ("retention_expired", "転出後の保存期間が経過した"),
     ("request", "本人の申出・文書による請求があった（転出前でも消去できます）"),
 ];
-
-/// Whether the session may do `permission` in the municipality `code` (a link is shown only then).
-fn may(ui: &UiSession, code: &str, permission: fn(MunicipalityCode) -> Permission) -> bool {
-    MunicipalityCode::parse(code).is_ok_and(|code| authorize(&ui.session.actor, &permission(code)).is_ok())
-}
 
 /// The resident's page's section: 転出 while he has not moved out, for who registers residents; 消去 for who may
 /// erase; nothing once erased, or when there is nothing he may do.

@@ -148,18 +148,30 @@ fn policies_page(ui: &UiSession, shown: &Shown<'_>) -> Markup {
     )
 }
 
-/// The page with the settings of now (`done`: what was just changed).
+/// The page with the settings of now, `status`, `errors` and `done`; `typed`: the form that was sent
+/// (`biometric`, `read_alert`), shown with what was typed into it instead.
 async fn show_now(
     api: &InProcessApi,
     ui: &UiSession,
     code: &str,
     status: StatusCode,
-    errors: &FieldErrors,
-    done: Option<&str>,
+    (errors, done): (&FieldErrors, Option<&str>),
+    typed: Option<(&str, &Form)>,
 ) -> Reply {
     let biometric = biometric_form(&one(api, ui, &biometric_path(code)).await?);
     let read_alert = read_alert_form(&one(api, ui, &read_alert_path(code)).await?);
-    let shown = Shown { biometric: &biometric, read_alert: &read_alert, errors, done };
+    let shown = Shown {
+        biometric: match typed {
+            Some(("biometric", form)) => form,
+            _ => &biometric,
+        },
+        read_alert: match typed {
+            Some(("read_alert", form)) => form,
+            _ => &read_alert,
+        },
+        errors,
+        done,
+    };
     Ok((status, page(policies_page(ui, &shown))).into_response())
 }
 
@@ -167,7 +179,7 @@ async fn show_now(
 pub async fn show(Extension(api): Extension<InProcessApi>, ui: UiSession, raw: RawQuery) -> Reply {
     let code = ui.own_municipality("認証・監査の設定")?;
     allowed(&ui, &code)?;
-    show_now(&api, &ui, &code, StatusCode::OK, &FieldErrors::default(), DONE.of(&Form::of_query(&raw))).await
+    show_now(&api, &ui, &code, StatusCode::OK, (&FieldErrors::default(), DONE.of(&Form::of_query(&raw))), None).await
 }
 
 /// After the form `which` (`biometric`, `read_alert`) was sent: done, the page saying so; refused, that form again
@@ -180,21 +192,12 @@ async fn refused_form(
     typed: (&str, &Form),
     fields: &[&str],
 ) -> Reply {
-    let (which, form) = typed;
+    let (which, _) = typed;
     let problem = after_change(answer, &format!("/ui/policies?done={which}"), ON_THE_FORM)?;
     if problem.status == StatusCode::PRECONDITION_FAILED {
-        return show_now(api, ui, code, problem.status, &changed_meanwhile(), None).await;
+        return show_now(api, ui, code, problem.status, (&changed_meanwhile(), None), None).await;
     }
-    let errors = problems(&problem, fields);
-    let biometric = biometric_form(&one(api, ui, &biometric_path(code)).await?);
-    let read_alert = read_alert_form(&one(api, ui, &read_alert_path(code)).await?);
-    let shown = Shown {
-        biometric: if which == "biometric" { form } else { &biometric },
-        read_alert: if which == "read_alert" { form } else { &read_alert },
-        errors: &errors,
-        done: None,
-    };
-    Ok((problem.status, page(policies_page(ui, &shown))).into_response())
+    show_now(api, ui, code, problem.status, (&problems(&problem, fields), None), Some(typed)).await
 }
 
 /// 生体認証の設定, replaced whole at the version shown.
@@ -237,9 +240,8 @@ pub async fn set_read_alert(Extension(api): Extension<InProcessApi>, Posted { ui
                 let mut errors = FieldErrors::default();
                 errors.add("residents_per_hour", "1以上の整数で入力してください。");
                 errors.general.push("入力内容に誤りがあります。各項目の表示を確認してください。".to_owned());
-                let biometric = biometric_form(&one(&api, &ui, &biometric_path(&code)).await?);
-                let shown = Shown { biometric: &biometric, read_alert: &form, errors: &errors, done: None };
-                return Ok((StatusCode::UNPROCESSABLE_ENTITY, page(policies_page(&ui, &shown))).into_response());
+                let typed = Some(("read_alert", &form));
+                return show_now(&api, &ui, &code, StatusCode::UNPROCESSABLE_ENTITY, (&errors, None), typed).await;
             }
         }
     };

@@ -15,14 +15,14 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cardap_commands::{Permission, authorize};
-use cardap_domain::MunicipalityCode;
+use cardap_commands::Permission;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::super::api::{Answer, Call, InProcessApi, segment, text};
+use super::super::flow::may;
 use super::super::form::{FieldErrors, new_key};
 use super::super::pages::{form_keys, in_japan, text_field};
 use super::super::{UiSession, cross_site, csrf_ok};
@@ -49,8 +49,7 @@ pub fn section(
     label: &str,
     errors: &FieldErrors,
 ) -> Markup {
-    let manage = MunicipalityCode::parse(&scope.code)
-        .is_ok_and(|code| authorize(&ui.session.actor, &Permission::ManageBiometrics(code)).is_ok());
+    let manage = may(ui, &scope.code, Permission::ManageBiometrics);
     let csrf = ui.csrf();
     let csrf = csrf.as_str();
     let base = format!("/ui/operators/{}/authenticators", segment(id));

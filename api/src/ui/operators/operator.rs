@@ -215,15 +215,22 @@ fn operator_page(
     )
 }
 
-/// The operator's page with his data of now (`done`: what was just done).
+/// What his page says besides his data of now: the problems, what was just done, and what was typed into its
+/// other forms.
+struct Said<'a> {
+    errors: &'a FieldErrors,
+    done: Option<&'a str>,
+    typed: &'a Form,
+}
+
+/// The operator's page with his data of now.
 async fn show_now(
     api: &InProcessApi,
     ui: &UiSession,
     scope: &Scope,
     id: &str,
     status: StatusCode,
-    errors: &FieldErrors,
-    done: Option<&str>,
+    said: Said<'_>,
 ) -> Reply {
     let operator = load(api, ui, scope, id).await?;
     let systems = permitted_systems(api, ui, &scope.code).await?;
@@ -232,10 +239,10 @@ async fn show_now(
     let shown = Shown {
         change: &change,
         version: operator.version,
-        typed: &Form::default(),
+        typed: said.typed,
         authenticators: listed.as_deref(),
-        errors,
-        done,
+        errors: said.errors,
+        done: said.done,
     };
     Ok((status, page(operator_page(ui, scope, &operator, &systems, &shown))).into_response())
 }
@@ -249,7 +256,8 @@ pub async fn show(
 ) -> Reply {
     let q = Form::of_query(&raw);
     let scope = scope(&api, &ui, q.get("municipality"), "/ui/operators").await?;
-    show_now(&api, &ui, &scope, &id, StatusCode::OK, &FieldErrors::default(), DONE.of(&q)).await
+    let said = Said { errors: &FieldErrors::default(), done: DONE.of(&q), typed: &Form::default() };
+    show_now(&api, &ui, &scope, &id, StatusCode::OK, said).await
 }
 
 /// The refusals the operator's page shows on itself: those of every form, and what the operator may not give
@@ -301,9 +309,10 @@ impl HisForm {
         self.api.call(&self.ui, call).await
     }
 
-    /// His page of now, `status`, with `errors`.
-    async fn show_now(&self, status: StatusCode, errors: &FieldErrors) -> Reply {
-        show_now(&self.api, &self.ui, &self.scope, &self.id, status, errors, None).await
+    /// His page of now, `status`, with `errors` and what was `typed` into the form that was sent.
+    async fn show_now(&self, status: StatusCode, errors: &FieldErrors, typed: &Form) -> Reply {
+        let said = Said { errors, done: None, typed };
+        show_now(&self.api, &self.ui, &self.scope, &self.id, status, said).await
     }
 
     /// After the change: his page with `done`; refused for a field or a rule, his page with the problem next to
@@ -312,7 +321,7 @@ impl HisForm {
         let (api, ui, scope) = (&self.api, &self.ui, &self.scope);
         let problem = after_change(&answer, &format!("{}&done={done}", scope.operator_href(&self.id)), &ON_HIS_PAGE)?;
         if problem.status == StatusCode::PRECONDITION_FAILED {
-            return self.show_now(problem.status, &changed_meanwhile()).await;
+            return self.show_now(problem.status, &changed_meanwhile(), &Form::default()).await;
         }
         let errors = FieldErrors::of(&problem, &problem_fields(&OTHER_FIELDS));
         let operator = load(api, ui, scope, &self.id).await?;
@@ -443,7 +452,7 @@ pub async fn assign_internal_id(his: HisForm) -> Reply {
     let Some(business_id) = form.value("business_id") else {
         let mut errors = FieldErrors::default();
         errors.add("business_id", "業務を選んでください。");
-        return his.show_now(StatusCode::UNPROCESSABLE_ENTITY, &errors).await;
+        return his.show_now(StatusCode::UNPROCESSABLE_ENTITY, &errors, &Form::default()).await;
     };
     let path = his.path(&format!("/internal-ids/{}", segment(business_id)));
     let mut body = json!({ "internal_id": form.get("internal_id").trim() });
@@ -476,20 +485,7 @@ pub async fn register_without_script(his: HisForm) -> Reply {
         "このブラウザでは生体情報を登録できません。生体認証に対応したブラウザで、スクリプトを有効にして登録してください。"
             .to_owned(),
     );
-    let operator = load(&his.api, &his.ui, &his.scope, &his.id).await?;
-    let systems = permitted_systems(&his.api, &his.ui, &his.scope.code).await?;
-    let change = as_form(&operator.body);
-    let listed = authenticators::listed(&his.api, &his.ui, &his.scope, &his.id).await;
-    let shown = Shown {
-        change: &change,
-        version: operator.version,
-        typed: &his.form,
-        authenticators: listed.as_deref(),
-        errors: &errors,
-        done: None,
-    };
-    let page_of = operator_page(&his.ui, &his.scope, &operator, &systems, &shown);
-    Ok((StatusCode::UNPROCESSABLE_ENTITY, page(page_of)).into_response())
+    his.show_now(StatusCode::UNPROCESSABLE_ENTITY, &errors, &his.form).await
 }
 
 // ---- パスワード一括変更 ------------------------------------------------------------------------------------------
